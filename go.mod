@@ -1,0 +1,3 @@
+module github.com/cancelio/cancelio
+
+go 1.26
