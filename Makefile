@@ -5,7 +5,7 @@
 #   make bench-quick  the same, shorter (about 1 minute)
 
 GO          ?= go
-STATICCHECK ?= $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2
+STATICCHECK ?= $(GO) tool staticcheck
 # Debian packages the project builds and tests against (cgo: libusb for the
 # gousb backend, liburing for the C baseline of the benchmarks).
 DEB_PKGS    ?= gcc pkg-config libusb-1.0-0-dev liburing-dev

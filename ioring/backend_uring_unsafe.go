@@ -1,0 +1,330 @@
+//go:build linux
+
+package ioring
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"runtime"
+	"time"
+	"unsafe"
+
+	"github.com/cancelio/cancelio/ioring/internal/uring"
+	"golang.org/x/sys/unix"
+)
+
+// uringSetup creates the kernel ring; tests replace it to simulate a kernel
+// where io_uring is disabled.
+var uringSetup = uring.Setup
+
+// requiredOps are the io_uring opcodes the backend uses.
+var requiredOps = []uint8{
+	uring.OpNop, uring.OpRead, uring.OpWrite, uring.OpReadv, uring.OpWritev,
+	uring.OpPollAdd, uring.OpTimeout, uring.OpLinkTimeout, uring.OpAsyncCancel, uring.OpFsync,
+}
+
+// uringBackend runs requests on io_uring. Submission (SQ) is serialised by
+// Ring.sqMu, reaping (CQ) by Ring.reapMu. A goroutine parked in Go's
+// netpoller on an eventfd the kernel signals reaps when no consumer does.
+type uringBackend struct {
+	r         *Ring
+	ring      *uring.Ring
+	cancelAny bool // IORING_ASYNC_CANCEL_ANY|ALL (kernel 5.19)
+	efile     *os.File
+	loopDone  chan struct{}
+}
+
+func newURing(r *Ring, entries uint32) (backend, error) {
+	ring, err := uringSetup(entries, 4*entries)
+	if err != nil {
+		return nil, fmt.Errorf("io_uring_setup: %w", err)
+	}
+	b := &uringBackend{r: r, ring: ring, loopDone: make(chan struct{})}
+	fail := func(err error) (backend, error) {
+		ring.Close()
+		return nil, err
+	}
+	if err := ring.Probe(); err != nil {
+		return fail(fmt.Errorf("%w: %v", ErrNotSupported, err))
+	}
+	for _, op := range requiredOps {
+		if !ring.Supports(op) {
+			return fail(fmt.Errorf("%w: kernel io_uring lacks opcode %d", ErrNotSupported, op))
+		}
+	}
+	const need = uring.FeatNoDrop | uring.FeatRWCurPos
+	if ring.Features()&need != need {
+		return fail(fmt.Errorf("%w: kernel io_uring lacks NODROP or RW_CUR_POS (features %#x)", ErrNotSupported, ring.Features()))
+	}
+	b.cancelAny = b.probeCancelAny()
+	efd, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
+	if err != nil {
+		return fail(fmt.Errorf("eventfd: %w", err))
+	}
+	if err := ring.RegisterEventFD(efd); err != nil {
+		unix.Close(efd)
+		return fail(fmt.Errorf("register eventfd: %w", err))
+	}
+	b.efile = os.NewFile(uintptr(efd), "ioring-eventfd")
+	go b.loop()
+	return b, nil
+}
+
+// uringUnavailable reports whether a newURing error means io_uring cannot be
+// used here, so that New may fall back.
+func uringUnavailable(err error) bool {
+	return uring.Unavailable(err) || errors.Is(err, unix.EINVAL) || errors.Is(err, ErrNotSupported)
+}
+
+// probeCancelAny asks the kernel for an IORING_ASYNC_CANCEL_ANY|ALL with
+// nothing in flight: 0 canceled means it knows the flags.
+func (b *uringBackend) probeCancelAny() bool {
+	sqe, _ := b.ring.NextSQE()
+	sqe.Opcode = uring.OpAsyncCancel
+	sqe.FD = -1
+	sqe.OpFlags = uring.CancelAny | uring.CancelAll
+	sqe.UserData = kindCancel << kindShft
+	if _, err := b.ring.Submit(1); err != nil {
+		return false
+	}
+	ok := false
+	first, second := b.ring.PeekCQ()
+	for _, c := range append(first, second...) {
+		if c.UserData == kindCancel<<kindShft {
+			ok = c.Res >= 0
+		}
+	}
+	b.ring.AdvanceCQ(uint32(len(first) + len(second)))
+	return ok
+}
+
+func (b *uringBackend) nativeDeadlines() bool { return true }
+
+// sqe returns a free SQE, handing what is queued to the kernel first when
+// the SQ is full. r.sqMu held.
+func (b *uringBackend) sqe() (*uring.SQE, uint32) {
+	for {
+		if sqe, pos := b.ring.NextSQE(); sqe != nil {
+			return sqe, pos
+		}
+		b.flush()
+	}
+}
+
+func (b *uringBackend) submit(idx uint32) error {
+	s := &b.r.slots[idx]
+	key := s.key.Load()
+	need := uint32(1)
+	if s.deadline > 0 {
+		need = 2
+	}
+	if b.ring.SQFree() < need {
+		b.flush()
+	}
+	sqe, pos := b.sqe()
+	s.sqPos = pos
+	sqe.UserData = kindReq<<kindShft | key
+	sqe.FD = s.fd
+	switch s.code {
+	case OpNop:
+		sqe.Opcode = uring.OpNop
+		sqe.FD = -1
+	case OpRead, OpWrite:
+		sqe.Opcode = uring.OpRead
+		if s.code == OpWrite {
+			sqe.Opcode = uring.OpWrite
+		}
+		sqe.Addr = uint64(uintptr(unsafe.Pointer(&s.buf[0])))
+		sqe.Len = uint32(len(s.buf))
+		sqe.Off = uint64(s.off) // -1: the current position (IORING_FEAT_RW_CUR_POS)
+	case OpReadv, OpWritev:
+		sqe.Opcode = uring.OpReadv
+		if s.code == OpWritev {
+			sqe.Opcode = uring.OpWritev
+		}
+		sqe.Addr = uint64(uintptr(unsafe.Pointer(&s.iov[0])))
+		sqe.Len = uint32(len(s.iov))
+		sqe.Off = uint64(s.off)
+	case OpPoll:
+		sqe.Opcode = uring.OpPollAdd
+		sqe.OpFlags = s.events
+	case OpTimeout:
+		sqe.Opcode = uring.OpTimeout
+		sqe.FD = -1
+		s.ts[0] = unix.NsecToTimespec(int64(s.dur))
+		sqe.Addr = uint64(uintptr(unsafe.Pointer(&s.ts[0])))
+		sqe.Len = 1
+	case OpFsync:
+		sqe.Opcode = uring.OpFsync
+	default:
+		return fmt.Errorf("%w: opcode %v on io_uring", ErrNotSupported, s.code)
+	}
+	if s.deadline > 0 {
+		sqe.Flags |= uring.SQEIOLink
+		lt, _ := b.sqe()
+		lt.Opcode = uring.OpLinkTimeout
+		lt.FD = -1
+		s.ts[1] = unix.NsecToTimespec(int64(s.deadline))
+		lt.Addr = uint64(uintptr(unsafe.Pointer(&s.ts[1])))
+		lt.Len = 1
+		lt.UserData = kindLink<<kindShft | key
+	}
+	s.pending.Store(int32(need)) // published to the reaper with the SQ tail
+	return nil
+}
+
+// flush hands queued SQEs to the kernel. When the kernel pushes back
+// (EBUSY: completions overflowed; EAGAIN: no memory for now) it reaps to make
+// room and tries again. r.sqMu held.
+func (b *uringBackend) flush() error {
+	for tries := 0; ; tries++ {
+		_, err := b.ring.Submit(0)
+		if err == nil {
+			return nil
+		}
+		if err != unix.EBUSY && err != unix.EAGAIN {
+			return fmt.Errorf("io_uring_enter: %w", err)
+		}
+		b.r.reapMu.Lock()
+		if !b.r.beClosed {
+			b.reapReady()
+			b.ring.FlushOverflow()
+			b.reapReady()
+		}
+		b.r.reapMu.Unlock()
+		if tries > 10 {
+			time.Sleep(100 * time.Microsecond)
+		} else {
+			runtime.Gosched()
+		}
+	}
+}
+
+func (b *uringBackend) cancel(idx uint32, key uint64) {
+	s := &b.r.slots[idx]
+	if !b.ring.Consumed(s.sqPos) {
+		// Still in our SQ: the kernel never sees the operation.
+		sqe := b.ring.SQEAt(s.sqPos)
+		link := sqe.Flags & uring.SQEIOLink
+		ud := sqe.UserData
+		*sqe = uring.SQE{Opcode: uring.OpNop, FD: -1, Flags: link, UserData: ud}
+		s.flags.Or(flNopped)
+		return
+	}
+	sqe, _ := b.sqe()
+	sqe.Opcode = uring.OpAsyncCancel
+	sqe.FD = -1
+	sqe.Addr = kindReq<<kindShft | key
+	sqe.UserData = kindCancel<<kindShft | key
+}
+
+func (b *uringBackend) cancelAll() {
+	if b.ring.Pending() > 0 {
+		b.flush()
+	}
+	if b.cancelAny && b.ring.Pending() == 0 {
+		sqe, _ := b.sqe()
+		sqe.Opcode = uring.OpAsyncCancel
+		sqe.FD = -1
+		sqe.OpFlags = uring.CancelAny | uring.CancelAll
+		sqe.UserData = kindCancel << kindShft
+		return
+	}
+	for i := range b.r.slots {
+		s := &b.r.slots[i]
+		if s.state.Load() == stActive && s.code != OpForeign {
+			b.cancel(uint32(i), s.key.Load())
+		}
+	}
+}
+
+func (b *uringBackend) reap(wait bool, timeout time.Duration) error {
+	if b.reapReady() > 0 || !wait {
+		return nil
+	}
+	if b.ring.Overflowed() {
+		b.ring.FlushOverflow()
+		if b.reapReady() > 0 {
+			return nil
+		}
+	}
+	if err := b.ring.Wait(1, timeout); err != nil {
+		return fmt.Errorf("io_uring_enter: %w", err)
+	}
+	b.reapReady()
+	return nil
+}
+
+// reapReady handles every CQE in the ring. r.reapMu held.
+func (b *uringBackend) reapReady() int {
+	first, second := b.ring.PeekCQ()
+	n := len(first) + len(second)
+	if n == 0 {
+		return 0
+	}
+	for i := range first {
+		b.handle(first[i].UserData, first[i].Res)
+	}
+	for i := range second {
+		b.handle(second[i].UserData, second[i].Res)
+	}
+	b.ring.AdvanceCQ(uint32(n))
+	return n
+}
+
+func (b *uringBackend) handle(ud uint64, res int32) {
+	kind := ud >> kindShft
+	if kind >= kindCancel {
+		return // a cancel's own result is informational; wake nops carry nothing
+	}
+	key := ud & keyMask
+	s := &b.r.slots[key&idxMask]
+	if s.key.Load() != key || s.state.Load() != stActive {
+		return // cannot happen: a slot is reused only after all its CQEs
+	}
+	if kind == kindReq {
+		s.res = res
+	} else if res == -int32(unix.ETIME) {
+		s.flags.Or(flTimedOut)
+	}
+	if s.pending.Add(-1) == 0 {
+		b.r.finish(uint32(key&idxMask), s)
+	}
+}
+
+func (b *uringBackend) wake() {
+	r := b.r
+	r.sqMu.Lock()
+	if !r.beDead {
+		sqe, _ := b.sqe()
+		sqe.Opcode = uring.OpNop
+		sqe.FD = -1
+		sqe.UserData = kindWake << kindShft
+		b.flush()
+	}
+	r.sqMu.Unlock()
+}
+
+// loop reaps when the kernel signals the eventfd and no consumer is reaping.
+func (b *uringBackend) loop() {
+	defer close(b.loopDone)
+	var buf [8]byte
+	for {
+		if _, err := b.efile.Read(buf[:]); err != nil {
+			return
+		}
+		b.r.reapMu.Lock()
+		if !b.r.beClosed {
+			b.reapReady()
+		}
+		b.r.reapMu.Unlock()
+	}
+}
+
+func (b *uringBackend) close() error {
+	b.efile.Close()
+	<-b.loopDone
+	b.ring.UnregisterEventFD()
+	return b.ring.Close()
+}

@@ -1,0 +1,173 @@
+//go:build linux
+
+// Package uring is the io_uring ABI for cancelio: the kernel's structure
+// layouts, setup, the mmap of the submission and completion rings, enter,
+// register and the probe. It is the only package of cancelio that makes
+// io_uring system calls. It knows nothing of requests, tokens or completion
+// queues: package ioring builds those on top.
+//
+// Layouts mirror /usr/include/linux/io_uring.h; abi_unsafe.go makes the build
+// fail when a size drifts.
+package uring
+
+// Opcodes (enum io_uring_op).
+const (
+	OpNop          = 0
+	OpReadv        = 1
+	OpWritev       = 2
+	OpFsync        = 3
+	OpPollAdd      = 6
+	OpPollRemove   = 7
+	OpTimeout      = 11
+	OpAsyncCancel  = 14
+	OpLinkTimeout  = 15
+	OpRead         = 22
+	OpWrite        = 23
+	opLastKnown    = 64
+	maxProbeOps    = 256
+	probeSupported = 1 // IO_URING_OP_SUPPORTED
+)
+
+// SQE flags (IOSQE_*).
+const (
+	SQEFixedFile   = 1 << 0
+	SQEIODrain     = 1 << 1
+	SQEIOLink      = 1 << 2
+	SQEIOHardlink  = 1 << 3
+	SQEAsync       = 1 << 4
+	SQECQESkipSucc = 1 << 6
+)
+
+// Setup flags (IORING_SETUP_*).
+const (
+	SetupCQSize    = 1 << 3
+	SetupClamp     = 1 << 4
+	SetupSubmitAll = 1 << 7
+)
+
+// Feature flags (IORING_FEAT_*).
+const (
+	FeatSingleMmap = 1 << 0
+	FeatNoDrop     = 1 << 1
+	FeatSubmitStab = 1 << 2
+	FeatRWCurPos   = 1 << 3
+	FeatFastPoll   = 1 << 5
+	FeatExtArg     = 1 << 8
+)
+
+// Enter flags (IORING_ENTER_*).
+const (
+	EnterGetEvents = 1 << 0
+	EnterExtArg    = 1 << 3
+)
+
+// Ring flags.
+const (
+	SQNeedWakeup      = 1 << 0 // IORING_SQ_NEED_WAKEUP
+	SQCQOverflow      = 1 << 1 // IORING_SQ_CQ_OVERFLOW
+	SQTaskrun         = 1 << 2 // IORING_SQ_TASKRUN
+	CQEventFDDisabled = 1 << 0 // IORING_CQ_EVENTFD_DISABLED
+)
+
+// Async cancel flags (IORING_ASYNC_CANCEL_*).
+const (
+	CancelAll = 1 << 0
+	CancelFD  = 1 << 1
+	CancelAny = 1 << 2
+)
+
+// Timeout flags.
+const (
+	TimeoutAbs = 1 << 0 // IORING_TIMEOUT_ABS
+)
+
+// Register opcodes (IORING_REGISTER_*).
+const (
+	RegisterEventFD   = 4
+	UnregisterEventFD = 5
+	RegisterProbe     = 8
+)
+
+// mmap offsets (IORING_OFF_*).
+const (
+	offSQRing = 0
+	offCQRing = 0x8000000
+	offSQEs   = 0x10000000
+)
+
+// SQE is struct io_uring_sqe (64 bytes). Union members are named after the
+// use cancelio makes of them.
+type SQE struct {
+	Opcode      uint8
+	Flags       uint8
+	IOPrio      uint16
+	FD          int32
+	Off         uint64 // off, addr2
+	Addr        uint64 // addr, splice_off_in
+	Len         uint32
+	OpFlags     uint32 // rw_flags, fsync_flags, poll32_events, timeout_flags, cancel_flags
+	UserData    uint64
+	BufIndex    uint16
+	Personality uint16
+	SpliceFDIn  int32
+	Addr3       uint64
+	pad2        uint64
+}
+
+// CQE is struct io_uring_cqe (16 bytes, no CQE32).
+type CQE struct {
+	UserData uint64
+	Res      int32
+	Flags    uint32
+}
+
+// SQRingOffsets is struct io_sqring_offsets.
+type SQRingOffsets struct {
+	Head, Tail, RingMask, RingEntries, Flags, Dropped, Array, Resv1 uint32
+	Resv2                                                          uint64
+}
+
+// CQRingOffsets is struct io_cqring_offsets.
+type CQRingOffsets struct {
+	Head, Tail, RingMask, RingEntries, Overflow, CQEs, Flags, Resv1 uint32
+	Resv2                                                           uint64
+}
+
+// Params is struct io_uring_params.
+type Params struct {
+	SQEntries    uint32
+	CQEntries    uint32
+	Flags        uint32
+	SQThreadCPU  uint32
+	SQThreadIdle uint32
+	Features     uint32
+	WQFD         uint32
+	Resv         [3]uint32
+	SQOff        SQRingOffsets
+	CQOff        CQRingOffsets
+}
+
+// getEventsArg is struct io_uring_getevents_arg.
+type getEventsArg struct {
+	Sigmask   uint64
+	SigmaskSz uint32
+	Pad       uint32
+	TS        uint64
+}
+
+// probeOp is struct io_uring_probe_op.
+type probeOp struct {
+	Op    uint8
+	Resv  uint8
+	Flags uint16
+	Resv2 uint32
+}
+
+// probe is struct io_uring_probe followed by its ops.
+type probe struct {
+	LastOp uint8
+	OpsLen uint8
+	Resv   uint16
+	Resv2  [3]uint32
+	Ops    [maxProbeOps]probeOp
+}

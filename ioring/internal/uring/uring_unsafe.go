@@ -1,0 +1,395 @@
+//go:build linux
+
+package uring
+
+import (
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"syscall"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// The build fails here when a Go mirror's size drifts from the kernel's.
+var (
+	_ [64]byte  = [unsafe.Sizeof(SQE{})]byte{}           // struct io_uring_sqe
+	_ [16]byte  = [unsafe.Sizeof(CQE{})]byte{}           // struct io_uring_cqe
+	_ [40]byte  = [unsafe.Sizeof(SQRingOffsets{})]byte{} // struct io_sqring_offsets
+	_ [40]byte  = [unsafe.Sizeof(CQRingOffsets{})]byte{} // struct io_cqring_offsets
+	_ [120]byte = [unsafe.Sizeof(Params{})]byte{}        // struct io_uring_params
+	_ [24]byte  = [unsafe.Sizeof(getEventsArg{})]byte{}  // struct io_uring_getevents_arg
+	_ [8]byte   = [unsafe.Sizeof(probeOp{})]byte{}       // struct io_uring_probe_op
+)
+
+// MaxEntries is the kernel's limit on SQ entries (IORING_MAX_ENTRIES).
+const MaxEntries = 32768
+
+// Ring is one io_uring instance with its rings mapped.
+//
+// Memory ordering: the SQ ring has one producer (the caller, serialised by the
+// caller's submit lock) and one consumer (the kernel, inside io_uring_enter).
+// SQEs are written before the release store of the SQ tail. The CQ ring has
+// one producer (the kernel) and one consumer (the caller, serialised by the
+// caller's reap lock): CQEs are read after the acquire load of the CQ tail and
+// released to the kernel by the store of the CQ head. Go's sync/atomic loads
+// and stores are sequentially consistent, which covers acquire and release.
+type Ring struct {
+	fd       int
+	params   Params
+	ringMem  []byte
+	cqMem    []byte // nil with IORING_FEAT_SINGLE_MMAP
+	sqeMem   []byte
+	sqHead   *uint32
+	sqTail   *uint32
+	sqFlags  *uint32
+	sqMask   uint32
+	sqes     []SQE
+	cqHead   *uint32
+	cqTail   *uint32
+	cqFlags  *uint32
+	cqMask   uint32
+	cqes     []CQE
+	sqLocal  uint32 // next free SQE position; guarded by the caller's submit lock
+	probeOps [maxProbeOps]bool
+}
+
+// Setup creates a ring with sqEntries submission entries and cqEntries
+// completion entries (0: the kernel's default, twice sqEntries) and maps it.
+func Setup(sqEntries, cqEntries uint32) (*Ring, error) {
+	r := &Ring{}
+	p := &r.params
+	p.Flags = SetupSubmitAll
+	if cqEntries != 0 {
+		p.Flags |= SetupCQSize
+		p.CQEntries = cqEntries
+	}
+	fd, err := setup(sqEntries, p)
+	if err == unix.EINVAL && p.Flags&SetupSubmitAll != 0 {
+		// Kernels before 5.18 refuse unknown setup flags.
+		p.Flags &^= SetupSubmitAll
+		fd, err = setup(sqEntries, p)
+	}
+	if err != nil {
+		return nil, err
+	}
+	r.fd = fd
+	if err := r.mmap(); err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	// The SQ array maps ring positions to SQE indices; cancelio always uses
+	// the identity, so it is filled once here and never touched again.
+	array := unsafe.Slice((*uint32)(unsafe.Pointer(&r.ringMem[p.SQOff.Array])), p.SQEntries)
+	for i := range array {
+		array[i] = uint32(i)
+	}
+	r.sqLocal = atomic.LoadUint32(r.sqTail)
+	return r, nil
+}
+
+func setup(entries uint32, p *Params) (int, error) {
+	for {
+		fd, _, errno := unix.Syscall(unix.SYS_IO_URING_SETUP, uintptr(entries), uintptr(unsafe.Pointer(p)), 0)
+		if errno == unix.EINTR {
+			continue
+		}
+		if errno != 0 {
+			return -1, errno
+		}
+		return int(fd), nil
+	}
+}
+
+func (r *Ring) mmap() error {
+	p := &r.params
+	sqSize := int(p.SQOff.Array) + int(p.SQEntries)*4
+	cqSize := int(p.CQOff.CQEs) + int(p.CQEntries)*int(unsafe.Sizeof(CQE{}))
+	single := p.Features&FeatSingleMmap != 0
+	if single && cqSize > sqSize {
+		sqSize = cqSize
+	}
+	mem, err := unix.Mmap(r.fd, offSQRing, sqSize, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED|unix.MAP_POPULATE)
+	if err != nil {
+		return fmt.Errorf("mmap SQ ring: %w", err)
+	}
+	r.ringMem = mem
+	cqMem := mem
+	if !single {
+		cqMem, err = unix.Mmap(r.fd, offCQRing, cqSize, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED|unix.MAP_POPULATE)
+		if err != nil {
+			unix.Munmap(mem)
+			return fmt.Errorf("mmap CQ ring: %w", err)
+		}
+		r.cqMem = cqMem
+	}
+	sqeMem, err := unix.Mmap(r.fd, offSQEs, int(p.SQEntries)*int(unsafe.Sizeof(SQE{})), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED|unix.MAP_POPULATE)
+	if err != nil {
+		r.unmap()
+		return fmt.Errorf("mmap SQEs: %w", err)
+	}
+	r.sqeMem = sqeMem
+	u32 := func(b []byte, off uint32) *uint32 { return (*uint32)(unsafe.Pointer(&b[off])) }
+	r.sqHead = u32(mem, p.SQOff.Head)
+	r.sqTail = u32(mem, p.SQOff.Tail)
+	r.sqFlags = u32(mem, p.SQOff.Flags)
+	r.sqMask = *u32(mem, p.SQOff.RingMask)
+	r.sqes = unsafe.Slice((*SQE)(unsafe.Pointer(&sqeMem[0])), p.SQEntries)
+	r.cqHead = u32(cqMem, p.CQOff.Head)
+	r.cqTail = u32(cqMem, p.CQOff.Tail)
+	if p.CQOff.Flags != 0 {
+		r.cqFlags = u32(cqMem, p.CQOff.Flags)
+	}
+	r.cqMask = *u32(cqMem, p.CQOff.RingMask)
+	r.cqes = unsafe.Slice((*CQE)(unsafe.Pointer(&cqMem[p.CQOff.CQEs])), p.CQEntries)
+	return nil
+}
+
+func (r *Ring) unmap() {
+	for _, m := range []*[]byte{&r.sqeMem, &r.cqMem, &r.ringMem} {
+		if *m != nil {
+			unix.Munmap(*m)
+			*m = nil
+		}
+	}
+	r.sqes, r.cqes = nil, nil
+}
+
+// Close unmaps the rings and closes the ring's fd. The kernel cancels what
+// is still in flight; callers drain before they close.
+func (r *Ring) Close() error {
+	r.unmap()
+	if r.fd >= 0 {
+		err := unix.Close(r.fd)
+		r.fd = -1
+		return err
+	}
+	return nil
+}
+
+// FD returns the ring's file descriptor.
+func (r *Ring) FD() int { return r.fd }
+
+// Params returns the parameters the kernel filled in at setup.
+func (r *Ring) Params() Params { return r.params }
+
+// SQEntries returns the number of submission entries.
+func (r *Ring) SQEntries() uint32 { return r.params.SQEntries }
+
+// CQEntries returns the number of completion entries.
+func (r *Ring) CQEntries() uint32 { return r.params.CQEntries }
+
+// Features returns the IORING_FEAT_* bits the kernel reported.
+func (r *Ring) Features() uint32 { return r.params.Features }
+
+// NextSQE returns the next free SQE, zeroed, and its ring position, or nil
+// when the SQ is full. The SQE reaches the kernel at the next Flush.
+func (r *Ring) NextSQE() (*SQE, uint32) {
+	head := atomic.LoadUint32(r.sqHead)
+	if r.sqLocal-head >= r.params.SQEntries {
+		return nil, 0
+	}
+	pos := r.sqLocal
+	sqe := &r.sqes[pos&r.sqMask]
+	*sqe = SQE{}
+	r.sqLocal++
+	return sqe, pos
+}
+
+// SQEAt returns the SQE at ring position pos; only for rewriting an entry
+// that the kernel has not consumed yet (Unconsumed reports which).
+func (r *Ring) SQEAt(pos uint32) *SQE { return &r.sqes[pos&r.sqMask] }
+
+// Consumed reports whether the kernel has consumed the SQE at position pos.
+func (r *Ring) Consumed(pos uint32) bool {
+	return int32(atomic.LoadUint32(r.sqHead)-pos) > 0
+}
+
+// SQFree returns how many SQEs can be taken before the SQ is full.
+func (r *Ring) SQFree() uint32 {
+	return r.params.SQEntries - (r.sqLocal - atomic.LoadUint32(r.sqHead))
+}
+
+// Pending returns how many SQEs were taken but not yet consumed by the kernel.
+func (r *Ring) Pending() uint32 { return r.sqLocal - atomic.LoadUint32(r.sqHead) }
+
+// publish makes every taken SQE visible to the kernel and returns how many
+// are waiting to be consumed.
+func (r *Ring) publish() uint32 {
+	atomic.StoreUint32(r.sqTail, r.sqLocal) // release: SQE contents before the tail
+	return r.sqLocal - atomic.LoadUint32(r.sqHead)
+}
+
+// Submit publishes the taken SQEs and hands them to the kernel in one
+// io_uring_enter, optionally waiting for minComplete completions. It returns
+// how many SQEs the kernel consumed. A raw system call is used when nothing is
+// waited for: submission does not sleep.
+func (r *Ring) Submit(minComplete uint32) (int, error) {
+	n := r.publish()
+	if n == 0 && minComplete == 0 {
+		return 0, nil
+	}
+	flags := uintptr(0)
+	if minComplete > 0 {
+		flags = EnterGetEvents
+	}
+	for {
+		var ret uintptr
+		var errno syscall.Errno
+		if minComplete == 0 {
+			ret, _, errno = unix.RawSyscall6(unix.SYS_IO_URING_ENTER, uintptr(r.fd), uintptr(n), 0, flags, 0, 0)
+		} else {
+			ret, _, errno = unix.Syscall6(unix.SYS_IO_URING_ENTER, uintptr(r.fd), uintptr(n), uintptr(minComplete), flags, 0, 0)
+		}
+		if errno == unix.EINTR {
+			if minComplete > 0 {
+				// The submission may have happened; what is left is re-counted.
+				n = r.sqLocal - atomic.LoadUint32(r.sqHead)
+			}
+			continue
+		}
+		if errno != 0 {
+			return 0, errno
+		}
+		return int(ret), nil
+	}
+}
+
+// Wait blocks in io_uring_enter until minComplete completions are in the CQ
+// or the timeout passes (timeout < 0: no limit). It submits nothing. It
+// returns nil on timeout too; callers look at the CQ.
+func (r *Ring) Wait(minComplete uint32, timeout time.Duration) error {
+	var arg getEventsArg
+	var ts unix.Timespec
+	flags := uintptr(EnterGetEvents)
+	var argp unsafe.Pointer
+	var argsz uintptr
+	if timeout >= 0 && r.params.Features&FeatExtArg != 0 {
+		ts = unix.NsecToTimespec(int64(timeout))
+		arg.TS = uint64(uintptr(unsafe.Pointer(&ts)))
+		flags |= EnterExtArg
+		argp = unsafe.Pointer(&arg)
+		argsz = unsafe.Sizeof(arg)
+	}
+	_, _, errno := unix.Syscall6(unix.SYS_IO_URING_ENTER, uintptr(r.fd), 0, uintptr(minComplete), flags, uintptr(argp), argsz)
+	switch errno {
+	case 0, unix.EINTR, unix.ETIME, unix.EAGAIN, unix.EBUSY:
+		return nil
+	}
+	return errno
+}
+
+// FlushOverflow asks the kernel to move completions that overflowed the CQ
+// (IORING_FEAT_NODROP keeps them) into the ring.
+func (r *Ring) FlushOverflow() error {
+	_, _, errno := unix.Syscall6(unix.SYS_IO_URING_ENTER, uintptr(r.fd), 0, 0, EnterGetEvents, 0, 0)
+	if errno != 0 && errno != unix.EINTR && errno != unix.EAGAIN && errno != unix.EBUSY {
+		return errno
+	}
+	return nil
+}
+
+// Overflowed reports whether the kernel holds completions that did not fit
+// the CQ ring.
+func (r *Ring) Overflowed() bool {
+	return atomic.LoadUint32(r.sqFlags)&SQCQOverflow != 0
+}
+
+// PeekCQ returns the completions ready in the CQ ring without consuming
+// them: a batch of up to two slices (the ring may wrap). Call AdvanceCQ
+// with the number handled.
+func (r *Ring) PeekCQ() (first, second []CQE) {
+	head := *r.cqHead // only this consumer writes the head
+	tail := atomic.LoadUint32(r.cqTail)
+	n := tail - head
+	if n == 0 {
+		return nil, nil
+	}
+	start := head & r.cqMask
+	end := start + n
+	if end <= uint32(len(r.cqes)) {
+		return r.cqes[start:end], nil
+	}
+	return r.cqes[start:], r.cqes[:end-uint32(len(r.cqes))]
+}
+
+// AdvanceCQ hands n completion entries back to the kernel.
+func (r *Ring) AdvanceCQ(n uint32) {
+	atomic.StoreUint32(r.cqHead, *r.cqHead+n)
+}
+
+// CQReady returns how many completions are waiting in the CQ ring.
+func (r *Ring) CQReady() uint32 {
+	return atomic.LoadUint32(r.cqTail) - atomic.LoadUint32(r.cqHead)
+}
+
+// SetEventFDEnabled turns the registered eventfd's notifications on or off
+// (IORING_CQ_EVENTFD_DISABLED). It reports false where the kernel lacks the
+// flag.
+func (r *Ring) SetEventFDEnabled(on bool) bool {
+	if r.cqFlags == nil {
+		return false
+	}
+	for {
+		old := atomic.LoadUint32(r.cqFlags)
+		nw := old | CQEventFDDisabled
+		if on {
+			nw = old &^ CQEventFDDisabled
+		}
+		if old == nw || atomic.CompareAndSwapUint32(r.cqFlags, old, nw) {
+			return true
+		}
+	}
+}
+
+func (r *Ring) register(op uintptr, arg unsafe.Pointer, nr uintptr) error {
+	for {
+		_, _, errno := unix.Syscall6(unix.SYS_IO_URING_REGISTER, uintptr(r.fd), op, uintptr(arg), nr, 0, 0)
+		if errno == unix.EINTR {
+			continue
+		}
+		if errno != 0 {
+			return errno
+		}
+		return nil
+	}
+}
+
+// RegisterEventFD makes the kernel signal efd for every completion.
+func (r *Ring) RegisterEventFD(efd int) error {
+	fd := int32(efd)
+	return r.register(RegisterEventFD, unsafe.Pointer(&fd), 1)
+}
+
+// UnregisterEventFD removes the registered eventfd.
+func (r *Ring) UnregisterEventFD() error {
+	return r.register(UnregisterEventFD, nil, 0)
+}
+
+// Probe asks the kernel which opcodes it supports (IORING_REGISTER_PROBE,
+// kernel 5.6). Supports answers afterwards.
+func (r *Ring) Probe() error {
+	p := new(probe)
+	if err := r.register(RegisterProbe, unsafe.Pointer(p), maxProbeOps); err != nil {
+		return fmt.Errorf("probe opcodes: %w", err)
+	}
+	for i := 0; i < int(p.OpsLen) && i < maxProbeOps; i++ {
+		if p.Ops[i].Flags&probeSupported != 0 {
+			r.probeOps[p.Ops[i].Op] = true
+		}
+	}
+	return nil
+}
+
+// Supports reports whether the kernel supports opcode op (after Probe).
+func (r *Ring) Supports(op uint8) bool { return r.probeOps[op] }
+
+// Unavailable reports whether err from Setup means io_uring cannot be used
+// here at all (missing, disabled by sysctl, or blocked by seccomp), as
+// opposed to a bad argument.
+func Unavailable(err error) bool {
+	return errors.Is(err, unix.ENOSYS) || errors.Is(err, unix.EPERM) ||
+		errors.Is(err, unix.EACCES) || errors.Is(err, unix.EOPNOTSUPP)
+}

@@ -1,0 +1,182 @@
+package ioring
+
+import (
+	"fmt"
+	"time"
+)
+
+// Opcode names an operation.
+type Opcode uint8
+
+// The operations a Ring runs.
+const (
+	OpNop     Opcode = iota + 1 // does nothing; completes with 0
+	OpRead                      // read into one buffer
+	OpWrite                     // write one buffer
+	OpReadv                     // read into several buffers
+	OpWritev                    // write several buffers
+	OpPoll                      // wait for poll events on an fd (one shot)
+	OpTimeout                   // complete after a duration
+	OpFsync                     // flush a file to stable storage
+	OpForeign                   // run elsewhere, completed with Ring.Complete
+)
+
+var opNames = [...]string{
+	OpNop: "nop", OpRead: "read", OpWrite: "write", OpReadv: "readv", OpWritev: "writev",
+	OpPoll: "poll", OpTimeout: "timeout", OpFsync: "fsync", OpForeign: "foreign",
+}
+
+// String returns the operation's lower-case name.
+func (o Opcode) String() string {
+	if int(o) < len(opNames) && opNames[o] != "" {
+		return opNames[o]
+	}
+	return fmt.Sprintf("opcode(%d)", uint8(o))
+}
+
+// maxIovecs is the kernel's UIO_MAXIOV.
+const maxIovecs = 1024
+
+// Op describes one request before it is submitted. Build it with one of the
+// constructors (Nop, Read, ...) and the With methods; it is a small value that
+// is copied, so building one does not allocate.
+//
+// The buffers of an Op belong to the Ring from submission until the
+// request's completion is delivered: do not read or write them in between.
+type Op struct {
+	code     Opcode
+	fd       int
+	buf      []byte
+	bufs     [][]byte
+	off      int64
+	events   uint32
+	dur      time.Duration
+	deadline time.Duration
+	token    *Token
+	user     any
+	hook     func()
+}
+
+// Nop is an operation that does nothing and completes with 0.
+func Nop() Op { return Op{code: OpNop} }
+
+// Read reads into buf from fd at offset off, or at the current position when
+// off is -1 (pipes, sockets and character devices). It completes with the
+// number of bytes read.
+func Read(fd int, buf []byte, off int64) Op {
+	return Op{code: OpRead, fd: fd, buf: buf, off: off}
+}
+
+// Write writes buf to fd at offset off, or at the current position when off
+// is -1. It completes with the number of bytes written.
+func Write(fd int, buf []byte, off int64) Op {
+	return Op{code: OpWrite, fd: fd, buf: buf, off: off}
+}
+
+// Readv reads into bufs in order (a scatter read), like readv(2).
+func Readv(fd int, bufs [][]byte, off int64) Op {
+	return Op{code: OpReadv, fd: fd, bufs: bufs, off: off}
+}
+
+// Writev writes bufs in order (a gather write), like writev(2).
+func Writev(fd int, bufs [][]byte, off int64) Op {
+	return Op{code: OpWritev, fd: fd, bufs: bufs, off: off}
+}
+
+// Poll waits until fd has one of events (unix.POLLIN, POLLOUT...) and
+// completes with the events that are ready.
+func Poll(fd int, events uint32) Op {
+	return Op{code: OpPoll, fd: fd, events: events}
+}
+
+// Timeout completes with 0 after d; canceled earlier, it completes with
+// ErrCanceled.
+func Timeout(d time.Duration) Op { return Op{code: OpTimeout, dur: d} }
+
+// Fsync flushes fd's data and metadata to stable storage.
+func Fsync(fd int) Op { return Op{code: OpFsync, fd: fd} }
+
+// Foreign is an operation run outside the ring (a libusb transfer, a usbfs
+// URB...) whose result is posted with Ring.Complete, so that it completes
+// through the same queue, tokens and deadlines as any other request (IOCP's
+// PostQueuedCompletionStatus). cancel is the cancel hook: the ring calls it,
+// outside its locks, when the request is canceled by any means; it must not
+// block, may be called more than once and may be called after the operation
+// already finished. nil means the operation cannot be interrupted.
+func Foreign(cancel func()) Op { return Op{code: OpForeign, hook: cancel} }
+
+// WithToken returns o covered by token t: canceling t cancels it.
+func (o Op) WithToken(t *Token) Op { o.token = t; return o }
+
+// WithDeadline returns o with a deadline d after submission (an io_uring
+// linked timeout); when it passes first, the request completes with
+// ErrTimeout. A d of 0 means no deadline; a negative d is refused at
+// submission.
+func (o Op) WithDeadline(d time.Duration) Op { o.deadline = d; return o }
+
+// WithUser returns o carrying v, handed back in its Completion. A pointer
+// or a small integer does not allocate.
+func (o Op) WithUser(v any) Op { o.user = v; return o }
+
+// Code returns the operation.
+func (o Op) Code() Opcode { return o.code }
+
+// check validates o and returns an error wrapping ErrInvalid, or nil.
+func (o *Op) check(r *Ring) error {
+	bad := func(format string, args ...any) error {
+		return &OpError{Op: o.code.String(), Err: fmt.Errorf("%w: "+format, append([]any{ErrInvalid}, args...)...)}
+	}
+	switch o.code {
+	case OpNop, OpTimeout, OpForeign:
+	case OpRead, OpWrite, OpReadv, OpWritev, OpPoll, OpFsync:
+		if o.fd < 0 {
+			return bad("negative fd %d", o.fd)
+		}
+	default:
+		return &OpError{Op: "submit", Err: fmt.Errorf("%w: unknown opcode %d (use the Op constructors)", ErrInvalid, uint8(o.code))}
+	}
+	switch o.code {
+	case OpRead, OpWrite:
+		if len(o.buf) == 0 {
+			return bad("nil or empty buffer")
+		}
+		if len(o.buf) > 1<<31-1 {
+			return bad("buffer of %d bytes is larger than 2 GiB", len(o.buf))
+		}
+	case OpReadv, OpWritev:
+		if len(o.bufs) == 0 {
+			return bad("no buffers")
+		}
+		if len(o.bufs) > maxIovecs {
+			return bad("%d buffers, more than %d", len(o.bufs), maxIovecs)
+		}
+		total := 0
+		for _, b := range o.bufs {
+			total += len(b)
+		}
+		if total == 0 {
+			return bad("all buffers are empty")
+		}
+	case OpTimeout:
+		if o.dur < 0 {
+			return bad("negative duration %v", o.dur)
+		}
+	case OpPoll:
+		if o.events == 0 {
+			return bad("no poll events")
+		}
+	}
+	switch o.code {
+	case OpRead, OpWrite, OpReadv, OpWritev:
+		if o.off < -1 {
+			return bad("offset %d (want >= 0, or -1 for the current position)", o.off)
+		}
+	}
+	if o.deadline < 0 {
+		return bad("negative deadline %v", o.deadline)
+	}
+	if o.token != nil && o.token.r != r {
+		return bad("token belongs to another ring")
+	}
+	return nil
+}

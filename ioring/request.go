@@ -1,0 +1,128 @@
+package ioring
+
+import (
+	"context"
+	"errors"
+	"fmt"
+)
+
+// Request is a handle to a submitted request: a small value, safe to copy
+// and to use from any goroutine. It names one submission only: once the
+// request's completion is delivered and its slot reused, the handle goes
+// stale and its methods return ErrNotFound. The zero Request is stale.
+type Request struct {
+	r   *Ring
+	key uint64 // generation << 16 | slot index; never a pointer
+}
+
+// Completion is the result of one request, delivered exactly once.
+type Completion struct {
+	Req  Request
+	Op   Opcode
+	N    int   // bytes transferred, poll events, or 0
+	Err  error // nil, ErrCanceled, ErrTimeout, ErrNoDevice, or a syscall.Errno
+	User any   // the value given with Op.WithUser
+}
+
+// ID returns a number that identifies this submission among all of its
+// ring's, for logs and maps.
+func (q Request) ID() uint64 { return q.key }
+
+// Ring returns the ring the request was submitted to (nil for the zero
+// Request).
+func (q Request) Ring() *Ring { return q.r }
+
+// String describes the request for logs.
+func (q Request) String() string {
+	return fmt.Sprintf("request(slot %d, gen %d)", q.key&idxMask, q.key>>idxBits)
+}
+
+func (q Request) slot() *slot {
+	if q.r == nil {
+		return nil
+	}
+	idx := q.key & idxMask
+	if int(idx) >= len(q.r.slots) {
+		return nil
+	}
+	s := &q.r.slots[idx]
+	if s.key.Load() != q.key {
+		return nil
+	}
+	return s
+}
+
+// Pending reports whether the request is still in flight (accepted and not
+// completed). A transport that runs a foreign request checks it after
+// Submit: a request whose token was already canceled completes at once.
+func (q Request) Pending() bool {
+	s := q.slot()
+	return s != nil && s.state.Load() == stActive
+}
+
+// Cancel asks for the request to be canceled and returns without waiting.
+// Its completion still follows, exactly once: ErrCanceled, or its real
+// result when the operation won the race. Cancel returns ErrNotFound when
+// nothing is left to cancel (already completed, stale or zero handle) and
+// changes nothing then.
+func (q Request) Cancel() error {
+	if q.slot() == nil {
+		return ErrNotFound
+	}
+	return q.r.cancelKey(q.key, false)
+}
+
+// Wait waits for the completion of a request submitted with Start and
+// returns it; it is delivered to one waiter only. When ctx ends first, Wait
+// cancels the request and still waits for its completion, so that the
+// buffer is free when Wait returns. Wait on a request submitted with Submit,
+// or already delivered, returns ErrNotFound.
+func (q Request) Wait(ctx context.Context) (Completion, error) {
+	r := q.r
+	s := q.slot()
+	if s == nil || !s.awaited {
+		return Completion{}, ErrNotFound
+	}
+	idx := uint32(q.key & idxMask)
+	if done := ctx.Done(); done != nil && s.state.Load() == stActive {
+		stop := context.AfterFunc(ctx, func() {
+			// A context deadline is a timeout like a request's own.
+			r.cancelKey(q.key, errors.Is(ctx.Err(), context.DeadlineExceeded))
+		})
+		defer stop()
+	}
+	for s.state.Load() == stActive {
+		if r.reapMu.TryLock() {
+			if s.state.Load() == stActive && !r.beClosed {
+				// Reap the kernel ourselves: no hand-off to another goroutine.
+				wait := s.code != OpForeign
+				if wait {
+					r.reaping.Add(1)
+				}
+				err := r.be.reap(wait, -1)
+				if wait {
+					r.reaping.Add(-1)
+				}
+				r.reapMu.Unlock()
+				if err != nil {
+					return Completion{}, err
+				}
+				if wait {
+					continue
+				}
+			} else {
+				r.reapMu.Unlock()
+				continue
+			}
+		}
+		// Another goroutine is reaping; it will wake us.
+		if s.state.Load() != stActive {
+			break
+		}
+		<-s.wake
+	}
+	if s.key.Load() != q.key || !s.state.CompareAndSwap(stDone, stDelivering) {
+		return Completion{}, ErrNotFound
+	}
+	return r.take(idx), nil
+}

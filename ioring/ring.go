@@ -1,0 +1,958 @@
+package ioring
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cancelio/cancelio/ioring/internal/cq"
+	"golang.org/x/sys/unix"
+)
+
+// Backend names the mechanism beneath a Ring.
+type Backend uint8
+
+const (
+	// BackendAuto picks io_uring where the kernel allows it and falls back to
+	// BackendPoll otherwise. The environment variable CANCELIO_BACKEND
+	// (uring or poll) overrides it.
+	BackendAuto Backend = iota
+	// BackendURing is Linux io_uring.
+	BackendURing
+	// BackendPoll is epoll for pollable fds plus a bounded worker pool for
+	// regular files: the fallback where io_uring is missing or disabled.
+	BackendPoll
+)
+
+// String returns "auto", "uring" or "poll".
+func (b Backend) String() string {
+	switch b {
+	case BackendAuto:
+		return "auto"
+	case BackendURing:
+		return "uring"
+	case BackendPoll:
+		return "poll"
+	}
+	return fmt.Sprintf("backend(%d)", uint8(b))
+}
+
+// ParseBackend parses "auto", "uring" or "poll" (the values of
+// CANCELIO_BACKEND and of command-line flags).
+func ParseBackend(s string) (Backend, error) {
+	switch s {
+	case "", "auto":
+		return BackendAuto, nil
+	case "uring", "io_uring":
+		return BackendURing, nil
+	case "poll", "epoll":
+		return BackendPoll, nil
+	}
+	return 0, fmt.Errorf("%w: unknown backend %q (want auto, uring or poll)", ErrInvalid, s)
+}
+
+// BackendInfo says which backend a Ring uses and why.
+type BackendInfo struct {
+	Backend Backend
+	Reason  string // for example "io_uring_setup: operation not permitted"
+}
+
+// Config configures a Ring. The zero value is a ring of 256 entries on the
+// best backend available.
+type Config struct {
+	// Entries is the number of requests that may be accepted and not yet
+	// delivered at once, and the size of the submission ring: a power of
+	// two from 2 to 32768. 0 means 256.
+	Entries int
+	// Backend forces a backend; BackendAuto (the zero value) chooses, and
+	// then CANCELIO_BACKEND may force one too. Forcing BackendURing where
+	// io_uring is unavailable is an error, never a silent fallback.
+	Backend Backend
+}
+
+const (
+	defaultEntries = 256
+	maxEntries     = 32768
+
+	// user_data layout: kind (2 bits) | generation (46 bits) | slot index (16 bits).
+	idxBits  = 16
+	idxMask  = 1<<idxBits - 1
+	kindShft = 62
+	keyMask  = 1<<kindShft - 1
+)
+
+// user_data kinds.
+const (
+	kindReq    = 0 // the request itself
+	kindLink   = 1 // its linked timeout
+	kindCancel = 2 // an async cancel: its own result is informational
+	kindWake   = 3 // a nop that wakes a blocked reaper
+)
+
+// Slot states.
+const (
+	stFree       uint32 = iota
+	stActive            // accepted, not completed
+	stDone              // completed, not delivered
+	stDelivering        // being delivered (exactly one taker)
+)
+
+// Slot flags (slot.flags, atomic).
+const (
+	flCancelReq = 1 << iota // a cancel was requested
+	flTimedOut              // the deadline fired
+	flNopped                // canceled before the kernel saw it
+)
+
+// slot is one request's state. The submitter fills it and publishes it with
+// the release store of state = stActive; the completer reads it after
+// loading that state, records the result and publishes it with state =
+// stDone; the deliverer reads it after loading stDone.
+type slot struct {
+	key   atomic.Uint64
+	state atomic.Uint32
+	flags atomic.Uint32
+	claim atomic.Uint32 // guards pin and pinned between delivery and Close
+
+	code     Opcode
+	awaited  bool // completion goes to Wait, not to the queue
+	pinned   bool
+	fd       int32
+	events   uint32
+	off      int64
+	dur      time.Duration
+	deadline time.Duration
+	buf      []byte
+	bufs     [][]byte
+	iov      []unix.Iovec
+	ts       [2]unix.Timespec // OpTimeout's duration, the linked timeout's
+	user     any
+	hook     func()
+	tok      *Token
+	tokPrev  int32
+	tokNext  int32
+	timer    *time.Timer
+
+	// Backend-private bookkeeping (guarded by the backend's locks).
+	sqPos   uint32
+	pending atomic.Int32 // CQEs still due (the request's, its linked timeout's)
+
+	res  int32
+	fn   int   // foreign result
+	ferr error // foreign error
+
+	pin  runtime.Pinner
+	wake chan struct{} // cap 1: completion of an awaited request
+}
+
+// backend is the mechanism beneath a Ring: io_uring, or epoll plus workers.
+// The Ring owns slots, tokens, the completion queue and the contract; a
+// backend moves requests to the kernel and reports their results with
+// Ring.complete, exactly once per submitted slot.
+type backend interface {
+	// submit starts slot idx, whose fields are filled and whose state is
+	// stActive. Called with r.sqMu held; it may defer the actual hand-off
+	// to flush. An error means nothing was started.
+	submit(idx uint32) error
+	// flush hands what submit deferred to the kernel. r.sqMu held.
+	flush() error
+	// cancel asks for slot idx, identified by key, to be canceled; the
+	// slot's own completion still follows. r.sqMu held. Never blocks on I/O.
+	cancel(idx uint32, key uint64)
+	// cancelAll cancels every in-flight request (foreign ones excepted).
+	// r.sqMu held.
+	cancelAll()
+	// reap completes what is ready. With wait, and nothing ready, it blocks
+	// until something completes, wake is called, or timeout passes (< 0:
+	// no limit). r.reapMu held.
+	reap(wait bool, timeout time.Duration) error
+	// wake makes a blocked reap return. Any goroutine, no Ring lock held.
+	wake()
+	// nativeDeadlines reports whether the backend enforces Op deadlines
+	// itself (io_uring linked timeouts); otherwise the Ring arms timers.
+	nativeDeadlines() bool
+	// close releases the mechanism after every request completed. Called
+	// once, with no Ring lock held, after the Ring stopped calling it.
+	close() error
+}
+
+// Ring is an overlapped-I/O engine: requests are submitted without waiting,
+// each can be canceled at any moment from any goroutine, and every accepted
+// request completes exactly once, into the ring's completion queue (Submit)
+// or to a single waiter (Start).
+//
+// All methods are safe for concurrent use.
+type Ring struct {
+	be    backend
+	info  BackendInfo
+	slots []slot
+	free  *cq.Queue // indices of free slots
+	done  *cq.Queue // indices of completed, undelivered slots (queue mode)
+
+	sqMu   sync.Mutex // serialises submission and cancels; guards closed transitions
+	reapMu sync.Mutex // one reaper of the backend at a time
+
+	closed   atomic.Bool
+	beClosed bool // guarded by reapMu
+	beDead   bool // guarded by sqMu: the backend is closed
+	cancelKeys []uint64 // guarded by sqMu: scratch for Token.Cancel
+	inflight atomic.Int64
+	foreign  atomic.Int64 // in-flight foreign requests
+	reaping  atomic.Int32 // goroutines blocked in be.reap(wait)
+
+	waiters  atomic.Int32  // consumers parked in Reap
+	wakeCh   chan struct{} // cap 1: the completion queue has entries
+	closedCh chan struct{}
+	slabPin  runtime.Pinner
+}
+
+// New returns a Ring configured by cfg.
+func New(cfg Config) (*Ring, error) {
+	n := cfg.Entries
+	if n == 0 {
+		n = defaultEntries
+	}
+	if n < 2 || n > maxEntries || n&(n-1) != 0 {
+		return nil, &OpError{Op: "new", Err: fmt.Errorf("%w: entries %d (want a power of two from 2 to %d)", ErrInvalid, cfg.Entries, maxEntries)}
+	}
+	want := cfg.Backend
+	forcedBy := "Config.Backend"
+	if want == BackendAuto {
+		if env := os.Getenv("CANCELIO_BACKEND"); env != "" {
+			b, err := ParseBackend(env)
+			if err != nil {
+				return nil, &OpError{Op: "new", Err: fmt.Errorf("CANCELIO_BACKEND: %w", err)}
+			}
+			want = b
+			forcedBy = "CANCELIO_BACKEND"
+		}
+	}
+	if want > BackendPoll {
+		return nil, &OpError{Op: "new", Err: fmt.Errorf("%w: unknown backend %d", ErrInvalid, uint8(want))}
+	}
+	r := &Ring{
+		slots:    make([]slot, n),
+		wakeCh:   make(chan struct{}, 1),
+		closedCh: make(chan struct{}),
+	}
+	r.free, _ = cq.New(n)
+	r.done, _ = cq.New(n)
+	for i := range r.slots {
+		s := &r.slots[i]
+		s.key.Store(uint64(i))
+		s.tokPrev, s.tokNext = -1, -1
+		s.wake = make(chan struct{}, 1)
+		r.free.Push(uint32(i))
+	}
+	// The kernel reads timespecs and iovecs that live in the slots.
+	r.slabPin.Pin(&r.slots[0])
+
+	var err error
+	switch want {
+	case BackendURing:
+		r.be, err = newURing(r, uint32(n))
+		if err != nil {
+			r.slabPin.Unpin()
+			return nil, &OpError{Op: "new", Err: fmt.Errorf("io_uring forced by %s: %w", forcedBy, err)}
+		}
+		r.info = BackendInfo{BackendURing, "forced by " + forcedBy}
+	case BackendPoll:
+		r.be, err = newPoll(r)
+		if err != nil {
+			r.slabPin.Unpin()
+			return nil, &OpError{Op: "new", Err: err}
+		}
+		r.info = BackendInfo{BackendPoll, "forced by " + forcedBy}
+	default:
+		r.be, err = newURing(r, uint32(n))
+		if err == nil {
+			r.info = BackendInfo{BackendURing, "io_uring available"}
+			break
+		}
+		if !uringUnavailable(err) {
+			r.slabPin.Unpin()
+			return nil, &OpError{Op: "new", Err: err}
+		}
+		reason := "io_uring unavailable: " + err.Error()
+		r.be, err = newPoll(r)
+		if err != nil {
+			r.slabPin.Unpin()
+			return nil, &OpError{Op: "new", Err: err}
+		}
+		r.info = BackendInfo{BackendPoll, reason}
+	}
+	return r, nil
+}
+
+// Backend reports which backend the ring runs on and why it was chosen.
+func (r *Ring) Backend() BackendInfo { return r.info }
+
+// Entries returns the number of request slots.
+func (r *Ring) Entries() int { return len(r.slots) }
+
+// InFlight returns the number of requests accepted and not yet completed.
+func (r *Ring) InFlight() int { return int(r.inflight.Load()) }
+
+// alloc takes a free slot and gives it a new generation.
+func (r *Ring) alloc() (uint32, uint64, bool) {
+	idx, ok := r.free.Pop()
+	if !ok {
+		return 0, 0, false
+	}
+	s := &r.slots[idx]
+	key := (s.key.Load() + 1<<idxBits) & keyMask
+	s.key.Store(key)
+	return idx, key, true
+}
+
+// release returns a slot to the free list.
+func (r *Ring) release(idx uint32) {
+	s := &r.slots[idx]
+	s.buf, s.bufs, s.user, s.hook, s.tok, s.ferr, s.timer = nil, nil, nil, nil, nil, nil, nil
+	s.flags.Store(0)
+	s.state.Store(stFree)
+	r.free.Push(idx)
+}
+
+// fill copies op into slot idx and pins its buffers.
+func (r *Ring) fill(idx uint32, op *Op, awaited bool) {
+	s := &r.slots[idx]
+	s.code = op.code
+	s.awaited = awaited
+	s.fd = int32(op.fd)
+	s.events = op.events
+	s.off = op.off
+	s.dur = op.dur
+	s.deadline = op.deadline
+	s.buf = op.buf
+	s.bufs = op.bufs
+	s.user = op.user
+	s.hook = op.hook
+	s.tok = op.token
+	s.res, s.fn, s.ferr = 0, 0, nil
+	s.flags.Store(0)
+	s.pinned = false
+	if len(op.buf) > 0 {
+		s.pin.Pin(&op.buf[0])
+		s.pinned = true
+	}
+	if len(op.bufs) > 0 {
+		if cap(s.iov) < len(op.bufs) {
+			s.iov = make([]unix.Iovec, len(op.bufs))
+		}
+		s.iov = s.iov[:len(op.bufs)]
+		for i, b := range op.bufs {
+			s.iov[i] = unix.Iovec{}
+			if len(b) > 0 {
+				s.pin.Pin(&b[0])
+				s.pinned = true
+				s.iov[i].Base = &b[0]
+				s.iov[i].SetLen(len(b))
+			}
+		}
+	}
+	select { // a wake-up left over from the slot's previous use
+	case <-s.wake:
+	default:
+	}
+}
+
+// Submit submits op; its completion is delivered through the ring's
+// completion queue (Reap). It does not wait for the operation. The returned
+// Request can cancel it. Errors (bad input, ErrClosed, ErrFull) mean nothing
+// was submitted.
+func (r *Ring) Submit(op Op) (Request, error) {
+	return r.submitOne(&op, false)
+}
+
+// Start submits op like Submit, but its completion is delivered only to
+// Request.Wait, never to the completion queue. Every started request must be
+// waited for (or its ring closed), or its slot stays taken.
+func (r *Ring) Start(op Op) (Request, error) {
+	return r.submitOne(&op, true)
+}
+
+func (r *Ring) submitOne(op *Op, awaited bool) (Request, error) {
+	if err := op.check(r); err != nil {
+		return Request{}, err
+	}
+	if r.closed.Load() {
+		return Request{}, &OpError{Op: op.code.String(), Err: ErrClosed}
+	}
+	idx, key, ok := r.alloc()
+	if !ok {
+		return Request{}, &OpError{Op: op.code.String(), Err: ErrFull}
+	}
+	r.fill(idx, op, awaited)
+	r.sqMu.Lock()
+	kicked, err := r.enqueue(idx, key)
+	if err == nil {
+		// A flush error is not the request's: the backend keeps what it
+		// could not hand over and hands it over at the next flush.
+		r.flushLocked()
+	}
+	r.sqMu.Unlock()
+	if err != nil {
+		r.unfill(idx)
+		return Request{}, &OpError{Op: op.code.String(), Err: err}
+	}
+	if kicked {
+		r.kick()
+	}
+	return Request{r: r, key: key}, nil
+}
+
+// SubmitBatch submits ops in one hand-off to the kernel (one io_uring_enter)
+// and stores their Requests in reqs, which must be at least as long. It
+// checks every op first: on bad input nothing is submitted. It returns how
+// many were submitted; fewer than len(ops) only with an error.
+func (r *Ring) SubmitBatch(ops []Op, reqs []Request) (int, error) {
+	if len(reqs) < len(ops) {
+		return 0, &OpError{Op: "submit", Err: fmt.Errorf("%w: %d requests for %d ops", ErrInvalid, len(reqs), len(ops))}
+	}
+	for i := range ops {
+		if err := ops[i].check(r); err != nil {
+			return 0, fmt.Errorf("op %d: %w", i, err)
+		}
+	}
+	if r.closed.Load() {
+		return 0, &OpError{Op: "submit", Err: ErrClosed}
+	}
+	n := 0
+	for i := range ops {
+		idx, key, ok := r.alloc()
+		if !ok {
+			break
+		}
+		r.fill(idx, &ops[i], false)
+		reqs[i] = Request{r: r, key: key}
+		n++
+	}
+	var err error
+	kicked := false
+	r.sqMu.Lock()
+	done := 0
+	for ; done < n; done++ {
+		k, e := r.enqueue(uint32(reqs[done].key&idxMask), reqs[done].key)
+		if e != nil {
+			err = e
+			break
+		}
+		kicked = kicked || k
+	}
+	r.flushLocked()
+	r.sqMu.Unlock()
+	for i := done; i < n; i++ {
+		r.unfill(uint32(reqs[i].key & idxMask))
+		reqs[i] = Request{}
+	}
+	if kicked {
+		r.kick()
+	}
+	if err != nil {
+		return done, &OpError{Op: "submit", Err: err}
+	}
+	if done < len(ops) {
+		return done, &OpError{Op: "submit", Err: ErrFull}
+	}
+	return done, nil
+}
+
+// unfill undoes fill for a slot that never started.
+func (r *Ring) unfill(idx uint32) {
+	s := &r.slots[idx]
+	if s.pinned {
+		s.pin.Unpin()
+		s.pinned = false
+	}
+	r.release(idx)
+}
+
+// enqueue hands slot idx to the backend, or completes it at once when its
+// token is already canceled. Called with r.sqMu held. It reports whether a
+// completion happened outside the backend (the caller kicks reapers).
+func (r *Ring) enqueue(idx uint32, key uint64) (bool, error) {
+	s := &r.slots[idx]
+	if r.closed.Load() {
+		return false, ErrClosed
+	}
+	if t := s.tok; t != nil {
+		t.mu.Lock()
+		if t.canceled {
+			t.mu.Unlock()
+			// Tokens cover the future: this request never reaches the kernel.
+			r.inflight.Add(1)
+			s.flags.Store(flCancelReq | flNopped)
+			s.state.Store(stActive)
+			r.complete(idx, -int32(unix.ECANCELED))
+			return true, nil
+		}
+		t.link(r, idx)
+		t.mu.Unlock()
+	}
+	r.inflight.Add(1)
+	s.state.Store(stActive) // publish the slot to the completer
+	if s.code == OpForeign {
+		r.foreign.Add(1)
+		r.armTimer(s, key)
+		return false, nil
+	}
+	if err := r.be.submit(idx); err != nil {
+		r.inflight.Add(-1)
+		s.state.Store(stFree)
+		if t := s.tok; t != nil {
+			t.mu.Lock()
+			t.unlink(r, idx)
+			t.mu.Unlock()
+		}
+		return false, err
+	}
+	if !r.be.nativeDeadlines() {
+		r.armTimer(s, key)
+	}
+	return false, nil
+}
+
+// armTimer enforces a deadline with a Go timer, for foreign requests and for
+// backends without native deadlines.
+func (r *Ring) armTimer(s *slot, key uint64) {
+	if s.deadline <= 0 {
+		return
+	}
+	s.timer = time.AfterFunc(s.deadline, func() { r.cancelKey(key, true) })
+}
+
+func (r *Ring) flushLocked() error {
+	if r.beDead {
+		return nil
+	}
+	return r.be.flush()
+}
+
+// complete records the result of slot idx and delivers it: to the
+// completion queue, or to the request's waiter. Backends call it exactly
+// once per submitted slot; it may run on several goroutines at once for
+// different slots.
+func (r *Ring) complete(idx uint32, res int32) {
+	s := &r.slots[idx]
+	if s.state.Load() != stActive {
+		panic(fmt.Sprintf("ioring: completion of slot %d in state %d", idx, s.state.Load()))
+	}
+	s.res = res
+	r.finish(idx, s)
+}
+
+func (r *Ring) finish(idx uint32, s *slot) {
+	if s.timer != nil {
+		s.timer.Stop()
+	}
+	if t := s.tok; t != nil {
+		t.mu.Lock()
+		t.unlink(r, idx)
+		t.mu.Unlock()
+	}
+	if s.code == OpForeign {
+		r.foreign.Add(-1)
+	}
+	awaited := s.awaited
+	s.state.Store(stDone) // publish the result
+	if awaited {
+		select {
+		case s.wake <- struct{}{}:
+		default:
+		}
+	} else {
+		if !r.done.Push(idx) {
+			// The queue holds every slot, so it cannot be full.
+			panic("ioring: completion queue overflow")
+		}
+		if r.waiters.Load() > 0 {
+			select {
+			case r.wakeCh <- struct{}{}:
+			default:
+			}
+		}
+	}
+	r.inflight.Add(-1)
+}
+
+// kick wakes a goroutine blocked in the backend's reap, after a completion
+// that did not come from the backend (a foreign one, or a canceled token's).
+func (r *Ring) kick() {
+	if r.reaping.Load() > 0 {
+		r.be.wake()
+	}
+}
+
+// Complete posts the result of a foreign request (see Foreign): n bytes and
+// err, which may be nil, ErrCanceled, ErrNoDevice or any error of the
+// transport. It must be called exactly once per foreign request; a second
+// call, or one for a request that is not foreign, returns ErrNotFound.
+// When the request's deadline fired and err is a cancel, the completion
+// carries ErrTimeout.
+func (r *Ring) Complete(q Request, n int, err error) error {
+	if q.r != r || r == nil {
+		return ErrNotFound
+	}
+	idx := uint32(q.key & idxMask)
+	s := &r.slots[idx]
+	if s.key.Load() != q.key || s.code != OpForeign {
+		return ErrNotFound
+	}
+	// One completer wins: active -> active is not a state, so use the
+	// flags word as the claim.
+	for {
+		f := s.flags.Load()
+		if f&flDoneClaim != 0 {
+			return ErrNotFound
+		}
+		if s.flags.CompareAndSwap(f, f|flDoneClaim) {
+			break
+		}
+	}
+	if s.state.Load() != stActive {
+		return ErrNotFound
+	}
+	s.fn, s.ferr = n, err
+	r.finish(idx, s)
+	r.kick()
+	return nil
+}
+
+// flDoneClaim marks a foreign request whose result was posted.
+const flDoneClaim = 1 << 8
+
+// result computes what slot s's completion reports.
+func (s *slot) result() (int, error) {
+	f := s.flags.Load()
+	if s.code == OpForeign {
+		err := s.ferr
+		if err != nil && f&flTimedOut != 0 && isCancel(err) {
+			err = ErrTimeout
+		}
+		return s.fn, err
+	}
+	if f&flNopped != 0 {
+		return 0, ErrCanceled
+	}
+	res := s.res
+	if res >= 0 {
+		return int(res), nil
+	}
+	errno := unix.Errno(-res)
+	switch {
+	case errno == unix.ECANCELED:
+		if f&flTimedOut != 0 {
+			return 0, ErrTimeout
+		}
+		return 0, ErrCanceled
+	case errno == unix.ETIME && s.code == OpTimeout:
+		return 0, nil // the timer ran its course
+	case errno == unix.EINTR && f&flCancelReq != 0:
+		return 0, ErrCanceled
+	}
+	return 0, errno
+}
+
+func isCancel(err error) bool {
+	if err == ErrCanceled || err == ErrTimeout {
+		return true
+	}
+	ce, ok := err.(interface{ Unwrap() error })
+	for ok {
+		e := ce.Unwrap()
+		if e == ErrCanceled || e == unix.ECANCELED {
+			return true
+		}
+		ce, ok = e.(interface{ Unwrap() error })
+	}
+	return false
+}
+
+// take delivers slot idx (state stDone, claimed by the caller) and frees it.
+func (r *Ring) take(idx uint32) Completion {
+	s := &r.slots[idx]
+	n, err := s.result()
+	c := Completion{Req: Request{r: r, key: s.key.Load()}, Op: s.code, N: n, Err: err, User: s.user}
+	for !s.claim.CompareAndSwap(0, 1) {
+		runtime.Gosched() // Close is unpinning this slot
+	}
+	if s.pinned {
+		s.pin.Unpin()
+		s.pinned = false
+	}
+	s.claim.Store(0)
+	r.release(idx)
+	return c
+}
+
+// Reap moves completed requests into dst and returns how many (at least one
+// unless it returns an error or timeout passes). timeout 0 polls without
+// blocking; a negative timeout blocks until a completion arrives. Several
+// goroutines may reap at once; each completion goes to exactly one. After
+// Close, Reap returns what is still queued, then ErrClosed.
+func (r *Ring) Reap(dst []Completion, timeout time.Duration) (int, error) {
+	if len(dst) == 0 {
+		return 0, &OpError{Op: "reap", Err: fmt.Errorf("%w: empty destination", ErrInvalid)}
+	}
+	var deadline time.Time
+	if timeout > 0 {
+		deadline = time.Now().Add(timeout)
+	}
+	var timer *time.Timer
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
+	for {
+		if n := r.popInto(dst); n > 0 {
+			return n, nil
+		}
+		if r.closed.Load() && r.inflight.Load() == 0 && r.done.Len() == 0 {
+			return 0, ErrClosed
+		}
+		remaining := time.Duration(-1)
+		if timeout == 0 {
+			remaining = 0
+		} else if timeout > 0 {
+			remaining = time.Until(deadline)
+			if remaining <= 0 {
+				return r.popInto(dst), nil
+			}
+		}
+		if r.reapMu.TryLock() {
+			if r.done.Len() == 0 && !r.beClosed {
+				wait := remaining != 0 && r.inflight.Load() > r.foreign.Load()
+				if wait {
+					r.reaping.Add(1)
+				}
+				err := r.be.reap(wait, remaining)
+				if wait {
+					r.reaping.Add(-1)
+				}
+				if err != nil {
+					r.reapMu.Unlock()
+					return 0, err
+				}
+				r.reapMu.Unlock()
+				if wait || r.done.Len() > 0 {
+					continue
+				}
+			} else {
+				r.reapMu.Unlock()
+				continue
+			}
+		}
+		if timeout == 0 {
+			return r.popInto(dst), nil
+		}
+		// Park until a completion is queued.
+		r.waiters.Add(1)
+		if r.done.Len() > 0 {
+			r.waiters.Add(-1)
+			continue
+		}
+		var tc <-chan time.Time
+		if remaining > 0 {
+			if timer == nil {
+				timer = time.NewTimer(remaining)
+			} else {
+				timer.Reset(remaining)
+			}
+			tc = timer.C
+		}
+		select {
+		case <-r.wakeCh:
+		case <-tc:
+		case <-r.closedCh:
+		}
+		r.waiters.Add(-1)
+	}
+}
+
+// popInto delivers queued completions into dst.
+func (r *Ring) popInto(dst []Completion) int {
+	n := 0
+	for n < len(dst) {
+		idx, ok := r.done.Pop()
+		if !ok {
+			break
+		}
+		s := &r.slots[idx]
+		if !s.state.CompareAndSwap(stDone, stDelivering) {
+			panic("ioring: queued slot not done")
+		}
+		dst[n] = r.take(idx)
+		n++
+	}
+	if n > 0 && r.done.Len() > 0 && r.waiters.Load() > 0 {
+		select { // pass the baton to another parked consumer
+		case r.wakeCh <- struct{}{}:
+		default:
+		}
+	}
+	return n
+}
+
+// CancelAll cancels every request in flight (queued ones before they reach
+// the kernel). Each still completes exactly once. It does not cancel tokens:
+// later requests run normally.
+func (r *Ring) CancelAll() error {
+	r.sqMu.Lock()
+	if r.closed.Load() {
+		r.sqMu.Unlock()
+		return ErrClosed
+	}
+	hooks := r.cancelAllLocked()
+	r.sqMu.Unlock()
+	runHooks(hooks)
+	return nil
+}
+
+func (r *Ring) cancelAllLocked() []func() {
+	r.be.cancelAll()
+	r.be.flush()
+	var hooks []func()
+	if r.foreign.Load() > 0 || !r.be.nativeDeadlines() {
+		for i := range r.slots {
+			s := &r.slots[i]
+			if s.state.Load() != stActive || s.code != OpForeign {
+				continue
+			}
+			s.flags.Or(flCancelReq)
+			if s.hook != nil {
+				hooks = append(hooks, s.hook)
+			}
+		}
+	}
+	return hooks
+}
+
+func runHooks(hooks []func()) {
+	for _, h := range hooks {
+		h()
+	}
+}
+
+// cancelKey cancels the request with key; timedOut marks a deadline.
+func (r *Ring) cancelKey(key uint64, timedOut bool) error {
+	idx := uint32(key & idxMask)
+	if int(idx) >= len(r.slots) {
+		return ErrNotFound
+	}
+	s := &r.slots[idx]
+	r.sqMu.Lock()
+	if s.key.Load() != key || s.state.Load() != stActive || r.beDead {
+		r.sqMu.Unlock()
+		return ErrNotFound
+	}
+	f := uint32(flCancelReq)
+	if timedOut {
+		f |= flTimedOut
+	}
+	s.flags.Or(f)
+	if s.code == OpForeign {
+		hook := s.hook
+		r.sqMu.Unlock()
+		if hook != nil {
+			hook()
+		}
+		return nil
+	}
+	r.be.cancel(idx, key)
+	r.be.flush()
+	r.sqMu.Unlock()
+	return nil
+}
+
+// Close cancels every request, waits until each has completed, and releases
+// the rings. Completions not yet delivered stay available to Reap and Wait;
+// every other call returns ErrClosed afterwards. Foreign requests must be
+// completed by their owners (their cancel hooks are called) for Close to
+// return.
+func (r *Ring) Close() error {
+	r.sqMu.Lock()
+	if r.closed.Load() {
+		r.sqMu.Unlock()
+		return &OpError{Op: "close", Err: ErrClosed}
+	}
+	r.closed.Store(true)
+	hooks := r.cancelAllLocked()
+	r.sqMu.Unlock()
+	runHooks(hooks)
+
+	// Drain: every accepted request completes.
+	for r.inflight.Load() > 0 {
+		r.reapMu.Lock()
+		if r.inflight.Load() > r.foreign.Load() {
+			r.reaping.Add(1)
+			r.be.reap(true, 20*time.Millisecond)
+			r.reaping.Add(-1)
+		}
+		r.reapMu.Unlock()
+		if r.inflight.Load() > 0 && r.inflight.Load() == r.foreign.Load() {
+			time.Sleep(time.Millisecond)
+		}
+	}
+	// Fence the backend off, then close it outside the locks (its own
+	// goroutines may be waiting for them).
+	r.sqMu.Lock()
+	r.beDead = true
+	r.sqMu.Unlock()
+	r.reapMu.Lock()
+	r.beClosed = true
+	r.reapMu.Unlock()
+	err := r.be.close()
+	close(r.closedCh)
+	// Completions nobody took keep their results, but no buffer needs its
+	// pin any more: the kernel is done with all of them.
+	for i := range r.slots {
+		s := &r.slots[i]
+		if s.state.Load() == stDone && s.claim.CompareAndSwap(0, 1) {
+			if s.pinned {
+				s.pin.Unpin()
+				s.pinned = false
+			}
+			s.claim.Store(0)
+		}
+	}
+	r.slabPin.Unpin()
+	return err
+}
+
+// Do submits op and waits for its completion; ctx ending cancels it (the
+// completion, ErrCanceled or the real result if it won the race, is still
+// awaited and returned). The error is for a refused submission only; the
+// operation's own error is in Completion.Err.
+func (r *Ring) Do(ctx context.Context, op Op) (Completion, error) {
+	q, err := r.Start(op)
+	if err != nil {
+		return Completion{}, err
+	}
+	return q.Wait(ctx)
+}
+
+// ReadAt is a synchronous read at offset off (-1: the current position)
+// that ctx can cancel.
+func (r *Ring) ReadAt(ctx context.Context, fd int, buf []byte, off int64) (int, error) {
+	c, err := r.Do(ctx, Read(fd, buf, off))
+	if err != nil {
+		return 0, err
+	}
+	return c.N, c.Err
+}
+
+// WriteAt is a synchronous write at offset off (-1: the current position)
+// that ctx can cancel.
+func (r *Ring) WriteAt(ctx context.Context, fd int, buf []byte, off int64) (int, error) {
+	c, err := r.Do(ctx, Write(fd, buf, off))
+	if err != nil {
+		return 0, err
+	}
+	return c.N, c.Err
+}

@@ -1,0 +1,120 @@
+package ioring
+
+import (
+	"context"
+	"sync"
+)
+
+// Token is a cancel token: it covers every request submitted with it (one
+// request, or a group such as all of a device's I/O). Cancel cancels them
+// all, including those queued and not yet handed to the kernel, and every
+// later request submitted with it, which then completes with ErrCanceled
+// without reaching the kernel. A Token belongs to the Ring that made it and
+// is safe for concurrent use.
+type Token struct {
+	r        *Ring
+	mu       sync.Mutex
+	canceled bool  // guarded by mu
+	head     int32 // first member slot, -1 if none; guarded by mu
+	n        int   // members; guarded by mu
+}
+
+// NewToken returns a new, uncanceled token for requests on r.
+func (r *Ring) NewToken() *Token { return &Token{r: r, head: -1} }
+
+// Canceled reports whether Cancel was called.
+func (t *Token) Canceled() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.canceled
+}
+
+// Pending returns how many requests submitted with t have not completed.
+func (t *Token) Pending() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.n
+}
+
+// Cancel cancels every request submitted with t that has not completed and
+// marks t canceled for the future. It requests and returns: the requests'
+// completions follow, each exactly once. The cancels of all members reach
+// the kernel in one batch. Calling it again is harmless. It returns
+// ErrClosed only when the ring was closed (whose Close canceled everything).
+func (t *Token) Cancel() error {
+	r := t.r
+	r.sqMu.Lock()
+	t.mu.Lock()
+	t.canceled = true
+	if r.beDead {
+		t.mu.Unlock()
+		r.sqMu.Unlock()
+		return ErrClosed
+	}
+	// Collect the members under t.mu, cancel them after: the backend may
+	// need to reap to make room, and reapers take t.mu.
+	var hooks []func()
+	keys := r.cancelKeys[:0]
+	for i := t.head; i >= 0; {
+		s := &r.slots[i]
+		next := s.tokNext
+		if s.state.Load() == stActive {
+			s.flags.Or(flCancelReq)
+			if s.code == OpForeign {
+				if s.hook != nil {
+					hooks = append(hooks, s.hook)
+				}
+			} else {
+				keys = append(keys, s.key.Load())
+			}
+		}
+		i = next
+	}
+	t.mu.Unlock()
+	for _, key := range keys {
+		idx := uint32(key & idxMask)
+		if r.slots[idx].key.Load() == key && r.slots[idx].state.Load() == stActive {
+			r.be.cancel(idx, key)
+		}
+	}
+	r.cancelKeys = keys[:0]
+	r.be.flush()
+	r.sqMu.Unlock()
+	runHooks(hooks)
+	return nil
+}
+
+// Bind cancels t when ctx ends. Calling stop detaches it (see
+// context.AfterFunc).
+func (t *Token) Bind(ctx context.Context) (stop func() bool) {
+	return context.AfterFunc(ctx, func() { t.Cancel() })
+}
+
+// link adds slot idx to t's members. t.mu held.
+func (t *Token) link(r *Ring, idx uint32) {
+	s := &r.slots[idx]
+	s.tokPrev = -1
+	s.tokNext = t.head
+	if t.head >= 0 {
+		r.slots[t.head].tokPrev = int32(idx)
+	}
+	t.head = int32(idx)
+	t.n++
+}
+
+// unlink removes slot idx from t's members. t.mu held.
+func (t *Token) unlink(r *Ring, idx uint32) {
+	s := &r.slots[idx]
+	if s.tokPrev >= 0 {
+		r.slots[s.tokPrev].tokNext = s.tokNext
+	} else if t.head == int32(idx) {
+		t.head = s.tokNext
+	} else {
+		return // not a member
+	}
+	if s.tokNext >= 0 {
+		r.slots[s.tokNext].tokPrev = s.tokPrev
+	}
+	s.tokPrev, s.tokNext = -1, -1
+	t.n--
+}
