@@ -196,13 +196,13 @@ type Ring struct {
 	sqMu   sync.Mutex // serialises submission and cancels; guards closed transitions
 	reapMu sync.Mutex // one reaper of the backend at a time
 
-	closed   atomic.Bool
-	beClosed bool // guarded by reapMu
-	beDead   bool // guarded by sqMu: the backend is closed
+	closed     atomic.Bool
+	beClosed   bool     // guarded by reapMu
+	beDead     bool     // guarded by sqMu: the backend is closed
 	cancelKeys []uint64 // guarded by sqMu: scratch for Token.Cancel
-	inflight atomic.Int64
-	foreign  atomic.Int64 // in-flight foreign requests
-	reaping  atomic.Int32 // goroutines blocked in be.reap(wait)
+	inflight   atomic.Int64
+	foreign    atomic.Int64 // in-flight foreign requests
+	reaping    atomic.Int32 // goroutines blocked in be.reap(wait)
 
 	waiters  atomic.Int32  // consumers parked in Reap
 	wakeCh   chan struct{} // cap 1: the completion queue has entries

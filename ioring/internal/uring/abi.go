@@ -124,7 +124,7 @@ type CQE struct {
 // SQRingOffsets is struct io_sqring_offsets.
 type SQRingOffsets struct {
 	Head, Tail, RingMask, RingEntries, Flags, Dropped, Array, Resv1 uint32
-	Resv2                                                          uint64
+	Resv2                                                           uint64
 }
 
 // CQRingOffsets is struct io_cqring_offsets.
