@@ -121,6 +121,13 @@ func (q Request) Wait(ctx context.Context) (Completion, error) {
 		}
 		<-s.wake
 	}
+	// Pass the wake-up on: other goroutines may be waiting for the same
+	// request (they will find it taken). A stray token is harmless: waiters
+	// re-check the state, and the next use of the slot drains it.
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
 	if s.key.Load() != q.key || !s.state.CompareAndSwap(stDone, stDelivering) {
 		return Completion{}, ErrNotFound
 	}

@@ -1,0 +1,252 @@
+package bench
+
+import (
+	"fmt"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cancelio/cancelio/internal/latstat"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+)
+
+// Workload parameters, the same for every impl.
+const (
+	dataFileSize = 64 << 20 // 64 MiB: page-cached, larger than the CPU caches
+	blockSize    = 4096
+	numOffsets   = 1 << 16
+	offsetSeed   = 1
+	msgSize      = 64 // ping-pong message; <= PIPE_BUF, so writes are atomic
+	cancelBuf    = 4096
+	cancelEvery  = time.Millisecond // CancelUnderLoad: 1,000 cancels a second
+)
+
+var (
+	dataOnce    sync.Once
+	dataFile    *os.File
+	dataCleanup func()
+	dataErr     error
+	offsets     []int64
+)
+
+// data returns the shared page-cached data file and its offsets.
+func data(tb testing.TB) (*os.File, []int64) {
+	tb.Helper()
+	dataOnce.Do(func() {
+		dataFile, dataCleanup, dataErr = TempDataFile(dataFileSize)
+		offsets = RandomOffsets(dataFileSize, blockSize, numOffsets, offsetSeed)
+	})
+	require.NoError(tb, dataErr, "create data file")
+	return dataFile, offsets
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if dataCleanup != nil {
+		dataCleanup()
+	}
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintln(os.Stderr, "goroutine leak:", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
+// supporting returns the registered impls that support w.
+func supporting(w Workload) []Impl {
+	var out []Impl
+	for _, impl := range Impls() {
+		if impl.Supports(w) {
+			out = append(out, impl)
+		}
+	}
+	return out
+}
+
+// runThroughput times r.Run(b.N) and reports ops/s next to ns/op.
+func runThroughput(b *testing.B, r Runner) {
+	b.ReportAllocs()
+	b.ResetTimer()
+	err := r.Run(b.N)
+	b.StopTimer()
+	require.NoError(b, err)
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "ops/s")
+}
+
+// closeAfter closes c when the benchmark function returns, failing it on error.
+func closeAfter(b *testing.B, c interface{ Close() error }) {
+	b.Cleanup(func() { require.NoError(b, c.Close(), "close") })
+}
+
+func BenchmarkNop(b *testing.B) {
+	for _, impl := range supporting(WorkloadNop) {
+		for _, batch := range []int{1, 32} {
+			b.Run(fmt.Sprintf("impl=%s/batch=%d", impl.Name(), batch), func(b *testing.B) {
+				r, err := impl.NewNop(NopConfig{Batch: batch})
+				require.NoError(b, err)
+				closeAfter(b, r)
+				runThroughput(b, r)
+			})
+		}
+	}
+}
+
+func readConfig(tb testing.TB, qd int) ReadConfig {
+	f, offs := data(tb)
+	return ReadConfig{FD: int(f.Fd()), BlockSize: blockSize, QD: qd, Offsets: offs}
+}
+
+func BenchmarkRead4K(b *testing.B) {
+	for _, impl := range supporting(WorkloadRead) {
+		for _, qd := range []int{1, 32} {
+			b.Run(fmt.Sprintf("impl=%s/qd=%d", impl.Name(), qd), func(b *testing.B) {
+				r, err := impl.NewRead(readConfig(b, qd))
+				require.NoError(b, err)
+				closeAfter(b, r)
+				b.SetBytes(blockSize)
+				runThroughput(b, r)
+			})
+		}
+	}
+}
+
+// startEcho starts the shared echo peer for one benchmark or test.
+func startEcho(tb testing.TB) *Echo {
+	e, err := StartEcho(msgSize)
+	require.NoError(tb, err)
+	return e
+}
+
+func BenchmarkPingPong(b *testing.B) {
+	for _, impl := range supporting(WorkloadPingPong) {
+		b.Run("impl="+impl.Name(), func(b *testing.B) {
+			e := startEcho(b)
+			closeAfter(b, e) // cleanups run last-in first-out: runner first, then echo
+			r, err := impl.NewPingPong(PingPongConfig{PingFD: e.PingFD, PongFD: e.PongFD, MsgSize: msgSize})
+			require.NoError(b, err)
+			closeAfter(b, r)
+			runThroughput(b, r)
+		})
+	}
+}
+
+// runCancel arms and cancels b.N times and reports the latency distribution
+// of the cancels: ns/op is the mean cancel latency (Arm is not in it, though
+// it is in the wall time), p50-ns, p99-ns and p999-ns its percentiles.
+func runCancel(b *testing.B, r CancelRunner) {
+	h := latstat.New()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		require.NoError(b, r.Arm(), "arm")
+		d, err := r.CancelAndWait()
+		require.NoError(b, err, "cancel")
+		h.Record(d)
+	}
+	b.StopTimer()
+	s := h.Summary()
+	b.ReportMetric(float64(s.Mean), "ns/op")
+	b.ReportMetric(float64(s.P50), "p50-ns")
+	b.ReportMetric(float64(s.P99), "p99-ns")
+	b.ReportMetric(float64(s.P999), "p999-ns")
+}
+
+func BenchmarkCancel(b *testing.B) {
+	for _, impl := range supporting(WorkloadCancel) {
+		for _, pending := range []int{1, 64} {
+			b.Run(fmt.Sprintf("impl=%s/pending=%d", impl.Name(), pending), func(b *testing.B) {
+				p, err := NewPipes(pending)
+				require.NoError(b, err)
+				closeAfter(b, p)
+				r, err := impl.NewCancel(CancelConfig{FDs: p.R, BufSize: cancelBuf})
+				require.NoError(b, err)
+				closeAfter(b, r)
+				runCancel(b, r)
+			})
+		}
+	}
+}
+
+// BenchmarkCancelUnderLoad measures 4 KiB reads (QD 32) and ping-pongs while
+// the same impl submits and cancels a read on another, empty pipe 1,000
+// times a second. cancels/s is the cancel rate really achieved: a starved
+// canceler shows there, not as a flattering throughput.
+func BenchmarkCancelUnderLoad(b *testing.B) {
+	for _, impl := range supporting(WorkloadCancelUnderLoad) {
+		if impl.Supports(WorkloadRead) {
+			b.Run("impl="+impl.Name()+"/op=read4k-qd32", func(b *testing.B) {
+				load := loadPipe(b)
+				cfg := readConfig(b, 32)
+				cfg.Load = load
+				r, err := impl.NewRead(cfg)
+				require.NoError(b, err)
+				closeAfter(b, r)
+				b.SetBytes(blockSize)
+				runUnderLoad(b, r)
+			})
+		}
+		if impl.Supports(WorkloadPingPong) {
+			b.Run("impl="+impl.Name()+"/op=pingpong", func(b *testing.B) {
+				load := loadPipe(b)
+				e := startEcho(b)
+				closeAfter(b, e)
+				r, err := impl.NewPingPong(PingPongConfig{PingFD: e.PingFD, PongFD: e.PongFD, MsgSize: msgSize, Load: load})
+				require.NoError(b, err)
+				closeAfter(b, r)
+				runUnderLoad(b, r)
+			})
+		}
+	}
+}
+
+// loadPipe returns the CancelLoad on a fresh empty pipe.
+func loadPipe(tb testing.TB) CancelLoad {
+	p, err := NewPipes(1)
+	require.NoError(tb, err)
+	tb.Cleanup(func() { p.Close() })
+	return CancelLoad{Every: cancelEvery, FD: p.R[0]}
+}
+
+func runUnderLoad(b *testing.B, r Runner) {
+	cc, ok := r.(CancelCounter)
+	require.True(b, ok, "a runner with a CancelLoad must implement CancelCounter")
+	b.ReportAllocs()
+	b.ResetTimer()
+	before := cc.Cancels()
+	err := r.Run(b.N)
+	after := cc.Cancels()
+	b.StopTimer()
+	require.NoError(b, err)
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "ops/s")
+	b.ReportMetric(float64(after-before)/b.Elapsed().Seconds(), "cancels/s")
+}
+
+// BenchmarkCancelPendingIO is the minidriver's CancelPendingIO from a transfer
+// in flight back to Idle, for impls that implement IdleCanceler (none of the
+// baselines: the hook is for cancelio's minidrv). Same metrics as
+// BenchmarkCancel.
+func BenchmarkCancelPendingIO(b *testing.B) {
+	ran := false
+	for _, impl := range supporting(WorkloadCancelToIdle) {
+		ic, ok := impl.(IdleCanceler)
+		if !ok {
+			continue
+		}
+		ran = true
+		for _, pending := range []int{1, 8} {
+			b.Run(fmt.Sprintf("impl=%s/pending=%d", impl.Name(), pending), func(b *testing.B) {
+				r, err := ic.NewCancelToIdle(IdleConfig{Pending: pending})
+				require.NoError(b, err)
+				closeAfter(b, r)
+				runCancel(b, r)
+			})
+		}
+	}
+	if !ran {
+		b.Skip("no registered impl implements IdleCanceler")
+	}
+}

@@ -1,0 +1,251 @@
+package bench
+
+import (
+	"errors"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Workload names one benchmark suite. An Impl says which ones it supports;
+// the suites emit no sub-benchmark for the others.
+type Workload int
+
+// The workloads. Each is the same for every Impl in a run: the harness owns the
+// fds, the data file, the random offsets and the echo peer; an Impl only
+// chooses how to submit, wait and cancel.
+const (
+	// WorkloadNop submits no-op requests in batches (BenchmarkNop). Only
+	// meaningful for submission-queue engines.
+	WorkloadNop Workload = iota
+	// WorkloadRead reads 4 KiB blocks at random offsets of a page-cached
+	// file, QD at a time (BenchmarkRead4K).
+	WorkloadRead
+	// WorkloadPingPong sends a message down a pipe to the harness's echo peer
+	// and reads the echo back, one round trip per op (BenchmarkPingPong).
+	WorkloadPingPong
+	// WorkloadCancel cancels reads pending on empty pipes and times the
+	// cancel until the last completion is delivered (BenchmarkCancel).
+	WorkloadCancel
+	// WorkloadCancelUnderLoad runs WorkloadRead or WorkloadPingPong while a
+	// read on another, empty pipe is submitted and canceled every
+	// CancelLoad.Every (BenchmarkCancelUnderLoad).
+	WorkloadCancelUnderLoad
+	// WorkloadCancelToIdle is the minidriver's CancelPendingIO: from a
+	// transfer in flight back to Idle. Impls that serve it implement
+	// IdleCanceler (BenchmarkCancelPendingIO).
+	WorkloadCancelToIdle
+)
+
+// String returns the workload's short name.
+func (w Workload) String() string {
+	switch w {
+	case WorkloadNop:
+		return "nop"
+	case WorkloadRead:
+		return "read"
+	case WorkloadPingPong:
+		return "pingpong"
+	case WorkloadCancel:
+		return "cancel"
+	case WorkloadCancelUnderLoad:
+		return "cancel-under-load"
+	case WorkloadCancelToIdle:
+		return "cancel-to-idle"
+	}
+	return "workload(?)"
+}
+
+// ErrUnsupported is returned by an Impl's constructors for a workload it does
+// not support. The suites consult Supports first, so it is a safety net.
+var ErrUnsupported = errors.New("bench: workload not supported by this impl")
+
+// Impl is one way of doing the workloads' I/O: the value of a benchmark's
+// impl= key. Constructors are called from the benchmark's goroutine, outside
+// the timed region; the Runner they return is used by that goroutine only
+// and closed by it. fds in the configs belong to the harness: a runner may
+// dup them and may set O_NONBLOCK on them (each runner gets fresh pipes), but
+// must not close them, and must close its dups in Close.
+type Impl interface {
+	// Name is the impl= value: short, no spaces, no '/'.
+	Name() string
+	// Supports reports whether the impl can run w here (it may probe the
+	// kernel, e.g. for io_uring).
+	Supports(w Workload) bool
+	// NewNop returns a Runner whose Run(n) completes n no-op requests,
+	// submitted cfg.Batch per system call where the impl can batch.
+	NewNop(cfg NopConfig) (Runner, error)
+	// NewRead returns a Runner whose Run(n) completes n reads of
+	// cfg.BlockSize bytes, cfg.QD in flight.
+	NewRead(cfg ReadConfig) (Runner, error)
+	// NewPingPong returns a Runner whose Run(n) does n round trips.
+	NewPingPong(cfg PingPongConfig) (Runner, error)
+	// NewCancel returns a CancelRunner over len(cfg.FDs) empty pipes.
+	NewCancel(cfg CancelConfig) (CancelRunner, error)
+}
+
+// Runner runs one throughput workload.
+type Runner interface {
+	// Run completes n operations and returns when the last one has
+	// completed. An operation that fails, returns short or (with Verify)
+	// returns wrong bytes ends Run with an error.
+	Run(n int) error
+	// Close stops any background work (CancelLoad), releases the runner's
+	// resources and waits for its goroutines to exit.
+	Close() error
+}
+
+// CancelCounter is implemented by runners built with a CancelLoad: it
+// reports how many background read+cancel cycles have completed so far, so
+// the suite can report the cancel rate that was really achieved.
+type CancelCounter interface {
+	Cancels() int64
+}
+
+// CancelRunner runs the cancel-latency workload: one read pending on each of
+// several empty pipes, then one cancel of all of them.
+type CancelRunner interface {
+	// Arm starts one read on every fd and returns once each is pending: for a
+	// submission-queue engine, once submitted; for goroutines, once each is
+	// blocked in the kernel or parked, as far as the impl can tell (it should
+	// say how it knows in its doc).
+	Arm() error
+	// CancelAndWait cancels every read started by Arm and waits until the
+	// completion of each has been delivered to the caller (reaped, received).
+	// It returns the time from just before the first cancel action to the
+	// delivery of the last completion, on the monotonic clock. Every read must
+	// complete as canceled; data or another error is an error.
+	CancelAndWait() (time.Duration, error)
+	// Close releases everything; the runner must be idle (not Armed).
+	Close() error
+}
+
+// IdleCanceler is the hook for WorkloadCancelToIdle: an Impl that also
+// implements it is benchmarked by BenchmarkCancelPendingIO. Arm starts a
+// transfer; CancelAndWait calls CancelPendingIO and returns when the
+// minidriver is Idle again.
+type IdleCanceler interface {
+	NewCancelToIdle(cfg IdleConfig) (CancelRunner, error)
+}
+
+// IdleConfig configures WorkloadCancelToIdle.
+type IdleConfig struct {
+	// Pending is the number of requests the transfer has in flight when
+	// CancelPendingIO is called.
+	Pending int
+}
+
+// NopConfig configures WorkloadNop.
+type NopConfig struct {
+	// Batch is the number of no-ops per submission (1 or 32 in the suite).
+	Batch int
+}
+
+// ReadConfig configures WorkloadRead.
+type ReadConfig struct {
+	// FD is a regular file opened read-only, fully in the page cache, whose
+	// content is DataFile's pattern.
+	FD int
+	// BlockSize is the read size (4096).
+	BlockSize int
+	// QD is the number of reads in flight: real queue depth for a
+	// submission-queue engine, QD goroutines for the others.
+	QD int
+	// Offsets are block-aligned offsets inside the file in random order;
+	// reads walk them round-robin, continuing across Run calls.
+	Offsets []int64
+	// Verify asks the runner to check every block with CheckBlock (tests
+	// set it; benchmarks do not).
+	Verify bool
+	// Load, if Load.Every > 0, adds background cancels (WorkloadCancelUnderLoad).
+	Load CancelLoad
+}
+
+// PingPongConfig configures WorkloadPingPong.
+type PingPongConfig struct {
+	// PingFD is the write end of the pipe the echo peer reads.
+	PingFD int
+	// PongFD is the read end of the pipe the echo peer writes to.
+	PongFD int
+	// MsgSize is the message size (at most PIPE_BUF, so pipe writes are
+	// atomic). An op writes MsgSize bytes to PingFD and reads MsgSize bytes
+	// (possibly in several reads) from PongFD.
+	MsgSize int
+	// Verify asks the runner to check that the echo equals the message.
+	Verify bool
+	// Load, if Load.Every > 0, adds background cancels (WorkloadCancelUnderLoad).
+	Load CancelLoad
+}
+
+// CancelLoad is the background cancel traffic of WorkloadCancelUnderLoad:
+// every Every, the runner submits a read on FD (the read end of an empty
+// pipe nobody writes to), cancels it by itself (a token, a request, a
+// deadline: not by cancel-all, which would hit the measured requests too)
+// and consumes its completion. It should use the same engine instance
+// (ring, poller) as the measured requests.
+type CancelLoad struct {
+	Every time.Duration
+	FD    int
+}
+
+// CancelConfig configures WorkloadCancel.
+type CancelConfig struct {
+	// FDs are read ends of empty pipes; Arm starts one read on each.
+	FDs []int
+	// BufSize is the size of each read's buffer.
+	BufSize int
+}
+
+var (
+	implsMu sync.Mutex
+	impls   []Impl
+)
+
+// implOrder fixes the column order benchstat shows (it orders columns by
+// first appearance): the physical limit first, then cancelio, then the
+// baselines. Unknown names follow, alphabetically.
+var implOrder = []string{"liburing", "cancelio-uring", "cancelio-poll", "goroutines", "netpoll"}
+
+// Register adds an impl to the suites; call it from an init function. It
+// panics if the name is taken.
+func Register(impl Impl) {
+	implsMu.Lock()
+	defer implsMu.Unlock()
+	for _, have := range impls {
+		if have.Name() == impl.Name() {
+			panic("bench: impl " + impl.Name() + " registered twice")
+		}
+	}
+	impls = append(impls, impl)
+}
+
+// Impls returns the registered impls in column order.
+func Impls() []Impl {
+	implsMu.Lock()
+	defer implsMu.Unlock()
+	out := slices.Clone(impls)
+	rank := func(name string) int {
+		if i := slices.Index(implOrder, name); i >= 0 {
+			return i
+		}
+		return len(implOrder)
+	}
+	slices.SortStableFunc(out, func(a, b Impl) int {
+		if ra, rb := rank(a.Name()), rank(b.Name()); ra != rb {
+			return ra - rb
+		}
+		return strings.Compare(a.Name(), b.Name())
+	})
+	return out
+}
+
+// Lookup returns the registered impl called name, if any.
+func Lookup(name string) (Impl, bool) {
+	for _, impl := range Impls() {
+		if impl.Name() == name {
+			return impl, true
+		}
+	}
+	return nil, false
+}

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# run.sh runs cancelio's benchmark suites and prints the impls side by side.
+#
+#   bench/run.sh [full|quick] [go test flags...]
+#
+#   full   (default) -count 6 -benchtime 500ms: about 5 minutes
+#   quick  -count 6 -benchtime 100ms: about a minute
+#
+# With liburing-dev installed the suites build with -tags liburing, which
+# adds the impl=liburing column (the physical limit). BENCH selects suites
+# (a -bench regexp, default "."); GO picks the go command. The raw output is
+# kept in bench/results/<UTC date>-<time>.txt (or $BENCH_OUT), then
+# summarized with `go tool benchstat -col /impl`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+GO=${GO:-go}
+mode=full
+case ${1:-} in
+full | quick)
+	mode=$1
+	shift
+	;;
+esac
+case $mode in
+full) count=6 benchtime=500ms ;;
+quick) count=6 benchtime=100ms ;;
+esac
+
+tags=()
+if pkg-config --exists liburing 2>/dev/null; then
+	tags=(-tags liburing)
+else
+	echo "run.sh: liburing not found (apt-get install liburing-dev): no impl=liburing column" >&2
+fi
+
+mkdir -p bench/results
+out=${BENCH_OUT:-bench/results/$(date -u +%Y%m%d-%H%M%S).txt}
+"$GO" test "${tags[@]}" -run '^$' -bench "${BENCH:-.}" -count "$count" -benchtime "$benchtime" \
+	-timeout 60m "$@" ./bench/ | tee "$out"
+echo
+echo "raw results in $out"
+"$GO" tool benchstat -col /impl "$out"

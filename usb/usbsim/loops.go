@@ -1,0 +1,322 @@
+package usbsim
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"io"
+	"os"
+	"time"
+)
+
+// The device side: one goroutine per endpoint. outLoop reads bulk OUT
+// messages, answers each with a reply and runs the commands; inLoop sends
+// an IN endpoint's queue (image data, echoes and flush markers on bulk IN,
+// events on interrupt IN), or stall messages while the endpoint is halted.
+// Both re-evaluate the shared state whenever Scanner.changed is closed; an
+// IN write waiting for room on a full socket is cut short by kick.
+
+// inLoop serves the IN endpoint ep of plug-in p until p is unplugged.
+func (s *Scanner) inLoop(p *plug, ep *endpoint) {
+	defer p.wg.Done()
+	buf := make([]byte, HeaderSize+ep.info.MaxTransfer)
+	stall := []byte{HeaderStall}
+	rc, err := ep.dev.SyscallConn()
+	if err != nil {
+		return
+	}
+	stallMode := false // stall messages may be queued on the socket
+	var t0 time.Time   // when the message being planned became due to start
+	for {
+		_ = ep.dev.SetWriteDeadline(time.Time{}) // undo a kick; later kicks win
+		s.mu.Lock()
+		if s.plug != p {
+			s.mu.Unlock()
+			return
+		}
+		if done := ep.clearDone; done != nil {
+			s.mu.Unlock()
+			if stallMode {
+				setConnSendBuffer(ep.dev, ep.sndbuf)
+				drainFD(ep.info.FD)
+				stallMode = false
+			}
+			s.mu.Lock()
+			if ep.clearDone == done {
+				close(done)
+				ep.clearDone = nil
+			}
+			s.mu.Unlock()
+			continue
+		}
+		changed := s.changed
+		if s.hung {
+			s.mu.Unlock()
+			wait(changed, p.gone)
+			continue
+		}
+		if ep.halted {
+			s.mu.Unlock()
+			if !stallMode {
+				// A small send buffer keeps only a few stall messages
+				// queued; the netpoller wakes this write as the host
+				// reads them, so each host read finds one.
+				setConnSendBuffer(ep.dev, 1)
+				stallMode = true
+			}
+			if _, err := ep.dev.Write(stall); err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+				return
+			}
+			continue
+		}
+		if len(ep.queue) == 0 {
+			s.mu.Unlock()
+			t0 = time.Time{}
+			wait(changed, p.gone)
+			continue
+		}
+		it := ep.queue[0]
+		off := it.off
+		n := int(min(it.size()-off, int64(ep.info.MaxTransfer)))
+		if ep == p.in && s.hangAfter > 0 {
+			n = int(min(int64(n), s.hangAfter))
+		}
+		if t0.IsZero() {
+			t0 = time.Now()
+		}
+		due := t0.Add(s.latency + xferTime(n, s.bandwidth))
+		s.mu.Unlock()
+		if !sleep(due, changed, p.gone) {
+			continue // something changed: plan again
+		}
+		buf[0] = HeaderData
+		if it.job != nil {
+			fillImage(it.job.params.Seed, off, buf[HeaderSize:HeaderSize+n])
+		} else {
+			copy(buf[HeaderSize:], it.data[off:off+int64(n)])
+		}
+		// Send and account under the lock, so the state never lags the
+		// socket: a host that has read the message sees its effects (a job
+		// done, a hang begun), and nothing planned before an abort, stall
+		// or hang goes out after it.
+		msg := buf[:HeaderSize+n]
+		var sent, failed bool
+		err := rc.Write(func(fd uintptr) bool {
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			if s.plug != p || s.hung || ep.halted || ep.clearDone != nil ||
+				len(ep.queue) == 0 || ep.queue[0] != it || it.off != off ||
+				(ep == p.in && s.hangAfter > 0 && int64(n) > s.hangAfter) {
+				return true // stale plan
+			}
+			again, err := sendNow(int(fd), msg)
+			if again {
+				return false // wait until the host reads
+			}
+			if err != nil {
+				failed = true
+				return true
+			}
+			s.sentLocked(p, ep, it, off, n)
+			sent = true
+			return true
+		})
+		if failed || (err != nil && !errors.Is(err, os.ErrDeadlineExceeded)) {
+			return // closed by Unplug or Close
+		}
+		if sent {
+			t0 = time.Time{}
+		}
+	}
+}
+
+// sentLocked accounts for n bytes of it, from offset off, sent on ep.
+func (s *Scanner) sentLocked(p *plug, ep *endpoint, it *inItem, off int64, n int) {
+	if ep == p.in && s.hangAfter > 0 && n > 0 {
+		s.hangAfter -= int64(n)
+		if s.hangAfter <= 0 {
+			s.hung, s.hangAfter = true, -1
+			s.changedLocked()
+		}
+	}
+	if len(ep.queue) == 0 || ep.queue[0] != it || it.off != off {
+		return // dropped meanwhile (abort): the message went out all the same
+	}
+	it.off += int64(n)
+	if it.off >= it.size() {
+		ep.queue[0] = nil
+		ep.queue = ep.queue[1:]
+	}
+	if j := it.job; j != nil {
+		j.sent = it.off
+		if j.sent == j.total {
+			s.eventLocked(EventJobDone, 0)
+		}
+	}
+}
+
+// outLoop serves bulk OUT of plug-in p until p is unplugged.
+func (s *Scanner) outLoop(p *plug, ep *endpoint) {
+	defer p.wg.Done()
+	buf := make([]byte, HeaderSize+ep.info.MaxTransfer)
+	var reply [ReplySize]byte
+	var seq uint32
+	for {
+		n, _, flags, _, err := ep.dev.ReadMsgUnix(buf, nil)
+		if errors.Is(err, io.EOF) {
+			// Go reports an empty message as end of file on SOCK_SEQPACKET;
+			// only a hang-up is one.
+			if peerClosed(ep.dev) {
+				return
+			}
+			err = nil
+		}
+		if err != nil {
+			return // closed by Unplug or Close
+		}
+		seq++
+		t0 := time.Now()
+		for { // answer after latency and transfer time, never while hung
+			s.mu.Lock()
+			if s.plug != p {
+				s.mu.Unlock()
+				return
+			}
+			changed, hung := s.changed, s.hung
+			due := t0.Add(s.latency + xferTime(n-HeaderSize, s.bandwidth))
+			if !hung && !time.Now().Before(due) {
+				break // with s.mu held
+			}
+			s.mu.Unlock()
+			if hung {
+				wait(changed, p.gone)
+			} else {
+				sleep(due, changed, p.gone)
+			}
+		}
+		reply[0] = HeaderAck
+		switch {
+		case ep.halted:
+			reply[0] = HeaderStall
+		case n < HeaderSize || flags&msgTrunc != 0 || buf[0] != HeaderData:
+			ep.halted = true // a protocol error stalls the endpoint
+			reply[0] = HeaderStall
+		default:
+			s.commandLocked(p, buf[HeaderSize:n])
+		}
+		s.changedLocked()
+		s.mu.Unlock()
+		kick(p)
+		binary.LittleEndian.PutUint32(reply[1:], seq)
+		if _, err := ep.dev.Write(reply[:]); err != nil {
+			return
+		}
+	}
+}
+
+// commandLocked runs one bulk OUT payload.
+func (s *Scanner) commandLocked(p *plug, cmd []byte) {
+	if len(cmd) == 0 {
+		return // a zero-length packet carries no command
+	}
+	switch cmd[0] {
+	case CmdNop:
+	case CmdStartScan:
+		params, ok := parseStartScan(cmd)
+		switch {
+		case !ok:
+			s.eventLocked(EventError, ErrCodeBadCommand)
+		case params.Validate() != nil:
+			s.eventLocked(EventError, ErrCodeBadParams)
+		case s.job.active():
+			s.eventLocked(EventError, ErrCodeBusy)
+		default:
+			s.jobs++
+			j := &job{id: s.jobs, params: params, total: params.ImageSize()}
+			s.job = j
+			p.in.queue = append(p.in.queue, &inItem{job: j})
+			if params.Flags&FlagZLP != 0 {
+				p.in.queue = append(p.in.queue, &inItem{})
+			}
+			s.eventLocked(EventJobStarted, 0)
+		}
+	case CmdAbort:
+		if len(cmd) != 1 {
+			s.eventLocked(EventError, ErrCodeBadCommand)
+			return
+		}
+		if s.job.active() {
+			s.job.aborted = true
+			s.eventLocked(EventJobAborted, 0)
+		}
+		clear(p.in.queue)
+		p.in.queue = append(p.in.queue[:0], &inItem{}) // the flush marker
+	case CmdGetStatus:
+		if len(cmd) != 1 {
+			s.eventLocked(EventError, ErrCodeBadCommand)
+			return
+		}
+		s.eventLocked(EventStatus, 0)
+	case CmdEcho:
+		p.in.queue = append(p.in.queue, &inItem{data: bytes.Clone(cmd[1:])})
+	default:
+		s.eventLocked(EventError, ErrCodeBadCommand)
+	}
+}
+
+// eventLocked queues an event on interrupt IN, dropping the oldest one when
+// the host does not keep up.
+func (s *Scanner) eventLocked(kind EventKind, code uint8) {
+	p := s.plug
+	if p == nil {
+		return
+	}
+	e := Event{Kind: kind, Code: code, State: StateIdle}
+	if j := s.job; j != nil {
+		e.Job, e.Sent, e.Total = j.id, j.sent, j.total
+		if j.active() {
+			e.State = StateScanning
+		}
+	}
+	q := p.intr.queue
+	if len(q) >= maxEvents {
+		q[0] = nil
+		q = q[1:]
+	}
+	p.intr.queue = append(q, &inItem{data: e.marshal()})
+	s.changedLocked()
+}
+
+// xferTime is how long n bytes take at bw bytes/s (0: no cap).
+func xferTime(n int, bw int64) time.Duration {
+	if bw <= 0 || n <= 0 {
+		return 0
+	}
+	return time.Duration(int64(n) * int64(time.Second) / bw)
+}
+
+// sleep waits until t or until changed or gone is closed, and reports
+// whether t came.
+func sleep(t time.Time, changed, gone <-chan struct{}) bool {
+	d := time.Until(t)
+	if d <= 0 {
+		return true
+	}
+	tm := time.NewTimer(d)
+	defer tm.Stop()
+	select {
+	case <-tm.C:
+		return true
+	case <-changed:
+	case <-gone:
+	}
+	return false
+}
+
+// wait waits until changed or gone is closed.
+func wait(changed, gone <-chan struct{}) {
+	select {
+	case <-changed:
+	case <-gone:
+	}
+}

@@ -1,0 +1,541 @@
+package usbsim
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"time"
+)
+
+// Descriptor defaults. 0x1209 is pid.codes' open-source vendor ID and
+// 0x0001 its test product ID: the device is simulated and must not pass for
+// a real product.
+const (
+	DefaultVendorID    = 0x1209
+	DefaultProductID   = 0x0001
+	DefaultMaxTransfer = 64 << 10 // bytes of payload per bulk message
+	MaxMaxTransfer     = 4 << 20  // largest Config.MaxTransfer accepted
+)
+
+// Endpoint addresses (bEndpointAddress; bit 7 set for IN).
+const (
+	AddrBulkOut     uint8 = 0x01
+	AddrBulkIn      uint8 = 0x82
+	AddrInterruptIn uint8 = 0x83
+)
+
+// Max packet sizes (wMaxPacketSize) of a high-speed device: informational,
+// the sockets carry whole transfers.
+const (
+	BulkMaxPacketSize      = 512
+	InterruptMaxPacketSize = 64
+)
+
+// maxEvents bounds the interrupt IN queue; the oldest event is dropped
+// when a host does not read events.
+const maxEvents = 64
+
+// EndpointType is an endpoint's transfer type, valued as in bmAttributes.
+type EndpointType uint8
+
+// Transfer types the simulated scanner uses.
+const (
+	EndpointBulk      EndpointType = 2
+	EndpointInterrupt EndpointType = 3
+)
+
+// String returns the type's name.
+func (t EndpointType) String() string {
+	switch t {
+	case EndpointBulk:
+		return "bulk"
+	case EndpointInterrupt:
+		return "interrupt"
+	}
+	return fmt.Sprintf("EndpointType(%d)", uint8(t))
+}
+
+// Endpoint describes one endpoint of the current plug-in and its host fd.
+type Endpoint struct {
+	Address       uint8 // AddrBulkOut, AddrBulkIn or AddrInterruptIn
+	Type          EndpointType
+	MaxPacketSize int
+	// MaxTransfer is the largest payload of one message on this endpoint.
+	// The device never sends more in one message, so a host read offering
+	// MaxTransfer payload bytes never truncates; the host must not send more
+	// on bulk OUT (the device would stall the endpoint). It can be below
+	// Config.MaxTransfer where the kernel grants smaller socket buffers.
+	MaxTransfer int
+	// FD is the host end of the endpoint's SOCK_SEQPACKET socketpair, in
+	// blocking mode (the host may set O_NONBLOCK). The Scanner owns it: the
+	// fd stays open, failing with ErrNoDevice after an Unplug, until Close.
+	FD int
+}
+
+// IsIn reports whether e sends data to the host.
+func (e Endpoint) IsIn() bool { return e.Address&0x80 != 0 }
+
+// DeviceInfo is the device descriptor's identity, what a host lists.
+type DeviceInfo struct {
+	VendorID     uint16
+	ProductID    uint16
+	Manufacturer string
+	Product      string
+	Serial       string
+}
+
+// Config configures a Scanner; the zero value is a usable device.
+type Config struct {
+	VendorID  uint16 // default DefaultVendorID
+	ProductID uint16 // default DefaultProductID
+	Serial    string // default "SIM0001"
+	// MaxTransfer is the largest payload of one bulk message (default
+	// DefaultMaxTransfer, at most MaxMaxTransfer); see Endpoint.MaxTransfer.
+	MaxTransfer int
+	Latency     time.Duration // initial SetLatency
+	Bandwidth   int64         // initial SetBandwidth
+}
+
+// Scanner is a simulated USB scanner: bulk OUT for commands, bulk IN for
+// image data, interrupt IN for events (see the package doc for the
+// protocol). The device side runs in goroutines of this process; the host
+// side is the fds listed by Endpoints. All methods are safe for concurrent
+// use; after Close the fault setters do nothing.
+type Scanner struct {
+	info        DeviceInfo
+	maxTransfer int
+
+	// plugMu serializes Unplug, Replug and Close, held while they wait
+	// for the device goroutines.
+	plugMu sync.Mutex
+	stale  []int // host fds of earlier plug-ins; guarded by plugMu
+
+	mu        sync.Mutex
+	closed    bool          // guarded by mu
+	plug      *plug         // current plug-in, nil when unplugged; guarded by mu
+	changed   chan struct{} // closed and replaced at every state change; guarded by mu
+	latency   time.Duration // guarded by mu
+	bandwidth int64         // bytes/s, 0 unlimited; guarded by mu
+	hung      bool          // guarded by mu
+	hangAfter int64         // bulk IN bytes until a hang, -1 off; guarded by mu
+	job       *job          // current or last job; guarded by mu
+	jobs      uint32        // last job id; guarded by mu
+}
+
+// plug is one plug-in: a set of socketpairs and the goroutines serving them.
+type plug struct {
+	out, in, intr *endpoint
+	gone          chan struct{} // closed at unplug
+	wg            sync.WaitGroup
+}
+
+func (p *plug) endpoints() [3]*endpoint { return [3]*endpoint{p.out, p.in, p.intr} }
+
+// endpoint is the device side of one endpoint.
+type endpoint struct {
+	info   Endpoint // FD is the host end
+	dev    *net.UnixConn
+	sndbuf int // SO_SNDBUF asked for the device end outside of stalls
+
+	halted    bool          // guarded by Scanner.mu
+	clearDone chan struct{} // a ClearHalt waiting for the IN loop; guarded by Scanner.mu
+	queue     []*inItem     // IN data not yet sent; guarded by Scanner.mu
+}
+
+// inItem is one unit of IN data: a job's image, or bytes (none: a zero-length
+// packet). The IN loop sends it in messages of at most MaxTransfer bytes.
+type inItem struct {
+	job  *job
+	data []byte
+	off  int64 // bytes sent; guarded by Scanner.mu
+}
+
+func (it *inItem) size() int64 {
+	if it.job != nil {
+		return it.job.total
+	}
+	return int64(len(it.data))
+}
+
+type job struct {
+	id      uint32
+	params  ScanParams
+	total   int64
+	sent    int64 // guarded by Scanner.mu
+	aborted bool  // guarded by Scanner.mu
+}
+
+func (j *job) active() bool { return j != nil && !j.aborted && j.sent < j.total }
+
+// NewScanner creates a plugged-in scanner and starts its goroutines. The
+// caller must Close it.
+func NewScanner(cfg Config) (*Scanner, error) {
+	if cfg.MaxTransfer < 0 || cfg.MaxTransfer > MaxMaxTransfer {
+		return nil, fmt.Errorf("usbsim: MaxTransfer %d outside 0..%d", cfg.MaxTransfer, MaxMaxTransfer)
+	}
+	if cfg.Latency < 0 || cfg.Bandwidth < 0 {
+		return nil, errors.New("usbsim: negative latency or bandwidth")
+	}
+	s := &Scanner{
+		info: DeviceInfo{
+			VendorID:     orDefault(cfg.VendorID, DefaultVendorID),
+			ProductID:    orDefault(cfg.ProductID, DefaultProductID),
+			Manufacturer: "cancelio",
+			Product:      "usbsim simulated scanner",
+			Serial:       cfg.Serial,
+		},
+		maxTransfer: cfg.MaxTransfer,
+		changed:     make(chan struct{}),
+		latency:     cfg.Latency,
+		bandwidth:   cfg.Bandwidth,
+		hangAfter:   -1,
+	}
+	if s.info.Serial == "" {
+		s.info.Serial = "SIM0001"
+	}
+	if s.maxTransfer == 0 {
+		s.maxTransfer = DefaultMaxTransfer
+	}
+	if err := s.Replug(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+func orDefault(v, def uint16) uint16 {
+	if v == 0 {
+		return def
+	}
+	return v
+}
+
+// Info returns the device descriptor's identity.
+func (s *Scanner) Info() DeviceInfo { return s.info }
+
+// Endpoints returns the endpoints of the current plug-in: bulk OUT, bulk IN,
+// interrupt IN, in that order. It fails with ErrNoDevice while unplugged and
+// ErrClosed after Close.
+func (s *Scanner) Endpoints() ([]Endpoint, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, ErrClosed
+	}
+	if s.plug == nil {
+		return nil, ErrNoDevice
+	}
+	eps := s.plug.endpoints()
+	return []Endpoint{eps[0].info, eps[1].info, eps[2].info}, nil
+}
+
+// endpointLocked finds addr in the current plug-in.
+func (s *Scanner) endpointLocked(addr uint8) (*endpoint, error) {
+	if s.closed {
+		return nil, ErrClosed
+	}
+	if s.plug == nil {
+		return nil, ErrNoDevice
+	}
+	for _, ep := range s.plug.endpoints() {
+		if ep.info.Address == addr {
+			return ep, nil
+		}
+	}
+	return nil, fmt.Errorf("usbsim: no endpoint %#02x", addr)
+}
+
+// changedLocked wakes every device goroutine to look at the state again.
+func (s *Scanner) changedLocked() {
+	close(s.changed)
+	s.changed = make(chan struct{})
+}
+
+// kick makes an IN goroutine's write waiting for room on a full socket
+// return at once, so it plans again: a stall writer must see ClearHalt, and
+// a data write planned before an abort, stall or hang gives way at once (it
+// re-validates under the lock before it sends in any case).
+func kick(p *plug) {
+	if p == nil {
+		return
+	}
+	past := time.Unix(1, 0)
+	_ = p.in.dev.SetWriteDeadline(past)
+	_ = p.intr.dev.SetWriteDeadline(past)
+}
+
+// update runs f under the lock, wakes the device goroutines and kicks
+// blocked writes.
+func (s *Scanner) update(f func()) {
+	s.mu.Lock()
+	f()
+	p := s.plug
+	s.changedLocked()
+	s.mu.Unlock()
+	kick(p)
+}
+
+// SetLatency makes the device wait d before each transfer it answers: each
+// IN message and each bulk OUT reply. It applies at once, also to waits in
+// progress. 0 turns it off.
+func (s *Scanner) SetLatency(d time.Duration) {
+	s.update(func() { s.latency = max(d, 0) })
+}
+
+// SetBandwidth caps each endpoint's payload rate at bytesPerSec: a message
+// of n bytes takes n/bytesPerSec seconds (after the latency). 0 removes the
+// cap. It applies at once, also to waits in progress.
+func (s *Scanner) SetBandwidth(bytesPerSec int64) {
+	s.update(func() { s.bandwidth = max(bytesPerSec, 0) })
+}
+
+// Stall halts the endpoint at addr: from now on every host transfer on it
+// fails with ErrStall until the host calls ClearHalt. An IN endpoint keeps
+// delivering the messages sent before the stall. It fails with ErrNoDevice
+// while unplugged.
+func (s *Scanner) Stall(addr uint8) error {
+	var err error
+	s.update(func() {
+		var ep *endpoint
+		if ep, err = s.endpointLocked(addr); err == nil {
+			ep.halted = true
+		}
+	})
+	return err
+}
+
+// ClearHalt is the host's CLEAR_FEATURE(ENDPOINT_HALT): it ends a stall of
+// the endpoint at addr. For an IN endpoint it also discards every message
+// the host has not read from that endpoint (the endpoint's FIFO is reset),
+// so it must be called with no transfer pending on that endpoint; it returns
+// once that is done. Clearing an endpoint that is not halted does no harm. It
+// works while the device hangs, and fails with ErrNoDevice while unplugged.
+func (s *Scanner) ClearHalt(addr uint8) error {
+	s.mu.Lock()
+	ep, err := s.endpointLocked(addr)
+	if err != nil {
+		s.mu.Unlock()
+		return err
+	}
+	p := s.plug
+	ep.halted = false
+	var done chan struct{}
+	if ep.info.IsIn() {
+		if ep.clearDone == nil {
+			ep.clearDone = make(chan struct{})
+		}
+		done = ep.clearDone
+	}
+	s.changedLocked()
+	s.mu.Unlock()
+	kick(p)
+	if done == nil {
+		return nil
+	}
+	select {
+	case <-done:
+		return nil
+	case <-p.gone:
+		return ErrNoDevice
+	}
+}
+
+// Hang makes the device stop answering, as a wedged firmware does: nothing
+// more is sent on the IN endpoints and bulk OUT messages get no reply, while
+// every fd stays open. Pending host transfers stay pending. Resume undoes it.
+func (s *Scanner) Hang() {
+	s.update(func() { s.hung = true; s.hangAfter = -1 })
+}
+
+// HangAfter makes the device hang (as Hang) once it has sent n more bytes
+// of bulk IN payload; n <= 0 hangs at once. The message that reaches n is
+// cut so exactly n bytes go out.
+func (s *Scanner) HangAfter(n int64) {
+	s.update(func() {
+		if n <= 0 {
+			s.hung, s.hangAfter = true, -1
+		} else {
+			s.hangAfter = n
+		}
+	})
+}
+
+// Resume ends a hang (and disarms HangAfter): the device carries on where it
+// stopped, answering the messages that arrived meanwhile.
+func (s *Scanner) Resume() {
+	s.update(func() { s.hung = false; s.hangAfter = -1 })
+}
+
+// PressButton queues an EventButton with Code button on interrupt IN.
+func (s *Scanner) PressButton(button uint8) {
+	s.update(func() {
+		if s.plug != nil {
+			s.eventLocked(EventButton, button)
+		}
+	})
+}
+
+// Unplug disconnects the device: every pending host transfer on the
+// endpoints completes at once and every later one fails (the host maps
+// both to ErrNoDevice with DecodeIn, DecodeWrite or DecodeReply); messages
+// the host had not read are discarded. The job is dropped. The host fds stay
+// open until Close. Unplug returns when the device goroutines have stopped;
+// unplugging an unplugged device does nothing.
+func (s *Scanner) Unplug() error {
+	s.plugMu.Lock()
+	defer s.plugMu.Unlock()
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return ErrClosed
+	}
+	p := s.unplugLocked()
+	s.mu.Unlock()
+	if p != nil {
+		s.teardown(p)
+		for _, ep := range p.endpoints() {
+			s.stale = append(s.stale, ep.info.FD)
+		}
+	}
+	return nil
+}
+
+// unplugLocked detaches the current plug-in and resets the device state.
+func (s *Scanner) unplugLocked() *plug {
+	p := s.plug
+	if p == nil {
+		return nil
+	}
+	s.plug = nil
+	if s.job != nil && s.job.active() {
+		s.job.aborted = true
+	}
+	s.hung, s.hangAfter = false, -1
+	close(p.gone)
+	s.changedLocked()
+	return p
+}
+
+// teardown closes the device ends of p, waits for its goroutines and
+// empties the host ends' receive queues, so every host read sees end of
+// file from now on.
+func (s *Scanner) teardown(p *plug) {
+	for _, ep := range p.endpoints() {
+		ep.dev.Close()
+	}
+	p.wg.Wait()
+	for _, ep := range p.endpoints() {
+		drainFD(ep.info.FD)
+	}
+}
+
+// Replug plugs the device in again after Unplug, with new socketpairs: the
+// host takes the new fds from Endpoints. The device starts idle, with no
+// halted endpoint and no hang; latency and bandwidth settings stay.
+// Replugging a plugged-in device does nothing.
+func (s *Scanner) Replug() error {
+	s.plugMu.Lock()
+	defer s.plugMu.Unlock()
+	s.mu.Lock()
+	closed, plugged := s.closed, s.plug != nil
+	s.mu.Unlock()
+	if closed {
+		return ErrClosed
+	}
+	if plugged {
+		return nil
+	}
+	p, err := s.newPlug()
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.plug = p
+	s.hung, s.hangAfter = false, -1
+	s.changedLocked()
+	s.mu.Unlock()
+	p.wg.Add(3)
+	go s.outLoop(p, p.out)
+	go s.inLoop(p, p.in)
+	go s.inLoop(p, p.intr)
+	return nil
+}
+
+// newPlug creates the socketpairs of one plug-in.
+func (s *Scanner) newPlug() (*plug, error) {
+	p := &plug{gone: make(chan struct{})}
+	specs := []struct {
+		dst  **endpoint
+		addr uint8
+		typ  EndpointType
+		mps  int
+		max  int
+	}{
+		{&p.out, AddrBulkOut, EndpointBulk, BulkMaxPacketSize, s.maxTransfer},
+		{&p.in, AddrBulkIn, EndpointBulk, BulkMaxPacketSize, s.maxTransfer},
+		{&p.intr, AddrInterruptIn, EndpointInterrupt, InterruptMaxPacketSize, InterruptMaxPacketSize},
+	}
+	var made []*endpoint
+	fail := func(err error) (*plug, error) {
+		for _, ep := range made {
+			ep.dev.Close()
+			closeFD(ep.info.FD)
+		}
+		return nil, err
+	}
+	for _, sp := range specs {
+		// Room for two full messages plus the kernel's per-message share.
+		sndbuf := HeaderSize + sp.max + 4096
+		host, dev, maxMsg, err := socketPair(sndbuf)
+		if err != nil {
+			return fail(err)
+		}
+		ep := &endpoint{
+			info: Endpoint{
+				Address:       sp.addr,
+				Type:          sp.typ,
+				MaxPacketSize: sp.mps,
+				MaxTransfer:   min(sp.max, maxMsg-HeaderSize),
+				FD:            host,
+			},
+			dev:    dev,
+			sndbuf: sndbuf,
+		}
+		made = append(made, ep)
+		if ep.info.MaxTransfer < EventSize {
+			return fail(fmt.Errorf("usbsim: socket buffer too small (%d bytes per message)", maxMsg))
+		}
+		*sp.dst = ep
+	}
+	// Both bulk endpoints carry the same transfer size.
+	m := min(p.out.info.MaxTransfer, p.in.info.MaxTransfer)
+	p.out.info.MaxTransfer, p.in.info.MaxTransfer = m, m
+	return p, nil
+}
+
+// Close unplugs the device, stops every goroutine and closes every fd,
+// including the host fds of all plug-ins: the host must have stopped using
+// them. Later calls return ErrClosed.
+func (s *Scanner) Close() error {
+	s.plugMu.Lock()
+	defer s.plugMu.Unlock()
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return ErrClosed
+	}
+	s.closed = true
+	p := s.unplugLocked()
+	s.mu.Unlock()
+	if p != nil {
+		s.teardown(p)
+		for _, ep := range p.endpoints() {
+			s.stale = append(s.stale, ep.info.FD)
+		}
+	}
+	for _, fd := range s.stale {
+		closeFD(fd)
+	}
+	s.stale = nil
+	return nil
+}
