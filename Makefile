@@ -3,6 +3,7 @@
 #   make test         gofmt, go vet, staticcheck, go test -race ./...
 #   make bench        the benchmark suites, read with benchstat (about 5 minutes)
 #   make bench-quick  the same, shorter (about 1 minute)
+#   make test-usbvm   the usb tests inside a QEMU guest with a real USB stack
 
 GO          ?= go
 STATICCHECK ?= $(GO) tool staticcheck
@@ -10,7 +11,9 @@ STATICCHECK ?= $(GO) tool staticcheck
 # gousb backend, liburing for the C baseline of the benchmarks).
 DEB_PKGS    ?= gcc pkg-config libusb-1.0-0-dev liburing-dev
 
-.PHONY: all deps test fmt vet staticcheck gotest
+USBVM_EXEC  ?= $(shell $(GO) env GOPATH)/bin/usbvm-exec
+
+.PHONY: all deps test fmt vet staticcheck gotest bench bench-quick usbvm-setup test-usbvm cross
 
 all: test
 
@@ -26,7 +29,7 @@ deps:
 		{ apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing; }; \
 	fi
 
-test: deps fmt vet staticcheck gotest
+test: deps fmt vet staticcheck cross gotest
 
 fmt:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
@@ -40,3 +43,30 @@ staticcheck:
 
 gotest:
 	$(GO) test -race -timeout 15m ./...
+
+# cross keeps the platform splits honest: other Linux architectures, and
+# builds without cgo (no gousb, no liburing baseline).
+cross:
+	GOARCH=arm64 $(GO) vet ./...
+	CGO_ENABLED=0 $(GO) build ./...
+
+# bench runs every suite (-tags liburing when liburing-dev is installed),
+# -count 6 -benchtime 500ms, keeps the raw output in
+# bench/results/<date>-<time>.txt and prints `go tool benchstat -col /impl`.
+bench: deps
+	GO=$(GO) bench/run.sh full
+
+# bench-quick is the same with -benchtime 100ms (about a minute).
+bench-quick: deps
+	GO=$(GO) bench/run.sh quick
+
+# usbvm-setup installs QEMU (apt) and caches Debian's kernel and USB modules
+# outside the repository, then builds the go test -exec runner.
+usbvm-setup:
+	$(GO) run ./usb/internal/usbvm/cmd/usbvm-setup -q
+	CGO_ENABLED=0 $(GO) build -o $(USBVM_EXEC) ./usb/internal/usbvm/cmd/usbvm-exec
+
+# test-usbvm runs the usb packages' tests inside the guest (dummy_hcd, a
+# FunctionFS gadget, usbfs and libusb on a real Linux USB stack).
+test-usbvm: usbvm-setup
+	$(GO) test -race -count=1 -exec $(USBVM_EXEC) $$($(GO) list ./usb/... | grep -v /usbvm/internal/)
