@@ -5,7 +5,6 @@ package ioring
 import (
 	"errors"
 	"fmt"
-	"os"
 	"runtime"
 	"time"
 	"unsafe"
@@ -25,14 +24,13 @@ var requiredOps = []uint8{
 }
 
 // uringBackend runs requests on io_uring. Submission (SQ) is serialised by
-// Ring.sqMu, reaping (CQ) by Ring.reapMu. A goroutine parked in Go's
-// netpoller on an eventfd the kernel signals reaps when no consumer does.
+// Ring.sqMu, reaping (CQ) by Ring.reapMu. There is no background reaper: the
+// consumer that waits reaps (submit, then wait in io_uring_enter), and
+// parked consumers take over the role when it leaves (Ring.unlockReap).
 type uringBackend struct {
 	r         *Ring
 	ring      *uring.Ring
 	cancelAny bool // IORING_ASYNC_CANCEL_ANY|ALL (kernel 5.19)
-	efile     *os.File
-	loopDone  chan struct{}
 }
 
 func newURing(r *Ring, entries uint32) (backend, error) {
@@ -40,7 +38,7 @@ func newURing(r *Ring, entries uint32) (backend, error) {
 	if err != nil {
 		return nil, fmt.Errorf("io_uring_setup: %w", err)
 	}
-	b := &uringBackend{r: r, ring: ring, loopDone: make(chan struct{})}
+	b := &uringBackend{r: r, ring: ring}
 	fail := func(err error) (backend, error) {
 		ring.Close()
 		return nil, err
@@ -58,16 +56,6 @@ func newURing(r *Ring, entries uint32) (backend, error) {
 		return fail(fmt.Errorf("%w: kernel io_uring lacks NODROP or RW_CUR_POS (features %#x)", ErrNotSupported, ring.Features()))
 	}
 	b.cancelAny = b.probeCancelAny()
-	efd, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
-	if err != nil {
-		return fail(fmt.Errorf("eventfd: %w", err))
-	}
-	if err := ring.RegisterEventFD(efd); err != nil {
-		unix.Close(efd)
-		return fail(fmt.Errorf("register eventfd: %w", err))
-	}
-	b.efile = os.NewFile(uintptr(efd), "ioring-eventfd")
-	go b.loop()
 	return b, nil
 }
 
@@ -192,7 +180,7 @@ func (b *uringBackend) flush() error {
 			b.ring.FlushOverflow()
 			b.reapReady()
 		}
-		b.r.reapMu.Unlock()
+		b.r.unlockReap()
 		if tries > 10 {
 			time.Sleep(100 * time.Microsecond)
 		} else {
@@ -306,25 +294,6 @@ func (b *uringBackend) wake() {
 	r.sqMu.Unlock()
 }
 
-// loop reaps when the kernel signals the eventfd and no consumer is reaping.
-func (b *uringBackend) loop() {
-	defer close(b.loopDone)
-	var buf [8]byte
-	for {
-		if _, err := b.efile.Read(buf[:]); err != nil {
-			return
-		}
-		b.r.reapMu.Lock()
-		if !b.r.beClosed {
-			b.reapReady()
-		}
-		b.r.reapMu.Unlock()
-	}
-}
-
 func (b *uringBackend) close() error {
-	b.efile.Close()
-	<-b.loopDone
-	b.ring.UnregisterEventFD()
 	return b.ring.Close()
 }

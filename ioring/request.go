@@ -91,6 +91,7 @@ func (q Request) Wait(ctx context.Context) (Completion, error) {
 		})
 		defer stop()
 	}
+	defer r.handOff()
 	for s.state.Load() == stActive {
 		if r.reapMu.TryLock() {
 			if s.state.Load() == stActive && !r.beClosed {
@@ -103,7 +104,7 @@ func (q Request) Wait(ctx context.Context) (Completion, error) {
 				if wait {
 					r.reaping.Add(-1)
 				}
-				r.reapMu.Unlock()
+				r.unlockReap()
 				if err != nil {
 					return Completion{}, err
 				}
@@ -111,15 +112,22 @@ func (q Request) Wait(ctx context.Context) (Completion, error) {
 					continue
 				}
 			} else {
-				r.reapMu.Unlock()
+				r.unlockReap()
 				continue
 			}
 		}
-		// Another goroutine is reaping; it will wake us.
-		if s.state.Load() != stActive {
-			break
+		// Another goroutine is reaping and will wake us, or hand the
+		// reaper role on when it leaves.
+		r.parked.Add(1)
+		if s.state.Load() != stActive || r.reapFree() {
+			r.parked.Add(-1)
+			continue
 		}
-		<-s.wake
+		select {
+		case <-s.wake:
+		case <-r.reaperCh:
+		}
+		r.parked.Add(-1)
 	}
 	// Pass the wake-up on: other goroutines may be waiting for the same
 	// request (they will find it taken). A stray token is harmless: waiters

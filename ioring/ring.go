@@ -203,6 +203,8 @@ type Ring struct {
 	inflight   atomic.Int64
 	foreign    atomic.Int64 // in-flight foreign requests
 	reaping    atomic.Int32 // goroutines blocked in be.reap(wait)
+	parked     atomic.Int32 // consumers parked on a channel, not reaping
+	reaperCh   chan struct{} // cap 1: the reaper left while consumers were parked
 
 	waiters  atomic.Int32  // consumers parked in Reap
 	wakeCh   chan struct{} // cap 1: the completion queue has entries
@@ -237,6 +239,7 @@ func New(cfg Config) (*Ring, error) {
 	r := &Ring{
 		slots:    make([]slot, n),
 		wakeCh:   make(chan struct{}, 1),
+		reaperCh: make(chan struct{}, 1),
 		closedCh: make(chan struct{}),
 	}
 	r.free, _ = cq.New(n)
@@ -709,6 +712,7 @@ func (r *Ring) Reap(dst []Completion, timeout time.Duration) (int, error) {
 			timer.Stop()
 		}
 	}()
+	defer r.handOff()
 	for {
 		if n := r.popInto(dst); n > 0 {
 			return n, nil
@@ -735,25 +739,27 @@ func (r *Ring) Reap(dst []Completion, timeout time.Duration) (int, error) {
 				if wait {
 					r.reaping.Add(-1)
 				}
+				r.unlockReap()
 				if err != nil {
-					r.reapMu.Unlock()
 					return 0, err
 				}
-				r.reapMu.Unlock()
 				if wait || r.done.Len() > 0 {
 					continue
 				}
 			} else {
-				r.reapMu.Unlock()
+				r.unlockReap()
 				continue
 			}
 		}
 		if timeout == 0 {
 			return r.popInto(dst), nil
 		}
-		// Park until a completion is queued.
+		// Park until a completion is queued, or until the reaper leaves and
+		// hands its role on.
 		r.waiters.Add(1)
-		if r.done.Len() > 0 {
+		r.parked.Add(1)
+		if r.done.Len() > 0 || r.reapFree() {
+			r.parked.Add(-1)
 			r.waiters.Add(-1)
 			continue
 		}
@@ -768,10 +774,45 @@ func (r *Ring) Reap(dst []Completion, timeout time.Duration) (int, error) {
 		}
 		select {
 		case <-r.wakeCh:
+		case <-r.reaperCh:
 		case <-tc:
 		case <-r.closedCh:
 		}
+		r.parked.Add(-1)
 		r.waiters.Add(-1)
+	}
+}
+
+// unlockReap releases the reaper role; when consumers are parked, one of
+// them is woken to take it, so completions never wait for a reaper that
+// left. No goroutine reaps in the background: a consumer that waits is the
+// reaper, which saves a hand-off per completion.
+func (r *Ring) unlockReap() {
+	r.reapMu.Unlock()
+	if r.parked.Load() > 0 {
+		select {
+		case r.reaperCh <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// reapFree reports whether nobody holds the reaper role right now; a
+// goroutine about to park takes it instead (checked after parked is
+// raised, so a reaper leaving at the same time sees the parked count).
+func (r *Ring) reapFree() bool {
+	if r.reapMu.TryLock() {
+		r.reapMu.Unlock()
+		return true
+	}
+	return false
+}
+
+// handOff passes the reaper role on when a consumer leaves after a wake-up
+// it did not use.
+func (r *Ring) handOff() {
+	if r.parked.Load() > 0 && r.reapMu.TryLock() {
+		r.unlockReap()
 	}
 }
 
@@ -894,7 +935,7 @@ func (r *Ring) Close() error {
 			r.be.reap(true, 20*time.Millisecond)
 			r.reaping.Add(-1)
 		}
-		r.reapMu.Unlock()
+		r.unlockReap()
 		if r.inflight.Load() > 0 && r.inflight.Load() == r.foreign.Load() {
 			time.Sleep(time.Millisecond)
 		}

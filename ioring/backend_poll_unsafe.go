@@ -1,0 +1,82 @@
+//go:build linux
+
+package ioring
+
+import (
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// rw runs slot s's read or write (OpRead, OpWrite, OpReadv, OpWritev) once,
+// with preadv2/pwritev2 and flags (unix.RWF_NOWAIT, or 0 to block), at
+// s.off or at the current position when s.off is -1. It returns the byte
+// count or -errno, like a CQE. The call is synchronous: the iovec may live
+// on the stack (uintptr(unsafe.Pointer) in the syscall's arguments keeps it
+// alive and in place for the call), and the buffers are pinned by the Ring.
+func rw(s *slot, flags int) int32 {
+	var one unix.Iovec
+	var iov *unix.Iovec
+	var n int
+	switch s.code {
+	case OpRead, OpWrite:
+		one.Base = &s.buf[0]
+		one.SetLen(len(s.buf))
+		iov, n = &one, 1
+	default:
+		iov, n = &s.iov[0], len(s.iov)
+	}
+	write := s.code == OpWrite || s.code == OpWritev
+	nr := uintptr(unix.SYS_PREADV2)
+	if write {
+		nr = unix.SYS_PWRITEV2
+	}
+	// pos_l, pos_h as the kernel's pos_from_hilo wants them: on 64-bit
+	// kernels the high word is ignored; -1 means the current position.
+	const longBits = unix.SizeofLong * 8
+	lo, hi := uintptr(s.off), uintptr(uint64(s.off)>>(longBits-1)>>1)
+	for {
+		r1, _, e := unix.Syscall6(nr, uintptr(s.fd), uintptr(unsafe.Pointer(iov)), uintptr(n), lo, hi, uintptr(flags))
+		switch e {
+		case 0:
+			return int32(r1)
+		case unix.EINTR:
+			continue
+		case unix.ENOSYS:
+			if flags == 0 {
+				return rwOld(s.fd, write, iov, n, s.off)
+			}
+			// No preadv2 (kernels before 4.6): no RWF_NOWAIT either.
+			return -int32(unix.EOPNOTSUPP)
+		}
+		return -int32(e)
+	}
+}
+
+// rwOld is rw for kernels without preadv2: readv/writev at the current
+// position, preadv/pwritev at an offset.
+func rwOld(fd int32, write bool, iov *unix.Iovec, n int, off int64) int32 {
+	var nr uintptr
+	switch {
+	case off < 0 && write:
+		nr = unix.SYS_WRITEV
+	case off < 0:
+		nr = unix.SYS_READV
+	case write:
+		nr = unix.SYS_PWRITEV
+	default:
+		nr = unix.SYS_PREADV
+	}
+	const longBits = unix.SizeofLong * 8
+	lo, hi := uintptr(off), uintptr(uint64(off)>>(longBits-1)>>1)
+	for {
+		r1, _, e := unix.Syscall6(nr, uintptr(fd), uintptr(unsafe.Pointer(iov)), uintptr(n), lo, hi, 0)
+		if e == unix.EINTR {
+			continue
+		}
+		if e != 0 {
+			return -int32(e)
+		}
+		return int32(r1)
+	}
+}

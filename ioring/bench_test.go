@@ -1,0 +1,185 @@
+package ioring
+
+import (
+	"math/rand/v2"
+	"os"
+	"sort"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Every engine benchmark runs on each backend as a sub-benchmark, so that
+// `benchstat -col /backend` puts them side by side. The cross-library
+// comparison (liburing, goroutines, netpoll) lives in ../bench.
+
+func forEachBackendB(b *testing.B, entries int, fn func(b *testing.B, r *Ring)) {
+	for _, be := range backends {
+		b.Run("backend="+be.String(), func(b *testing.B) {
+			r, err := New(Config{Entries: entries, Backend: be})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer r.Close()
+			fn(b, r)
+		})
+	}
+}
+
+func BenchmarkNop(b *testing.B) {
+	for _, batch := range []int{1, 32} {
+		b.Run("batch="+itoa(batch), func(b *testing.B) {
+			forEachBackendB(b, 256, func(b *testing.B, r *Ring) {
+				ops := make([]Op, batch)
+				for i := range ops {
+					ops[i] = Nop()
+				}
+				reqs := make([]Request, batch)
+				cs := make([]Completion, batch)
+				b.ReportAllocs()
+				b.ResetTimer()
+				for done := 0; done < b.N; done += batch {
+					if batch == 1 {
+						if _, err := r.Submit(ops[0]); err != nil {
+							b.Fatal(err)
+						}
+					} else if _, err := r.SubmitBatch(ops, reqs); err != nil {
+						b.Fatal(err)
+					}
+					for got := 0; got < batch; {
+						n, err := r.Reap(cs[got:], -1)
+						if err != nil {
+							b.Fatal(err)
+						}
+						got += n
+					}
+				}
+				b.StopTimer()
+				b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "ops/s")
+			})
+		})
+	}
+}
+
+func BenchmarkRead4K(b *testing.B) {
+	const block, fileSize = 4096, 64 << 20
+	f, err := os.CreateTemp(b.TempDir(), "read4k")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	chunk := make([]byte, 1<<20)
+	for i := 0; i < fileSize; i += len(chunk) {
+		f.Write(chunk)
+	}
+	fd := int(f.Fd())
+	// Warm the page cache.
+	for off := int64(0); off < fileSize; off += int64(len(chunk)) {
+		unix.Pread(fd, chunk, off)
+	}
+	for _, qd := range []int{1, 32} {
+		b.Run("qd="+itoa(qd), func(b *testing.B) {
+			forEachBackendB(b, 64, func(b *testing.B, r *Ring) {
+				rng := rand.New(rand.NewPCG(1, 1))
+				bufs := make([][]byte, qd)
+				for i := range bufs {
+					bufs[i] = make([]byte, block)
+				}
+				cs := make([]Completion, qd)
+				offset := func() int64 { return int64(rng.IntN(fileSize/block)) * block }
+				b.SetBytes(block)
+				b.ReportAllocs()
+				b.ResetTimer()
+				inflight := 0
+				submitted := 0
+				for i := 0; i < qd && submitted < b.N; i++ {
+					if _, err := r.Submit(Read(fd, bufs[i], offset()).WithUser(i)); err != nil {
+						b.Fatal(err)
+					}
+					inflight++
+					submitted++
+				}
+				for inflight > 0 {
+					n, err := r.Reap(cs, -1)
+					if err != nil {
+						b.Fatal(err)
+					}
+					inflight -= n
+					for _, c := range cs[:n] {
+						if c.Err != nil || c.N != block {
+							b.Fatalf("read: %d, %v", c.N, c.Err)
+						}
+						if submitted < b.N {
+							i := c.User.(int)
+							if _, err := r.Submit(Read(fd, bufs[i], offset()).WithUser(i)); err != nil {
+								b.Fatal(err)
+							}
+							inflight++
+							submitted++
+						}
+					}
+				}
+				b.StopTimer()
+				b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "IOPS")
+			})
+		})
+	}
+}
+
+// BenchmarkCancel: N reads pending on N empty pipes, all under one token;
+// the time from Token.Cancel to the last completion delivered.
+func BenchmarkCancel(b *testing.B) {
+	for _, pending := range []int{1, 64} {
+		b.Run("pending="+itoa(pending), func(b *testing.B) {
+			forEachBackendB(b, 128, func(b *testing.B, r *Ring) {
+				fds := make([]int, pending)
+				for i := range fds {
+					fds[i], _ = pipe(b)
+				}
+				bufs := make([][]byte, pending)
+				for i := range bufs {
+					bufs[i] = make([]byte, 64)
+				}
+				cs := make([]Completion, pending)
+				lat := make([]time.Duration, 0, b.N)
+				b.ReportAllocs()
+				b.ResetTimer()
+				for i := 0; i < b.N; i++ {
+					b.StopTimer()
+					tok := r.NewToken()
+					for j, fd := range fds {
+						if _, err := r.Submit(Read(fd, bufs[j], -1).WithToken(tok)); err != nil {
+							b.Fatal(err)
+						}
+					}
+					// Let the reads arm (io_uring: poll armed at submit).
+					r.Reap(cs, 0)
+					b.StartTimer()
+					start := time.Now()
+					tok.Cancel()
+					for got := 0; got < pending; {
+						n, err := r.Reap(cs[got:], -1)
+						if err != nil {
+							b.Fatal(err)
+						}
+						got += n
+					}
+					lat = append(lat, time.Since(start))
+				}
+				b.StopTimer()
+				sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+				pct := func(p float64) float64 { return float64(lat[int(p*float64(len(lat)-1))].Nanoseconds()) }
+				b.ReportMetric(pct(0.50), "p50-ns")
+				b.ReportMetric(pct(0.99), "p99-ns")
+			})
+		})
+	}
+}
+
+func itoa(n int) string {
+	if n < 10 {
+		return string(rune('0' + n))
+	}
+	return itoa(n/10) + string(rune('0'+n%10))
+}
