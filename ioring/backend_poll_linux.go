@@ -27,7 +27,9 @@ import (
 //   - Regular files and block devices (and fds epoll refuses with EPERM):
 //     a bounded pool of worker goroutines runs blocking syscalls. A request
 //     still queued is canceled at once and never runs; one that has started
-//     cannot be interrupted and delivers its real result.
+//     cannot be interrupted and delivers its real result. A positioned read
+//     is first tried from the page cache (RWF_NOWAIT) by the submitter, as
+//     io_uring does inline, and goes to a worker only when that would block.
 //
 // Character devices without RWF_NOWAIT support (ttys, for example) are
 // tried with a plain read or write when the fd itself is O_NONBLOCK;
@@ -146,8 +148,8 @@ type compl struct {
 }
 
 const (
-	epollRW      = unix.EPOLLERR | unix.EPOLLHUP
-	pollableMask = 0xffff // poll(2) events are a short
+	epollAlways  = unix.EPOLLERR | unix.EPOLLHUP // reported whether asked for or not
+	pollableMask = 0xffff                        // poll(2) events are a short
 )
 
 func newPoll(r *Ring) (backend, error) {
@@ -303,8 +305,14 @@ func (b *pollBackend) start(idx uint32) {
 			return
 		}
 		switch st.Mode & unix.S_IFMT {
-		case unix.S_IFREG, unix.S_IFBLK, unix.S_IFDIR:
+		case unix.S_IFREG, unix.S_IFBLK:
+			if cachedRead(s, p, &st) {
+				return
+			}
 			p.act = paWork // always "ready": epoll would refuse them
+			return
+		case unix.S_IFDIR:
+			p.act = paWork
 			return
 		}
 		p.dev, p.ino = st.Dev, st.Ino
@@ -317,6 +325,43 @@ func (b *pollBackend) start(idx uint32) {
 	default:
 		p.res = -int32(unix.EOPNOTSUPP)
 	}
+}
+
+// cachedRead tries a positioned read of a regular file or block device
+// from the page cache (RWF_NOWAIT), as io_uring does inline before it
+// punts to its workers. It reports whether that finished the request (its
+// result in p.res): a full read, a short one that ends at the end of the
+// file, or an error that is not "would block". Otherwise the read goes to
+// a worker, which reads it all again: a positioned read is idempotent, so
+// a partial one from the cache is not reported as the whole.
+func cachedRead(s *slot, p *pslot, st *unix.Stat_t) bool {
+	if (s.code != OpRead && s.code != OpReadv) || s.off < 0 {
+		return false
+	}
+	res := rw(s, unix.RWF_NOWAIT)
+	switch {
+	case res == -int32(unix.EAGAIN) || res == -int32(unix.EOPNOTSUPP):
+		return false
+	case res < 0:
+	case int(res) == opBytes(s):
+	case st.Mode&unix.S_IFMT == unix.S_IFREG && s.off+int64(res) >= st.Size:
+	default:
+		return false
+	}
+	p.res = res
+	return true
+}
+
+// opBytes returns the number of bytes a read or write asks for.
+func opBytes(s *slot) int {
+	if s.code == OpRead || s.code == OpWrite {
+		return len(s.buf)
+	}
+	n := 0
+	for _, b := range s.bufs {
+		n += len(b)
+	}
+	return n
 }
 
 // try runs a read or write on a pollable fd without blocking and sets
@@ -605,7 +650,7 @@ func (b *pollBackend) ready(ev unix.EpollEvent) {
 	for i := pfd.waiters.head; i >= 0; {
 		p := &b.ps[i]
 		next := p.next
-		if p.want&got != 0 || got&epollRW != 0 {
+		if p.want&got != 0 || got&epollAlways != 0 {
 			b.unlink(&pfd.waiters, i)
 			if p.mode == pmBlocking {
 				b.queueWork(uint32(i), p)
@@ -622,7 +667,7 @@ func (b *pollBackend) ready(ev unix.EpollEvent) {
 		s := &b.r.slots[i]
 		p := &b.ps[i]
 		if s.code == OpPoll {
-			p.act, p.res = paDone, int32(got&(p.want|epollRW))
+			p.act, p.res = paDone, int32(got&(p.want|epollAlways))
 			continue
 		}
 		b.try(s, p)
@@ -764,7 +809,7 @@ func pollNow(fd int32, events uint32) int32 {
 		if rev&unix.POLLNVAL != 0 {
 			return -int32(unix.EBADF)
 		}
-		return int32(rev & (events | epollRW))
+		return int32(rev & (events | epollAlways))
 	}
 }
 

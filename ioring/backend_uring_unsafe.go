@@ -5,6 +5,7 @@ package ioring
 import (
 	"errors"
 	"fmt"
+	"os"
 	"runtime"
 	"time"
 	"unsafe"
@@ -31,6 +32,9 @@ type uringBackend struct {
 	r         *Ring
 	ring      *uring.Ring
 	cancelAny bool // IORING_ASYNC_CANCEL_ANY|ALL (kernel 5.19)
+	extArg    bool // io_uring_enter takes a timeout (IORING_FEAT_EXT_ARG, 5.11)
+	efile     *os.File
+	evbuf     [8]byte
 }
 
 func newURing(r *Ring, entries uint32) (backend, error) {
@@ -56,6 +60,21 @@ func newURing(r *Ring, entries uint32) (backend, error) {
 		return fail(fmt.Errorf("%w: kernel io_uring lacks NODROP or RW_CUR_POS (features %#x)", ErrNotSupported, ring.Features()))
 	}
 	b.cancelAny = b.probeCancelAny()
+	b.extArg = ring.Features()&uring.FeatExtArg != 0
+	// An eventfd the kernel signals on completions lets a waiting reaper
+	// park in Go's netpoller instead of in io_uring_enter, which would keep
+	// its P (GOMAXPROCS slot) and starve other goroutines on small machines.
+	// Its notifications stay off unless a reaper is parked on it.
+	efd, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
+	if err != nil {
+		return fail(fmt.Errorf("eventfd: %w", err))
+	}
+	if err := ring.RegisterEventFD(efd); err != nil {
+		unix.Close(efd)
+		return fail(fmt.Errorf("register eventfd: %w", err))
+	}
+	ring.SetEventFDEnabled(false)
+	b.efile = os.NewFile(uintptr(efd), "ioring-eventfd")
 	return b, nil
 }
 
@@ -227,6 +246,11 @@ func (b *uringBackend) cancelAll() {
 	}
 }
 
+// reapSpin is how long a waiting reaper blocks in io_uring_enter before it
+// parks in the netpoller: long enough for the completions of a cancel or of
+// fast I/O, short enough that holding the P costs others little.
+const reapSpin = 50 * time.Microsecond
+
 func (b *uringBackend) reap(wait bool, timeout time.Duration) error {
 	if b.reapReady() > 0 || !wait {
 		return nil
@@ -237,9 +261,31 @@ func (b *uringBackend) reap(wait bool, timeout time.Duration) error {
 			return nil
 		}
 	}
-	if err := b.ring.Wait(1, timeout); err != nil {
-		return fmt.Errorf("io_uring_enter: %w", err)
+	var deadline time.Time
+	if timeout > 0 {
+		deadline = time.Now().Add(timeout)
 	}
+	if b.extArg {
+		spin := reapSpin
+		if timeout >= 0 && timeout < spin {
+			spin = timeout
+		}
+		if err := b.ring.Wait(1, spin); err != nil {
+			return fmt.Errorf("io_uring_enter: %w", err)
+		}
+		if b.reapReady() > 0 || (timeout >= 0 && timeout <= spin) {
+			return nil
+		}
+	}
+	// Park on the eventfd. Completions posted before notifications are on
+	// are found by the reapReady below; later ones signal the eventfd.
+	b.ring.SetEventFDEnabled(true)
+	defer b.ring.SetEventFDEnabled(false)
+	if b.reapReady() > 0 {
+		return nil
+	}
+	b.efile.SetReadDeadline(deadline)
+	b.efile.Read(b.evbuf[:]) // a signal, the deadline, or Close
 	b.reapReady()
 	return nil
 }
@@ -295,5 +341,7 @@ func (b *uringBackend) wake() {
 }
 
 func (b *uringBackend) close() error {
+	b.efile.Close()
+	b.ring.UnregisterEventFD()
 	return b.ring.Close()
 }

@@ -693,7 +693,24 @@ func TestConformanceReapTimeouts(t *testing.T) {
 		assert.Zero(t, n)
 		assert.GreaterOrEqual(t, time.Since(start), 20*time.Millisecond)
 		assert.Less(t, time.Since(start), 5*time.Second)
+
+		// A consumer that waits with nothing to reap sleeps; it does not spin.
+		fq, err := r.Submit(Foreign(nil)) // in flight, but nothing for the kernel
+		require.NoError(t, err)
+		cpu := cpuTime(t)
+		n, err = r.Reap(c[:], 300*time.Millisecond)
+		require.NoError(t, err)
+		assert.Zero(t, n)
+		assert.Less(t, cpuTime(t)-cpu, 150*time.Millisecond, "CPU used by a 300ms Reap on an idle ring")
+		require.NoError(t, r.Complete(fq, 0, nil))
+		assert.NoError(t, reapOne(t, r).Err)
 	})
+}
+
+func cpuTime(t testing.TB) time.Duration {
+	var ru unix.Rusage
+	require.NoError(t, unix.Getrusage(unix.RUSAGE_SELF, &ru))
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // The hot path allocates nothing.
@@ -716,6 +733,32 @@ func TestConformanceZeroAllocs(t *testing.T) {
 			} else {
 				t.Logf("%s: %.1f allocations per request", name, allocs)
 			}
+		}
+		// 32 reads in flight at once: every slot keeps its pin state.
+		ops := make([]Op, 32)
+		bufs := make([][]byte, 32)
+		for i := range ops {
+			bufs[i] = make([]byte, 4096)
+			ops[i] = Read(fd, bufs[i], 0)
+		}
+		reqs := make([]Request, 32)
+		var cs32 [32]Completion
+		allocs := testing.AllocsPerRun(200, func() {
+			if _, err := r.SubmitBatch(ops, reqs); err != nil {
+				t.Fatal(err)
+			}
+			for got := 0; got < 32; {
+				n, err := r.Reap(cs32[got:], -1)
+				if err != nil {
+					t.Fatal(err)
+				}
+				got += n
+			}
+		})
+		if r.Backend().Backend == BackendURing {
+			assert.Zero(t, allocs, "allocations per batch of 32 reads")
+		} else {
+			t.Logf("%.1f allocations per batch of 32 reads", allocs)
 		}
 	})
 }

@@ -93,24 +93,23 @@ func (q Request) Wait(ctx context.Context) (Completion, error) {
 	}
 	defer r.handOff()
 	for s.state.Load() == stActive {
+		if s.code == OpForeign {
+			// Its transport completes it (Ring.Complete), which wakes us;
+			// there is nothing to reap for it.
+			<-s.wake
+			continue
+		}
 		if r.reapMu.TryLock() {
 			if s.state.Load() == stActive && !r.beClosed {
 				// Reap the kernel ourselves: no hand-off to another goroutine.
-				wait := s.code != OpForeign
-				if wait {
-					r.reaping.Add(1)
-				}
-				err := r.be.reap(wait, -1)
-				if wait {
-					r.reaping.Add(-1)
-				}
+				r.reaping.Add(1)
+				err := r.be.reap(true, -1)
+				r.reaping.Add(-1)
 				r.unlockReap()
 				if err != nil {
 					return Completion{}, err
 				}
-				if wait {
-					continue
-				}
+				continue
 			} else {
 				r.unlockReap()
 				continue

@@ -2,6 +2,7 @@ package ioring
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"runtime"
@@ -145,8 +146,10 @@ type slot struct {
 	fn   int   // foreign result
 	ferr error // foreign error
 
-	pin  runtime.Pinner
-	wake chan struct{} // cap 1: completion of an awaited request
+	pin        runtime.Pinner
+	anchor     byte          // pinned between requests to keep pin's state (see unpin)
+	closedPins bool          // Close released the pins for good; guarded by claim
+	wake       chan struct{} // cap 1: completion of an awaited request
 }
 
 // backend is the mechanism beneath a Ring: io_uring, or epoll plus workers.
@@ -201,9 +204,9 @@ type Ring struct {
 	beDead     bool     // guarded by sqMu: the backend is closed
 	cancelKeys []uint64 // guarded by sqMu: scratch for Token.Cancel
 	inflight   atomic.Int64
-	foreign    atomic.Int64 // in-flight foreign requests
-	reaping    atomic.Int32 // goroutines blocked in be.reap(wait)
-	parked     atomic.Int32 // consumers parked on a channel, not reaping
+	foreign    atomic.Int64  // in-flight foreign requests
+	reaping    atomic.Int32  // goroutines blocked in be.reap(wait)
+	parked     atomic.Int32  // consumers parked on a channel, not reaping
 	reaperCh   chan struct{} // cap 1: the reaper left while consumers were parked
 
 	waiters  atomic.Int32  // consumers parked in Reap
@@ -260,6 +263,9 @@ func New(cfg Config) (*Ring, error) {
 		r.be, err = newURing(r, uint32(n))
 		if err != nil {
 			r.slabPin.Unpin()
+			if uringUnavailable(err) && !errors.Is(err, ErrNotSupported) {
+				err = fmt.Errorf("%w: %w", ErrNotSupported, err)
+			}
 			return nil, &OpError{Op: "new", Err: fmt.Errorf("io_uring forced by %s: %w", forcedBy, err)}
 		}
 		r.info = BackendInfo{BackendURing, "forced by " + forcedBy}
@@ -406,6 +412,7 @@ func (r *Ring) submitOne(op *Op, awaited bool) (Request, error) {
 	if kicked {
 		r.kick()
 	}
+	r.handOff() // a consumer parked with nothing to reap may now have work
 	return Request{r: r, key: key}, nil
 }
 
@@ -456,6 +463,7 @@ func (r *Ring) SubmitBatch(ops []Op, reqs []Request) (int, error) {
 	if kicked {
 		r.kick()
 	}
+	r.handOff()
 	if err != nil {
 		return done, &OpError{Op: "submit", Err: err}
 	}
@@ -469,8 +477,7 @@ func (r *Ring) SubmitBatch(ops []Op, reqs []Request) (int, error) {
 func (r *Ring) unfill(idx uint32) {
 	s := &r.slots[idx]
 	if s.pinned {
-		s.pin.Unpin()
-		s.pinned = false
+		s.unpin()
 	}
 	r.release(idx)
 }
@@ -685,12 +692,24 @@ func (r *Ring) take(idx uint32) Completion {
 		runtime.Gosched() // Close is unpinning this slot
 	}
 	if s.pinned {
-		s.pin.Unpin()
-		s.pinned = false
+		s.unpin()
 	}
 	s.claim.Store(0)
 	r.release(idx)
 	return c
+}
+
+// unpin releases the pins of the slot's buffers. Unpin hands a Pinner's
+// state to a per-P cache, so that the next Pin may have to allocate a new
+// one; pinning the slot's anchor at once takes it back, and the slot keeps
+// its Pinner for good (zero allocations per request in steady state). The
+// anchor lies in the slab, which stays pinned while the ring is open anyway.
+func (s *slot) unpin() {
+	s.pin.Unpin()
+	if !s.closedPins {
+		s.pin.Pin(&s.anchor)
+	}
+	s.pinned = false
 }
 
 // Reap moves completed requests into dst and returns how many (at least one
@@ -758,7 +777,7 @@ func (r *Ring) Reap(dst []Completion, timeout time.Duration) (int, error) {
 		// hands its role on.
 		r.waiters.Add(1)
 		r.parked.Add(1)
-		if r.done.Len() > 0 || r.reapFree() {
+		if r.done.Len() > 0 || (r.kernelWork() && r.reapFree()) {
 			r.parked.Add(-1)
 			r.waiters.Add(-1)
 			continue
@@ -807,6 +826,10 @@ func (r *Ring) reapFree() bool {
 	}
 	return false
 }
+
+// kernelWork reports whether requests other than foreign ones are in
+// flight: only then is there anything for a reaper to reap.
+func (r *Ring) kernelWork() bool { return r.inflight.Load() > r.foreign.Load() }
 
 // handOff passes the reaper role on when a consumer leaves after a wake-up
 // it did not use.
@@ -954,13 +977,15 @@ func (r *Ring) Close() error {
 	// pin any more: the kernel is done with all of them.
 	for i := range r.slots {
 		s := &r.slots[i]
-		if s.state.Load() == stDone && s.claim.CompareAndSwap(0, 1) {
-			if s.pinned {
-				s.pin.Unpin()
-				s.pinned = false
-			}
-			s.claim.Store(0)
+		for !s.claim.CompareAndSwap(0, 1) {
+			runtime.Gosched() // a consumer is delivering this slot
 		}
+		// Release every pin, anchors included, for good: the kernel is done
+		// with every buffer, and a Pinner must not be dropped while pinning.
+		s.pin.Unpin()
+		s.pinned = false
+		s.closedPins = true
+		s.claim.Store(0)
 	}
 	r.slabPin.Unpin()
 	return err
