@@ -1,0 +1,139 @@
+package bench
+
+import (
+	"errors"
+	"testing"
+
+	"github.com/cancelio/cancelio/ioring"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
+)
+
+// cancelioImpls returns the registered cancelio impls that run here.
+func cancelioImpls(t *testing.T) []*cancelioImpl {
+	var out []*cancelioImpl
+	for _, name := range []string{"cancelio-uring", "cancelio-poll"} {
+		impl, ok := Lookup(name)
+		require.True(t, ok, "%s registered", name)
+		ci, ok := impl.(*cancelioImpl)
+		require.True(t, ok, "%s is a *cancelioImpl, got %T", name, impl)
+		if ci.Supports(WorkloadNop) {
+			out = append(out, ci)
+		}
+	}
+	if len(out) == 0 {
+		t.Skip("no cancelio backend runs here")
+	}
+	return out
+}
+
+func TestCancelioSupports(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		backend ioring.Backend
+	}{{"cancelio-uring", ioring.BackendURing}, {"cancelio-poll", ioring.BackendPoll}} {
+		impl, ok := Lookup(tc.name)
+		require.True(t, ok, "%s registered", tc.name)
+		r, err := ioring.New(ioring.Config{Entries: 2, Backend: tc.backend})
+		if err != nil {
+			assert.False(t, impl.Supports(WorkloadNop), "%s: New failed (%v), so no column", tc.name, err)
+			assert.True(t, errors.Is(err, ioring.ErrNotSupported) || errors.Is(err, unix.EPERM) ||
+				errors.Is(err, unix.ENOSYS) || errors.Is(err, unix.EACCES) || errors.Is(err, unix.EOPNOTSUPP),
+				"%s: New's error says the backend is unavailable, got %v", tc.name, err)
+			continue
+		}
+		require.NoError(t, r.Close())
+		for _, w := range []Workload{WorkloadNop, WorkloadRead, WorkloadPingPong, WorkloadCancel, WorkloadCancelUnderLoad} {
+			assert.True(t, impl.Supports(w), "%s supports %v", tc.name, w)
+		}
+		assert.False(t, impl.Supports(WorkloadCancelToIdle), "%s: cancel-to-idle is minidrv's", tc.name)
+	}
+}
+
+// TestCancelioZeroAllocs checks the hot loops allocate nothing per op once
+// warm (AllocsPerRun warms up with one call first).
+func TestCancelioZeroAllocs(t *testing.T) {
+	const ops = 2000
+	for _, impl := range cancelioImpls(t) {
+		t.Run(impl.Name(), func(t *testing.T) {
+			checkFDs(t)
+			for _, batch := range []int{1, 32} {
+				r, err := impl.NewNop(NopConfig{Batch: batch})
+				require.NoError(t, err)
+				allocs := testing.AllocsPerRun(5, func() { require.NoError(t, r.Run(ops)) })
+				assert.Less(t, allocs/ops, 0.01, "nop batch %d: allocations per op", batch)
+				require.NoError(t, r.Close())
+			}
+			rd, err := impl.NewRead(readConfig(t, 32))
+			require.NoError(t, err)
+			allocs := testing.AllocsPerRun(5, func() { require.NoError(t, rd.Run(ops)) })
+			assert.Less(t, allocs/ops, 0.01, "read qd 32: allocations per op")
+			require.NoError(t, rd.Close())
+
+			e := startEcho(t)
+			pp, err := impl.NewPingPong(PingPongConfig{PingFD: e.PingFD, PongFD: e.PongFD, MsgSize: msgSize})
+			require.NoError(t, err)
+			allocs = testing.AllocsPerRun(5, func() { require.NoError(t, pp.Run(200)) })
+			assert.Less(t, allocs/200, 0.01, "ping-pong: allocations per round trip")
+			require.NoError(t, pp.Close())
+			require.NoError(t, e.Close())
+		})
+	}
+}
+
+// TestCancelioCancelOneToken checks the cancel workload's shape: one Token
+// covers every pending read, and after CancelAndWait nothing is in flight.
+func TestCancelioCancelOneToken(t *testing.T) {
+	const pending = 16
+	for _, impl := range cancelioImpls(t) {
+		t.Run(impl.Name(), func(t *testing.T) {
+			checkFDs(t)
+			p, err := NewPipes(pending)
+			require.NoError(t, err)
+			defer p.Close()
+			cr, err := impl.NewCancel(CancelConfig{FDs: p.R, BufSize: cancelBuf})
+			require.NoError(t, err)
+			c := cr.(*ciCancel)
+			require.NoError(t, c.Arm())
+			assert.Equal(t, pending, c.tok.Pending(), "every read is a member of the token")
+			assert.Equal(t, pending, c.r.InFlight(), "every read in flight")
+			tok := c.tok
+			_, err = c.CancelAndWait()
+			require.NoError(t, err)
+			assert.True(t, tok.Canceled())
+			assert.Zero(t, tok.Pending(), "token members left")
+			assert.Zero(t, c.r.InFlight(), "requests left in flight")
+
+			allocs := testing.AllocsPerRun(20, func() {
+				require.NoError(t, c.Arm())
+				_, err := c.CancelAndWait()
+				require.NoError(t, err)
+			})
+			// The runner allocates the Token; the engine may allocate a
+			// runtime.Pinner's state for some pinned buffers (at the time of
+			// writing it does when several requests are pinned at once).
+			t.Logf("%.1f allocations per arm+cancel cycle of %d reads", allocs, pending)
+			assert.LessOrEqual(t, allocs, float64(1+pending), "allocations per arm+cancel cycle")
+			require.NoError(t, c.Close())
+		})
+	}
+}
+
+// TestCancelioCloseArmed closes a runner with reads pending: Close cancels
+// and drains them (no leaked fds or goroutines, see checkFDs and TestMain).
+func TestCancelioCloseArmed(t *testing.T) {
+	for _, impl := range cancelioImpls(t) {
+		t.Run(impl.Name(), func(t *testing.T) {
+			checkFDs(t)
+			p, err := NewPipes(4)
+			require.NoError(t, err)
+			defer p.Close()
+			cr, err := impl.NewCancel(CancelConfig{FDs: p.R, BufSize: 64})
+			require.NoError(t, err)
+			require.NoError(t, cr.Arm())
+			assert.Error(t, cr.Arm(), "Arm twice")
+			require.NoError(t, cr.Close())
+		})
+	}
+}

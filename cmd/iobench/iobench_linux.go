@@ -1,0 +1,664 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/cancelio/cancelio/internal/latstat"
+	"github.com/cancelio/cancelio/ioring"
+	"golang.org/x/sys/unix"
+)
+
+// Exit statuses.
+const (
+	exitOK    = 0
+	exitFail  = 1 // the run failed
+	exitUsage = 2 // bad flags
+)
+
+const (
+	maxQD           = 4096
+	maxSize         = 1 << 30
+	defaultFileSize = 64 << 20
+	numOffsets      = 1 << 16 // random offsets, walked round-robin
+)
+
+// config is the parsed command line.
+type config struct {
+	op       string
+	qd       int
+	size     int
+	duration time.Duration
+	backend  ioring.Backend
+	json     bool
+	file     string
+	plot     string
+}
+
+// run is the whole command: it parses args, runs the benchmark and writes
+// the summary to stdout, errors and progress to stderr, and returns the exit
+// status.
+func run(args []string, stdout, stderr io.Writer) int {
+	cfg, code := parseArgs(args, stderr)
+	if cfg == nil {
+		return code
+	}
+	if err := execute(cfg, stdout, stderr); err != nil {
+		fmt.Fprintf(stderr, "iobench: %v\n", err)
+		return exitFail
+	}
+	return exitOK
+}
+
+// parseArgs parses and checks the command line. On failure it reports to
+// stderr and returns a nil config and the exit status.
+func parseArgs(args []string, stderr io.Writer) (*config, int) {
+	fs := flag.NewFlagSet("iobench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	op := fs.String("op", "read", "operation: nop, read, write or cancel")
+	qd := fs.Int("qd", 32, "queue depth: requests in flight (cancel: reads pending per cancel); a power of two up to 4096")
+	size := fs.String("size", "4k", "block size of read and write, buffer size of cancel's reads (4096, 4k, 64KiB, 1m...)")
+	dur := fs.Duration("duration", 2*time.Second, "how long to run")
+	backend := fs.String("backend", "auto", "engine backend: auto, uring or poll")
+	asJSON := fs.Bool("json", false, "print the summary as JSON")
+	file := fs.String("file", "", "file to read or write (default: a temporary 64 MiB file, removed at exit)")
+	plot := fs.String("plot", "", "write an SVG plot of the latency distribution (histogram and CDF) to this file")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "usage: iobench [flags]\n\nA fio-like benchmark of cancelio's I/O engine.\n\nflags:\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil, exitOK
+		}
+		return nil, exitUsage // the flag package has printed the error and the usage
+	}
+	usage := func(format string, a ...any) (*config, int) {
+		fmt.Fprintf(stderr, "iobench: "+format+"\nRun iobench -h for usage.\n", a...)
+		return nil, exitUsage
+	}
+	if fs.NArg() > 0 {
+		return usage("unexpected arguments: %s", strings.Join(fs.Args(), " "))
+	}
+	cfg := &config{op: *op, qd: *qd, duration: *dur, json: *asJSON, file: *file, plot: *plot}
+	switch cfg.op {
+	case "nop", "read", "write", "cancel":
+	default:
+		return usage("unknown --op %q (want nop, read, write or cancel)", cfg.op)
+	}
+	if cfg.qd < 1 || cfg.qd > maxQD || cfg.qd&(cfg.qd-1) != 0 {
+		return usage("--qd %d: want a power of two from 1 to %d", cfg.qd, maxQD)
+	}
+	n, err := parseSize(*size)
+	if err != nil {
+		return usage("--size: %v", err)
+	}
+	cfg.size = n
+	if cfg.duration <= 0 {
+		return usage("--duration %v: want a positive duration such as 2s", cfg.duration)
+	}
+	if cfg.backend, err = ioring.ParseBackend(*backend); err != nil {
+		return usage("--backend %q: want auto, uring or poll", *backend)
+	}
+	if cfg.file != "" && cfg.op != "read" && cfg.op != "write" {
+		return usage("--file is for --op read and write, not %s", cfg.op)
+	}
+	return cfg, exitOK
+}
+
+// parseSize parses a byte count: a decimal number with an optional binary
+// suffix k, m or g (any case, optionally followed by "b" or "ib").
+func parseSize(s string) (int, error) {
+	t := strings.ToLower(strings.TrimSpace(s))
+	t = strings.TrimSuffix(strings.TrimSuffix(t, "b"), "i")
+	mult := 1
+	if t != "" {
+		switch t[len(t)-1] {
+		case 'k':
+			mult = 1 << 10
+		case 'm':
+			mult = 1 << 20
+		case 'g':
+			mult = 1 << 30
+		}
+		if mult > 1 {
+			t = t[:len(t)-1]
+		}
+	}
+	v, err := strconv.Atoi(t)
+	if err != nil || v < 1 {
+		return 0, fmt.Errorf("%q is not a size such as 4096, 4k or 1MiB", s)
+	}
+	if v > maxSize/mult {
+		return 0, fmt.Errorf("%q is larger than 1 GiB", s)
+	}
+	return v * mult, nil
+}
+
+// result is what a run measured.
+type result struct {
+	ops         int64 // completed requests (cancel: cancels)
+	bytes       int64
+	canceled    int64 // cancel: reads canceled
+	elapsed     time.Duration
+	interrupted bool
+	hist        *latstat.Histogram
+}
+
+// execute runs the benchmark cfg describes and reports it.
+func execute(cfg *config, stdout, stderr io.Writer) (err error) {
+	// Open the plot first: an unwritable path should not cost a whole run.
+	var plot *os.File
+	if cfg.plot != "" {
+		if plot, err = os.Create(cfg.plot); err != nil {
+			return fmt.Errorf("--plot: %w", err)
+		}
+		defer func() {
+			if err != nil {
+				plot.Close()
+				os.Remove(cfg.plot)
+			}
+		}()
+	}
+
+	entries := max(64, 2*cfg.qd)
+	r, err := ioring.New(ioring.Config{Entries: entries, Backend: cfg.backend})
+	if err != nil {
+		return fmt.Errorf("backend %v: %w", cfg.backend, err)
+	}
+	defer func() {
+		if cerr := r.Close(); cerr != nil && err == nil {
+			err = fmt.Errorf("close ring: %w", cerr)
+		}
+	}()
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	var interrupted atomic.Bool
+	stopAfter := context.AfterFunc(ctx, func() { interrupted.Store(true) })
+	defer stopAfter()
+
+	prog := &progress{}
+	if isTerminal(stderr) {
+		prog.w = stderr
+	}
+	var res result
+	switch cfg.op {
+	case "cancel":
+		res, err = runCancel(r, cfg, &interrupted, prog)
+	default:
+		var d *dataFile
+		if cfg.op != "nop" {
+			if d, err = openData(cfg); err != nil {
+				return err
+			}
+			defer d.close()
+		}
+		res, err = runIO(r, cfg, d, &interrupted, prog)
+	}
+	prog.finish()
+	if err != nil {
+		return err
+	}
+	res.interrupted = interrupted.Load()
+
+	if cfg.json {
+		err = writeJSON(stdout, cfg, r.Backend(), &res)
+	} else {
+		err = writeText(stdout, cfg, r.Backend(), &res)
+	}
+	if err != nil {
+		return fmt.Errorf("write summary: %w", err)
+	}
+	if plot != nil {
+		title := fmt.Sprintf("iobench %s, qd %d, %s backend: %d samples", cfg.op, cfg.qd, r.Backend().Backend, res.hist.Count())
+		if cfg.op == "cancel" {
+			title = fmt.Sprintf("iobench: cancel of %d pending reads, %s backend: %d samples", cfg.qd, r.Backend().Backend, res.hist.Count())
+		}
+		if err := res.hist.WriteSVG(plot, title); err != nil {
+			return fmt.Errorf("--plot: %w", err)
+		}
+		if err := plot.Close(); err != nil {
+			return fmt.Errorf("--plot: %w", err)
+		}
+	}
+	return nil
+}
+
+// dataFile is the file read or written.
+type dataFile struct {
+	f       *os.File
+	size    int64
+	temp    bool
+	offsets []int64
+}
+
+// openData opens --file, or creates the temporary file, and picks random
+// block-aligned offsets inside it.
+func openData(cfg *config) (*dataFile, error) {
+	d := &dataFile{}
+	var err error
+	switch {
+	case cfg.file == "":
+		d.temp = true
+		if d.f, err = os.CreateTemp("", "iobench-*.dat"); err != nil {
+			return nil, fmt.Errorf("temporary file: %w", err)
+		}
+		d.size = defaultFileSize
+		if cfg.op == "read" {
+			err = fillFile(d.f, d.size)
+		} else {
+			err = d.f.Truncate(d.size)
+		}
+		if err != nil {
+			d.close()
+			return nil, fmt.Errorf("temporary file %s: %w", d.f.Name(), err)
+		}
+	case cfg.op == "read":
+		if d.f, err = os.Open(cfg.file); err != nil {
+			return nil, fmt.Errorf("--file: %w", err)
+		}
+	default:
+		if d.f, err = os.OpenFile(cfg.file, os.O_WRONLY|os.O_CREATE, 0o644); err != nil {
+			return nil, fmt.Errorf("--file: %w", err)
+		}
+	}
+	if !d.temp {
+		st, err := d.f.Stat()
+		if err != nil {
+			d.close()
+			return nil, fmt.Errorf("--file: %w", err)
+		}
+		if !st.Mode().IsRegular() {
+			d.close()
+			return nil, fmt.Errorf("--file %s: not a regular file", cfg.file)
+		}
+		d.size = st.Size()
+		if cfg.op == "write" {
+			d.size = max(d.size, defaultFileSize)
+		}
+	}
+	blocks := d.size / int64(cfg.size)
+	if blocks < 1 {
+		d.close()
+		return nil, fmt.Errorf("--file %s: %d bytes, smaller than one block of %d", d.f.Name(), d.size, cfg.size)
+	}
+	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 0x696f62656e6368)) // "iobench"
+	d.offsets = make([]int64, numOffsets)
+	for i := range d.offsets {
+		d.offsets[i] = rng.Int64N(blocks) * int64(cfg.size)
+	}
+	return d, nil
+}
+
+// fillFile writes size bytes of data into f, which leaves them in the page
+// cache.
+func fillFile(f *os.File, size int64) error {
+	chunk := make([]byte, 1<<20)
+	for i := range chunk {
+		chunk[i] = byte(i*7 + i>>8)
+	}
+	for off := int64(0); off < size; off += int64(len(chunk)) {
+		if _, err := f.WriteAt(chunk[:min(int64(len(chunk)), size-off)], off); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (d *dataFile) close() {
+	d.f.Close()
+	if d.temp {
+		os.Remove(d.f.Name())
+	}
+}
+
+// ioSlot is one request buffer of runIO; a pointer to it travels as the
+// request's User value (a pointer does not allocate).
+type ioSlot struct {
+	buf []byte
+	off int64
+	t   time.Duration // submission time, since the run's start
+}
+
+// runIO keeps cfg.qd nops, reads or writes in flight until the duration has
+// passed, and records each request's latency from submission to reap.
+func runIO(r *ioring.Ring, cfg *config, d *dataFile, stop *atomic.Bool, prog *progress) (result, error) {
+	qd := cfg.qd
+	res := result{hist: latstat.New()}
+	slots := make([]ioSlot, qd)
+	free := make([]*ioSlot, 0, qd)
+	batch := make([]*ioSlot, qd)
+	var mem []byte
+	if d != nil {
+		mem = make([]byte, qd*cfg.size)
+		for i := range mem {
+			mem[i] = byte(i * 13)
+		}
+	}
+	for i := range slots {
+		if d != nil {
+			slots[i].buf = mem[i*cfg.size : (i+1)*cfg.size : (i+1)*cfg.size]
+		}
+		free = append(free, &slots[qd-1-i])
+	}
+	ops := make([]ioring.Op, qd)
+	reqs := make([]ioring.Request, qd)
+	comps := make([]ioring.Completion, qd)
+	var fd int
+	var offs []int64
+	if d != nil {
+		fd, offs = int(d.f.Fd()), d.offsets
+	}
+	code := ioring.OpNop
+	switch cfg.op {
+	case "read":
+		code = ioring.OpRead
+	case "write":
+		code = ioring.OpWrite
+	}
+	pos := 0
+	var first error
+	stopping := false
+	inflight := 0
+	start := time.Now()
+	for {
+		now := time.Since(start)
+		if !stopping && (now >= cfg.duration || stop.Load()) {
+			stopping = true
+		}
+		k := 0
+		for !stopping && len(free) > 0 {
+			s := free[len(free)-1]
+			free = free[:len(free)-1]
+			switch code {
+			case ioring.OpNop:
+				ops[k] = ioring.Nop()
+			case ioring.OpRead, ioring.OpWrite:
+				s.off = offs[pos]
+				if pos++; pos == len(offs) {
+					pos = 0
+				}
+				if code == ioring.OpRead {
+					ops[k] = ioring.Read(fd, s.buf, s.off)
+				} else {
+					ops[k] = ioring.Write(fd, s.buf, s.off)
+				}
+			}
+			ops[k] = ops[k].WithUser(s)
+			s.t = now
+			batch[k] = s
+			k++
+		}
+		if k > 0 {
+			m, err := r.SubmitBatch(ops[:k], reqs[:k])
+			free = append(free, batch[m:k]...)
+			inflight += m
+			if err != nil {
+				first, stopping = err, true
+			}
+		}
+		if inflight == 0 {
+			if stopping {
+				break
+			}
+			continue
+		}
+		g, err := r.Reap(comps, -1)
+		if err != nil {
+			return res, errors.Join(first, fmt.Errorf("reap: %w", err))
+		}
+		now = time.Since(start)
+		for i := range g {
+			c := &comps[i]
+			s := c.User.(*ioSlot)
+			switch {
+			case c.Err != nil:
+				if first == nil {
+					first = fmt.Errorf("%s at offset %d: %w", cfg.op, s.off, c.Err)
+				}
+				stopping = true
+			case d != nil && c.N != cfg.size:
+				if first == nil {
+					first = fmt.Errorf("%s at offset %d: %d bytes instead of %d", cfg.op, s.off, c.N, cfg.size)
+				}
+				stopping = true
+			}
+			res.hist.Record(now - s.t)
+			res.bytes += int64(c.N)
+			free = append(free, s)
+			comps[i] = ioring.Completion{}
+		}
+		res.ops += int64(g)
+		inflight -= g
+		prog.tick(now, res.ops, res.hist)
+	}
+	res.elapsed = time.Since(start)
+	return res, first
+}
+
+// runCancel arms cfg.qd reads on as many empty pipes under one token,
+// cancels the token and reaps every read, until the duration has passed;
+// one sample is the time from Token.Cancel until the last read is reaped.
+func runCancel(r *ioring.Ring, cfg *config, stop *atomic.Bool, prog *progress) (res result, err error) {
+	qd := cfg.qd
+	res.hist = latstat.New()
+	rfds := make([]int, 0, qd)
+	defer func() {
+		for _, fd := range rfds {
+			unix.Close(fd)
+		}
+	}()
+	wfds := make([]int, 0, qd)
+	defer func() {
+		for _, fd := range wfds {
+			unix.Close(fd)
+		}
+	}()
+	for range qd {
+		var p [2]int
+		if err := unix.Pipe2(p[:], unix.O_CLOEXEC); err != nil {
+			return res, fmt.Errorf("pipe2 (%d pipes for --qd %d): %w", len(rfds), qd, err)
+		}
+		rfds, wfds = append(rfds, p[0]), append(wfds, p[1])
+	}
+	mem := make([]byte, qd*cfg.size)
+	ops := make([]ioring.Op, qd)
+	reqs := make([]ioring.Request, qd)
+	comps := make([]ioring.Completion, qd)
+	start := time.Now()
+	for {
+		now := time.Since(start)
+		if now >= cfg.duration || stop.Load() {
+			break
+		}
+		tok := r.NewToken()
+		for i, fd := range rfds {
+			ops[i] = ioring.Read(fd, mem[i*cfg.size:(i+1)*cfg.size:(i+1)*cfg.size], -1).WithToken(tok)
+		}
+		m, serr := r.SubmitBatch(ops, reqs)
+		t0 := time.Now()
+		first := tok.Cancel()
+		for got := 0; got < m; {
+			g, err := r.Reap(comps, -1)
+			if err != nil {
+				return res, errors.Join(serr, first, fmt.Errorf("reap: %w", err))
+			}
+			for i := range g {
+				c := &comps[i]
+				if first == nil && !errors.Is(c.Err, ioring.ErrCanceled) {
+					if c.Err != nil {
+						first = fmt.Errorf("pending read: %w", c.Err)
+					} else {
+						first = fmt.Errorf("pending read returned %d bytes instead of being canceled", c.N)
+					}
+				}
+			}
+			got += g
+		}
+		lat := time.Since(t0)
+		if err := errors.Join(serr, first); err != nil {
+			return res, err
+		}
+		res.hist.Record(lat)
+		res.ops++
+		res.canceled += int64(m)
+		prog.tick(time.Since(start), res.ops, res.hist)
+	}
+	res.elapsed = time.Since(start)
+	return res, nil
+}
+
+// progress writes a live progress line, once a second, to a terminal.
+type progress struct {
+	w       io.Writer // nil: no progress line
+	next    time.Duration
+	lastT   time.Duration
+	lastOps int64
+	shown   bool
+}
+
+func (p *progress) tick(now time.Duration, ops int64, h *latstat.Histogram) {
+	if p.w == nil || now < p.next {
+		return
+	}
+	if p.next == 0 { // the first call starts the clock
+		p.next = now + time.Second
+		p.lastT, p.lastOps = now, ops
+		return
+	}
+	rate := float64(ops-p.lastOps) / (now - p.lastT).Seconds()
+	p.next = now + time.Second
+	p.lastT, p.lastOps = now, ops
+	fmt.Fprintf(p.w, "\r%5.1fs  %d ops  %s ops/s  p50 %s  p99 %s\x1b[K",
+		now.Seconds(), ops, fmtRate(rate), fmtDur(h.Quantile(0.5)), fmtDur(h.Quantile(0.99)))
+	p.shown = true
+}
+
+// finish erases the progress line.
+func (p *progress) finish() {
+	if p.shown {
+		fmt.Fprint(p.w, "\r\x1b[K")
+	}
+}
+
+// isTerminal reports whether w is a terminal.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return err == nil
+}
+
+// fmtDur formats a latency with three significant digits.
+func fmtDur(d time.Duration) string {
+	switch {
+	case d < time.Microsecond:
+		return fmt.Sprintf("%dns", d.Nanoseconds())
+	case d < time.Millisecond:
+		return fmt.Sprintf("%.3gµs", float64(d)/1e3)
+	case d < time.Second:
+		return fmt.Sprintf("%.3gms", float64(d)/1e6)
+	}
+	return fmt.Sprintf("%.3gs", d.Seconds())
+}
+
+// fmtRate formats a rate with a k or M suffix.
+func fmtRate(v float64) string {
+	switch {
+	case v >= 1e6:
+		return fmt.Sprintf("%.2fM", v/1e6)
+	case v >= 1e4:
+		return fmt.Sprintf("%.1fk", v/1e3)
+	}
+	return fmt.Sprintf("%.0f", v)
+}
+
+func (res *result) rates() (opsPerSec, mbPerSec float64) {
+	if s := res.elapsed.Seconds(); s > 0 {
+		return float64(res.ops) / s, float64(res.bytes) / s / 1e6
+	}
+	return 0, 0
+}
+
+// writeText writes the summary for people.
+func writeText(w io.Writer, cfg *config, be ioring.BackendInfo, res *result) error {
+	s := res.hist.Summary()
+	opsPerSec, mbPerSec := res.rates()
+	what := fmt.Sprintf("%s, qd %d, size %d", cfg.op, cfg.qd, cfg.size)
+	if cfg.op == "cancel" {
+		what = fmt.Sprintf("cancel of %d pending reads (%d-byte buffers) by one token", cfg.qd, cfg.size)
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "iobench: %s, backend %s (%s), %.3fs", what, be.Backend, be.Reason, res.elapsed.Seconds())
+	if res.interrupted {
+		b.WriteString(", interrupted")
+	}
+	b.WriteString("\n")
+	fmt.Fprintf(&b, "  ops:     %d", res.ops)
+	if cfg.op == "cancel" {
+		fmt.Fprintf(&b, " cancels, %d reads canceled", res.canceled)
+	}
+	fmt.Fprintf(&b, "\n  ops/s:   %.1f\n  MB/s:    %.1f\n", opsPerSec, mbPerSec)
+	fmt.Fprintf(&b, "  latency: min %s, mean %s, p50 %s, p90 %s, p99 %s, p99.9 %s, max %s\n",
+		fmtDur(s.Min), fmtDur(s.Mean), fmtDur(s.P50), fmtDur(s.P90), fmtDur(s.P99), fmtDur(s.P999), fmtDur(s.Max))
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+// jsonSummary is the --json output.
+type jsonSummary struct {
+	Op            string      `json:"op"`
+	QD            int         `json:"qd"`
+	Size          int         `json:"size"`
+	Backend       string      `json:"backend"`
+	BackendReason string      `json:"backend_reason"`
+	DurationNS    int64       `json:"duration_ns"`
+	Interrupted   bool        `json:"interrupted"`
+	Ops           int64       `json:"ops"`
+	OpsPerSec     float64     `json:"ops_per_sec"`
+	Bytes         int64       `json:"bytes"`
+	MBPerSec      float64     `json:"mb_per_sec"`
+	Canceled      int64       `json:"canceled"` // cancel: reads canceled
+	Latency       jsonLatency `json:"latency_ns"`
+}
+
+type jsonLatency struct {
+	Count int   `json:"count"`
+	Min   int64 `json:"min"`
+	Mean  int64 `json:"mean"`
+	P50   int64 `json:"p50"`
+	P90   int64 `json:"p90"`
+	P99   int64 `json:"p99"`
+	P999  int64 `json:"p999"`
+	Max   int64 `json:"max"`
+}
+
+// writeJSON writes the summary as one JSON object.
+func writeJSON(w io.Writer, cfg *config, be ioring.BackendInfo, res *result) error {
+	s := res.hist.Summary()
+	opsPerSec, mbPerSec := res.rates()
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(jsonSummary{
+		Op: cfg.op, QD: cfg.qd, Size: cfg.size,
+		Backend: be.Backend.String(), BackendReason: be.Reason,
+		DurationNS: res.elapsed.Nanoseconds(), Interrupted: res.interrupted,
+		Ops: res.ops, OpsPerSec: opsPerSec, Bytes: res.bytes, MBPerSec: mbPerSec, Canceled: res.canceled,
+		Latency: jsonLatency{Count: s.Count, Min: int64(s.Min), Mean: int64(s.Mean), P50: int64(s.P50),
+			P90: int64(s.P90), P99: int64(s.P99), P999: int64(s.P999), Max: int64(s.Max)},
+	})
+}

@@ -1,0 +1,14 @@
+//go:build !linux
+
+package main
+
+import (
+	"fmt"
+	"io"
+)
+
+// run reports that iobench needs Linux: the engine runs on io_uring or epoll.
+func run(_ []string, _, stderr io.Writer) int {
+	fmt.Fprintln(stderr, "iobench: Linux only")
+	return 1
+}
