@@ -624,6 +624,16 @@ func TestConformanceForeign(t *testing.T) {
 		assert.ErrorIs(t, c.Err, ErrNoDevice)
 		assert.NotErrorIs(t, c.Err, ErrCanceled)
 		assert.ErrorIs(t, r.Complete(Request{}, 0, nil), ErrNotFound)
+
+		// A foreign request with a canceled token never starts.
+		dead := r.NewToken()
+		dead.Cancel()
+		q, err = r.Submit(Foreign(func() { t.Error("hook of a request that never started") }).WithToken(dead))
+		require.NoError(t, err)
+		assert.False(t, q.Pending(), "completed at submission")
+		assert.ErrorIs(t, r.Complete(q, 5, nil), ErrNotFound, "the transport must not complete it")
+		c = reapOne(t, r)
+		assert.ErrorIs(t, c.Err, ErrCanceled)
 	})
 }
 

@@ -639,15 +639,15 @@ const flDoneClaim = 1 << 8
 // result computes what slot s's completion reports.
 func (s *slot) result() (int, error) {
 	f := s.flags.Load()
+	if f&flNopped != 0 {
+		return 0, ErrCanceled // canceled before it started: never ran
+	}
 	if s.code == OpForeign {
 		err := s.ferr
 		if err != nil && f&flTimedOut != 0 && isCancel(err) {
 			err = ErrTimeout
 		}
 		return s.fn, err
-	}
-	if f&flNopped != 0 {
-		return 0, ErrCanceled
 	}
 	res := s.res
 	if res >= 0 {

@@ -1,4 +1,62 @@
 // Package usb provides USB devices and endpoints whose transfers are
-// overlapped, individually cancelable requests completing through an ioring
-// completion queue, like any other I/O in cancelio.
+// overlapped, individually cancelable requests of an ioring.Ring: a driver
+// submits bulk and interrupt transfers, cancels any of them (or all of a
+// device's at once, as WIA's CancelPendingIO asks) at any moment from any
+// goroutine, and reaps their completions from the same queue as its other
+// I/O. Nothing here knows about WIA.
+//
+// # Devices
+//
+// Open opens a real device through libusb (github.com/google/gousb; builds
+// with cgo only: without cgo it returns an error wrapping
+// ioring.ErrNotSupported). List enumerates the attached devices. Where the
+// system has no USB subsystem (no /dev/bus/usb, as in most containers) both
+// return ErrNoUSB. OpenSim opens the simulated scanner of package usbsim,
+// whose endpoints are real kernel fds: its transfers are real io_uring (or
+// epoll) I/O, so tests and benchmarks exercise the whole path, with faults
+// (latency, stall, hang, unplug) injected at run time.
+//
+// # Transfers
+//
+// A transfer is an ioring foreign request (ioring.Foreign): Endpoint.Submit
+// sends its completion to the ring's completion queue (Ring.Reap),
+// Endpoint.Start to Request.Wait, and Endpoint.Transfer waits for it with a
+// context. Xfer gives a transfer a cancel token, a deadline and a user
+// value. The completion carries the bytes moved and an already decoded
+// error:
+//
+//   - nil: done (a short IN transfer, even a zero-length packet, is a
+//     success: Completion.N says how much arrived);
+//   - ErrCanceled: canceled (token, Request.Cancel, Device.CancelAll,
+//     Ring.CancelAll, a context, Close), with the bytes that moved before;
+//   - ErrTimeout: its deadline passed (also a cancel);
+//   - ErrStall: the endpoint is halted; Device.ClearHalt recovers;
+//   - ErrNoDevice: the device is gone for good (errors.Is(err,
+//     ioring.ErrNoDevice) holds too);
+//   - another error of the transport.
+//
+// Every accepted transfer completes exactly once, whatever races with what.
+// Transfers on one endpoint run one at a time in submission order and
+// complete in that order, as on the bus; a transfer canceled while still
+// queued completes at once. Each endpoint has one goroutine that runs its
+// transfers (the pump); a transfer costs no goroutine of its own.
+//
+// # Cancel
+//
+// Cancel requests and returns. A queued transfer completes with
+// ErrCanceled at once; the transfer in progress has its I/O canceled (the
+// ring cancels the socket read; libusb_cancel_transfer through the context
+// given to gousb) and completes when that I/O has ended, so a buffer is
+// never written after its completion. Device.Close cancels everything,
+// waits for every completion, then releases the device.
+//
+// # The simulated scanner
+//
+// On a Device from OpenSim an IN transfer is one readv of one message
+// ([header, buf]), an OUT transfer one writev of a message followed by the
+// read of the device's 5-byte reply (see usbsim). IN buffers shorter than
+// EndpointDesc.MaxTransfer go through a bounce buffer and the rest of a
+// longer message is kept for the endpoint's next transfers, so no data is
+// lost; OUT buffers longer than MaxTransfer are refused. A transfer in
+// progress uses a second ring slot for that I/O.
 package usb

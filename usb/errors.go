@@ -1,0 +1,61 @@
+package usb
+
+import (
+	"errors"
+
+	"github.com/cancelio/cancelio/ioring"
+)
+
+// usbError is a sentinel that also matches the errors it stands for in
+// lower layers, so that errors.Is works across the stack without
+// allocating at completion time.
+type usbError struct {
+	msg  string
+	also error
+}
+
+func (e *usbError) Error() string { return e.msg }
+
+// Unwrap returns the lower-layer error e stands for.
+func (e *usbError) Unwrap() error { return e.also }
+
+// Errors of this package. Compare with errors.Is: transports may wrap them.
+var (
+	// ErrNoUSB is returned by List and Open where the system has no USB
+	// subsystem (no /dev/bus/usb, as in most containers and on kernels
+	// built without CONFIG_USB). Nothing can be opened; use OpenSim.
+	ErrNoUSB = errors.New("usb: no USB subsystem (no /dev/bus/usb)")
+
+	// ErrNoDevice is the result of a transfer whose device went away
+	// (unplugged, reset, powered off), and is returned by Submit once the
+	// device is known to be gone. It is final: close the Device and open
+	// the device again when it comes back. errors.Is(err,
+	// ioring.ErrNoDevice) holds. It is not a cancel.
+	ErrNoDevice error = &usbError{msg: "usb: no device", also: ioring.ErrNoDevice}
+
+	// ErrStall is the result of a transfer on a halted endpoint (a STALL
+	// handshake: libusb's LIBUSB_ERROR_PIPE, usbfs's EPIPE). Every transfer
+	// on the endpoint fails with it until the host clears the halt: let the
+	// pending transfers complete (or cancel them), then call
+	// Device.ClearHalt.
+	ErrStall = errors.New("usb: endpoint stalled")
+
+	// ErrNotFound is returned by Open when no device matches, and by
+	// Device.Endpoint and Device.ClearHalt for an endpoint address the
+	// device's interface does not have.
+	ErrNotFound = errors.New("usb: not found")
+
+	// ErrClosed is returned by calls on a closed Device.
+	ErrClosed = errors.New("usb: device closed")
+
+	// ErrCanceled is the result of a transfer canceled before it completed
+	// (its token, Request.Cancel, Device.CancelAll, a context, Close). The
+	// completion may still report bytes that moved before the cancel took
+	// effect. It is ioring.ErrCanceled.
+	ErrCanceled = ioring.ErrCanceled
+
+	// ErrTimeout is the result of a transfer whose deadline passed first
+	// (Xfer.Deadline or a context deadline). It is a cancel too. It is
+	// ioring.ErrTimeout.
+	ErrTimeout = ioring.ErrTimeout
+)

@@ -1,0 +1,334 @@
+//go:build cgo
+
+package usb
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"slices"
+	"time"
+
+	"github.com/google/gousb"
+
+	"github.com/cancelio/cancelio/ioring"
+)
+
+// libusbDevice is the narrow part of gousb (libusb) this package uses: the
+// transfers, clear-halt and close of one opened interface. gousbDevice
+// implements it; tests drive the transport with a fake.
+type libusbDevice interface {
+	// transfer runs one transfer on the endpoint at addr (gousb's
+	// ReadContext for IN, WriteContext for OUT) and returns gousb's result.
+	// ctx ending cancels it (libusb_cancel_transfer); it then returns
+	// gousb.TransferCancelled with the bytes that moved.
+	transfer(ctx context.Context, addr uint8, buf []byte) (int, error)
+	// clearHalt sends CLEAR_FEATURE(ENDPOINT_HALT) for addr.
+	clearHalt(addr uint8) error
+	// present reports whether the device is still attached.
+	present() bool
+	// close releases the interface, the device and libusb.
+	close() error
+}
+
+// libusbTransport runs transfers through libusb. gousb's calls are
+// synchronous, so each endpoint's pump goroutine runs one libusb transfer
+// at a time, in order; a cancel hook cancels the context of the call in
+// progress, which cancels the libusb transfer.
+type libusbTransport struct{ dev libusbDevice }
+
+func (libusbTransport) check(*Endpoint, []byte) error { return nil }
+
+func (t libusbTransport) run(e *Endpoint, x *xfer) (int, error) {
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	if !e.arm(x, stop) {
+		return 0, ErrCanceled
+	}
+	n, err := t.dev.transfer(ctx, e.desc.Address, x.buf)
+	if errors.Is(err, gousb.TransferError) || errors.Is(err, gousb.ErrorIO) {
+		// A transfer pending when the device goes ends with EPROTO or
+		// ESHUTDOWN (libusb: TRANSFER_ERROR), and its usbfs node goes a
+		// little later: wait for it briefly on this rare path.
+		for i := 0; i < unplugPolls && t.dev.present(); i++ {
+			time.Sleep(unplugPoll)
+		}
+		if !t.dev.present() {
+			return n, ErrNoDevice
+		}
+	}
+	return n, libusbError(err)
+}
+
+// How long a transfer error waits for the device node to vanish before it
+// counts as a plain error rather than an unplug.
+const (
+	unplugPolls = 50
+	unplugPoll  = 5 * time.Millisecond
+)
+
+func (t libusbTransport) clearHalt(e *Endpoint) error {
+	return libusbError(t.dev.clearHalt(e.desc.Address))
+}
+
+func (t libusbTransport) close() error { return t.dev.close() }
+
+// arm makes stop x's interruption (a context's cancel function) and
+// reports whether x may start; false means x is canceled already.
+func (e *Endpoint) arm(x *xfer, stop context.CancelFunc) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if x.canceled {
+		return false
+	}
+	x.stopCtx = stop
+	return true
+}
+
+// libusbError maps gousb's errors to this package's; others pass
+// unchanged (gousb.Error, gousb.TransferStatus: compare with errors.Is).
+func libusbError(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, gousb.TransferCancelled), errors.Is(err, gousb.ErrorInterrupted):
+		return ErrCanceled
+	case errors.Is(err, gousb.TransferTimedOut), errors.Is(err, gousb.ErrorTimeout):
+		return ErrTimeout
+	case errors.Is(err, gousb.TransferStall), errors.Is(err, gousb.ErrorPipe):
+		return ErrStall
+	case errors.Is(err, gousb.TransferNoDevice), errors.Is(err, gousb.ErrorNoDevice):
+		return ErrNoDevice
+	}
+	return err
+}
+
+// newContext initializes libusb, or returns an error wrapping ErrNoUSB
+// where there is no USB subsystem (gousb panics when libusb_init fails).
+func newContext() (c *gousb.Context, err error) {
+	if err := haveUSB(); err != nil {
+		return nil, err
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			c, err = nil, fmt.Errorf("%w: libusb_init: %v", ErrNoUSB, r)
+		}
+	}()
+	return gousb.NewContext(), nil
+}
+
+// List returns the USB devices attached to the system, with the endpoints
+// of their first configuration (alternate setting 0 of every interface).
+// String descriptors are read where the device can be opened (permissions
+// allow it) and left empty otherwise. It returns an error wrapping ErrNoUSB
+// where there is no USB subsystem (no /dev/bus/usb).
+func List() ([]DeviceDesc, error) {
+	c, err := newContext()
+	if err != nil {
+		return nil, fmt.Errorf("usb: list: %w", err)
+	}
+	defer c.Close()
+	var descs []DeviceDesc
+	devs, err := c.OpenDevices(func(d *gousb.DeviceDesc) bool {
+		descs = append(descs, fromGousb(d, -1, 0, 0))
+		return true
+	})
+	for _, dev := range devs {
+		for i := range descs {
+			if descs[i].Bus == dev.Desc.Bus && descs[i].Address == dev.Desc.Address {
+				readStrings(dev, &descs[i])
+			}
+		}
+		_ = dev.Close()
+	}
+	if err != nil && len(descs) == 0 {
+		return nil, fmt.Errorf("usb: list: %w", err)
+	}
+	return descs, nil
+}
+
+// fromGousb converts a device descriptor, with the endpoints of
+// configuration cfg (-1: the lowest numbered), interface iface and
+// alternate setting alt (all interfaces at alt 0 when cfg is -1).
+func fromGousb(d *gousb.DeviceDesc, cfg, iface, alt int) DeviceDesc {
+	desc := DeviceDesc{Bus: d.Bus, Address: d.Address, VendorID: uint16(d.Vendor), ProductID: uint16(d.Product)}
+	all := cfg < 0
+	if all {
+		for n := range d.Configs {
+			if cfg < 0 || n < cfg {
+				cfg = n
+			}
+		}
+	}
+	c, ok := d.Configs[cfg]
+	if !ok {
+		return desc
+	}
+	for _, in := range c.Interfaces {
+		if !all && in.Number != iface {
+			continue
+		}
+		for _, s := range in.AltSettings {
+			if s.Alternate != alt && !(all && s.Alternate == 0) {
+				continue
+			}
+			for _, ep := range s.Endpoints {
+				desc.Endpoints = append(desc.Endpoints, EndpointDesc{
+					Address:       uint8(ep.Address),
+					Type:          TransferType(ep.TransferType),
+					MaxPacketSize: ep.MaxPacketSize,
+				})
+			}
+		}
+	}
+	slices.SortFunc(desc.Endpoints, func(a, b EndpointDesc) int { return int(a.Address) - int(b.Address) })
+	return desc
+}
+
+func readStrings(dev *gousb.Device, desc *DeviceDesc) {
+	desc.Manufacturer, _ = dev.Manufacturer()
+	desc.Product, _ = dev.Product()
+	desc.Serial, _ = dev.SerialNumber()
+}
+
+// Open opens the first USB device with vendor ID vid and product ID pid
+// (WithBusAddr picks one of several) through libusb, claims its interface
+// (WithInterface, WithAltSetting; 0 by default) in its active configuration
+// (WithConfig), detaching a kernel driver bound to it, and returns a Device
+// whose transfers complete through ring. It returns an error wrapping
+// ErrNoUSB where there is no USB subsystem, ErrNotFound when no device
+// matches, and libusb's errors otherwise (permissions: gousb.ErrorAccess).
+//
+// libusb transfers are run one at a time per endpoint, in order: queued
+// transfers wait in the Device, each cancelable.
+func Open(ring *ioring.Ring, vid, pid uint16, opts ...Option) (*Device, error) {
+	o := collect(opts)
+	switch o.backend {
+	case "", "libusb":
+	case "usbfs":
+		return nil, fmt.Errorf("usb: open %04x:%04x: backend usbfs: %w", vid, pid, ioring.ErrNotSupported)
+	default:
+		return nil, fmt.Errorf("usb: open %04x:%04x: %w: unknown backend %q (want libusb)", vid, pid, ioring.ErrInvalid, o.backend)
+	}
+	if ring == nil {
+		return nil, fmt.Errorf("usb: open %04x:%04x: %w: nil ring", vid, pid, ioring.ErrInvalid)
+	}
+	c, err := newContext()
+	if err != nil {
+		return nil, fmt.Errorf("usb: open %04x:%04x: %w", vid, pid, err)
+	}
+	found := false
+	devs, err := c.OpenDevices(func(d *gousb.DeviceDesc) bool {
+		if found || uint16(d.Vendor) != vid || uint16(d.Product) != pid ||
+			(o.bus != 0 && d.Bus != o.bus) || (o.addr != 0 && d.Address != o.addr) {
+			return false
+		}
+		found = true
+		return true
+	})
+	if len(devs) == 0 {
+		_ = c.Close()
+		if err != nil {
+			return nil, fmt.Errorf("usb: open %04x:%04x: %w", vid, pid, libusbError(err))
+		}
+		return nil, fmt.Errorf("usb: open %04x:%04x: %w", vid, pid, ErrNotFound)
+	}
+	g := &gousbDevice{
+		ctx:  c,
+		dev:  devs[0],
+		in:   map[uint8]*gousb.InEndpoint{},
+		out:  map[uint8]*gousb.OutEndpoint{},
+		node: fmt.Sprintf("%s/%03d/%03d", usbfsRoot, devs[0].Desc.Bus, devs[0].Desc.Address),
+	}
+	desc, err := g.open(o)
+	if err != nil {
+		_ = g.close()
+		return nil, fmt.Errorf("usb: open %04x:%04x: %w", vid, pid, libusbError(err))
+	}
+	return newDevice(ring, desc, libusbTransport{dev: g}, nil), nil
+}
+
+// gousbDevice is one claimed interface of a device opened with gousb.
+type gousbDevice struct {
+	ctx  *gousb.Context
+	dev  *gousb.Device
+	cfg  *gousb.Config
+	intf *gousb.Interface
+	in   map[uint8]*gousb.InEndpoint // read-only after open
+	out  map[uint8]*gousb.OutEndpoint
+	node string // the usbfs node, to tell an unplug from other errors
+}
+
+func (g *gousbDevice) open(o options) (DeviceDesc, error) {
+	g.dev.ControlTimeout = 5 * time.Second
+	if err := g.dev.SetAutoDetach(true); err != nil {
+		return DeviceDesc{}, err
+	}
+	cfg := o.config
+	if cfg == 0 {
+		n, err := g.dev.ActiveConfigNum()
+		if err != nil {
+			return DeviceDesc{}, err
+		}
+		cfg = n
+		if cfg == 0 { // unconfigured: take the first configuration
+			cfg = 1
+		}
+	}
+	var err error
+	if g.cfg, err = g.dev.Config(cfg); err != nil {
+		return DeviceDesc{}, err
+	}
+	if g.intf, err = g.cfg.Interface(o.iface, o.alt); err != nil {
+		return DeviceDesc{}, err
+	}
+	desc := fromGousb(g.dev.Desc, cfg, o.iface, o.alt)
+	for _, ep := range desc.Endpoints {
+		num := int(ep.Address & 0x0f)
+		if ep.IsIn() {
+			if g.in[ep.Address], err = g.intf.InEndpoint(num); err != nil {
+				return DeviceDesc{}, err
+			}
+		} else if g.out[ep.Address], err = g.intf.OutEndpoint(num); err != nil {
+			return DeviceDesc{}, err
+		}
+	}
+	readStrings(g.dev, &desc)
+	return desc, nil
+}
+
+func (g *gousbDevice) transfer(ctx context.Context, addr uint8, buf []byte) (int, error) {
+	if addr&0x80 != 0 {
+		return g.in[addr].ReadContext(ctx, buf)
+	}
+	return g.out[addr].WriteContext(ctx, buf)
+}
+
+// clearHalt sends the standard request; gousb has no libusb_clear_halt.
+func (g *gousbDevice) clearHalt(addr uint8) error {
+	const (
+		recipEndpoint   = 0x02 // host to device, standard, endpoint
+		reqClearFeature = 0x01
+		featEndpointHlt = 0x00
+	)
+	_, err := g.dev.Control(recipEndpoint, reqClearFeature, featEndpointHlt, uint16(addr), nil)
+	return err
+}
+
+func (g *gousbDevice) present() bool {
+	_, err := os.Stat(g.node)
+	return err == nil
+}
+
+func (g *gousbDevice) close() error {
+	var errs []error
+	if g.intf != nil {
+		g.intf.Close()
+	}
+	if g.cfg != nil {
+		errs = append(errs, g.cfg.Close())
+	}
+	errs = append(errs, g.dev.Close(), g.ctx.Close())
+	return errors.Join(errs...)
+}

@@ -1,0 +1,296 @@
+//go:build cgo
+
+package usb
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/gousb"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/cancelio/cancelio/ioring"
+)
+
+// fakeCall is one transfer the fake libusb received: the test answers it
+// (answer), or its context ends and it returns TransferCancelled, as
+// gousb's ReadContext does after libusb_cancel_transfer.
+type fakeCall struct {
+	ctx    context.Context
+	addr   uint8
+	buf    []byte
+	answer chan fakeResult
+}
+
+type fakeResult struct {
+	n   int
+	err error
+}
+
+// fakeLibusb is a libusbDevice whose transfers the test drives.
+type fakeLibusb struct {
+	calls    chan *fakeCall
+	gone     atomic.Bool
+	closed   atomic.Int32
+	mu       sync.Mutex
+	cleared  []uint8 // guarded by mu
+	canceled int     // transfers that ended by their context; guarded by mu
+}
+
+func newFakeLibusb() *fakeLibusb { return &fakeLibusb{calls: make(chan *fakeCall, 64)} }
+
+func (f *fakeLibusb) transfer(ctx context.Context, addr uint8, buf []byte) (int, error) {
+	c := &fakeCall{ctx: ctx, addr: addr, buf: buf, answer: make(chan fakeResult, 1)}
+	f.calls <- c
+	select {
+	case r := <-c.answer:
+		return r.n, r.err
+	case <-ctx.Done():
+		f.mu.Lock()
+		f.canceled++
+		f.mu.Unlock()
+		return 0, gousb.TransferCancelled
+	}
+}
+
+func (f *fakeLibusb) clearHalt(addr uint8) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.cleared = append(f.cleared, addr)
+	return nil
+}
+
+func (f *fakeLibusb) present() bool { return !f.gone.Load() }
+
+func (f *fakeLibusb) close() error {
+	f.closed.Add(1)
+	return nil
+}
+
+// next waits for the fake's next transfer.
+func (f *fakeLibusb) next(t testing.TB) *fakeCall {
+	t.Helper()
+	select {
+	case c := <-f.calls:
+		return c
+	case <-time.After(patience):
+		t.Fatal("no transfer reached libusb")
+		return nil
+	}
+}
+
+// assertIdle checks that no transfer reaches libusb for a while.
+func (f *fakeLibusb) assertIdle(t testing.TB) {
+	t.Helper()
+	select {
+	case c := <-f.calls:
+		t.Fatalf("unexpected transfer on %#02x", c.addr)
+	case <-time.After(quiet):
+	}
+}
+
+// newFakeDev opens a Device on the fake with bulk OUT 0x02 and bulk IN 0x81.
+func newFakeDev(t *testing.T) (*ioring.Ring, *fakeLibusb, *Device, *Endpoint, *Endpoint) {
+	t.Helper()
+	checkFDs(t)
+	r := newRing(t, 32)
+	f := newFakeLibusb()
+	desc := DeviceDesc{Bus: 1, Address: 4, VendorID: 0x1209, ProductID: 0x0001, Endpoints: []EndpointDesc{
+		{Address: 0x02, Type: Bulk, MaxPacketSize: 512},
+		{Address: 0x81, Type: Bulk, MaxPacketSize: 512},
+	}}
+	d := newDevice(r, desc, libusbTransport{dev: f}, nil)
+	t.Cleanup(func() { _ = d.Close() })
+	out, err := d.Endpoint(0x02)
+	require.NoError(t, err)
+	in, err := d.Endpoint(0x81)
+	require.NoError(t, err)
+	return r, f, d, out, in
+}
+
+func TestLibusbTransfer(t *testing.T) {
+	r, f, _, out, in := newFakeDev(t)
+	buf := make([]byte, 64)
+	_, err := in.Submit(buf, Xfer{User: "in"})
+	require.NoError(t, err)
+	c := f.next(t)
+	assert.Equal(t, uint8(0x81), c.addr)
+	copy(c.buf, "hello")
+	c.answer <- fakeResult{n: 5}
+	got := reap(t, r, 1)[0]
+	require.NoError(t, got.Err)
+	assert.Equal(t, 5, got.N)
+	assert.Equal(t, "in", got.User)
+	assert.Equal(t, "hello", string(buf[:5]))
+
+	done := make(chan error, 1)
+	go func() {
+		n, err := out.Transfer(context.Background(), []byte("cmd"))
+		assert.Equal(t, 3, n)
+		done <- err
+	}()
+	c = f.next(t)
+	assert.Equal(t, uint8(0x02), c.addr)
+	assert.Equal(t, "cmd", string(c.buf))
+	c.answer <- fakeResult{n: 3}
+	require.NoError(t, <-done)
+}
+
+// TestLibusbCancelToken: a token cancels the transfer in progress through
+// the context given to gousb, and a queued one without reaching libusb.
+func TestLibusbCancelToken(t *testing.T) {
+	r, f, _, _, in := newFakeDev(t)
+	tok := r.NewToken()
+	_, err := in.Submit(make([]byte, 64), Xfer{Token: tok, User: 1})
+	require.NoError(t, err)
+	_, err = in.Submit(make([]byte, 64), Xfer{Token: tok, User: 2})
+	require.NoError(t, err)
+	c := f.next(t)
+	require.NoError(t, tok.Cancel())
+	for _, got := range reap(t, r, 2) {
+		assert.ErrorIs(t, got.Err, ErrCanceled, "transfer %v", got.User)
+	}
+	assert.ErrorIs(t, c.ctx.Err(), context.Canceled, "gousb's context")
+	f.assertIdle(t) // the queued transfer never reached libusb
+	f.mu.Lock()
+	assert.Equal(t, 1, f.canceled)
+	f.mu.Unlock()
+}
+
+func TestLibusbDeadline(t *testing.T) {
+	r, f, _, _, in := newFakeDev(t)
+	_, err := in.Submit(make([]byte, 64), Xfer{Deadline: 10 * time.Millisecond})
+	require.NoError(t, err)
+	f.next(t)
+	got := reap(t, r, 1)[0]
+	assert.ErrorIs(t, got.Err, ErrTimeout)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		_, err := in.Transfer(ctx, make([]byte, 64))
+		done <- err
+	}()
+	f.next(t)
+	assert.ErrorIs(t, <-done, ErrTimeout)
+}
+
+// TestLibusbCancelLosesRace: a transfer that completed before its cancel
+// reached libusb keeps its result.
+func TestLibusbCancelLosesRace(t *testing.T) {
+	r, f, _, _, in := newFakeDev(t)
+	buf := make([]byte, 8)
+	q, err := in.Submit(buf, Xfer{})
+	require.NoError(t, err)
+	c := f.next(t)
+	// libusb finished the transfer, gousb reports it even though the
+	// context ends now.
+	copy(c.buf, "data")
+	c.answer <- fakeResult{n: 4}
+	got := reap(t, r, 1)[0]
+	_ = q.Cancel()
+	require.NoError(t, got.Err)
+	assert.Equal(t, 4, got.N)
+}
+
+func TestLibusbErrors(t *testing.T) {
+	r, f, d, out, in := newFakeDev(t)
+	for _, tc := range []struct {
+		res  error
+		want error
+	}{
+		{gousb.TransferStall, ErrStall},
+		{gousb.ErrorPipe, ErrStall},
+		{gousb.TransferTimedOut, ErrTimeout},
+		{gousb.TransferOverflow, gousb.TransferOverflow},
+		{gousb.TransferError, gousb.TransferError}, // device still there
+	} {
+		_, err := in.Submit(make([]byte, 8), Xfer{})
+		require.NoError(t, err)
+		f.next(t).answer <- fakeResult{err: tc.res}
+		got := reap(t, r, 1)[0]
+		assert.ErrorIs(t, got.Err, tc.want, "libusb result %v", tc.res)
+	}
+	require.NoError(t, d.ClearHalt(0x81))
+	f.mu.Lock()
+	assert.Equal(t, []uint8{0x81}, f.cleared)
+	f.mu.Unlock()
+
+	// An unplug during a transfer: libusb says TRANSFER_ERROR, the device
+	// node is gone.
+	_, err := out.Submit([]byte("x"), Xfer{})
+	require.NoError(t, err)
+	c := f.next(t)
+	f.gone.Store(true)
+	c.answer <- fakeResult{err: gousb.TransferError}
+	got := reap(t, r, 1)[0]
+	assert.ErrorIs(t, got.Err, ErrNoDevice)
+	assert.ErrorIs(t, got.Err, ioring.ErrNoDevice)
+	_, err = in.Submit(make([]byte, 8), Xfer{})
+	assert.ErrorIs(t, err, ErrNoDevice)
+}
+
+func TestLibusbNoDevice(t *testing.T) {
+	r, f, _, _, in := newFakeDev(t)
+	for i := range 3 {
+		_, err := in.Submit(make([]byte, 8), Xfer{User: i})
+		require.NoError(t, err)
+	}
+	f.next(t).answer <- fakeResult{err: gousb.TransferNoDevice}
+	for _, got := range reap(t, r, 3) {
+		assert.ErrorIs(t, got.Err, ErrNoDevice, "transfer %v", got.User)
+	}
+	f.assertIdle(t) // the queued ones fail without reaching libusb
+}
+
+// TestLibusbCloseDrains: Close cancels the transfer in libusb and the
+// queued ones, waits for their completions, then closes the device once.
+func TestLibusbCloseDrains(t *testing.T) {
+	r, f, d, out, in := newFakeDev(t)
+	for i := range 4 {
+		ep := in
+		if i == 3 {
+			ep = out
+		}
+		_, err := ep.Submit(make([]byte, 8), Xfer{User: i})
+		require.NoError(t, err)
+	}
+	f.next(t)
+	f.next(t)
+	require.NoError(t, d.Close())
+	assert.Equal(t, int32(1), f.closed.Load())
+	var cs [8]ioring.Completion
+	n, err := r.Reap(cs[:], 0)
+	require.NoError(t, err)
+	assert.Equal(t, 4, n)
+	for _, c := range cs[:n] {
+		assert.ErrorIs(t, c.Err, ErrCanceled)
+	}
+	assert.ErrorIs(t, d.Close(), ErrClosed)
+	assert.Equal(t, int32(1), f.closed.Load())
+}
+
+func TestLibusbErrorMap(t *testing.T) {
+	for in, want := range map[error]error{
+		gousb.TransferCancelled: ErrCanceled,
+		gousb.ErrorInterrupted:  ErrCanceled,
+		gousb.TransferTimedOut:  ErrTimeout,
+		gousb.ErrorTimeout:      ErrTimeout,
+		gousb.TransferStall:     ErrStall,
+		gousb.ErrorPipe:         ErrStall,
+		gousb.TransferNoDevice:  ErrNoDevice,
+		gousb.ErrorNoDevice:     ErrNoDevice,
+		gousb.ErrorAccess:       gousb.ErrorAccess,
+	} {
+		assert.Equal(t, want, libusbError(in), "%v", in)
+	}
+	assert.NoError(t, libusbError(nil))
+	wrapped := errors.Join(errors.New("ctx"), gousb.TransferStall)
+	assert.Equal(t, ErrStall, libusbError(wrapped))
+}
