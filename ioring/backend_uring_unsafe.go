@@ -55,9 +55,12 @@ func newURing(r *Ring, entries uint32) (backend, error) {
 			return fail(fmt.Errorf("%w: kernel io_uring lacks opcode %d", ErrNotSupported, op))
 		}
 	}
-	const need = uring.FeatNoDrop | uring.FeatRWCurPos
+	// SUBMIT_STABLE: the kernel has copied the iovecs and timespecs that
+	// live in the slots when io_uring_enter returns, so only the buffers
+	// themselves stay in use (and pinned) until their completions.
+	const need = uring.FeatNoDrop | uring.FeatRWCurPos | uring.FeatSubmitStab
 	if ring.Features()&need != need {
-		return fail(fmt.Errorf("%w: kernel io_uring lacks NODROP or RW_CUR_POS (features %#x)", ErrNotSupported, ring.Features()))
+		return fail(fmt.Errorf("%w: kernel io_uring lacks NODROP, RW_CUR_POS or SUBMIT_STABLE (features %#x)", ErrNotSupported, ring.Features()))
 	}
 	b.cancelAny = b.probeCancelAny()
 	b.extArg = ring.Features()&uring.FeatExtArg != 0
@@ -81,7 +84,10 @@ func newURing(r *Ring, entries uint32) (backend, error) {
 // uringUnavailable reports whether a newURing error means io_uring cannot be
 // used here, so that New may fall back.
 func uringUnavailable(err error) bool {
-	return uring.Unavailable(err) || errors.Is(err, unix.EINVAL) || errors.Is(err, ErrNotSupported)
+	// EINVAL: flags this kernel does not know; ENOMEM: the locked-memory
+	// limit of kernels before 5.12.
+	return uring.Unavailable(err) || errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOMEM) ||
+		errors.Is(err, ErrNotSupported)
 }
 
 // probeCancelAny asks the kernel for an IORING_ASYNC_CANCEL_ANY|ALL with

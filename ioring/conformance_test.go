@@ -18,7 +18,7 @@ import (
 // (DESIGN.md), each its own test, run against every backend as subtests
 // named backend=uring and backend=poll.
 
-var backends = []Backend{BackendURing}
+var backends = []Backend{BackendURing, BackendPoll}
 
 // forEachBackend runs fn once per backend, on a fresh ring of the given
 // size, and checks afterwards that the ring closed and no fd leaked.

@@ -147,8 +147,6 @@ type slot struct {
 	ferr error // foreign error
 
 	pin        runtime.Pinner
-	anchor     byte          // pinned between requests to keep pin's state (see unpin)
-	closedPins bool          // Close released the pins for good; guarded by claim
 	wake       chan struct{} // cap 1: completion of an awaited request
 }
 
@@ -212,7 +210,6 @@ type Ring struct {
 	waiters  atomic.Int32  // consumers parked in Reap
 	wakeCh   chan struct{} // cap 1: the completion queue has entries
 	closedCh chan struct{}
-	slabPin  runtime.Pinner
 }
 
 // New returns a Ring configured by cfg.
@@ -254,15 +251,12 @@ func New(cfg Config) (*Ring, error) {
 		s.wake = make(chan struct{}, 1)
 		r.free.Push(uint32(i))
 	}
-	// The kernel reads timespecs and iovecs that live in the slots.
-	r.slabPin.Pin(&r.slots[0])
 
 	var err error
 	switch want {
 	case BackendURing:
 		r.be, err = newURing(r, uint32(n))
 		if err != nil {
-			r.slabPin.Unpin()
 			if uringUnavailable(err) && !errors.Is(err, ErrNotSupported) {
 				err = fmt.Errorf("%w: %w", ErrNotSupported, err)
 			}
@@ -272,7 +266,6 @@ func New(cfg Config) (*Ring, error) {
 	case BackendPoll:
 		r.be, err = newPoll(r)
 		if err != nil {
-			r.slabPin.Unpin()
 			return nil, &OpError{Op: "new", Err: err}
 		}
 		r.info = BackendInfo{BackendPoll, "forced by " + forcedBy}
@@ -283,13 +276,11 @@ func New(cfg Config) (*Ring, error) {
 			break
 		}
 		if !uringUnavailable(err) {
-			r.slabPin.Unpin()
 			return nil, &OpError{Op: "new", Err: err}
 		}
 		reason := "io_uring unavailable: " + err.Error()
 		r.be, err = newPoll(r)
 		if err != nil {
-			r.slabPin.Unpin()
 			return nil, &OpError{Op: "new", Err: err}
 		}
 		r.info = BackendInfo{BackendPoll, reason}
@@ -699,16 +690,10 @@ func (r *Ring) take(idx uint32) Completion {
 	return c
 }
 
-// unpin releases the pins of the slot's buffers. Unpin hands a Pinner's
-// state to a per-P cache, so that the next Pin may have to allocate a new
-// one; pinning the slot's anchor at once takes it back, and the slot keeps
-// its Pinner for good (zero allocations per request in steady state). The
-// anchor lies in the slab, which stays pinned while the ring is open anyway.
+// unpin releases the pins of the slot's buffers, once its completion is
+// delivered (or Close found it undelivered).
 func (s *slot) unpin() {
 	s.pin.Unpin()
-	if !s.closedPins {
-		s.pin.Pin(&s.anchor)
-	}
 	s.pinned = false
 }
 
@@ -980,14 +965,13 @@ func (r *Ring) Close() error {
 		for !s.claim.CompareAndSwap(0, 1) {
 			runtime.Gosched() // a consumer is delivering this slot
 		}
-		// Release every pin, anchors included, for good: the kernel is done
-		// with every buffer, and a Pinner must not be dropped while pinning.
-		s.pin.Unpin()
-		s.pinned = false
-		s.closedPins = true
+		// The kernel is done with every buffer: release the pins of
+		// completions nobody took (a Pinner must not be dropped while it pins).
+		if s.pinned {
+			s.unpin()
+		}
 		s.claim.Store(0)
 	}
-	r.slabPin.Unpin()
 	return err
 }
 
