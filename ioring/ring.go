@@ -146,8 +146,8 @@ type slot struct {
 	fn   int   // foreign result
 	ferr error // foreign error
 
-	pin        runtime.Pinner
-	wake       chan struct{} // cap 1: completion of an awaited request
+	pin  runtime.Pinner
+	wake chan struct{} // cap 1: completion of an awaited request
 }
 
 // backend is the mechanism beneath a Ring: io_uring, or epoll plus workers.

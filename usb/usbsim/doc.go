@@ -104,4 +104,22 @@
 //     with new fds.
 //
 // Close stops every goroutine and closes every fd.
+//
+// # Transports
+//
+// The scanner personality (commands, image generator, events, fault
+// policy) is one implementation with two transports:
+//
+//   - NewScanner: the socketpairs described above, for tests and
+//     benchmarks on any Linux machine.
+//   - ServeGadget: a USB gadget whose endpoints are FunctionFS files (a
+//     configfs gadget on a device controller such as dummy_hcd, as the
+//     usbvm test guest builds), so that the host side of a real Linux USB
+//     stack (usbcore, usbfs, libusb) talks to the scanner. There USB frames
+//     the transfers (no header byte, no OUT replies; a short or zero-length
+//     packet ends a transfer), the host sees the endpoint addresses the
+//     controller assigned, and the faults become a halted endpoint, a
+//     device that NAKs, and a gadget unbound from its controller; see
+//     ServeGadget. Fault setters and Unplug, Replug and Close are the same
+//     calls on both transports; Stall takes the addresses above on both.
 package usbsim

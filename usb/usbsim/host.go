@@ -23,6 +23,10 @@ var (
 	ErrProtocol = errors.New("usbsim: framing error")
 	// ErrClosed is returned by Scanner methods after Close.
 	ErrClosed = errors.New("usbsim: scanner closed")
+	// ErrNotSupported is returned for what a transport does not do: the
+	// socketpair-only methods (Endpoints, ClearHalt) of a scanner served as
+	// a USB gadget, and ServeGadget where there is no FunctionFS (not Linux).
+	ErrNotSupported = errors.New("usbsim: not supported")
 )
 
 // DecodeIn interprets a completed read on an IN endpoint's host fd, made

@@ -75,38 +75,27 @@ func (s *Scanner) inLoop(p *plug, ep *endpoint) {
 			wait(changed, p.gone)
 			continue
 		}
-		it := ep.queue[0]
-		off := it.off
-		n := int(min(it.size()-off, int64(ep.info.MaxTransfer)))
-		if ep == p.in && s.hangAfter > 0 {
-			n = int(min(int64(n), s.hangAfter))
-		}
+		m := s.planLocked(p, ep)
 		if t0.IsZero() {
 			t0 = time.Now()
 		}
-		due := t0.Add(s.latency + xferTime(n, s.bandwidth))
+		due := t0.Add(s.latency + xferTime(m.n, s.bandwidth))
 		s.mu.Unlock()
 		if !sleep(due, changed, p.gone) {
 			continue // something changed: plan again
 		}
 		buf[0] = HeaderData
-		if it.job != nil {
-			fillImage(it.job.params.Seed, off, buf[HeaderSize:HeaderSize+n])
-		} else {
-			copy(buf[HeaderSize:], it.data[off:off+int64(n)])
-		}
+		m.fill(buf[HeaderSize:])
 		// Send and account under the lock, so the state never lags the
 		// socket: a host that has read the message sees its effects (a job
 		// done, a hang begun), and nothing planned before an abort, stall
 		// or hang goes out after it.
-		msg := buf[:HeaderSize+n]
+		msg := buf[:HeaderSize+m.n]
 		var sent, failed bool
 		err := rc.Write(func(fd uintptr) bool {
 			s.mu.Lock()
 			defer s.mu.Unlock()
-			if s.plug != p || s.hung || ep.halted || ep.clearDone != nil ||
-				len(ep.queue) == 0 || ep.queue[0] != it || it.off != off ||
-				(ep == p.in && s.hangAfter > 0 && int64(n) > s.hangAfter) {
+			if !s.stillDueLocked(p, ep, m) {
 				return true // stale plan
 			}
 			again, err := sendNow(int(fd), msg)
@@ -117,7 +106,7 @@ func (s *Scanner) inLoop(p *plug, ep *endpoint) {
 				failed = true
 				return true
 			}
-			s.sentLocked(p, ep, it, off, n)
+			s.sentLocked(p, ep, m.it, m.off, m.n)
 			sent = true
 			return true
 		})
@@ -127,6 +116,46 @@ func (s *Scanner) inLoop(p *plug, ep *endpoint) {
 		if sent {
 			t0 = time.Time{}
 		}
+	}
+}
+
+// msgPlan is an IN endpoint's next message: n bytes of it from offset off.
+// Both transports plan, re-check and account their messages with
+// planLocked, stillDueLocked and sentLocked.
+type msgPlan struct {
+	it  *inItem
+	off int64
+	n   int
+}
+
+// planLocked plans ep's next message from the head of its queue, which must
+// not be empty: at most MaxTransfer bytes, cut at a pending HangAfter.
+func (s *Scanner) planLocked(p *plug, ep *endpoint) msgPlan {
+	it := ep.queue[0]
+	m := msgPlan{it: it, off: it.off}
+	m.n = int(min(it.size()-m.off, int64(ep.info.MaxTransfer)))
+	if ep == p.in && s.hangAfter > 0 {
+		m.n = int(min(int64(m.n), s.hangAfter))
+	}
+	return m
+}
+
+// stillDueLocked reports whether m is still ep's next message and the device
+// may send it now: no unplug, hang, halt, abort or HangAfter came since it
+// was planned.
+func (s *Scanner) stillDueLocked(p *plug, ep *endpoint, m msgPlan) bool {
+	return s.plug == p && !s.hung && !ep.halted && ep.clearDone == nil &&
+		len(ep.queue) > 0 && ep.queue[0] == m.it && m.it.off == m.off &&
+		!(ep == p.in && s.hangAfter > 0 && int64(m.n) > s.hangAfter)
+}
+
+// fill writes m's payload to dst[:m.n]. It reads only what never changes
+// after queueing (job parameters, echo data), so it needs no lock.
+func (m msgPlan) fill(dst []byte) {
+	if m.it.job != nil {
+		fillImage(m.it.job.params.Seed, m.off, dst[:m.n])
+	} else {
+		copy(dst[:m.n], m.it.data[m.off:m.off+int64(m.n)])
 	}
 }
 
@@ -206,7 +235,7 @@ func (s *Scanner) outLoop(p *plug, ep *endpoint) {
 		}
 		s.changedLocked()
 		s.mu.Unlock()
-		kick(p)
+		s.kick(p)
 		binary.LittleEndian.PutUint32(reply[1:], seq)
 		if _, err := ep.dev.Write(reply[:]); err != nil {
 			return

@@ -105,6 +105,9 @@ type Config struct {
 type Scanner struct {
 	info        DeviceInfo
 	maxTransfer int
+	// gadget is the USB gadget the scanner is served through (ServeGadget),
+	// nil for the socketpair transport (NewScanner). Set once.
+	gadget Gadget
 
 	// plugMu serializes Unplug, Replug and Close, held while they wait
 	// for the device goroutines.
@@ -123,7 +126,8 @@ type Scanner struct {
 	jobs      uint32        // last job id; guarded by mu
 }
 
-// plug is one plug-in: a set of socketpairs and the goroutines serving them.
+// plug is one plug-in: a set of socketpairs (or a gadget's binding to its
+// controller) and the goroutines serving them.
 type plug struct {
 	out, in, intr *endpoint
 	gone          chan struct{} // closed at unplug
@@ -134,9 +138,10 @@ func (p *plug) endpoints() [3]*endpoint { return [3]*endpoint{p.out, p.in, p.int
 
 // endpoint is the device side of one endpoint.
 type endpoint struct {
-	info   Endpoint // FD is the host end
-	dev    *net.UnixConn
-	sndbuf int // SO_SNDBUF asked for the device end outside of stalls
+	info   Endpoint      // FD is the host end (-1 on the gadget transport)
+	dev    *net.UnixConn // socketpair transport: the device end
+	sndbuf int           // SO_SNDBUF asked for the device end outside of stalls
+	ffs    *ffsEndpoint  // gadget transport: the FunctionFS endpoint file
 
 	halted    bool          // guarded by Scanner.mu
 	clearDone chan struct{} // a ClearHalt waiting for the IN loop; guarded by Scanner.mu
@@ -171,6 +176,18 @@ func (j *job) active() bool { return j != nil && !j.aborted && j.sent < j.total 
 // NewScanner creates a plugged-in scanner and starts its goroutines. The
 // caller must Close it.
 func NewScanner(cfg Config) (*Scanner, error) {
+	s, err := newScanner(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.Replug(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// newScanner validates cfg and returns an unplugged Scanner.
+func newScanner(cfg Config) (*Scanner, error) {
 	if cfg.MaxTransfer < 0 || cfg.MaxTransfer > MaxMaxTransfer {
 		return nil, fmt.Errorf("usbsim: MaxTransfer %d outside 0..%d", cfg.MaxTransfer, MaxMaxTransfer)
 	}
@@ -197,9 +214,6 @@ func NewScanner(cfg Config) (*Scanner, error) {
 	if s.maxTransfer == 0 {
 		s.maxTransfer = DefaultMaxTransfer
 	}
-	if err := s.Replug(); err != nil {
-		return nil, err
-	}
 	return s, nil
 }
 
@@ -215,12 +229,16 @@ func (s *Scanner) Info() DeviceInfo { return s.info }
 
 // Endpoints returns the endpoints of the current plug-in: bulk OUT, bulk IN,
 // interrupt IN, in that order. It fails with ErrNoDevice while unplugged and
-// ErrClosed after Close.
+// ErrClosed after Close, and with ErrNotSupported for a scanner served as a
+// USB gadget (ServeGadget), whose host opens the USB device instead.
 func (s *Scanner) Endpoints() ([]Endpoint, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
 		return nil, ErrClosed
+	}
+	if s.gadget != nil {
+		return nil, fmt.Errorf("usbsim: Endpoints of a USB gadget: %w", ErrNotSupported)
 	}
 	if s.plug == nil {
 		return nil, ErrNoDevice
@@ -254,9 +272,15 @@ func (s *Scanner) changedLocked() {
 // kick makes an IN goroutine's write waiting for room on a full socket
 // return at once, so it plans again: a stall writer must see ClearHalt, and
 // a data write planned before an abort, stall or hang gives way at once (it
-// re-validates under the lock before it sends in any case).
-func kick(p *plug) {
+// re-validates under the lock before it sends in any case). On the gadget
+// transport it withdraws the blocking reads and writes that the new state
+// forbids (see ffsMustStopLocked).
+func (s *Scanner) kick(p *plug) {
 	if p == nil {
+		return
+	}
+	if s.gadget != nil {
+		s.ffsKick(p)
 		return
 	}
 	past := time.Unix(1, 0)
@@ -272,7 +296,7 @@ func (s *Scanner) update(f func()) {
 	p := s.plug
 	s.changedLocked()
 	s.mu.Unlock()
-	kick(p)
+	s.kick(p)
 }
 
 // SetLatency makes the device wait d before each transfer it answers: each
@@ -310,9 +334,14 @@ func (s *Scanner) Stall(addr uint8) error {
 // so it must be called with no transfer pending on that endpoint; it returns
 // once that is done. Clearing an endpoint that is not halted does no harm. It
 // works while the device hangs, and fails with ErrNoDevice while unplugged.
+// A scanner served as a USB gadget fails with ErrNotSupported: its host
+// clears a halt through USB (USBDEVFS_CLEAR_HALT, libusb_clear_halt).
 func (s *Scanner) ClearHalt(addr uint8) error {
 	s.mu.Lock()
 	ep, err := s.endpointLocked(addr)
+	if err == nil && s.gadget != nil {
+		err = fmt.Errorf("usbsim: ClearHalt of a USB gadget: %w", ErrNotSupported)
+	}
 	if err != nil {
 		s.mu.Unlock()
 		return err
@@ -328,7 +357,7 @@ func (s *Scanner) ClearHalt(addr uint8) error {
 	}
 	s.changedLocked()
 	s.mu.Unlock()
-	kick(p)
+	s.kick(p)
 	if done == nil {
 		return nil
 	}
@@ -380,7 +409,10 @@ func (s *Scanner) PressButton(button uint8) {
 // both to ErrNoDevice with DecodeIn, DecodeWrite or DecodeReply); messages
 // the host had not read are discarded. The job is dropped. The host fds stay
 // open until Close. Unplug returns when the device goroutines have stopped;
-// unplugging an unplugged device does nothing.
+// unplugging an unplugged device does nothing. A scanner served as a USB
+// gadget unbinds it from its controller (Gadget.Unplug): the host sees the
+// device leave, and its pending and later transfers fail (usbfs: ENODEV,
+// EPROTO or ESHUTDOWN).
 func (s *Scanner) Unplug() error {
 	s.plugMu.Lock()
 	defer s.plugMu.Unlock()
@@ -392,10 +424,7 @@ func (s *Scanner) Unplug() error {
 	p := s.unplugLocked()
 	s.mu.Unlock()
 	if p != nil {
-		s.teardown(p)
-		for _, ep := range p.endpoints() {
-			s.stale = append(s.stale, ep.info.FD)
-		}
+		return s.teardown(p)
 	}
 	return nil
 }
@@ -418,21 +447,29 @@ func (s *Scanner) unplugLocked() *plug {
 
 // teardown closes the device ends of p, waits for its goroutines and
 // empties the host ends' receive queues, so every host read sees end of
-// file from now on.
-func (s *Scanner) teardown(p *plug) {
+// file from now on; the host fds join s.stale. On the gadget transport it
+// unbinds the gadget and stops its goroutines. Call with plugMu held.
+func (s *Scanner) teardown(p *plug) error {
+	if s.gadget != nil {
+		return s.ffsTeardown(p)
+	}
 	for _, ep := range p.endpoints() {
 		ep.dev.Close()
 	}
 	p.wg.Wait()
 	for _, ep := range p.endpoints() {
 		drainFD(ep.info.FD)
+		s.stale = append(s.stale, ep.info.FD)
 	}
+	return nil
 }
 
 // Replug plugs the device in again after Unplug, with new socketpairs: the
 // host takes the new fds from Endpoints. The device starts idle, with no
 // halted endpoint and no hang; latency and bandwidth settings stay.
-// Replugging a plugged-in device does nothing.
+// Replugging a plugged-in device does nothing. A scanner served as a USB
+// gadget binds it to its controller again (Gadget.Plug): the host
+// enumerates a new device.
 func (s *Scanner) Replug() error {
 	s.plugMu.Lock()
 	defer s.plugMu.Unlock()
@@ -444,6 +481,9 @@ func (s *Scanner) Replug() error {
 	}
 	if plugged {
 		return nil
+	}
+	if s.gadget != nil {
+		return s.ffsPlug()
 	}
 	p, err := s.newPlug()
 	if err != nil {
@@ -515,7 +555,8 @@ func (s *Scanner) newPlug() (*plug, error) {
 
 // Close unplugs the device, stops every goroutine and closes every fd,
 // including the host fds of all plug-ins: the host must have stopped using
-// them. Later calls return ErrClosed.
+// them. Later calls return ErrClosed. A scanner served as a USB gadget
+// leaves the gadget itself (unplugged) to its owner.
 func (s *Scanner) Close() error {
 	s.plugMu.Lock()
 	defer s.plugMu.Unlock()
@@ -527,15 +568,13 @@ func (s *Scanner) Close() error {
 	s.closed = true
 	p := s.unplugLocked()
 	s.mu.Unlock()
+	var err error
 	if p != nil {
-		s.teardown(p)
-		for _, ep := range p.endpoints() {
-			s.stale = append(s.stale, ep.info.FD)
-		}
+		err = s.teardown(p)
 	}
 	for _, fd := range s.stale {
 		closeFD(fd)
 	}
 	s.stale = nil
-	return nil
+	return err
 }
