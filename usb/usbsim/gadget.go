@@ -1,0 +1,66 @@
+package usbsim
+
+import (
+	"os"
+	"syscall"
+)
+
+// Gadget is the device side of a USB gadget whose one function has the
+// scanner's three endpoints as FunctionFS files (bulk IN, bulk OUT,
+// interrupt IN), bound to a USB device controller: what ServeGadget serves
+// the scanner through. *usbvm.Gadget, the test guest's configfs gadget, is
+// one; usbsim does not import it, so its users do not link test helpers.
+type Gadget interface {
+	// EndpointFiles returns the FunctionFS endpoint files, which the Gadget
+	// keeps owning: bulk IN, bulk OUT, interrupt IN. They must stay open
+	// until the Scanner is closed.
+	EndpointFiles() (bulkIn, bulkOut, intrIn *os.File)
+	// Plug binds the gadget to its controller: the host sees the device
+	// arrive and enumerates it. Unplug unbinds it: the host sees it leave
+	// and the endpoints' pending I/O fails. The Scanner calls them one at a
+	// time.
+	Plug() error
+	Unplug() error
+	// BulkMaxPacket returns the bulk endpoints' wMaxPacketSize at the
+	// current link speed (64 at full speed, 512 at high speed). It may be
+	// called from any goroutine.
+	BulkMaxPacket() int
+}
+
+// ffsOp is the blocking call a gadget endpoint's goroutine is in.
+type ffsOp uint8
+
+const (
+	ffsIdle ffsOp = iota // not in a call on the endpoint file
+	ffsData              // a transfer: write on an IN file, read on bulk OUT
+	ffsHalt              // halting the endpoint (the wrong-direction call)
+)
+
+// ffsEndpoint is the gadget transport's side of one endpoint: a FunctionFS
+// file served by one goroutine locked to its OS thread, so that a signal to
+// that thread withdraws its blocking call (FunctionFS dequeues the request
+// and the call fails with EINTR).
+type ffsEndpoint struct {
+	file *os.File        // owned by the Gadget
+	rc   syscall.RawConn // of file
+	tid  int             // the serving goroutine's thread, 0 before it runs; guarded by Scanner.mu
+	op   ffsOp           // the blocking call in progress; guarded by Scanner.mu
+}
+
+// ffsMustStopLocked reports whether the blocking call in progress on ep of
+// plug-in p must be withdrawn: the plug-in is gone, or bulk OUT must not
+// take a message while the device hangs or a stall waits to be set (bulk
+// OUT halts whatever is queued). An IN write stays, as a message already in
+// a socket does on the socketpair transport: the host gets it before a hang
+// or a stall shows. The controller may hold it already: dummy_hcd, like
+// real controllers, completes a short IN request into its FIFO at once, and
+// refuses to halt the endpoint (EAGAIN) until the host has read it.
+func (s *Scanner) ffsMustStopLocked(p *plug, ep *endpoint) bool {
+	switch {
+	case ep.ffs.op == ffsIdle:
+		return false
+	case s.plug != p:
+		return true
+	}
+	return ep == p.out && ep.ffs.op == ffsData && (s.hung || ep.halted)
+}

@@ -1,0 +1,369 @@
+package usbsim
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"runtime"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// ServeGadget serves the scanner through g, a USB gadget with FunctionFS
+// endpoint files, and plugs g in (g must not be plugged in yet): the host
+// side of the machine's USB stack (usbfs, libusb) then finds the device and
+// talks to the same scanner personality as NewScanner's socketpairs carry,
+// with the same fault injection. The caller must Close the Scanner, then
+// close g, which it keeps owning. Info reports cfg's identity; it should
+// match g's descriptors.
+//
+// USB frames the transfers, with no header byte and no replies:
+//
+//   - Bulk IN and interrupt IN: each message of the socketpair transport is
+//     one write to the endpoint file. A message shorter than MaxTransfer
+//     whose length is a nonzero multiple of wMaxPacketSize is followed by a
+//     zero-length packet, so a host reading with buffers of MaxTransfer
+//     bytes (interrupt IN: InterruptMaxPacketSize) gets exactly the
+//     transfers a socketpair host gets. Image data comes in MaxTransfer
+//     pieces; a larger host buffer gathers several, up to a short packet.
+//   - Bulk OUT: a command is one host transfer, ended by a short packet: a
+//     host sending a nonzero multiple of wMaxPacketSize bytes, fewer than
+//     MaxTransfer, ends it with a zero-length packet (usbfs
+//     USBDEVFS_URB_ZERO_PACKET, or a zero-length bulk transfer after it).
+//     USB acknowledges the transfer once the device has taken it; the
+//     device acts on it after the latency and bandwidth faults allow, and
+//     takes the next one only then.
+//
+// Faults map onto the real stack:
+//
+//   - Stall halts the endpoint in the controller: the host's transfers fail
+//     with EPIPE (libusb: LIBUSB_ERROR_PIPE) until it clears the halt
+//     (USBDEVFS_CLEAR_HALT); then the endpoint carries on with the data
+//     queued meanwhile. An IN endpoint first delivers the write it has
+//     queued to the controller, as a socket delivers its messages, so a
+//     stall shows once the host has read that; a second Stall before the
+//     host cleared the first likewise halts the endpoint again after the
+//     next transfer. ClearHalt and Endpoints return ErrNotSupported: the
+//     host works through USB.
+//   - Hang: the device queues no more IN writes (one already queued is
+//     delivered when the host reads, as a socket's messages are), takes no
+//     more OUT transfers (the host's stay pending, NAKed) and, when the call
+//     returns, no OUT transfer is taken until Resume.
+//   - Unplug unbinds the gadget from its controller: the host's pending
+//     transfers end with ENODEV, EPROTO or ESHUTDOWN and the device node
+//     goes away; Replug binds it again and the host enumerates a new
+//     device (a new address and usbfs node).
+//
+// A Stall or Hang that races with a host transfer the device is taking on
+// bulk OUT may cut that transfer: FunctionFS does not report how much of a
+// withdrawn request moved. IN writes are never withdrawn while plugged in.
+func ServeGadget(g Gadget, cfg Config) (*Scanner, error) {
+	if g == nil {
+		return nil, errors.New("usbsim: ServeGadget: nil gadget")
+	}
+	in, out, intr := g.EndpointFiles()
+	if in == nil || out == nil || intr == nil {
+		return nil, errors.New("usbsim: ServeGadget: gadget without endpoint files")
+	}
+	s, err := newScanner(cfg)
+	if err != nil {
+		return nil, err
+	}
+	s.gadget = g
+	if err := s.Replug(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// ffsPlug plugs the gadget in and starts the goroutines of a new plug-in.
+// Call with plugMu held and no current plug-in.
+func (s *Scanner) ffsPlug() error {
+	in, out, intr := s.gadget.EndpointFiles()
+	p := &plug{gone: make(chan struct{})}
+	specs := []struct {
+		dst  **endpoint
+		f    *os.File
+		addr uint8
+		typ  EndpointType
+		mps  int
+		max  int
+	}{
+		{&p.out, out, AddrBulkOut, EndpointBulk, BulkMaxPacketSize, s.maxTransfer},
+		{&p.in, in, AddrBulkIn, EndpointBulk, BulkMaxPacketSize, s.maxTransfer},
+		{&p.intr, intr, AddrInterruptIn, EndpointInterrupt, InterruptMaxPacketSize, InterruptMaxPacketSize},
+	}
+	for _, sp := range specs {
+		rc, err := sp.f.SyscallConn()
+		if err != nil {
+			return fmt.Errorf("usbsim: gadget endpoint file %s: %w", sp.f.Name(), err)
+		}
+		*sp.dst = &endpoint{
+			info: Endpoint{Address: sp.addr, Type: sp.typ, MaxPacketSize: sp.mps, MaxTransfer: sp.max, FD: -1},
+			ffs:  &ffsEndpoint{file: sp.f, rc: rc},
+		}
+	}
+	if err := s.gadget.Plug(); err != nil {
+		return fmt.Errorf("usbsim: plug gadget: %w", err)
+	}
+	s.mu.Lock()
+	s.plug = p
+	s.hung, s.hangAfter = false, -1
+	s.changedLocked()
+	s.mu.Unlock()
+	p.wg.Add(3)
+	go s.ffsOutLoop(p, p.out)
+	go s.ffsInLoop(p, p.in)
+	go s.ffsInLoop(p, p.intr)
+	return nil
+}
+
+// ffsTeardown unbinds the gadget and stops the goroutines of p, which
+// unplugLocked has detached. Call with plugMu held.
+func (s *Scanner) ffsTeardown(p *plug) error {
+	err := s.gadget.Unplug()
+	if err != nil {
+		err = fmt.Errorf("usbsim: unplug gadget: %w", err)
+	}
+	// Unbinding disables the endpoints, which fails the calls in progress
+	// (ESHUTDOWN); a call begun just before the detach may wait for the
+	// endpoint to be enabled again: withdraw it. No call starts on a
+	// detached plug-in.
+	s.ffsKick(p)
+	p.wg.Wait()
+	return err
+}
+
+// ffsKick withdraws every blocking call on p's endpoints that the state
+// forbids now, and returns when they have returned.
+func (s *Scanner) ffsKick(p *plug) {
+	for _, ep := range p.endpoints() {
+		for {
+			s.mu.Lock()
+			stop, tid := s.ffsMustStopLocked(p, ep), ep.ffs.tid
+			s.mu.Unlock()
+			if !stop {
+				break
+			}
+			// A signal that lands before the thread is in the call is
+			// lost; send again until the call has returned. Go's runtime
+			// takes a stray SIGURG (its preemption signal) in its stride.
+			if tid != 0 {
+				_ = unix.Tgkill(os.Getpid(), tid, unix.SIGURG)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+}
+
+// ffsCall runs call, a blocking read or write of ep's file, if may (run
+// under s.mu) allows it on the current plug-in p, with ep's op set so that
+// ffsKick can withdraw it. It reports whether call ran.
+func (s *Scanner) ffsCall(p *plug, ep *endpoint, op ffsOp, may func() bool, call func(fd int) (int, error)) (n int, err error, ran bool) {
+	s.mu.Lock()
+	if s.plug != p || !may() {
+		s.mu.Unlock()
+		return 0, nil, false
+	}
+	ep.ffs.op = op
+	s.mu.Unlock()
+	if cerr := ep.ffs.rc.Control(func(fd uintptr) { n, err = call(int(fd)) }); cerr != nil && err == nil {
+		err = cerr
+	}
+	s.mu.Lock()
+	ep.ffs.op = ffsIdle
+	s.mu.Unlock()
+	return n, err, true
+}
+
+// ffsLockThread locks the calling goroutine to its thread and records the
+// thread as ep's, for ffsKick's signals.
+func (s *Scanner) ffsLockThread(ep *endpoint) {
+	runtime.LockOSThread()
+	s.mu.Lock()
+	ep.ffs.tid = unix.Gettid()
+	s.mu.Unlock()
+}
+
+// ffsHalt halts ep in the controller: FunctionFS does it for a call in the
+// wrong direction (a read of an IN file, a write of an OUT file), which
+// fails with EBADMSG once the endpoint is halted (drivers/usb/gadget/
+// function/f_fs.c, ffs_epfile_io).
+func (s *Scanner) ffsHalt(p *plug, ep *endpoint) {
+	var b [1]byte
+	_, err, ran := s.ffsCall(p, ep, ffsHalt, func() bool { return ep.halted && !s.hung }, func(fd int) (int, error) {
+		if ep.info.IsIn() {
+			return unix.Read(fd, b[:])
+		}
+		return unix.Write(fd, b[:])
+	})
+	if !ran {
+		return
+	}
+	if errors.Is(err, unix.EBADMSG) {
+		s.mu.Lock()
+		ep.halted = false // the controller holds the halt until the host clears it
+		s.mu.Unlock()
+		return
+	}
+	// EAGAIN: the controller still holds IN data for the host; try again
+	// once it may have read it.
+	s.ffsPause(p, err)
+}
+
+// ffsPause waits a little after a failed call, unless it was withdrawn
+// (EINTR) or the state changes, so that a persistent error does not spin.
+// A disabled endpoint (ESHUTDOWN: the host configured the device again, or
+// it is being unplugged) makes the next call wait until it is enabled.
+func (s *Scanner) ffsPause(p *plug, err error) {
+	if err == nil || errors.Is(err, unix.EINTR) {
+		return
+	}
+	s.mu.Lock()
+	changed := s.changed
+	s.mu.Unlock()
+	sleep(time.Now().Add(10*time.Millisecond), changed, p.gone)
+}
+
+// ffsInLoop serves the IN endpoint ep of plug-in p until p is unplugged:
+// the same plans as the socketpair transport's inLoop, one write each.
+func (s *Scanner) ffsInLoop(p *plug, ep *endpoint) {
+	defer p.wg.Done()
+	s.ffsLockThread(ep)
+	defer runtime.UnlockOSThread()
+	buf := make([]byte, ep.info.MaxTransfer)
+	var t0 time.Time // when the message being planned became due to start
+	for {
+		s.mu.Lock()
+		if s.plug != p {
+			s.mu.Unlock()
+			return
+		}
+		changed := s.changed
+		switch {
+		case s.hung:
+			s.mu.Unlock()
+			wait(changed, p.gone)
+			continue
+		case ep.halted:
+			s.mu.Unlock()
+			s.ffsHalt(p, ep)
+			continue
+		case len(ep.queue) == 0:
+			s.mu.Unlock()
+			t0 = time.Time{}
+			wait(changed, p.gone)
+			continue
+		}
+		m := s.planLocked(p, ep)
+		if t0.IsZero() {
+			t0 = time.Now()
+		}
+		due := t0.Add(s.latency + xferTime(m.n, s.bandwidth))
+		s.mu.Unlock()
+		if !sleep(due, changed, p.gone) {
+			continue // something changed: plan again
+		}
+		m.fill(buf)
+		_, err, ran := s.ffsCall(p, ep, ffsData, func() bool { return s.stillDueLocked(p, ep, m) },
+			func(fd int) (int, error) { return unix.Write(fd, buf[:m.n]) })
+		if !ran {
+			continue // stale plan
+		}
+		if err != nil {
+			s.ffsPause(p, err) // not sent: planned again
+			continue
+		}
+		s.mu.Lock()
+		s.sentLocked(p, ep, m.it, m.off, m.n)
+		hung := s.hung
+		s.mu.Unlock()
+		t0 = time.Time{}
+		if hung {
+			s.ffsKick(p) // HangAfter ran out: bulk OUT stops taking transfers
+		}
+		if s.ffsNeedsZLP(ep, m.n) {
+			// Part of the message: it goes out whatever the state, unless
+			// the plug-in is gone.
+			_, err, _ := s.ffsCall(p, ep, ffsData, func() bool { return true },
+				func(fd int) (int, error) { return unix.Write(fd, nil) })
+			s.ffsPause(p, err)
+		}
+	}
+}
+
+// ffsNeedsZLP reports whether a message of n bytes on ep must be followed by
+// a zero-length packet to end the host's transfer of MaxTransfer bytes.
+func (s *Scanner) ffsNeedsZLP(ep *endpoint, n int) bool {
+	if n == 0 || n >= ep.info.MaxTransfer {
+		return false
+	}
+	if ep.info.Type == EndpointInterrupt {
+		return n%InterruptMaxPacketSize == 0
+	}
+	switch {
+	case n%BulkMaxPacketSize == 0: // a multiple of both speeds' packet size
+		return true
+	case n%64 == 0:
+		return n%s.gadget.BulkMaxPacket() == 0
+	}
+	return false
+}
+
+// ffsOutLoop serves bulk OUT of plug-in p until p is unplugged: one read per
+// host transfer, acted on as the socketpair transport's outLoop does.
+func (s *Scanner) ffsOutLoop(p *plug, ep *endpoint) {
+	defer p.wg.Done()
+	s.ffsLockThread(ep)
+	defer runtime.UnlockOSThread()
+	buf := make([]byte, ep.info.MaxTransfer)
+	for {
+		s.mu.Lock()
+		if s.plug != p {
+			s.mu.Unlock()
+			return
+		}
+		changed, hung, halted := s.changed, s.hung, ep.halted
+		s.mu.Unlock()
+		switch {
+		case hung:
+			wait(changed, p.gone)
+			continue
+		case halted:
+			s.ffsHalt(p, ep)
+			continue
+		}
+		n, err, ran := s.ffsCall(p, ep, ffsData, func() bool { return !s.hung && !ep.halted },
+			func(fd int) (int, error) { return unix.Read(fd, buf) })
+		if !ran {
+			continue
+		}
+		if err != nil {
+			s.ffsPause(p, err)
+			continue
+		}
+		t0 := time.Now()
+		for { // act after latency and transfer time, never while hung
+			s.mu.Lock()
+			if s.plug != p {
+				s.mu.Unlock()
+				return
+			}
+			changed, hung := s.changed, s.hung
+			due := t0.Add(s.latency + xferTime(n, s.bandwidth))
+			if !hung && !time.Now().Before(due) {
+				break // with s.mu held
+			}
+			s.mu.Unlock()
+			if hung {
+				wait(changed, p.gone)
+			} else {
+				sleep(due, changed, p.gone)
+			}
+		}
+		s.commandLocked(p, buf[:n])
+		s.changedLocked()
+		s.mu.Unlock()
+	}
+}
