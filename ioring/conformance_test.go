@@ -634,6 +634,8 @@ func TestConformanceForeign(t *testing.T) {
 		assert.ErrorIs(t, r.Complete(q, 5, nil), ErrNotFound, "the transport must not complete it")
 		c = reapOne(t, r)
 		assert.ErrorIs(t, c.Err, ErrCanceled)
+		assert.Zero(t, r.foreign.Load(), "foreign requests in flight")
+		assert.Zero(t, r.InFlight())
 	})
 }
 

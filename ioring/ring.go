@@ -114,10 +114,12 @@ const (
 // loading that state, records the result and publishes it with state =
 // stDone; the deliverer reads it after loading stDone.
 type slot struct {
-	key   atomic.Uint64
-	state atomic.Uint32
-	flags atomic.Uint32
-	claim atomic.Uint32 // guards pin and pinned between delivery and Close
+	key     atomic.Uint64
+	state   atomic.Uint32
+	flags   atomic.Uint32
+	foreign atomic.Bool                // the request is OpForeign
+	fref    atomic.Pointer[foreignRef] // while a foreign request is in flight
+	claim   atomic.Uint32              // guards pin and pinned between delivery and Close
 
 	code     Opcode
 	awaited  bool // completion goes to Wait, not to the queue
@@ -148,6 +150,14 @@ type slot struct {
 
 	pin  runtime.Pinner
 	wake chan struct{} // cap 1: completion of an awaited request
+}
+
+// foreignRef names a foreign request's cancel hook together with the key of
+// the request it belongs to, so that a late cancel never calls the hook of
+// the slot's next request.
+type foreignRef struct {
+	key  uint64
+	hook func()
 }
 
 // backend is the mechanism beneath a Ring: io_uring, or epoll plus workers.
@@ -315,13 +325,14 @@ func (r *Ring) release(idx uint32) {
 	s.buf, s.bufs, s.user, s.hook, s.tok, s.ferr, s.timer = nil, nil, nil, nil, nil, nil, nil
 	s.flags.Store(0)
 	s.state.Store(stFree)
-	r.free.Push(idx)
+	r.free.PushWait(idx) // the free list has a cell for every slot
 }
 
 // fill copies op into slot idx and pins its buffers.
 func (r *Ring) fill(idx uint32, op *Op, awaited bool) {
 	s := &r.slots[idx]
 	s.code = op.code
+	s.foreign.Store(op.code == OpForeign)
 	s.awaited = awaited
 	s.fd = int32(op.fd)
 	s.events = op.events
@@ -487,6 +498,9 @@ func (r *Ring) enqueue(idx uint32, key uint64) (bool, error) {
 			t.mu.Unlock()
 			// Tokens cover the future: this request never reaches the kernel.
 			r.inflight.Add(1)
+			if s.code == OpForeign {
+				r.foreign.Add(1) // finish counts it out
+			}
 			s.flags.Store(flCancelReq | flNopped)
 			s.state.Store(stActive)
 			r.complete(idx, -int32(unix.ECANCELED))
@@ -499,6 +513,7 @@ func (r *Ring) enqueue(idx uint32, key uint64) (bool, error) {
 	s.state.Store(stActive) // publish the slot to the completer
 	if s.code == OpForeign {
 		r.foreign.Add(1)
+		s.fref.Store(&foreignRef{key: key, hook: s.hook})
 		r.armTimer(s, key)
 		return false, nil
 	}
@@ -557,6 +572,7 @@ func (r *Ring) finish(idx uint32, s *slot) {
 		t.mu.Unlock()
 	}
 	if s.code == OpForeign {
+		s.fref.Store(nil)
 		r.foreign.Add(-1)
 	}
 	awaited := s.awaited
@@ -567,10 +583,7 @@ func (r *Ring) finish(idx uint32, s *slot) {
 		default:
 		}
 	} else {
-		if !r.done.Push(idx) {
-			// The queue holds every slot, so it cannot be full.
-			panic("ioring: completion queue overflow")
-		}
+		r.done.PushWait(idx) // the queue has a cell for every slot
 		if r.waiters.Load() > 0 {
 			select {
 			case r.wakeCh <- struct{}{}:
@@ -870,12 +883,13 @@ func (r *Ring) cancelAllLocked() []func() {
 	if r.foreign.Load() > 0 || !r.be.nativeDeadlines() {
 		for i := range r.slots {
 			s := &r.slots[i]
-			if s.state.Load() != stActive || s.code != OpForeign {
+			fr := s.fref.Load()
+			if fr == nil {
 				continue
 			}
 			s.flags.Or(flCancelReq)
-			if s.hook != nil {
-				hooks = append(hooks, s.hook)
+			if fr.hook != nil {
+				hooks = append(hooks, fr.hook)
 			}
 		}
 	}
@@ -905,11 +919,21 @@ func (r *Ring) cancelKey(key uint64, timedOut bool) error {
 		f |= flTimedOut
 	}
 	s.flags.Or(f)
-	if s.code == OpForeign {
-		hook := s.hook
+	if s.key.Load() != key {
+		// Completed, delivered and reused meanwhile: the flags belong to
+		// another request now.
+		s.flags.And(^f)
 		r.sqMu.Unlock()
-		if hook != nil {
-			hook()
+		return ErrNotFound
+	}
+	// The slot may complete and be reused at any moment (completion and
+	// delivery do not take sqMu), so its plain fields are off limits here:
+	// a foreign request's hook is reached through fref, checked by key.
+	if s.foreign.Load() {
+		fr := s.fref.Load()
+		r.sqMu.Unlock()
+		if fr != nil && fr.key == key && fr.hook != nil {
+			fr.hook()
 		}
 		return nil
 	}

@@ -9,6 +9,7 @@ package cq
 
 import (
 	"errors"
+	"runtime"
 	"sync/atomic"
 )
 
@@ -61,7 +62,9 @@ func (q *Queue) Len() int {
 	return int(e - d)
 }
 
-// Push adds v and reports whether there was room.
+// Push adds v and reports whether there was room. It may report false for
+// a moment while a concurrent Pop of the previous lap's value in the same
+// cell has not finished, even though the queue is not full (see PushWait).
 func (q *Queue) Push(v uint32) bool {
 	pos := q.enq.Load()
 	for {
@@ -80,6 +83,19 @@ func (q *Queue) Push(v uint32) bool {
 		default:
 			pos = q.enq.Load()
 		}
+	}
+}
+
+// PushWait adds v, waiting while the queue looks full. Use it only where the
+// caller knows there is room (more cells than values in circulation): a
+// push can still fail for a moment when a consumer has claimed the cell of
+// the previous lap but not yet released it, and must not be dropped then.
+func (q *Queue) PushWait(v uint32) {
+	for spins := 0; !q.Push(v); spins++ {
+		if spins < 64 {
+			continue
+		}
+		runtime.Gosched()
 	}
 }
 

@@ -122,3 +122,44 @@ func BenchmarkPushPop(b *testing.B) {
 		q.Pop()
 	}
 }
+
+// TestPushWaitFullCirculation keeps exactly Cap values in circulation
+// between goroutines that pop and push them back, as the ring's free list
+// does: no value may ever be lost to a push that found a cell still being
+// released by a lagging Pop.
+func TestPushWaitFullCirculation(t *testing.T) {
+	const capacity = 8
+	q, err := New(capacity)
+	require.NoError(t, err)
+	for i := uint32(0); i < capacity; i++ {
+		q.PushWait(i)
+	}
+	rounds := 200000
+	if testing.Short() {
+		rounds = 20000
+	}
+	var wg sync.WaitGroup
+	for g := 0; g < 4; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < rounds; i++ {
+				v, ok := q.Pop()
+				if !ok {
+					continue
+				}
+				q.PushWait(v)
+			}
+		}()
+	}
+	wg.Wait()
+	seen := map[uint32]bool{}
+	for {
+		v, ok := q.Pop()
+		if !ok {
+			break
+		}
+		seen[v] = true
+	}
+	assert.Len(t, seen, capacity, "values still in circulation")
+}
