@@ -69,4 +69,5 @@ usbvm-setup:
 # test-usbvm runs the usb packages' tests inside the guest (dummy_hcd, a
 # FunctionFS gadget, usbfs and libusb on a real Linux USB stack).
 test-usbvm: usbvm-setup
-	$(GO) test -race -count=1 -exec $(USBVM_EXEC) $$($(GO) list ./usb/... | grep -v /usbvm/internal/)
+	$(GO) test -v -race -count=1 -exec $(USBVM_EXEC) $$($(GO) list ./usb/... | grep -v /usbvm/internal/)
+	$(GO) test -v -race -count=1 -exec $(USBVM_EXEC) -run Gadget ./minidrv/
