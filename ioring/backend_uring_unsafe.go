@@ -267,6 +267,14 @@ func (b *uringBackend) reap(wait bool, timeout time.Duration) error {
 			return nil
 		}
 	}
+	// Yield before blocking: a goroutine that submits and reaps in a loop
+	// never parks, and Go would let it keep its P for a whole 10ms time
+	// slice while others (a canceller, a timer) wait to run. Completions may
+	// also arrive meanwhile.
+	runtime.Gosched()
+	if b.reapReady() > 0 {
+		return nil
+	}
 	var deadline time.Time
 	if timeout > 0 {
 		deadline = time.Now().Add(timeout)
