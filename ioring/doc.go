@@ -48,6 +48,20 @@
 // through the same queue with Ring.Complete and get the same tokens and
 // deadlines.
 //
+// # Threads and task work
+//
+// io_uring finishes some requests (a read that waited on a pipe, say) as task
+// work of the thread that submitted them, and wakes that thread with a
+// notification much like a signal. Go runs goroutines on any thread, so any
+// thread of the process may receive one. System calls restart transparently,
+// except on the few files whose drivers return EINTR after moving part of
+// the data (FunctionFS endpoint files are one): do blocking I/O on those
+// from a thread that never submits to a Ring (runtime.LockOSThread before
+// the first submission), or through the Ring itself. Kernel-side
+// alternatives (IORING_SETUP_COOP_TASKRUN, DEFER_TASKRUN) would delay
+// completions until the submitting thread enters the kernel again, which a
+// parked Go thread may never do, so they are not used.
+//
 // # Costs
 //
 // Requests live in a preallocated slab; the kernel's user_data is a slot
