@@ -200,6 +200,10 @@ func newPoll(r *Ring) (backend, error) {
 
 func (b *pollBackend) nativeDeadlines() bool { return false }
 
+// reapsInline is false: the poller and the workers complete requests on
+// their own goroutines.
+func (b *pollBackend) reapsInline() bool { return false }
+
 // deliver completes slot idx with res and wakes a blocked reap.
 func (b *pollBackend) deliver(idx uint32, res int32) {
 	b.r.complete(idx, res)

@@ -114,6 +114,8 @@ func (b *uringBackend) probeCancelAny() bool {
 
 func (b *uringBackend) nativeDeadlines() bool { return true }
 
+func (b *uringBackend) reapsInline() bool { return true }
+
 // sqe returns a free SQE, handing what is queued to the kernel first when
 // the SQ is full. r.sqMu held.
 func (b *uringBackend) sqe() (*uring.SQE, uint32) {
@@ -337,7 +339,7 @@ func (b *uringBackend) handle(ud uint64, res int32) {
 		s.flags.Or(flTimedOut)
 	}
 	if s.pending.Add(-1) == 0 {
-		b.r.finish(uint32(key&idxMask), s)
+		b.r.finish(uint32(key&idxMask), s, true)
 	}
 }
 

@@ -183,6 +183,10 @@ type backend interface {
 	reap(wait bool, timeout time.Duration) error
 	// wake makes a blocked reap return. Any goroutine, no Ring lock held.
 	wake()
+	// reapsInline reports whether every completion comes from reap, on the
+	// reaping goroutine (io_uring), so that the reaper may take them
+	// directly; otherwise other goroutines complete requests too.
+	reapsInline() bool
 	// nativeDeadlines reports whether the backend enforces Op deadlines
 	// itself (io_uring linked timeouts); otherwise the Ring arms timers.
 	nativeDeadlines() bool
@@ -214,6 +218,8 @@ type Ring struct {
 	inflight   atomic.Int64
 	foreign    atomic.Int64  // in-flight foreign requests
 	reaping    atomic.Int32  // goroutines blocked in be.reap(wait)
+	direct     []Completion  // guarded by reapMu: the reaping consumer's free room
+	directN    int           // guarded by reapMu: completions handed over directly
 	parked     atomic.Int32  // consumers parked on a channel, not reaping
 	reaperCh   chan struct{} // cap 1: the reaper left while consumers were parked
 
@@ -559,10 +565,13 @@ func (r *Ring) complete(idx uint32, res int32) {
 		panic(fmt.Sprintf("ioring: completion of slot %d in state %d", idx, s.state.Load()))
 	}
 	s.res = res
-	r.finish(idx, s)
+	r.finish(idx, s, false)
 }
 
-func (r *Ring) finish(idx uint32, s *slot) {
+// finish delivers a completed slot. inline is true only on the reaping
+// goroutine, under reapMu (the io_uring reap loop), where the completion may
+// go straight to the reaping consumer.
+func (r *Ring) finish(idx uint32, s *slot, inline bool) {
 	if s.timer != nil {
 		s.timer.Stop()
 	}
@@ -576,6 +585,15 @@ func (r *Ring) finish(idx uint32, s *slot) {
 		r.foreign.Add(-1)
 	}
 	awaited := s.awaited
+	if inline && !awaited && r.direct != nil && r.directN < len(r.direct) && r.done.Len() == 0 {
+		// The reaper is a consumer with room: hand the completion over
+		// without the round trip through the queue (see Reap).
+		s.state.Store(stDelivering)
+		r.direct[r.directN] = r.take(idx)
+		r.directN++
+		r.inflight.Add(-1)
+		return
+	}
 	s.state.Store(stDone) // publish the result
 	if awaited {
 		select {
@@ -632,7 +650,7 @@ func (r *Ring) Complete(q Request, n int, err error) error {
 		return ErrNotFound
 	}
 	s.fn, s.ferr = n, err
-	r.finish(idx, s)
+	r.finish(idx, s, false)
 	r.kick()
 	return nil
 }
@@ -752,11 +770,19 @@ func (r *Ring) Reap(dst []Completion, timeout time.Duration) (int, error) {
 				if wait {
 					r.reaping.Add(1)
 				}
+				if r.be.reapsInline() {
+					r.direct, r.directN = dst, 0
+				}
 				err := r.be.reap(wait, remaining)
+				n := r.directN
+				r.direct, r.directN = nil, 0
 				if wait {
 					r.reaping.Add(-1)
 				}
 				r.unlockReap()
+				if n > 0 {
+					return n, nil
+				}
 				if err != nil {
 					return 0, err
 				}
