@@ -35,6 +35,7 @@ type uringBackend struct {
 	extArg    bool // io_uring_enter takes a timeout (IORING_FEAT_EXT_ARG, 5.11)
 	efile     *os.File
 	evbuf     [8]byte
+	lastYield time.Time // guarded by Ring.reapMu
 }
 
 func newURing(r *Ring, entries uint32) (backend, error) {
@@ -259,6 +260,9 @@ func (b *uringBackend) cancelAll() {
 // fast I/O, short enough that holding the P costs others little.
 const reapSpin = 50 * time.Microsecond
 
+// reapYieldEvery bounds how often a reaper about to block yields its P.
+const reapYieldEvery = 250 * time.Microsecond
+
 func (b *uringBackend) reap(wait bool, timeout time.Duration) error {
 	if b.reapReady() > 0 || !wait {
 		return nil
@@ -269,17 +273,23 @@ func (b *uringBackend) reap(wait bool, timeout time.Duration) error {
 			return nil
 		}
 	}
-	// Yield before blocking: a goroutine that submits and reaps in a loop
-	// never parks, and Go would let it keep its P for a whole 10ms time
-	// slice while others (a canceller, a timer) wait to run. Completions may
-	// also arrive meanwhile.
-	runtime.Gosched()
-	if b.reapReady() > 0 {
-		return nil
+	// Yield now and then before blocking: a goroutine that submits and
+	// reaps in a loop never parks, and Go would let it keep its P for a
+	// whole 10ms time slice while others (a canceller, a timer) wait to run.
+	// Not every time: a yield may move the goroutine to another thread, and
+	// the kernel then finishes the request as task work of the submitting
+	// thread, which costs a cross-thread wake-up.
+	now := time.Now()
+	if now.Sub(b.lastYield) > reapYieldEvery {
+		b.lastYield = now
+		runtime.Gosched()
+		if b.reapReady() > 0 {
+			return nil
+		}
 	}
 	var deadline time.Time
 	if timeout > 0 {
-		deadline = time.Now().Add(timeout)
+		deadline = now.Add(timeout)
 	}
 	if b.extArg {
 		spin := reapSpin
