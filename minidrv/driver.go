@@ -38,11 +38,30 @@ const (
 	MinProgressReports = 10
 )
 
-// Endpoint addresses of the scanner's interface (the usbsim personality).
-const (
-	addrBulkOut = usbsim.AddrBulkOut
-	addrBulkIn  = usbsim.AddrBulkIn
-)
+// scannerEndpoints returns the bulk OUT and bulk IN endpoints of dev's
+// interface, the first of each: their addresses are the device's choice
+// (the simulated scanner has 0x01 and 0x82; the same personality served as
+// a USB gadget gets the ones its controller assigns).
+func scannerEndpoints(dev *usb.Device) (out, in *usb.Endpoint, err error) {
+	for _, ed := range dev.Desc().Endpoints {
+		if ed.Type != usb.Bulk || (ed.IsIn() && in != nil) || (!ed.IsIn() && out != nil) {
+			continue
+		}
+		ep, err := dev.Endpoint(ed.Address)
+		if err != nil {
+			return nil, nil, err
+		}
+		if ed.IsIn() {
+			in = ep
+		} else {
+			out = ep
+		}
+	}
+	if out == nil || in == nil {
+		return nil, nil, fmt.Errorf("%w: no bulk OUT and bulk IN endpoint pair", usb.ErrNotFound)
+	}
+	return out, in, nil
+}
 
 // errInvalidArg is refused input that is not a property (a nil sink, the
 // wrong item): E_INVALIDARG. It is wrapped with the details.
@@ -58,8 +77,10 @@ type Config struct {
 	Ring *ioring.Ring
 	// Open opens the device. The first Initialize calls it, and
 	// NotifyPnpEvent(EventDeviceConnected) when the device it had is gone.
-	// The driver closes the devices it opened. SimOpener makes one for a
-	// simulated scanner.
+	// The driver closes the devices it opened, and uses the first bulk OUT
+	// and bulk IN endpoints of the device's interface. SimOpener makes one
+	// for a simulated scanner; for a real device (or the scanner served as
+	// a USB gadget) wrap usb.Open, and pass usb.WithZeroPacket.
 	Open func(ctx context.Context) (*usb.Device, error)
 	// QueueDepth is the number of bulk-IN transfers an acquisition keeps in
 	// flight: 1..MaxQueueDepth, and at most half the ring's entries. 0
@@ -309,11 +330,11 @@ func (d *Driver) Uninitialize() error {
 	return nil
 }
 
-// setDevice makes dev the driver's device. d.mu and ioSem held.
+// setDevice makes dev the driver's device; openDevice checked it. d.mu
+// and ioSem held.
 func (d *Driver) setDevice(dev *usb.Device) {
 	d.dev = dev
-	d.out, _ = dev.Endpoint(addrBulkOut)
-	d.in, _ = dev.Endpoint(addrBulkIn)
+	d.out, d.in, _ = scannerEndpoints(dev)
 }
 
 // closeDeviceLocked closes the device, if any. d.mu and ioSem held; no
@@ -331,9 +352,8 @@ func (d *Driver) openDevice(ctx context.Context) (*usb.Device, error) {
 	if err != nil {
 		return nil, ErrOffline.Wrap(fmt.Errorf("open device: %w", err))
 	}
-	out, err1 := dev.Endpoint(addrBulkOut)
-	in, err2 := dev.Endpoint(addrBulkIn)
-	if err := errors.Join(err1, err2); err != nil {
+	out, in, err := scannerEndpoints(dev)
+	if err != nil {
 		_ = dev.Close()
 		return nil, ErrDeviceCommunication.Wrap(fmt.Errorf("device %v is not a scanner: %w", dev.Desc(), err))
 	}
@@ -393,7 +413,7 @@ func (d *Driver) resync(dev *usb.Device, out, in *usb.Endpoint, tok *ioring.Toke
 			if errors.Is(err, usb.ErrStall) {
 				// Clearing the halt discards what the device had sent,
 				// perhaps the marker: start again.
-				if err = dev.ClearHalt(addrBulkIn); err != nil {
+				if err = dev.ClearHalt(in.Desc().Address); err != nil {
 					return err
 				}
 				err = usb.ErrStall
@@ -448,7 +468,7 @@ func (d *Driver) transfer(ep *usb.Endpoint, buf []byte, tok *ioring.Token, deadl
 func (d *Driver) command(dev *usb.Device, out *usb.Endpoint, cmd []byte, tok *ioring.Token, deadline time.Time) error {
 	_, err := d.transfer(out, cmd, tok, deadline)
 	if errors.Is(err, usb.ErrStall) {
-		if cerr := dev.ClearHalt(addrBulkOut); cerr != nil {
+		if cerr := dev.ClearHalt(out.Desc().Address); cerr != nil {
 			return cerr
 		}
 	}
@@ -1040,8 +1060,16 @@ func (d *Driver) stream(a *acquisition, p Properties, params usbsim.ScanParams, 
 				d.ioFailed(a, "read image data", r.err)
 				continue
 			}
-			lastData = time.Now()
 			received := done + int64(len(carry))
+			if r.n == 0 && received == 0 {
+				// On USB a device ends a transfer of whole packets shorter
+				// than it meant to send with a zero-length packet; one the
+				// previous transfer did not need to read (the last of an
+				// image, or of the stale data an abort flushed) comes
+				// first. It carries nothing: ask again.
+				continue
+			}
+			lastData = time.Now()
 			if r.n == 0 || received+int64(r.n) > total {
 				// Only a flush marker (or an echo) is empty: stale data.
 				d.ioFailed(a, "read image data", fmt.Errorf("%w: %d bytes at offset %d of %d", errUnexpectedData, r.n, received, total))
@@ -1196,7 +1224,7 @@ func (d *Driver) abort(dev *usb.Device, out, in *usb.Endpoint) error {
 	d.mu.Lock()
 	d.dirty = true
 	d.mu.Unlock()
-	cerr := errors.Join(dev.ClearHalt(addrBulkIn), dev.ClearHalt(addrBulkOut))
+	cerr := errors.Join(dev.ClearHalt(in.Desc().Address), dev.ClearHalt(out.Desc().Address))
 	if errors.Is(cerr, usb.ErrNoDevice) {
 		_, _ = d.m.Fire(DeviceDisconnected)
 	}

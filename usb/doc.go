@@ -11,10 +11,13 @@
 // with cgo only: without cgo it returns an error wrapping
 // ioring.ErrNotSupported). List enumerates the attached devices. Where the
 // system has no USB subsystem (no /dev/bus/usb, as in most containers) both
-// return ErrNoUSB. OpenSim opens the simulated scanner of package usbsim,
-// whose endpoints are real kernel fds: its transfers are real io_uring (or
-// epoll) I/O, so tests and benchmarks exercise the whole path, with faults
-// (latency, stall, hang, unplug) injected at run time.
+// return ErrNoUSB. WithZeroPacket ends bulk OUT transfers of whole packets
+// with a zero-length packet, for protocols that end a transfer with a short
+// packet (usbsim's scanner served as a gadget is one). OpenSim opens the
+// simulated scanner of package usbsim, whose endpoints are real kernel fds:
+// its transfers are real io_uring (or epoll) I/O, so tests and benchmarks
+// exercise the whole path, with faults (latency, stall, hang, unplug)
+// injected at run time.
 //
 // # Transfers
 //

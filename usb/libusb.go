@@ -36,7 +36,10 @@ type libusbDevice interface {
 // synchronous, so each endpoint's pump goroutine runs one libusb transfer
 // at a time, in order; a cancel hook cancels the context of the call in
 // progress, which cancels the libusb transfer.
-type libusbTransport struct{ dev libusbDevice }
+type libusbTransport struct {
+	dev libusbDevice
+	zlp bool // WithZeroPacket
+}
 
 func (libusbTransport) check(*Endpoint, []byte) error { return nil }
 
@@ -47,10 +50,17 @@ func (t libusbTransport) run(e *Endpoint, x *xfer) (int, error) {
 		return 0, ErrCanceled
 	}
 	n, err := t.dev.transfer(ctx, e.desc.Address, x.buf)
+	if err == nil && t.needsZLP(e, len(x.buf)) {
+		// gousb has no LIBUSB_TRANSFER_ADD_ZERO_PACKET: a zero-length
+		// transfer of its own, cancelable like the data's.
+		_, err = t.dev.transfer(ctx, e.desc.Address, nil)
+	}
 	if errors.Is(err, gousb.TransferError) || errors.Is(err, gousb.ErrorIO) {
 		// A transfer pending when the device goes ends with EPROTO or
-		// ESHUTDOWN (libusb: TRANSFER_ERROR), and its usbfs node goes a
-		// little later: wait for it briefly on this rare path.
+		// ESHUTDOWN (libusb: TRANSFER_ERROR), and so may one submitted in
+		// the moment before usbcore notices; its usbfs node goes a little
+		// later (under 10 ms in the usbvm guest): wait for it briefly on
+		// this rare path.
 		for i := 0; i < unplugPolls && t.dev.present(); i++ {
 			time.Sleep(unplugPoll)
 		}
@@ -59,6 +69,13 @@ func (t libusbTransport) run(e *Endpoint, x *xfer) (int, error) {
 		}
 	}
 	return n, libusbError(err)
+}
+
+// needsZLP reports whether an OUT transfer of n bytes on e ends with a
+// zero-length packet (WithZeroPacket).
+func (t libusbTransport) needsZLP(e *Endpoint, n int) bool {
+	mps := e.desc.MaxPacketSize
+	return t.zlp && !e.desc.IsIn() && e.desc.Type == Bulk && n > 0 && mps > 0 && n%mps == 0
 }
 
 // How long a transfer error waits for the device node to vanish before it
@@ -246,7 +263,7 @@ func Open(ring *ioring.Ring, vid, pid uint16, opts ...Option) (*Device, error) {
 		_ = g.close()
 		return nil, fmt.Errorf("usb: open %04x:%04x: %w", vid, pid, libusbError(err))
 	}
-	return newDevice(ring, desc, libusbTransport{dev: g}, nil), nil
+	return newDevice(ring, desc, libusbTransport{dev: g, zlp: o.zlp}, nil), nil
 }
 
 // gousbDevice is one claimed interface of a device opened with gousb.

@@ -294,3 +294,52 @@ func TestLibusbErrorMap(t *testing.T) {
 	wrapped := errors.Join(errors.New("ctx"), gousb.TransferStall)
 	assert.Equal(t, ErrStall, libusbError(wrapped))
 }
+
+// TestLibusbZeroPacket: WithZeroPacket ends a bulk OUT transfer of whole
+// packets with a zero-length transfer, and only such a transfer.
+func TestLibusbZeroPacket(t *testing.T) {
+	checkFDs(t)
+	r := newRing(t, 32)
+	f := newFakeLibusb()
+	desc := DeviceDesc{Endpoints: []EndpointDesc{
+		{Address: 0x02, Type: Bulk, MaxPacketSize: 512},
+		{Address: 0x81, Type: Bulk, MaxPacketSize: 512},
+	}}
+	d := newDevice(r, desc, libusbTransport{dev: f, zlp: true}, nil)
+	t.Cleanup(func() { _ = d.Close() })
+	out, err := d.Endpoint(0x02)
+	require.NoError(t, err)
+	in, err := d.Endpoint(0x81)
+	require.NoError(t, err)
+
+	for _, tc := range []struct {
+		ep   *Endpoint
+		n    int
+		zlps int
+	}{{out, 512, 1}, {out, 1024, 1}, {out, 100, 0}, {out, 513, 0}, {out, 0, 0}, {in, 512, 0}} {
+		_, err := tc.ep.Submit(make([]byte, tc.n), Xfer{})
+		require.NoError(t, err)
+		c := f.next(t)
+		require.Len(t, c.buf, tc.n)
+		c.answer <- fakeResult{n: tc.n}
+		for range tc.zlps {
+			z := f.next(t)
+			assert.Empty(t, z.buf, "zero-length packet after %d bytes", tc.n)
+			z.answer <- fakeResult{}
+		}
+		got := reap(t, r, 1)[0]
+		require.NoError(t, got.Err)
+		assert.Equal(t, tc.n, got.N, "transfer of %d bytes on %v", tc.n, tc.ep.Desc())
+	}
+	f.assertIdle(t) // an extra transfer would also have shown as the next one
+
+	// A cancel while the zero-length packet waits: the data went out.
+	q, err := out.Submit(make([]byte, 512), Xfer{})
+	require.NoError(t, err)
+	f.next(t).answer <- fakeResult{n: 512}
+	f.next(t) // the zero-length packet, never answered
+	require.NoError(t, q.Cancel())
+	got := reap(t, r, 1)[0]
+	assert.ErrorIs(t, got.Err, ErrCanceled)
+	assert.Equal(t, 512, got.N, "bytes sent before the cancel")
+}

@@ -9,6 +9,7 @@ type options struct {
 	alt       int
 	backend   string
 	bus, addr int // 0: any
+	zlp       bool
 }
 
 // WithConfig selects configuration n (bConfigurationValue) instead of the
@@ -29,6 +30,16 @@ func WithBackend(name string) Option { return func(o *options) { o.backend = nam
 // WithBusAddr opens only the device at bus and address (as List reports
 // them), for when several devices share a vendor and product ID.
 func WithBusAddr(bus, addr int) Option { return func(o *options) { o.bus, o.addr = bus, addr } }
+
+// WithZeroPacket ends every bulk OUT transfer whose length is a nonzero
+// multiple of the endpoint's wMaxPacketSize with a zero-length packet
+// (libusb's LIBUSB_TRANSFER_ADD_ZERO_PACKET, usbfs's
+// USBDEVFS_URB_ZERO_PACKET), for devices whose protocol ends a transfer
+// with a short packet, as usbsim's scanner served as a gadget does. Without
+// it such a transfer ends with its last full packet, as most protocols
+// (USB mass storage among them) want. OpenSim, whose messages carry their
+// length, ignores it.
+func WithZeroPacket() Option { return func(o *options) { o.zlp = true } }
 
 func collect(opts []Option) options {
 	var o options

@@ -3,6 +3,9 @@ package usb
 import (
 	"errors"
 	"fmt"
+	"runtime"
+	"sync"
+	"weak"
 
 	"github.com/cancelio/cancelio/ioring"
 	"github.com/cancelio/cancelio/usb/usbsim"
@@ -43,7 +46,11 @@ func OpenSim(ring *ioring.Ring, s *usbsim.Scanner) (*Device, error) {
 		Serial:       info.Serial,
 	}
 	fds := make(map[uint8]usbsim.Endpoint, len(eps))
+	var seq *simSeq
 	for _, ep := range eps {
+		if ep.Address == usbsim.AddrBulkOut {
+			seq = simSeqOf(s, ep.FD)
+		}
 		desc.Endpoints = append(desc.Endpoints, EndpointDesc{
 			Address:       ep.Address,
 			Type:          TransferType(ep.Type),
@@ -55,6 +62,7 @@ func OpenSim(ring *ioring.Ring, s *usbsim.Scanner) (*Device, error) {
 	return newDevice(ring, desc, simTransport{s: s}, func(e *Endpoint) {
 		e.sim = &simEndpoint{
 			fd:    fds[e.desc.Address].FD,
+			seqs:  seq,
 			hdr:   make([]byte, usbsim.HeaderSize),
 			data:  []byte{usbsim.HeaderData},
 			reply: make([]byte, usbsim.ReplySize),
@@ -73,7 +81,57 @@ type simEndpoint struct {
 	iov    [2][]byte // the readv or writev vector in use
 	data   []byte    // {HeaderData}: each OUT message's header
 	reply  []byte    // ReplySize: the device's reply to an OUT message
-	seq    uint32    // OUT messages sent since the plug-in
+	seq    uint32    // the sequence number of the last OUT message sent
+	seqs   *simSeq   // the plug-in's OUT message count, shared by its Devices
+}
+
+// simSeq counts the OUT messages sent on one plug-in of a scanner, by every
+// Device opened on it: the scanner numbers them from 1 after each plug-in,
+// and replies carry that number, so a Device opened on a plug-in another
+// Device used must go on from the other's count (the replies the other
+// abandoned then still count as stale). The count of the messages written
+// is exact where a count taken from replies is not: a reply that arrives
+// may answer a message an earlier Device abandoned.
+type simSeq struct {
+	mu   sync.Mutex
+	fd   int    // the plug-in's bulk OUT host fd; guarded by mu
+	sent uint32 // messages written on fd; guarded by mu
+}
+
+// simSeqs maps each scanner (weakly: the entry goes with the scanner) to
+// the message count of its current plug-in.
+var simSeqs sync.Map // weak.Pointer[usbsim.Scanner] -> *simSeq
+
+// simSeqOf returns the message count of s's plug-in whose bulk OUT host fd
+// is fd, reset if s was replugged since it was last used. A scanner keeps
+// the host fds of its earlier plug-ins open until it is closed, so fd
+// numbers tell its plug-ins apart.
+func simSeqOf(s *usbsim.Scanner, fd int) *simSeq {
+	key := weak.Make(s)
+	v, loaded := simSeqs.LoadOrStore(key, &simSeq{fd: fd})
+	if !loaded {
+		runtime.AddCleanup(s, func(k weak.Pointer[usbsim.Scanner]) { simSeqs.Delete(k) }, key)
+	}
+	q := v.(*simSeq)
+	q.mu.Lock()
+	if q.fd != fd {
+		q.fd, q.sent = fd, 0
+	}
+	q.mu.Unlock()
+	return q
+}
+
+// next counts one more message written on fd and returns its sequence
+// number. A Device of an earlier plug-in (fd is stale) writes nothing that
+// the scanner reads: it gets a number that matches no reply.
+func (q *simSeq) next(fd int) uint32 {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.fd != fd {
+		return 0
+	}
+	q.sent++
+	return q.sent
 }
 
 // simTransport runs transfers on the simulated scanner's sockets.
@@ -146,7 +204,7 @@ func (simTransport) out(e *Endpoint, x *xfer) (int, error) {
 	if err := usbsim.DecodeWrite(c.N, usbsim.HeaderSize+len(x.buf), c.Err); err != nil {
 		return 0, simError(err)
 	}
-	s.seq++
+	s.seq = s.seqs.next(s.fd)
 	for {
 		c, err := e.startInner(x, ioring.Read(s.fd, s.reply, -1))
 		if err != nil {
