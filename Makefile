@@ -1,6 +1,7 @@
 # cancelio: build, test and benchmark targets.
 #
-#   make test         gofmt, go vet, staticcheck, go test -race ./...
+#   make test         gofmt, go vet, staticcheck, go test -race ./..., and the
+#                     USB suites in a QEMU guest (make test-usbvm)
 #   make bench        the benchmark suites, read with benchstat (about 5 minutes)
 #   make bench-quick  the same, shorter (about 1 minute)
 #   make test-usbvm   the usb tests inside a QEMU guest with a real USB stack
@@ -29,7 +30,9 @@ deps:
 		{ apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing; }; \
 	fi
 
-test: deps fmt vet staticcheck cross gotest
+# test is the whole gate: the host suites, then the USB suites inside a QEMU
+# guest with a real Linux USB stack (set up on first use, cached after).
+test: deps fmt vet staticcheck cross gotest test-usbvm
 
 fmt:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
