@@ -372,9 +372,11 @@ func (r *Ring) fill(idx uint32, op *Op, awaited bool) {
 			}
 		}
 	}
-	select { // a wake-up left over from the slot's previous use
-	case <-s.wake:
-	default:
+	if awaited {
+		select { // a wake-up left over from the slot's previous use
+		case <-s.wake:
+		default:
+		}
 	}
 }
 
