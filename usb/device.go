@@ -475,6 +475,12 @@ const (
 // a cancel (its Close canceled every request).
 func (e *Endpoint) startInner(x *xfer, op ioring.Op) (ioring.Completion, error) {
 	r := e.dev.ring
+	return e.runInner(x, func() (ioring.Request, error) { return r.Start(op) })
+}
+
+// runInner is startInner for an I/O that start submits (to be waited for
+// with Request.Wait): a ring request of x's transport.
+func (e *Endpoint) runInner(x *xfer, start func() (ioring.Request, error)) (ioring.Completion, error) {
 	var q ioring.Request
 	var err error
 	backoff := fullBackoff
@@ -482,7 +488,7 @@ func (e *Endpoint) startInner(x *xfer, op ioring.Op) (ioring.Completion, error) 
 		if e.canceled(x) {
 			return ioring.Completion{Err: ErrCanceled}, nil
 		}
-		q, err = r.Start(op)
+		q, err = start()
 		if err == nil || !errors.Is(err, ioring.ErrFull) || try == fullRetries {
 			break
 		}

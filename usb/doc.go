@@ -7,11 +7,15 @@
 //
 // # Devices
 //
-// Open opens a real device through libusb (github.com/google/gousb; builds
-// with cgo only: without cgo it returns an error wrapping
-// ioring.ErrNotSupported). List enumerates the attached devices. Where the
-// system has no USB subsystem (no /dev/bus/usb, as in most containers) both
-// return ErrNoUSB. WithZeroPacket ends bulk OUT transfers of whole packets
+// Open opens a real device through one of two backends (WithBackend, or
+// the environment variable CANCELIO_USB): "usbfs", the default on Linux,
+// drives the kernel's usbfs directly (URBs submitted, discarded and reaped
+// through the ring; no cgo), and "libusb" goes through
+// github.com/google/gousb (builds with cgo only: without cgo it returns an
+// error wrapping ioring.ErrNotSupported). Both give the same results and
+// errors. List enumerates the attached devices (through sysfs on Linux).
+// Where the system has no USB subsystem (no /dev/bus/usb, as in most
+// containers) both return ErrNoUSB. WithZeroPacket ends bulk OUT transfers of whole packets
 // with a zero-length packet, for protocols that end a transfer with a short
 // packet (usbsim's scanner served as a gadget is one). OpenSim opens the
 // simulated scanner of package usbsim, whose endpoints are real kernel fds:
@@ -34,6 +38,7 @@
 //     Ring.CancelAll, a context, Close), with the bytes that moved before;
 //   - ErrTimeout: its deadline passed (also a cancel);
 //   - ErrStall: the endpoint is halted; Device.ClearHalt recovers;
+//   - ErrBabble: the device sent more than the buffer holds;
 //   - ErrNoDevice: the device is gone for good (errors.Is(err,
 //     ioring.ErrNoDevice) holds too);
 //   - another error of the transport.
@@ -48,8 +53,8 @@
 //
 // Cancel requests and returns. A queued transfer completes with
 // ErrCanceled at once; the transfer in progress has its I/O canceled (the
-// ring cancels the socket read; libusb_cancel_transfer through the context
-// given to gousb) and completes when that I/O has ended, so a buffer is
+// ring cancels the socket read; usbfs discards the URBs; libusb_cancel_transfer
+// through the context given to gousb) and completes when that I/O has ended, so a buffer is
 // never written after its completion. Device.Close cancels everything,
 // waits for every completion, then releases the device.
 //

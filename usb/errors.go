@@ -40,6 +40,12 @@ var (
 	// Device.ClearHalt.
 	ErrStall = errors.New("usb: endpoint stalled")
 
+	// ErrBabble is the result of a transfer in which the device sent more
+	// than the buffer could hold (babble: libusb's
+	// LIBUSB_TRANSFER_OVERFLOW, usbfs's EOVERFLOW). The bytes that fit are
+	// reported where the transport knows them.
+	ErrBabble = errors.New("usb: babble: the device sent more data than requested")
+
 	// ErrNotFound is returned by Open when no device matches, and by
 	// Device.Endpoint and Device.ClearHalt for an endpoint address the
 	// device's interface does not have.

@@ -26,7 +26,7 @@ import (
 
 // gadgetBackends are the transports the gadget suites and benchmarks run
 // against, each as a subtest named backend=<name> (WithBackend).
-var gadgetBackends = []string{"libusb"}
+var gadgetBackends = []string{"usbfs", "libusb"}
 
 // forEachBackend runs f as one subtest per backend.
 func forEachBackend(t *testing.T, f func(t *testing.T, backend string)) {

@@ -14,7 +14,7 @@ import (
 	"github.com/cancelio/cancelio/usb/internal/usbvm"
 )
 
-// TestGadget runs the libusb transport against a real Linux USB stack: a
+// TestGadget runs the default transport (usbfs on Linux) against a real Linux USB stack: a
 // FunctionFS gadget on dummy_hcd inside the usbvm guest (make test-usbvm).
 // Elsewhere no such device is attached and it skips.
 func TestGadget(t *testing.T) {

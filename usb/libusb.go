@@ -117,6 +117,8 @@ func libusbError(err error) error {
 		return ErrStall
 	case errors.Is(err, gousb.TransferNoDevice), errors.Is(err, gousb.ErrorNoDevice):
 		return ErrNoDevice
+	case errors.Is(err, gousb.TransferOverflow), errors.Is(err, gousb.ErrorOverflow):
+		return ErrBabble
 	}
 	return err
 }
@@ -135,12 +137,9 @@ func newContext() (c *gousb.Context, err error) {
 	return gousb.NewContext(), nil
 }
 
-// List returns the USB devices attached to the system, with the endpoints
-// of their first configuration (alternate setting 0 of every interface).
-// String descriptors are read where the device can be opened (permissions
-// allow it) and left empty otherwise. It returns an error wrapping ErrNoUSB
-// where there is no USB subsystem (no /dev/bus/usb).
-func List() ([]DeviceDesc, error) {
+// libusbList is List through libusb. String descriptors are read where the
+// device can be opened (permissions allow it) and left empty otherwise.
+func libusbList() ([]DeviceDesc, error) {
 	c, err := newContext()
 	if err != nil {
 		return nil, fmt.Errorf("usb: list: %w", err)
@@ -209,28 +208,14 @@ func readStrings(dev *gousb.Device, desc *DeviceDesc) {
 	desc.Serial, _ = dev.SerialNumber()
 }
 
-// Open opens the first USB device with vendor ID vid and product ID pid
-// (WithBusAddr picks one of several) through libusb, claims its interface
-// (WithInterface, WithAltSetting; 0 by default) in its active configuration
-// (WithConfig), detaching a kernel driver bound to it, and returns a Device
-// whose transfers complete through ring. It returns an error wrapping
-// ErrNoUSB where there is no USB subsystem, ErrNotFound when no device
-// matches, and libusb's errors otherwise (permissions: gousb.ErrorAccess).
-//
-// libusb transfers are run one at a time per endpoint, in order: queued
-// transfers wait in the Device, each cancelable.
-func Open(ring *ioring.Ring, vid, pid uint16, opts ...Option) (*Device, error) {
-	o := collect(opts)
-	switch o.backend {
-	case "", "libusb":
-	case "usbfs":
-		return nil, fmt.Errorf("usb: open %04x:%04x: backend usbfs: %w", vid, pid, ioring.ErrNotSupported)
-	default:
-		return nil, fmt.Errorf("usb: open %04x:%04x: %w: unknown backend %q (want libusb)", vid, pid, ioring.ErrInvalid, o.backend)
-	}
-	if ring == nil {
-		return nil, fmt.Errorf("usb: open %04x:%04x: %w: nil ring", vid, pid, ioring.ErrInvalid)
-	}
+// haveLibusb says whether this build has the libusb backend (cgo).
+const haveLibusb = true
+
+// libusbOpen is Open through libusb (libusb's errors pass through:
+// permissions are gousb.ErrorAccess). libusb transfers are run one at a
+// time per endpoint, in order: queued transfers wait in the Device, each
+// cancelable. ring and the options are checked by Open.
+func libusbOpen(ring *ioring.Ring, vid, pid uint16, o options) (*Device, error) {
 	c, err := newContext()
 	if err != nil {
 		return nil, fmt.Errorf("usb: open %04x:%04x: %w", vid, pid, err)

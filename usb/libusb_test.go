@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/cancelio/cancelio/ioring"
+	"github.com/cancelio/cancelio/usb/internal/usbfs"
 )
 
 // fakeCall is one transfer the fake libusb received: the test answers it
@@ -208,7 +209,7 @@ func TestLibusbErrors(t *testing.T) {
 		{gousb.TransferStall, ErrStall},
 		{gousb.ErrorPipe, ErrStall},
 		{gousb.TransferTimedOut, ErrTimeout},
-		{gousb.TransferOverflow, gousb.TransferOverflow},
+		{gousb.TransferOverflow, ErrBabble},
 		{gousb.TransferError, gousb.TransferError}, // device still there
 	} {
 		_, err := in.Submit(make([]byte, 8), Xfer{})
@@ -286,6 +287,8 @@ func TestLibusbErrorMap(t *testing.T) {
 		gousb.ErrorPipe:         ErrStall,
 		gousb.TransferNoDevice:  ErrNoDevice,
 		gousb.ErrorNoDevice:     ErrNoDevice,
+		gousb.TransferOverflow:  ErrBabble,
+		gousb.ErrorOverflow:     ErrBabble,
 		gousb.ErrorAccess:       gousb.ErrorAccess,
 	} {
 		assert.Equal(t, want, libusbError(in), "%v", in)
@@ -342,4 +345,20 @@ func TestLibusbZeroPacket(t *testing.T) {
 	got := reap(t, r, 1)[0]
 	assert.ErrorIs(t, got.Err, ErrCanceled)
 	assert.Equal(t, 512, got.N, "bytes sent before the cancel")
+}
+
+// TestErrorMapsAgree: the same outcome reported by either backend is the
+// same error of this package.
+func TestErrorMapsAgree(t *testing.T) {
+	for _, tc := range []struct {
+		libusb, usbfs error
+	}{
+		{gousb.TransferCancelled, ioring.ErrCanceled},
+		{gousb.TransferTimedOut, ioring.ErrTimeout},
+		{gousb.TransferStall, usbfs.ErrStall},
+		{gousb.TransferOverflow, usbfs.ErrBabble},
+		{gousb.TransferNoDevice, ioring.ErrNoDevice},
+	} {
+		assert.Equal(t, libusbError(tc.libusb), usbfsError(tc.usbfs), "%v / %v", tc.libusb, tc.usbfs)
+	}
 }

@@ -22,9 +22,13 @@ func WithInterface(n int) Option { return func(o *options) { o.iface = n } }
 // WithAltSetting selects the interface's alternate setting alt instead of 0.
 func WithAltSetting(alt int) Option { return func(o *options) { o.alt = alt } }
 
-// WithBackend selects the transport: "libusb" (gousb, needs cgo) is the
-// only one so far and the default; "usbfs" (native URBs) is planned and
-// returns an error wrapping ioring.ErrNotSupported.
+// WithBackend selects the transport: "usbfs" (native URBs through the
+// ring, no cgo; Linux only) or "libusb" (gousb, needs cgo). Without it the
+// environment variable CANCELIO_USB names the backend, and where that is
+// unset or empty the default is usbfs on Linux, libusb elsewhere. A backend
+// this build or platform lacks fails with an error wrapping
+// ioring.ErrNotSupported; an unknown name with one wrapping
+// ioring.ErrInvalid.
 func WithBackend(name string) Option { return func(o *options) { o.backend = name } }
 
 // WithBusAddr opens only the device at bus and address (as List reports

@@ -1,0 +1,162 @@
+package usb
+
+import (
+	"errors"
+	"fmt"
+	"runtime"
+	"syscall"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/cancelio/cancelio/ioring"
+	"github.com/cancelio/cancelio/usb/internal/usbfs"
+)
+
+// TestBackendSelection: WithBackend wins over CANCELIO_USB, which wins
+// over the platform's default (usbfs on Linux).
+func TestBackendSelection(t *testing.T) {
+	t.Setenv(backendEnv, "")
+	assert.Equal(t, defaultBackend, backendName(""))
+	if runtime.GOOS == "linux" {
+		assert.Equal(t, "usbfs", backendName(""), "the default on Linux")
+	}
+	t.Setenv(backendEnv, "libusb")
+	assert.Equal(t, "libusb", backendName(""))
+	assert.Equal(t, "usbfs", backendName("usbfs"), "the option wins")
+	t.Setenv(backendEnv, "usbfs")
+	assert.Equal(t, "usbfs", backendName(""))
+	assert.Equal(t, "libusb", backendName("libusb"), "the option wins")
+}
+
+// TestBackendBuild: usbfs is in every build, libusb only with cgo; an
+// unknown name is bad input.
+func TestBackendBuild(t *testing.T) {
+	require.NoError(t, checkBackend("usbfs"))
+	if haveLibusb {
+		require.NoError(t, checkBackend("libusb"))
+	} else {
+		require.ErrorIs(t, checkBackend("libusb"), ioring.ErrNotSupported)
+	}
+	for _, name := range []string{"floppy", "USBFS", " usbfs"} {
+		assert.ErrorIs(t, checkBackend(name), ioring.ErrInvalid, "%q", name)
+	}
+}
+
+// TestOpenBadInput: bad input is refused before any device is looked
+// for, on every backend, whether it comes from an option or the
+// environment.
+func TestOpenBadInput(t *testing.T) {
+	t.Setenv(backendEnv, "")
+	r := newRing(t, 8)
+	for _, backend := range []string{"usbfs", "libusb"} {
+		if checkBackend(backend) != nil {
+			continue
+		}
+		_, err := Open(nil, 0x1209, 0x0001, WithBackend(backend))
+		assert.ErrorIs(t, err, ioring.ErrInvalid, "%s: nil ring", backend)
+		for i, opt := range []Option{WithInterface(-1), WithInterface(256), WithAltSetting(-1), WithConfig(300), WithBusAddr(-1, 0)} {
+			_, err = Open(r, 0x1209, 0x0001, WithBackend(backend), opt)
+			assert.ErrorIs(t, err, ioring.ErrInvalid, "%s: option %d", backend, i)
+		}
+	}
+	_, err := Open(r, 0x1209, 0x0001, WithBackend("floppy"))
+	assert.ErrorIs(t, err, ioring.ErrInvalid)
+	t.Setenv(backendEnv, "floppy")
+	_, err = Open(r, 0x1209, 0x0001)
+	assert.ErrorIs(t, err, ioring.ErrInvalid, "CANCELIO_USB=floppy")
+	_, err = List()
+	assert.ErrorIs(t, err, ioring.ErrInvalid, "CANCELIO_USB=floppy")
+	if !haveLibusb {
+		t.Setenv(backendEnv, "libusb")
+		_, err = Open(r, 0x1209, 0x0001)
+		assert.ErrorIs(t, err, ioring.ErrNotSupported, "CANCELIO_USB=libusb without cgo")
+		_, err = Open(r, 0x1209, 0x0001, WithBackend("libusb"))
+		assert.ErrorIs(t, err, ioring.ErrNotSupported, "libusb without cgo")
+	}
+}
+
+// TestOpenUsbfsNoUSB: on a machine without a USB subsystem the usbfs
+// backend says so, chosen by default, option or environment.
+func TestOpenUsbfsNoUSB(t *testing.T) {
+	if haveUSB() == nil {
+		t.Skip("this machine has /dev/bus/usb")
+	}
+	r := newRing(t, 8)
+	t.Setenv(backendEnv, "")
+	_, err := Open(r, 0x1209, 0x0001, WithBackend("usbfs"))
+	assert.ErrorIs(t, err, ErrNoUSB)
+	_, err = usbfsOpen(r, 0x1209, 0x0001, options{})
+	assert.ErrorIs(t, err, ErrNoUSB, "usbfs's own answer")
+	_, err = usbfsList()
+	assert.ErrorIs(t, err, ErrNoUSB, "usbfs's own answer")
+	t.Setenv(backendEnv, "usbfs")
+	_, err = Open(r, 0x1209, 0x0001)
+	assert.ErrorIs(t, err, ErrNoUSB)
+	_, err = List()
+	assert.ErrorIs(t, err, ErrNoUSB)
+}
+
+// TestUsbfsErrorMap: usbfs's results become this package's errors, the
+// same identities libusb's map to (see TestErrorMapsAgree).
+func TestUsbfsErrorMap(t *testing.T) {
+	enodev := fmt.Errorf("%w (%v)", ioring.ErrNoDevice, syscall.ENODEV)
+	for _, tc := range []struct {
+		in, want error
+	}{
+		{ioring.ErrCanceled, ErrCanceled},
+		{ioring.ErrTimeout, ErrTimeout},
+		{usbfs.ErrStall, ErrStall},
+		{&usbfs.OpError{Op: "control", Err: usbfs.ErrStall}, ErrStall},
+		{usbfs.ErrBabble, ErrBabble},
+		{ioring.ErrNoDevice, ErrNoDevice},
+		{&usbfs.OpError{Op: "clear halt 0x81", Err: enodev}, ErrNoDevice},
+		{fmt.Errorf("usb: endpoint 0x81: %w", &usbfs.OpError{Op: "submit", Err: enodev}), ErrNoDevice},
+		{usbfs.ErrClosed, ErrClosed},
+	} {
+		got := usbfsError(tc.in)
+		assert.Equal(t, tc.want, got, "%v", tc.in) // the sentinel itself
+	}
+	assert.NoError(t, usbfsError(nil))
+	assert.ErrorIs(t, usbfsError(ErrNoDevice), ioring.ErrNoDevice)
+	assert.ErrorIs(t, usbfsError(ErrTimeout), ErrCanceled, "a timeout is a cancel")
+
+	noUSB := usbfsError(fmt.Errorf("%w (/dev/bus/usb is missing)", usbfs.ErrNoUSB))
+	assert.ErrorIs(t, noUSB, ErrNoUSB)
+
+	// A status without a sentinel keeps its errno.
+	proto := usbfsError(&usbfs.StatusError{Errno: syscall.EPROTO})
+	assert.ErrorIs(t, proto, syscall.EPROTO)
+	var se *usbfs.StatusError
+	assert.True(t, errors.As(proto, &se))
+	for _, s := range []error{ErrStall, ErrNoDevice, ErrCanceled, ErrBabble} {
+		assert.NotErrorIs(t, proto, s)
+	}
+	// So does a refused ioctl.
+	assert.ErrorIs(t, usbfsError(&usbfs.OpError{Op: "claim interface 0", Err: syscall.EBUSY}), syscall.EBUSY)
+}
+
+// TestUsbfsRefusesUpFront: transfers the usbfs transport cannot carry are
+// refused at Submit, before anything reaches a device (this transport has
+// none), and nothing completes.
+func TestUsbfsRefusesUpFront(t *testing.T) {
+	r := newRing(t, 8)
+	desc := DeviceDesc{Endpoints: []EndpointDesc{
+		{Address: 0x81, Type: Isochronous, MaxPacketSize: 512},
+		{Address: 0x82, Type: Bulk, MaxPacketSize: 512},
+	}}
+	d := newDevice(r, desc, &usbfsTransport{eps: map[uint8]*usbfs.Endpoint{}}, nil)
+	iso, err := d.Endpoint(0x81)
+	require.NoError(t, err)
+	_, err = iso.Submit(make([]byte, 8), Xfer{})
+	assert.ErrorIs(t, err, ioring.ErrNotSupported, "isochronous")
+	in, err := d.Endpoint(0x82)
+	require.NoError(t, err)
+	_, err = in.Submit(nil, Xfer{})
+	assert.ErrorIs(t, err, ioring.ErrInvalid, "IN without a buffer")
+	assert.ErrorIs(t, d.ClearHalt(0x81), ioring.ErrNotSupported, "clear halt of isochronous")
+	assert.Zero(t, r.InFlight())
+	require.NoError(t, d.Close())
+	assertNoMore(t, r)
+}

@@ -1,0 +1,236 @@
+package usb
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"slices"
+
+	"github.com/cancelio/cancelio/ioring"
+	"github.com/cancelio/cancelio/usb/internal/usbfs"
+)
+
+// usbfsTransport runs transfers as URBs through package usbfs: each is a
+// foreign request of the Device's ring that usbfs completes from its
+// reaper. The endpoint's pump submits one at a time (usbfs.Endpoint.Submit
+// with Await) and waits for it; a cancel hook cancels that request, which
+// usbfs turns into USBDEVFS_DISCARDURB.
+type usbfsTransport struct {
+	dev    *usbfs.Device
+	eps    map[uint8]*usbfs.Endpoint // bulk and interrupt endpoints; read-only after open
+	zlp    bool                      // WithZeroPacket
+	capZLP bool                      // usbfs does USBDEVFS_URB_ZERO_PACKET
+}
+
+func (t *usbfsTransport) check(e *Endpoint, buf []byte) error {
+	ep := t.eps[e.desc.Address]
+	switch {
+	case ep == nil:
+		return fmt.Errorf("usb: endpoint %v: %w: usbfs transfers on bulk and interrupt endpoints only", e.desc, ioring.ErrNotSupported)
+	case len(buf) > ep.MaxTransfer():
+		return fmt.Errorf("usb: endpoint %#02x: %w: %d bytes; usbfs takes at most %d", e.desc.Address, ioring.ErrInvalid, len(buf), ep.MaxTransfer())
+	}
+	return nil
+}
+
+func (t *usbfsTransport) run(e *Endpoint, x *xfer) (int, error) {
+	ep := t.eps[e.desc.Address]
+	zlp := t.zlp && !e.desc.IsIn() && e.desc.Type == Bulk && len(x.buf) > 0 &&
+		e.desc.MaxPacketSize > 0 && len(x.buf)%e.desc.MaxPacketSize == 0
+	o := usbfs.TransferOptions{Await: true, ZeroPacket: zlp && t.capZLP}
+	c, err := e.runInner(x, func() (ioring.Request, error) { return ep.Submit(x.buf, o) })
+	if err != nil {
+		return 0, usbfsError(err)
+	}
+	if c.Err == nil && zlp && !t.capZLP {
+		// A kernel without USBDEVFS_URB_ZERO_PACKET: a zero-length
+		// transfer of its own, cancelable like the data's.
+		z, err := e.runInner(x, func() (ioring.Request, error) { return ep.Submit(nil, usbfs.TransferOptions{Await: true}) })
+		if err != nil {
+			return c.N, usbfsError(err)
+		}
+		c.Err = z.Err
+	}
+	return c.N, usbfsError(c.Err)
+}
+
+func (t *usbfsTransport) clearHalt(e *Endpoint) error {
+	ep := t.eps[e.desc.Address]
+	if ep == nil {
+		return fmt.Errorf("usb: clear halt of %v: %w: usbfs clears bulk and interrupt endpoints only", e.desc, ioring.ErrNotSupported)
+	}
+	return usbfsError(ep.ClearHalt())
+}
+
+func (t *usbfsTransport) close() error {
+	if t.dev == nil { // a transport of tests, without a device
+		return nil
+	}
+	return t.dev.Close()
+}
+
+// usbfsError maps package usbfs's errors to this package's, so that
+// errors.Is gives the same answers on both backends; others (a
+// *usbfs.StatusError, an errno of a refused ioctl) pass unchanged.
+func usbfsError(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, ioring.ErrTimeout):
+		return ErrTimeout
+	case errors.Is(err, ioring.ErrCanceled):
+		return ErrCanceled
+	case errors.Is(err, usbfs.ErrStall):
+		return ErrStall
+	case errors.Is(err, usbfs.ErrBabble):
+		return ErrBabble
+	case errors.Is(err, ioring.ErrNoDevice):
+		return ErrNoDevice
+	case errors.Is(err, usbfs.ErrClosed):
+		return ErrClosed
+	case errors.Is(err, usbfs.ErrNoUSB):
+		return fmt.Errorf("%w (%v)", ErrNoUSB, err)
+	case errors.Is(err, fs.ErrNotExist):
+		// The device vanished between enumeration and open.
+		return fmt.Errorf("%w (%v)", ErrNotFound, err)
+	}
+	return err
+}
+
+// usbfsList is List through sysfs and the usbfs nodes.
+func usbfsList() ([]DeviceDesc, error) {
+	infos, err := usbfs.List()
+	if err != nil {
+		return nil, fmt.Errorf("usb: list: %w", usbfsError(err))
+	}
+	descs := make([]DeviceDesc, 0, len(infos))
+	for i := range infos {
+		info := &infos[i]
+		desc := fromUsbfs(info)
+		var first *usbfs.ConfigDescriptor
+		for j := range info.Configs {
+			if first == nil || info.Configs[j].Value < first.Value {
+				first = &info.Configs[j]
+			}
+		}
+		if first != nil {
+			for _, in := range first.Interfaces {
+				for _, a := range in.AltSettings {
+					if a.Alternate == 0 {
+						desc.Endpoints = appendEndpoints(desc.Endpoints, a.Endpoints, nil)
+					}
+				}
+			}
+		}
+		sortEndpoints(desc.Endpoints)
+		descs = append(descs, desc)
+	}
+	return descs, nil
+}
+
+// fromUsbfs converts what sysfs says of a device, without endpoints.
+func fromUsbfs(info *usbfs.DeviceInfo) DeviceDesc {
+	return DeviceDesc{
+		Bus: info.Bus, Address: info.Address, VendorID: info.VendorID, ProductID: info.ProductID,
+		Manufacturer: info.Manufacturer, Product: info.Product, Serial: info.SerialNumber,
+	}
+}
+
+// appendEndpoints converts endpoint descriptors (usbfs's parse is the one
+// source of truth for descriptors and transfer types); eps, when not nil,
+// gives each endpoint's MaxTransfer.
+func appendEndpoints(dst []EndpointDesc, src []usbfs.EndpointDescriptor, eps map[uint8]*usbfs.Endpoint) []EndpointDesc {
+	for _, d := range src {
+		ed := EndpointDesc{Address: d.Address, Type: TransferType(d.Type()), MaxPacketSize: d.PacketSize()}
+		if ep := eps[d.Address]; ep != nil {
+			ed.MaxTransfer = ep.MaxTransfer()
+		}
+		dst = append(dst, ed)
+	}
+	return dst
+}
+
+func sortEndpoints(eps []EndpointDesc) {
+	slices.SortFunc(eps, func(a, b EndpointDesc) int { return int(a.Address) - int(b.Address) })
+}
+
+// usbfsOpen is Open through usbfs; ring and the options are checked.
+func usbfsOpen(ring *ioring.Ring, vid, pid uint16, o options) (*Device, error) {
+	what := fmt.Sprintf("usb: open %04x:%04x", vid, pid)
+	infos, err := usbfs.List()
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", what, usbfsError(err))
+	}
+	i := slices.IndexFunc(infos, func(d usbfs.DeviceInfo) bool {
+		return d.VendorID == vid && d.ProductID == pid && (o.bus == 0 || d.Bus == o.bus) && (o.addr == 0 || d.Address == o.addr)
+	})
+	if i < 0 {
+		return nil, fmt.Errorf("%s: %w", what, ErrNotFound)
+	}
+	dev, err := usbfs.OpenBus(infos[i].Bus, infos[i].Address, usbfs.Config{Ring: ring})
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", what, usbfsError(err))
+	}
+	tr, desc, err := usbfsSetup(dev, o)
+	if err != nil {
+		_ = dev.Close()
+		return nil, fmt.Errorf("%s: %w", what, usbfsError(err))
+	}
+	return newDevice(ring, desc, tr, nil), nil
+}
+
+// usbfsSetup selects the configuration, claims the interface (detaching a
+// kernel driver), selects its alternate setting and finds its endpoints.
+func usbfsSetup(dev *usbfs.Device, o options) (*usbfsTransport, DeviceDesc, error) {
+	info := dev.Info()
+	cfg := o.config
+	if cfg == 0 {
+		cfg = info.ActiveConfig
+	}
+	if cfg == 0 { // unconfigured: take the first configuration
+		cfg = 1
+	}
+	c, ok := info.Config(cfg)
+	if !ok {
+		return nil, DeviceDesc{}, fmt.Errorf("configuration %d: %w", cfg, ErrNotFound)
+	}
+	var alt *usbfs.InterfaceDescriptor
+	for _, in := range c.Interfaces {
+		for j := range in.AltSettings {
+			if a := &in.AltSettings[j]; int(a.Number) == o.iface && int(a.Alternate) == o.alt {
+				alt = a
+			}
+		}
+	}
+	if alt == nil {
+		return nil, DeviceDesc{}, fmt.Errorf("interface %d alternate setting %d in configuration %d: %w", o.iface, o.alt, cfg, ErrNotFound)
+	}
+	if cfg != info.ActiveConfig {
+		if err := dev.SetConfiguration(cfg); err != nil {
+			return nil, DeviceDesc{}, err
+		}
+	}
+	if err := dev.Claim(o.iface, true); err != nil {
+		return nil, DeviceDesc{}, err
+	}
+	if o.alt != 0 {
+		if err := dev.SetAltSetting(o.iface, o.alt); err != nil {
+			return nil, DeviceDesc{}, err
+		}
+	}
+	tr := &usbfsTransport{dev: dev, eps: map[uint8]*usbfs.Endpoint{}, zlp: o.zlp, capZLP: dev.Capabilities().Has(usbfs.CapZeroPacket)}
+	for _, ed := range alt.Endpoints {
+		if t := ed.Type(); t != usbfs.Bulk && t != usbfs.Interrupt {
+			continue // described, but usbfs transfers on these only
+		}
+		ep, err := dev.Endpoint(ed.Address)
+		if err != nil {
+			return nil, DeviceDesc{}, err
+		}
+		tr.eps[ed.Address] = ep
+	}
+	desc := fromUsbfs(&info)
+	desc.Endpoints = appendEndpoints(nil, alt.Endpoints, tr.eps)
+	sortEndpoints(desc.Endpoints)
+	return tr, desc, nil
+}
