@@ -77,11 +77,8 @@ func gadgetOpener(ring *ioring.Ring, g *usbvmtest.Gadget) func(context.Context) 
 			if err != nil {
 				return nil, err
 			}
-			// libusb: with the usbfs backend the driver's first bulk IN
-			// fails with ENOMEM in the guest (not diagnosed yet; see the
-			// session notes), so this suite pins the backend it passes on.
 			dev, err := usb.Open(ring, g.Config.VendorID, g.Config.ProductID,
-				usb.WithBusAddr(host.Bus, host.Dev), usb.WithZeroPacket(), usb.WithBackend("libusb"))
+				usb.WithBusAddr(host.Bus, host.Dev), usb.WithZeroPacket())
 			if !errors.Is(err, usb.ErrNotFound) {
 				return dev, err
 			}

@@ -136,6 +136,9 @@ func fromUsbfs(info *usbfs.DeviceInfo) DeviceDesc {
 	}
 }
 
+// usbfsAdvertisedMax caps EndpointDesc.MaxTransfer on the usbfs backend.
+const usbfsAdvertisedMax = 1 << 20
+
 // appendEndpoints converts endpoint descriptors (usbfs's parse is the one
 // source of truth for descriptors and transfer types); eps, when not nil,
 // gives each endpoint's MaxTransfer.
@@ -143,7 +146,11 @@ func appendEndpoints(dst []EndpointDesc, src []usbfs.EndpointDescriptor, eps map
 	for _, d := range src {
 		ed := EndpointDesc{Address: d.Address, Type: TransferType(d.Type()), MaxPacketSize: d.PacketSize()}
 		if ep := eps[d.Address]; ep != nil {
-			ed.MaxTransfer = ep.MaxTransfer()
+			// usbfs accepts transfers up to the whole usbfs_memory_mb
+			// budget, but one that large leaves nothing for the others in
+			// flight (the next submit fails with ENOMEM): advertise a size
+			// that several transfers can share. Submit still takes more.
+			ed.MaxTransfer = min(ep.MaxTransfer(), usbfsAdvertisedMax)
 		}
 		dst = append(dst, ed)
 	}
