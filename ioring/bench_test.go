@@ -4,6 +4,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"sort"
+	"strconv"
 	"testing"
 	"time"
 
@@ -29,7 +30,7 @@ func forEachBackendB(b *testing.B, entries int, fn func(b *testing.B, r *Ring)) 
 
 func BenchmarkNop(b *testing.B) {
 	for _, batch := range []int{1, 32} {
-		b.Run("batch="+itoa(batch), func(b *testing.B) {
+		b.Run("batch="+strconv.Itoa(batch), func(b *testing.B) {
 			forEachBackendB(b, 256, func(b *testing.B, r *Ring) {
 				ops := make([]Op, batch)
 				for i := range ops {
@@ -79,7 +80,7 @@ func BenchmarkRead4K(b *testing.B) {
 		unix.Pread(fd, chunk, off)
 	}
 	for _, qd := range []int{1, 32} {
-		b.Run("qd="+itoa(qd), func(b *testing.B) {
+		b.Run("qd="+strconv.Itoa(qd), func(b *testing.B) {
 			forEachBackendB(b, 64, func(b *testing.B, r *Ring) {
 				rng := rand.New(rand.NewPCG(1, 1))
 				bufs := make([][]byte, qd)
@@ -138,7 +139,7 @@ func BenchmarkRead4K(b *testing.B) {
 // the time from Token.Cancel to the last completion delivered.
 func BenchmarkCancel(b *testing.B) {
 	for _, pending := range []int{1, 64} {
-		b.Run("pending="+itoa(pending), func(b *testing.B) {
+		b.Run("pending="+strconv.Itoa(pending), func(b *testing.B) {
 			forEachBackendB(b, 128, func(b *testing.B, r *Ring) {
 				fds := make([]int, pending)
 				for i := range fds {
@@ -182,11 +183,4 @@ func BenchmarkCancel(b *testing.B) {
 			})
 		})
 	}
-}
-
-func itoa(n int) string {
-	if n < 10 {
-		return string(rune('0' + n))
-	}
-	return itoa(n/10) + string(rune('0'+n%10))
 }

@@ -692,19 +692,10 @@ func (s *slot) result() (int, error) {
 	return 0, errno
 }
 
+// isCancel reports whether a foreign transport's error says the operation
+// was canceled (ErrCanceled, ErrTimeout, or a wrapped ECANCELED).
 func isCancel(err error) bool {
-	if err == ErrCanceled || err == ErrTimeout {
-		return true
-	}
-	ce, ok := err.(interface{ Unwrap() error })
-	for ok {
-		e := ce.Unwrap()
-		if e == ErrCanceled || e == unix.ECANCELED {
-			return true
-		}
-		ce, ok = e.(interface{ Unwrap() error })
-	}
-	return false
+	return errors.Is(err, ErrCanceled) || errors.Is(err, unix.ECANCELED)
 }
 
 // take delivers slot idx (state stDone, claimed by the caller) and frees it.
@@ -908,7 +899,7 @@ func (r *Ring) cancelAllLocked() []func() {
 	r.be.cancelAll()
 	r.be.flush()
 	var hooks []func()
-	if r.foreign.Load() > 0 || !r.be.nativeDeadlines() {
+	if r.foreign.Load() > 0 { // only foreign requests have hooks to collect
 		for i := range r.slots {
 			s := &r.slots[i]
 			fr := s.fref.Load()
