@@ -82,8 +82,8 @@ func List() ([]DeviceDesc, error) {
 // errors otherwise (permissions: EACCES on usbfs, gousb.ErrorAccess on
 // libusb).
 //
-// Transfers run one at a time per endpoint, in order: queued transfers
-// wait in the Device, each cancelable.
+// Transfers run in order per endpoint, one at a time (usbfs: WithDepth at
+// a time): queued transfers wait in the Device, each cancelable at once.
 func Open(ring *ioring.Ring, vid, pid uint16, opts ...Option) (*Device, error) {
 	o := collect(opts)
 	name := backendName(o.backend)

@@ -31,6 +31,18 @@ type transport interface {
 	close() error
 }
 
+// directTransport is a transport that takes whole transfers itself (usbfs:
+// its own queues, cancel hooks and completions), so the Device runs no
+// pump and keeps no queue for it; run is never called.
+type directTransport interface {
+	transport
+	// submit starts a transfer of buf on e, checked already (see
+	// Endpoint.Submit for the results).
+	submit(e *Endpoint, buf []byte, x Xfer, awaited bool) (ioring.Request, error)
+	// cancelAll cancels every transfer accepted so far.
+	cancelAll()
+}
+
 // Device is an opened USB device (one interface of it) whose endpoints run
 // transfers as requests of an ioring.Ring: each transfer is a foreign
 // request, so tokens, deadlines, Request.Cancel, Ring.CancelAll and the
@@ -40,10 +52,11 @@ type transport interface {
 // Ring closed first cancels the Device's transfers, which then complete
 // with ErrCanceled). All methods are safe for concurrent use.
 type Device struct {
-	ring *ioring.Ring
-	desc DeviceDesc
-	tr   transport
-	eps  []*Endpoint
+	ring   *ioring.Ring
+	desc   DeviceDesc
+	tr     transport
+	direct directTransport // tr, when it takes whole transfers; else nil
+	eps    []*Endpoint
 
 	mu     sync.RWMutex   // orders closed against Submit's xfers.Add
 	closed bool           // guarded by mu
@@ -55,9 +68,11 @@ type Device struct {
 	closing atomic.Bool
 }
 
-// newDevice makes a Device and starts one pump goroutine per endpoint.
+// newDevice makes a Device and starts one pump goroutine per endpoint,
+// unless tr is a directTransport.
 func newDevice(ring *ioring.Ring, desc DeviceDesc, tr transport, setup func(*Endpoint)) *Device {
 	d := &Device{ring: ring, desc: desc, tr: tr}
+	d.direct, _ = tr.(directTransport)
 	for _, ed := range desc.Endpoints {
 		e := &Endpoint{dev: d, desc: ed}
 		e.cond.L = &e.mu
@@ -65,6 +80,9 @@ func newDevice(ring *ioring.Ring, desc DeviceDesc, tr transport, setup func(*End
 			setup(e)
 		}
 		d.eps = append(d.eps, e)
+	}
+	if d.direct != nil {
+		return d
 	}
 	d.pumps.Add(len(d.eps))
 	for _, e := range d.eps {
@@ -114,6 +132,8 @@ func (d *Device) ClearHalt(addr uint8) error {
 		return ErrClosed
 	case d.gone.Load():
 		return ErrNoDevice
+	case d.direct != nil:
+		return d.tr.clearHalt(e) // refuses itself while transfers are pending
 	}
 	e.mu.Lock()
 	if e.head != nil || e.running != nil || e.paused {
@@ -150,6 +170,10 @@ func (d *Device) CancelAll() error {
 }
 
 func (d *Device) cancelAll() {
+	if d.direct != nil {
+		d.direct.cancelAll()
+		return
+	}
 	var reqs []ioring.Request
 	for _, e := range d.eps {
 		e.mu.Lock()
@@ -216,8 +240,9 @@ type Xfer struct {
 }
 
 // Endpoint is one endpoint of an opened Device. Transfers on an endpoint
-// run one at a time in submission order (as on the bus) and complete in
-// that order, unless canceled while queued, which completes them at once.
+// run in submission order (as on the bus) and complete in that order,
+// unless canceled while queued, which completes them at once: one at a
+// time, or WithDepth at a time on usbfs.
 // All methods are safe for concurrent use.
 type Endpoint struct {
 	dev  *Device
@@ -291,6 +316,11 @@ func (e *Endpoint) submit(buf []byte, opt Xfer, awaited bool) (ioring.Request, e
 	}
 	if err := d.tr.check(e, buf); err != nil {
 		return ioring.Request{}, err
+	}
+	if d.direct != nil {
+		// The transport refuses once Close has begun (ErrClosed) or the
+		// device is gone.
+		return d.direct.submit(e, buf, opt, awaited)
 	}
 	d.mu.RLock()
 	if d.closed {

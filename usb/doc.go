@@ -44,10 +44,14 @@
 //   - another error of the transport.
 //
 // Every accepted transfer completes exactly once, whatever races with what.
-// Transfers on one endpoint run one at a time in submission order and
-// complete in that order, as on the bus; a transfer canceled while still
-// queued completes at once. Each endpoint has one goroutine that runs its
-// transfers (the pump); a transfer costs no goroutine of its own.
+// Transfers on one endpoint run in submission order and complete in that
+// order, as on the bus; a transfer canceled while still queued completes at
+// once. On usbfs a transfer is one ring request whose URBs package usbfs
+// submits and reaps itself (WithDepth transfers per endpoint in the kernel
+// at once, default 1; the rest wait in order); nothing of this package's
+// runs between the kernel and the ring. On libusb and the simulated scanner
+// each endpoint has one goroutine that runs its transfers one at a time
+// (the pump); a transfer costs no goroutine of its own.
 //
 // # Cancel
 //

@@ -237,11 +237,12 @@ func libusbOpen(ring *ioring.Ring, vid, pid uint16, o options) (*Device, error) 
 		return nil, fmt.Errorf("usb: open %04x:%04x: %w", vid, pid, ErrNotFound)
 	}
 	g := &gousbDevice{
-		ctx:  c,
-		dev:  devs[0],
-		in:   map[uint8]*gousb.InEndpoint{},
-		out:  map[uint8]*gousb.OutEndpoint{},
-		node: fmt.Sprintf("%s/%03d/%03d", usbfsRoot, devs[0].Desc.Bus, devs[0].Desc.Address),
+		ctx:     c,
+		dev:     devs[0],
+		in:      map[uint8]*gousb.InEndpoint{},
+		out:     map[uint8]*gousb.OutEndpoint{},
+		scratch: map[uint8]*[]byte{},
+		node:    fmt.Sprintf("%s/%03d/%03d", usbfsRoot, devs[0].Desc.Bus, devs[0].Desc.Address),
 	}
 	desc, err := g.open(o)
 	if err != nil {
@@ -260,6 +261,12 @@ type gousbDevice struct {
 	in   map[uint8]*gousb.InEndpoint // read-only after open
 	out  map[uint8]*gousb.OutEndpoint
 	node string // the usbfs node, to tell an unplug from other errors
+	// scratch is each IN endpoint's landing buffer. gousb copies libusb's
+	// whole buffer into the caller's, bytes past the transfer's length
+	// included (uninitialised C memory); reading into scratch and copying
+	// the n bytes that arrived leaves the rest of the caller's buffer as
+	// it was, as usbfs does. Only the endpoint's pump uses its scratch.
+	scratch map[uint8]*[]byte // read-only after open
 }
 
 func (g *gousbDevice) open(o options) (DeviceDesc, error) {
@@ -292,6 +299,7 @@ func (g *gousbDevice) open(o options) (DeviceDesc, error) {
 			if g.in[ep.Address], err = g.intf.InEndpoint(num); err != nil {
 				return DeviceDesc{}, err
 			}
+			g.scratch[ep.Address] = new([]byte)
 		} else if g.out[ep.Address], err = g.intf.OutEndpoint(num); err != nil {
 			return DeviceDesc{}, err
 		}
@@ -302,7 +310,13 @@ func (g *gousbDevice) open(o options) (DeviceDesc, error) {
 
 func (g *gousbDevice) transfer(ctx context.Context, addr uint8, buf []byte) (int, error) {
 	if addr&0x80 != 0 {
-		return g.in[addr].ReadContext(ctx, buf)
+		s := g.scratch[addr]
+		if cap(*s) < len(buf) {
+			*s = make([]byte, len(buf))
+		}
+		n, err := g.in[addr].ReadContext(ctx, (*s)[:len(buf)])
+		copy(buf, (*s)[:min(max(n, 0), len(buf))])
+		return n, err
 	}
 	return g.out[addr].WriteContext(ctx, buf)
 }

@@ -10,6 +10,7 @@ type options struct {
 	backend   string
 	bus, addr int // 0: any
 	zlp       bool
+	depth     int
 }
 
 // WithConfig selects configuration n (bConfigurationValue) instead of the
@@ -45,12 +46,23 @@ func WithBusAddr(bus, addr int) Option { return func(o *options) { o.bus, o.addr
 // length, ignores it.
 func WithZeroPacket() Option { return func(o *options) { o.zlp = true } }
 
+// WithDepth sets how many transfers of one endpoint the usbfs backend
+// hands to the kernel at once (default 1); later ones wait in order in the
+// Device. A cancel costs one USBDEVFS_DISCARDURB per transfer in the kernel,
+// and those run one after another, each waiting for the host controller
+// (about a frame), while a waiting transfer is canceled at once: a deeper
+// queue trades cancel latency for throughput on small transfers (no idle
+// bus between two). n < 1 means 1. The libusb backend and OpenSim run one
+// transfer per endpoint at a time and ignore it.
+func WithDepth(n int) Option { return func(o *options) { o.depth = n } }
+
 func collect(opts []Option) options {
-	var o options
+	o := options{depth: 1}
 	for _, f := range opts {
 		if f != nil {
 			f(&o)
 		}
 	}
+	o.depth = max(o.depth, 1)
 	return o
 }

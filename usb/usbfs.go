@@ -10,16 +10,15 @@ import (
 	"github.com/cancelio/cancelio/usb/internal/usbfs"
 )
 
-// usbfsTransport runs transfers as URBs through package usbfs: each is a
+// usbfsTransport hands transfers to package usbfs directly: each is one
 // foreign request of the Device's ring that usbfs completes from its
-// reaper. The endpoint's pump submits one at a time (usbfs.Endpoint.Submit
-// with Await) and waits for it; a cancel hook cancels that request, which
-// usbfs turns into USBDEVFS_DISCARDURB.
+// reaper, with usbfs's own per-endpoint queue (Config.Depth transfers in
+// the kernel at once, the others waiting in order) and its cancel hook,
+// USBDEVFS_DISCARDURB. No goroutine of this package is on the path.
 type usbfsTransport struct {
-	dev    *usbfs.Device
-	eps    map[uint8]*usbfs.Endpoint // bulk and interrupt endpoints; read-only after open
-	zlp    bool                      // WithZeroPacket
-	capZLP bool                      // usbfs does USBDEVFS_URB_ZERO_PACKET
+	dev *usbfs.Device
+	eps map[uint8]*usbfs.Endpoint // bulk and interrupt endpoints; read-only after open
+	zlp bool                      // WithZeroPacket
 }
 
 func (t *usbfsTransport) check(e *Endpoint, buf []byte) error {
@@ -33,25 +32,26 @@ func (t *usbfsTransport) check(e *Endpoint, buf []byte) error {
 	return nil
 }
 
-func (t *usbfsTransport) run(e *Endpoint, x *xfer) (int, error) {
+// submit is the whole of a transfer on usbfs.
+func (t *usbfsTransport) submit(e *Endpoint, buf []byte, x Xfer, awaited bool) (ioring.Request, error) {
 	ep := t.eps[e.desc.Address]
-	zlp := t.zlp && !e.desc.IsIn() && e.desc.Type == Bulk && len(x.buf) > 0 &&
-		e.desc.MaxPacketSize > 0 && len(x.buf)%e.desc.MaxPacketSize == 0
-	o := usbfs.TransferOptions{Await: true, ZeroPacket: zlp && t.capZLP}
-	c, err := e.runInner(x, func() (ioring.Request, error) { return ep.Submit(x.buf, o) })
+	zlp := t.zlp && !e.desc.IsIn() && e.desc.Type == Bulk && len(buf) > 0 &&
+		e.desc.MaxPacketSize > 0 && len(buf)%e.desc.MaxPacketSize == 0
+	q, err := ep.Submit(buf, usbfs.TransferOptions{Token: x.Token, Deadline: x.Deadline, User: x.User, Await: awaited, ZeroPacket: zlp})
 	if err != nil {
-		return 0, usbfsError(err)
+		return ioring.Request{}, usbfsError(err)
 	}
-	if c.Err == nil && zlp && !t.capZLP {
-		// A kernel without USBDEVFS_URB_ZERO_PACKET: a zero-length
-		// transfer of its own, cancelable like the data's.
-		z, err := e.runInner(x, func() (ioring.Request, error) { return ep.Submit(nil, usbfs.TransferOptions{Await: true}) })
-		if err != nil {
-			return c.N, usbfsError(err)
-		}
-		c.Err = z.Err
+	return q, nil
+}
+
+func (t *usbfsTransport) run(*Endpoint, *xfer) (int, error) {
+	panic("usb: usbfs transfers do not run on a pump")
+}
+
+func (t *usbfsTransport) cancelAll() {
+	if t.dev != nil {
+		t.dev.CancelAll()
 	}
-	return c.N, usbfsError(c.Err)
 }
 
 func (t *usbfsTransport) clearHalt(e *Endpoint) error {
@@ -66,7 +66,7 @@ func (t *usbfsTransport) close() error {
 	if t.dev == nil { // a transport of tests, without a device
 		return nil
 	}
-	return t.dev.Close()
+	return usbfsError(t.dev.Close())
 }
 
 // usbfsError maps package usbfs's errors to this package's, so that
@@ -174,7 +174,7 @@ func usbfsOpen(ring *ioring.Ring, vid, pid uint16, o options) (*Device, error) {
 	if i < 0 {
 		return nil, fmt.Errorf("%s: %w", what, ErrNotFound)
 	}
-	dev, err := usbfs.OpenBus(infos[i].Bus, infos[i].Address, usbfs.Config{Ring: ring})
+	dev, err := usbfs.OpenBus(infos[i].Bus, infos[i].Address, usbfs.Config{Ring: ring, Depth: o.depth, MapError: usbfsError})
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", what, usbfsError(err))
 	}
@@ -225,7 +225,10 @@ func usbfsSetup(dev *usbfs.Device, o options) (*usbfsTransport, DeviceDesc, erro
 			return nil, DeviceDesc{}, err
 		}
 	}
-	tr := &usbfsTransport{dev: dev, eps: map[uint8]*usbfs.Endpoint{}, zlp: o.zlp, capZLP: dev.Capabilities().Has(usbfs.CapZeroPacket)}
+	if o.zlp && !dev.Capabilities().Has(usbfs.CapZeroPacket) {
+		return nil, DeviceDesc{}, fmt.Errorf("WithZeroPacket: %w: this kernel's usbfs lacks USBDEVFS_CAP_ZERO_PACKET", ioring.ErrNotSupported)
+	}
+	tr := &usbfsTransport{dev: dev, eps: map[uint8]*usbfs.Endpoint{}, zlp: o.zlp}
 	for _, ed := range alt.Endpoints {
 		if t := ed.Type(); t != usbfs.Bulk && t != usbfs.Interrupt {
 			continue // described, but usbfs transfers on these only

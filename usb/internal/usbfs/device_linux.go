@@ -51,6 +51,19 @@ type Config struct {
 	// are split (see the package doc). 0 means as large as the kernel
 	// allows; it is mostly for tests of the split path.
 	MaxURBSize int
+	// Depth caps the transfers of one endpoint handed to the kernel at
+	// once; later ones wait, in order, in the Device and go to the kernel
+	// as earlier ones complete. Canceling a waiting transfer costs no ioctl
+	// and completes it at once, while each transfer in the kernel costs a
+	// USBDEVFS_DISCARDURB that waits for the host controller (one after
+	// another: see the package doc), so a small depth keeps a cancel of
+	// many transfers fast; 2 keeps the bus busy between completions. 0
+	// means no cap.
+	Depth int
+	// MapError, if not nil, maps each transfer's error (never nil) before
+	// its completion is posted, so that a layer above can give its own
+	// sentinels without a second request per transfer. It must not block.
+	MapError func(error) error
 }
 
 // Device is an open USB device: its usbfs fd, the interfaces it claimed and
@@ -64,6 +77,10 @@ type Device struct {
 	caps   Capabilities
 	maxURB int // the largest URB, in bytes
 	budget int // usbfs_memory_mb in bytes (math.MaxInt32 when unlimited)
+	depth  int // Config.Depth
+	mapErr func(error) error
+
+	eps [32]epState // per endpoint, by epIndex
 
 	gone atomic.Bool // the device was seen disconnected (an ioctl said ENODEV)
 
@@ -74,6 +91,7 @@ type Device struct {
 	claimed  map[uint8]bool         // interfaces this Device claimed
 	inflight map[uintptr]partRef    // URBs in the kernel, by address
 	active   map[*transfer]struct{} // transfers accepted and not completed
+	charged  int                    // memory the accepted transfers take from the budget
 	idle     chan struct{}          // closed when active empties during Close
 	stop     bool                   // the reaper must exit
 	pollReq  ioring.Request         // the reaper's current poll request
@@ -123,6 +141,9 @@ func open(info DeviceInfo, cfg Config) (*Device, error) {
 	if cfg.MaxURBSize < 0 {
 		return nil, invalid(op, "Config.MaxURBSize %d is negative", cfg.MaxURBSize)
 	}
+	if cfg.Depth < 0 {
+		return nil, invalid(op, "Config.Depth %d is negative", cfg.Depth)
+	}
 	fd, err := unix.Open(info.DevNode, unix.O_RDWR|unix.O_CLOEXEC, 0)
 	if err != nil {
 		if err == unix.ENODEV || err == unix.ENOENT {
@@ -131,7 +152,7 @@ func open(info DeviceInfo, cfg Config) (*Device, error) {
 		return nil, &OpError{Op: op, Err: err}
 	}
 	d := &Device{
-		fd: fd, ring: cfg.Ring, info: info, config: info.ActiveConfig,
+		fd: fd, ring: cfg.Ring, info: info, config: info.ActiveConfig, depth: cfg.Depth, mapErr: cfg.MapError,
 		alt: map[uint8]uint8{}, claimed: map[uint8]bool{},
 		inflight: map[uintptr]partRef{}, active: map[*transfer]struct{}{},
 		reaperDone:  make(chan struct{}),
@@ -441,7 +462,7 @@ func (d *Device) Endpoint(addr uint8) (*Endpoint, error) {
 				}
 				for _, e := range a.Endpoints {
 					if e.Address == addr {
-						found = &Endpoint{d: d, Desc: e, Interface: int(in.Number), Alternate: int(alt)}
+						found = &Endpoint{d: d, es: &d.eps[epIndex(addr)], Desc: e, Interface: int(in.Number), Alternate: int(alt)}
 					}
 				}
 			}

@@ -33,8 +33,12 @@
 // usbfs_memory_mb, 16 MiB by default, shared by every usbfs user of the
 // system). This package makes URBs of up to half that budget (8 MiB by
 // default), leaving the rest to other transfers, and refuses a transfer
-// larger than the whole budget; a submission the budget cannot take fails
-// with ENOMEM. Older kernels cap a URB at 16 KiB.
+// larger than the whole budget. It accounts the memory of the transfers a
+// Device has accepted and not completed: one that would take them past the
+// budget is refused at Submit with an error wrapping ioring.ErrFull (retry
+// after completions); when other processes took the budget, the kernel's
+// ENOMEM completes the transfer with such an error too. Older kernels cap
+// a URB at 16 KiB.
 // A bulk transfer larger than one URB is split into URBs of the largest
 // size that is a multiple of the endpoint's wMaxPacketSize, chained with
 // USBDEVFS_URB_BULK_CONTINUATION (and SHORT_NOT_OK on every IN part but the
@@ -46,6 +50,12 @@
 //
 // # Concurrency and costs
 //
+// Transfers of one endpoint go to the kernel in submission order, at most
+// Config.Depth of them at once (no cap by default); the others wait in the
+// Device, in order, and a cancel completes a waiting transfer at once,
+// without an ioctl. A small depth keeps the cancel of many transfers fast:
+// each transfer in the kernel costs one USBDEVFS_DISCARDURB.
+//
 // Device and Endpoint methods are safe for concurrent use. Each open Device
 // holds one request slot of its ring for the reaper's poll request and runs
 // two goroutines: the reaper, and a discarder that runs USBDEVFS_DISCARDURB
@@ -53,7 +63,8 @@
 // controller gives the URB back (usb_kill_urb, under the device lock, so
 // discards of one device run one after another); handing it to the
 // discarder lets a cancel request and return at once, as the ioring
-// contract wants. Close discards every transfer, waits until each has been
+// contract wants. A discarded URB is reapable as the ioctl returns: the
+// discarder reaps it then, without waiting for the reaper's poll. Close discards every transfer, waits until each has been
 // reaped and posted, stops both goroutines, releases the claimed interfaces
 // and closes the fd. A transfer allocates a few small objects (its URBs,
 // its cancel hook); the URB layout and the reap path allocate nothing else.

@@ -518,6 +518,51 @@ func TestGuestCancelToken(t *testing.T) {
 	})
 }
 
+// With Config.Depth 1, one transfer of an endpoint is in the kernel and
+// the others wait in order: canceling a waiting one completes it at once,
+// ClearHalt refuses while any is pending, and the waiting ones reach the
+// kernel, in order, as earlier ones complete.
+func TestGuestDepth(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b ioring.Backend) {
+		x := newRig(t, b, Config{Depth: 1})
+		bufs := make([][]byte, 3)
+		reqs := make([]ioring.Request, 3)
+		for i := range reqs {
+			bufs[i] = make([]byte, 512)
+			var err error
+			reqs[i], err = x.in.Submit(bufs[i], TransferOptions{Await: true})
+			require.NoError(t, err)
+		}
+		assert.Equal(t, 3, x.in.Pending())
+		x.d.mu.Lock()
+		inKernel := len(x.d.inflight)
+		x.d.mu.Unlock()
+		assert.Equal(t, 1, inKernel, "URBs in the kernel at depth 1")
+		assert.ErrorIs(t, x.in.ClearHalt(), ioring.ErrInvalid, "ClearHalt with transfers pending")
+
+		// The second, waiting, is canceled without an ioctl.
+		require.NoError(t, reqs[1].Cancel())
+		c, err := reqs[1].Wait(context.Background())
+		require.NoError(t, err)
+		assert.ErrorIs(t, c.Err, ioring.ErrCanceled)
+		assert.Equal(t, 2, x.in.Pending())
+
+		// Two messages: the first and the third transfer get one each, in
+		// submission order.
+		msgs := [][]byte{random(100), random(200)}
+		for k, i := range []int{0, 2} {
+			sent := gadgetWrite(x.g.BulkIn, msgs[k])
+			c, err := reqs[i].Wait(context.Background())
+			require.NoError(t, err)
+			require.NoError(t, c.Err, "transfer %d", i)
+			assert.Equal(t, msgs[k], bufs[i][:c.N], "transfer %d", i)
+			require.NoError(t, wait(t, sent, "gadget write").err)
+		}
+		assert.Zero(t, x.in.Pending())
+		assert.NoError(t, x.in.ClearHalt(), "nothing pending")
+	})
+}
+
 // A halted IN endpoint fails with ErrStall; ClearHalt recovers it.
 func TestGuestStall(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, b ioring.Backend) {

@@ -269,3 +269,21 @@ func TestTransferResult(t *testing.T) {
 		}
 	}
 }
+
+// A transfer that would take the accepted transfers past the usbfs memory
+// budget is refused before any ioctl with an error wrapping ErrFull, and
+// the refusal takes nothing from the budget.
+func TestBudget(t *testing.T) {
+	d, _ := fakeDevice(t, CapZeroPacket|CapNoPacketSizeLimit|CapBulkContinuation, 8<<20)
+	in, err := d.Endpoint(0x81)
+	require.NoError(t, err)
+	d.charged = d.budget - 4096 // as if transfers were in flight
+	_, err = in.Submit(make([]byte, 8192), TransferOptions{})
+	require.ErrorIs(t, err, ioring.ErrFull)
+	assert.Contains(t, err.Error(), "usbfs_memory_mb")
+	assert.Equal(t, d.budget-4096, d.charged, "a refused transfer is not charged")
+	assert.Empty(t, d.active)
+
+	_, err = open(DeviceInfo{DevNode: "/dev/null"}, Config{Ring: d.ring, Depth: -1})
+	assert.ErrorIs(t, err, ioring.ErrInvalid, "negative Depth")
+}

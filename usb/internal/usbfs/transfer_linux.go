@@ -16,10 +16,11 @@ import (
 )
 
 // Endpoint is a bulk or interrupt endpoint of an open Device. Its methods
-// are safe for concurrent use; transfers on one endpoint run in submission
-// order.
+// are safe for concurrent use; transfers on one endpoint go to the kernel
+// in submission order, at most Config.Depth of them at once.
 type Endpoint struct {
-	d *Device
+	d  *Device
+	es *epState // shared by every Endpoint value of this address
 	// Desc is the endpoint's descriptor.
 	Desc EndpointDescriptor
 	// Interface and Alternate locate the endpoint in the active
@@ -29,6 +30,22 @@ type Endpoint struct {
 	maxURB      int // the largest URB, a multiple of the packet size for bulk
 	maxTransfer int // the largest transfer
 }
+
+// epState is the transfers of one endpoint address. Lock order: es.mu,
+// then a transfer's mu, then Device.mu.
+type epState struct {
+	// mu orders submissions (the URBs of a transfer go to the kernel
+	// together, and transfers in the order they were accepted) and guards
+	// the fields below and each transfer's where and next.
+	mu         sync.Mutex
+	pending    int       // transfers started or waiting
+	inKernel   int       // of those, transfers started
+	head, tail *transfer // transfers waiting for a place in the kernel, oldest first
+}
+
+// epIndex maps an endpoint address to its slot in Device.eps: the number,
+// and the direction bit as bit 4.
+func epIndex(addr uint8) int { return int(addr&0x0f) | int(addr&0x80)>>3 }
 
 // TransferOptions qualify one transfer. The zero value is a transfer whose
 // completion goes to the ring's completion queue, with no token, deadline or
@@ -60,8 +77,11 @@ func (e *Endpoint) String() string { return e.Desc.String() }
 //
 // Bad input (an empty IN buffer, a transfer larger than MaxTransfer, a
 // closed device) is refused with an error before any ioctl; so is a transfer
-// on a device already seen disconnected (ioring.ErrNoDevice). A refusal of
-// the kernel's at submission completes the request with it instead.
+// on a device already seen disconnected (ioring.ErrNoDevice), and one that
+// would take the memory of the transfers already accepted past the usbfs
+// budget (an error wrapping ioring.ErrFull: retry after completions). A
+// refusal of the kernel's at submission completes the request with it
+// instead.
 func (e *Endpoint) Submit(buf []byte, o TransferOptions) (ioring.Request, error) {
 	t, err := e.newTransfer(buf, o.ZeroPacket)
 	if err != nil {
@@ -99,7 +119,7 @@ func (e *Endpoint) Submit(buf []byte, o TransferOptions) (ioring.Request, error)
 		return ioring.Request{}, &OpError{Op: "submit " + e.String(), Err: err}
 	}
 	if tokenCanceled {
-		d.ring.Complete(req, 0, ioring.ErrCanceled)
+		d.ring.Complete(req, 0, d.mapError(ioring.ErrCanceled))
 		d.end(t)
 		return req, nil
 	}
@@ -109,7 +129,33 @@ func (e *Endpoint) Submit(buf []byte, o TransferOptions) (ioring.Request, error)
 		return req, nil
 	}
 	t.req = req
-	t.run()
+	es := e.es
+	es.mu.Lock()
+	es.pending++
+	t.mu.Lock()
+	canceled := t.canceled
+	t.mu.Unlock()
+	switch {
+	case canceled:
+		// Canceled (by its deadline, CancelAll or Close) before it was
+		// queued: it never reaches the kernel.
+		es.completeLocked(t)
+	case d.depth == 0 || es.inKernel < d.depth:
+		es.inKernel++
+		t.where = tStarted
+		if t.start() {
+			es.completeLocked(t)
+		}
+	default:
+		t.where = tWaiting
+		if es.tail != nil {
+			es.tail.next = t
+		} else {
+			es.head = t
+		}
+		es.tail = t
+	}
+	es.mu.Unlock()
 	return req, nil
 }
 
@@ -144,28 +190,61 @@ func (e *Endpoint) Write(ctx context.Context, buf []byte) (int, error) {
 	return e.Transfer(ctx, buf)
 }
 
+// Pending returns the number of transfers submitted on the endpoint's
+// address and not yet completed.
+func (e *Endpoint) Pending() int {
+	e.es.mu.Lock()
+	defer e.es.mu.Unlock()
+	return e.es.pending
+}
+
 // ClearHalt clears the endpoint's halt (USBDEVFS_CLEAR_HALT) after a
-// transfer ended with ErrStall, and resets its data toggle.
+// transfer ended with ErrStall, and resets its data toggle. No transfer may
+// be pending on the endpoint (let them complete or cancel them: on a
+// halted endpoint they all end with ErrStall): it refuses with an error
+// wrapping ioring.ErrInvalid otherwise. Transfers submitted while it runs
+// wait until it returns.
 func (e *Endpoint) ClearHalt() error {
 	op := "clear halt " + e.String()
 	if err := e.d.use(op); err != nil {
 		return err
 	}
 	defer e.d.calls.Done()
+	es := e.es
+	es.mu.Lock()
+	defer es.mu.Unlock()
+	if es.pending > 0 {
+		return invalid(op, "%d transfers are pending on it", es.pending)
+	}
 	return e.d.ioctlErr(op, ioctlU32(e.d.fd, ioctlClearHalt, uint32(e.Desc.Address)))
 }
+
+// where is the stage of a transfer, guarded by its epState's mu.
+type where uint8
+
+const (
+	tNew      where = iota // accepted, not queued yet
+	tWaiting               // waiting for a place in the kernel
+	tStarted               // its URBs go, or went, to the kernel
+	tComplete              // its completion is posted
+)
 
 // transfer is one transfer in flight: one URB, or several for a split bulk
 // transfer. Its URBs and buffer stay pinned until every URB is reaped.
 type transfer struct {
 	d    *Device
+	es   *epState
 	req  ioring.Request
 	buf  []byte
+	cost int // what it takes of the usbfs memory budget
 	urbs []urb
 	one  [1]urb  // urbs for the common one-URB transfer
 	done []bool  // done[i]: urbs[i] was reaped
 	one1 [1]bool // done for one URB
 	pin  runtime.Pinner
+
+	where where     // guarded by es.mu
+	next  *transfer // the next waiting transfer; guarded by es.mu
 
 	mu        sync.Mutex // guards the fields below and done
 	submitted int        // URBs handed to the kernel
@@ -173,8 +252,12 @@ type transfer struct {
 	running   bool       // the submit loop has not ended
 	canceled  bool       // the cancel hook ran
 	submitErr error      // the kernel refused a URB
-	finished  bool       // the completion is being posted
+	finished  bool       // every URB is back: the transfer can be completed
 }
+
+// urbOverhead approximates what usbfs charges to the memory budget for a
+// URB besides its buffer (struct urb and usbfs's struct async).
+const urbOverhead = 512
 
 // newTransfer checks a transfer and lays out its URBs.
 func (e *Endpoint) newTransfer(buf []byte, zlp bool) (*transfer, error) {
@@ -195,7 +278,7 @@ func (e *Endpoint) newTransfer(buf []byte, zlp bool) (*transfer, error) {
 		return nil, &OpError{Op: op, Err: fmt.Errorf("ZeroPacket: %w", ioring.ErrNotSupported)}
 	}
 	n := max(1, (len(buf)+e.maxURB-1)/e.maxURB)
-	t := &transfer{d: d, buf: buf, running: true}
+	t := &transfer{d: d, es: e.es, buf: buf, running: true, cost: len(buf) + n*urbOverhead}
 	if n == 1 {
 		t.urbs, t.done = t.one[:], t.one1[:]
 	} else {
@@ -222,8 +305,9 @@ func (e *Endpoint) newTransfer(buf []byte, zlp bool) (*transfer, error) {
 	return t, nil
 }
 
-// begin registers t with the device; it fails once Close has begun or the
-// device is gone.
+// begin registers t with the device; it fails once Close has begun, once
+// the device is gone, and when t does not fit in the memory budget next to
+// the transfers already accepted.
 func (d *Device) begin(t *transfer) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -232,7 +316,11 @@ func (d *Device) begin(t *transfer) error {
 		return &OpError{Op: "submit", Err: ErrClosed}
 	case d.gone.Load():
 		return &OpError{Op: "submit", Err: ioring.ErrNoDevice}
+	case d.charged+t.cost > d.budget:
+		return &OpError{Op: "submit", Err: fmt.Errorf("%w: %d bytes of transfers in flight and %d more exceed the usbfs memory budget of %d (usbcore.usbfs_memory_mb)",
+			ioring.ErrFull, d.charged, t.cost, d.budget)}
 	}
+	d.charged += t.cost
 	d.active[t] = struct{}{}
 	return nil
 }
@@ -240,6 +328,7 @@ func (d *Device) begin(t *transfer) error {
 // end unregisters t, after its completion was posted.
 func (d *Device) end(t *transfer) {
 	d.mu.Lock()
+	d.charged -= t.cost
 	delete(d.active, t)
 	if len(d.active) == 0 && d.idle != nil {
 		close(d.idle)
@@ -248,10 +337,37 @@ func (d *Device) end(t *transfer) {
 	d.mu.Unlock()
 }
 
-// run submits t's URBs in order. A URB may be reaped before the next is
-// submitted; the cancel hook may run at any point (before the first URB,
-// it leaves nothing to submit).
-func (t *transfer) run() {
+// mapError applies Config.MapError.
+func (d *Device) mapError(err error) error {
+	if err != nil && d.mapErr != nil {
+		return d.mapErr(err)
+	}
+	return err
+}
+
+// CancelAll cancels every transfer of the device accepted so far, waiting
+// or in the kernel, like Close without closing. It requests and returns;
+// each transfer still completes exactly once (ioring.ErrCanceled, or its
+// real result when it won the race). Transfers submitted later run
+// normally.
+func (d *Device) CancelAll() {
+	d.mu.Lock()
+	ts := make([]*transfer, 0, len(d.active))
+	for t := range d.active {
+		ts = append(ts, t)
+	}
+	d.mu.Unlock()
+	for _, t := range ts {
+		t.discard()
+	}
+}
+
+// start submits t's URBs in order and reports whether t is finished
+// already (the kernel refused its first URB, or it was canceled before).
+// A URB may be reaped before the next is submitted; the cancel hook may
+// run at any point (before the first URB, it leaves nothing to submit).
+// es.mu held: the URBs of one transfer go to the kernel together.
+func (t *transfer) start() bool {
 	d := t.d
 	t.pin.Pin(&t.urbs[0])
 	if len(t.buf) > 0 {
@@ -271,10 +387,15 @@ func (t *transfer) run() {
 			d.mu.Lock()
 			delete(d.inflight, addr)
 			d.mu.Unlock()
-			if err == unix.ENODEV {
+			switch err {
+			case unix.ENODEV:
 				d.gone.Store(true)
 				t.submitErr = ioring.ErrNoDevice
-			} else {
+			case unix.ENOMEM:
+				// Other usbfs users of the system took the budget.
+				t.submitErr = &OpError{Op: fmt.Sprintf("submit URB to %#02x", u.endpoint),
+					Err: fmt.Errorf("%w: %w: the usbfs memory budget (usbcore.usbfs_memory_mb) is exhausted", ioring.ErrFull, err)}
+			default:
 				t.submitErr = &OpError{Op: fmt.Sprintf("submit URB to %#02x", u.endpoint), Err: err}
 			}
 			break
@@ -291,9 +412,60 @@ func (t *transfer) run() {
 	fin := t.finishLocked()
 	t.mu.Unlock()
 	d.queueDiscard(discard)
-	if fin {
-		t.finish()
+	return fin
+}
+
+// completeLocked posts t's completion and gives its place in the kernel to
+// the transfers waiting; one that finishes as it starts is completed in
+// turn. es.mu held.
+func (es *epState) completeLocked(t *transfer) {
+	depth := t.d.depth
+	for t != nil {
+		if t.where == tStarted {
+			es.inKernel--
+		}
+		t.where = tComplete
+		es.pending--
+		t.post()
+		t = nil
+		for es.head != nil && t == nil && (depth == 0 || es.inKernel < depth) {
+			n := es.head
+			es.head, n.next = n.next, nil
+			if es.head == nil {
+				es.tail = nil
+			}
+			es.inKernel++
+			n.where = tStarted
+			if n.start() {
+				t = n
+			}
+		}
 	}
+}
+
+// unlinkLocked removes waiting t from the queue. es.mu held.
+func (es *epState) unlinkLocked(t *transfer) {
+	var prev *transfer
+	for p := es.head; p != t; p = p.next {
+		prev = p
+	}
+	if prev != nil {
+		prev.next = t.next
+	} else {
+		es.head = t.next
+	}
+	if es.tail == t {
+		es.tail = prev
+	}
+	t.next = nil
+}
+
+// post posts t's completion, then lets Close know.
+func (t *transfer) post() {
+	n, err := t.result()
+	t.pin.Unpin()
+	t.d.ring.Complete(t.req, n, t.d.mapError(err))
+	t.d.end(t)
 }
 
 // pendingLocked returns t's URBs in the kernel, last first: discarding them
@@ -309,14 +481,27 @@ func (t *transfer) pendingLocked() []partRef {
 	return refs
 }
 
-// discard is t's cancel hook: it stops URBs not yet submitted and has the
-// device's discarder discard those in the kernel. It does not wait for the
-// discards (USBDEVFS_DISCARDURB waits for the host controller). The ring
-// calls it outside its locks, maybe more than once and maybe after the
-// transfer finished. The reap that follows is the truth: a URB that
-// completed first keeps its result.
+// discard is t's cancel hook: a transfer waiting for the kernel completes
+// at once; one in the kernel has the device's discarder discard its URBs,
+// and stops those not yet submitted. It does not wait for the discards
+// (USBDEVFS_DISCARDURB waits for the host controller). The ring calls it
+// outside its locks, maybe more than once and maybe after the transfer
+// completed; CancelAll and Close call it too. The reap that follows is the
+// truth: a URB that completed first keeps its result.
 func (t *transfer) discard() {
+	es := t.es
+	es.mu.Lock()
+	if t.where == tWaiting {
+		es.unlinkLocked(t)
+		t.mu.Lock()
+		t.canceled = true
+		t.mu.Unlock()
+		es.completeLocked(t)
+		es.mu.Unlock()
+		return
+	}
 	t.mu.Lock()
+	es.mu.Unlock()
 	if t.canceled || t.finished {
 		t.mu.Unlock()
 		return
@@ -347,7 +532,9 @@ func (d *Device) queueDiscard(refs []partRef) {
 // discarder runs USBDEVFS_DISCARDURB for the cancel hooks, in the order
 // they asked. Each call waits in the kernel until the host controller gives
 // the URB back (usb_kill_urb, under the device lock, so discards cannot run
-// in parallel anyway); doing it here lets a cancel request and return.
+// in parallel anyway); doing it here lets a cancel request and return. A
+// discarded URB is reapable when the ioctl returns, so the discarder reaps
+// it at once rather than leave it to the reaper's next poll wake-up.
 func (d *Device) discarder() {
 	defer close(d.discarderDone)
 	var batch []partRef
@@ -370,13 +557,18 @@ func (d *Device) discarder() {
 				discardURB(d.fd, urbAddr(&ref.t.urbs[ref.i]))
 			}
 			batch[i] = partRef{} // let the transfer go
+		}
+		d.reapAll()
+		// Only now: Close must not stop the reaper (and close the fd)
+		// while this reap runs.
+		for range batch {
 			d.calls.Done()
 		}
 	}
 }
 
-// finishLocked reports whether t is complete (every submitted URB reaped,
-// the submit loop over) and claims the right to post it.
+// finishLocked reports whether t is finished (every submitted URB reaped,
+// the submit loop over) and claims the right to complete it.
 func (t *transfer) finishLocked() bool {
 	if t.running || t.finished || t.reaped < t.submitted {
 		return false
@@ -385,7 +577,7 @@ func (t *transfer) finishLocked() bool {
 	return true
 }
 
-// reaped records that URB i of t was reaped.
+// reaped1 records that URB i of t was reaped.
 func (t *transfer) reaped1(i int) {
 	t.mu.Lock()
 	t.done[i] = true
@@ -393,16 +585,10 @@ func (t *transfer) reaped1(i int) {
 	fin := t.finishLocked()
 	t.mu.Unlock()
 	if fin {
-		t.finish()
+		t.es.mu.Lock()
+		t.es.completeLocked(t)
+		t.es.mu.Unlock()
 	}
-}
-
-// finish posts t's completion, then lets Close know.
-func (t *transfer) finish() {
-	n, err := t.result()
-	t.pin.Unpin()
-	t.d.ring.Complete(t.req, n, err)
-	t.d.end(t)
 }
 
 // result adds up t's URBs, in order, into its completion.
