@@ -225,7 +225,7 @@ func (b *pollBackend) submit(idx uint32) error {
 	s := &b.r.slots[idx]
 	p := &b.ps[idx]
 	b.mu.Lock()
-	p.key = s.key.Load()
+	p.key = s.key()
 	p.st = psPending
 	p.canceled = false
 	p.mode = pmNowait

@@ -130,7 +130,7 @@ func (b *uringBackend) sqe() (*uring.SQE, uint32) {
 
 func (b *uringBackend) submit(idx uint32) error {
 	s := &b.r.slots[idx]
-	key := s.key.Load()
+	key := s.key()
 	need := uint32(1)
 	if s.deadline > 0 {
 		need = 2
@@ -186,7 +186,9 @@ func (b *uringBackend) submit(idx uint32) error {
 		lt.Len = 1
 		lt.UserData = kindLink<<kindShft | key
 	}
-	s.pending.Store(int32(need)) // published to the reaper with the SQ tail
+	if need > 1 {
+		s.pending.Store(int32(need)) // published to the reaper with the SQ tail
+	}
 	return nil
 }
 
@@ -249,8 +251,8 @@ func (b *uringBackend) cancelAll() {
 	}
 	for i := range b.r.slots {
 		s := &b.r.slots[i]
-		if s.state.Load() == stActive && s.code != OpForeign {
-			b.cancel(uint32(i), s.key.Load())
+		if key, st := s.keyState(); st == stActive && s.code != OpForeign {
+			b.cancel(uint32(i), key)
 		}
 	}
 }
@@ -340,7 +342,7 @@ func (b *uringBackend) handle(ud uint64, res int32) {
 	}
 	key := ud & keyMask
 	s := &b.r.slots[key&idxMask]
-	if s.key.Load() != key || s.state.Load() != stActive {
+	if k, st := s.keyState(); k != key || st != stActive {
 		return // cannot happen: a slot is reused only after all its CQEs
 	}
 	if kind == kindReq {
@@ -348,7 +350,9 @@ func (b *uringBackend) handle(ud uint64, res int32) {
 	} else if res == -int32(unix.ETIME) {
 		s.flags.Or(flTimedOut)
 	}
-	if s.pending.Add(-1) == 0 {
+	// Without a deadline the request's own CQE is its only one, and
+	// pending was not even set (submit).
+	if s.deadline <= 0 || s.pending.Add(-1) == 0 {
 		b.r.finish(uint32(key&idxMask), s, true)
 	}
 }

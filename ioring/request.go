@@ -46,7 +46,7 @@ func (q Request) slot() *slot {
 		return nil
 	}
 	s := &q.r.slots[idx]
-	if s.key.Load() != q.key {
+	if s.key() != q.key {
 		return nil
 	}
 	return s
@@ -57,7 +57,11 @@ func (q Request) slot() *slot {
 // Submit: a request whose token was already canceled completes at once.
 func (q Request) Pending() bool {
 	s := q.slot()
-	return s != nil && s.state.Load() == stActive
+	if s == nil {
+		return false
+	}
+	k, st := s.keyState()
+	return k == q.key && st == stActive
 }
 
 // Cancel asks for the request to be canceled and returns without waiting.
@@ -84,7 +88,7 @@ func (q Request) Wait(ctx context.Context) (Completion, error) {
 		return Completion{}, ErrNotFound
 	}
 	idx := uint32(q.key & idxMask)
-	if done := ctx.Done(); done != nil && s.state.Load() == stActive {
+	if done := ctx.Done(); done != nil && s.state() == stActive {
 		stop := context.AfterFunc(ctx, func() {
 			// A context deadline is a timeout like a request's own.
 			r.cancelKey(q.key, errors.Is(ctx.Err(), context.DeadlineExceeded))
@@ -92,7 +96,7 @@ func (q Request) Wait(ctx context.Context) (Completion, error) {
 		defer stop()
 	}
 	defer r.handOff()
-	for s.state.Load() == stActive {
+	for s.state() == stActive {
 		if s.code == OpForeign {
 			// Its transport completes it (Ring.Complete), which wakes us;
 			// there is nothing to reap for it.
@@ -100,7 +104,7 @@ func (q Request) Wait(ctx context.Context) (Completion, error) {
 			continue
 		}
 		if r.reapMu.TryLock() {
-			if s.state.Load() == stActive && !r.beClosed {
+			if s.state() == stActive && !r.beClosed {
 				// Reap the kernel ourselves: no hand-off to another goroutine.
 				r.reaping.Add(1)
 				err := r.be.reap(true, -1)
@@ -118,7 +122,7 @@ func (q Request) Wait(ctx context.Context) (Completion, error) {
 		// Another goroutine is reaping and will wake us, or hand the
 		// reaper role on when it leaves.
 		r.parked.Add(1)
-		if s.state.Load() != stActive || r.reapFree() {
+		if s.state() != stActive || r.reapFree() {
 			r.parked.Add(-1)
 			continue
 		}
@@ -135,8 +139,11 @@ func (q Request) Wait(ctx context.Context) (Completion, error) {
 	case s.wake <- struct{}{}:
 	default:
 	}
-	if s.key.Load() != q.key || !s.state.CompareAndSwap(stDone, stDelivering) {
+	if !s.move(q.key, stDone, stDelivering) {
 		return Completion{}, ErrNotFound
 	}
-	return r.take(idx), nil
+	var free chain
+	c := r.take(idx, &free)
+	r.pushFree(&free)
+	return c, nil
 }

@@ -94,12 +94,14 @@ const (
 	kindWake   = 3 // a nop that wakes a blocked reaper
 )
 
-// Slot states.
+// Slot states, kept in the top two bits of slot.ks (the key needs 62).
 const (
 	stFree       uint32 = iota
 	stActive            // accepted, not completed
 	stDone              // completed, not delivered
 	stDelivering        // being delivered (exactly one taker)
+
+	stShift = kindShft
 )
 
 // Slot flags (slot.flags, atomic).
@@ -113,44 +115,96 @@ const (
 // the release store of state = stActive; the completer reads it after
 // loading that state, records the result and publishes it with state =
 // stDone; the deliverer reads it after loading stDone.
+//
+// The key (generation and index, what a Request holds) and the state share
+// one word, ks, so that a check of both is one load, a transition of a
+// given request one compare-and-swap, and a submission one store: the new
+// generation becomes visible together with stActive.
+//
+// States move so (each arrow is one store or compare-and-swap of ks):
+//
+//	stFree -> stActive            enqueue, with the new key (r.sqMu held)
+//	stActive -> stDone            finish: the completion waits in the queue or for Wait
+//	stDone -> stDelivering        popInto or Wait: one taker wins the CAS
+//	stDelivering -> stFree        take, before the slot returns to the free list
+//	stActive -> stFree            finish on the reaping consumer (r.direct): the
+//	                              completion goes straight into its Reap result
+//	                              and nobody else can reach it, so there is no
+//	                              taker to race with and no stDelivering
+//	stActive -> stFree            enqueue failed: the request never started
 type slot struct {
-	key     atomic.Uint64
-	state   atomic.Uint32
+	// Hot: every request reads or writes these, so they come first and
+	// share as few cache lines as possible (the slab is page-aligned once
+	// it is large, and slotPad keeps each slot on whole lines).
+	ks      atomic.Uint64 // state<<stShift | key
 	flags   atomic.Uint32
-	foreign atomic.Bool                // the request is OpForeign
-	fref    atomic.Pointer[foreignRef] // while a foreign request is in flight
-	claim   atomic.Uint32              // guards pin and pinned between delivery and Close
+	foreign atomic.Bool // the request is OpForeign
 
 	code     Opcode
 	awaited  bool // completion goes to Wait, not to the queue
 	pinned   bool
 	fd       int32
 	events   uint32
+	res      int32
+	freeNext uint32 // free-list link (see freeList); owned by the holder of the slot's chain
+
+	// Backend-private bookkeeping (guarded by the backend's locks).
+	sqPos   uint32
+	pending atomic.Int32 // CQEs still due, with a linked timeout only (the request's, the timeout's)
+
 	off      int64
 	dur      time.Duration
 	deadline time.Duration
 	buf      []byte
 	bufs     [][]byte
-	iov      []unix.Iovec
-	ts       [2]unix.Timespec // OpTimeout's duration, the linked timeout's
 	user     any
 	hook     func()
 	tok      *Token
-	tokPrev  int32
-	tokNext  int32
 	timer    *time.Timer
+	fn       int   // foreign result
+	ferr     error // foreign error
+	pin      runtime.Pinner
 
-	// Backend-private bookkeeping (guarded by the backend's locks).
-	sqPos   uint32
-	pending atomic.Int32 // CQEs still due (the request's, its linked timeout's)
+	// Cold: only some kinds of request use these.
+	fref    atomic.Pointer[foreignRef] // while a foreign request is in flight
+	claim   atomic.Uint32              // guards pin and pinned between delivery and Close
+	tokPrev int32
+	tokNext int32
+	iov     []unix.Iovec
+	ts      [2]unix.Timespec // OpTimeout's duration, the linked timeout's
+	wake    chan struct{}    // cap 1: completion of an awaited request
 
-	res  int32
-	fn   int   // foreign result
-	ferr error // foreign error
-
-	pin  runtime.Pinner
-	wake chan struct{} // cap 1: completion of an awaited request
+	_ [slotPad]byte
 }
+
+// keyState returns the slot's current key and state.
+func (s *slot) keyState() (uint64, uint32) {
+	w := s.ks.Load()
+	return w & keyMask, uint32(w >> stShift)
+}
+
+// key returns the key of the slot's current (or last) request.
+func (s *slot) key() uint64 { return s.ks.Load() & keyMask }
+
+// state returns the slot's current state.
+func (s *slot) state() uint32 { return uint32(s.ks.Load() >> stShift) }
+
+// set moves the slot to state st for the request with key. Only the
+// slot's owner of the moment calls it (see the table above).
+func (s *slot) set(key uint64, st uint32) { s.ks.Store(uint64(st)<<stShift | key) }
+
+// move moves the request with key from state from to state to and reports
+// whether it was there.
+func (s *slot) move(key uint64, from, to uint32) bool {
+	return s.ks.CompareAndSwap(uint64(from)<<stShift|key, uint64(to)<<stShift|key)
+}
+
+// slotPad rounds a slot up to whole 64-byte cache lines.
+const slotPad = (64 - slotSize%64) % 64
+
+// slotSize is the size of a slot's fields; slot_unsafe.go fails the build
+// when it is out of date.
+const slotSize = 280
 
 // foreignRef names a foreign request's cancel hook together with the key of
 // the request it belongs to, so that a late cancel never calls the hook of
@@ -205,7 +259,7 @@ type Ring struct {
 	be    backend
 	info  BackendInfo
 	slots []slot
-	free  *cq.Queue // indices of free slots
+	free  freeList  // free slots
 	done  *cq.Queue // indices of completed, undelivered slots (queue mode)
 
 	sqMu   sync.Mutex // serialises submission and cancels; guards closed transitions
@@ -220,6 +274,7 @@ type Ring struct {
 	reaping    atomic.Int32  // goroutines blocked in be.reap(wait)
 	direct     []Completion  // guarded by reapMu: the reaping consumer's free room
 	directN    int           // guarded by reapMu: completions handed over directly
+	directFree chain         // guarded by reapMu: their slots, freed at the end of the pass
 	parked     atomic.Int32  // consumers parked on a channel, not reaping
 	reaperCh   chan struct{} // cap 1: the reaper left while consumers were parked
 
@@ -258,15 +313,16 @@ func New(cfg Config) (*Ring, error) {
 		reaperCh: make(chan struct{}, 1),
 		closedCh: make(chan struct{}),
 	}
-	r.free, _ = cq.New(n)
 	r.done, _ = cq.New(n)
-	for i := range r.slots {
+	var free chain
+	for i := n - 1; i >= 0; i-- { // slot 0 is taken first
 		s := &r.slots[i]
-		s.key.Store(uint64(i))
+		s.set(uint64(i), stFree)
 		s.tokPrev, s.tokNext = -1, -1
 		s.wake = make(chan struct{}, 1)
-		r.free.Push(uint32(i))
+		r.addFree(&free, uint32(i))
 	}
+	r.pushFree(&free)
 
 	var err error
 	switch want {
@@ -313,32 +369,36 @@ func (r *Ring) Entries() int { return len(r.slots) }
 // InFlight returns the number of requests accepted and not yet completed.
 func (r *Ring) InFlight() int { return int(r.inflight.Load()) }
 
-// alloc takes a free slot and gives it a new generation.
+// alloc takes a free slot and returns its next key (a new generation),
+// which the slot takes on at enqueue. r.sqMu held.
 func (r *Ring) alloc() (uint32, uint64, bool) {
-	idx, ok := r.free.Pop()
+	idx, ok := r.popFree()
 	if !ok {
 		return 0, 0, false
 	}
-	s := &r.slots[idx]
-	key := (s.key.Load() + 1<<idxBits) & keyMask
-	s.key.Store(key)
+	key := (r.slots[idx].key() + 1<<idxBits) & keyMask
 	return idx, key, true
 }
 
-// release returns a slot to the free list.
-func (r *Ring) release(idx uint32) {
+// release frees slot idx onto c; the caller pushes c to the free list.
+// Its flags are left for fill to clear: until the slot is filled again
+// only a late Complete reads them, and finds its request's claim.
+func (r *Ring) release(idx uint32, c *chain) {
 	s := &r.slots[idx]
 	s.buf, s.bufs, s.user, s.hook, s.tok, s.ferr, s.timer = nil, nil, nil, nil, nil, nil, nil
-	s.flags.Store(0)
-	s.state.Store(stFree)
-	r.free.PushWait(idx) // the free list has a cell for every slot
+	s.set(s.key(), stFree)
+	r.addFree(c, idx)
 }
 
-// fill copies op into slot idx and pins its buffers.
+// fill copies op into slot idx and pins its buffers. r.sqMu held.
 func (r *Ring) fill(idx uint32, op *Op, awaited bool) {
 	s := &r.slots[idx]
 	s.code = op.code
-	s.foreign.Store(op.code == OpForeign)
+	// Atomic stores are full barriers on amd64: skip the ones that change
+	// nothing (a slot keeps serving the same kind of request).
+	if foreign := op.code == OpForeign; s.foreign.Load() != foreign {
+		s.foreign.Store(foreign)
+	}
 	s.awaited = awaited
 	s.fd = int32(op.fd)
 	s.events = op.events
@@ -351,7 +411,12 @@ func (r *Ring) fill(idx uint32, op *Op, awaited bool) {
 	s.hook = op.hook
 	s.tok = op.token
 	s.res, s.fn, s.ferr = 0, 0, nil
-	s.flags.Store(0)
+	// Flags left by the slot's previous request (release keeps them, so
+	// that a late Complete still finds its claim). Cancels set flags only
+	// with r.sqMu held, as we hold it, and only on active slots.
+	if s.flags.Load() != 0 {
+		s.flags.Store(0)
+	}
 	s.pinned = false
 	if len(op.buf) > 0 {
 		s.pin.Pin(&op.buf[0])
@@ -402,21 +467,25 @@ func (r *Ring) submitOne(op *Op, awaited bool) (Request, error) {
 	if r.closed.Load() {
 		return Request{}, &OpError{Op: op.code.String(), Err: ErrClosed}
 	}
+	r.sqMu.Lock()
 	idx, key, ok := r.alloc()
 	if !ok {
+		r.sqMu.Unlock()
 		return Request{}, &OpError{Op: op.code.String(), Err: ErrFull}
 	}
 	r.fill(idx, op, awaited)
-	r.sqMu.Lock()
+	r.inflight.Add(1) // before the request can complete
 	kicked, err := r.enqueue(idx, key)
 	if err == nil {
 		// A flush error is not the request's: the backend keeps what it
 		// could not hand over and hands it over at the next flush.
 		r.flushLocked()
+	} else {
+		r.inflight.Add(-1)
+		r.unfill(idx)
 	}
 	r.sqMu.Unlock()
 	if err != nil {
-		r.unfill(idx)
 		return Request{}, &OpError{Op: op.code.String(), Err: err}
 	}
 	if kicked {
@@ -442,34 +511,42 @@ func (r *Ring) SubmitBatch(ops []Op, reqs []Request) (int, error) {
 	if r.closed.Load() {
 		return 0, &OpError{Op: "submit", Err: ErrClosed}
 	}
+	r.sqMu.Lock()
+	// Take the slots first, so that the batch is counted in flight with one
+	// atomic add, before any of it can complete.
 	n := 0
-	for i := range ops {
-		idx, key, ok := r.alloc()
+	for ; n < len(ops); n++ {
+		_, key, ok := r.alloc()
 		if !ok {
 			break
 		}
-		r.fill(idx, &ops[i], false)
-		reqs[i] = Request{r: r, key: key}
-		n++
+		reqs[n] = Request{r: r, key: key}
 	}
+	r.inflight.Add(int64(n))
 	var err error
 	kicked := false
-	r.sqMu.Lock()
 	done := 0
 	for ; done < n; done++ {
-		k, e := r.enqueue(uint32(reqs[done].key&idxMask), reqs[done].key)
+		idx := uint32(reqs[done].key & idxMask)
+		r.fill(idx, &ops[done], false)
+		k, e := r.enqueue(idx, reqs[done].key)
 		if e != nil {
+			r.unfill(idx)
 			err = e
 			break
 		}
 		kicked = kicked || k
 	}
+	if done < n {
+		// Never filled, never started: count them out and free them.
+		r.inflight.Add(int64(done - n))
+		for i := done + 1; i < n; i++ {
+			r.unfill(uint32(reqs[i].key & idxMask))
+		}
+		clear(reqs[done:n])
+	}
 	r.flushLocked()
 	r.sqMu.Unlock()
-	for i := done; i < n; i++ {
-		r.unfill(uint32(reqs[i].key & idxMask))
-		reqs[i] = Request{}
-	}
 	if kicked {
 		r.kick()
 	}
@@ -483,18 +560,22 @@ func (r *Ring) SubmitBatch(ops []Op, reqs []Request) (int, error) {
 	return done, nil
 }
 
-// unfill undoes fill for a slot that never started.
+// unfill undoes fill (or alloc) for a slot that never started.
 func (r *Ring) unfill(idx uint32) {
 	s := &r.slots[idx]
 	if s.pinned {
 		s.unpin()
 	}
-	r.release(idx)
+	var free chain
+	r.release(idx, &free)
+	r.pushFree(&free)
 }
 
 // enqueue hands slot idx to the backend, or completes it at once when its
-// token is already canceled. Called with r.sqMu held. It reports whether a
-// completion happened outside the backend (the caller kicks reapers).
+// token is already canceled. Called with r.sqMu held, after the caller
+// counted the request in r.inflight (and counts it out again on error). It
+// reports whether a completion happened outside the backend (the caller
+// kicks reapers).
 func (r *Ring) enqueue(idx uint32, key uint64) (bool, error) {
 	s := &r.slots[idx]
 	if r.closed.Load() {
@@ -505,20 +586,18 @@ func (r *Ring) enqueue(idx uint32, key uint64) (bool, error) {
 		if t.canceled {
 			t.mu.Unlock()
 			// Tokens cover the future: this request never reaches the kernel.
-			r.inflight.Add(1)
 			if s.code == OpForeign {
 				r.foreign.Add(1) // finish counts it out
 			}
 			s.flags.Store(flCancelReq | flNopped)
-			s.state.Store(stActive)
+			s.set(key, stActive)
 			r.complete(idx, -int32(unix.ECANCELED))
 			return true, nil
 		}
 		t.link(r, idx)
 		t.mu.Unlock()
 	}
-	r.inflight.Add(1)
-	s.state.Store(stActive) // publish the slot to the completer
+	s.set(key, stActive) // publish the slot to the completer
 	if s.code == OpForeign {
 		r.foreign.Add(1)
 		s.fref.Store(&foreignRef{key: key, hook: s.hook})
@@ -526,8 +605,7 @@ func (r *Ring) enqueue(idx uint32, key uint64) (bool, error) {
 		return false, nil
 	}
 	if err := r.be.submit(idx); err != nil {
-		r.inflight.Add(-1)
-		s.state.Store(stFree)
+		s.set(key, stFree)
 		if t := s.tok; t != nil {
 			t.mu.Lock()
 			t.unlink(r, idx)
@@ -563,16 +641,18 @@ func (r *Ring) flushLocked() error {
 // different slots.
 func (r *Ring) complete(idx uint32, res int32) {
 	s := &r.slots[idx]
-	if s.state.Load() != stActive {
-		panic(fmt.Sprintf("ioring: completion of slot %d in state %d", idx, s.state.Load()))
+	if st := s.state(); st != stActive {
+		panic(fmt.Sprintf("ioring: completion of slot %d in state %d", idx, st))
 	}
 	s.res = res
 	r.finish(idx, s, false)
 }
 
-// finish delivers a completed slot. inline is true only on the reaping
-// goroutine, under reapMu (the io_uring reap loop), where the completion may
-// go straight to the reaping consumer.
+// finish delivers a completed slot and counts it out of r.inflight (after
+// publishing it, so that whoever sees the count drop finds the completion).
+// inline is true only on the reaping goroutine, under reapMu (the io_uring
+// reap loop), where the completion may go straight to the reaping consumer;
+// reapLocked counts those out, all at once.
 func (r *Ring) finish(idx uint32, s *slot, inline bool) {
 	if s.timer != nil {
 		s.timer.Stop()
@@ -587,16 +667,16 @@ func (r *Ring) finish(idx uint32, s *slot, inline bool) {
 		r.foreign.Add(-1)
 	}
 	awaited := s.awaited
-	if inline && !awaited && r.direct != nil && r.directN < len(r.direct) && r.done.Len() == 0 {
+	if inline && !awaited && r.direct != nil && r.directN < len(r.direct) {
 		// The reaper is a consumer with room: hand the completion over
-		// without the round trip through the queue (see Reap).
-		s.state.Store(stDelivering)
-		r.direct[r.directN] = r.take(idx)
+		// without the round trip through the queue (see reapLocked). The
+		// queue was empty when the pass began, and the pass queues nothing
+		// before dst is full, so no queued completion is overtaken.
+		r.takeDirect(idx, s, &r.direct[r.directN])
 		r.directN++
-		r.inflight.Add(-1)
 		return
 	}
-	s.state.Store(stDone) // publish the result
+	s.set(s.key(), stDone) // publish the result
 	if awaited {
 		select {
 		case s.wake <- struct{}{}:
@@ -634,7 +714,7 @@ func (r *Ring) Complete(q Request, n int, err error) error {
 	}
 	idx := uint32(q.key & idxMask)
 	s := &r.slots[idx]
-	if s.key.Load() != q.key || s.code != OpForeign {
+	if s.key() != q.key || s.code != OpForeign {
 		return ErrNotFound
 	}
 	// One completer wins: active -> active is not a state, so use the
@@ -648,7 +728,7 @@ func (r *Ring) Complete(q Request, n int, err error) error {
 			break
 		}
 	}
-	if s.state.Load() != stActive {
+	if k, st := s.keyState(); k != q.key || st != stActive {
 		return ErrNotFound
 	}
 	s.fn, s.ferr = n, err
@@ -698,11 +778,13 @@ func isCancel(err error) bool {
 	return errors.Is(err, ErrCanceled) || errors.Is(err, unix.ECANCELED)
 }
 
-// take delivers slot idx (state stDone, claimed by the caller) and frees it.
-func (r *Ring) take(idx uint32) Completion {
+// take delivers slot idx (state stDelivering, claimed by the caller) and
+// frees it onto free; the caller pushes free to the free list before the
+// completion leaves its hands.
+func (r *Ring) take(idx uint32, free *chain) Completion {
 	s := &r.slots[idx]
 	n, err := s.result()
-	c := Completion{Req: Request{r: r, key: s.key.Load()}, Op: s.code, N: n, Err: err, User: s.user}
+	c := Completion{Req: Request{r: r, key: s.key()}, Op: s.code, N: n, Err: err, User: s.user}
 	for !s.claim.CompareAndSwap(0, 1) {
 		runtime.Gosched() // Close is unpinning this slot
 	}
@@ -710,8 +792,21 @@ func (r *Ring) take(idx uint32) Completion {
 		s.unpin()
 	}
 	s.claim.Store(0)
-	r.release(idx)
+	r.release(idx, free)
 	return c
+}
+
+// takeDirect delivers slot idx, still stActive, into c (room of the reaping
+// consumer) and frees it onto r.directFree. r.reapMu held, and the backend not fenced off
+// (beClosed false): Close unpins undelivered slots only after it set
+// beClosed under reapMu, so unlike take this needs no claim.
+func (r *Ring) takeDirect(idx uint32, s *slot, c *Completion) {
+	n, err := s.result()
+	*c = Completion{Req: Request{r: r, key: s.key()}, Op: s.code, N: n, Err: err, User: s.user}
+	if s.pinned {
+		s.unpin()
+	}
+	r.release(idx, &r.directFree)
 }
 
 // unpin releases the pins of the slot's buffers, once its completion is
@@ -759,19 +854,7 @@ func (r *Ring) Reap(dst []Completion, timeout time.Duration) (int, error) {
 		}
 		if r.reapMu.TryLock() {
 			if r.done.Len() == 0 && !r.beClosed {
-				wait := remaining != 0 && r.inflight.Load() > r.foreign.Load()
-				if wait {
-					r.reaping.Add(1)
-				}
-				if r.be.reapsInline() {
-					r.direct, r.directN = dst, 0
-				}
-				err := r.be.reap(wait, remaining)
-				n := r.directN
-				r.direct, r.directN = nil, 0
-				if wait {
-					r.reaping.Add(-1)
-				}
+				n, waited, err := r.reapLocked(dst, remaining)
 				r.unlockReap()
 				if n > 0 {
 					return n, nil
@@ -779,7 +862,7 @@ func (r *Ring) Reap(dst []Completion, timeout time.Duration) (int, error) {
 				if err != nil {
 					return 0, err
 				}
-				if wait || r.done.Len() > 0 {
+				if waited || r.done.Len() > 0 {
 					continue
 				}
 			} else {
@@ -817,6 +900,38 @@ func (r *Ring) Reap(dst []Completion, timeout time.Duration) (int, error) {
 		r.parked.Add(-1)
 		r.waiters.Add(-1)
 	}
+}
+
+// reapLocked reaps the backend for a consumer with room dst: what is ready,
+// and when that is nothing, remaining != 0 and requests are in the kernel,
+// it waits up to remaining for more. It returns how many completions went
+// straight into dst and whether it waited. r.reapMu held.
+func (r *Ring) reapLocked(dst []Completion, remaining time.Duration) (n int, waited bool, err error) {
+	if r.be.reapsInline() && r.done.Len() == 0 {
+		r.direct, r.directN = dst, 0
+	}
+	// Ready completions first: the common case, which needs no reaping
+	// count (kick only has to find reapers that block).
+	err = r.be.reap(false, 0)
+	if err == nil && r.directN == 0 && r.done.Len() == 0 && remaining != 0 && r.kernelWork() {
+		waited = true
+		r.reaping.Add(1)
+		// A completion queued before the count went up was not kicked
+		// for: look once more before blocking.
+		if r.done.Len() == 0 {
+			err = r.be.reap(true, remaining)
+		}
+		r.reaping.Add(-1)
+	}
+	n = r.directN
+	if n > 0 {
+		// Count the direct deliveries out and free their slots in one go,
+		// before dst reaches the caller.
+		r.inflight.Add(-int64(n))
+		r.pushFree(&r.directFree)
+	}
+	r.direct, r.directN = nil, 0
+	return n, waited, err
 }
 
 // unlockReap releases the reaper role; when consumers are parked, one of
@@ -858,6 +973,7 @@ func (r *Ring) handOff() {
 
 // popInto delivers queued completions into dst.
 func (r *Ring) popInto(dst []Completion) int {
+	var free chain
 	n := 0
 	for n < len(dst) {
 		idx, ok := r.done.Pop()
@@ -865,12 +981,13 @@ func (r *Ring) popInto(dst []Completion) int {
 			break
 		}
 		s := &r.slots[idx]
-		if !s.state.CompareAndSwap(stDone, stDelivering) {
+		if !s.move(s.key(), stDone, stDelivering) {
 			panic("ioring: queued slot not done")
 		}
-		dst[n] = r.take(idx)
+		dst[n] = r.take(idx, &free)
 		n++
 	}
+	r.pushFree(&free)
 	if n > 0 && r.done.Len() > 0 && r.waiters.Load() > 0 {
 		select { // pass the baton to another parked consumer
 		case r.wakeCh <- struct{}{}:
@@ -929,7 +1046,7 @@ func (r *Ring) cancelKey(key uint64, timedOut bool) error {
 	}
 	s := &r.slots[idx]
 	r.sqMu.Lock()
-	if s.key.Load() != key || s.state.Load() != stActive || r.beDead {
+	if k, st := s.keyState(); k != key || st != stActive || r.beDead {
 		r.sqMu.Unlock()
 		return ErrNotFound
 	}
@@ -938,7 +1055,7 @@ func (r *Ring) cancelKey(key uint64, timedOut bool) error {
 		f |= flTimedOut
 	}
 	s.flags.Or(f)
-	if s.key.Load() != key {
+	if s.key() != key {
 		// Completed, delivered and reused meanwhile: the flags belong to
 		// another request now.
 		s.flags.And(^f)

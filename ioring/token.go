@@ -2,6 +2,7 @@ package ioring
 
 import (
 	"context"
+	"slices"
 	"sync"
 )
 
@@ -58,14 +59,14 @@ func (t *Token) Cancel() error {
 	for i := t.head; i >= 0; {
 		s := &r.slots[i]
 		next := s.tokNext
-		if s.state.Load() == stActive {
+		if key, st := s.keyState(); st == stActive {
 			s.flags.Or(flCancelReq)
 			if s.code == OpForeign {
 				if s.hook != nil {
 					hooks = append(hooks, s.hook)
 				}
 			} else {
-				keys = append(keys, s.key.Load())
+				keys = append(keys, key)
 			}
 		}
 		i = next
@@ -73,13 +74,17 @@ func (t *Token) Cancel() error {
 	t.mu.Unlock()
 	for _, key := range keys {
 		idx := uint32(key & idxMask)
-		if r.slots[idx].key.Load() == key && r.slots[idx].state.Load() == stActive {
+		if k, st := r.slots[idx].keyState(); k == key && st == stActive {
 			r.be.cancel(idx, key)
 		}
 	}
 	r.cancelKeys = keys[:0]
 	r.be.flush()
 	r.sqMu.Unlock()
+	// Members are listed newest first; the oldest is the likeliest to be
+	// in progress (a USB transfer on the bus while later ones wait), and
+	// its cancel the slowest: start it first.
+	slices.Reverse(hooks)
 	runHooks(hooks)
 	return nil
 }

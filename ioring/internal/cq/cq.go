@@ -1,7 +1,7 @@
 // Package cq is a bounded, lock-free, multi-producer multi-consumer queue of
 // uint32 values with per-cell sequence numbers, after Dmitry Vyukov's bounded
 // MPMC queue. cancelio uses it for completion queues (slot indices of
-// completed requests) and for free lists of request slots.
+// completed requests).
 //
 // Push and Pop never block and never allocate. Blocking, parking and wake-up
 // policy belong to the caller.

@@ -124,8 +124,8 @@ func BenchmarkPushPop(b *testing.B) {
 }
 
 // TestPushWaitFullCirculation keeps exactly Cap values in circulation
-// between goroutines that pop and push them back, as the ring's free list
-// does: no value may ever be lost to a push that found a cell still being
+// between goroutines that pop and push them back, as a free list of request slots
+// would: no value may ever be lost to a push that found a cell still being
 // released by a lagging Pop.
 func TestPushWaitFullCirculation(t *testing.T) {
 	const capacity = 8

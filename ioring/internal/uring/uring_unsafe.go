@@ -218,6 +218,7 @@ func (r *Ring) Pending() uint32 { return r.sqLocal - atomic.LoadUint32(r.sqHead)
 // publish makes every taken SQE visible to the kernel and returns how many
 // are waiting to be consumed.
 func (r *Ring) publish() uint32 {
+	r.raceRelease()
 	atomic.StoreUint32(r.sqTail, r.sqLocal) // release: SQE contents before the tail
 	return r.sqLocal - atomic.LoadUint32(r.sqHead)
 }
@@ -307,6 +308,7 @@ func (r *Ring) PeekCQ() (first, second []CQE) {
 	if n == 0 {
 		return nil, nil
 	}
+	r.raceAcquire()
 	start := head & r.cqMask
 	end := start + n
 	if end <= uint32(len(r.cqes)) {

@@ -60,6 +60,7 @@ func usbvmExec(t *testing.T) string {
 			buildErr = err
 			return
 		}
+		atExit = append(atExit, func() { os.RemoveAll(dir) })
 		execPath = filepath.Join(dir, "usbvm-exec")
 		cmd := exec.Command("go", "build", "-o", execPath, "github.com/cancelio/cancelio/usb/internal/usbvm/cmd/usbvm-exec")
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
@@ -94,10 +95,9 @@ func TestExec(t *testing.T) {
 	if _, err := exec.LookPath("go"); err != nil {
 		t.Skip("no go command to build usbvm-exec")
 	}
-	runner := usbvmExec(t)
+	runner := usbvmExec(t) // built once per process (-count runs TestExec again)
 	self, err := os.Executable()
 	require.NoError(t, err)
-	t.Cleanup(func() { os.RemoveAll(filepath.Dir(runner)) })
 
 	for _, c := range []struct {
 		mode    string

@@ -96,8 +96,23 @@ func TestBzPayload(t *testing.T) {
 	assert.ErrorContains(t, err, "outside")
 }
 
+// atExit holds what TestMain does after the tests (removing files they
+// shared).
+var atExit []func()
+
+// runThenClean runs the tests, then atExit.
+type runThenClean struct{ m *testing.M }
+
+func (r runThenClean) Run() int {
+	code := r.m.Run()
+	for _, f := range atExit {
+		f()
+	}
+	return code
+}
+
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	goleak.VerifyTestMain(runThenClean{m})
 }
 
 func TestBuildInitramfs(t *testing.T) {
