@@ -78,12 +78,12 @@ func (h *usbHost) open() {
 	}
 	h.fd, err = unix.Open(dev.DevNode, unix.O_RDWR|unix.O_CLOEXEC, 0)
 	require.NoError(h.t, err)
-	require.NoError(h.t, usbfsUint(h.fd, usbdevfsClaimInterface, 0))
+	require.NoError(h.t, usbvm.USBFSUint(h.fd, usbvm.USBDevFSClaimInterface, 0))
 }
 
 func (h *usbHost) close() {
 	if h.fd >= 0 {
-		_ = usbfsUint(h.fd, usbdevfsReleaseInterface, 0)
+		_ = usbvm.USBFSUint(h.fd, usbvm.USBDevFSReleaseInterface, 0)
 		_ = unix.Close(h.fd)
 		h.fd = -1
 	}
@@ -93,13 +93,13 @@ func (h *usbHost) close() {
 // needs one (a nonzero multiple of the packet size, short of MaxTransfer).
 func (h *usbHost) send(payload []byte) error {
 	h.t.Helper()
-	n, err := usbfsBulk(h.fd, h.out, payload, patience)
+	n, err := usbvm.USBFSBulk(h.fd, h.out, payload, patience)
 	if err != nil {
 		return err
 	}
 	require.Equal(h.t, len(payload), n, "bulk OUT length")
 	if l := len(payload); l > 0 && l < h.maxTransfer && l%usbsim.BulkMaxPacketSize == 0 {
-		_, err = usbfsBulk(h.fd, h.out, nil, patience)
+		_, err = usbvm.USBFSBulk(h.fd, h.out, nil, patience)
 	}
 	return err
 }
@@ -107,7 +107,7 @@ func (h *usbHost) send(payload []byte) error {
 // readSize is one bulk IN transfer into a buffer of size bytes.
 func (h *usbHost) readSize(size int, timeout time.Duration) ([]byte, error) {
 	buf := make([]byte, size)
-	n, err := usbfsBulk(h.fd, h.in, buf, timeout)
+	n, err := usbvm.USBFSBulk(h.fd, h.in, buf, timeout)
 	if err != nil {
 		return nil, err
 	}
@@ -121,7 +121,7 @@ func (h *usbHost) read() ([]byte, error) { return h.readSize(h.maxTransfer, pati
 func (h *usbHost) event() usbsim.Event {
 	h.t.Helper()
 	buf := make([]byte, usbsim.InterruptMaxPacketSize)
-	n, err := usbfsBulk(h.fd, h.intr, buf, patience)
+	n, err := usbvm.USBFSBulk(h.fd, h.intr, buf, patience)
 	require.NoError(h.t, err, "interrupt IN")
 	e, err := usbsim.ParseEvent(buf[:n])
 	require.NoError(h.t, err)
@@ -249,7 +249,7 @@ func TestGadgetStall(t *testing.T) {
 	require.ErrorIs(t, err, unix.EPIPE, "bulk IN of a stalled endpoint")
 	_, err = h.readSize(h.maxTransfer, patience)
 	require.ErrorIs(t, err, unix.EPIPE, "the halt stays until cleared")
-	require.NoError(t, usbfsUint(h.fd, usbdevfsClearHalt, uint32(h.in)))
+	require.NoError(t, usbvm.USBFSUint(h.fd, usbvm.USBDevFSClearHalt, uint32(h.in)))
 	require.NoError(t, h.send(usbsim.EchoCommand([]byte("after clear"))))
 	b, err := h.read()
 	require.NoError(t, err)
@@ -263,7 +263,7 @@ func TestGadgetStall(t *testing.T) {
 	h.status() // the echo is queued
 	_, err = h.read()
 	require.ErrorIs(t, err, unix.EPIPE, "still halted with data queued")
-	require.NoError(t, usbfsUint(h.fd, usbdevfsClearHalt, uint32(h.in)))
+	require.NoError(t, usbvm.USBFSUint(h.fd, usbvm.USBDevFSClearHalt, uint32(h.in)))
 	b, err = h.read()
 	require.NoError(t, err)
 	assert.Equal(t, "queued while halted", string(b))
@@ -274,7 +274,7 @@ func TestGadgetStall(t *testing.T) {
 	require.ErrorIs(t, err, unix.EPIPE)
 	require.NoError(t, h.send(usbsim.EchoCommand(long)))
 	h.status()
-	require.NoError(t, usbfsUint(h.fd, usbdevfsClearHalt, uint32(h.in)))
+	require.NoError(t, usbvm.USBFSUint(h.fd, usbvm.USBDevFSClearHalt, uint32(h.in)))
 	b, err = h.read()
 	require.NoError(t, err)
 	assert.Equal(t, long, b)
@@ -283,7 +283,7 @@ func TestGadgetStall(t *testing.T) {
 	require.NoError(t, h.s.Stall(usbsim.AddrBulkOut))
 	err = h.send(usbsim.StatusCommand())
 	require.ErrorIs(t, err, unix.EPIPE, "bulk OUT of a stalled endpoint")
-	require.NoError(t, usbfsUint(h.fd, usbdevfsClearHalt, uint32(h.out)))
+	require.NoError(t, usbvm.USBFSUint(h.fd, usbvm.USBDevFSClearHalt, uint32(h.out)))
 	require.NoError(t, h.send(usbsim.EchoCommand([]byte("out cleared"))))
 	b, err = h.read()
 	require.NoError(t, err)
@@ -291,9 +291,9 @@ func TestGadgetStall(t *testing.T) {
 
 	// Interrupt IN too.
 	require.NoError(t, h.s.Stall(usbsim.AddrInterruptIn))
-	_, err = usbfsBulk(h.fd, h.intr, make([]byte, 64), patience)
+	_, err = usbvm.USBFSBulk(h.fd, h.intr, make([]byte, 64), patience)
 	require.ErrorIs(t, err, unix.EPIPE, "interrupt IN of a stalled endpoint")
-	require.NoError(t, usbfsUint(h.fd, usbdevfsClearHalt, uint32(h.intr)))
+	require.NoError(t, usbvm.USBFSUint(h.fd, usbvm.USBDevFSClearHalt, uint32(h.intr)))
 	assert.Equal(t, usbsim.StateIdle, h.status().State)
 
 	// The host clears halts through USB; the socketpair-only calls say so.
@@ -315,7 +315,7 @@ func TestGadgetHang(t *testing.T) {
 	// bulk OUT (the device takes no transfer).
 	_, err := h.readSize(h.maxTransfer, quiet)
 	require.ErrorIs(t, err, unix.ETIMEDOUT, "bulk IN of a hung device")
-	_, err = usbfsBulk(h.fd, h.out, usbsim.StatusCommand(), quiet)
+	_, err = usbvm.USBFSBulk(h.fd, h.out, usbsim.StatusCommand(), quiet)
 	require.ErrorIs(t, err, unix.ETIMEDOUT, "bulk OUT of a hung device")
 
 	h.s.Resume()
@@ -330,7 +330,7 @@ func TestGadgetHang(t *testing.T) {
 
 	// Hang with nothing to send, then Resume: commands sent meanwhile wait.
 	h.s.Hang()
-	_, err = usbfsBulk(h.fd, h.out, usbsim.EchoCommand([]byte("late")), quiet)
+	_, err = usbvm.USBFSBulk(h.fd, h.out, usbsim.EchoCommand([]byte("late")), quiet)
 	require.ErrorIs(t, err, unix.ETIMEDOUT)
 	h.s.Resume()
 	require.NoError(t, h.send(usbsim.EchoCommand([]byte("resumed"))))
@@ -391,7 +391,7 @@ func TestGadgetUnplug(t *testing.T) {
 	// Later transfers fail too: at once, or after a moment in which usbfs
 	// may still accept a submission that then fails.
 	assert.Eventually(t, func() bool {
-		_, err := usbfsBulk(h.fd, h.out, usbsim.StatusCommand(), quiet)
+		_, err := usbvm.USBFSBulk(h.fd, h.out, usbsim.StatusCommand(), quiet)
 		return errors.Is(err, unix.ENODEV)
 	}, patience, 10*time.Millisecond, "bulk OUT on the old device")
 	assert.Eventually(t, func() bool {

@@ -69,8 +69,8 @@ func TestGadgetBulkRoundTrip(t *testing.T) {
 	fd, err := unix.Open(dev.DevNode, unix.O_RDWR|unix.O_CLOEXEC, 0)
 	require.NoError(t, err)
 	defer unix.Close(fd)
-	require.NoError(t, usbfsInterface(fd, usbdevfsClaimInterface, 0))
-	defer func() { assert.NoError(t, usbfsInterface(fd, usbdevfsReleaseInterface, 0)) }()
+	require.NoError(t, USBFSUint(fd, USBDevFSClaimInterface, 0))
+	defer func() { assert.NoError(t, USBFSUint(fd, USBDevFSReleaseInterface, 0)) }()
 
 	// Host to device: a bulk OUT transfer ends in a read of the gadget's
 	// OUT endpoint file.
@@ -81,7 +81,7 @@ func TestGadgetBulkRoundTrip(t *testing.T) {
 		got <- ioResult{n, buf[:max(n, 0)], err}
 	}()
 	msg := []byte("host to gadget, through usbcore and dummy_hcd")
-	n, err := usbfsBulk(fd, out.Address, msg, 10*time.Second)
+	n, err := USBFSBulk(fd, out.Address, msg, 10*time.Second)
 	require.NoError(t, err, "bulk OUT to %#02x", out.Address)
 	assert.Equal(t, len(msg), n)
 	r := <-got
@@ -101,7 +101,7 @@ func TestGadgetBulkRoundTrip(t *testing.T) {
 			sent <- ioResult{n: n, err: err}
 		}()
 		buf := make([]byte, 512)
-		n, err = usbfsBulk(fd, c.addr, buf, 10*time.Second)
+		n, err = USBFSBulk(fd, c.addr, buf, 10*time.Second)
 		require.NoError(t, err, "IN transfer from %#02x", c.addr)
 		assert.Equal(t, c.msg, string(buf[:n]))
 		s := <-sent
