@@ -39,8 +39,21 @@ type uringBackend struct {
 }
 
 func newURing(r *Ring, entries uint32) (backend, error) {
-	ring, err := uringSetup(entries, 4*entries)
+	// Completions never overflow into kernel memory in steady state: the
+	// CQ is 4x the SQ, within the kernel's limit of twice its largest SQ
+	// (IORING_MAX_CQ_ENTRIES).
+	cq := min(4*entries, 2*uring.MaxEntries)
+	ring, err := uringSetup(entries, cq)
 	if err != nil {
+		if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOMEM) {
+			// Is it this ring's size, or io_uring itself? A minimal ring
+			// tells: when it works, the configuration is at fault, and
+			// that is reported, never hidden by the fallback.
+			if small, serr := uringSetup(2, 0); serr == nil {
+				small.Close()
+				return nil, &configError{fmt.Errorf("io_uring_setup with %d entries (completion ring %d): %w (this kernel takes a smaller Config.Entries)", entries, cq, err)}
+			}
+		}
 		return nil, fmt.Errorf("io_uring_setup: %w", err)
 	}
 	b := &uringBackend{r: r, ring: ring}
@@ -85,11 +98,22 @@ func newURing(r *Ring, entries uint32) (backend, error) {
 // uringUnavailable reports whether a newURing error means io_uring cannot be
 // used here, so that New may fall back.
 func uringUnavailable(err error) bool {
+	var ce *configError
+	if errors.As(err, &ce) {
+		return false
+	}
 	// EINVAL: flags this kernel does not know; ENOMEM: the locked-memory
 	// limit of kernels before 5.12.
 	return uring.Unavailable(err) || errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOMEM) ||
 		errors.Is(err, ErrNotSupported)
 }
+
+// configError is a setup error caused by the Config, not by the kernel's
+// lack of io_uring: New reports it instead of falling back.
+type configError struct{ err error }
+
+func (e *configError) Error() string { return e.err.Error() }
+func (e *configError) Unwrap() error { return e.err }
 
 // probeCancelAny asks the kernel for an IORING_ASYNC_CANCEL_ANY|ALL with
 // nothing in flight: 0 canceled means it knows the flags.
@@ -132,7 +156,8 @@ func (b *uringBackend) submit(idx uint32) error {
 	s := &b.r.slots[idx]
 	key := s.key()
 	need := uint32(1)
-	if s.deadline > 0 {
+	s.linked = s.deadline > 0 && !s.timerDL
+	if s.linked {
 		need = 2
 	}
 	if b.ring.SQFree() < need {
@@ -176,7 +201,7 @@ func (b *uringBackend) submit(idx uint32) error {
 	default:
 		return fmt.Errorf("%w: opcode %v on io_uring", ErrNotSupported, s.code)
 	}
-	if s.deadline > 0 {
+	if s.linked {
 		sqe.Flags |= uring.SQEIOLink
 		lt, _ := b.sqe()
 		lt.Opcode = uring.OpLinkTimeout
@@ -251,7 +276,7 @@ func (b *uringBackend) cancelAll() {
 	}
 	for i := range b.r.slots {
 		s := &b.r.slots[i]
-		if key, st := s.keyState(); st == stActive && s.code != OpForeign {
+		if key, st := s.keyState(); st == stActive && s.code != OpForeign && s.flags.Load()&flHeld == 0 {
 			b.cancel(uint32(i), key)
 		}
 	}
@@ -341,20 +366,50 @@ func (b *uringBackend) handle(ud uint64, res int32) {
 		return // a cancel's own result is informational; wake nops carry nothing
 	}
 	key := ud & keyMask
-	s := &b.r.slots[key&idxMask]
+	idx := uint32(key & idxMask)
+	s := &b.r.slots[idx]
 	if k, st := s.keyState(); k != key || st != stActive {
 		return // cannot happen: a slot is reused only after all its CQEs
 	}
-	if kind == kindReq {
+	// io_uring ties a request to the thread that submitted it, and when
+	// that thread exits (a goroutine that locked its thread returns),
+	// requests still waiting end with -ECANCELED (or -EINTR from a worker)
+	// once they would have run: nothing was transferred. In Go any thread
+	// may submit, so such a request, which nobody canceled, is submitted
+	// again from a live thread (runDeferred), bounded by maxRetries.
+	f := s.flags.Load()
+	switch {
+	case kind == kindReq:
 		s.res = res
-	} else if res == -int32(unix.ETIME) {
+		if (res == -int32(unix.ECANCELED) || res == -int32(unix.EINTR)) &&
+			f&(flCancelReq|flTimedOut) == 0 && s.retries < maxRetries {
+			s.flags.Or(flRetry)
+		}
+	case res == -int32(unix.ETIME):
 		s.flags.Or(flTimedOut)
+	case res == -int32(unix.ECANCELED) && s.pending.Load() == 2 && f&flCancelReq == 0:
+		// The linked timeout ended before its request, not by firing
+		// (ETIME) and not because the request finished (its CQE would
+		// come first): the kernel dropped it with the submitting thread,
+		// when it fired. The deadline passed: cancel the request now.
+		s.flags.Or(flCancelReq | flTimedOut)
+		b.r.pushDeferred(kindCancel, key)
 	}
 	// Without a deadline the request's own CQE is its only one, and
 	// pending was not even set (submit).
-	if s.deadline <= 0 || s.pending.Add(-1) == 0 {
-		b.r.finish(uint32(key&idxMask), s, true)
+	if s.linked && s.pending.Add(-1) != 0 {
+		return
 	}
+	if f := s.flags.Load(); f&flRetry != 0 {
+		if f&(flCancelReq|flTimedOut) == 0 {
+			s.retries++
+			s.flags.Or(flHeld)
+			b.r.pushDeferred(kindReq, key)
+			return
+		}
+		s.flags.And(^uint32(flRetry))
+	}
+	b.r.finish(idx, s, true)
 }
 
 func (b *uringBackend) wake() {

@@ -34,7 +34,49 @@
 //  6. Close drains: it cancels everything, waits for every completion and
 //     releases the rings; later calls return ErrClosed.
 //  7. Bad input is refused up front with an error wrapping ErrInvalid, and
-//     never reaches the ring.
+//     never reaches the ring (an fd above MaxInt32 too: it is never
+//     truncated into another fd; a zero Token too).
+//
+// And at the edges:
+//
+//   - Contexts: one rule everywhere (Do, ReadAt, WriteAt, Request.Wait,
+//     Token.Bind). A context that ends cancels; a context deadline gives
+//     ErrTimeout, a context cancel ErrCanceled, and in both cases the
+//     context's own error is reachable too: errors.Is(err,
+//     context.DeadlineExceeded) or errors.Is(err, context.Canceled). A
+//     context that has already ended starts nothing: Do returns the cancel
+//     in its Completion without submitting, and Bind cancels the token
+//     before it returns.
+//   - Threads do not matter: a request's result never depends on which OS
+//     thread submitted it or on whether that thread still exists. io_uring
+//     cancels the requests of a thread that exits (a goroutine that called
+//     runtime.LockOSThread and returned); such a request, which nobody
+//     canceled, is handed to the kernel again from a live thread, with the
+//     rest of its deadline, and completes with its real result. Only a
+//     request the ring canceled completes with ErrCanceled: an ECANCELED
+//     that a file reports by itself (a timerfd set with
+//     TFD_TIMER_CANCEL_ON_SET) is retried a few times, then delivered as
+//     the errno.
+//   - Order: reads at the current position (off -1) on one fd complete in
+//     the order they were submitted, and so do writes, on both backends, as
+//     overlapped ReadFile and WriteFile do on a pipe or serial handle: the
+//     ring hands the first to the kernel and holds the rest, which a cancel
+//     ends at once. The order follows the fd number: closing an fd under
+//     pending requests and reusing its number puts the new file's requests
+//     behind them. Op.Unordered opts out: unordered requests go to the
+//     kernel at once, and which of several gets which part of a stream is
+//     unspecified. Requests at an offset, and other operations, are not
+//     ordered. BenchmarkStreamOrder shows the cost.
+//   - User hooks: a foreign request's cancel hook may panic or re-enter.
+//     A panic is recovered; every other request's cancel still happens, and
+//     Close still drains and releases everything. The panic comes back as a
+//     *HookPanicError: the error of the call that ran the hook
+//     (Request.Cancel, Token.Cancel, Ring.CancelAll, Ring.Close), and in
+//     the request's completion when the transport posts it after the hook
+//     returned (a hook run by a deadline's timer has no caller). A hook is
+//     never run again while it runs: a cancel from inside it (of its own
+//     request, its token or the ring) or from another goroutine at the same
+//     time skips it, so re-entry is bounded.
 //
 // # Completions
 //

@@ -2,6 +2,7 @@ package ioring
 
 import (
 	"fmt"
+	"math"
 	"time"
 )
 
@@ -44,17 +45,18 @@ const maxIovecs = 1024
 // The buffers of an Op belong to the Ring from submission until the
 // request's completion is delivered: do not read or write them in between.
 type Op struct {
-	code     Opcode
-	fd       int
-	buf      []byte
-	bufs     [][]byte
-	off      int64
-	events   uint32
-	dur      time.Duration
-	deadline time.Duration
-	token    *Token
-	user     any
-	hook     func()
+	code      Opcode
+	fd        int
+	buf       []byte
+	bufs      [][]byte
+	off       int64
+	events    uint32
+	dur       time.Duration
+	deadline  time.Duration
+	token     *Token
+	user      any
+	hook      func()
+	unordered bool
 }
 
 // Nop is an operation that does nothing and completes with 0.
@@ -118,6 +120,17 @@ func (o Op) WithDeadline(d time.Duration) Op { o.deadline = d; return o }
 // or a small integer does not allocate.
 func (o Op) WithUser(v any) Op { o.user = v; return o }
 
+// Unordered returns o exempt from its stream's order. Reads and writes at
+// the current position (off -1) on one fd complete in the order they were
+// submitted, reads among reads and writes among writes, on every backend
+// (as overlapped ReadFile and WriteFile on a pipe or serial handle): the
+// ring hands one of them at a time to the kernel and holds the others,
+// which costs a round trip between two of them. An unordered one goes to
+// the kernel at once, beside any others, and the order in which the data
+// of a stream reaches several unordered requests is unspecified. Reads and
+// writes at an offset are never ordered; neither are other operations.
+func (o Op) Unordered() Op { o.unordered = true; return o }
+
 // Code returns the operation.
 func (o Op) Code() Opcode { return o.code }
 
@@ -131,6 +144,11 @@ func (o *Op) check(r *Ring) error {
 	case OpRead, OpWrite, OpReadv, OpWritev, OpPoll, OpFsync:
 		if o.fd < 0 {
 			return bad("negative fd %d", o.fd)
+		}
+		if o.fd > math.MaxInt32 {
+			// The kernel's fds are C ints: a larger one would be truncated
+			// into another fd.
+			return bad("fd %d larger than %d", o.fd, math.MaxInt32)
 		}
 	default:
 		return &OpError{Op: "submit", Err: fmt.Errorf("%w: unknown opcode %d (use the Op constructors)", ErrInvalid, uint8(o.code))}
@@ -150,12 +168,21 @@ func (o *Op) check(r *Ring) error {
 		if len(o.bufs) > maxIovecs {
 			return bad("%d buffers, more than %d", len(o.bufs), maxIovecs)
 		}
-		total := 0
-		for _, b := range o.bufs {
+		total, empty := 0, -1
+		for i, b := range o.bufs {
+			if len(b) == 0 && empty < 0 {
+				empty = i
+			}
 			total += len(b)
 		}
 		if total == 0 {
 			return bad("all buffers are empty")
+		}
+		if empty >= 0 {
+			return bad("buffer %d is nil or empty (as Read refuses one)", empty)
+		}
+		if total > 1<<31-1 {
+			return bad("buffers of %d bytes in all, larger than 2 GiB", total)
 		}
 	case OpTimeout:
 		if o.dur < 0 {
@@ -174,6 +201,9 @@ func (o *Op) check(r *Ring) error {
 	}
 	if o.deadline < 0 {
 		return bad("negative deadline %v", o.deadline)
+	}
+	if o.token != nil && o.token.r == nil {
+		return bad("zero Token (make tokens with Ring.NewToken)")
 	}
 	if o.token != nil && o.token.r != r {
 		return bad("token belongs to another ring")

@@ -2,7 +2,6 @@ package ioring
 
 import (
 	"context"
-	"errors"
 	"fmt"
 )
 
@@ -52,6 +51,12 @@ func (q Request) slot() *slot {
 	return s
 }
 
+// active reports whether the slot still holds this request, in flight.
+func (q Request) active() bool {
+	k, st := q.r.slots[q.key&idxMask].keyState()
+	return k == q.key && st == stActive
+}
+
 // Pending reports whether the request is still in flight (accepted and not
 // completed). A transport that runs a foreign request checks it after
 // Submit: a request whose token was already canceled completes at once.
@@ -73,7 +78,7 @@ func (q Request) Cancel() error {
 	if q.slot() == nil {
 		return ErrNotFound
 	}
-	return q.r.cancelKey(q.key, false)
+	return q.r.cancelKey(q.key, flCancelReq)
 }
 
 // Wait waits for the completion of a request submitted with Start and
@@ -84,27 +89,28 @@ func (q Request) Cancel() error {
 func (q Request) Wait(ctx context.Context) (Completion, error) {
 	r := q.r
 	s := q.slot()
-	if s == nil || !s.awaited {
+	// Only atomics are read before the request is known to be ours: a
+	// stale handle's slot may be filled for another request meanwhile.
+	if s == nil || !s.awaited.Load() || s.key() != q.key {
 		return Completion{}, ErrNotFound
 	}
 	idx := uint32(q.key & idxMask)
-	if done := ctx.Done(); done != nil && s.state() == stActive {
-		stop := context.AfterFunc(ctx, func() {
-			// A context deadline is a timeout like a request's own.
-			r.cancelKey(q.key, errors.Is(ctx.Err(), context.DeadlineExceeded))
-		})
+	if done := ctx.Done(); done != nil && q.active() {
+		// A context ends in the cancel path; its error stays reachable
+		// from the completion's (see ErrCanceled).
+		stop := context.AfterFunc(ctx, func() { r.cancelKey(q.key, ctxFlags(ctx)) })
 		defer stop()
 	}
 	defer r.handOff()
-	for s.state() == stActive {
-		if s.code == OpForeign {
+	for q.active() {
+		if s.foreign.Load() {
 			// Its transport completes it (Ring.Complete), which wakes us;
 			// there is nothing to reap for it.
 			<-s.wake
 			continue
 		}
 		if r.reapMu.TryLock() {
-			if s.state() == stActive && !r.beClosed {
+			if q.active() && !r.beClosed {
 				// Reap the kernel ourselves: no hand-off to another goroutine.
 				r.reaping.Add(1)
 				err := r.be.reap(true, -1)
@@ -122,7 +128,7 @@ func (q Request) Wait(ctx context.Context) (Completion, error) {
 		// Another goroutine is reaping and will wake us, or hand the
 		// reaper role on when it leaves.
 		r.parked.Add(1)
-		if s.state() != stActive || r.reapFree() {
+		if !q.active() || r.reapFree() {
 			r.parked.Add(-1)
 			continue
 		}

@@ -109,7 +109,15 @@ const (
 	flCancelReq = 1 << iota // a cancel was requested
 	flTimedOut              // the deadline fired
 	flNopped                // canceled before the kernel saw it
+	flCtx                   // the cancel came from a context
+	flHeld                  // accepted, not in the backend (see held.go)
+	flRetry                 // the kernel ended it unasked: submit it again
 )
+
+// maxRetries bounds how often a request the kernel canceled unasked (its
+// submitting thread exited) is submitted again, in case a file reports
+// ECANCELED itself.
+const maxRetries = 8
 
 // slot is one request's state. The submitter fills it and publishes it with
 // the release store of state = stActive; the completer reads it after
@@ -139,10 +147,14 @@ type slot struct {
 	ks      atomic.Uint64 // state<<stShift | key
 	flags   atomic.Uint32
 	foreign atomic.Bool // the request is OpForeign
+	awaited atomic.Bool // completion goes to Wait, not to the queue
 
 	code     Opcode
-	awaited  bool // completion goes to Wait, not to the queue
 	pinned   bool
+	linked   bool  // has an io_uring linked timeout (set by submit)
+	timerDL  bool  // its deadline is a Go timer (set under r.sqMu)
+	inOrd    bool  // on its stream's FIFO; guarded by r.ordMu
+	retries  uint8 // submissions again after unasked kernel cancels
 	fd       int32
 	events   uint32
 	res      int32
@@ -170,6 +182,10 @@ type slot struct {
 	claim   atomic.Uint32              // guards pin and pinned between delivery and Close
 	tokPrev int32
 	tokNext int32
+	ordPrev int32 // stream FIFO links; guarded by r.ordMu
+	ordNext int32
+	start   time.Duration // since epoch, at submission, for requests with a deadline
+	panicE  *HookPanicError
 	iov     []unix.Iovec
 	ts      [2]unix.Timespec // OpTimeout's duration, the linked timeout's
 	wake    chan struct{}    // cap 1: completion of an awaited request
@@ -204,15 +220,7 @@ const slotPad = (64 - slotSize%64) % 64
 
 // slotSize is the size of a slot's fields; slot_unsafe.go fails the build
 // when it is out of date.
-const slotSize = 280
-
-// foreignRef names a foreign request's cancel hook together with the key of
-// the request it belongs to, so that a late cancel never calls the hook of
-// the slot's next request.
-type foreignRef struct {
-	key  uint64
-	hook func()
-}
+const slotSize = 312
 
 // backend is the mechanism beneath a Ring: io_uring, or epoll plus workers.
 // The Ring owns slots, tokens, the completion queue and the contract; a
@@ -281,6 +289,11 @@ type Ring struct {
 	waiters  atomic.Int32  // consumers parked in Reap
 	wakeCh   chan struct{} // cap 1: the completion queue has entries
 	closedCh chan struct{}
+	drainCh  chan struct{} // cap 1: a request completed after Close began
+
+	def   deferList          // deferred submissions (held.go)
+	ordMu sync.Mutex         // guards ord and the slots' stream links
+	ord   map[ordKey]ordList // FIFOs of ordered requests, by stream
 }
 
 // New returns a Ring configured by cfg.
@@ -312,13 +325,18 @@ func New(cfg Config) (*Ring, error) {
 		wakeCh:   make(chan struct{}, 1),
 		reaperCh: make(chan struct{}, 1),
 		closedCh: make(chan struct{}),
+		drainCh:  make(chan struct{}, 1),
+		ord:      make(map[ordKey]ordList),
 	}
+	r.def.list = make([]uint64, 0, 2*n)
+	r.def.spare = make([]uint64, 0, 2*n)
 	r.done, _ = cq.New(n)
 	var free chain
 	for i := n - 1; i >= 0; i-- { // slot 0 is taken first
 		s := &r.slots[i]
 		s.set(uint64(i), stFree)
 		s.tokPrev, s.tokNext = -1, -1
+		s.ordPrev, s.ordNext = -1, -1
 		s.wake = make(chan struct{}, 1)
 		r.addFree(&free, uint32(i))
 	}
@@ -366,7 +384,10 @@ func (r *Ring) Backend() BackendInfo { return r.info }
 // Entries returns the number of request slots.
 func (r *Ring) Entries() int { return len(r.slots) }
 
-// InFlight returns the number of requests accepted and not yet completed.
+// InFlight returns the number of requests accepted whose completions the
+// ring has not yet taken in: in the kernel, waiting their turn, or finished
+// by the kernel but not yet reaped from its completion ring. Completions
+// taken in and waiting for Reap or Request.Wait are not counted.
 func (r *Ring) InFlight() int { return int(r.inflight.Load()) }
 
 // alloc takes a free slot and returns its next key (a new generation),
@@ -385,7 +406,7 @@ func (r *Ring) alloc() (uint32, uint64, bool) {
 // only a late Complete reads them, and finds its request's claim.
 func (r *Ring) release(idx uint32, c *chain) {
 	s := &r.slots[idx]
-	s.buf, s.bufs, s.user, s.hook, s.tok, s.ferr, s.timer = nil, nil, nil, nil, nil, nil, nil
+	s.buf, s.bufs, s.user, s.hook, s.tok, s.ferr, s.timer, s.panicE = nil, nil, nil, nil, nil, nil, nil, nil
 	s.set(s.key(), stFree)
 	r.addFree(c, idx)
 }
@@ -399,7 +420,10 @@ func (r *Ring) fill(idx uint32, op *Op, awaited bool) {
 	if foreign := op.code == OpForeign; s.foreign.Load() != foreign {
 		s.foreign.Store(foreign)
 	}
-	s.awaited = awaited
+	if s.awaited.Load() != awaited {
+		s.awaited.Store(awaited)
+	}
+	s.linked, s.timerDL, s.retries = false, false, 0
 	s.fd = int32(op.fd)
 	s.events = op.events
 	s.off = op.off
@@ -464,10 +488,14 @@ func (r *Ring) submitOne(op *Op, awaited bool) (Request, error) {
 	if err := op.check(r); err != nil {
 		return Request{}, err
 	}
+	r.sqMu.Lock()
+	// Closed is set under sqMu: checked here, no Close can run between this
+	// check and the end of the enqueue, so a request is either refused or
+	// counted in flight before Close starts to drain.
 	if r.closed.Load() {
+		r.sqMu.Unlock()
 		return Request{}, &OpError{Op: op.code.String(), Err: ErrClosed}
 	}
-	r.sqMu.Lock()
 	idx, key, ok := r.alloc()
 	if !ok {
 		r.sqMu.Unlock()
@@ -475,7 +503,7 @@ func (r *Ring) submitOne(op *Op, awaited bool) (Request, error) {
 	}
 	r.fill(idx, op, awaited)
 	r.inflight.Add(1) // before the request can complete
-	kicked, err := r.enqueue(idx, key)
+	kicked, err := r.enqueue(idx, key, op.ordered())
 	if err == nil {
 		// A flush error is not the request's: the backend keeps what it
 		// could not hand over and hands it over at the next flush.
@@ -484,7 +512,7 @@ func (r *Ring) submitOne(op *Op, awaited bool) (Request, error) {
 		r.inflight.Add(-1)
 		r.unfill(idx)
 	}
-	r.sqMu.Unlock()
+	r.unlockSQ()
 	if err != nil {
 		return Request{}, &OpError{Op: op.code.String(), Err: err}
 	}
@@ -508,10 +536,11 @@ func (r *Ring) SubmitBatch(ops []Op, reqs []Request) (int, error) {
 			return 0, fmt.Errorf("op %d: %w", i, err)
 		}
 	}
-	if r.closed.Load() {
+	r.sqMu.Lock()
+	if r.closed.Load() { // under sqMu: see submitOne
+		r.sqMu.Unlock()
 		return 0, &OpError{Op: "submit", Err: ErrClosed}
 	}
-	r.sqMu.Lock()
 	// Take the slots first, so that the batch is counted in flight with one
 	// atomic add, before any of it can complete.
 	n := 0
@@ -529,7 +558,7 @@ func (r *Ring) SubmitBatch(ops []Op, reqs []Request) (int, error) {
 	for ; done < n; done++ {
 		idx := uint32(reqs[done].key & idxMask)
 		r.fill(idx, &ops[done], false)
-		k, e := r.enqueue(idx, reqs[done].key)
+		k, e := r.enqueue(idx, reqs[done].key, ops[done].ordered())
 		if e != nil {
 			r.unfill(idx)
 			err = e
@@ -546,7 +575,7 @@ func (r *Ring) SubmitBatch(ops []Op, reqs []Request) (int, error) {
 		clear(reqs[done:n])
 	}
 	r.flushLocked()
-	r.sqMu.Unlock()
+	r.unlockSQ()
 	if kicked {
 		r.kick()
 	}
@@ -572,24 +601,29 @@ func (r *Ring) unfill(idx uint32) {
 }
 
 // enqueue hands slot idx to the backend, or completes it at once when its
-// token is already canceled. Called with r.sqMu held, after the caller
-// counted the request in r.inflight (and counts it out again on error). It
-// reports whether a completion happened outside the backend (the caller
-// kicks reapers).
-func (r *Ring) enqueue(idx uint32, key uint64) (bool, error) {
+// token is already canceled, or holds it when it is ordered behind another
+// request on its stream. Called with r.sqMu held, after the caller counted
+// the request in r.inflight (and counts it out again on error). It reports
+// whether a completion happened outside the backend (the caller kicks
+// reapers).
+func (r *Ring) enqueue(idx uint32, key uint64, ordered bool) (bool, error) {
 	s := &r.slots[idx]
 	if r.closed.Load() {
 		return false, ErrClosed
 	}
+	if s.deadline > 0 {
+		s.start = time.Since(epoch)
+	}
 	if t := s.tok; t != nil {
 		t.mu.Lock()
 		if t.canceled {
+			why := t.why
 			t.mu.Unlock()
 			// Tokens cover the future: this request never reaches the kernel.
 			if s.code == OpForeign {
 				r.foreign.Add(1) // finish counts it out
 			}
-			s.flags.Store(flCancelReq | flNopped)
+			s.flags.Store(why | flNopped)
 			s.set(key, stActive)
 			r.complete(idx, -int32(unix.ECANCELED))
 			return true, nil
@@ -601,10 +635,28 @@ func (r *Ring) enqueue(idx uint32, key uint64) (bool, error) {
 	if s.code == OpForeign {
 		r.foreign.Add(1)
 		s.fref.Store(&foreignRef{key: key, hook: s.hook})
-		r.armTimer(s, key)
+		r.armTimer(s, key, s.deadline)
 		return false, nil
 	}
+	if ordered && !r.ordEnqueue(idx, s) {
+		// Behind another request on its stream: held until that one
+		// completes (finish hands it over). Its deadline runs from now.
+		s.flags.Or(flHeld)
+		if s.deadline > 0 {
+			s.timerDL = true
+			r.armTimer(s, key, s.deadline)
+		}
+		return false, nil
+	}
+	if !r.be.nativeDeadlines() {
+		s.timerDL = true
+	}
 	if err := r.be.submit(idx); err != nil {
+		if ordered {
+			if next, ok, _ := r.ordRemove(idx, s, false); ok {
+				r.pushDeferred(kindReq, next)
+			}
+		}
 		s.set(key, stFree)
 		if t := s.tok; t != nil {
 			t.mu.Lock()
@@ -613,19 +665,19 @@ func (r *Ring) enqueue(idx uint32, key uint64) (bool, error) {
 		}
 		return false, err
 	}
-	if !r.be.nativeDeadlines() {
-		r.armTimer(s, key)
+	if s.timerDL {
+		r.armTimer(s, key, s.deadline)
 	}
 	return false, nil
 }
 
-// armTimer enforces a deadline with a Go timer, for foreign requests and for
-// backends without native deadlines.
-func (r *Ring) armTimer(s *slot, key uint64) {
-	if s.deadline <= 0 {
+// armTimer enforces a deadline d from now with a Go timer, for foreign
+// requests, held ones, and backends without native deadlines. r.sqMu held.
+func (r *Ring) armTimer(s *slot, key uint64, d time.Duration) {
+	if d <= 0 {
 		return
 	}
-	s.timer = time.AfterFunc(s.deadline, func() { r.cancelKey(key, true) })
+	s.timer = time.AfterFunc(d, func() { r.cancelKey(key, flCancelReq|flTimedOut) })
 }
 
 func (r *Ring) flushLocked() error {
@@ -666,7 +718,17 @@ func (r *Ring) finish(idx uint32, s *slot, inline bool) {
 		s.fref.Store(nil)
 		r.foreign.Add(-1)
 	}
-	awaited := s.awaited
+	if s.inOrd {
+		// The head of its stream is done: the next one goes to the
+		// backend (through the deferred list: r.sqMu may not be ours).
+		if next, ok, _ := r.ordRemove(idx, s, false); ok {
+			r.pushDeferred(kindReq, next)
+			if !inline {
+				defer r.submitDeferred()
+			}
+		}
+	}
+	awaited := s.awaited.Load()
 	if inline && !awaited && r.direct != nil && r.directN < len(r.direct) {
 		// The reaper is a consumer with room: hand the completion over
 		// without the round trip through the queue (see reapLocked). The
@@ -692,6 +754,17 @@ func (r *Ring) finish(idx uint32, s *slot, inline bool) {
 		}
 	}
 	r.inflight.Add(-1)
+	r.noteDrain()
+}
+
+// noteDrain wakes Close's drain after requests were counted out.
+func (r *Ring) noteDrain() {
+	if r.closed.Load() {
+		select {
+		case r.drainCh <- struct{}{}:
+		default:
+		}
+	}
 }
 
 // kick wakes a goroutine blocked in the backend's reap, after a completion
@@ -705,51 +778,50 @@ func (r *Ring) kick() {
 // Complete posts the result of a foreign request (see Foreign): n bytes and
 // err, which may be nil, ErrCanceled, ErrNoDevice or any error of the
 // transport. It must be called exactly once per foreign request; a second
-// call, or one for a request that is not foreign, returns ErrNotFound.
-// When the request's deadline fired and err is a cancel, the completion
-// carries ErrTimeout.
+// call, a call with a stale handle (whose slot may already serve another
+// request), or one for a request that is not foreign returns ErrNotFound
+// and changes nothing. When the request's deadline fired or a context ended
+// it and err is a cancel, the completion carries ErrTimeout or the
+// context's error (see ErrCanceled); when its cancel hook panicked, a
+// *HookPanicError wrapping that.
 func (r *Ring) Complete(q Request, n int, err error) error {
-	if q.r != r || r == nil {
+	if r == nil || q.r != r {
 		return ErrNotFound
 	}
 	idx := uint32(q.key & idxMask)
-	s := &r.slots[idx]
-	if s.key() != q.key || s.code != OpForeign {
+	if int(idx) >= len(r.slots) {
 		return ErrNotFound
 	}
-	// One completer wins: active -> active is not a state, so use the
-	// flags word as the claim.
-	for {
-		f := s.flags.Load()
-		if f&flDoneClaim != 0 {
-			return ErrNotFound
-		}
-		if s.flags.CompareAndSwap(f, f|flDoneClaim) {
-			break
-		}
-	}
-	if k, st := s.keyState(); k != q.key || st != stActive {
+	s := &r.slots[idx]
+	// The claim: swap this submission's own reference (checked by key)
+	// for nil. A stale handle finds another reference or none, and the
+	// slot's plain fields are not read before the claim is won.
+	fr := s.fref.Load()
+	if fr == nil || fr.key != q.key || !s.fref.CompareAndSwap(fr, nil) {
 		return ErrNotFound
 	}
 	s.fn, s.ferr = n, err
+	s.panicE = fr.panicked.Load()
 	r.finish(idx, s, false)
 	r.kick()
 	return nil
 }
 
-// flDoneClaim marks a foreign request whose result was posted.
-const flDoneClaim = 1 << 8
-
 // result computes what slot s's completion reports.
 func (s *slot) result() (int, error) {
 	f := s.flags.Load()
 	if f&flNopped != 0 {
-		return 0, ErrCanceled // canceled before it started: never ran
+		return 0, cancelErr(f) // canceled before it started: never ran
 	}
 	if s.code == OpForeign {
 		err := s.ferr
-		if err != nil && f&flTimedOut != 0 && isCancel(err) {
-			err = ErrTimeout
+		if err != nil && f&(flTimedOut|flCtx) != 0 && isCancel(err) {
+			err = cancelErr(f)
+		}
+		if s.panicE != nil {
+			pe := *s.panicE
+			pe.Err = err
+			err = &pe
 		}
 		return s.fn, err
 	}
@@ -759,17 +831,38 @@ func (s *slot) result() (int, error) {
 	}
 	errno := unix.Errno(-res)
 	switch {
-	case errno == unix.ECANCELED:
-		if f&flTimedOut != 0 {
-			return 0, ErrTimeout
-		}
-		return 0, ErrCanceled
+	case errno == unix.ECANCELED && f&(flCancelReq|flTimedOut) != 0:
+		return 0, cancelErr(f)
 	case errno == unix.ETIME && s.code == OpTimeout:
 		return 0, nil // the timer ran its course
 	case errno == unix.EINTR && f&flCancelReq != 0:
-		return 0, ErrCanceled
+		return 0, cancelErr(f)
 	}
+	// ECANCELED that nobody asked for is the file's own result (a
+	// timerfd's, say): only a request we canceled completes as ErrCanceled.
 	return 0, errno
+}
+
+// cancelErr returns the error of a request canceled with flags f.
+func cancelErr(f uint32) error {
+	switch {
+	case f&flCtx != 0 && f&flTimedOut != 0:
+		return errCtxTimeout
+	case f&flCtx != 0:
+		return errCtxCanceled
+	case f&flTimedOut != 0:
+		return ErrTimeout
+	}
+	return ErrCanceled
+}
+
+// ctxFlags returns the cancel flags for ctx, which has ended.
+func ctxFlags(ctx context.Context) uint32 {
+	f := uint32(flCancelReq | flCtx)
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		f |= flTimedOut
+	}
+	return f
 }
 
 // isCancel reports whether a foreign transport's error says the operation
@@ -928,6 +1021,7 @@ func (r *Ring) reapLocked(dst []Completion, remaining time.Duration) (n int, wai
 		// Count the direct deliveries out and free their slots in one go,
 		// before dst reaches the caller.
 		r.inflight.Add(-int64(n))
+		r.noteDrain()
 		r.pushFree(&r.directFree)
 	}
 	r.direct, r.directN = nil, 0
@@ -946,6 +1040,8 @@ func (r *Ring) unlockReap() {
 		default:
 		}
 	}
+	// What the pass decided to hand to the backend (held.go).
+	r.submitDeferred()
 }
 
 // reapFree reports whether nobody holds the reaper role right now; a
@@ -999,47 +1095,59 @@ func (r *Ring) popInto(dst []Completion) int {
 
 // CancelAll cancels every request in flight (queued ones before they reach
 // the kernel). Each still completes exactly once. It does not cancel tokens:
-// later requests run normally.
+// later requests run normally. It returns ErrClosed after Close, and a
+// *HookPanicError when a foreign request's cancel hook panicked (every
+// other hook still ran).
 func (r *Ring) CancelAll() error {
 	r.sqMu.Lock()
 	if r.closed.Load() {
 		r.sqMu.Unlock()
 		return ErrClosed
 	}
-	hooks := r.cancelAllLocked()
-	r.sqMu.Unlock()
-	runHooks(hooks)
-	return nil
+	hooks, kick := r.cancelAllLocked(flCancelReq)
+	r.unlockSQ()
+	if kick {
+		r.kick()
+	}
+	return runHooks(hooks)
 }
 
-func (r *Ring) cancelAllLocked() []func() {
-	r.be.cancelAll()
-	r.be.flush()
-	var hooks []func()
-	if r.foreign.Load() > 0 { // only foreign requests have hooks to collect
-		for i := range r.slots {
-			s := &r.slots[i]
-			fr := s.fref.Load()
-			if fr == nil {
-				continue
-			}
-			s.flags.Or(flCancelReq)
-			if fr.hook != nil {
-				hooks = append(hooks, fr.hook)
-			}
+// cancelAllLocked cancels every request in flight with flags f and returns
+// the cancel hooks of foreign ones, to run once r.sqMu is released, and
+// whether a request completed here. r.sqMu held.
+func (r *Ring) cancelAllLocked(f uint32) (hooks []*foreignRef, kick bool) {
+	for i := range r.slots {
+		s := &r.slots[i]
+		key, st := s.keyState()
+		if st != stActive {
+			continue
 		}
+		if s.foreign.Load() {
+			s.flags.Or(f)
+			if fr := s.fref.Load(); fr != nil && fr.key == key {
+				hooks = append(hooks, fr)
+			}
+			continue
+		}
+		if s.flags.Load()&flHeld != 0 {
+			kick = r.cancelHeld(uint32(i), s, f) || kick
+			continue
+		}
+		// Marked as asked for: an ECANCELED it gets is this cancel's.
+		s.flags.Or(f)
 	}
-	return hooks
+	if !r.beDead {
+		r.be.cancelAll()
+		r.be.flush()
+	}
+	return hooks, kick
 }
 
-func runHooks(hooks []func()) {
-	for _, h := range hooks {
-		h()
-	}
-}
-
-// cancelKey cancels the request with key; timedOut marks a deadline.
-func (r *Ring) cancelKey(key uint64, timedOut bool) error {
+// cancelKey cancels the request with key with flags f (flCancelReq, and
+// flTimedOut for a deadline, flCtx for a context). It returns ErrNotFound
+// when the request is not in flight, and a *HookPanicError when the
+// request's cancel hook panicked.
+func (r *Ring) cancelKey(key uint64, f uint32) error {
 	idx := uint32(key & idxMask)
 	if int(idx) >= len(r.slots) {
 		return ErrNotFound
@@ -1050,32 +1158,42 @@ func (r *Ring) cancelKey(key uint64, timedOut bool) error {
 		r.sqMu.Unlock()
 		return ErrNotFound
 	}
-	f := uint32(flCancelReq)
-	if timedOut {
-		f |= flTimedOut
-	}
-	s.flags.Or(f)
-	if s.key() != key {
-		// Completed, delivered and reused meanwhile: the flags belong to
-		// another request now.
-		s.flags.And(^f)
-		r.sqMu.Unlock()
-		return ErrNotFound
-	}
-	// The slot may complete and be reused at any moment (completion and
-	// delivery do not take sqMu), so its plain fields are off limits here:
-	// a foreign request's hook is reached through fref, checked by key.
+	// Under sqMu no slot becomes active, so one that is active with our key
+	// stays ours until it completes; a foreign one completes without sqMu,
+	// and the slot may then be reused, so its plain fields are off limits:
+	// its hook is reached through fref, checked by key.
 	if s.foreign.Load() {
+		s.flags.Or(f)
+		if s.key() != key {
+			// Completed, delivered and reused meanwhile: the flags belong
+			// to another request now.
+			s.flags.And(^f)
+			r.sqMu.Unlock()
+			return ErrNotFound
+		}
 		fr := s.fref.Load()
 		r.sqMu.Unlock()
-		if fr != nil && fr.key == key && fr.hook != nil {
-			fr.hook()
+		if fr != nil && fr.key == key {
+			if pe := callHook(fr); pe != nil {
+				return pe
+			}
 		}
 		return nil
 	}
-	r.be.cancel(idx, key)
-	r.be.flush()
-	r.sqMu.Unlock()
+	// A request of the backend completes without sqMu too, but it is reused
+	// only through sqMu (enqueue), so its plain fields are stable here.
+	kick := false
+	if s.flags.Load()&flHeld != 0 {
+		kick = r.cancelHeld(idx, s, f)
+	} else {
+		s.flags.Or(f)
+		r.be.cancel(idx, key)
+		r.be.flush()
+	}
+	r.unlockSQ()
+	if kick {
+		r.kick()
+	}
 	return nil
 }
 
@@ -1083,7 +1201,8 @@ func (r *Ring) cancelKey(key uint64, timedOut bool) error {
 // the rings. Completions not yet delivered stay available to Reap and Wait;
 // every other call returns ErrClosed afterwards. Foreign requests must be
 // completed by their owners (their cancel hooks are called) for Close to
-// return.
+// return. A cancel hook that panics does not stop Close: it drains and
+// releases everything, then returns a *HookPanicError.
 func (r *Ring) Close() error {
 	r.sqMu.Lock()
 	if r.closed.Load() {
@@ -1091,22 +1210,29 @@ func (r *Ring) Close() error {
 		return &OpError{Op: "close", Err: ErrClosed}
 	}
 	r.closed.Store(true)
-	hooks := r.cancelAllLocked()
-	r.sqMu.Unlock()
-	runHooks(hooks)
+	hooks, kick := r.cancelAllLocked(flCancelReq)
+	r.unlockSQ()
+	if kick {
+		r.kick()
+	}
+	hookErr := runHooks(hooks)
 
 	// Drain: every accepted request completes.
 	for r.inflight.Load() > 0 {
-		r.reapMu.Lock()
-		if r.inflight.Load() > r.foreign.Load() {
-			r.reaping.Add(1)
-			r.be.reap(true, 20*time.Millisecond)
-			r.reaping.Add(-1)
+		if r.kernelWork() {
+			r.reapMu.Lock()
+			if r.kernelWork() {
+				r.reaping.Add(1)
+				r.be.reap(true, 20*time.Millisecond)
+				r.reaping.Add(-1)
+			}
+			r.unlockReap()
+			continue
 		}
-		r.unlockReap()
-		if r.inflight.Load() > 0 && r.inflight.Load() == r.foreign.Load() {
-			time.Sleep(time.Millisecond)
-		}
+		// Only foreign requests (or held ones on their way) are left:
+		// every completion signals drainCh once closed is set.
+		<-r.drainCh
+		r.submitDeferred()
 	}
 	// Fence the backend off, then close it outside the locks (its own
 	// goroutines may be waiting for them).
@@ -1132,6 +1258,9 @@ func (r *Ring) Close() error {
 		}
 		s.claim.Store(0)
 	}
+	if hookErr != nil {
+		return errors.Join(hookErr, err)
+	}
 	return err
 }
 
@@ -1140,6 +1269,17 @@ func (r *Ring) Close() error {
 // awaited and returned). The error is for a refused submission only; the
 // operation's own error is in Completion.Err.
 func (r *Ring) Do(ctx context.Context, op Op) (Completion, error) {
+	if ctx.Err() != nil {
+		// An ended context starts nothing; bad input and a closed ring are
+		// still reported as such.
+		if err := op.check(r); err != nil {
+			return Completion{}, err
+		}
+		if r.closed.Load() {
+			return Completion{}, &OpError{Op: op.code.String(), Err: ErrClosed}
+		}
+		return Completion{Op: op.code, Err: cancelErr(ctxFlags(ctx)), User: op.user}, nil
+	}
 	q, err := r.Start(op)
 	if err != nil {
 		return Completion{}, err

@@ -2,6 +2,7 @@ package ioring
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"sync"
 )
@@ -15,9 +16,10 @@ import (
 type Token struct {
 	r        *Ring
 	mu       sync.Mutex
-	canceled bool  // guarded by mu
-	head     int32 // first member slot, -1 if none; guarded by mu
-	n        int   // members; guarded by mu
+	canceled bool   // guarded by mu
+	why      uint32 // the cancel's flags, for later members; guarded by mu
+	head     int32  // first member slot, -1 if none; guarded by mu
+	n        int    // members; guarded by mu
 }
 
 // NewToken returns a new, uncanceled token for requests on r.
@@ -41,12 +43,22 @@ func (t *Token) Pending() int {
 // marks t canceled for the future. It requests and returns: the requests'
 // completions follow, each exactly once. The cancels of all members reach
 // the kernel in one batch. Calling it again is harmless. It returns
-// ErrClosed only when the ring was closed (whose Close canceled everything).
-func (t *Token) Cancel() error {
+// ErrClosed only when the ring was closed (whose Close canceled
+// everything), an error wrapping ErrInvalid for a Token not made by
+// Ring.NewToken, and a *HookPanicError when a member's cancel hook panicked
+// (the other members' hooks still ran).
+func (t *Token) Cancel() error { return t.cancel(flCancelReq) }
+
+func (t *Token) cancel(f uint32) error {
 	r := t.r
+	if r == nil {
+		return &OpError{Op: "cancel", Err: fmt.Errorf("%w: zero Token (make tokens with Ring.NewToken)", ErrInvalid)}
+	}
 	r.sqMu.Lock()
 	t.mu.Lock()
-	t.canceled = true
+	if !t.canceled {
+		t.canceled, t.why = true, f
+	}
 	if r.beDead {
 		t.mu.Unlock()
 		r.sqMu.Unlock()
@@ -54,16 +66,16 @@ func (t *Token) Cancel() error {
 	}
 	// Collect the members under t.mu, cancel them after: the backend may
 	// need to reap to make room, and reapers take t.mu.
-	var hooks []func()
+	var hooks []*foreignRef
 	keys := r.cancelKeys[:0]
 	for i := t.head; i >= 0; {
 		s := &r.slots[i]
 		next := s.tokNext
 		if key, st := s.keyState(); st == stActive {
-			s.flags.Or(flCancelReq)
 			if s.code == OpForeign {
-				if s.hook != nil {
-					hooks = append(hooks, s.hook)
+				s.flags.Or(f)
+				if fr := s.fref.Load(); fr != nil && fr.key == key {
+					hooks = append(hooks, fr)
 				}
 			} else {
 				keys = append(keys, key)
@@ -72,27 +84,46 @@ func (t *Token) Cancel() error {
 		i = next
 	}
 	t.mu.Unlock()
+	kick := false
 	for _, key := range keys {
 		idx := uint32(key & idxMask)
-		if k, st := r.slots[idx].keyState(); k == key && st == stActive {
-			r.be.cancel(idx, key)
+		s := &r.slots[idx]
+		if k, st := s.keyState(); k != key || st != stActive {
+			continue
 		}
+		if s.flags.Load()&flHeld != 0 {
+			kick = r.cancelHeld(idx, s, f) || kick
+			continue
+		}
+		s.flags.Or(f)
+		r.be.cancel(idx, key)
 	}
 	r.cancelKeys = keys[:0]
 	r.be.flush()
-	r.sqMu.Unlock()
+	r.unlockSQ()
+	if kick {
+		r.kick()
+	}
 	// Members are listed newest first; the oldest is the likeliest to be
 	// in progress (a USB transfer on the bus while later ones wait), and
 	// its cancel the slowest: start it first.
 	slices.Reverse(hooks)
-	runHooks(hooks)
-	return nil
+	return runHooks(hooks)
 }
 
 // Bind cancels t when ctx ends. Calling stop detaches it (see
 // context.AfterFunc).
+//
+// When ctx ends, its members complete with an error that matches both
+// ErrCanceled (ErrTimeout for a deadline) and ctx's own error, as requests
+// canceled by a context always do. A ctx that has already ended cancels t
+// before Bind returns, so nothing submitted with t afterwards starts.
 func (t *Token) Bind(ctx context.Context) (stop func() bool) {
-	return context.AfterFunc(ctx, func() { t.Cancel() })
+	if ctx.Err() != nil {
+		t.cancel(ctxFlags(ctx))
+		return func() bool { return false }
+	}
+	return context.AfterFunc(ctx, func() { t.cancel(ctxFlags(ctx)) })
 }
 
 // link adds slot idx to t's members. t.mu held.

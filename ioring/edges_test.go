@@ -1,0 +1,579 @@
+//go:build linux
+
+package ioring
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"runtime"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/cancelio/cancelio/ioring/internal/uring"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
+)
+
+// The contract at its edges: thread exit, stale handles, fd ranges, ring
+// sizes, Close racing everything, user hooks, zero values, stream order and
+// contexts. Each test runs on every backend unless it is about one.
+
+// submitFromExitingThread runs submit on a goroutine locked to its thread,
+// returns without unlocking (so that Go ends the thread), and waits until
+// the thread is gone.
+func submitFromExitingThread(t *testing.T, submit func()) {
+	t.Helper()
+	var tid int
+	for {
+		tidc := make(chan int, 1)
+		go func() {
+			runtime.LockOSThread()
+			tid := unix.Gettid()
+			if tid != unix.Getpid() { // the main thread never exits
+				submit()
+			}
+			tidc <- tid
+			// Returning while locked ends the thread.
+		}()
+		if tid = <-tidc; tid != unix.Getpid() {
+			break
+		}
+	}
+	path := fmt.Sprintf("/proc/self/task/%d", tid)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, err := os.Stat(path); os.IsNotExist(err) {
+			return
+		}
+		require.True(t, time.Now().Before(deadline), "thread %d still alive after 10s", tid)
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// A request nobody canceled gets its real result, whatever became of the
+// thread that submitted it (io_uring cancels an exiting task's requests).
+func TestConformanceThreadExit(t *testing.T) {
+	forEachBackend(t, 32, func(t *testing.T, r *Ring) {
+		for _, unordered := range []bool{false, true} {
+			t.Run("unordered="+strconv.FormatBool(unordered), func(t *testing.T) {
+				rd, wr := pipe(t)
+				bufs := make([][]byte, 4)
+				submitFromExitingThread(t, func() {
+					for i := range bufs {
+						bufs[i] = make([]byte, 1)
+						op := Read(rd, bufs[i], -1).WithUser(i)
+						if unordered {
+							op = op.Unordered()
+						}
+						_, err := r.Submit(op)
+						assert.NoError(t, err)
+					}
+				})
+				got := map[byte]bool{}
+				for i := 0; i < 4; i++ {
+					_, err := unix.Write(wr, []byte{'A' + byte(i)})
+					require.NoError(t, err)
+					c := reapOne(t, r)
+					require.NoError(t, c.Err, "read %v: nobody canceled it", c.User)
+					require.Equal(t, 1, c.N)
+					got[bufs[c.User.(int)][0]] = true
+				}
+				assert.Len(t, got, 4, "every byte reached one read")
+				assert.True(t, pipeEmpty(t, rd), "no data left in the pipe")
+			})
+		}
+
+		// A deadline still fires for a request whose thread is gone.
+		rd, _ := pipe(t)
+		submitFromExitingThread(t, func() {
+			_, err := r.Submit(Read(rd, make([]byte, 1), -1).WithDeadline(50 * time.Millisecond))
+			assert.NoError(t, err)
+		})
+		c := reapOne(t, r)
+		assert.ErrorIs(t, c.Err, ErrTimeout)
+
+		// And a cancel still cancels it.
+		q := make(chan Request, 1)
+		submitFromExitingThread(t, func() {
+			req, err := r.Submit(Read(rd, make([]byte, 1), -1))
+			assert.NoError(t, err)
+			q <- req
+		})
+		require.NoError(t, (<-q).Cancel())
+		assert.ErrorIs(t, reapOne(t, r).Err, ErrCanceled)
+	})
+}
+
+// A stale Complete, racing with the reuse of its slot, never touches the
+// request that now holds the slot.
+func TestConformanceStaleComplete(t *testing.T) {
+	forEachBackend(t, 2, func(t *testing.T, r *Ring) {
+		old, err := r.Submit(Foreign(nil))
+		require.NoError(t, err)
+		require.NoError(t, r.Complete(old, 1, nil))
+		reapOne(t, r)
+
+		rounds := 2000
+		if testing.Short() {
+			rounds = 200
+		}
+		for i := 0; i < rounds; i++ {
+			q, err := r.Submit(Foreign(nil).WithUser(i))
+			require.NoError(t, err)
+			var wg sync.WaitGroup
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				assert.ErrorIs(t, r.Complete(old, 99, nil), ErrNotFound, "stale Complete")
+			}()
+			require.NoError(t, r.Complete(q, i, nil), "the owner's only Complete")
+			c := reapOne(t, r)
+			assert.Equal(t, i, c.N)
+			assert.Equal(t, i, c.User)
+			wg.Wait()
+			old = q
+		}
+		assertNoMore(t, r)
+	})
+}
+
+// fds are C ints: larger values are refused, never truncated into another fd.
+func TestConformanceFDRange(t *testing.T) {
+	if strconv.IntSize < 64 {
+		t.Skip("int is 32 bits: no fd can exceed MaxInt32")
+	}
+	forEachBackend(t, 8, func(t *testing.T, r *Ring) {
+		rd, wr := pipe(t)
+		big := int(int64(1)<<32 | int64(wr))
+		for _, op := range []Op{
+			Write(big, []byte("x"), -1), Read(big, make([]byte, 1), -1),
+			Writev(math.MaxInt32+1, [][]byte{[]byte("x")}, -1), Poll(big, unix.POLLOUT), Fsync(big),
+		} {
+			_, err := r.Submit(op)
+			assert.ErrorIs(t, err, ErrInvalid, "%v on fd %d", op.Code(), op.fd)
+		}
+		assert.True(t, pipeEmpty(t, rd), "nothing was written to the truncated fd")
+	})
+}
+
+// Every size the docs allow works on io_uring.
+func TestURingLargestRing(t *testing.T) {
+	for _, b := range []Backend{BackendURing, BackendAuto} {
+		r, err := New(Config{Entries: maxEntries, Backend: b})
+		require.NoError(t, err, "New(%d entries, %v)", maxEntries, b)
+		assert.Equal(t, BackendURing, r.Backend().Backend)
+		c, err := r.Do(context.Background(), Nop())
+		require.NoError(t, err)
+		assert.NoError(t, c.Err)
+		require.NoError(t, r.Close())
+	}
+}
+
+// An io_uring_setup error caused by the configuration is reported, not
+// hidden by the fallback meant for kernels without io_uring.
+func TestURingConfigErrorNotHidden(t *testing.T) {
+	saved := uringSetup
+	uringSetup = func(sq, cq uint32) (*uring.Ring, error) {
+		if sq > 64 {
+			return nil, unix.EINVAL // as a kernel with a smaller limit would
+		}
+		return saved(sq, cq)
+	}
+	t.Cleanup(func() { uringSetup = saved })
+	_, err := New(Config{Entries: 128})
+	require.Error(t, err, "BackendAuto must not fall back on a configuration error")
+	assert.ErrorIs(t, err, unix.EINVAL)
+	assert.Contains(t, err.Error(), "Config.Entries")
+	r, err := New(Config{Entries: 64})
+	require.NoError(t, err)
+	assert.Equal(t, BackendURing, r.Backend().Backend)
+	require.NoError(t, r.Close())
+}
+
+// Close races every other call: race-free, and every accepted request
+// completes exactly once.
+func TestConformanceCloseRaces(t *testing.T) {
+	rounds := 30
+	if testing.Short() {
+		rounds = 5
+	}
+	forEachBackend(t, 8, func(t *testing.T, _ *Ring) {
+		for i := 0; i < rounds; i++ {
+			r, err := New(Config{Entries: 16, Backend: backendOf(t)})
+			require.NoError(t, err)
+			rd, _ := pipe(t)
+			var accepted, delivered atomic.Int64
+			var wg sync.WaitGroup
+			stop := make(chan struct{})
+			tok := r.NewToken()
+			for g := 0; g < 4; g++ {
+				wg.Add(1)
+				go func(g int) {
+					defer wg.Done()
+					ops := make([]Op, 3)
+					reqs := make([]Request, 3)
+					var cs [8]Completion
+					for {
+						select {
+						case <-stop:
+							return
+						default:
+						}
+						switch g {
+						case 0:
+							if _, err := r.Submit(Read(rd, make([]byte, 1), -1).WithToken(tok).Unordered()); err == nil {
+								accepted.Add(1)
+							}
+							n, _ := r.Reap(cs[:], 0)
+							delivered.Add(int64(n))
+						case 1:
+							for k := range ops {
+								ops[k] = Nop()
+							}
+							n, _ := r.SubmitBatch(ops, reqs)
+							accepted.Add(int64(n))
+							reqs[0].Cancel()
+							r.CancelAll()
+						case 2:
+							if q, err := r.Start(Nop()); err == nil {
+								accepted.Add(1)
+								if _, err := q.Wait(context.Background()); err == nil {
+									delivered.Add(1)
+								}
+							}
+						case 3:
+							if q, err := r.Submit(Foreign(nil)); err == nil {
+								accepted.Add(1)
+								r.Complete(q, 0, nil)
+							}
+							tok.Cancel()
+							n, _ := r.Reap(cs[:], time.Millisecond)
+							delivered.Add(int64(n))
+						}
+					}
+				}(g)
+			}
+			time.Sleep(5 * time.Millisecond)
+			require.NoError(t, r.Close())
+			close(stop)
+			wg.Wait()
+			var cs [64]Completion
+			for {
+				n, err := r.Reap(cs[:], 0)
+				delivered.Add(int64(n))
+				if err != nil {
+					require.ErrorIs(t, err, ErrClosed)
+					break
+				}
+			}
+			assert.Equal(t, accepted.Load(), delivered.Load(), "every accepted request delivered once")
+		}
+	})
+}
+
+// backendOf returns the backend of the subtest forEachBackend runs.
+func backendOf(t *testing.T) Backend {
+	for _, b := range backends {
+		if len(t.Name()) > 0 && containsSuffix(t.Name(), "backend="+b.String()) {
+			return b
+		}
+	}
+	t.Fatalf("no backend in %q", t.Name())
+	return 0
+}
+
+func containsSuffix(s, suffix string) bool {
+	return len(s) >= len(suffix) && s[len(s)-len(suffix):] == suffix
+}
+
+// A user's cancel hook that panics or re-enters never breaks the ring.
+func TestConformanceHookPanics(t *testing.T) {
+	forEachBackend(t, 16, func(t *testing.T, r *Ring) {
+		// Fired by a deadline: recovered on the timer's goroutine, and
+		// reported with the completion.
+		fired := make(chan struct{}, 1)
+		dq, err := r.Submit(Foreign(func() { fired <- struct{}{}; panic("deadline hook") }).WithDeadline(time.Millisecond))
+		require.NoError(t, err)
+		<-fired
+		// The transport completes after the hook returned (the panic is
+		// recorded as it unwinds).
+		fr := r.slots[dq.key&idxMask].fref.Load()
+		require.NotNil(t, fr)
+		require.Eventually(t, func() bool { return fr.panicked.Load() != nil }, 10*time.Second, time.Millisecond)
+		require.NoError(t, r.Complete(dq, 0, ErrCanceled))
+		c := reapOne(t, r)
+		var pe *HookPanicError
+		require.ErrorAs(t, c.Err, &pe)
+		assert.Equal(t, "deadline hook", pe.Value)
+		assert.ErrorIs(t, c.Err, ErrTimeout, "still a timeout")
+
+		// Inside Token.Cancel: every other member's hook still runs, and
+		// the caller gets the panic as an error.
+		tok := r.NewToken()
+		var ran atomic.Int32
+		qs := make([]Request, 3)
+		for i := range qs {
+			i := i
+			qs[i], err = r.Submit(Foreign(func() {
+				ran.Add(1)
+				if i == 1 {
+					panic(fmt.Sprintf("hook %d", i))
+				}
+			}).WithToken(tok))
+			require.NoError(t, err)
+		}
+		err = tok.Cancel()
+		require.ErrorAs(t, err, &pe)
+		assert.Equal(t, "hook 1", pe.Value)
+		assert.EqualValues(t, 3, ran.Load(), "every member's hook ran")
+		for _, q := range qs {
+			require.NoError(t, r.Complete(q, 0, ErrCanceled))
+			reapOne(t, r)
+		}
+
+		// Re-entry: a hook that cancels its own request, its token and the
+		// whole ring is not re-entered without bound.
+		tok = r.NewToken()
+		var calls atomic.Int32
+		var rq Request
+		rq, err = r.Submit(Foreign(func() {
+			if calls.Add(1) > 100 {
+				panic("unbounded re-entry")
+			}
+			rq.Cancel()
+			tok.Cancel()
+			r.CancelAll()
+		}).WithToken(tok))
+		require.NoError(t, err)
+		require.NoError(t, rq.Cancel())
+		assert.LessOrEqual(t, calls.Load(), int32(3), "hook calls")
+		require.NoError(t, r.Complete(rq, 0, ErrCanceled))
+		assert.ErrorIs(t, reapOne(t, r).Err, ErrCanceled)
+
+		// Request.Cancel returns the panic.
+		var pq Request
+		pq, err = r.Submit(Foreign(func() { panic("cancel hook") }))
+		require.NoError(t, err)
+		require.ErrorAs(t, pq.Cancel(), &pe)
+		require.NoError(t, r.Complete(pq, 0, ErrCanceled))
+		require.ErrorAs(t, reapOne(t, r).Err, &pe)
+		assert.Equal(t, "cancel hook", pe.Value)
+
+		// Inside Close: the ring still drains and closes whole (the fd
+		// check of forEachBackend), and a second Close says ErrClosed.
+		var cq Request
+		cq, err = r.Submit(Foreign(func() {
+			go r.Complete(cq, 0, ErrCanceled)
+			panic("close hook")
+		}))
+		require.NoError(t, err)
+		err = r.Close()
+		require.ErrorAs(t, err, &pe)
+		assert.Equal(t, "close hook", pe.Value)
+		assert.ErrorIs(t, r.Close(), ErrClosed)
+		assert.Zero(t, r.InFlight())
+	})
+}
+
+// A zero Token is refused with ErrInvalid, never a panic.
+func TestConformanceZeroToken(t *testing.T) {
+	forEachBackend(t, 4, func(t *testing.T, r *Ring) {
+		var zero Token
+		assert.ErrorIs(t, zero.Cancel(), ErrInvalid)
+		assert.False(t, zero.Canceled())
+		assert.Zero(t, zero.Pending())
+		_, err := r.Submit(Nop().WithToken(&zero))
+		assert.ErrorIs(t, err, ErrInvalid)
+		assert.ErrorIs(t, Request{}.Cancel(), ErrNotFound)
+	})
+}
+
+// Reads (and writes) at the current position on one fd complete in
+// submission order on every backend; Unordered opts out.
+func TestConformanceStreamOrder(t *testing.T) {
+	forEachBackend(t, 16, func(t *testing.T, r *Ring) {
+		rd, wr := pipe(t)
+		bufs := make([][]byte, 4)
+		for i := range bufs {
+			bufs[i] = make([]byte, 1)
+			_, err := r.Submit(Read(rd, bufs[i], -1).WithUser(i))
+			require.NoError(t, err)
+		}
+		for i := 0; i < 4; i++ {
+			_, err := unix.Write(wr, []byte{'A' + byte(i)})
+			require.NoError(t, err)
+			c := reapOne(t, r)
+			require.NoError(t, c.Err)
+			assert.Equal(t, i, c.User, "read #%d completes %d-th", c.User, i)
+			assert.Equal(t, string(rune('A'+i)), string(bufs[c.User.(int)][:c.N]))
+		}
+
+		// Canceling a waiting read takes it out of the line; canceling the
+		// head lets the next one in.
+		var qs [3]Request
+		for i := range qs {
+			var err error
+			qs[i], err = r.Submit(Read(rd, make([]byte, 1), -1).WithUser(i))
+			require.NoError(t, err)
+		}
+		require.NoError(t, qs[1].Cancel())
+		c := reapOne(t, r)
+		assert.Equal(t, 1, c.User)
+		assert.ErrorIs(t, c.Err, ErrCanceled)
+		require.NoError(t, qs[0].Cancel())
+		c = reapOne(t, r)
+		assert.Equal(t, 0, c.User)
+		assert.ErrorIs(t, c.Err, ErrCanceled)
+		_, err := unix.Write(wr, []byte("Z"))
+		require.NoError(t, err)
+		c = reapOne(t, r)
+		assert.Equal(t, 2, c.User)
+		require.NoError(t, c.Err)
+
+		// A deadline runs for a read that waits its turn.
+		head, err := r.Submit(Read(rd, make([]byte, 1), -1).WithUser("head"))
+		require.NoError(t, err)
+		_, err = r.Submit(Read(rd, make([]byte, 1), -1).WithUser("late").WithDeadline(20 * time.Millisecond))
+		require.NoError(t, err)
+		c = reapOne(t, r)
+		assert.Equal(t, "late", c.User)
+		assert.ErrorIs(t, c.Err, ErrTimeout)
+		require.NoError(t, head.Cancel())
+		reapOne(t, r)
+
+		// Writes keep their order too.
+		rd2, wr2 := pipe(t)
+		tok := r.NewToken()
+		for i := 0; i < 8; i++ {
+			_, err := r.Submit(Write(wr2, []byte{'0' + byte(i)}, -1).WithToken(tok))
+			require.NoError(t, err)
+		}
+		for i := 0; i < 8; i++ {
+			require.NoError(t, reapOne(t, r).Err)
+		}
+		got := make([]byte, 16)
+		n, err := unix.Read(rd2, got)
+		require.NoError(t, err)
+		assert.Equal(t, "01234567", string(got[:n]))
+
+		// Unordered reads all complete, in some order.
+		seen := map[byte]bool{}
+		ubufs := make([][]byte, 4)
+		for i := range ubufs {
+			ubufs[i] = make([]byte, 1)
+			_, err := r.Submit(Read(rd, ubufs[i], -1).WithUser(i).Unordered())
+			require.NoError(t, err)
+		}
+		for i := 0; i < 4; i++ {
+			_, err := unix.Write(wr, []byte{'a' + byte(i)})
+			require.NoError(t, err)
+			c := reapOne(t, r)
+			require.NoError(t, c.Err)
+			seen[ubufs[c.User.(int)][0]] = true
+		}
+		assert.Len(t, seen, 4)
+		assertNoMore(t, r)
+	})
+}
+
+// One rule for contexts: a deadline is ErrTimeout, the context's own error
+// is reachable with errors.Is, and an ended context starts nothing.
+func TestConformanceContexts(t *testing.T) {
+	forEachBackend(t, 16, func(t *testing.T, r *Ring) {
+		rd, wr := pipe(t)
+
+		// Do and ReadAt with a deadline.
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
+		_, err := r.ReadAt(ctx, rd, make([]byte, 1), -1)
+		cancel()
+		assert.ErrorIs(t, err, ErrTimeout)
+		assert.ErrorIs(t, err, ErrCanceled)
+		assert.ErrorIs(t, err, context.DeadlineExceeded)
+		assert.ErrorIs(t, err, os.ErrDeadlineExceeded)
+
+		// Do canceled while running.
+		ctx, cancel = context.WithCancel(context.Background())
+		time.AfterFunc(10*time.Millisecond, cancel)
+		c, err := r.Do(ctx, Read(rd, make([]byte, 1), -1))
+		require.NoError(t, err)
+		assert.ErrorIs(t, c.Err, ErrCanceled)
+		assert.ErrorIs(t, c.Err, context.Canceled)
+		assert.NotErrorIs(t, c.Err, ErrTimeout)
+
+		// An ended context never starts the operation.
+		c, err = r.Do(ctx, Write(wr, []byte("must not be written"), -1).WithUser("u"))
+		require.NoError(t, err)
+		assert.ErrorIs(t, c.Err, context.Canceled)
+		assert.Equal(t, "u", c.User)
+		n, err := r.WriteAt(ctx, wr, []byte("nor this"), -1)
+		assert.Zero(t, n)
+		assert.ErrorIs(t, err, context.Canceled)
+		assert.True(t, pipeEmpty(t, rd), "an ended context wrote nothing")
+		_, err = r.Do(ctx, Read(-1, nil, 0))
+		assert.ErrorIs(t, err, ErrInvalid, "bad input is still bad input")
+
+		// Token.Bind: a deadline is ErrTimeout, like everywhere else.
+		tok := r.NewToken()
+		ctx, cancel = context.WithTimeout(context.Background(), 10*time.Millisecond)
+		defer cancel()
+		tok.Bind(ctx)
+		_, err = r.Submit(Read(rd, make([]byte, 1), -1).WithToken(tok))
+		require.NoError(t, err)
+		c = reapOne(t, r)
+		assert.ErrorIs(t, c.Err, ErrTimeout)
+		assert.ErrorIs(t, c.Err, context.DeadlineExceeded)
+
+		// Bind with an ended context: nothing submitted after starts.
+		tok = r.NewToken()
+		ended, endNow := context.WithCancel(context.Background())
+		endNow()
+		tok.Bind(ended)
+		_, err = r.Submit(Write(wr, []byte("no"), -1).WithToken(tok))
+		require.NoError(t, err)
+		c = reapOne(t, r)
+		assert.ErrorIs(t, c.Err, context.Canceled)
+		assert.ErrorIs(t, c.Err, ErrCanceled)
+		assert.True(t, pipeEmpty(t, rd))
+
+		// Request.Wait with a deadline.
+		q, err := r.Start(Read(rd, make([]byte, 1), -1))
+		require.NoError(t, err)
+		ctx, cancel = context.WithTimeout(context.Background(), 10*time.Millisecond)
+		defer cancel()
+		c, err = q.Wait(ctx)
+		require.NoError(t, err)
+		assert.ErrorIs(t, c.Err, ErrTimeout)
+		assert.ErrorIs(t, c.Err, context.DeadlineExceeded)
+		_, err = q.Wait(context.Background())
+		assert.ErrorIs(t, err, ErrNotFound, "a delivered request's handle is stale")
+	})
+}
+
+// Smaller edges: Readv with an empty element, ErrFull's advice.
+func TestConformanceSmallEdges(t *testing.T) {
+	forEachBackend(t, 2, func(t *testing.T, r *Ring) {
+		rd, _ := pipe(t)
+		_, err := r.Submit(Readv(rd, [][]byte{make([]byte, 4), nil}, -1))
+		assert.ErrorIs(t, err, ErrInvalid, "nil element, as Read refuses nil")
+		for i := 0; i < 2; i++ {
+			_, err := r.Submit(Read(rd, make([]byte, 1), -1).Unordered())
+			require.NoError(t, err)
+		}
+		_, err = r.Submit(Nop())
+		require.ErrorIs(t, err, ErrFull)
+		assert.Contains(t, err.Error(), "Reap", "ErrFull says what frees a slot")
+		assert.Equal(t, 2, r.InFlight())
+		require.NoError(t, r.CancelAll())
+		reapOne(t, r)
+		reapOne(t, r)
+		assert.Zero(t, r.InFlight())
+		assert.True(t, errors.Is(ErrTimeout, ErrCanceled))
+	})
+}

@@ -1,0 +1,238 @@
+package ioring
+
+import (
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Held requests: accepted (stActive) but not in the backend. A request is
+// held while it waits its turn on a stream (see "Order" in the package doc)
+// or while it waits to be handed to the kernel again because the kernel
+// ended it without being asked (see "Threads" in the package doc). Held
+// requests carry flHeld; they are canceled by the Ring itself, at once and
+// without the kernel.
+//
+// Requests are handed (back) to the backend from a list of deferred
+// submissions, because whoever decides it (a completion, on the reaper or a
+// backend goroutine) may not take r.sqMu: the reaper holds r.reapMu, which
+// is taken after r.sqMu. The list is drained by whoever holds r.sqMu next:
+// unlockSQ drains it before it releases the lock and looks again after, so
+// an entry pushed while another goroutine held the lock is never stranded
+// (the pusher tries the lock after the push; when that fails, the holder's
+// look after its unlock sees the entry).
+
+// deferList is the list of deferred submissions: entries are kind << kindShft
+// | key, kindReq to hand a held request to the backend, kindCancel to send a
+// cancel to the kernel for a request whose deadline the kernel lost.
+type deferList struct {
+	mu    sync.Mutex
+	n     atomic.Int32 // len(list), readable without mu
+	list  []uint64     // guarded by mu
+	spare []uint64     // guarded by r.sqMu: the drainer's copy
+}
+
+// pushDeferred adds an entry for slot key. Any goroutine; no Ring lock
+// needed. The caller then calls submitDeferred unless it holds r.reapMu
+// (unlockReap does it then).
+func (r *Ring) pushDeferred(kind, key uint64) {
+	d := &r.def
+	d.mu.Lock()
+	d.list = append(d.list, kind<<kindShft|key)
+	d.n.Store(int32(len(d.list)))
+	d.mu.Unlock()
+}
+
+// submitDeferred drains the deferred submissions when r.sqMu is free. When
+// it is not, its holder drains them (unlockSQ). Never call it with
+// r.reapMu held: draining may flush, and a flush may reap.
+func (r *Ring) submitDeferred() {
+	if r.def.n.Load() > 0 && r.sqMu.TryLock() {
+		r.unlockSQ()
+	}
+}
+
+// unlockSQ releases r.sqMu, draining the deferred submissions first, and
+// again after the unlock when more arrived meanwhile.
+func (r *Ring) unlockSQ() {
+	for {
+		kick := false
+		if r.def.n.Load() > 0 {
+			kick = r.drainDeferred()
+			r.flushLocked()
+		}
+		r.sqMu.Unlock()
+		if kick {
+			r.kick()
+		}
+		if r.def.n.Load() == 0 || !r.sqMu.TryLock() {
+			return
+		}
+	}
+}
+
+// drainDeferred runs every deferred entry and reports whether a request
+// completed outside the backend (the caller kicks reapers). r.sqMu held.
+func (r *Ring) drainDeferred() bool {
+	d := &r.def
+	kick := false
+	for d.n.Load() > 0 {
+		d.mu.Lock()
+		batch := d.list
+		d.list = d.spare[:0]
+		d.n.Store(0)
+		d.mu.Unlock()
+		for _, e := range batch {
+			kick = r.runDeferred(e>>kindShft, e&keyMask) || kick
+		}
+		d.spare = batch[:0]
+	}
+	return kick
+}
+
+// runDeferred runs one deferred entry. r.sqMu held.
+func (r *Ring) runDeferred(kind, key uint64) bool {
+	idx := uint32(key & idxMask)
+	s := &r.slots[idx]
+	if k, st := s.keyState(); k != key || st != stActive {
+		return false // stale: completed meanwhile
+	}
+	if kind == kindCancel {
+		if !r.beDead {
+			r.be.cancel(idx, key)
+		}
+		return false
+	}
+	f := s.flags.Load()
+	s.flags.And(^uint32(flHeld | flRetry))
+	if f&flCancelReq != 0 || r.closed.Load() || r.beDead {
+		s.flags.Or(flCancelReq | flNopped)
+		r.complete(idx, -int32(unix.ECANCELED))
+		return true
+	}
+	if s.deadline > 0 && !s.timerDL {
+		// Submitted again after the kernel dropped it: the rest of its
+		// deadline is enforced by a timer from now on.
+		left := s.deadline - (time.Since(epoch) - s.start)
+		if left <= 0 {
+			s.flags.Or(flCancelReq | flTimedOut | flNopped)
+			r.complete(idx, -int32(unix.ECANCELED))
+			return true
+		}
+		s.timerDL = true
+		r.armTimer(s, key, left)
+	}
+	if err := r.be.submit(idx); err != nil {
+		s.flags.Or(flNopped)
+		r.complete(idx, -int32(unix.EINVAL))
+		return true
+	}
+	return false
+}
+
+// epoch is the origin of slot.start, a monotonic clock reading.
+var epoch = time.Now()
+
+// ordKey names the stream a request is ordered on: its fd and direction.
+type ordKey uint64
+
+// ordList is the FIFO of the ordered requests of one stream, linked
+// through slot.ordPrev/ordNext; its head is the one in the backend.
+type ordList struct{ head, tail int32 }
+
+// ordered reports whether op is ordered on its stream: a read or write at
+// the current position (off -1) not marked Unordered.
+func (o *Op) ordered() bool {
+	switch o.code {
+	case OpRead, OpReadv, OpWrite, OpWritev:
+		return o.off == -1 && !o.unordered
+	}
+	return false
+}
+
+func ordKeyOf(s *slot) ordKey {
+	k := ordKey(uint32(s.fd)) << 1
+	if s.code == OpWrite || s.code == OpWritev {
+		k |= 1
+	}
+	return k
+}
+
+// ordEnqueue appends slot idx to its stream's FIFO and reports whether it
+// is the head (to be handed to the backend now). r.sqMu held.
+func (r *Ring) ordEnqueue(idx uint32, s *slot) bool {
+	k := ordKeyOf(s)
+	r.ordMu.Lock()
+	l, ok := r.ord[k]
+	if !ok {
+		l = ordList{-1, -1}
+	}
+	s.ordPrev, s.ordNext = l.tail, -1
+	if l.tail >= 0 {
+		r.slots[l.tail].ordNext = int32(idx)
+	} else {
+		l.head = int32(idx)
+	}
+	l.tail = int32(idx)
+	s.inOrd = true
+	r.ord[k] = l
+	r.ordMu.Unlock()
+	return l.head == int32(idx)
+}
+
+// ordRemove takes slot idx off its stream's FIFO. When it was the head and
+// another request waits, that one becomes the head and is returned (its
+// key), to be handed to the backend; onlyQueued refuses to remove the head
+// (a cancel of the head goes through the backend). It reports whether idx
+// was removed. r.ordMu is taken here.
+func (r *Ring) ordRemove(idx uint32, s *slot, onlyQueued bool) (next uint64, hasNext, removed bool) {
+	k := ordKeyOf(s)
+	r.ordMu.Lock()
+	defer r.ordMu.Unlock()
+	if !s.inOrd {
+		return 0, false, false
+	}
+	l := r.ord[k]
+	wasHead := l.head == int32(idx)
+	if wasHead && onlyQueued {
+		return 0, false, false
+	}
+	if s.ordPrev >= 0 {
+		r.slots[s.ordPrev].ordNext = s.ordNext
+	} else {
+		l.head = s.ordNext
+	}
+	if s.ordNext >= 0 {
+		r.slots[s.ordNext].ordPrev = s.ordPrev
+	} else {
+		l.tail = s.ordPrev
+	}
+	s.ordPrev, s.ordNext, s.inOrd = -1, -1, false
+	if l.head < 0 {
+		delete(r.ord, k)
+		return 0, false, true
+	}
+	r.ord[k] = l
+	if wasHead {
+		return r.slots[l.head].key(), true, true
+	}
+	return 0, false, true
+}
+
+// cancelHeld cancels held request idx with flags f. A request waiting its
+// turn completes here and now; one already due for (re)submission is
+// completed by runDeferred, which sees the cancel. It reports whether a
+// completion happened here (the caller kicks reapers once unlocked).
+// r.sqMu held.
+func (r *Ring) cancelHeld(idx uint32, s *slot, f uint32) bool {
+	s.flags.Or(f)
+	if _, _, removed := r.ordRemove(idx, s, true); !removed {
+		return false
+	}
+	s.flags.And(^uint32(flHeld))
+	s.flags.Or(flNopped)
+	r.complete(idx, -int32(unix.ECANCELED))
+	return true
+}
