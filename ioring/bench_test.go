@@ -184,3 +184,57 @@ func BenchmarkCancel(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkStreamOrder measures what submission order costs on a stream:
+// 8 one-byte reads queued on a pipe, then 8 bytes written at once, ordered
+// (the default for reads at the current position: one read in the kernel
+// at a time) and unordered (all 8 in the kernel). ns/op is per read.
+func BenchmarkStreamOrder(b *testing.B) {
+	const depth = 8
+	for _, ordered := range []bool{true, false} {
+		b.Run("ordered="+strconv.FormatBool(ordered), func(b *testing.B) {
+			forEachBackendB(b, 64, func(b *testing.B, r *Ring) {
+				var p [2]int
+				if err := unix.Pipe2(p[:], unix.O_CLOEXEC); err != nil {
+					b.Fatal(err)
+				}
+				defer unix.Close(p[0])
+				defer unix.Close(p[1])
+				ops := make([]Op, depth)
+				for i := range ops {
+					ops[i] = Read(p[0], make([]byte, 1), -1)
+					if !ordered {
+						ops[i] = ops[i].Unordered()
+					}
+				}
+				reqs := make([]Request, depth)
+				cs := make([]Completion, depth)
+				data := make([]byte, depth)
+				b.ReportAllocs()
+				b.ResetTimer()
+				for done := 0; done < b.N; done += depth {
+					if _, err := r.SubmitBatch(ops, reqs); err != nil {
+						b.Fatal(err)
+					}
+					if _, err := unix.Write(p[1], data); err != nil {
+						b.Fatal(err)
+					}
+					for got := 0; got < depth; {
+						n, err := r.Reap(cs[got:], -1)
+						if err != nil {
+							b.Fatal(err)
+						}
+						for _, c := range cs[got : got+n] {
+							if c.Err != nil || c.N != 1 {
+								b.Fatalf("read: n=%d err=%v", c.N, c.Err)
+							}
+						}
+						got += n
+					}
+				}
+				b.StopTimer()
+				b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "reads/s")
+			})
+		})
+	}
+}
