@@ -577,3 +577,22 @@ func TestConformanceSmallEdges(t *testing.T) {
 		assert.True(t, errors.Is(ErrTimeout, ErrCanceled))
 	})
 }
+
+// An errno completion says which operation on which fd failed, and still
+// matches the errno.
+func TestConformanceErrnoNamesOpAndFD(t *testing.T) {
+	forEachBackend(t, 4, func(t *testing.T, r *Ring) {
+		rd, _ := pipe(t)
+		bad, err := unix.Dup(rd)
+		require.NoError(t, err)
+		require.NoError(t, unix.Close(bad)) // a number that names nothing now
+		c, err := r.Do(context.Background(), Read(bad, make([]byte, 1), -1))
+		require.NoError(t, err)
+		assert.ErrorIs(t, c.Err, unix.EBADF)
+		var ioe *IOError
+		require.ErrorAs(t, c.Err, &ioe)
+		assert.Equal(t, "read", ioe.Op)
+		assert.Equal(t, bad, ioe.FD)
+		assert.Contains(t, c.Err.Error(), "read fd "+strconv.Itoa(bad)+": bad file descriptor")
+	})
+}

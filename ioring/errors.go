@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strconv"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -97,6 +99,22 @@ func (e *OpError) Error() string { return e.Op + ": " + e.Err.Error() }
 
 // Unwrap returns the cause.
 func (e *OpError) Unwrap() error { return e.Err }
+
+// IOError is the error of a request the kernel completed with an errno: it
+// says which operation on which fd failed. errors.Is matches the errno
+// (errors.Is(err, syscall.EBADF)).
+type IOError struct {
+	Op  string        // the operation, such as "read"
+	FD  int           // the fd it ran on
+	Err syscall.Errno // what the kernel said
+}
+
+func (e *IOError) Error() string {
+	return "ioring: " + e.Op + " fd " + strconv.Itoa(e.FD) + ": " + e.Err.Error()
+}
+
+// Unwrap returns the errno.
+func (e *IOError) Unwrap() error { return e.Err }
 
 // HookPanicError reports that a foreign request's cancel hook panicked. The
 // ring recovers the panic, finishes the cancel it was doing (other requests'

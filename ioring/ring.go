@@ -840,7 +840,10 @@ func (s *slot) result() (int, error) {
 	}
 	// ECANCELED that nobody asked for is the file's own result (a
 	// timerfd's, say): only a request we canceled completes as ErrCanceled.
-	return 0, errno
+	if s.code == OpNop || s.code == OpTimeout {
+		return 0, errno
+	}
+	return 0, &IOError{Op: s.code.String(), FD: int(s.fd), Err: errno}
 }
 
 // cancelErr returns the error of a request canceled with flags f.
