@@ -596,3 +596,46 @@ func TestConformanceErrnoNamesOpAndFD(t *testing.T) {
 		assert.Contains(t, c.Err.Error(), "read fd "+strconv.Itoa(bad)+": bad file descriptor")
 	})
 }
+
+// Ring.Cancel cancels many requests in one batch; a Token can be reset and
+// reused once its requests are delivered.
+func TestConformanceBatchCancelAndTokenReset(t *testing.T) {
+	forEachBackend(t, 64, func(t *testing.T, r *Ring) {
+		tok := r.NewToken()
+		for round := 0; round < 3; round++ {
+			reqs := make([]Request, 16)
+			for i := range reqs {
+				rd, _ := pipe(t)
+				var err error
+				reqs[i], err = r.Submit(Read(rd, make([]byte, 1), -1).WithToken(tok))
+				require.NoError(t, err)
+			}
+			fq, err := r.Submit(Foreign(nil))
+			require.NoError(t, err)
+			done, err := r.Submit(Nop())
+			require.NoError(t, err)
+			reapOne(t, r) // the nop: its handle is stale now
+			n, err := r.Cancel(append(reqs, done, Request{}, fq)...)
+			require.NoError(t, err)
+			assert.Equal(t, 17, n, "in flight among those given")
+			require.NoError(t, r.Complete(fq, 0, ErrCanceled))
+			for i := 0; i < 17; i++ {
+				assert.ErrorIs(t, reapOne(t, r).Err, ErrCanceled)
+			}
+			assertNoMore(t, r)
+
+			rd, _ := pipe(t)
+			_, err = r.Submit(Read(rd, make([]byte, 1), -1).WithToken(tok))
+			require.NoError(t, err)
+			assert.ErrorIs(t, tok.Reset(), ErrInvalid, "a member is still pending")
+			require.NoError(t, tok.Cancel())
+			assert.ErrorIs(t, reapOne(t, r).Err, ErrCanceled)
+			q, err := r.Submit(Nop().WithToken(tok))
+			require.NoError(t, err)
+			assert.False(t, q.Pending(), "a canceled token covers the future")
+			assert.ErrorIs(t, reapOne(t, r).Err, ErrCanceled)
+			require.NoError(t, tok.Reset())
+			assert.False(t, tok.Canceled())
+		}
+	})
+}

@@ -1146,6 +1146,60 @@ func (r *Ring) cancelAllLocked(f uint32) (hooks []*foreignRef, kick bool) {
 	return hooks, kick
 }
 
+// Cancel cancels each of reqs that is in flight, like Request.Cancel on
+// each, with the cancels reaching the kernel in one batch (one system call
+// for all of them, where Request.Cancel makes one each). It returns how
+// many were in flight; the others (completed, stale, zero, of another ring)
+// are skipped. Each canceled request still completes exactly once. The
+// error is ErrClosed after Close, or a *HookPanicError when a foreign
+// request's cancel hook panicked (every other cancel still happened).
+func (r *Ring) Cancel(reqs ...Request) (int, error) {
+	r.sqMu.Lock()
+	if r.beDead {
+		r.sqMu.Unlock()
+		return 0, ErrClosed
+	}
+	n, kick := 0, false
+	var hooks []*foreignRef
+	for _, q := range reqs {
+		if q.r != r {
+			continue
+		}
+		idx := uint32(q.key & idxMask)
+		if int(idx) >= len(r.slots) {
+			continue
+		}
+		s := &r.slots[idx]
+		if k, st := s.keyState(); k != q.key || st != stActive {
+			continue
+		}
+		n++
+		switch {
+		case s.foreign.Load():
+			s.flags.Or(flCancelReq)
+			if s.key() != q.key { // completed and reused meanwhile (see cancelKey)
+				s.flags.And(^uint32(flCancelReq))
+				n--
+				continue
+			}
+			if fr := s.fref.Load(); fr != nil && fr.key == q.key {
+				hooks = append(hooks, fr)
+			}
+		case s.flags.Load()&flHeld != 0:
+			kick = r.cancelHeld(idx, s, flCancelReq) || kick
+		default:
+			s.flags.Or(flCancelReq)
+			r.be.cancel(idx, q.key)
+		}
+	}
+	r.be.flush()
+	r.unlockSQ()
+	if kick {
+		r.kick()
+	}
+	return n, runHooks(hooks)
+}
+
 // cancelKey cancels the request with key with flags f (flCancelReq, and
 // flTimedOut for a deadline, flCtx for a context). It returns ErrNotFound
 // when the request is not in flight, and a *HookPanicError when the

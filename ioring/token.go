@@ -154,3 +154,21 @@ func (t *Token) unlink(r *Ring, idx uint32) {
 	s.tokPrev, s.tokNext = -1, -1
 	t.n--
 }
+
+// Reset makes a canceled t usable again, for a new group of requests, so
+// that a driver that cancels often need not allocate a token each time. It
+// fails (with an error wrapping ErrInvalid) while requests submitted with t
+// have not completed (Pending > 0): a request of the old group could
+// otherwise escape its cancel.
+func (t *Token) Reset() error {
+	if t.r == nil {
+		return &OpError{Op: "reset", Err: fmt.Errorf("%w: zero Token (make tokens with Ring.NewToken)", ErrInvalid)}
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.n > 0 {
+		return &OpError{Op: "reset", Err: fmt.Errorf("%w: %d requests of the token still pending", ErrInvalid, t.n)}
+	}
+	t.canceled, t.why = false, 0
+	return nil
+}
