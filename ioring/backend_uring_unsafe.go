@@ -18,11 +18,15 @@ import (
 // where io_uring is disabled.
 var uringSetup = uring.Setup
 
-// requiredOps are the io_uring opcodes the backend uses.
-var requiredOps = []uint8{
-	uring.OpNop, uring.OpRead, uring.OpWrite, uring.OpReadv, uring.OpWritev,
-	uring.OpPollAdd, uring.OpTimeout, uring.OpLinkTimeout, uring.OpAsyncCancel, uring.OpFsync,
-}
+// uringSupports reports whether the kernel knows an io_uring opcode; tests
+// replace it to simulate an older kernel.
+var uringSupports = (*uring.Ring).Supports
+
+// coreOps are the io_uring opcodes the ring itself needs, for every
+// request: wake-ups, cancels and deadlines. The operations' own opcodes are
+// probed one by one (opImpls): one the kernel lacks is ErrNotSupported for
+// that operation alone, and the ring stays on io_uring for the others.
+var coreOps = []uint8{uring.OpNop, uring.OpLinkTimeout, uring.OpAsyncCancel}
 
 // uringBackend runs requests on io_uring. Submission (SQ) is serialised by
 // Ring.sqMu, reaping (CQ) by Ring.reapMu. There is no background reaper: the
@@ -64,9 +68,14 @@ func newURing(r *Ring, entries uint32) (backend, error) {
 	if err := ring.Probe(); err != nil {
 		return fail(fmt.Errorf("%w: %v", ErrNotSupported, err))
 	}
-	for _, op := range requiredOps {
+	for _, op := range coreOps {
 		if !ring.Supports(op) {
 			return fail(fmt.Errorf("%w: kernel io_uring lacks opcode %d", ErrNotSupported, op))
+		}
+	}
+	for op := range opImpls {
+		if im := &opImpls[op]; im.prep != nil && !uringSupports(ring, im.uring) {
+			r.lacks[op] = true
 		}
 	}
 	// SUBMIT_STABLE: the kernel has copied the iovecs and timespecs that
@@ -167,40 +176,12 @@ func (b *uringBackend) submit(idx uint32) error {
 	s.sqPos = pos
 	sqe.UserData = kindReq<<kindShft | key
 	sqe.FD = s.fd
-	switch s.code {
-	case OpNop:
-		sqe.Opcode = uring.OpNop
-		sqe.FD = -1
-	case OpRead, OpWrite:
-		sqe.Opcode = uring.OpRead
-		if s.code == OpWrite {
-			sqe.Opcode = uring.OpWrite
-		}
-		sqe.Addr = uint64(uintptr(unsafe.Pointer(&s.buf[0])))
-		sqe.Len = uint32(len(s.buf))
-		sqe.Off = uint64(s.off) // -1: the current position (IORING_FEAT_RW_CUR_POS)
-	case OpReadv, OpWritev:
-		sqe.Opcode = uring.OpReadv
-		if s.code == OpWritev {
-			sqe.Opcode = uring.OpWritev
-		}
-		sqe.Addr = uint64(uintptr(unsafe.Pointer(&s.iov[0])))
-		sqe.Len = uint32(len(s.iov))
-		sqe.Off = uint64(s.off)
-	case OpPoll:
-		sqe.Opcode = uring.OpPollAdd
-		sqe.OpFlags = s.events
-	case OpTimeout:
-		sqe.Opcode = uring.OpTimeout
-		sqe.FD = -1
-		s.ts[0] = unix.NsecToTimespec(int64(s.dur))
-		sqe.Addr = uint64(uintptr(unsafe.Pointer(&s.ts[0])))
-		sqe.Len = 1
-	case OpFsync:
-		sqe.Opcode = uring.OpFsync
-	default:
-		return fmt.Errorf("%w: opcode %v on io_uring", ErrNotSupported, s.code)
+	im := &opImpls[s.code]
+	if im.prep == nil || b.r.lacks[s.code] {
+		return fmt.Errorf("%w: %v on io_uring", ErrNotSupported, s.code)
 	}
+	sqe.Opcode = im.uring
+	im.prep(s, sqe)
 	if s.linked {
 		sqe.Flags |= uring.SQEIOLink
 		lt, _ := b.sqe()

@@ -639,3 +639,22 @@ func TestConformanceBatchCancelAndTokenReset(t *testing.T) {
 		}
 	})
 }
+
+// An operation the kernel's io_uring lacks is ErrNotSupported for that
+// operation alone: the ring stays on io_uring for the others.
+func TestURingProbesEachOp(t *testing.T) {
+	saved := uringSupports
+	uringSupports = func(r *uring.Ring, op uint8) bool { return op != uring.OpFsync && saved(r, op) }
+	t.Cleanup(func() { uringSupports = saved })
+	r, err := New(Config{Entries: 8})
+	require.NoError(t, err)
+	defer r.Close()
+	assert.Equal(t, BackendURing, r.Backend().Backend, "one missing op does not turn io_uring off")
+	fd := tempFile(t, []byte("data"))
+	_, err = r.Submit(Fsync(fd))
+	assert.ErrorIs(t, err, ErrNotSupported)
+	assert.NotErrorIs(t, err, ErrInvalid)
+	n, err := r.ReadAt(context.Background(), fd, make([]byte, 4), 0)
+	require.NoError(t, err)
+	assert.Equal(t, 4, n)
+}

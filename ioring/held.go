@@ -145,16 +145,12 @@ type ordList struct{ head, tail int32 }
 // ordered reports whether op is ordered on its stream: a read or write at
 // the current position (off -1) not marked Unordered.
 func (o *Op) ordered() bool {
-	switch o.code {
-	case OpRead, OpReadv, OpWrite, OpWritev:
-		return o.off == -1 && !o.unordered
-	}
-	return false
+	return o.off == -1 && !o.unordered && o.code.valid() && o.code.desc().args&(argBuf|argBufs) != 0
 }
 
 func ordKeyOf(s *slot) ordKey {
 	k := ordKey(uint32(s.fd)) << 1
-	if s.code == OpWrite || s.code == OpWritev {
+	if s.code.desc().write {
 		k |= 1
 	}
 	return k

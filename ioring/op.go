@@ -22,15 +22,54 @@ const (
 	OpForeign                   // run elsewhere, completed with Ring.Complete
 )
 
-var opNames = [...]string{
-	OpNop: "nop", OpRead: "read", OpWrite: "write", OpReadv: "readv", OpWritev: "writev",
-	OpPoll: "poll", OpTimeout: "timeout", OpFsync: "fsync", OpForeign: "foreign",
+// opArgs says which of an Op's fields an operation takes.
+type opArgs uint8
+
+const (
+	argFD     opArgs = 1 << iota // an fd
+	argBuf                       // one buffer, not empty
+	argBufs                      // several buffers, none empty
+	argOff                       // an offset, or -1 for the current position
+	argEvents                    // poll events
+	argDur                       // a duration
+)
+
+// opDesc is what the ring knows about an operation on every platform: its
+// name, the arguments it takes (which check validates) and its direction.
+// How it runs on each backend is its opImpl (ops_linux.go), in an array
+// indexed like this one: adding an opcode is a constant, one opDesc, one
+// opImpl, and their tests.
+type opDesc struct {
+	name  string
+	args  opArgs
+	write bool // moves data from memory to the file
 }
+
+var opDescs = [...]opDesc{
+	OpNop:     {name: "nop"},
+	OpRead:    {name: "read", args: argFD | argBuf | argOff},
+	OpWrite:   {name: "write", args: argFD | argBuf | argOff, write: true},
+	OpReadv:   {name: "readv", args: argFD | argBufs | argOff},
+	OpWritev:  {name: "writev", args: argFD | argBufs | argOff, write: true},
+	OpPoll:    {name: "poll", args: argFD | argEvents},
+	OpTimeout: {name: "timeout", args: argDur},
+	OpFsync:   {name: "fsync", args: argFD},
+	OpForeign: {name: "foreign"},
+}
+
+// numOps bounds the opcodes: every valid one is below it.
+const numOps = len(opDescs)
+
+// desc returns o's descriptor; o must be valid (0 < o < numOps).
+func (o Opcode) desc() *opDesc { return &opDescs[o] }
+
+// valid reports whether o is a known opcode.
+func (o Opcode) valid() bool { return o > 0 && int(o) < numOps }
 
 // String returns the operation's lower-case name.
 func (o Opcode) String() string {
-	if int(o) < len(opNames) && opNames[o] != "" {
-		return opNames[o]
+	if o.valid() {
+		return opDescs[o].name
 	}
 	return fmt.Sprintf("opcode(%d)", uint8(o))
 }
@@ -134,14 +173,20 @@ func (o Op) Unordered() Op { o.unordered = true; return o }
 // Code returns the operation.
 func (o Op) Code() Opcode { return o.code }
 
-// check validates o and returns an error wrapping ErrInvalid, or nil.
+// check validates o and returns an error wrapping ErrInvalid (or
+// ErrNotSupported, for an operation r's backend lacks), or nil.
 func (o *Op) check(r *Ring) error {
-	bad := func(format string, args ...any) error {
-		return &OpError{Op: o.code.String(), Err: fmt.Errorf("%w: "+format, append([]any{ErrInvalid}, args...)...)}
+	if !o.code.valid() {
+		return &OpError{Op: "submit", Err: fmt.Errorf("%w: unknown opcode %d (use the Op constructors)", ErrInvalid, uint8(o.code))}
 	}
-	switch o.code {
-	case OpNop, OpTimeout, OpForeign:
-	case OpRead, OpWrite, OpReadv, OpWritev, OpPoll, OpFsync:
+	d := o.code.desc()
+	if d.args == 0 && o.deadline == 0 && o.token == nil {
+		return r.checkSupported(o.code) // Nop, Foreign: the fast path
+	}
+	bad := func(format string, args ...any) error {
+		return &OpError{Op: d.name, Err: fmt.Errorf("%w: "+format, append([]any{ErrInvalid}, args...)...)}
+	}
+	if d.args&argFD != 0 {
 		if o.fd < 0 {
 			return bad("negative fd %d", o.fd)
 		}
@@ -150,18 +195,16 @@ func (o *Op) check(r *Ring) error {
 			// into another fd.
 			return bad("fd %d larger than %d", o.fd, math.MaxInt32)
 		}
-	default:
-		return &OpError{Op: "submit", Err: fmt.Errorf("%w: unknown opcode %d (use the Op constructors)", ErrInvalid, uint8(o.code))}
 	}
-	switch o.code {
-	case OpRead, OpWrite:
+	if d.args&argBuf != 0 {
 		if len(o.buf) == 0 {
 			return bad("nil or empty buffer")
 		}
 		if len(o.buf) > 1<<31-1 {
 			return bad("buffer of %d bytes is larger than 2 GiB", len(o.buf))
 		}
-	case OpReadv, OpWritev:
+	}
+	if d.args&argBufs != 0 {
 		if len(o.bufs) == 0 {
 			return bad("no buffers")
 		}
@@ -184,20 +227,15 @@ func (o *Op) check(r *Ring) error {
 		if total > 1<<31-1 {
 			return bad("buffers of %d bytes in all, larger than 2 GiB", total)
 		}
-	case OpTimeout:
-		if o.dur < 0 {
-			return bad("negative duration %v", o.dur)
-		}
-	case OpPoll:
-		if o.events == 0 {
-			return bad("no poll events")
-		}
 	}
-	switch o.code {
-	case OpRead, OpWrite, OpReadv, OpWritev:
-		if o.off < -1 {
-			return bad("offset %d (want >= 0, or -1 for the current position)", o.off)
-		}
+	if d.args&argOff != 0 && o.off < -1 {
+		return bad("offset %d (want >= 0, or -1 for the current position)", o.off)
+	}
+	if d.args&argEvents != 0 && o.events == 0 {
+		return bad("no poll events")
+	}
+	if d.args&argDur != 0 && o.dur < 0 {
+		return bad("negative duration %v", o.dur)
 	}
 	if o.deadline < 0 {
 		return bad("negative deadline %v", o.deadline)
@@ -207,6 +245,15 @@ func (o *Op) check(r *Ring) error {
 	}
 	if o.token != nil && o.token.r != r {
 		return bad("token belongs to another ring")
+	}
+	return r.checkSupported(o.code)
+}
+
+// checkSupported returns an error wrapping ErrNotSupported when r's backend
+// lacks op (an older kernel without its io_uring opcode), nil otherwise.
+func (r *Ring) checkSupported(op Opcode) error {
+	if r.lacks[op] {
+		return &OpError{Op: op.String(), Err: fmt.Errorf("%w: %s on the %v backend of this kernel", ErrNotSupported, op, r.info.Backend)}
 	}
 	return nil
 }

@@ -291,6 +291,7 @@ type Ring struct {
 	closedCh chan struct{}
 	drainCh  chan struct{} // cap 1: a request completed after Close began
 
+	lacks [numOps]bool       // operations the backend cannot run here (set by New)
 	def   deferList          // deferred submissions (held.go)
 	ordMu sync.Mutex         // guards ord and the slots' stream links
 	ord   map[ordKey]ordList // FIFOs of ordered requests, by stream
@@ -369,6 +370,7 @@ func New(cfg Config) (*Ring, error) {
 			return nil, &OpError{Op: "new", Err: err}
 		}
 		reason := "io_uring unavailable: " + err.Error()
+		r.lacks = [numOps]bool{}
 		r.be, err = newPoll(r)
 		if err != nil {
 			return nil, &OpError{Op: "new", Err: err}
@@ -840,7 +842,7 @@ func (s *slot) result() (int, error) {
 	}
 	// ECANCELED that nobody asked for is the file's own result (a
 	// timerfd's, say): only a request we canceled completes as ErrCanceled.
-	if s.code == OpNop || s.code == OpTimeout {
+	if s.code.desc().args&argFD == 0 {
 		return 0, errno
 	}
 	return 0, &IOError{Op: s.code.String(), FD: int(s.fd), Err: errno}
