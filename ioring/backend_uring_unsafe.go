@@ -163,23 +163,22 @@ func (b *uringBackend) sqe() (*uring.SQE, uint32) {
 
 func (b *uringBackend) submit(idx uint32) error {
 	s := &b.r.slots[idx]
-	key := s.key()
-	need := uint32(1)
-	s.linked = s.deadline > 0 && !s.timerDL
-	if s.linked {
-		need = 2
-	}
-	if b.ring.SQFree() < need {
-		b.flush()
-	}
-	sqe, pos := b.sqe()
-	s.sqPos = pos
-	sqe.UserData = kindReq<<kindShft | key
-	sqe.FD = s.fd
 	im := &opImpls[s.code]
 	if im.prep == nil || b.r.lacks[s.code] {
 		return fmt.Errorf("%w: %v on io_uring", ErrNotSupported, s.code)
 	}
+	key := s.key()
+	s.linked = s.deadline > 0 && !s.timerDL
+	if s.linked && b.ring.SQFree() < 2 {
+		b.flush() // the request and its timeout go in together
+	}
+	sqe, pos := b.ring.NextSQE()
+	if sqe == nil {
+		sqe, pos = b.sqe()
+	}
+	s.sqPos = pos
+	sqe.UserData = kindReq<<kindShft | key
+	sqe.FD = s.fd
 	sqe.Opcode = im.uring
 	im.prep(s, sqe)
 	if s.linked {
@@ -191,9 +190,7 @@ func (b *uringBackend) submit(idx uint32) error {
 		lt.Addr = uint64(uintptr(unsafe.Pointer(&s.ts[1])))
 		lt.Len = 1
 		lt.UserData = kindLink<<kindShft | key
-	}
-	if need > 1 {
-		s.pending.Store(int32(need)) // published to the reaper with the SQ tail
+		s.pending.Store(2) // published to the reaper with the SQ tail
 	}
 	return nil
 }
@@ -349,6 +346,13 @@ func (b *uringBackend) handle(ud uint64, res int32) {
 	key := ud & keyMask
 	idx := uint32(key & idxMask)
 	s := &b.r.slots[idx]
+	if kind == kindReq && res >= 0 && !s.linked {
+		// The common case: a request with one CQE that did not fail (a
+		// nopped one reports its cancel from its flags, in result).
+		s.res = res
+		b.r.finish(idx, s, true)
+		return
+	}
 	if k, st := s.keyState(); k != key || st != stActive {
 		return // cannot happen: a slot is reused only after all its CQEs
 	}

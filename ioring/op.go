@@ -253,7 +253,11 @@ func (o *Op) check(r *Ring) error {
 // lacks op (an older kernel without its io_uring opcode), nil otherwise.
 func (r *Ring) checkSupported(op Opcode) error {
 	if r.lacks[op] {
-		return &OpError{Op: op.String(), Err: fmt.Errorf("%w: %s on the %v backend of this kernel", ErrNotSupported, op, r.info.Backend)}
+		return r.notSupported(op)
 	}
 	return nil
+}
+
+func (r *Ring) notSupported(op Opcode) error {
+	return &OpError{Op: op.String(), Err: fmt.Errorf("%w: %s on the %v backend of this kernel", ErrNotSupported, op, r.info.Backend)}
 }

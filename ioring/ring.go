@@ -154,6 +154,7 @@ type slot struct {
 	linked   bool  // has an io_uring linked timeout (set by submit)
 	timerDL  bool  // its deadline is a Go timer (set under r.sqMu)
 	inOrd    bool  // on its stream's FIFO; guarded by r.ordMu
+	cold     bool  // hook, tok, ferr, timer or panicE may be set: release clears them
 	retries  uint8 // submissions again after unasked kernel cancels
 	fd       int32
 	events   uint32
@@ -291,10 +292,11 @@ type Ring struct {
 	closedCh chan struct{}
 	drainCh  chan struct{} // cap 1: a request completed after Close began
 
-	lacks [numOps]bool       // operations the backend cannot run here (set by New)
-	def   deferList          // deferred submissions (held.go)
-	ordMu sync.Mutex         // guards ord and the slots' stream links
-	ord   map[ordKey]ordList // FIFOs of ordered requests, by stream
+	lacks       [numOps]bool       // operations the backend cannot run here (set by New)
+	goDeadlines bool               // the backend has no deadlines of its own: Go timers enforce them
+	def         deferList          // deferred submissions (held.go)
+	ordMu       sync.Mutex         // guards ord and the slots' stream links
+	ord         map[ordKey]ordList // FIFOs of ordered requests, by stream
 }
 
 // New returns a Ring configured by cfg.
@@ -377,6 +379,7 @@ func New(cfg Config) (*Ring, error) {
 		}
 		r.info = BackendInfo{BackendPoll, reason}
 	}
+	r.goDeadlines = !r.be.nativeDeadlines()
 	return r, nil
 }
 
@@ -407,15 +410,34 @@ func (r *Ring) alloc() (uint32, uint64, bool) {
 // Its flags are left for fill to clear: until the slot is filled again
 // only a late Complete reads them, and finds its request's claim.
 func (r *Ring) release(idx uint32, c *chain) {
+	r.releaseKey(idx, r.slots[idx].key(), c)
+}
+
+// releaseKey is release for a caller that knows the slot's key.
+func (r *Ring) releaseKey(idx uint32, key uint64, c *chain) {
 	s := &r.slots[idx]
-	s.buf, s.bufs, s.user, s.hook, s.tok, s.ferr, s.timer, s.panicE = nil, nil, nil, nil, nil, nil, nil, nil
-	s.set(s.key(), stFree)
+	// Only what was set is cleared: a pointer store costs a write-barrier
+	// check, and a plain request sets few of them (fill writes only those
+	// its Op has, onto the nil this leaves).
+	if s.buf != nil {
+		s.buf = nil
+	}
+	if s.bufs != nil {
+		s.bufs = nil
+	}
+	if s.user != nil {
+		s.user = nil
+	}
+	if s.cold {
+		s.hook, s.tok, s.ferr, s.timer, s.panicE = nil, nil, nil, nil, nil
+		s.cold = false
+	}
+	s.set(key, stFree)
 	r.addFree(c, idx)
 }
 
 // fill copies op into slot idx and pins its buffers. r.sqMu held.
-func (r *Ring) fill(idx uint32, op *Op, awaited bool) {
-	s := &r.slots[idx]
+func (r *Ring) fill(s *slot, op *Op, awaited bool) {
 	s.code = op.code
 	// Atomic stores are full barriers on amd64: skip the ones that change
 	// nothing (a slot keeps serving the same kind of request).
@@ -431,12 +453,21 @@ func (r *Ring) fill(idx uint32, op *Op, awaited bool) {
 	s.off = op.off
 	s.dur = op.dur
 	s.deadline = op.deadline
-	s.buf = op.buf
-	s.bufs = op.bufs
-	s.user = op.user
-	s.hook = op.hook
-	s.tok = op.token
-	s.res, s.fn, s.ferr = 0, 0, nil
+	// release left the references nil: write only those op has.
+	if op.buf != nil {
+		s.buf = op.buf
+	}
+	if op.bufs != nil {
+		s.bufs = op.bufs
+	}
+	if op.user != nil {
+		s.user = op.user
+	}
+	if op.hook != nil || op.token != nil {
+		s.hook, s.tok = op.hook, op.token
+		s.cold = true
+	}
+	s.res, s.fn = 0, 0
 	// Flags left by the slot's previous request (release keeps them, so
 	// that a late Complete still finds its claim). Cancels set flags only
 	// with r.sqMu held, as we hold it, and only on active slots.
@@ -503,9 +534,10 @@ func (r *Ring) submitOne(op *Op, awaited bool) (Request, error) {
 		r.sqMu.Unlock()
 		return Request{}, &OpError{Op: op.code.String(), Err: ErrFull}
 	}
-	r.fill(idx, op, awaited)
+	s := &r.slots[idx]
+	r.fill(s, op, awaited)
 	r.inflight.Add(1) // before the request can complete
-	kicked, err := r.enqueue(idx, key, op.ordered())
+	kicked, err := r.enqueue(s, idx, key, op.ordered())
 	if err == nil {
 		// A flush error is not the request's: the backend keeps what it
 		// could not hand over and hands it over at the next flush.
@@ -543,38 +575,35 @@ func (r *Ring) SubmitBatch(ops []Op, reqs []Request) (int, error) {
 		r.sqMu.Unlock()
 		return 0, &OpError{Op: "submit", Err: ErrClosed}
 	}
-	// Take the slots first, so that the batch is counted in flight with one
-	// atomic add, before any of it can complete.
-	n := 0
-	for ; n < len(ops); n++ {
-		_, key, ok := r.alloc()
-		if !ok {
-			break
-		}
-		reqs[n] = Request{r: r, key: key}
-	}
-	r.inflight.Add(int64(n))
+	// The batch is counted in flight with one atomic add, before any of it
+	// can complete; what does not go in is counted out again below.
+	r.inflight.Add(int64(len(ops)))
 	var err error
 	kicked := false
 	done := 0
-	for ; done < n; done++ {
-		idx := uint32(reqs[done].key & idxMask)
-		r.fill(idx, &ops[done], false)
-		k, e := r.enqueue(idx, reqs[done].key, ops[done].ordered())
+	for ; done < len(ops); done++ {
+		idx, key, ok := r.alloc()
+		if !ok {
+			break
+		}
+		reqs[done] = Request{r: r, key: key}
+		s := &r.slots[idx]
+		op := &ops[done]
+		r.fill(s, op, false)
+		k, e := r.enqueue(s, idx, key, op.ordered())
 		if e != nil {
 			r.unfill(idx)
+			reqs[done] = Request{}
 			err = e
 			break
 		}
 		kicked = kicked || k
 	}
-	if done < n {
-		// Never filled, never started: count them out and free them.
-		r.inflight.Add(int64(done - n))
-		for i := done + 1; i < n; i++ {
-			r.unfill(uint32(reqs[i].key & idxMask))
-		}
-		clear(reqs[done:n])
+	if done < len(ops) {
+		// Counted in, never started: count them out. A reaper that saw
+		// the count meanwhile may be waiting for them: wake it.
+		r.inflight.Add(int64(done - len(ops)))
+		kicked = true
 	}
 	r.flushLocked()
 	r.unlockSQ()
@@ -608,8 +637,7 @@ func (r *Ring) unfill(idx uint32) {
 // the request in r.inflight (and counts it out again on error). It reports
 // whether a completion happened outside the backend (the caller kicks
 // reapers).
-func (r *Ring) enqueue(idx uint32, key uint64, ordered bool) (bool, error) {
-	s := &r.slots[idx]
+func (r *Ring) enqueue(s *slot, idx uint32, key uint64, ordered bool) (bool, error) {
 	if r.closed.Load() {
 		return false, ErrClosed
 	}
@@ -650,7 +678,7 @@ func (r *Ring) enqueue(idx uint32, key uint64, ordered bool) (bool, error) {
 		}
 		return false, nil
 	}
-	if !r.be.nativeDeadlines() {
+	if r.goDeadlines && s.deadline > 0 {
 		s.timerDL = true
 	}
 	if err := r.be.submit(idx); err != nil {
@@ -680,6 +708,7 @@ func (r *Ring) armTimer(s *slot, key uint64, d time.Duration) {
 		return
 	}
 	s.timer = time.AfterFunc(d, func() { r.cancelKey(key, flCancelReq|flTimedOut) })
+	s.cold = true
 }
 
 func (r *Ring) flushLocked() error {
@@ -708,30 +737,11 @@ func (r *Ring) complete(idx uint32, res int32) {
 // reap loop), where the completion may go straight to the reaping consumer;
 // reapLocked counts those out, all at once.
 func (r *Ring) finish(idx uint32, s *slot, inline bool) {
-	if s.timer != nil {
-		s.timer.Stop()
-	}
-	if t := s.tok; t != nil {
-		t.mu.Lock()
-		t.unlink(r, idx)
-		t.mu.Unlock()
-	}
-	if s.code == OpForeign {
-		s.fref.Store(nil)
-		r.foreign.Add(-1)
-	}
-	if s.inOrd {
-		// The head of its stream is done: the next one goes to the
-		// backend (through the deferred list: r.sqMu may not be ours).
-		if next, ok, _ := r.ordRemove(idx, s, false); ok {
-			r.pushDeferred(kindReq, next)
-			if !inline {
-				defer r.submitDeferred()
-			}
-		}
+	if s.cold || s.inOrd || s.code == OpForeign {
+		r.finishCold(idx, s, inline)
 	}
 	awaited := s.awaited.Load()
-	if inline && !awaited && r.direct != nil && r.directN < len(r.direct) {
+	if inline && !awaited && r.directN < len(r.direct) {
 		// The reaper is a consumer with room: hand the completion over
 		// without the round trip through the queue (see reapLocked). The
 		// queue was empty when the pass began, and the pass queues nothing
@@ -757,6 +767,35 @@ func (r *Ring) finish(idx uint32, s *slot, inline bool) {
 	}
 	r.inflight.Add(-1)
 	r.noteDrain()
+}
+
+// finishCold is the part of finish that only some requests need: a timer
+// to stop, a token to leave, a foreign count, a stream to hand on.
+func (r *Ring) finishCold(idx uint32, s *slot, inline bool) {
+	if s.timer != nil {
+		s.timer.Stop()
+	}
+	if t := s.tok; t != nil {
+		t.mu.Lock()
+		t.unlink(r, idx)
+		t.mu.Unlock()
+	}
+	if s.code == OpForeign {
+		s.fref.Store(nil)
+		r.foreign.Add(-1)
+	}
+	if s.inOrd {
+		// The head of its stream is done: the next one goes to the
+		// backend (through the deferred list: r.sqMu may not be ours).
+		if next, ok, _ := r.ordRemove(idx, s, false); ok {
+			r.pushDeferred(kindReq, next)
+			if !inline {
+				// The lock is tried now; its holder, or the next one,
+				// drains the entry (see unlockSQ).
+				r.submitDeferred()
+			}
+		}
+	}
 }
 
 // noteDrain wakes Close's drain after requests were counted out.
@@ -804,6 +843,7 @@ func (r *Ring) Complete(q Request, n int, err error) error {
 	}
 	s.fn, s.ferr = n, err
 	s.panicE = fr.panicked.Load()
+	s.cold = true
 	r.finish(idx, s, false)
 	r.kick()
 	return nil
@@ -899,12 +939,19 @@ func (r *Ring) take(idx uint32, free *chain) Completion {
 // (beClosed false): Close unpins undelivered slots only after it set
 // beClosed under reapMu, so unlike take this needs no claim.
 func (r *Ring) takeDirect(idx uint32, s *slot, c *Completion) {
-	n, err := s.result()
-	*c = Completion{Req: Request{r: r, key: s.key()}, Op: s.code, N: n, Err: err, User: s.user}
+	key := s.key()
+	var n int
+	var err error
+	if s.res >= 0 && s.code != OpForeign && s.flags.Load()&flNopped == 0 {
+		n = int(s.res) // the common case, without result's checks
+	} else {
+		n, err = s.result()
+	}
+	*c = Completion{Req: Request{r: r, key: key}, Op: s.code, N: n, Err: err, User: s.user}
 	if s.pinned {
 		s.unpin()
 	}
-	r.release(idx, &r.directFree)
+	r.releaseKey(idx, key, &r.directFree)
 }
 
 // unpin releases the pins of the slot's buffers, once its completion is
