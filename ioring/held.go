@@ -49,7 +49,13 @@ func (r *Ring) pushDeferred(kind, key uint64) {
 // it is not, its holder drains them (unlockSQ). Never call it with
 // r.reapMu held: draining may flush, and a flush may reap.
 func (r *Ring) submitDeferred() {
-	if r.def.n.Load() > 0 && r.sqMu.TryLock() {
+	if r.def.n.Load() > 0 {
+		r.submitDeferredSlow()
+	}
+}
+
+func (r *Ring) submitDeferredSlow() {
+	if r.sqMu.TryLock() {
 		r.unlockSQ()
 	}
 }

@@ -294,6 +294,7 @@ type Ring struct {
 
 	lacks       [numOps]bool       // operations the backend cannot run here (set by New)
 	goDeadlines bool               // the backend has no deadlines of its own: Go timers enforce them
+	inlineReap  bool               // the backend completes requests only in reap (be.reapsInline)
 	def         deferList          // deferred submissions (held.go)
 	ordMu       sync.Mutex         // guards ord and the slots' stream links
 	ord         map[ordKey]ordList // FIFOs of ordered requests, by stream
@@ -380,6 +381,7 @@ func New(cfg Config) (*Ring, error) {
 		r.info = BackendInfo{BackendPoll, reason}
 	}
 	r.goDeadlines = !r.be.nativeDeadlines()
+	r.inlineReap = r.be.reapsInline()
 	return r, nil
 }
 
@@ -970,6 +972,32 @@ func (r *Ring) Reap(dst []Completion, timeout time.Duration) (int, error) {
 	if len(dst) == 0 {
 		return 0, &OpError{Op: "reap", Err: fmt.Errorf("%w: empty destination", ErrInvalid)}
 	}
+	// The common case first, without the set-up of a wait: what is queued,
+	// or what the kernel has ready.
+	if n := r.popInto(dst); n > 0 {
+		r.handOff()
+		return n, nil
+	}
+	if r.reapMu.TryLock() {
+		if r.done.Len() == 0 && !r.beClosed {
+			n, _, err := r.reapLocked(dst, 0)
+			r.unlockReap()
+			if n > 0 || err != nil {
+				r.handOff()
+				return n, err
+			}
+		} else {
+			r.unlockReap()
+		}
+	}
+	n, err := r.reapWait(dst, timeout)
+	r.handOff()
+	return n, err
+}
+
+// reapWait is Reap once nothing was ready at once: it reaps or parks until
+// a completion arrives or timeout passes.
+func (r *Ring) reapWait(dst []Completion, timeout time.Duration) (int, error) {
 	var deadline time.Time
 	if timeout > 0 {
 		deadline = time.Now().Add(timeout)
@@ -980,7 +1008,6 @@ func (r *Ring) Reap(dst []Completion, timeout time.Duration) (int, error) {
 			timer.Stop()
 		}
 	}()
-	defer r.handOff()
 	for {
 		if n := r.popInto(dst); n > 0 {
 			return n, nil
@@ -1052,7 +1079,7 @@ func (r *Ring) Reap(dst []Completion, timeout time.Duration) (int, error) {
 // it waits up to remaining for more. It returns how many completions went
 // straight into dst and whether it waited. r.reapMu held.
 func (r *Ring) reapLocked(dst []Completion, remaining time.Duration) (n int, waited bool, err error) {
-	if r.be.reapsInline() && r.done.Len() == 0 {
+	if r.inlineReap && r.done.Len() == 0 {
 		r.direct, r.directN = dst, 0
 	}
 	// Ready completions first: the common case, which needs no reaping
@@ -1114,7 +1141,13 @@ func (r *Ring) kernelWork() bool { return r.inflight.Load() > r.foreign.Load() }
 // handOff passes the reaper role on when a consumer leaves after a wake-up
 // it did not use.
 func (r *Ring) handOff() {
-	if r.parked.Load() > 0 && r.reapMu.TryLock() {
+	if r.parked.Load() > 0 {
+		r.handOffSlow()
+	}
+}
+
+func (r *Ring) handOffSlow() {
+	if r.reapMu.TryLock() {
 		r.unlockReap()
 	}
 }
