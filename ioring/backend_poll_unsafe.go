@@ -13,7 +13,7 @@ import (
 // s.off or at the current position when s.off is -1. It returns the byte
 // count or -errno, like a CQE. The call is synchronous: the iovec may live
 // on the stack (uintptr(unsafe.Pointer) in the syscall's arguments keeps it
-// alive and in place for the call), and the buffers are pinned by the Ring.
+// alive and in place for the call), and the buffers are kept reachable by the Ring.
 func rw(s *slot, flags int) int32 {
 	var one unix.Iovec
 	var iov *unix.Iovec

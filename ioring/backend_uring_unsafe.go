@@ -80,7 +80,7 @@ func newURing(r *Ring, entries uint32) (backend, error) {
 	}
 	// SUBMIT_STABLE: the kernel has copied the iovecs and timespecs that
 	// live in the slots when io_uring_enter returns, so only the buffers
-	// themselves stay in use (and pinned) until their completions.
+	// themselves stay in use until their completions.
 	const need = uring.FeatNoDrop | uring.FeatRWCurPos | uring.FeatSubmitStab
 	if ring.Features()&need != need {
 		return fail(fmt.Errorf("%w: kernel io_uring lacks NODROP, RW_CUR_POS or SUBMIT_STABLE (features %#x)", ErrNotSupported, ring.Features()))

@@ -658,3 +658,41 @@ func TestURingProbesEachOp(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, 4, n)
 }
+
+// A buffer the caller dropped stays alive, at the address the kernel
+// holds, until its request's completion is delivered, whatever the garbage
+// collector does meanwhile.
+func TestConformanceBufferSurvivesGC(t *testing.T) {
+	forEachBackend(t, 16, func(t *testing.T, r *Ring) {
+		rd, wr := pipe(t)
+		var freed atomic.Bool
+		const n = 8
+		reqs := make([]Request, n)
+		for i := range reqs {
+			b := new([4096]byte)
+			runtime.SetFinalizer(b, func(*[4096]byte) { freed.Store(true) })
+			var err error
+			reqs[i], err = r.Submit(Read(rd, b[:], -1).WithUser(i))
+			require.NoError(t, err)
+		}
+		for i := 0; i < 5; i++ {
+			runtime.GC()
+		}
+		assert.False(t, freed.Load(), "a buffer of a pending request was collected")
+		// Churn the heap, then let the reads land.
+		junk := make([][]byte, 0, 1024)
+		for i := 0; i < 1024; i++ {
+			junk = append(junk, make([]byte, 4096))
+		}
+		runtime.GC()
+		_ = junk
+		for i := 0; i < n; i++ {
+			_, err := unix.Write(wr, []byte{byte('a' + i)})
+			require.NoError(t, err)
+			c := reapOne(t, r)
+			require.NoError(t, c.Err)
+			assert.Equal(t, 1, c.N)
+		}
+		assert.False(t, freed.Load(), "collected before delivery")
+	})
+}

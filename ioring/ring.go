@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -150,7 +149,6 @@ type slot struct {
 	awaited atomic.Bool // completion goes to Wait, not to the queue
 
 	code     Opcode
-	pinned   bool
 	linked   bool  // has an io_uring linked timeout (set by submit)
 	timerDL  bool  // its deadline is a Go timer (set under r.sqMu)
 	inOrd    bool  // on its stream's FIFO; guarded by r.ordMu
@@ -176,11 +174,9 @@ type slot struct {
 	timer    *time.Timer
 	fn       int   // foreign result
 	ferr     error // foreign error
-	pin      runtime.Pinner
 
 	// Cold: only some kinds of request use these.
 	fref    atomic.Pointer[foreignRef] // while a foreign request is in flight
-	claim   atomic.Uint32              // guards pin and pinned between delivery and Close
 	tokPrev int32
 	tokNext int32
 	ordPrev int32 // stream FIFO links; guarded by r.ordMu
@@ -221,7 +217,7 @@ const slotPad = (64 - slotSize%64) % 64
 
 // slotSize is the size of a slot's fields; slot_unsafe.go fails the build
 // when it is out of date.
-const slotSize = 312
+const slotSize = 296
 
 // backend is the mechanism beneath a Ring: io_uring, or epoll plus workers.
 // The Ring owns slots, tokens, the completion queue and the contract; a
@@ -476,11 +472,10 @@ func (r *Ring) fill(s *slot, op *Op, awaited bool) {
 	if s.flags.Load() != 0 {
 		s.flags.Store(0)
 	}
-	s.pinned = false
-	if len(op.buf) > 0 {
-		s.pin.Pin(&op.buf[0])
-		s.pinned = true
-	}
+	// The buffers need no pin: Go's collector does not move heap objects,
+	// and a buffer stored in the ring's slab is on the heap (it escapes
+	// into it), so the address the kernel holds stays valid; the slot keeps
+	// it reachable until delivery (see "Buffers" in the package doc).
 	if len(op.bufs) > 0 {
 		if cap(s.iov) < len(op.bufs) {
 			s.iov = make([]unix.Iovec, len(op.bufs))
@@ -489,8 +484,6 @@ func (r *Ring) fill(s *slot, op *Op, awaited bool) {
 		for i, b := range op.bufs {
 			s.iov[i] = unix.Iovec{}
 			if len(b) > 0 {
-				s.pin.Pin(&b[0])
-				s.pinned = true
 				s.iov[i].Base = &b[0]
 				s.iov[i].SetLen(len(b))
 			}
@@ -624,10 +617,6 @@ func (r *Ring) SubmitBatch(ops []Op, reqs []Request) (int, error) {
 
 // unfill undoes fill (or alloc) for a slot that never started.
 func (r *Ring) unfill(idx uint32) {
-	s := &r.slots[idx]
-	if s.pinned {
-		s.unpin()
-	}
 	var free chain
 	r.release(idx, &free)
 	r.pushFree(&free)
@@ -924,22 +913,15 @@ func isCancel(err error) bool {
 func (r *Ring) take(idx uint32, free *chain) Completion {
 	s := &r.slots[idx]
 	n, err := s.result()
-	c := Completion{Req: Request{r: r, key: s.key()}, Op: s.code, N: n, Err: err, User: s.user}
-	for !s.claim.CompareAndSwap(0, 1) {
-		runtime.Gosched() // Close is unpinning this slot
-	}
-	if s.pinned {
-		s.unpin()
-	}
-	s.claim.Store(0)
-	r.release(idx, free)
+	key := s.key()
+	c := Completion{Req: Request{r: r, key: key}, Op: s.code, N: n, Err: err, User: s.user}
+	r.releaseKey(idx, key, free)
 	return c
 }
 
 // takeDirect delivers slot idx, still stActive, into c (room of the reaping
-// consumer) and frees it onto r.directFree. r.reapMu held, and the backend not fenced off
-// (beClosed false): Close unpins undelivered slots only after it set
-// beClosed under reapMu, so unlike take this needs no claim.
+// consumer) and frees it onto r.directFree. r.reapMu held: nobody else can
+// reach the completion, so unlike take it needs no stDelivering claim.
 func (r *Ring) takeDirect(idx uint32, s *slot, c *Completion) {
 	key := s.key()
 	var n int
@@ -950,18 +932,9 @@ func (r *Ring) takeDirect(idx uint32, s *slot, c *Completion) {
 		n, err = s.result()
 	}
 	*c = Completion{Req: Request{r: r, key: key}, Op: s.code, N: n, Err: err, User: s.user}
-	if s.pinned {
-		s.unpin()
-	}
 	r.releaseKey(idx, key, &r.directFree)
 }
 
-// unpin releases the pins of the slot's buffers, once its completion is
-// delivered (or Close found it undelivered).
-func (s *slot) unpin() {
-	s.pin.Unpin()
-	s.pinned = false
-}
 
 // Reap moves completed requests into dst and returns how many (at least one
 // unless it returns an error or timeout passes). timeout 0 polls without
@@ -1383,20 +1356,8 @@ func (r *Ring) Close() error {
 	r.reapMu.Unlock()
 	err := r.be.close()
 	close(r.closedCh)
-	// Completions nobody took keep their results, but no buffer needs its
-	// pin any more: the kernel is done with all of them.
-	for i := range r.slots {
-		s := &r.slots[i]
-		for !s.claim.CompareAndSwap(0, 1) {
-			runtime.Gosched() // a consumer is delivering this slot
-		}
-		// The kernel is done with every buffer: release the pins of
-		// completions nobody took (a Pinner must not be dropped while it pins).
-		if s.pinned {
-			s.unpin()
-		}
-		s.claim.Store(0)
-	}
+	// Completions nobody took keep their results (and their buffers stay
+	// reachable) until Reap or Wait delivers them.
 	if hookErr != nil {
 		return errors.Join(hookErr, err)
 	}
