@@ -935,7 +935,6 @@ func (r *Ring) takeDirect(idx uint32, s *slot, c *Completion) {
 	r.releaseKey(idx, key, &r.directFree)
 }
 
-
 // Reap moves completed requests into dst and returns how many (at least one
 // unless it returns an error or timeout passes). timeout 0 polls without
 // blocking; a negative timeout blocks until a completion arrives. Several
