@@ -183,33 +183,30 @@ func (o *Op) check(r *Ring) error {
 	if d.args == 0 && o.deadline == 0 && o.token == nil {
 		return r.checkSupported(o.code) // Nop, Foreign: the fast path
 	}
-	bad := func(format string, args ...any) error {
-		return &OpError{Op: d.name, Err: fmt.Errorf("%w: "+format, append([]any{ErrInvalid}, args...)...)}
-	}
 	if d.args&argFD != 0 {
 		if o.fd < 0 {
-			return bad("negative fd %d", o.fd)
+			return badOp(d, "negative fd %d", o.fd)
 		}
 		if o.fd > math.MaxInt32 {
 			// The kernel's fds are C ints: a larger one would be truncated
 			// into another fd.
-			return bad("fd %d larger than %d", o.fd, math.MaxInt32)
+			return badOp(d, "fd %d larger than %d", o.fd, math.MaxInt32)
 		}
 	}
 	if d.args&argBuf != 0 {
 		if len(o.buf) == 0 {
-			return bad("nil or empty buffer")
+			return badOp(d, "nil or empty buffer")
 		}
 		if len(o.buf) > 1<<31-1 {
-			return bad("buffer of %d bytes is larger than 2 GiB", len(o.buf))
+			return badOp(d, "buffer of %d bytes is larger than 2 GiB", len(o.buf))
 		}
 	}
 	if d.args&argBufs != 0 {
 		if len(o.bufs) == 0 {
-			return bad("no buffers")
+			return badOp(d, "no buffers")
 		}
 		if len(o.bufs) > maxIovecs {
-			return bad("%d buffers, more than %d", len(o.bufs), maxIovecs)
+			return badOp(d, "%d buffers, more than %d", len(o.bufs), maxIovecs)
 		}
 		total, empty := 0, -1
 		for i, b := range o.bufs {
@@ -219,34 +216,39 @@ func (o *Op) check(r *Ring) error {
 			total += len(b)
 		}
 		if total == 0 {
-			return bad("all buffers are empty")
+			return badOp(d, "all buffers are empty")
 		}
 		if empty >= 0 {
-			return bad("buffer %d is nil or empty (as Read refuses one)", empty)
+			return badOp(d, "buffer %d is nil or empty (as Read refuses one)", empty)
 		}
 		if total > 1<<31-1 {
-			return bad("buffers of %d bytes in all, larger than 2 GiB", total)
+			return badOp(d, "buffers of %d bytes in all, larger than 2 GiB", total)
 		}
 	}
 	if d.args&argOff != 0 && o.off < -1 {
-		return bad("offset %d (want >= 0, or -1 for the current position)", o.off)
+		return badOp(d, "offset %d (want >= 0, or -1 for the current position)", o.off)
 	}
 	if d.args&argEvents != 0 && o.events == 0 {
-		return bad("no poll events")
+		return badOp(d, "no poll events")
 	}
 	if d.args&argDur != 0 && o.dur < 0 {
-		return bad("negative duration %v", o.dur)
+		return badOp(d, "negative duration %v", o.dur)
 	}
 	if o.deadline < 0 {
-		return bad("negative deadline %v", o.deadline)
+		return badOp(d, "negative deadline %v", o.deadline)
 	}
 	if o.token != nil && o.token.r == nil {
-		return bad("zero Token (make tokens with Ring.NewToken)")
+		return badOp(d, "zero Token (make tokens with Ring.NewToken)")
 	}
 	if o.token != nil && o.token.r != r {
-		return bad("token belongs to another ring")
+		return badOp(d, "token belongs to another ring")
 	}
 	return r.checkSupported(o.code)
+}
+
+// badOp returns the error of bad input to operation d.
+func badOp(d *opDesc, format string, args ...any) error {
+	return &OpError{Op: d.name, Err: fmt.Errorf("%w: "+format, append([]any{ErrInvalid}, args...)...)}
 }
 
 // checkSupported returns an error wrapping ErrNotSupported when r's backend
