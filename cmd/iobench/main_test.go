@@ -10,10 +10,13 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/cancelio/cancelio/internal/readme"
 	"github.com/cancelio/cancelio/ioring"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -343,5 +346,51 @@ func TestInterrupt(t *testing.T) {
 			assert.Contains(t, stdout.String(), "cancel latency: ", args)
 		}
 		checkSVG(t, plot)
+	}
+}
+
+// mask replaces durations and numbers, the parts of an output that vary
+// from run to run.
+func mask(s string) string {
+	s = regexp.MustCompile(`\d+(\.\d+)?(ns|µs|ms|s)\b`).ReplaceAllString(s, "D")
+	return regexp.MustCompile(`\d+(\.\d+)?`).ReplaceAllString(s, "N")
+}
+
+// TestREADME runs the README's iobench examples, shorter and with the plot
+// in a temporary directory, and checks they print what the README shows,
+// up to numbers and durations (and the backend, which depends on the
+// machine).
+func TestREADME(t *testing.T) {
+	examples, err := readme.Examples(".", "iobench")
+	require.NoError(t, err)
+	require.NotEmpty(t, examples, "the README shows iobench")
+	dir := t.TempDir()
+	backend := regexp.MustCompile(`backend \w+ \([^)]*\)`)
+	for _, ex := range examples {
+		args := slices.Clone(ex.Args)
+		var plot string
+		for i := 0; i+1 < len(args); i++ {
+			switch args[i] {
+			case "--duration":
+				args[i+1] = "200ms"
+			case "--plot":
+				plot = args[i+1]
+				args[i+1] = filepath.Join(dir, plot)
+			}
+		}
+		code, stdout, stderr := runArgs(args...)
+		require.Equal(t, exitOK, code, "iobench %q: %s", args, stderr)
+		if plot != "" {
+			stdout = strings.ReplaceAll(stdout, filepath.Join(dir, plot), plot)
+		}
+		got := strings.Split(strings.TrimRight(stdout, "\n"), "\n")
+		want := slices.Clone(ex.Output)
+		for i := range got {
+			got[i] = mask(backend.ReplaceAllString(got[i], "backend B"))
+		}
+		for i := range want {
+			want[i] = mask(backend.ReplaceAllString(want[i], "backend B"))
+		}
+		assert.Equal(t, want, got, "iobench %q: the README shows what it prints, up to numbers", ex.Args)
 	}
 }

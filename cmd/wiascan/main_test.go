@@ -7,6 +7,7 @@ import (
 	"image/png"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"syscall"
@@ -17,6 +18,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
+	"github.com/cancelio/cancelio/internal/readme"
 	"github.com/cancelio/cancelio/minidrv"
 	"github.com/cancelio/cancelio/usb/usbsim"
 )
@@ -389,5 +391,42 @@ func TestHelp(t *testing.T) {
 	for _, promise := range []string{".pgm (gray), .ppm (color)", "is refused", "KiB", "--stall-timeout", "Ctrl-C cancels",
 		"-v adds", "75, 100, 150, 200, 300 or 600", "2 bad usage", "130 canceled"} {
 		assert.Contains(t, stderr, promise, "usage says %q", promise)
+	}
+}
+
+// mask replaces durations and numbers, the parts of an output that vary
+// from run to run.
+func mask(s string) string {
+	s = regexp.MustCompile(`\d+(\.\d+)?(ns|µs|ms|s)\b`).ReplaceAllString(s, "D")
+	return regexp.MustCompile(`\d+(\.\d+)?`).ReplaceAllString(s, "N")
+}
+
+// TestREADME runs the README's wiascan examples: usage errors must match
+// to the letter, the others up to numbers and durations.
+func TestREADME(t *testing.T) {
+	examples, err := readme.Examples(".", "wiascan")
+	require.NoError(t, err)
+	require.NotEmpty(t, examples, "the README shows wiascan")
+	t.Chdir(t.TempDir()) // the examples write relative paths
+	for _, ex := range examples {
+		usage := len(ex.Output) > 0 && ex.Output[len(ex.Output)-1] == "Run wiascan -h for usage."
+		if !usage && testing.Short() {
+			continue
+		}
+		code, stdout, stderr := runArgs(t, ex.Args...)
+		got := strings.Split(strings.TrimRight(stdout+stderr, "\n"), "\n")
+		if usage {
+			assert.Equal(t, exitUsage, code, "wiascan %q", ex.Args)
+			assert.Equal(t, ex.Output, got, "wiascan %q: the README shows what it prints", ex.Args)
+			continue
+		}
+		want := make([]string, len(ex.Output))
+		for i, l := range ex.Output {
+			want[i] = mask(l)
+		}
+		for i, l := range got {
+			got[i] = mask(l)
+		}
+		assert.Equal(t, want, got, "wiascan %q: the README shows what it prints, up to numbers", ex.Args)
 	}
 }

@@ -145,7 +145,9 @@ func scan(o *options, stdout, stderr io.Writer, sigs <-chan os.Signal) (err erro
 		return describe(err, o, at, quiet, sink.err)
 	}
 	if !o.format.pnm {
-		if err := png.Encode(w, toImage(p, raw)); err != nil {
+		// A scan is large and compresses little: speed over size.
+		enc := png.Encoder{CompressionLevel: png.BestSpeed}
+		if err := enc.Encode(w, toImage(p, raw)); err != nil {
 			return fmt.Errorf("write %s: %w", o.out, err)
 		}
 	}
