@@ -10,10 +10,14 @@
 //	wiascan --out scan.pgm --hang-after 100k --stall-timeout 5s
 //
 // By default the scanner is simulated (package usbsim): a deterministic
-// image, with fault injection (--hang-after, --bandwidth, which take sizes
-// like iobench's --size: 4096, 64k, 1M, 1MiB). --usb VID:PID opens a real
-// scanner instead; it must speak usbsim's command protocol (the FunctionFS
-// gadget of USBVM.md does).
+// image, with fault injection (--hang-after, --bandwidth). --usb VID:PID
+// opens a real scanner through libusb instead; it must speak usbsim's
+// command protocol (as the FunctionFS gadget of the usbvm test guest does:
+// see docs/usbvm.md).
+//
+// --hang-after and --bandwidth take sizes in the syntax of iobench's
+// --size: a whole number with k, M or G (powers of 1024; KiB, MiB, GiB
+// also accepted), such as 4096, 64k or 1M.
 //
 // --dpi, --width and --height are checked against the flatbed's item
 // properties before the scanner is opened; a value the scanner would
