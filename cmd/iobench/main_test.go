@@ -339,7 +339,8 @@ func TestInterrupt(t *testing.T) {
 			var s jsonSummary
 			require.NoError(t, json.Unmarshal(stdout.Bytes(), &s), "%v: %q", args, stdout.String())
 			assert.True(t, s.Interrupted)
-			assert.Positive(t, s.Ops)
+			// No count of ops is asserted: on a loaded machine the Ctrl-C
+			// may come before the first request.
 			assert.Less(t, s.DurationNS, int64(30*time.Second), "ended early")
 		} else {
 			assert.Contains(t, stdout.String(), "interrupted by Ctrl-C", args)
