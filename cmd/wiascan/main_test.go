@@ -369,14 +369,18 @@ func TestInterruptHungScan(t *testing.T) {
 	assert.True(t, os.IsNotExist(err), "the partial output is removed")
 }
 
-// Ctrl-C that comes before the acquisition starts still cancels it.
+// Ctrl-C that comes before the acquisition starts still cancels it: with
+// a scanner that hangs at once (--hang-after 1: the driver's probe gets no
+// answer) and one that hangs during the scan.
 func TestInterruptEarly(t *testing.T) {
 	out := filepath.Join(t.TempDir(), "x.pgm")
-	code, stderr := interrupt(t, "", "--out", out, "--hang-after", "1")
-	assert.Equal(t, exitCanceled, code, stderr)
-	assert.True(t, strings.HasPrefix(lastLine(stderr), "wiascan: canceled"), stderr)
-	_, err := os.Stat(out)
-	assert.True(t, os.IsNotExist(err), "no output")
+	for _, hang := range []string{"1", "1k"} {
+		code, stderr := interrupt(t, "", "--out", out, "--hang-after", hang)
+		assert.Equal(t, exitCanceled, code, "--hang-after %s: %s", hang, stderr)
+		assert.True(t, strings.HasPrefix(lastLine(stderr), "wiascan: canceled"), "--hang-after %s: %s", hang, stderr)
+		_, err := os.Stat(out)
+		assert.True(t, os.IsNotExist(err), "no output")
+	}
 }
 
 // TestHelp: -h exits 0 and says what the other tests check.
@@ -428,5 +432,37 @@ func TestREADME(t *testing.T) {
 			got[i] = mask(l)
 		}
 		assert.Equal(t, want, got, "wiascan %q: the README shows what it prints, up to numbers", ex.Args)
+	}
+}
+
+// TestTinyStallTimeout: the smallest timeouts work (the progress line's
+// ticker has a floor).
+func TestTinyStallTimeout(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "x.pgm")
+	code, _, stderr := runArgs(t, "--out", out, "--hang-after", "1k", "--stall-timeout", "1ns", "--progress", "on")
+	assert.Equal(t, exitFailed, code, stderr)
+	assert.Contains(t, lastLine(stderr), "wiascan: scan failed at 0% (0.0 of 2.2 MB): the scanner stopped answering: no data within --stall-timeout 1ns")
+}
+
+// TestHungAtOpen: a scanner that does not answer the driver's probe fails
+// the open in one line; the detail comes with -v.
+func TestHungAtOpen(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "x.pgm")
+	for _, verbose := range []bool{false, true} {
+		args := []string{"--out", out, "--hang-after", "1"}
+		if verbose {
+			args = append(args, "-v")
+		}
+		code, _, stderr := runArgs(t, args...)
+		assert.Equal(t, exitFailed, code, stderr)
+		lines := strings.Split(strings.TrimRight(stderr, "\n"), "\n")
+		assert.True(t, strings.HasPrefix(lines[0], "wiascan: open the simulated scanner: the scanner did not answer as expected"), "%q", stderr)
+		if verbose {
+			require.Len(t, lines, 2, "%q", stderr)
+			assert.True(t, strings.HasPrefix(lines[1], "  detail: minidrv: "), "%q", stderr)
+		} else {
+			assert.Len(t, lines, 1, "%q", stderr)
+			assert.NotContains(t, stderr, "minidrv:")
+		}
 	}
 }

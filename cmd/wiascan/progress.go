@@ -61,7 +61,7 @@ func (l *progressLine) start() {
 	l.mu.Unlock()
 	go func() {
 		defer close(l.done)
-		t := time.NewTicker(l.base / 4)
+		t := time.NewTicker(max(l.base/4, 10*time.Millisecond))
 		defer t.Stop()
 		for {
 			select {

@@ -20,27 +20,27 @@ type failure struct {
 
 func (f *failure) Error() string { return f.line }
 
-// describe turns the error of a failed acquisition into a failure whose
-// line says what happened in the scanner's terms. It tells the cases apart
-// by the driver's sentinels, never by the text: at is where the scan
-// stood, quiet how long the scanner had sent nothing when it failed, and
-// sinkErr the output's own error, if any.
-func describe(err error, o *options, at string, quiet time.Duration, sinkErr error) *failure {
+// describe turns the error of a failed step into a failure whose line
+// says what happened in the scanner's terms. It tells the cases apart by
+// the driver's sentinels, never by the text: what is the step ("scan
+// failed at 12% (...)", "open the scanner"), stalled whether the scanner
+// had been silent for the stall timeout when it failed, and sinkErr the
+// output's own error, if any.
+func describe(err error, o *options, what string, stalled bool, sinkErr error) *failure {
 	var line string
 	switch {
 	case sinkErr != nil:
-		line = fmt.Sprintf("scan failed%s: write %s: %v", at, o.out, sinkErr)
+		line = fmt.Sprintf("%s: write %s: %v", what, o.out, sinkErr)
 	case errors.Is(err, minidrv.ErrOffline), errors.Is(err, usb.ErrNoDevice):
-		line = fmt.Sprintf("scan failed%s: the scanner went away (unplugged or suspended)", at)
-	case errors.Is(err, minidrv.ErrDeviceCommunication) && stalled(o.stallTimeout, quiet):
+		line = what + ": the scanner went away (unplugged or suspended)"
+	case errors.Is(err, minidrv.ErrDeviceCommunication) && stalled:
 		// The driver has no sentinel for a stall: a communication
 		// failure after a silence as long as the timeout is one.
-		line = fmt.Sprintf("scan failed%s: the scanner stopped answering: no data within --stall-timeout %v", at, o.stallTimeout)
+		line = fmt.Sprintf("%s: the scanner stopped answering: no data within --stall-timeout %v", what, o.stallTimeout)
 	case errors.Is(err, minidrv.ErrDeviceCommunication):
-		line = fmt.Sprintf("scan failed%s: the transfer from the scanner failed", at)
+		line = what + ": the scanner did not answer as expected"
 	default:
-		line = fmt.Sprintf("scan failed%s: %v", at, err)
-		return &failure{line: line}
+		return &failure{line: fmt.Sprintf("%s: %v", what, err)}
 	}
 	return &failure{line: line, err: err}
 }

@@ -307,7 +307,7 @@ func run(args []string, stdout, stderr io.Writer, sigs <-chan os.Signal) int {
 		f = &failure{line: err.Error()} // the text is the whole story
 	}
 	switch {
-	case f.err != nil && o.verbose:
+	case f.err != nil && o != nil && o.verbose:
 		fmt.Fprintf(stderr, "wiascan: %s\n  detail: %v\n", f.line, f.err)
 	case f.err != nil && !f.canceled:
 		fmt.Fprintf(stderr, "wiascan: %s (-v for the driver's detail)\n", f.line)

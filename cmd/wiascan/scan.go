@@ -65,11 +65,15 @@ func scan(o *options, stdout, stderr io.Writer, sigs <-chan os.Signal) (err erro
 	// CancelPendingIO came.
 	ctx, cancelCtx := context.WithCancel(context.Background())
 	defer cancelCtx()
-	stop := make(chan struct{})
-	defer close(stop)
+	stop, stopped := make(chan struct{}), make(chan struct{})
+	defer func() {
+		close(stop)
+		<-stopped // no CancelPendingIO after the ring is closed
+	}()
 	var took atomic.Int64 // ns CancelPendingIO took; 0: not called or not returned
 	var cancelErr atomic.Pointer[error]
 	go func() {
+		defer close(stopped)
 		select {
 		case <-sigs:
 			t0 := time.Now()
@@ -102,9 +106,9 @@ func scan(o *options, stdout, stderr io.Writer, sigs <-chan os.Signal) (err erro
 			if errors.Is(err, usb.ErrNoUSB) {
 				return fmt.Errorf("open scanner %04x:%04x: this system has no USB (no /dev/bus/usb); run without --usb for the simulated scanner: %w", o.vid, o.pid, err)
 			}
-			return fmt.Errorf("open scanner %04x:%04x: %w", o.vid, o.pid, err)
+			return describe(err, o, fmt.Sprintf("open scanner %04x:%04x", o.vid, o.pid), false, nil)
 		}
-		return err
+		return describe(err, o, "open the simulated scanner", false, nil)
 	}
 	defer d.Uninitialize()
 	root, err := d.Items()
@@ -142,7 +146,7 @@ func scan(o *options, stdout, stderr io.Writer, sigs <-chan os.Signal) (err erro
 		return canceled(err, at)
 	}
 	if err != nil {
-		return describe(err, o, at, quiet, sink.err)
+		return describe(err, o, "scan failed"+at, stalled(o.stallTimeout, quiet), sink.err)
 	}
 	if !o.format.pnm {
 		// A scan is large and compresses little: speed over size.
