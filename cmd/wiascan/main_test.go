@@ -151,8 +151,12 @@ func TestRealUSBMissing(t *testing.T) {
 	out := filepath.Join(t.TempDir(), "x.pnm")
 	code, _, stderr := runArgs(t, "--out", out, "--usb", "1209:0001")
 	assert.Equal(t, exitFailed, code)
-	assert.Contains(t, stderr, "open scanner 1209:0001")
-	assert.Contains(t, stderr, "no USB")
+	assert.True(t, strings.HasPrefix(stderr, "wiascan: open scanner 1209:0001: this system has no USB"), stderr)
+	assert.Equal(t, 1, strings.Count(stderr, "\n"), "one line: %q", stderr)
+	assert.NotContains(t, stderr, "usb:", "the library's words only with -v")
+	code, _, stderr = runArgs(t, "--out", out, "--usb", "1209:0001", "-v")
+	assert.Equal(t, exitFailed, code)
+	assert.Contains(t, stderr, "\n  detail: ", "-v adds the library's error")
 }
 
 // readPNM parses a binary netpbm header and returns magic, size and data.

@@ -104,7 +104,7 @@ func scan(o *options, stdout, stderr io.Writer, sigs <-chan os.Signal) (err erro
 		}
 		if o.real {
 			if errors.Is(err, usb.ErrNoUSB) {
-				return fmt.Errorf("open scanner %04x:%04x: this system has no USB (no /dev/bus/usb); run without --usb for the simulated scanner: %w", o.vid, o.pid, err)
+				return &failure{line: fmt.Sprintf("open scanner %04x:%04x: this system has no USB (no /dev/bus/usb); run without --usb for the simulated scanner", o.vid, o.pid), err: err}
 			}
 			return describe(err, o, fmt.Sprintf("open scanner %04x:%04x", o.vid, o.pid), false, nil)
 		}
