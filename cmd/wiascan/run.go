@@ -82,8 +82,9 @@ func parseArgs(args []string, stderr io.Writer) (*options, error) {
 	mode := fs.String("mode", "", "`mode`: gray or color (default: color for .ppm, else gray)")
 	fs.IntVar(&o.width, "width", 0, "width in `pixels` at --dpi (0: the whole bed, 8.5 in)")
 	fs.IntVar(&o.height, "height", 0, "height in `pixels` at --dpi (0: the whole bed, 11.69 in)")
-	hangAfter := fs.String("hang-after", "0", "simulated scanner: hang after sending `bytes` of image data (0: never)")
-	bandwidth := fs.String("bandwidth", "0", "simulated scanner: cap its data rate at `bytes` per second, e.g. 1M (0: no cap)")
+	// Sizes default to "" (no fault), which -h does not print as a default.
+	hangAfter := fs.String("hang-after", "", "simulated scanner: hang after sending `bytes` of image data, e.g. 100k (unset or 0: never)")
+	bandwidth := fs.String("bandwidth", "", "simulated scanner: cap its data rate at `bytes` per second, e.g. 1M (unset or 0: no cap)")
 	fs.IntVar(&o.queueDepth, "queue-depth", minidrv.DefaultQueueDepth, "bulk-IN transfers kept in flight (1.."+strconv.Itoa(minidrv.MaxQueueDepth)+")")
 	fs.DurationVar(&o.abortTimeout, "abort-timeout", 250*time.Millisecond, "bound on the abort and flush after a cancel")
 	fs.DurationVar(&o.stallTimeout, "stall-timeout", minidrv.DefaultStallTimeout, "fail after this `duration` without data from the scanner (0: wait for ever; Ctrl-C still cancels)")
@@ -119,11 +120,17 @@ func parseArgs(args []string, stderr io.Writer) (*options, error) {
 	default:
 		return nil, usagef("--mode %q: want gray or color", *mode)
 	}
-	if o.hangAfter, err = units.ParseBytes(*hangAfter, 0, maxSimBytes); err != nil {
-		return nil, usagef("--hang-after %q: %v", *hangAfter, err)
-	}
-	if o.bandwidth, err = units.ParseBytes(*bandwidth, 0, maxSimBytes); err != nil {
-		return nil, usagef("--bandwidth %q: %v", *bandwidth, err)
+	for _, sz := range []struct {
+		name string
+		s    string
+		v    *int64
+	}{{"--hang-after", *hangAfter, &o.hangAfter}, {"--bandwidth", *bandwidth, &o.bandwidth}} {
+		if sz.s == "" {
+			continue
+		}
+		if *sz.v, err = units.ParseBytes(sz.s, 0, maxSimBytes); err != nil {
+			return nil, usagef("%s %q: %v", sz.name, sz.s, err)
+		}
 	}
 	if *usbID != "" {
 		vid, pid, err := parseUSBID(*usbID)
