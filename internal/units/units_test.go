@@ -62,7 +62,7 @@ func FuzzParseBytes(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
-		const lo, hi = 1, 1 << 40
+		const lo, hi int64 = 1, 1 << 40
 		v, err := ParseBytes(s, lo, hi)
 		if err != nil {
 			if !strings.Contains(err.Error(), "size") {
