@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -9,22 +8,22 @@ import (
 	"io"
 	"math/rand/v2"
 	"os"
-	"os/signal"
-	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
 
 	"github.com/cancelio/cancelio/internal/latstat"
+	"github.com/cancelio/cancelio/internal/units"
 	"github.com/cancelio/cancelio/ioring"
 	"golang.org/x/sys/unix"
 )
 
 // Exit statuses.
 const (
-	exitOK    = 0
-	exitFail  = 1 // the run failed
-	exitUsage = 2 // bad flags
+	exitOK          = 0
+	exitFail        = 1   // the run failed
+	exitUsage       = 2   // bad flags
+	exitInterrupted = 130 // Ctrl-C: 128 + SIGINT, as shells report an interrupted command
 )
 
 const (
@@ -48,45 +47,69 @@ type config struct {
 
 // run is the whole command: it parses args, runs the benchmark and writes
 // the summary to stdout, errors and progress to stderr, and returns the exit
-// status.
-func run(args []string, stdout, stderr io.Writer) int {
+// status. A value on sigs (Ctrl-C) ends the run early: the summary is still
+// written, and the status is exitInterrupted.
+func run(args []string, stdout, stderr io.Writer, sigs <-chan os.Signal) int {
 	cfg, code := parseArgs(args, stderr)
 	if cfg == nil {
 		return code
 	}
-	if err := execute(cfg, stdout, stderr); err != nil {
+	interrupted, err := execute(cfg, stdout, stderr, sigs)
+	switch {
+	case err != nil:
 		fmt.Fprintf(stderr, "iobench: %v\n", err)
 		return exitFail
+	case interrupted:
+		return exitInterrupted
 	}
 	return exitOK
 }
+
+// usageText is the head of -h; the flags follow it.
+const usageText = `usage: iobench [flags]
+
+A fio-like benchmark of cancelio's I/O engine. What is reported depends on --op:
+  nop, read, write  requests completed per second, and the latency of each from
+                    its submission until its completion is reaped; read and
+                    write also report bytes and MB/s
+  cancel            cancels per second and reads canceled per second, and the
+                    cancel latency: from Token.Cancel on --qd pending reads
+                    until the last of them is reaped
+--plot writes the latency distribution as SVG (histogram, CDF, and the tail,
+1 - CDF on a log axis) and the summary says where.
+Sizes take k, M or G (powers of 1024; KiB, MiB, GiB also accepted).
+Ctrl-C ends the run early and the summary is still printed.
+Exit status: 0 done, 1 the run failed, 2 bad usage, 130 interrupted (Ctrl-C).
+
+flags:
+`
 
 // parseArgs parses and checks the command line. On failure it reports to
 // stderr and returns a nil config and the exit status.
 func parseArgs(args []string, stderr io.Writer) (*config, int) {
 	fs := flag.NewFlagSet("iobench", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs.SetOutput(io.Discard) // errors are reported below, with one prefix
+	fs.Usage = func() {}
 	op := fs.String("op", "read", "operation: nop, read, write or cancel")
 	qd := fs.Int("qd", 32, "queue depth: requests in flight (cancel: reads pending per cancel); a power of two up to 4096")
-	size := fs.String("size", "4k", "block size of read and write, buffer size of cancel's reads (4096, 4k, 64KiB, 1m...)")
+	size := fs.String("size", "4k", "`bytes` of each read and write, and of each buffer of cancel's reads (not used by nop): 4096, 4k, 64KiB, 1M...; at most 1G")
 	dur := fs.Duration("duration", 2*time.Second, "how long to run")
 	backend := fs.String("backend", "auto", "engine backend: auto, uring or poll")
 	asJSON := fs.Bool("json", false, "print the summary as JSON")
 	file := fs.String("file", "", "file to read or write (default: a temporary 64 MiB file, removed at exit)")
-	plot := fs.String("plot", "", "write an SVG plot of the latency distribution (histogram and CDF) to this file")
-	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "usage: iobench [flags]\n\nA fio-like benchmark of cancelio's I/O engine.\n\nflags:\n")
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil, exitOK
-		}
-		return nil, exitUsage // the flag package has printed the error and the usage
-	}
+	plot := fs.String("plot", "", "write an SVG plot of the latency distribution (histogram, CDF and tail) to this `file`")
 	usage := func(format string, a ...any) (*config, int) {
 		fmt.Fprintf(stderr, "iobench: "+format+"\nRun iobench -h for usage.\n", a...)
 		return nil, exitUsage
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprint(stderr, usageText)
+			fs.SetOutput(stderr)
+			fs.PrintDefaults()
+			return nil, exitOK
+		}
+		return usage("%v", err)
 	}
 	if fs.NArg() > 0 {
 		return usage("unexpected arguments: %s", strings.Join(fs.Args(), " "))
@@ -100,11 +123,11 @@ func parseArgs(args []string, stderr io.Writer) (*config, int) {
 	if cfg.qd < 1 || cfg.qd > maxQD || cfg.qd&(cfg.qd-1) != 0 {
 		return usage("--qd %d: want a power of two from 1 to %d", cfg.qd, maxQD)
 	}
-	n, err := parseSize(*size)
+	n, err := units.ParseBytes(*size, 1, maxSize)
 	if err != nil {
-		return usage("--size: %v", err)
+		return usage("--size %q: %v", *size, err)
 	}
-	cfg.size = n
+	cfg.size = int(n)
 	if cfg.duration <= 0 {
 		return usage("--duration %v: want a positive duration such as 2s", cfg.duration)
 	}
@@ -117,35 +140,6 @@ func parseArgs(args []string, stderr io.Writer) (*config, int) {
 	return cfg, exitOK
 }
 
-// parseSize parses a byte count: a decimal number with an optional binary
-// suffix k, m or g (any case, optionally followed by "b" or "ib").
-func parseSize(s string) (int, error) {
-	t := strings.ToLower(strings.TrimSpace(s))
-	t = strings.TrimSuffix(strings.TrimSuffix(t, "b"), "i")
-	mult := 1
-	if t != "" {
-		switch t[len(t)-1] {
-		case 'k':
-			mult = 1 << 10
-		case 'm':
-			mult = 1 << 20
-		case 'g':
-			mult = 1 << 30
-		}
-		if mult > 1 {
-			t = t[:len(t)-1]
-		}
-	}
-	v, err := strconv.Atoi(t)
-	if err != nil || v < 1 {
-		return 0, fmt.Errorf("%q is not a size such as 4096, 4k or 1MiB", s)
-	}
-	if v > maxSize/mult {
-		return 0, fmt.Errorf("%q is larger than 1 GiB", s)
-	}
-	return v * mult, nil
-}
-
 // result is what a run measured.
 type result struct {
 	ops         int64 // completed requests (cancel: cancels)
@@ -154,15 +148,17 @@ type result struct {
 	elapsed     time.Duration
 	interrupted bool
 	hist        *latstat.Histogram
+	plot        string // the plot's path, once written
 }
 
-// execute runs the benchmark cfg describes and reports it.
-func execute(cfg *config, stdout, stderr io.Writer) (err error) {
+// execute runs the benchmark cfg describes and reports it. It returns
+// whether sigs ended the run early.
+func execute(cfg *config, stdout, stderr io.Writer, sigs <-chan os.Signal) (interrupted bool, err error) {
 	// Open the plot first: an unwritable path should not cost a whole run.
 	var plot *os.File
 	if cfg.plot != "" {
 		if plot, err = os.Create(cfg.plot); err != nil {
-			return fmt.Errorf("--plot: %w", err)
+			return false, fmt.Errorf("--plot: %w", err)
 		}
 		defer func() {
 			if err != nil {
@@ -175,7 +171,7 @@ func execute(cfg *config, stdout, stderr io.Writer) (err error) {
 	entries := max(64, 2*cfg.qd)
 	r, err := ioring.New(ioring.Config{Entries: entries, Backend: cfg.backend})
 	if err != nil {
-		return fmt.Errorf("backend %v: %w", cfg.backend, err)
+		return false, fmt.Errorf("backend %v: %w", cfg.backend, err)
 	}
 	defer func() {
 		if cerr := r.Close(); cerr != nil && err == nil {
@@ -183,57 +179,64 @@ func execute(cfg *config, stdout, stderr io.Writer) (err error) {
 		}
 	}()
 
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
-	defer stop()
-	var interrupted atomic.Bool
-	stopAfter := context.AfterFunc(ctx, func() { interrupted.Store(true) })
-	defer stopAfter()
+	var stop atomic.Bool // set by Ctrl-C: the loops wind down and report
+	watchDone := make(chan struct{})
+	defer close(watchDone)
+	go func() {
+		select {
+		case <-sigs:
+			stop.Store(true)
+		case <-watchDone:
+		}
+	}()
 
-	prog := &progress{}
+	prog := &progress{unit: opNoun(cfg.op)}
 	if isTerminal(stderr) {
 		prog.w = stderr
 	}
 	var res result
 	switch cfg.op {
 	case "cancel":
-		res, err = runCancel(r, cfg, &interrupted, prog)
+		res, err = runCancel(r, cfg, &stop, prog)
 	default:
 		var d *dataFile
 		if cfg.op != "nop" {
 			if d, err = openData(cfg); err != nil {
-				return err
+				return false, err
 			}
 			defer d.close()
 		}
-		res, err = runIO(r, cfg, d, &interrupted, prog)
+		res, err = runIO(r, cfg, d, &stop, prog)
 	}
 	prog.finish()
 	if err != nil {
-		return err
+		return false, err
 	}
-	res.interrupted = interrupted.Load()
+	res.interrupted = stop.Load()
 
+	// The plot first, so that the summary names a file that exists.
+	if plot != nil {
+		title := fmt.Sprintf("iobench %s, qd %d, %s backend: latency of %d requests", cfg.op, cfg.qd, r.Backend().Backend, res.hist.Count())
+		if cfg.op == "cancel" {
+			title = fmt.Sprintf("iobench: cancel of %d pending reads, %s backend: %d cancels", cfg.qd, r.Backend().Backend, res.hist.Count())
+		}
+		if err := res.hist.WriteSVG(plot, title); err != nil {
+			return false, fmt.Errorf("--plot: %w", err)
+		}
+		if err := plot.Close(); err != nil {
+			return false, fmt.Errorf("--plot: %w", err)
+		}
+		res.plot = cfg.plot
+	}
 	if cfg.json {
 		err = writeJSON(stdout, cfg, r.Backend(), &res)
 	} else {
 		err = writeText(stdout, cfg, r.Backend(), &res)
 	}
 	if err != nil {
-		return fmt.Errorf("write summary: %w", err)
+		return false, fmt.Errorf("write summary: %w", err)
 	}
-	if plot != nil {
-		title := fmt.Sprintf("iobench %s, qd %d, %s backend: %d samples", cfg.op, cfg.qd, r.Backend().Backend, res.hist.Count())
-		if cfg.op == "cancel" {
-			title = fmt.Sprintf("iobench: cancel of %d pending reads, %s backend: %d samples", cfg.qd, r.Backend().Backend, res.hist.Count())
-		}
-		if err := res.hist.WriteSVG(plot, title); err != nil {
-			return fmt.Errorf("--plot: %w", err)
-		}
-		if err := plot.Close(); err != nil {
-			return fmt.Errorf("--plot: %w", err)
-		}
-	}
-	return nil
+	return res.interrupted, nil
 }
 
 // dataFile is the file read or written.
@@ -523,6 +526,7 @@ func runCancel(r *ioring.Ring, cfg *config, stop *atomic.Bool, prog *progress) (
 // progress writes a live progress line, once a second, to a terminal.
 type progress struct {
 	w       io.Writer // nil: no progress line
+	unit    string    // what is counted: "reads", "cancels"...
 	next    time.Duration
 	lastT   time.Duration
 	lastOps int64
@@ -541,8 +545,8 @@ func (p *progress) tick(now time.Duration, ops int64, h *latstat.Histogram) {
 	rate := float64(ops-p.lastOps) / (now - p.lastT).Seconds()
 	p.next = now + time.Second
 	p.lastT, p.lastOps = now, ops
-	fmt.Fprintf(p.w, "\r%5.1fs  %d ops  %s ops/s  p50 %s  p99 %s\x1b[K",
-		now.Seconds(), ops, fmtRate(rate), fmtDur(h.Quantile(0.5)), fmtDur(h.Quantile(0.99)))
+	fmt.Fprintf(p.w, "\r%5.1fs  %d %s  %s/s  p50 %s  p99 %s  (Ctrl-C: stop and summarize)\x1b[K",
+		now.Seconds(), ops, p.unit, fmtRate(rate), fmtDur(h.Quantile(0.5)), fmtDur(h.Quantile(0.99)))
 	p.shown = true
 }
 
@@ -587,53 +591,98 @@ func fmtRate(v float64) string {
 	return fmt.Sprintf("%.0f", v)
 }
 
-func (res *result) rates() (opsPerSec, mbPerSec float64) {
-	if s := res.elapsed.Seconds(); s > 0 {
-		return float64(res.ops) / s, float64(res.bytes) / s / 1e6
+// opNoun is what one sample of op counts, in the plural.
+func opNoun(op string) string {
+	switch op {
+	case "nop":
+		return "nops"
+	case "cancel":
+		return "cancels"
 	}
-	return 0, 0
+	return op + "s" // reads, writes
 }
 
-// writeText writes the summary for people.
+// perSec returns n per second of the run.
+func (res *result) perSec(n int64) float64 {
+	if s := res.elapsed.Seconds(); s > 0 {
+		return float64(n) / s
+	}
+	return 0
+}
+
+// moves reports whether op moves data, so that bytes and MB/s mean
+// something.
+func moves(op string) bool { return op == "read" || op == "write" }
+
+// writeText writes the summary for people: for each op the figures that
+// mean something for it (see usageText).
 func writeText(w io.Writer, cfg *config, be ioring.BackendInfo, res *result) error {
 	s := res.hist.Summary()
-	opsPerSec, mbPerSec := res.rates()
-	what := fmt.Sprintf("%s, qd %d, size %d", cfg.op, cfg.qd, cfg.size)
-	if cfg.op == "cancel" {
-		what = fmt.Sprintf("cancel of %d pending reads (%d-byte buffers) by one token", cfg.qd, cfg.size)
-	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "iobench: %s, backend %s (%s), %.3fs", what, be.Backend, be.Reason, res.elapsed.Seconds())
+	switch cfg.op {
+	case "cancel":
+		fmt.Fprintf(&b, "iobench: cancel of %d pending reads (%s buffers) by one token", cfg.qd, units.FormatBytes(int64(cfg.size)))
+	case "nop":
+		fmt.Fprintf(&b, "iobench: nop, qd %d", cfg.qd)
+	default:
+		fmt.Fprintf(&b, "iobench: %s, qd %d, size %s", cfg.op, cfg.qd, units.FormatBytes(int64(cfg.size)))
+	}
+	fmt.Fprintf(&b, ", backend %s (%s), %.3fs", be.Backend, be.Reason, res.elapsed.Seconds())
 	if res.interrupted {
-		b.WriteString(", interrupted")
+		b.WriteString(", interrupted by Ctrl-C")
 	}
 	b.WriteString("\n")
-	fmt.Fprintf(&b, "  ops:     %d", res.ops)
-	if cfg.op == "cancel" {
-		fmt.Fprintf(&b, " cancels, %d reads canceled", res.canceled)
-	}
-	fmt.Fprintf(&b, "\n  ops/s:   %.1f\n  MB/s:    %.1f\n", opsPerSec, mbPerSec)
-	fmt.Fprintf(&b, "  latency: min %s, mean %s, p50 %s, p90 %s, p99 %s, p99.9 %s, max %s\n",
+	lat := fmt.Sprintf("min %s, mean %s, p50 %s, p90 %s, p99 %s, p99.9 %s, max %s",
 		fmtDur(s.Min), fmtDur(s.Mean), fmtDur(s.P50), fmtDur(s.P90), fmtDur(s.P99), fmtDur(s.P999), fmtDur(s.Max))
+	if cfg.op == "cancel" {
+		fmt.Fprintf(&b, "  cancels:        %d, %.1f/s\n", res.ops, res.perSec(res.ops))
+		fmt.Fprintf(&b, "  reads canceled: %d, %.1f/s\n", res.canceled, res.perSec(res.canceled))
+		fmt.Fprintf(&b, "  cancel latency: %s\n", lat)
+		fmt.Fprintf(&b, "                  (from Token.Cancel until the last of the %d reads is reaped)\n", cfg.qd)
+		if res.plot != "" {
+			fmt.Fprintf(&b, "  plot:           %s\n", res.plot)
+		}
+	} else {
+		noun := opNoun(cfg.op) + ":"
+		fmt.Fprintf(&b, "  %-9s%d, %.1f/s\n", noun, res.ops, res.perSec(res.ops))
+		if moves(cfg.op) {
+			fmt.Fprintf(&b, "  data:    %d bytes, %.1f MB/s\n", res.bytes, res.perSec(res.bytes)/1e6)
+		}
+		fmt.Fprintf(&b, "  latency: %s\n", lat)
+		fmt.Fprintf(&b, "           (from submission until the completion is reaped)\n")
+		if res.plot != "" {
+			fmt.Fprintf(&b, "  plot:    %s\n", res.plot)
+		}
+	}
 	_, err := io.WriteString(w, b.String())
 	return err
 }
 
-// jsonSummary is the --json output.
+// jsonSummary is the --json output. Fields that mean nothing for an op are
+// left out: size for nop, bytes and MB/s but for read and write, the reads
+// canceled but for cancel.
 type jsonSummary struct {
-	Op            string      `json:"op"`
-	QD            int         `json:"qd"`
-	Size          int         `json:"size"`
-	Backend       string      `json:"backend"`
-	BackendReason string      `json:"backend_reason"`
-	DurationNS    int64       `json:"duration_ns"`
-	Interrupted   bool        `json:"interrupted"`
-	Ops           int64       `json:"ops"`
-	OpsPerSec     float64     `json:"ops_per_sec"`
-	Bytes         int64       `json:"bytes"`
-	MBPerSec      float64     `json:"mb_per_sec"`
-	Canceled      int64       `json:"canceled"` // cancel: reads canceled
-	Latency       jsonLatency `json:"latency_ns"`
+	Op            string `json:"op"`
+	QD            int    `json:"qd"`
+	Size          int    `json:"size,omitempty"`
+	Backend       string `json:"backend"`
+	BackendReason string `json:"backend_reason"`
+	DurationNS    int64  `json:"duration_ns"`
+	Interrupted   bool   `json:"interrupted"`
+	// Ops counts the requests completed, or for cancel the cancels.
+	Ops       int64   `json:"ops"`
+	OpsPerSec float64 `json:"ops_per_sec"`
+	// Bytes and MBPerSec: read and write only.
+	Bytes    *int64   `json:"bytes,omitempty"`
+	MBPerSec *float64 `json:"mb_per_sec,omitempty"`
+	// Canceled and CanceledPerSec count the reads canceled: cancel only.
+	Canceled       *int64   `json:"canceled,omitempty"`
+	CanceledPerSec *float64 `json:"canceled_per_sec,omitempty"`
+	// Latency: per request from submission to reap; for cancel, per
+	// cancel from Token.Cancel until the last read is reaped.
+	Latency jsonLatency `json:"latency_ns"`
+	// Plot is the path of the SVG plot, when --plot wrote one.
+	Plot string `json:"plot,omitempty"`
 }
 
 type jsonLatency struct {
@@ -650,15 +699,26 @@ type jsonLatency struct {
 // writeJSON writes the summary as one JSON object.
 func writeJSON(w io.Writer, cfg *config, be ioring.BackendInfo, res *result) error {
 	s := res.hist.Summary()
-	opsPerSec, mbPerSec := res.rates()
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(jsonSummary{
+	j := jsonSummary{
 		Op: cfg.op, QD: cfg.qd, Size: cfg.size,
 		Backend: be.Backend.String(), BackendReason: be.Reason,
 		DurationNS: res.elapsed.Nanoseconds(), Interrupted: res.interrupted,
-		Ops: res.ops, OpsPerSec: opsPerSec, Bytes: res.bytes, MBPerSec: mbPerSec, Canceled: res.canceled,
+		Ops: res.ops, OpsPerSec: res.perSec(res.ops),
 		Latency: jsonLatency{Count: s.Count, Min: int64(s.Min), Mean: int64(s.Mean), P50: int64(s.P50),
 			P90: int64(s.P90), P99: int64(s.P99), P999: int64(s.P999), Max: int64(s.Max)},
-	})
+		Plot: res.plot,
+	}
+	switch {
+	case cfg.op == "nop":
+		j.Size = 0
+	case cfg.op == "cancel":
+		perSec := res.perSec(res.canceled)
+		j.Canceled, j.CanceledPerSec = &res.canceled, &perSec
+	case moves(cfg.op):
+		mb := res.perSec(res.bytes) / 1e6
+		j.Bytes, j.MBPerSec = &res.bytes, &mb
+	}
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(j)
 }

@@ -1,13 +1,9 @@
 package main
 
 import (
-	"bufio"
-	"context"
 	"errors"
 	"flag"
 	"fmt"
-	"image"
-	"image/png"
 	"io"
 	"os"
 	"path/filepath"
@@ -15,10 +11,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/cancelio/cancelio/ioring"
+	"github.com/cancelio/cancelio/internal/units"
 	"github.com/cancelio/cancelio/minidrv"
-	"github.com/cancelio/cancelio/usb"
-	"github.com/cancelio/cancelio/usb/usbsim"
 )
 
 // Exit statuses.
@@ -29,10 +23,13 @@ const (
 	exitCanceled = 130 // 128 + SIGINT, as shells report an interrupted command
 )
 
+// Limits of the simulated scanner's fault flags.
+const maxSimBytes = 1 << 40
+
 // options are the parsed command line.
 type options struct {
 	out          string
-	format       string // "pnm" or "png"
+	format       outFormat
 	vid, pid     uint16
 	real         bool // --usb given
 	dpi          int
@@ -43,52 +40,97 @@ type options struct {
 	bandwidth    int64
 	queueDepth   int
 	abortTimeout time.Duration
-	progress     string // "auto", "on", "off"
+	stallTimeout time.Duration // 0: wait for ever
+	progress     string        // "auto", "on", "off"
+	verbose      bool
 }
 
-// parseArgs parses args; errors are usage errors.
+// usageError is bad usage: run reports it with exitUsage.
+type usageError struct{ msg string }
+
+func (e *usageError) Error() string { return e.msg }
+
+func usagef(format string, a ...any) error { return &usageError{fmt.Sprintf(format, a...)} }
+
+// usageHead is the head of -h; the flags follow it.
+const usageHead = `usage: wiascan --out FILE.{pgm,ppm,pnm,png} [flags]
+
+Acquires one image from the scanner through the cancelio minidriver.
+The extension of --out picks the format: .pgm (gray), .ppm (color), .pnm
+(netpbm: gray or color, as --mode says) or .png (either); without --mode,
+.ppm scans in color and the others in gray; a --mode the extension cannot
+hold is refused.
+Sizes (--bandwidth, --hang-after) take k, M or G (powers of 1024; KiB, MiB,
+GiB also accepted). While the scanner sends nothing the progress line says
+so; after --stall-timeout without data the scan fails. Ctrl-C cancels at
+once. A failure is one line; -v adds the driver's detail.
+Exit status: 0 done, 1 the scan failed, 2 bad usage, 130 canceled (Ctrl-C).
+
+flags:
+`
+
+// parseArgs parses args; errors are usage errors. It returns flag.ErrHelp
+// after printing the help for -h.
 func parseArgs(args []string, stderr io.Writer) (*options, error) {
 	o := &options{}
 	fs := flag.NewFlagSet("wiascan", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: wiascan --out FILE.{pnm,pgm,ppm,png} [flags]")
-		fs.PrintDefaults()
-	}
-	fs.StringVar(&o.out, "out", "", "output `file`; its extension picks the format: .pnm, .pgm, .ppm (netpbm) or .png")
-	usbID := fs.String("usb", "", "open the real scanner `VID:PID` (hex) through libusb instead of the simulated one")
-	fs.IntVar(&o.dpi, "dpi", 150, "resolution: 75, 100, 150, 200, 300 or 600")
-	mode := fs.String("mode", "gray", "`mode`: gray or color")
-	fs.IntVar(&o.width, "width", 0, "width in `pixels` (0: the whole bed)")
-	fs.IntVar(&o.height, "height", 0, "height in `pixels` (0: the whole bed)")
-	fs.Int64Var(&o.hangAfter, "hang-after", 0, "simulated scanner: hang after sending `BYTES` of image data (0: never)")
-	fs.Int64Var(&o.bandwidth, "bandwidth", 0, "simulated scanner: cap its data rate at `BYTES` per second (0: no cap)")
-	fs.IntVar(&o.queueDepth, "queue-depth", minidrv.DefaultQueueDepth, "bulk-IN transfers kept in flight")
+	fs.SetOutput(io.Discard) // errors are reported by run, with one prefix
+	fs.Usage = func() {}
+	fs.StringVar(&o.out, "out", "", "output `file`: .pgm, .ppm, .pnm or .png (see above)")
+	usbID := fs.String("usb", "", "open the real scanner `VID:PID` (hex) instead of the simulated one")
+	fs.IntVar(&o.dpi, "dpi", 150, "resolution: "+orList(minidrv.Resolutions()))
+	mode := fs.String("mode", "", "`mode`: gray or color (default: color for .ppm, else gray)")
+	fs.IntVar(&o.width, "width", 0, "width in `pixels` at --dpi (0: the whole bed, 8.5 in)")
+	fs.IntVar(&o.height, "height", 0, "height in `pixels` at --dpi (0: the whole bed, 11.69 in)")
+	// Sizes default to "" (no fault), which -h does not print as a default.
+	hangAfter := fs.String("hang-after", "", "simulated scanner: hang after sending `bytes` of image data, e.g. 100k (unset or 0: never)")
+	bandwidth := fs.String("bandwidth", "", "simulated scanner: cap its data rate at `bytes` per second, e.g. 1M (unset or 0: no cap)")
+	fs.IntVar(&o.queueDepth, "queue-depth", minidrv.DefaultQueueDepth, "bulk-IN transfers kept in flight (1.."+strconv.Itoa(minidrv.MaxQueueDepth)+")")
 	fs.DurationVar(&o.abortTimeout, "abort-timeout", 250*time.Millisecond, "bound on the abort and flush after a cancel")
-	fs.StringVar(&o.progress, "progress", "auto", "progress bar on stderr: auto (if a terminal), on, off")
+	fs.DurationVar(&o.stallTimeout, "stall-timeout", minidrv.DefaultStallTimeout, "fail after this `duration` without data from the scanner (0: wait for ever; Ctrl-C still cancels)")
+	fs.StringVar(&o.progress, "progress", "auto", "progress line on stderr: auto (if a terminal), on, off")
+	fs.BoolVar(&o.verbose, "v", false, "verbose: after a failure, the driver's whole error")
 	if err := fs.Parse(args); err != nil {
-		return nil, err
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprint(stderr, usageHead)
+			fs.SetOutput(stderr)
+			fs.PrintDefaults()
+			return nil, err
+		}
+		return nil, &usageError{err.Error()}
 	}
 	if fs.NArg() > 0 {
-		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+		return nil, usagef("unexpected argument %q", fs.Arg(0))
 	}
 	if o.out == "" {
-		return nil, errors.New("--out FILE is required")
+		return nil, usagef("--out FILE is required")
 	}
-	switch ext := strings.ToLower(filepath.Ext(o.out)); ext {
-	case ".pnm", ".pgm", ".ppm":
-		o.format = "pnm"
-	case ".png":
-		o.format = "png"
-	default:
-		return nil, fmt.Errorf("--out %s: unknown extension %q (want .pnm, .pgm, .ppm or .png)", o.out, ext)
+	var err error
+	if o.format, err = formatOf(o.out); err != nil {
+		return nil, err
 	}
 	switch *mode {
-	case "gray":
-	case "color":
-		o.color = true
+	case "":
+		o.color = o.format.holds == holdsColor
+	case "gray", "color":
+		o.color = *mode == "color"
+		if err := o.format.check(o.out, o.color); err != nil {
+			return nil, err
+		}
 	default:
-		return nil, fmt.Errorf("--mode %q: want gray or color", *mode)
+		return nil, usagef("--mode %q: want gray or color", *mode)
+	}
+	for _, sz := range []struct {
+		name string
+		s    string
+		v    *int64
+	}{{"--hang-after", *hangAfter, &o.hangAfter}, {"--bandwidth", *bandwidth, &o.bandwidth}} {
+		if sz.s == "" {
+			continue
+		}
+		if *sz.v, err = units.ParseBytes(sz.s, 0, maxSimBytes); err != nil {
+			return nil, usagef("%s %q: %v", sz.name, sz.s, err)
+		}
 	}
 	if *usbID != "" {
 		vid, pid, err := parseUSBID(*usbID)
@@ -97,25 +139,28 @@ func parseArgs(args []string, stderr io.Writer) (*options, error) {
 		}
 		o.vid, o.pid, o.real = vid, pid, true
 		if o.hangAfter != 0 || o.bandwidth != 0 {
-			return nil, errors.New("--hang-after and --bandwidth apply to the simulated scanner only, not with --usb")
+			return nil, usagef("--hang-after and --bandwidth apply to the simulated scanner only, not with --usb")
 		}
 	}
 	switch {
-	case o.width < 0 || o.height < 0:
-		return nil, fmt.Errorf("--width %d --height %d: must not be negative", o.width, o.height)
-	case o.hangAfter < 0:
-		return nil, fmt.Errorf("--hang-after %d: must not be negative", o.hangAfter)
-	case o.bandwidth < 0:
-		return nil, fmt.Errorf("--bandwidth %d: must not be negative", o.bandwidth)
 	case o.queueDepth < 1 || o.queueDepth > minidrv.MaxQueueDepth:
-		return nil, fmt.Errorf("--queue-depth %d: want 1..%d", o.queueDepth, minidrv.MaxQueueDepth)
+		return nil, usagef("--queue-depth %d: want 1..%d", o.queueDepth, minidrv.MaxQueueDepth)
 	case o.abortTimeout <= 0:
-		return nil, fmt.Errorf("--abort-timeout %v: must be positive", o.abortTimeout)
+		return nil, usagef("--abort-timeout %v: must be positive", o.abortTimeout)
+	case o.stallTimeout < 0:
+		return nil, usagef("--stall-timeout %v: must not be negative (0 waits for ever)", o.stallTimeout)
 	}
 	switch o.progress {
 	case "auto", "on", "off":
 	default:
-		return nil, fmt.Errorf("--progress %q: want auto, on or off", o.progress)
+		return nil, usagef("--progress %q: want auto, on or off", o.progress)
+	}
+	// The driver's own checks, before any device is opened: the flatbed's
+	// properties are fixed (minidrv's constants), so a refusal here is what
+	// the scanner would say, told in terms of the flags.
+	p := minidrv.DefaultProperties()
+	if err := p.Write(o.properties()...); err != nil {
+		return nil, o.flagError(err)
 	}
 	return o, nil
 }
@@ -133,7 +178,7 @@ func parseUSBID(s string) (vid, pid uint16, err error) {
 			return uint16(a), uint16(b), nil
 		}
 	}
-	return 0, 0, fmt.Errorf("--usb %q: want VID:PID in hex, like 1209:0001", s)
+	return 0, 0, usagef("--usb %q: want VID:PID in hex, like 1209:0001", s)
 }
 
 // properties are the scan's item properties.
@@ -150,7 +195,7 @@ func (o *options) properties() []minidrv.PropValue {
 		h = minidrv.MaxPixels(minidrv.BedHeight, o.dpi)
 	}
 	f := minidrv.FormatRaw
-	if o.format == "pnm" {
+	if o.format.pnm {
 		f = minidrv.FormatPNM
 	}
 	return []minidrv.PropValue{
@@ -165,199 +210,119 @@ func (o *options) properties() []minidrv.PropValue {
 	}
 }
 
+// flagError turns the driver's refusal of a property into a usage error
+// that names the flag the property came from and lists what the flag
+// allows. Any other error is returned as it is.
+func (o *options) flagError(err error) error {
+	pe, ok := errors.AsType[*minidrv.PropertyError](err)
+	if !ok {
+		return err
+	}
+	// PropertyError names the property only by its WIA name.
+	switch pe.Name {
+	case minidrv.PropXResolution.String(), minidrv.PropYResolution.String():
+		return usagef("--dpi %d: the scanner supports %s dpi", o.dpi, orList(minidrv.Resolutions()))
+	case minidrv.PropXExtent.String():
+		return extentError("--width", o.width, "wide", "width", minidrv.BedWidth, o.dpi)
+	case minidrv.PropYExtent.String():
+		return extentError("--height", o.height, "high", "height", minidrv.BedHeight, o.dpi)
+	case minidrv.PropDataType.String():
+		return usagef("--mode: the scanner refused the data type %s (allowed: %s)", pe.Value, pe.Allowed)
+	case minidrv.PropFormat.String():
+		return usagef("--out %s: the scanner refused the format %s (allowed: %s)", o.out, pe.Value, pe.Allowed)
+	}
+	return usagef("the scanner refused property %s = %s (allowed: %s)", pe.Name, pe.Value, pe.Allowed)
+}
+
+// extentError is the usage error of --width or --height v outside the bed.
+func extentError(flagName string, v int, adj, noun string, bed, dpi int) error {
+	n := minidrv.MaxPixels(bed, dpi)
+	return usagef("%s %d: at %d dpi the bed is %d pixels %s: want 1..%d, or 0 for the whole %s",
+		flagName, v, dpi, n, adj, n, noun)
+}
+
+// orList formats 75, 100, 150 as "75, 100 or 150".
+func orList(vs []int) string {
+	s := make([]string, len(vs))
+	for i, v := range vs {
+		s[i] = strconv.Itoa(v)
+	}
+	if len(s) < 2 {
+		return strings.Join(s, "")
+	}
+	return strings.Join(s[:len(s)-1], ", ") + " or " + s[len(s)-1]
+}
+
+// outFormat is the file format --out's extension picks.
+type outFormat struct {
+	name  string // "PGM", "PPM", "PNM", "PNG"
+	pnm   bool   // netpbm: the driver writes the header (minidrv.FormatPNM)
+	holds int    // holdsGray, holdsColor or holdsEither
+}
+
+const (
+	holdsEither = iota
+	holdsGray
+	holdsColor
+)
+
+// formatOf returns the format of file name's extension.
+func formatOf(name string) (outFormat, error) {
+	switch ext := strings.ToLower(filepath.Ext(name)); ext {
+	case ".pgm":
+		return outFormat{"PGM", true, holdsGray}, nil
+	case ".ppm":
+		return outFormat{"PPM", true, holdsColor}, nil
+	case ".pnm":
+		return outFormat{"PNM", true, holdsEither}, nil
+	case ".png":
+		return outFormat{"PNG", false, holdsEither}, nil
+	default:
+		return outFormat{}, usagef("--out %s: unknown extension %q (want .pgm, .ppm, .pnm or .png)", name, ext)
+	}
+}
+
+// check refuses a mode the format cannot hold.
+func (f outFormat) check(name string, color bool) error {
+	switch {
+	case color && f.holds == holdsGray:
+		return usagef("--mode color --out %s: a %s file holds gray images only; for color write .ppm, .pnm or .png", name, f.name)
+	case !color && f.holds == holdsColor:
+		return usagef("--mode gray --out %s: a %s file holds color images only; for gray write .pgm, .pnm or .png", name, f.name)
+	}
+	return nil
+}
+
 // run is the whole command; sigs delivers Ctrl-C.
 func run(args []string, stdout, stderr io.Writer, sigs <-chan os.Signal) int {
 	o, err := parseArgs(args, stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return exitOK
 	}
-	if err != nil {
-		fmt.Fprintln(stderr, "wiascan:", err)
+	if err == nil {
+		err = scan(o, stdout, stderr, sigs)
+	}
+	if err == nil {
+		return exitOK
+	}
+	if ue, ok := errors.AsType[*usageError](err); ok {
+		fmt.Fprintf(stderr, "wiascan: %s\nRun wiascan -h for usage.\n", ue.msg)
 		return exitUsage
 	}
-	if err := scan(o, stdout, stderr, sigs); err != nil {
-		fmt.Fprintln(stderr, "wiascan:", err)
-		if errors.Is(err, minidrv.ErrCanceled) {
-			return exitCanceled
-		}
-		return exitFailed
+	f, ok := errors.AsType[*failure](err)
+	if !ok {
+		f = &failure{line: err.Error()} // the text is the whole story
 	}
-	return exitOK
-}
-
-// scan acquires one image into o.out.
-func scan(o *options, stdout, stderr io.Writer, sigs <-chan os.Signal) (err error) {
-	// The output first: an unwritable file is reported before the scan.
-	f, err := os.OpenFile(o.out, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
-	if err != nil {
-		return fmt.Errorf("open output: %w", err)
+	switch {
+	case f.err != nil && o != nil && o.verbose:
+		fmt.Fprintf(stderr, "wiascan: %s\n  detail: %v\n", f.line, f.err)
+	case f.err != nil && !f.canceled:
+		fmt.Fprintf(stderr, "wiascan: %s (-v for the driver's detail)\n", f.line)
+	default:
+		fmt.Fprintf(stderr, "wiascan: %s\n", f.line)
 	}
-	defer func() {
-		if cerr := f.Close(); err == nil && cerr != nil {
-			err = fmt.Errorf("write %s: %w", o.out, cerr)
-		}
-		if err != nil {
-			_ = os.Remove(o.out) // no partial image left behind
-		}
-	}()
-
-	ring, err := ioring.New(ioring.Config{Entries: 1024})
-	if err != nil {
-		return fmt.Errorf("I/O engine: %w", err)
+	if f.canceled {
+		return exitCanceled
 	}
-	defer ring.Close()
-	var open func(context.Context) (*usb.Device, error)
-	if o.real {
-		open = func(context.Context) (*usb.Device, error) { return usb.Open(ring, o.vid, o.pid) }
-	} else {
-		sc, err := usbsim.NewScanner(usbsim.Config{Bandwidth: o.bandwidth})
-		if err != nil {
-			return fmt.Errorf("simulated scanner: %w", err)
-		}
-		defer sc.Close()
-		if o.hangAfter > 0 {
-			sc.HangAfter(o.hangAfter)
-			defer sc.Resume() // let Uninitialize's close drain
-		}
-		open = minidrv.SimOpener(ring, sc)
-	}
-	d, err := minidrv.New(minidrv.Config{Ring: ring, Open: open, QueueDepth: o.queueDepth, AbortTimeout: o.abortTimeout})
-	if err != nil {
-		return err
-	}
-	ctx := context.Background()
-	if err := d.Initialize(ctx); err != nil {
-		if o.real {
-			if errors.Is(err, usb.ErrNoUSB) {
-				return fmt.Errorf("open scanner %04x:%04x: this system has no USB (no /dev/bus/usb); run without --usb for the simulated scanner: %w", o.vid, o.pid, err)
-			}
-			return fmt.Errorf("open scanner %04x:%04x: %w", o.vid, o.pid, err)
-		}
-		return err
-	}
-	defer d.Uninitialize()
-	root, err := d.Items()
-	if err != nil {
-		return err
-	}
-	bed := root.Find("Flatbed")
-	if err := d.Lock(ctx); err != nil {
-		return err
-	}
-	defer d.Unlock()
-	if err := d.WriteItemProperties(bed, o.properties()...); err != nil {
-		return err
-	}
-	p := d.Properties()
-
-	// Ctrl-C: cancel, and time the cancel from the call to the unwound
-	// transfer.
-	stop := make(chan struct{})
-	defer close(stop)
-	took := make(chan time.Duration, 1)
-	go func() {
-		select {
-		case <-sigs:
-			t0 := time.Now()
-			cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			_ = d.CancelPendingIO(cctx)
-			cancel()
-			took <- time.Since(t0)
-		case <-stop:
-		}
-	}()
-
-	bar := newBar(stderr, o.progress)
-	w := bufio.NewWriterSize(f, 1<<20)
-	var sink io.Writer = w
-	var raw []byte
-	if o.format == "png" {
-		raw = make([]byte, 0, p.ImageSize())
-		sink = (*sliceWriter)(&raw)
-	}
-	t0 := time.Now()
-	err = d.AcquireItemData(ctx, bed, sink, bar.update)
-	elapsed := time.Since(t0)
-	bar.done()
-	if errors.Is(err, minidrv.ErrCanceled) {
-		// The acquisition returns as it finishes unwinding, just before
-		// CancelPendingIO does.
-		select {
-		case d := <-took:
-			fmt.Fprintf(stderr, "wiascan: canceled; CancelPendingIO took %v (from the call until the transfer had unwound)\n", d.Round(time.Microsecond))
-		case <-time.After(5 * time.Second):
-		}
-		return err
-	}
-	if err != nil {
-		return fmt.Errorf("scan: %w", err)
-	}
-	if o.format == "png" {
-		if err := png.Encode(w, toImage(p, raw)); err != nil {
-			return fmt.Errorf("write %s: %w", o.out, err)
-		}
-	}
-	if err := w.Flush(); err != nil {
-		return fmt.Errorf("write %s: %w", o.out, err)
-	}
-	fmt.Fprintf(stdout, "%s: %dx%d %s at %d dpi, %d bytes in %v (%.1f MB/s)\n", o.out, p.XExtent, p.YExtent,
-		p.DataType, p.XResolution, p.ImageSize(), elapsed.Round(time.Millisecond),
-		float64(p.ImageSize())/elapsed.Seconds()/1e6)
-	return nil
-}
-
-// sliceWriter appends to a slice.
-type sliceWriter []byte
-
-func (s *sliceWriter) Write(b []byte) (int, error) {
-	*s = append(*s, b...)
-	return len(b), nil
-}
-
-// toImage wraps raw lines as an image for PNG.
-func toImage(p minidrv.Properties, raw []byte) image.Image {
-	r := image.Rect(0, 0, p.XExtent, p.YExtent)
-	if p.DataType == minidrv.DataColor {
-		img := image.NewRGBA(r)
-		for i, j := 0, 0; i+2 < len(raw); i, j = i+3, j+4 {
-			img.Pix[j], img.Pix[j+1], img.Pix[j+2], img.Pix[j+3] = raw[i], raw[i+1], raw[i+2], 0xff
-		}
-		return img
-	}
-	return &image.Gray{Pix: raw, Stride: p.BytesPerLine(), Rect: r}
-}
-
-// bar draws a progress bar on a terminal.
-type bar struct {
-	w    io.Writer
-	on   bool
-	last int
-}
-
-func newBar(w io.Writer, mode string) *bar {
-	on := mode == "on"
-	if mode == "auto" {
-		if f, ok := w.(*os.File); ok {
-			on = isTerminal(int(f.Fd()))
-		}
-	}
-	return &bar{w: w, on: on, last: -1}
-}
-
-func (b *bar) update(p minidrv.Progress) bool {
-	if !b.on || p.Percent == b.last {
-		return true
-	}
-	b.last = p.Percent
-	const width = 40
-	n := p.Percent * width / 100
-	fmt.Fprintf(b.w, "\r[%s%s] %3d%% %6.1f/%.1f MB", strings.Repeat("#", n), strings.Repeat(".", width-n),
-		p.Percent, float64(p.Bytes)/1e6, float64(p.Total)/1e6)
-	return true
-}
-
-func (b *bar) done() {
-	if b.on && b.last >= 0 {
-		fmt.Fprintln(b.w)
-	}
+	return exitFailed
 }

@@ -22,14 +22,18 @@ const (
 )
 
 // WriteSVG writes a standalone SVG document (XML header, svg namespace) with
-// two panels: a histogram of the samples (count per bin) and their cumulative
-// distribution with p50, p99 and p99.9 marked. The x axis (latency) is
+// three panels over one latency axis: a histogram of the samples (count per
+// bin); their cumulative distribution with p50, p99 and p99.9 marked; and the
+// tail, the fraction of samples above each latency (1 - CDF) on a
+// logarithmic axis down to 1/Count, with p99, p99.9 and the maximum marked,
+// so that the rare slow samples a linear CDF flattens into its top edge stay
+// visible (the way latency tails are usually read). The latency axis is
 // logarithmic when the samples span at least a factor of 8, linear
 // otherwise. title is escaped. An empty histogram gives a valid document
 // saying so. It returns the first write error.
 func (h *Histogram) WriteSVG(w io.Writer, title string) error {
 	var b bytes.Buffer
-	height := headHeight + 2*panelHeight
+	height := headHeight + 3*panelHeight
 	fmt.Fprintf(&b, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n")
 	fmt.Fprintf(&b, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" viewBox=\"0 0 %d %d\" font-family=\"sans-serif\" font-size=\"12\">\n",
 		svgWidth, height, svgWidth, height)
@@ -49,6 +53,7 @@ func (h *Histogram) WriteSVG(w io.Writer, title string) error {
 	x := newXScale(h)
 	h.histPanel(&b, x, headHeight)
 	h.cdfPanel(&b, x, headHeight+panelHeight, s)
+	h.tailPanel(&b, x, headHeight+2*panelHeight, s)
 	fmt.Fprintf(&b, "</svg>\n")
 	_, err := w.Write(b.Bytes())
 	return err
@@ -242,6 +247,71 @@ func (h *Histogram) cdfPanel(b *bytes.Buffer, x xScale, top int, s Summary) {
 			fmt.Fprintf(b, "<line class=\"marker\" x1=\"%.1f\" y1=\"%g\" x2=\"%.1f\" y2=\"%g\" stroke=\"gray\" stroke-dasharray=\"4 3\"/>\n", p, y0, p, y1)
 			fmt.Fprintf(b, "<text x=\"%.1f\" y=\"%g\" font-size=\"10\" text-anchor=\"end\" transform=\"rotate(-90 %.1f %g)\">%s %s</text>\n",
 				p-3, y0+4, p-3, y0+4, m.name, esc(fmtNS(m.v)))
+		}
+	}
+	fmt.Fprintf(b, "</g>\n")
+}
+
+// tailScale maps a fraction of samples in [floor, 1] to the y pixel of the
+// tail panel, logarithmically: 1 at the top, floor = 10^-decades at the
+// bottom.
+type tailScale struct {
+	decades int
+	y0, y1  float64
+}
+
+// newTailScale covers fractions down to 1/n, in whole decades (at least one).
+func newTailScale(n uint64, top int) tailScale {
+	y0, y1 := plotArea(top)
+	d := 1
+	if n > 1 {
+		d = max(1, int(math.Ceil(math.Log10(float64(n))-1e-9)))
+	}
+	return tailScale{decades: d, y0: y0, y1: y1}
+}
+
+// floor is the smallest fraction on the axis.
+func (t tailScale) floor() float64 { return math.Pow(10, -float64(t.decades)) }
+
+// y maps fraction f; fractions below the floor (0 included) map to it.
+func (t tailScale) y(f float64) float64 {
+	f = math.Min(math.Max(f, t.floor()), 1)
+	return t.y0 + -math.Log10(f)/float64(t.decades)*(t.y1-t.y0)
+}
+
+// tailPanel draws the fraction of samples above each latency, 1 - CDF, on a
+// log axis, and marks p99, p99.9 and the maximum.
+func (h *Histogram) tailPanel(b *bytes.Buffer, x xScale, top int, s Summary) {
+	ts := newTailScale(h.n, top)
+	fmt.Fprintf(b, "<g class=\"tail\">\n")
+	frame(b, x, top, "fraction of samples above (log scale)")
+	for k := 0; k <= ts.decades; k++ {
+		f := math.Pow(10, -float64(k))
+		y := ts.y(f)
+		if k > 0 {
+			fmt.Fprintf(b, "<line x1=\"%g\" y1=\"%.1f\" x2=\"%g\" y2=\"%.1f\" stroke=\"#ddd\"/>\n", x.px0, y, x.px0+x.pxW, y)
+		}
+		yTick(b, x, y, strconv.FormatFloat(math.Pow(10, float64(2-k)), 'f', -1, 64)+"%")
+	}
+	if h.n > 0 {
+		fmt.Fprintf(b, "<polyline class=\"tail-line\" fill=\"none\" stroke=\"darkgreen\" stroke-width=\"1.5\" points=\"")
+		fmt.Fprintf(b, "%.1f,%.1f", x.px(float64(h.min)), ts.y(1))
+		var seen uint64
+		h.bins(func(lo, hi int64, c uint64) {
+			before := float64(h.n-seen) / float64(h.n)
+			seen += c
+			after := float64(h.n-seen) / float64(h.n)
+			fmt.Fprintf(b, " %.1f,%.1f %.1f,%.1f", x.px(float64(lo)), ts.y(before), x.px(float64(hi)), ts.y(after))
+		})
+		fmt.Fprintf(b, "\"/>\n")
+		for _, m := range []struct {
+			name string
+			v    float64
+		}{{"p99", float64(s.P99)}, {"p99.9", float64(s.P999)}, {"max", float64(s.Max)}} {
+			p := x.px(m.v)
+			fmt.Fprintf(b, "<line class=\"tail-marker\" x1=\"%.1f\" y1=\"%g\" x2=\"%.1f\" y2=\"%g\" stroke=\"gray\" stroke-dasharray=\"4 3\"/>\n", p, ts.y0, p, ts.y1)
+			fmt.Fprintf(b, "<text x=\"%.1f\" y=\"%g\" font-size=\"10\" text-anchor=\"end\" transform=\"rotate(-90 %.1f %g)\">%s %s</text>\n",
+				p-3, ts.y0+4, p-3, ts.y0+4, m.name, esc(fmtNS(m.v)))
 		}
 	}
 	fmt.Fprintf(b, "</g>\n")
