@@ -57,8 +57,10 @@
 //
 // # Units
 //
-// eSCL regions are in 1/300 inch. A region maps to the driver's pixels by
-// rounding both edges down at the requested resolution, so the whole
-// platen is the whole bed (minidrv.MaxPixels). Black and white pages carry
-// the driver's bits as 1 for black.
+// eSCL regions are in 1/300 inch. The platen offered is the driver's bed
+// rounded down to a whole number of pixels at every resolution offered (a
+// few hundredths of an inch at most), and a region's edges map to the
+// nearest pixel at the requested resolution: the arithmetic clients use
+// to predict the image's size, so the page they get is the size they
+// expect. Black and white pages carry the driver's bits as 1 for black.
 package escl

@@ -180,10 +180,6 @@ func (h *Handler) readCaps() error {
 		return fmt.Errorf("escl: read the flatbed's properties: %w", err)
 	}
 	c := &h.caps
-	// Thousandths of an inch to 1/300 inch, rounded down: the platen
-	// offered never exceeds the bed.
-	c.bedWidth = v[0].Value * unitsPerInch / 1000
-	c.bedHeight = v[1].Value * unitsPerInch / 1000
 	c.defaults = minidrv.DefaultProperties()
 	for _, dpi := range minidrv.Resolutions() {
 		err := h.d.ValidateItemProperties(h.bed,
@@ -199,6 +195,13 @@ func (h *Handler) readCaps() error {
 		}
 	}
 	c.formats = []string{MIMEPNG, MIMEJPEG}
+	// The platen offered is the bed in 1/300 inch, rounded down to a whole
+	// number of pixels at every resolution: a client then computes the
+	// same image size as the driver for the whole platen (sane-airscan
+	// pads or clips an image whose size differs from its own arithmetic).
+	g := granule(c.resolutions)
+	c.bedWidth = v[0].Value * unitsPerInch / 1000 / g * g
+	c.bedHeight = v[1].Value * unitsPerInch / 1000 / g * g
 	if len(c.resolutions) == 0 || len(c.modes) == 0 || c.bedWidth < 1 || c.bedHeight < 1 {
 		return fmt.Errorf("escl: the driver offers no usable scan (bed %dx%d/300 in, resolutions %v, modes %v)",
 			c.bedWidth, c.bedHeight, c.resolutions, c.modes)

@@ -9,6 +9,7 @@ import (
 	"image/jpeg"
 	"image/png"
 	"io"
+	"math"
 	"net/http"
 	"slices"
 	"strings"
@@ -48,12 +49,24 @@ func TestCapabilities(t *testing.T) {
 	if c.MakeAndModel != "cancelio test scanner" {
 		t.Errorf("MakeAndModel %q, want the configured one", c.MakeAndModel)
 	}
-	// The platen is the bed in 1/300 inch.
-	if want := minidrv.BedWidth * 300 / 1000; c.Caps.MaxWidth != want {
-		t.Errorf("MaxWidth %d, want %d", c.Caps.MaxWidth, want)
-	}
-	if want := minidrv.BedHeight * 300 / 1000; c.Caps.MaxHeight != want {
-		t.Errorf("MaxHeight %d, want %d", c.Caps.MaxHeight, want)
+	// The platen is the bed in 1/300 inch, rounded down to a whole number
+	// of pixels at each resolution.
+	for _, d := range []struct {
+		name      string
+		got, bed  int
+		bedPixels func(dpi int) int
+	}{
+		{"MaxWidth", c.Caps.MaxWidth, minidrv.BedWidth * 300 / 1000, func(dpi int) int { return minidrv.MaxPixels(minidrv.BedWidth, dpi) }},
+		{"MaxHeight", c.Caps.MaxHeight, minidrv.BedHeight * 300 / 1000, func(dpi int) int { return minidrv.MaxPixels(minidrv.BedHeight, dpi) }},
+	} {
+		if d.got > d.bed || d.got <= d.bed-12 {
+			t.Errorf("%s %d, want the bed's %d less under 12 (whole pixels at 75, 100, 150, 200 dpi)", d.name, d.got, d.bed)
+		}
+		for _, dpi := range minidrv.Resolutions() {
+			if d.got*dpi%300 != 0 || d.got*dpi/300 > d.bedPixels(dpi) {
+				t.Errorf("%s %d is %.2f pixels at %d dpi, want a whole number within the bed's %d", d.name, d.got, float64(d.got*dpi)/300, dpi, d.bedPixels(dpi))
+			}
+		}
 	}
 	if c.Caps.MinWidth < 1 || c.Caps.MinWidth >= c.Caps.MaxWidth || c.Caps.MinHeight < 1 || c.Caps.MinHeight >= c.Caps.MaxHeight {
 		t.Errorf("min size %dx%d, want 1..max", c.Caps.MinWidth, c.Caps.MinHeight)
@@ -103,17 +116,18 @@ func TestScanFormats(t *testing.T) {
 			if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != tc.format {
 				t.Fatalf("NextDocument: status %d, type %q; want 200, %s (%s)", resp.StatusCode, resp.Header.Get("Content-Type"), tc.format, doc)
 			}
-			// The window: both edges rounded down to pixels.
+			// The window: both edges rounded to the nearest pixel; the
+			// whole platen is whole pixels (checked in TestCapabilities).
 			w, h := tc.w, tc.h
 			if w == 0 {
-				w, h = minidrv.BedWidth*300/1000, minidrv.BedHeight*300/1000
+				w, h = 2544, 3504
 			}
-			wantW := (tc.x+w)*tc.dpi/300 - tc.x*tc.dpi/300
-			wantH := (tc.y+h)*tc.dpi/300 - tc.y*tc.dpi/300
+			round := func(u int) int { return int(math.Round(float64(u*tc.dpi) / 300)) }
+			wantW, wantH := round(tc.x+w)-round(tc.x), round(tc.y+h)-round(tc.y)
 			p := r.dev.d.Properties()
-			if p.XExtent != wantW || p.YExtent != wantH || p.XPosition != tc.x*tc.dpi/300 || p.XResolution != tc.dpi {
-				t.Errorf("driver window %dx%d at (%d,%d) %d dpi, want %dx%d at (%d,_) %d dpi",
-					p.XExtent, p.YExtent, p.XPosition, p.YPosition, p.XResolution, wantW, wantH, tc.x*tc.dpi/300, tc.dpi)
+			if p.XExtent != wantW || p.YExtent != wantH || p.XPosition != round(tc.x) || p.YPosition != round(tc.y) || p.XResolution != tc.dpi {
+				t.Errorf("driver window %dx%d at (%d,%d) %d dpi, want %dx%d at (%d,%d) %d dpi",
+					p.XExtent, p.YExtent, p.XPosition, p.YPosition, p.XResolution, wantW, wantH, round(tc.x), round(tc.y), tc.dpi)
 			}
 			if tc.format == "image/png" {
 				img, err := png.Decode(bytes.NewReader(doc))
@@ -448,8 +462,8 @@ func TestBadInput(t *testing.T) {
 		{"oversized", "POST", "/eSCL/ScanJobs", "text/xml", strings.Replace(ok, "<pwg:Version>", "<!--"+strings.Repeat("x", 5000)+"--><pwg:Version>", 1), 413},
 		{"content type", "POST", "/eSCL/ScanJobs", "image/png", ok, 415},
 		{"region outside", "POST", "/eSCL/ScanJobs", "text/xml", settings("Grayscale8", 75, "image/png", 2000, 0, 600, 600), 409},
-		{"region too tall", "POST", "/eSCL/ScanJobs", "text/xml", settings("Grayscale8", 75, "image/png", 0, 10, 100, 3507), 409},
-		{"under a pixel", "POST", "/eSCL/ScanJobs", "text/xml", settings("Grayscale8", 75, "image/png", 0, 0, 3, 100), 409},
+		{"region too tall", "POST", "/eSCL/ScanJobs", "text/xml", settings("Grayscale8", 75, "image/png", 0, 10, 100, 3500), 409},
+		{"under a pixel", "POST", "/eSCL/ScanJobs", "text/xml", settings("Grayscale8", 75, "image/png", 0, 0, 1, 100), 409},
 		{"resolution", "POST", "/eSCL/ScanJobs", "text/xml", settings("Grayscale8", 123, "image/png", 0, 0, 0, 0), 409},
 		{"colour mode", "POST", "/eSCL/ScanJobs", "text/xml", settings("RGB48", 75, "image/png", 0, 0, 0, 0), 409},
 		{"format", "POST", "/eSCL/ScanJobs", "text/xml", settings("Grayscale8", 75, "application/pdf", 0, 0, 0, 0), 409},

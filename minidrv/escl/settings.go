@@ -218,13 +218,31 @@ func (c *caps) check(s *scanSettings) (Settings, error) {
 }
 
 // toPixels converts an offset and a length in 1/300 inch to pixels at dpi:
-// both edges are rounded down, so the whole platen is the whole bed in
-// pixels (minidrv.MaxPixels) and adjacent regions do not overlap. ok is
-// false when less than one pixel is left.
+// both edges are rounded to the nearest pixel (as clients compute the image
+// size they expect), so adjacent regions do not overlap. ok is false when
+// less than one pixel is left.
 func toPixels(off, n, dpi int) (pos, ext int, ok bool) {
-	pos = off * dpi / unitsPerInch
-	ext = (off+n)*dpi/unitsPerInch - pos
+	pos = (off*dpi + unitsPerInch/2) / unitsPerInch
+	ext = ((off+n)*dpi+unitsPerInch/2)/unitsPerInch - pos
 	return pos, ext, ext >= 1
+}
+
+// granule returns the smallest length in 1/300 inch that is a whole number
+// of pixels at every resolution of dpis.
+func granule(dpis []int) int {
+	g := 1
+	for _, d := range dpis {
+		step := unitsPerInch / gcd(unitsPerInch, d) // pixels are whole at multiples of step
+		g = g / gcd(g, step) * step
+	}
+	return g
+}
+
+func gcd(a, b int) int {
+	for b != 0 {
+		a, b = b, a%b
+	}
+	return a
 }
 
 // modeOf returns eSCL's colour mode of a driver data type.
