@@ -2,14 +2,15 @@ package escl_test
 
 import (
 	"bytes"
-	"context"
+	"errors"
 	"fmt"
 	"image/png"
+	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -139,5 +140,208 @@ func waitIdle(t *testing.T, r *rig) {
 	r.waitState(t, minidrv.Idle)
 }
 
-var _ = context.Background
-var _ = syscall.SIGINT
+// slowScan starts scanimage on a page the scanner takes many seconds to
+// send, and returns once the driver's acquisition runs (and scanimage
+// waits for the page). stderr collects scanimage's messages.
+func slowScan(t *testing.T, bin string, env []string, r *rig, out string, stderr *bytes.Buffer) *exec.Cmd {
+	t.Helper()
+	cmd := scanCmd(bin, env, out, "Gray", 300)
+	cmd.Stderr = stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start scanimage: %v", err)
+	}
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			cmd.Process.Kill()
+			cmd.Wait()
+		}
+	})
+	r.waitState(t, minidrv.Transferring)
+	time.Sleep(100 * time.Millisecond) // scanimage's NextDocument is on its way; not needed for the outcome
+	return cmd
+}
+
+// interrupt sends sig to cmd and returns how long it took to exit, and
+// its error; the exit must come within limit.
+func interrupt(t *testing.T, cmd *exec.Cmd, sig os.Signal, limit time.Duration) (time.Duration, error) {
+	t.Helper()
+	done := make(chan error, 1)
+	t0 := time.Now()
+	if err := cmd.Process.Signal(sig); err != nil {
+		t.Fatalf("signal scanimage: %v", err)
+	}
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		return time.Since(t0), err
+	case <-time.After(limit):
+		t.Fatalf("scanimage still runs %v after %v", limit, sig)
+	}
+	panic("unreachable")
+}
+
+// checkCanceledScan checks that the job was canceled by cause through
+// CancelPendingIO, that the driver is idle, and that scanimage scans
+// correctly again.
+func checkCanceledScan(t *testing.T, bin string, env []string, r *rig, cause escl.Cause) {
+	t.Helper()
+	rep := r.report(t)
+	if rep.Outcome != escl.OutcomeCanceled || rep.Cause != cause {
+		t.Errorf("job %v by %v, want canceled by %v", rep.Outcome, rep.Cause, cause)
+	}
+	if !rep.CancelCalled || !errors.Is(rep.Err, minidrv.ErrCanceled) {
+		t.Errorf("CancelPendingIO called %v, acquisition error %v; want called, ErrCanceled", rep.CancelCalled, rep.Err)
+	}
+	t.Logf("cancel seen %v after the job started; CancelPendingIO took %v; cancel to idle %v",
+		rep.CancelAt.Sub(rep.ScanStart).Round(time.Millisecond), rep.CancelTook, rep.Idle.Sub(rep.CancelAt))
+	if s := r.dev.d.State(); s != minidrv.Idle {
+		t.Errorf("driver %v after the cancel, want Idle", s)
+	}
+	r.dev.setBandwidth(0)
+	out := filepath.Join(t.TempDir(), "next.png")
+	if msg, err := scanCmd(bin, env, out, "Gray", 75).CombinedOutput(); err != nil {
+		t.Fatalf("next scan: %v\n%s", err, msg)
+	}
+	if rep := r.report(t); rep.Outcome != escl.OutcomeDelivered {
+		t.Fatalf("next scan: job %v, want delivered", rep.Outcome)
+	}
+	f, err := os.Open(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	img, err := png.Decode(f)
+	if err != nil {
+		t.Fatalf("next scan: decode: %v", err)
+	}
+	checkImage(t, r.dev, img, "Grayscale8")
+}
+
+// checkCanceledExit checks scanimage's report of a cancel: a failure exit
+// status and a message that says canceled.
+func checkCanceledExit(t *testing.T, err error, stderr string) {
+	t.Helper()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() == 0 {
+		t.Errorf("scanimage exit: %v, want a failure status", err)
+	}
+	if !strings.Contains(strings.ToLower(stderr), "cancel") {
+		t.Errorf("scanimage did not report the cancel:\n%s", stderr)
+	}
+}
+
+func TestScanimageSIGINT(t *testing.T) {
+	bin := scanimage(t)
+	r := newRig(t, nil)
+	env := saneConfig(t, r)
+	r.dev.setBandwidth(500_000) // 300 dpi gray, 8.9 MB: 18 s
+	var stderr bytes.Buffer
+	cmd := slowScan(t, bin, env, r, filepath.Join(t.TempDir(), "out.png"), &stderr)
+	took, err := interrupt(t, cmd, os.Interrupt, 5*time.Second) // sane-airscan alone would wait 10 s
+	t.Logf("scanimage exited %v after SIGINT: %v; %s", took, err, bytes.TrimSpace(stderr.Bytes()))
+	checkCanceledExit(t, err, stderr.String())
+	checkCanceledScan(t, bin, env, r, escl.CauseDelete)
+}
+
+func TestScanimageSIGKILL(t *testing.T) {
+	bin := scanimage(t)
+	r := newRig(t, nil)
+	env := saneConfig(t, r)
+	r.dev.setBandwidth(500_000)
+	var stderr bytes.Buffer
+	cmd := slowScan(t, bin, env, r, filepath.Join(t.TempDir(), "out.png"), &stderr)
+	interrupt(t, cmd, os.Kill, 5*time.Second)
+	// No DELETE: the dropped NextDocument connection is the cancel.
+	checkCanceledScan(t, bin, env, r, escl.CauseClientGone)
+}
+
+func TestScanimageHungDevice(t *testing.T) {
+	bin := scanimage(t)
+	r := newRig(t, nil)
+	env := saneConfig(t, r)
+	r.dev.hangAfter(1 << 20) // of 8.9 MB: the device stops answering
+	var stderr bytes.Buffer
+	cmd := slowScan(t, bin, env, r, filepath.Join(t.TempDir(), "out.png"), &stderr)
+	time.Sleep(300 * time.Millisecond) // hung by now: 1 MiB takes milliseconds
+	took, err := interrupt(t, cmd, os.Interrupt, 2*time.Second)
+	t.Logf("scanimage exited %v after SIGINT to a hung device: %v", took, err)
+	checkCanceledExit(t, err, stderr.String())
+	r.dev.resume()
+	checkCanceledScan(t, bin, env, r, escl.CauseDelete)
+}
+
+// TestScanimageMalformedRequests sends what no client should, through a
+// plain HTTP client and a raw TCP connection, between two scanimage scans:
+// each gets a clear HTTP error, nothing reaches the device, and scanimage
+// scans correctly after.
+func TestScanimageMalformedRequests(t *testing.T) {
+	bin := scanimage(t)
+	r := newRig(t, nil)
+	env := saneConfig(t, r)
+	scan := func() {
+		t.Helper()
+		out := filepath.Join(t.TempDir(), "page.png")
+		if msg, err := scanCmd(bin, env, out, "Gray", 75).CombinedOutput(); err != nil {
+			t.Fatalf("scanimage: %v\n%s", err, msg)
+		}
+		if rep := r.report(t); rep.Outcome != escl.OutcomeDelivered {
+			t.Fatalf("job %v, want delivered", rep.Outcome)
+		}
+		f, err := os.Open(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		img, err := png.Decode(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkImage(t, r.dev, img, "Grayscale8")
+	}
+	scan()
+	before := r.dev.acquisitions()
+
+	big := strings.Repeat("<a>", escl.DefaultMaxBodySize)
+	for _, tc := range []struct {
+		name, method, path, body string
+		want                     int
+	}{
+		{"garbage", "POST", "/eSCL/ScanJobs", "\x00\x01\x02 not xml", 400},
+		{"entity bomb", "POST", "/eSCL/ScanJobs", `<?xml version="1.0"?><!DOCTYPE s [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;">]><scan:ScanSettings xmlns:scan="http://schemas.hp.com/imaging/escl/2011/05/03"><scan:ColorMode>&b;</scan:ColorMode></scan:ScanSettings>`, 400},
+		{"oversized", "POST", "/eSCL/ScanJobs", big, 413},
+		{"deep nesting", "POST", "/eSCL/ScanJobs", strings.Repeat("<a>", 20000), 400},
+		{"outside the platen", "POST", "/eSCL/ScanJobs", settings("Grayscale8", 75, "image/png", 1000, 1000, 2000, 2000), 409},
+		{"resolution", "POST", "/eSCL/ScanJobs", settings("Grayscale8", 1200, "image/png", 0, 0, 0, 0), 409},
+		{"colour mode", "POST", "/eSCL/ScanJobs", settings("CMYK32", 75, "image/png", 0, 0, 0, 0), 409},
+		{"unknown job", "GET", "/eSCL/ScanJobs/00000000-0000-4000-8000-000000000000/NextDocument", "", 404},
+		{"unknown job delete", "DELETE", "/eSCL/ScanJobs/nope", "", 404},
+		{"path traversal", "DELETE", "/eSCL/ScanJobs/../ScannerStatus", "", 405}, // cleaned to ScannerStatus
+	} {
+		resp, body := r.do(t, tc.method, tc.path, "text/xml", tc.body)
+		if resp.StatusCode != tc.want {
+			t.Errorf("%s: status %d (%s), want %d", tc.name, resp.StatusCode, strings.TrimSpace(body), tc.want)
+		}
+	}
+	// Not HTTP at all: net/http answers 400 and closes.
+	conn, err := net.Dial("tcp", r.srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	fmt.Fprintf(conn, "\x16\x03\x01garbage\r\n\r\n")
+	reply, _ := io.ReadAll(conn)
+	conn.Close()
+	if !strings.HasPrefix(string(reply), "HTTP/1.1 400") {
+		t.Errorf("raw garbage: reply %q, want HTTP/1.1 400", reply)
+	}
+
+	if n := r.dev.acquisitions(); n != before {
+		t.Errorf("%d acquisitions after the bad requests, want %d", n, before)
+	}
+	select {
+	case rep := <-r.reports:
+		t.Errorf("a bad request made a job: %+v", rep)
+	default:
+	}
+	scan()
+}
