@@ -444,7 +444,8 @@ func (h *Handler) serveNextDocument(w http.ResponseWriter, r *http.Request) {
 		h.refuse(w, r, http.StatusGone, "the job expired: its page was not fetched in time")
 		return
 	default: // sending or delivered: the platen has one page
-		h.refuse(w, r, http.StatusNotFound, "no more documents")
+		// Every client asks once more after the page: not worth a line.
+		http.Error(w, "no more documents", http.StatusNotFound)
 		return
 	}
 
