@@ -143,7 +143,7 @@ func waitIdle(t *testing.T, r *rig) {
 // slowScan starts scanimage on a page the scanner takes many seconds to
 // send, and returns once the driver's acquisition runs (and scanimage
 // waits for the page). stderr collects scanimage's messages.
-func slowScan(t *testing.T, bin string, env []string, r *rig, out string, stderr *bytes.Buffer) *exec.Cmd {
+func slowScan(t testing.TB, bin string, env []string, r *rig, out string, stderr *bytes.Buffer) *exec.Cmd {
 	t.Helper()
 	cmd := scanCmd(bin, env, out, "Gray", 300)
 	cmd.Stderr = stderr
@@ -163,7 +163,7 @@ func slowScan(t *testing.T, bin string, env []string, r *rig, out string, stderr
 
 // interrupt sends sig to cmd and returns how long it took to exit, and
 // its error; the exit must come within limit.
-func interrupt(t *testing.T, cmd *exec.Cmd, sig os.Signal, limit time.Duration) (time.Duration, error) {
+func interrupt(t testing.TB, cmd *exec.Cmd, sig os.Signal, limit time.Duration) (time.Duration, error) {
 	t.Helper()
 	done := make(chan error, 1)
 	t0 := time.Now()

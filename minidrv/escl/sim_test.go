@@ -80,3 +80,27 @@ func (s *simDevice) hangAfter(n int64) { s.sc.HangAfter(n) }
 
 // resume ends a hang.
 func (s *simDevice) resume() { s.sc.Resume() }
+
+// exampleDriver returns an initialized driver for a new simulated scanner,
+// and the function that undoes it all.
+func exampleDriver() (*minidrv.Driver, func(), error) {
+	ring, err := ioring.New(ioring.Config{Entries: 256})
+	if err != nil {
+		return nil, nil, err
+	}
+	sc, err := usbsim.NewScanner(usbsim.Config{})
+	if err != nil {
+		ring.Close()
+		return nil, nil, err
+	}
+	d, err := minidrv.New(minidrv.Config{Ring: ring, Open: minidrv.SimOpener(ring, sc)})
+	if err == nil {
+		err = d.Initialize(context.Background())
+	}
+	if err != nil {
+		sc.Close()
+		ring.Close()
+		return nil, nil, err
+	}
+	return d, func() { d.Uninitialize(); sc.Close(); ring.Close() }, nil
+}
