@@ -449,7 +449,11 @@ func (h *Handler) serveNextDocument(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	// A cancel (DELETE, Shutdown) ends a write in progress at once.
+	// A cancel (DELETE, Shutdown) ends a write in progress at once. The
+	// job's goroutine waits for this send to end (finish) before it
+	// settles the outcome: a page sent whole is delivered, even when the
+	// client's DELETE overtook the end of this handler.
+	defer j.finish()
 	rc := http.NewResponseController(w)
 	stop := context.AfterFunc(j.cancelCtx, func() { _ = rc.SetWriteDeadline(time.Now()) })
 	defer stop()
@@ -460,20 +464,15 @@ func (h *Handler) serveNextDocument(w http.ResponseWriter, r *http.Request) {
 	if err == nil {
 		err = rc.Flush()
 	}
-	if err == nil && j.cancelCtx.Err() == nil {
+	if err == nil {
 		h.mu.Lock()
-		if j.state == jobSending {
-			j.state = jobDelivered
-			j.delivered = time.Now()
-		}
+		j.state = jobDelivered
+		j.delivered = time.Now()
 		h.mu.Unlock()
-		j.finish()
 		return
 	}
-	if j.cancelCtx.Err() == nil {
-		h.cancel(j, CauseClientGone)
-	}
-	panic(http.ErrAbortHandler) // a partial body: close the connection
+	h.cancel(j, CauseClientGone) // a no-op after a DELETE or Shutdown
+	panic(http.ErrAbortHandler)  // a partial body: close the connection
 }
 
 // serveDelete cancels a job: a running one through CancelPendingIO, then it

@@ -1,6 +1,7 @@
 package escl_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"image"
@@ -163,6 +164,32 @@ func checkImage(tb testing.TB, dev *simDevice, img image.Image, mode string) {
 	if len(raw) != bpl*h {
 		tb.Fatalf("expected image has %d bytes, want %d", len(raw), bpl*h)
 	}
+	// The decoders' usual types: compare rows of bytes.
+	switch m := img.(type) {
+	case *image.Gray:
+		if mode == "Grayscale8" {
+			for y := range h {
+				row := m.Pix[y*m.Stride : y*m.Stride+w]
+				if !bytes.Equal(row, raw[y*bpl:(y+1)*bpl]) {
+					tb.Fatalf("row %d differs from the scanner's image", y)
+				}
+			}
+			return
+		}
+	case *image.RGBA, *image.NRGBA:
+		if mode == "RGB24" {
+			pix, stride := pixOf(m)
+			for y := range h {
+				row := pix[y*stride : y*stride+4*w]
+				for x := range w {
+					if !bytes.Equal(row[4*x:4*x+3], raw[y*bpl+3*x:y*bpl+3*x+3]) || row[4*x+3] != 0xff {
+						tb.Fatalf("pixel (%d,%d) = %v, want %v", x, y, row[4*x:4*x+4], raw[y*bpl+3*x:y*bpl+3*x+3])
+					}
+				}
+			}
+			return
+		}
+	}
 	min := img.Bounds().Min
 	bad := 0
 	for y := range h {
@@ -197,4 +224,14 @@ func checkImage(tb testing.TB, dev *simDevice, img image.Image, mode string) {
 	if bad > 0 {
 		tb.Fatalf("%d of %d pixels differ", bad, w*h)
 	}
+}
+
+func pixOf(img image.Image) ([]byte, int) {
+	switch m := img.(type) {
+	case *image.RGBA:
+		return m.Pix, m.Stride
+	case *image.NRGBA:
+		return m.Pix, m.Stride
+	}
+	panic("pixOf: not RGBA")
 }

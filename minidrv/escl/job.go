@@ -139,7 +139,7 @@ type job struct {
 	scanned    chan struct{}      // closed when the scan (and encoding) ended, whatever the outcome
 	idle       chan struct{}      // closed when the driver was unlocked after the scan
 	overOnce   sync.Once
-	over       chan struct{} // closed by finish: the document was delivered
+	over       chan struct{} // closed by finish: a send of the document ended
 
 	// Guarded by Handler.mu:
 	state        jobState
@@ -171,7 +171,8 @@ func newJob(set Settings) *job {
 	}
 }
 
-// finish tells the job's goroutine that its document was delivered.
+// finish tells the job's goroutine that a send of its document ended
+// (delivered, or failed and the job canceled).
 func (j *job) finish() { j.overOnce.Do(func() { close(j.over) }) }
 
 // run is the job's goroutine: it scans (the driver is locked already),
@@ -250,7 +251,8 @@ func (h *Handler) run(j *job) {
 }
 
 // awaitDelivery waits until j's document is delivered, the job canceled,
-// or the document waited JobTimeout without being fetched (expired).
+// or the document waited JobTimeout without being fetched (expired). A
+// send in progress is always waited for: it decides the outcome.
 func (h *Handler) awaitDelivery(j *job) {
 	t := time.NewTimer(h.cfg.JobTimeout)
 	defer t.Stop()
@@ -259,6 +261,12 @@ func (h *Handler) awaitDelivery(j *job) {
 		case <-j.over:
 			return
 		case <-j.cancelCtx.Done():
+			h.mu.Lock()
+			sending := j.state == jobSending
+			h.mu.Unlock()
+			if sending {
+				<-j.over // the cancel ends the write at once
+			}
 			return
 		case <-t.C:
 			h.mu.Lock()
