@@ -349,8 +349,9 @@ func TestClientGoneCancels(t *testing.T) {
 		}
 		done <- err
 	}()
-	time.Sleep(100 * time.Millisecond) // the request reaches the handler
-	cancel()                           // the client drops the connection
+	r.waitNextDoc(t)
+	time.Sleep(20 * time.Millisecond) // into the handler's wait; not needed for the outcome
+	cancel()                          // the client drops the connection
 	if err := <-done; err == nil {
 		t.Fatalf("the request succeeded; want it canceled")
 	}

@@ -24,6 +24,9 @@ type rig struct {
 	srv     *httptest.Server
 	base    string // the eSCL root URL
 	reports chan escl.JobReport
+	// nextDoc receives a value when a NextDocument request reaches the
+	// handler (dropped when nobody waits for it).
+	nextDoc chan struct{}
 }
 
 // newRig serves a new simulated scanner; mod, if not nil, changes the
@@ -31,7 +34,7 @@ type rig struct {
 func newRig(tb testing.TB, mod func(*escl.Config)) *rig {
 	tb.Helper()
 	dev := newSimDevice(tb, 250*time.Millisecond)
-	r := &rig{dev: dev, reports: make(chan escl.JobReport, 64)}
+	r := &rig{dev: dev, reports: make(chan escl.JobReport, 64), nextDoc: make(chan struct{})}
 	cfg := escl.Config{
 		Driver:       dev.d,
 		MakeAndModel: "cancelio test scanner",
@@ -45,7 +48,15 @@ func newRig(tb testing.TB, mod func(*escl.Config)) *rig {
 		tb.Fatalf("NewHandler: %v", err)
 	}
 	r.h = h
-	r.srv = httptest.NewServer(h)
+	r.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if strings.HasSuffix(req.URL.Path, "/NextDocument") {
+			select {
+			case r.nextDoc <- struct{}{}:
+			default:
+			}
+		}
+		h.ServeHTTP(w, req)
+	}))
 	r.base = r.srv.URL + escl.DefaultPrefix
 	tb.Cleanup(func() {
 		r.srv.CloseClientConnections()
@@ -127,6 +138,17 @@ func (r *rig) report(tb testing.TB) escl.JobReport {
 		tb.Fatalf("no job report within 15 s")
 	}
 	panic("unreachable")
+}
+
+// waitNextDoc waits until a NextDocument request reaches the handler;
+// call it before that request is sent.
+func (r *rig) waitNextDoc(tb testing.TB) {
+	tb.Helper()
+	select {
+	case <-r.nextDoc:
+	case <-time.After(15 * time.Second):
+		tb.Fatalf("no NextDocument request within 15 s")
+	}
 }
 
 // waitState waits until the driver is in state s.

@@ -141,12 +141,21 @@ func waitIdle(t *testing.T, r *rig) {
 }
 
 // slowScan starts scanimage on a page the scanner takes many seconds to
-// send, and returns once the driver's acquisition runs (and scanimage
-// waits for the page). stderr collects scanimage's messages.
+// send, and returns once the driver's acquisition runs and scanimage's
+// NextDocument request waits for the page. stderr collects scanimage's
+// messages.
 func slowScan(t testing.TB, bin string, env []string, r *rig, out string, stderr *bytes.Buffer) *exec.Cmd {
 	t.Helper()
 	cmd := scanCmd(bin, env, out, "Gray", 300)
 	cmd.Stderr = stderr
+	arrived := make(chan struct{})
+	go func() {
+		defer close(arrived)
+		select {
+		case <-r.nextDoc:
+		case <-time.After(15 * time.Second):
+		}
+	}()
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start scanimage: %v", err)
 	}
@@ -157,7 +166,11 @@ func slowScan(t testing.TB, bin string, env []string, r *rig, out string, stderr
 		}
 	})
 	r.waitState(t, minidrv.Transferring)
-	time.Sleep(100 * time.Millisecond) // scanimage's NextDocument is on its way; not needed for the outcome
+	<-arrived
+	if r.dev.d.State() != minidrv.Transferring {
+		t.Fatalf("no NextDocument while the scan ran (driver %v)", r.dev.d.State())
+	}
+	time.Sleep(20 * time.Millisecond) // the request is in the handler's wait
 	return cmd
 }
 
