@@ -348,8 +348,12 @@ func (h *Handler) serveScanJobs(w http.ResponseWriter, r *http.Request) {
 		h.mu.Lock()
 		h.active = nil
 		h.mu.Unlock()
+		msg := "the scanner is busy: "
+		if !errors.Is(err, minidrv.ErrBusy) {
+			msg = "the scanner is not available: " // offline, removed, suspended
+		}
 		w.Header().Set("Retry-After", "5")
-		h.refuse(w, r, http.StatusServiceUnavailable, "the scanner is busy: "+err.Error())
+		h.refuse(w, r, http.StatusServiceUnavailable, msg+err.Error())
 		return
 	}
 
