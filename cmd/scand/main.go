@@ -3,7 +3,9 @@
 // that unmodified clients scan from it: on Linux, scanimage and every SANE
 // frontend through the sane-airscan backend.
 //
-//	scand --addr 127.0.0.1:8090
+//	scand --addr 127.0.0.1:8090 --sane-config /tmp/scand-sane
+//	SANE_CONFIG_DIR=/tmp/scand-sane scanimage -d airscan:e0:cancelio --format=png -o page.png
+//
 //	scand --addr :8090 --usb 1209:0001            # a real scanner, through usbfs
 //	scand --bandwidth 1000000 --hang-after 500000 # a slow simulated scanner that hangs
 //
@@ -14,6 +16,10 @@
 // sane-airscan, name it in airscan.conf's [devices] section:
 //
 //	"cancelio" = http://127.0.0.1:8090/eSCL
+//
+// or let --sane-config DIR write a SANE configuration that loads only the
+// airscan backend with scand as its one device and discovery off, for
+// SANE_CONFIG_DIR=DIR (nothing under /etc changes).
 //
 // One line is logged per job on stderr, with its timings (scan, encode,
 // delivery and, for a canceled job, cancel to idle and CancelPendingIO's

@@ -216,14 +216,16 @@ func TestScanimageScand(t *testing.T) {
 			t.Skip("the sane-airscan backend is not installed")
 		}
 	}
-	d := start(t)
-	dir := t.TempDir()
-	conf := fmt.Sprintf("[devices]\n\"cancelio\" = %s\n[options]\ndiscovery = disable\nws-discovery = off\n", d.url)
-	os.WriteFile(filepath.Join(dir, "dll.conf"), []byte("airscan\n"), 0o644)
-	os.WriteFile(filepath.Join(dir, "airscan.conf"), []byte(conf), 0o644)
+	dir := filepath.Join(t.TempDir(), "sane")
+	d := start(t, "--sane-config", dir)
 	env := append(os.Environ(), "SANE_CONFIG_DIR="+dir)
-	out := filepath.Join(dir, "page.png")
-	cmd := exec.Command(bin, "-d", "airscan:e0:cancelio", "--mode", "Gray", "--resolution", "75", "--format=png", "-o", out)
+	list := exec.Command(bin, "-L")
+	list.Env = env
+	if msg, err := list.CombinedOutput(); err != nil || !strings.Contains(string(msg), saneDevice) {
+		t.Fatalf("scanimage -L: %v\n%s", err, msg)
+	}
+	out := filepath.Join(t.TempDir(), "page.png")
+	cmd := exec.Command(bin, "-d", saneDevice, "--mode", "Gray", "--resolution", "75", "--format=png", "-o", out)
 	cmd.Env = env
 	if msg, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("scanimage: %v\n%s\nscand:\n%s", err, msg, d.log.String())

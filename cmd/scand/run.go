@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -41,6 +42,7 @@ type options struct {
 	abortTimeout time.Duration
 	jobTimeout   time.Duration
 	name         string
+	saneConfig   string // directory for a SANE configuration naming scand, or ""
 }
 
 // parseArgs parses args; errors are usage errors.
@@ -60,6 +62,7 @@ func parseArgs(args []string, stderr io.Writer) (*options, error) {
 	fs.DurationVar(&o.abortTimeout, "abort-timeout", 250*time.Millisecond, "bound on the abort and flush after a cancel")
 	fs.DurationVar(&o.jobTimeout, "job-timeout", escl.DefaultJobTimeout, "how long a scanned page waits to be fetched")
 	fs.StringVar(&o.name, "name", "", "the scanner's make and model, as clients show it")
+	fs.StringVar(&o.saneConfig, "sane-config", "", "write a SANE configuration to `DIR` that loads only sane-airscan with this server as its one device (then: SANE_CONFIG_DIR=DIR scanimage -d "+saneDevice+" ...)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -105,6 +108,27 @@ func parseUSBID(s string) (vid, pid uint16, err error) {
 		}
 	}
 	return 0, 0, fmt.Errorf("--usb %q: want VID:PID in hex, like 1209:0001", s)
+}
+
+// The SANE device name of scand in the configuration --sane-config writes.
+const (
+	saneName   = "cancelio"
+	saneDevice = "airscan:e0:" + saneName
+)
+
+// writeSANEConfig writes dll.conf and airscan.conf into dir (made if
+// needed): libsane, given SANE_CONFIG_DIR=dir (no trailing colon), then
+// loads only the airscan backend, whose one device is the eSCL server at
+// url, with discovery off. Nothing under /etc changes.
+func writeSANEConfig(dir, url string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	conf := fmt.Sprintf("# Written by scand --sane-config.\n[devices]\n%q = %s\n\n[options]\ndiscovery = disable\nws-discovery = off\n", saneName, url)
+	if err := os.WriteFile(filepath.Join(dir, "dll.conf"), []byte("airscan\n"), 0o644); err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(dir, "airscan.conf"), []byte(conf), 0o644)
 }
 
 // scanner is the device scand serves: how the driver opens it, and how to
@@ -203,6 +227,14 @@ func serve(o *options, stderr io.Writer, sigs <-chan os.Signal, ready func(strin
 	go func() { served <- srv.Serve(ln) }()
 	url := "http://" + ln.Addr().String() + escl.DefaultPrefix
 	log.Info("scand: serving", "scanner", name, "escl", url)
+	if o.saneConfig != "" {
+		if err := writeSANEConfig(o.saneConfig, url); err != nil {
+			ln.Close()
+			return fmt.Errorf("--sane-config: %w", err)
+		}
+		log.Info("scand: SANE configuration written", "dir", o.saneConfig,
+			"try", fmt.Sprintf("SANE_CONFIG_DIR=%s scanimage -d %s --mode Color --resolution 150 --format=png -o page.png", o.saneConfig, saneDevice))
+	}
 	if ready != nil {
 		ready(ln.Addr().String())
 	}
