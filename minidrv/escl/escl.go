@@ -342,12 +342,14 @@ func (h *Handler) serveScanJobs(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h.active = j // reserved: a second POST is refused from here on
+	h.wg.Add(1)  // before Shutdown can see the job
 	h.mu.Unlock()
 
 	if err := h.lockDriver(r.Context(), j); err != nil {
 		h.mu.Lock()
 		h.active = nil
 		h.mu.Unlock()
+		h.wg.Done()
 		msg := "the scanner is busy: "
 		if !errors.Is(err, minidrv.ErrBusy) {
 			msg = "the scanner is not available: " // offline, removed, suspended
@@ -359,7 +361,6 @@ func (h *Handler) serveScanJobs(w http.ResponseWriter, r *http.Request) {
 
 	h.mu.Lock()
 	h.addJobLocked(j)
-	h.wg.Add(1)
 	h.mu.Unlock()
 	go h.run(j)
 
@@ -500,8 +501,8 @@ func (h *Handler) serveDelete(w http.ResponseWriter, r *http.Request) {
 }
 
 // cancel cancels j for cause unless it is over: it marks it canceled (the
-// waiting NextDocument ends at once), then, while the scan runs, calls
-// CancelPendingIO. Any goroutine, any number of times.
+// waiting NextDocument ends at once), then, while its acquisition runs,
+// calls CancelPendingIO. Any goroutine, any number of times.
 func (h *Handler) cancel(j *job, cause Cause) {
 	h.mu.Lock()
 	if j.state.final() || j.cause != CauseNone {
@@ -510,10 +511,13 @@ func (h *Handler) cancel(j *job, cause Cause) {
 	}
 	j.cause = cause
 	j.cancelAt = time.Now()
-	scanning := j.state == jobScanning
-	j.cancelFn() // before CancelPendingIO: an acquisition that starts later sees it
+	// Only this job's own acquisition is canceled: the driver may have
+	// other clients. One that starts after this point sees the cancel in
+	// its first progress report, before it touches the device.
+	acquiring := j.acquiring
+	j.cancelFn()
 	h.mu.Unlock()
-	if scanning {
+	if acquiring {
 		ctx, cancel := context.WithTimeout(context.Background(), h.cfg.CancelTimeout)
 		t0 := time.Now()
 		err := h.d.CancelPendingIO(ctx)

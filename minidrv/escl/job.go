@@ -143,6 +143,7 @@ type job struct {
 
 	// Guarded by Handler.mu:
 	state        jobState
+	acquiring    bool // AcquireItemData runs (or is about to)
 	cause        Cause
 	doc          []byte
 	docSize      int
@@ -184,6 +185,7 @@ func (h *Handler) run(j *job) {
 	raw := make(sliceWriter, 0, p.ImageSize())
 	h.mu.Lock()
 	j.scanStart = time.Now()
+	j.acquiring = true
 	h.mu.Unlock()
 	// The progress callback sees a cancel that came before the acquisition
 	// started, when CancelPendingIO had nothing to cancel yet.
@@ -191,6 +193,9 @@ func (h *Handler) run(j *job) {
 		return j.cancelCtx.Err() == nil
 	})
 	scanEnd := time.Now()
+	h.mu.Lock()
+	j.acquiring = false
+	h.mu.Unlock()
 	uerr := h.d.Unlock()
 	idleAt := time.Now()
 	close(j.idle)
