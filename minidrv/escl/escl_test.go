@@ -504,3 +504,26 @@ func TestBadInput(t *testing.T) {
 	}
 	r.report(t)
 }
+
+func TestDeviceUnplugged(t *testing.T) {
+	r := newRig(t, nil)
+	loc := slowJob(t, r)
+	if err := r.dev.unplug(); err != nil {
+		t.Fatal(err)
+	}
+	resp, body := r.fetch(t, loc)
+	if resp.StatusCode != http.StatusInternalServerError || !strings.Contains(string(body), "scan failed") {
+		t.Errorf("NextDocument: status %d (%s), want 500 with the reason", resp.StatusCode, body)
+	}
+	rep := r.report(t)
+	if rep.Outcome != escl.OutcomeFailed || !errors.Is(rep.Err, minidrv.ErrOffline) {
+		t.Errorf("report: %v (%v), want failed with ErrOffline", rep.Outcome, rep.Err)
+	}
+	if _, body := r.do(t, "GET", "/eSCL/ScannerStatus", "", ""); !strings.Contains(body, "<pwg:State>Down</pwg:State>") {
+		t.Errorf("status of an unplugged scanner:\n%s\nwant State Down", body)
+	}
+	resp, body2 := r.do(t, "POST", "/eSCL/ScanJobs", "text/xml", settings("Grayscale8", 75, "image/png", 0, 0, 0, 0))
+	if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(body2, "not available") {
+		t.Errorf("POST to an unplugged scanner: status %d (%s), want 503, not available", resp.StatusCode, body2)
+	}
+}

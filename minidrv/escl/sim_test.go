@@ -104,3 +104,6 @@ func exampleDriver() (*minidrv.Driver, func(), error) {
 	}
 	return d, func() { d.Uninitialize(); sc.Close(); ring.Close() }, nil
 }
+
+// unplug disconnects the scanner.
+func (s *simDevice) unplug() error { return s.sc.Unplug() }
