@@ -10,6 +10,7 @@ import (
 	"image/png"
 	"io"
 	"math"
+	"net"
 	"net/http"
 	"slices"
 	"strings"
@@ -525,5 +526,55 @@ func TestDeviceUnplugged(t *testing.T) {
 	resp, body2 := r.do(t, "POST", "/eSCL/ScanJobs", "text/xml", settings("Grayscale8", 75, "image/png", 0, 0, 0, 0))
 	if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(body2, "not available") {
 		t.Errorf("POST to an unplugged scanner: status %d (%s), want 503, not available", resp.StatusCode, body2)
+	}
+}
+
+// TestDeleteWhileSending cancels a job whose page is being sent to a client
+// that reads slowly: the send ends at once, cut short, and the job is
+// canceled.
+func TestDeleteWhileSending(t *testing.T) {
+	// Small socket buffers on both ends: they cannot hold the page.
+	r := newRigServer(t, nil, func(s *http.Server) {
+		s.ConnState = func(c net.Conn, st http.ConnState) {
+			if tc, ok := c.(*net.TCPConn); ok && st == http.StateNew {
+				tc.SetWriteBuffer(256 << 10)
+			}
+		}
+	})
+	loc := r.post(t, settings("Grayscale8", 200, "image/png", 0, 0, 0, 0)) // 4 MB of noise
+	slow := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+		if tc, ok := c.(*net.TCPConn); ok {
+			tc.SetReadBuffer(64 << 10)
+		}
+		return c, err
+	}}}
+	defer slow.CloseIdleConnections()
+	resp, err := slow.Get(r.srv.URL + loc + "/NextDocument")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("NextDocument: status %d", resp.StatusCode)
+	}
+	if _, err := io.ReadFull(resp.Body, make([]byte, 4096)); err != nil {
+		t.Fatalf("read the start of the page: %v", err)
+	}
+	// The server is blocked writing the rest (more than the socket
+	// buffers hold) when the DELETE comes.
+	if resp, body := r.do(t, "DELETE", loc, "", ""); resp.StatusCode != 200 {
+		t.Fatalf("DELETE: status %d (%s)", resp.StatusCode, body)
+	}
+	n, err := io.Copy(io.Discard, resp.Body)
+	if err == nil {
+		t.Errorf("the page arrived whole (%d more bytes) after the DELETE; want it cut short", n)
+	}
+	rep := r.report(t)
+	if rep.Outcome != escl.OutcomeCanceled || rep.Cause != escl.CauseDelete || rep.CancelCalled {
+		t.Errorf("report: %v by %v, CancelPendingIO %v; want canceled by delete, not called (the scan was over)", rep.Outcome, rep.Cause, rep.CancelCalled)
+	}
+	if s := r.dev.d.State(); s != minidrv.Idle {
+		t.Errorf("driver %v, want Idle", s)
 	}
 }

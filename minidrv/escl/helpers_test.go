@@ -33,6 +33,13 @@ type rig struct {
 // handler's Config first.
 func newRig(tb testing.TB, mod func(*escl.Config)) *rig {
 	tb.Helper()
+	return newRigServer(tb, mod, nil)
+}
+
+// newRigServer is newRig with srvMod, if not nil, changing the HTTP server
+// before it starts.
+func newRigServer(tb testing.TB, mod func(*escl.Config), srvMod func(*http.Server)) *rig {
+	tb.Helper()
 	dev := newSimDevice(tb, 250*time.Millisecond)
 	r := &rig{dev: dev, reports: make(chan escl.JobReport, 64), nextDoc: make(chan struct{})}
 	cfg := escl.Config{
@@ -48,7 +55,7 @@ func newRig(tb testing.TB, mod func(*escl.Config)) *rig {
 		tb.Fatalf("NewHandler: %v", err)
 	}
 	r.h = h
-	r.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+	r.srv = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		if strings.HasSuffix(req.URL.Path, "/NextDocument") {
 			select {
 			case r.nextDoc <- struct{}{}:
@@ -57,6 +64,10 @@ func newRig(tb testing.TB, mod func(*escl.Config)) *rig {
 		}
 		h.ServeHTTP(w, req)
 	}))
+	if srvMod != nil {
+		srvMod(r.srv.Config)
+	}
+	r.srv.Start()
 	r.base = r.srv.URL + escl.DefaultPrefix
 	tb.Cleanup(func() {
 		r.srv.CloseClientConnections()
