@@ -241,8 +241,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.mux.Serv
 // Shutdown makes the handler refuse new jobs (503), cancels the running
 // job, if any, through CancelPendingIO, and waits until every job is over
 // and the driver unlocked, or ctx ends (then it returns ctx's error; the
-// jobs still finish). It does not stop an http.Server: call it after, or
-// alongside, the server's own Shutdown.
+// jobs still finish). It does not stop an http.Server: call it before the
+// server's own Shutdown, which waits for running requests, so that a
+// NextDocument waiting for the canceled page has ended.
 func (h *Handler) Shutdown(ctx context.Context) error {
 	h.mu.Lock()
 	h.closed = true
