@@ -358,3 +358,28 @@ func TestScanimageMalformedRequests(t *testing.T) {
 	}
 	scan()
 }
+
+// TestScanimageBusy runs a second scanimage while a scan runs: it gets the
+// scanner's busy answer (503, then ScannerStatus Processing) and says so,
+// and the first scan is not disturbed.
+func TestScanimageBusy(t *testing.T) {
+	bin := scanimage(t)
+	r := newRig(t, nil)
+	env := saneConfig(t, r)
+	r.dev.setBandwidth(500_000)
+	var stderr bytes.Buffer
+	first := slowScan(t, bin, env, r, filepath.Join(t.TempDir(), "first.png"), &stderr)
+	t0 := time.Now()
+	msg, err := scanCmd(bin, env, filepath.Join(t.TempDir(), "second.png"), "Gray", 75).CombinedOutput()
+	t.Logf("second scanimage: %v after %v: %s", err, time.Since(t0).Round(time.Millisecond), bytes.TrimSpace(msg))
+	if err == nil || !strings.Contains(strings.ToLower(string(msg)), "busy") {
+		t.Errorf("second scanimage: %v, want a failure saying busy:\n%s", err, msg)
+	}
+	if s := r.dev.d.State(); s != minidrv.Transferring {
+		t.Errorf("driver %v during the first scan, want Transferring", s)
+	}
+	interrupt(t, first, os.Interrupt, 5*time.Second)
+	if rep := r.report(t); rep.Outcome != escl.OutcomeCanceled {
+		t.Errorf("first job %v, want canceled", rep.Outcome)
+	}
+}
