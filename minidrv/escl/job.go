@@ -353,9 +353,10 @@ func (h *Handler) logJob(r JobReport) {
 		"deliver", ms(r.Encoded, r.Delivered), "total", ms(r.Created, r.End),
 	}
 	if r.Outcome == OutcomeCanceled {
-		args = append(args, "cause", r.Cause.String(), "cancel_to_idle", ms(r.CancelAt, r.Idle))
-		if r.CancelCalled {
-			args = append(args, "cancel_pending_io", fmt.Sprintf("%.3fms", float64(r.CancelTook)/1e6))
+		args = append(args, "cause", r.Cause.String())
+		if r.CancelCalled { // canceled while scanning
+			args = append(args, "cancel_to_idle", ms(r.CancelAt, r.Idle),
+				"cancel_pending_io", fmt.Sprintf("%.3fms", float64(r.CancelTook)/1e6))
 		}
 	}
 	if r.Err != nil && !errors.Is(r.Err, minidrv.ErrCanceled) {
