@@ -10,7 +10,7 @@ GO          ?= go
 STATICCHECK ?= $(GO) tool staticcheck
 # Debian packages the project builds and tests against (cgo: libusb for the
 # gousb backend, liburing for the C baseline of the benchmarks).
-DEB_PKGS    ?= gcc pkg-config libusb-1.0-0-dev liburing-dev
+DEB_PKGS    ?= gcc pkg-config libusb-1.0-0-dev liburing-dev sane-utils sane-airscan
 
 USBVM_EXEC  ?= $(shell $(GO) env GOPATH)/bin/usbvm-exec
 

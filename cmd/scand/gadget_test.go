@@ -1,0 +1,98 @@
+//go:build linux
+
+package main
+
+// scand with --usb on a real Linux USB host stack: the simulated scanner
+// served as a FunctionFS gadget on dummy_hcd inside the usbvm guest
+// (go test -exec usbvm-exec -run Gadget ./cmd/scand), opened through
+// usbfs. Outside the guest the test skips.
+
+import (
+	"context"
+	"fmt"
+	"image/png"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/cancelio/cancelio/usb/usbvmtest"
+)
+
+// loopbackUp brings the guest's loopback interface up (its init leaves it
+// down): scand serves HTTP on 127.0.0.1.
+func loopbackUp(t *testing.T) {
+	t.Helper()
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	ifr, err := unix.NewIfreq("lo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.IoctlIfreq(fd, unix.SIOCGIFFLAGS, ifr); err != nil {
+		t.Fatalf("SIOCGIFFLAGS lo: %v", err)
+	}
+	ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
+	if err := unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr); err != nil {
+		t.Fatalf("SIOCSIFFLAGS lo: %v", err)
+	}
+}
+
+func TestGadgetScand(t *testing.T) {
+	usbvmtest.RequireGuest(t)
+	loopbackUp(t)
+	g, err := usbvmtest.NewGadget(usbvmtest.GadgetConfig{Name: "scand", SerialNumber: "scand", Product: "usbsim scanner"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { g.Close() })
+	setBandwidth := serveGadget(t, g)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := g.HostDevice(ctx); err != nil { // enumerated
+		t.Fatal(err)
+	}
+	d := start(t, "--usb", fmt.Sprintf("%04x:%04x", g.Config.VendorID, g.Config.ProductID), "--abort-timeout", "2s")
+	root := strings.TrimSuffix(d.url, "/eSCL")
+
+	scan := func(seed int) {
+		t.Helper()
+		loc := post(t, d.url, "Grayscale8", 75)
+		resp, err := http.Get(root + loc + "/NextDocument")
+		if err != nil {
+			t.Fatal(err)
+		}
+		img, err := png.Decode(resp.Body)
+		resp.Body.Close()
+		if err != nil {
+			t.Fatalf("decode the page: %v\n%s", err, d.log.String())
+		}
+		checkGray(t, img, expectedImage(seed, 75, 636, 876, false))
+	}
+	scan(0)
+
+	// A DELETE mid-scan cancels through CancelPendingIO on usbfs, and the
+	// next page is exact.
+	setBandwidth(200_000)
+	loc := post(t, d.url, "Grayscale8", 300)
+	time.Sleep(time.Second)
+	req, _ := http.NewRequest("DELETE", root+loc, nil)
+	t0 := time.Now()
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	t.Logf("DELETE answered in %v", time.Since(t0))
+	if !strings.Contains(d.log.String(), "cancel_pending_io=") {
+		t.Errorf("no canceled job in the log:\n%s", d.log.String())
+	}
+	setBandwidth(0)
+	scan(2)
+	t.Logf("scand:\n%s", d.log.String())
+}

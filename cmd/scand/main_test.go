@@ -1,0 +1,243 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"image"
+	"image/png"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// syncBuffer is a bytes.Buffer safe for the server's goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// daemon is scand running in this process.
+type daemon struct {
+	url  string // the eSCL root
+	sigs chan os.Signal
+	log  *syncBuffer
+	exit chan int
+}
+
+// start runs scand with args (and --addr 127.0.0.1:0) until the test ends.
+func start(t *testing.T, args ...string) *daemon {
+	t.Helper()
+	d := &daemon{sigs: make(chan os.Signal, 1), log: new(syncBuffer), exit: make(chan int, 1)}
+	addr := make(chan string, 1)
+	go func() {
+		d.exit <- run(append([]string{"--addr", "127.0.0.1:0"}, args...), d.log, d.sigs, func(a string) { addr <- a })
+	}()
+	select {
+	case a := <-addr:
+		d.url = "http://" + a + "/eSCL"
+	case code := <-d.exit:
+		t.Fatalf("scand exited with %d:\n%s", code, d.log.String())
+	case <-time.After(15 * time.Second):
+		t.Fatalf("scand does not listen after 15 s:\n%s", d.log.String())
+	}
+	t.Cleanup(func() {
+		select {
+		case d.sigs <- syscall.SIGTERM:
+		default:
+		}
+		select {
+		case <-d.exit:
+		case <-time.After(15 * time.Second):
+			t.Errorf("scand did not stop")
+		}
+	})
+	return d
+}
+
+// stop sends SIGTERM and returns the exit status and how long it took.
+func (d *daemon) stop(t *testing.T) (int, time.Duration) {
+	t.Helper()
+	t0 := time.Now()
+	d.sigs <- syscall.SIGTERM
+	select {
+	case code := <-d.exit:
+		d.exit <- code // for the cleanup
+		return code, time.Since(t0)
+	case <-time.After(15 * time.Second):
+		t.Fatalf("scand still runs 15 s after SIGTERM:\n%s", d.log.String())
+	}
+	panic("unreachable")
+}
+
+const settingsXML = `<?xml version="1.0" encoding="UTF-8"?>
+<scan:ScanSettings xmlns:scan="http://schemas.hp.com/imaging/escl/2011/05/03" xmlns:pwg="http://www.pwg.org/schemas/2010/12/sm">
+<pwg:InputSource>Platen</pwg:InputSource><scan:ColorMode>%s</scan:ColorMode>
+<pwg:DocumentFormat>image/png</pwg:DocumentFormat>
+<scan:XResolution>%d</scan:XResolution><scan:YResolution>%d</scan:YResolution>
+</scan:ScanSettings>`
+
+func post(t *testing.T, url, mode string, dpi int) string {
+	t.Helper()
+	resp, err := http.Post(url+"/ScanJobs", "text/xml", strings.NewReader(fmt.Sprintf(settingsXML, mode, dpi, dpi)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated {
+		t.Fatalf("POST ScanJobs: status %d, want 201", resp.StatusCode)
+	}
+	return resp.Header.Get("Location")
+}
+
+func TestServeScanAndStop(t *testing.T) {
+	d := start(t)
+	loc := post(t, d.url, "Grayscale8", 75)
+	resp, err := http.Get(strings.TrimSuffix(d.url, "/eSCL") + loc + "/NextDocument")
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := png.Decode(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		t.Fatalf("decode the page: %v", err)
+	}
+	checkGray(t, img, expectedImage(0, 75, 636, 876, false))
+	code, took := d.stop(t)
+	if code != exitOK {
+		t.Errorf("exit status %d after SIGTERM, want 0", code)
+	}
+	t.Logf("stopped in %v", took)
+	if log := d.log.String(); !strings.Contains(log, "outcome=delivered") || !strings.Contains(log, "scan=") {
+		t.Errorf("no job line with timings in the log:\n%s", log)
+	}
+}
+
+func checkGray(t *testing.T, img image.Image, want []byte) {
+	t.Helper()
+	g, ok := img.(*image.Gray)
+	if !ok {
+		t.Fatalf("page is %T, want a gray PNG", img)
+	}
+	w, h := g.Rect.Dx(), g.Rect.Dy()
+	if w*h != len(want) {
+		t.Fatalf("page %dx%d, want %d pixels", w, h, len(want))
+	}
+	for y := range h {
+		if !bytes.Equal(g.Pix[y*g.Stride:y*g.Stride+w], want[y*w:(y+1)*w]) {
+			t.Fatalf("line %d differs from the simulator's image", y)
+		}
+	}
+}
+
+func TestSIGTERMCancelsRunningJob(t *testing.T) {
+	d := start(t, "--bandwidth", "200000") // 300 dpi gray: 45 s
+	loc := post(t, d.url, "Grayscale8", 300)
+	got := make(chan int, 1)
+	go func() {
+		resp, err := http.Get(strings.TrimSuffix(d.url, "/eSCL") + loc + "/NextDocument")
+		if err != nil {
+			got <- -1
+			return
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		got <- resp.StatusCode
+	}()
+	time.Sleep(time.Second) // the scan runs, and NextDocument waits for it
+	code, took := d.stop(t)
+	if code != exitOK {
+		t.Errorf("exit status %d, want 0:\n%s", code, d.log.String())
+	}
+	if took > 5*time.Second {
+		t.Errorf("shutdown took %v, want well under the scan's 45 s", took)
+	}
+	select {
+	case status := <-got:
+		if status != http.StatusGone {
+			t.Errorf("the waiting NextDocument got %d, want 410", status)
+		}
+	case <-time.After(5 * time.Second):
+		t.Errorf("the waiting NextDocument did not end")
+	}
+	log := d.log.String()
+	for _, want := range []string{"outcome=canceled", `cause=shutdown`, "cancel_pending_io="} {
+		if !strings.Contains(log, want) {
+			t.Errorf("log lacks %q:\n%s", want, log)
+		}
+	}
+}
+
+func TestUsage(t *testing.T) {
+	for _, args := range [][]string{
+		{"--usb", "nope"},
+		{"--usb", "1209:0001", "--hang-after", "10"},
+		{"--queue-depth", "0"},
+		{"extra"},
+	} {
+		var out bytes.Buffer
+		if code := run(args, &out, nil, nil); code != exitUsage {
+			t.Errorf("scand %q: exit %d, want %d (%s)", args, code, exitUsage, out.String())
+		}
+	}
+	var out bytes.Buffer
+	if code := run([]string{"--addr", "256.0.0.1:bad"}, &out, nil, nil); code != exitFailed {
+		t.Errorf("bad address: exit %d, want %d (%s)", code, exitFailed, out.String())
+	}
+}
+
+// TestScanimageScand is the README's two commands: scand serves the
+// simulated scanner, scanimage lists it and scans a page from it.
+func TestScanimageScand(t *testing.T) {
+	bin, err := exec.LookPath("scanimage")
+	if err != nil {
+		t.Skip("scanimage not found (Debian: apt-get install sane-utils sane-airscan)")
+	}
+	if m, _ := filepath.Glob("/usr/lib/*/sane/libsane-airscan.so*"); len(m) == 0 {
+		if m, _ = filepath.Glob("/usr/lib*/sane/libsane-airscan.so*"); len(m) == 0 {
+			t.Skip("the sane-airscan backend is not installed")
+		}
+	}
+	dir := filepath.Join(t.TempDir(), "sane")
+	d := start(t, "--sane-config", dir)
+	env := append(os.Environ(), "SANE_CONFIG_DIR="+dir)
+	list := exec.Command(bin, "-L")
+	list.Env = env
+	if msg, err := list.CombinedOutput(); err != nil || !strings.Contains(string(msg), saneDevice) {
+		t.Fatalf("scanimage -L: %v\n%s", err, msg)
+	}
+	out := filepath.Join(t.TempDir(), "page.png")
+	cmd := exec.Command(bin, "-d", saneDevice, "--mode", "Gray", "--resolution", "75", "--format=png", "-o", out)
+	cmd.Env = env
+	if msg, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("scanimage: %v\n%s\nscand:\n%s", err, msg, d.log.String())
+	}
+	f, err := os.Open(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	img, err := png.Decode(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkGray(t, img, expectedImage(0, 75, 636, 876, false))
+}

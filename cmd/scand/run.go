@@ -1,0 +1,260 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/cancelio/cancelio/ioring"
+	"github.com/cancelio/cancelio/minidrv"
+	"github.com/cancelio/cancelio/minidrv/escl"
+	"github.com/cancelio/cancelio/usb"
+)
+
+// Exit statuses.
+const (
+	exitOK     = 0
+	exitFailed = 1
+	exitUsage  = 2
+)
+
+// shutdownTimeout bounds the clean shutdown after SIGTERM.
+const shutdownTimeout = 10 * time.Second
+
+// options are the parsed command line.
+type options struct {
+	addr         string
+	vid, pid     uint16
+	real         bool // --usb given
+	bandwidth    int64
+	hangAfter    int64
+	queueDepth   int
+	abortTimeout time.Duration
+	jobTimeout   time.Duration
+	name         string
+	saneConfig   string // directory for a SANE configuration naming scand, or ""
+}
+
+// parseArgs parses args; errors are usage errors.
+func parseArgs(args []string, stderr io.Writer) (*options, error) {
+	o := &options{}
+	fs := flag.NewFlagSet("scand", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: scand [--addr HOST:PORT] [--usb VID:PID] [flags]")
+		fs.PrintDefaults()
+	}
+	fs.StringVar(&o.addr, "addr", "127.0.0.1:8090", "listen on `HOST:PORT` (port 0: any free port)")
+	usbID := fs.String("usb", "", "serve the real scanner `VID:PID` (hex) through usbfs instead of the simulated one")
+	fs.Int64Var(&o.bandwidth, "bandwidth", 0, "simulated scanner: cap its data rate at `BYTES` per second (0: no cap)")
+	fs.Int64Var(&o.hangAfter, "hang-after", 0, "simulated scanner: hang after sending `BYTES` of image data (0: never)")
+	fs.IntVar(&o.queueDepth, "queue-depth", minidrv.DefaultQueueDepth, "bulk-IN transfers kept in flight")
+	fs.DurationVar(&o.abortTimeout, "abort-timeout", 250*time.Millisecond, "bound on the abort and flush after a cancel")
+	fs.DurationVar(&o.jobTimeout, "job-timeout", escl.DefaultJobTimeout, "how long a scanned page waits to be fetched")
+	fs.StringVar(&o.name, "name", "", "the scanner's make and model, as clients show it")
+	fs.StringVar(&o.saneConfig, "sane-config", "", "write a SANE configuration to `DIR` that loads only sane-airscan with this server as its one device (then: SANE_CONFIG_DIR=DIR scanimage -d "+saneDevice+" ...)")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	if *usbID != "" {
+		vid, pid, err := parseUSBID(*usbID)
+		if err != nil {
+			return nil, err
+		}
+		o.vid, o.pid, o.real = vid, pid, true
+		if o.hangAfter != 0 || o.bandwidth != 0 {
+			return nil, errors.New("--hang-after and --bandwidth apply to the simulated scanner only, not with --usb")
+		}
+	}
+	switch {
+	case o.hangAfter < 0:
+		return nil, fmt.Errorf("--hang-after %d: must not be negative", o.hangAfter)
+	case o.bandwidth < 0:
+		return nil, fmt.Errorf("--bandwidth %d: must not be negative", o.bandwidth)
+	case o.queueDepth < 1 || o.queueDepth > minidrv.MaxQueueDepth:
+		return nil, fmt.Errorf("--queue-depth %d: want 1..%d", o.queueDepth, minidrv.MaxQueueDepth)
+	case o.abortTimeout <= 0:
+		return nil, fmt.Errorf("--abort-timeout %v: must be positive", o.abortTimeout)
+	case o.jobTimeout <= 0:
+		return nil, fmt.Errorf("--job-timeout %v: must be positive", o.jobTimeout)
+	}
+	return o, nil
+}
+
+// parseUSBID parses "VID:PID" in hex, like lsusb prints it.
+func parseUSBID(s string) (vid, pid uint16, err error) {
+	v, p, ok := strings.Cut(s, ":")
+	if ok {
+		var a, b uint64
+		a, err = strconv.ParseUint(strings.TrimPrefix(v, "0x"), 16, 16)
+		if err == nil {
+			b, err = strconv.ParseUint(strings.TrimPrefix(p, "0x"), 16, 16)
+		}
+		if err == nil {
+			return uint16(a), uint16(b), nil
+		}
+	}
+	return 0, 0, fmt.Errorf("--usb %q: want VID:PID in hex, like 1209:0001", s)
+}
+
+// The SANE device name of scand in the configuration --sane-config writes.
+const (
+	saneName   = "cancelio"
+	saneDevice = "airscan:e0:" + saneName
+)
+
+// writeSANEConfig writes dll.conf and airscan.conf into dir (made if
+// needed): libsane, given SANE_CONFIG_DIR=dir (no trailing colon), then
+// loads only the airscan backend, whose one device is the eSCL server at
+// url, with discovery off. Nothing under /etc changes.
+func writeSANEConfig(dir, url string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	conf := fmt.Sprintf("# Written by scand --sane-config.\n[devices]\n%q = %s\n\n[options]\ndiscovery = disable\nws-discovery = off\n", saneName, url)
+	if err := os.WriteFile(filepath.Join(dir, "dll.conf"), []byte("airscan\n"), 0o644); err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(dir, "airscan.conf"), []byte(conf), 0o644)
+}
+
+// scanner is the device scand serves: how the driver opens it, and how to
+// let it go.
+type scanner struct {
+	name  string
+	open  func(context.Context) (*usb.Device, error)
+	calm  func() // before the last Uninitialize (ends a simulated hang)
+	close func() // after it
+}
+
+// realScanner opens the USB scanner of o through the usb package's
+// default backend (usbfs on Linux).
+func realScanner(ring *ioring.Ring, o *options) *scanner {
+	return &scanner{
+		name: fmt.Sprintf("USB scanner %04x:%04x", o.vid, o.pid),
+		open: func(context.Context) (*usb.Device, error) {
+			return usb.Open(ring, o.vid, o.pid, usb.WithZeroPacket())
+		},
+		calm:  func() {},
+		close: func() {},
+	}
+}
+
+// run is the whole command: sigs delivers SIGTERM and SIGINT; ready, if
+// not nil, is called with the address served once it listens.
+func run(args []string, stderr io.Writer, sigs <-chan os.Signal, ready func(addr string)) int {
+	o, err := parseArgs(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return exitOK
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "scand:", err)
+		return exitUsage
+	}
+	if err := serve(o, stderr, sigs, ready); err != nil {
+		fmt.Fprintln(stderr, "scand:", err)
+		return exitFailed
+	}
+	return exitOK
+}
+
+// serve serves the scanner until a signal, then shuts down.
+func serve(o *options, stderr io.Writer, sigs <-chan os.Signal, ready func(string)) error {
+	log := slog.New(slog.NewTextHandler(stderr, nil))
+	ring, err := ioring.New(ioring.Config{Entries: 1024})
+	if err != nil {
+		return fmt.Errorf("I/O engine: %w", err)
+	}
+	defer ring.Close()
+	var sc *scanner
+	if o.real {
+		sc = realScanner(ring, o)
+	} else if sc, err = simScanner(ring, o); err != nil {
+		return err
+	}
+	defer sc.close()
+	d, err := minidrv.New(minidrv.Config{Ring: ring, Open: sc.open, QueueDepth: o.queueDepth, AbortTimeout: o.abortTimeout})
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	err = d.Initialize(ctx)
+	cancel()
+	if err != nil {
+		if errors.Is(err, usb.ErrNoUSB) {
+			return fmt.Errorf("open %s: this system has no USB (no /dev/bus/usb); run without --usb for the simulated scanner: %w", sc.name, err)
+		}
+		return fmt.Errorf("open %s: %w", sc.name, err)
+	}
+	defer func() {
+		sc.calm()
+		if err := d.Uninitialize(); err != nil {
+			log.Error("scand: uninitialize the driver", "err", err)
+		}
+	}()
+	name := o.name
+	if name == "" {
+		name = sc.name
+	}
+	h, err := escl.NewHandler(escl.Config{Driver: d, MakeAndModel: name, JobTimeout: o.jobTimeout, Log: log})
+	if err != nil {
+		return err
+	}
+
+	ln, err := net.Listen("tcp", o.addr)
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	url := "http://" + ln.Addr().String() + escl.DefaultPrefix
+	log.Info("scand: serving", "scanner", name, "escl", url)
+	if o.saneConfig != "" {
+		if err := writeSANEConfig(o.saneConfig, url); err != nil {
+			ln.Close()
+			return fmt.Errorf("--sane-config: %w", err)
+		}
+		log.Info("scand: SANE configuration written", "dir", o.saneConfig,
+			"try", fmt.Sprintf("SANE_CONFIG_DIR=%s scanimage -d %s --mode Color --resolution 150 --format=png -o page.png", o.saneConfig, saneDevice))
+	}
+	if ready != nil {
+		ready(ln.Addr().String())
+	}
+
+	var serveErr error
+	select {
+	case sig := <-sigs:
+		log.Info("scand: shutting down", "signal", sig.String())
+	case serveErr = <-served:
+	}
+	// The running job first: its waiting NextDocument then ends at once,
+	// and the server's Shutdown does not wait for it.
+	ctx, cancel = context.WithTimeout(context.Background(), shutdownTimeout)
+	defer cancel()
+	t0 := time.Now()
+	herr := h.Shutdown(ctx)
+	serr := srv.Shutdown(ctx)
+	log.Info("scand: stopped", "took", time.Since(t0).Round(time.Microsecond).String())
+	if serveErr != nil && !errors.Is(serveErr, http.ErrServerClosed) {
+		return fmt.Errorf("serve: %w", serveErr)
+	}
+	return errors.Join(herr, serr)
+}

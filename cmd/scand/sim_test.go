@@ -1,0 +1,32 @@
+package main
+
+// The tests' only contact with the simulated scanner.
+
+import (
+	"testing"
+
+	"github.com/cancelio/cancelio/usb/usbsim"
+)
+
+// expectedImage returns the raw image the simulated scanner sends for the
+// n-th scan (from 0) of scand's driver, of w x h pixels at dpi, in colour
+// or gray.
+func expectedImage(n, dpi, w, h int, color bool) []byte {
+	f := usbsim.FormatGray8
+	if color {
+		f = usbsim.FormatRGB24
+	}
+	return usbsim.ExpectedImage(usbsim.ScanParams{DPI: uint16(dpi), Width: uint32(w), Height: uint32(h), Format: f, Seed: uint64(n)})
+}
+
+// serveGadget serves the simulated scanner through the USB gadget g (in
+// the usbvm guest) and returns a function that caps its data rate.
+func serveGadget(t *testing.T, g usbsim.Gadget) (setBandwidth func(int64)) {
+	t.Helper()
+	sc, err := usbsim.ServeGadget(g, usbsim.Config{})
+	if err != nil {
+		t.Fatalf("serve the gadget: %v", err)
+	}
+	t.Cleanup(func() { sc.Close() })
+	return sc.SetBandwidth
+}

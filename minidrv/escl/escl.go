@@ -1,0 +1,554 @@
+package escl
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"mime"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/cancelio/cancelio/minidrv"
+)
+
+// Defaults of Config.
+const (
+	// DefaultPrefix is the path under which the handler serves eSCL: the
+	// "rs" value clients find in DNS-SD, and the path they are given.
+	DefaultPrefix = "/eSCL"
+	// DefaultMaxBodySize bounds a request body when Config.MaxBodySize is
+	// 0: 64 KiB is a hundred times a real client's scan settings.
+	DefaultMaxBodySize = 64 << 10
+	// DefaultJobTimeout is how long a scanned page waits for its
+	// NextDocument when Config.JobTimeout is 0.
+	DefaultJobTimeout = 60 * time.Second
+	// DefaultLockTimeout is how long a new job waits for the driver's lock
+	// when Config.LockTimeout is 0.
+	DefaultLockTimeout = 5 * time.Second
+	// DefaultCancelTimeout bounds the wait for CancelPendingIO when
+	// Config.CancelTimeout is 0.
+	DefaultCancelTimeout = 5 * time.Second
+	// DefaultJPEGQuality is the JPEG quality when Config.JPEGQuality is 0.
+	DefaultJPEGQuality = 90
+	// jobHistory is the number of finished jobs the handler remembers (for
+	// ScannerStatus, and a late DELETE or NextDocument).
+	jobHistory = 16
+)
+
+// Config configures a Handler. Driver is required; the zero value of every
+// other field is a useful default.
+type Config struct {
+	// Driver is the scanner. It must be initialized (Initialize) before
+	// NewHandler, and stay so while the handler serves; the caller owns it.
+	// The handler locks it for each job and unlocks it after.
+	Driver *minidrv.Driver
+	// Prefix is the path the eSCL resources live under; DefaultPrefix when
+	// empty. It starts with a slash and does not end with one.
+	Prefix string
+	// MakeAndModel, SerialNumber and UUID identify the scanner in its
+	// capabilities. MakeAndModel defaults to "cancelio scanner"; UUID to a
+	// random one.
+	MakeAndModel string
+	SerialNumber string
+	UUID         string
+	// MaxBodySize bounds a request body in bytes (413 beyond it);
+	// DefaultMaxBodySize when 0.
+	MaxBodySize int64
+	// JobTimeout is how long a scanned page waits for a client to fetch
+	// it; the job is then dropped and the scanner is free again.
+	// DefaultJobTimeout when 0.
+	JobTimeout time.Duration
+	// LockTimeout is how long a new job waits for the driver's lock (held
+	// by another client of the driver, or by its recovery after a cancel)
+	// before the client gets 503. DefaultLockTimeout when 0.
+	LockTimeout time.Duration
+	// CancelTimeout bounds the wait for CancelPendingIO (and, for a
+	// DELETE, for the driver to be idle) before the cancel is reported;
+	// the unwinding goes on. DefaultCancelTimeout when 0.
+	CancelTimeout time.Duration
+	// JPEGQuality is the quality of JPEG documents, 1..100;
+	// DefaultJPEGQuality when 0.
+	JPEGQuality int
+	// Log receives one line per job (with its timings) and one per refused
+	// request; nil discards them.
+	Log *slog.Logger
+	// OnJobDone, if not nil, is called once per job when it is over
+	// (delivered, canceled, failed or expired) and the driver unlocked,
+	// from the job's goroutine. It must not block for long.
+	OnJobDone func(JobReport)
+}
+
+// Handler serves eSCL for one minidrv.Driver: an http.Handler for
+// ScannerCapabilities, ScannerStatus, ScanJobs (POST), a job's
+// NextDocument (GET) and the job itself (DELETE), under Config.Prefix.
+//
+// One job runs at a time: from its POST until its page is delivered,
+// canceled, failed or expired, a second POST gets 503. A DELETE, a client
+// that drops its NextDocument connection, and Shutdown cancel a running
+// job through the driver's CancelPendingIO; the waiting NextDocument ends
+// at once. Its methods are safe for concurrent use.
+type Handler struct {
+	cfg  Config
+	d    *minidrv.Driver
+	bed  *minidrv.Item
+	caps caps
+	mux  *http.ServeMux
+
+	capsDoc []byte // the ScannerCapabilities document, made once
+
+	mu     sync.Mutex
+	jobs   []*job // newest last, at most jobHistory finished ones; guarded by mu
+	active *job   // the job that holds the scanner, or nil; guarded by mu
+	closed bool   // Shutdown was called; guarded by mu
+	wg     sync.WaitGroup
+}
+
+// NewHandler returns a Handler for cfg.Driver, which must be initialized:
+// the capabilities are read from its flatbed item's properties now.
+func NewHandler(cfg Config) (*Handler, error) {
+	if cfg.Driver == nil {
+		return nil, errors.New("escl: Config.Driver is required")
+	}
+	if cfg.Prefix == "" {
+		cfg.Prefix = DefaultPrefix
+	}
+	if cfg.Prefix[0] != '/' || cfg.Prefix[len(cfg.Prefix)-1] == '/' {
+		return nil, fmt.Errorf("escl: prefix %q must start with a slash and not end with one", cfg.Prefix)
+	}
+	if cfg.MakeAndModel == "" {
+		cfg.MakeAndModel = "cancelio scanner"
+	}
+	if cfg.UUID == "" {
+		cfg.UUID = newUUID()
+	}
+	if cfg.MaxBodySize == 0 {
+		cfg.MaxBodySize = DefaultMaxBodySize
+	}
+	if cfg.JobTimeout == 0 {
+		cfg.JobTimeout = DefaultJobTimeout
+	}
+	if cfg.LockTimeout == 0 {
+		cfg.LockTimeout = DefaultLockTimeout
+	}
+	if cfg.CancelTimeout == 0 {
+		cfg.CancelTimeout = DefaultCancelTimeout
+	}
+	if cfg.JPEGQuality == 0 {
+		cfg.JPEGQuality = DefaultJPEGQuality
+	}
+	if cfg.MaxBodySize < 0 || cfg.JobTimeout < 0 || cfg.LockTimeout < 0 || cfg.CancelTimeout < 0 {
+		return nil, errors.New("escl: negative size or timeout in Config")
+	}
+	if cfg.JPEGQuality < 1 || cfg.JPEGQuality > 100 {
+		return nil, fmt.Errorf("escl: JPEG quality %d outside 1..100", cfg.JPEGQuality)
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	h := &Handler{cfg: cfg, d: cfg.Driver}
+	root, err := h.d.Items()
+	if err != nil {
+		return nil, fmt.Errorf("escl: driver: %w", err)
+	}
+	h.bed = root.Find("Flatbed")
+	if err := h.readCaps(); err != nil {
+		return nil, err
+	}
+	h.capsDoc = marshalDoc(h.capabilities())
+
+	p := cfg.Prefix
+	h.mux = http.NewServeMux()
+	h.mux.HandleFunc("GET "+p+"/ScannerCapabilities", h.serveCapabilities)
+	h.mux.HandleFunc("GET "+p+"/ScannerStatus", h.serveStatus)
+	h.mux.HandleFunc("POST "+p+"/ScanJobs", h.serveScanJobs)
+	h.mux.HandleFunc("GET "+p+"/ScanJobs/{id}/NextDocument", h.serveNextDocument)
+	h.mux.HandleFunc("DELETE "+p+"/ScanJobs/{id}", h.serveDelete)
+	return h, nil
+}
+
+// readCaps derives the capabilities from the flatbed's properties: the bed
+// size, and the resolutions and data types the driver validates.
+func (h *Handler) readCaps() error {
+	v, err := h.d.ReadItemProperties(h.bed, minidrv.PropBedWidth, minidrv.PropBedHeight)
+	if err != nil {
+		return fmt.Errorf("escl: read the flatbed's properties: %w", err)
+	}
+	c := &h.caps
+	c.defaults = minidrv.DefaultProperties()
+	for _, dpi := range minidrv.Resolutions() {
+		err := h.d.ValidateItemProperties(h.bed,
+			minidrv.PropValue{ID: minidrv.PropXResolution, Value: dpi},
+			minidrv.PropValue{ID: minidrv.PropYResolution, Value: dpi})
+		if err == nil {
+			c.resolutions = append(c.resolutions, dpi)
+		}
+	}
+	for _, t := range []minidrv.DataType{minidrv.DataBW, minidrv.DataGray, minidrv.DataColor} {
+		if h.d.ValidateItemProperties(h.bed, minidrv.PropValue{ID: minidrv.PropDataType, Value: int(t)}) == nil {
+			c.modes = append(c.modes, modeOf(t))
+		}
+	}
+	c.formats = []string{MIMEPNG, MIMEJPEG}
+	// The platen offered is the bed in 1/300 inch, rounded down to a whole
+	// number of pixels at every resolution: a client then computes the
+	// same image size as the driver for the whole platen (sane-airscan
+	// pads or clips an image whose size differs from its own arithmetic).
+	g := granule(c.resolutions)
+	c.bedWidth = v[0].Value * unitsPerInch / 1000 / g * g
+	c.bedHeight = v[1].Value * unitsPerInch / 1000 / g * g
+	if len(c.resolutions) == 0 || len(c.modes) == 0 || c.bedWidth < 1 || c.bedHeight < 1 {
+		return fmt.Errorf("escl: the driver offers no usable scan (bed %dx%d/300 in, resolutions %v, modes %v)",
+			c.bedWidth, c.bedHeight, c.resolutions, c.modes)
+	}
+	return nil
+}
+
+// capabilities returns the ScannerCapabilities document.
+func (h *Handler) capabilities() *capabilitiesDoc {
+	c := &h.caps
+	doc := &capabilitiesDoc{
+		NSPWG: NSPWG, NSScan: NSScan, Version: "2.63",
+		MakeAndModel: h.cfg.MakeAndModel, SerialNumber: h.cfg.SerialNumber, UUID: h.cfg.UUID,
+	}
+	ic := &doc.Platen.Caps
+	// The smallest region is one pixel at the lowest resolution.
+	minUnits := (unitsPerInch + c.resolutions[0] - 1) / c.resolutions[0]
+	ic.MinWidth, ic.MaxWidth = minUnits, c.bedWidth
+	ic.MinHeight, ic.MaxHeight = minUnits, c.bedHeight
+	ic.MaxScanRegions = 1
+	ic.MaxOpticalXRes = c.resolutions[len(c.resolutions)-1]
+	ic.MaxOpticalYRes = ic.MaxOpticalXRes
+	ic.SupportedIntents = []string{"Document", "Photo", "Preview", "TextAndGraphic"}
+	ic.Profile.ColorModes = c.modes
+	ic.Profile.Formats = c.formats
+	ic.Profile.FormatsExt = c.formats
+	for _, r := range c.resolutions {
+		ic.Profile.Resolutions = append(ic.Profile.Resolutions, resolution{r, r})
+	}
+	return doc
+}
+
+// ServeHTTP serves the eSCL resources under Config.Prefix; other paths get
+// 404, other methods 405.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.mux.ServeHTTP(w, r) }
+
+// Shutdown makes the handler refuse new jobs (503), cancels the running
+// job, if any, through CancelPendingIO, and waits until every job is over
+// and the driver unlocked, or ctx ends (then it returns ctx's error; the
+// jobs still finish). It does not stop an http.Server: call it before the
+// server's own Shutdown, which waits for running requests, so that a
+// NextDocument waiting for the canceled page has ended.
+func (h *Handler) Shutdown(ctx context.Context) error {
+	h.mu.Lock()
+	h.closed = true
+	a := h.active
+	h.mu.Unlock()
+	if a != nil {
+		h.cancel(a, CauseShutdown)
+	}
+	done := make(chan struct{})
+	go func() { h.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (h *Handler) serveCapabilities(w http.ResponseWriter, r *http.Request) {
+	writeXML(w, http.StatusOK, h.capsDoc)
+}
+
+func (h *Handler) serveStatus(w http.ResponseWriter, r *http.Request) {
+	doc := statusDoc{NSPWG: NSPWG, NSScan: NSScan, Version: "2.63"}
+	now := time.Now()
+	h.mu.Lock()
+	switch h.d.State() {
+	case minidrv.Unloaded, minidrv.Removed:
+		doc.State = "Down"
+	case minidrv.Suspended:
+		doc.State = "Stopped"
+	default:
+		doc.State = "Idle"
+		if h.active != nil && (h.active.state == jobScanning || h.active.state == jobReady) {
+			doc.State = "Processing"
+		}
+	}
+	for i := len(h.jobs) - 1; i >= 0; i-- { // newest first
+		doc.Jobs = append(doc.Jobs, h.jobs[i].infoLocked(h.cfg.Prefix, now))
+	}
+	h.mu.Unlock()
+	writeXML(w, http.StatusOK, marshalDoc(&doc))
+}
+
+// serveScanJobs creates a job: it checks the settings, takes the driver's
+// lock and writes the item properties, answers 201 with the job's
+// Location, and starts the scan.
+func (h *Handler) serveScanJobs(w http.ResponseWriter, r *http.Request) {
+	if ct := r.Header.Get("Content-Type"); ct != "" {
+		mt, _, err := mime.ParseMediaType(ct)
+		if err != nil || (mt != "text/xml" && mt != "application/xml") {
+			h.refuse(w, r, http.StatusUnsupportedMediaType, fmt.Sprintf("content type %q: want text/xml", ct))
+			return
+		}
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.cfg.MaxBodySize))
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			h.refuse(w, r, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body over %d bytes", tooBig.Limit))
+			return
+		}
+		h.refuse(w, r, http.StatusBadRequest, "read the request body: "+err.Error())
+		return
+	}
+	ss, err := parseScanSettings(bytes.NewReader(body))
+	if err != nil {
+		h.refuse(w, r, http.StatusBadRequest, err.Error())
+		return
+	}
+	set, err := h.caps.check(ss)
+	if err != nil {
+		code := http.StatusConflict
+		if isMalformed(err) {
+			code = http.StatusBadRequest
+		}
+		h.refuse(w, r, code, err.Error())
+		return
+	}
+	// The driver checks the properties too, without touching the device.
+	if err := h.d.ValidateItemProperties(h.bed, set.props()...); err != nil {
+		h.refuse(w, r, http.StatusConflict, err.Error())
+		return
+	}
+
+	j := newJob(set)
+	h.mu.Lock()
+	switch {
+	case h.closed:
+		h.mu.Unlock()
+		h.refuse(w, r, http.StatusServiceUnavailable, "the scanner is shutting down")
+		return
+	case h.active != nil:
+		h.mu.Unlock()
+		w.Header().Set("Retry-After", "5")
+		h.refuse(w, r, http.StatusServiceUnavailable, "the scanner is busy with another job")
+		return
+	}
+	h.active = j // reserved: a second POST is refused from here on
+	h.wg.Add(1)  // before Shutdown can see the job
+	h.mu.Unlock()
+
+	if err := h.lockDriver(r.Context(), j); err != nil {
+		h.mu.Lock()
+		h.active = nil
+		h.mu.Unlock()
+		h.wg.Done()
+		msg := "the scanner is busy: "
+		if !errors.Is(err, minidrv.ErrBusy) {
+			msg = "the scanner is not available: " // offline, removed, suspended
+		}
+		w.Header().Set("Retry-After", "5")
+		h.refuse(w, r, http.StatusServiceUnavailable, msg+err.Error())
+		return
+	}
+
+	h.mu.Lock()
+	h.addJobLocked(j)
+	h.mu.Unlock()
+	go h.run(j)
+
+	w.Header().Set("Location", h.cfg.Prefix+"/ScanJobs/"+j.id)
+	w.WriteHeader(http.StatusCreated)
+	h.cfg.Log.Info("escl: job created", "job", j.id, "remote", r.RemoteAddr, "settings", fmt.Sprintf("%+v", set))
+}
+
+// lockDriver locks the driver for j and writes its properties.
+func (h *Handler) lockDriver(ctx context.Context, j *job) error {
+	ctx, cancel := context.WithTimeout(ctx, h.cfg.LockTimeout)
+	defer cancel()
+	if err := h.d.Lock(ctx); err != nil {
+		return err
+	}
+	if err := h.d.WriteItemProperties(h.bed, j.set.props()...); err != nil {
+		_ = h.d.Unlock()
+		return err
+	}
+	return nil
+}
+
+// addJobLocked records j, forgetting the oldest finished jobs beyond
+// jobHistory. h.mu held.
+func (h *Handler) addJobLocked(j *job) {
+	h.jobs = append(h.jobs, j)
+	for len(h.jobs) > jobHistory {
+		i := 0
+		for i < len(h.jobs) && !h.jobs[i].state.final() {
+			i++
+		}
+		if i == len(h.jobs) {
+			break
+		}
+		h.jobs = append(h.jobs[:i], h.jobs[i+1:]...)
+	}
+}
+
+// lookup returns the job named by the request's path, or nil.
+func (h *Handler) lookup(r *http.Request) *job {
+	id := r.PathValue("id")
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, j := range h.jobs {
+		if j.id == id {
+			return j
+		}
+	}
+	return nil
+}
+
+// serveNextDocument waits for the job's page and sends it. The wait ends at
+// once when the job is canceled (410); a client that goes away meanwhile,
+// or while the page is sent, cancels the job.
+func (h *Handler) serveNextDocument(w http.ResponseWriter, r *http.Request) {
+	j := h.lookup(r)
+	if j == nil {
+		h.refuse(w, r, http.StatusNotFound, "no such job")
+		return
+	}
+	select {
+	case <-j.scanned:
+	case <-j.cancelCtx.Done():
+	case <-r.Context().Done():
+		h.cancel(j, CauseClientGone)
+		return
+	}
+	h.mu.Lock()
+	st, doc, mt, jerr := j.state, j.doc, j.set.Format, j.err
+	if j.cause != CauseNone {
+		st = jobCanceled
+	}
+	if st == jobReady {
+		j.state = jobSending
+	}
+	h.mu.Unlock()
+	switch st {
+	case jobReady:
+	case jobCanceled:
+		h.refuse(w, r, http.StatusGone, "the job was canceled")
+		return
+	case jobFailed:
+		h.refuse(w, r, http.StatusInternalServerError, "the scan failed: "+jerr.Error())
+		return
+	case jobExpired:
+		h.refuse(w, r, http.StatusGone, "the job expired: its page was not fetched in time")
+		return
+	default: // sending or delivered: the platen has one page
+		// Every client asks once more after the page: not worth a line.
+		http.Error(w, "no more documents", http.StatusNotFound)
+		return
+	}
+
+	// A cancel (DELETE, Shutdown) ends a write in progress at once. The
+	// job's goroutine waits for this send to end (finish) before it
+	// settles the outcome: a page sent whole is delivered, even when the
+	// client's DELETE overtook the end of this handler.
+	defer j.finish()
+	rc := http.NewResponseController(w)
+	stop := context.AfterFunc(j.cancelCtx, func() { _ = rc.SetWriteDeadline(time.Now()) })
+	defer stop()
+	w.Header().Set("Content-Type", mt)
+	w.Header().Set("Content-Length", strconv.Itoa(len(doc)))
+	w.WriteHeader(http.StatusOK)
+	_, err := w.Write(doc)
+	if err == nil {
+		err = rc.Flush()
+	}
+	if err == nil {
+		h.mu.Lock()
+		j.state = jobDelivered
+		j.delivered = time.Now()
+		h.mu.Unlock()
+		return
+	}
+	h.cancel(j, CauseClientGone) // a no-op after a DELETE or Shutdown
+	panic(http.ErrAbortHandler)  // a partial body: close the connection
+}
+
+// serveDelete cancels a job: a running one through CancelPendingIO, then it
+// waits (within CancelTimeout) until the driver is unlocked. A job that is
+// over is left as it is: a client deletes every job it ran, canceled or
+// not.
+func (h *Handler) serveDelete(w http.ResponseWriter, r *http.Request) {
+	j := h.lookup(r)
+	if j == nil {
+		h.refuse(w, r, http.StatusNotFound, "no such job")
+		return
+	}
+	h.cancel(j, CauseDelete)
+	ctx, cancel := context.WithTimeout(r.Context(), h.cfg.CancelTimeout)
+	defer cancel()
+	select {
+	case <-j.idle:
+	case <-ctx.Done():
+	}
+	w.WriteHeader(http.StatusOK)
+}
+
+// cancel cancels j for cause unless it is over: it marks it canceled (the
+// waiting NextDocument ends at once), then, while its acquisition runs,
+// calls CancelPendingIO. Any goroutine, any number of times.
+func (h *Handler) cancel(j *job, cause Cause) {
+	h.mu.Lock()
+	if j.state.final() || j.cause != CauseNone {
+		h.mu.Unlock()
+		return
+	}
+	j.cause = cause
+	j.cancelAt = time.Now()
+	// Only this job's own acquisition is canceled: the driver may have
+	// other clients. One that starts after this point sees the cancel in
+	// its first progress report, before it touches the device.
+	acquiring := j.acquiring
+	j.cancelFn()
+	h.mu.Unlock()
+	if acquiring {
+		ctx, cancel := context.WithTimeout(context.Background(), h.cfg.CancelTimeout)
+		t0 := time.Now()
+		err := h.d.CancelPendingIO(ctx)
+		took := time.Since(t0)
+		cancel()
+		h.mu.Lock()
+		j.cancelCalled, j.cancelTook, j.cancelErr = t0, took, err
+		h.mu.Unlock()
+	}
+	close(j.cancelDone)
+}
+
+// refuse answers a request the handler will not serve, and logs it.
+func (h *Handler) refuse(w http.ResponseWriter, r *http.Request, code int, msg string) {
+	h.cfg.Log.Info("escl: refused", "method", r.Method, "path", r.URL.Path, "remote", r.RemoteAddr, "status", code, "reason", msg)
+	http.Error(w, msg, code)
+}
+
+func writeXML(w http.ResponseWriter, code int, doc []byte) {
+	w.Header().Set("Content-Type", "text/xml")
+	w.Header().Set("Content-Length", strconv.Itoa(len(doc)))
+	w.WriteHeader(code)
+	_, _ = w.Write(doc)
+}
+
+// newUUID returns a random (version 4) UUID.
+func newUUID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:])
+}

@@ -1,0 +1,109 @@
+package escl_test
+
+// This file is the tests' only contact with the simulated scanner (usbsim,
+// minidrv.SimOpener, Driver.LastScan): when they move, only it changes.
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/cancelio/cancelio/ioring"
+	"github.com/cancelio/cancelio/minidrv"
+	"github.com/cancelio/cancelio/usb/usbsim"
+)
+
+// simDevice is a simulated scanner behind an initialized driver.
+type simDevice struct {
+	d  *minidrv.Driver
+	sc *usbsim.Scanner
+}
+
+// newSimDevice returns an initialized driver for a new simulated scanner;
+// cleanup undoes it all.
+func newSimDevice(tb testing.TB, abortTimeout time.Duration) *simDevice {
+	tb.Helper()
+	ring, err := ioring.New(ioring.Config{Entries: 256})
+	if err != nil {
+		tb.Fatalf("ioring.New: %v", err)
+	}
+	sc, err := usbsim.NewScanner(usbsim.Config{})
+	if err != nil {
+		ring.Close()
+		tb.Fatalf("usbsim.NewScanner: %v", err)
+	}
+	d, err := minidrv.New(minidrv.Config{Ring: ring, Open: minidrv.SimOpener(ring, sc), AbortTimeout: abortTimeout, Seed: firstSeed})
+	if err != nil {
+		tb.Fatalf("minidrv.New: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := d.Initialize(ctx); err != nil {
+		tb.Fatalf("Initialize: %v", err)
+	}
+	tb.Cleanup(func() {
+		sc.Resume() // a hung device would hold up the last Uninitialize
+		if err := d.Uninitialize(); err != nil {
+			tb.Errorf("Uninitialize: %v", err)
+		}
+		sc.Close()
+		ring.Close()
+	})
+	return &simDevice{d: d, sc: sc}
+}
+
+// lastImage returns the raw image the driver's latest acquisition asked
+// the scanner for, and its size in pixels.
+func (s *simDevice) lastImage() (raw []byte, width, height int) {
+	p := s.d.LastScan()
+	return usbsim.ExpectedImage(p), int(p.Width), int(p.Height)
+}
+
+// firstSeed seeds the first acquisition's image; each later one takes the
+// next seed, so the latest seed counts the acquisitions.
+const firstSeed = 1000
+
+// acquisitions returns the number of acquisitions the driver started.
+func (s *simDevice) acquisitions() int {
+	seed := s.d.LastScan().Seed
+	if seed == 0 {
+		return 0
+	}
+	return int(seed-firstSeed) + 1
+}
+
+// setBandwidth caps the scanner's data rate (0: no cap).
+func (s *simDevice) setBandwidth(bytesPerSec int64) { s.sc.SetBandwidth(bytesPerSec) }
+
+// hangAfter makes the scanner stop answering after n more bytes of image.
+func (s *simDevice) hangAfter(n int64) { s.sc.HangAfter(n) }
+
+// resume ends a hang.
+func (s *simDevice) resume() { s.sc.Resume() }
+
+// exampleDriver returns an initialized driver for a new simulated scanner,
+// and the function that undoes it all.
+func exampleDriver() (*minidrv.Driver, func(), error) {
+	ring, err := ioring.New(ioring.Config{Entries: 256})
+	if err != nil {
+		return nil, nil, err
+	}
+	sc, err := usbsim.NewScanner(usbsim.Config{})
+	if err != nil {
+		ring.Close()
+		return nil, nil, err
+	}
+	d, err := minidrv.New(minidrv.Config{Ring: ring, Open: minidrv.SimOpener(ring, sc)})
+	if err == nil {
+		err = d.Initialize(context.Background())
+	}
+	if err != nil {
+		sc.Close()
+		ring.Close()
+		return nil, nil, err
+	}
+	return d, func() { d.Uninitialize(); sc.Close(); ring.Close() }, nil
+}
+
+// unplug disconnects the scanner.
+func (s *simDevice) unplug() error { return s.sc.Unplug() }

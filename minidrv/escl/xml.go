@@ -1,0 +1,170 @@
+package escl
+
+import (
+	"encoding/xml"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+)
+
+// XML namespaces of eSCL documents.
+const (
+	// NSPWG is the PWG semantic model namespace (prefix pwg).
+	NSPWG = "http://www.pwg.org/schemas/2010/12/sm"
+	// NSScan is the eSCL namespace (prefix scan).
+	NSScan = "http://schemas.hp.com/imaging/escl/2011/05/03"
+)
+
+// eSCL's names for the colour modes, the input source and the units of a
+// scan region.
+const (
+	modeBW    = "BlackAndWhite1"
+	modeGray  = "Grayscale8"
+	modeColor = "RGB24"
+
+	sourcePlaten = "Platen"
+	unitsESCL    = "escl:ThreeHundredthsOfInches"
+)
+
+// The document formats the handler encodes.
+const (
+	// MIMEPNG is a PNG document, encoded with image/png.
+	MIMEPNG = "image/png"
+	// MIMEJPEG is a JPEG document, encoded with image/jpeg.
+	MIMEJPEG = "image/jpeg"
+)
+
+// Documents the handler writes. The element names carry their prefix and
+// the root declares both namespaces: the usual eSCL spelling, which every
+// client reads.
+
+type capabilitiesDoc struct {
+	XMLName      xml.Name `xml:"scan:ScannerCapabilities"`
+	NSPWG        string   `xml:"xmlns:pwg,attr"`
+	NSScan       string   `xml:"xmlns:scan,attr"`
+	Version      string   `xml:"pwg:Version"`
+	MakeAndModel string   `xml:"pwg:MakeAndModel"`
+	SerialNumber string   `xml:"pwg:SerialNumber,omitempty"`
+	UUID         string   `xml:"scan:UUID"`
+	Platen       struct {
+		Caps inputCaps `xml:"scan:PlatenInputCaps"`
+	} `xml:"scan:Platen"`
+}
+
+type inputCaps struct {
+	MinWidth         int            `xml:"scan:MinWidth"`
+	MaxWidth         int            `xml:"scan:MaxWidth"`
+	MinHeight        int            `xml:"scan:MinHeight"`
+	MaxHeight        int            `xml:"scan:MaxHeight"`
+	MaxScanRegions   int            `xml:"scan:MaxScanRegions"`
+	Profile          settingProfile `xml:"scan:SettingProfiles>scan:SettingProfile"`
+	MaxOpticalXRes   int            `xml:"scan:MaxOpticalXResolution"`
+	MaxOpticalYRes   int            `xml:"scan:MaxOpticalYResolution"`
+	SupportedIntents []string       `xml:"scan:SupportedIntents>scan:Intent"`
+}
+
+type settingProfile struct {
+	ColorModes  []string     `xml:"scan:ColorModes>scan:ColorMode"`
+	Formats     []string     `xml:"scan:DocumentFormats>pwg:DocumentFormat"`
+	FormatsExt  []string     `xml:"scan:DocumentFormats>scan:DocumentFormatExt"`
+	Resolutions []resolution `xml:"scan:SupportedResolutions>scan:DiscreteResolutions>scan:DiscreteResolution"`
+}
+
+type resolution struct {
+	X int `xml:"scan:XResolution"`
+	Y int `xml:"scan:YResolution"`
+}
+
+type statusDoc struct {
+	XMLName xml.Name  `xml:"scan:ScannerStatus"`
+	NSPWG   string    `xml:"xmlns:pwg,attr"`
+	NSScan  string    `xml:"xmlns:scan,attr"`
+	Version string    `xml:"pwg:Version"`
+	State   string    `xml:"pwg:State"`
+	Jobs    []jobInfo `xml:"scan:Jobs>scan:JobInfo"`
+}
+
+type jobInfo struct {
+	URI              string   `xml:"pwg:JobUri"`
+	UUID             string   `xml:"pwg:JobUuid"`
+	Age              int      `xml:"scan:Age"`
+	ImagesCompleted  int      `xml:"pwg:ImagesCompleted"`
+	ImagesToTransfer int      `xml:"pwg:ImagesToTransfer"`
+	State            string   `xml:"pwg:JobState"`
+	Reasons          []string `xml:"pwg:JobStateReasons>pwg:JobStateReason"`
+}
+
+// marshalDoc returns v as an XML document with its declaration.
+func marshalDoc(v any) []byte {
+	b, err := xml.MarshalIndent(v, "", "  ")
+	if err != nil { // the documents are fixed structs: cannot happen
+		panic(fmt.Sprintf("escl: marshal %T: %v", v, err))
+	}
+	return append([]byte(xml.Header), append(b, '\n')...)
+}
+
+// scanSettings is a client's scan:ScanSettings, as far as the handler
+// reads it. Elements are matched by local name, whatever their namespace
+// (clients differ: sane-airscan sends pwg:InputSource, others
+// scan:InputSource); unknown elements (Intent, Brightness...) are ignored.
+type scanSettings struct {
+	XMLName     xml.Name
+	Regions     []scanRegion `xml:"ScanRegions>ScanRegion"`
+	InputSource []string     `xml:"InputSource"`
+	ColorMode   []string     `xml:"ColorMode"`
+	Format      []string     `xml:"DocumentFormat"`
+	FormatExt   []string     `xml:"DocumentFormatExt"`
+	XResolution []string     `xml:"XResolution"`
+	YResolution []string     `xml:"YResolution"`
+	Duplex      []string     `xml:"Duplex"`
+}
+
+type scanRegion struct {
+	Units   []string `xml:"ContentRegionUnits"`
+	XOffset []string `xml:"XOffset"`
+	YOffset []string `xml:"YOffset"`
+	Width   []string `xml:"Width"`
+	Height  []string `xml:"Height"`
+}
+
+// errMalformed marks a request the handler could not parse (400), as
+// opposed to settings it parsed and does not support (409).
+var errMalformed = errors.New("malformed scan settings")
+
+// parseScanSettings decodes one scan:ScanSettings document from r. It
+// refuses anything but exactly one well-formed ScanSettings element
+// (comments, processing instructions and white space aside).
+func parseScanSettings(r io.Reader) (*scanSettings, error) {
+	dec := xml.NewDecoder(r)
+	dec.Strict = true
+	var s scanSettings
+	if err := dec.Decode(&s); err != nil {
+		return nil, fmt.Errorf("%w: %v", errMalformed, err)
+	}
+	if s.XMLName.Local != "ScanSettings" {
+		return nil, fmt.Errorf("%w: root element %q, want scan:ScanSettings", errMalformed, s.XMLName.Local)
+	}
+	if s.XMLName.Space != NSScan {
+		return nil, fmt.Errorf("%w: root element in namespace %q, want %q", errMalformed, s.XMLName.Space, NSScan)
+	}
+	for {
+		tok, err := dec.Token()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%w: after the root element: %v", errMalformed, err)
+		}
+		switch t := tok.(type) {
+		case xml.Comment, xml.ProcInst:
+		case xml.CharData:
+			if strings.TrimSpace(string(t)) != "" {
+				return nil, fmt.Errorf("%w: text after the root element", errMalformed)
+			}
+		default:
+			return nil, fmt.Errorf("%w: content after the root element", errMalformed)
+		}
+	}
+	return &s, nil
+}
