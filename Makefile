@@ -6,6 +6,11 @@
 #   make bench-quick  the same, shorter (about 1 minute)
 #   make test-usbvm   the usb tests inside a QEMU guest with a real USB stack
 
+# bash with pipefail: a recipe that pipes go test into a filter fails when
+# the tests fail.
+SHELL       := /bin/bash
+.SHELLFLAGS := -o pipefail -c
+
 GO          ?= go
 STATICCHECK ?= $(GO) tool staticcheck
 # Debian packages the project builds and tests against (cgo: libusb for the
@@ -44,8 +49,12 @@ vet:
 staticcheck:
 	$(STATICCHECK) ./...
 
+# gotest runs every host suite; the TestScanimage suites (the real scanimage
+# driving the eSCL front end) run on their own with -v, so that the log lists
+# each of them passing (or skipped, where scanimage is missing).
 gotest:
-	$(GO) test -race -timeout 15m ./...
+	$(GO) test -race -timeout 15m -skip '^TestScanimage' ./...
+	$(GO) test -race -timeout 10m -count=1 -v -run '^TestScanimage' ./minidrv/escl/ ./cmd/scand/ | grep -E '^(=== RUN|--- |ok|FAIL|PASS|panic)'
 
 # cross keeps the platform splits honest: other Linux architectures, and
 # builds without cgo (no gousb, no liburing baseline).
@@ -74,3 +83,4 @@ usbvm-setup:
 test-usbvm: usbvm-setup
 	$(GO) test -v -race -count=1 -exec $(USBVM_EXEC) $$($(GO) list ./usb/... | grep -v /usbvm/internal/)
 	$(GO) test -v -race -count=1 -exec $(USBVM_EXEC) -run Gadget ./minidrv/
+	$(GO) test -v -race -count=1 -exec $(USBVM_EXEC) -run Gadget ./cmd/scand/
