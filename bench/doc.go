@@ -33,6 +33,9 @@
 //	BenchmarkCancelPendingIO/impl=…           minidriver CancelPendingIO to Idle
 //	                                          (impls implementing IdleCanceler)
 //
+// Every run starts with an untimed warm-up (256 ops; for the cancel suites,
+// arm+cancel cycles until 512 requests have been through), so that what is
+// timed, allocations included, is the steady state and not first-use costs.
 // Throughput suites report ns/op, ops/s, allocs (and MB/s for reads).
 // BenchmarkCancel reports the mean latency of one cancel as ns/op, from the
 // cancel call until the last canceled completion is delivered (the Arm

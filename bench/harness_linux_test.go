@@ -21,6 +21,8 @@ const (
 	msgSize      = 64 // ping-pong message; <= PIPE_BUF, so writes are atomic
 	cancelBuf    = 4096
 	cancelEvery  = time.Millisecond // CancelUnderLoad: 1,000 cancels a second
+	warmupOps    = 256              // untimed ops before a throughput run
+	warmupCancel = 512              // requests armed and canceled, untimed, before a cancel run
 )
 
 var (
@@ -67,8 +69,17 @@ func supporting(w Workload) []Impl {
 	return out
 }
 
-// runThroughput times r.Run(b.N) and reports ops/s next to ns/op.
+// warmUp runs a few untimed ops, so that first-use costs (an engine's
+// per-slot state, page faults on fresh buffers, goroutine stacks) stay out
+// of the measured steady state, for every impl alike.
+func warmUp(b *testing.B, r Runner) {
+	require.NoError(b, r.Run(warmupOps), "warm-up")
+}
+
+// runThroughput times r.Run(b.N) after a warm-up and reports ops/s next to
+// ns/op.
 func runThroughput(b *testing.B, r Runner) {
+	warmUp(b, r)
 	b.ReportAllocs()
 	b.ResetTimer()
 	err := r.Run(b.N)
@@ -134,11 +145,25 @@ func BenchmarkPingPong(b *testing.B) {
 	}
 }
 
-// runCancel arms and cancels b.N times and reports the latency distribution
-// of the cancels: ns/op is the mean cancel latency (Arm is not in it, though
-// it is in the wall time), p50-ns, p99-ns and p999-ns its percentiles.
-func runCancel(b *testing.B, r CancelRunner) {
+// warmUpCancel runs untimed arm+cancel cycles of pending requests until
+// warmupCancel requests have been through: first-use costs out, as in
+// warmUp, and an engine that takes other slots of its ring each cycle has
+// met each of them by then (cancelio's cancel rings have 256 entries).
+func warmUpCancel(tb testing.TB, r CancelRunner, pending int) {
+	for range max(1, (warmupCancel+pending-1)/pending) {
+		require.NoError(tb, r.Arm(), "warm-up arm")
+		_, err := r.CancelAndWait()
+		require.NoError(tb, err, "warm-up cancel")
+	}
+}
+
+// runCancel arms and cancels b.N times after warmUpCancel, and reports the
+// latency distribution of the cancels: ns/op is the mean cancel latency
+// (Arm is not in it, though it is in the wall time), p50-ns, p99-ns and
+// p999-ns its percentiles.
+func runCancel(b *testing.B, r CancelRunner, pending int) {
 	h := latstat.New()
+	warmUpCancel(b, r, pending)
 	b.ReportAllocs()
 	b.ResetTimer()
 	for range b.N {
@@ -165,7 +190,7 @@ func BenchmarkCancel(b *testing.B) {
 				r, err := impl.NewCancel(CancelConfig{FDs: p.R, BufSize: cancelBuf})
 				require.NoError(b, err)
 				closeAfter(b, r)
-				runCancel(b, r)
+				runCancel(b, r, pending)
 			})
 		}
 	}
@@ -214,6 +239,7 @@ func loadPipe(tb testing.TB) CancelLoad {
 func runUnderLoad(b *testing.B, r Runner) {
 	cc, ok := r.(CancelCounter)
 	require.True(b, ok, "a runner with a CancelLoad must implement CancelCounter")
+	warmUp(b, r)
 	b.ReportAllocs()
 	b.ResetTimer()
 	before := cc.Cancels()
@@ -242,7 +268,7 @@ func BenchmarkCancelPendingIO(b *testing.B) {
 				r, err := ic.NewCancelToIdle(IdleConfig{Pending: pending})
 				require.NoError(b, err)
 				closeAfter(b, r)
-				runCancel(b, r)
+				runCancel(b, r, pending)
 			})
 		}
 	}

@@ -19,8 +19,10 @@ import (
 //
 // Cancel: Arm submits one read per pipe, all covered by one Token (a
 // device's I/O); CancelAndWait calls Token.Cancel and reaps until every read
-// has been delivered. A canceled Token stays canceled, so each Arm takes a
-// new one: the only allocation of the cycle.
+// has been delivered. The runner keeps one Token for its whole life: Arm
+// re-arms it with Token.Reset (every read of the last cycle has been
+// delivered by then), as a driver that cancels often would, so a cycle
+// allocates nothing.
 //
 // CancelLoad: a CancelLoop goroutine Starts a read on the empty pipe on the
 // same ring, cancels it with Request.Cancel and Waits for its completion,
@@ -335,8 +337,8 @@ type ciCancel struct {
 	comps []ioring.Completion
 	bufs  [][]byte
 	fds   []int
-	tok   *ioring.Token
-	armed int // reads submitted by Arm, not yet delivered
+	tok   *ioring.Token // covers every read of a cycle; Reset by Arm
+	armed int           // reads submitted by Arm, not yet delivered
 }
 
 func (c *cancelioImpl) NewCancel(cfg CancelConfig) (CancelRunner, error) {
@@ -353,7 +355,7 @@ func (c *cancelioImpl) NewCancel(cfg CancelConfig) (CancelRunner, error) {
 		return nil, err
 	}
 	cr := &ciCancel{r: r, ops: make([]ioring.Op, n), reqs: make([]ioring.Request, n),
-		comps: make([]ioring.Completion, n), bufs: make([][]byte, n), fds: append([]int(nil), cfg.FDs...)}
+		comps: make([]ioring.Completion, n), bufs: make([][]byte, n), fds: append([]int(nil), cfg.FDs...), tok: r.NewToken()}
 	mem := make([]byte, n*cfg.BufSize)
 	for i := range cr.bufs {
 		cr.bufs[i] = mem[i*cfg.BufSize : (i+1)*cfg.BufSize : (i+1)*cfg.BufSize]
@@ -365,7 +367,11 @@ func (c *ciCancel) Arm() error {
 	if c.armed > 0 {
 		return errors.New("cancelio: Arm on an armed runner")
 	}
-	c.tok = c.r.NewToken()
+	if c.tok.Canceled() {
+		if err := c.tok.Reset(); err != nil {
+			return err
+		}
+	}
 	for i, fd := range c.fds {
 		c.ops[i] = ioring.Read(fd, c.bufs[i], -1).WithToken(c.tok)
 	}
