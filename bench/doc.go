@@ -28,6 +28,9 @@
 //	BenchmarkRead4K/impl=…/qd={1,32}          4 KiB random page-cache reads
 //	BenchmarkPingPong/impl=…                  64-byte round trip through pipes
 //	BenchmarkCancel/impl=…/pending={1,64}     cancel reads pending on empty pipes
+//	                                          all at once (a token, cancel-any)
+//	BenchmarkCancelEach/impl=…/pending=64     the same, request by request
+//	                                          (CancelConfig.Each)
 //	BenchmarkCancelUnderLoad/impl=…/op=…      reads or ping-pongs while another
 //	                                          read is canceled 1,000 times a second
 //	BenchmarkCancelPendingIO/impl=…           minidriver CancelPendingIO to Idle
@@ -37,10 +40,15 @@
 // arm+cancel cycles until 512 requests have been through), so that what is
 // timed, allocations included, is the steady state and not first-use costs.
 // Throughput suites report ns/op, ops/s, allocs (and MB/s for reads).
-// BenchmarkCancel reports the mean latency of one cancel as ns/op, from the
-// cancel call until the last canceled completion is delivered (the Arm
-// before it is not included), and its percentiles as p50-ns, p99-ns and
-// p999-ns. BenchmarkCancelUnderLoad also reports cancels/s, the background
+// BenchmarkCancel and BenchmarkCancelEach report the mean latency of one
+// cancel as ns/op, from the cancel call until the last canceled completion
+// is delivered (the Arm before it is not included), and its percentiles as
+// p50-ns, p99-ns and p999-ns. In BenchmarkCancelEach every read is canceled
+// by its own handle through the impl's best API for that: cancelio hands the
+// 64 Requests to one Ring.Cancel (one system call), liburing submits 64
+// IORING_OP_ASYNC_CANCEL by user_data in one io_uring_enter, goroutines
+// write each request's own eventfd, netpoll sets each file's deadline (as
+// it does in BenchmarkCancel). BenchmarkCancelUnderLoad also reports cancels/s, the background
 // cancel rate really achieved.
 //
 // Run them with `make bench` (or bench/run.sh) and compare the columns with

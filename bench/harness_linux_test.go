@@ -3,6 +3,7 @@ package bench
 import (
 	"fmt"
 	"os"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -193,6 +194,27 @@ func BenchmarkCancel(b *testing.B) {
 				runCancel(b, r, pending)
 			})
 		}
+	}
+}
+
+// BenchmarkCancelEach is BenchmarkCancel with the 64 pending reads canceled
+// request by request, each by its own handle, through the impl's best API
+// for that (cancelio: Ring.Cancel of the 64 Requests, one system call;
+// liburing: 64 IORING_OP_ASYNC_CANCEL by user_data in one submit;
+// goroutines: one eventfd write per request; netpoll: SetReadDeadline per
+// file, as in BenchmarkCancel). Same metrics as BenchmarkCancel.
+func BenchmarkCancelEach(b *testing.B) {
+	const pending = 64
+	for _, impl := range supporting(WorkloadCancelEach) {
+		b.Run("impl="+impl.Name()+"/pending="+strconv.Itoa(pending), func(b *testing.B) {
+			p, err := NewPipes(pending)
+			require.NoError(b, err)
+			closeAfter(b, p)
+			r, err := impl.NewCancel(CancelConfig{FDs: p.R, BufSize: cancelBuf, Each: true})
+			require.NoError(b, err)
+			closeAfter(b, r)
+			runCancel(b, r, pending)
+		})
 	}
 }
 

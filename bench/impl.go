@@ -25,8 +25,9 @@ const (
 	// WorkloadPingPong sends a message down a pipe to the harness's echo peer
 	// and reads the echo back, one round trip per op (BenchmarkPingPong).
 	WorkloadPingPong
-	// WorkloadCancel cancels reads pending on empty pipes and times the
-	// cancel until the last completion is delivered (BenchmarkCancel).
+	// WorkloadCancel cancels reads pending on empty pipes, all at once,
+	// and times the cancel until the last completion is delivered
+	// (BenchmarkCancel).
 	WorkloadCancel
 	// WorkloadCancelUnderLoad runs WorkloadRead or WorkloadPingPong while a
 	// read on another, empty pipe is submitted and canceled every
@@ -36,6 +37,11 @@ const (
 	// transfer in flight back to Idle. Impls that serve it implement
 	// IdleCanceler (BenchmarkCancelPendingIO).
 	WorkloadCancelToIdle
+	// WorkloadCancelEach is WorkloadCancel with every read canceled by
+	// itself, request by request, through the impl's best API for that
+	// (a batch form where it has one): NewCancel with CancelConfig.Each
+	// (BenchmarkCancelEach).
+	WorkloadCancelEach
 )
 
 // String returns the workload's short name.
@@ -53,6 +59,8 @@ func (w Workload) String() string {
 		return "cancel-under-load"
 	case WorkloadCancelToIdle:
 		return "cancel-to-idle"
+	case WorkloadCancelEach:
+		return "cancel-each"
 	}
 	return "workload(?)"
 }
@@ -81,7 +89,8 @@ type Impl interface {
 	NewRead(cfg ReadConfig) (Runner, error)
 	// NewPingPong returns a Runner whose Run(n) does n round trips.
 	NewPingPong(cfg PingPongConfig) (Runner, error)
-	// NewCancel returns a CancelRunner over len(cfg.FDs) empty pipes.
+	// NewCancel returns a CancelRunner over len(cfg.FDs) empty pipes; with
+	// cfg.Each (WorkloadCancelEach) it cancels request by request.
 	NewCancel(cfg CancelConfig) (CancelRunner, error)
 }
 
@@ -189,12 +198,17 @@ type CancelLoad struct {
 	FD    int
 }
 
-// CancelConfig configures WorkloadCancel.
+// CancelConfig configures WorkloadCancel and WorkloadCancelEach.
 type CancelConfig struct {
 	// FDs are read ends of empty pipes; Arm starts one read on each.
 	FDs []int
 	// BufSize is the size of each read's buffer.
 	BufSize int
+	// Each asks CancelAndWait to cancel every read by itself, by its own
+	// handle (request, user_data, file), not as a group (a token, cancel-any,
+	// a shared event): WorkloadCancelEach. An impl may batch those cancels
+	// into one system call where its API allows, but may not delay one.
+	Each bool
 }
 
 var (

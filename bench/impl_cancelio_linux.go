@@ -22,7 +22,11 @@ import (
 // has been delivered. The runner keeps one Token for its whole life: Arm
 // re-arms it with Token.Reset (every read of the last cycle has been
 // delivered by then), as a driver that cancels often would, so a cycle
-// allocates nothing.
+// allocates nothing. CancelEach: the reads have no token; CancelAndWait
+// hands all their Requests to one Ring.Cancel, the batch form of
+// Request.Cancel (every cancel in one system call), and reaps as above. The
+// reads are on distinct pipes, so submission order (one read in the kernel
+// at a time per fd) does not hold any of them back.
 //
 // CancelLoad: a CancelLoop goroutine Starts a read on the empty pipe on the
 // same ring, cancels it with Request.Cancel and Waits for its completion,
@@ -337,7 +341,8 @@ type ciCancel struct {
 	comps []ioring.Completion
 	bufs  [][]byte
 	fds   []int
-	tok   *ioring.Token // covers every read of a cycle; Reset by Arm
+	tok   *ioring.Token // covers every read of a cycle; Reset by Arm; nil with each
+	each  bool          // cancel request by request (Ring.Cancel), not by the token
 	armed int           // reads submitted by Arm, not yet delivered
 }
 
@@ -355,7 +360,10 @@ func (c *cancelioImpl) NewCancel(cfg CancelConfig) (CancelRunner, error) {
 		return nil, err
 	}
 	cr := &ciCancel{r: r, ops: make([]ioring.Op, n), reqs: make([]ioring.Request, n),
-		comps: make([]ioring.Completion, n), bufs: make([][]byte, n), fds: append([]int(nil), cfg.FDs...), tok: r.NewToken()}
+		comps: make([]ioring.Completion, n), bufs: make([][]byte, n), fds: append([]int(nil), cfg.FDs...), each: cfg.Each}
+	if !cfg.Each {
+		cr.tok = r.NewToken()
+	}
 	mem := make([]byte, n*cfg.BufSize)
 	for i := range cr.bufs {
 		cr.bufs[i] = mem[i*cfg.BufSize : (i+1)*cfg.BufSize : (i+1)*cfg.BufSize]
@@ -367,13 +375,16 @@ func (c *ciCancel) Arm() error {
 	if c.armed > 0 {
 		return errors.New("cancelio: Arm on an armed runner")
 	}
-	if c.tok.Canceled() {
+	if c.tok != nil && c.tok.Canceled() {
 		if err := c.tok.Reset(); err != nil {
 			return err
 		}
 	}
 	for i, fd := range c.fds {
-		c.ops[i] = ioring.Read(fd, c.bufs[i], -1).WithToken(c.tok)
+		c.ops[i] = ioring.Read(fd, c.bufs[i], -1)
+		if c.tok != nil {
+			c.ops[i] = c.ops[i].WithToken(c.tok)
+		}
 	}
 	m, err := c.r.SubmitBatch(c.ops, c.reqs)
 	c.armed = m
@@ -386,7 +397,14 @@ func (c *ciCancel) Arm() error {
 
 func (c *ciCancel) CancelAndWait() (time.Duration, error) {
 	t0 := time.Now()
-	first := c.tok.Cancel()
+	var first error
+	if c.each {
+		// Every request was in flight (none can complete on an empty
+		// pipe): Cancel finds each one, or the reaping below says why not.
+		_, first = c.r.Cancel(c.reqs[:c.armed]...)
+	} else {
+		first = c.tok.Cancel()
+	}
 	for c.armed > 0 {
 		g, err := c.r.Reap(c.comps, -1)
 		if err != nil {

@@ -44,7 +44,7 @@ func TestCancelioSupports(t *testing.T) {
 			continue
 		}
 		require.NoError(t, r.Close())
-		for _, w := range []Workload{WorkloadNop, WorkloadRead, WorkloadPingPong, WorkloadCancel, WorkloadCancelUnderLoad} {
+		for _, w := range []Workload{WorkloadNop, WorkloadRead, WorkloadPingPong, WorkloadCancel, WorkloadCancelUnderLoad, WorkloadCancelEach} {
 			assert.True(t, impl.Supports(w), "%s supports %v", tc.name, w)
 		}
 		assert.False(t, impl.Supports(WorkloadCancelToIdle), "%s: cancel-to-idle is minidrv's", tc.name)
@@ -116,6 +116,39 @@ func TestCancelioCancelOneToken(t *testing.T) {
 			})
 			assert.Zero(t, allocs, "allocations per arm+cancel cycle of %d reads (Token.Reset, no new Token)", pending)
 			assert.Same(t, tok, c.tok, "one Token for the runner's life")
+			require.NoError(t, c.Close())
+		})
+	}
+}
+
+// TestCancelioCancelEach checks the request-by-request cancel workload: no
+// token, every read in flight after Arm and none after CancelAndWait, and
+// no allocation per cycle once warm (Ring.Cancel takes the Requests' slice
+// as it is).
+func TestCancelioCancelEach(t *testing.T) {
+	const pending = 16
+	for _, impl := range cancelioImpls(t) {
+		t.Run(impl.Name(), func(t *testing.T) {
+			checkFDs(t)
+			p, err := NewPipes(pending)
+			require.NoError(t, err)
+			defer p.Close()
+			cr, err := impl.NewCancel(CancelConfig{FDs: p.R, BufSize: cancelBuf, Each: true})
+			require.NoError(t, err)
+			c := cr.(*ciCancel)
+			assert.Nil(t, c.tok, "no token: the reads are canceled by their Requests")
+			require.NoError(t, c.Arm())
+			assert.Equal(t, pending, c.r.InFlight(), "every read in flight")
+			_, err = c.CancelAndWait()
+			require.NoError(t, err)
+			assert.Zero(t, c.r.InFlight(), "requests left in flight")
+			warmUpCancel(t, c, pending)
+			allocs := testing.AllocsPerRun(20, func() {
+				require.NoError(t, c.Arm())
+				_, err := c.CancelAndWait()
+				require.NoError(t, err)
+			})
+			assert.Zero(t, allocs, "allocations per arm+cancel cycle of %d reads", pending)
 			require.NoError(t, c.Close())
 		})
 	}
