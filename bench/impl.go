@@ -42,6 +42,13 @@ const (
 	// (a batch form where it has one): NewCancel with CancelConfig.Each
 	// (BenchmarkCancelEach).
 	WorkloadCancelEach
+	// WorkloadScale is BenchmarkScale's layout=each: several goroutines,
+	// each with an engine instance (ring) of its own, each doing one no-op
+	// or one 4 KiB read at a time. Impls that serve it implement Scaler.
+	WorkloadScale
+	// WorkloadScaleShared is BenchmarkScale's layout=shared: the same, with
+	// one engine instance shared by every goroutine.
+	WorkloadScaleShared
 )
 
 // String returns the workload's short name.
@@ -61,6 +68,10 @@ func (w Workload) String() string {
 		return "cancel-to-idle"
 	case WorkloadCancelEach:
 		return "cancel-each"
+	case WorkloadScale:
+		return "scale"
+	case WorkloadScaleShared:
+		return "scale-shared"
 	}
 	return "workload(?)"
 }
@@ -136,6 +147,59 @@ type CancelRunner interface {
 // minidriver is Idle again.
 type IdleCanceler interface {
 	NewCancelToIdle(cfg IdleConfig) (CancelRunner, error)
+}
+
+// Scaler is the hook for WorkloadScale and WorkloadScaleShared: an Impl
+// that also implements it (and Supports them) is benchmarked by
+// BenchmarkScale.
+type Scaler interface {
+	// NewScale returns the engine of one BenchmarkScale run, from the
+	// benchmark's goroutine.
+	NewScale(cfg ScaleConfig) (ScaleGroup, error)
+}
+
+// ScaleConfig configures WorkloadScale and WorkloadScaleShared.
+type ScaleConfig struct {
+	// Op is WorkloadNop or WorkloadRead: what each goroutine does, one
+	// request at a time (submit, then wait for its completion).
+	Op Workload
+	// Shared asks for one engine instance for all goroutines
+	// (WorkloadScaleShared); otherwise each has its own.
+	Shared bool
+	// Goroutines is the number of workers.
+	Goroutines int
+	// Procs is the run's GOMAXPROCS (the harness sets it). An impl whose
+	// threads GOMAXPROCS does not bound (C code in cgo calls) confines
+	// them to this many CPUs itself, so that procs=1 means one CPU for it
+	// too.
+	Procs int
+	// Read is the file, block size and offsets for WorkloadRead (QD is 1
+	// per worker); worker i starts at its own point of Offsets.
+	Read ReadConfig
+}
+
+// WorkerRead returns worker i's ReadConfig: cfg.Read with QD 1 and the
+// offsets rotated to start at worker i's share, so that workers do not
+// read the same blocks in step.
+func (cfg ScaleConfig) WorkerRead(i int) ReadConfig {
+	rc := cfg.Read
+	rc.QD = 1
+	if n := len(rc.Offsets); n > 0 && cfg.Goroutines > 0 {
+		k := i * n / cfg.Goroutines
+		rc.Offsets = append(slices.Clone(rc.Offsets[k:]), rc.Offsets[:k]...)
+	}
+	return rc
+}
+
+// ScaleGroup is the engine of one BenchmarkScale run.
+type ScaleGroup interface {
+	// Worker returns the Runner of worker i (0 <= i < Goroutines). It is
+	// called on the worker's own goroutine, which then runs the Runner
+	// and closes it, all on that goroutine.
+	Worker(i int) (Runner, error)
+	// Close releases what the workers shared, once every worker's Runner
+	// is closed.
+	Close() error
 }
 
 // IdleConfig configures WorkloadCancelToIdle.

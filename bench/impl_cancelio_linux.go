@@ -482,3 +482,99 @@ func (l *ciLoad) stop() error {
 	}
 	return l.loop.Stop()
 }
+
+// ciScale is BenchmarkScale's engine: one Ring shared by every worker
+// (layout=shared), or a Ring per worker (layout=each). Either way a worker
+// does what a goroutine of a driver or server does with a ring: Ring.Do,
+// one request at a time, waiting for its completion; with a shared ring the
+// ring's reaper delivers each completion to its waiter. Both layouts use
+// the same call, so the rows differ by layout only.
+type ciScale struct {
+	c      *cancelioImpl
+	cfg    ScaleConfig
+	shared *ioring.Ring // layout=shared; nil with one ring each
+}
+
+func (c *cancelioImpl) NewScale(cfg ScaleConfig) (ScaleGroup, error) {
+	if cfg.Op != WorkloadNop && cfg.Op != WorkloadRead {
+		return nil, fmt.Errorf("%s: scale op %v: %w", c.name, cfg.Op, ErrUnsupported)
+	}
+	s := &ciScale{c: c, cfg: cfg}
+	if cfg.Shared {
+		r, err := c.newRing(cancelioEntries)
+		if err != nil {
+			return nil, err
+		}
+		s.shared = r
+	}
+	return s, nil
+}
+
+func (s *ciScale) Worker(i int) (Runner, error) {
+	w := &ciScaleWorker{r: s.shared, op: s.cfg.Op}
+	if w.r == nil {
+		r, err := s.c.newRing(cancelioEntries)
+		if err != nil {
+			return nil, err
+		}
+		w.r, w.own = r, true
+	}
+	if s.cfg.Op == WorkloadRead {
+		w.rd = s.cfg.WorkerRead(i)
+		w.buf = make([]byte, w.rd.BlockSize)
+	}
+	return w, nil
+}
+
+func (s *ciScale) Close() error {
+	if s.shared != nil {
+		return s.shared.Close()
+	}
+	return nil
+}
+
+// ciScaleWorker is one worker of ciScale.
+type ciScaleWorker struct {
+	r   *ioring.Ring
+	own bool // r is this worker's alone: Close closes it
+	op  Workload
+	rd  ReadConfig // WorkloadRead: this worker's file and offsets
+	buf []byte
+	pos int // next index into rd.Offsets
+}
+
+func (w *ciScaleWorker) Run(n int) error {
+	ctx := context.Background()
+	for range n {
+		op := ioring.Nop()
+		var off int64
+		if w.op == WorkloadRead {
+			off = w.rd.Offsets[w.pos]
+			if w.pos++; w.pos == len(w.rd.Offsets) {
+				w.pos = 0
+			}
+			op = ioring.Read(w.rd.FD, w.buf, off)
+		}
+		c, err := w.r.Do(ctx, op)
+		switch {
+		case err != nil:
+			return err
+		case c.Err != nil:
+			return fmt.Errorf("%v: %w", op.Code(), c.Err)
+		case w.op == WorkloadRead && c.N != len(w.buf):
+			return fmt.Errorf("read at %d: short read of %d bytes", off, c.N)
+		case w.op == WorkloadRead && w.rd.Verify:
+			if err := CheckBlock(w.buf, off); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func (w *ciScaleWorker) Close() error {
+	if w.own {
+		return w.r.Close()
+	}
+	return nil
+}

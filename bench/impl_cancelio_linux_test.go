@@ -154,6 +154,34 @@ func TestCancelioCancelEach(t *testing.T) {
 	}
 }
 
+// TestCancelioScaleLayout checks that layout=shared gives every worker the
+// same Ring and layout=each a Ring of its own.
+func TestCancelioScaleLayout(t *testing.T) {
+	for _, impl := range cancelioImpls(t) {
+		t.Run(impl.Name(), func(t *testing.T) {
+			checkFDs(t)
+			for _, shared := range []bool{true, false} {
+				grp, err := impl.NewScale(ScaleConfig{Op: WorkloadNop, Shared: shared, Goroutines: 3, Procs: 1})
+				require.NoError(t, err)
+				var rings []*ioring.Ring
+				for i := range 3 {
+					w, err := grp.Worker(i)
+					require.NoError(t, err)
+					require.NoError(t, w.Run(10))
+					rings = append(rings, w.(*ciScaleWorker).r)
+					defer func() { require.NoError(t, w.Close()) }()
+				}
+				if shared {
+					assert.True(t, rings[0] == rings[1] && rings[1] == rings[2], "layout=shared: one ring")
+				} else {
+					assert.True(t, rings[0] != rings[1] && rings[1] != rings[2] && rings[0] != rings[2], "layout=each: a ring each")
+				}
+				defer func() { require.NoError(t, grp.Close()) }()
+			}
+		})
+	}
+}
+
 // TestCancelioCloseArmed closes a runner with reads pending: Close cancels
 // and drains them (no leaked fds or goroutines, see checkFDs and TestMain).
 func TestCancelioCloseArmed(t *testing.T) {

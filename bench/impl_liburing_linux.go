@@ -381,6 +381,8 @@ import (
 	"syscall"
 	"time"
 	"unsafe"
+
+	"golang.org/x/sys/unix"
 )
 
 // liburingImpl is the physical limit: C liburing 2.x, one ring per runner
@@ -413,7 +415,7 @@ func (l *liburingImpl) Supports(w Workload) bool {
 		}
 		l.err = err
 	})
-	return l.err == nil && w != WorkloadCancelToIdle
+	return l.err == nil && w != WorkloadCancelToIdle && w != WorkloadScaleShared
 }
 
 // bring wraps a C-allocated ring, which only the OS thread that created it
@@ -598,4 +600,69 @@ func (c *lrCancel) Close() error {
 	C.free(unsafe.Pointer(c.fds))
 	C.free(c.bufs)
 	return nil
+}
+
+// lrScale is BenchmarkScale's layout=each on liburing.
+type lrScale struct {
+	l    *liburingImpl
+	cfg  ScaleConfig
+	cpus unix.CPUSet // the first cfg.Procs CPUs the process may run on
+}
+
+func (l *liburingImpl) NewScale(cfg ScaleConfig) (ScaleGroup, error) {
+	if cfg.Shared || (cfg.Op != WorkloadNop && cfg.Op != WorkloadRead) {
+		return nil, ErrUnsupported
+	}
+	var all unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &all); err != nil {
+		return nil, fmt.Errorf("liburing: sched_getaffinity: %w", err)
+	}
+	s := &lrScale{l: l, cfg: cfg}
+	s.cpus.Zero()
+	for cpu := 0; cpu < len(all)*64 && s.cpus.Count() < cfg.Procs; cpu++ {
+		if all.IsSet(cpu) {
+			s.cpus.Set(cpu)
+		}
+	}
+	return s, nil
+}
+
+// Worker makes worker i's runner, which locks the goroutine to its thread,
+// then confines that thread to s.cpus until Close.
+func (s *lrScale) Worker(i int) (Runner, error) {
+	var r Runner
+	var err error
+	if s.cfg.Op == WorkloadNop {
+		r, err = s.l.NewNop(NopConfig{Batch: 1})
+	} else {
+		r, err = s.l.NewRead(s.cfg.WorkerRead(i))
+	}
+	if err != nil {
+		return nil, err
+	}
+	w := &lrScaleWorker{Runner: r}
+	if err := unix.SchedGetaffinity(0, &w.old); err != nil {
+		return nil, errors.Join(fmt.Errorf("liburing: sched_getaffinity: %w", err), r.Close())
+	}
+	if err := unix.SchedSetaffinity(0, &s.cpus); err != nil {
+		return nil, errors.Join(fmt.Errorf("liburing: sched_setaffinity: %w", err), r.Close())
+	}
+	return w, nil
+}
+
+func (s *lrScale) Close() error { return nil }
+
+// lrScaleWorker gives its thread its CPUs back before the runner unlocks
+// it: Go threads must not stay confined.
+type lrScaleWorker struct {
+	Runner
+	old unix.CPUSet
+}
+
+func (w *lrScaleWorker) Close() error {
+	err := unix.SchedSetaffinity(0, &w.old)
+	if err != nil {
+		err = fmt.Errorf("liburing: restore affinity: %w", err)
+	}
+	return errors.Join(err, w.Runner.Close())
 }
