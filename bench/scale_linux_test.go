@@ -6,10 +6,22 @@ import (
 	"runtime"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
 )
+
+// processCPU returns the CPU time, user and system, of every thread of the
+// process so far (0 if getrusage fails, which it does not on Linux).
+func processCPU() time.Duration {
+	var ru unix.Rusage
+	if unix.Getrusage(unix.RUSAGE_SELF, &ru) != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
 
 // scaleLayouts are BenchmarkScale's ring layouts.
 var scaleLayouts = []struct {
@@ -39,7 +51,10 @@ func scalers() []Impl {
 // a time (submit, wait for its completion), NOPs or 4 KiB page-cache reads,
 // on one ring shared by all of them (layout=shared) or on a ring each
 // (layout=each), at GOMAXPROCS 1 and 2. ns/op is wall time per request of
-// all goroutines together; ops/s is the total rate.
+// all goroutines together; ops/s is the total rate; cpu-ns/op is the CPU
+// time (user and system, every thread of the process) per request, which
+// says what a layout costs even when other load on the machine blurs the
+// wall time.
 func BenchmarkScale(b *testing.B) {
 	for _, impl := range scalers() {
 		sc := impl.(Scaler)
@@ -61,8 +76,10 @@ func BenchmarkScale(b *testing.B) {
 								b.SetBytes(blockSize)
 							}
 							defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(procs))
-							require.NoError(b, runScale(b, sc, cfg, b.N, true))
+							var cpu time.Duration
+							require.NoError(b, runScale(b, sc, cfg, b.N, true, &cpu))
 							b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "ops/s")
+							b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N), "cpu-ns/op")
 						})
 					}
 				}
@@ -73,8 +90,9 @@ func BenchmarkScale(b *testing.B) {
 
 // runScale runs n requests split over cfg.Goroutines workers, each of
 // which makes its runner on its own goroutine, warms it up, and waits for
-// the others; with b non-nil the timer covers only the workers' Run calls.
-func runScale(b *testing.B, sc Scaler, cfg ScaleConfig, n int, warm bool) error {
+// the others; with b non-nil the timer covers only the workers' Run calls,
+// and with cpu non-nil it receives the process's CPU time over them.
+func runScale(b *testing.B, sc Scaler, cfg ScaleConfig, n int, warm bool, cpu *time.Duration) error {
 	grp, err := sc.NewScale(cfg)
 	if err != nil {
 		return err
@@ -125,8 +143,12 @@ func runScale(b *testing.B, sc Scaler, cfg ScaleConfig, n int, warm bool) error 
 		b.ReportAllocs()
 		b.ResetTimer()
 	}
+	cpu0 := processCPU()
 	close(start)
 	running.Wait()
+	if cpu != nil {
+		*cpu = processCPU() - cpu0
+	}
 	if b != nil {
 		b.StopTimer()
 	}
@@ -155,7 +177,7 @@ func TestScale(t *testing.T) {
 							cfg.Read = readConfig(t, 1)
 							cfg.Read.Verify = true
 						}
-						assert.NoError(t, runScale(nil, sc, cfg, 301, false), "%s, %s, %d goroutines", layout.name, op.name, g)
+						assert.NoError(t, runScale(nil, sc, cfg, 301, false, nil), "%s, %s, %d goroutines", layout.name, op.name, g)
 					}
 				}
 			}
