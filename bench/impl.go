@@ -25,8 +25,9 @@ const (
 	// WorkloadPingPong sends a message down a pipe to the harness's echo peer
 	// and reads the echo back, one round trip per op (BenchmarkPingPong).
 	WorkloadPingPong
-	// WorkloadCancel cancels reads pending on empty pipes and times the
-	// cancel until the last completion is delivered (BenchmarkCancel).
+	// WorkloadCancel cancels reads pending on empty pipes, all at once,
+	// and times the cancel until the last completion is delivered
+	// (BenchmarkCancel).
 	WorkloadCancel
 	// WorkloadCancelUnderLoad runs WorkloadRead or WorkloadPingPong while a
 	// read on another, empty pipe is submitted and canceled every
@@ -36,6 +37,18 @@ const (
 	// transfer in flight back to Idle. Impls that serve it implement
 	// IdleCanceler (BenchmarkCancelPendingIO).
 	WorkloadCancelToIdle
+	// WorkloadCancelEach is WorkloadCancel with every read canceled by
+	// itself, request by request, through the impl's best API for that
+	// (a batch form where it has one): NewCancel with CancelConfig.Each
+	// (BenchmarkCancelEach).
+	WorkloadCancelEach
+	// WorkloadScale is BenchmarkScale's layout=each: several goroutines,
+	// each with an engine instance (ring) of its own, each doing one no-op
+	// or one 4 KiB read at a time. Impls that serve it implement Scaler.
+	WorkloadScale
+	// WorkloadScaleShared is BenchmarkScale's layout=shared: the same, with
+	// one engine instance shared by every goroutine.
+	WorkloadScaleShared
 )
 
 // String returns the workload's short name.
@@ -53,6 +66,12 @@ func (w Workload) String() string {
 		return "cancel-under-load"
 	case WorkloadCancelToIdle:
 		return "cancel-to-idle"
+	case WorkloadCancelEach:
+		return "cancel-each"
+	case WorkloadScale:
+		return "scale"
+	case WorkloadScaleShared:
+		return "scale-shared"
 	}
 	return "workload(?)"
 }
@@ -81,7 +100,8 @@ type Impl interface {
 	NewRead(cfg ReadConfig) (Runner, error)
 	// NewPingPong returns a Runner whose Run(n) does n round trips.
 	NewPingPong(cfg PingPongConfig) (Runner, error)
-	// NewCancel returns a CancelRunner over len(cfg.FDs) empty pipes.
+	// NewCancel returns a CancelRunner over len(cfg.FDs) empty pipes; with
+	// cfg.Each (WorkloadCancelEach) it cancels request by request.
 	NewCancel(cfg CancelConfig) (CancelRunner, error)
 }
 
@@ -127,6 +147,59 @@ type CancelRunner interface {
 // minidriver is Idle again.
 type IdleCanceler interface {
 	NewCancelToIdle(cfg IdleConfig) (CancelRunner, error)
+}
+
+// Scaler is the hook for WorkloadScale and WorkloadScaleShared: an Impl
+// that also implements it (and Supports them) is benchmarked by
+// BenchmarkScale.
+type Scaler interface {
+	// NewScale returns the engine of one BenchmarkScale run, from the
+	// benchmark's goroutine.
+	NewScale(cfg ScaleConfig) (ScaleGroup, error)
+}
+
+// ScaleConfig configures WorkloadScale and WorkloadScaleShared.
+type ScaleConfig struct {
+	// Op is WorkloadNop or WorkloadRead: what each goroutine does, one
+	// request at a time (submit, then wait for its completion).
+	Op Workload
+	// Shared asks for one engine instance for all goroutines
+	// (WorkloadScaleShared); otherwise each has its own.
+	Shared bool
+	// Goroutines is the number of workers.
+	Goroutines int
+	// Procs is the run's GOMAXPROCS (the harness sets it). An impl whose
+	// threads GOMAXPROCS does not bound (C code in cgo calls) confines
+	// them to this many CPUs itself, so that procs=1 means one CPU for it
+	// too.
+	Procs int
+	// Read is the file, block size and offsets for WorkloadRead (QD is 1
+	// per worker); worker i starts at its own point of Offsets.
+	Read ReadConfig
+}
+
+// WorkerRead returns worker i's ReadConfig: cfg.Read with QD 1 and the
+// offsets rotated to start at worker i's share, so that workers do not
+// read the same blocks in step.
+func (cfg ScaleConfig) WorkerRead(i int) ReadConfig {
+	rc := cfg.Read
+	rc.QD = 1
+	if n := len(rc.Offsets); n > 0 && cfg.Goroutines > 0 {
+		k := i * n / cfg.Goroutines
+		rc.Offsets = append(slices.Clone(rc.Offsets[k:]), rc.Offsets[:k]...)
+	}
+	return rc
+}
+
+// ScaleGroup is the engine of one BenchmarkScale run.
+type ScaleGroup interface {
+	// Worker returns the Runner of worker i (0 <= i < Goroutines). It is
+	// called on the worker's own goroutine, which then runs the Runner
+	// and closes it, all on that goroutine.
+	Worker(i int) (Runner, error)
+	// Close releases what the workers shared, once every worker's Runner
+	// is closed.
+	Close() error
 }
 
 // IdleConfig configures WorkloadCancelToIdle.
@@ -189,12 +262,17 @@ type CancelLoad struct {
 	FD    int
 }
 
-// CancelConfig configures WorkloadCancel.
+// CancelConfig configures WorkloadCancel and WorkloadCancelEach.
 type CancelConfig struct {
 	// FDs are read ends of empty pipes; Arm starts one read on each.
 	FDs []int
 	// BufSize is the size of each read's buffer.
 	BufSize int
+	// Each asks CancelAndWait to cancel every read by itself, by its own
+	// handle (request, user_data, file), not as a group (a token, cancel-any,
+	// a shared event): WorkloadCancelEach. An impl may batch those cancels
+	// into one system call where its API allows, but may not delay one.
+	Each bool
 }
 
 var (

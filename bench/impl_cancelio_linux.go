@@ -19,8 +19,14 @@ import (
 //
 // Cancel: Arm submits one read per pipe, all covered by one Token (a
 // device's I/O); CancelAndWait calls Token.Cancel and reaps until every read
-// has been delivered. A canceled Token stays canceled, so each Arm takes a
-// new one: the only allocation of the cycle.
+// has been delivered. The runner keeps one Token for its whole life: Arm
+// re-arms it with Token.Reset (every read of the last cycle has been
+// delivered by then), as a driver that cancels often would, so a cycle
+// allocates nothing. CancelEach: the reads have no token; CancelAndWait
+// hands all their Requests to one Ring.Cancel, the batch form of
+// Request.Cancel (every cancel in one system call), and reaps as above. The
+// reads are on distinct pipes, so submission order (one read in the kernel
+// at a time per fd) does not hold any of them back.
 //
 // CancelLoad: a CancelLoop goroutine Starts a read on the empty pipe on the
 // same ring, cancels it with Request.Cancel and Waits for its completion,
@@ -335,8 +341,9 @@ type ciCancel struct {
 	comps []ioring.Completion
 	bufs  [][]byte
 	fds   []int
-	tok   *ioring.Token
-	armed int // reads submitted by Arm, not yet delivered
+	tok   *ioring.Token // covers every read of a cycle; Reset by Arm; nil with each
+	each  bool          // cancel request by request (Ring.Cancel), not by the token
+	armed int           // reads submitted by Arm, not yet delivered
 }
 
 func (c *cancelioImpl) NewCancel(cfg CancelConfig) (CancelRunner, error) {
@@ -353,7 +360,10 @@ func (c *cancelioImpl) NewCancel(cfg CancelConfig) (CancelRunner, error) {
 		return nil, err
 	}
 	cr := &ciCancel{r: r, ops: make([]ioring.Op, n), reqs: make([]ioring.Request, n),
-		comps: make([]ioring.Completion, n), bufs: make([][]byte, n), fds: append([]int(nil), cfg.FDs...)}
+		comps: make([]ioring.Completion, n), bufs: make([][]byte, n), fds: append([]int(nil), cfg.FDs...), each: cfg.Each}
+	if !cfg.Each {
+		cr.tok = r.NewToken()
+	}
 	mem := make([]byte, n*cfg.BufSize)
 	for i := range cr.bufs {
 		cr.bufs[i] = mem[i*cfg.BufSize : (i+1)*cfg.BufSize : (i+1)*cfg.BufSize]
@@ -365,9 +375,16 @@ func (c *ciCancel) Arm() error {
 	if c.armed > 0 {
 		return errors.New("cancelio: Arm on an armed runner")
 	}
-	c.tok = c.r.NewToken()
+	if c.tok != nil && c.tok.Canceled() {
+		if err := c.tok.Reset(); err != nil {
+			return err
+		}
+	}
 	for i, fd := range c.fds {
-		c.ops[i] = ioring.Read(fd, c.bufs[i], -1).WithToken(c.tok)
+		c.ops[i] = ioring.Read(fd, c.bufs[i], -1)
+		if c.tok != nil {
+			c.ops[i] = c.ops[i].WithToken(c.tok)
+		}
 	}
 	m, err := c.r.SubmitBatch(c.ops, c.reqs)
 	c.armed = m
@@ -380,7 +397,14 @@ func (c *ciCancel) Arm() error {
 
 func (c *ciCancel) CancelAndWait() (time.Duration, error) {
 	t0 := time.Now()
-	first := c.tok.Cancel()
+	var first error
+	if c.each {
+		// Every request was in flight (none can complete on an empty
+		// pipe): Cancel finds each one, or the reaping below says why not.
+		_, first = c.r.Cancel(c.reqs[:c.armed]...)
+	} else {
+		first = c.tok.Cancel()
+	}
 	for c.armed > 0 {
 		g, err := c.r.Reap(c.comps, -1)
 		if err != nil {
@@ -457,4 +481,100 @@ func (l *ciLoad) stop() error {
 		return nil
 	}
 	return l.loop.Stop()
+}
+
+// ciScale is BenchmarkScale's engine: one Ring shared by every worker
+// (layout=shared), or a Ring per worker (layout=each). Either way a worker
+// does what a goroutine of a driver or server does with a ring: Ring.Do,
+// one request at a time, waiting for its completion; with a shared ring the
+// ring's reaper delivers each completion to its waiter. Both layouts use
+// the same call, so the rows differ by layout only.
+type ciScale struct {
+	c      *cancelioImpl
+	cfg    ScaleConfig
+	shared *ioring.Ring // layout=shared; nil with one ring each
+}
+
+func (c *cancelioImpl) NewScale(cfg ScaleConfig) (ScaleGroup, error) {
+	if cfg.Op != WorkloadNop && cfg.Op != WorkloadRead {
+		return nil, fmt.Errorf("%s: scale op %v: %w", c.name, cfg.Op, ErrUnsupported)
+	}
+	s := &ciScale{c: c, cfg: cfg}
+	if cfg.Shared {
+		r, err := c.newRing(cancelioEntries)
+		if err != nil {
+			return nil, err
+		}
+		s.shared = r
+	}
+	return s, nil
+}
+
+func (s *ciScale) Worker(i int) (Runner, error) {
+	w := &ciScaleWorker{r: s.shared, op: s.cfg.Op}
+	if w.r == nil {
+		r, err := s.c.newRing(cancelioEntries)
+		if err != nil {
+			return nil, err
+		}
+		w.r, w.own = r, true
+	}
+	if s.cfg.Op == WorkloadRead {
+		w.rd = s.cfg.WorkerRead(i)
+		w.buf = make([]byte, w.rd.BlockSize)
+	}
+	return w, nil
+}
+
+func (s *ciScale) Close() error {
+	if s.shared != nil {
+		return s.shared.Close()
+	}
+	return nil
+}
+
+// ciScaleWorker is one worker of ciScale.
+type ciScaleWorker struct {
+	r   *ioring.Ring
+	own bool // r is this worker's alone: Close closes it
+	op  Workload
+	rd  ReadConfig // WorkloadRead: this worker's file and offsets
+	buf []byte
+	pos int // next index into rd.Offsets
+}
+
+func (w *ciScaleWorker) Run(n int) error {
+	ctx := context.Background()
+	for range n {
+		op := ioring.Nop()
+		var off int64
+		if w.op == WorkloadRead {
+			off = w.rd.Offsets[w.pos]
+			if w.pos++; w.pos == len(w.rd.Offsets) {
+				w.pos = 0
+			}
+			op = ioring.Read(w.rd.FD, w.buf, off)
+		}
+		c, err := w.r.Do(ctx, op)
+		switch {
+		case err != nil:
+			return err
+		case c.Err != nil:
+			return fmt.Errorf("%v: %w", op.Code(), c.Err)
+		case w.op == WorkloadRead && c.N != len(w.buf):
+			return fmt.Errorf("read at %d: short read of %d bytes", off, c.N)
+		case w.op == WorkloadRead && w.rd.Verify:
+			if err := CheckBlock(w.buf, off); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func (w *ciScaleWorker) Close() error {
+	if w.own {
+		return w.r.Close()
+	}
+	return nil
 }

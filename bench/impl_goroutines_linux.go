@@ -23,6 +23,9 @@ import (
 // {its fd, a shared eventfd} and reads only when its fd is readable; cancel
 // writes the eventfd, which wakes every waiter at once (the shape libusb's
 // event pipe has). That is the honest price of cancelable blocking I/O.
+//
+// CancelEach: each request waits on an eventfd of its own, and the cancel
+// writes each request's eventfd, one write(2) per request.
 type goroutinesImpl struct{}
 
 func init() { Register(goroutinesImpl{}) }
@@ -31,7 +34,7 @@ func (goroutinesImpl) Name() string { return "goroutines" }
 
 func (goroutinesImpl) Supports(w Workload) bool {
 	switch w {
-	case WorkloadRead, WorkloadPingPong, WorkloadCancel, WorkloadCancelUnderLoad:
+	case WorkloadRead, WorkloadPingPong, WorkloadCancel, WorkloadCancelUnderLoad, WorkloadCancelEach:
 		return true
 	}
 	return false
@@ -163,10 +166,12 @@ func writeFull(fd int, b []byte) error {
 }
 
 // pollReaders are goroutines, one per fd, that on start block in ppoll(2) on
-// {fd, efd} and deliver one result to done. Writing efd cancels all of them.
+// {fd, efds[i]} and deliver one result to done. Writing efds[i] cancels
+// reader i. Either all readers share one eventfd (cancelAll wakes them all
+// with one write), or each has its own (cancelEach writes each).
 type pollReaders struct {
 	fds     []int
-	efd     int
+	efds    []int // len 1 (shared) or len(fds)
 	start   []chan struct{}
 	done    chan pollResult
 	polling atomic.Int32 // readers started and about to enter ppoll
@@ -179,12 +184,24 @@ type pollResult struct {
 	err      error
 }
 
-func newPollReaders(fds []int, bufSize int) (*pollReaders, error) {
-	efd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
-	if err != nil {
-		return nil, fmt.Errorf("eventfd: %w", err)
+// newPollReaders starts a reader per fd; with each, every reader has an
+// eventfd of its own.
+func newPollReaders(fds []int, bufSize int, each bool) (*pollReaders, error) {
+	nefd := 1
+	if each {
+		nefd = len(fds)
 	}
-	p := &pollReaders{fds: fds, efd: efd, done: make(chan pollResult, len(fds)), start: make([]chan struct{}, len(fds))}
+	p := &pollReaders{fds: fds, done: make(chan pollResult, len(fds)), start: make([]chan struct{}, len(fds))}
+	for range nefd {
+		efd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+		if err != nil {
+			for _, fd := range p.efds {
+				unix.Close(fd)
+			}
+			return nil, fmt.Errorf("eventfd: %w", err)
+		}
+		p.efds = append(p.efds, efd)
+	}
 	p.exit.Add(len(fds))
 	for i := range fds {
 		p.start[i] = make(chan struct{}, 1)
@@ -195,7 +212,7 @@ func newPollReaders(fds []int, bufSize int) (*pollReaders, error) {
 
 func (p *pollReaders) reader(i int, buf []byte) {
 	defer p.exit.Done()
-	pfd := []unix.PollFd{{Fd: int32(p.fds[i]), Events: unix.POLLIN}, {Fd: int32(p.efd), Events: unix.POLLIN}}
+	pfd := []unix.PollFd{{Fd: int32(p.fds[i]), Events: unix.POLLIN}, {Fd: int32(p.efds[i%len(p.efds)]), Events: unix.POLLIN}}
 	for range p.start[i] {
 		p.done <- p.readOne(pfd, buf)
 	}
@@ -253,18 +270,28 @@ func settleTime(n int) time.Duration {
 	return 20*time.Microsecond + 3*time.Microsecond*time.Duration(n)
 }
 
-// cancelAll wakes every reader blocked on efd.
+// eventOne is the 8-byte 1 written to an eventfd (eventfd counters are
+// host-endian; amd64 and arm64 are little-endian).
+var eventOne = [8]byte{1}
+
+// cancelAll wakes every reader: one write, to the shared eventfd (or to
+// each reader's, when they have their own).
 func (p *pollReaders) cancelAll() error {
-	var one [8]byte
-	one[0] = 1 // eventfd counters are host-endian; amd64 and arm64 are little-endian
-	_, err := unix.Write(p.efd, one[:])
-	return err
+	var first error
+	for _, efd := range p.efds {
+		if _, err := unix.Write(efd, eventOne[:]); err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
 }
 
-// reset re-arms efd once every reader has delivered.
+// reset re-arms the eventfds once every reader has delivered.
 func (p *pollReaders) reset() {
 	var b [8]byte
-	unix.Read(p.efd, b[:]) // EAGAIN if already zero
+	for _, efd := range p.efds {
+		unix.Read(efd, b[:]) // EAGAIN if already zero
+	}
 }
 
 // collect receives one result per reader and reports the first that is not
@@ -289,14 +316,19 @@ func (p *pollReaders) close() error {
 		close(c)
 	}
 	p.exit.Wait()
-	return unix.Close(p.efd)
+	var errs []error
+	for _, efd := range p.efds {
+		errs = append(errs, unix.Close(efd))
+	}
+	return errors.Join(errs...)
 }
 
-// grCancel is the cancel workload on pollReaders.
+// grCancel is the cancel workload on pollReaders: one shared eventfd, or
+// with Each one per reader, each written by itself.
 type grCancel struct{ p *pollReaders }
 
 func (goroutinesImpl) NewCancel(cfg CancelConfig) (CancelRunner, error) {
-	p, err := newPollReaders(cfg.FDs, cfg.BufSize)
+	p, err := newPollReaders(cfg.FDs, cfg.BufSize, cfg.Each)
 	if err != nil {
 		return nil, err
 	}
@@ -336,7 +368,7 @@ func startGRLoad(cfg CancelLoad) (*grLoad, error) {
 	if cfg.Every <= 0 {
 		return nil, nil
 	}
-	p, err := newPollReaders([]int{cfg.FD}, 64)
+	p, err := newPollReaders([]int{cfg.FD}, 64, false)
 	if err != nil {
 		return nil, err
 	}

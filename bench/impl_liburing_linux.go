@@ -18,6 +18,7 @@ package bench
 #define TAG_LOAD_CANCEL (TAG_LOAD_READ + 1)
 #define TAG_PENDING     (1ULL << 61) // + index: reads of the cancel workload
 #define TAG_CANCEL_ALL  (1ULL << 60)
+#define TAG_CANCEL_ONE  (1ULL << 59) // + index: cancel of one pending read
 #define TAG_PING        1
 #define TAG_PONG        2
 #define TAG_PONG_CANCEL 3
@@ -329,6 +330,46 @@ static int cancel_all(bring *b, int n, int64_t *ns) {
 	if (!err && cancel_res != n) err = cancel_res < 0 ? cancel_res : -EPROTO;
 	return err;
 }
+
+// cancel_each cancels the n pending reads one by one: n IORING_OP_ASYNC_CANCEL
+// SQEs, each matching one read by its user_data, all in one io_uring_enter,
+// and waits until all n reads' CQEs are reaped; *ns is the time from before
+// the first SQE is prepared to then. The cancels' own CQEs are reaped too,
+// after the clock stops; each must say it found its read (0), or that the
+// read was already running (-EALREADY: the read's CQE then tells).
+static int cancel_each(bring *b, int n, int64_t *ns) {
+	if (!on_thread(b)) return -EXDEV;
+	if (io_uring_sq_space_left(&b->ring) < (unsigned)n) return -EBUSY;
+	int64_t t0 = now_ns();
+	for (int i = 0; i < n; i++) {
+		struct io_uring_sqe *sqe = io_uring_get_sqe(&b->ring);
+		io_uring_prep_cancel64(sqe, TAG_PENDING + i, 0);
+		sqe->user_data = TAG_CANCEL_ONE + i;
+	}
+	int targets = 0, cancels = 0, err = 0;
+	unsigned want = n;
+	while (targets < n || cancels < n) {
+		int ret = enter(b, want);
+		if (ret < 0) return ret;
+		unsigned head, seen = 0;
+		struct io_uring_cqe *cqe;
+		io_uring_for_each_cqe(&b->ring, head, cqe) {
+			seen++;
+			uint64_t ud = cqe->user_data;
+			if (ud >= TAG_CANCEL_ONE && ud < TAG_CANCEL_ONE + n) {
+				cancels++;
+				if (cqe->res != 0 && cqe->res != -EALREADY && !err) err = cqe->res < 0 ? cqe->res : -EPROTO;
+			} else if (ud >= TAG_PENDING && ud < TAG_PENDING + n) {
+				targets++;
+				if (cqe->res != -ECANCELED && !err) err = cqe->res < 0 ? cqe->res : -EPROTO;
+			}
+		}
+		io_uring_cq_advance(&b->ring, seen);
+		if (targets == n && *ns == 0) *ns = now_ns() - t0;
+		want = (unsigned)(2 * n - targets - cancels);
+	}
+	return err;
+}
 */
 import "C"
 
@@ -340,6 +381,8 @@ import (
 	"syscall"
 	"time"
 	"unsafe"
+
+	"golang.org/x/sys/unix"
 )
 
 // liburingImpl is the physical limit: C liburing 2.x, one ring per runner
@@ -348,7 +391,9 @@ import (
 //
 // Cancel: IORING_OP_ASYNC_CANCEL with IORING_ASYNC_CANCEL_ANY, one SQE for
 // every pending read, timed in C from before the SQE is prepared until the
-// last target CQE is reaped. CancelLoad: the run loops themselves queue, when
+// last target CQE is reaped. CancelEach: one IORING_OP_ASYNC_CANCEL by
+// user_data per pending read, all of them in one io_uring_enter, timed the
+// same way. CancelLoad: the run loops themselves queue, when
 // due, a read on the empty pipe and a cancel of it by user_data, and count a
 // cycle when the read completes with -ECANCELED.
 type liburingImpl struct {
@@ -370,7 +415,7 @@ func (l *liburingImpl) Supports(w Workload) bool {
 		}
 		l.err = err
 	})
-	return l.err == nil && w != WorkloadCancelToIdle
+	return l.err == nil && w != WorkloadCancelToIdle && w != WorkloadScaleShared
 }
 
 // bring wraps a C-allocated ring, which only the OS thread that created it
@@ -507,6 +552,7 @@ func (p *lrPingPong) Close() error {
 
 type lrCancel struct {
 	*bring
+	each bool // cancel_each, not cancel_all
 	n    int
 	fds  *C.int
 	bufs unsafe.Pointer
@@ -523,7 +569,7 @@ func (*liburingImpl) NewCancel(cfg CancelConfig) (CancelRunner, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &lrCancel{bring: b, n: n, bs: cfg.BufSize,
+	c := &lrCancel{bring: b, each: cfg.Each, n: n, bs: cfg.BufSize,
 		fds: (*C.int)(C.malloc(C.size_t(n) * C.size_t(unsafe.Sizeof(C.int(0))))), bufs: C.malloc(C.size_t(n * cfg.BufSize))}
 	copy(unsafe.Slice((*C.int)(c.fds), n), func() []C.int {
 		s := make([]C.int, n)
@@ -541,6 +587,10 @@ func (c *lrCancel) Arm() error {
 
 func (c *lrCancel) CancelAndWait() (time.Duration, error) {
 	c.ns = 0
+	if c.each {
+		err := errnoErr("cancel each", C.cancel_each(c.p, C.int(c.n), &c.ns))
+		return time.Duration(c.ns), err
+	}
 	err := errnoErr("cancel", C.cancel_all(c.p, C.int(c.n), &c.ns))
 	return time.Duration(c.ns), err
 }
@@ -550,4 +600,69 @@ func (c *lrCancel) Close() error {
 	C.free(unsafe.Pointer(c.fds))
 	C.free(c.bufs)
 	return nil
+}
+
+// lrScale is BenchmarkScale's layout=each on liburing.
+type lrScale struct {
+	l    *liburingImpl
+	cfg  ScaleConfig
+	cpus unix.CPUSet // the first cfg.Procs CPUs the process may run on
+}
+
+func (l *liburingImpl) NewScale(cfg ScaleConfig) (ScaleGroup, error) {
+	if cfg.Shared || (cfg.Op != WorkloadNop && cfg.Op != WorkloadRead) {
+		return nil, ErrUnsupported
+	}
+	var all unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &all); err != nil {
+		return nil, fmt.Errorf("liburing: sched_getaffinity: %w", err)
+	}
+	s := &lrScale{l: l, cfg: cfg}
+	s.cpus.Zero()
+	for cpu := 0; cpu < len(all)*64 && s.cpus.Count() < cfg.Procs; cpu++ {
+		if all.IsSet(cpu) {
+			s.cpus.Set(cpu)
+		}
+	}
+	return s, nil
+}
+
+// Worker makes worker i's runner, which locks the goroutine to its thread,
+// then confines that thread to s.cpus until Close.
+func (s *lrScale) Worker(i int) (Runner, error) {
+	var r Runner
+	var err error
+	if s.cfg.Op == WorkloadNop {
+		r, err = s.l.NewNop(NopConfig{Batch: 1})
+	} else {
+		r, err = s.l.NewRead(s.cfg.WorkerRead(i))
+	}
+	if err != nil {
+		return nil, err
+	}
+	w := &lrScaleWorker{Runner: r}
+	if err := unix.SchedGetaffinity(0, &w.old); err != nil {
+		return nil, errors.Join(fmt.Errorf("liburing: sched_getaffinity: %w", err), r.Close())
+	}
+	if err := unix.SchedSetaffinity(0, &s.cpus); err != nil {
+		return nil, errors.Join(fmt.Errorf("liburing: sched_setaffinity: %w", err), r.Close())
+	}
+	return w, nil
+}
+
+func (s *lrScale) Close() error { return nil }
+
+// lrScaleWorker gives its thread its CPUs back before the runner unlocks
+// it: Go threads must not stay confined.
+type lrScaleWorker struct {
+	Runner
+	old unix.CPUSet
+}
+
+func (w *lrScaleWorker) Close() error {
+	err := unix.SchedSetaffinity(0, &w.old)
+	if err != nil {
+		err = fmt.Errorf("liburing: restore affinity: %w", err)
+	}
+	return errors.Join(err, w.Runner.Close())
 }

@@ -17,6 +17,10 @@ import (
 // SetReadDeadline with a time in the past as cancel (what Go's internal/poll
 // offers instead of CancelIoEx). Regular files are not pollable: there
 // os.File.ReadAt blocks a thread, as it does for every Go program.
+//
+// A deadline belongs to one file, so the cancel of several reads is always
+// request by request, one SetReadDeadline each: Cancel and CancelEach run
+// the same loop.
 type netpollImpl struct{}
 
 func init() { Register(netpollImpl{}) }
@@ -25,7 +29,7 @@ func (netpollImpl) Name() string { return "netpoll" }
 
 func (netpollImpl) Supports(w Workload) bool {
 	switch w {
-	case WorkloadRead, WorkloadPingPong, WorkloadCancel, WorkloadCancelUnderLoad:
+	case WorkloadRead, WorkloadPingPong, WorkloadCancel, WorkloadCancelUnderLoad, WorkloadCancelEach:
 		return true
 	}
 	return false
@@ -262,7 +266,8 @@ func (r *npReaders) close() error {
 	return errors.Join(errs...)
 }
 
-// npCancel is the cancel workload on npReaders. Arm cannot observe that a
+// npCancel is the cancel workload on npReaders (Each or not: see
+// netpollImpl). Arm cannot observe that a
 // goroutine is parked in the netpoller; it waits until every reader has
 // started its Read, then sleeps 20 µs plus 3 µs per reader, several times
 // the cost of a Read reaching its park on this kind of machine. A reader

@@ -177,34 +177,50 @@ func TestPingPongVerifyCatchesWrongEcho(t *testing.T) {
 	})
 }
 
+// cancelModes are the two cancel workloads: all at once, and request by
+// request (CancelConfig.Each).
+var cancelModes = []struct {
+	name string
+	w    Workload
+	each bool
+}{{"all", WorkloadCancel, false}, {"each", WorkloadCancelEach, true}}
+
 func TestCancel(t *testing.T) {
-	forEachImpl(t, WorkloadCancel, func(t *testing.T, impl Impl) {
-		for _, pending := range []int{1, 64} {
-			p, err := NewPipes(pending)
-			require.NoError(t, err)
-			r, err := impl.NewCancel(CancelConfig{FDs: p.R, BufSize: cancelBuf})
-			require.NoError(t, err)
-			for cycle := range 3 {
-				require.NoError(t, r.Arm(), "pending %d, cycle %d", pending, cycle)
-				d, err := r.CancelAndWait()
-				require.NoError(t, err, "every one of %d reads canceled, cycle %d", pending, cycle)
-				assert.Positive(t, d, "measured cancel latency")
-				assert.Less(t, d, 5*time.Second)
-			}
-			// After the cancels the pipes are untouched: nothing read, nothing left over.
-			for _, w := range p.W {
-				require.NoError(t, writeFull(w, []byte{7}))
-			}
-			buf := make([]byte, 8)
-			for _, fd := range p.R {
-				n, err := readFD(fd, buf)
-				require.NoError(t, err)
-				assert.Equal(t, 1, n, "the byte written after the cancels is still in the pipe")
-			}
-			require.NoError(t, r.Close())
-			require.NoError(t, p.Close())
+	for _, mode := range cancelModes {
+		t.Run(mode.name, func(t *testing.T) {
+			forEachImpl(t, mode.w, func(t *testing.T, impl Impl) {
+				testCancel(t, impl, mode.each)
+			})
+		})
+	}
+}
+
+func testCancel(t *testing.T, impl Impl, each bool) {
+	for _, pending := range []int{1, 64} {
+		p, err := NewPipes(pending)
+		require.NoError(t, err)
+		r, err := impl.NewCancel(CancelConfig{FDs: p.R, BufSize: cancelBuf, Each: each})
+		require.NoError(t, err)
+		for cycle := range 3 {
+			require.NoError(t, r.Arm(), "pending %d, cycle %d", pending, cycle)
+			d, err := r.CancelAndWait()
+			require.NoError(t, err, "every one of %d reads canceled, cycle %d", pending, cycle)
+			assert.Positive(t, d, "measured cancel latency")
+			assert.Less(t, d, 5*time.Second)
 		}
-	})
+		// After the cancels the pipes are untouched: nothing read, nothing left over.
+		for _, w := range p.W {
+			require.NoError(t, writeFull(w, []byte{7}))
+		}
+		buf := make([]byte, 8)
+		for _, fd := range p.R {
+			n, err := readFD(fd, buf)
+			require.NoError(t, err)
+			assert.Equal(t, 1, n, "the byte written after the cancels is still in the pipe")
+		}
+		require.NoError(t, r.Close())
+		require.NoError(t, p.Close())
+	}
 }
 
 // TestCancelRaceWithData arms, writes into one pipe, gives the read a moment
@@ -216,35 +232,43 @@ func TestCancel(t *testing.T) {
 // io_uring with DEFER_TASKRUN only completes it at its next enter, so the
 // cancel may win there).
 func TestCancelRaceWithData(t *testing.T) {
-	forEachImpl(t, WorkloadCancel, func(t *testing.T, impl Impl) {
-		p, err := NewPipes(4)
-		require.NoError(t, err)
-		defer p.Close()
-		r, err := impl.NewCancel(CancelConfig{FDs: p.R, BufSize: cancelBuf})
-		require.NoError(t, err)
-		defer func() { require.NoError(t, r.Close()) }()
-		require.NoError(t, r.Arm())
-		require.NoError(t, writeFull(p.W[2], []byte("data")))
-		goBaseline := impl.Name() == "goroutines" || impl.Name() == "netpoll"
-		wait := 100 * time.Millisecond // others may legitimately leave the data until cancel
-		if goBaseline {
-			wait = 10 * time.Second // they do take it: the loop ends as soon as they have
-		}
-		deadline := time.Now().Add(wait)
-		for pipeBytes(t, p.R[2]) > 0 && time.Now().Before(deadline) {
-			time.Sleep(time.Millisecond)
-		}
-		_, err = r.CancelAndWait()
-		left := pipeBytes(t, p.R[2])
-		if err == nil {
-			assert.Equal(t, 4, left, "all reads reported canceled, so the data must still be in the pipe")
-		} else {
-			assert.Zero(t, left, "a read reported data (%v), so the pipe must be empty", err)
-		}
-		if goBaseline {
-			assert.Error(t, err, "the pending read took the data")
-		}
-	})
+	for _, mode := range cancelModes {
+		t.Run(mode.name, func(t *testing.T) {
+			forEachImpl(t, mode.w, func(t *testing.T, impl Impl) {
+				testCancelRaceWithData(t, impl, mode.each)
+			})
+		})
+	}
+}
+
+func testCancelRaceWithData(t *testing.T, impl Impl, each bool) {
+	p, err := NewPipes(4)
+	require.NoError(t, err)
+	defer p.Close()
+	r, err := impl.NewCancel(CancelConfig{FDs: p.R, BufSize: cancelBuf, Each: each})
+	require.NoError(t, err)
+	defer func() { require.NoError(t, r.Close()) }()
+	require.NoError(t, r.Arm())
+	require.NoError(t, writeFull(p.W[2], []byte("data")))
+	goBaseline := impl.Name() == "goroutines" || impl.Name() == "netpoll"
+	wait := 100 * time.Millisecond // others may legitimately leave the data until cancel
+	if goBaseline {
+		wait = 10 * time.Second // they do take it: the loop ends as soon as they have
+	}
+	deadline := time.Now().Add(wait)
+	for pipeBytes(t, p.R[2]) > 0 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	_, err = r.CancelAndWait()
+	left := pipeBytes(t, p.R[2])
+	if err == nil {
+		assert.Equal(t, 4, left, "all reads reported canceled, so the data must still be in the pipe")
+	} else {
+		assert.Zero(t, left, "a read reported data (%v), so the pipe must be empty", err)
+	}
+	if goBaseline {
+		assert.Error(t, err, "the pending read took the data")
+	}
 }
 
 // pipeBytes returns the number of unread bytes in a pipe.

@@ -3,8 +3,15 @@
 #
 #   bench/run.sh [full|quick] [go test flags...]
 #
-#   full   (default) -count 6 -benchtime 500ms: about 5 minutes
-#   quick  -count 6 -benchtime 100ms: about a minute
+#   full   (default) -count 6 -benchtime 500ms: about 5 minutes before
+#          BenchmarkScale and BenchmarkCancelEach were added
+#   quick  -count 6 -benchtime 100ms: about a minute, likewise
+#
+# BenchmarkScale has 80 sub-benchmarks and now takes most of the time (one
+# round of it at -benchtime 150ms took about 50 s here);
+# BENCH='Nop|Read4K|PingPong|Cancel' leaves it out. On a loaded machine,
+# compare layouts with its cpu-ns/op, or run rounds interleaved (-count 1,
+# several times) rather than -count 6 back to back.
 #
 # With liburing-dev installed the suites build with -tags liburing, which
 # adds the impl=liburing column (the physical limit). BENCH selects suites
