@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"sync"
 	"time"
 	"unsafe"
 
@@ -39,7 +40,9 @@ type uringBackend struct {
 	extArg    bool // io_uring_enter takes a timeout (IORING_FEAT_EXT_ARG, 5.11)
 	efile     *os.File
 	evbuf     [8]byte
-	lastYield time.Time // guarded by Ring.reapMu
+	lastYield time.Time    // guarded by Ring.reapMu
+	gate      sync.RWMutex // enters hold it shared, close exclusively
+	closed    bool         // guarded by gate
 }
 
 func newURing(r *Ring, entries uint32) (backend, error) {
@@ -157,7 +160,7 @@ func (b *uringBackend) sqe() (*uring.SQE, uint32) {
 		if sqe, pos := b.ring.NextSQE(); sqe != nil {
 			return sqe, pos
 		}
-		b.flush()
+		b.submitNow()
 	}
 }
 
@@ -170,7 +173,7 @@ func (b *uringBackend) submit(idx uint32) error {
 	key := s.key()
 	s.linked = s.deadline > 0 && !s.timerDL
 	if s.linked && b.ring.SQFree() < 2 {
-		b.flush() // the request and its timeout go in together
+		b.submitNow() // the request and its timeout go in together
 	}
 	sqe, pos := b.ring.NextSQE()
 	if sqe == nil {
@@ -195,10 +198,42 @@ func (b *uringBackend) submit(idx uint32) error {
 	return nil
 }
 
-// flush hands queued SQEs to the kernel. When the kernel pushes back
-// (EBUSY: completions overflowed; EAGAIN: no memory for now) it reaps to make
-// room and tries again. r.sqMu held.
+// flush publishes the queued SQEs; the io_uring_enter that hands them to
+// the kernel runs in enter, after r.sqMu is released (Ring.unlockSQ), so
+// that a cancel or a submission from another goroutine never waits for the
+// kernel to run a batch inline (a batch of page-cache reads is done inside
+// that enter). r.sqMu held.
 func (b *uringBackend) flush() error {
+	b.ring.Publish()
+	return nil
+}
+
+// enter hands what flush published to the kernel. No Ring lock held;
+// concurrent enters are fine (see uring.Ring.Enter). The gate keeps Close
+// from closing the ring under an enter.
+func (b *uringBackend) enter() {
+	// The ring's memory is read only under the gate: Close unmaps it.
+	b.gate.RLock()
+	defer b.gate.RUnlock()
+	if b.closed || b.ring.Unsubmitted() == 0 {
+		return
+	}
+	for tries := 0; ; tries++ {
+		err := b.ring.Enter()
+		if err != unix.EBUSY && err != unix.EAGAIN {
+			// Anything else leaves the SQEs published: the next enter, or
+			// a waiting reaper, hands them over.
+			return
+		}
+		b.makeRoom(tries)
+	}
+}
+
+// submitNow publishes and enters under r.sqMu, for when the SQ must have
+// room before the holder goes on (it is full). When the kernel pushes back
+// (EBUSY: completions overflowed; EAGAIN: no memory for now) it reaps to
+// make room and tries again. r.sqMu held.
+func (b *uringBackend) submitNow() error {
 	for tries := 0; ; tries++ {
 		_, err := b.ring.Submit(0)
 		if err == nil {
@@ -207,25 +242,38 @@ func (b *uringBackend) flush() error {
 		if err != unix.EBUSY && err != unix.EAGAIN {
 			return fmt.Errorf("io_uring_enter: %w", err)
 		}
-		b.r.reapMu.Lock()
-		if !b.r.beClosed {
-			b.reapReady()
-			b.ring.FlushOverflow()
-			b.reapReady()
+		b.makeRoom(tries)
+	}
+}
+
+// makeRoom reaps what the kernel has ready, overflowed completions
+// included, so that a refused submission can go in, and backs off a little.
+func (b *uringBackend) makeRoom(tries int) {
+	r := b.r
+	r.reapMu.Lock()
+	if !r.beClosed {
+		b.reapReady()
+		b.ring.FlushOverflow()
+		b.reapReady()
+	}
+	r.reapMu.Unlock()
+	if r.parked.Load() > 0 {
+		select {
+		case r.reaperCh <- struct{}{}:
+		default:
 		}
-		b.r.unlockReap()
-		if tries > 10 {
-			time.Sleep(100 * time.Microsecond)
-		} else {
-			runtime.Gosched()
-		}
+	}
+	if tries > 10 {
+		time.Sleep(100 * time.Microsecond)
+	} else {
+		runtime.Gosched()
 	}
 }
 
 func (b *uringBackend) cancel(idx uint32, key uint64) {
 	s := &b.r.slots[idx]
-	if !b.ring.Consumed(s.sqPos) {
-		// Still in our SQ: the kernel never sees the operation.
+	if !b.ring.Published(s.sqPos) {
+		// Still ours alone: the kernel never sees the operation.
 		sqe := b.ring.SQEAt(s.sqPos)
 		link := sqe.Flags & uring.SQEIOLink
 		ud := sqe.UserData
@@ -242,7 +290,7 @@ func (b *uringBackend) cancel(idx uint32, key uint64) {
 
 func (b *uringBackend) cancelAll() {
 	if b.ring.Pending() > 0 {
-		b.flush()
+		b.submitNow()
 	}
 	if b.cancelAny && b.ring.Pending() == 0 {
 		sqe, _ := b.sqe()
@@ -274,6 +322,15 @@ func (b *uringBackend) reap(wait bool, timeout time.Duration) error {
 	}
 	if b.ring.Overflowed() {
 		b.ring.FlushOverflow()
+		if b.reapReady() > 0 {
+			return nil
+		}
+	}
+	// What was published and not yet entered (its submitter is on its way
+	// to enter it) is handed over now: the reaper may be waiting for it.
+	// The ring is open: Close fences reapers off before it closes it.
+	if b.ring.Unsubmitted() > 0 {
+		b.ring.Enter()
 		if b.reapReady() > 0 {
 			return nil
 		}
@@ -407,10 +464,13 @@ func (b *uringBackend) wake() {
 		sqe.UserData = kindWake << kindShft
 		b.flush()
 	}
-	r.sqMu.Unlock()
+	r.unlockSQ()
 }
 
 func (b *uringBackend) close() error {
+	b.gate.Lock() // no enter runs or starts on the closing ring
+	b.closed = true
+	b.gate.Unlock()
 	b.efile.Close()
 	b.ring.UnregisterEventFD()
 	return b.ring.Close()

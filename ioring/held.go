@@ -70,6 +70,7 @@ func (r *Ring) unlockSQ() {
 			r.flushLocked()
 		}
 		r.sqMu.Unlock()
+		r.be.enter()
 		if kick {
 			r.kick()
 		}

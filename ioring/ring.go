@@ -228,8 +228,13 @@ type backend interface {
 	// stActive. Called with r.sqMu held; it may defer the actual hand-off
 	// to flush. An error means nothing was started.
 	submit(idx uint32) error
-	// flush hands what submit deferred to the kernel. r.sqMu held.
+	// flush hands what submit deferred to the kernel, or readies it for
+	// enter. r.sqMu held.
 	flush() error
+	// enter completes the hand-off flush began, without r.sqMu (Ring.unlockSQ
+	// calls it after every release of the lock that may have flushed). Any
+	// goroutine, no Ring lock held.
+	enter()
 	// cancel asks for slot idx, identified by key, to be canceled; the
 	// slot's own completion still follows. r.sqMu held. Never blocks on I/O.
 	cancel(idx uint32, key uint64)

@@ -37,23 +37,24 @@ const MaxEntries = 32768
 // released to the kernel by the store of the CQ head. Go's sync/atomic loads
 // and stores are sequentially consistent, which covers acquire and release.
 type Ring struct {
-	fd       int
-	params   Params
-	ringMem  []byte
-	cqMem    []byte // nil with IORING_FEAT_SINGLE_MMAP
-	sqeMem   []byte
-	sqHead   *uint32
-	sqTail   *uint32
-	sqFlags  *uint32
-	sqMask   uint32
-	sqes     []SQE
-	cqHead   *uint32
-	cqTail   *uint32
-	cqFlags  *uint32
-	cqMask   uint32
-	cqes     []CQE
-	sqLocal  uint32 // next free SQE position; guarded by the caller's submit lock
-	probeOps [maxProbeOps]bool
+	fd          int
+	params      Params
+	ringMem     []byte
+	cqMem       []byte // nil with IORING_FEAT_SINGLE_MMAP
+	sqeMem      []byte
+	sqHead      *uint32
+	sqTail      *uint32
+	sqFlags     *uint32
+	sqMask      uint32
+	sqes        []SQE
+	cqHead      *uint32
+	cqTail      *uint32
+	cqFlags     *uint32
+	cqMask      uint32
+	cqes        []CQE
+	sqLocal     uint32 // next free SQE position; guarded by the caller's submit lock
+	sqPublished uint32 // the SQ tail as last published; guarded by the caller's submit lock
+	probeOps    [maxProbeOps]bool
 }
 
 // Setup creates a ring with sqEntries submission entries and cqEntries
@@ -87,6 +88,7 @@ func Setup(sqEntries, cqEntries uint32) (*Ring, error) {
 		array[i] = uint32(i)
 	}
 	r.sqLocal = atomic.LoadUint32(r.sqTail)
+	r.sqPublished = r.sqLocal
 	return r, nil
 }
 
@@ -220,7 +222,44 @@ func (r *Ring) Pending() uint32 { return r.sqLocal - atomic.LoadUint32(r.sqHead)
 func (r *Ring) publish() uint32 {
 	r.raceRelease()
 	atomic.StoreUint32(r.sqTail, r.sqLocal) // release: SQE contents before the tail
+	r.sqPublished = r.sqLocal
 	return r.sqLocal - atomic.LoadUint32(r.sqHead)
+}
+
+// Publish makes every taken SQE visible to the kernel without entering it
+// (caller's submit lock held); Enter hands them over. Once published, an
+// SQE may be read by the kernel at any moment, from any thread's Enter.
+func (r *Ring) Publish() { r.publish() }
+
+// Published reports whether the SQE at position pos was published (the
+// kernel may be reading it). Caller's submit lock held.
+func (r *Ring) Published(pos uint32) bool { return int32(r.sqPublished-pos) > 0 }
+
+// Unsubmitted returns how many published SQEs the kernel has not consumed.
+// Any goroutine.
+func (r *Ring) Unsubmitted() uint32 {
+	return atomic.LoadUint32(r.sqTail) - atomic.LoadUint32(r.sqHead)
+}
+
+// Enter hands the published SQEs to the kernel in one io_uring_enter. It
+// needs no lock: the kernel serialises submission, and takes at most what
+// was published, in ring order, so concurrent Enters each submit a part
+// and together all of it.
+func (r *Ring) Enter() error {
+	for {
+		n := r.Unsubmitted()
+		if n == 0 {
+			return nil
+		}
+		_, _, errno := unix.RawSyscall6(unix.SYS_IO_URING_ENTER, uintptr(r.fd), uintptr(n), 0, 0, 0, 0)
+		switch errno {
+		case 0:
+			return nil
+		case unix.EINTR:
+			continue
+		}
+		return errno
+	}
 }
 
 // Submit publishes the taken SQEs and hands them to the kernel in one
