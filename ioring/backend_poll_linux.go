@@ -20,7 +20,7 @@ import (
 //   - Pollable fds (pipes, sockets, character devices, eventfds...): the
 //     operation is tried at once without blocking (preadv2/pwritev2 with
 //     RWF_NOWAIT, which leaves the caller's O_NONBLOCK flag and the shared
-//     file description alone); on EAGAIN the request waits on its fd's
+//     file description alone); on EAGAIN the request waits on its file's
 //     waiter list for readiness reported by epoll (EPOLLONESHOT, re-armed
 //     with the union of the waiters' events), then is tried again. A
 //     waiting request is canceled at once, without touching the kernel.
@@ -30,6 +30,20 @@ import (
 //     cannot be interrupted and delivers its real result. A positioned read
 //     is first tried from the page cache (RWF_NOWAIT) by the submitter, as
 //     io_uring does inline, and goes to a worker only when that would block.
+//
+// A request acts only on the file its fd named at submission, as on
+// io_uring (which takes a file reference when it issues the request): one
+// that cannot finish at once holds its own duplicate of the fd
+// (F_DUPFD_CLOEXEC), made while the caller's fd is still valid and used for
+// every later attempt and for epoll; it is closed before the request's
+// completion is delivered, never later (a held pipe write end would keep
+// the reader from seeing EOF). Requests waiting on one open file
+// description share one duplicate and one epoll registration (a pollFD,
+// found by the caller's fd number and confirmed with kcmp(KCMP_FILE)), so
+// their waiter list keeps submission order. Where kcmp is not available
+// (kernels without CONFIG_CHECKPOINT_RESTORE, seccomp), each waiting request
+// gets a pollFD of its own, and requests waiting on one fd are then served
+// in the order epoll reports them.
 //
 // Character devices without RWF_NOWAIT support (ttys, for example) are
 // tried with a plain read or write when the fd itself is O_NONBLOCK;
@@ -44,10 +58,10 @@ import (
 // token in note wakes a goroutine blocked in reap. No goroutine is started
 // per request.
 //
-// Locking: b.mu guards every pslot's state, the per-fd waiter lists, the
-// worker queue and the fd table; it is never held across blocking I/O or
-// across Ring.complete. Lock order: r.sqMu, then b.mu; Ring.complete (which
-// takes token locks) is called without b.mu.
+// Locking: b.mu guards every pslot's state, the pollFDs, the worker queue
+// and the fd table; it is never held across blocking I/O, across closing a
+// duplicate or across Ring.complete. Lock order: r.sqMu, then b.mu;
+// Ring.complete (which takes token locks) is called without b.mu.
 type pollBackend struct {
 	r  *Ring
 	ps []pslot // per-slot state, indexed like r.slots
@@ -65,8 +79,13 @@ type pollBackend struct {
 	batch      []int32           // poller only
 	pollOut    []compl           // poller only
 
+	pid    int  // for kcmp
+	noKcmp bool // kcmp failed: every waiting request has its own pollFD; guarded by mu
+
 	mu         sync.Mutex
-	fds        map[int32]*pollFD // by fd number; guarded by mu
+	fds        map[int32]*pollFD // by the caller's fd number; guarded by mu
+	pfds       []*pollFD         // by pollFD.id (epoll data); guarded by mu
+	freePFDs   []int32           // ids of unused pollFDs; guarded by mu
 	work       plist             // queued worker requests; guarded by mu
 	workCond   sync.Cond         // signals work; L is &mu
 	idle       int               // workers waiting on workCond, not yet signaled
@@ -107,9 +126,10 @@ const (
 	paTimer             // arm the OpTimeout timer
 )
 
-// pslot is the poll backend's state of one request slot. st, canceled and
-// the list links are guarded by b.mu; the other fields belong to whoever
-// moved the request to its current state (submitter, poller, worker).
+// pslot is the poll backend's state of one request slot. st, canceled,
+// pfd, own and the list links are guarded by b.mu; the other fields belong
+// to whoever moved the request to its current state (submitter, poller,
+// worker).
 type pslot struct {
 	key      uint64 // the submission's key: stale cancels do nothing
 	st       pstate
@@ -118,20 +138,26 @@ type pslot struct {
 	canceled bool // cancel requested while pending or running
 	want     uint32
 	res      int32
-	dev, ino uint64 // identity of the file the request waits on
-	pfd      *pollFD
+	fd       int32   // the fd of every attempt: the caller's at submission, then ours
+	own      int32   // a duplicate of the request's own (worker-only files), or -1
+	pfd      *pollFD // the file it waits on, from the first wait to its completion
 	prev     int32
 	next     int32
 	timer    *time.Timer // OpTimeout's timer, made once per slot
 	fireAt   time.Time
 }
 
-// pollFD is an fd number with requests waiting on it.
+// pollFD is an open file description with requests attached: it holds a
+// duplicate of the caller's fd, registered in epoll, for as long as any
+// request is attached (refs), and is then released (duplicate closed,
+// registration removed) and kept for reuse. Guarded by b.mu.
 type pollFD struct {
-	fd         int32
-	gen        uint32 // bumped when the number is found naming another file
-	dev, ino   uint64
-	registered bool   // an epoll registration exists for this file
+	id         int32  // index in b.pfds, the epoll event's data
+	gen        uint32 // bumped at release: events of an earlier use are ignored
+	fd         int32  // the caller's fd number it is filed under in b.fds, or -1
+	dfd        int32  // our duplicate; every attempt and epoll use it
+	refs       int32  // requests attached
+	registered bool   // dfd is registered in epoll
 	armed      uint32 // events of the outstanding one-shot arm, 0 if none
 	noEpoll    bool   // epoll refused the fd (EPERM): always ready
 	waiters    plist
@@ -141,11 +167,14 @@ type pollFD struct {
 // and pslot.next. A slot is on at most one list at a time.
 type plist struct{ head, tail int32 }
 
-// compl is a completion to deliver once locks are released.
+// compl is a completion to deliver once locks are released or, with idx
+// closeFD, a duplicate of ours to close before any of them is delivered.
 type compl struct {
 	idx uint32
 	res int32
 }
+
+const closeFD = ^uint32(0)
 
 const (
 	epollAlways  = unix.EPOLLERR | unix.EPOLLHUP // reported whether asked for or not
@@ -185,6 +214,7 @@ func newPoll(r *Ring) (backend, error) {
 		events:     make([]unix.EpollEvent, 128),
 		batch:      make([]int32, 0, n),
 		pollOut:    make([]compl, 0, n),
+		pid:        os.Getpid(),
 		fds:        make(map[int32]*pollFD),
 		work:       plist{-1, -1},
 		maxWorkers: maxw,
@@ -193,6 +223,7 @@ func newPoll(r *Ring) (backend, error) {
 	b.workCond.L = &b.mu
 	for i := range b.ps {
 		b.ps[i].prev, b.ps[i].next = -1, -1
+		b.ps[i].fd, b.ps[i].own = -1, -1
 	}
 	go b.poller(rc)
 	return b, nil
@@ -213,9 +244,19 @@ func (b *pollBackend) deliver(idx uint32, res int32) {
 	}
 }
 
+// deliverAll closes the duplicates out names, then delivers its
+// completions: a request's file references are gone before its completion
+// is seen. No lock held.
 func (b *pollBackend) deliverAll(out []compl) {
 	for _, c := range out {
-		b.deliver(c.idx, c.res)
+		if c.idx == closeFD {
+			unix.Close(int(c.res))
+		}
+	}
+	for _, c := range out {
+		if c.idx != closeFD {
+			b.deliver(c.idx, c.res)
+		}
 	}
 }
 
@@ -229,7 +270,7 @@ func (b *pollBackend) submit(idx uint32) error {
 	p.st = psPending
 	p.canceled = false
 	p.mode = pmNowait
-	p.pfd = nil
+	p.fd = s.fd
 	b.mu.Unlock()
 	b.pending = append(b.pending, idx)
 	return nil
@@ -246,8 +287,7 @@ func (b *pollBackend) flush() error {
 	for _, idx := range b.pending {
 		p := &b.ps[idx]
 		if p.canceled {
-			p.st = psIdle
-			out = append(out, compl{idx, -int32(unix.ECANCELED)})
+			out = b.finish(idx, p, -int32(unix.ECANCELED), out)
 			continue
 		}
 		p.st = psRunning
@@ -295,12 +335,6 @@ func (b *pollBackend) start(idx uint32) {
 			p.res = res
 			return
 		}
-		var st unix.Stat_t
-		if err := unix.Fstat(int(s.fd), &st); err != nil {
-			p.res = -errnoOf(err)
-			return
-		}
-		p.dev, p.ino = st.Dev, st.Ino
 		p.act = paWait
 	case OpRead, OpWrite, OpReadv, OpWritev:
 		var st unix.Stat_t
@@ -319,7 +353,6 @@ func (b *pollBackend) start(idx uint32) {
 			p.act = paWork
 			return
 		}
-		p.dev, p.ino = st.Dev, st.Ino
 		p.want = unix.EPOLLIN
 		if s.code == OpWrite || s.code == OpWritev {
 			p.want = unix.EPOLLOUT
@@ -342,7 +375,7 @@ func cachedRead(s *slot, p *pslot, st *unix.Stat_t) bool {
 	if (s.code != OpRead && s.code != OpReadv) || s.off < 0 {
 		return false
 	}
-	res := rw(s, unix.RWF_NOWAIT)
+	res := rw(s, s.fd, unix.RWF_NOWAIT)
 	switch {
 	case res == -int32(unix.EAGAIN) || res == -int32(unix.EOPNOTSUPP):
 		return false
@@ -368,20 +401,20 @@ func opBytes(s *slot) int {
 	return n
 }
 
-// try runs a read or write on a pollable fd without blocking and sets
-// p.act and p.res: paDone, paWait (it would block) or paWork. It may
+// try runs a read or write on a pollable fd (p.fd) without blocking and
+// sets p.act and p.res: paDone, paWait (it would block) or paWork. It may
 // switch p.mode when the fd does not support RWF_NOWAIT.
 func (b *pollBackend) try(s *slot, p *pslot) {
 	p.act = paDone
 	for {
 		switch p.mode {
 		case pmNowait:
-			p.res = rw(s, unix.RWF_NOWAIT)
+			p.res = rw(s, p.fd, unix.RWF_NOWAIT)
 			if p.res != -int32(unix.EOPNOTSUPP) {
 				break
 			}
 			// The file cannot do RWF_NOWAIT (a tty, an eventfd write...).
-			fl, err := unix.FcntlInt(uintptr(s.fd), unix.F_GETFL, 0)
+			fl, err := unix.FcntlInt(uintptr(p.fd), unix.F_GETFL, 0)
 			if err != nil {
 				p.res = -errnoOf(err)
 				return
@@ -395,7 +428,7 @@ func (b *pollBackend) try(s *slot, p *pslot) {
 		case pmNonblock:
 			// The caller may have cleared O_NONBLOCK since: check again,
 			// a blocking call must not stall the poller.
-			fl, err := unix.FcntlInt(uintptr(s.fd), unix.F_GETFL, 0)
+			fl, err := unix.FcntlInt(uintptr(p.fd), unix.F_GETFL, 0)
 			if err != nil {
 				p.res = -errnoOf(err)
 				return
@@ -404,9 +437,9 @@ func (b *pollBackend) try(s *slot, p *pslot) {
 				p.mode = pmBlocking
 				continue
 			}
-			p.res = rw(s, 0)
+			p.res = rw(s, p.fd, 0)
 		case pmBlocking:
-			if pollNow(s.fd, p.want) != 0 {
+			if pollNow(p.fd, p.want) != 0 {
 				p.act = paWork // ready: a blocking call should return soon
 			} else {
 				p.act = paWait
@@ -424,14 +457,20 @@ func (b *pollBackend) try(s *slot, p *pslot) {
 // out what completes. b.mu held.
 func (b *pollBackend) settle(idx uint32, p *pslot, out []compl) []compl {
 	if p.act != paDone && p.canceled {
-		p.st = psIdle
-		return append(out, compl{idx, -int32(unix.ECANCELED)})
+		return b.finish(idx, p, -int32(unix.ECANCELED), out)
 	}
 	switch p.act {
 	case paDone:
-		p.st = psIdle
-		out = append(out, compl{idx, p.res})
+		out = b.finish(idx, p, p.res, out)
 	case paWork:
+		if p.pfd == nil && p.own < 0 {
+			// A worker runs it later: on the file the fd names now.
+			fd, err := dupFD(b.r.slots[idx].fd)
+			if err != nil {
+				return b.finish(idx, p, -errnoOf(err), out)
+			}
+			p.own, p.fd = fd, fd
+		}
 		b.queueWork(idx, p)
 	case paTimer:
 		p.st = psTiming
@@ -448,30 +487,127 @@ func (b *pollBackend) settle(idx uint32, p *pslot, out []compl) []compl {
 	return out
 }
 
-// wait parks slot idx on its fd's waiter list and arms epoll. b.mu held.
+// wait parks slot idx on its file's waiter list (attaching it to the
+// file's pollFD first) and arms epoll. b.mu held.
 func (b *pollBackend) wait(idx uint32, p *pslot, out []compl) []compl {
-	fd := b.r.slots[idx].fd
-	pfd := b.fds[fd]
-	if pfd == nil {
-		pfd = &pollFD{fd: fd, dev: p.dev, ino: p.ino, waiters: plist{-1, -1}}
-		b.fds[fd] = pfd
-	} else if pfd.dev != p.dev || pfd.ino != p.ino {
-		// The number now names another file: whatever waited on the old
-		// one (closed under its requests, a caller error) cannot be
-		// reached through it any more.
-		out = b.failWaiters(pfd, -int32(unix.EBADF), out)
-		pfd.gen++
-		pfd.dev, pfd.ino = p.dev, p.ino
-		pfd.registered, pfd.armed, pfd.noEpoll = false, 0, false
+	if p.pfd == nil {
+		if res := b.attach(idx, p); res != 0 {
+			return b.finish(idx, p, res, out)
+		}
 	}
+	pfd := p.pfd
 	if pfd.noEpoll && b.r.slots[idx].code != OpPoll {
 		b.queueWork(idx, p)
 		return out
 	}
 	p.st = psWaiting
-	p.pfd = pfd
 	b.push(&pfd.waiters, int32(idx))
 	return b.arm(pfd, out)
+}
+
+// attach gives slot idx, which is to wait, the pollFD of the file
+// description its fd names now (the caller's fd is valid: this runs in its
+// Submit), and makes p.fd that pollFD's duplicate. It returns 0 or -errno.
+// b.mu held.
+func (b *pollBackend) attach(idx uint32, p *pslot) int32 {
+	fd := b.r.slots[idx].fd
+	pfd := b.fds[fd]
+	if pfd != nil {
+		if b.sameFile(fd, pfd.dfd) {
+			pfd.refs++
+			p.pfd, p.fd = pfd, pfd.dfd
+			return 0
+		}
+		// The number names another file now (the caller closed it under
+		// its requests): those keep their pollFD, found only by them.
+		delete(b.fds, fd)
+		pfd.fd = -1
+	}
+	dfd, err := dupFD(fd)
+	if err != nil {
+		return -errnoOf(err)
+	}
+	pfd = b.newPFD(dfd)
+	if !b.noKcmp {
+		pfd.fd = fd
+		b.fds[fd] = pfd
+	}
+	pfd.refs = 1
+	p.pfd, p.fd = pfd, dfd
+	return 0
+}
+
+// sameFile reports whether fd and dfd name the same open file description
+// (kcmp KCMP_FILE). Where kcmp fails for want of support, it sets b.noKcmp.
+// b.mu held.
+func (b *pollBackend) sameFile(fd, dfd int32) bool {
+	const kcmpFile = 0 // KCMP_FILE, linux/kcmp.h
+	r, _, e := unix.Syscall6(unix.SYS_KCMP, uintptr(b.pid), uintptr(b.pid), kcmpFile, uintptr(fd), uintptr(dfd), 0)
+	switch e {
+	case 0:
+		return r == 0
+	case unix.EBADF:
+		return false
+	}
+	b.noKcmp = true // ENOSYS, EPERM...: no sharing from now on
+	return false
+}
+
+// dupFD duplicates fd (close-on-exec) at a number of its own.
+func dupFD(fd int32) (int32, error) {
+	d, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
+	return int32(d), err
+}
+
+// newPFD returns an unused pollFD (reused when one is free) holding dfd.
+// b.mu held.
+func (b *pollBackend) newPFD(dfd int32) *pollFD {
+	var pfd *pollFD
+	if k := len(b.freePFDs); k > 0 {
+		pfd = b.pfds[b.freePFDs[k-1]]
+		b.freePFDs = b.freePFDs[:k-1]
+	} else {
+		pfd = &pollFD{id: int32(len(b.pfds))}
+		b.pfds = append(b.pfds, pfd)
+	}
+	pfd.fd, pfd.dfd = -1, dfd
+	pfd.waiters = plist{-1, -1}
+	return pfd
+}
+
+// releasePFD removes pfd's epoll registration, puts its duplicates on out
+// to be closed and keeps pfd for reuse. No request is attached. b.mu held.
+func (b *pollBackend) releasePFD(pfd *pollFD, out []compl) []compl {
+	if pfd.registered {
+		// Before the close: a registration outlives an fd closed while
+		// the file stays open elsewhere (epoll(7), Q6).
+		unix.EpollCtl(b.epfd, unix.EPOLL_CTL_DEL, int(pfd.dfd), nil)
+	}
+	out = append(out, compl{closeFD, pfd.dfd})
+	if pfd.fd >= 0 && b.fds[pfd.fd] == pfd {
+		delete(b.fds, pfd.fd)
+	}
+	*pfd = pollFD{id: pfd.id, gen: pfd.gen + 1, fd: -1, dfd: -1, waiters: plist{-1, -1}}
+	b.freePFDs = append(b.freePFDs, pfd.id)
+	return out
+}
+
+// finish ends slot idx with res: its file references are dropped (closed
+// by deliverAll before the completion is delivered). b.mu held.
+func (b *pollBackend) finish(idx uint32, p *pslot, res int32, out []compl) []compl {
+	p.st = psIdle
+	if p.own >= 0 {
+		out = append(out, compl{closeFD, p.own})
+		p.own = -1
+	}
+	if pfd := p.pfd; pfd != nil {
+		p.pfd = nil
+		if pfd.refs--; pfd.refs == 0 {
+			out = b.releasePFD(pfd, out)
+		}
+	}
+	p.fd = -1
+	return append(out, compl{idx, res})
 }
 
 // arm makes epoll report the events pfd's waiters want (one shot). b.mu held.
@@ -486,18 +622,12 @@ func (b *pollBackend) arm(pfd *pollFD, out []compl) []compl {
 	if want == 0 || pfd.armed&want == want {
 		return out
 	}
-	ev := unix.EpollEvent{Events: want | unix.EPOLLONESHOT, Fd: pfd.fd, Pad: int32(pfd.gen)}
+	ev := unix.EpollEvent{Events: want | unix.EPOLLONESHOT, Fd: pfd.id, Pad: int32(pfd.gen)}
 	var err error
 	if pfd.registered {
-		err = unix.EpollCtl(b.epfd, unix.EPOLL_CTL_MOD, int(pfd.fd), &ev)
-		if err == unix.ENOENT { // the file was closed and the number reused
-			err = unix.EpollCtl(b.epfd, unix.EPOLL_CTL_ADD, int(pfd.fd), &ev)
-		}
+		err = unix.EpollCtl(b.epfd, unix.EPOLL_CTL_MOD, int(pfd.dfd), &ev)
 	} else {
-		err = unix.EpollCtl(b.epfd, unix.EPOLL_CTL_ADD, int(pfd.fd), &ev)
-		if err == unix.EEXIST {
-			err = unix.EpollCtl(b.epfd, unix.EPOLL_CTL_MOD, int(pfd.fd), &ev)
-		}
+		err = unix.EpollCtl(b.epfd, unix.EPOLL_CTL_ADD, int(pfd.dfd), &ev)
 	}
 	switch err {
 	case nil:
@@ -527,8 +657,7 @@ func (b *pollBackend) failWaiters(pfd *pollFD, res int32, out []compl) []compl {
 	for i := pfd.waiters.head; i >= 0; {
 		next := b.ps[i].next
 		b.unlink(&pfd.waiters, i)
-		b.ps[i].st = psIdle
-		out = append(out, compl{uint32(i), res})
+		out = b.finish(uint32(i), &b.ps[i], res, out)
 		i = next
 	}
 	return out
@@ -552,6 +681,7 @@ func (b *pollBackend) queueWork(idx uint32, p *pslot) {
 // worker runs queued requests with blocking syscalls until close.
 func (b *pollBackend) worker() {
 	defer b.wg.Done()
+	var out []compl
 	b.mu.Lock()
 	for {
 		for b.work.head < 0 {
@@ -562,28 +692,28 @@ func (b *pollBackend) worker() {
 			b.idle++
 			b.workCond.Wait()
 		}
-		idx := b.pop(&b.work)
+		idx := uint32(b.pop(&b.work))
 		p := &b.ps[idx]
 		p.st = psRunning
+		fd := p.fd
 		b.mu.Unlock()
 
 		s := &b.r.slots[idx]
 		var res int32
 		if s.code == OpFsync {
-			res = 0
-			if err := fsync(int(s.fd)); err != nil {
+			if err := fsync(int(fd)); err != nil {
 				res = -errnoOf(err)
 			}
 		} else {
-			res = rw(s, 0)
+			res = rw(s, fd, 0)
 		}
 
 		b.mu.Lock()
-		p.st = psIdle
-		b.mu.Unlock()
 		// A cancel that arrived while it ran lost the race: the real
 		// result stands.
-		b.deliver(uint32(idx), res)
+		out = b.finish(idx, p, res, out[:0])
+		b.mu.Unlock()
+		b.deliverAll(out)
 		b.mu.Lock()
 	}
 }
@@ -640,14 +770,18 @@ func (b *pollBackend) poller(rc syscall.RawConn) {
 }
 
 // ready handles one epoll event: the waiters it concerns are tried again
-// (outside b.mu), then finished or parked again, and the fd re-armed.
+// (outside b.mu), then finished or parked again, and the file re-armed.
 func (b *pollBackend) ready(ev unix.EpollEvent) {
 	got := ev.Events
 	b.mu.Lock()
-	pfd := b.fds[ev.Fd]
-	if pfd == nil || uint32(ev.Pad) != pfd.gen {
+	if ev.Fd < 0 || int(ev.Fd) >= len(b.pfds) {
 		b.mu.Unlock()
-		return // a registration of a file that is gone
+		return
+	}
+	pfd := b.pfds[ev.Fd]
+	if uint32(ev.Pad) != pfd.gen || pfd.refs == 0 {
+		b.mu.Unlock()
+		return // an event of an earlier use of this pollFD
 	}
 	pfd.armed = 0
 	batch := b.batch[:0]
@@ -689,7 +823,7 @@ func (b *pollBackend) ready(ev unix.EpollEvent) {
 		}
 		out = b.settle(uint32(i), p, out)
 	}
-	if pfd.waiters.head >= 0 {
+	if pfd.refs > 0 && pfd.waiters.head >= 0 {
 		out = b.arm(pfd, out)
 	}
 	b.mu.Unlock()
@@ -728,8 +862,7 @@ func (b *pollBackend) cancelLocked(idx uint32, key uint64, out []compl) []compl 
 	default:
 		return out
 	}
-	p.st = psIdle
-	return append(out, compl{idx, -int32(unix.ECANCELED)})
+	return b.finish(idx, p, -int32(unix.ECANCELED), out)
 }
 
 // cancelAll cancels every request of the backend. r.sqMu held.
