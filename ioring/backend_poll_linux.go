@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"strconv"
 	"sync"
 	"syscall"
 	"time"
@@ -45,11 +46,44 @@ import (
 // gets a pollFD of its own, and requests waiting on one fd are then served
 // in the order epoll reports them.
 //
-// Character devices without RWF_NOWAIT support (ttys, for example) are
-// tried with a plain read or write when the fd itself is O_NONBLOCK;
-// otherwise the request waits for readiness and then runs on a worker,
-// where it cannot be interrupted any more (it may block if another reader
-// took the data first).
+// Character devices without RWF_NOWAIT support (terminals, serial ports,
+// evdev...) are tried with a plain read or write when the fd itself is
+// O_NONBLOCK. Otherwise no request of theirs may sit in a blocking call
+// that a cancel cannot end (Go's signal handlers use SA_RESTART, so not
+// even a signal would end a terminal read). Their requests wait in epoll,
+// where a cancel ends them at once, and once epoll reports the file ready
+// they run on a worker one at a time per file description and direction
+// (pmBlocking), in submission order:
+//
+//   - A read asks for no more than ioctl(FIONREAD) counts (a terminal in
+//     canonical mode counts whole lines), so it returns at once; with
+//     nothing counted it reads only when poll still says readable (an EOF
+//     character, a hang-up), and otherwise waits again.
+//   - A write (or a read of a file without FIONREAD) uses a second,
+//     non-blocking description of the same terminal where there can be
+//     one: a terminal that can be opened again (a pty slave, a serial
+//     port; not /dev/tty, /dev/console or a pty master, where an open makes
+//     a new pty or goes elsewhere; not a device that is not a terminal,
+//     whose per-open state would differ) is reopened through /proc/self/fd
+//     with O_NONBLOCK, and its requests then wait in epoll and are tried on
+//     the reopened fd like any other. The reopen lives while requests are
+//     attached to the file (its close runs the terminal's last-close
+//     handling when the caller closed its own fd meanwhile); it costs an
+//     open and a close (about 20-40us) per busy period, so reads, which
+//     need none, do not make one.
+//
+// What remains, for such a device that cannot be reopened (a pty master, a
+// terminal opened with TIOCEXCL by an unprivileged process, a character
+// device that is not a terminal, /proc not mounted): a worker can still
+// block (a) in a write larger than the room the device has (a pty master
+// whose slave is not read): the room cannot be queried, so the write
+// blocks until the device drains; (b) in a read, when someone outside the
+// ring (another process sharing the description, the caller reading the
+// fd directly, or a ring request on another description of the same
+// terminal) takes the data between FIONREAD or readiness and the read. A
+// request blocked that way cannot be canceled, and Close waits for it; a
+// caller who needs those canceled opens the fd O_NONBLOCK. Files epoll
+// refuses (EPERM) run on workers unbounded, as regular files do.
 //
 // One poller goroutine waits for epoll events, parked in Go's netpoller on
 // the epoll fd (no OS thread is held). Completions are delivered with
@@ -113,7 +147,8 @@ type pmode uint8
 const (
 	pmNowait   pmode = iota // preadv2/pwritev2 with RWF_NOWAIT
 	pmNonblock              // the fd is O_NONBLOCK itself: plain preadv2/pwritev2
-	pmBlocking              // wait for readiness, then run on a worker
+	pmTwin                  // plain preadv2/pwritev2 on the pollFD's non-blocking reopen
+	pmBlocking              // wait for readiness, then run on a worker, one at a time
 )
 
 // pact is what start decided for a request.
@@ -156,10 +191,15 @@ type pollFD struct {
 	gen        uint32 // bumped at release: events of an earlier use are ignored
 	fd         int32  // the caller's fd number it is filed under in b.fds, or -1
 	dfd        int32  // our duplicate; every attempt and epoll use it
+	twin       int32  // a non-blocking reopen of a terminal (pmTwin), or -1
 	refs       int32  // requests attached
 	registered bool   // dfd is registered in epoll
 	armed      uint32 // events of the outstanding one-shot arm, 0 if none
 	noEpoll    bool   // epoll refused the fd (EPERM): always ready
+	twinTried  bool   // a reopen was decided on (twin set, or not possible)
+	opener     int32  // the request deciding on the reopen (no pmBlocking runs meanwhile), or -1
+	busyR      bool   // a pmBlocking read is on the worker queue or running
+	busyW      bool   // a pmBlocking write is on the worker queue or running
 	waiters    plist
 }
 
@@ -375,7 +415,7 @@ func cachedRead(s *slot, p *pslot, st *unix.Stat_t) bool {
 	if (s.code != OpRead && s.code != OpReadv) || s.off < 0 {
 		return false
 	}
-	res := rw(s, s.fd, unix.RWF_NOWAIT)
+	res := rw(s, s.fd, unix.RWF_NOWAIT, -1)
 	switch {
 	case res == -int32(unix.EAGAIN) || res == -int32(unix.EOPNOTSUPP):
 		return false
@@ -402,14 +442,15 @@ func opBytes(s *slot) int {
 }
 
 // try runs a read or write on a pollable fd (p.fd) without blocking and
-// sets p.act and p.res: paDone, paWait (it would block) or paWork. It may
-// switch p.mode when the fd does not support RWF_NOWAIT.
+// sets p.act and p.res: paDone, or paWait (it would block, or it must run
+// on a worker once ready). It may switch p.mode when the fd does not
+// support RWF_NOWAIT.
 func (b *pollBackend) try(s *slot, p *pslot) {
 	p.act = paDone
 	for {
 		switch p.mode {
 		case pmNowait:
-			p.res = rw(s, p.fd, unix.RWF_NOWAIT)
+			p.res = rw(s, p.fd, unix.RWF_NOWAIT, -1)
 			if p.res != -int32(unix.EOPNOTSUPP) {
 				break
 			}
@@ -437,13 +478,13 @@ func (b *pollBackend) try(s *slot, p *pslot) {
 				p.mode = pmBlocking
 				continue
 			}
-			p.res = rw(s, p.fd, 0)
+			p.res = rw(s, p.fd, 0, -1)
+		case pmTwin:
+			p.res = rw(s, p.fd, 0, -1) // our own O_NONBLOCK description
 		case pmBlocking:
-			if pollNow(p.fd, p.want) != 0 {
-				p.act = paWork // ready: a blocking call should return soon
-			} else {
-				p.act = paWait
-			}
+			// Wait for readiness (at once if ready: epoll is level
+			// triggered), then a worker runs it (see runBlocking).
+			p.act = paWait
 			return
 		}
 		if p.res == -int32(unix.EAGAIN) {
@@ -496,6 +537,9 @@ func (b *pollBackend) wait(idx uint32, p *pslot, out []compl) []compl {
 		}
 	}
 	pfd := p.pfd
+	if p.mode == pmBlocking && pfd.twin >= 0 {
+		p.mode, p.fd = pmTwin, pfd.twin
+	}
 	if pfd.noEpoll && b.r.slots[idx].code != OpPoll {
 		b.queueWork(idx, p)
 		return out
@@ -570,7 +614,7 @@ func (b *pollBackend) newPFD(dfd int32) *pollFD {
 		pfd = &pollFD{id: int32(len(b.pfds))}
 		b.pfds = append(b.pfds, pfd)
 	}
-	pfd.fd, pfd.dfd = -1, dfd
+	pfd.fd, pfd.dfd, pfd.twin, pfd.opener = -1, dfd, -1, -1
 	pfd.waiters = plist{-1, -1}
 	return pfd
 }
@@ -583,11 +627,14 @@ func (b *pollBackend) releasePFD(pfd *pollFD, out []compl) []compl {
 		// the file stays open elsewhere (epoll(7), Q6).
 		unix.EpollCtl(b.epfd, unix.EPOLL_CTL_DEL, int(pfd.dfd), nil)
 	}
+	if pfd.twin >= 0 {
+		out = append(out, compl{closeFD, pfd.twin})
+	}
 	out = append(out, compl{closeFD, pfd.dfd})
 	if pfd.fd >= 0 && b.fds[pfd.fd] == pfd {
 		delete(b.fds, pfd.fd)
 	}
-	*pfd = pollFD{id: pfd.id, gen: pfd.gen + 1, fd: -1, dfd: -1, waiters: plist{-1, -1}}
+	*pfd = pollFD{id: pfd.id, gen: pfd.gen + 1, fd: -1, dfd: -1, twin: -1, opener: -1, waiters: plist{-1, -1}}
 	b.freePFDs = append(b.freePFDs, pfd.id)
 	return out
 }
@@ -617,7 +664,9 @@ func (b *pollBackend) arm(pfd *pollFD, out []compl) []compl {
 	}
 	var want uint32
 	for i := pfd.waiters.head; i >= 0; i = b.ps[i].next {
-		want |= b.ps[i].want
+		if p := &b.ps[i]; p.mode != pmBlocking || b.canDispatch(pfd, p) {
+			want |= p.want
+		}
 	}
 	if want == 0 || pfd.armed&want == want {
 		return out
@@ -663,6 +712,35 @@ func (b *pollBackend) failWaiters(pfd *pollFD, res int32, out []compl) []compl {
 	return out
 }
 
+// canDispatch reports whether pmBlocking request p may go to a worker now:
+// one read and one write of a file at a time, and none while a request
+// decides on the file's reopen. b.mu held.
+func (b *pollBackend) canDispatch(pfd *pollFD, p *pslot) bool {
+	if pfd.opener >= 0 {
+		return false
+	}
+	if p.want&unix.EPOLLOUT != 0 {
+		return !pfd.busyW
+	}
+	return !pfd.busyR
+}
+
+// dispatch hands pmBlocking request idx, ready, to a worker and marks its
+// direction of the file busy. The first write of a file decides on its
+// reopen (reads need none: FIONREAD bounds them). b.mu held; canDispatch
+// said yes.
+func (b *pollBackend) dispatch(pfd *pollFD, idx uint32, p *pslot) {
+	if p.want&unix.EPOLLOUT != 0 {
+		pfd.busyW = true
+		if !pfd.twinTried {
+			pfd.twinTried, pfd.opener = true, int32(idx)
+		}
+	} else {
+		pfd.busyR = true
+	}
+	b.queueWork(idx, p)
+}
+
 // queueWork puts slot idx on the worker queue, starting a worker when none
 // is idle and the pool is not full. b.mu held.
 func (b *pollBackend) queueWork(idx uint32, p *pslot) {
@@ -695,27 +773,143 @@ func (b *pollBackend) worker() {
 		idx := uint32(b.pop(&b.work))
 		p := &b.ps[idx]
 		p.st = psRunning
-		fd := p.fd
+		fd, pfd := p.fd, p.pfd
+		blocking := p.mode == pmBlocking && pfd != nil && !pfd.noEpoll
+		reopen := blocking && pfd.opener == int32(idx)
 		b.mu.Unlock()
 
 		s := &b.r.slots[idx]
 		var res int32
-		if s.code == OpFsync {
+		again := false
+		switch {
+		case s.code == OpFsync:
 			if err := fsync(int(fd)); err != nil {
 				res = -errnoOf(err)
 			}
-		} else {
-			res = rw(s, fd, 0)
+		case blocking:
+			res, again = b.runBlocking(idx, s, p, pfd, reopen)
+		default:
+			res = rw(s, fd, 0, -1)
 		}
 
+		out = out[:0]
 		b.mu.Lock()
-		// A cancel that arrived while it ran lost the race: the real
-		// result stands.
-		out = b.finish(idx, p, res, out[:0])
+		if !blocking {
+			// A cancel that arrived while it ran lost the race: the real
+			// result stands.
+			out = b.finish(idx, p, res, out)
+		} else {
+			if p.want&unix.EPOLLOUT != 0 {
+				pfd.busyW = false
+			} else {
+				pfd.busyR = false
+			}
+			switch {
+			case again && !p.canceled:
+				// Not ready after all: first in line again.
+				p.st = psWaiting
+				b.pushFront(&pfd.waiters, int32(idx))
+			case again:
+				out = b.finish(idx, p, -int32(unix.ECANCELED), out)
+			default:
+				out = b.finish(idx, p, res, out)
+			}
+			if pfd.refs > 0 {
+				out = b.arm(pfd, out) // the next one of this file may run
+			}
+		}
 		b.mu.Unlock()
 		b.deliverAll(out)
 		b.mu.Lock()
 	}
+}
+
+// runBlocking runs pmBlocking request idx (on a worker, the only one of
+// its file and direction) so that it cannot block: a read asks for no more
+// than FIONREAD counts; a write, or a read of a file without FIONREAD, uses
+// a non-blocking reopen of the terminal where there is one (with reopen,
+// it decides on that first). It reports again when the request is to wait
+// for readiness once more.
+func (b *pollBackend) runBlocking(idx uint32, s *slot, p *pslot, pfd *pollFD, reopen bool) (res int32, again bool) {
+	fd := p.fd
+	limit := -1
+	if s.code == OpRead || s.code == OpReadv {
+		n, err := unix.IoctlGetInt(int(fd), unix.TIOCINQ) // FIONREAD
+		switch {
+		case err != nil:
+			// No FIONREAD: a reopen, if the file has one, or readiness
+			// is all there is.
+			b.mu.Lock()
+			if !pfd.twinTried {
+				pfd.twinTried, pfd.opener, reopen = true, int32(idx), true
+			}
+			b.mu.Unlock()
+		case n > 0:
+			limit = n
+		case pollNow(fd, unix.POLLIN) == 0:
+			return 0, true // someone else took the data
+		default:
+			// Readable with nothing counted: end of file (a terminal's
+			// EOF character, a hang-up); the read returns at once.
+		}
+	}
+	if reopen {
+		// About 20-40us for the open and the close (a pty slave, 2
+		// cores): paid once per busy period of the file, as the reopen
+		// lives as long as requests are attached.
+		tw := reopenTerminal(fd)
+		b.mu.Lock()
+		pfd.opener = -1
+		if tw >= 0 {
+			pfd.twin = tw
+			for i := pfd.waiters.head; i >= 0; i = b.ps[i].next {
+				if q := &b.ps[i]; q.mode == pmBlocking {
+					q.mode, q.fd = pmTwin, tw
+				}
+			}
+			p.mode, p.fd = pmTwin, tw
+		}
+		b.mu.Unlock()
+		if tw >= 0 {
+			res = rw(s, tw, 0, -1)
+			return res, res == -int32(unix.EAGAIN)
+		}
+	}
+	return rw(s, fd, 0, limit), false
+}
+
+// reopenTerminal opens the terminal fd names again, non-blocking, where
+// that gives a second description of the same terminal: not /dev/tty,
+// /dev/console, /dev/ptmx or a BSD pty master (majors 5 and 2, where an
+// open redirects or makes a new pty), not a device that is not a terminal
+// (its per-open state would differ: evdev, hidraw). It returns the new fd,
+// or -1.
+func reopenTerminal(fd int32) int32 {
+	var st unix.Stat_t
+	if unix.Fstat(int(fd), &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFCHR {
+		return -1
+	}
+	if m := unix.Major(st.Rdev); m == 2 || m == 5 {
+		return -1
+	}
+	if _, err := unix.IoctlGetTermios(int(fd), unix.TCGETS); err != nil {
+		return -1
+	}
+	fl, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
+	if err != nil {
+		return -1
+	}
+	flags := fl&unix.O_ACCMODE | unix.O_NONBLOCK | unix.O_NOCTTY | unix.O_CLOEXEC
+	tw, err := unix.Open("/proc/self/fd/"+strconv.Itoa(int(fd)), flags, 0)
+	if err != nil {
+		return -1 // no /proc, TIOCEXCL (EBUSY), no permission...
+	}
+	var tst unix.Stat_t
+	if unix.Fstat(tw, &tst) != nil || tst.Mode&unix.S_IFMT != unix.S_IFCHR || tst.Rdev != st.Rdev {
+		unix.Close(tw)
+		return -1
+	}
+	return int32(tw)
 }
 
 func fsync(fd int) error {
@@ -789,12 +983,14 @@ func (b *pollBackend) ready(ev unix.EpollEvent) {
 		p := &b.ps[i]
 		next := p.next
 		if p.want&got != 0 || got&epollAlways != 0 {
-			b.unlink(&pfd.waiters, i)
-			if p.mode == pmBlocking {
-				b.queueWork(uint32(i), p)
-			} else {
+			switch {
+			case p.mode != pmBlocking:
+				b.unlink(&pfd.waiters, i)
 				p.st = psRunning
 				batch = append(batch, i)
+			case b.canDispatch(pfd, p):
+				b.unlink(&pfd.waiters, i)
+				b.dispatch(pfd, uint32(i), p)
 			}
 		}
 		i = next
@@ -857,6 +1053,18 @@ func (b *pollBackend) cancelLocked(idx uint32, key uint64, out []compl) []compl 
 		b.unlink(&p.pfd.waiters, int32(idx))
 	case psQueued:
 		b.unlink(&b.work, int32(idx))
+		if pfd := p.pfd; pfd != nil && p.mode == pmBlocking && !pfd.noEpoll {
+			// It held its direction of the file (see dispatch).
+			if p.want&unix.EPOLLOUT != 0 {
+				pfd.busyW = false
+			} else {
+				pfd.busyR = false
+			}
+			if pfd.opener == int32(idx) {
+				pfd.opener, pfd.twinTried = -1, false
+			}
+			out = b.arm(pfd, out)
+		}
 	case psTiming:
 		p.timer.Stop()
 	default:
@@ -984,6 +1192,18 @@ func (b *pollBackend) unlink(l *plist, i int32) {
 		l.tail = p.prev
 	}
 	p.prev, p.next = -1, -1
+}
+
+// pushFront puts slot i first on l. b.mu held.
+func (b *pollBackend) pushFront(l *plist, i int32) {
+	p := &b.ps[i]
+	p.prev, p.next = -1, l.head
+	if l.head >= 0 {
+		b.ps[l.head].prev = i
+	} else {
+		l.tail = i
+	}
+	l.head = i
 }
 
 // pop removes and returns the first slot of l (l not empty). b.mu held.

@@ -11,21 +11,41 @@ import (
 // rw runs slot s's read or write (OpRead, OpWrite, OpReadv, OpWritev) once
 // on fd (the slot's own fd, or a duplicate of it), with preadv2/pwritev2
 // and flags (unix.RWF_NOWAIT, or 0 to block), at s.off or at the current
-// position when s.off is -1. It returns the byte count or -errno, like a
-// CQE. The call is synchronous: the iovec may live on the stack
+// position when s.off is -1, for at most limit bytes when limit > 0 (all
+// of the buffers when limit < 0). It returns the byte count or -errno, like
+// a CQE. The call is synchronous: the iovec may live on the stack
 // (uintptr(unsafe.Pointer) in the syscall's arguments keeps it alive and in
 // place for the call), and the buffers are pinned by the Ring.
-func rw(s *slot, fd int32, flags int) int32 {
+func rw(s *slot, fd int32, flags int, limit int) int32 {
 	var one unix.Iovec
 	var iov *unix.Iovec
 	var n int
 	switch s.code {
 	case OpRead, OpWrite:
 		one.Base = &s.buf[0]
-		one.SetLen(len(s.buf))
+		l := len(s.buf)
+		if limit > 0 && limit < l {
+			l = limit
+		}
+		one.SetLen(l)
 		iov, n = &one, 1
 	default:
 		iov, n = &s.iov[0], len(s.iov)
+		if limit > 0 && limit < opBytes(s) {
+			// Rare (a bounded read of a device): a shortened copy.
+			v := make([]unix.Iovec, 0, len(s.iov))
+			for _, e := range s.iov {
+				if limit == 0 {
+					break
+				}
+				if int(e.Len) > limit {
+					e.SetLen(limit)
+				}
+				limit -= int(e.Len)
+				v = append(v, e)
+			}
+			iov, n = &v[0], len(v)
+		}
 	}
 	write := s.code == OpWrite || s.code == OpWritev
 	nr := uintptr(unix.SYS_PREADV2)
