@@ -456,3 +456,66 @@ func TestPollTTYBigWrite(t *testing.T) {
 	}
 	assert.Equal(t, written, got, "the master reads what the writes reported")
 }
+
+// The duplicates requests hold are gone once their completions are out,
+// however they ended (data, cancel, worker, a terminal's reopen): the fd
+// count is back where it was while the ring stays open, and a pipe whose
+// canceled write held its write end gives its reader EOF.
+func TestPollNoDupOutlivesItsRequest(t *testing.T) {
+	r := newPollRing(t, 32)
+	rd, wr := pipe(t)
+	file := tempFile(t, []byte("0123456789"))
+	master, slave := openPTY(t)
+	var p [2]int
+	require.NoError(t, unix.Pipe2(p[:], unix.O_CLOEXEC))
+	defer unix.Close(p[0])
+	fillPipe(t, p[1])
+	base := countFDs(t)
+
+	var qs []Request
+	start := func(op Op) Request {
+		q, err := r.Start(op)
+		require.NoError(t, err)
+		qs = append(qs, q)
+		return q
+	}
+	for range 4 {
+		start(Read(rd, make([]byte, 1), -1))
+	}
+	start(Read(file, make([]byte, 4), -1))
+	start(Fsync(file))
+	start(Read(master, make([]byte, 8), -1))
+	start(Write(slave, []byte("to the master"), -1))
+	w := start(Write(p[1], []byte("x"), -1))
+	time.Sleep(20 * time.Millisecond)
+	_, err := unix.Write(wr, []byte("ab"))
+	require.NoError(t, err)
+	_, err = unix.Write(slave, []byte("s"))
+	require.NoError(t, err)
+	require.NoError(t, r.CancelAll())
+	var wc Completion
+	for i, q := range qs {
+		c := waitWithin(t, q, fmt.Sprint("request ", i))
+		if c.Err != nil {
+			assert.ErrorIs(t, c.Err, ErrCanceled, "request %d", i)
+		}
+		if q == w {
+			wc = c
+		}
+	}
+	assert.Equal(t, base, countFDs(t), "open fds with every request completed")
+
+	// The canceled write held p[1]'s file no longer: closing the caller's
+	// fd ends the pipe.
+	require.NoError(t, unix.Close(p[1]))
+	require.ErrorIs(t, wc.Err, ErrCanceled)
+	buf := make([]byte, 1<<16)
+	for {
+		require.True(t, readyWithin(t, p[0], 10*time.Second))
+		n, err := unix.Read(p[0], buf)
+		require.NoError(t, err)
+		if n == 0 {
+			break // EOF
+		}
+	}
+}
