@@ -889,7 +889,7 @@ func reopenTerminal(fd int32) int32 {
 	if unix.Fstat(int(fd), &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFCHR {
 		return -1
 	}
-	if m := unix.Major(st.Rdev); m == 2 || m == 5 {
+	if m := unix.Major(uint64(st.Rdev)); m == 2 || m == 5 { // Rdev is a uint32 on mips
 		return -1
 	}
 	if _, err := unix.IoctlGetTermios(int(fd), unix.TCGETS); err != nil {
