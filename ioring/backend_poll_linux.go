@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"strconv"
 	"sync"
 	"syscall"
 	"time"
@@ -20,7 +21,7 @@ import (
 //   - Pollable fds (pipes, sockets, character devices, eventfds...): the
 //     operation is tried at once without blocking (preadv2/pwritev2 with
 //     RWF_NOWAIT, which leaves the caller's O_NONBLOCK flag and the shared
-//     file description alone); on EAGAIN the request waits on its fd's
+//     file description alone); on EAGAIN the request waits on its file's
 //     waiter list for readiness reported by epoll (EPOLLONESHOT, re-armed
 //     with the union of the waiters' events), then is tried again. A
 //     waiting request is canceled at once, without touching the kernel.
@@ -31,11 +32,58 @@ import (
 //     is first tried from the page cache (RWF_NOWAIT) by the submitter, as
 //     io_uring does inline, and goes to a worker only when that would block.
 //
-// Character devices without RWF_NOWAIT support (ttys, for example) are
-// tried with a plain read or write when the fd itself is O_NONBLOCK;
-// otherwise the request waits for readiness and then runs on a worker,
-// where it cannot be interrupted any more (it may block if another reader
-// took the data first).
+// A request acts only on the file its fd named at submission, as on
+// io_uring (which takes a file reference when it issues the request): one
+// that cannot finish at once holds its own duplicate of the fd
+// (F_DUPFD_CLOEXEC), made while the caller's fd is still valid and used for
+// every later attempt and for epoll; it is closed before the request's
+// completion is delivered, never later (a held pipe write end would keep
+// the reader from seeing EOF). Requests waiting on one open file
+// description share one duplicate and one epoll registration (a pollFD,
+// found by the caller's fd number and confirmed with kcmp(KCMP_FILE)), so
+// their waiter list keeps submission order. Where kcmp is not available
+// (kernels without CONFIG_CHECKPOINT_RESTORE, seccomp), each waiting request
+// gets a pollFD of its own, and requests waiting on one fd are then served
+// in the order epoll reports them.
+//
+// Character devices without RWF_NOWAIT support (terminals, serial ports,
+// evdev...) are tried with a plain read or write when the fd itself is
+// O_NONBLOCK. Otherwise no request of theirs may sit in a blocking call
+// that a cancel cannot end (Go's signal handlers use SA_RESTART, so not
+// even a signal would end a terminal read). Their requests wait in epoll,
+// where a cancel ends them at once, and once epoll reports the file ready
+// they run on a worker one at a time per file description and direction
+// (pmBlocking), in submission order:
+//
+//   - A read asks for no more than ioctl(FIONREAD) counts (a terminal in
+//     canonical mode counts whole lines), so it returns at once; with
+//     nothing counted it reads only when poll still says readable (an EOF
+//     character, a hang-up), and otherwise waits again.
+//   - A write (or a read of a file without FIONREAD) uses a second,
+//     non-blocking description of the same terminal where there can be
+//     one: a terminal that can be opened again (a pty slave, a serial
+//     port; not /dev/tty, /dev/console or a pty master, where an open makes
+//     a new pty or goes elsewhere; not a device that is not a terminal,
+//     whose per-open state would differ) is reopened through /proc/self/fd
+//     with O_NONBLOCK, and its requests then wait in epoll and are tried on
+//     the reopened fd like any other. The reopen lives while requests are
+//     attached to the file (its close runs the terminal's last-close
+//     handling when the caller closed its own fd meanwhile); it costs an
+//     open and a close (about 20-40us) per busy period, so reads, which
+//     need none, do not make one.
+//
+// What remains, for such a device that cannot be reopened (a pty master, a
+// terminal opened with TIOCEXCL by an unprivileged process, a character
+// device that is not a terminal, /proc not mounted): a worker can still
+// block (a) in a write larger than the room the device has (a pty master
+// whose slave is not read): the room cannot be queried, so the write
+// blocks until the device drains; (b) in a read, when someone outside the
+// ring (another process sharing the description, the caller reading the
+// fd directly, or a ring request on another description of the same
+// terminal) takes the data between FIONREAD or readiness and the read. A
+// request blocked that way cannot be canceled, and Close waits for it; a
+// caller who needs those canceled opens the fd O_NONBLOCK. Files epoll
+// refuses (EPERM) run on workers unbounded, as regular files do.
 //
 // One poller goroutine waits for epoll events, parked in Go's netpoller on
 // the epoll fd (no OS thread is held). Completions are delivered with
@@ -44,10 +92,10 @@ import (
 // token in note wakes a goroutine blocked in reap. No goroutine is started
 // per request.
 //
-// Locking: b.mu guards every pslot's state, the per-fd waiter lists, the
-// worker queue and the fd table; it is never held across blocking I/O or
-// across Ring.complete. Lock order: r.sqMu, then b.mu; Ring.complete (which
-// takes token locks) is called without b.mu.
+// Locking: b.mu guards every pslot's state, the pollFDs, the worker queue
+// and the fd table; it is never held across blocking I/O, across closing a
+// duplicate or across Ring.complete. Lock order: r.sqMu, then b.mu;
+// Ring.complete (which takes token locks) is called without b.mu.
 type pollBackend struct {
 	r  *Ring
 	ps []pslot // per-slot state, indexed like r.slots
@@ -65,8 +113,13 @@ type pollBackend struct {
 	batch      []int32           // poller only
 	pollOut    []compl           // poller only
 
+	pid    int  // for kcmp
+	noKcmp bool // kcmp failed: every waiting request has its own pollFD; guarded by mu
+
 	mu         sync.Mutex
-	fds        map[int32]*pollFD // by fd number; guarded by mu
+	fds        map[int32]*pollFD // by the caller's fd number; guarded by mu
+	pfds       []*pollFD         // by pollFD.id (epoll data); guarded by mu
+	freePFDs   []int32           // ids of unused pollFDs; guarded by mu
 	work       plist             // queued worker requests; guarded by mu
 	workCond   sync.Cond         // signals work; L is &mu
 	idle       int               // workers waiting on workCond, not yet signaled
@@ -94,7 +147,8 @@ type pmode uint8
 const (
 	pmNowait   pmode = iota // preadv2/pwritev2 with RWF_NOWAIT
 	pmNonblock              // the fd is O_NONBLOCK itself: plain preadv2/pwritev2
-	pmBlocking              // wait for readiness, then run on a worker
+	pmTwin                  // plain preadv2/pwritev2 on the pollFD's non-blocking reopen
+	pmBlocking              // wait for readiness, then run on a worker, one at a time
 )
 
 // pact is what start decided for a request.
@@ -107,9 +161,10 @@ const (
 	paTimer             // arm the OpTimeout timer
 )
 
-// pslot is the poll backend's state of one request slot. st, canceled and
-// the list links are guarded by b.mu; the other fields belong to whoever
-// moved the request to its current state (submitter, poller, worker).
+// pslot is the poll backend's state of one request slot. st, canceled,
+// pfd, own and the list links are guarded by b.mu; the other fields belong
+// to whoever moved the request to its current state (submitter, poller,
+// worker).
 type pslot struct {
 	key      uint64 // the submission's key: stale cancels do nothing
 	st       pstate
@@ -118,22 +173,33 @@ type pslot struct {
 	canceled bool // cancel requested while pending or running
 	want     uint32
 	res      int32
-	dev, ino uint64 // identity of the file the request waits on
-	pfd      *pollFD
+	fd       int32   // the fd of every attempt: the caller's at submission, then ours
+	own      int32   // a duplicate of the request's own (worker-only files), or -1
+	pfd      *pollFD // the file it waits on, from the first wait to its completion
 	prev     int32
 	next     int32
 	timer    *time.Timer // OpTimeout's timer, made once per slot
 	fireAt   time.Time
 }
 
-// pollFD is an fd number with requests waiting on it.
+// pollFD is an open file description with requests attached: it holds a
+// duplicate of the caller's fd, registered in epoll, for as long as any
+// request is attached (refs), and is then released (duplicate closed,
+// registration removed) and kept for reuse. Guarded by b.mu.
 type pollFD struct {
-	fd         int32
-	gen        uint32 // bumped when the number is found naming another file
-	dev, ino   uint64
-	registered bool   // an epoll registration exists for this file
+	id         int32  // index in b.pfds, the epoll event's data
+	gen        uint32 // bumped at release: events of an earlier use are ignored
+	fd         int32  // the caller's fd number it is filed under in b.fds, or -1
+	dfd        int32  // our duplicate; every attempt and epoll use it
+	twin       int32  // a non-blocking reopen of a terminal (pmTwin), or -1
+	refs       int32  // requests attached
+	registered bool   // dfd is registered in epoll
 	armed      uint32 // events of the outstanding one-shot arm, 0 if none
 	noEpoll    bool   // epoll refused the fd (EPERM): always ready
+	twinTried  bool   // a reopen was decided on (twin set, or not possible)
+	opener     int32  // the request deciding on the reopen (no pmBlocking runs meanwhile), or -1
+	busyR      bool   // a pmBlocking read is on the worker queue or running
+	busyW      bool   // a pmBlocking write is on the worker queue or running
 	waiters    plist
 }
 
@@ -141,11 +207,14 @@ type pollFD struct {
 // and pslot.next. A slot is on at most one list at a time.
 type plist struct{ head, tail int32 }
 
-// compl is a completion to deliver once locks are released.
+// compl is a completion to deliver once locks are released or, with idx
+// closeFD, a duplicate of ours to close before any of them is delivered.
 type compl struct {
 	idx uint32
 	res int32
 }
+
+const closeFD = ^uint32(0)
 
 const (
 	epollAlways  = unix.EPOLLERR | unix.EPOLLHUP // reported whether asked for or not
@@ -185,6 +254,7 @@ func newPoll(r *Ring) (backend, error) {
 		events:     make([]unix.EpollEvent, 128),
 		batch:      make([]int32, 0, n),
 		pollOut:    make([]compl, 0, n),
+		pid:        os.Getpid(),
 		fds:        make(map[int32]*pollFD),
 		work:       plist{-1, -1},
 		maxWorkers: maxw,
@@ -193,6 +263,7 @@ func newPoll(r *Ring) (backend, error) {
 	b.workCond.L = &b.mu
 	for i := range b.ps {
 		b.ps[i].prev, b.ps[i].next = -1, -1
+		b.ps[i].fd, b.ps[i].own = -1, -1
 	}
 	go b.poller(rc)
 	return b, nil
@@ -213,9 +284,19 @@ func (b *pollBackend) deliver(idx uint32, res int32) {
 	}
 }
 
+// deliverAll closes the duplicates out names, then delivers its
+// completions: a request's file references are gone before its completion
+// is seen. No lock held.
 func (b *pollBackend) deliverAll(out []compl) {
 	for _, c := range out {
-		b.deliver(c.idx, c.res)
+		if c.idx == closeFD {
+			unix.Close(int(c.res))
+		}
+	}
+	for _, c := range out {
+		if c.idx != closeFD {
+			b.deliver(c.idx, c.res)
+		}
 	}
 }
 
@@ -229,7 +310,7 @@ func (b *pollBackend) submit(idx uint32) error {
 	p.st = psPending
 	p.canceled = false
 	p.mode = pmNowait
-	p.pfd = nil
+	p.fd = s.fd
 	b.mu.Unlock()
 	b.pending = append(b.pending, idx)
 	return nil
@@ -246,8 +327,7 @@ func (b *pollBackend) flush() error {
 	for _, idx := range b.pending {
 		p := &b.ps[idx]
 		if p.canceled {
-			p.st = psIdle
-			out = append(out, compl{idx, -int32(unix.ECANCELED)})
+			out = b.finish(idx, p, -int32(unix.ECANCELED), out)
 			continue
 		}
 		p.st = psRunning
@@ -295,12 +375,6 @@ func (b *pollBackend) start(idx uint32) {
 			p.res = res
 			return
 		}
-		var st unix.Stat_t
-		if err := unix.Fstat(int(s.fd), &st); err != nil {
-			p.res = -errnoOf(err)
-			return
-		}
-		p.dev, p.ino = st.Dev, st.Ino
 		p.act = paWait
 	case OpRead, OpWrite, OpReadv, OpWritev:
 		var st unix.Stat_t
@@ -319,7 +393,6 @@ func (b *pollBackend) start(idx uint32) {
 			p.act = paWork
 			return
 		}
-		p.dev, p.ino = st.Dev, st.Ino
 		p.want = unix.EPOLLIN
 		if s.code == OpWrite || s.code == OpWritev {
 			p.want = unix.EPOLLOUT
@@ -342,7 +415,7 @@ func cachedRead(s *slot, p *pslot, st *unix.Stat_t) bool {
 	if (s.code != OpRead && s.code != OpReadv) || s.off < 0 {
 		return false
 	}
-	res := rw(s, unix.RWF_NOWAIT)
+	res := rw(s, s.fd, unix.RWF_NOWAIT, -1)
 	switch {
 	case res == -int32(unix.EAGAIN) || res == -int32(unix.EOPNOTSUPP):
 		return false
@@ -368,20 +441,21 @@ func opBytes(s *slot) int {
 	return n
 }
 
-// try runs a read or write on a pollable fd without blocking and sets
-// p.act and p.res: paDone, paWait (it would block) or paWork. It may
-// switch p.mode when the fd does not support RWF_NOWAIT.
+// try runs a read or write on a pollable fd (p.fd) without blocking and
+// sets p.act and p.res: paDone, or paWait (it would block, or it must run
+// on a worker once ready). It may switch p.mode when the fd does not
+// support RWF_NOWAIT.
 func (b *pollBackend) try(s *slot, p *pslot) {
 	p.act = paDone
 	for {
 		switch p.mode {
 		case pmNowait:
-			p.res = rw(s, unix.RWF_NOWAIT)
+			p.res = rw(s, p.fd, unix.RWF_NOWAIT, -1)
 			if p.res != -int32(unix.EOPNOTSUPP) {
 				break
 			}
 			// The file cannot do RWF_NOWAIT (a tty, an eventfd write...).
-			fl, err := unix.FcntlInt(uintptr(s.fd), unix.F_GETFL, 0)
+			fl, err := unix.FcntlInt(uintptr(p.fd), unix.F_GETFL, 0)
 			if err != nil {
 				p.res = -errnoOf(err)
 				return
@@ -395,7 +469,7 @@ func (b *pollBackend) try(s *slot, p *pslot) {
 		case pmNonblock:
 			// The caller may have cleared O_NONBLOCK since: check again,
 			// a blocking call must not stall the poller.
-			fl, err := unix.FcntlInt(uintptr(s.fd), unix.F_GETFL, 0)
+			fl, err := unix.FcntlInt(uintptr(p.fd), unix.F_GETFL, 0)
 			if err != nil {
 				p.res = -errnoOf(err)
 				return
@@ -404,13 +478,13 @@ func (b *pollBackend) try(s *slot, p *pslot) {
 				p.mode = pmBlocking
 				continue
 			}
-			p.res = rw(s, 0)
+			p.res = rw(s, p.fd, 0, -1)
+		case pmTwin:
+			p.res = rw(s, p.fd, 0, -1) // our own O_NONBLOCK description
 		case pmBlocking:
-			if pollNow(s.fd, p.want) != 0 {
-				p.act = paWork // ready: a blocking call should return soon
-			} else {
-				p.act = paWait
-			}
+			// Wait for readiness (at once if ready: epoll is level
+			// triggered), then a worker runs it (see runBlocking).
+			p.act = paWait
 			return
 		}
 		if p.res == -int32(unix.EAGAIN) {
@@ -424,14 +498,20 @@ func (b *pollBackend) try(s *slot, p *pslot) {
 // out what completes. b.mu held.
 func (b *pollBackend) settle(idx uint32, p *pslot, out []compl) []compl {
 	if p.act != paDone && p.canceled {
-		p.st = psIdle
-		return append(out, compl{idx, -int32(unix.ECANCELED)})
+		return b.finish(idx, p, -int32(unix.ECANCELED), out)
 	}
 	switch p.act {
 	case paDone:
-		p.st = psIdle
-		out = append(out, compl{idx, p.res})
+		out = b.finish(idx, p, p.res, out)
 	case paWork:
+		if p.pfd == nil && p.own < 0 {
+			// A worker runs it later: on the file the fd names now.
+			fd, err := dupFD(b.r.slots[idx].fd)
+			if err != nil {
+				return b.finish(idx, p, -errnoOf(err), out)
+			}
+			p.own, p.fd = fd, fd
+		}
 		b.queueWork(idx, p)
 	case paTimer:
 		p.st = psTiming
@@ -448,30 +528,133 @@ func (b *pollBackend) settle(idx uint32, p *pslot, out []compl) []compl {
 	return out
 }
 
-// wait parks slot idx on its fd's waiter list and arms epoll. b.mu held.
+// wait parks slot idx on its file's waiter list (attaching it to the
+// file's pollFD first) and arms epoll. b.mu held.
 func (b *pollBackend) wait(idx uint32, p *pslot, out []compl) []compl {
-	fd := b.r.slots[idx].fd
-	pfd := b.fds[fd]
-	if pfd == nil {
-		pfd = &pollFD{fd: fd, dev: p.dev, ino: p.ino, waiters: plist{-1, -1}}
-		b.fds[fd] = pfd
-	} else if pfd.dev != p.dev || pfd.ino != p.ino {
-		// The number now names another file: whatever waited on the old
-		// one (closed under its requests, a caller error) cannot be
-		// reached through it any more.
-		out = b.failWaiters(pfd, -int32(unix.EBADF), out)
-		pfd.gen++
-		pfd.dev, pfd.ino = p.dev, p.ino
-		pfd.registered, pfd.armed, pfd.noEpoll = false, 0, false
+	if p.pfd == nil {
+		if res := b.attach(idx, p); res != 0 {
+			return b.finish(idx, p, res, out)
+		}
+	}
+	pfd := p.pfd
+	if p.mode == pmBlocking && pfd.twin >= 0 {
+		p.mode, p.fd = pmTwin, pfd.twin
 	}
 	if pfd.noEpoll && b.r.slots[idx].code != OpPoll {
 		b.queueWork(idx, p)
 		return out
 	}
 	p.st = psWaiting
-	p.pfd = pfd
 	b.push(&pfd.waiters, int32(idx))
 	return b.arm(pfd, out)
+}
+
+// attach gives slot idx, which is to wait, the pollFD of the file
+// description its fd names now (the caller's fd is valid: this runs in its
+// Submit), and makes p.fd that pollFD's duplicate. It returns 0 or -errno.
+// b.mu held.
+func (b *pollBackend) attach(idx uint32, p *pslot) int32 {
+	fd := b.r.slots[idx].fd
+	pfd := b.fds[fd]
+	if pfd != nil {
+		if b.sameFile(fd, pfd.dfd) {
+			pfd.refs++
+			p.pfd, p.fd = pfd, pfd.dfd
+			return 0
+		}
+		// The number names another file now (the caller closed it under
+		// its requests): those keep their pollFD, found only by them.
+		delete(b.fds, fd)
+		pfd.fd = -1
+	}
+	dfd, err := dupFD(fd)
+	if err != nil {
+		return -errnoOf(err)
+	}
+	pfd = b.newPFD(dfd)
+	if !b.noKcmp {
+		pfd.fd = fd
+		b.fds[fd] = pfd
+	}
+	pfd.refs = 1
+	p.pfd, p.fd = pfd, dfd
+	return 0
+}
+
+// sameFile reports whether fd and dfd name the same open file description
+// (kcmp KCMP_FILE). Where kcmp fails for want of support, it sets b.noKcmp.
+// b.mu held.
+func (b *pollBackend) sameFile(fd, dfd int32) bool {
+	const kcmpFile = 0 // KCMP_FILE, linux/kcmp.h
+	r, _, e := unix.Syscall6(unix.SYS_KCMP, uintptr(b.pid), uintptr(b.pid), kcmpFile, uintptr(fd), uintptr(dfd), 0)
+	switch e {
+	case 0:
+		return r == 0
+	case unix.EBADF:
+		return false
+	}
+	b.noKcmp = true // ENOSYS, EPERM...: no sharing from now on
+	return false
+}
+
+// dupFD duplicates fd (close-on-exec) at a number of its own.
+func dupFD(fd int32) (int32, error) {
+	d, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
+	return int32(d), err
+}
+
+// newPFD returns an unused pollFD (reused when one is free) holding dfd.
+// b.mu held.
+func (b *pollBackend) newPFD(dfd int32) *pollFD {
+	var pfd *pollFD
+	if k := len(b.freePFDs); k > 0 {
+		pfd = b.pfds[b.freePFDs[k-1]]
+		b.freePFDs = b.freePFDs[:k-1]
+	} else {
+		pfd = &pollFD{id: int32(len(b.pfds))}
+		b.pfds = append(b.pfds, pfd)
+	}
+	pfd.fd, pfd.dfd, pfd.twin, pfd.opener = -1, dfd, -1, -1
+	pfd.waiters = plist{-1, -1}
+	return pfd
+}
+
+// releasePFD removes pfd's epoll registration, puts its duplicates on out
+// to be closed and keeps pfd for reuse. No request is attached. b.mu held.
+func (b *pollBackend) releasePFD(pfd *pollFD, out []compl) []compl {
+	if pfd.registered {
+		// Before the close: a registration outlives an fd closed while
+		// the file stays open elsewhere (epoll(7), Q6).
+		unix.EpollCtl(b.epfd, unix.EPOLL_CTL_DEL, int(pfd.dfd), nil)
+	}
+	if pfd.twin >= 0 {
+		out = append(out, compl{closeFD, pfd.twin})
+	}
+	out = append(out, compl{closeFD, pfd.dfd})
+	if pfd.fd >= 0 && b.fds[pfd.fd] == pfd {
+		delete(b.fds, pfd.fd)
+	}
+	*pfd = pollFD{id: pfd.id, gen: pfd.gen + 1, fd: -1, dfd: -1, twin: -1, opener: -1, waiters: plist{-1, -1}}
+	b.freePFDs = append(b.freePFDs, pfd.id)
+	return out
+}
+
+// finish ends slot idx with res: its file references are dropped (closed
+// by deliverAll before the completion is delivered). b.mu held.
+func (b *pollBackend) finish(idx uint32, p *pslot, res int32, out []compl) []compl {
+	p.st = psIdle
+	if p.own >= 0 {
+		out = append(out, compl{closeFD, p.own})
+		p.own = -1
+	}
+	if pfd := p.pfd; pfd != nil {
+		p.pfd = nil
+		if pfd.refs--; pfd.refs == 0 {
+			out = b.releasePFD(pfd, out)
+		}
+	}
+	p.fd = -1
+	return append(out, compl{idx, res})
 }
 
 // arm makes epoll report the events pfd's waiters want (one shot). b.mu held.
@@ -481,23 +664,19 @@ func (b *pollBackend) arm(pfd *pollFD, out []compl) []compl {
 	}
 	var want uint32
 	for i := pfd.waiters.head; i >= 0; i = b.ps[i].next {
-		want |= b.ps[i].want
+		if p := &b.ps[i]; p.mode != pmBlocking || b.canDispatch(pfd, p) {
+			want |= p.want
+		}
 	}
 	if want == 0 || pfd.armed&want == want {
 		return out
 	}
-	ev := unix.EpollEvent{Events: want | unix.EPOLLONESHOT, Fd: pfd.fd, Pad: int32(pfd.gen)}
+	ev := unix.EpollEvent{Events: want | unix.EPOLLONESHOT, Fd: pfd.id, Pad: int32(pfd.gen)}
 	var err error
 	if pfd.registered {
-		err = unix.EpollCtl(b.epfd, unix.EPOLL_CTL_MOD, int(pfd.fd), &ev)
-		if err == unix.ENOENT { // the file was closed and the number reused
-			err = unix.EpollCtl(b.epfd, unix.EPOLL_CTL_ADD, int(pfd.fd), &ev)
-		}
+		err = unix.EpollCtl(b.epfd, unix.EPOLL_CTL_MOD, int(pfd.dfd), &ev)
 	} else {
-		err = unix.EpollCtl(b.epfd, unix.EPOLL_CTL_ADD, int(pfd.fd), &ev)
-		if err == unix.EEXIST {
-			err = unix.EpollCtl(b.epfd, unix.EPOLL_CTL_MOD, int(pfd.fd), &ev)
-		}
+		err = unix.EpollCtl(b.epfd, unix.EPOLL_CTL_ADD, int(pfd.dfd), &ev)
 	}
 	switch err {
 	case nil:
@@ -527,11 +706,39 @@ func (b *pollBackend) failWaiters(pfd *pollFD, res int32, out []compl) []compl {
 	for i := pfd.waiters.head; i >= 0; {
 		next := b.ps[i].next
 		b.unlink(&pfd.waiters, i)
-		b.ps[i].st = psIdle
-		out = append(out, compl{uint32(i), res})
+		out = b.finish(uint32(i), &b.ps[i], res, out)
 		i = next
 	}
 	return out
+}
+
+// canDispatch reports whether pmBlocking request p may go to a worker now:
+// one read and one write of a file at a time, and none while a request
+// decides on the file's reopen. b.mu held.
+func (b *pollBackend) canDispatch(pfd *pollFD, p *pslot) bool {
+	if pfd.opener >= 0 {
+		return false
+	}
+	if p.want&unix.EPOLLOUT != 0 {
+		return !pfd.busyW
+	}
+	return !pfd.busyR
+}
+
+// dispatch hands pmBlocking request idx, ready, to a worker and marks its
+// direction of the file busy. The first write of a file decides on its
+// reopen (reads need none: FIONREAD bounds them). b.mu held; canDispatch
+// said yes.
+func (b *pollBackend) dispatch(pfd *pollFD, idx uint32, p *pslot) {
+	if p.want&unix.EPOLLOUT != 0 {
+		pfd.busyW = true
+		if !pfd.twinTried {
+			pfd.twinTried, pfd.opener = true, int32(idx)
+		}
+	} else {
+		pfd.busyR = true
+	}
+	b.queueWork(idx, p)
 }
 
 // queueWork puts slot idx on the worker queue, starting a worker when none
@@ -552,6 +759,7 @@ func (b *pollBackend) queueWork(idx uint32, p *pslot) {
 // worker runs queued requests with blocking syscalls until close.
 func (b *pollBackend) worker() {
 	defer b.wg.Done()
+	var out []compl
 	b.mu.Lock()
 	for {
 		for b.work.head < 0 {
@@ -562,30 +770,146 @@ func (b *pollBackend) worker() {
 			b.idle++
 			b.workCond.Wait()
 		}
-		idx := b.pop(&b.work)
+		idx := uint32(b.pop(&b.work))
 		p := &b.ps[idx]
 		p.st = psRunning
+		fd, pfd := p.fd, p.pfd
+		blocking := p.mode == pmBlocking && pfd != nil && !pfd.noEpoll
+		reopen := blocking && pfd.opener == int32(idx)
 		b.mu.Unlock()
 
 		s := &b.r.slots[idx]
 		var res int32
-		if s.code == OpFsync {
-			res = 0
-			if err := fsync(int(s.fd)); err != nil {
+		again := false
+		switch {
+		case s.code == OpFsync:
+			if err := fsync(int(fd)); err != nil {
 				res = -errnoOf(err)
 			}
-		} else {
-			res = rw(s, 0)
+		case blocking:
+			res, again = b.runBlocking(idx, s, p, pfd, reopen)
+		default:
+			res = rw(s, fd, 0, -1)
 		}
 
+		out = out[:0]
 		b.mu.Lock()
-		p.st = psIdle
+		if !blocking {
+			// A cancel that arrived while it ran lost the race: the real
+			// result stands.
+			out = b.finish(idx, p, res, out)
+		} else {
+			if p.want&unix.EPOLLOUT != 0 {
+				pfd.busyW = false
+			} else {
+				pfd.busyR = false
+			}
+			switch {
+			case again && !p.canceled:
+				// Not ready after all: first in line again.
+				p.st = psWaiting
+				b.pushFront(&pfd.waiters, int32(idx))
+			case again:
+				out = b.finish(idx, p, -int32(unix.ECANCELED), out)
+			default:
+				out = b.finish(idx, p, res, out)
+			}
+			if pfd.refs > 0 {
+				out = b.arm(pfd, out) // the next one of this file may run
+			}
+		}
 		b.mu.Unlock()
-		// A cancel that arrived while it ran lost the race: the real
-		// result stands.
-		b.deliver(uint32(idx), res)
+		b.deliverAll(out)
 		b.mu.Lock()
 	}
+}
+
+// runBlocking runs pmBlocking request idx (on a worker, the only one of
+// its file and direction) so that it cannot block: a read asks for no more
+// than FIONREAD counts; a write, or a read of a file without FIONREAD, uses
+// a non-blocking reopen of the terminal where there is one (with reopen,
+// it decides on that first). It reports again when the request is to wait
+// for readiness once more.
+func (b *pollBackend) runBlocking(idx uint32, s *slot, p *pslot, pfd *pollFD, reopen bool) (res int32, again bool) {
+	fd := p.fd
+	limit := -1
+	if s.code == OpRead || s.code == OpReadv {
+		n, err := unix.IoctlGetInt(int(fd), unix.TIOCINQ) // FIONREAD
+		switch {
+		case err != nil:
+			// No FIONREAD: a reopen, if the file has one, or readiness
+			// is all there is.
+			b.mu.Lock()
+			if !pfd.twinTried {
+				pfd.twinTried, pfd.opener, reopen = true, int32(idx), true
+			}
+			b.mu.Unlock()
+		case n > 0:
+			limit = n
+		case pollNow(fd, unix.POLLIN) == 0:
+			return 0, true // someone else took the data
+		default:
+			// Readable with nothing counted: end of file (a terminal's
+			// EOF character, a hang-up); the read returns at once.
+		}
+	}
+	if reopen {
+		// About 20-40us for the open and the close (a pty slave, 2
+		// cores): paid once per busy period of the file, as the reopen
+		// lives as long as requests are attached.
+		tw := reopenTerminal(fd)
+		b.mu.Lock()
+		pfd.opener = -1
+		if tw >= 0 {
+			pfd.twin = tw
+			for i := pfd.waiters.head; i >= 0; i = b.ps[i].next {
+				if q := &b.ps[i]; q.mode == pmBlocking {
+					q.mode, q.fd = pmTwin, tw
+				}
+			}
+			p.mode, p.fd = pmTwin, tw
+		}
+		b.mu.Unlock()
+		if tw >= 0 {
+			res = rw(s, tw, 0, -1)
+			return res, res == -int32(unix.EAGAIN)
+		}
+	}
+	return rw(s, fd, 0, limit), false
+}
+
+// reopenTerminal opens the terminal fd names again, non-blocking, where
+// that gives a second description of the same terminal: not /dev/tty,
+// /dev/console, /dev/ptmx or a BSD pty master (majors 5 and 2, where an
+// open redirects or makes a new pty), not a device that is not a terminal
+// (its per-open state would differ: evdev, hidraw). It returns the new fd,
+// or -1.
+func reopenTerminal(fd int32) int32 {
+	var st unix.Stat_t
+	if unix.Fstat(int(fd), &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFCHR {
+		return -1
+	}
+	if m := unix.Major(uint64(st.Rdev)); m == 2 || m == 5 { // Rdev is a uint32 on mips
+		return -1
+	}
+	if _, err := unix.IoctlGetTermios(int(fd), unix.TCGETS); err != nil {
+		return -1
+	}
+	fl, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
+	if err != nil {
+		return -1
+	}
+	flags := fl&unix.O_ACCMODE | unix.O_NONBLOCK | unix.O_NOCTTY | unix.O_CLOEXEC
+	tw, err := unix.Open("/proc/self/fd/"+strconv.Itoa(int(fd)), flags, 0)
+	if err != nil {
+		return -1 // no /proc, TIOCEXCL (EBUSY), no permission...
+	}
+	var tst unix.Stat_t
+	if unix.Fstat(tw, &tst) != nil || tst.Mode&unix.S_IFMT != unix.S_IFCHR || tst.Rdev != st.Rdev {
+		unix.Close(tw)
+		return -1
+	}
+	return int32(tw)
 }
 
 func fsync(fd int) error {
@@ -640,14 +964,18 @@ func (b *pollBackend) poller(rc syscall.RawConn) {
 }
 
 // ready handles one epoll event: the waiters it concerns are tried again
-// (outside b.mu), then finished or parked again, and the fd re-armed.
+// (outside b.mu), then finished or parked again, and the file re-armed.
 func (b *pollBackend) ready(ev unix.EpollEvent) {
 	got := ev.Events
 	b.mu.Lock()
-	pfd := b.fds[ev.Fd]
-	if pfd == nil || uint32(ev.Pad) != pfd.gen {
+	if ev.Fd < 0 || int(ev.Fd) >= len(b.pfds) {
 		b.mu.Unlock()
-		return // a registration of a file that is gone
+		return
+	}
+	pfd := b.pfds[ev.Fd]
+	if uint32(ev.Pad) != pfd.gen || pfd.refs == 0 {
+		b.mu.Unlock()
+		return // an event of an earlier use of this pollFD
 	}
 	pfd.armed = 0
 	batch := b.batch[:0]
@@ -655,12 +983,14 @@ func (b *pollBackend) ready(ev unix.EpollEvent) {
 		p := &b.ps[i]
 		next := p.next
 		if p.want&got != 0 || got&epollAlways != 0 {
-			b.unlink(&pfd.waiters, i)
-			if p.mode == pmBlocking {
-				b.queueWork(uint32(i), p)
-			} else {
+			switch {
+			case p.mode != pmBlocking:
+				b.unlink(&pfd.waiters, i)
 				p.st = psRunning
 				batch = append(batch, i)
+			case b.canDispatch(pfd, p):
+				b.unlink(&pfd.waiters, i)
+				b.dispatch(pfd, uint32(i), p)
 			}
 		}
 		i = next
@@ -689,7 +1019,7 @@ func (b *pollBackend) ready(ev unix.EpollEvent) {
 		}
 		out = b.settle(uint32(i), p, out)
 	}
-	if pfd.waiters.head >= 0 {
+	if pfd.refs > 0 && pfd.waiters.head >= 0 {
 		out = b.arm(pfd, out)
 	}
 	b.mu.Unlock()
@@ -723,13 +1053,24 @@ func (b *pollBackend) cancelLocked(idx uint32, key uint64, out []compl) []compl 
 		b.unlink(&p.pfd.waiters, int32(idx))
 	case psQueued:
 		b.unlink(&b.work, int32(idx))
+		if pfd := p.pfd; pfd != nil && p.mode == pmBlocking && !pfd.noEpoll {
+			// It held its direction of the file (see dispatch).
+			if p.want&unix.EPOLLOUT != 0 {
+				pfd.busyW = false
+			} else {
+				pfd.busyR = false
+			}
+			if pfd.opener == int32(idx) {
+				pfd.opener, pfd.twinTried = -1, false
+			}
+			out = b.arm(pfd, out)
+		}
 	case psTiming:
 		p.timer.Stop()
 	default:
 		return out
 	}
-	p.st = psIdle
-	return append(out, compl{idx, -int32(unix.ECANCELED)})
+	return b.finish(idx, p, -int32(unix.ECANCELED), out)
 }
 
 // cancelAll cancels every request of the backend. r.sqMu held.
@@ -851,6 +1192,18 @@ func (b *pollBackend) unlink(l *plist, i int32) {
 		l.tail = p.prev
 	}
 	p.prev, p.next = -1, -1
+}
+
+// pushFront puts slot i first on l. b.mu held.
+func (b *pollBackend) pushFront(l *plist, i int32) {
+	p := &b.ps[i]
+	p.prev, p.next = -1, l.head
+	if l.head >= 0 {
+		b.ps[l.head].prev = i
+	} else {
+		l.tail = i
+	}
+	l.head = i
 }
 
 // pop removes and returns the first slot of l (l not empty). b.mu held.

@@ -8,23 +8,44 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// rw runs slot s's read or write (OpRead, OpWrite, OpReadv, OpWritev) once,
-// with preadv2/pwritev2 and flags (unix.RWF_NOWAIT, or 0 to block), at
-// s.off or at the current position when s.off is -1. It returns the byte
-// count or -errno, like a CQE. The call is synchronous: the iovec may live
-// on the stack (uintptr(unsafe.Pointer) in the syscall's arguments keeps it
-// alive and in place for the call), and the buffers are kept reachable by the Ring.
-func rw(s *slot, flags int) int32 {
+// rw runs slot s's read or write (OpRead, OpWrite, OpReadv, OpWritev) once
+// on fd (the slot's own fd, or a duplicate of it), with preadv2/pwritev2
+// and flags (unix.RWF_NOWAIT, or 0 to block), at s.off or at the current
+// position when s.off is -1, for at most limit bytes when limit > 0 (all
+// of the buffers when limit < 0). It returns the byte count or -errno, like
+// a CQE. The call is synchronous: the iovec may live on the stack
+// (uintptr(unsafe.Pointer) in the syscall's arguments keeps it alive and in
+// place for the call), and the buffers are kept reachable by the Ring.
+func rw(s *slot, fd int32, flags int, limit int) int32 {
 	var one unix.Iovec
 	var iov *unix.Iovec
 	var n int
 	switch s.code {
 	case OpRead, OpWrite:
 		one.Base = &s.buf[0]
-		one.SetLen(len(s.buf))
+		l := len(s.buf)
+		if limit > 0 && limit < l {
+			l = limit
+		}
+		one.SetLen(l)
 		iov, n = &one, 1
 	default:
 		iov, n = &s.iov[0], len(s.iov)
+		if limit > 0 && limit < opBytes(s) {
+			// Rare (a bounded read of a device): a shortened copy.
+			v := make([]unix.Iovec, 0, len(s.iov))
+			for _, e := range s.iov {
+				if limit == 0 {
+					break
+				}
+				if int(e.Len) > limit {
+					e.SetLen(limit)
+				}
+				limit -= int(e.Len)
+				v = append(v, e)
+			}
+			iov, n = &v[0], len(v)
+		}
 	}
 	write := s.code == OpWrite || s.code == OpWritev
 	nr := uintptr(unix.SYS_PREADV2)
@@ -36,7 +57,7 @@ func rw(s *slot, flags int) int32 {
 	const longBits = unix.SizeofLong * 8
 	lo, hi := uintptr(s.off), uintptr(uint64(s.off)>>(longBits-1)>>1)
 	for {
-		r1, _, e := unix.Syscall6(nr, uintptr(s.fd), uintptr(unsafe.Pointer(iov)), uintptr(n), lo, hi, uintptr(flags))
+		r1, _, e := unix.Syscall6(nr, uintptr(fd), uintptr(unsafe.Pointer(iov)), uintptr(n), lo, hi, uintptr(flags))
 		switch e {
 		case 0:
 			return int32(r1)
@@ -44,7 +65,7 @@ func rw(s *slot, flags int) int32 {
 			continue
 		case unix.ENOSYS:
 			if flags == 0 {
-				return rwOld(s.fd, write, iov, n, s.off)
+				return rwOld(fd, write, iov, n, s.off)
 			}
 			// No preadv2 (kernels before 4.6): no RWF_NOWAIT either.
 			return -int32(unix.EOPNOTSUPP)
