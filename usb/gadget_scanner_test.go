@@ -19,8 +19,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/cancelio/cancelio/internal/usbvm"
 	"github.com/cancelio/cancelio/ioring"
-	"github.com/cancelio/cancelio/usb/internal/usbvm"
 	"github.com/cancelio/cancelio/usb/usbsim"
 )
 

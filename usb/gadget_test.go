@@ -11,7 +11,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/cancelio/cancelio/usb/internal/usbvm"
+	"github.com/cancelio/cancelio/internal/usbvm"
 )
 
 // TestGadget runs the default transport (usbfs on Linux) against a real Linux USB stack: a

@@ -22,8 +22,8 @@ import (
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
 
+	"github.com/cancelio/cancelio/internal/usbvm"
 	"github.com/cancelio/cancelio/ioring"
-	"github.com/cancelio/cancelio/usb/internal/usbvm"
 )
 
 // startTestEnv starts the gadget I/O threads in the usbvm guest.

@@ -16,7 +16,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/cancelio/cancelio/usb/internal/usbvm/internal/proto"
+	"github.com/cancelio/cancelio/internal/usbvm/internal/proto"
 )
 
 // Defaults of VM's zero fields.
