@@ -1,6 +1,6 @@
 //go:build cgo && linux
 
-package usb
+package usb_test
 
 // Benchmarks on a real Linux USB host stack: usbsim's scanner served as a
 // FunctionFS gadget on dummy_hcd inside the usbvm guest, opened through
@@ -21,6 +21,7 @@ import (
 
 	"github.com/cancelio/cancelio/internal/latstat"
 	"github.com/cancelio/cancelio/ioring"
+	. "github.com/cancelio/cancelio/usb"
 	"github.com/cancelio/cancelio/usb/usbsim"
 )
 
@@ -127,7 +128,7 @@ func BenchmarkGadgetBulkIn(b *testing.B) {
 					if err := gd.d.CancelAll(); err != nil {
 						b.Fatal(err)
 					}
-					reap(b, gd.r, qd)
+					Reap(b, gd.r, qd)
 				})
 			}
 		}

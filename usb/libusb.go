@@ -32,28 +32,29 @@ type libusbDevice interface {
 	close() error
 }
 
-// libusbTransport runs transfers through libusb. gousb's calls are
-// synchronous, so each endpoint's pump goroutine runs one libusb transfer
-// at a time, in order; a cancel hook cancels the context of the call in
-// progress, which cancels the libusb transfer.
-type libusbTransport struct {
+// libusbRunner runs transfers through libusb, as the Runner of a Pump.
+// gousb's calls are synchronous, so each endpoint's pump goroutine runs
+// one libusb transfer at a time, in order; a cancel cancels the context of
+// the call in progress, which cancels the libusb transfer.
+type libusbRunner struct {
 	dev libusbDevice
 	zlp bool // WithZeroPacket
 }
 
-func (libusbTransport) check(*Endpoint, []byte) error { return nil }
+func (libusbRunner) Check(EndpointDesc, []byte) error { return nil }
 
-func (t libusbTransport) run(e *Endpoint, x *xfer) (int, error) {
+func (r libusbRunner) Run(t *Transfer) (int, error) {
+	ep := t.Endpoint()
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
-	if !e.arm(x, stop) {
+	if !t.OnCancel(stop) {
 		return 0, ErrCanceled
 	}
-	n, err := t.dev.transfer(ctx, e.desc.Address, x.buf)
-	if err == nil && t.needsZLP(e, len(x.buf)) {
+	n, err := r.dev.transfer(ctx, ep.Address, t.Buf())
+	if err == nil && r.needsZLP(ep, len(t.Buf())) {
 		// gousb has no LIBUSB_TRANSFER_ADD_ZERO_PACKET: a zero-length
 		// transfer of its own, cancelable like the data's.
-		_, err = t.dev.transfer(ctx, e.desc.Address, nil)
+		_, err = r.dev.transfer(ctx, ep.Address, nil)
 	}
 	if errors.Is(err, gousb.TransferError) || errors.Is(err, gousb.ErrorIO) {
 		// A transfer pending when the device goes ends with EPROTO or
@@ -61,21 +62,21 @@ func (t libusbTransport) run(e *Endpoint, x *xfer) (int, error) {
 		// the moment before usbcore notices; its usbfs node goes a little
 		// later (under 10 ms in the usbvm guest): wait for it briefly on
 		// this rare path.
-		for i := 0; i < unplugPolls && t.dev.present(); i++ {
+		for i := 0; i < unplugPolls && r.dev.present(); i++ {
 			time.Sleep(unplugPoll)
 		}
-		if !t.dev.present() {
+		if !r.dev.present() {
 			return n, ErrNoDevice
 		}
 	}
 	return n, libusbError(err)
 }
 
-// needsZLP reports whether an OUT transfer of n bytes on e ends with a
+// needsZLP reports whether an OUT transfer of n bytes on ep ends with a
 // zero-length packet (WithZeroPacket).
-func (t libusbTransport) needsZLP(e *Endpoint, n int) bool {
-	mps := e.desc.MaxPacketSize
-	return t.zlp && !e.desc.IsIn() && e.desc.Type == Bulk && n > 0 && mps > 0 && n%mps == 0
+func (r libusbRunner) needsZLP(ep EndpointDesc, n int) bool {
+	mps := ep.MaxPacketSize
+	return r.zlp && !ep.IsIn() && ep.Type == Bulk && n > 0 && mps > 0 && n%mps == 0
 }
 
 // How long a transfer error waits for the device node to vanish before it
@@ -85,22 +86,15 @@ const (
 	unplugPoll  = 5 * time.Millisecond
 )
 
-func (t libusbTransport) clearHalt(e *Endpoint) error {
-	return libusbError(t.dev.clearHalt(e.desc.Address))
+func (r libusbRunner) ClearHalt(ep EndpointDesc) error {
+	return libusbError(r.dev.clearHalt(ep.Address))
 }
 
-func (t libusbTransport) close() error { return t.dev.close() }
+func (r libusbRunner) Close() error { return r.dev.close() }
 
-// arm makes stop x's interruption (a context's cancel function) and
-// reports whether x may start; false means x is canceled already.
-func (e *Endpoint) arm(x *xfer, stop context.CancelFunc) bool {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if x.canceled {
-		return false
-	}
-	x.stopCtx = stop
-	return true
+// newLibusbDevice returns the Device of an opened libusb device.
+func newLibusbDevice(ring *ioring.Ring, desc DeviceDesc, dev libusbDevice, zlp bool) *Device {
+	return NewDevice(desc, NewPump(ring, desc.Endpoints, libusbRunner{dev: dev, zlp: zlp}))
 }
 
 // libusbError maps gousb's errors to this package's; others pass
@@ -249,7 +243,7 @@ func libusbOpen(ring *ioring.Ring, vid, pid uint16, o options) (*Device, error) 
 		_ = g.close()
 		return nil, fmt.Errorf("usb: open %04x:%04x: %w", vid, pid, libusbError(err))
 	}
-	return newDevice(ring, desc, libusbTransport{dev: g, zlp: o.zlp}, nil), nil
+	return newLibusbDevice(ring, desc, g, o.zlp), nil
 }
 
 // gousbDevice is one claimed interface of a device opened with gousb.

@@ -79,7 +79,7 @@ func (f *fakeLibusb) next(t testing.TB) *fakeCall {
 	select {
 	case c := <-f.calls:
 		return c
-	case <-time.After(patience):
+	case <-time.After(Patience):
 		t.Fatal("no transfer reached libusb")
 		return nil
 	}
@@ -91,21 +91,21 @@ func (f *fakeLibusb) assertIdle(t testing.TB) {
 	select {
 	case c := <-f.calls:
 		t.Fatalf("unexpected transfer on %#02x", c.addr)
-	case <-time.After(quiet):
+	case <-time.After(Quiet):
 	}
 }
 
 // newFakeDev opens a Device on the fake with bulk OUT 0x02 and bulk IN 0x81.
 func newFakeDev(t *testing.T) (*ioring.Ring, *fakeLibusb, *Device, *Endpoint, *Endpoint) {
 	t.Helper()
-	checkFDs(t)
-	r := newRing(t, 32)
+	CheckFDs(t)
+	r := NewRing(t, 32)
 	f := newFakeLibusb()
 	desc := DeviceDesc{Bus: 1, Address: 4, VendorID: 0x1209, ProductID: 0x0001, Endpoints: []EndpointDesc{
 		{Address: 0x02, Type: Bulk, MaxPacketSize: 512},
 		{Address: 0x81, Type: Bulk, MaxPacketSize: 512},
 	}}
-	d := newDevice(r, desc, libusbTransport{dev: f}, nil)
+	d := newLibusbDevice(r, desc, f, false)
 	t.Cleanup(func() { _ = d.Close() })
 	out, err := d.Endpoint(0x02)
 	require.NoError(t, err)
@@ -123,7 +123,7 @@ func TestLibusbTransfer(t *testing.T) {
 	assert.Equal(t, uint8(0x81), c.addr)
 	copy(c.buf, "hello")
 	c.answer <- fakeResult{n: 5}
-	got := reap(t, r, 1)[0]
+	got := Reap(t, r, 1)[0]
 	require.NoError(t, got.Err)
 	assert.Equal(t, 5, got.N)
 	assert.Equal(t, "in", got.User)
@@ -153,7 +153,7 @@ func TestLibusbCancelToken(t *testing.T) {
 	require.NoError(t, err)
 	c := f.next(t)
 	require.NoError(t, tok.Cancel())
-	for _, got := range reap(t, r, 2) {
+	for _, got := range Reap(t, r, 2) {
 		assert.ErrorIs(t, got.Err, ErrCanceled, "transfer %v", got.User)
 	}
 	assert.ErrorIs(t, c.ctx.Err(), context.Canceled, "gousb's context")
@@ -168,7 +168,7 @@ func TestLibusbDeadline(t *testing.T) {
 	_, err := in.Submit(make([]byte, 64), Xfer{Deadline: 10 * time.Millisecond})
 	require.NoError(t, err)
 	f.next(t)
-	got := reap(t, r, 1)[0]
+	got := Reap(t, r, 1)[0]
 	assert.ErrorIs(t, got.Err, ErrTimeout)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
@@ -194,7 +194,7 @@ func TestLibusbCancelLosesRace(t *testing.T) {
 	// context ends now.
 	copy(c.buf, "data")
 	c.answer <- fakeResult{n: 4}
-	got := reap(t, r, 1)[0]
+	got := Reap(t, r, 1)[0]
 	_ = q.Cancel()
 	require.NoError(t, got.Err)
 	assert.Equal(t, 4, got.N)
@@ -215,7 +215,7 @@ func TestLibusbErrors(t *testing.T) {
 		_, err := in.Submit(make([]byte, 8), Xfer{})
 		require.NoError(t, err)
 		f.next(t).answer <- fakeResult{err: tc.res}
-		got := reap(t, r, 1)[0]
+		got := Reap(t, r, 1)[0]
 		assert.ErrorIs(t, got.Err, tc.want, "libusb result %v", tc.res)
 	}
 	require.NoError(t, d.ClearHalt(0x81))
@@ -230,7 +230,7 @@ func TestLibusbErrors(t *testing.T) {
 	c := f.next(t)
 	f.gone.Store(true)
 	c.answer <- fakeResult{err: gousb.TransferError}
-	got := reap(t, r, 1)[0]
+	got := Reap(t, r, 1)[0]
 	assert.ErrorIs(t, got.Err, ErrNoDevice)
 	assert.ErrorIs(t, got.Err, ioring.ErrNoDevice)
 	_, err = in.Submit(make([]byte, 8), Xfer{})
@@ -244,7 +244,7 @@ func TestLibusbNoDevice(t *testing.T) {
 		require.NoError(t, err)
 	}
 	f.next(t).answer <- fakeResult{err: gousb.TransferNoDevice}
-	for _, got := range reap(t, r, 3) {
+	for _, got := range Reap(t, r, 3) {
 		assert.ErrorIs(t, got.Err, ErrNoDevice, "transfer %v", got.User)
 	}
 	f.assertIdle(t) // the queued ones fail without reaching libusb
@@ -301,14 +301,14 @@ func TestLibusbErrorMap(t *testing.T) {
 // TestLibusbZeroPacket: WithZeroPacket ends a bulk OUT transfer of whole
 // packets with a zero-length transfer, and only such a transfer.
 func TestLibusbZeroPacket(t *testing.T) {
-	checkFDs(t)
-	r := newRing(t, 32)
+	CheckFDs(t)
+	r := NewRing(t, 32)
 	f := newFakeLibusb()
 	desc := DeviceDesc{Endpoints: []EndpointDesc{
 		{Address: 0x02, Type: Bulk, MaxPacketSize: 512},
 		{Address: 0x81, Type: Bulk, MaxPacketSize: 512},
 	}}
-	d := newDevice(r, desc, libusbTransport{dev: f, zlp: true}, nil)
+	d := newLibusbDevice(r, desc, f, true)
 	t.Cleanup(func() { _ = d.Close() })
 	out, err := d.Endpoint(0x02)
 	require.NoError(t, err)
@@ -330,7 +330,7 @@ func TestLibusbZeroPacket(t *testing.T) {
 			assert.Empty(t, z.buf, "zero-length packet after %d bytes", tc.n)
 			z.answer <- fakeResult{}
 		}
-		got := reap(t, r, 1)[0]
+		got := Reap(t, r, 1)[0]
 		require.NoError(t, got.Err)
 		assert.Equal(t, tc.n, got.N, "transfer of %d bytes on %v", tc.n, tc.ep.Desc())
 	}
@@ -342,13 +342,14 @@ func TestLibusbZeroPacket(t *testing.T) {
 	f.next(t).answer <- fakeResult{n: 512}
 	f.next(t) // the zero-length packet, never answered
 	require.NoError(t, q.Cancel())
-	got := reap(t, r, 1)[0]
+	got := Reap(t, r, 1)[0]
 	assert.ErrorIs(t, got.Err, ErrCanceled)
 	assert.Equal(t, 512, got.N, "bytes sent before the cancel")
 }
 
 // TestErrorMapsAgree: the same outcome reported by either backend is the
-// same error of this package.
+// same error of this package (usbfs reports package base's errors, which
+// are this package's, itself).
 func TestErrorMapsAgree(t *testing.T) {
 	for _, tc := range []struct {
 		libusb, usbfs error
@@ -357,8 +358,8 @@ func TestErrorMapsAgree(t *testing.T) {
 		{gousb.TransferTimedOut, ioring.ErrTimeout},
 		{gousb.TransferStall, usbfs.ErrStall},
 		{gousb.TransferOverflow, usbfs.ErrBabble},
-		{gousb.TransferNoDevice, ioring.ErrNoDevice},
+		{gousb.TransferNoDevice, usbfs.ErrNoDevice},
 	} {
-		assert.Equal(t, libusbError(tc.libusb), usbfsError(tc.usbfs), "%v / %v", tc.libusb, tc.usbfs)
+		assert.Equal(t, libusbError(tc.libusb), tc.usbfs, "%v / %v", tc.libusb, tc.usbfs)
 	}
 }

@@ -6,6 +6,8 @@ import (
 	"net"
 	"sync"
 	"time"
+
+	"github.com/cancelio/cancelio/usb"
 )
 
 // Descriptor defaults. 0x1209 is pid.codes' open-source vendor ID and
@@ -36,25 +38,15 @@ const (
 // when a host does not read events.
 const maxEvents = 64
 
-// EndpointType is an endpoint's transfer type, valued as in bmAttributes.
-type EndpointType uint8
+// EndpointType is an endpoint's transfer type, valued as in bmAttributes:
+// usb.TransferType (its String gives "bulk", "interrupt").
+type EndpointType = usb.TransferType
 
 // Transfer types the simulated scanner uses.
 const (
-	EndpointBulk      EndpointType = 2
-	EndpointInterrupt EndpointType = 3
+	EndpointBulk      = usb.Bulk
+	EndpointInterrupt = usb.Interrupt
 )
-
-// String returns the type's name.
-func (t EndpointType) String() string {
-	switch t {
-	case EndpointBulk:
-		return "bulk"
-	case EndpointInterrupt:
-		return "interrupt"
-	}
-	return fmt.Sprintf("EndpointType(%d)", uint8(t))
-}
 
 // Endpoint describes one endpoint of the current plug-in and its host fd.
 type Endpoint struct {

@@ -60,10 +60,6 @@ type Config struct {
 	// many transfers fast; 2 keeps the bus busy between completions. 0
 	// means no cap.
 	Depth int
-	// MapError, if not nil, maps each transfer's error (never nil) before
-	// its completion is posted, so that a layer above can give its own
-	// sentinels without a second request per transfer. It must not block.
-	MapError func(error) error
 }
 
 // Device is an open USB device: its usbfs fd, the interfaces it claimed and
@@ -78,7 +74,6 @@ type Device struct {
 	maxURB int // the largest URB, in bytes
 	budget int // usbfs_memory_mb in bytes (math.MaxInt32 when unlimited)
 	depth  int // Config.Depth
-	mapErr func(error) error
 
 	eps [32]epState // per endpoint, by epIndex
 
@@ -147,12 +142,12 @@ func open(info DeviceInfo, cfg Config) (*Device, error) {
 	fd, err := unix.Open(info.DevNode, unix.O_RDWR|unix.O_CLOEXEC, 0)
 	if err != nil {
 		if err == unix.ENODEV || err == unix.ENOENT {
-			err = fmt.Errorf("%w (%v)", ioring.ErrNoDevice, err)
+			err = fmt.Errorf("%w (%v)", ErrNoDevice, err)
 		}
 		return nil, &OpError{Op: op, Err: err}
 	}
 	d := &Device{
-		fd: fd, ring: cfg.Ring, info: info, config: info.ActiveConfig, depth: cfg.Depth, mapErr: cfg.MapError,
+		fd: fd, ring: cfg.Ring, info: info, config: info.ActiveConfig, depth: cfg.Depth,
 		alt: map[uint8]uint8{}, claimed: map[uint8]bool{},
 		inflight: map[uintptr]partRef{}, active: map[*transfer]struct{}{},
 		reaperDone:  make(chan struct{}),
@@ -225,10 +220,10 @@ func usbfsBudget() int {
 }
 
 // noDevice maps ENODEV (the device is gone) to an error wrapping
-// ioring.ErrNoDevice.
+// ErrNoDevice.
 func noDevice(err error) error {
 	if err == unix.ENODEV {
-		return fmt.Errorf("%w (%v)", ioring.ErrNoDevice, err)
+		return fmt.Errorf("%w (%v)", ErrNoDevice, err)
 	}
 	return err
 }

@@ -77,7 +77,7 @@ func (e *Endpoint) String() string { return e.Desc.String() }
 //
 // Bad input (an empty IN buffer, a transfer larger than MaxTransfer, a
 // closed device) is refused with an error before any ioctl; so is a transfer
-// on a device already seen disconnected (ioring.ErrNoDevice), and one that
+// on a device already seen disconnected (ErrNoDevice), and one that
 // would take the memory of the transfers already accepted past the usbfs
 // budget (an error wrapping ioring.ErrFull: retry after completions). A
 // refusal of the kernel's at submission completes the request with it
@@ -119,7 +119,7 @@ func (e *Endpoint) Submit(buf []byte, o TransferOptions) (ioring.Request, error)
 		return ioring.Request{}, &OpError{Op: "submit " + e.String(), Err: err}
 	}
 	if tokenCanceled {
-		d.ring.Complete(req, 0, d.mapError(ioring.ErrCanceled))
+		d.ring.Complete(req, 0, ioring.ErrCanceled)
 		d.end(t)
 		return req, nil
 	}
@@ -315,7 +315,7 @@ func (d *Device) begin(t *transfer) error {
 	case d.closing:
 		return &OpError{Op: "submit", Err: ErrClosed}
 	case d.gone.Load():
-		return &OpError{Op: "submit", Err: ioring.ErrNoDevice}
+		return &OpError{Op: "submit", Err: ErrNoDevice}
 	case d.charged+t.cost > d.budget:
 		return &OpError{Op: "submit", Err: fmt.Errorf("%w: %d bytes of transfers in flight and %d more exceed the usbfs memory budget of %d (usbcore.usbfs_memory_mb)",
 			ioring.ErrFull, d.charged, t.cost, d.budget)}
@@ -335,14 +335,6 @@ func (d *Device) end(t *transfer) {
 		d.idle = nil
 	}
 	d.mu.Unlock()
-}
-
-// mapError applies Config.MapError.
-func (d *Device) mapError(err error) error {
-	if err != nil && d.mapErr != nil {
-		return d.mapErr(err)
-	}
-	return err
 }
 
 // CancelAll cancels every transfer of the device accepted so far, waiting
@@ -390,7 +382,7 @@ func (t *transfer) start() bool {
 			switch err {
 			case unix.ENODEV:
 				d.gone.Store(true)
-				t.submitErr = ioring.ErrNoDevice
+				t.submitErr = ErrNoDevice
 			case unix.ENOMEM:
 				// Other usbfs users of the system took the budget.
 				t.submitErr = &OpError{Op: fmt.Sprintf("submit URB to %#02x", u.endpoint),
@@ -464,7 +456,7 @@ func (es *epState) unlinkLocked(t *transfer) {
 func (t *transfer) post() {
 	n, err := t.result()
 	t.pin.Unpin()
-	t.d.ring.Complete(t.req, n, t.d.mapError(err))
+	t.d.ring.Complete(t.req, n, err)
 	t.d.end(t)
 }
 
@@ -633,12 +625,12 @@ func statusError(status int32, gone bool) error {
 	case unix.EOVERFLOW:
 		return ErrBabble
 	case unix.ENODEV, unix.ESHUTDOWN:
-		return ioring.ErrNoDevice
+		return ErrNoDevice
 	case unix.EPROTO, unix.EILSEQ, unix.ETIME:
 		// Host controllers end a disconnected device's URBs with protocol
 		// errors before the hub has noticed the disconnect.
 		if gone {
-			return ioring.ErrNoDevice
+			return ErrNoDevice
 		}
 	}
 	return &StatusError{Errno: unix.Errno(-status)}
