@@ -33,8 +33,10 @@ const (
 	Interrupt   = base.Interrupt
 )
 
-// sysfsTypes are the transfer types as sysfs spells them, by value.
-var sysfsTypes = [4]string{"Control", "Isoc", "Bulk", "Interrupt"}
+// sysfsType spells t as sysfs does in an endpoint's type file ("Bulk").
+func sysfsType(t TransferType) string {
+	return [4]string{"Control", "Isoc", "Bulk", "Interrupt"}[t&3]
+}
 
 // DeviceDescriptor is a USB device descriptor (USB 2.0 §9.6.1).
 type DeviceDescriptor struct {
@@ -106,7 +108,7 @@ func (e EndpointDescriptor) String() string {
 	if e.In() {
 		dir = "IN"
 	}
-	return fmt.Sprintf("%#02x %s %s %d", e.Address, sysfsTypes[e.Type()], dir, e.PacketSize())
+	return fmt.Sprintf("%#02x %s %s %d", e.Address, sysfsType(e.Type()), dir, e.PacketSize())
 }
 
 var errShort = errors.New("truncated descriptor")
