@@ -118,7 +118,7 @@ func (p *Pump) Submit(ep EndpointDesc, buf []byte, opt Xfer, wait bool) (ioring.
 		return ioring.Request{}, ErrNoDevice
 	}
 	p.xfers.Add(1)
-	t := &Transfer{p: p, ep: e, buf: buf}
+	t := &Transfer{p: p, ep: e, buf: buf, tok: opt.Token}
 	op := ioring.Foreign(t.cancel).WithToken(opt.Token).WithDeadline(opt.Deadline).WithUser(opt.User)
 	var q ioring.Request
 	if wait {
@@ -262,9 +262,15 @@ func (p *Pump) pump(e *pumpEndpoint) {
 
 		var n int
 		var err error
-		if p.gone.Load() {
+		switch {
+		case p.gone.Load():
 			err = ErrNoDevice
-		} else {
+		case t.tok != nil && t.tok.Canceled():
+			// Its token was canceled and the token's cancel of t has not
+			// run yet (it cancels its members one after another): a queued
+			// transfer of a canceled token must not reach the device.
+			err = ErrCanceled
+		default:
 			n, err = p.run.Run(t)
 		}
 
@@ -311,6 +317,7 @@ type Transfer struct {
 	p   *Pump
 	ep  *pumpEndpoint
 	buf []byte
+	tok *ioring.Token  // Xfer.Token, or nil
 	req ioring.Request // set before it is queued
 
 	// guarded by ep.mu
