@@ -56,20 +56,27 @@ func (r libusbRunner) Run(t *Transfer) (int, error) {
 		// transfer of its own, cancelable like the data's.
 		_, err = r.dev.transfer(ctx, ep.Address, nil)
 	}
-	if errors.Is(err, gousb.TransferError) || errors.Is(err, gousb.ErrorIO) {
-		// A transfer pending when the device goes ends with EPROTO or
-		// ESHUTDOWN (libusb: TRANSFER_ERROR), and so may one submitted in
-		// the moment before usbcore notices; its usbfs node goes a little
-		// later (under 10 ms in the usbvm guest): wait for it briefly on
-		// this rare path.
-		for i := 0; i < unplugPolls && r.dev.present(); i++ {
-			time.Sleep(unplugPoll)
-		}
-		if !r.dev.present() {
-			return n, ErrNoDevice
-		}
+	if r.unplugged(err) {
+		return n, ErrNoDevice
 	}
 	return n, libusbError(err)
+}
+
+// unplugged reports whether err, an I/O error of libusb, means that the
+// device went away. A transfer pending when the device goes ends with
+// EPROTO or ESHUTDOWN (libusb: TRANSFER_ERROR, or LIBUSB_ERROR_IO for a
+// synchronous control transfer such as clear-halt), and so may one
+// submitted in the moment before usbcore notices; its usbfs node goes a
+// little later (under 10 ms in the usbvm guest): wait for it briefly on
+// this rare path.
+func (r libusbRunner) unplugged(err error) bool {
+	if !errors.Is(err, gousb.TransferError) && !errors.Is(err, gousb.ErrorIO) {
+		return false
+	}
+	for i := 0; i < unplugPolls && r.dev.present(); i++ {
+		time.Sleep(unplugPoll)
+	}
+	return !r.dev.present()
 }
 
 // needsZLP reports whether an OUT transfer of n bytes on ep ends with a
@@ -87,7 +94,11 @@ const (
 )
 
 func (r libusbRunner) ClearHalt(ep EndpointDesc) error {
-	return libusbError(r.dev.clearHalt(ep.Address))
+	err := r.dev.clearHalt(ep.Address)
+	if r.unplugged(err) {
+		return ErrNoDevice
+	}
+	return libusbError(err)
 }
 
 func (r libusbRunner) Close() error { return r.dev.close() }

@@ -40,6 +40,7 @@ type fakeLibusb struct {
 	closed   atomic.Int32
 	mu       sync.Mutex
 	cleared  []uint8 // guarded by mu
+	clearErr error   // what clearHalt returns; guarded by mu
 	canceled int     // transfers that ended by their context; guarded by mu
 }
 
@@ -63,7 +64,7 @@ func (f *fakeLibusb) clearHalt(addr uint8) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.cleared = append(f.cleared, addr)
-	return nil
+	return f.clearErr
 }
 
 func (f *fakeLibusb) present() bool { return !f.gone.Load() }
@@ -248,6 +249,22 @@ func TestLibusbNoDevice(t *testing.T) {
 		assert.ErrorIs(t, got.Err, ErrNoDevice, "transfer %v", got.User)
 	}
 	f.assertIdle(t) // the queued ones fail without reaching libusb
+}
+
+// TestLibusbClearHaltUnplug: libusb's clear-halt (a synchronous control
+// transfer) fails with LIBUSB_ERROR_IO when the device goes away under it;
+// that is ErrNoDevice once the device node is gone, and stays an I/O error
+// while the device is there.
+func TestLibusbClearHaltUnplug(t *testing.T) {
+	_, f, d, out, _ := newFakeDev(t)
+	f.mu.Lock()
+	f.clearErr = gousb.ErrorIO
+	f.mu.Unlock()
+	err := d.ClearHalt(out.Desc().Address)
+	assert.ErrorIs(t, err, gousb.ErrorIO, "device present")
+	assert.NotErrorIs(t, err, ErrNoDevice)
+	f.gone.Store(true)
+	assert.ErrorIs(t, d.ClearHalt(out.Desc().Address), ErrNoDevice, "device gone")
 }
 
 // TestLibusbCloseDrains: Close cancels the transfer in libusb and the
