@@ -165,14 +165,18 @@ func TestLibusbCancelToken(t *testing.T) {
 }
 
 func TestLibusbDeadline(t *testing.T) {
+	// Long enough for the pump to hand the transfer to libusb first, even
+	// in the emulated guest under load (10 ms was not: the transfer timed
+	// out while still queued and never reached the fake).
+	const deadline = 250 * time.Millisecond
 	r, f, _, _, in := newFakeDev(t)
-	_, err := in.Submit(make([]byte, 64), Xfer{Deadline: 10 * time.Millisecond})
+	_, err := in.Submit(make([]byte, 64), Xfer{Deadline: deadline})
 	require.NoError(t, err)
 	f.next(t)
 	got := Reap(t, r, 1)[0]
 	assert.ErrorIs(t, got.Err, ErrTimeout)
 
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), deadline)
 	defer cancel()
 	done := make(chan error, 1)
 	go func() {
