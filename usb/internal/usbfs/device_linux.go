@@ -423,7 +423,7 @@ func (d *Device) Control(requestType, request uint8, value, index uint16, data [
 	if err == unix.EPIPE {
 		return n, &OpError{Op: op, Err: ErrStall}
 	}
-	return n, d.ioctlErr(op, err)
+	return n, d.controlErr(op, err)
 }
 
 // Reset resets the device (USBDEVFS_RESET): a USB port reset, after which

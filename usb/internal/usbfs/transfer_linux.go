@@ -216,7 +216,7 @@ func (e *Endpoint) ClearHalt() error {
 	if es.pending > 0 {
 		return invalid(op, "%d transfers are pending on it", es.pending)
 	}
-	return e.d.ioctlErr(op, ioctlU32(e.d.fd, ioctlClearHalt, uint32(e.Desc.Address)))
+	return e.d.controlErr(op, ioctlU32(e.d.fd, ioctlClearHalt, uint32(e.Desc.Address)))
 }
 
 // where is the stage of a transfer, guarded by its epState's mu.
@@ -728,9 +728,30 @@ func (d *Device) probeGone() bool {
 // disconnectGrace (then with the error).
 func (d *Device) settle(ref partRef) {
 	defer d.calls.Done()
+	d.awaitGone()
+	ref.t.reaped1(ref.i)
+}
+
+// awaitGone reports whether the device is seen disconnected within
+// disconnectGrace.
+func (d *Device) awaitGone() bool {
 	deadline := time.Now().Add(disconnectGrace)
 	for !d.probeGone() && time.Now().Before(deadline) {
 		time.Sleep(disconnectPoll)
 	}
-	ref.t.reaped1(ref.i)
+	return d.gone.Load()
+}
+
+// controlErr is ioctlErr for an ioctl that runs a control transfer
+// (USBDEVFS_CLEAR_HALT, USBDEVFS_CONTROL): a protocol error there may be a
+// disconnect the hub has not reported yet, as for a URB (see settle), and
+// is ErrNoDevice once the device is seen gone within disconnectGrace.
+func (d *Device) controlErr(op string, err error) error {
+	switch err {
+	case unix.EPROTO, unix.EILSEQ, unix.ETIME, unix.ESHUTDOWN:
+		if d.gone.Load() || d.awaitGone() {
+			return &OpError{Op: op, Err: fmt.Errorf("%w (%v)", ErrNoDevice, err)}
+		}
+	}
+	return d.ioctlErr(op, err)
 }
