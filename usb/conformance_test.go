@@ -2,6 +2,7 @@ package usb_test
 
 import (
 	"bytes"
+	"encoding/binary"
 	"testing"
 	"time"
 
@@ -29,6 +30,7 @@ type confDev struct {
 	d             *Device
 	in, out, intr *Endpoint // as the host sees them
 	maxTransfer   int       // the scanner's MaxTransfer
+	control       bool      // the backend has endpoint 0 (not the simulator)
 }
 
 // confBackend opens the scanner configured by cfg through one backend.
@@ -67,6 +69,9 @@ var confCases = []struct {
 	{"ClearHaltPending", confClearHaltPending},
 	{"Unplug", confUnplug},
 	{"CloseDrains", confCloseDrains},
+	{"Typed", confTyped},
+	{"Control", confControl},
+	{"ControlRequest", confControlRequest},
 }
 
 // TestConformance runs every case against every backend, as
@@ -398,4 +403,135 @@ func confCloseDrains(t *testing.T, cd *confDev) {
 	assert.ErrorIs(t, cd.d.ClearHalt(cd.in.Desc().Address), ErrClosed)
 	assert.ErrorIs(t, cd.d.Close(), ErrClosed)
 	cd.s.Resume()
+}
+
+// confTyped: typed endpoints read or write only; the wrong direction is
+// refused before any I/O, on the typed and on the generic path.
+func confTyped(t *testing.T, cd *confDev) {
+	in, err := cd.d.InEndpoint(cd.in.Desc().Address)
+	require.NoError(t, err)
+	out, err := cd.d.OutEndpoint(cd.out.Desc().Address)
+	require.NoError(t, err)
+	assert.Equal(t, cd.in.Desc(), in.Desc())
+	assert.Equal(t, cd.out.Desc(), out.Desc())
+	_, err = cd.d.InEndpoint(cd.out.Desc().Address)
+	assert.ErrorIs(t, err, ioring.ErrInvalid, "InEndpoint of an OUT endpoint")
+	_, err = cd.d.OutEndpoint(cd.in.Desc().Address)
+	assert.ErrorIs(t, err, ioring.ErrInvalid, "OutEndpoint of an IN endpoint")
+	_, err = cd.d.InEndpoint(0x05)
+	assert.ErrorIs(t, err, ErrNotFound)
+
+	ctx, cancel := testContext()
+	defer cancel()
+	_, err = cd.out.Read(ctx, cd.inBuf())
+	assert.ErrorIs(t, err, ioring.ErrInvalid, "Read of an OUT endpoint")
+	_, err = cd.in.Write(ctx, usbsim.EchoCommand([]byte("wrong way")))
+	assert.ErrorIs(t, err, ioring.ErrInvalid, "Write of an IN endpoint")
+	AssertNoMore(t, cd.r)
+
+	cmd := usbsim.EchoCommand([]byte("typed"))
+	n, err := out.Write(ctx, cmd)
+	require.NoError(t, err)
+	assert.Equal(t, len(cmd), n)
+	buf := cd.inBuf()
+	n, err = in.Read(ctx, buf)
+	require.NoError(t, err)
+	assert.Equal(t, "typed", string(buf[:n]), "nothing of the refused transfers reached the device")
+	_, err = cd.out.Write(ctx, usbsim.EchoCommand([]byte("generic")))
+	require.NoError(t, err)
+	n, err = cd.in.Read(ctx, buf)
+	require.NoError(t, err)
+	assert.Equal(t, "generic", string(buf[:n]))
+}
+
+// Standard requests the control cases send (USB 2.0 §9.4).
+const (
+	reqGetDescriptor = 0x06
+	descDevice       = 0x01
+	devDescLen       = 18
+)
+
+// confControl: standard control requests on endpoint 0, answered by the
+// device's USB stack: the device descriptor (its IDs as enumerated), the
+// serial number's string descriptor, GET_STATUS of the device and of an
+// endpoint. The simulator has no control endpoint: it says so.
+func confControl(t *testing.T, cd *confDev) {
+	ctx, cancel := testContext()
+	defer cancel()
+	var dd [devDescLen]byte
+	n, err := cd.d.Control(ctx, Setup{RequestType: RequestIn, Request: reqGetDescriptor, Value: descDevice << 8}, dd[:])
+	if !cd.control {
+		require.ErrorIs(t, err, ioring.ErrNotSupported, "a backend without endpoint 0")
+		_, err = cd.d.GetStatus(ctx, RecipientDevice, 0)
+		require.ErrorIs(t, err, ioring.ErrNotSupported)
+		AssertNoMore(t, cd.r)
+		return
+	}
+	require.NoError(t, err)
+	require.Equal(t, devDescLen, n)
+	assert.Equal(t, []byte{devDescLen, descDevice}, dd[:2])
+	desc := cd.d.Desc()
+	assert.Equal(t, desc.VendorID, binary.LittleEndian.Uint16(dd[8:]), "idVendor")
+	assert.Equal(t, desc.ProductID, binary.LittleEndian.Uint16(dd[10:]), "idProduct")
+	require.NotZero(t, dd[16], "iSerialNumber")
+	serial, err := cd.d.StringDescriptor(ctx, dd[16])
+	require.NoError(t, err)
+	assert.Equal(t, desc.Serial, serial)
+	_, err = cd.d.StringDescriptor(ctx, 0)
+	assert.ErrorIs(t, err, ioring.ErrInvalid)
+
+	_, err = cd.d.GetStatus(ctx, RecipientDevice, 0)
+	require.NoError(t, err)
+	st, err := cd.d.GetStatus(ctx, RecipientEndpoint, uint16(cd.in.Desc().Address))
+	require.NoError(t, err)
+	assert.Zero(t, st&1, "bulk IN is not halted")
+
+	// A short read: the device sends what it has, up to wLength.
+	var head [8]byte
+	n, err = cd.d.Control(ctx, Setup{RequestType: RequestIn, Request: reqGetDescriptor, Value: descDevice << 8}, head[:])
+	require.NoError(t, err)
+	assert.Equal(t, 8, n)
+	assert.Equal(t, dd[:8], head[:])
+}
+
+// confControlRequest: a control transfer as a ring request: through the
+// completion queue with its User value, refused up front when its buffer
+// cannot hold its setup packet and data stage, and, with a canceled token,
+// completed with ErrCanceled without reaching the device.
+func confControlRequest(t *testing.T, cd *confDev) {
+	buf := make([]byte, SetupSize+devDescLen)
+	Setup{RequestType: RequestIn, Request: reqGetDescriptor, Value: descDevice << 8, Length: devDescLen}.Put(buf)
+	s, ok := ParseSetup(buf)
+	require.True(t, ok)
+	assert.Equal(t, Setup{RequestType: RequestIn, Request: reqGetDescriptor, Value: descDevice << 8, Length: devDescLen}, s)
+	assert.True(t, s.IsIn())
+
+	_, err := cd.d.SubmitControl(buf[:SetupSize+devDescLen-1], Xfer{})
+	assert.ErrorIs(t, err, ioring.ErrInvalid, "buffer shorter than wLength")
+	_, err = cd.d.SubmitControl(buf[:SetupSize-1], Xfer{})
+	assert.ErrorIs(t, err, ioring.ErrInvalid, "buffer shorter than the setup packet")
+
+	_, err = cd.d.SubmitControl(buf, Xfer{User: "ctl"})
+	if !cd.control {
+		require.ErrorIs(t, err, ioring.ErrNotSupported)
+		AssertNoMore(t, cd.r)
+		return
+	}
+	require.NoError(t, err)
+	c := Reap(t, cd.r, 1)[0]
+	require.NoError(t, c.Err)
+	assert.Equal(t, "ctl", c.User)
+	assert.Equal(t, devDescLen, c.N)
+	assert.Equal(t, byte(devDescLen), buf[SetupSize], "bLength in the data stage")
+
+	tok := cd.r.NewToken()
+	tok.Cancel()
+	clear(buf[SetupSize:])
+	_, err = cd.d.SubmitControl(buf, Xfer{Token: tok})
+	require.NoError(t, err)
+	c = Reap(t, cd.r, 1)[0]
+	assert.ErrorIs(t, c.Err, ErrCanceled)
+	assert.Zero(t, c.N)
+	assert.Zero(t, buf[SetupSize], "nothing arrived")
+	AssertNoMore(t, cd.r)
 }

@@ -24,6 +24,11 @@ type libusbDevice interface {
 	// ctx ending cancels it (libusb_cancel_transfer); it then returns
 	// gousb.TransferCancelled with the bytes that moved.
 	transfer(ctx context.Context, addr uint8, buf []byte) (int, error)
+	// control runs one control transfer on endpoint 0 (gousb's Control,
+	// synchronous: libusb_control_transfer, bounded by its timeout) with
+	// setup s and data stage data (len(data) is s.Length), and returns the
+	// data stage's bytes. Nothing interrupts it.
+	control(s Setup, data []byte) (int, error)
 	// clearHalt sends CLEAR_FEATURE(ENDPOINT_HALT) for addr.
 	clearHalt(addr uint8) error
 	// present reports whether the device is still attached.
@@ -45,6 +50,9 @@ func (libusbRunner) Check(EndpointDesc, []byte) error { return nil }
 
 func (r libusbRunner) Run(t *Transfer) (int, error) {
 	ep := t.Endpoint()
+	if ep.Type == Control {
+		return r.control(t)
+	}
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
 	if !t.OnCancel(stop) {
@@ -79,6 +87,19 @@ func (r libusbRunner) unplugged(err error) bool {
 	return !r.dev.present()
 }
 
+// control runs a control transfer: libusb's call cannot be interrupted,
+// so a cancel that comes while it runs loses the race (the real result is
+// reported); one that came before it starts wins.
+func (r libusbRunner) control(t *Transfer) (int, error) {
+	if !t.OnCancel(func() {}) {
+		return 0, ErrCanceled
+	}
+	buf := t.Buf()
+	s, _ := ParseSetup(buf) // checked by Device.SubmitControl
+	n, err := r.dev.control(s, buf[SetupSize:SetupSize+int(s.Length)])
+	return n, libusbError(err)
+}
+
 // needsZLP reports whether an OUT transfer of n bytes on ep ends with a
 // zero-length packet (WithZeroPacket).
 func (r libusbRunner) needsZLP(ep EndpointDesc, n int) bool {
@@ -105,7 +126,8 @@ func (r libusbRunner) Close() error { return r.dev.close() }
 
 // newLibusbDevice returns the Device of an opened libusb device.
 func newLibusbDevice(ring *ioring.Ring, desc DeviceDesc, dev libusbDevice, zlp bool) *Device {
-	return NewDevice(desc, NewPump(ring, desc.Endpoints, libusbRunner{dev: dev, zlp: zlp}))
+	eps := append(slices.Clone(desc.Endpoints), controlDesc) // endpoint 0 too
+	return NewDevice(desc, NewPump(ring, eps, libusbRunner{dev: dev, zlp: zlp}))
 }
 
 // libusbError maps gousb's errors to this package's; others pass
@@ -324,6 +346,10 @@ func (g *gousbDevice) transfer(ctx context.Context, addr uint8, buf []byte) (int
 		return n, err
 	}
 	return g.out[addr].WriteContext(ctx, buf)
+}
+
+func (g *gousbDevice) control(s Setup, data []byte) (int, error) {
+	return g.dev.Control(s.RequestType, s.Request, s.Value, s.Index, data)
 }
 
 // clearHalt sends the standard request; gousb has no libusb_clear_halt.

@@ -25,6 +25,7 @@ type fakeCall struct {
 	ctx    context.Context
 	addr   uint8
 	buf    []byte
+	setup  Setup // of a control transfer (addr 0)
 	answer chan fakeResult
 }
 
@@ -58,6 +59,15 @@ func (f *fakeLibusb) transfer(ctx context.Context, addr uint8, buf []byte) (int,
 		f.mu.Unlock()
 		return 0, gousb.TransferCancelled
 	}
+}
+
+// control is answered like a transfer, on address 0, with the setup in
+// the call; like gousb's, it cannot be canceled.
+func (f *fakeLibusb) control(s Setup, data []byte) (int, error) {
+	c := &fakeCall{ctx: context.Background(), addr: 0, buf: data, setup: s, answer: make(chan fakeResult, 1)}
+	f.calls <- c
+	r := <-c.answer
+	return r.n, r.err
 }
 
 func (f *fakeLibusb) clearHalt(addr uint8) error {
@@ -383,4 +393,53 @@ func TestErrorMapsAgree(t *testing.T) {
 	} {
 		assert.Equal(t, libusbError(tc.libusb), tc.usbfs, "%v / %v", tc.libusb, tc.usbfs)
 	}
+}
+
+// TestLibusbControl: a control transfer reaches libusb's synchronous
+// control call with its setup packet and data stage, and completes with
+// the data stage's bytes; a cancel while libusb runs it loses the race (the
+// call cannot be interrupted) and the real result is kept; one before it
+// starts wins without reaching libusb.
+func TestLibusbControl(t *testing.T) {
+	r, f, d, _, in := newFakeDev(t)
+	s := Setup{RequestType: RequestIn | RequestVendor | RecipientDevice, Request: 0x42, Value: 7, Index: 9, Length: 4}
+	buf := make([]byte, SetupSize+4)
+	s.Put(buf)
+	q, err := d.SubmitControl(buf, Xfer{User: "ctl"})
+	require.NoError(t, err)
+	c := f.next(t)
+	assert.Equal(t, uint8(0), c.addr)
+	assert.Equal(t, s, c.setup)
+	require.Len(t, c.buf, 4)
+	copy(c.buf, "abc")
+	require.NoError(t, q.Cancel()) // too late: libusb has it
+	c.answer <- fakeResult{n: 3}
+	got := Reap(t, r, 1)[0]
+	require.NoError(t, got.Err)
+	assert.Equal(t, 3, got.N)
+	assert.Equal(t, "ctl", got.User)
+	assert.Equal(t, "abc", string(buf[SetupSize:SetupSize+3]))
+
+	// Queued behind a control transfer libusb holds, a second one is
+	// canceled without reaching libusb.
+	_, err = d.SubmitControl(buf, Xfer{User: 1})
+	require.NoError(t, err)
+	c = f.next(t)
+	q2, err := d.SubmitControl(buf, Xfer{User: 2})
+	require.NoError(t, err)
+	require.NoError(t, q2.Cancel())
+	got = Reap(t, r, 1)[0]
+	assert.Equal(t, 2, got.User)
+	assert.ErrorIs(t, got.Err, ErrCanceled)
+	c.answer <- fakeResult{err: gousb.ErrorPipe}
+	got = Reap(t, r, 1)[0]
+	assert.Equal(t, 1, got.User)
+	assert.ErrorIs(t, got.Err, ErrStall, "a refused request")
+	f.assertIdle(t)
+
+	// Bulk transfers are unaffected.
+	_, err = in.Submit(make([]byte, 8), Xfer{})
+	require.NoError(t, err)
+	f.next(t).answer <- fakeResult{n: 8}
+	assert.NoError(t, Reap(t, r, 1)[0].Err)
 }

@@ -99,6 +99,9 @@ func (p *Pump) endpoint(ep EndpointDesc) (*pumpEndpoint, error) {
 	if e := p.eps[epIndex(ep.Address)]; e != nil {
 		return e, nil
 	}
+	if ep.Type == Control {
+		return nil, fmt.Errorf("usb: control transfers: %w: this backend has no control endpoint", ioring.ErrNotSupported)
+	}
 	return nil, fmt.Errorf("usb: endpoint %#02x: %w", ep.Address, ErrNotFound)
 }
 

@@ -37,6 +37,12 @@ type Transport interface {
 	// ioring.ErrInvalid), a buffer the backend cannot carry
 	// (ioring.ErrInvalid or ioring.ErrNotSupported), ErrNoDevice once the
 	// device is known to be gone, or the ring's.
+	//
+	// A control transfer is a Submit on endpoint 0 (Address 0, Type
+	// Control) whose buf starts with the setup packet (Setup.Put, checked
+	// by the Device) and holds the data stage after it; its completion
+	// counts the data stage's bytes. A backend without control transfers
+	// refuses it with an error wrapping ioring.ErrNotSupported.
 	Submit(ep EndpointDesc, buf []byte, x Xfer, wait bool) (ioring.Request, error)
 	// CancelAll cancels every transfer accepted so far, queued or in
 	// progress. It requests and returns: each still completes exactly once.

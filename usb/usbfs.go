@@ -18,7 +18,7 @@ import (
 // path, and usbfs reports this package's errors (package base) itself.
 type usbfsTransport struct {
 	dev *usbfs.Device
-	eps map[uint8]*usbfs.Endpoint // bulk and interrupt endpoints; read-only after open
+	eps map[uint8]*usbfs.Endpoint // endpoint 0, bulk and interrupt endpoints; read-only after open
 	zlp bool                      // WithZeroPacket
 }
 
@@ -206,7 +206,7 @@ func usbfsSetup(dev *usbfs.Device, o options) (*usbfsTransport, DeviceDesc, erro
 	if o.zlp && !dev.Capabilities().Has(usbfs.CapZeroPacket) {
 		return nil, DeviceDesc{}, fmt.Errorf("WithZeroPacket: %w: this kernel's usbfs lacks USBDEVFS_CAP_ZERO_PACKET", ioring.ErrNotSupported)
 	}
-	tr := &usbfsTransport{dev: dev, eps: map[uint8]*usbfs.Endpoint{}, zlp: o.zlp}
+	tr := &usbfsTransport{dev: dev, eps: map[uint8]*usbfs.Endpoint{0: dev.ControlEndpoint()}, zlp: o.zlp}
 	for _, ed := range alt.Endpoints {
 		if t := ed.Type(); t != usbfs.Bulk && t != usbfs.Interrupt {
 			continue // described, but usbfs transfers on these only

@@ -38,6 +38,10 @@ func sysfsType(t TransferType) string {
 	return [4]string{"Control", "Isoc", "Bulk", "Interrupt"}[t&3]
 }
 
+// SetupSize is the length of a control transfer's setup packet (struct
+// usb_ctrlrequest), which starts its buffer.
+const SetupSize = 8
+
 // DeviceDescriptor is a USB device descriptor (USB 2.0 §9.6.1).
 type DeviceDescriptor struct {
 	USB            uint16 // bcdUSB

@@ -25,6 +25,7 @@ const (
 	urbBulkContinuation       = 0x04 // USBDEVFS_URB_BULK_CONTINUATION
 	urbZeroPacket             = 0x40 // USBDEVFS_URB_ZERO_PACKET
 	urbTypeInterrupt    uint8 = 1    // USBDEVFS_URB_TYPE_INTERRUPT
+	urbTypeControl      uint8 = 2    // USBDEVFS_URB_TYPE_CONTROL
 	urbTypeBulk         uint8 = 3    // USBDEVFS_URB_TYPE_BULK
 
 	disconnectClaimExceptDriver = 0x02 // USBDEVFS_DISCONNECT_CLAIM_EXCEPT_DRIVER
@@ -436,6 +437,22 @@ func (d *Device) Reset() error {
 	}
 	defer d.calls.Done()
 	return d.ioctlErr("reset", ioctl(d.fd, ioctlReset, 0))
+}
+
+// ControlEndpoint returns endpoint 0, the default control pipe, for
+// asynchronous control transfers through the ring: its transfers' buffers
+// start with the setup packet (SetupSize bytes, wLength little-endian at
+// bytes 6-7), followed by the data stage, and their completions count the
+// data stage's bytes. usbfs checks the request against the claimed
+// interfaces (a request to an interface or an endpoint needs its
+// interface claimed). A cancel discards the URB like any other.
+func (d *Device) ControlEndpoint() *Endpoint {
+	const maxControl = SetupSize + 0xffff // wLength is 16 bits
+	return &Endpoint{
+		d: d, es: &d.eps[epIndex(0)],
+		Desc:   EndpointDescriptor{Address: 0, Attributes: uint8(Control), MaxPacketSize: uint16(d.info.Descriptor.MaxPacketSize0)},
+		maxURB: maxControl, maxTransfer: maxControl,
+	}
 }
 
 // Endpoint returns the endpoint with address addr (direction bit included:

@@ -4,6 +4,7 @@ package usbfs
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"runtime"
@@ -272,8 +273,12 @@ func (e *Endpoint) newTransfer(buf []byte, zlp bool) (*transfer, error) {
 			why = " (no USBDEVFS_CAP_BULK_CONTINUATION: cannot split)"
 		}
 		return nil, invalid(op, "%d bytes; at most %d%s", len(buf), e.maxTransfer, why)
-	case zlp && e.Desc.In():
-		return nil, invalid(op, "ZeroPacket on an IN endpoint")
+	case zlp && (e.Desc.In() || e.Desc.Type() == Control):
+		return nil, invalid(op, "ZeroPacket on an IN or control endpoint")
+	case e.Desc.Type() == Control && len(buf) < SetupSize:
+		return nil, invalid(op, "%d bytes: a control transfer starts with its %d-byte setup packet", len(buf), SetupSize)
+	case e.Desc.Type() == Control && len(buf) < SetupSize+int(binary.LittleEndian.Uint16(buf[6:])):
+		return nil, invalid(op, "%d bytes: less than the setup packet and its wLength of %d", len(buf), binary.LittleEndian.Uint16(buf[6:]))
 	case zlp && !d.caps.Has(CapZeroPacket):
 		return nil, &OpError{Op: op, Err: fmt.Errorf("ZeroPacket: %w", ioring.ErrNotSupported)}
 	}
@@ -285,8 +290,11 @@ func (e *Endpoint) newTransfer(buf []byte, zlp bool) (*transfer, error) {
 		t.urbs, t.done = make([]urb, n), make([]bool, n)
 	}
 	typ := urbTypeBulk
-	if e.Desc.Type() == Interrupt {
+	switch e.Desc.Type() {
+	case Interrupt:
 		typ = urbTypeInterrupt
+	case Control:
+		typ = urbTypeControl // one URB: maxURB holds the largest
 	}
 	for i := range t.urbs {
 		u := &t.urbs[i]
