@@ -31,6 +31,10 @@ type confDev struct {
 	in, out, intr *Endpoint // as the host sees them
 	maxTransfer   int       // the scanner's MaxTransfer
 	control       bool      // the backend has endpoint 0 (not the simulator)
+	// controlCancels says whether a control transfer in progress can be
+	// canceled (usbfs: an asynchronous URB), or runs until the device
+	// answers or the control timeout passes (libusb's synchronous call).
+	controlCancels bool
 }
 
 // confBackend opens the scanner configured by cfg through one backend.
@@ -72,6 +76,8 @@ var confCases = []struct {
 	{"Typed", confTyped},
 	{"Control", confControl},
 	{"ControlRequest", confControlRequest},
+	{"ControlStall", confControlStall},
+	{"ControlWithheld", confControlWithheld},
 }
 
 // TestConformance runs every case against every backend, as
@@ -534,4 +540,74 @@ func confControlRequest(t *testing.T, cd *confDev) {
 	assert.Zero(t, c.N)
 	assert.Zero(t, buf[SetupSize], "nothing arrived")
 	AssertNoMore(t, cd.r)
+}
+
+// deviceDescriptor reads the device descriptor with a control transfer
+// that must succeed.
+func (cd *confDev) deviceDescriptor(t *testing.T) []byte {
+	t.Helper()
+	ctx, cancel := testContext()
+	defer cancel()
+	var dd [devDescLen]byte
+	n, err := cd.d.Control(ctx, Setup{RequestType: RequestIn, Request: reqGetDescriptor, Value: descDevice << 8}, dd[:])
+	require.NoError(t, err, "GET_DESCRIPTOR(DEVICE)")
+	require.Equal(t, devDescLen, n)
+	return dd[:]
+}
+
+// vendorRequest is a vendor request with a 4-byte IN data stage, to the
+// device or to interface 0 (the scanner's).
+func vendorRequest(recipient uint8) []byte {
+	buf := make([]byte, SetupSize+4)
+	Setup{RequestType: RequestIn | RequestVendor | recipient, Request: 0x5a, Length: 4}.Put(buf)
+	return buf
+}
+
+// confControlStall: a request the device refuses (the scanner's gadget
+// serves no vendor requests of the device) ends with ErrStall, and
+// endpoint 0 recovers by itself at the next setup packet.
+func confControlStall(t *testing.T, cd *confDev) {
+	_, err := cd.d.StartControl(vendorRequest(RecipientDevice), Xfer{})
+	if !cd.control {
+		require.ErrorIs(t, err, ioring.ErrNotSupported)
+		return
+	}
+	require.NoError(t, err)
+	before := cd.deviceDescriptor(t)
+	ctx, cancel := testContext()
+	defer cancel()
+	var b [4]byte
+	_, err = cd.d.Control(ctx, Setup{RequestType: RequestIn | RequestVendor | RecipientDevice, Request: 0x5a}, b[:])
+	assert.ErrorIs(t, err, ErrStall, "a refused vendor request")
+	assert.Equal(t, before, cd.deviceDescriptor(t), "endpoint 0 after the stall")
+}
+
+// confControlWithheld: a control transfer the device does not answer (a
+// vendor request to the scanner's interface: FunctionFS holds it for a
+// program that does not read ep0 here) is canceled by Request.Cancel and
+// completes exactly once: at once with ErrCanceled on usbfs; on libusb,
+// whose control call cannot be interrupted, when its control timeout
+// passes, with ErrTimeout. Endpoint 0 works on afterwards.
+func confControlWithheld(t *testing.T, cd *confDev) {
+	buf := vendorRequest(RecipientInterface)
+	q, err := cd.d.SubmitControl(buf, Xfer{User: "withheld"})
+	if !cd.control {
+		require.ErrorIs(t, err, ioring.ErrNotSupported)
+		return
+	}
+	require.NoError(t, err)
+	settle(t, cd.r, 1)
+	require.NoError(t, q.Cancel())
+	c := Reap(t, cd.r, 1)[0]
+	assert.Equal(t, "withheld", c.User)
+	if cd.controlCancels {
+		assert.ErrorIs(t, c.Err, ErrCanceled)
+		assert.NotErrorIs(t, c.Err, ErrTimeout, "canceled, not timed out")
+	} else {
+		assert.ErrorIs(t, c.Err, ErrTimeout, "libusb's control timeout ended it")
+	}
+	assert.Zero(t, c.N)
+	AssertNoMore(t, cd.r)
+	dd := cd.deviceDescriptor(t)
+	assert.Equal(t, byte(devDescLen), dd[0])
 }

@@ -97,7 +97,9 @@ func (r libusbRunner) control(t *Transfer) (int, error) {
 	buf := t.Buf()
 	s, _ := ParseSetup(buf) // checked by Device.SubmitControl
 	n, err := r.dev.control(s, buf[SetupSize:SetupSize+int(s.Length)])
-	return n, libusbError(err)
+	// gousb hands back libusb's return value, a negative error code on
+	// failure (-7 for LIBUSB_ERROR_TIMEOUT), as the count.
+	return max(n, 0), libusbError(err)
 }
 
 // needsZLP reports whether an OUT transfer of n bytes on ep ends with a

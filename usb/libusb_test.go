@@ -437,6 +437,15 @@ func TestLibusbControl(t *testing.T) {
 	assert.ErrorIs(t, got.Err, ErrStall, "a refused request")
 	f.assertIdle(t)
 
+	// A failure counts no bytes, whatever count gousb hands back with it
+	// (libusb's negative error code).
+	_, err = d.SubmitControl(buf, Xfer{User: 3})
+	require.NoError(t, err)
+	f.next(t).answer <- fakeResult{n: -7, err: gousb.ErrorTimeout}
+	got = Reap(t, r, 1)[0]
+	assert.ErrorIs(t, got.Err, ErrTimeout)
+	assert.Zero(t, got.N)
+
 	// Bulk transfers are unaffected.
 	_, err = in.Submit(make([]byte, 8), Xfer{})
 	require.NoError(t, err)
