@@ -134,3 +134,51 @@ func BenchmarkGadgetBulkIn(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkGadgetDepth streams a scan from the gadget scanner through
+// usbfs with qd=8 bulk IN transfers of size bytes submitted and depth of
+// them in the kernel at once (WithDepth; the rest wait in the Device), to
+// choose WithDepth's default: more URBs in the kernel keep the bus busy
+// between completions, fewer make a cancel cheaper (one DISCARDURB per
+// URB in the kernel). One op is one transfer (b.SetBytes: MB/s). Under TCG
+// the figures are not hardware figures: compare depths in one run.
+func BenchmarkGadgetDepth(b *testing.B) {
+	const qd = 8
+	for _, size := range []int{16 << 10, 64 << 10} {
+		for _, depth := range []int{1, 2, 4, 8} {
+			b.Run(fmt.Sprintf("size=%dKiB/depth=%d", size>>10, depth), func(b *testing.B) {
+				gd := newGadgetDev(b, "usbfs", usbsim.Config{}, WithDepth(depth))
+				p := usbsim.ScanParams{DPI: 300, Width: uint32(gd.maxTransfer), Height: usbsim.MaxPixels, Format: usbsim.FormatGray8}
+				gd.send(b, usbsim.StartScanCommand(p))
+				bufs := make([][]byte, qd)
+				for i := range bufs {
+					bufs[i] = make([]byte, size)
+					if _, err := gd.in.Submit(bufs[i], Xfer{User: i}); err != nil {
+						b.Fatal(err)
+					}
+				}
+				cs := make([]ioring.Completion, 1)
+				b.SetBytes(int64(size))
+				b.ReportAllocs()
+				for b.Loop() {
+					if _, err := gd.r.Reap(cs, -1); err != nil {
+						b.Fatal(err)
+					}
+					c := cs[0]
+					if c.Err != nil || c.N != size {
+						b.Fatalf("transfer: %d bytes, %v", c.N, c.Err)
+					}
+					i := c.User.(int)
+					if _, err := gd.in.Submit(bufs[i], Xfer{User: i}); err != nil {
+						b.Fatal(err)
+					}
+				}
+				b.StopTimer()
+				if err := gd.d.CancelAll(); err != nil {
+					b.Fatal(err)
+				}
+				Reap(b, gd.r, qd)
+			})
+		}
+	}
+}

@@ -52,11 +52,13 @@ type gadgetDev struct {
 	host          *usbvm.HostDevice
 	in, out, intr *Endpoint // as the host sees them (addresses the controller chose)
 	maxTransfer   int       // the scanner's MaxTransfer
+	opts          []Option  // Open's, besides the backend, bus and address
 }
 
 // newGadgetDev serves a scanner configured by cfg through a new gadget and
-// opens it with backend. It skips outside the guest.
-func newGadgetDev(tb testing.TB, backend string, cfg usbsim.Config) *gadgetDev {
+// opens it with backend (and opts; WithZeroPacket always). It skips outside
+// the guest.
+func newGadgetDev(tb testing.TB, backend string, cfg usbsim.Config, opts ...Option) *gadgetDev {
 	tb.Helper()
 	usbvm.RequireGuest(tb)
 	if t, ok := tb.(*testing.T); ok {
@@ -70,7 +72,7 @@ func newGadgetDev(tb testing.TB, backend string, cfg usbsim.Config) *gadgetDev {
 	s, err := usbsim.ServeGadget(g, cfg)
 	require.NoError(tb, err)
 	tb.Cleanup(func() { _ = s.Close() })
-	gd := &gadgetDev{backend: backend, g: g, s: s, r: NewRing(tb, 64), maxTransfer: cmp.Or(cfg.MaxTransfer, usbsim.DefaultMaxTransfer)}
+	gd := &gadgetDev{backend: backend, g: g, s: s, r: NewRing(tb, 64), maxTransfer: cmp.Or(cfg.MaxTransfer, usbsim.DefaultMaxTransfer), opts: opts}
 	gd.open(tb)
 	return gd
 }
@@ -85,7 +87,7 @@ func (gd *gadgetDev) open(tb testing.TB) {
 	require.NoError(tb, err)
 	gd.host = host
 	d, err := Open(gd.r, gd.g.Config.VendorID, gd.g.Config.ProductID,
-		WithBackend(gd.backend), WithBusAddr(host.Bus, host.Dev), WithZeroPacket())
+		append([]Option{WithBackend(gd.backend), WithBusAddr(host.Bus, host.Dev), WithZeroPacket()}, gd.opts...)...)
 	require.NoError(tb, err)
 	tb.Cleanup(func() { _ = d.Close() })
 	gd.d = d
