@@ -73,6 +73,7 @@ var confCases = []struct {
 	{"ClearHaltPending", confClearHaltPending},
 	{"Unplug", confUnplug},
 	{"CloseDrains", confCloseDrains},
+	{"Order", confOrder},
 	{"Typed", confTyped},
 	{"Control", confControl},
 	{"ControlRequest", confControlRequest},
@@ -610,4 +611,34 @@ func confControlWithheld(t *testing.T, cd *confDev) {
 	AssertNoMore(t, cd.r)
 	dd := cd.deviceDescriptor(t)
 	assert.Equal(t, byte(devDescLen), dd[0])
+}
+
+// confOrder: transfers queued on one endpoint run and complete in
+// submission order, as on the bus: four echoes requested in order come
+// back, in order, into four IN transfers queued before any data arrived.
+func confOrder(t *testing.T, cd *confDev) {
+	const k = 4
+	bufs := make([][]byte, k)
+	for i := range k {
+		bufs[i] = cd.inBuf()
+		_, err := cd.in.Submit(bufs[i], Xfer{User: i})
+		require.NoError(t, err)
+	}
+	ctx, cancel := testContext()
+	defer cancel()
+	for i := range k {
+		_, err := cd.out.Write(ctx, usbsim.EchoCommand([]byte{'#', byte('0' + i)}))
+		require.NoError(t, err)
+	}
+	var order []any
+	for len(order) < k {
+		for _, c := range Reap(t, cd.r, 1) {
+			require.NoError(t, c.Err, "transfer %v", c.User)
+			i := c.User.(int)
+			assert.Equal(t, string([]byte{'#', byte('0' + i)}), string(bufs[i][:c.N]), "data of transfer %d", i)
+			order = append(order, c.User)
+		}
+	}
+	assert.Equal(t, []any{0, 1, 2, 3}, order, "completion order")
+	AssertNoMore(t, cd.r)
 }
