@@ -35,6 +35,7 @@ type confDev struct {
 	// canceled (usbfs: an asynchronous URB), or runs until the device
 	// answers or the control timeout passes (libusb's synchronous call).
 	controlCancels bool
+	resets         bool // the backend can reset the device (not the simulator)
 }
 
 // confBackend opens the scanner configured by cfg through one backend.
@@ -79,6 +80,7 @@ var confCases = []struct {
 	{"ControlRequest", confControlRequest},
 	{"ControlStall", confControlStall},
 	{"ControlWithheld", confControlWithheld},
+	{"Reset", confReset},
 }
 
 // TestConformance runs every case against every backend, as
@@ -641,4 +643,33 @@ func confOrder(t *testing.T, cd *confDev) {
 	}
 	assert.Equal(t, []any{0, 1, 2, 3}, order, "completion order")
 	AssertNoMore(t, cd.r)
+}
+
+// confReset: Device.Reset refuses while a transfer is pending; then the
+// device is reset and set up again as Open left it, and transfers work on.
+// The simulator has no port to reset: ErrNotSupported.
+func confReset(t *testing.T, cd *confDev) {
+	q, err := cd.in.Submit(cd.inBuf(), Xfer{})
+	require.NoError(t, err)
+	settle(t, cd.r, 1)
+	assert.ErrorIs(t, cd.d.Reset(), ioring.ErrInvalid, "a transfer is pending")
+	require.NoError(t, q.Cancel())
+	assert.ErrorIs(t, Reap(t, cd.r, 1)[0].Err, ErrCanceled)
+
+	err = cd.d.Reset()
+	if !cd.resets {
+		require.ErrorIs(t, err, ioring.ErrNotSupported)
+	} else {
+		require.NoError(t, err)
+	}
+	cd.echo(t, []byte("after the reset"))
+	cd.s.PressButton(1)
+	ctx, cancel := testContext()
+	defer cancel()
+	buf := make([]byte, usbsim.InterruptMaxPacketSize)
+	n, err := cd.intr.Transfer(ctx, buf)
+	require.NoError(t, err, "interrupt IN after the reset")
+	e, err := usbsim.ParseEvent(buf[:n])
+	require.NoError(t, err)
+	assert.Equal(t, usbsim.EventButton, e.Kind)
 }

@@ -71,6 +71,23 @@ func (d *Device) ClearHalt(addr uint8) error {
 	return d.tr.ClearHalt(e.desc)
 }
 
+// Reset resets the device (a USB port reset): it returns to its default
+// state and the host sets it up again as Open left it (configuration, the
+// claimed interface and its alternate setting), at the same address. No
+// transfer may be pending on the device: complete or cancel them first;
+// Submits wait until Reset returns. Errors: ErrClosed, ErrNoDevice (also
+// when the device does not come back), an error wrapping ioring.ErrInvalid
+// while transfers are pending, one wrapping ioring.ErrNotSupported where
+// the backend cannot reset (the simulator), or the transport's.
+func (d *Device) Reset() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return ErrClosed
+	}
+	return d.tr.Reset()
+}
+
 // CancelAll cancels every transfer in flight on the device's endpoints,
 // queued or in progress, like WIA's CancelPendingIO. It requests and
 // returns; each transfer still completes exactly once (ErrCanceled, or its

@@ -31,6 +31,9 @@ type libusbDevice interface {
 	control(s Setup, data []byte) (int, error)
 	// clearHalt sends CLEAR_FEATURE(ENDPOINT_HALT) for addr.
 	clearHalt(addr uint8) error
+	// reset resets the device (libusb_reset_device, which claims the
+	// interfaces again and restores their alternate settings).
+	reset() error
 	// present reports whether the device is still attached.
 	present() bool
 	// close releases the interface, the device and libusb.
@@ -118,6 +121,14 @@ const (
 
 func (r libusbRunner) ClearHalt(ep EndpointDesc) error {
 	err := r.dev.clearHalt(ep.Address)
+	if r.unplugged(err) {
+		return ErrNoDevice
+	}
+	return libusbError(err)
+}
+
+func (r libusbRunner) Reset() error {
+	err := r.dev.reset()
 	if r.unplugged(err) {
 		return ErrNoDevice
 	}
@@ -272,6 +283,7 @@ func libusbOpen(ring *ioring.Ring, vid, pid uint16, o options) (*Device, error) 
 		out:     map[uint8]*gousb.OutEndpoint{},
 		scratch: map[uint8]*[]byte{},
 		node:    fmt.Sprintf("%s/%03d/%03d", usbfsRoot, devs[0].Desc.Bus, devs[0].Desc.Address),
+		opts:    o,
 	}
 	desc, err := g.open(o)
 	if err != nil {
@@ -287,15 +299,16 @@ type gousbDevice struct {
 	dev  *gousb.Device
 	cfg  *gousb.Config
 	intf *gousb.Interface
-	in   map[uint8]*gousb.InEndpoint // read-only after open
+	in   map[uint8]*gousb.InEndpoint // set by open (and reset, while no transfer runs)
 	out  map[uint8]*gousb.OutEndpoint
-	node string // the usbfs node, to tell an unplug from other errors
+	opts options // Open's, for reset
+	node string  // the usbfs node, to tell an unplug from other errors
 	// scratch is each IN endpoint's landing buffer. gousb copies libusb's
 	// whole buffer into the caller's, bytes past the transfer's length
 	// included (uninitialised C memory); reading into scratch and copying
 	// the n bytes that arrived leaves the rest of the caller's buffer as
 	// it was, as usbfs does. Only the endpoint's pump uses its scratch.
-	scratch map[uint8]*[]byte // read-only after open
+	scratch map[uint8]*[]byte // set by open (and reset, while no transfer runs)
 }
 
 func (g *gousbDevice) open(o options) (DeviceDesc, error) {
@@ -362,6 +375,28 @@ func (g *gousbDevice) clearHalt(addr uint8) error {
 		featEndpointHlt = 0x00
 	)
 	_, err := g.dev.Control(recipEndpoint, reqClearFeature, featEndpointHlt, uint16(addr), nil)
+	return err
+}
+
+// reset resets the device: gousb refuses while a configuration is open,
+// so it closes the interface and the configuration, resets, and opens them
+// again as Open did (the endpoints are new: no transfer runs meanwhile).
+func (g *gousbDevice) reset() error {
+	if g.intf != nil {
+		g.intf.Close()
+		g.intf = nil
+	}
+	if g.cfg != nil {
+		err := g.cfg.Close()
+		g.cfg = nil
+		if err != nil {
+			return err
+		}
+	}
+	if err := g.dev.Reset(); err != nil {
+		return err
+	}
+	_, err := g.open(g.opts)
 	return err
 }
 

@@ -39,6 +39,7 @@ type fakeLibusb struct {
 	calls    chan *fakeCall
 	gone     atomic.Bool
 	closed   atomic.Int32
+	resets   atomic.Int32
 	mu       sync.Mutex
 	cleared  []uint8 // guarded by mu
 	clearErr error   // what clearHalt returns; guarded by mu
@@ -75,6 +76,11 @@ func (f *fakeLibusb) clearHalt(addr uint8) error {
 	defer f.mu.Unlock()
 	f.cleared = append(f.cleared, addr)
 	return f.clearErr
+}
+
+func (f *fakeLibusb) reset() error {
+	f.resets.Add(1)
+	return nil
 }
 
 func (f *fakeLibusb) present() bool { return !f.gone.Load() }
@@ -451,4 +457,22 @@ func TestLibusbControl(t *testing.T) {
 	require.NoError(t, err)
 	f.next(t).answer <- fakeResult{n: 8}
 	assert.NoError(t, Reap(t, r, 1)[0].Err)
+}
+
+// TestLibusbReset: Reset refuses while a transfer is pending, then resets
+// through libusb once, and says ErrClosed after Close.
+func TestLibusbReset(t *testing.T) {
+	r, f, d, _, in := newFakeDev(t)
+	q, err := in.Submit(make([]byte, 8), Xfer{})
+	require.NoError(t, err)
+	f.next(t)
+	assert.ErrorIs(t, d.Reset(), ioring.ErrInvalid, "a transfer is pending")
+	assert.Zero(t, f.resets.Load())
+	require.NoError(t, q.Cancel())
+	assert.ErrorIs(t, Reap(t, r, 1)[0].Err, ErrCanceled)
+	require.NoError(t, d.Reset())
+	assert.Equal(t, int32(1), f.resets.Load())
+	require.NoError(t, d.Close())
+	assert.ErrorIs(t, d.Reset(), ErrClosed)
+	assert.Equal(t, int32(1), f.resets.Load())
 }

@@ -29,6 +29,10 @@ type Runner interface {
 	// ClearHalt clears a halt of ep; no transfer of ep is pending or
 	// running meanwhile.
 	ClearHalt(ep EndpointDesc) error
+	// Reset resets the device (see Transport.Reset); no transfer is pending
+	// or running meanwhile. A backend that cannot returns an error wrapping
+	// ioring.ErrNotSupported.
+	Reset() error
 	// Close releases the backend, after every transfer completed.
 	Close() error
 }
@@ -210,6 +214,30 @@ func (p *Pump) ClearHalt(ep EndpointDesc) error {
 	e.paused = false
 	e.cond.Signal()
 	e.mu.Unlock()
+	if errors.Is(err, ErrNoDevice) {
+		p.gone.Store(true)
+	}
+	return err
+}
+
+// Reset has the Runner reset the device, once no transfer is queued or
+// running on any endpoint (see Transport.Reset).
+func (p *Pump) Reset() error {
+	if p.gone.Load() {
+		return ErrNoDevice
+	}
+	for _, e := range p.eps {
+		if e == nil {
+			continue
+		}
+		e.mu.Lock()
+		busy := e.head != nil || e.running != nil || e.paused
+		e.mu.Unlock()
+		if busy {
+			return fmt.Errorf("usb: reset: %w: transfers are pending on %#02x", ioring.ErrInvalid, e.desc.Address)
+		}
+	}
+	err := p.run.Reset()
 	if errors.Is(err, ErrNoDevice) {
 		p.gone.Store(true)
 	}

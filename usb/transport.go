@@ -52,6 +52,13 @@ type Transport interface {
 	// error wrapping ioring.ErrInvalid while transfers are pending on ep,
 	// and returns ErrNoDevice once the device is gone.
 	ClearHalt(ep EndpointDesc) error
+	// Reset resets the device (a USB port reset) and restores what the
+	// Transport had set up (configuration, claimed interface, alternate
+	// setting). The Device calls it with no Submit in progress; it refuses
+	// with an error wrapping ioring.ErrInvalid while transfers are
+	// pending, and with one wrapping ioring.ErrNotSupported where the
+	// backend cannot reset.
+	Reset() error
 	// Close cancels every transfer, waits until each has completed, and
 	// releases the device and the Transport's goroutines.
 	Close() error

@@ -20,6 +20,9 @@ type usbfsTransport struct {
 	dev *usbfs.Device
 	eps map[uint8]*usbfs.Endpoint // endpoint 0, bulk and interrupt endpoints; read-only after open
 	zlp bool                      // WithZeroPacket
+	// iface and alt are the claimed interface and its alternate setting,
+	// restored after a reset.
+	iface, alt int
 }
 
 // endpoint returns the usbfs endpoint of ep, or an error wrapping
@@ -56,6 +59,30 @@ func (t *usbfsTransport) ClearHalt(ep EndpointDesc) error {
 		return err
 	}
 	return e.ClearHalt()
+}
+
+func (t *usbfsTransport) Reset() error {
+	if t.dev == nil {
+		return fmt.Errorf("usb: reset: %w: no device", ioring.ErrNotSupported)
+	}
+	for addr, e := range t.eps {
+		if n := e.Pending(); n > 0 {
+			return fmt.Errorf("usb: reset: %w: %d transfers are pending on %#02x", ioring.ErrInvalid, n, addr)
+		}
+	}
+	if err := t.dev.Reset(); err != nil {
+		return err
+	}
+	// usbfs lets go of the interfaces it had claimed across a reset (its
+	// driver has no post_reset): claim it again and restore its alternate
+	// setting, as libusb does.
+	if err := t.dev.Claim(t.iface, false); err != nil {
+		return err
+	}
+	if t.alt != 0 {
+		return t.dev.SetAltSetting(t.iface, t.alt)
+	}
+	return nil
 }
 
 func (t *usbfsTransport) Close() error {
@@ -206,7 +233,7 @@ func usbfsSetup(dev *usbfs.Device, o options) (*usbfsTransport, DeviceDesc, erro
 	if o.zlp && !dev.Capabilities().Has(usbfs.CapZeroPacket) {
 		return nil, DeviceDesc{}, fmt.Errorf("WithZeroPacket: %w: this kernel's usbfs lacks USBDEVFS_CAP_ZERO_PACKET", ioring.ErrNotSupported)
 	}
-	tr := &usbfsTransport{dev: dev, eps: map[uint8]*usbfs.Endpoint{0: dev.ControlEndpoint()}, zlp: o.zlp}
+	tr := &usbfsTransport{dev: dev, eps: map[uint8]*usbfs.Endpoint{0: dev.ControlEndpoint()}, zlp: o.zlp, iface: o.iface, alt: o.alt}
 	for _, ed := range alt.Endpoints {
 		if t := ed.Type(); t != usbfs.Bulk && t != usbfs.Interrupt {
 			continue // described, but usbfs transfers on these only

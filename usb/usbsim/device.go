@@ -249,4 +249,10 @@ func (r *hostRunner) ClearHalt(ep usb.EndpointDesc) error {
 	return r.s.ClearHalt(ep.Address)
 }
 
+// Reset is not possible on the socketpairs: the scanner has no port to
+// reset (Unplug and Replug it instead).
+func (*hostRunner) Reset() error {
+	return fmt.Errorf("usbsim: reset: %w: the simulated scanner has no port to reset", ioring.ErrNotSupported)
+}
+
 func (*hostRunner) Close() error { return nil }
