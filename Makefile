@@ -75,12 +75,12 @@ bench-quick: deps
 # usbvm-setup installs QEMU (apt) and caches Debian's kernel and USB modules
 # outside the repository, then builds the go test -exec runner.
 usbvm-setup:
-	$(GO) run ./usb/internal/usbvm/cmd/usbvm-setup -q
-	CGO_ENABLED=0 $(GO) build -o $(USBVM_EXEC) ./usb/internal/usbvm/cmd/usbvm-exec
+	$(GO) run ./internal/usbvm/cmd/usbvm-setup -q
+	CGO_ENABLED=0 $(GO) build -o $(USBVM_EXEC) ./internal/usbvm/cmd/usbvm-exec
 
 # test-usbvm runs the usb packages' tests inside the guest (dummy_hcd, a
 # FunctionFS gadget, usbfs and libusb on a real Linux USB stack).
 test-usbvm: usbvm-setup
-	$(GO) test -v -race -count=1 -exec $(USBVM_EXEC) $$($(GO) list ./usb/... | grep -v /usbvm/internal/)
+	$(GO) test -v -race -count=1 -exec $(USBVM_EXEC) $$($(GO) list ./usb/... ./internal/usbvm)
 	$(GO) test -v -race -count=1 -exec $(USBVM_EXEC) -run Gadget ./minidrv/
 	$(GO) test -v -race -count=1 -exec $(USBVM_EXEC) -run Gadget ./cmd/scand/

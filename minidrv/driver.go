@@ -102,9 +102,9 @@ type Config struct {
 }
 
 // SimOpener returns a Config.Open that opens the simulated scanner s on
-// ring r with usb.OpenSim.
+// ring r with usbsim.Open.
 func SimOpener(r *ioring.Ring, s *usbsim.Scanner) func(context.Context) (*usb.Device, error) {
-	return func(context.Context) (*usb.Device, error) { return usb.OpenSim(r, s) }
+	return func(context.Context) (*usb.Device, error) { return usbsim.Open(r, s) }
 }
 
 // Progress is one progress report of an acquisition.

@@ -18,11 +18,11 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/cancelio/cancelio/internal/usbvm"
 	"github.com/cancelio/cancelio/ioring"
 	"github.com/cancelio/cancelio/minidrv"
 	"github.com/cancelio/cancelio/usb"
 	"github.com/cancelio/cancelio/usb/usbsim"
-	"github.com/cancelio/cancelio/usb/usbvmtest"
 )
 
 // gadgetSeq names each gadget uniquely (configfs directory, serial number).
@@ -38,9 +38,9 @@ const gadgetAbortTimeout = 2 * time.Second
 // guest.
 func newGadgetRig(t *testing.T, cfg minidrv.Config, sim usbsim.Config) *rig {
 	t.Helper()
-	usbvmtest.RequireGuest(t)
+	usbvm.RequireGuest(t)
 	name := fmt.Sprintf("minidrv%d", gadgetSeq.Add(1))
-	g, err := usbvmtest.NewGadget(usbvmtest.GadgetConfig{Name: name, SerialNumber: name, Product: "usbsim scanner"})
+	g, err := usbvm.NewGadget(usbvm.GadgetConfig{Name: name, SerialNumber: name, Product: "usbsim scanner"})
 	require.NoError(t, err)
 	t.Cleanup(func() { assert.NoError(t, g.Close()) }) // after the rig's
 	sim.Serial = name
@@ -70,7 +70,7 @@ func newGadgetRig(t *testing.T, cfg minidrv.Config, sim usbsim.Config) *rig {
 
 // gadgetOpener returns a Config.Open that waits until the host side has
 // enumerated g (a replug takes a moment) and opens it with usb.Open.
-func gadgetOpener(ring *ioring.Ring, g *usbvmtest.Gadget) func(context.Context) (*usb.Device, error) {
+func gadgetOpener(ring *ioring.Ring, g *usbvm.Gadget) func(context.Context) (*usb.Device, error) {
 	return func(ctx context.Context) (*usb.Device, error) {
 		for {
 			host, err := g.HostDevice(ctx)

@@ -3,6 +3,7 @@ package usb
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"runtime"
 	"syscall"
 	"testing"
@@ -49,7 +50,7 @@ func TestBackendBuild(t *testing.T) {
 // environment.
 func TestOpenBadInput(t *testing.T) {
 	t.Setenv(backendEnv, "")
-	r := newRing(t, 8)
+	r := NewRing(t, 8)
 	for _, backend := range []string{"usbfs", "libusb"} {
 		if checkBackend(backend) != nil {
 			continue
@@ -83,7 +84,7 @@ func TestOpenUsbfsNoUSB(t *testing.T) {
 	if haveUSB() == nil {
 		t.Skip("this machine has /dev/bus/usb")
 	}
-	r := newRing(t, 8)
+	r := NewRing(t, 8)
 	t.Setenv(backendEnv, "")
 	_, err := Open(r, 0x1209, 0x0001, WithBackend("usbfs"))
 	assert.ErrorIs(t, err, ErrNoUSB)
@@ -98,10 +99,12 @@ func TestOpenUsbfsNoUSB(t *testing.T) {
 	assert.ErrorIs(t, err, ErrNoUSB)
 }
 
-// TestUsbfsErrorMap: usbfs's results become this package's errors, the
-// same identities libusb's map to (see TestErrorMapsAgree).
-func TestUsbfsErrorMap(t *testing.T) {
-	enodev := fmt.Errorf("%w (%v)", ioring.ErrNoDevice, syscall.ENODEV)
+// TestUsbfsErrors: usbfs's results are this package's errors themselves
+// (one set of sentinels, package base), the same identities libusb's map
+// to (see TestErrorMapsAgree), also wrapped in usbfs's OpError; statuses
+// and errnos without a sentinel keep their identity.
+func TestUsbfsErrors(t *testing.T) {
+	enodev := fmt.Errorf("%w (%v)", usbfs.ErrNoDevice, syscall.ENODEV)
 	for _, tc := range []struct {
 		in, want error
 	}{
@@ -110,23 +113,28 @@ func TestUsbfsErrorMap(t *testing.T) {
 		{usbfs.ErrStall, ErrStall},
 		{&usbfs.OpError{Op: "control", Err: usbfs.ErrStall}, ErrStall},
 		{usbfs.ErrBabble, ErrBabble},
-		{ioring.ErrNoDevice, ErrNoDevice},
+		{usbfs.ErrNoDevice, ErrNoDevice},
 		{&usbfs.OpError{Op: "clear halt 0x81", Err: enodev}, ErrNoDevice},
 		{fmt.Errorf("usb: endpoint 0x81: %w", &usbfs.OpError{Op: "submit", Err: enodev}), ErrNoDevice},
 		{usbfs.ErrClosed, ErrClosed},
+		{usbfs.ErrNoUSB, ErrNoUSB},
 	} {
-		got := usbfsError(tc.in)
-		assert.Equal(t, tc.want, got, "%v", tc.in) // the sentinel itself
+		assert.ErrorIs(t, tc.in, tc.want, "%v", tc.in)
 	}
-	assert.NoError(t, usbfsError(nil))
-	assert.ErrorIs(t, usbfsError(ErrNoDevice), ioring.ErrNoDevice)
-	assert.ErrorIs(t, usbfsError(ErrTimeout), ErrCanceled, "a timeout is a cancel")
+	for _, s := range []error{usbfs.ErrStall, usbfs.ErrBabble, usbfs.ErrNoDevice, usbfs.ErrClosed, usbfs.ErrNoUSB} {
+		assert.Contains(t, []error{ErrStall, ErrBabble, ErrNoDevice, ErrClosed, ErrNoUSB}, s, "the sentinel itself")
+	}
+	assert.ErrorIs(t, usbfs.ErrNoDevice, ioring.ErrNoDevice)
+	assert.ErrorIs(t, ErrTimeout, ErrCanceled, "a timeout is a cancel")
 
-	noUSB := usbfsError(fmt.Errorf("%w (/dev/bus/usb is missing)", usbfs.ErrNoUSB))
+	noUSB := openError(fmt.Errorf("%w (/dev/bus/usb is missing)", usbfs.ErrNoUSB))
 	assert.ErrorIs(t, noUSB, ErrNoUSB)
+	// A device that vanished between enumeration and open is not found.
+	assert.ErrorIs(t, openError(&usbfs.OpError{Op: "read descriptors", Err: fs.ErrNotExist}), ErrNotFound)
+	assert.ErrorIs(t, openError(&usbfs.OpError{Op: "open", Err: enodev}), ErrNoDevice)
 
 	// A status without a sentinel keeps its errno.
-	proto := usbfsError(&usbfs.StatusError{Errno: syscall.EPROTO})
+	var proto error = &usbfs.StatusError{Errno: syscall.EPROTO}
 	assert.ErrorIs(t, proto, syscall.EPROTO)
 	var se *usbfs.StatusError
 	assert.True(t, errors.As(proto, &se))
@@ -134,19 +142,19 @@ func TestUsbfsErrorMap(t *testing.T) {
 		assert.NotErrorIs(t, proto, s)
 	}
 	// So does a refused ioctl.
-	assert.ErrorIs(t, usbfsError(&usbfs.OpError{Op: "claim interface 0", Err: syscall.EBUSY}), syscall.EBUSY)
+	assert.ErrorIs(t, openError(&usbfs.OpError{Op: "claim interface 0", Err: syscall.EBUSY}), syscall.EBUSY)
 }
 
 // TestUsbfsRefusesUpFront: transfers the usbfs transport cannot carry are
 // refused at Submit, before anything reaches a device (this transport has
 // none), and nothing completes.
 func TestUsbfsRefusesUpFront(t *testing.T) {
-	r := newRing(t, 8)
+	r := NewRing(t, 8)
 	desc := DeviceDesc{Endpoints: []EndpointDesc{
 		{Address: 0x81, Type: Isochronous, MaxPacketSize: 512},
 		{Address: 0x82, Type: Bulk, MaxPacketSize: 512},
 	}}
-	d := newDevice(r, desc, &usbfsTransport{eps: map[uint8]*usbfs.Endpoint{}}, nil)
+	d := NewDevice(desc, &usbfsTransport{eps: map[uint8]*usbfs.Endpoint{}})
 	iso, err := d.Endpoint(0x81)
 	require.NoError(t, err)
 	_, err = iso.Submit(make([]byte, 8), Xfer{})
@@ -158,5 +166,5 @@ func TestUsbfsRefusesUpFront(t *testing.T) {
 	assert.ErrorIs(t, d.ClearHalt(0x81), ioring.ErrNotSupported, "clear halt of isochronous")
 	assert.Zero(t, r.InFlight())
 	require.NoError(t, d.Close())
-	assertNoMore(t, r)
+	AssertNoMore(t, r)
 }

@@ -1,4 +1,4 @@
-package usb
+package usb_test
 
 import (
 	"fmt"
@@ -9,6 +9,7 @@ import (
 
 	"github.com/cancelio/cancelio/internal/latstat"
 	"github.com/cancelio/cancelio/ioring"
+	. "github.com/cancelio/cancelio/usb"
 	"github.com/cancelio/cancelio/usb/usbsim"
 )
 
@@ -16,11 +17,11 @@ import (
 // benchmark; everything closes with it.
 func benchDev(b *testing.B, maxTransfer int) (*ioring.Ring, *usbsim.Scanner, *Device) {
 	b.Helper()
-	r := newRing(b, 64)
+	r := NewRing(b, 64)
 	s, err := usbsim.NewScanner(usbsim.Config{MaxTransfer: maxTransfer})
 	require.NoError(b, err)
 	b.Cleanup(func() { _ = s.Close() })
-	d, err := OpenSim(r, s)
+	d, err := usbsim.Open(r, s)
 	require.NoError(b, err)
 	b.Cleanup(func() { _ = d.Close() })
 	return r, s, d
@@ -63,7 +64,7 @@ func BenchmarkBulkIn(b *testing.B) {
 					}
 				}
 				require.NoError(b, d.CancelAll())
-				reap(b, r, qd)
+				Reap(b, r, qd)
 			})
 		}
 	}

@@ -1,33 +1,25 @@
 package usb
 
-import "fmt"
+import (
+	"fmt"
+
+	"github.com/cancelio/cancelio/usb/internal/base"
+)
 
 // TransferType is an endpoint's transfer type, valued as in the endpoint
-// descriptor's bmAttributes bits 1..0.
-type TransferType uint8
+// descriptor's bmAttributes bits 1..0. Its String method gives "control",
+// "isochronous", "bulk" or "interrupt". It is the one transfer type of
+// every layer (the usbfs backend's descriptors and the simulator's
+// endpoints carry it too), defined in package usb/internal/base.
+type TransferType = base.TransferType
 
 // The USB transfer types.
 const (
-	Control     TransferType = 0
-	Isochronous TransferType = 1
-	Bulk        TransferType = 2
-	Interrupt   TransferType = 3
+	Control     = base.Control
+	Isochronous = base.Isochronous
+	Bulk        = base.Bulk
+	Interrupt   = base.Interrupt
 )
-
-// String returns "control", "isochronous", "bulk" or "interrupt".
-func (t TransferType) String() string {
-	switch t {
-	case Control:
-		return "control"
-	case Isochronous:
-		return "isochronous"
-	case Bulk:
-		return "bulk"
-	case Interrupt:
-		return "interrupt"
-	}
-	return fmt.Sprintf("TransferType(%d)", uint8(t))
-}
 
 // EndpointDesc describes one endpoint of an opened interface.
 type EndpointDesc struct {

@@ -17,11 +17,22 @@
 // Where the system has no USB subsystem (no /dev/bus/usb, as in most
 // containers) both return ErrNoUSB. WithZeroPacket ends bulk OUT transfers of whole packets
 // with a zero-length packet, for protocols that end a transfer with a short
-// packet (usbsim's scanner served as a gadget is one). OpenSim opens the
-// simulated scanner of package usbsim, whose endpoints are real kernel fds:
-// its transfers are real io_uring (or epoll) I/O, so tests and benchmarks
-// exercise the whole path, with faults (latency, stall, hang, unplug)
-// injected at run time.
+// packet (usbsim's scanner served as a gadget is one). usbsim.Open opens
+// the simulated scanner of package usbsim, whose endpoints are real kernel
+// fds: its transfers are real io_uring (or epoll) I/O, so tests and
+// benchmarks exercise the whole path, with faults (latency, stall, hang,
+// unplug) injected at run time. This package does not import the
+// simulator.
+//
+// # Backends
+//
+// Every backend implements one interface, Transport, and NewDevice makes a
+// Device of any Transport: usbfs and libusb here, the simulator in package
+// usbsim. A backend whose I/O is blocking or sequential per endpoint
+// implements Runner instead and gets its Transport from NewPump, which
+// keeps the queues, the cancel hooks and the exactly-once completion. All
+// backends report the same errors (below), and one conformance suite runs
+// the same cases against each.
 //
 // # Transfers
 //
@@ -64,7 +75,7 @@
 //
 // # The simulated scanner
 //
-// On a Device from OpenSim an IN transfer is one readv of one message
+// On a Device from usbsim.Open an IN transfer is one readv of one message
 // ([header, buf]), an OUT transfer one writev of a message followed by the
 // read of the device's 5-byte reply (see usbsim). IN buffers shorter than
 // EndpointDesc.MaxTransfer go through a bounce buffer and the rest of a

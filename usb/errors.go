@@ -1,58 +1,48 @@
 package usb
 
 import (
-	"errors"
-
 	"github.com/cancelio/cancelio/ioring"
+	"github.com/cancelio/cancelio/usb/internal/base"
 )
 
-// usbError is a sentinel that also matches the errors it stands for in
-// lower layers, so that errors.Is works across the stack without
-// allocating at completion time.
-type usbError struct {
-	msg  string
-	also error
-}
-
-func (e *usbError) Error() string { return e.msg }
-
-// Unwrap returns the lower-layer error e stands for.
-func (e *usbError) Unwrap() error { return e.also }
-
 // Errors of this package. Compare with errors.Is: transports may wrap them.
+// Every backend (usbfs, libusb, the simulator) reports these values
+// themselves; they are defined once, in package usb/internal/base, which
+// the usbfs backend below this package shares.
 var (
 	// ErrNoUSB is returned by List and Open where the system has no USB
 	// subsystem (no /dev/bus/usb, as in most containers and on kernels
-	// built without CONFIG_USB). Nothing can be opened; use OpenSim.
-	ErrNoUSB = errors.New("usb: no USB subsystem (no /dev/bus/usb)")
+	// built without CONFIG_USB). Nothing can be opened; use the simulator
+	// (package usbsim). errors.Is(err, ioring.ErrNotSupported) holds.
+	ErrNoUSB = base.ErrNoUSB
 
 	// ErrNoDevice is the result of a transfer whose device went away
 	// (unplugged, reset, powered off), and is returned by Submit once the
 	// device is known to be gone. It is final: close the Device and open
 	// the device again when it comes back. errors.Is(err,
 	// ioring.ErrNoDevice) holds. It is not a cancel.
-	ErrNoDevice error = &usbError{msg: "usb: no device", also: ioring.ErrNoDevice}
+	ErrNoDevice = base.ErrNoDevice
 
 	// ErrStall is the result of a transfer on a halted endpoint (a STALL
 	// handshake: libusb's LIBUSB_ERROR_PIPE, usbfs's EPIPE). Every transfer
 	// on the endpoint fails with it until the host clears the halt: let the
 	// pending transfers complete (or cancel them), then call
 	// Device.ClearHalt.
-	ErrStall = errors.New("usb: endpoint stalled")
+	ErrStall = base.ErrStall
 
 	// ErrBabble is the result of a transfer in which the device sent more
 	// than the buffer could hold (babble: libusb's
 	// LIBUSB_TRANSFER_OVERFLOW, usbfs's EOVERFLOW). The bytes that fit are
 	// reported where the transport knows them.
-	ErrBabble = errors.New("usb: babble: the device sent more data than requested")
+	ErrBabble = base.ErrBabble
 
 	// ErrNotFound is returned by Open when no device matches, and by
 	// Device.Endpoint and Device.ClearHalt for an endpoint address the
 	// device's interface does not have.
-	ErrNotFound = errors.New("usb: not found")
+	ErrNotFound = base.ErrNotFound
 
 	// ErrClosed is returned by calls on a closed Device.
-	ErrClosed = errors.New("usb: device closed")
+	ErrClosed = base.ErrClosed
 
 	// ErrCanceled is the result of a transfer canceled before it completed
 	// (its token, Request.Cancel, Device.CancelAll, a context, Close). The

@@ -25,7 +25,7 @@ func Example() {
 		panic(err)
 	}
 	defer scanner.Close()
-	dev, err := usb.OpenSim(ring, scanner)
+	dev, err := usbsim.Open(ring, scanner)
 	if err != nil {
 		panic(err)
 	}

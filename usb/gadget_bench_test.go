@@ -1,6 +1,6 @@
 //go:build cgo && linux
 
-package usb
+package usb_test
 
 // Benchmarks on a real Linux USB host stack: usbsim's scanner served as a
 // FunctionFS gadget on dummy_hcd inside the usbvm guest, opened through
@@ -21,6 +21,7 @@ import (
 
 	"github.com/cancelio/cancelio/internal/latstat"
 	"github.com/cancelio/cancelio/ioring"
+	. "github.com/cancelio/cancelio/usb"
 	"github.com/cancelio/cancelio/usb/usbsim"
 )
 
@@ -95,41 +96,65 @@ func BenchmarkGadgetBulkIn(b *testing.B) {
 		for _, size := range []int{16 << 10, 512 << 10} {
 			for _, qd := range []int{1, 8} {
 				b.Run(fmt.Sprintf("size=%dKiB/qd=%d", size>>10, qd), func(b *testing.B) {
-					gd := newGadgetDev(b, backend, usbsim.Config{})
-					// A scan longer than any run: lines of MaxTransfer bytes,
-					// so every message is full and transfers gather them.
-					p := usbsim.ScanParams{DPI: 300, Width: uint32(gd.maxTransfer), Height: usbsim.MaxPixels, Format: usbsim.FormatGray8}
-					gd.send(b, usbsim.StartScanCommand(p))
-					bufs := make([][]byte, qd)
-					for i := range bufs {
-						bufs[i] = make([]byte, size)
-						if _, err := gd.in.Submit(bufs[i], Xfer{User: i}); err != nil {
-							b.Fatal(err)
-						}
-					}
-					cs := make([]ioring.Completion, 1)
-					b.SetBytes(int64(size))
-					b.ReportAllocs()
-					for b.Loop() {
-						if _, err := gd.r.Reap(cs, -1); err != nil {
-							b.Fatal(err)
-						}
-						c := cs[0]
-						if c.Err != nil || c.N != size {
-							b.Fatalf("transfer: %d bytes, %v", c.N, c.Err)
-						}
-						i := c.User.(int)
-						if _, err := gd.in.Submit(bufs[i], Xfer{User: i}); err != nil {
-							b.Fatal(err)
-						}
-					}
-					b.StopTimer()
-					if err := gd.d.CancelAll(); err != nil {
-						b.Fatal(err)
-					}
-					reap(b, gd.r, qd)
+					streamBulkIn(b, newGadgetDev(b, backend, usbsim.Config{}), size, qd)
 				})
 			}
 		}
 	})
+}
+
+// BenchmarkGadgetDepth streams a scan from the gadget scanner through
+// usbfs with qd=8 bulk IN transfers of size bytes submitted and depth of
+// them in the kernel at once (WithDepth; the rest wait in the Device), to
+// choose WithDepth's default: more URBs in the kernel keep the bus busy
+// between completions, fewer make a cancel cheaper (one DISCARDURB per
+// URB in the kernel). One op is one transfer (b.SetBytes: MB/s). Under TCG
+// the figures are not hardware figures: compare depths in one run.
+func BenchmarkGadgetDepth(b *testing.B) {
+	const qd = 8
+	for _, size := range []int{16 << 10, 64 << 10} {
+		for _, depth := range []int{1, 2, 4, 8} {
+			b.Run(fmt.Sprintf("size=%dKiB/depth=%d", size>>10, depth), func(b *testing.B) {
+				streamBulkIn(b, newGadgetDev(b, "usbfs", usbsim.Config{}, WithDepth(depth)), size, qd)
+			})
+		}
+	}
+}
+
+// streamBulkIn is the loop of the bulk IN benchmarks: a scan longer than
+// any run streams from gd with qd transfers of size bytes in flight, each
+// reaped from the ring and submitted again. One op is one transfer.
+func streamBulkIn(b *testing.B, gd *gadgetDev, size, qd int) {
+	// Lines of MaxTransfer bytes, so every message is full and transfers
+	// gather them.
+	p := usbsim.ScanParams{DPI: 300, Width: uint32(gd.maxTransfer), Height: usbsim.MaxPixels, Format: usbsim.FormatGray8}
+	gd.send(b, usbsim.StartScanCommand(p))
+	bufs := make([][]byte, qd)
+	for i := range bufs {
+		bufs[i] = make([]byte, size)
+		if _, err := gd.in.Submit(bufs[i], Xfer{User: i}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	cs := make([]ioring.Completion, 1)
+	b.SetBytes(int64(size))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := gd.r.Reap(cs, -1); err != nil {
+			b.Fatal(err)
+		}
+		c := cs[0]
+		if c.Err != nil || c.N != size {
+			b.Fatalf("transfer: %d bytes, %v", c.N, c.Err)
+		}
+		i := c.User.(int)
+		if _, err := gd.in.Submit(bufs[i], Xfer{User: i}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	if err := gd.d.CancelAll(); err != nil {
+		b.Fatal(err)
+	}
+	Reap(b, gd.r, qd)
 }

@@ -1,6 +1,6 @@
 //go:build cgo && linux
 
-package usb
+package usb_test
 
 // TestGadgetRandom, the randomized test of issue 9: eight goroutines
 // stream bulk IN and OUT transfers to usbsim's scanner served as a gadget
@@ -64,6 +64,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/cancelio/cancelio/ioring"
+	. "github.com/cancelio/cancelio/usb"
 	"github.com/cancelio/cancelio/usb/usbsim"
 )
 
@@ -267,8 +268,8 @@ func (rd *randRound) wait(x *rxfer) bool {
 	defer rd.gates[x.ep].RUnlock()
 	select {
 	case <-x.done:
-	case <-time.After(x.deadline + patience):
-		assert.Fail(rd.t, "lost completion", "%v: no completion %v after its deadline (seed %d)", x, patience, rd.seed)
+	case <-time.After(x.deadline + Patience):
+		assert.Fail(rd.t, "lost completion", "%v: no completion %v after its deadline (seed %d)", x, Patience, rd.seed)
 		return false
 	}
 	rd.check(x)
@@ -584,10 +585,10 @@ func (rd *randRound) drain() {
 		}
 		t.Fatalf("drain: %v stalls again and again", x)
 	}
-	send(&rxfer{ep: epOut, kind: usbsim.CmdNop, buf: []byte{usbsim.CmdNop}, tok: tok, deadline: patience})
+	send(&rxfer{ep: epOut, kind: usbsim.CmdNop, buf: []byte{usbsim.CmdNop}, tok: tok, deadline: Patience})
 	id, cmd := rd.echo(64)
-	send(&rxfer{ep: epOut, kind: usbsim.CmdEcho, id: id, buf: cmd, tok: tok, deadline: patience})
-	deadline := time.Now().Add(2 * patience)
+	send(&rxfer{ep: epOut, kind: usbsim.CmdEcho, id: id, buf: cmd, tok: tok, deadline: Patience})
+	deadline := time.Now().Add(2 * Patience)
 	for time.Now().Before(deadline) {
 		x := &rxfer{ep: epIn, tok: tok, buf: make([]byte, randPacket), deadline: time.Second}
 		if !rd.submit(x) || !rd.wait(x) {
@@ -600,7 +601,7 @@ func (rd *randRound) drain() {
 			return
 		}
 	}
-	t.Errorf("drain: sentinel echo %d did not come back within %v", id, 2*patience)
+	t.Errorf("drain: sentinel echo %d did not come back within %v", id, 2*Patience)
 }
 
 // verify matches the bulk IN stream against the echoes the OUT transfers
@@ -682,8 +683,8 @@ func (rt *randTest) closeDevice(d *Device, unplugged bool) {
 		if !(unplugged && errors.Is(err, ErrNoDevice)) {
 			assert.NoError(t, err, "Device.Close")
 		}
-	case <-time.After(patience):
-		t.Fatalf("Device.Close did not return within %v (seed %d)", patience, rt.seed)
+	case <-time.After(Patience):
+		t.Fatalf("Device.Close did not return within %v (seed %d)", Patience, rt.seed)
 	}
 	usbMaps, _ := countMaps(t)
 	assert.Equal(t, rt.usbMaps, usbMaps, "mappings of usbfs nodes after Device.Close")
@@ -739,7 +740,7 @@ func TestGadgetRandom(t *testing.T) {
 		<-reaped
 		assert.Zero(t, gd.r.InFlight(), "ring requests in flight after Device.Close")
 		var cs [4]ioring.Completion
-		n, err := gd.r.Reap(cs[:], quiet)
+		n, err := gd.r.Reap(cs[:], Quiet)
 		require.NoError(t, err)
 		assert.Zero(t, n, "completions after the last: %v", cs[:n])
 		for _, x := range rt.all {

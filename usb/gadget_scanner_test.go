@@ -1,6 +1,6 @@
 //go:build cgo && linux
 
-package usb
+package usb_test
 
 // The suite of package usb on a real Linux USB host stack: usbsim's scanner
 // served as a FunctionFS gadget on dummy_hcd inside the usbvm guest (make
@@ -19,8 +19,9 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/cancelio/cancelio/internal/usbvm"
 	"github.com/cancelio/cancelio/ioring"
-	"github.com/cancelio/cancelio/usb/internal/usbvm"
+	. "github.com/cancelio/cancelio/usb"
 	"github.com/cancelio/cancelio/usb/usbsim"
 )
 
@@ -51,15 +52,17 @@ type gadgetDev struct {
 	host          *usbvm.HostDevice
 	in, out, intr *Endpoint // as the host sees them (addresses the controller chose)
 	maxTransfer   int       // the scanner's MaxTransfer
+	opts          []Option  // Open's, besides the backend, bus and address
 }
 
 // newGadgetDev serves a scanner configured by cfg through a new gadget and
-// opens it with backend. It skips outside the guest.
-func newGadgetDev(tb testing.TB, backend string, cfg usbsim.Config) *gadgetDev {
+// opens it with backend (and opts; WithZeroPacket always). It skips outside
+// the guest.
+func newGadgetDev(tb testing.TB, backend string, cfg usbsim.Config, opts ...Option) *gadgetDev {
 	tb.Helper()
 	usbvm.RequireGuest(tb)
 	if t, ok := tb.(*testing.T); ok {
-		checkFDs(t)
+		CheckFDs(t)
 	}
 	name := fmt.Sprintf("usbgs%d", gadgetSeq.Add(1))
 	g, err := usbvm.NewGadget(usbvm.GadgetConfig{Name: name, SerialNumber: name, Product: "usbsim scanner"})
@@ -69,7 +72,7 @@ func newGadgetDev(tb testing.TB, backend string, cfg usbsim.Config) *gadgetDev {
 	s, err := usbsim.ServeGadget(g, cfg)
 	require.NoError(tb, err)
 	tb.Cleanup(func() { _ = s.Close() })
-	gd := &gadgetDev{backend: backend, g: g, s: s, r: newRing(tb, 64), maxTransfer: cmp.Or(cfg.MaxTransfer, usbsim.DefaultMaxTransfer)}
+	gd := &gadgetDev{backend: backend, g: g, s: s, r: NewRing(tb, 64), maxTransfer: cmp.Or(cfg.MaxTransfer, usbsim.DefaultMaxTransfer), opts: opts}
 	gd.open(tb)
 	return gd
 }
@@ -84,7 +87,7 @@ func (gd *gadgetDev) open(tb testing.TB) {
 	require.NoError(tb, err)
 	gd.host = host
 	d, err := Open(gd.r, gd.g.Config.VendorID, gd.g.Config.ProductID,
-		WithBackend(gd.backend), WithBusAddr(host.Bus, host.Dev), WithZeroPacket())
+		append([]Option{WithBackend(gd.backend), WithBusAddr(host.Bus, host.Dev), WithZeroPacket()}, gd.opts...)...)
 	require.NoError(tb, err)
 	tb.Cleanup(func() { _ = d.Close() })
 	gd.d = d
@@ -212,7 +215,7 @@ func TestGadgetScannerTransfers(t *testing.T) {
 		for i := range k {
 			gd.send(t, usbsim.EchoCommand(bytes.Repeat([]byte{byte(i)}, i*300)))
 		}
-		for i, c := range reap(t, gd.r, k) {
+		for i, c := range Reap(t, gd.r, k) {
 			require.NoError(t, c.Err, "transfer %v", c.User)
 			assert.Equal(t, i, c.User, "completion order")
 			assert.Equal(t, bytes.Repeat([]byte{byte(i)}, i*300), bufs[i][:c.N], "echo %d", i)
@@ -249,12 +252,12 @@ func TestGadgetScannerCancel(t *testing.T) {
 			tok := gd.r.NewToken()
 			_, err := gd.in.Submit(make([]byte, m), Xfer{Token: tok, User: "pending"})
 			require.NoError(t, err)
-			settle(t, gd.d, 1)
+			settle(t, gd.r, 1)
 			require.NoError(t, tok.Cancel())
-			c := reap(t, gd.r, 1)[0]
+			c := Reap(t, gd.r, 1)[0]
 			assert.ErrorIs(t, c.Err, ErrCanceled)
 			assert.Zero(t, c.N, "bytes of a canceled transfer that got none")
-			assertNoMore(t, gd.r)
+			AssertNoMore(t, gd.r)
 			gd.echo(t, "after a cancel") // nothing lost, nothing stale
 		})
 
@@ -271,7 +274,7 @@ func TestGadgetScannerCancel(t *testing.T) {
 			q, err := gd.in.Start(buf, Xfer{})
 			require.NoError(t, err)
 			gd.waitEvent(t, usbsim.EventJobDone)
-			time.Sleep(quiet) // nothing more comes
+			time.Sleep(Quiet) // nothing more comes
 			require.True(t, q.Pending(), "a transfer of %d bytes ended by a message of %d", 2*m, m)
 			require.NoError(t, q.Cancel())
 			ctx, cancel := testContext()
@@ -295,17 +298,17 @@ func TestGadgetScannerCancel(t *testing.T) {
 				_, err := gd.in.Submit(make([]byte, m), Xfer{Token: tok, User: i})
 				require.NoError(t, err)
 			}
-			settle(t, gd.d, k)
+			settle(t, gd.r, k)
 			t0 := time.Now()
 			require.NoError(t, tok.Cancel())
 			seen := map[int]int{}
-			for _, c := range reap(t, gd.r, k) {
+			for _, c := range Reap(t, gd.r, k) {
 				assert.ErrorIs(t, c.Err, ErrCanceled, "transfer %v", c.User)
 				assert.Zero(t, c.N, "transfer %v", c.User)
 				seen[c.User.(int)]++
 			}
 			t.Logf("cancel of %d pending bulk IN transfers: %v", k, time.Since(t0))
-			assertNoMore(t, gd.r)
+			AssertNoMore(t, gd.r)
 			for i := range k {
 				assert.Equal(t, 1, seen[i], "completions of transfer %d", i)
 			}
@@ -358,14 +361,14 @@ func TestGadgetScannerUnplug(t *testing.T) {
 		checkGone := func(t *testing.T, k int, t0 time.Time) {
 			t.Helper()
 			seen := map[int]int{}
-			for _, c := range reap(t, gd.r, k) {
+			for _, c := range Reap(t, gd.r, k) {
 				assert.ErrorIs(t, c.Err, ErrNoDevice, "transfer %v", c.User)
 				assert.ErrorIs(t, c.Err, ioring.ErrNoDevice, "transfer %v", c.User)
 				assert.NotErrorIs(t, c.Err, ErrCanceled, "transfer %v", c.User)
 				seen[c.User.(int)]++
 			}
 			t.Logf("%d transfers ended %v after the unplug began", k, time.Since(t0))
-			assertNoMore(t, gd.r)
+			AssertNoMore(t, gd.r)
 			for i := range k {
 				assert.Equal(t, 1, seen[i], "completions of transfer %d", i)
 			}
@@ -377,7 +380,7 @@ func TestGadgetScannerUnplug(t *testing.T) {
 			assert.Eventually(t, func() bool {
 				_, err := os.Stat(gd.host.DevNode)
 				return err != nil
-			}, patience, 10*time.Millisecond, "%s after the unplug", gd.host.DevNode)
+			}, Patience, 10*time.Millisecond, "%s after the unplug", gd.host.DevNode)
 		}
 
 		t.Run("idle-8", func(t *testing.T) {
@@ -387,7 +390,7 @@ func TestGadgetScannerUnplug(t *testing.T) {
 				_, err := gd.in.Submit(make([]byte, m), Xfer{User: i})
 				require.NoError(t, err)
 			}
-			settle(t, gd.d, k)
+			settle(t, gd.r, k)
 			t0 := time.Now()
 			require.NoError(t, gd.s.Unplug())
 			checkGone(t, k, t0)
@@ -408,7 +411,7 @@ func TestGadgetScannerUnplug(t *testing.T) {
 				_, err := ep.Submit(buf, Xfer{User: i})
 				require.NoError(t, err)
 			}
-			settle(t, gd.d, k)
+			settle(t, gd.r, k)
 			t0 := time.Now()
 			require.NoError(t, gd.s.Unplug())
 			checkGone(t, k, t0)

@@ -11,7 +11,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/cancelio/cancelio/usb/internal/usbvm"
+	"github.com/cancelio/cancelio/internal/usbvm"
 )
 
 // TestGadget runs the default transport (usbfs on Linux) against a real Linux USB stack: a
@@ -28,7 +28,7 @@ func TestGadget(t *testing.T) {
 	_, err = g.HostDevice(ctx)
 	require.NoError(t, err)
 
-	r := newRing(t, 64)
+	r := NewRing(t, 64)
 	d, err := Open(r, g.Config.VendorID, g.Config.ProductID)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = d.Close() })
@@ -70,17 +70,17 @@ func TestGadget(t *testing.T) {
 	tok := r.NewToken()
 	_, err = in.Submit(buf, Xfer{Token: tok, User: "pending"})
 	require.NoError(t, err)
-	time.Sleep(quiet)
+	time.Sleep(Quiet)
 	t0 := time.Now()
 	require.NoError(t, tok.Cancel())
-	c := reap(t, r, 1)[0]
+	c := Reap(t, r, 1)[0]
 	assert.ErrorIs(t, c.Err, ErrCanceled)
 	t.Logf("cancel of a pending bulk IN: %v", time.Since(t0))
 
 	// Stall: the gadget reads its IN endpoint file.
 	q, err := in.Start(buf, Xfer{})
 	require.NoError(t, err)
-	time.Sleep(quiet)
+	time.Sleep(Quiet)
 	_, _ = g.BulkIn.Read(make([]byte, 1))
 	c, err = q.Wait(ctx)
 	require.NoError(t, err)
@@ -96,9 +96,9 @@ func TestGadget(t *testing.T) {
 		_, err := in.Submit(make([]byte, 512), Xfer{User: i})
 		require.NoError(t, err)
 	}
-	time.Sleep(quiet)
+	time.Sleep(Quiet)
 	require.NoError(t, g.Unplug())
-	for _, c := range reap(t, r, 4) {
+	for _, c := range Reap(t, r, 4) {
 		assert.True(t, errors.Is(c.Err, ErrNoDevice) || errors.Is(c.Err, ErrCanceled),
 			"transfer %v after unplug: %v", c.User, c.Err)
 		assert.ErrorIs(t, c.Err, ErrNoDevice, "transfer %v after unplug", c.User)

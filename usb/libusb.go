@@ -24,58 +24,92 @@ type libusbDevice interface {
 	// ctx ending cancels it (libusb_cancel_transfer); it then returns
 	// gousb.TransferCancelled with the bytes that moved.
 	transfer(ctx context.Context, addr uint8, buf []byte) (int, error)
+	// control runs one control transfer on endpoint 0 (gousb's Control,
+	// synchronous: libusb_control_transfer, bounded by its timeout) with
+	// setup s and data stage data (len(data) is s.Length), and returns the
+	// data stage's bytes. Nothing interrupts it.
+	control(s Setup, data []byte) (int, error)
 	// clearHalt sends CLEAR_FEATURE(ENDPOINT_HALT) for addr.
 	clearHalt(addr uint8) error
+	// reset resets the device (libusb_reset_device, which claims the
+	// interfaces again and restores their alternate settings).
+	reset() error
 	// present reports whether the device is still attached.
 	present() bool
 	// close releases the interface, the device and libusb.
 	close() error
 }
 
-// libusbTransport runs transfers through libusb. gousb's calls are
-// synchronous, so each endpoint's pump goroutine runs one libusb transfer
-// at a time, in order; a cancel hook cancels the context of the call in
-// progress, which cancels the libusb transfer.
-type libusbTransport struct {
+// libusbRunner runs transfers through libusb, as the Runner of a Pump.
+// gousb's calls are synchronous, so each endpoint's pump goroutine runs
+// one libusb transfer at a time, in order; a cancel cancels the context of
+// the call in progress, which cancels the libusb transfer.
+type libusbRunner struct {
 	dev libusbDevice
 	zlp bool // WithZeroPacket
 }
 
-func (libusbTransport) check(*Endpoint, []byte) error { return nil }
+func (libusbRunner) Check(EndpointDesc, []byte) error { return nil }
 
-func (t libusbTransport) run(e *Endpoint, x *xfer) (int, error) {
+func (r libusbRunner) Run(t *Transfer) (int, error) {
+	ep := t.Endpoint()
+	if ep.Type == Control {
+		return r.control(t)
+	}
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
-	if !e.arm(x, stop) {
+	if !t.OnCancel(stop) {
 		return 0, ErrCanceled
 	}
-	n, err := t.dev.transfer(ctx, e.desc.Address, x.buf)
-	if err == nil && t.needsZLP(e, len(x.buf)) {
+	n, err := r.dev.transfer(ctx, ep.Address, t.Buf())
+	if err == nil && r.needsZLP(ep, len(t.Buf())) {
 		// gousb has no LIBUSB_TRANSFER_ADD_ZERO_PACKET: a zero-length
 		// transfer of its own, cancelable like the data's.
-		_, err = t.dev.transfer(ctx, e.desc.Address, nil)
+		_, err = r.dev.transfer(ctx, ep.Address, nil)
 	}
-	if errors.Is(err, gousb.TransferError) || errors.Is(err, gousb.ErrorIO) {
-		// A transfer pending when the device goes ends with EPROTO or
-		// ESHUTDOWN (libusb: TRANSFER_ERROR), and so may one submitted in
-		// the moment before usbcore notices; its usbfs node goes a little
-		// later (under 10 ms in the usbvm guest): wait for it briefly on
-		// this rare path.
-		for i := 0; i < unplugPolls && t.dev.present(); i++ {
-			time.Sleep(unplugPoll)
-		}
-		if !t.dev.present() {
-			return n, ErrNoDevice
-		}
+	if r.unplugged(err) {
+		return n, ErrNoDevice
 	}
 	return n, libusbError(err)
 }
 
-// needsZLP reports whether an OUT transfer of n bytes on e ends with a
+// unplugged reports whether err, an I/O error of libusb, means that the
+// device went away. A transfer pending when the device goes ends with
+// EPROTO or ESHUTDOWN (libusb: TRANSFER_ERROR, or LIBUSB_ERROR_IO for a
+// synchronous control transfer such as clear-halt), and so may one
+// submitted in the moment before usbcore notices; its usbfs node goes a
+// little later (under 10 ms in the usbvm guest): wait for it briefly on
+// this rare path.
+func (r libusbRunner) unplugged(err error) bool {
+	if !errors.Is(err, gousb.TransferError) && !errors.Is(err, gousb.ErrorIO) {
+		return false
+	}
+	for i := 0; i < unplugPolls && r.dev.present(); i++ {
+		time.Sleep(unplugPoll)
+	}
+	return !r.dev.present()
+}
+
+// control runs a control transfer: libusb's call cannot be interrupted,
+// so a cancel that comes while it runs loses the race (the real result is
+// reported); one that came before it starts wins.
+func (r libusbRunner) control(t *Transfer) (int, error) {
+	if !t.OnCancel(func() {}) {
+		return 0, ErrCanceled
+	}
+	buf := t.Buf()
+	s, _ := ParseSetup(buf) // checked by Device.SubmitControl
+	n, err := r.dev.control(s, buf[SetupSize:SetupSize+int(s.Length)])
+	// gousb hands back libusb's return value, a negative error code on
+	// failure (-7 for LIBUSB_ERROR_TIMEOUT), as the count.
+	return max(n, 0), libusbError(err)
+}
+
+// needsZLP reports whether an OUT transfer of n bytes on ep ends with a
 // zero-length packet (WithZeroPacket).
-func (t libusbTransport) needsZLP(e *Endpoint, n int) bool {
-	mps := e.desc.MaxPacketSize
-	return t.zlp && !e.desc.IsIn() && e.desc.Type == Bulk && n > 0 && mps > 0 && n%mps == 0
+func (r libusbRunner) needsZLP(ep EndpointDesc, n int) bool {
+	mps := ep.MaxPacketSize
+	return r.zlp && !ep.IsIn() && ep.Type == Bulk && n > 0 && mps > 0 && n%mps == 0
 }
 
 // How long a transfer error waits for the device node to vanish before it
@@ -85,22 +119,28 @@ const (
 	unplugPoll  = 5 * time.Millisecond
 )
 
-func (t libusbTransport) clearHalt(e *Endpoint) error {
-	return libusbError(t.dev.clearHalt(e.desc.Address))
+func (r libusbRunner) ClearHalt(ep EndpointDesc) error {
+	err := r.dev.clearHalt(ep.Address)
+	if r.unplugged(err) {
+		return ErrNoDevice
+	}
+	return libusbError(err)
 }
 
-func (t libusbTransport) close() error { return t.dev.close() }
-
-// arm makes stop x's interruption (a context's cancel function) and
-// reports whether x may start; false means x is canceled already.
-func (e *Endpoint) arm(x *xfer, stop context.CancelFunc) bool {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if x.canceled {
-		return false
+func (r libusbRunner) Reset() error {
+	err := r.dev.reset()
+	if r.unplugged(err) {
+		return ErrNoDevice
 	}
-	x.stopCtx = stop
-	return true
+	return libusbError(err)
+}
+
+func (r libusbRunner) Close() error { return r.dev.close() }
+
+// newLibusbDevice returns the Device of an opened libusb device.
+func newLibusbDevice(ring *ioring.Ring, desc DeviceDesc, dev libusbDevice, zlp bool) *Device {
+	eps := append(slices.Clone(desc.Endpoints), controlDesc) // endpoint 0 too
+	return NewDevice(desc, NewPump(ring, eps, libusbRunner{dev: dev, zlp: zlp}))
 }
 
 // libusbError maps gousb's errors to this package's; others pass
@@ -243,13 +283,14 @@ func libusbOpen(ring *ioring.Ring, vid, pid uint16, o options) (*Device, error) 
 		out:     map[uint8]*gousb.OutEndpoint{},
 		scratch: map[uint8]*[]byte{},
 		node:    fmt.Sprintf("%s/%03d/%03d", usbfsRoot, devs[0].Desc.Bus, devs[0].Desc.Address),
+		opts:    o,
 	}
 	desc, err := g.open(o)
 	if err != nil {
 		_ = g.close()
 		return nil, fmt.Errorf("usb: open %04x:%04x: %w", vid, pid, libusbError(err))
 	}
-	return newDevice(ring, desc, libusbTransport{dev: g, zlp: o.zlp}, nil), nil
+	return newLibusbDevice(ring, desc, g, o.zlp), nil
 }
 
 // gousbDevice is one claimed interface of a device opened with gousb.
@@ -258,15 +299,16 @@ type gousbDevice struct {
 	dev  *gousb.Device
 	cfg  *gousb.Config
 	intf *gousb.Interface
-	in   map[uint8]*gousb.InEndpoint // read-only after open
+	in   map[uint8]*gousb.InEndpoint // set by open (and reset, while no transfer runs)
 	out  map[uint8]*gousb.OutEndpoint
-	node string // the usbfs node, to tell an unplug from other errors
+	opts options // Open's, for reset
+	node string  // the usbfs node, to tell an unplug from other errors
 	// scratch is each IN endpoint's landing buffer. gousb copies libusb's
 	// whole buffer into the caller's, bytes past the transfer's length
 	// included (uninitialised C memory); reading into scratch and copying
 	// the n bytes that arrived leaves the rest of the caller's buffer as
 	// it was, as usbfs does. Only the endpoint's pump uses its scratch.
-	scratch map[uint8]*[]byte // read-only after open
+	scratch map[uint8]*[]byte // set by open (and reset, while no transfer runs)
 }
 
 func (g *gousbDevice) open(o options) (DeviceDesc, error) {
@@ -321,6 +363,10 @@ func (g *gousbDevice) transfer(ctx context.Context, addr uint8, buf []byte) (int
 	return g.out[addr].WriteContext(ctx, buf)
 }
 
+func (g *gousbDevice) control(s Setup, data []byte) (int, error) {
+	return g.dev.Control(s.RequestType, s.Request, s.Value, s.Index, data)
+}
+
 // clearHalt sends the standard request; gousb has no libusb_clear_halt.
 func (g *gousbDevice) clearHalt(addr uint8) error {
 	const (
@@ -329,6 +375,28 @@ func (g *gousbDevice) clearHalt(addr uint8) error {
 		featEndpointHlt = 0x00
 	)
 	_, err := g.dev.Control(recipEndpoint, reqClearFeature, featEndpointHlt, uint16(addr), nil)
+	return err
+}
+
+// reset resets the device: gousb refuses while a configuration is open,
+// so it closes the interface and the configuration, resets, and opens them
+// again as Open did (the endpoints are new: no transfer runs meanwhile).
+func (g *gousbDevice) reset() error {
+	if g.intf != nil {
+		g.intf.Close()
+		g.intf = nil
+	}
+	if g.cfg != nil {
+		err := g.cfg.Close()
+		g.cfg = nil
+		if err != nil {
+			return err
+		}
+	}
+	if err := g.dev.Reset(); err != nil {
+		return err
+	}
+	_, err := g.open(g.opts)
 	return err
 }
 

@@ -25,6 +25,7 @@ type fakeCall struct {
 	ctx    context.Context
 	addr   uint8
 	buf    []byte
+	setup  Setup // of a control transfer (addr 0)
 	answer chan fakeResult
 }
 
@@ -38,8 +39,10 @@ type fakeLibusb struct {
 	calls    chan *fakeCall
 	gone     atomic.Bool
 	closed   atomic.Int32
+	resets   atomic.Int32
 	mu       sync.Mutex
 	cleared  []uint8 // guarded by mu
+	clearErr error   // what clearHalt returns; guarded by mu
 	canceled int     // transfers that ended by their context; guarded by mu
 }
 
@@ -59,10 +62,24 @@ func (f *fakeLibusb) transfer(ctx context.Context, addr uint8, buf []byte) (int,
 	}
 }
 
+// control is answered like a transfer, on address 0, with the setup in
+// the call; like gousb's, it cannot be canceled.
+func (f *fakeLibusb) control(s Setup, data []byte) (int, error) {
+	c := &fakeCall{ctx: context.Background(), addr: 0, buf: data, setup: s, answer: make(chan fakeResult, 1)}
+	f.calls <- c
+	r := <-c.answer
+	return r.n, r.err
+}
+
 func (f *fakeLibusb) clearHalt(addr uint8) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.cleared = append(f.cleared, addr)
+	return f.clearErr
+}
+
+func (f *fakeLibusb) reset() error {
+	f.resets.Add(1)
 	return nil
 }
 
@@ -79,7 +96,7 @@ func (f *fakeLibusb) next(t testing.TB) *fakeCall {
 	select {
 	case c := <-f.calls:
 		return c
-	case <-time.After(patience):
+	case <-time.After(Patience):
 		t.Fatal("no transfer reached libusb")
 		return nil
 	}
@@ -91,21 +108,21 @@ func (f *fakeLibusb) assertIdle(t testing.TB) {
 	select {
 	case c := <-f.calls:
 		t.Fatalf("unexpected transfer on %#02x", c.addr)
-	case <-time.After(quiet):
+	case <-time.After(Quiet):
 	}
 }
 
 // newFakeDev opens a Device on the fake with bulk OUT 0x02 and bulk IN 0x81.
 func newFakeDev(t *testing.T) (*ioring.Ring, *fakeLibusb, *Device, *Endpoint, *Endpoint) {
 	t.Helper()
-	checkFDs(t)
-	r := newRing(t, 32)
+	CheckFDs(t)
+	r := NewRing(t, 32)
 	f := newFakeLibusb()
 	desc := DeviceDesc{Bus: 1, Address: 4, VendorID: 0x1209, ProductID: 0x0001, Endpoints: []EndpointDesc{
 		{Address: 0x02, Type: Bulk, MaxPacketSize: 512},
 		{Address: 0x81, Type: Bulk, MaxPacketSize: 512},
 	}}
-	d := newDevice(r, desc, libusbTransport{dev: f}, nil)
+	d := newLibusbDevice(r, desc, f, false)
 	t.Cleanup(func() { _ = d.Close() })
 	out, err := d.Endpoint(0x02)
 	require.NoError(t, err)
@@ -123,7 +140,7 @@ func TestLibusbTransfer(t *testing.T) {
 	assert.Equal(t, uint8(0x81), c.addr)
 	copy(c.buf, "hello")
 	c.answer <- fakeResult{n: 5}
-	got := reap(t, r, 1)[0]
+	got := Reap(t, r, 1)[0]
 	require.NoError(t, got.Err)
 	assert.Equal(t, 5, got.N)
 	assert.Equal(t, "in", got.User)
@@ -153,7 +170,7 @@ func TestLibusbCancelToken(t *testing.T) {
 	require.NoError(t, err)
 	c := f.next(t)
 	require.NoError(t, tok.Cancel())
-	for _, got := range reap(t, r, 2) {
+	for _, got := range Reap(t, r, 2) {
 		assert.ErrorIs(t, got.Err, ErrCanceled, "transfer %v", got.User)
 	}
 	assert.ErrorIs(t, c.ctx.Err(), context.Canceled, "gousb's context")
@@ -164,14 +181,18 @@ func TestLibusbCancelToken(t *testing.T) {
 }
 
 func TestLibusbDeadline(t *testing.T) {
+	// Long enough for the pump to hand the transfer to libusb first, even
+	// in the emulated guest under load (10 ms was not: the transfer timed
+	// out while still queued and never reached the fake).
+	const deadline = 250 * time.Millisecond
 	r, f, _, _, in := newFakeDev(t)
-	_, err := in.Submit(make([]byte, 64), Xfer{Deadline: 10 * time.Millisecond})
+	_, err := in.Submit(make([]byte, 64), Xfer{Deadline: deadline})
 	require.NoError(t, err)
 	f.next(t)
-	got := reap(t, r, 1)[0]
+	got := Reap(t, r, 1)[0]
 	assert.ErrorIs(t, got.Err, ErrTimeout)
 
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), deadline)
 	defer cancel()
 	done := make(chan error, 1)
 	go func() {
@@ -194,7 +215,7 @@ func TestLibusbCancelLosesRace(t *testing.T) {
 	// context ends now.
 	copy(c.buf, "data")
 	c.answer <- fakeResult{n: 4}
-	got := reap(t, r, 1)[0]
+	got := Reap(t, r, 1)[0]
 	_ = q.Cancel()
 	require.NoError(t, got.Err)
 	assert.Equal(t, 4, got.N)
@@ -215,7 +236,7 @@ func TestLibusbErrors(t *testing.T) {
 		_, err := in.Submit(make([]byte, 8), Xfer{})
 		require.NoError(t, err)
 		f.next(t).answer <- fakeResult{err: tc.res}
-		got := reap(t, r, 1)[0]
+		got := Reap(t, r, 1)[0]
 		assert.ErrorIs(t, got.Err, tc.want, "libusb result %v", tc.res)
 	}
 	require.NoError(t, d.ClearHalt(0x81))
@@ -230,7 +251,7 @@ func TestLibusbErrors(t *testing.T) {
 	c := f.next(t)
 	f.gone.Store(true)
 	c.answer <- fakeResult{err: gousb.TransferError}
-	got := reap(t, r, 1)[0]
+	got := Reap(t, r, 1)[0]
 	assert.ErrorIs(t, got.Err, ErrNoDevice)
 	assert.ErrorIs(t, got.Err, ioring.ErrNoDevice)
 	_, err = in.Submit(make([]byte, 8), Xfer{})
@@ -244,10 +265,26 @@ func TestLibusbNoDevice(t *testing.T) {
 		require.NoError(t, err)
 	}
 	f.next(t).answer <- fakeResult{err: gousb.TransferNoDevice}
-	for _, got := range reap(t, r, 3) {
+	for _, got := range Reap(t, r, 3) {
 		assert.ErrorIs(t, got.Err, ErrNoDevice, "transfer %v", got.User)
 	}
 	f.assertIdle(t) // the queued ones fail without reaching libusb
+}
+
+// TestLibusbClearHaltUnplug: libusb's clear-halt (a synchronous control
+// transfer) fails with LIBUSB_ERROR_IO when the device goes away under it;
+// that is ErrNoDevice once the device node is gone, and stays an I/O error
+// while the device is there.
+func TestLibusbClearHaltUnplug(t *testing.T) {
+	_, f, d, out, _ := newFakeDev(t)
+	f.mu.Lock()
+	f.clearErr = gousb.ErrorIO
+	f.mu.Unlock()
+	err := d.ClearHalt(out.Desc().Address)
+	assert.ErrorIs(t, err, gousb.ErrorIO, "device present")
+	assert.NotErrorIs(t, err, ErrNoDevice)
+	f.gone.Store(true)
+	assert.ErrorIs(t, d.ClearHalt(out.Desc().Address), ErrNoDevice, "device gone")
 }
 
 // TestLibusbCloseDrains: Close cancels the transfer in libusb and the
@@ -301,14 +338,14 @@ func TestLibusbErrorMap(t *testing.T) {
 // TestLibusbZeroPacket: WithZeroPacket ends a bulk OUT transfer of whole
 // packets with a zero-length transfer, and only such a transfer.
 func TestLibusbZeroPacket(t *testing.T) {
-	checkFDs(t)
-	r := newRing(t, 32)
+	CheckFDs(t)
+	r := NewRing(t, 32)
 	f := newFakeLibusb()
 	desc := DeviceDesc{Endpoints: []EndpointDesc{
 		{Address: 0x02, Type: Bulk, MaxPacketSize: 512},
 		{Address: 0x81, Type: Bulk, MaxPacketSize: 512},
 	}}
-	d := newDevice(r, desc, libusbTransport{dev: f, zlp: true}, nil)
+	d := newLibusbDevice(r, desc, f, true)
 	t.Cleanup(func() { _ = d.Close() })
 	out, err := d.Endpoint(0x02)
 	require.NoError(t, err)
@@ -330,7 +367,7 @@ func TestLibusbZeroPacket(t *testing.T) {
 			assert.Empty(t, z.buf, "zero-length packet after %d bytes", tc.n)
 			z.answer <- fakeResult{}
 		}
-		got := reap(t, r, 1)[0]
+		got := Reap(t, r, 1)[0]
 		require.NoError(t, got.Err)
 		assert.Equal(t, tc.n, got.N, "transfer of %d bytes on %v", tc.n, tc.ep.Desc())
 	}
@@ -342,13 +379,14 @@ func TestLibusbZeroPacket(t *testing.T) {
 	f.next(t).answer <- fakeResult{n: 512}
 	f.next(t) // the zero-length packet, never answered
 	require.NoError(t, q.Cancel())
-	got := reap(t, r, 1)[0]
+	got := Reap(t, r, 1)[0]
 	assert.ErrorIs(t, got.Err, ErrCanceled)
 	assert.Equal(t, 512, got.N, "bytes sent before the cancel")
 }
 
 // TestErrorMapsAgree: the same outcome reported by either backend is the
-// same error of this package.
+// same error of this package (usbfs reports package base's errors, which
+// are this package's, itself).
 func TestErrorMapsAgree(t *testing.T) {
 	for _, tc := range []struct {
 		libusb, usbfs error
@@ -357,8 +395,84 @@ func TestErrorMapsAgree(t *testing.T) {
 		{gousb.TransferTimedOut, ioring.ErrTimeout},
 		{gousb.TransferStall, usbfs.ErrStall},
 		{gousb.TransferOverflow, usbfs.ErrBabble},
-		{gousb.TransferNoDevice, ioring.ErrNoDevice},
+		{gousb.TransferNoDevice, usbfs.ErrNoDevice},
 	} {
-		assert.Equal(t, libusbError(tc.libusb), usbfsError(tc.usbfs), "%v / %v", tc.libusb, tc.usbfs)
+		assert.Equal(t, libusbError(tc.libusb), tc.usbfs, "%v / %v", tc.libusb, tc.usbfs)
 	}
+}
+
+// TestLibusbControl: a control transfer reaches libusb's synchronous
+// control call with its setup packet and data stage, and completes with
+// the data stage's bytes; a cancel while libusb runs it loses the race (the
+// call cannot be interrupted) and the real result is kept; one before it
+// starts wins without reaching libusb.
+func TestLibusbControl(t *testing.T) {
+	r, f, d, _, in := newFakeDev(t)
+	s := Setup{RequestType: RequestIn | RequestVendor | RecipientDevice, Request: 0x42, Value: 7, Index: 9, Length: 4}
+	buf := make([]byte, SetupSize+4)
+	s.Put(buf)
+	q, err := d.SubmitControl(buf, Xfer{User: "ctl"})
+	require.NoError(t, err)
+	c := f.next(t)
+	assert.Equal(t, uint8(0), c.addr)
+	assert.Equal(t, s, c.setup)
+	require.Len(t, c.buf, 4)
+	copy(c.buf, "abc")
+	require.NoError(t, q.Cancel()) // too late: libusb has it
+	c.answer <- fakeResult{n: 3}
+	got := Reap(t, r, 1)[0]
+	require.NoError(t, got.Err)
+	assert.Equal(t, 3, got.N)
+	assert.Equal(t, "ctl", got.User)
+	assert.Equal(t, "abc", string(buf[SetupSize:SetupSize+3]))
+
+	// Queued behind a control transfer libusb holds, a second one is
+	// canceled without reaching libusb.
+	_, err = d.SubmitControl(buf, Xfer{User: 1})
+	require.NoError(t, err)
+	c = f.next(t)
+	q2, err := d.SubmitControl(buf, Xfer{User: 2})
+	require.NoError(t, err)
+	require.NoError(t, q2.Cancel())
+	got = Reap(t, r, 1)[0]
+	assert.Equal(t, 2, got.User)
+	assert.ErrorIs(t, got.Err, ErrCanceled)
+	c.answer <- fakeResult{err: gousb.ErrorPipe}
+	got = Reap(t, r, 1)[0]
+	assert.Equal(t, 1, got.User)
+	assert.ErrorIs(t, got.Err, ErrStall, "a refused request")
+	f.assertIdle(t)
+
+	// A failure counts no bytes, whatever count gousb hands back with it
+	// (libusb's negative error code).
+	_, err = d.SubmitControl(buf, Xfer{User: 3})
+	require.NoError(t, err)
+	f.next(t).answer <- fakeResult{n: -7, err: gousb.ErrorTimeout}
+	got = Reap(t, r, 1)[0]
+	assert.ErrorIs(t, got.Err, ErrTimeout)
+	assert.Zero(t, got.N)
+
+	// Bulk transfers are unaffected.
+	_, err = in.Submit(make([]byte, 8), Xfer{})
+	require.NoError(t, err)
+	f.next(t).answer <- fakeResult{n: 8}
+	assert.NoError(t, Reap(t, r, 1)[0].Err)
+}
+
+// TestLibusbReset: Reset refuses while a transfer is pending, then resets
+// through libusb once, and says ErrClosed after Close.
+func TestLibusbReset(t *testing.T) {
+	r, f, d, _, in := newFakeDev(t)
+	q, err := in.Submit(make([]byte, 8), Xfer{})
+	require.NoError(t, err)
+	f.next(t)
+	assert.ErrorIs(t, d.Reset(), ioring.ErrInvalid, "a transfer is pending")
+	assert.Zero(t, f.resets.Load())
+	require.NoError(t, q.Cancel())
+	assert.ErrorIs(t, Reap(t, r, 1)[0].Err, ErrCanceled)
+	require.NoError(t, d.Reset())
+	assert.Equal(t, int32(1), f.resets.Load())
+	require.NoError(t, d.Close())
+	assert.ErrorIs(t, d.Reset(), ErrClosed)
+	assert.Equal(t, int32(1), f.resets.Load())
 }

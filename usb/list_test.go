@@ -37,13 +37,13 @@ func TestNoUSB(t *testing.T) {
 	t.Cleanup(func() { usbfsRoot = old })
 	_, err := List()
 	assert.ErrorIs(t, err, ErrNoUSB)
-	r := newRing(t, 8)
+	r := NewRing(t, 8)
 	_, err = Open(r, 0x1209, 0x0001)
 	assert.ErrorIs(t, err, ErrNoUSB)
 }
 
 func TestOpenOptions(t *testing.T) {
-	r := newRing(t, 8)
+	r := NewRing(t, 8)
 	_, err := Open(r, 0x1209, 0x0001, WithBackend("floppy"), WithConfig(1), WithInterface(0), WithAltSetting(0), WithBusAddr(1, 2))
 	assert.Error(t, err)
 }

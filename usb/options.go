@@ -42,8 +42,8 @@ func WithBusAddr(bus, addr int) Option { return func(o *options) { o.bus, o.addr
 // USBDEVFS_URB_ZERO_PACKET), for devices whose protocol ends a transfer
 // with a short packet, as usbsim's scanner served as a gadget does. Without
 // it such a transfer ends with its last full packet, as most protocols
-// (USB mass storage among them) want. OpenSim, whose messages carry their
-// length, ignores it.
+// (USB mass storage among them) want. The simulator (usbsim.Open), whose
+// messages carry their length, ignores it.
 func WithZeroPacket() Option { return func(o *options) { o.zlp = true } }
 
 // WithDepth sets how many transfers of one endpoint the usbfs backend
@@ -52,7 +52,7 @@ func WithZeroPacket() Option { return func(o *options) { o.zlp = true } }
 // and those run one after another, each waiting for the host controller
 // (about a frame), while a waiting transfer is canceled at once: a deeper
 // queue trades cancel latency for throughput on small transfers (no idle
-// bus between two). n < 1 means 1. The libusb backend and OpenSim run one
+// bus between two). n < 1 means 1. The libusb backend and usbsim.Open run one
 // transfer per endpoint at a time and ignore it.
 func WithDepth(n int) Option { return func(o *options) { o.depth = n } }
 

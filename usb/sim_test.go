@@ -1,4 +1,4 @@
-package usb
+package usb_test
 
 import (
 	"bytes"
@@ -14,11 +14,69 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/cancelio/cancelio/ioring"
+	. "github.com/cancelio/cancelio/usb"
 	"github.com/cancelio/cancelio/usb/usbsim"
 )
 
+// simDev is a scanner, a ring and the Device on them, all closed with the
+// test, and the scanner's endpoints.
+type simDev struct {
+	r             *ioring.Ring
+	s             *usbsim.Scanner
+	d             *Device
+	out, in, intr *Endpoint
+}
+
+func newSimDev(t *testing.T, cfg usbsim.Config) *simDev {
+	t.Helper()
+	CheckFDs(t)
+	r := NewRing(t, 64)
+	s, err := usbsim.NewScanner(cfg)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = s.Close() })
+	d, err := usbsim.Open(r, s)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = d.Close() })
+	sd := &simDev{r: r, s: s, d: d}
+	sd.out, err = d.Endpoint(usbsim.AddrBulkOut)
+	require.NoError(t, err)
+	sd.in, err = d.Endpoint(usbsim.AddrBulkIn)
+	require.NoError(t, err)
+	sd.intr, err = d.Endpoint(usbsim.AddrInterruptIn)
+	require.NoError(t, err)
+	return sd
+}
+
+// send is one bulk OUT transfer that must succeed.
+func (sd *simDev) send(t testing.TB, payload []byte) {
+	t.Helper()
+	ctx, cancel := testContext()
+	defer cancel()
+	n, err := sd.out.Transfer(ctx, payload)
+	require.NoError(t, err, "bulk OUT")
+	require.Equal(t, len(payload), n, "bulk OUT bytes")
+}
+
+// read is one bulk IN transfer into buf that must succeed.
+func (sd *simDev) read(t testing.TB, buf []byte) []byte {
+	t.Helper()
+	ctx, cancel := testContext()
+	defer cancel()
+	n, err := sd.in.Transfer(ctx, buf)
+	require.NoError(t, err, "bulk IN")
+	return buf[:n]
+}
+
+// settle waits until r has k requests in flight and they stay pending for
+// a while (the device is hung or idle).
+func settle(t testing.TB, r *ioring.Ring, k int) {
+	t.Helper()
+	require.Eventually(t, func() bool { return r.InFlight() >= k }, Patience, time.Millisecond)
+	time.Sleep(Quiet)
+}
+
 func testContext() (context.Context, context.CancelFunc) {
-	return context.WithTimeout(context.Background(), patience)
+	return context.WithTimeout(context.Background(), Patience)
 }
 
 func TestOpenSimDesc(t *testing.T) {
@@ -45,19 +103,19 @@ func TestOpenSimDesc(t *testing.T) {
 }
 
 func TestOpenSimErrors(t *testing.T) {
-	checkFDs(t)
-	r := newRing(t, 8)
-	_, err := OpenSim(nil, nil)
+	CheckFDs(t)
+	r := NewRing(t, 8)
+	_, err := usbsim.Open(nil, nil)
 	assert.ErrorIs(t, err, ioring.ErrInvalid)
 
 	s, err := usbsim.NewScanner(usbsim.Config{})
 	require.NoError(t, err)
 	require.NoError(t, s.Unplug())
-	_, err = OpenSim(r, s)
+	_, err = usbsim.Open(r, s)
 	assert.ErrorIs(t, err, ErrNoDevice)
 	assert.ErrorIs(t, err, ioring.ErrNoDevice)
 	require.NoError(t, s.Close())
-	_, err = OpenSim(r, s)
+	_, err = usbsim.Open(r, s)
 	assert.ErrorIs(t, err, usbsim.ErrClosed)
 }
 
@@ -67,13 +125,13 @@ func TestSubmitRefusesBadInput(t *testing.T) {
 	assert.ErrorIs(t, err, ioring.ErrInvalid, "empty IN buffer")
 	_, err = sd.out.Submit(make([]byte, 16<<10+1), Xfer{})
 	assert.ErrorIs(t, err, ioring.ErrInvalid, "OUT buffer over MaxTransfer")
-	other := newRing(t, 8)
+	other := NewRing(t, 8)
 	_, err = sd.in.Submit(make([]byte, 10), Xfer{Token: other.NewToken()})
 	assert.ErrorIs(t, err, ioring.ErrInvalid, "token of another ring")
 	_, err = sd.in.Submit(make([]byte, 10), Xfer{Deadline: -time.Second})
 	assert.ErrorIs(t, err, ioring.ErrInvalid, "negative deadline")
 	assert.Zero(t, sd.r.InFlight())
-	assertNoMore(t, sd.r)
+	AssertNoMore(t, sd.r)
 	// Nothing reached the device: an echo is the next IN data.
 	sd.send(t, usbsim.EchoCommand([]byte("clean")))
 	assert.Equal(t, "clean", string(sd.read(t, make([]byte, 16<<10))))
@@ -149,7 +207,7 @@ func TestSimCompletionQueue(t *testing.T) {
 		_, err := sd.out.Submit(usbsim.EchoCommand([]byte{byte(i), 'x'}), Xfer{User: 100 + i})
 		require.NoError(t, err)
 	}
-	cs := reap(t, sd.r, 2*k)
+	cs := Reap(t, sd.r, 2*k)
 	order := []int{}
 	for _, c := range cs {
 		require.NoError(t, c.Err, "completion %v", c.User)
@@ -163,7 +221,7 @@ func TestSimCompletionQueue(t *testing.T) {
 		}
 	}
 	assert.Equal(t, []int{0, 1, 2, 3, 4, 5}, order)
-	assertNoMore(t, sd.r)
+	AssertNoMore(t, sd.r)
 }
 
 // TestSimCancelHung cancels a bulk IN pending on a hung device, then the
@@ -175,16 +233,16 @@ func TestSimCancelHung(t *testing.T) {
 	buf := make([]byte, sd.in.Desc().MaxTransfer)
 	q, err := sd.in.Submit(buf, Xfer{Token: tok, User: "hung"})
 	require.NoError(t, err)
-	settle(t, sd.d, 1)
+	settle(t, sd.r, 1)
 	assert.True(t, q.Pending())
 	t0 := time.Now()
 	require.NoError(t, tok.Cancel())
-	c := reap(t, sd.r, 1)[0]
+	c := Reap(t, sd.r, 1)[0]
 	assert.ErrorIs(t, c.Err, ErrCanceled)
 	assert.Zero(t, c.N)
 	assert.Equal(t, "hung", c.User)
-	assert.Less(t, time.Since(t0), patience/2, "cancel of a hung transfer")
-	assertNoMore(t, sd.r)
+	assert.Less(t, time.Since(t0), Patience/2, "cancel of a hung transfer")
+	AssertNoMore(t, sd.r)
 
 	sd.s.Resume()
 	sd.send(t, usbsim.EchoCommand([]byte("alive")))
@@ -197,7 +255,7 @@ func TestSimCancelHung(t *testing.T) {
 func TestSimCancelHungOut(t *testing.T) {
 	sd := newSimDev(t, usbsim.Config{})
 	sd.s.Hang()
-	ctx, cancel := context.WithTimeout(context.Background(), quiet)
+	ctx, cancel := context.WithTimeout(context.Background(), Quiet)
 	defer cancel()
 	cmd := usbsim.EchoCommand([]byte("first"))
 	n, err := sd.out.Transfer(ctx, cmd)
@@ -217,7 +275,7 @@ func TestSimDeadline(t *testing.T) {
 	buf := make([]byte, sd.in.Desc().MaxTransfer)
 	_, err := sd.in.Submit(buf, Xfer{Deadline: 20 * time.Millisecond})
 	require.NoError(t, err)
-	c := reap(t, sd.r, 1)[0]
+	c := Reap(t, sd.r, 1)[0]
 	assert.ErrorIs(t, c.Err, ErrTimeout)
 
 	sd.send(t, usbsim.EchoCommand([]byte("after")))
@@ -235,7 +293,7 @@ func TestSimCanceledToken(t *testing.T) {
 	q, err := sd.in.Submit(buf, Xfer{Token: tok})
 	require.NoError(t, err)
 	assert.False(t, q.Pending())
-	c := reap(t, sd.r, 1)[0]
+	c := Reap(t, sd.r, 1)[0]
 	assert.ErrorIs(t, c.Err, ErrCanceled)
 	assert.Equal(t, "keep", string(sd.read(t, buf)), "the canceled transfer took no data")
 }
@@ -300,16 +358,16 @@ func TestSimUnplugPending(t *testing.T) {
 		_, err := ep.Submit(make([]byte, ep.Desc().MaxTransfer), Xfer{User: i})
 		require.NoError(t, err)
 	}
-	settle(t, sd.d, k)
+	settle(t, sd.r, k)
 	require.NoError(t, sd.s.Unplug())
 	seen := map[int]int{}
-	for _, c := range reap(t, sd.r, k) {
+	for _, c := range Reap(t, sd.r, k) {
 		assert.ErrorIs(t, c.Err, ErrNoDevice, "transfer %v", c.User)
 		assert.ErrorIs(t, c.Err, ioring.ErrNoDevice)
 		assert.NotErrorIs(t, c.Err, ErrCanceled)
 		seen[c.User.(int)]++
 	}
-	assertNoMore(t, sd.r)
+	AssertNoMore(t, sd.r)
 	for i := range k {
 		assert.Equal(t, 1, seen[i], "completions of transfer %d", i)
 	}
@@ -323,9 +381,9 @@ func TestSimUnplugOut(t *testing.T) {
 	sd.s.Hang()
 	_, err := sd.out.Submit([]byte{usbsim.CmdNop}, Xfer{})
 	require.NoError(t, err)
-	settle(t, sd.d, 1)
+	settle(t, sd.r, 1)
 	require.NoError(t, sd.s.Unplug())
-	c := reap(t, sd.r, 1)[0]
+	c := Reap(t, sd.r, 1)[0]
 	assert.ErrorIs(t, c.Err, ErrNoDevice)
 }
 
@@ -339,15 +397,15 @@ func TestSimCancelAll(t *testing.T) {
 	}
 	_, err := sd.out.Submit(usbsim.EchoCommand([]byte("x")), Xfer{User: k})
 	require.NoError(t, err)
-	settle(t, sd.d, k+1)
+	settle(t, sd.r, k+1)
 	require.NoError(t, sd.d.CancelAll())
 	seen := map[int]int{}
-	for _, c := range reap(t, sd.r, k+1) {
+	for _, c := range Reap(t, sd.r, k+1) {
 		assert.ErrorIs(t, c.Err, ErrCanceled, "transfer %v", c.User)
 		seen[c.User.(int)]++
 	}
 	assert.Len(t, seen, k+1)
-	assertNoMore(t, sd.r)
+	AssertNoMore(t, sd.r)
 
 	// Later transfers run normally.
 	sd.s.Resume()
@@ -369,7 +427,7 @@ func TestSimCloseDrains(t *testing.T) {
 		_, err := sd.in.Submit(make([]byte, 100), Xfer{User: i})
 		require.NoError(t, err)
 	}
-	settle(t, sd.d, k)
+	settle(t, sd.r, k)
 	require.NoError(t, sd.d.Close())
 	var cs [2 * k]ioring.Completion
 	n, err := sd.r.Reap(cs[:], 0)
@@ -394,13 +452,13 @@ func TestSimRingClosedFirst(t *testing.T) {
 		_, err := sd.in.Submit(make([]byte, 100), Xfer{User: i})
 		require.NoError(t, err)
 	}
-	settle(t, sd.d, 4)
+	settle(t, sd.r, 4)
 	done := make(chan error, 1)
 	go func() { done <- sd.r.Close() }()
 	select {
 	case err := <-done:
 		require.NoError(t, err)
-	case <-time.After(patience):
+	case <-time.After(Patience):
 		t.Fatal("ring Close did not return")
 	}
 	var cs [8]ioring.Completion
@@ -443,7 +501,7 @@ func TestSimCancelStress(t *testing.T) {
 	}
 	reqs := map[int]pend{}
 	next, canceled := 0, 0
-	deadline := time.Now().Add(4 * patience)
+	deadline := time.Now().Add(4 * Patience)
 	for len(got) < msgs {
 		require.True(t, time.Now().Before(deadline), "stream stalled at %d of %d", len(got), msgs)
 		for len(free) > 0 {
@@ -459,7 +517,7 @@ func TestSimCancelStress(t *testing.T) {
 				_ = p.q.Cancel()
 			}
 		}
-		for _, c := range reap(t, sd.r, 1) {
+		for _, c := range Reap(t, sd.r, 1) {
 			id := c.User.(int)
 			p, ok := reqs[id]
 			require.True(t, ok, "completion of transfer %d: twice or unknown", id)
@@ -475,7 +533,7 @@ func TestSimCancelStress(t *testing.T) {
 	}
 	wg.Wait()
 	require.NoError(t, sd.d.CancelAll())
-	reap(t, sd.r, len(reqs))
+	Reap(t, sd.r, len(reqs))
 	for i, m := range got {
 		require.Equal(t, fmt.Sprintf("m%04d", i), m, "message %d", i)
 	}
@@ -514,13 +572,13 @@ func TestSimCloseRacesSubmit(t *testing.T) {
 			}
 		}()
 	}
-	time.Sleep(quiet)
+	time.Sleep(Quiet)
 	closed := make(chan error, 1)
 	go func() { closed <- sd.d.Close() }()
 	select {
 	case err := <-closed:
 		require.NoError(t, err)
-	case <-time.After(patience):
+	case <-time.After(Patience):
 		t.Fatal("Close did not return")
 	}
 	wg.Wait()
@@ -548,7 +606,7 @@ func TestOpenSimSamePlug(t *testing.T) {
 	sd := newSimDev(t, usbsim.Config{})
 	sd.send(t, usbsim.StatusCommand())
 	sd.s.Hang()
-	ctx, cancel := context.WithTimeout(context.Background(), quiet)
+	ctx, cancel := context.WithTimeout(context.Background(), Quiet)
 	_, err := sd.out.Transfer(ctx, usbsim.EchoCommand([]byte("abandoned")))
 	cancel()
 	require.ErrorIs(t, err, ErrCanceled, "an OUT transfer whose reply never came")
@@ -556,7 +614,7 @@ func TestOpenSimSamePlug(t *testing.T) {
 	sd.s.Resume()
 
 	reopen := func() *simDev {
-		d, err := OpenSim(sd.r, sd.s)
+		d, err := usbsim.Open(sd.r, sd.s)
 		require.NoError(t, err)
 		t.Cleanup(func() { _ = d.Close() })
 		next := &simDev{r: sd.r, s: sd.s, d: d}

@@ -10,88 +10,93 @@ import (
 	"github.com/cancelio/cancelio/usb/internal/usbfs"
 )
 
-// usbfsTransport hands transfers to package usbfs directly: each is one
-// foreign request of the Device's ring that usbfs completes from its
-// reaper, with usbfs's own per-endpoint queue (Config.Depth transfers in
-// the kernel at once, the others waiting in order) and its cancel hook,
-// USBDEVFS_DISCARDURB. No goroutine of this package is on the path.
+// usbfsTransport is the Transport of the usbfs backend: each transfer is
+// one foreign request of the Device's ring that package usbfs completes
+// from its reaper, with usbfs's own per-endpoint queue (Config.Depth
+// transfers in the kernel at once, the others waiting in order) and its
+// cancel hook, USBDEVFS_DISCARDURB. No goroutine of this package is on the
+// path, and usbfs reports this package's errors (package base) itself.
 type usbfsTransport struct {
 	dev *usbfs.Device
-	eps map[uint8]*usbfs.Endpoint // bulk and interrupt endpoints; read-only after open
+	eps map[uint8]*usbfs.Endpoint // endpoint 0, bulk and interrupt endpoints; read-only after open
 	zlp bool                      // WithZeroPacket
+	// iface and alt are the claimed interface and its alternate setting,
+	// restored after a reset.
+	iface, alt int
 }
 
-func (t *usbfsTransport) check(e *Endpoint, buf []byte) error {
-	ep := t.eps[e.desc.Address]
-	switch {
-	case ep == nil:
-		return fmt.Errorf("usb: endpoint %v: %w: usbfs transfers on bulk and interrupt endpoints only", e.desc, ioring.ErrNotSupported)
-	case len(buf) > ep.MaxTransfer():
-		return fmt.Errorf("usb: endpoint %#02x: %w: %d bytes; usbfs takes at most %d", e.desc.Address, ioring.ErrInvalid, len(buf), ep.MaxTransfer())
+// endpoint returns the usbfs endpoint of ep, or an error wrapping
+// ioring.ErrNotSupported for one usbfs does not transfer on.
+func (t *usbfsTransport) endpoint(ep EndpointDesc, what string) (*usbfs.Endpoint, error) {
+	if e := t.eps[ep.Address]; e != nil {
+		return e, nil
 	}
-	return nil
+	return nil, fmt.Errorf("usb: %s %v: %w: usbfs handles bulk and interrupt endpoints only", what, ep, ioring.ErrNotSupported)
 }
 
-// submit is the whole of a transfer on usbfs.
-func (t *usbfsTransport) submit(e *Endpoint, buf []byte, x Xfer, awaited bool) (ioring.Request, error) {
-	ep := t.eps[e.desc.Address]
-	zlp := t.zlp && !e.desc.IsIn() && e.desc.Type == Bulk && len(buf) > 0 &&
-		e.desc.MaxPacketSize > 0 && len(buf)%e.desc.MaxPacketSize == 0
-	q, err := ep.Submit(buf, usbfs.TransferOptions{Token: x.Token, Deadline: x.Deadline, User: x.User, Await: awaited, ZeroPacket: zlp})
+func (t *usbfsTransport) Submit(ep EndpointDesc, buf []byte, x Xfer, wait bool) (ioring.Request, error) {
+	e, err := t.endpoint(ep, "endpoint")
 	if err != nil {
-		return ioring.Request{}, usbfsError(err)
+		return ioring.Request{}, err
 	}
-	return q, nil
+	if len(buf) > e.MaxTransfer() {
+		return ioring.Request{}, fmt.Errorf("usb: endpoint %#02x: %w: %d bytes; usbfs takes at most %d", ep.Address, ioring.ErrInvalid, len(buf), e.MaxTransfer())
+	}
+	zlp := t.zlp && !ep.IsIn() && ep.Type == Bulk && len(buf) > 0 &&
+		ep.MaxPacketSize > 0 && len(buf)%ep.MaxPacketSize == 0
+	return e.Submit(buf, usbfs.TransferOptions{Token: x.Token, Deadline: x.Deadline, User: x.User, Await: wait, ZeroPacket: zlp})
 }
 
-func (t *usbfsTransport) run(*Endpoint, *xfer) (int, error) {
-	panic("usb: usbfs transfers do not run on a pump")
-}
-
-func (t *usbfsTransport) cancelAll() {
+func (t *usbfsTransport) CancelAll() {
 	if t.dev != nil {
 		t.dev.CancelAll()
 	}
 }
 
-func (t *usbfsTransport) clearHalt(e *Endpoint) error {
-	ep := t.eps[e.desc.Address]
-	if ep == nil {
-		return fmt.Errorf("usb: clear halt of %v: %w: usbfs clears bulk and interrupt endpoints only", e.desc, ioring.ErrNotSupported)
+func (t *usbfsTransport) ClearHalt(ep EndpointDesc) error {
+	e, err := t.endpoint(ep, "clear halt of")
+	if err != nil {
+		return err
 	}
-	return usbfsError(ep.ClearHalt())
+	return e.ClearHalt()
 }
 
-func (t *usbfsTransport) close() error {
+func (t *usbfsTransport) Reset() error {
+	if t.dev == nil {
+		return fmt.Errorf("usb: reset: %w: no device", ioring.ErrNotSupported)
+	}
+	for addr, e := range t.eps {
+		if n := e.Pending(); n > 0 {
+			return fmt.Errorf("usb: reset: %w: %d transfers are pending on %#02x", ioring.ErrInvalid, n, addr)
+		}
+	}
+	if err := t.dev.Reset(); err != nil {
+		return err
+	}
+	// usbfs lets go of the interfaces it had claimed across a reset (its
+	// driver has no post_reset): claim it again and restore its alternate
+	// setting, as libusb does.
+	if err := t.dev.Claim(t.iface, false); err != nil {
+		return err
+	}
+	if t.alt != 0 {
+		return t.dev.SetAltSetting(t.iface, t.alt)
+	}
+	return nil
+}
+
+func (t *usbfsTransport) Close() error {
 	if t.dev == nil { // a transport of tests, without a device
 		return nil
 	}
-	return usbfsError(t.dev.Close())
+	return t.dev.Close()
 }
 
-// usbfsError maps package usbfs's errors to this package's, so that
-// errors.Is gives the same answers on both backends; others (a
-// *usbfs.StatusError, an errno of a refused ioctl) pass unchanged.
-func usbfsError(err error) error {
-	switch {
-	case err == nil:
-		return nil
-	case errors.Is(err, ioring.ErrTimeout):
-		return ErrTimeout
-	case errors.Is(err, ioring.ErrCanceled):
-		return ErrCanceled
-	case errors.Is(err, usbfs.ErrStall):
-		return ErrStall
-	case errors.Is(err, usbfs.ErrBabble):
-		return ErrBabble
-	case errors.Is(err, ioring.ErrNoDevice):
-		return ErrNoDevice
-	case errors.Is(err, usbfs.ErrClosed):
-		return ErrClosed
-	case errors.Is(err, usbfs.ErrNoUSB):
-		return fmt.Errorf("%w (%v)", ErrNoUSB, err)
-	case errors.Is(err, fs.ErrNotExist):
-		// The device vanished between enumeration and open.
+// openError is what Open and List say of a usbfs device that vanished
+// between enumeration and open: ErrNotFound. Other errors, package
+// base's among them, pass unchanged.
+func openError(err error) error {
+	if errors.Is(err, fs.ErrNotExist) && !errors.Is(err, ErrNoDevice) {
 		return fmt.Errorf("%w (%v)", ErrNotFound, err)
 	}
 	return err
@@ -101,7 +106,7 @@ func usbfsError(err error) error {
 func usbfsList() ([]DeviceDesc, error) {
 	infos, err := usbfs.List()
 	if err != nil {
-		return nil, fmt.Errorf("usb: list: %w", usbfsError(err))
+		return nil, fmt.Errorf("usb: list: %w", openError(err))
 	}
 	descs := make([]DeviceDesc, 0, len(infos))
 	for i := range infos {
@@ -166,7 +171,7 @@ func usbfsOpen(ring *ioring.Ring, vid, pid uint16, o options) (*Device, error) {
 	what := fmt.Sprintf("usb: open %04x:%04x", vid, pid)
 	infos, err := usbfs.List()
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", what, usbfsError(err))
+		return nil, fmt.Errorf("%s: %w", what, openError(err))
 	}
 	i := slices.IndexFunc(infos, func(d usbfs.DeviceInfo) bool {
 		return d.VendorID == vid && d.ProductID == pid && (o.bus == 0 || d.Bus == o.bus) && (o.addr == 0 || d.Address == o.addr)
@@ -174,16 +179,16 @@ func usbfsOpen(ring *ioring.Ring, vid, pid uint16, o options) (*Device, error) {
 	if i < 0 {
 		return nil, fmt.Errorf("%s: %w", what, ErrNotFound)
 	}
-	dev, err := usbfs.OpenBus(infos[i].Bus, infos[i].Address, usbfs.Config{Ring: ring, Depth: o.depth, MapError: usbfsError})
+	dev, err := usbfs.OpenBus(infos[i].Bus, infos[i].Address, usbfs.Config{Ring: ring, Depth: o.depth})
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", what, usbfsError(err))
+		return nil, fmt.Errorf("%s: %w", what, openError(err))
 	}
 	tr, desc, err := usbfsSetup(dev, o)
 	if err != nil {
 		_ = dev.Close()
-		return nil, fmt.Errorf("%s: %w", what, usbfsError(err))
+		return nil, fmt.Errorf("%s: %w", what, openError(err))
 	}
-	return newDevice(ring, desc, tr, nil), nil
+	return NewDevice(desc, tr), nil
 }
 
 // usbfsSetup selects the configuration, claims the interface (detaching a
@@ -228,7 +233,7 @@ func usbfsSetup(dev *usbfs.Device, o options) (*usbfsTransport, DeviceDesc, erro
 	if o.zlp && !dev.Capabilities().Has(usbfs.CapZeroPacket) {
 		return nil, DeviceDesc{}, fmt.Errorf("WithZeroPacket: %w: this kernel's usbfs lacks USBDEVFS_CAP_ZERO_PACKET", ioring.ErrNotSupported)
 	}
-	tr := &usbfsTransport{dev: dev, eps: map[uint8]*usbfs.Endpoint{}, zlp: o.zlp}
+	tr := &usbfsTransport{dev: dev, eps: map[uint8]*usbfs.Endpoint{0: dev.ControlEndpoint()}, zlp: o.zlp, iface: o.iface, alt: o.alt}
 	for _, ed := range alt.Endpoints {
 		if t := ed.Type(); t != usbfs.Bulk && t != usbfs.Interrupt {
 			continue // described, but usbfs transfers on these only

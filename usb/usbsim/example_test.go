@@ -60,5 +60,5 @@ func Example() {
 	// Output:
 	// start scan acknowledged: 1 <nil>
 	// bytes: 192000 exact: true
-	// usbsim: no device
+	// usb: no device
 }

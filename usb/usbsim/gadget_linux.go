@@ -82,40 +82,18 @@ func ServeGadget(g Gadget, cfg Config) (*Scanner, error) {
 func (s *Scanner) ffsPlug() error {
 	in, out, intr := s.gadget.EndpointFiles()
 	p := &plug{gone: make(chan struct{})}
-	specs := []struct {
-		dst  **endpoint
-		f    *os.File
-		addr uint8
-		typ  EndpointType
-		mps  int
-		max  int
-	}{
-		{&p.out, out, AddrBulkOut, EndpointBulk, BulkMaxPacketSize, s.maxTransfer},
-		{&p.in, in, AddrBulkIn, EndpointBulk, BulkMaxPacketSize, s.maxTransfer},
-		{&p.intr, intr, AddrInterruptIn, EndpointInterrupt, InterruptMaxPacketSize, InterruptMaxPacketSize},
-	}
-	for _, sp := range specs {
-		rc, err := sp.f.SyscallConn()
+	files := [3]*os.File{out, in, intr} // in the order of s.endpointInfos
+	for i, info := range s.endpointInfos() {
+		rc, err := files[i].SyscallConn()
 		if err != nil {
-			return fmt.Errorf("usbsim: gadget endpoint file %s: %w", sp.f.Name(), err)
+			return fmt.Errorf("usbsim: gadget endpoint file %s: %w", files[i].Name(), err)
 		}
-		*sp.dst = &endpoint{
-			info: Endpoint{Address: sp.addr, Type: sp.typ, MaxPacketSize: sp.mps, MaxTransfer: sp.max, FD: -1},
-			ffs:  &ffsEndpoint{file: sp.f, rc: rc},
-		}
+		*p.slots()[i] = &endpoint{info: info, ffs: &ffsEndpoint{file: files[i], rc: rc}}
 	}
 	if err := s.gadget.Plug(); err != nil {
 		return fmt.Errorf("usbsim: plug gadget: %w", err)
 	}
-	s.mu.Lock()
-	s.plug = p
-	s.hung, s.hangAfter = false, -1
-	s.changedLocked()
-	s.mu.Unlock()
-	p.wg.Add(3)
-	go s.ffsOutLoop(p, p.out)
-	go s.ffsInLoop(p, p.in)
-	go s.ffsInLoop(p, p.intr)
+	s.install(p, s.ffsOutLoop, s.ffsInLoop)
 	return nil
 }
 
@@ -250,19 +228,9 @@ func (s *Scanner) ffsInLoop(p *plug, ep *endpoint) {
 			s.mu.Unlock()
 			s.ffsHalt(p, ep)
 			continue
-		case len(ep.queue) == 0:
-			s.mu.Unlock()
-			t0 = time.Time{}
-			wait(changed, p.gone)
-			continue
 		}
-		m := s.planLocked(p, ep)
-		if t0.IsZero() {
-			t0 = time.Now()
-		}
-		due := t0.Add(s.latency + xferTime(m.n, s.bandwidth))
-		s.mu.Unlock()
-		if !sleep(due, changed, p.gone) {
+		m, due := s.awaitMessageLocked(p, ep, &t0, changed)
+		if !due {
 			continue // something changed: plan again
 		}
 		m.fill(buf)
@@ -343,24 +311,8 @@ func (s *Scanner) ffsOutLoop(p *plug, ep *endpoint) {
 			s.ffsPause(p, err)
 			continue
 		}
-		t0 := time.Now()
-		for { // act after latency and transfer time, never while hung
-			s.mu.Lock()
-			if s.plug != p {
-				s.mu.Unlock()
-				return
-			}
-			changed, hung := s.changed, s.hung
-			due := t0.Add(s.latency + xferTime(n, s.bandwidth))
-			if !hung && !time.Now().Before(due) {
-				break // with s.mu held
-			}
-			s.mu.Unlock()
-			if hung {
-				wait(changed, p.gone)
-			} else {
-				sleep(due, changed, p.gone)
-			}
+		if !s.awaitActLocked(p, time.Now(), n) {
+			return
 		}
 		s.commandLocked(p, buf[:n])
 		s.changedLocked()

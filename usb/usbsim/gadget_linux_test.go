@@ -19,7 +19,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
 
-	"github.com/cancelio/cancelio/usb/internal/usbvm"
+	"github.com/cancelio/cancelio/internal/usbvm"
 	"github.com/cancelio/cancelio/usb/usbsim"
 )
 

@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"syscall"
+
+	"github.com/cancelio/cancelio/usb"
 )
 
 // Errors a host sees on the endpoints, and Scanner errors. Compare with
@@ -11,13 +13,15 @@ import (
 var (
 	// ErrStall means the endpoint is halted: every transfer on it fails with
 	// ErrStall until the host calls Scanner.ClearHalt (libusb's
-	// LIBUSB_ERROR_PIPE, usbfs's EPIPE).
-	ErrStall = errors.New("usbsim: endpoint stalled")
+	// LIBUSB_ERROR_PIPE, usbfs's EPIPE). It is usb.ErrStall, so a host
+	// needs no mapping.
+	ErrStall = usb.ErrStall
 	// ErrNoDevice means the device was unplugged (or the Scanner closed):
 	// every transfer on the old endpoints fails with it for good. After
 	// Replug the host opens the new endpoints (libusb's LIBUSB_ERROR_NO_DEVICE,
-	// usbfs's ENODEV).
-	ErrNoDevice = errors.New("usbsim: no device")
+	// usbfs's ENODEV). It is usb.ErrNoDevice (errors.Is(err,
+	// ioring.ErrNoDevice) holds too).
+	ErrNoDevice = usb.ErrNoDevice
 	// ErrProtocol means a message broke the framing (an unknown header, a
 	// short reply); it is a bug on one side, not a device condition.
 	ErrProtocol = errors.New("usbsim: framing error")

@@ -10,7 +10,7 @@ import (
 	"go.uber.org/goleak"
 	"golang.org/x/sys/unix"
 
-	"github.com/cancelio/cancelio/usb/internal/usbvm"
+	"github.com/cancelio/cancelio/internal/usbvm"
 	"github.com/cancelio/cancelio/usb/usbsim"
 )
 

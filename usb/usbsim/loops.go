@@ -69,19 +69,8 @@ func (s *Scanner) inLoop(p *plug, ep *endpoint) {
 			}
 			continue
 		}
-		if len(ep.queue) == 0 {
-			s.mu.Unlock()
-			t0 = time.Time{}
-			wait(changed, p.gone)
-			continue
-		}
-		m := s.planLocked(p, ep)
-		if t0.IsZero() {
-			t0 = time.Now()
-		}
-		due := t0.Add(s.latency + xferTime(m.n, s.bandwidth))
-		s.mu.Unlock()
-		if !sleep(due, changed, p.gone) {
+		m, due := s.awaitMessageLocked(p, ep, &t0, changed)
+		if !due {
 			continue // something changed: plan again
 		}
 		buf[0] = HeaderData
@@ -115,6 +104,56 @@ func (s *Scanner) inLoop(p *plug, ep *endpoint) {
 		}
 		if sent {
 			t0 = time.Time{}
+		}
+	}
+}
+
+// awaitMessageLocked is the fault policy of an IN endpoint's next
+// message, the same on both transports: called with s.mu held and no
+// hang, halt or unplug in the way, it unlocks s.mu and, when ep's queue
+// is empty, waits for a change (and forgets *t0); otherwise it plans the
+// message and waits until the latency and the bandwidth cap let the
+// device send it, counted from *t0 (set to now if zero: when the message
+// became due to start). It reports whether the message is due; false
+// means the state changed meanwhile: plan again.
+func (s *Scanner) awaitMessageLocked(p *plug, ep *endpoint, t0 *time.Time, changed <-chan struct{}) (msgPlan, bool) {
+	if len(ep.queue) == 0 {
+		s.mu.Unlock()
+		*t0 = time.Time{}
+		wait(changed, p.gone)
+		return msgPlan{}, false
+	}
+	m := s.planLocked(p, ep)
+	if t0.IsZero() {
+		*t0 = time.Now()
+	}
+	due := t0.Add(s.latency + xferTime(m.n, s.bandwidth))
+	s.mu.Unlock()
+	return m, sleep(due, changed, p.gone)
+}
+
+// awaitActLocked is the fault policy of bulk OUT, the same on both
+// transports: it waits until the device may act on an OUT transfer of n
+// payload bytes that arrived at t0, once the latency and the bandwidth cap
+// allow and never while the device hangs. It returns true with s.mu held,
+// or false without it once p is unplugged.
+func (s *Scanner) awaitActLocked(p *plug, t0 time.Time, n int) bool {
+	for {
+		s.mu.Lock()
+		if s.plug != p {
+			s.mu.Unlock()
+			return false
+		}
+		changed, hung := s.changed, s.hung
+		due := t0.Add(s.latency + xferTime(n, s.bandwidth))
+		if !hung && !time.Now().Before(due) {
+			return true
+		}
+		s.mu.Unlock()
+		if hung {
+			wait(changed, p.gone)
+		} else {
+			sleep(due, changed, p.gone)
 		}
 	}
 }
@@ -204,24 +243,8 @@ func (s *Scanner) outLoop(p *plug, ep *endpoint) {
 			return // closed by Unplug or Close
 		}
 		seq++
-		t0 := time.Now()
-		for { // answer after latency and transfer time, never while hung
-			s.mu.Lock()
-			if s.plug != p {
-				s.mu.Unlock()
-				return
-			}
-			changed, hung := s.changed, s.hung
-			due := t0.Add(s.latency + xferTime(n-HeaderSize, s.bandwidth))
-			if !hung && !time.Now().Before(due) {
-				break // with s.mu held
-			}
-			s.mu.Unlock()
-			if hung {
-				wait(changed, p.gone)
-			} else {
-				sleep(due, changed, p.gone)
-			}
+		if !s.awaitActLocked(p, time.Now(), n-HeaderSize) {
+			return
 		}
 		reply[0] = HeaderAck
 		switch {

@@ -6,6 +6,8 @@ import (
 	"net"
 	"sync"
 	"time"
+
+	"github.com/cancelio/cancelio/usb"
 )
 
 // Descriptor defaults. 0x1209 is pid.codes' open-source vendor ID and
@@ -36,25 +38,15 @@ const (
 // when a host does not read events.
 const maxEvents = 64
 
-// EndpointType is an endpoint's transfer type, valued as in bmAttributes.
-type EndpointType uint8
+// EndpointType is an endpoint's transfer type, valued as in bmAttributes:
+// usb.TransferType (its String gives "bulk", "interrupt").
+type EndpointType = usb.TransferType
 
 // Transfer types the simulated scanner uses.
 const (
-	EndpointBulk      EndpointType = 2
-	EndpointInterrupt EndpointType = 3
+	EndpointBulk      = usb.Bulk
+	EndpointInterrupt = usb.Interrupt
 )
-
-// String returns the type's name.
-func (t EndpointType) String() string {
-	switch t {
-	case EndpointBulk:
-		return "bulk"
-	case EndpointInterrupt:
-		return "interrupt"
-	}
-	return fmt.Sprintf("EndpointType(%d)", uint8(t))
-}
 
 // Endpoint describes one endpoint of the current plug-in and its host fd.
 type Endpoint struct {
@@ -135,6 +127,9 @@ type plug struct {
 }
 
 func (p *plug) endpoints() [3]*endpoint { return [3]*endpoint{p.out, p.in, p.intr} }
+
+// slots are the places of p's endpoints, in the order of endpoints.
+func (p *plug) slots() [3]**endpoint { return [3]**endpoint{&p.out, &p.in, &p.intr} }
 
 // endpoint is the device side of one endpoint.
 type endpoint struct {
@@ -416,17 +411,24 @@ func (s *Scanner) PressButton(button uint8) {
 func (s *Scanner) Unplug() error {
 	s.plugMu.Lock()
 	defer s.plugMu.Unlock()
+	p, err := s.detach(false)
+	if err != nil || p == nil {
+		return err
+	}
+	return s.teardown(p)
+}
+
+// detach takes the current plug-in (nil when unplugged) away for Unplug
+// and, with closing, for Close, which also marks s closed. It fails with
+// ErrClosed after Close. Call with plugMu held.
+func (s *Scanner) detach(closing bool) (*plug, error) {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	if s.closed {
-		s.mu.Unlock()
-		return ErrClosed
+		return nil, ErrClosed
 	}
-	p := s.unplugLocked()
-	s.mu.Unlock()
-	if p != nil {
-		return s.teardown(p)
-	}
-	return nil
+	s.closed = closing
+	return s.unplugLocked(), nil
 }
 
 // unplugLocked detaches the current plug-in and resets the device state.
@@ -489,32 +491,38 @@ func (s *Scanner) Replug() error {
 	if err != nil {
 		return err
 	}
+	s.install(p, s.outLoop, s.inLoop)
+	return nil
+}
+
+// install makes p, whose endpoints are set up, the current plug-in (idle,
+// not hung) and starts its goroutines: out serves bulk OUT, in each IN
+// endpoint. Both transports plug in through it. Call with plugMu held.
+func (s *Scanner) install(p *plug, out, in func(*plug, *endpoint)) {
 	s.mu.Lock()
 	s.plug = p
 	s.hung, s.hangAfter = false, -1
 	s.changedLocked()
 	s.mu.Unlock()
 	p.wg.Add(3)
-	go s.outLoop(p, p.out)
-	go s.inLoop(p, p.in)
-	go s.inLoop(p, p.intr)
-	return nil
+	go out(p, p.out)
+	go in(p, p.in)
+	go in(p, p.intr)
+}
+
+// endpointInfos describes the endpoints of a plug-in, in the order of
+// plug.slots: bulk OUT, bulk IN, interrupt IN (FD -1: no host fd yet).
+func (s *Scanner) endpointInfos() [3]Endpoint {
+	return [3]Endpoint{
+		{Address: AddrBulkOut, Type: EndpointBulk, MaxPacketSize: BulkMaxPacketSize, MaxTransfer: s.maxTransfer, FD: -1},
+		{Address: AddrBulkIn, Type: EndpointBulk, MaxPacketSize: BulkMaxPacketSize, MaxTransfer: s.maxTransfer, FD: -1},
+		{Address: AddrInterruptIn, Type: EndpointInterrupt, MaxPacketSize: InterruptMaxPacketSize, MaxTransfer: InterruptMaxPacketSize, FD: -1},
+	}
 }
 
 // newPlug creates the socketpairs of one plug-in.
 func (s *Scanner) newPlug() (*plug, error) {
 	p := &plug{gone: make(chan struct{})}
-	specs := []struct {
-		dst  **endpoint
-		addr uint8
-		typ  EndpointType
-		mps  int
-		max  int
-	}{
-		{&p.out, AddrBulkOut, EndpointBulk, BulkMaxPacketSize, s.maxTransfer},
-		{&p.in, AddrBulkIn, EndpointBulk, BulkMaxPacketSize, s.maxTransfer},
-		{&p.intr, AddrInterruptIn, EndpointInterrupt, InterruptMaxPacketSize, InterruptMaxPacketSize},
-	}
 	var made []*endpoint
 	fail := func(err error) (*plug, error) {
 		for _, ep := range made {
@@ -523,29 +531,21 @@ func (s *Scanner) newPlug() (*plug, error) {
 		}
 		return nil, err
 	}
-	for _, sp := range specs {
+	for i, info := range s.endpointInfos() {
 		// Room for two full messages plus the kernel's per-message share.
-		sndbuf := HeaderSize + sp.max + 4096
+		sndbuf := HeaderSize + info.MaxTransfer + 4096
 		host, dev, maxMsg, err := socketPair(sndbuf)
 		if err != nil {
 			return fail(err)
 		}
-		ep := &endpoint{
-			info: Endpoint{
-				Address:       sp.addr,
-				Type:          sp.typ,
-				MaxPacketSize: sp.mps,
-				MaxTransfer:   min(sp.max, maxMsg-HeaderSize),
-				FD:            host,
-			},
-			dev:    dev,
-			sndbuf: sndbuf,
-		}
+		info.MaxTransfer = min(info.MaxTransfer, maxMsg-HeaderSize)
+		info.FD = host
+		ep := &endpoint{info: info, dev: dev, sndbuf: sndbuf}
 		made = append(made, ep)
 		if ep.info.MaxTransfer < EventSize {
 			return fail(fmt.Errorf("usbsim: socket buffer too small (%d bytes per message)", maxMsg))
 		}
-		*sp.dst = ep
+		*p.slots()[i] = ep
 	}
 	// Both bulk endpoints carry the same transfer size.
 	m := min(p.out.info.MaxTransfer, p.in.info.MaxTransfer)
@@ -560,15 +560,10 @@ func (s *Scanner) newPlug() (*plug, error) {
 func (s *Scanner) Close() error {
 	s.plugMu.Lock()
 	defer s.plugMu.Unlock()
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		return ErrClosed
+	p, err := s.detach(true)
+	if err != nil {
+		return err
 	}
-	s.closed = true
-	p := s.unplugLocked()
-	s.mu.Unlock()
-	var err error
 	if p != nil {
 		err = s.teardown(p)
 	}

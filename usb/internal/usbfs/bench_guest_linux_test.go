@@ -8,8 +8,8 @@ import (
 	"time"
 
 	"github.com/cancelio/cancelio/internal/latstat"
+	"github.com/cancelio/cancelio/internal/usbvm"
 	"github.com/cancelio/cancelio/ioring"
-	"github.com/cancelio/cancelio/usb/internal/usbvm"
 )
 
 // BenchmarkCancel measures the cancel latency of one pending bulk IN on a

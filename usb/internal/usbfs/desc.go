@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+
+	"github.com/cancelio/cancelio/usb/internal/base"
 )
 
 // Descriptor types and lengths, from <linux/usb/ch9.h>.
@@ -19,31 +21,26 @@ const (
 	epDescLen    = 7
 )
 
-// TransferType is an endpoint's transfer type, bits 0-1 of bmAttributes.
-type TransferType uint8
+// TransferType is an endpoint's transfer type, bits 0-1 of bmAttributes:
+// package usb's (usb.TransferType), defined once in package base.
+type TransferType = base.TransferType
 
 // The four USB transfer types.
 const (
-	Control     TransferType = 0
-	Isochronous TransferType = 1
-	Bulk        TransferType = 2
-	Interrupt   TransferType = 3
+	Control     = base.Control
+	Isochronous = base.Isochronous
+	Bulk        = base.Bulk
+	Interrupt   = base.Interrupt
 )
 
-// String returns the type's name, as sysfs spells it ("Bulk").
-func (t TransferType) String() string {
-	switch t {
-	case Control:
-		return "Control"
-	case Isochronous:
-		return "Isoc"
-	case Bulk:
-		return "Bulk"
-	case Interrupt:
-		return "Interrupt"
-	}
-	return fmt.Sprintf("TransferType(%d)", uint8(t))
+// sysfsType spells t as sysfs does in an endpoint's type file ("Bulk").
+func sysfsType(t TransferType) string {
+	return [4]string{"Control", "Isoc", "Bulk", "Interrupt"}[t&3]
 }
+
+// SetupSize is the length of a control transfer's setup packet (struct
+// usb_ctrlrequest), which starts its buffer.
+const SetupSize = 8
 
 // DeviceDescriptor is a USB device descriptor (USB 2.0 §9.6.1).
 type DeviceDescriptor struct {
@@ -115,7 +112,7 @@ func (e EndpointDescriptor) String() string {
 	if e.In() {
 		dir = "IN"
 	}
-	return fmt.Sprintf("%#02x %v %s %d", e.Address, e.Type(), dir, e.PacketSize())
+	return fmt.Sprintf("%#02x %s %s %d", e.Address, sysfsType(e.Type()), dir, e.PacketSize())
 }
 
 var errShort = errors.New("truncated descriptor")

@@ -25,6 +25,7 @@ const (
 	urbBulkContinuation       = 0x04 // USBDEVFS_URB_BULK_CONTINUATION
 	urbZeroPacket             = 0x40 // USBDEVFS_URB_ZERO_PACKET
 	urbTypeInterrupt    uint8 = 1    // USBDEVFS_URB_TYPE_INTERRUPT
+	urbTypeControl      uint8 = 2    // USBDEVFS_URB_TYPE_CONTROL
 	urbTypeBulk         uint8 = 3    // USBDEVFS_URB_TYPE_BULK
 
 	disconnectClaimExceptDriver = 0x02 // USBDEVFS_DISCONNECT_CLAIM_EXCEPT_DRIVER
@@ -60,10 +61,6 @@ type Config struct {
 	// many transfers fast; 2 keeps the bus busy between completions. 0
 	// means no cap.
 	Depth int
-	// MapError, if not nil, maps each transfer's error (never nil) before
-	// its completion is posted, so that a layer above can give its own
-	// sentinels without a second request per transfer. It must not block.
-	MapError func(error) error
 }
 
 // Device is an open USB device: its usbfs fd, the interfaces it claimed and
@@ -78,7 +75,6 @@ type Device struct {
 	maxURB int // the largest URB, in bytes
 	budget int // usbfs_memory_mb in bytes (math.MaxInt32 when unlimited)
 	depth  int // Config.Depth
-	mapErr func(error) error
 
 	eps [32]epState // per endpoint, by epIndex
 
@@ -147,12 +143,12 @@ func open(info DeviceInfo, cfg Config) (*Device, error) {
 	fd, err := unix.Open(info.DevNode, unix.O_RDWR|unix.O_CLOEXEC, 0)
 	if err != nil {
 		if err == unix.ENODEV || err == unix.ENOENT {
-			err = fmt.Errorf("%w (%v)", ioring.ErrNoDevice, err)
+			err = fmt.Errorf("%w (%v)", ErrNoDevice, err)
 		}
 		return nil, &OpError{Op: op, Err: err}
 	}
 	d := &Device{
-		fd: fd, ring: cfg.Ring, info: info, config: info.ActiveConfig, depth: cfg.Depth, mapErr: cfg.MapError,
+		fd: fd, ring: cfg.Ring, info: info, config: info.ActiveConfig, depth: cfg.Depth,
 		alt: map[uint8]uint8{}, claimed: map[uint8]bool{},
 		inflight: map[uintptr]partRef{}, active: map[*transfer]struct{}{},
 		reaperDone:  make(chan struct{}),
@@ -225,10 +221,10 @@ func usbfsBudget() int {
 }
 
 // noDevice maps ENODEV (the device is gone) to an error wrapping
-// ioring.ErrNoDevice.
+// ErrNoDevice.
 func noDevice(err error) error {
 	if err == unix.ENODEV {
-		return fmt.Errorf("%w (%v)", ioring.ErrNoDevice, err)
+		return fmt.Errorf("%w (%v)", ErrNoDevice, err)
 	}
 	return err
 }
@@ -428,7 +424,7 @@ func (d *Device) Control(requestType, request uint8, value, index uint16, data [
 	if err == unix.EPIPE {
 		return n, &OpError{Op: op, Err: ErrStall}
 	}
-	return n, d.ioctlErr(op, err)
+	return n, d.controlErr(op, err)
 }
 
 // Reset resets the device (USBDEVFS_RESET): a USB port reset, after which
@@ -441,6 +437,22 @@ func (d *Device) Reset() error {
 	}
 	defer d.calls.Done()
 	return d.ioctlErr("reset", ioctl(d.fd, ioctlReset, 0))
+}
+
+// ControlEndpoint returns endpoint 0, the default control pipe, for
+// asynchronous control transfers through the ring: its transfers' buffers
+// start with the setup packet (SetupSize bytes, wLength little-endian at
+// bytes 6-7), followed by the data stage, and their completions count the
+// data stage's bytes. usbfs checks the request against the claimed
+// interfaces (a request to an interface or an endpoint needs its
+// interface claimed). A cancel discards the URB like any other.
+func (d *Device) ControlEndpoint() *Endpoint {
+	const maxControl = SetupSize + 0xffff // wLength is 16 bits
+	return &Endpoint{
+		d: d, es: &d.eps[epIndex(0)],
+		Desc:   EndpointDescriptor{Address: 0, Attributes: uint8(Control), MaxPacketSize: uint16(d.info.Descriptor.MaxPacketSize0)},
+		maxURB: maxControl, maxTransfer: maxControl,
+	}
 }
 
 // Endpoint returns the endpoint with address addr (direction bit included:

@@ -19,7 +19,7 @@
 //
 // A transfer completes with nil, ioring.ErrCanceled (URB status -ENOENT or
 // -ECONNRESET; ioring turns it into ioring.ErrTimeout when the deadline
-// fired), ioring.ErrNoDevice (-ENODEV, -ESHUTDOWN, or -EPROTO once the
+// fired), ErrNoDevice (-ENODEV, -ESHUTDOWN, or -EPROTO once the
 // device is seen disconnected), ErrStall (-EPIPE: clear it with
 // Endpoint.ClearHalt), ErrBabble (-EOVERFLOW), a *StatusError carrying any
 // other status, or the *OpError of a USBDEVFS_SUBMITURB the kernel refused.

@@ -1,34 +1,40 @@
 package usbfs
 
 import (
-	"errors"
 	"fmt"
 	"strings"
 	"syscall"
 
 	"github.com/cancelio/cancelio/ioring"
+	"github.com/cancelio/cancelio/usb/internal/base"
 )
 
+// The errors of this package are package usb's own (see package base), so
+// that a transfer's result needs no mapping on its way up.
 var (
 	// ErrNoUSB is returned by List and the Open functions where the system
 	// has no USB host support to offer: no /sys/bus/usb (a kernel without
-	// CONFIG_USB) or no /dev/bus/usb (no devtmpfs or udev). It wraps
-	// ioring.ErrNotSupported. Nothing is wrong with the caller: use another
-	// transport.
-	ErrNoUSB = fmt.Errorf("usbfs: no USB host support on this system: %w", ioring.ErrNotSupported)
+	// CONFIG_USB) or no /dev/bus/usb (no devtmpfs or udev). Nothing is
+	// wrong with the caller: use another transport.
+	ErrNoUSB = base.ErrNoUSB
+
+	// ErrNoDevice is the result of a transfer or call on a device that is
+	// gone (ENODEV, and URB statuses that mean a disconnect). It wraps
+	// ioring.ErrNoDevice.
+	ErrNoDevice = base.ErrNoDevice
 
 	// ErrClosed is returned by calls on a closed Device or its endpoints.
-	ErrClosed = errors.New("usbfs: device closed")
+	ErrClosed = base.ErrClosed
 
 	// ErrStall is the result of a transfer the device refused with a STALL
 	// handshake (URB status -EPIPE): the endpoint is halted until
 	// Endpoint.ClearHalt.
-	ErrStall = errors.New("usbfs: endpoint stalled")
+	ErrStall = base.ErrStall
 
 	// ErrBabble is the result of a transfer in which the device sent more
 	// than the buffer could hold (URB status -EOVERFLOW). The bytes that fit
 	// are reported.
-	ErrBabble = errors.New("usbfs: babble: the device sent more data than requested")
+	ErrBabble = base.ErrBabble
 )
 
 // StatusError is the result of a transfer whose URB ended with a status this

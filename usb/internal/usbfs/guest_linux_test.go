@@ -22,8 +22,8 @@ import (
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
 
+	"github.com/cancelio/cancelio/internal/usbvm"
 	"github.com/cancelio/cancelio/ioring"
-	"github.com/cancelio/cancelio/usb/internal/usbvm"
 )
 
 // startTestEnv starts the gadget I/O threads in the usbvm guest.
@@ -305,7 +305,7 @@ func TestGuestList(t *testing.T) {
 			}
 		}
 		assert.Equal(t, he.Address, e.Address, "endpoint %#02x in the descriptors", he.Address)
-		assert.Equal(t, he.Type, e.Type().String())
+		assert.Equal(t, he.Type, sysfsType(e.Type()), "sysfs spells the type")
 		assert.Equal(t, he.MaxPacket, e.PacketSize())
 	}
 	caps := x.d.Capabilities()

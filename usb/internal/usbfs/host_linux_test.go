@@ -287,3 +287,24 @@ func TestBudget(t *testing.T) {
 	_, err = open(DeviceInfo{DevNode: "/dev/null"}, Config{Ring: d.ring, Depth: -1})
 	assert.ErrorIs(t, err, ioring.ErrInvalid, "negative Depth")
 }
+
+// TestControlErrDisconnect: a protocol error of a control ioctl
+// (clear-halt during an unplug) is ErrNoDevice when the device is gone, and
+// stays the protocol error, after the grace period, when it is not (this
+// fake's fd is not a usbfs node: the probe never says ENODEV). Other
+// errors pass as ioctlErr gives them.
+func TestControlErrDisconnect(t *testing.T) {
+	d, _ := fakeDevice(t, 0, 8<<20)
+	err := d.controlErr("clear halt 0x02", unix.EPROTO)
+	assert.ErrorIs(t, err, unix.EPROTO, "device present")
+	assert.NotErrorIs(t, err, ErrNoDevice)
+	assert.ErrorIs(t, d.controlErr("clear halt 0x02", unix.EBUSY), unix.EBUSY)
+	assert.NoError(t, d.controlErr("clear halt 0x02", nil))
+
+	d.gone.Store(true)
+	for _, errno := range []unix.Errno{unix.EPROTO, unix.EILSEQ, unix.ETIME, unix.ESHUTDOWN} {
+		err := d.controlErr("clear halt 0x02", errno)
+		assert.ErrorIs(t, err, ErrNoDevice, "%v", errno)
+		assert.ErrorIs(t, err, ioring.ErrNoDevice, "%v", errno)
+	}
+}

@@ -72,6 +72,10 @@ func (d *Device) Control(requestType, request uint8, value, index uint16, data [
 // Reset fails on this platform.
 func (d *Device) Reset() error { return errPlatform }
 
+// ControlEndpoint returns an endpoint whose transfers fail on this
+// platform.
+func (d *Device) ControlEndpoint() *Endpoint { return &Endpoint{} }
+
 // Endpoint fails on this platform.
 func (d *Device) Endpoint(addr uint8) (*Endpoint, error) { return nil, errPlatform }
 

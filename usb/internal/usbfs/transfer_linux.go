@@ -4,6 +4,7 @@ package usbfs
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"runtime"
@@ -77,7 +78,7 @@ func (e *Endpoint) String() string { return e.Desc.String() }
 //
 // Bad input (an empty IN buffer, a transfer larger than MaxTransfer, a
 // closed device) is refused with an error before any ioctl; so is a transfer
-// on a device already seen disconnected (ioring.ErrNoDevice), and one that
+// on a device already seen disconnected (ErrNoDevice), and one that
 // would take the memory of the transfers already accepted past the usbfs
 // budget (an error wrapping ioring.ErrFull: retry after completions). A
 // refusal of the kernel's at submission completes the request with it
@@ -119,7 +120,7 @@ func (e *Endpoint) Submit(buf []byte, o TransferOptions) (ioring.Request, error)
 		return ioring.Request{}, &OpError{Op: "submit " + e.String(), Err: err}
 	}
 	if tokenCanceled {
-		d.ring.Complete(req, 0, d.mapError(ioring.ErrCanceled))
+		d.ring.Complete(req, 0, ioring.ErrCanceled)
 		d.end(t)
 		return req, nil
 	}
@@ -216,7 +217,7 @@ func (e *Endpoint) ClearHalt() error {
 	if es.pending > 0 {
 		return invalid(op, "%d transfers are pending on it", es.pending)
 	}
-	return e.d.ioctlErr(op, ioctlU32(e.d.fd, ioctlClearHalt, uint32(e.Desc.Address)))
+	return e.d.controlErr(op, ioctlU32(e.d.fd, ioctlClearHalt, uint32(e.Desc.Address)))
 }
 
 // where is the stage of a transfer, guarded by its epState's mu.
@@ -272,8 +273,12 @@ func (e *Endpoint) newTransfer(buf []byte, zlp bool) (*transfer, error) {
 			why = " (no USBDEVFS_CAP_BULK_CONTINUATION: cannot split)"
 		}
 		return nil, invalid(op, "%d bytes; at most %d%s", len(buf), e.maxTransfer, why)
-	case zlp && e.Desc.In():
-		return nil, invalid(op, "ZeroPacket on an IN endpoint")
+	case zlp && (e.Desc.In() || e.Desc.Type() == Control):
+		return nil, invalid(op, "ZeroPacket on an IN or control endpoint")
+	case e.Desc.Type() == Control && len(buf) < SetupSize:
+		return nil, invalid(op, "%d bytes: a control transfer starts with its %d-byte setup packet", len(buf), SetupSize)
+	case e.Desc.Type() == Control && len(buf) < SetupSize+int(binary.LittleEndian.Uint16(buf[6:])):
+		return nil, invalid(op, "%d bytes: less than the setup packet and its wLength of %d", len(buf), binary.LittleEndian.Uint16(buf[6:]))
 	case zlp && !d.caps.Has(CapZeroPacket):
 		return nil, &OpError{Op: op, Err: fmt.Errorf("ZeroPacket: %w", ioring.ErrNotSupported)}
 	}
@@ -285,8 +290,11 @@ func (e *Endpoint) newTransfer(buf []byte, zlp bool) (*transfer, error) {
 		t.urbs, t.done = make([]urb, n), make([]bool, n)
 	}
 	typ := urbTypeBulk
-	if e.Desc.Type() == Interrupt {
+	switch e.Desc.Type() {
+	case Interrupt:
 		typ = urbTypeInterrupt
+	case Control:
+		typ = urbTypeControl // one URB: maxURB holds the largest
 	}
 	for i := range t.urbs {
 		u := &t.urbs[i]
@@ -315,7 +323,7 @@ func (d *Device) begin(t *transfer) error {
 	case d.closing:
 		return &OpError{Op: "submit", Err: ErrClosed}
 	case d.gone.Load():
-		return &OpError{Op: "submit", Err: ioring.ErrNoDevice}
+		return &OpError{Op: "submit", Err: ErrNoDevice}
 	case d.charged+t.cost > d.budget:
 		return &OpError{Op: "submit", Err: fmt.Errorf("%w: %d bytes of transfers in flight and %d more exceed the usbfs memory budget of %d (usbcore.usbfs_memory_mb)",
 			ioring.ErrFull, d.charged, t.cost, d.budget)}
@@ -335,14 +343,6 @@ func (d *Device) end(t *transfer) {
 		d.idle = nil
 	}
 	d.mu.Unlock()
-}
-
-// mapError applies Config.MapError.
-func (d *Device) mapError(err error) error {
-	if err != nil && d.mapErr != nil {
-		return d.mapErr(err)
-	}
-	return err
 }
 
 // CancelAll cancels every transfer of the device accepted so far, waiting
@@ -390,7 +390,7 @@ func (t *transfer) start() bool {
 			switch err {
 			case unix.ENODEV:
 				d.gone.Store(true)
-				t.submitErr = ioring.ErrNoDevice
+				t.submitErr = ErrNoDevice
 			case unix.ENOMEM:
 				// Other usbfs users of the system took the budget.
 				t.submitErr = &OpError{Op: fmt.Sprintf("submit URB to %#02x", u.endpoint),
@@ -464,7 +464,7 @@ func (es *epState) unlinkLocked(t *transfer) {
 func (t *transfer) post() {
 	n, err := t.result()
 	t.pin.Unpin()
-	t.d.ring.Complete(t.req, n, t.d.mapError(err))
+	t.d.ring.Complete(t.req, n, err)
 	t.d.end(t)
 }
 
@@ -633,12 +633,12 @@ func statusError(status int32, gone bool) error {
 	case unix.EOVERFLOW:
 		return ErrBabble
 	case unix.ENODEV, unix.ESHUTDOWN:
-		return ioring.ErrNoDevice
+		return ErrNoDevice
 	case unix.EPROTO, unix.EILSEQ, unix.ETIME:
 		// Host controllers end a disconnected device's URBs with protocol
 		// errors before the hub has noticed the disconnect.
 		if gone {
-			return ioring.ErrNoDevice
+			return ErrNoDevice
 		}
 	}
 	return &StatusError{Errno: unix.Errno(-status)}
@@ -736,9 +736,30 @@ func (d *Device) probeGone() bool {
 // disconnectGrace (then with the error).
 func (d *Device) settle(ref partRef) {
 	defer d.calls.Done()
+	d.awaitGone()
+	ref.t.reaped1(ref.i)
+}
+
+// awaitGone reports whether the device is seen disconnected within
+// disconnectGrace.
+func (d *Device) awaitGone() bool {
 	deadline := time.Now().Add(disconnectGrace)
 	for !d.probeGone() && time.Now().Before(deadline) {
 		time.Sleep(disconnectPoll)
 	}
-	ref.t.reaped1(ref.i)
+	return d.gone.Load()
+}
+
+// controlErr is ioctlErr for an ioctl that runs a control transfer
+// (USBDEVFS_CLEAR_HALT, USBDEVFS_CONTROL): a protocol error there may be a
+// disconnect the hub has not reported yet, as for a URB (see settle), and
+// is ErrNoDevice once the device is seen gone within disconnectGrace.
+func (d *Device) controlErr(op string, err error) error {
+	switch err {
+	case unix.EPROTO, unix.EILSEQ, unix.ETIME, unix.ESHUTDOWN:
+		if d.gone.Load() || d.awaitGone() {
+			return &OpError{Op: op, Err: fmt.Errorf("%w (%v)", ErrNoDevice, err)}
+		}
+	}
+	return d.ioctlErr(op, err)
 }

@@ -14,8 +14,8 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/cancelio/cancelio/usb/internal/usbvm/internal/cpio"
-	"github.com/cancelio/cancelio/usb/internal/usbvm/internal/proto"
+	"github.com/cancelio/cancelio/internal/usbvm/internal/cpio"
+	"github.com/cancelio/cancelio/internal/usbvm/internal/proto"
 )
 
 // Spec is what goes into a guest's initramfs.

@@ -3,8 +3,8 @@
 // libcomposite and usb_f_fs loaded, so tests meet a real Linux USB host and
 // gadget stack on a machine without USB:
 //
-//	go run ./usb/internal/usbvm/cmd/usbvm-setup    # once: QEMU, kernel
-//	CGO_ENABLED=0 go build -o /tmp/usbvm-exec ./usb/internal/usbvm/cmd/usbvm-exec
+//	go run ./internal/usbvm/cmd/usbvm-setup    # once: QEMU, kernel
+//	CGO_ENABLED=0 go build -o /tmp/usbvm-exec ./internal/usbvm/cmd/usbvm-exec
 //	go test -count=1 -exec /tmp/usbvm-exec ./usb/...
 //
 // The program's output streams back over the guest's second serial port; the
@@ -22,8 +22,8 @@ package main
 import (
 	"os"
 
-	"github.com/cancelio/cancelio/usb/internal/usbvm/internal/guestinit"
-	"github.com/cancelio/cancelio/usb/internal/usbvm/internal/vmhost"
+	"github.com/cancelio/cancelio/internal/usbvm/internal/guestinit"
+	"github.com/cancelio/cancelio/internal/usbvm/internal/vmhost"
 )
 
 func main() {

@@ -14,7 +14,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/cancelio/cancelio/usb/internal/usbvm/internal/proto"
+	"github.com/cancelio/cancelio/internal/usbvm/internal/proto"
 )
 
 // IsInit reports whether this process is the guest's init: PID 1 started by

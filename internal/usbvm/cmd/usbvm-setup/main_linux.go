@@ -5,7 +5,7 @@
 // and boots the guest once to check it and to choose the accelerator.
 // A cached kernel of the current package version is reused.
 //
-//	go run ./usb/internal/usbvm/cmd/usbvm-setup [-force] [-check] [-no-boot-check] [-q]
+//	go run ./internal/usbvm/cmd/usbvm-setup [-force] [-check] [-no-boot-check] [-q]
 package main
 
 import (
@@ -16,8 +16,8 @@ import (
 	"os"
 	"os/signal"
 
-	"github.com/cancelio/cancelio/usb/internal/usbvm/internal/guestinit"
-	"github.com/cancelio/cancelio/usb/internal/usbvm/internal/vmhost"
+	"github.com/cancelio/cancelio/internal/usbvm/internal/guestinit"
+	"github.com/cancelio/cancelio/internal/usbvm/internal/vmhost"
 )
 
 func main() {

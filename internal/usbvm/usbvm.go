@@ -16,7 +16,7 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/cancelio/cancelio/usb/internal/usbvm/internal/proto"
+	"github.com/cancelio/cancelio/internal/usbvm/internal/proto"
 )
 
 // SkipReason is the reason tests give when they skip outside the guest.

@@ -31,7 +31,7 @@ const (
 )
 
 // ErrNotSetUp means no guest kernel is cached: run Setup (usbvm-setup).
-var ErrNotSetUp = errors.New("usbvm: no guest kernel set up; run `go run ./usb/internal/usbvm/cmd/usbvm-setup` (make usbvm-setup)")
+var ErrNotSetUp = errors.New("usbvm: no guest kernel set up; run `go run ./internal/usbvm/cmd/usbvm-setup` (make usbvm-setup)")
 
 // CacheRoot returns the cache directory: $CANCELIO_USBVM_CACHE, else
 // ${XDG_CACHE_HOME:-$HOME/.cache}/cancelio/usbvm.

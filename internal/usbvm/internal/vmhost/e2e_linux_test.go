@@ -13,7 +13,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/cancelio/cancelio/usb/internal/usbvm/internal/proto"
+	"github.com/cancelio/cancelio/internal/usbvm/internal/proto"
 )
 
 const helperEnv = "CANCELIO_USBVM_TEST_HELPER"
@@ -62,7 +62,7 @@ func usbvmExec(t *testing.T) string {
 		}
 		atExit = append(atExit, func() { os.RemoveAll(dir) })
 		execPath = filepath.Join(dir, "usbvm-exec")
-		cmd := exec.Command("go", "build", "-o", execPath, "github.com/cancelio/cancelio/usb/internal/usbvm/cmd/usbvm-exec")
+		cmd := exec.Command("go", "build", "-o", execPath, "github.com/cancelio/cancelio/internal/usbvm/cmd/usbvm-exec")
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 		if out, err := cmd.CombinedOutput(); err != nil {
 			buildErr = errors.New(string(out))

@@ -16,8 +16,8 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
-	"github.com/cancelio/cancelio/usb/internal/usbvm/internal/cpio"
-	"github.com/cancelio/cancelio/usb/internal/usbvm/internal/proto"
+	"github.com/cancelio/cancelio/internal/usbvm/internal/cpio"
+	"github.com/cancelio/cancelio/internal/usbvm/internal/proto"
 )
 
 func TestParseLDD(t *testing.T) {

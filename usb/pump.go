@@ -1,0 +1,472 @@
+package usb
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cancelio/cancelio/ioring"
+)
+
+// Runner does the I/O of a Pump's transfers: one transfer at a time per
+// endpoint, each on that endpoint's goroutine. libusb (whose calls block)
+// and the simulated scanner of package usbsim (a message or two of socket
+// I/O per transfer) are Runners.
+type Runner interface {
+	// Check refuses, before submission, a buffer the backend cannot carry
+	// on ep, with an error wrapping ioring.ErrInvalid or
+	// ioring.ErrNotSupported. It runs on the submitting goroutine.
+	Check(ep EndpointDesc, buf []byte) error
+	// Run performs t and returns the bytes moved and the result: nil,
+	// ErrCanceled, ErrStall, ErrNoDevice... (see Transport). It makes the
+	// I/O interruptible with t.Do or t.OnCancel, so that a cancel of t
+	// reaches the I/O in progress. It never runs twice at once for one
+	// endpoint.
+	Run(t *Transfer) (int, error)
+	// ClearHalt clears a halt of ep; no transfer of ep is pending or
+	// running meanwhile.
+	ClearHalt(ep EndpointDesc) error
+	// Reset resets the device (see Transport.Reset); no transfer is pending
+	// or running meanwhile. A backend that cannot returns an error wrapping
+	// ioring.ErrNotSupported.
+	Reset() error
+	// Close releases the backend, after every transfer completed.
+	Close() error
+}
+
+// Pump is the Transport of a Runner: it keeps each endpoint's transfers in
+// a queue, in submission order, and runs them one at a time on one
+// goroutine per endpoint (the pump). Each transfer is one foreign request
+// of the ring (ioring.Foreign): tokens, deadlines, Request.Cancel and
+// Ring.CancelAll reach it through its cancel hook; a queued transfer
+// completes with ErrCanceled at once, a running one has its I/O
+// interrupted (Transfer.Do, Transfer.OnCancel) and completes when Run
+// returns. A transfer costs no goroutine of its own.
+type Pump struct {
+	ring *ioring.Ring
+	run  Runner
+	eps  [32]*pumpEndpoint // by epIndex; read-only after NewPump
+
+	xfers sync.WaitGroup // transfers accepted and not yet completed
+	pumps sync.WaitGroup // the endpoints' goroutines
+	gone  atomic.Bool    // a transfer saw ErrNoDevice: refuse new ones
+	// closing is set by Close, and read under a pumpEndpoint.mu: a
+	// transfer queued after Close's cancel pass looked at its endpoint is
+	// canceled at once.
+	closing atomic.Bool
+}
+
+// pumpEndpoint is one endpoint's queue and goroutine.
+type pumpEndpoint struct {
+	desc EndpointDesc
+
+	mu         sync.Mutex
+	cond       sync.Cond // wakes the pump: work queued, pause over, stop; L is &mu
+	head, tail *Transfer // queued transfers, oldest first; guarded by mu
+	running    *Transfer // the transfer the pump runs; guarded by mu
+	paused     bool      // ClearHalt in progress; guarded by mu
+	stop       bool      // Close: the pump exits; guarded by mu
+}
+
+// epIndex maps an endpoint address to a slot: its number, and the
+// direction bit as bit 4.
+func epIndex(addr uint8) int { return int(addr&0x0f) | int(addr&0x80)>>3 }
+
+// NewPump returns the Transport of r for the endpoints eps, whose
+// transfers complete through ring, and starts one goroutine per endpoint;
+// Close stops them. It panics if two endpoints share an address.
+func NewPump(ring *ioring.Ring, eps []EndpointDesc, r Runner) *Pump {
+	p := &Pump{ring: ring, run: r}
+	for _, ed := range eps {
+		i := epIndex(ed.Address)
+		if p.eps[i] != nil {
+			panic(fmt.Sprintf("usb: NewPump: endpoint %#02x twice", ed.Address))
+		}
+		e := &pumpEndpoint{desc: ed}
+		e.cond.L = &e.mu
+		p.eps[i] = e
+	}
+	for _, e := range p.eps {
+		if e != nil {
+			p.pumps.Add(1)
+			go p.pump(e)
+		}
+	}
+	return p
+}
+
+// endpoint returns the state of ep, or an error wrapping ErrNotFound.
+func (p *Pump) endpoint(ep EndpointDesc) (*pumpEndpoint, error) {
+	if e := p.eps[epIndex(ep.Address)]; e != nil {
+		return e, nil
+	}
+	if ep.Type == Control {
+		return nil, fmt.Errorf("usb: control transfers: %w: this backend has no control endpoint", ioring.ErrNotSupported)
+	}
+	return nil, fmt.Errorf("usb: endpoint %#02x: %w", ep.Address, ErrNotFound)
+}
+
+// Submit queues a transfer of buf on ep (see Transport.Submit).
+func (p *Pump) Submit(ep EndpointDesc, buf []byte, opt Xfer, wait bool) (ioring.Request, error) {
+	e, err := p.endpoint(ep)
+	if err != nil {
+		return ioring.Request{}, err
+	}
+	if err := p.run.Check(e.desc, buf); err != nil {
+		return ioring.Request{}, err
+	}
+	if p.closing.Load() {
+		return ioring.Request{}, ErrClosed
+	}
+	if p.gone.Load() {
+		return ioring.Request{}, ErrNoDevice
+	}
+	p.xfers.Add(1)
+	t := &Transfer{p: p, ep: e, buf: buf, tok: opt.Token}
+	op := ioring.Foreign(t.cancel).WithToken(opt.Token).WithDeadline(opt.Deadline).WithUser(opt.User)
+	var q ioring.Request
+	if wait {
+		q, err = p.ring.Start(op)
+	} else {
+		q, err = p.ring.Submit(op)
+	}
+	if err != nil {
+		p.xfers.Done()
+		return ioring.Request{}, fmt.Errorf("usb: endpoint %#02x: %w", e.desc.Address, err)
+	}
+	e.mu.Lock()
+	t.req = q
+	if !q.Pending() {
+		// An already-canceled token: the ring completed the request, the
+		// runner must not start.
+		t.state = tDone
+		e.mu.Unlock()
+		p.xfers.Done()
+		return q, nil
+	}
+	if t.canceled || p.closing.Load() {
+		// Canceled (token, deadline) before it was queued, or submitted
+		// while Close canceled everything.
+		t.state = tDone
+		e.mu.Unlock()
+		p.finish(t, 0, ErrCanceled)
+		return q, nil
+	}
+	t.state = tQueued
+	t.prev = e.tail
+	if e.tail != nil {
+		e.tail.next = t
+	} else {
+		e.head = t
+	}
+	e.tail = t
+	e.cond.Signal()
+	e.mu.Unlock()
+	return q, nil
+}
+
+// CancelAll cancels every transfer queued or running (see
+// Transport.CancelAll).
+func (p *Pump) CancelAll() {
+	var reqs []ioring.Request
+	for _, e := range p.eps {
+		if e == nil {
+			continue
+		}
+		e.mu.Lock()
+		if t := e.running; t != nil {
+			reqs = append(reqs, t.req)
+		}
+		for t := e.head; t != nil; t = t.next {
+			reqs = append(reqs, t.req)
+		}
+		e.mu.Unlock()
+	}
+	// Through the ring, so that a request is canceled once whoever else
+	// cancels it; a request that completed meanwhile says ErrNotFound.
+	for _, q := range reqs {
+		_ = q.Cancel()
+	}
+}
+
+// ClearHalt pauses ep's pump and has the Runner clear the halt (see
+// Transport.ClearHalt); transfers submitted meanwhile wait.
+func (p *Pump) ClearHalt(ep EndpointDesc) error {
+	e, err := p.endpoint(ep)
+	if err != nil {
+		return err
+	}
+	if p.gone.Load() {
+		return ErrNoDevice
+	}
+	e.mu.Lock()
+	if e.head != nil || e.running != nil || e.paused {
+		e.mu.Unlock()
+		return fmt.Errorf("usb: clear halt of %#02x: %w: transfers are pending on it", ep.Address, ioring.ErrInvalid)
+	}
+	e.paused = true
+	e.mu.Unlock()
+	err = p.run.ClearHalt(e.desc)
+	e.mu.Lock()
+	e.paused = false
+	e.cond.Signal()
+	e.mu.Unlock()
+	if errors.Is(err, ErrNoDevice) {
+		p.gone.Store(true)
+	}
+	return err
+}
+
+// Reset has the Runner reset the device, once no transfer is queued or
+// running on any endpoint (see Transport.Reset).
+func (p *Pump) Reset() error {
+	if p.gone.Load() {
+		return ErrNoDevice
+	}
+	for _, e := range p.eps {
+		if e == nil {
+			continue
+		}
+		e.mu.Lock()
+		busy := e.head != nil || e.running != nil || e.paused
+		e.mu.Unlock()
+		if busy {
+			return fmt.Errorf("usb: reset: %w: transfers are pending on %#02x", ioring.ErrInvalid, e.desc.Address)
+		}
+	}
+	err := p.run.Reset()
+	if errors.Is(err, ErrNoDevice) {
+		p.gone.Store(true)
+	}
+	return err
+}
+
+// Close cancels every transfer, waits until each has completed (its
+// completion posted to the ring), stops the pumps and closes the Runner.
+func (p *Pump) Close() error {
+	p.closing.Store(true)
+	p.CancelAll()
+	p.xfers.Wait()
+	for _, e := range p.eps {
+		if e == nil {
+			continue
+		}
+		e.mu.Lock()
+		e.stop = true
+		e.cond.Signal()
+		e.mu.Unlock()
+	}
+	p.pumps.Wait()
+	return p.run.Close()
+}
+
+// finish posts t's result to its request. Exactly one call per accepted
+// transfer.
+func (p *Pump) finish(t *Transfer, n int, err error) {
+	if err == ErrNoDevice {
+		p.gone.Store(true)
+	}
+	_ = p.ring.Complete(t.req, n, err)
+	p.xfers.Done()
+}
+
+// pump runs e's transfers one at a time, in order, until Close.
+func (p *Pump) pump(e *pumpEndpoint) {
+	defer p.pumps.Done()
+	for {
+		e.mu.Lock()
+		for (e.head == nil || e.paused) && !e.stop {
+			e.cond.Wait()
+		}
+		t := e.head
+		if t == nil { // stopping, and drained
+			e.mu.Unlock()
+			return
+		}
+		e.unlink(t)
+		t.state = tRunning
+		e.running = t
+		e.mu.Unlock()
+
+		var n int
+		var err error
+		switch {
+		case p.gone.Load():
+			err = ErrNoDevice
+		case t.tok != nil && t.tok.Canceled():
+			// Its token was canceled and the token's cancel of t has not
+			// run yet (it cancels its members one after another): a queued
+			// transfer of a canceled token must not reach the device.
+			err = ErrCanceled
+		default:
+			n, err = p.run.Run(t)
+		}
+
+		e.mu.Lock()
+		t.state = tDone
+		t.inner, t.stop = ioring.Request{}, nil
+		e.running = nil
+		e.mu.Unlock()
+		p.finish(t, n, err)
+	}
+}
+
+// unlink removes queued t. e.mu held.
+func (e *pumpEndpoint) unlink(t *Transfer) {
+	if t.prev != nil {
+		t.prev.next = t.next
+	} else {
+		e.head = t.next
+	}
+	if t.next != nil {
+		t.next.prev = t.prev
+	} else {
+		e.tail = t.prev
+	}
+	t.next, t.prev = nil, nil
+}
+
+// transferState is where a Transfer is; transitions under its
+// pumpEndpoint's mu.
+type transferState uint8
+
+const (
+	tNew     transferState = iota // submitted to the ring, not queued yet
+	tQueued                       // in the endpoint's queue
+	tRunning                      // the pump runs it
+	tDone                         // completed (or being completed)
+)
+
+// Transfer is one transfer of a Pump, as its Runner sees it while Run
+// runs. A new one per submission: its cancel hook may run after
+// completion, so it is never reused. Its methods are for the Runner, on
+// the goroutine of Run, during Run.
+type Transfer struct {
+	p   *Pump
+	ep  *pumpEndpoint
+	buf []byte
+	tok *ioring.Token  // Xfer.Token, or nil
+	req ioring.Request // set before it is queued
+
+	// guarded by ep.mu
+	state      transferState
+	canceled   bool
+	next, prev *Transfer
+	inner      ioring.Request // the ring I/O in progress (Do)
+	stop       func()         // the interruption armed with OnCancel
+}
+
+// Endpoint returns the descriptor of the transfer's endpoint.
+func (t *Transfer) Endpoint() EndpointDesc { return t.ep.desc }
+
+// Buf returns the transfer's buffer: the data to send on an OUT endpoint,
+// where the data received goes on an IN endpoint.
+func (t *Transfer) Buf() []byte { return t.buf }
+
+// cancel is t's ioring cancel hook: it must not block. A queued transfer
+// completes at once; a running one has its I/O interrupted and completes
+// when Run returns.
+func (t *Transfer) cancel() {
+	e := t.ep
+	e.mu.Lock()
+	switch t.state {
+	case tNew:
+		t.canceled = true
+	case tQueued:
+		e.unlink(t)
+		t.state = tDone
+		e.mu.Unlock()
+		t.p.finish(t, 0, ErrCanceled)
+		return
+	case tRunning:
+		t.canceled = true
+		inner, stop := t.inner, t.stop
+		e.mu.Unlock()
+		if inner != (ioring.Request{}) {
+			_ = inner.Cancel()
+		}
+		if stop != nil {
+			stop()
+		}
+		return
+	}
+	e.mu.Unlock()
+}
+
+// isCanceled reports whether t's cancel hook ran.
+func (t *Transfer) isCanceled() bool {
+	t.ep.mu.Lock()
+	defer t.ep.mu.Unlock()
+	return t.canceled
+}
+
+// OnCancel arms stop as the interruption of the I/O Run is about to do
+// (for example the cancel function of the context a blocking call takes)
+// and reports whether that I/O may start: false means t is canceled
+// already, and Run should return ErrCanceled. A cancel of t from then on
+// calls stop, once, without waiting; it must not block.
+func (t *Transfer) OnCancel(stop func()) bool {
+	t.ep.mu.Lock()
+	defer t.ep.mu.Unlock()
+	if t.canceled {
+		return false
+	}
+	t.stop = stop
+	return true
+}
+
+// Ring-full retries of a transfer's inner I/O: slots free up as other
+// completions are delivered. Past this, the transfer fails (it could only
+// wait for its own caller otherwise).
+const (
+	fullRetries = 12
+	fullBackoff = 50 * time.Microsecond
+)
+
+// Do runs op on the Pump's ring as t's I/O in progress and waits for its
+// completion; a cancel of t cancels op. A transfer canceled before op
+// starts gets a Completion with ErrCanceled without starting it; a closed
+// ring counts as a cancel (its Close canceled every request). The error is
+// the ring's refusal of op (after a few retries while the ring is full),
+// or of the wait. While op runs it takes a second ring slot besides t's.
+func (t *Transfer) Do(op ioring.Op) (ioring.Completion, error) {
+	e := t.ep
+	var q ioring.Request
+	var err error
+	backoff := fullBackoff
+	for try := 0; ; try++ {
+		if t.isCanceled() {
+			return ioring.Completion{Err: ErrCanceled}, nil
+		}
+		q, err = t.p.ring.Start(op)
+		if err == nil || !errors.Is(err, ioring.ErrFull) || try == fullRetries {
+			break
+		}
+		time.Sleep(backoff)
+		backoff *= 2
+	}
+	if err != nil {
+		if errors.Is(err, ioring.ErrClosed) {
+			return ioring.Completion{Err: ErrCanceled}, nil
+		}
+		return ioring.Completion{}, fmt.Errorf("usb: endpoint %#02x: %w", e.desc.Address, err)
+	}
+	e.mu.Lock()
+	t.inner = q
+	canceled := t.canceled
+	e.mu.Unlock()
+	if canceled {
+		_ = q.Cancel()
+	}
+	c, err := q.Wait(context.Background())
+	e.mu.Lock()
+	t.inner = ioring.Request{}
+	e.mu.Unlock()
+	if err != nil {
+		return ioring.Completion{}, fmt.Errorf("usb: endpoint %#02x: wait: %w", e.desc.Address, err)
+	}
+	return c, nil
+}

@@ -1,0 +1,78 @@
+package usb
+
+import (
+	"slices"
+
+	"github.com/cancelio/cancelio/ioring"
+)
+
+// Transport is the backend of a Device: it moves the transfers of one
+// opened interface. Every backend implements it: usbfs and libusb in this
+// package (Open), and the simulated scanner in package usbsim. A backend
+// whose transfers are ring requests of their own (usbfs: URBs reaped into
+// the ring) implements it directly; one whose I/O runs one transfer at a
+// time per endpoint (libusb's synchronous calls, the simulator's socket
+// messages) gets it from NewPump, which keeps the queues and the contract
+// and calls a Runner for the I/O itself.
+//
+// A Device calls its Transport only for the endpoints of its DeviceDesc,
+// from any goroutine, and never after Close; it checks for a closed Device
+// and for an empty IN buffer itself. Every method may run concurrently with
+// every other but Close.
+//
+// Results carry this package's errors (ErrCanceled, ErrTimeout, ErrStall,
+// ErrBabble, ErrNoDevice...) as themselves, wrapped or not, so that
+// errors.Is gives the same answers on every backend: a backend maps what
+// its I/O reports to them once, where it learns it.
+type Transport interface {
+	// Submit starts a transfer of buf on ep as one request of the ring the
+	// Transport was made for, and returns at once (see Endpoint.Submit for
+	// what a caller sees). x's Token, Deadline and User are the request's;
+	// wait selects ioring.Ring.Start (the completion goes to Request.Wait
+	// only) over ioring.Ring.Submit (to the completion queue). The request
+	// completes exactly once, also when canceled by any means; buf belongs
+	// to the transfer until then. A transfer submitted with an
+	// already-canceled token completes with ErrCanceled without reaching
+	// the device. An error means nothing was submitted: bad input (wrapping
+	// ioring.ErrInvalid), a buffer the backend cannot carry
+	// (ioring.ErrInvalid or ioring.ErrNotSupported), ErrNoDevice once the
+	// device is known to be gone, or the ring's.
+	//
+	// A control transfer is a Submit on endpoint 0 (Address 0, Type
+	// Control) whose buf starts with the setup packet (Setup.Put, checked
+	// by the Device) and holds the data stage after it; its completion
+	// counts the data stage's bytes. A backend without control transfers
+	// refuses it with an error wrapping ioring.ErrNotSupported.
+	Submit(ep EndpointDesc, buf []byte, x Xfer, wait bool) (ioring.Request, error)
+	// CancelAll cancels every transfer accepted so far, queued or in
+	// progress. It requests and returns: each still completes exactly once.
+	CancelAll()
+	// ClearHalt clears a halt of ep on the device and in the host and
+	// discards IN data received and not yet transferred. It refuses with an
+	// error wrapping ioring.ErrInvalid while transfers are pending on ep,
+	// and returns ErrNoDevice once the device is gone.
+	ClearHalt(ep EndpointDesc) error
+	// Reset resets the device (a USB port reset) and restores what the
+	// Transport had set up (configuration, claimed interface, alternate
+	// setting). The Device calls it with no Submit in progress; it refuses
+	// with an error wrapping ioring.ErrInvalid while transfers are
+	// pending, and with one wrapping ioring.ErrNotSupported where the
+	// backend cannot reset.
+	Reset() error
+	// Close cancels every transfer, waits until each has completed, and
+	// releases the device and the Transport's goroutines.
+	Close() error
+}
+
+// NewDevice returns a Device whose transfers tr carries, described by desc
+// (its endpoints are those of desc, in that order). It is how a backend
+// outside this package, such as package usbsim, makes its Device. The
+// Device owns tr: Device.Close closes it.
+func NewDevice(desc DeviceDesc, tr Transport) *Device {
+	d := &Device{desc: desc, tr: tr}
+	d.desc.Endpoints = slices.Clone(desc.Endpoints)
+	for _, ed := range d.desc.Endpoints {
+		d.eps = append(d.eps, &Endpoint{dev: d, desc: ed})
+	}
+	return d
+}

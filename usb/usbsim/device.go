@@ -1,0 +1,258 @@
+package usbsim
+
+import (
+	"errors"
+	"fmt"
+	"runtime"
+	"sync"
+	"weak"
+
+	"github.com/cancelio/cancelio/ioring"
+	"github.com/cancelio/cancelio/usb"
+)
+
+// Open opens the simulated scanner s as a usb.Device whose transfers are
+// real ring I/O on the scanner's endpoint fds (see the package doc for the
+// wire format): an IN transfer is one readv of a message, an OUT transfer
+// a writev of one message and the read of the device's reply. It is the
+// simulator's backend of package usb (a usb.Runner under a usb.Pump), with
+// the same results and errors as the usbfs and libusb backends.
+//
+// The Device uses the scanner's current plug-in: after s.Unplug its
+// transfers fail with usb.ErrNoDevice for good; after s.Replug, open it
+// again. Closing the Device does not close s, which owns the fds; close the
+// Device first. It fails with an error wrapping ioring.ErrInvalid for a nil
+// ring or scanner, usb.ErrNoDevice while s is unplugged, ErrClosed after
+// s.Close and ErrNotSupported for a scanner served as a USB gadget (open
+// that one with usb.Open).
+//
+// IN buffers shorter than the endpoint's MaxTransfer are served through a
+// bounce buffer, so nothing is lost: a message longer than the buffer fills
+// it, and the rest is the data of the endpoint's next transfers (as on a
+// real bus, where the device's packets wait for the next IN token). Buffers
+// of at least MaxTransfer get the data directly, without a copy. OUT
+// buffers longer than MaxTransfer are refused (one OUT transfer is one
+// message, one command to the scanner). usb.WithZeroPacket has no
+// equivalent here: messages carry their length.
+func Open(ring *ioring.Ring, s *Scanner) (*usb.Device, error) {
+	if ring == nil || s == nil {
+		return nil, fmt.Errorf("usbsim: open device: %w: nil ring or scanner", ioring.ErrInvalid)
+	}
+	eps, err := s.Endpoints()
+	if err != nil {
+		if errors.Is(err, ErrNoDevice) {
+			return nil, usb.ErrNoDevice
+		}
+		return nil, fmt.Errorf("usbsim: open device: %w", err)
+	}
+	info := s.Info()
+	desc := usb.DeviceDesc{
+		VendorID:     info.VendorID,
+		ProductID:    info.ProductID,
+		Manufacturer: info.Manufacturer,
+		Product:      info.Product,
+		Serial:       info.Serial,
+	}
+	r := &hostRunner{s: s, eps: make(map[uint8]*hostEndpoint, len(eps))}
+	var seq *hostSeq
+	for _, ep := range eps {
+		if ep.Address == AddrBulkOut {
+			seq = hostSeqOf(s, ep.FD)
+		}
+		desc.Endpoints = append(desc.Endpoints, usb.EndpointDesc{
+			Address:       ep.Address,
+			Type:          ep.Type,
+			MaxPacketSize: ep.MaxPacketSize,
+			MaxTransfer:   ep.MaxTransfer,
+		})
+	}
+	for _, ep := range eps {
+		r.eps[ep.Address] = &hostEndpoint{
+			fd:    ep.FD,
+			seqs:  seq,
+			hdr:   make([]byte, HeaderSize),
+			data:  []byte{HeaderData},
+			reply: make([]byte, ReplySize),
+		}
+	}
+	return usb.NewDevice(desc, usb.NewPump(ring, desc.Endpoints, r)), nil
+}
+
+// hostRunner runs a Device's transfers on the simulated scanner's sockets.
+type hostRunner struct {
+	s   *Scanner
+	eps map[uint8]*hostEndpoint // read-only after Open
+}
+
+// hostEndpoint is the host side of one endpoint of the simulated scanner.
+// Its fields belong to the endpoint's pump goroutine (and to ClearHalt,
+// which runs while the pump is idle and paused).
+type hostEndpoint struct {
+	fd     int
+	hdr    []byte    // the header byte of each IN message
+	bounce []byte    // MaxTransfer bytes, for IN buffers shorter than that
+	left   []byte    // bytes of the last bounced message not yet transferred
+	iov    [2][]byte // the readv or writev vector in use
+	data   []byte    // {HeaderData}: each OUT message's header
+	reply  []byte    // ReplySize: the device's reply to an OUT message
+	seq    uint32    // the sequence number of the last OUT message sent
+	seqs   *hostSeq  // the plug-in's OUT message count, shared by its Devices
+}
+
+// hostSeq counts the OUT messages sent on one plug-in of a scanner, by
+// every Device opened on it: the scanner numbers them from 1 after each
+// plug-in, and replies carry that number, so a Device opened on a plug-in
+// another Device used must go on from the other's count (the replies the
+// other abandoned then still count as stale). The count of the messages
+// written is exact where a count taken from replies is not: a reply that
+// arrives may answer a message an earlier Device abandoned.
+type hostSeq struct {
+	mu   sync.Mutex
+	fd   int    // the plug-in's bulk OUT host fd; guarded by mu
+	sent uint32 // messages written on fd; guarded by mu
+}
+
+// hostSeqs maps each scanner (weakly: the entry goes with the scanner) to
+// the message count of its current plug-in.
+var hostSeqs sync.Map // weak.Pointer[Scanner] -> *hostSeq
+
+// hostSeqOf returns the message count of s's plug-in whose bulk OUT host
+// fd is fd, reset if s was replugged since it was last used. A scanner
+// keeps the host fds of its earlier plug-ins open until it is closed, so fd
+// numbers tell its plug-ins apart.
+func hostSeqOf(s *Scanner, fd int) *hostSeq {
+	key := weak.Make(s)
+	v, loaded := hostSeqs.LoadOrStore(key, &hostSeq{fd: fd})
+	if !loaded {
+		runtime.AddCleanup(s, func(k weak.Pointer[Scanner]) { hostSeqs.Delete(k) }, key)
+	}
+	q := v.(*hostSeq)
+	q.mu.Lock()
+	if q.fd != fd {
+		q.fd, q.sent = fd, 0
+	}
+	q.mu.Unlock()
+	return q
+}
+
+// next counts one more message written on fd and returns its sequence
+// number. A Device of an earlier plug-in (fd is stale) writes nothing that
+// the scanner reads: it gets a number that matches no reply.
+func (q *hostSeq) next(fd int) uint32 {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.fd != fd {
+		return 0
+	}
+	q.sent++
+	return q.sent
+}
+
+func (*hostRunner) Check(ep usb.EndpointDesc, buf []byte) error {
+	if !ep.IsIn() && len(buf) > ep.MaxTransfer {
+		return fmt.Errorf("usb: endpoint %#02x: %w: OUT transfer of %d bytes, more than MaxTransfer (%d)",
+			ep.Address, ioring.ErrInvalid, len(buf), ep.MaxTransfer)
+	}
+	return nil
+}
+
+func (r *hostRunner) Run(t *usb.Transfer) (int, error) {
+	ep := t.Endpoint()
+	if ep.IsIn() {
+		return r.in(r.eps[ep.Address], t)
+	}
+	return r.out(r.eps[ep.Address], t)
+}
+
+// in is one IN transfer: readv([hdr, buf]) of one message.
+func (*hostRunner) in(h *hostEndpoint, t *usb.Transfer) (int, error) {
+	buf := t.Buf()
+	if len(h.left) > 0 {
+		n := copy(buf, h.left)
+		h.left = h.left[n:]
+		return n, nil
+	}
+	dst := buf
+	maxTransfer := t.Endpoint().MaxTransfer
+	bounced := len(dst) < maxTransfer
+	if bounced {
+		if h.bounce == nil {
+			h.bounce = make([]byte, maxTransfer)
+		}
+		dst = h.bounce
+	}
+	h.iov = [2][]byte{h.hdr, dst}
+	c, err := t.Do(ioring.Readv(h.fd, h.iov[:], -1))
+	h.iov = [2][]byte{}
+	if err != nil {
+		return 0, err
+	}
+	n, err := DecodeIn(h.hdr[0], c.N, c.Err)
+	if err != nil {
+		return 0, err
+	}
+	if bounced {
+		k := copy(buf, h.bounce[:n])
+		h.left = h.bounce[k:n]
+		n = k
+	}
+	return n, nil
+}
+
+// out is one OUT transfer: writev([HeaderData, buf]) of one message, then
+// the device's reply. Replies to messages whose transfer was canceled
+// while it waited for them are skipped by their sequence numbers.
+func (*hostRunner) out(h *hostEndpoint, t *usb.Transfer) (int, error) {
+	buf := t.Buf()
+	h.iov = [2][]byte{h.data, buf}
+	iov := h.iov[:]
+	if len(buf) == 0 {
+		iov = iov[:1] // a zero-length packet
+	}
+	c, err := t.Do(ioring.Writev(h.fd, iov, -1))
+	h.iov = [2][]byte{}
+	if err != nil {
+		return 0, err
+	}
+	if err := DecodeWrite(c.N, HeaderSize+len(buf), c.Err); err != nil {
+		return 0, err
+	}
+	h.seq = h.seqs.next(h.fd)
+	for {
+		c, err := t.Do(ioring.Read(h.fd, h.reply, -1))
+		if err != nil {
+			return 0, err
+		}
+		if errors.Is(c.Err, usb.ErrCanceled) {
+			// The message went out; the device acts on it even though the
+			// host stopped waiting for its reply.
+			return len(buf), c.Err
+		}
+		seq, err := DecodeReply(h.reply, c.N, c.Err)
+		if err != nil && !errors.Is(err, ErrStall) {
+			return 0, err
+		}
+		switch {
+		case seq < h.seq:
+			continue // the reply to a message abandoned earlier
+		case seq > h.seq:
+			return 0, fmt.Errorf("usb: endpoint %#02x: reply %d to message %d: %w", t.Endpoint().Address, seq, h.seq, ErrProtocol)
+		case err != nil:
+			return 0, ErrStall // the device discarded the message
+		}
+		return len(buf), nil
+	}
+}
+
+func (r *hostRunner) ClearHalt(ep usb.EndpointDesc) error {
+	r.eps[ep.Address].left = nil // the endpoint's FIFO is reset
+	return r.s.ClearHalt(ep.Address)
+}
+
+// Reset is not possible on the socketpairs: the scanner has no port to
+// reset (Unplug and Replug it instead).
+func (*hostRunner) Reset() error {
+	return fmt.Errorf("usbsim: reset: %w: the simulated scanner has no port to reset", ioring.ErrNotSupported)
+}
+
+func (*hostRunner) Close() error { return nil }
