@@ -18,7 +18,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/cancelio/cancelio/usb/usbvmtest"
+	"github.com/cancelio/cancelio/internal/usbvm"
 )
 
 // loopbackUp brings the guest's loopback interface up (its init leaves it
@@ -44,9 +44,9 @@ func loopbackUp(t *testing.T) {
 }
 
 func TestGadgetScand(t *testing.T) {
-	usbvmtest.RequireGuest(t)
+	usbvm.RequireGuest(t)
 	loopbackUp(t)
-	g, err := usbvmtest.NewGadget(usbvmtest.GadgetConfig{Name: "scand", SerialNumber: "scand", Product: "usbsim scanner"})
+	g, err := usbvm.NewGadget(usbvm.GadgetConfig{Name: "scand", SerialNumber: "scand", Product: "usbsim scanner"})
 	if err != nil {
 		t.Fatal(err)
 	}
