@@ -1,11 +1,13 @@
 // Package minidrv is a WIA-style scanner minidriver whose CancelPendingIO
 // cancels every current I/O operation at once and returns the driver to idle.
 //
-// Driver mirrors IWiaMiniDrv over a usb.Device (the simulated scanner of
-// package usbsim in tests) and an ioring.Ring: Initialize, Lock,
-// ReadItemProperties, ValidateItemProperties, WriteItemProperties,
-// AcquireItemData, Unlock, NotifyPnpEvent, Uninitialize, and the
-// application-facing CancelPendingIO. Underneath are a state machine with
+// Driver mirrors IWiaMiniDrv over a usb.Device and an ioring.Ring:
+// Initialize, Lock, ReadItemProperties, ValidateItemProperties,
+// WriteItemProperties, AcquireItemData, Unlock, NotifyPnpEvent,
+// Uninitialize, and the application-facing CancelPendingIO. It speaks the
+// scanner's command set, package scanproto, which the device implements
+// too; tests use the simulated scanner of package usbsim, opened with
+// minidrvtest.SimOpener, and nothing in this package imports either. Underneath are a state machine with
 // every transition in one table (State, Input, Event, Transition, Machine),
 // the item tree and the flatbed's properties (Item, Properties), and errors
 // that carry their WIA HRESULT (Error, HResult).
@@ -47,7 +49,7 @@
 //
 // # Example
 //
-//	d, _ := minidrv.New(minidrv.Config{Ring: ring, Open: minidrv.SimOpener(ring, scanner)})
+//	d, _ := minidrv.New(minidrv.Config{Ring: ring, Open: open} // open wraps usb.Open)
 //	d.Initialize(ctx)
 //	root, _ := d.Items()
 //	flatbed := root.Find("Flatbed")

@@ -12,8 +12,8 @@ import (
 	"time"
 
 	"github.com/cancelio/cancelio/ioring"
+	"github.com/cancelio/cancelio/minidrv/scanproto"
 	"github.com/cancelio/cancelio/usb"
-	"github.com/cancelio/cancelio/usb/usbsim"
 )
 
 // Defaults of Config.
@@ -78,9 +78,10 @@ type Config struct {
 	// Open opens the device. The first Initialize calls it, and
 	// NotifyPnpEvent(EventDeviceConnected) when the device it had is gone.
 	// The driver closes the devices it opened, and uses the first bulk OUT
-	// and bulk IN endpoints of the device's interface. SimOpener makes one
-	// for a simulated scanner; for a real device (or the scanner served as
-	// a USB gadget) wrap usb.Open, and pass usb.WithZeroPacket.
+	// and bulk IN endpoints of the device's interface. For a real device
+	// (or the scanner served as a USB gadget) wrap usb.Open, and pass
+	// usb.WithZeroPacket; tests open the simulated scanner with
+	// minidrvtest.SimOpener.
 	Open func(ctx context.Context) (*usb.Device, error)
 	// QueueDepth is the number of bulk-IN transfers an acquisition keeps in
 	// flight: 1..MaxQueueDepth, and at most half the ring's entries. 0
@@ -95,16 +96,6 @@ type Config struct {
 	// DefaultStallTimeout; a negative value waits for ever (a cancel still
 	// ends the wait).
 	StallTimeout time.Duration
-	// Seed seeds the simulated scanner's images: the n-th acquisition
-	// (counting from 0) asks for the image of seed Seed+n (see
-	// usbsim.ScanParams). A real device ignores it.
-	Seed uint64
-}
-
-// SimOpener returns a Config.Open that opens the simulated scanner s on
-// ring r with usb.OpenSim.
-func SimOpener(r *ioring.Ring, s *usbsim.Scanner) func(context.Context) (*usb.Device, error) {
-	return func(context.Context) (*usb.Device, error) { return usb.OpenSim(r, s) }
 }
 
 // Progress is one progress report of an acquisition.
@@ -154,8 +145,6 @@ type Driver struct {
 	props   Properties    // the flatbed's properties; guarded by mu
 	cur     *acquisition  // the acquisition running or unwinding, or nil; guarded by mu
 	scans   uint64        // acquisitions started; guarded by mu
-	last    usbsim.ScanParams
-	// last: the scan of the latest acquisition; guarded by mu
 }
 
 // New returns a Driver in state Unloaded. It checks cfg; nothing touches
@@ -194,15 +183,6 @@ func (d *Driver) Watch() (State, <-chan struct{}) { return d.m.Watch() }
 // QueueDepth returns the number of bulk-IN transfers an acquisition keeps
 // in flight.
 func (d *Driver) QueueDepth() int { return d.cfg.QueueDepth }
-
-// LastScan returns the scan parameters of the latest acquisition (the zero
-// value before the first). With usbsim.ExpectedImage they give the bytes
-// a complete acquisition delivered.
-func (d *Driver) LastScan() usbsim.ScanParams {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.last
-}
 
 // lockIO takes ioSem, or fails when ctx ends first.
 func (d *Driver) lockIO(ctx context.Context) error {
@@ -395,13 +375,13 @@ func (d *Driver) resync(dev *usb.Device, out, in *usb.Endpoint, tok *ioring.Toke
 	var err error
 	for attempt := 0; attempt < 3; attempt++ {
 		marker := fmt.Appendf(nil, "cancelio sync %016x", syncSeq.Add(1))
-		if err = d.command(dev, out, usbsim.AbortCommand(), tok, deadline); err != nil {
+		if err = d.command(dev, out, scanproto.AbortCommand(), tok, deadline); err != nil {
 			if errors.Is(err, usb.ErrStall) {
 				continue
 			}
 			return err
 		}
-		if err = d.command(dev, out, usbsim.EchoCommand(marker), tok, deadline); err != nil {
+		if err = d.command(dev, out, scanproto.EchoCommand(marker), tok, deadline); err != nil {
 			if errors.Is(err, usb.ErrStall) {
 				continue
 			}
@@ -804,17 +784,18 @@ func goid() uint64 {
 	return id
 }
 
-// ScanParams returns the scan the device is asked for to deliver p's image
-// with the given seed.
-func ScanParams(p Properties, seed uint64) usbsim.ScanParams {
-	f := usbsim.FormatGray8
+// ScanParams returns the scan the device is asked for to deliver p's image.
+// seed is the job's value in the start command (scanproto.ScanParams.Seed):
+// the driver sends the number of acquisitions it started before, 0, 1, ...
+func ScanParams(p Properties, seed uint64) scanproto.ScanParams {
+	f := scanproto.FormatGray8
 	switch p.DataType {
 	case DataBW:
-		f = usbsim.FormatBW1
+		f = scanproto.FormatBW1
 	case DataColor:
-		f = usbsim.FormatRGB24
+		f = scanproto.FormatRGB24
 	}
-	return usbsim.ScanParams{
+	return scanproto.ScanParams{
 		DPI:    uint16(p.XResolution),
 		Width:  uint32(p.XExtent),
 		Height: uint32(p.YExtent),
@@ -916,9 +897,8 @@ func (d *Driver) AcquireItemData(ctx context.Context, item *Item, sink io.Writer
 	defer stopCtx()
 
 	d.mu.Lock()
-	params := ScanParams(p, d.cfg.Seed+d.scans)
+	params := ScanParams(p, d.scans)
 	d.scans++
-	d.last = params
 	d.mu.Unlock()
 
 	complete, started := d.stream(a, p, params, dev, out, in, dirty, sink, progress)
@@ -928,7 +908,7 @@ func (d *Driver) AcquireItemData(ctx context.Context, item *Item, sink io.Writer
 // stream runs the acquisition until the image is complete or it stops; it
 // returns whether the whole image went to the sink, and whether a job may
 // have started on the device.
-func (d *Driver) stream(a *acquisition, p Properties, params usbsim.ScanParams, dev *usb.Device, out, in *usb.Endpoint,
+func (d *Driver) stream(a *acquisition, p Properties, params scanproto.ScanParams, dev *usb.Device, out, in *usb.Endpoint,
 	dirty bool, sink io.Writer, progress func(Progress) bool) (complete, started bool) {
 	total := p.ImageSize()
 	var done int64 // bytes written to sink
@@ -980,7 +960,7 @@ func (d *Driver) stream(a *acquisition, p Properties, params usbsim.ScanParams, 
 	if d.cfg.StallTimeout > 0 {
 		deadline = time.Now().Add(d.cfg.StallTimeout)
 	}
-	if err := d.command(dev, out, usbsim.StartScanCommand(params), a.tok, deadline); err != nil {
+	if err := d.command(dev, out, scanproto.StartScanCommand(params), a.tok, deadline); err != nil {
 		d.ioFailed(a, "start the scan", err)
 		return false, started
 	}
@@ -1203,7 +1183,7 @@ func (d *Driver) finish(a *acquisition, complete, started bool, dev *usb.Device,
 // the driver to Removed. No transfer is pending on the endpoints.
 func (d *Driver) abort(dev *usb.Device, out, in *usb.Endpoint) error {
 	deadline := time.Now().Add(d.cfg.AbortTimeout)
-	err := d.command(dev, out, usbsim.AbortCommand(), nil, deadline)
+	err := d.command(dev, out, scanproto.AbortCommand(), nil, deadline)
 	if err == nil {
 		buf := d.flushBuffer(in)
 		for {

@@ -16,6 +16,7 @@ import (
 
 	"github.com/cancelio/cancelio/ioring"
 	"github.com/cancelio/cancelio/minidrv"
+	"github.com/cancelio/cancelio/minidrv/minidrvtest"
 	"github.com/cancelio/cancelio/usb"
 	"github.com/cancelio/cancelio/usb/usbsim"
 )
@@ -44,7 +45,7 @@ func newSimRig(t testing.TB, cfg minidrv.Config, sim usbsim.Config) *rig {
 	sc, err := usbsim.NewScanner(sim)
 	require.NoError(t, err)
 	cfg.Ring = ring
-	cfg.Open = minidrv.SimOpener(ring, sc)
+	cfg.Open = minidrvtest.SimOpener(ring, sc)
 	d, err := minidrv.New(cfg)
 	require.NoError(t, err)
 	r := &rig{t: t, ring: ring, sc: sc, d: d}
@@ -97,7 +98,7 @@ func (r *rig) acquire(ctx context.Context, progress func(minidrv.Progress) bool)
 // expectImage checks that s holds the whole image of the latest scan.
 func (r *rig) expectImage(s *chunkSink) {
 	r.t.Helper()
-	want := usbsim.ExpectedImage(r.d.LastScan())
+	want := usbsim.ExpectedImage(r.sc.LastScan())
 	require.Equal(r.t, len(want), s.buf.Len(), "image length")
 	require.True(r.t, bytes.Equal(want, s.buf.Bytes()), "image bytes differ from usbsim.ExpectedImage")
 }
@@ -106,7 +107,7 @@ func (r *rig) expectImage(s *chunkSink) {
 // from its start.
 func (r *rig) expectPrefix(s *chunkSink, chunk int) {
 	r.t.Helper()
-	want := usbsim.ExpectedImage(r.d.LastScan())
+	want := usbsim.ExpectedImage(r.sc.LastScan())
 	got := s.buf.Bytes()
 	require.LessOrEqual(r.t, len(got), len(want))
 	if len(got) != len(want) {
@@ -558,7 +559,7 @@ func TestStateRefusals(t *testing.T) {
 	sc, err := usbsim.NewScanner(usbsim.Config{})
 	require.NoError(t, err)
 	defer sc.Close()
-	d, err := minidrv.New(minidrv.Config{Ring: ring, Open: minidrv.SimOpener(ring, sc)})
+	d, err := minidrv.New(minidrv.Config{Ring: ring, Open: minidrvtest.SimOpener(ring, sc)})
 	require.NoError(t, err)
 	ctx := context.Background()
 	bed := minidrv.NewItemTree().Find("Flatbed")

@@ -69,8 +69,8 @@ func TestCancelRandomPoints(t *testing.T) {
 		}
 		var scan usbsim.ScanParams
 		s, err := r.acquire(ctx, func(pr minidrv.Progress) bool {
-			if pr.Bytes == 0 {
-				scan = r.d.LastScan()
+			if pr.Bytes > 0 && scan.Width == 0 {
+				scan = r.sc.LastScan() // data came: the device runs this job
 			}
 			switch point {
 			case cancelBeforeFirst:
@@ -180,8 +180,8 @@ func TestModel(t *testing.T) {
 		}
 		s := &chunkSink{}
 		err := r.d.AcquireItemData(ctx, r.bed, s, func(pr minidrv.Progress) bool {
-			if pr.Bytes == 0 {
-				scan = r.d.LastScan()
+			if pr.Bytes > 0 && scan.Width == 0 {
+				scan = r.sc.LastScan() // data came: the device runs this job
 			}
 			return pr.Percent < stopAt || stopAt < 0
 		})
@@ -305,8 +305,8 @@ func TestModel(t *testing.T) {
 		s := &chunkSink{}
 		var scan usbsim.ScanParams
 		err := r.d.AcquireItemData(ctx, r.bed, s, func(pr minidrv.Progress) bool {
-			if pr.Bytes == 0 {
-				scan = r.d.LastScan()
+			if pr.Bytes > 0 && scan.Width == 0 {
+				scan = r.sc.LastScan() // data came: the device runs this job
 			}
 			return true
 		})

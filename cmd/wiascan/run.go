@@ -17,6 +17,7 @@ import (
 
 	"github.com/cancelio/cancelio/ioring"
 	"github.com/cancelio/cancelio/minidrv"
+	"github.com/cancelio/cancelio/minidrv/minidrvtest"
 	"github.com/cancelio/cancelio/usb"
 	"github.com/cancelio/cancelio/usb/usbsim"
 )
@@ -219,7 +220,7 @@ func scan(o *options, stdout, stderr io.Writer, sigs <-chan os.Signal) (err erro
 			sc.HangAfter(o.hangAfter)
 			defer sc.Resume() // let Uninitialize's close drain
 		}
-		open = minidrv.SimOpener(ring, sc)
+		open = minidrvtest.SimOpener(ring, sc)
 	}
 	d, err := minidrv.New(minidrv.Config{Ring: ring, Open: open, QueueDepth: o.queueDepth, AbortTimeout: o.abortTimeout})
 	if err != nil {
