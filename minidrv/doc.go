@@ -51,7 +51,7 @@
 //	CancelPendingIO ---> token fired ---> every completion in ---> Locked: CancelPendingIO returns
 //	                                                  |
 //	                               acquisition returns ErrCanceled, hands the device to
-//	                               recovery (goroutine): abort, flush IN up to the marker;
+//	                               recovery (goroutine): abort, flush IN up to an echoed marker;
 //	                               no answer within AbortTimeout: reset (clear halts) and
 //	                               resynchronize; still none: ErrNotRecovered
 //	                                                  |

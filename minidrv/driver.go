@@ -509,9 +509,10 @@ func (d *Driver) Unlock() error {
 // transfer, from any goroutine:
 //
 //   - EventCancelIO fires the running transfer's cancel token and returns
-//     at once; the transfer unwinds in its own goroutine (CancelPendingIO
-//     also waits for that). With no transfer, or one already canceling, it
-//     is a no-op that returns nil.
+//     at once; the transfer unwinds as its completions arrive
+//     (CancelPendingIO also waits for that, not for the device's recovery
+//     after it). With no transfer, or one already canceling, it is a no-op
+//     that returns nil.
 //   - EventDeviceDisconnected moves the driver to Removed (canceling a
 //     transfer); calls then fail with ErrOffline.
 //   - EventDeviceConnected, in Removed, checks the device (reopening it if

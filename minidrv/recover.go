@@ -25,14 +25,21 @@ import (
 // AcquireItemData waits for the recovery under its own context
 // (lockDevice) and retries a resynchronization that failed (checkDevice).
 
-// recoverDevice aborts the job of an acquisition that ended early and
-// flushes bulk IN up to the device's flush marker, within AbortTimeout. A
-// device that does not answer in time is reset (the halts of both bulk
-// endpoints cleared, which also discards what it had sent) and
-// resynchronized, within AbortTimeout again. A device that still does not
-// answer is left dirty, with the error that checkDevice reports (as
-// ErrNotRecovered) until a resynchronization succeeds. A device found gone
-// moves the driver to Removed.
+// recoverDevice brings the device back in step after an acquisition that
+// ended early: it resynchronizes it (resync: the abort of the job, then an
+// echoed marker read back through bulk IN, everything before it dropped as
+// stale), within AbortTimeout. A device that does not answer in time is
+// reset (the halts of both bulk endpoints cleared, which also discards what
+// it had sent) and resynchronized again, within AbortTimeout. A device that
+// still does not answer is left dirty, with the error that Lock and the
+// next acquisition report (as ErrNotRecovered) until a resynchronization
+// succeeds. A device found gone moves the driver to Removed.
+//
+// The echoed marker, not the abort's zero-length flush marker, ends the
+// flush: on a real bus a zero-length packet also ends the transfer that
+// reads a stale remainder of whole packets, so a flush that waited for an
+// empty transfer after it would wait until its deadline, and the reset that
+// follows is the step to avoid (gousb has no clear-halt of its own).
 //
 // It runs in its own goroutine (started through d.recoverFn, which does not
 // allocate) with ioSem held: the acquisition that ended hands it over, and
@@ -42,7 +49,7 @@ func (d *Driver) recoverDevice() {
 	d.mu.Lock()
 	dev, out, in := d.dev, d.out, d.in
 	d.mu.Unlock()
-	err := d.abortJob(dev, out, in)
+	err := d.resync(dev, out, in, nil, time.Now().Add(d.cfg.AbortTimeout))
 	if err != nil && !errors.Is(err, usb.ErrNoDevice) {
 		err = fmt.Errorf("the device did not answer the abort within %v (%w)", d.cfg.AbortTimeout, err)
 		rerr := errors.Join(dev.ClearHalt(in.Desc().Address), dev.ClearHalt(out.Desc().Address))
@@ -62,24 +69,6 @@ func (d *Driver) recoverDevice() {
 	d.mu.Unlock()
 	if errors.Is(err, usb.ErrNoDevice) {
 		_, _ = d.m.Fire(DeviceDisconnected)
-	}
-}
-
-// abortJob sends the abort command and reads bulk IN until the device's
-// flush marker, a zero-length packet: everything before it is stale. It
-// takes at most AbortTimeout. ioSem held, nothing pending on the endpoints.
-func (d *Driver) abortJob(dev *usb.Device, out, in *usb.Endpoint) error {
-	deadline := time.Now().Add(d.cfg.AbortTimeout)
-	err := d.command(dev, out, scanproto.AbortCommand(), nil, deadline)
-	if err != nil {
-		return err
-	}
-	buf := d.flushBuffer(in)
-	for {
-		n, err := d.transfer(in, buf, nil, deadline)
-		if err != nil || n == 0 {
-			return err
-		}
 	}
 }
 
@@ -238,10 +227,19 @@ func (d *Driver) command(dev *usb.Device, out *usb.Endpoint, cmd []byte, tok *io
 	return err
 }
 
+// flushBufferSize is the size of flushBuffer on an endpoint whose
+// transport sets no limit (libusb): 64 KiB, not one packet per read.
+const flushBufferSize = 64 << 10
+
 // flushBuffer returns a buffer for reads that drop their data: one
-// endpoint transfer, so that no read needs a bounce copy. ioSem held.
+// endpoint transfer (flushBufferSize where the transport sets no limit),
+// so that no read needs a bounce copy. ioSem held.
 func (d *Driver) flushBuffer(in *usb.Endpoint) []byte {
-	n := max(in.Desc().MaxTransfer, BufferAlign)
+	n := in.Desc().MaxTransfer
+	if n <= 0 {
+		n = flushBufferSize
+	}
+	n = max(n, BufferAlign)
 	if len(d.flushBuf) < n {
 		d.flushBuf = make([]byte, n)
 	}
