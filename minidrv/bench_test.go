@@ -22,12 +22,18 @@ import (
 // path; the next iteration's acquisition waits for it, untimed.
 //
 // The scanner sends the image (about 2 MB) as one message at 16 MiB/s, so
-// the first transfer completes after about 120 ms, long after the cancel. A cancel that loses
-// the race all the same (the image ended first) is not a sample. In hung/pending=8
-// the device stops answering on every endpoint before the cancel (and
-// resumes after it, so that its recovery ends and the next iteration can
-// start). Only the cancel is timed (the timer stops around the set-up of
-// each iteration), so allocs/op counts the allocations of the cancel path.
+// the first transfer completes after about 120 ms, long after the cancel.
+// A cancel that loses the race all the same (the image ended first) is not
+// a sample. In hung/pending=8 the device stops answering on every endpoint
+// before the cancel (and resumes after it, so that its recovery ends and
+// the next iteration can start). Only the cancel is timed (the timer stops
+// around the set-up of each iteration), so allocs/op counts the
+// allocations of the cancel path, and those other goroutines (the
+// acquisition returning, the recovery starting) make meanwhile.
+//
+// Run it as go test -run '^$' -bench CancelPendingIO -benchmem -count 5
+// ./minidrv/ (the set-up of each iteration is untimed but not free: with
+// the default -benchtime a run takes minutes; -benchtime 2000x is shorter).
 func BenchmarkCancelPendingIO(b *testing.B) {
 	for _, c := range []struct {
 		name    string
