@@ -1,19 +1,14 @@
 package minidrv
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"runtime"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/cancelio/cancelio/ioring"
 	"github.com/cancelio/cancelio/usb"
-	"github.com/cancelio/cancelio/usb/usbsim"
 )
 
 // Defaults of Config.
@@ -78,33 +73,27 @@ type Config struct {
 	// Open opens the device. The first Initialize calls it, and
 	// NotifyPnpEvent(EventDeviceConnected) when the device it had is gone.
 	// The driver closes the devices it opened, and uses the first bulk OUT
-	// and bulk IN endpoints of the device's interface. SimOpener makes one
-	// for a simulated scanner; for a real device (or the scanner served as
-	// a USB gadget) wrap usb.Open, and pass usb.WithZeroPacket.
+	// and bulk IN endpoints of the device's interface. For a real device
+	// (or the scanner served as a USB gadget) wrap usb.Open, and pass
+	// usb.WithZeroPacket; tests open the simulated scanner with
+	// minidrvtest.SimOpener.
 	Open func(ctx context.Context) (*usb.Device, error)
 	// QueueDepth is the number of bulk-IN transfers an acquisition keeps in
 	// flight: 1..MaxQueueDepth, and at most half the ring's entries. 0
 	// means DefaultQueueDepth (or less on a small ring).
 	QueueDepth int
-	// AbortTimeout bounds the abort and flush after a cancel, and a probe
-	// of the device (Initialize, reconnection, or a resynchronization
-	// before a scan). 0 means DefaultAbortTimeout.
+	// AbortTimeout bounds each step of the device's recovery after an
+	// acquisition that ended early (the abort and flush; after a reset, the
+	// resynchronization), and a probe of the device (Initialize,
+	// reconnection, or a resynchronization before a scan or a Lock). The
+	// recovery runs off the caller's path: CancelPendingIO never waits for
+	// it. 0 means DefaultAbortTimeout.
 	AbortTimeout time.Duration
 	// StallTimeout is how long an acquisition waits for its next chunk
 	// before it fails with ErrDeviceCommunication. 0 means
 	// DefaultStallTimeout; a negative value waits for ever (a cancel still
 	// ends the wait).
 	StallTimeout time.Duration
-	// Seed seeds the simulated scanner's images: the n-th acquisition
-	// (counting from 0) asks for the image of seed Seed+n (see
-	// usbsim.ScanParams). A real device ignores it.
-	Seed uint64
-}
-
-// SimOpener returns a Config.Open that opens the simulated scanner s on
-// ring r with usbsim.Open.
-func SimOpener(r *ioring.Ring, s *usbsim.Scanner) func(context.Context) (*usb.Device, error) {
-	return func(context.Context) (*usb.Device, error) { return usbsim.Open(r, s) }
 }
 
 // Progress is one progress report of an acquisition.
@@ -133,29 +122,40 @@ type Driver struct {
 	m   Machine
 
 	// ioSem (capacity 1) is held by whoever uses the device: an
-	// acquisition from before it starts until it has unwound, the first
-	// Initialize, a reconnection and the last Uninitialize. Holding it is
-	// what allows reading dev, in, out, bufs and dirty without mu, and
-	// writing bufs and chunk.
+	// acquisition from before it starts until it returns (then the
+	// device's recovery, if the acquisition hands it over, until that
+	// ends), Lock while it checks the device, the first Initialize, a
+	// reconnection and the last Uninitialize. Holding it is what allows
+	// reading dev, in, out, bufs and dirty without mu, and writing bufs,
+	// chunk, flushBuf, cmd and marker.
 	ioSem chan struct{}
 
-	// Buffers of the acquisitions, reused from one to the next; only the
-	// ioSem holder touches them.
+	// Buffers of the acquisitions and of the device's recovery, reused from
+	// one to the next; only the ioSem holder touches them.
 	bufs     [][]byte
 	chunk    int
 	flushBuf []byte
+	cmd      []byte // a command sent on bulk OUT
+	marker   []byte // resync's marker
+
+	// recoverFn is d.recoverDevice as a func value made once, so that
+	// starting a recovery (go d.recoverFn()) does not allocate.
+	recoverFn func()
 
 	mu      sync.Mutex
 	clients int           // Initialize calls not yet undone; guarded by mu
 	dev     *usb.Device   // the open device, or nil; guarded by mu, written with ioSem held
 	out, in *usb.Endpoint // bulk OUT and bulk IN of dev; as dev
 	dirty   bool          // the device may hold stale data: resynchronize before a scan; guarded by mu
-	root    *Item         // the item tree, built by Initialize; guarded by mu
-	props   Properties    // the flatbed's properties; guarded by mu
-	cur     *acquisition  // the acquisition running or unwinding, or nil; guarded by mu
-	scans   uint64        // acquisitions started; guarded by mu
-	last    usbsim.ScanParams
-	// last: the scan of the latest acquisition; guarded by mu
+	// recovering: recoverDevice runs (it holds ioSem); guarded by mu.
+	recovering bool
+	// recoverErr: why the last recovery failed, nil once the device was
+	// resynchronized; guarded by mu.
+	recoverErr error
+	root       *Item        // the item tree, built by Initialize; guarded by mu
+	props      Properties   // the flatbed's properties; guarded by mu
+	cur        *acquisition // the acquisition running or unwinding, or nil; guarded by mu
+	scans      uint64       // acquisitions started; guarded by mu
 }
 
 // New returns a Driver in state Unloaded. It checks cfg; nothing touches
@@ -181,7 +181,9 @@ func New(cfg Config) (*Driver, error) {
 	if cfg.StallTimeout == 0 {
 		cfg.StallTimeout = DefaultStallTimeout
 	}
-	return &Driver{cfg: cfg, ioSem: make(chan struct{}, 1), props: DefaultProperties()}, nil
+	d := &Driver{cfg: cfg, ioSem: make(chan struct{}, 1), props: DefaultProperties()}
+	d.recoverFn = d.recoverDevice
+	return d, nil
 }
 
 // State returns the driver's current state.
@@ -194,15 +196,6 @@ func (d *Driver) Watch() (State, <-chan struct{}) { return d.m.Watch() }
 // QueueDepth returns the number of bulk-IN transfers an acquisition keeps
 // in flight.
 func (d *Driver) QueueDepth() int { return d.cfg.QueueDepth }
-
-// LastScan returns the scan parameters of the latest acquisition (the zero
-// value before the first). With usbsim.ExpectedImage they give the bytes
-// a complete acquisition delivered.
-func (d *Driver) LastScan() usbsim.ScanParams {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.last
-}
 
 // lockIO takes ioSem, or fails when ctx ends first.
 func (d *Driver) lockIO(ctx context.Context) error {
@@ -251,7 +244,7 @@ func (d *Driver) Initialize(ctx context.Context) error {
 	}
 	d.mu.Lock()
 	d.setDevice(dev)
-	d.dirty = false
+	d.dirty, d.recoverErr = false, nil
 	d.root = NewItemTree()
 	d.props = DefaultProperties()
 	d.clients = 1
@@ -364,117 +357,6 @@ func (d *Driver) openDevice(ctx context.Context) (*usb.Device, error) {
 	return dev, nil
 }
 
-// probe resynchronizes the device within AbortTimeout (or until ctx
-// ends) and maps failures to typed errors.
-func (d *Driver) probe(ctx context.Context, dev *usb.Device, out, in *usb.Endpoint) error {
-	tok := d.cfg.Ring.NewToken()
-	stop := tok.Bind(ctx)
-	defer stop()
-	err := d.resync(dev, out, in, tok, time.Now().Add(d.cfg.AbortTimeout))
-	switch {
-	case err == nil:
-		return nil
-	case errors.Is(err, usb.ErrNoDevice):
-		return ErrOffline.Wrap(err)
-	}
-	return ErrDeviceCommunication.Wrap(fmt.Errorf("device did not answer within %v: %w", d.cfg.AbortTimeout, err))
-}
-
-// syncSeq numbers the markers of resync.
-var syncSeq atomic.Uint64
-
-// resync brings the device to a known state whatever it holds: it aborts
-// any job, then asks the device to echo a unique marker, and reads bulk IN
-// until the marker comes back. The device runs commands in order, so
-// everything before the marker is stale (image data, flush markers of
-// earlier aborts that were never read), and nothing follows it. A halted
-// endpoint is cleared and the sequence started again. ioSem held, nothing
-// pending on the endpoints.
-func (d *Driver) resync(dev *usb.Device, out, in *usb.Endpoint, tok *ioring.Token, deadline time.Time) error {
-	buf := d.flushBuffer(in)
-	var err error
-	for attempt := 0; attempt < 3; attempt++ {
-		marker := fmt.Appendf(nil, "cancelio sync %016x", syncSeq.Add(1))
-		if err = d.command(dev, out, usbsim.AbortCommand(), tok, deadline); err != nil {
-			if errors.Is(err, usb.ErrStall) {
-				continue
-			}
-			return err
-		}
-		if err = d.command(dev, out, usbsim.EchoCommand(marker), tok, deadline); err != nil {
-			if errors.Is(err, usb.ErrStall) {
-				continue
-			}
-			return err
-		}
-		for {
-			var n int
-			n, err = d.transfer(in, buf, tok, deadline)
-			if errors.Is(err, usb.ErrStall) {
-				// Clearing the halt discards what the device had sent,
-				// perhaps the marker: start again.
-				if err = dev.ClearHalt(in.Desc().Address); err != nil {
-					return err
-				}
-				err = usb.ErrStall
-				break
-			}
-			if err != nil {
-				return err
-			}
-			if bytes.Equal(buf[:n], marker) {
-				return nil
-			}
-		}
-	}
-	return err
-}
-
-// transfer runs one transfer on ep covered by tok and waits for it. A
-// non-zero deadline bounds it: when it passes, tok is canceled (a fresh
-// token when tok is nil), so every transfer tok covers stops, and the
-// result is usb.ErrTimeout. Cancels go through tokens only, never through a
-// context given to Request.Wait.
-func (d *Driver) transfer(ep *usb.Endpoint, buf []byte, tok *ioring.Token, deadline time.Time) (int, error) {
-	var expired atomic.Bool
-	if !deadline.IsZero() {
-		dl := time.Until(deadline)
-		if dl <= 0 {
-			return 0, usb.ErrTimeout
-		}
-		if tok == nil {
-			tok = d.cfg.Ring.NewToken()
-		}
-		t := tok
-		timer := time.AfterFunc(dl, func() { expired.Store(true); _ = t.Cancel() })
-		defer timer.Stop()
-	}
-	q, err := ep.Start(buf, usb.Xfer{Token: tok})
-	if err != nil {
-		return 0, err
-	}
-	c, err := q.Wait(context.Background())
-	if err != nil {
-		return 0, err
-	}
-	if c.Err != nil && expired.Load() && errors.Is(c.Err, usb.ErrCanceled) {
-		return c.N, usb.ErrTimeout
-	}
-	return c.N, c.Err
-}
-
-// command sends one command on bulk OUT and waits for the device to accept
-// it; a stall is cleared before ErrStall is returned.
-func (d *Driver) command(dev *usb.Device, out *usb.Endpoint, cmd []byte, tok *ioring.Token, deadline time.Time) error {
-	_, err := d.transfer(out, cmd, tok, deadline)
-	if errors.Is(err, usb.ErrStall) {
-		if cerr := dev.ClearHalt(out.Desc().Address); cerr != nil {
-			return cerr
-		}
-	}
-	return err
-}
-
 // Items returns a copy of the item tree: the root and the flatbed. It fails
 // with ErrNotInitialized before Initialize.
 func (d *Driver) Items() (*Item, error) {
@@ -582,6 +464,10 @@ func (d *Driver) WriteItemProperties(item *Item, changes ...PropValue) error {
 // Lock is drvLockWiaDevice: it takes the device for the caller until
 // Unlock. While another client holds it (Locked, or a transfer runs) Lock
 // waits; when ctx ends first it returns ErrBusy (wrapping ctx's error).
+// It also waits for the device to recover from the last acquisition (see
+// CancelPendingIO) and, if that recovery failed, resynchronizes the device
+// first: a device that does not answer fails the Lock with
+// ErrNotRecovered, as does ctx ending while the device still recovers.
 // In Unloaded, Suspended and Removed it fails at once (ErrNotInitialized,
 // ErrOffline). The lock is not tied to a goroutine.
 func (d *Driver) Lock(ctx context.Context) error {
@@ -589,6 +475,9 @@ func (d *Driver) Lock(ctx context.Context) error {
 		s, changed := d.m.Watch()
 		switch s {
 		case Idle:
+			if err := d.checkDevice(ctx); err != nil {
+				return err
+			}
 			_, err := d.m.Fire(Lock)
 			if err == nil {
 				return nil
@@ -616,65 +505,22 @@ func (d *Driver) Unlock() error {
 	return err
 }
 
-// cause is what stopped an acquisition first.
-type cause uint8
-
-const (
-	causeNone     cause = iota
-	causeCanceled       // EventCancelIO, CancelPendingIO, the progress callback, ctx
-	causeOffline        // removal or suspend
-	causeFailed         // a transfer, the sink or the device failed
-)
-
-// acquisition is one AcquireItemData call, from BeginTransfer until it has
-// unwound.
-type acquisition struct {
-	tok     *ioring.Token
-	stopped chan struct{} // closed at the first stop
-	once    sync.Once
-	why     cause // written once before stopped is closed
-	err     error // the error of causeOffline and causeFailed; as why
-	done    chan struct{}
-	goid    uint64      // the acquiring goroutine
-	inUser  atomic.Bool // the acquiring goroutine runs user code (progress, sink)
-}
-
-// stop ends the acquisition's I/O: the first call records why, fires the
-// token (every transfer in flight is canceled, later ones never start) and
-// closes stopped. Any goroutine, any number of times; it never blocks.
-func (a *acquisition) stop(why cause, err error) {
-	a.once.Do(func() {
-		a.why, a.err = why, err
-		_ = a.tok.Cancel()
-		close(a.stopped)
-	})
-}
-
-// isStopped reports whether stop was called.
-func (a *acquisition) isStopped() bool {
-	select {
-	case <-a.stopped:
-		return true
-	default:
-		return false
-	}
-}
-
 // NotifyPnpEvent is drvNotifyPnpEvent. It may run concurrently with a
 // transfer, from any goroutine:
 //
 //   - EventCancelIO fires the running transfer's cancel token and returns
-//     at once; the transfer unwinds in its own goroutine (CancelPendingIO
-//     also waits for that). With no transfer, or one already canceling, it
-//     is a no-op that returns nil.
+//     at once; the transfer unwinds as its completions arrive
+//     (CancelPendingIO also waits for that, not for the device's recovery
+//     after it). With no transfer, or one already canceling, it is a no-op
+//     that returns nil.
 //   - EventDeviceDisconnected moves the driver to Removed (canceling a
 //     transfer); calls then fail with ErrOffline.
 //   - EventDeviceConnected, in Removed, checks the device (reopening it if
 //     the old one is gone) and moves to Idle; clients must Lock again. It
 //     fails with ErrOffline, staying Removed, if the device cannot be
 //     opened or does not answer.
-//   - EventPowerSuspend cancels a transfer, waits for it to unwind (within
-//     about 2×AbortTimeout) and moves to Suspended; EventPowerResume moves
+//   - EventPowerSuspend cancels a transfer, waits for its I/O to complete
+//     (within about 2×AbortTimeout) and moves to Suspended; EventPowerResume moves
 //     back to Idle, and the next scan first resynchronizes the device.
 //
 // An unknown event returns ErrInvalidEvent and changes nothing.
@@ -726,7 +572,7 @@ func (d *Driver) reconnect() error {
 	if old != nil {
 		if err := d.probe(ctx, old, out, in); err == nil {
 			d.mu.Lock()
-			d.dirty = false
+			d.dirty, d.recoverErr = false, nil
 			d.mu.Unlock()
 			_, err := d.m.Fire(DeviceConnected)
 			return err
@@ -741,21 +587,28 @@ func (d *Driver) reconnect() error {
 	}
 	d.mu.Lock()
 	d.setDevice(dev)
-	d.dirty = false
+	d.dirty, d.recoverErr = false, nil
 	d.mu.Unlock()
 	_, err = d.m.Fire(DeviceConnected)
 	return err
 }
 
 // CancelPendingIO is IWiaItemExtras::CancelPendingIO: it sends
-// EventCancelIO and returns when the canceled transfer has unwound (every
-// completion arrived, the job aborted on the device and its IN pipe
-// flushed), or when ctx ends first (ErrBusy wrapping ctx's error; the
-// unwinding goes on). Any goroutine may call it at any time, any number of
-// times; with nothing pending it is a no-op that returns nil. Called from
-// the acquisition's own progress callback or sink, it cannot wait for an
-// unwinding that starts only when they return: it fires the cancel and
-// returns nil.
+// EventCancelIO and returns as soon as every I/O of the canceled
+// acquisition has delivered its completion: its buffers are free, the
+// driver is Locked again, and the acquisition returns ErrCanceled (at once,
+// or when its progress callback or sink write in progress returns). It does
+// not wait for the device: the device's recovery (abort of the job, flush
+// of its IN pipe, reset and resynchronization if it does not answer within
+// AbortTimeout) runs after, in the background, and the next Lock or
+// AcquireItemData waits for it under its own context. So control comes back
+// in the time the engine takes to cancel, even when the device hangs.
+//
+// Any goroutine may call it at any time, any number of times, including
+// from the acquisition's own progress callback or sink (it does not wait
+// for the acquiring goroutine); with nothing pending it is a no-op that
+// returns nil. When ctx ends first it returns ErrBusy wrapping ctx's error
+// (the unwinding goes on). It does not allocate.
 func (d *Driver) CancelPendingIO(ctx context.Context) error {
 	if _, err := d.m.Notify(EventCancelIO); err != nil {
 		return err
@@ -764,7 +617,8 @@ func (d *Driver) CancelPendingIO(ctx context.Context) error {
 }
 
 // waitUnwound waits until the current acquisition, if it was stopped, has
-// unwound. One that was not stopped (it started after the cancel) is not
+// unwound (every I/O's completion delivered, the transfer ended in the
+// machine). One that was not stopped (it started after the cancel) is not
 // waited for.
 func (d *Driver) waitUnwound(ctx context.Context) error {
 	d.mu.Lock()
@@ -775,458 +629,10 @@ func (d *Driver) waitUnwound(ctx context.Context) error {
 	if a == nil || (!a.isStopped() && d.m.State() != Canceling) {
 		return nil
 	}
-	if a.inUser.Load() && goid() == a.goid {
-		return nil // called from the progress callback or the sink
-	}
 	select {
-	case <-a.done:
+	case <-a.unwound:
 		return nil
 	case <-ctx.Done():
 		return ErrBusy.Wrap(ctx.Err())
 	}
-}
-
-// goid returns the current goroutine's id, parsed from its stack header
-// ("goroutine 18 [running]:"). It is used only to tell whether
-// CancelPendingIO runs inside the acquisition's own callbacks, where
-// waiting for the unwinding would deadlock.
-func goid() uint64 {
-	var buf [64]byte
-	b := buf[:runtime.Stack(buf[:], false)]
-	b = bytes.TrimPrefix(b, []byte("goroutine "))
-	var id uint64
-	for _, c := range b {
-		if c < '0' || c > '9' {
-			break
-		}
-		id = id*10 + uint64(c-'0')
-	}
-	return id
-}
-
-// ScanParams returns the scan the device is asked for to deliver p's image
-// with the given seed.
-func ScanParams(p Properties, seed uint64) usbsim.ScanParams {
-	f := usbsim.FormatGray8
-	switch p.DataType {
-	case DataBW:
-		f = usbsim.FormatBW1
-	case DataColor:
-		f = usbsim.FormatRGB24
-	}
-	return usbsim.ScanParams{
-		DPI:    uint16(p.XResolution),
-		Width:  uint32(p.XExtent),
-		Height: uint32(p.YExtent),
-		Format: f,
-		Seed:   seed,
-	}
-}
-
-// ChunkSize returns the size of one transfer of an acquisition with
-// properties p: p.BufferSize, or less for a small image, so that the image
-// takes at least MinProgressReports chunks, but never below BufferAlign.
-// Each chunk is written to the sink with one Write; only the image's last
-// chunk may be shorter.
-func ChunkSize(p Properties) int {
-	per := (p.ImageSize() + MinProgressReports - 1) / MinProgressReports
-	per = (per + BufferAlign - 1) / BufferAlign * BufferAlign
-	return int(max(min(int64(p.BufferSize), per), BufferAlign))
-}
-
-// AcquireItemData is drvAcquireItemData: it scans the flatbed item with the
-// properties in force when it starts and streams the image to sink, after
-// the PNM header if Format is FormatPNM. The driver must be Locked (it is
-// Transferring meanwhile and Locked again after).
-//
-// The image moves in chunks of ChunkSize bytes through QueueDepth
-// overlapped bulk-IN transfers kept in flight; each chunk is written to
-// sink with one Write, in order. progress, if not nil, is called from the
-// calling goroutine before the first transfer, after every chunk and at
-// least once per ProgressInterval; Percent never decreases and reaches 100
-// only on success. progress returning false cancels, as S_FALSE does in WIA.
-//
-// A cancel (progress, CancelPendingIO, EventCancelIO, or ctx ending) stops
-// every transfer at once; the acquisition then waits for their
-// completions, aborts the job on the device and flushes its IN pipe (within
-// AbortTimeout), so the next acquisition gets no stale data, and returns an
-// error for which errors.Is(err, ErrCanceled) holds (HResult: S_FALSE).
-// The sink then holds whole chunks only, and no chunk arrives after the
-// cancel. A cancel that comes after the last chunk was written loses the
-// race: the acquisition succeeds. If the device does not answer the abort
-// it is reset (its halt cleared) and resynchronized before the next scan.
-//
-// Other errors: the state's refusals (ErrNotLocked, ErrBusy, ErrOffline,
-// ErrNotInitialized), ErrOffline when the device is removed or suspended
-// meanwhile, ErrDeviceCommunication when a transfer fails or no data comes
-// for StallTimeout, and the sink's own error. In each case the driver ends
-// Locked, or Removed or Suspended after such an event.
-func (d *Driver) AcquireItemData(ctx context.Context, item *Item, sink io.Writer, progress func(Progress) bool) error {
-	if err := checkItem(item); err != nil {
-		return err
-	}
-	if sink == nil {
-		return errInvalidArg.Wrap(errors.New("nil sink"))
-	}
-	if _, _, err := Transition(d.m.State(), Acquire); err != nil {
-		return err
-	}
-	// A transfer overtaken by a removal or suspend may still be unwinding.
-	if err := d.lockIO(ctx); err != nil {
-		return err
-	}
-	defer d.unlockIO()
-
-	a := &acquisition{
-		tok:     d.cfg.Ring.NewToken(),
-		stopped: make(chan struct{}),
-		done:    make(chan struct{}),
-		goid:    goid(),
-	}
-
-	d.mu.Lock()
-	p := d.props
-	dev, out, in, dirty := d.dev, d.out, d.in, d.dirty
-	d.cur = a
-	d.mu.Unlock()
-	defer func() {
-		d.mu.Lock()
-		d.cur = nil
-		d.mu.Unlock()
-		close(a.done)
-	}()
-
-	// The cancel runs in whoever fires the transition (Machine runs it
-	// outside its lock, right after); the state then tells a cancel from a
-	// removal or suspend.
-	err := d.m.BeginTransfer(func() {
-		why, err := causeCanceled, error(nil)
-		if s := d.m.State(); s == Removed || s == Suspended {
-			why, err = causeOffline, ErrOffline.Wrap(fmt.Errorf("device %v during the transfer", s))
-		}
-		a.stop(why, err)
-	})
-	if err != nil {
-		return err
-	}
-	if in == nil || out == nil { // cannot happen in Locked; be safe
-		a.stop(causeFailed, ErrOffline)
-	}
-	stopCtx := context.AfterFunc(ctx, func() { a.stop(causeCanceled, nil) })
-	defer stopCtx()
-
-	d.mu.Lock()
-	params := ScanParams(p, d.cfg.Seed+d.scans)
-	d.scans++
-	d.last = params
-	d.mu.Unlock()
-
-	complete, started := d.stream(a, p, params, dev, out, in, dirty, sink, progress)
-	return d.finish(a, complete, started, dev, out, in)
-}
-
-// stream runs the acquisition until the image is complete or it stops; it
-// returns whether the whole image went to the sink, and whether a job may
-// have started on the device.
-func (d *Driver) stream(a *acquisition, p Properties, params usbsim.ScanParams, dev *usb.Device, out, in *usb.Endpoint,
-	dirty bool, sink io.Writer, progress func(Progress) bool) (complete, started bool) {
-	total := p.ImageSize()
-	var done int64 // bytes written to sink
-	lastReport := time.Now()
-	report := func() {
-		if progress == nil || a.isStopped() {
-			return
-		}
-		a.inUser.Store(true)
-		ok := progress(Progress{Percent: int(done * 100 / total), Bytes: done, Total: total})
-		a.inUser.Store(false)
-		lastReport = time.Now()
-		if !ok {
-			a.stop(causeCanceled, nil)
-		}
-	}
-	write := func(b []byte) bool {
-		a.inUser.Store(true)
-		n, err := sink.Write(b)
-		a.inUser.Store(false)
-		if err == nil && n != len(b) {
-			err = io.ErrShortWrite
-		}
-		if err != nil {
-			a.stop(causeFailed, fmt.Errorf("minidrv: write to sink: %w", err))
-			return false
-		}
-		return true
-	}
-
-	report() // 0%: may cancel before anything reaches the device
-	if a.isStopped() {
-		return false, false
-	}
-	if hdr := p.Header(); hdr != nil && !write(hdr) {
-		return false, false
-	}
-	if dirty {
-		if err := d.resync(dev, out, in, a.tok, time.Now().Add(d.cfg.AbortTimeout)); err != nil {
-			d.ioFailed(a, "resynchronize the device", err)
-			return false, false
-		}
-		d.mu.Lock()
-		d.dirty = false
-		d.mu.Unlock()
-	}
-	started = true
-	var deadline time.Time // a device that does not take the command counts as stalled
-	if d.cfg.StallTimeout > 0 {
-		deadline = time.Now().Add(d.cfg.StallTimeout)
-	}
-	if err := d.command(dev, out, usbsim.StartScanCommand(params), a.tok, deadline); err != nil {
-		d.ioFailed(a, "start the scan", err)
-		return false, started
-	}
-
-	// Transfers in flight: bufs[head..head+inflight) in ring order. One
-	// goroutine waits for them oldest first (they complete in order on one
-	// endpoint) and hands the results over, so this one stays free to
-	// report progress and watch for a stall.
-	chunk := ChunkSize(p)
-	bufs := d.buffers(chunk)
-	qd := len(bufs)
-	type result struct {
-		n   int
-		err error
-	}
-	reqs := make(chan ioring.Request, qd)
-	results := make(chan result, qd)
-	waiterDone := make(chan struct{})
-	go func() {
-		defer close(waiterDone)
-		for q := range reqs {
-			c, err := q.Wait(context.Background())
-			if err == nil {
-				err = c.Err
-			}
-			results <- result{c.N, err}
-		}
-	}()
-	defer func() {
-		close(reqs)
-		<-waiterDone
-	}()
-
-	var requested int64      // bytes asked for: done plus the sizes in flight
-	sizes := make([]int, qd) // the size of each slot's transfer in flight
-	head, inflight := 0, 0
-	var carry []byte // received, not yet a whole chunk
-	stall := d.cfg.StallTimeout
-	lastData := time.Now()
-	period := ProgressInterval
-	if stall > 0 {
-		period = min(period, stall)
-	}
-	tick := time.NewTimer(period)
-	defer tick.Stop()
-	stopped := a.stopped
-	for {
-		for !a.isStopped() && inflight < qd && requested < total {
-			i := (head + inflight) % qd
-			buf := bufs[i][:min(int64(chunk), total-requested)]
-			q, err := in.Start(buf, usb.Xfer{Token: a.tok})
-			if err != nil {
-				if errors.Is(err, ioring.ErrFull) && inflight > 0 {
-					break // the shared ring is full: submit when one completes
-				}
-				d.ioFailed(a, "submit a transfer", err)
-				break
-			}
-			reqs <- q
-			sizes[i] = len(buf)
-			inflight++
-			requested += int64(len(buf))
-		}
-		if inflight == 0 {
-			return done == total, started
-		}
-		select {
-		case r := <-results:
-			i := head
-			head = (head + 1) % qd
-			inflight--
-			requested -= int64(sizes[i] - r.n) // a short transfer asks for the rest again
-			if a.isStopped() {
-				continue // drain: the data of a stopped acquisition is dropped
-			}
-			if r.err != nil {
-				d.ioFailed(a, "read image data", r.err)
-				continue
-			}
-			received := done + int64(len(carry))
-			if r.n == 0 && received == 0 {
-				// On USB a device ends a transfer of whole packets shorter
-				// than it meant to send with a zero-length packet; one the
-				// previous transfer did not need to read (the last of an
-				// image, or of the stale data an abort flushed) comes
-				// first. It carries nothing: ask again.
-				continue
-			}
-			lastData = time.Now()
-			if r.n == 0 || received+int64(r.n) > total {
-				// Only a flush marker (or an echo) is empty: stale data.
-				d.ioFailed(a, "read image data", fmt.Errorf("%w: %d bytes at offset %d of %d", errUnexpectedData, r.n, received, total))
-				continue
-			}
-			// The sink gets whole chunks only: a short transfer (the
-			// device cut a message) is carried over until the chunk is
-			// complete. Aligned transfers go straight through.
-			data := bufs[i][:r.n]
-			if len(carry) == 0 && (r.n == chunk || done+int64(r.n) == total) {
-				if !write(data) {
-					continue
-				}
-				done += int64(r.n)
-				report()
-				continue
-			}
-			carry = append(carry, data...)
-			for len(carry) >= chunk || (len(carry) > 0 && done+int64(len(carry)) == total) {
-				k := min(len(carry), chunk)
-				if !write(carry[:k]) {
-					break
-				}
-				done += int64(k)
-				carry = carry[:copy(carry, carry[k:])]
-				report()
-			}
-		case <-stopped:
-			stopped = nil // the drain goes on in the results case
-		case <-tick.C:
-			if time.Since(lastReport) >= ProgressInterval {
-				report()
-			}
-			if stall > 0 && time.Since(lastData) >= stall {
-				a.stop(causeFailed, ErrDeviceCommunication.Wrap(fmt.Errorf("no data from the device for %v", stall)))
-			}
-			tick.Reset(period)
-		}
-	}
-}
-
-// errUnexpectedData is the cause of a device that sent what was not asked
-// for.
-var errUnexpectedData = errors.New("unexpected data from the device")
-
-// buffers returns QueueDepth buffers of chunk bytes, reused between
-// acquisitions. ioSem held; every transfer on them has completed.
-func (d *Driver) buffers(chunk int) [][]byte {
-	if d.chunk < chunk || len(d.bufs) != d.cfg.QueueDepth {
-		d.bufs = make([][]byte, d.cfg.QueueDepth)
-		for i := range d.bufs {
-			d.bufs[i] = make([]byte, chunk)
-		}
-		d.chunk = chunk
-	}
-	return d.bufs
-}
-
-// flushBuffer returns a buffer for reads that drop their data: one
-// endpoint transfer, so that no read needs a bounce copy. ioSem held.
-func (d *Driver) flushBuffer(in *usb.Endpoint) []byte {
-	n := max(in.Desc().MaxTransfer, BufferAlign)
-	if len(d.flushBuf) < n {
-		d.flushBuf = make([]byte, n)
-	}
-	return d.flushBuf[:n]
-}
-
-// ioFailed stops the acquisition after a failed transfer or command. A
-// device that went away moves the driver to Removed.
-func (d *Driver) ioFailed(a *acquisition, what string, err error) {
-	switch {
-	case errors.Is(err, usb.ErrNoDevice):
-		a.stop(causeOffline, ErrOffline.Wrap(fmt.Errorf("%s: %w", what, err)))
-		_, _ = d.m.Fire(DeviceDisconnected)
-	case errors.Is(err, ioring.ErrCanceled) && a.isStopped():
-		// The acquisition's own cancel: its cause is recorded already.
-	default:
-		a.stop(causeFailed, ErrDeviceCommunication.Wrap(fmt.Errorf("%s: %w", what, err)))
-	}
-}
-
-// finish unwinds a stopped acquisition and ends the transfer in the state
-// machine: the data transfers have all completed when it runs. It returns
-// the acquisition's result.
-func (d *Driver) finish(a *acquisition, complete, started bool, dev *usb.Device, out, in *usb.Endpoint) error {
-	if complete {
-		_, _ = d.m.Fire(TransferDone)
-		return nil
-	}
-	a.stop(causeFailed, nil) // no-op unless the stream ended without a cause
-	// A user's cancel moves Transferring to Canceling; removals, suspends
-	// and failures have moved or will move on by themselves.
-	if a.why == causeCanceled {
-		_, _ = d.m.Fire(CancelIO)
-	}
-	var unwindErr error
-	if started && d.m.State() != Removed {
-		unwindErr = d.abort(dev, out, in)
-	}
-	var err error
-	switch a.why {
-	case causeCanceled:
-		err = ErrCanceled.Wrap(ioring.ErrCanceled)
-		if unwindErr != nil {
-			err = ErrCanceled.Wrap(unwindErr)
-		}
-		_, _ = d.m.Fire(Unwound)
-	case causeOffline:
-		err = a.err
-		_, _ = d.m.Fire(TransferFailed)
-	default:
-		err = a.err
-		if err == nil {
-			err = ErrDeviceCommunication.Wrap(errors.New("transfer ended early"))
-		}
-		if unwindErr != nil {
-			err = fmt.Errorf("%w (then %v)", err, unwindErr)
-		}
-		_, _ = d.m.Fire(TransferFailed)
-	}
-	return err
-}
-
-// abort stops the job on the device and flushes bulk IN: it sends the abort
-// command and reads until the device's flush marker, a zero-length packet;
-// everything before it is stale. It takes at most AbortTimeout. A device
-// that does not answer in time is reset: the halts of both bulk endpoints
-// are cleared (which also discards what the device has sent), and the
-// device is resynchronized before the next scan. A device found gone moves
-// the driver to Removed. No transfer is pending on the endpoints.
-func (d *Driver) abort(dev *usb.Device, out, in *usb.Endpoint) error {
-	deadline := time.Now().Add(d.cfg.AbortTimeout)
-	err := d.command(dev, out, usbsim.AbortCommand(), nil, deadline)
-	if err == nil {
-		buf := d.flushBuffer(in)
-		for {
-			var n int
-			n, err = d.transfer(in, buf, nil, deadline)
-			if err != nil || n == 0 {
-				break
-			}
-		}
-	}
-	if err == nil {
-		return nil
-	}
-	if errors.Is(err, usb.ErrNoDevice) {
-		_, _ = d.m.Fire(DeviceDisconnected)
-		return fmt.Errorf("abort the job: %w", err)
-	}
-	d.mu.Lock()
-	d.dirty = true
-	d.mu.Unlock()
-	cerr := errors.Join(dev.ClearHalt(in.Desc().Address), dev.ClearHalt(out.Desc().Address))
-	if errors.Is(cerr, usb.ErrNoDevice) {
-		_, _ = d.m.Fire(DeviceDisconnected)
-	}
-	return fmt.Errorf("the device did not answer the abort within %v (%w); it was reset and will be resynchronized before the next scan", d.cfg.AbortTimeout, err)
 }

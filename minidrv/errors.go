@@ -66,11 +66,21 @@ func (e *Error) Error() string {
 // Unwrap returns the cause, or nil.
 func (e *Error) Unwrap() error { return e.Err }
 
-// Is reports whether e was made by wrapping target (see Wrap). Identity with
-// target itself is checked by errors.Is before it calls Is.
+// Is reports whether e was made by wrapping target, or from a sentinel that
+// is a kind of target (ErrNotRecovered is an ErrDeviceCommunication); see
+// Wrap. Identity with target itself is checked by errors.Is before it calls
+// Is.
 func (e *Error) Is(target error) bool {
 	t, ok := target.(*Error)
-	return ok && e.base != nil && t == e.base
+	if !ok {
+		return false
+	}
+	for b := e.base; b != nil; b = b.base {
+		if b == t {
+			return true
+		}
+	}
+	return false
 }
 
 // Wrap returns an error with e's HRESULT and identity (errors.Is(w, e) holds
@@ -82,7 +92,7 @@ func (e *Error) Wrap(cause error) *Error {
 		return e
 	}
 	base := e
-	if e.base != nil {
+	if e.Err != nil && e.base != nil { // e was wrapped: keep its sentinel
 		base = e.base
 	}
 	return &Error{HResult: e.HResult, Name: e.Name, Msg: e.Msg, Err: cause, base: base}
@@ -116,6 +126,16 @@ var (
 	// ErrDeviceLocked (WIA_ERROR_DEVICE_LOCKED): Lock was called while the
 	// device is already locked. Wait for the holder to Unlock.
 	ErrDeviceLocked = &Error{HResult: hrWIADeviceLocked, Name: "WIA_ERROR_DEVICE_LOCKED", Msg: "device already locked"}
+	// ErrNotRecovered (WIA_ERROR_DEVICE_COMMUNICATION) is a device that did
+	// not recover after an acquisition that ended early (canceled, or
+	// failed): it answered neither the abort nor, once reset, the
+	// resynchronization, each within AbortTimeout; or the context of the
+	// Lock or AcquireItemData that waited for that recovery ended first.
+	// Lock and AcquireItemData resynchronize such a device before they go
+	// on, so a caller may retry once the device answers again (or after
+	// unplugging it: EventDeviceDisconnected, EventDeviceConnected). It is
+	// a kind of ErrDeviceCommunication: errors.Is holds for both.
+	ErrNotRecovered = &Error{HResult: hrWIADeviceComm, Name: "WIA_ERROR_DEVICE_COMMUNICATION", Msg: "device did not recover", base: ErrDeviceCommunication}
 	// ErrCoverOpen (WIA_ERROR_COVER_OPEN): a device cover is open.
 	ErrCoverOpen = &Error{HResult: hrWIACoverOpen, Name: "WIA_ERROR_COVER_OPEN", Msg: "device cover open"}
 

@@ -8,6 +8,7 @@ import (
 
 	"github.com/cancelio/cancelio/ioring"
 	"github.com/cancelio/cancelio/minidrv"
+	"github.com/cancelio/cancelio/minidrv/minidrvtest"
 	"github.com/cancelio/cancelio/usb/usbsim"
 )
 
@@ -29,7 +30,7 @@ func Example() {
 	}
 	defer scanner.Close()
 
-	d, err := minidrv.New(minidrv.Config{Ring: ring, Open: minidrv.SimOpener(ring, scanner)})
+	d, err := minidrv.New(minidrv.Config{Ring: ring, Open: minidrvtest.SimOpener(ring, scanner)})
 	if err != nil {
 		fmt.Println(err)
 		return
@@ -69,7 +70,7 @@ func Example() {
 
 	var second bytes.Buffer
 	err = d.AcquireItemData(ctx, flatbed, &second, nil)
-	exact := bytes.Equal(second.Bytes(), usbsim.ExpectedImage(d.LastScan()))
+	exact := bytes.Equal(second.Bytes(), usbsim.ExpectedImage(scanner.LastScan()))
 	fmt.Printf("second: err=%v, %d bytes, exact=%v, %v\n", err, second.Len(), exact, d.State())
 
 	// Output:

@@ -13,18 +13,22 @@ import (
 //	           Initialize             Lock                 Acquire
 //	Unloaded ------------> Idle <-------------> Locked <-------------> Transferring
 //	    ^                   |        Unlock       ^     TransferDone        |
-//	    | Uninitialize      |                     |     TransferFailed      | CancelIO
-//	    | (Idle, Locked,    |                     |     Unwound             | [cancel]
+//	    | Uninitialize      |                     |     TransferFailed [r]  | CancelIO
+//	    | (Idle, Locked,    |                     |     Unwound [r]         | [cancel]
 //	    |  Suspended,       |                     |                         v
-//	    |  Removed)         |                     +------- Unwound -------- Canceling
-//	                                                  (TransferDone, TransferFailed)
+//	    |  Removed)         |                     +---- Unwound [r] ------- Canceling
+//	                                                  (TransferDone, TransferFailed [r])
 //
 //	Idle, Locked, Transferring, Canceling, Suspended
 //	    --- DeviceDisconnected [cancel if Transferring] ---> Removed   --- DeviceConnected --> Idle
 //	Idle, Locked, Transferring, Canceling
 //	    --- PowerSuspend       [cancel if Transferring] ---> Suspended --- PowerResume -----> Idle
 //
-// [cancel] marks rows whose Action is ActionCancelTransfer.
+// [cancel] marks rows whose Action is ActionCancelTransfer, [r] rows whose
+// Action is ActionRecover: a transfer that ended early leaves the device to be
+// recovered (job aborted, IN pipe flushed, reset if it does not answer) off
+// the caller's path, while the driver is already Locked again; Lock and
+// Acquire wait for that recovery (see Driver).
 //
 // The inputs fall in three groups, with one rule each:
 //
@@ -69,8 +73,9 @@ const (
 	// Transferring: AcquireItemData is streaming data; the device is locked.
 	Transferring
 	// Canceling: the transfer's cancel token has fired; the transfer is
-	// waiting for its completions, aborting the job and flushing the pipe.
-	// It is entered only from Transferring.
+	// waiting for the completions of its I/O. It is entered only from
+	// Transferring, and left (Unwound) once every completion has arrived;
+	// the device's recovery runs after that, in Locked (ActionRecover).
 	Canceling
 	// Suspended: the system is asleep; the device is unusable until
 	// PowerResume.
@@ -133,8 +138,8 @@ const (
 	// CancelIO: EventCancelIO, sent by CancelPendingIO or by the progress
 	// callback asking to stop.
 	CancelIO
-	// Unwound: a canceled transfer has received every completion, aborted
-	// the job on the device and flushed its pipe.
+	// Unwound: a canceled transfer has received every completion (its
+	// buffers are free); the device's recovery is still to come.
 	Unwound
 	// DeviceDisconnected: EventDeviceDisconnected, the device went away.
 	DeviceDisconnected
@@ -249,6 +254,13 @@ const (
 	// ActionCancelTransfer: fire the running transfer's cancel token. It is
 	// returned only by transitions out of Transferring.
 	ActionCancelTransfer
+	// ActionRecover: the transfer ended without its whole image, so the
+	// device may still run its job: recover it (abort the job, flush the
+	// IN pipe, reset and resynchronize a device that does not answer) off
+	// the caller's path. The next Lock or Acquire waits for that recovery.
+	// It is returned only by transitions from Transferring or Canceling to
+	// Locked that end a transfer early (TransferFailed, Unwound).
+	ActionRecover
 
 	numActions // one past the last action
 )
@@ -256,6 +268,7 @@ const (
 var actionNames = [numActions]string{
 	ActionNone:           "ActionNone",
 	ActionCancelTransfer: "ActionCancelTransfer",
+	ActionRecover:        "ActionRecover",
 }
 
 // String returns the action's name, or "Action(n)" for a value outside the
@@ -276,9 +289,10 @@ type row struct {
 	set  bool // the row was written; TestTableTotal checks every row is
 }
 
-func to(s State) row       { return row{next: s, set: true} }
-func cancelTo(s State) row { return row{act: ActionCancelTransfer, next: s, set: true} }
-func refuse(err error) row { return row{err: err, stay: true, set: true} }
+func to(s State) row        { return row{next: s, set: true} }
+func cancelTo(s State) row  { return row{act: ActionCancelTransfer, next: s, set: true} }
+func recoverTo(s State) row { return row{act: ActionRecover, next: s, set: true} }
+func refuse(err error) row  { return row{err: err, stay: true, set: true} }
 
 // noop is a notification or report that means nothing in its state.
 var noop = row{stay: true, set: true}
@@ -338,9 +352,9 @@ var table = [numStates][numInputs]row{
 		Unlock:             refuse(ErrBusy),
 		Acquire:            refuse(ErrBusy),
 		TransferDone:       to(Locked),
-		TransferFailed:     to(Locked),
+		TransferFailed:     recoverTo(Locked),
 		CancelIO:           cancelTo(Canceling),
-		Unwound:            to(Locked),
+		Unwound:            recoverTo(Locked),
 		DeviceDisconnected: cancelTo(Removed),
 		DeviceConnected:    noop,
 		PowerSuspend:       cancelTo(Suspended),
@@ -353,9 +367,9 @@ var table = [numStates][numInputs]row{
 		Unlock:             refuse(ErrBusy),
 		Acquire:            refuse(ErrBusy),
 		TransferDone:       to(Locked),
-		TransferFailed:     to(Locked),
+		TransferFailed:     recoverTo(Locked),
 		CancelIO:           noop,
-		Unwound:            to(Locked),
+		Unwound:            recoverTo(Locked),
 		DeviceDisconnected: to(Removed),
 		DeviceConnected:    noop,
 		PowerSuspend:       to(Suspended),

@@ -86,9 +86,9 @@ var expected = []want{
 	{Transferring, Unlock, ActionNone, Transferring, ErrBusy},
 	{Transferring, Acquire, ActionNone, Transferring, ErrBusy},
 	{Transferring, TransferDone, ActionNone, Locked, nil},
-	{Transferring, TransferFailed, ActionNone, Locked, nil},
+	{Transferring, TransferFailed, ActionRecover, Locked, nil},
 	{Transferring, CancelIO, ActionCancelTransfer, Canceling, nil},
-	{Transferring, Unwound, ActionNone, Locked, nil},
+	{Transferring, Unwound, ActionRecover, Locked, nil},
 	{Transferring, DeviceDisconnected, ActionCancelTransfer, Removed, nil},
 	{Transferring, DeviceConnected, ActionNone, Transferring, nil},
 	{Transferring, PowerSuspend, ActionCancelTransfer, Suspended, nil},
@@ -101,9 +101,9 @@ var expected = []want{
 	{Canceling, Unlock, ActionNone, Canceling, ErrBusy},
 	{Canceling, Acquire, ActionNone, Canceling, ErrBusy},
 	{Canceling, TransferDone, ActionNone, Locked, nil},
-	{Canceling, TransferFailed, ActionNone, Locked, nil},
+	{Canceling, TransferFailed, ActionRecover, Locked, nil},
 	{Canceling, CancelIO, ActionNone, Canceling, nil},
-	{Canceling, Unwound, ActionNone, Locked, nil},
+	{Canceling, Unwound, ActionRecover, Locked, nil},
 	{Canceling, DeviceDisconnected, ActionNone, Removed, nil},
 	{Canceling, DeviceConnected, ActionNone, Canceling, nil},
 	{Canceling, PowerSuspend, ActionNone, Suspended, nil},
@@ -221,7 +221,8 @@ func TestStrings(t *testing.T) {
 
 	assert.Equal(t, "ActionNone", ActionNone.String())
 	assert.Equal(t, "ActionCancelTransfer", ActionCancelTransfer.String())
-	assert.Equal(t, "Action(2)", Action(2).String())
+	assert.Equal(t, "ActionRecover", ActionRecover.String())
+	assert.Equal(t, "Action(3)", Action(3).String())
 }
 
 func stringsOf[T interface{ String() string }](xs []T) []string {

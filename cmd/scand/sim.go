@@ -4,10 +4,11 @@ package main
 // simulator's constructor moves, only it changes.
 
 import (
+	"context"
 	"fmt"
 
 	"github.com/cancelio/cancelio/ioring"
-	"github.com/cancelio/cancelio/minidrv"
+	"github.com/cancelio/cancelio/usb"
 	"github.com/cancelio/cancelio/usb/usbsim"
 )
 
@@ -22,7 +23,7 @@ func simScanner(ring *ioring.Ring, o *options) (*scanner, error) {
 	}
 	return &scanner{
 		name:  "cancelio simulated scanner",
-		open:  minidrv.SimOpener(ring, sc),
+		open:  func(context.Context) (*usb.Device, error) { return usbsim.Open(ring, sc) },
 		calm:  sc.Resume, // a hung device would hold up the last Uninitialize
 		close: func() { sc.Close() },
 	}, nil

@@ -8,7 +8,6 @@ import (
 	"fmt"
 
 	"github.com/cancelio/cancelio/ioring"
-	"github.com/cancelio/cancelio/minidrv"
 	"github.com/cancelio/cancelio/usb"
 	"github.com/cancelio/cancelio/usb/usbsim"
 )
@@ -28,5 +27,5 @@ func simOpener(ring *ioring.Ring, o *options) (open func(context.Context) (*usb.
 		sc.Resume() // a hung scanner must not hold up its own Close
 		sc.Close()
 	}
-	return minidrv.SimOpener(ring, sc), release, nil
+	return func(context.Context) (*usb.Device, error) { return usbsim.Open(ring, sc) }, release, nil
 }

@@ -1,7 +1,7 @@
 package escl_test
 
 // This file is the tests' only contact with the simulated scanner (usbsim,
-// minidrv.SimOpener, Driver.LastScan): when they move, only it changes.
+// minidrvtest.SimOpener, Scanner.LastScan): when they move, only it changes.
 
 import (
 	"context"
@@ -10,6 +10,7 @@ import (
 
 	"github.com/cancelio/cancelio/ioring"
 	"github.com/cancelio/cancelio/minidrv"
+	"github.com/cancelio/cancelio/minidrv/minidrvtest"
 	"github.com/cancelio/cancelio/usb/usbsim"
 )
 
@@ -32,7 +33,7 @@ func newSimDevice(tb testing.TB, abortTimeout time.Duration) *simDevice {
 		ring.Close()
 		tb.Fatalf("usbsim.NewScanner: %v", err)
 	}
-	d, err := minidrv.New(minidrv.Config{Ring: ring, Open: minidrv.SimOpener(ring, sc), AbortTimeout: abortTimeout, Seed: firstSeed})
+	d, err := minidrv.New(minidrv.Config{Ring: ring, Open: minidrvtest.SimOpener(ring, sc), AbortTimeout: abortTimeout})
 	if err != nil {
 		tb.Fatalf("minidrv.New: %v", err)
 	}
@@ -55,21 +56,19 @@ func newSimDevice(tb testing.TB, abortTimeout time.Duration) *simDevice {
 // lastImage returns the raw image the driver's latest acquisition asked
 // the scanner for, and its size in pixels.
 func (s *simDevice) lastImage() (raw []byte, width, height int) {
-	p := s.d.LastScan()
+	p := s.sc.LastScan()
 	return usbsim.ExpectedImage(p), int(p.Width), int(p.Height)
 }
 
-// firstSeed seeds the first acquisition's image; each later one takes the
-// next seed, so the latest seed counts the acquisitions.
-const firstSeed = 1000
-
-// acquisitions returns the number of acquisitions the driver started.
+// acquisitions returns the number of acquisitions the driver started: the
+// driver numbers its jobs from 0 in the job's seed, and the scanner reports
+// the zero ScanParams (no width) before the first.
 func (s *simDevice) acquisitions() int {
-	seed := s.d.LastScan().Seed
-	if seed == 0 {
+	p := s.sc.LastScan()
+	if p.Width == 0 {
 		return 0
 	}
-	return int(seed-firstSeed) + 1
+	return int(p.Seed) + 1
 }
 
 // setBandwidth caps the scanner's data rate (0: no cap).
@@ -93,7 +92,7 @@ func exampleDriver() (*minidrv.Driver, func(), error) {
 		ring.Close()
 		return nil, nil, err
 	}
-	d, err := minidrv.New(minidrv.Config{Ring: ring, Open: minidrv.SimOpener(ring, sc)})
+	d, err := minidrv.New(minidrv.Config{Ring: ring, Open: minidrvtest.SimOpener(ring, sc)})
 	if err == nil {
 		err = d.Initialize(context.Background())
 	}

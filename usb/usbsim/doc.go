@@ -56,25 +56,20 @@
 //
 // # Commands (bulk OUT payloads)
 //
-//	0x00 nop        any payload, ignored (an OUT data sink)
-//	0x01 start scan 24 bytes, see StartScanCommand: format, flags, dpi,
-//	                width, height (pixels), seed
-//	0x02 abort      1 byte: ends the current job, discards all bulk IN data
-//	                not yet sent, then sends one zero-length packet on bulk IN
-//	0x03 status     1 byte: queues an EventStatus
-//	0x04 echo       the rest of the payload comes back as one bulk IN
-//	                transfer (a zero-length packet if empty)
-//
-// A zero-length OUT packet is accepted and ignored. A command that fails
-// (unknown opcode, bad length, bad parameters, start while a job is active)
-// is still acknowledged on bulk OUT; the failure is reported by an
-// EventError on interrupt IN.
+// The scanner implements the command set of package scanproto, which the
+// driver in package minidrv speaks too: start scan, abort, status, echo,
+// nop (scanproto's doc lists their layouts). Its names are repeated here as
+// aliases (ScanParams, StartScanCommand, ...). A zero-length OUT packet is
+// accepted and ignored. A command that fails (unknown opcode, bad length,
+// bad parameters, start while a job is active) is still acknowledged on
+// bulk OUT; the failure is reported by an EventError on interrupt IN.
 //
 // A scan streams the image on bulk IN in messages of MaxTransfer bytes (the
 // last one shorter), followed by a zero-length packet if the job has
 // FlagZLP. Its length is ScanParams.ImageSize (lines padded to bytes); its
 // content depends on the seed and the offset only, so ExpectedImage,
-// ImageByte or FillImage check a received image byte for byte. The events
+// ImageByte or FillImage check a received image byte for byte, and
+// Scanner.LastScan tells a test which job a driver asked for. The events
 // EventJobStarted and EventJobDone (after its last byte was sent) frame a
 // job.
 //

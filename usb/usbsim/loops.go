@@ -7,6 +7,8 @@ import (
 	"io"
 	"os"
 	"time"
+
+	"github.com/cancelio/cancelio/minidrv/scanproto"
 )
 
 // The device side: one goroutine per endpoint. outLoop reads bulk OUT
@@ -274,7 +276,7 @@ func (s *Scanner) commandLocked(p *plug, cmd []byte) {
 	switch cmd[0] {
 	case CmdNop:
 	case CmdStartScan:
-		params, ok := parseStartScan(cmd)
+		params, ok := scanproto.ParseStartScan(cmd)
 		switch {
 		case !ok:
 			s.eventLocked(EventError, ErrCodeBadCommand)
@@ -335,7 +337,7 @@ func (s *Scanner) eventLocked(kind EventKind, code uint8) {
 		q[0] = nil
 		q = q[1:]
 	}
-	p.intr.queue = append(q, &inItem{data: e.marshal()})
+	p.intr.queue = append(q, &inItem{data: e.Marshal()})
 	s.changedLocked()
 }
 

@@ -2,8 +2,8 @@ package usbsim
 
 import (
 	"encoding/binary"
-	"errors"
-	"fmt"
+
+	"github.com/cancelio/cancelio/minidrv/scanproto"
 )
 
 // Wire headers: the first byte of every message on an endpoint's socket.
@@ -26,264 +26,79 @@ const (
 	ReplySize = 5
 )
 
-// Command opcodes: the first payload byte of a bulk OUT message.
-const (
-	// CmdNop accepts any payload and does nothing (an OUT data sink).
-	CmdNop = 0x00
-	// CmdStartScan starts a scan job; see StartScanCommand for its layout.
-	CmdStartScan = 0x01
-	// CmdAbort stops the current job, discards all bulk IN data not yet sent
-	// and queues one zero-length packet on bulk IN as a flush marker.
-	CmdAbort = 0x02
-	// CmdGetStatus queues an EventStatus on interrupt IN.
-	CmdGetStatus = 0x03
-	// CmdEcho queues the rest of its payload on bulk IN (none: a zero-length
-	// packet), after whatever data is queued already.
-	CmdEcho = 0x04
+// The scanner speaks the command set of package scanproto (commands, scan
+// parameters, formats, events), the protocol it shares with the driver in
+// package minidrv. Its names are repeated here, as aliases of the same types
+// and constants, so that users of the simulator need one import.
+type (
+	// Format is scanproto.Format.
+	Format = scanproto.Format
+	// ScanParams is scanproto.ScanParams. The simulated scanner derives a
+	// job's image from its Seed (see ImageByte).
+	ScanParams = scanproto.ScanParams
+	// EventKind is scanproto.EventKind.
+	EventKind = scanproto.EventKind
+	// State is scanproto.State.
+	State = scanproto.State
+	// Event is scanproto.Event.
+	Event = scanproto.Event
 )
 
-// startScanSize is the length of a CmdStartScan payload.
-const startScanSize = 24
-
-// Format is the pixel format of a scan.
-type Format uint8
-
-// Pixel formats, with their bits per pixel. Lines are padded to whole bytes.
+// Command opcodes, formats, flags, limits, event kinds, device states and
+// error codes of scanproto.
 const (
-	FormatGray8  Format = 1 // 8-bit gray
-	FormatRGB24  Format = 2 // 8 bits per channel, R G B
-	FormatGray16 Format = 3 // 16-bit gray, little-endian
-	FormatRGB48  Format = 4 // 16 bits per channel, little-endian
-	FormatBW1    Format = 5 // 1-bit black and white, MSB first
+	CmdNop       = scanproto.CmdNop
+	CmdStartScan = scanproto.CmdStartScan
+	CmdAbort     = scanproto.CmdAbort
+	CmdGetStatus = scanproto.CmdGetStatus
+	CmdEcho      = scanproto.CmdEcho
+
+	FormatGray8  = scanproto.FormatGray8
+	FormatRGB24  = scanproto.FormatRGB24
+	FormatGray16 = scanproto.FormatGray16
+	FormatRGB48  = scanproto.FormatRGB48
+	FormatBW1    = scanproto.FormatBW1
+
+	FlagZLP = scanproto.FlagZLP
+
+	MinDPI    = scanproto.MinDPI
+	MaxDPI    = scanproto.MaxDPI
+	MaxPixels = scanproto.MaxPixels
+
+	EventStatus     = scanproto.EventStatus
+	EventJobStarted = scanproto.EventJobStarted
+	EventJobDone    = scanproto.EventJobDone
+	EventJobAborted = scanproto.EventJobAborted
+	EventButton     = scanproto.EventButton
+	EventError      = scanproto.EventError
+
+	StateIdle     = scanproto.StateIdle
+	StateScanning = scanproto.StateScanning
+
+	ErrCodeBadCommand = scanproto.ErrCodeBadCommand
+	ErrCodeBadParams  = scanproto.ErrCodeBadParams
+	ErrCodeBusy       = scanproto.ErrCodeBusy
+
+	EventSize = scanproto.EventSize
 )
 
-// BitsPerPixel reports the bits per pixel of f, or 0 for an unknown format.
-func (f Format) BitsPerPixel() int {
-	switch f {
-	case FormatGray8:
-		return 8
-	case FormatRGB24:
-		return 24
-	case FormatGray16:
-		return 16
-	case FormatRGB48:
-		return 48
-	case FormatBW1:
-		return 1
-	}
-	return 0
-}
+// ErrBadEvent is scanproto.ErrBadEvent.
+var ErrBadEvent = scanproto.ErrBadEvent
 
-// String returns the format's name.
-func (f Format) String() string {
-	switch f {
-	case FormatGray8:
-		return "gray8"
-	case FormatRGB24:
-		return "rgb24"
-	case FormatGray16:
-		return "gray16"
-	case FormatRGB48:
-		return "rgb48"
-	case FormatBW1:
-		return "bw1"
-	}
-	return fmt.Sprintf("Format(%d)", uint8(f))
-}
+// StartScanCommand is scanproto.StartScanCommand.
+func StartScanCommand(p ScanParams) []byte { return scanproto.StartScanCommand(p) }
 
-// Scan flags.
-const (
-	// FlagZLP makes the device end the image with a zero-length packet.
-	FlagZLP = 0x01
-)
+// AbortCommand is scanproto.AbortCommand.
+func AbortCommand() []byte { return scanproto.AbortCommand() }
 
-// Limits of the simulated scanner, checked by CmdStartScan.
-const (
-	MinDPI    = 50
-	MaxDPI    = 4800
-	MaxPixels = 1 << 20 // per dimension
-)
+// StatusCommand is scanproto.StatusCommand.
+func StatusCommand() []byte { return scanproto.StatusCommand() }
 
-// ScanParams describes one scan job. Its image is a deterministic function
-// of Seed and the byte offset only (see ImageByte), so a host can check every
-// byte it receives.
-type ScanParams struct {
-	DPI    uint16 // resolution, MinDPI..MaxDPI (informational)
-	Width  uint32 // pixels per line, 1..MaxPixels
-	Height uint32 // lines, 1..MaxPixels
-	Format Format
-	Flags  uint8 // FlagZLP
-	Seed   uint64
-}
+// EchoCommand is scanproto.EchoCommand.
+func EchoCommand(data []byte) []byte { return scanproto.EchoCommand(data) }
 
-// Validate reports why the device would refuse p, or nil.
-func (p ScanParams) Validate() error {
-	switch {
-	case p.Format.BitsPerPixel() == 0:
-		return fmt.Errorf("usbsim: unknown format %d", p.Format)
-	case p.DPI < MinDPI || p.DPI > MaxDPI:
-		return fmt.Errorf("usbsim: dpi %d outside %d..%d", p.DPI, MinDPI, MaxDPI)
-	case p.Width < 1 || p.Width > MaxPixels || p.Height < 1 || p.Height > MaxPixels:
-		return fmt.Errorf("usbsim: size %dx%d outside 1..%d", p.Width, p.Height, MaxPixels)
-	case p.Flags&^FlagZLP != 0:
-		return fmt.Errorf("usbsim: unknown flags %#x", p.Flags)
-	}
-	return nil
-}
-
-// BytesPerLine returns the length of one image line.
-func (p ScanParams) BytesPerLine() int64 {
-	return (int64(p.Width)*int64(p.Format.BitsPerPixel()) + 7) / 8
-}
-
-// ImageSize returns the image length in bytes (0 if p is invalid).
-func (p ScanParams) ImageSize() int64 {
-	if p.Validate() != nil {
-		return 0
-	}
-	return p.BytesPerLine() * int64(p.Height)
-}
-
-// StartScanCommand returns the bulk OUT payload that starts a scan with p
-// (24 bytes, little-endian): opcode CmdStartScan, format, flags, 0, dpi
-// uint16, 0 uint16, width uint32, height uint32, seed uint64.
-func StartScanCommand(p ScanParams) []byte {
-	b := make([]byte, startScanSize)
-	b[0] = CmdStartScan
-	b[1] = byte(p.Format)
-	b[2] = p.Flags
-	binary.LittleEndian.PutUint16(b[4:], p.DPI)
-	binary.LittleEndian.PutUint32(b[8:], p.Width)
-	binary.LittleEndian.PutUint32(b[12:], p.Height)
-	binary.LittleEndian.PutUint64(b[16:], p.Seed)
-	return b
-}
-
-func parseStartScan(b []byte) (ScanParams, bool) {
-	if len(b) != startScanSize || b[0] != CmdStartScan {
-		return ScanParams{}, false
-	}
-	return ScanParams{
-		Format: Format(b[1]),
-		Flags:  b[2],
-		DPI:    binary.LittleEndian.Uint16(b[4:]),
-		Width:  binary.LittleEndian.Uint32(b[8:]),
-		Height: binary.LittleEndian.Uint32(b[12:]),
-		Seed:   binary.LittleEndian.Uint64(b[16:]),
-	}, true
-}
-
-// AbortCommand returns the bulk OUT payload of CmdAbort.
-func AbortCommand() []byte { return []byte{CmdAbort} }
-
-// StatusCommand returns the bulk OUT payload of CmdGetStatus.
-func StatusCommand() []byte { return []byte{CmdGetStatus} }
-
-// EchoCommand returns the bulk OUT payload that makes the device send data
-// back on bulk IN as one transfer (a zero-length packet if data is empty).
-func EchoCommand(data []byte) []byte { return append([]byte{CmdEcho}, data...) }
-
-// EventKind says what an Event reports.
-type EventKind uint8
-
-// Event kinds.
-const (
-	EventStatus     EventKind = 1 // answer to CmdGetStatus
-	EventJobStarted EventKind = 2 // a CmdStartScan was accepted
-	EventJobDone    EventKind = 3 // the job's last image byte was sent
-	EventJobAborted EventKind = 4 // CmdAbort stopped an active job
-	EventButton     EventKind = 5 // a button was pressed (Code: button number)
-	EventError      EventKind = 6 // a command was refused (Code: ErrCode...)
-)
-
-// String returns the kind's name.
-func (k EventKind) String() string {
-	switch k {
-	case EventStatus:
-		return "status"
-	case EventJobStarted:
-		return "job-started"
-	case EventJobDone:
-		return "job-done"
-	case EventJobAborted:
-		return "job-aborted"
-	case EventButton:
-		return "button"
-	case EventError:
-		return "error"
-	}
-	return fmt.Sprintf("EventKind(%d)", uint8(k))
-}
-
-// State is the device's job state.
-type State uint8
-
-// Device states.
-const (
-	StateIdle     State = 0 // no job, or the last job is done or aborted
-	StateScanning State = 1 // a job has image data left to send
-)
-
-// String returns the state's name.
-func (s State) String() string {
-	switch s {
-	case StateIdle:
-		return "idle"
-	case StateScanning:
-		return "scanning"
-	}
-	return fmt.Sprintf("State(%d)", uint8(s))
-}
-
-// Error codes carried by EventError in Event.Code.
-const (
-	ErrCodeBadCommand = 1 // unknown opcode or wrong length
-	ErrCodeBadParams  = 2 // CmdStartScan parameters failed Validate
-	ErrCodeBusy       = 3 // CmdStartScan while a job is active
-)
-
-// EventSize is the payload length of every interrupt IN message.
-const EventSize = 24
-
-// Event is one interrupt IN message: 24 bytes, little-endian: kind, state,
-// code, 0, job uint32, sent uint64, total uint64.
-type Event struct {
-	Kind  EventKind
-	State State  // device state when the event was queued
-	Code  uint8  // button number (EventButton) or ErrCode... (EventError)
-	Job   uint32 // current or last job id (1, 2, ... since NewScanner); 0: none
-	Sent  int64  // image bytes of Job sent so far
-	Total int64  // image length of Job
-}
-
-// ErrBadEvent is returned by ParseEvent for a malformed event.
-var ErrBadEvent = errors.New("usbsim: malformed event")
-
-// ParseEvent decodes an interrupt IN payload.
-func ParseEvent(b []byte) (Event, error) {
-	if len(b) != EventSize {
-		return Event{}, fmt.Errorf("%w: %d bytes, want %d", ErrBadEvent, len(b), EventSize)
-	}
-	return Event{
-		Kind:  EventKind(b[0]),
-		State: State(b[1]),
-		Code:  b[2],
-		Job:   binary.LittleEndian.Uint32(b[4:]),
-		Sent:  int64(binary.LittleEndian.Uint64(b[8:])),
-		Total: int64(binary.LittleEndian.Uint64(b[16:])),
-	}, nil
-}
-
-func (e Event) marshal() []byte {
-	b := make([]byte, EventSize)
-	b[0] = byte(e.Kind)
-	b[1] = byte(e.State)
-	b[2] = e.Code
-	binary.LittleEndian.PutUint32(b[4:], e.Job)
-	binary.LittleEndian.PutUint64(b[8:], uint64(e.Sent))
-	binary.LittleEndian.PutUint64(b[16:], uint64(e.Total))
-	return b
-}
+// ParseEvent is scanproto.ParseEvent.
+func ParseEvent(b []byte) (Event, error) { return scanproto.ParseEvent(b) }
 
 // ImageByte returns byte off of the image of p, for checks byte by byte.
 func ImageByte(p ScanParams, off int64) byte {
@@ -335,4 +150,17 @@ func mix(seed, idx uint64) uint64 {
 	z = (z ^ z>>30) * 0xbf58476d1ce4e5b9
 	z = (z ^ z>>27) * 0x94d049bb133111eb
 	return z ^ z>>31
+}
+
+// LastScan returns the parameters of the latest scan job the device
+// accepted (CmdStartScan), or the zero ScanParams before the first. With
+// ExpectedImage they give the bytes the job sends, so a test learns what a
+// driver asked for from the device's side.
+func (s *Scanner) LastScan() ScanParams {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.job == nil {
+		return ScanParams{}
+	}
+	return s.job.params
 }
