@@ -95,6 +95,7 @@ const (
 	pmNowait   pmode = iota // preadv2/pwritev2 with RWF_NOWAIT
 	pmNonblock              // the fd is O_NONBLOCK itself: plain preadv2/pwritev2
 	pmBlocking              // wait for readiness, then run on a worker
+	pmSock                  // a socket operation: trySock (backend_poll_ops_linux.go)
 )
 
 // pact is what start decided for a request.
@@ -327,7 +328,7 @@ func (b *pollBackend) start(idx uint32) {
 		p.mode = pmNowait
 		b.try(s, p)
 	default:
-		p.res = -int32(unix.EOPNOTSUPP)
+		b.startOp(s, p) // sockets and files: backend_poll_ops_linux.go
 	}
 }
 
@@ -372,6 +373,10 @@ func opBytes(s *slot) int {
 // p.act and p.res: paDone, paWait (it would block) or paWork. It may
 // switch p.mode when the fd does not support RWF_NOWAIT.
 func (b *pollBackend) try(s *slot, p *pslot) {
+	if p.mode == pmSock {
+		b.trySock(s, p) // backend_poll_ops_linux.go
+		return
+	}
 	p.act = paDone
 	for {
 		switch p.mode {
@@ -569,12 +574,15 @@ func (b *pollBackend) worker() {
 
 		s := &b.r.slots[idx]
 		var res int32
-		if s.code == OpFsync {
+		switch {
+		case s.code == OpFsync:
 			res = 0
 			if err := fsync(int(s.fd)); err != nil {
 				res = -errnoOf(err)
 			}
-		} else {
+		case s.code > OpForeign:
+			res = runBlocking(s) // sockets and files: backend_poll_ops_linux.go
+		default:
 			res = rw(s, 0)
 		}
 

@@ -494,6 +494,9 @@ func (r *Ring) fill(s *slot, op *Op, awaited bool) {
 			}
 		}
 	}
+	if op.arg != nil {
+		fillArg(s, op) // ops_sock_unsafe.go
+	}
 	if awaited {
 		select { // a wake-up left over from the slot's previous use
 		case <-s.wake:
@@ -678,7 +681,7 @@ func (r *Ring) enqueue(s *slot, idx uint32, key uint64, ordered bool) (bool, err
 		}
 		return false, nil
 	}
-	if r.goDeadlines && s.deadline > 0 {
+	if s.deadline > 0 && (r.goDeadlines || s.code.desc().timerDeadline) {
 		s.timerDL = true
 	}
 	if err := r.be.submit(idx); err != nil {
@@ -877,8 +880,12 @@ func (s *slot) result() (int, error) {
 		return 0, cancelErr(f)
 	case errno == unix.ETIME && s.code == OpTimeout:
 		return 0, nil // the timer ran its course
-	case errno == unix.EINTR && f&flCancelReq != 0:
+	case (errno == unix.EINTR || errno == errnoRestartSys) && f&flCancelReq != 0:
+		// A blocking open interrupted in io_uring's workers reports the
+		// kernel's internal ERESTARTSYS (ops_file.go).
 		return 0, cancelErr(f)
+	case errno == errnoRestartSys:
+		errno = unix.EINTR
 	}
 	// ECANCELED that nobody asked for is the file's own result (a
 	// timerfd's, say): only a request we canceled completes as ErrCanceled.
