@@ -542,6 +542,7 @@ func (b *pollBackend) failWaiters(pfd *pollFD, res int32, out []compl) []compl {
 // queueWork puts slot idx on the worker queue, starting a worker when none
 // is idle and the pool is not full. b.mu held.
 func (b *pollBackend) queueWork(idx uint32, p *pslot) {
+	b.r.stats.noteFallback(b.r.slots[idx].code) // stats.go
 	p.st = psQueued
 	b.push(&b.work, int32(idx))
 	if b.idle > 0 {

@@ -297,6 +297,7 @@ type Ring struct {
 	def         deferList          // deferred submissions (held.go)
 	ordMu       sync.Mutex         // guards ord and the slots' stream links
 	ord         map[ordKey]ordList // FIFOs of ordered requests, by stream
+	stats       ringStats          // counters of Stats (stats.go)
 }
 
 // New returns a Ring configured by cfg.
@@ -929,6 +930,9 @@ func isCancel(err error) bool {
 func (r *Ring) take(idx uint32, free *chain) Completion {
 	s := &r.slots[idx]
 	n, err := s.result()
+	if err != nil {
+		r.stats.noteErr(err)
+	}
 	c := Completion{Req: Request{r: r, key: s.key()}, Op: s.code, N: n, Err: err, User: s.user}
 	for !s.claim.CompareAndSwap(0, 1) {
 		runtime.Gosched() // Close is unpinning this slot
@@ -953,6 +957,9 @@ func (r *Ring) takeDirect(idx uint32, s *slot, c *Completion) {
 		n = int(s.res) // the common case, without result's checks
 	} else {
 		n, err = s.result()
+		if err != nil {
+			r.stats.noteErr(err)
+		}
 	}
 	*c = Completion{Req: Request{r: r, key: key}, Op: s.code, N: n, Err: err, User: s.user}
 	if s.pinned {

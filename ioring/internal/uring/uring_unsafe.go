@@ -54,6 +54,7 @@ type Ring struct {
 	cqes     []CQE
 	sqLocal  uint32 // next free SQE position; guarded by the caller's submit lock
 	probeOps [maxProbeOps]bool
+	enters   atomic.Uint64 // io_uring_enter calls, for Enters (stats_unsafe.go)
 }
 
 // Setup creates a ring with sqEntries submission entries and cqEntries
@@ -239,6 +240,7 @@ func (r *Ring) Submit(minComplete uint32) (int, error) {
 	for {
 		var ret uintptr
 		var errno syscall.Errno
+		r.enters.Add(1)
 		if minComplete == 0 {
 			ret, _, errno = unix.RawSyscall6(unix.SYS_IO_URING_ENTER, uintptr(r.fd), uintptr(n), 0, flags, 0, 0)
 		} else {
@@ -274,6 +276,7 @@ func (r *Ring) Wait(minComplete uint32, timeout time.Duration) error {
 		argp = unsafe.Pointer(&arg)
 		argsz = unsafe.Sizeof(arg)
 	}
+	r.enters.Add(1)
 	_, _, errno := unix.Syscall6(unix.SYS_IO_URING_ENTER, uintptr(r.fd), 0, uintptr(minComplete), flags, uintptr(argp), argsz)
 	switch errno {
 	case 0, unix.EINTR, unix.ETIME, unix.EAGAIN, unix.EBUSY:
@@ -285,6 +288,7 @@ func (r *Ring) Wait(minComplete uint32, timeout time.Duration) error {
 // FlushOverflow asks the kernel to move completions that overflowed the CQ
 // (IORING_FEAT_NODROP keeps them) into the ring.
 func (r *Ring) FlushOverflow() error {
+	r.enters.Add(1)
 	_, _, errno := unix.Syscall6(unix.SYS_IO_URING_ENTER, uintptr(r.fd), 0, 0, EnterGetEvents, 0, 0)
 	if errno != 0 && errno != unix.EINTR && errno != unix.EAGAIN && errno != unix.EBUSY {
 		return errno
