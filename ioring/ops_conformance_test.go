@@ -3,6 +3,7 @@ package ioring
 import (
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -645,4 +646,42 @@ func TestConformanceSocketAndFileOps(t *testing.T) {
 			})
 		}
 	})
+}
+
+// On the poll backend an open still queued behind busy workers is canceled
+// at once and never runs, while the opens already running deliver their
+// real results.
+func TestPollQueuedOpenCanceled(t *testing.T) {
+	r := newPollRing(t, 128)
+	dir := t.TempDir()
+	busy := pollBE(r).maxWorkers
+	fifos := make([]string, busy)
+	for i := range fifos {
+		fifos[i] = filepath.Join(dir, "fifo"+strconv.Itoa(i))
+		require.NoError(t, unix.Mkfifo(fifos[i], 0o600))
+		_, err := r.Submit(OpenAt(unix.AT_FDCWD, fifos[i], unix.O_RDONLY, 0))
+		require.NoError(t, err)
+	}
+	time.Sleep(20 * time.Millisecond) // every worker blocks in an open
+	never := filepath.Join(dir, "never")
+	q, err := r.Submit(OpenAt(unix.AT_FDCWD, never, unix.O_CREAT|unix.O_WRONLY, 0o600))
+	require.NoError(t, err)
+	start := time.Now()
+	require.NoError(t, q.Cancel())
+	c := reapOne(t, r)
+	assert.Equal(t, q, c.Req)
+	assert.ErrorIs(t, c.Err, ErrCanceled)
+	assert.Less(t, time.Since(start), time.Second, "canceled at once")
+	for _, f := range fifos {
+		fd, err := unix.Open(f, unix.O_WRONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+		require.NoError(t, err)
+		unix.Close(fd)
+	}
+	for range fifos {
+		c := reapOne(t, r)
+		require.NoError(t, c.Err)
+		unix.Close(c.N)
+	}
+	_, err = os.Stat(never)
+	assert.ErrorIs(t, err, os.ErrNotExist, "the canceled open never ran")
 }
