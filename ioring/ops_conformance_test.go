@@ -662,7 +662,12 @@ func TestPollQueuedOpenCanceled(t *testing.T) {
 		_, err := r.Submit(OpenAt(unix.AT_FDCWD, fifos[i], unix.O_RDONLY, 0))
 		require.NoError(t, err)
 	}
-	time.Sleep(20 * time.Millisecond) // every worker blocks in an open
+	b := pollBE(r)
+	require.Eventually(t, func() bool { // every worker has taken an open
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		return b.nworkers == busy && b.idle == 0 && b.work.head < 0
+	}, 10*time.Second, time.Millisecond)
 	never := filepath.Join(dir, "never")
 	q, err := r.Submit(OpenAt(unix.AT_FDCWD, never, unix.O_CREAT|unix.O_WRONLY, 0o600))
 	require.NoError(t, err)
@@ -673,9 +678,14 @@ func TestPollQueuedOpenCanceled(t *testing.T) {
 	assert.ErrorIs(t, c.Err, ErrCanceled)
 	assert.Less(t, time.Since(start), time.Second, "canceled at once")
 	for _, f := range fifos {
-		fd, err := unix.Open(f, unix.O_WRONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
-		require.NoError(t, err)
-		unix.Close(fd)
+		// ENXIO until the worker's open has reached the FIFO.
+		require.Eventually(t, func() bool {
+			fd, err := unix.Open(f, unix.O_WRONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+			if err == nil {
+				unix.Close(fd)
+			}
+			return err == nil
+		}, 10*time.Second, time.Millisecond)
 	}
 	for range fifos {
 		c := reapOne(t, r)
