@@ -34,10 +34,32 @@ func (b *pollBackend) startOp(s *slot, p *pslot) {
 		p.res = sysShutdown(s.fd, int(s.events))
 		return
 	}
+	fixed := s.code == OpReadFixed || s.code == OpWriteFixed
+	if fixed && !b.r.inFixed(s) { // flush holds r.sqMu
+		p.res = -int32(unix.EFAULT) // as io_uring says
+		return
+	}
 	var st unix.Stat_t
 	if err := unix.Fstat(int(s.fd), &st); err != nil {
 		p.res = -errnoOf(err)
 		return
+	}
+	if fixed {
+		switch st.Mode & unix.S_IFMT {
+		case unix.S_IFREG, unix.S_IFBLK, unix.S_IFDIR:
+			// As a Read of a file: from the page cache when it can
+			// (cachedRead's rules), else on a worker.
+			if s.code == OpReadFixed && s.off >= 0 {
+				res := rwFixed(s, unix.RWF_NOWAIT)
+				if res != -int32(unix.EAGAIN) && res != -int32(unix.EOPNOTSUPP) &&
+					(res < 0 || int(res) == len(s.buf) || (st.Mode&unix.S_IFMT == unix.S_IFREG && s.off+int64(res) >= st.Size)) {
+					p.res = res
+					return
+				}
+			}
+			p.act = paWork
+			return
+		}
 	}
 	p.dev, p.ino = st.Dev, st.Ino
 	p.want = unix.EPOLLIN
@@ -66,6 +88,19 @@ func (b *pollBackend) startOp(s *slot, p *pslot) {
 // (paDone or paWait) and p.res.
 func (b *pollBackend) trySock(s *slot, p *pslot) {
 	p.act = paDone
+	if s.code == OpReadFixed || s.code == OpWriteFixed {
+		p.res = rwFixed(s, unix.RWF_NOWAIT)
+		switch p.res {
+		case -int32(unix.EAGAIN):
+			p.act = paWait
+		case -int32(unix.EOPNOTSUPP):
+			// No RWF_NOWAIT (a tty): wait for readiness, then run on a
+			// worker, as a Read does on such a file.
+			p.mode = pmBlocking
+			b.try(s, p)
+		}
+		return
+	}
 	if s.code == OpConnect {
 		// s.off, which a connect does not use, says whether the
 		// connection was started: it belongs to whoever runs the
@@ -128,6 +163,8 @@ func runBlocking(s *slot) int32 {
 		return 0
 	case OpOpenAt, OpStatx:
 		return sysPath(s)
+	case OpReadFixed, OpWriteFixed:
+		return rwFixed(s, 0)
 	}
 	return sockCall(s, 0)
 }

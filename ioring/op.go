@@ -11,25 +11,27 @@ type Opcode uint8
 
 // The operations a Ring runs.
 const (
-	OpNop      Opcode = iota + 1 // does nothing; completes with 0
-	OpRead                       // read into one buffer
-	OpWrite                      // write one buffer
-	OpReadv                      // read into several buffers
-	OpWritev                     // write several buffers
-	OpPoll                       // wait for poll events on an fd (one shot)
-	OpTimeout                    // complete after a duration
-	OpFsync                      // flush a file to stable storage
-	OpForeign                    // run elsewhere, completed with Ring.Complete
-	OpSend                       // send one buffer on a socket
-	OpRecv                       // receive into one buffer from a socket
-	OpSendMsg                    // send a message (buffers, control messages, address)
-	OpRecvMsg                    // receive a message (buffers, control messages, address)
-	OpAccept                     // accept a connection; completes with its fd
-	OpConnect                    // connect a socket to an address
-	OpShutdown                   // shut down part of a full-duplex connection
-	OpOpenAt                     // open a file; completes with its fd
-	OpClose                      // close an fd
-	OpStatx                      // get a file's status
+	OpNop        Opcode = iota + 1 // does nothing; completes with 0
+	OpRead                         // read into one buffer
+	OpWrite                        // write one buffer
+	OpReadv                        // read into several buffers
+	OpWritev                       // write several buffers
+	OpPoll                         // wait for poll events on an fd (one shot)
+	OpTimeout                      // complete after a duration
+	OpFsync                        // flush a file to stable storage
+	OpForeign                      // run elsewhere, completed with Ring.Complete
+	OpSend                         // send one buffer on a socket
+	OpRecv                         // receive into one buffer from a socket
+	OpSendMsg                      // send a message (buffers, control messages, address)
+	OpRecvMsg                      // receive a message (buffers, control messages, address)
+	OpAccept                       // accept a connection; completes with its fd
+	OpConnect                      // connect a socket to an address
+	OpShutdown                     // shut down part of a full-duplex connection
+	OpOpenAt                       // open a file; completes with its fd
+	OpClose                        // close an fd
+	OpStatx                        // get a file's status
+	OpReadFixed                    // read into a registered buffer
+	OpWriteFixed                   // write from a registered buffer
 )
 
 // opArgs says which of an Op's fields an operation takes.
@@ -84,6 +86,9 @@ var opDescs = [...]opDesc{
 	OpOpenAt:   {name: "openat", check: checkOpenAt, timerDeadline: true},
 	OpClose:    {name: "close", args: argFD},
 	OpStatx:    {name: "statx", check: checkStatx},
+	// Registered buffers (fixed.go).
+	OpReadFixed:  {name: "read-fixed", args: argFD | argBuf | argOff, check: checkFixed},
+	OpWriteFixed: {name: "write-fixed", args: argFD | argBuf | argOff, write: true, check: checkFixed},
 }
 
 // numOps bounds the opcodes: every valid one is below it.

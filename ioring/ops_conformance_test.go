@@ -107,8 +107,68 @@ func mustCancel(t *testing.T, c Completion, want error) {
 	assert.Zero(t, c.N)
 }
 
-func opCases() []opCase {
+func opCases(fixed []byte) []opCase {
 	return []opCase{
+		{
+			name: "read-fixed", code: OpReadFixed,
+			success: func(t *testing.T, r *Ring) {
+				fd := tempFile(t, []byte("registered"))
+				c := doOp(t, r, ReadFixed(fd, fixed[100:110], 0, 0))
+				require.NoError(t, c.Err)
+				assert.Equal(t, "registered", string(fixed[100:100+c.N]))
+				rd, wr := pipe(t)
+				unix.Write(wr, []byte("pipe"))
+				c = doOp(t, r, ReadFixed(rd, fixed[:8], -1, 0))
+				require.NoError(t, c.Err)
+				assert.Equal(t, "pipe", string(fixed[:c.N]))
+				c = doOp(t, r, ReadFixed(fd, make([]byte, 8), 0, 0))
+				assert.ErrorIs(t, c.Err, unix.EFAULT, "a buffer that is not the registered one")
+			},
+			pending: func(t *testing.T) (Op, bool, func(*testing.T, Completion, error)) {
+				rd, _ := pipe(t)
+				return ReadFixed(rd, fixed[:8], -1, 0), true, mustCancel
+			},
+			token: func(t *testing.T) (Op, func(*testing.T)) {
+				rd, wr := pipe(t)
+				unix.Write(wr, []byte("x"))
+				return ReadFixed(rd, fixed[:8], -1, 0), func(t *testing.T) { assert.True(t, readable(t, rd), "nothing consumed") }
+			},
+			invalid: func(t *testing.T) []Op {
+				rd, _ := pipe(t)
+				return []Op{ReadFixed(-1, fixed[:1], 0, 0), ReadFixed(rd, nil, 0, 0), ReadFixed(rd, fixed[:1], -2, 0), ReadFixed(rd, fixed[:1], 0, -1), ReadFixed(rd, fixed[:1], 0, 1<<20)}
+			},
+		},
+		{
+			name: "write-fixed", code: OpWriteFixed,
+			success: func(t *testing.T, r *Ring) {
+				fd := tempFile(t, nil)
+				copy(fixed[200:], "written")
+				c := doOp(t, r, WriteFixed(fd, fixed[200:207], 0, 0))
+				require.NoError(t, c.Err)
+				assert.Equal(t, 7, c.N)
+				got := make([]byte, 16)
+				n, _ := unix.Pread(fd, got, 0)
+				assert.Equal(t, "written", string(got[:n]))
+				a, b := socketpair(t, unix.SOCK_STREAM)
+				c = doOp(t, r, WriteFixed(a, fixed[200:207], -1, 0))
+				require.NoError(t, c.Err)
+				n, _ = unix.Read(b, got)
+				assert.Equal(t, "written", string(got[:n]))
+			},
+			pending: func(t *testing.T) (Op, bool, func(*testing.T, Completion, error)) {
+				a, _ := socketpair(t, unix.SOCK_STREAM)
+				fillSocket(t, a)
+				return WriteFixed(a, fixed, -1, 0), true, mustCancel
+			},
+			token: func(t *testing.T) (Op, func(*testing.T)) {
+				a, b := socketpair(t, unix.SOCK_STREAM)
+				return WriteFixed(a, fixed[:1], -1, 0), func(t *testing.T) { assert.False(t, readable(t, b), "nothing written") }
+			},
+			invalid: func(t *testing.T) []Op {
+				a, _ := socketpair(t, unix.SOCK_STREAM)
+				return []Op{WriteFixed(-1, fixed[:1], 0, 0), WriteFixed(a, nil, 0, 0), WriteFixed(a, fixed[:1], 0, -7)}
+			},
+		},
 		{
 			name: "send", code: OpSend,
 			success: func(t *testing.T, r *Ring) {
@@ -569,7 +629,9 @@ func doOp(t *testing.T, r *Ring, op Op) Completion {
 
 func TestConformanceSocketAndFileOps(t *testing.T) {
 	forEachBackend(t, 16, func(t *testing.T, r *Ring) {
-		for _, oc := range opCases() {
+		fixed := make([]byte, 8192)
+		require.NoError(t, r.RegisterBuffers([][]byte{fixed}))
+		for _, oc := range opCases(fixed) {
 			t.Run("op="+oc.name, func(t *testing.T) {
 				t.Run("success", func(t *testing.T) {
 					oc.success(t, r)
@@ -634,7 +696,7 @@ func TestConformanceSocketAndFileOps(t *testing.T) {
 					assert.ErrorIs(t, err, ErrNotSupported)
 					assert.NotErrorIs(t, err, ErrInvalid)
 					check(t) // nothing happened
-					for _, other := range opCases() {
+					for _, other := range opCases(nil) {
 						if other.code != oc.code {
 							assert.NoError(t, r2.checkSupported(other.code), "%s lacks %s only", oc.name, other.name)
 						}

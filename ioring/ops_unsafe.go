@@ -54,6 +54,9 @@ var opImpls = [numOps]opImpl{
 	OpOpenAt:   {uring: uring.OpOpenAt, prep: prepOpenAt, poll: pkWork},
 	OpClose:    {uring: uring.OpClose, prep: prepNone, poll: pkWork},
 	OpStatx:    {uring: uring.OpStatx, prep: prepStatx, poll: pkWork},
+	// Registered buffers (fixed_unsafe.go).
+	OpReadFixed:  {uring: uring.OpReadFixed, prep: prepFixed, poll: pkSock},
+	OpWriteFixed: {uring: uring.OpWriteFixed, prep: prepFixed, poll: pkSock},
 }
 
 func prepNone(*slot, *uring.SQE) {}

@@ -298,6 +298,7 @@ type Ring struct {
 	ordMu       sync.Mutex         // guards ord and the slots' stream links
 	ord         map[ordKey]ordList // FIFOs of ordered requests, by stream
 	stats       ringStats          // counters of Stats (stats.go)
+	fixed       [][]byte           // guarded by sqMu: registered buffers (fixed.go)
 }
 
 // New returns a Ring configured by cfg.

@@ -16,6 +16,8 @@ const (
 	OpReadv        = 1
 	OpWritev       = 2
 	OpFsync        = 3
+	OpReadFixed    = 4
+	OpWriteFixed   = 5
 	OpPollAdd      = 6
 	OpPollRemove   = 7
 	OpSendMsg      = 9
@@ -93,6 +95,8 @@ const (
 
 // Register opcodes (IORING_REGISTER_*).
 const (
+	RegisterBuffers   = 0
+	UnregisterBuffers = 1
 	RegisterEventFD   = 4
 	UnregisterEventFD = 5
 	RegisterProbe     = 8
