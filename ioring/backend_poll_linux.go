@@ -149,6 +149,7 @@ const (
 	pmNonblock              // the fd is O_NONBLOCK itself: plain preadv2/pwritev2
 	pmTwin                  // plain preadv2/pwritev2 on the pollFD's non-blocking reopen
 	pmBlocking              // wait for readiness, then run on a worker, one at a time
+	pmSock                  // a socket operation: trySock (backend_poll_ops_linux.go)
 )
 
 // pact is what start decided for a request.
@@ -400,7 +401,7 @@ func (b *pollBackend) start(idx uint32) {
 		p.mode = pmNowait
 		b.try(s, p)
 	default:
-		p.res = -int32(unix.EOPNOTSUPP)
+		b.startOp(s, p) // sockets and files: backend_poll_ops_linux.go
 	}
 }
 
@@ -446,6 +447,10 @@ func opBytes(s *slot) int {
 // on a worker once ready). It may switch p.mode when the fd does not
 // support RWF_NOWAIT.
 func (b *pollBackend) try(s *slot, p *pslot) {
+	if p.mode == pmSock {
+		b.trySock(s, p) // backend_poll_ops_linux.go
+		return
+	}
 	p.act = paDone
 	for {
 		switch p.mode {
@@ -504,8 +509,10 @@ func (b *pollBackend) settle(idx uint32, p *pslot, out []compl) []compl {
 	case paDone:
 		out = b.finish(idx, p, p.res, out)
 	case paWork:
-		if p.pfd == nil && p.own < 0 {
-			// A worker runs it later: on the file the fd names now.
+		if p.pfd == nil && p.own < 0 && b.r.slots[idx].code < OpForeign {
+			// A worker runs it later: on the file the fd names now. (The
+			// file operations after OpForeign name no file to hold, or
+			// must act on the caller's own fd: OpenAt's directory, Close.)
 			fd, err := dupFD(b.r.slots[idx].fd)
 			if err != nil {
 				return b.finish(idx, p, -errnoOf(err), out)
@@ -744,6 +751,7 @@ func (b *pollBackend) dispatch(pfd *pollFD, idx uint32, p *pslot) {
 // queueWork puts slot idx on the worker queue, starting a worker when none
 // is idle and the pool is not full. b.mu held.
 func (b *pollBackend) queueWork(idx uint32, p *pslot) {
+	b.r.stats.noteFallback(b.r.slots[idx].code) // stats.go
 	p.st = psQueued
 	b.push(&b.work, int32(idx))
 	if b.idle > 0 {
@@ -786,6 +794,8 @@ func (b *pollBackend) worker() {
 			if err := fsync(int(fd)); err != nil {
 				res = -errnoOf(err)
 			}
+		case s.code > OpForeign:
+			res = runBlocking(s) // sockets and files: backend_poll_ops_linux.go
 		case blocking:
 			res, again = b.runBlocking(idx, s, p, pfd, reopen)
 		default:

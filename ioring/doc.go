@@ -13,6 +13,19 @@
 // (Config.Backend, or CANCELIO_BACKEND=uring|poll), and Ring.Backend says
 // which and why.
 //
+// # Operations
+//
+// Nop, Read, Write, Readv, Writev, Poll, Timeout, Fsync and Foreign; on
+// sockets Send, Recv, SendMsg and RecvMsg (with a Msg: control messages and
+// addresses, for netlink, CAN and UDP), Accept, Connect and Shutdown; on
+// files OpenAt, Close and Statx; ReadFixed and WriteFixed on buffers
+// registered once with Ring.RegisterBuffers. Each io_uring opcode is probed
+// alone: one
+// the kernel lacks makes that operation, and only it, ErrNotSupported. File
+// wraps an fd and a Ring as an io.Reader and io.Writer with deadlines,
+// contexts and a Close that cancels; Ring.Stats returns counters for
+// metrics.
+//
 // # The cancellation contract
 //
 //  1. Cancel is always allowed: Request.Cancel, Token.Cancel and

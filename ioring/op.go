@@ -11,15 +11,27 @@ type Opcode uint8
 
 // The operations a Ring runs.
 const (
-	OpNop     Opcode = iota + 1 // does nothing; completes with 0
-	OpRead                      // read into one buffer
-	OpWrite                     // write one buffer
-	OpReadv                     // read into several buffers
-	OpWritev                    // write several buffers
-	OpPoll                      // wait for poll events on an fd (one shot)
-	OpTimeout                   // complete after a duration
-	OpFsync                     // flush a file to stable storage
-	OpForeign                   // run elsewhere, completed with Ring.Complete
+	OpNop        Opcode = iota + 1 // does nothing; completes with 0
+	OpRead                         // read into one buffer
+	OpWrite                        // write one buffer
+	OpReadv                        // read into several buffers
+	OpWritev                       // write several buffers
+	OpPoll                         // wait for poll events on an fd (one shot)
+	OpTimeout                      // complete after a duration
+	OpFsync                        // flush a file to stable storage
+	OpForeign                      // run elsewhere, completed with Ring.Complete
+	OpSend                         // send one buffer on a socket
+	OpRecv                         // receive into one buffer from a socket
+	OpSendMsg                      // send a message (buffers, control messages, address)
+	OpRecvMsg                      // receive a message (buffers, control messages, address)
+	OpAccept                       // accept a connection; completes with its fd
+	OpConnect                      // connect a socket to an address
+	OpShutdown                     // shut down part of a full-duplex connection
+	OpOpenAt                       // open a file; completes with its fd
+	OpClose                        // close an fd
+	OpStatx                        // get a file's status
+	OpReadFixed                    // read into a registered buffer
+	OpWriteFixed                   // write from a registered buffer
 )
 
 // opArgs says which of an Op's fields an operation takes.
@@ -43,6 +55,14 @@ type opDesc struct {
 	name  string
 	args  opArgs
 	write bool // moves data from memory to the file
+	// check validates what args cannot say (ops_sock.go, ops_file.go):
+	// it returns why o is refused, or nil.
+	check func(o Op) error
+	// timerDeadline: a deadline is a Go timer that cancels the request,
+	// on every backend. An io_uring linked timeout does not interrupt an
+	// open blocked in io_uring's workers (a FIFO waiting for its other
+	// end, kernel 6.18), where an explicit cancel does.
+	timerDeadline bool
 }
 
 var opDescs = [...]opDesc{
@@ -55,6 +75,20 @@ var opDescs = [...]opDesc{
 	OpTimeout: {name: "timeout", args: argDur},
 	OpFsync:   {name: "fsync", args: argFD},
 	OpForeign: {name: "foreign"},
+	// Sockets (ops_sock.go) and files (ops_file.go).
+	OpSend:     {name: "send", args: argFD | argBuf, write: true, check: checkMsgFlags},
+	OpRecv:     {name: "recv", args: argFD | argBuf, check: checkMsgFlags},
+	OpSendMsg:  {name: "sendmsg", args: argFD, write: true, check: checkMsg},
+	OpRecvMsg:  {name: "recvmsg", args: argFD, check: checkMsg},
+	OpAccept:   {name: "accept", args: argFD, check: checkAccept},
+	OpConnect:  {name: "connect", args: argFD, check: checkConnect},
+	OpShutdown: {name: "shutdown", args: argFD, check: checkShutdown},
+	OpOpenAt:   {name: "openat", check: checkOpenAt, timerDeadline: true},
+	OpClose:    {name: "close", args: argFD},
+	OpStatx:    {name: "statx", check: checkStatx},
+	// Registered buffers (fixed.go).
+	OpReadFixed:  {name: "read-fixed", args: argFD | argBuf | argOff, check: checkFixed},
+	OpWriteFixed: {name: "write-fixed", args: argFD | argBuf | argOff, write: true, check: checkFixed},
 }
 
 // numOps bounds the opcodes: every valid one is below it.
@@ -96,6 +130,7 @@ type Op struct {
 	user      any
 	hook      func()
 	unordered bool
+	arg       any // an operation's own argument: *Msg, unix.Sockaddr, *unix.Statx_t
 }
 
 // Nop is an operation that does nothing and completes with 0.
@@ -180,7 +215,7 @@ func (o *Op) check(r *Ring) error {
 		return &OpError{Op: "submit", Err: fmt.Errorf("%w: unknown opcode %d (use the Op constructors)", ErrInvalid, uint8(o.code))}
 	}
 	d := o.code.desc()
-	if d.args == 0 && o.deadline == 0 && o.token == nil {
+	if d.args == 0 && d.check == nil && o.deadline == 0 && o.token == nil {
 		return r.checkSupported(o.code) // Nop, Foreign: the fast path
 	}
 	if d.args&argFD != 0 {
@@ -236,6 +271,11 @@ func (o *Op) check(r *Ring) error {
 	}
 	if o.deadline < 0 {
 		return badOp(d, "negative deadline %v", o.deadline)
+	}
+	if d.check != nil {
+		if err := d.check(*o); err != nil {
+			return badOp(d, "%v", err)
+		}
 	}
 	if o.token != nil && o.token.r == nil {
 		return badOp(d, "zero Token (make tokens with Ring.NewToken)")

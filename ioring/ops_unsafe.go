@@ -30,6 +30,7 @@ const (
 	pkWork                  // a blocking system call on a worker (fsync)
 	pkPoll                  // waits for readiness (poll)
 	pkRW                    // a read or write: tried at once, then by readiness or on a worker
+	pkSock                  // a socket operation: tried at once, then by readiness (ops_sock_linux.go)
 )
 
 var opImpls = [numOps]opImpl{
@@ -42,6 +43,20 @@ var opImpls = [numOps]opImpl{
 	OpTimeout: {uring: uring.OpTimeout, prep: prepTimeout, poll: pkTimer},
 	OpFsync:   {uring: uring.OpFsync, prep: prepNone, poll: pkWork},
 	OpForeign: {},
+	// Sockets (ops_sock_unsafe.go) and files (ops_file_unsafe.go).
+	OpSend:     {uring: uring.OpSend, prep: prepSendRecv, poll: pkSock},
+	OpRecv:     {uring: uring.OpRecv, prep: prepSendRecv, poll: pkSock},
+	OpSendMsg:  {uring: uring.OpSendMsg, prep: prepMsg, poll: pkSock},
+	OpRecvMsg:  {uring: uring.OpRecvMsg, prep: prepMsg, poll: pkSock},
+	OpAccept:   {uring: uring.OpAccept, prep: prepAccept, poll: pkSock},
+	OpConnect:  {uring: uring.OpConnect, prep: prepConnect, poll: pkSock},
+	OpShutdown: {uring: uring.OpShutdown, prep: prepShutdown, poll: pkSock},
+	OpOpenAt:   {uring: uring.OpOpenAt, prep: prepOpenAt, poll: pkWork},
+	OpClose:    {uring: uring.OpClose, prep: prepNone, poll: pkWork},
+	OpStatx:    {uring: uring.OpStatx, prep: prepStatx, poll: pkWork},
+	// Registered buffers (fixed_unsafe.go).
+	OpReadFixed:  {uring: uring.OpReadFixed, prep: prepFixed, poll: pkSock},
+	OpWriteFixed: {uring: uring.OpWriteFixed, prep: prepFixed, poll: pkSock},
 }
 
 func prepNone(*slot, *uring.SQE) {}

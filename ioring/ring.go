@@ -299,6 +299,8 @@ type Ring struct {
 	def         deferList          // deferred submissions (held.go)
 	ordMu       sync.Mutex         // guards ord and the slots' stream links
 	ord         map[ordKey]ordList // FIFOs of ordered requests, by stream
+	stats       ringStats          // counters of Stats (stats.go)
+	fixed       [][]byte           // guarded by sqMu: registered buffers (fixed.go)
 }
 
 // New returns a Ring configured by cfg.
@@ -494,6 +496,9 @@ func (r *Ring) fill(s *slot, op *Op, awaited bool) {
 			}
 		}
 	}
+	if op.arg != nil {
+		fillArg(s, op) // ops_sock_unsafe.go
+	}
 	if awaited {
 		select { // a wake-up left over from the slot's previous use
 		case <-s.wake:
@@ -674,7 +679,7 @@ func (r *Ring) enqueue(s *slot, idx uint32, key uint64, ordered bool) (bool, err
 		}
 		return false, nil
 	}
-	if r.goDeadlines && s.deadline > 0 {
+	if s.deadline > 0 && (r.goDeadlines || s.code.desc().timerDeadline) {
 		s.timerDL = true
 	}
 	if err := r.be.submit(idx); err != nil {
@@ -873,8 +878,12 @@ func (s *slot) result() (int, error) {
 		return 0, cancelErr(f)
 	case errno == unix.ETIME && s.code == OpTimeout:
 		return 0, nil // the timer ran its course
-	case errno == unix.EINTR && f&flCancelReq != 0:
+	case (errno == unix.EINTR || errno == errnoRestartSys) && f&flCancelReq != 0:
+		// A blocking open interrupted in io_uring's workers reports the
+		// kernel's internal ERESTARTSYS (ops_file.go).
 		return 0, cancelErr(f)
+	case errno == errnoRestartSys:
+		errno = unix.EINTR
 	}
 	// ECANCELED that nobody asked for is the file's own result (a
 	// timerfd's, say): only a request we canceled completes as ErrCanceled.
@@ -918,6 +927,9 @@ func isCancel(err error) bool {
 func (r *Ring) take(idx uint32, free *chain) Completion {
 	s := &r.slots[idx]
 	n, err := s.result()
+	if err != nil {
+		r.stats.noteErr(err)
+	}
 	key := s.key()
 	c := Completion{Req: Request{r: r, key: key}, Op: s.code, N: n, Err: err, User: s.user}
 	r.releaseKey(idx, key, free)
@@ -935,6 +947,9 @@ func (r *Ring) takeDirect(idx uint32, s *slot, c *Completion) {
 		n = int(s.res) // the common case, without result's checks
 	} else {
 		n, err = s.result()
+		if err != nil {
+			r.stats.noteErr(err)
+		}
 	}
 	*c = Completion{Req: Request{r: r, key: key}, Op: s.code, N: n, Err: err, User: s.user}
 	r.releaseKey(idx, key, &r.directFree)

@@ -16,13 +16,25 @@ const (
 	OpReadv        = 1
 	OpWritev       = 2
 	OpFsync        = 3
+	OpReadFixed    = 4
+	OpWriteFixed   = 5
 	OpPollAdd      = 6
 	OpPollRemove   = 7
+	OpSendMsg      = 9
+	OpRecvMsg      = 10
 	OpTimeout      = 11
+	OpAccept       = 13
 	OpAsyncCancel  = 14
 	OpLinkTimeout  = 15
+	OpConnect      = 16
+	OpOpenAt       = 18
+	OpClose        = 19
+	OpStatx        = 21
 	OpRead         = 22
 	OpWrite        = 23
+	OpSend         = 26
+	OpRecv         = 27
+	OpShutdown     = 34
 	opLastKnown    = 64
 	maxProbeOps    = 256
 	probeSupported = 1 // IO_URING_OP_SUPPORTED
@@ -83,6 +95,8 @@ const (
 
 // Register opcodes (IORING_REGISTER_*).
 const (
+	RegisterBuffers   = 0
+	UnregisterBuffers = 1
 	RegisterEventFD   = 4
 	UnregisterEventFD = 5
 	RegisterProbe     = 8

@@ -55,6 +55,7 @@ type Ring struct {
 	sqLocal     uint32 // next free SQE position; guarded by the caller's submit lock
 	sqPublished uint32 // the SQ tail as last published; guarded by the caller's submit lock
 	probeOps    [maxProbeOps]bool
+	enters      atomic.Uint64 // io_uring_enter calls, for Enters (stats_unsafe.go)
 }
 
 // Setup creates a ring with sqEntries submission entries and cqEntries
@@ -278,6 +279,7 @@ func (r *Ring) Submit(minComplete uint32) (int, error) {
 	for {
 		var ret uintptr
 		var errno syscall.Errno
+		r.enters.Add(1)
 		if minComplete == 0 {
 			ret, _, errno = unix.RawSyscall6(unix.SYS_IO_URING_ENTER, uintptr(r.fd), uintptr(n), 0, flags, 0, 0)
 		} else {
@@ -313,6 +315,7 @@ func (r *Ring) Wait(minComplete uint32, timeout time.Duration) error {
 		argp = unsafe.Pointer(&arg)
 		argsz = unsafe.Sizeof(arg)
 	}
+	r.enters.Add(1)
 	_, _, errno := unix.Syscall6(unix.SYS_IO_URING_ENTER, uintptr(r.fd), 0, uintptr(minComplete), flags, uintptr(argp), argsz)
 	switch errno {
 	case 0, unix.EINTR, unix.ETIME, unix.EAGAIN, unix.EBUSY:
@@ -324,6 +327,7 @@ func (r *Ring) Wait(minComplete uint32, timeout time.Duration) error {
 // FlushOverflow asks the kernel to move completions that overflowed the CQ
 // (IORING_FEAT_NODROP keeps them) into the ring.
 func (r *Ring) FlushOverflow() error {
+	r.enters.Add(1)
 	_, _, errno := unix.Syscall6(unix.SYS_IO_URING_ENTER, uintptr(r.fd), 0, 0, EnterGetEvents, 0, 0)
 	if errno != 0 && errno != unix.EINTR && errno != unix.EAGAIN && errno != unix.EBUSY {
 		return errno

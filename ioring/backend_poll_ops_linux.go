@@ -1,0 +1,169 @@
+//go:build linux
+
+package ioring
+
+import "golang.org/x/sys/unix"
+
+// The poll backend's side of the socket and file operations (ops_sock.go,
+// ops_file.go), reached from start, try and worker through small hooks.
+//
+//   - Socket operations are tried at once without blocking: send, recv,
+//     sendmsg and recvmsg with MSG_DONTWAIT (which leaves the fd's
+//     O_NONBLOCK flag alone); on EAGAIN the request waits on its fd's
+//     waiter list for epoll like a read, and a cancel ends it at once.
+//     accept4 is tried at once on an O_NONBLOCK listener; on a blocking one
+//     the request waits for readiness and then accepts on a worker (as a
+//     blocking tty read does). connect is made non-blocking (EINPROGRESS),
+//     waits for POLLOUT and reads SO_ERROR. shutdown never blocks.
+//   - OpenAt, Close and Statx run on the worker pool: one still queued is
+//     canceled at once and never runs; one running delivers its result.
+
+// startOp is start for the operations of ops_sock.go and ops_file.go. The
+// request is psRunning: startOp owns it.
+func (b *pollBackend) startOp(s *slot, p *pslot) {
+	switch opImpls[s.code].poll {
+	case pkWork:
+		p.act = paWork
+		return
+	case pkSock:
+	default:
+		p.res = -int32(unix.EOPNOTSUPP)
+		return
+	}
+	if s.code == OpShutdown {
+		p.res = sysShutdown(s.fd, int(s.events))
+		return
+	}
+	fixed := s.code == OpReadFixed || s.code == OpWriteFixed
+	if fixed && !b.r.inFixed(s) { // flush holds r.sqMu
+		p.res = -int32(unix.EFAULT) // as io_uring says
+		return
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(int(s.fd), &st); err != nil {
+		p.res = -errnoOf(err)
+		return
+	}
+	if fixed {
+		switch st.Mode & unix.S_IFMT {
+		case unix.S_IFREG, unix.S_IFBLK, unix.S_IFDIR:
+			// As a Read of a file: from the page cache when it can
+			// (cachedRead's rules), else on a worker.
+			if s.code == OpReadFixed && s.off >= 0 {
+				res := rwFixed(s, unix.RWF_NOWAIT)
+				if res != -int32(unix.EAGAIN) && res != -int32(unix.EOPNOTSUPP) &&
+					(res < 0 || int(res) == len(s.buf) || (st.Mode&unix.S_IFMT == unix.S_IFREG && s.off+int64(res) >= st.Size)) {
+					p.res = res
+					return
+				}
+			}
+			p.act = paWork
+			return
+		}
+	}
+	p.want = unix.EPOLLIN
+	if s.code.desc().write || s.code == OpConnect {
+		p.want = unix.EPOLLOUT
+	}
+	p.mode = pmSock
+	if s.code == OpAccept {
+		fl, err := unix.FcntlInt(uintptr(s.fd), unix.F_GETFL, 0)
+		if err != nil {
+			p.res = -errnoOf(err)
+			return
+		}
+		if fl&unix.O_NONBLOCK == 0 {
+			// accept4 has no per-call MSG_DONTWAIT: wait for a
+			// connection, then accept on a worker.
+			p.mode = pmBlocking
+			b.try(s, p)
+			return
+		}
+	}
+	b.trySock(s, p)
+}
+
+// trySock runs a socket operation once without blocking and sets p.act
+// (paDone or paWait) and p.res.
+func (b *pollBackend) trySock(s *slot, p *pslot) {
+	p.act = paDone
+	if s.code == OpReadFixed || s.code == OpWriteFixed {
+		p.res = rwFixed(s, unix.RWF_NOWAIT)
+		switch p.res {
+		case -int32(unix.EAGAIN):
+			p.act = paWait
+		case -int32(unix.EOPNOTSUPP):
+			// No RWF_NOWAIT (a tty): wait for readiness, then run on a
+			// worker, as a Read does on such a file.
+			p.mode = pmBlocking
+			b.try(s, p)
+		}
+		return
+	}
+	if s.code == OpConnect {
+		// s.off, which a connect does not use, says whether the
+		// connection was started: it belongs to whoever runs the
+		// request, like p.
+		if s.off == 0 {
+			p.res = connectNonblock(s)
+			if p.res == -int32(unix.EINPROGRESS) {
+				s.off = 1
+				p.act = paWait
+			}
+			return
+		}
+		switch ev := pollNow(s.fd, unix.POLLOUT); {
+		case ev == 0:
+			p.act = paWait
+		case ev < 0:
+			p.res = ev
+		default:
+			p.res = 0
+			if e, err := unix.GetsockoptInt(int(s.fd), unix.SOL_SOCKET, unix.SO_ERROR); err != nil {
+				p.res = -errnoOf(err)
+			} else if e != 0 {
+				p.res = -int32(e)
+			}
+		}
+		return
+	}
+	p.res = sockCall(s, unix.MSG_DONTWAIT)
+	if p.res == -int32(unix.EAGAIN) {
+		p.act = paWait
+	}
+}
+
+// connectNonblock starts a non-blocking connect of slot s's socket: a
+// socket without O_NONBLOCK gets it for the call (a blocking connect would
+// hold the poller) and loses it again; the connection goes on regardless.
+func connectNonblock(s *slot) int32 {
+	fd := int(s.fd)
+	fl, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
+	if err != nil {
+		return -errnoOf(err)
+	}
+	if fl&unix.O_NONBLOCK == 0 {
+		if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFL, fl|unix.O_NONBLOCK); err != nil {
+			return -errnoOf(err)
+		}
+		defer unix.FcntlInt(uintptr(fd), unix.F_SETFL, fl)
+	}
+	return sysConnect(s)
+}
+
+// runBlocking runs one of these operations on a worker, blocking.
+func runBlocking(s *slot) int32 {
+	switch s.code {
+	case OpClose:
+		// Never retried: after EINTR the fd is closed all the same.
+		if err := unix.Close(int(s.fd)); err != nil {
+			return -errnoOf(err)
+		}
+		return 0
+	case OpOpenAt, OpStatx:
+		return sysPath(s)
+	case OpReadFixed, OpWriteFixed:
+		return rwFixed(s, 0)
+	}
+	return sockCall(s, 0)
+}

@@ -1,0 +1,90 @@
+//go:build linux
+
+package ioring
+
+import (
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// sockCall runs slot s's send, recv, sendmsg, recvmsg or accept once with
+// extra msg flags (MSG_DONTWAIT for an attempt that must not block; 0 on a
+// worker) and returns its result like a CQE: the count or fd, or -errno.
+func sockCall(s *slot, flags int) int32 {
+	var nr, a1, a2, a3, a4 uintptr
+	fl := uintptr(int(s.events) | flags)
+	switch s.code {
+	case OpSend:
+		nr, a1, a2, a3 = unix.SYS_SENDTO, uintptr(unsafe.Pointer(&s.buf[0])), uintptr(len(s.buf)), fl|unix.MSG_NOSIGNAL
+	case OpRecv:
+		nr, a1, a2, a3 = unix.SYS_RECVFROM, uintptr(unsafe.Pointer(&s.buf[0])), uintptr(len(s.buf)), fl
+	case OpSendMsg:
+		nr, a1, a2 = unix.SYS_SENDMSG, uintptr(unsafe.Pointer(msgOf(s))), fl|unix.MSG_NOSIGNAL
+	case OpRecvMsg:
+		h := msgOf(s)
+		if h.Name != nil {
+			h.Namelen = unix.SizeofSockaddrAny // a failed attempt may have written it
+		}
+		h.Flags = 0
+		nr, a1, a2 = unix.SYS_RECVMSG, uintptr(unsafe.Pointer(h)), fl
+	case OpAccept:
+		// No peer address; accept4 has no MSG_DONTWAIT: it is tried
+		// without blocking only on an O_NONBLOCK listener (startOp).
+		nr, a3 = unix.SYS_ACCEPT4, uintptr(s.events)
+	default:
+		return -int32(unix.EOPNOTSUPP)
+	}
+	for {
+		r1, _, e := unix.Syscall6(nr, uintptr(s.fd), a1, a2, a3, a4, 0)
+		if e == unix.EINTR {
+			continue
+		}
+		if e != 0 {
+			return -int32(e)
+		}
+		return int32(r1)
+	}
+}
+
+// sysConnect connects slot s's socket to its address, once.
+func sysConnect(s *slot) int32 {
+	_, _, e := unix.Syscall(unix.SYS_CONNECT, uintptr(s.fd), uintptr(unsafe.Pointer(&s.buf[0])), uintptr(len(s.buf)))
+	switch e {
+	case 0:
+		return 0
+	case unix.EINTR:
+		// The connection goes on in the background: wait for it.
+		return -int32(unix.EINPROGRESS)
+	}
+	return -int32(e)
+}
+
+// sysShutdown shuts down fd's directions how.
+func sysShutdown(fd int32, how int) int32 {
+	if err := unix.Shutdown(int(fd), how); err != nil {
+		return -errnoOf(err)
+	}
+	return 0
+}
+
+// sysPath runs slot s's openat or statx, blocking.
+func sysPath(s *slot) int32 {
+	for {
+		var r1 uintptr
+		var e unix.Errno
+		dirfd := uintptr(int(s.fd)) // AT_FDCWD sign-extends as the kernel's int wants
+		if s.code == OpOpenAt {
+			r1, _, e = unix.Syscall6(unix.SYS_OPENAT, dirfd, uintptr(unsafe.Pointer(&s.buf[0])), uintptr(s.events), uintptr(s.off), 0, 0)
+		} else {
+			r1, _, e = unix.Syscall6(unix.SYS_STATX, dirfd, uintptr(unsafe.Pointer(&s.bufs[0][0])), uintptr(s.events), uintptr(s.off), uintptr(unsafe.Pointer(&s.bufs[1][0])), 0)
+		}
+		if e == unix.EINTR {
+			continue
+		}
+		if e != 0 {
+			return -int32(e)
+		}
+		return int32(r1)
+	}
+}
