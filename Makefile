@@ -1,7 +1,8 @@
 # cancelio: build, test and benchmark targets.
 #
-#   make test         gofmt, go vet, staticcheck, go test -race ./..., and the
-#                     USB suites in a QEMU guest (make test-usbvm)
+#   make test         gofmt, go vet, staticcheck, go mod tidy -diff, the embedder
+#                     check, cross-builds, go test -race ./..., and the USB
+#                     suites in a QEMU guest (make test-usbvm)
 #   make bench        the benchmark suites, read with benchstat (about 5 minutes)
 #   make bench-quick  the same, shorter (about 1 minute)
 #   make test-usbvm   the usb tests inside a QEMU guest with a real USB stack
@@ -12,14 +13,18 @@ SHELL       := /bin/bash
 .SHELLFLAGS := -o pipefail -c
 
 GO          ?= go
-STATICCHECK ?= $(GO) tool staticcheck
+# The project's own tools (staticcheck, benchstat) are pinned in tools/go.mod,
+# a module of their own, so that they never enter the module graph of a
+# program that imports cancelio.
+GOTOOL      ?= $(GO) tool -modfile=tools/go.mod
+STATICCHECK ?= $(GOTOOL) staticcheck
 # Debian packages the project builds and tests against (cgo: libusb for the
 # gousb backend, liburing for the C baseline of the benchmarks).
 DEB_PKGS    ?= gcc pkg-config libusb-1.0-0-dev liburing-dev sane-utils sane-airscan
 
 USBVM_EXEC  ?= $(shell $(GO) env GOPATH)/bin/usbvm-exec
 
-.PHONY: all deps test fmt vet staticcheck gotest bench bench-quick usbvm-setup test-usbvm cross
+.PHONY: all deps test fmt vet staticcheck tidy embedcheck gotest bench bench-quick usbvm-setup test-usbvm cross
 
 all: test
 
@@ -37,7 +42,7 @@ deps:
 
 # test is the whole gate: the host suites, then the USB suites inside a QEMU
 # guest with a real Linux USB stack (set up on first use, cached after).
-test: deps fmt vet staticcheck cross gotest test-usbvm
+test: deps fmt vet staticcheck tidy embedcheck cross gotest test-usbvm
 
 fmt:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
@@ -48,6 +53,17 @@ vet:
 
 staticcheck:
 	$(STATICCHECK) ./...
+
+# tidy fails when go mod tidy would change go.mod or go.sum (of the library
+# or of tools/): requirements are what the code imports, nothing more.
+tidy:
+	$(GO) mod tidy -diff
+	cd tools && $(GO) mod tidy -diff
+
+# embedcheck builds a throw-away module that imports ioring, usb and minidrv
+# from this checkout and fails if the project's tools reach its module graph.
+embedcheck:
+	GO=$(GO) internal/check/embedcheck.sh
 
 # gotest runs every host suite; the TestScanimage suites (the real scanimage
 # driving the eSCL front end) run on their own with -v, so that the log lists
