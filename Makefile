@@ -80,7 +80,7 @@ cross:
 
 # bench runs every suite (-tags liburing when liburing-dev is installed),
 # -count 6 -benchtime 500ms, keeps the raw output in
-# bench/results/<date>-<time>.txt and prints `go tool benchstat -col /impl`.
+# bench/results/<date>-<time>.txt and prints `benchstat -col /impl`.
 bench: deps
 	GO=$(GO) bench/run.sh full
 
