@@ -72,11 +72,18 @@ gotest:
 	$(GO) test -race -timeout 15m -skip '^TestScanimage' ./...
 	$(GO) test -race -timeout 10m -count=1 -v -run '^TestScanimage' ./minidrv/escl/ ./cmd/scand/ | grep -E '^(=== RUN|--- |ok|FAIL|PASS|panic)'
 
-# cross keeps the platform splits honest: other Linux architectures, and
-# builds without cgo (no gousb, no liburing baseline).
+# cross keeps the platform splits honest: every package, tests included
+# (go vet type-checks them), builds for 64-bit and 32-bit Linux and for
+# systems without a backend (where ioring.New fails with ErrNotSupported),
+# all without cgo (no gousb, no liburing baseline).
+CROSS ?= linux/amd64 linux/arm64 linux/386 linux/arm linux/riscv64 darwin/arm64 windows/amd64 freebsd/amd64
+
 cross:
-	GOARCH=arm64 $(GO) vet ./...
-	CGO_ENABLED=0 $(GO) build ./...
+	@set -e; for t in $(CROSS); do \
+		echo "cross: $$t"; \
+		CGO_ENABLED=0 GOOS=$${t%/*} GOARCH=$${t#*/} $(GO) vet ./...; \
+		CGO_ENABLED=0 GOOS=$${t%/*} GOARCH=$${t#*/} $(GO) build ./...; \
+	done
 
 # bench runs every suite (-tags liburing when liburing-dev is installed),
 # -count 6 -benchtime 500ms, keeps the raw output in
