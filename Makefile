@@ -1,8 +1,9 @@
 # cancelio: build, test and benchmark targets.
 #
 #   make test         gofmt, go vet, staticcheck, go mod tidy -diff, the embedder
-#                     check, cross-builds, go test -race ./..., and the USB
-#                     suites in a QEMU guest (make test-usbvm)
+#                     check, the documentation's links, cross-builds,
+#                     go test -race ./..., and the USB suites in a QEMU guest
+#                     (make test-usbvm)
 #   make bench        the benchmark suites, read with benchstat (about 5 minutes)
 #   make bench-quick  the same, shorter (about 1 minute)
 #   make test-usbvm   the usb tests inside a QEMU guest with a real USB stack
@@ -24,7 +25,7 @@ DEB_PKGS    ?= gcc pkg-config libusb-1.0-0-dev liburing-dev sane-utils sane-airs
 
 USBVM_EXEC  ?= $(shell $(GO) env GOPATH)/bin/usbvm-exec
 
-.PHONY: all deps test fmt vet staticcheck tidy embedcheck gotest bench bench-quick usbvm-setup test-usbvm cross
+.PHONY: all deps test fmt vet staticcheck tidy embedcheck links gotest bench bench-quick usbvm-setup test-usbvm cross
 
 all: test
 
@@ -42,7 +43,7 @@ deps:
 
 # test is the whole gate: the host suites, then the USB suites inside a QEMU
 # guest with a real Linux USB stack (set up on first use, cached after).
-test: deps fmt vet staticcheck tidy embedcheck cross gotest test-usbvm
+test: deps fmt vet staticcheck tidy embedcheck links cross gotest test-usbvm
 
 fmt:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
@@ -64,6 +65,12 @@ tidy:
 # from this checkout and fails if the project's tools reach its module graph.
 embedcheck:
 	GO=$(GO) internal/check/embedcheck.sh
+
+# links checks that every relative link in README.md, docs/ and the other
+# Markdown files, and every Markdown file a Go comment names, resolves inside
+# the repository (internal/check; go test ./... runs it too).
+links:
+	$(GO) test -count=1 ./internal/check/
 
 # gotest runs every host suite; the TestScanimage suites (the real scanimage
 # driving the eSCL front end) run on their own with -v, so that the log lists
