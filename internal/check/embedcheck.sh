@@ -35,6 +35,7 @@ func main() {}
 SRC
 
 cd "$tmp"
+export GOWORK=off # the throw-away module alone, whatever go.work surrounds it
 "$GO" mod tidy >/dev/null
 "$GO" build -o /dev/null .
 mods=$("$GO" list -m all)
