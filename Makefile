@@ -1,7 +1,9 @@
 # cancelio: build, test and benchmark targets.
 #
-#   make test         gofmt, go vet, staticcheck, go test -race ./..., and the
-#                     USB suites in a QEMU guest (make test-usbvm)
+#   make test         gofmt, go vet, staticcheck, go mod tidy -diff, the embedder
+#                     check, the documentation's links, cross-builds,
+#                     go test -race ./..., and the USB suites in a QEMU guest
+#                     (make test-usbvm)
 #   make bench        the benchmark suites, read with benchstat (about 5 minutes)
 #   make bench-quick  the same, shorter (about 1 minute)
 #   make test-usbvm   the usb tests inside a QEMU guest with a real USB stack
@@ -12,14 +14,18 @@ SHELL       := /bin/bash
 .SHELLFLAGS := -o pipefail -c
 
 GO          ?= go
-STATICCHECK ?= $(GO) tool staticcheck
+# The project's own tools (staticcheck, benchstat) are pinned in tools/go.mod,
+# a module of their own, so that they never enter the module graph of a
+# program that imports cancelio.
+GOTOOL      ?= $(GO) tool -modfile=tools/go.mod
+STATICCHECK ?= $(GOTOOL) staticcheck
 # Debian packages the project builds and tests against (cgo: libusb for the
 # gousb backend, liburing for the C baseline of the benchmarks).
 DEB_PKGS    ?= gcc pkg-config libusb-1.0-0-dev liburing-dev sane-utils sane-airscan
 
 USBVM_EXEC  ?= $(shell $(GO) env GOPATH)/bin/usbvm-exec
 
-.PHONY: all deps test fmt vet staticcheck gotest bench bench-quick usbvm-setup test-usbvm cross
+.PHONY: all deps test fmt vet staticcheck tidy embedcheck links gotest bench bench-quick usbvm-setup test-usbvm cross cross-all
 
 all: test
 
@@ -37,7 +43,7 @@ deps:
 
 # test is the whole gate: the host suites, then the USB suites inside a QEMU
 # guest with a real Linux USB stack (set up on first use, cached after).
-test: deps fmt vet staticcheck cross gotest test-usbvm
+test: deps fmt vet staticcheck tidy embedcheck links cross gotest test-usbvm
 
 fmt:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
@@ -49,6 +55,23 @@ vet:
 staticcheck:
 	$(STATICCHECK) ./...
 
+# tidy fails when go mod tidy would change go.mod or go.sum (of the library
+# or of tools/): requirements are what the code imports, nothing more.
+tidy:
+	$(GO) mod tidy -diff
+	cd tools && $(GO) mod tidy -diff
+
+# embedcheck builds a throw-away module that imports ioring, usb and minidrv
+# from this checkout and fails if the project's tools reach its module graph.
+embedcheck:
+	GO=$(GO) internal/check/embedcheck.sh
+
+# links checks that every relative link in README.md, docs/ and the other
+# Markdown files, and every Markdown file a Go comment names, resolves inside
+# the repository (internal/check; go test ./... runs it too).
+links:
+	$(GO) test -count=1 ./internal/check/
+
 # gotest runs every host suite; the TestScanimage suites (the real scanimage
 # driving the eSCL front end) run on their own with -v, so that the log lists
 # each of them passing (or skipped, where scanimage is missing).
@@ -56,15 +79,34 @@ gotest:
 	$(GO) test -race -timeout 15m -skip '^TestScanimage' ./...
 	$(GO) test -race -timeout 10m -count=1 -v -run '^TestScanimage' ./minidrv/escl/ ./cmd/scand/ | grep -E '^(=== RUN|--- |ok|FAIL|PASS|panic)'
 
-# cross keeps the platform splits honest: other Linux architectures, and
-# builds without cgo (no gousb, no liburing baseline).
+# cross keeps the platform splits honest: every package, tests included
+# (go vet type-checks them), builds for 64-bit and 32-bit Linux and for
+# systems without a backend (where ioring.New fails with ErrNotSupported),
+# all without cgo (no gousb, no liburing baseline).
+CROSS ?= linux/amd64 linux/arm64 linux/386 linux/arm linux/riscv64 darwin/arm64 windows/amd64 freebsd/amd64
+
 cross:
-	GOARCH=arm64 $(GO) vet ./...
-	CGO_ENABLED=0 $(GO) build ./...
+	@set -e; for t in $(CROSS); do \
+		echo "cross: $$t"; \
+		CGO_ENABLED=0 GOOS=$${t%/*} GOARCH=$${t#*/} $(GO) vet ./...; \
+		CGO_ENABLED=0 GOOS=$${t%/*} GOARCH=$${t#*/} $(GO) build ./...; \
+	done
+
+# cross-all type-checks every package and its tests for every platform
+# `go tool dist list` names (slow: each target compiles the standard
+# library; not part of make test). Plan 9 is left out: its syscall package
+# has no Errno, which ioring's IOError and usbsim's error mapping use. So is
+# iOS, where the go command insists on cgo's external linker even for vet;
+# darwin checks the same files.
+cross-all:
+	@set -e; for t in $$($(GO) tool dist list | grep -v '^plan9/\|^ios/'); do \
+		echo "cross-all: $$t"; \
+		CGO_ENABLED=0 GOOS=$${t%/*} GOARCH=$${t#*/} $(GO) vet ./...; \
+	done
 
 # bench runs every suite (-tags liburing when liburing-dev is installed),
 # -count 6 -benchtime 500ms, keeps the raw output in
-# bench/results/<date>-<time>.txt and prints `go tool benchstat -col /impl`.
+# bench/results/<date>-<time>.txt and prints `benchstat -col /impl`.
 bench: deps
 	GO=$(GO) bench/run.sh full
 

@@ -91,7 +91,7 @@
 //
 // Run them with `make bench` (or bench/run.sh) and compare the columns with
 //
-//	go tool benchstat -col /impl results.txt
+//	go tool -modfile=tools/go.mod benchstat -col /impl results.txt
 //
 // go test without -bench runs small correctness tests of every registered
 // impl on every workload it supports.

@@ -17,7 +17,8 @@
 # adds the impl=liburing column (the physical limit). BENCH selects suites
 # (a -bench regexp, default "."); GO picks the go command. The raw output is
 # kept in bench/results/<UTC date>-<time>.txt (or $BENCH_OUT), then
-# summarized with `go tool benchstat -col /impl`.
+# summarized with benchstat -col /impl (pinned in tools/go.mod, outside the
+# library's module graph).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -47,4 +48,4 @@ out=${BENCH_OUT:-bench/results/$(date -u +%Y%m%d-%H%M%S).txt}
 	-timeout 60m "$@" ./bench/ | tee "$out"
 echo
 echo "raw results in $out"
-"$GO" tool benchstat -col /impl "$out"
+"$GO" tool -modfile=tools/go.mod benchstat -col /impl "$out"

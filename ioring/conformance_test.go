@@ -1,3 +1,5 @@
+//go:build linux
+
 package ioring
 
 import (
@@ -15,9 +17,10 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// The conformance suite: every clause of the cancellation contract
-// (DESIGN.md), each its own test, run against every backend as subtests
-// named backend=uring and backend=poll.
+// The conformance suite: every clause of the cancellation contract (the
+// package doc, and docs/contract.md at the repository root), each its own
+// test, run against every backend as subtests named backend=uring and
+// backend=poll.
 
 var backends = []Backend{BackendURing, BackendPoll}
 

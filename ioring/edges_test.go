@@ -152,9 +152,10 @@ func TestConformanceFDRange(t *testing.T) {
 	forEachBackend(t, 8, func(t *testing.T, r *Ring) {
 		rd, wr := pipe(t)
 		big := int(int64(1)<<32 | int64(wr))
+		over := int64(math.MaxInt32) + 1 // a variable: the constant overflows int where int is 32 bits
 		for _, op := range []Op{
 			Write(big, []byte("x"), -1), Read(big, make([]byte, 1), -1),
-			Writev(math.MaxInt32+1, [][]byte{[]byte("x")}, -1), Poll(big, unix.POLLOUT), Fsync(big),
+			Writev(int(over), [][]byte{[]byte("x")}, -1), Poll(big, unix.POLLOUT), Fsync(big),
 		} {
 			_, err := r.Submit(op)
 			assert.ErrorIs(t, err, ErrInvalid, "%v on fd %d", op.Code(), op.fd)

@@ -7,8 +7,6 @@ import (
 	"os"
 	"strconv"
 	"syscall"
-
-	"golang.org/x/sys/unix"
 )
 
 // cancelError is the error of a canceled request. It wraps ECANCELED so that
@@ -53,7 +51,7 @@ var (
 	// A request ended by a context carries an error that also matches the
 	// context's: errors.Is(err, context.Canceled) or, for a context deadline,
 	// errors.Is(err, context.DeadlineExceeded) (and ErrTimeout).
-	ErrCanceled error = &cancelError{msg: "ioring: operation canceled", wraps: []error{unix.ECANCELED}}
+	ErrCanceled error = &cancelError{msg: "ioring: operation canceled", wraps: []error{eCanceled}}
 
 	// ErrTimeout is the result of a request whose deadline passed first. It
 	// is also a cancel: errors.Is(ErrTimeout, ErrCanceled) holds, and so does

@@ -4,8 +4,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 // Held requests: accepted (stActive) but not in the backend. A request is
@@ -116,7 +114,7 @@ func (r *Ring) runDeferred(kind, key uint64) bool {
 	s.flags.And(^uint32(flHeld | flRetry))
 	if f&flCancelReq != 0 || r.closed.Load() || r.beDead {
 		s.flags.Or(flCancelReq | flNopped)
-		r.complete(idx, -int32(unix.ECANCELED))
+		r.complete(idx, -int32(eCanceled))
 		return true
 	}
 	if s.deadline > 0 && !s.timerDL {
@@ -125,7 +123,7 @@ func (r *Ring) runDeferred(kind, key uint64) bool {
 		left := s.deadline - (time.Since(epoch) - s.start)
 		if left <= 0 {
 			s.flags.Or(flCancelReq | flTimedOut | flNopped)
-			r.complete(idx, -int32(unix.ECANCELED))
+			r.complete(idx, -int32(eCanceled))
 			return true
 		}
 		s.timerDL = true
@@ -133,7 +131,7 @@ func (r *Ring) runDeferred(kind, key uint64) bool {
 	}
 	if err := r.be.submit(idx); err != nil {
 		s.flags.Or(flNopped)
-		r.complete(idx, -int32(unix.EINVAL))
+		r.complete(idx, -int32(eInval))
 		return true
 	}
 	return false
@@ -236,6 +234,6 @@ func (r *Ring) cancelHeld(idx uint32, s *slot, f uint32) bool {
 	}
 	s.flags.And(^uint32(flHeld))
 	s.flags.Or(flNopped)
-	r.complete(idx, -int32(unix.ECANCELED))
+	r.complete(idx, -int32(eCanceled))
 	return true
 }

@@ -65,7 +65,7 @@ type opDesc struct {
 	timerDeadline bool
 }
 
-var opDescs = [...]opDesc{
+var opDescs = [numOps]opDesc{
 	OpNop:     {name: "nop"},
 	OpRead:    {name: "read", args: argFD | argBuf | argOff},
 	OpWrite:   {name: "write", args: argFD | argBuf | argOff, write: true},
@@ -92,7 +92,7 @@ var opDescs = [...]opDesc{
 }
 
 // numOps bounds the opcodes: every valid one is below it.
-const numOps = len(opDescs)
+const numOps = int(OpWriteFixed) + 1 // the last opcode + 1
 
 // desc returns o's descriptor; o must be valid (0 < o < numOps).
 func (o Opcode) desc() *opDesc { return &opDescs[o] }

@@ -1,3 +1,5 @@
+//go:build linux
+
 package ioring
 
 import (
@@ -235,7 +237,7 @@ func opCases(fixed []byte) []opCase {
 			},
 			invalid: func(t *testing.T) []Op {
 				a, _ := socketpair(t, unix.SOCK_STREAM)
-				return []Op{Recv(-1, make([]byte, 1), 0), Recv(a, nil, 0), Recv(1<<40, make([]byte, 1), 0)}
+				return []Op{Recv(-1, make([]byte, 1), 0), Recv(a, nil, 0), Recv(hugeFD, make([]byte, 1), 0)}
 			},
 		},
 		{
@@ -565,7 +567,7 @@ func opCases(fixed []byte) []opCase {
 					unix.Close(fd)
 				}
 			},
-			invalid: func(t *testing.T) []Op { return []Op{Close(-1), Close(1 << 33)} },
+			invalid: func(t *testing.T) []Op { return []Op{Close(-1), Close(hugeFD)} },
 		},
 		{
 			name: "statx", code: OpStatx,
@@ -757,3 +759,13 @@ func TestPollQueuedOpenCanceled(t *testing.T) {
 	_, err = os.Stat(never)
 	assert.ErrorIs(t, err, os.ErrNotExist, "the canceled open never ran")
 }
+
+// hugeFD is an fd number no kernel fd can have: above MaxInt32 where int is
+// 64 bits (it would be truncated), negative where it is 32.
+var hugeFD = func() int {
+	if strconv.IntSize == 64 {
+		big := int64(1)<<40 | 3
+		return int(big)
+	}
+	return -5
+}()

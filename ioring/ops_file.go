@@ -50,7 +50,7 @@ func Statx(dirfd int, path string, flags int, mask int, st *unix.Statx_t) Op {
 // errnoRestartSys is the kernel's internal ERESTARTSYS, which io_uring
 // lets out when it interrupts an open blocked in one of its workers (a FIFO
 // waiting for its other end) to cancel it.
-const errnoRestartSys = unix.Errno(512)
+const errnoRestartSys sysErrno = 512
 
 // cString returns s with a terminating NUL.
 func cString(s string) []byte {

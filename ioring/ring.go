@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/cancelio/cancelio/ioring/internal/cq"
-	"golang.org/x/sys/unix"
 )
 
 // Backend names the mechanism beneath a Ring.
@@ -139,7 +138,16 @@ const maxRetries = 8
 //	                              and nobody else can reach it, so there is no
 //	                              taker to race with and no stDelivering
 //	stActive -> stFree            enqueue failed: the request never started
+//
+// The fields live in slotFields; slot adds the padding that rounds it up to
+// whole cache lines (slotPad, computed in slot_unsafe.go).
 type slot struct {
+	slotFields
+	_ [slotPad]byte
+}
+
+// slotFields is a slot without its padding (see slot).
+type slotFields struct {
 	// Hot: every request reads or writes these, so they come first and
 	// share as few cache lines as possible (the slab is page-aligned once
 	// it is large, and slotPad keeps each slot on whole lines).
@@ -183,11 +191,9 @@ type slot struct {
 	ordNext int32
 	start   time.Duration // since epoch, at submission, for requests with a deadline
 	panicE  *HookPanicError
-	iov     []unix.Iovec
-	ts      [2]unix.Timespec // OpTimeout's duration, the linked timeout's
-	wake    chan struct{}    // cap 1: completion of an awaited request
-
-	_ [slotPad]byte
+	iov     []iovec
+	ts      [2]timespec   // OpTimeout's duration, the linked timeout's
+	wake    chan struct{} // cap 1: completion of an awaited request
 }
 
 // keyState returns the slot's current key and state.
@@ -211,13 +217,6 @@ func (s *slot) set(key uint64, st uint32) { s.ks.Store(uint64(st)<<stShift | key
 func (s *slot) move(key uint64, from, to uint32) bool {
 	return s.ks.CompareAndSwap(uint64(from)<<stShift|key, uint64(to)<<stShift|key)
 }
-
-// slotPad rounds a slot up to whole 64-byte cache lines.
-const slotPad = (64 - slotSize%64) % 64
-
-// slotSize is the size of a slot's fields; slot_unsafe.go fails the build
-// when it is out of date.
-const slotSize = 296
 
 // backend is the mechanism beneath a Ring: io_uring, or epoll plus workers.
 // The Ring owns slots, tokens, the completion queue and the contract; a
@@ -485,11 +484,11 @@ func (r *Ring) fill(s *slot, op *Op, awaited bool) {
 	// it reachable until delivery (see "Buffers" in the package doc).
 	if len(op.bufs) > 0 {
 		if cap(s.iov) < len(op.bufs) {
-			s.iov = make([]unix.Iovec, len(op.bufs))
+			s.iov = make([]iovec, len(op.bufs))
 		}
 		s.iov = s.iov[:len(op.bufs)]
 		for i, b := range op.bufs {
-			s.iov[i] = unix.Iovec{}
+			s.iov[i] = iovec{}
 			if len(b) > 0 {
 				s.iov[i].Base = &b[0]
 				s.iov[i].SetLen(len(b))
@@ -656,7 +655,7 @@ func (r *Ring) enqueue(s *slot, idx uint32, key uint64, ordered bool) (bool, err
 			}
 			s.flags.Store(why | flNopped)
 			s.set(key, stActive)
-			r.complete(idx, -int32(unix.ECANCELED))
+			r.complete(idx, -int32(eCanceled))
 			return true, nil
 		}
 		t.link(r, idx)
@@ -872,18 +871,18 @@ func (s *slot) result() (int, error) {
 	if res >= 0 {
 		return int(res), nil
 	}
-	errno := unix.Errno(-res)
+	errno := sysErrno(-res)
 	switch {
-	case errno == unix.ECANCELED && f&(flCancelReq|flTimedOut) != 0:
+	case errno == eCanceled && f&(flCancelReq|flTimedOut) != 0:
 		return 0, cancelErr(f)
-	case errno == unix.ETIME && s.code == OpTimeout:
+	case errno == eTime && s.code == OpTimeout:
 		return 0, nil // the timer ran its course
-	case (errno == unix.EINTR || errno == errnoRestartSys) && f&flCancelReq != 0:
+	case (errno == eIntr || errno == errnoRestartSys) && f&flCancelReq != 0:
 		// A blocking open interrupted in io_uring's workers reports the
 		// kernel's internal ERESTARTSYS (ops_file.go).
 		return 0, cancelErr(f)
 	case errno == errnoRestartSys:
-		errno = unix.EINTR
+		errno = eIntr
 	}
 	// ECANCELED that nobody asked for is the file's own result (a
 	// timerfd's, say): only a request we canceled completes as ErrCanceled.
@@ -918,7 +917,7 @@ func ctxFlags(ctx context.Context) uint32 {
 // isCancel reports whether a foreign transport's error says the operation
 // was canceled (ErrCanceled, ErrTimeout, or a wrapped ECANCELED).
 func isCancel(err error) bool {
-	return errors.Is(err, ErrCanceled) || errors.Is(err, unix.ECANCELED)
+	return errors.Is(err, ErrCanceled) || errors.Is(err, eCanceled)
 }
 
 // take delivers slot idx (state stDelivering, claimed by the caller) and

@@ -2,6 +2,16 @@ package ioring
 
 import "unsafe"
 
-// A slot covers whole cache lines, so that its hot fields span as few as
-// they can (see slotPad): the build fails here when slotSize is stale.
+// slotPad rounds a slot up to whole 64-byte cache lines, so that its hot
+// fields span as few lines as they can. It is computed from the fields'
+// size on the target, which differs between 64-bit and 32-bit platforms
+// (pointers, slices and ints halve; atomic.Uint64 stays 8-aligned).
+//
+// It is never 0: Go pads a struct whose last field has size zero by one
+// more word (so that the field's address stays inside the struct), which
+// would push the slot past the line. Where the fields fill whole lines
+// exactly (netbsd/arm today), the price is one line of padding.
+const slotPad = 64 - unsafe.Sizeof(slotFields{})%64
+
+// A padded slot covers whole cache lines on every platform.
 var _ [0]byte = [unsafe.Sizeof(slot{}) % 64]byte{}

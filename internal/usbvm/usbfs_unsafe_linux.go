@@ -15,20 +15,25 @@ import (
 
 // usbfs ioctls, from <linux/usbdevice_fs.h>: the arguments of USBFSUint.
 const (
-	ioctlBulk                = 0xc0185502 // _IOWR('U', 2, struct usbdevfs_bulktransfer)
 	USBDevFSClaimInterface   = 0x8004550f // _IOR('U', 15, unsigned int)
 	USBDevFSReleaseInterface = 0x80045510 // _IOR('U', 16, unsigned int)
 	USBDevFSClearHalt        = 0x80045515 // _IOR('U', 21, unsigned int)
 )
 
-// bulkTransfer is struct usbdevfs_bulktransfer.
+// ioctlBulk is USBDEVFS_BULK, _IOWR('U', 2, struct usbdevfs_bulktransfer).
+const ioctlBulk = 0xc0005502 | unsafe.Sizeof(bulkTransfer{})<<16
+
+// bulkTransfer is struct usbdevfs_bulktransfer. Go aligns data as C does,
+// so the struct is 24 bytes on 64-bit platforms (4 bytes of padding before
+// data) and 16 on 32-bit ones; the ioctl number carries that size. (_IOWR's
+// direction bits, 3<<30, are the same value as the 6<<29 of mips, powerpc
+// and sparc.)
 type bulkTransfer struct {
 	ep, len, timeout uint32 // timeout in ms
-	_                uint32
 	data             unsafe.Pointer
 }
 
-var _ [24]byte = [unsafe.Sizeof(bulkTransfer{})]byte{} // struct usbdevfs_bulktransfer is 24 bytes
+var _ [16 + 8*(unsafe.Sizeof(uintptr(0))/8)]byte = [unsafe.Sizeof(bulkTransfer{})]byte{} // struct usbdevfs_bulktransfer: 24 bytes (64-bit), 16 (32-bit)
 
 // USBFSBulk runs one synchronous bulk or interrupt transfer on endpoint ep
 // of the usbfs device fd and returns the bytes moved. A timed-out transfer

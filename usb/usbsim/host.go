@@ -106,7 +106,7 @@ func MapError(err error) error {
 	case err == nil:
 		return nil
 	case errors.Is(err, syscall.EPIPE), errors.Is(err, syscall.ECONNRESET),
-		errors.Is(err, syscall.ENOTCONN), errors.Is(err, syscall.ESHUTDOWN):
+		errors.Is(err, syscall.ENOTCONN), errors.Is(err, errShutdown):
 		return ErrNoDevice
 	}
 	return err

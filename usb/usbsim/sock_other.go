@@ -3,12 +3,12 @@
 package usbsim
 
 import (
-	"errors"
+	"fmt"
 	"net"
 )
 
 // errNotSupported: the simulator needs Linux SOCK_SEQPACKET socketpairs.
-var errNotSupported = errors.New("usbsim: not supported on this platform")
+var errNotSupported = fmt.Errorf("usbsim: socketpair endpoints need Linux SOCK_SEQPACKET: %w", ErrNotSupported)
 
 func socketPair(int) (int, *net.UnixConn, int, error) { return -1, nil, 0, errNotSupported }
 

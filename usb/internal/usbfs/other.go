@@ -17,6 +17,8 @@ var errPlatform = fmt.Errorf("usbfs: only on Linux amd64, arm64, riscv64 and loo
 type Config struct {
 	Ring       *ioring.Ring
 	MaxURBSize int
+	Depth      int
+	MapError   func(error) error
 }
 
 // TransferOptions qualify one transfer.
@@ -79,6 +81,12 @@ func (d *Device) ControlEndpoint() *Endpoint { return &Endpoint{} }
 // Endpoint fails on this platform.
 func (d *Device) Endpoint(addr uint8) (*Endpoint, error) { return nil, errPlatform }
 
+// CancelAll does nothing on this platform.
+func (d *Device) CancelAll() {}
+
+// String describes the device for logs.
+func (d *Device) String() string { return "usbfs (not supported here)" }
+
 // Close fails on this platform.
 func (d *Device) Close() error { return errPlatform }
 
@@ -98,6 +106,12 @@ func (e *Endpoint) Read(ctx context.Context, buf []byte) (int, error) { return 0
 
 // Write fails on this platform.
 func (e *Endpoint) Write(ctx context.Context, buf []byte) (int, error) { return 0, errPlatform }
+
+// Pending returns 0 on this platform.
+func (e *Endpoint) Pending() int { return 0 }
+
+// String describes the endpoint.
+func (e *Endpoint) String() string { return e.Desc.String() }
 
 // ClearHalt fails on this platform.
 func (e *Endpoint) ClearHalt() error { return errPlatform }

@@ -1,0 +1,21 @@
+//go:build !linux
+
+package ioring
+
+import (
+	"errors"
+	"fmt"
+	"runtime"
+)
+
+// errNoBackend is what New returns on a platform without a backend: both
+// of ioring's backends (io_uring, and epoll with workers) are Linux only.
+var errNoBackend = fmt.Errorf("%w: no ioring backend for %s (io_uring and epoll are Linux only)", ErrNotSupported, runtime.GOOS)
+
+func newURing(*Ring, uint32) (backend, error) { return nil, errNoBackend }
+
+func newPoll(*Ring) (backend, error) { return nil, errNoBackend }
+
+// uringUnavailable reports whether err means io_uring is missing, so that
+// BackendAuto falls back to the poll backend (here, to its error as well).
+func uringUnavailable(err error) bool { return errors.Is(err, ErrNotSupported) }
