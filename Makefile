@@ -4,7 +4,7 @@
 #                     check, the documentation's links, cross-builds,
 #                     go test -race ./..., and the USB suites in a QEMU guest
 #                     (make test-usbvm)
-#   make bench        the benchmark suites, read with benchstat (about 5 minutes)
+#   make bench        the benchmark suites, read with benchstat (about 10 minutes)
 #   make bench-quick  the same, shorter (about 1 minute)
 #   make test-usbvm   the usb tests inside a QEMU guest with a real USB stack
 
