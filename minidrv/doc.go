@@ -1,5 +1,7 @@
 // Package minidrv is a WIA-style scanner minidriver whose CancelPendingIO
-// cancels every current I/O operation at once and returns the driver to idle.
+// cancels every current I/O operation at once and returns as soon as each
+// has completed, with the driver Locked again (the WIA lock is the
+// application's; Unlock takes it to Idle).
 //
 // Driver mirrors IWiaMiniDrv over a usb.Device and an ioring.Ring:
 // Initialize, Lock, ReadItemProperties, ValidateItemProperties,
