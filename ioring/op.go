@@ -48,7 +48,7 @@ const (
 
 // opDesc is what the ring knows about an operation on every platform: its
 // name, the arguments it takes (which check validates) and its direction.
-// How it runs on each backend is its opImpl (ops_linux.go), in an array
+// How it runs on each backend is its opImpl (ops_unsafe.go), in an array
 // indexed like this one: adding an opcode is a constant, one opDesc, one
 // opImpl, and their tests.
 type opDesc struct {
