@@ -697,3 +697,48 @@ func TestConformanceBufferSurvivesGC(t *testing.T) {
 		assert.False(t, freed.Load(), "collected before delivery")
 	})
 }
+
+// Canceling allocates nothing in steady state: a token's cancel of pending
+// reads, their delivery and the token's reuse.
+func TestConformanceCancelZeroAllocs(t *testing.T) {
+	forEachBackend(t, 16, func(t *testing.T, r *Ring) {
+		const n = 8
+		fds := make([]int, n)
+		bufs := make([][]byte, n)
+		for i := range fds {
+			fds[i], _ = pipe(t)
+			bufs[i] = make([]byte, 8)
+		}
+		tok := r.NewToken()
+		var cs [n]Completion
+		cycle := func() {
+			for i := range fds {
+				if _, err := r.Submit(Read(fds[i], bufs[i], -1).WithToken(tok)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := tok.Cancel(); err != nil {
+				t.Fatal(err)
+			}
+			for got := 0; got < n; {
+				k, err := r.Reap(cs[got:], 10*time.Second)
+				if err != nil || k == 0 {
+					t.Fatalf("reap: %d, %v", k, err)
+				}
+				for _, c := range cs[got : got+k] {
+					if !errors.Is(c.Err, ErrCanceled) {
+						t.Fatalf("completion %v, want ErrCanceled", c.Err)
+					}
+				}
+				got += k
+			}
+			if err := tok.Reset(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for i := 0; i < 4; i++ {
+			cycle() // warm up: every slot used once
+		}
+		assert.Zero(t, testing.AllocsPerRun(20, cycle), "allocations per cancel cycle")
+	})
+}

@@ -54,11 +54,17 @@ type ringStats struct {
 
 // noteErr counts a delivered completion's error, when it is a cancel.
 func (st *ringStats) noteErr(err error) {
-	ce, ok := err.(*cancelError)
-	if !ok && !errors.As(err, &ce) {
+	// errors.Is, not errors.As: As needs its target on the heap, which
+	// would allocate on every canceled completion.
+	timeout := false
+	if ce, ok := err.(*cancelError); ok {
+		timeout = ce.timeout
+	} else if errors.Is(err, ErrTimeout) {
+		timeout = true
+	} else if !errors.Is(err, ErrCanceled) {
 		return
 	}
-	if ce.timeout {
+	if timeout {
 		st.timedOut.Add(1)
 	} else {
 		st.canceled.Add(1)
