@@ -56,10 +56,10 @@ var errNoLibusbBuild = fmt.Errorf("backend libusb: %w: built without cgo", iorin
 func List() ([]DeviceDesc, error) {
 	name := backendName("")
 	if err := checkBackend(name); err != nil {
-		return nil, fmt.Errorf("usb: list: %w", err)
+		return nil, errorf("usb: list: %w", err)
 	}
 	if err := haveUSB(); err != nil {
-		return nil, fmt.Errorf("usb: list: %w", err)
+		return nil, errorf("usb: list: %w", err)
 	}
 	if name == backendLibusb {
 		return libusbList()
@@ -88,20 +88,20 @@ func Open(ring *ioring.Ring, vid, pid uint16, opts ...Option) (*Device, error) {
 	o := collect(opts)
 	name := backendName(o.backend)
 	if err := checkBackend(name); err != nil {
-		return nil, fmt.Errorf("usb: open %04x:%04x: %w", vid, pid, err)
+		return nil, errorf("usb: open %04x:%04x: %w", vid, pid, err)
 	}
 	if ring == nil {
-		return nil, fmt.Errorf("usb: open %04x:%04x: %w: nil ring", vid, pid, ioring.ErrInvalid)
+		return nil, errorf("usb: open %04x:%04x: %w: nil ring", vid, pid, ioring.ErrInvalid)
 	}
 	if o.config < 0 || o.config > 255 || o.iface < 0 || o.iface > 255 || o.alt < 0 || o.alt > 255 || o.bus < 0 || o.addr < 0 {
-		return nil, fmt.Errorf("usb: open %04x:%04x: %w: configuration %d, interface %d, alternate setting %d, bus %d, address %d out of range",
+		return nil, errorf("usb: open %04x:%04x: %w: configuration %d, interface %d, alternate setting %d, bus %d, address %d out of range",
 			vid, pid, ioring.ErrInvalid, o.config, o.iface, o.alt, o.bus, o.addr)
 	}
 	if name == backendLibusb {
 		return libusbOpen(ring, vid, pid, o)
 	}
 	if err := haveUSB(); err != nil {
-		return nil, fmt.Errorf("usb: open %04x:%04x: %w", vid, pid, err)
+		return nil, errorf("usb: open %04x:%04x: %w", vid, pid, err)
 	}
 	return usbfsOpen(ring, vid, pid, o)
 }

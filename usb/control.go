@@ -3,7 +3,6 @@ package usb
 import (
 	"context"
 	"encoding/binary"
-	"fmt"
 	"unicode/utf16"
 
 	"github.com/cancelio/cancelio/ioring"
@@ -107,7 +106,7 @@ func (d *Device) StartControl(buf []byte, x Xfer) (ioring.Request, error) {
 func (d *Device) submitControl(buf []byte, x Xfer, wait bool) (ioring.Request, error) {
 	s, ok := ParseSetup(buf)
 	if !ok || len(buf) < SetupSize+int(s.Length) {
-		return ioring.Request{}, fmt.Errorf("usb: control transfer: %w: %d bytes, fewer than the setup packet and its wLength", ioring.ErrInvalid, len(buf))
+		return ioring.Request{}, errorf("usb: control transfer: %w: %d bytes, fewer than the setup packet and its wLength", ioring.ErrInvalid, len(buf))
 	}
 	d.mu.RLock()
 	defer d.mu.RUnlock()
@@ -126,7 +125,7 @@ func (d *Device) submitControl(buf []byte, x Xfer, wait bool) (ioring.Request, e
 // it returns. data may hold at most 65535 bytes.
 func (d *Device) Control(ctx context.Context, s Setup, data []byte) (int, error) {
 	if len(data) > 0xffff {
-		return 0, fmt.Errorf("usb: control transfer: %w: %d bytes of data, more than wLength can say", ioring.ErrInvalid, len(data))
+		return 0, errorf("usb: control transfer: %w: %d bytes of data, more than wLength can say", ioring.ErrInvalid, len(data))
 	}
 	s.Length = uint16(len(data))
 	buf := make([]byte, SetupSize+len(data))
@@ -167,7 +166,7 @@ func (d *Device) GetStatus(ctx context.Context, recipient uint8, index uint16) (
 		return 0, err
 	}
 	if n != 2 {
-		return 0, fmt.Errorf("usb: GET_STATUS: %d bytes, want 2", n)
+		return 0, errorf("usb: GET_STATUS: %d bytes, want 2", n)
 	}
 	return binary.LittleEndian.Uint16(b[:]), nil
 }
@@ -178,7 +177,7 @@ func (d *Device) GetStatus(ctx context.Context, recipient uint8, index uint16) (
 // ioring.ErrInvalid.
 func (d *Device) StringDescriptor(ctx context.Context, index uint8) (string, error) {
 	if index == 0 {
-		return "", fmt.Errorf("usb: string descriptor 0: %w: it lists the languages", ioring.ErrInvalid)
+		return "", errorf("usb: string descriptor 0: %w: it lists the languages", ioring.ErrInvalid)
 	}
 	var b [255]byte
 	n, err := d.Control(ctx, Setup{RequestType: RequestIn, Request: reqGetDescriptor, Value: descString << 8}, b[:])
@@ -186,7 +185,7 @@ func (d *Device) StringDescriptor(ctx context.Context, index uint8) (string, err
 		return "", err
 	}
 	if n < 4 || b[1] != descString {
-		return "", fmt.Errorf("usb: string descriptor 0: %d bytes, no language", n)
+		return "", errorf("usb: string descriptor 0: %d bytes, no language", n)
 	}
 	lang := binary.LittleEndian.Uint16(b[2:])
 	n, err = d.Control(ctx, Setup{RequestType: RequestIn, Request: reqGetDescriptor, Value: descString<<8 | uint16(index), Index: lang}, b[:])
@@ -194,7 +193,7 @@ func (d *Device) StringDescriptor(ctx context.Context, index uint8) (string, err
 		return "", err
 	}
 	if n < 2 || b[1] != descString || int(b[0]) > n {
-		return "", fmt.Errorf("usb: string descriptor %d: malformed (%d bytes)", index, n)
+		return "", errorf("usb: string descriptor %d: malformed (%d bytes)", index, n)
 	}
 	u := make([]uint16, (int(b[0])-2)/2)
 	for i := range u {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -38,6 +39,30 @@ func (d *Device) Desc() DeviceDesc {
 	return desc
 }
 
+// endpointList names the device's endpoints, for an error about one that
+// is not there.
+func (d *Device) endpointList() string {
+	if len(d.eps) == 0 {
+		return "no endpoints"
+	}
+	var b strings.Builder
+	for i, e := range d.eps {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, "%#02x %v %v", e.desc.Address, e.desc.Type, dirName(e.desc.Address))
+	}
+	return b.String()
+}
+
+// dirName says which way an endpoint address points.
+func dirName(addr uint8) string {
+	if addr&0x80 != 0 {
+		return "IN"
+	}
+	return "OUT"
+}
+
 // Endpoint returns the endpoint at address addr (bit 7 set for IN), or an
 // error wrapping ErrNotFound. The same *Endpoint is returned each time; it
 // stays usable (failing with ErrClosed) after Close.
@@ -47,7 +72,7 @@ func (d *Device) Endpoint(addr uint8) (*Endpoint, error) {
 			return e, nil
 		}
 	}
-	return nil, fmt.Errorf("usb: %v: endpoint %#02x: %w", d.desc, addr, ErrNotFound)
+	return nil, errorf("usb: %v: endpoint %#02x: %w (it has %s)", d.desc, addr, ErrNotFound, d.endpointList())
 }
 
 // ClearHalt clears the halt (stall) of the endpoint at addr, on the device
@@ -194,7 +219,7 @@ func (e *Endpoint) Transfer(ctx context.Context, buf []byte) (int, error) {
 
 func (e *Endpoint) submit(buf []byte, x Xfer, wait bool) (ioring.Request, error) {
 	if e.desc.IsIn() && len(buf) == 0 {
-		return ioring.Request{}, fmt.Errorf("usb: endpoint %#02x: %w: IN transfer without a buffer", e.desc.Address, ioring.ErrInvalid)
+		return ioring.Request{}, errorf("usb: endpoint %#02x: %w: IN transfer without a buffer", e.desc.Address, ioring.ErrInvalid)
 	}
 	d := e.dev
 	d.mu.RLock()

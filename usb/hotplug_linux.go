@@ -3,7 +3,6 @@ package usb
 import (
 	"context"
 	"errors"
-	"fmt"
 	"iter"
 	"os"
 	"strings"
@@ -53,11 +52,11 @@ const (
 // netlink is not available.
 func WatchHotplug(ring *ioring.Ring, f HotplugFilter) (*Hotplug, error) {
 	if ring == nil {
-		return nil, fmt.Errorf("usb: hotplug: %w: nil ring", ioring.ErrInvalid)
+		return nil, errorf("usb: hotplug: %w: nil ring", ioring.ErrInvalid)
 	}
 	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.NETLINK_KOBJECT_UEVENT)
 	if err != nil {
-		return nil, fmt.Errorf("usb: hotplug: uevent socket: %w", err)
+		return nil, errorf("usb: hotplug: uevent socket: %w", err)
 	}
 	if unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, ueventRcvBuf) != nil {
 		_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, ueventRcvBuf)
@@ -65,7 +64,7 @@ func WatchHotplug(ring *ioring.Ring, f HotplugFilter) (*Hotplug, error) {
 	// Group 1: the kernel's own uevents (udev rebroadcasts on group 2).
 	if err := unix.Bind(fd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK, Groups: 1}); err != nil {
 		unix.Close(fd)
-		return nil, fmt.Errorf("usb: hotplug: bind uevent socket: %w", err)
+		return nil, errorf("usb: hotplug: bind uevent socket: %w", err)
 	}
 	return &Hotplug{ring: ring, fd: fd, filter: f, buf: make([]byte, ueventMax), serials: map[string]string{}}, nil
 }
@@ -87,7 +86,7 @@ func (h *Hotplug) Next(ctx context.Context) (HotplugEvent, error) {
 		q, err := h.ring.Start(ioring.Read(h.fd, h.buf, -1))
 		if err != nil {
 			h.qmu.Unlock()
-			return HotplugEvent{}, fmt.Errorf("usb: hotplug: %w", err)
+			return HotplugEvent{}, errorf("usb: hotplug: %w", err)
 		}
 		h.q = q
 		h.qmu.Unlock()
@@ -98,11 +97,11 @@ func (h *Hotplug) Next(ctx context.Context) (HotplugEvent, error) {
 		h.qmu.Unlock()
 		switch {
 		case err != nil:
-			return HotplugEvent{}, fmt.Errorf("usb: hotplug: %w", err)
+			return HotplugEvent{}, errorf("usb: hotplug: %w", err)
 		case closed && errors.Is(c.Err, ErrCanceled):
 			return HotplugEvent{}, ErrClosed
 		case c.Err != nil:
-			return HotplugEvent{}, fmt.Errorf("usb: hotplug: %w", c.Err)
+			return HotplugEvent{}, errorf("usb: hotplug: %w", c.Err)
 		}
 		e, ok := parseUevent(h.buf[:c.N])
 		if !ok {

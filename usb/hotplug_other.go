@@ -4,7 +4,6 @@ package usb
 
 import (
 	"context"
-	"fmt"
 	"iter"
 
 	"github.com/cancelio/cancelio/ioring"
@@ -15,7 +14,7 @@ import (
 type Hotplug struct{}
 
 // errNoHotplug is WatchHotplug's answer where there are no uevents.
-var errNoHotplug = fmt.Errorf("usb: hotplug: %w: needs Linux uevents", ioring.ErrNotSupported)
+var errNoHotplug = errorf("usb: hotplug: %w: needs Linux uevents", ioring.ErrNotSupported)
 
 // WatchHotplug fails with an error wrapping ioring.ErrNotSupported on
 // this platform.

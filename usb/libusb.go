@@ -182,7 +182,7 @@ func newContext() (c *gousb.Context, err error) {
 func libusbList() ([]DeviceDesc, error) {
 	c, err := newContext()
 	if err != nil {
-		return nil, fmt.Errorf("usb: list: %w", err)
+		return nil, errorf("usb: list: %w", err)
 	}
 	defer c.Close()
 	var descs []DeviceDesc
@@ -199,7 +199,7 @@ func libusbList() ([]DeviceDesc, error) {
 		_ = dev.Close()
 	}
 	if err != nil && len(descs) == 0 {
-		return nil, fmt.Errorf("usb: list: %w", err)
+		return nil, errorf("usb: list: %w", err)
 	}
 	return descs, nil
 }
@@ -258,7 +258,7 @@ const haveLibusb = true
 func libusbOpen(ring *ioring.Ring, vid, pid uint16, o options) (*Device, error) {
 	c, err := newContext()
 	if err != nil {
-		return nil, fmt.Errorf("usb: open %04x:%04x: %w", vid, pid, err)
+		return nil, errorf("usb: open %04x:%04x: %w", vid, pid, err)
 	}
 	found := false
 	devs, err := c.OpenDevices(func(d *gousb.DeviceDesc) bool {
@@ -272,9 +272,9 @@ func libusbOpen(ring *ioring.Ring, vid, pid uint16, o options) (*Device, error) 
 	if len(devs) == 0 {
 		_ = c.Close()
 		if err != nil {
-			return nil, fmt.Errorf("usb: open %04x:%04x: %w", vid, pid, libusbError(err))
+			return nil, errorf("usb: open %04x:%04x: %w", vid, pid, libusbError(err))
 		}
-		return nil, fmt.Errorf("usb: open %04x:%04x: %w", vid, pid, ErrNotFound)
+		return nil, errorf("usb: open %04x:%04x: %w", vid, pid, ErrNotFound)
 	}
 	g := &gousbDevice{
 		ctx:     c,
@@ -288,7 +288,7 @@ func libusbOpen(ring *ioring.Ring, vid, pid uint16, o options) (*Device, error) 
 	desc, err := g.open(o)
 	if err != nil {
 		_ = g.close()
-		return nil, fmt.Errorf("usb: open %04x:%04x: %w", vid, pid, libusbError(err))
+		return nil, errorf("usb: open %04x:%04x: %w", vid, pid, libusbError(err))
 	}
 	return newLibusbDevice(ring, desc, g, o.zlp), nil
 }

@@ -104,9 +104,9 @@ func (p *Pump) endpoint(ep EndpointDesc) (*pumpEndpoint, error) {
 		return e, nil
 	}
 	if ep.Type == Control {
-		return nil, fmt.Errorf("usb: control transfers: %w: this backend has no control endpoint", ioring.ErrNotSupported)
+		return nil, errorf("usb: control transfers: %w: this backend has no control endpoint", ioring.ErrNotSupported)
 	}
-	return nil, fmt.Errorf("usb: endpoint %#02x: %w", ep.Address, ErrNotFound)
+	return nil, errorf("usb: endpoint %#02x: %w", ep.Address, ErrNotFound)
 }
 
 // Submit queues a transfer of buf on ep (see Transport.Submit).
@@ -135,7 +135,7 @@ func (p *Pump) Submit(ep EndpointDesc, buf []byte, opt Xfer, wait bool) (ioring.
 	}
 	if err != nil {
 		p.xfers.Done()
-		return ioring.Request{}, fmt.Errorf("usb: endpoint %#02x: %w", e.desc.Address, err)
+		return ioring.Request{}, errorf("usb: endpoint %#02x: %w", e.desc.Address, err)
 	}
 	e.mu.Lock()
 	t.req = q
@@ -205,7 +205,7 @@ func (p *Pump) ClearHalt(ep EndpointDesc) error {
 	e.mu.Lock()
 	if e.head != nil || e.running != nil || e.paused {
 		e.mu.Unlock()
-		return fmt.Errorf("usb: clear halt of %#02x: %w: transfers are pending on it", ep.Address, ioring.ErrInvalid)
+		return errorf("usb: clear halt of %#02x: %w: transfers are pending on it", ep.Address, ioring.ErrInvalid)
 	}
 	e.paused = true
 	e.mu.Unlock()
@@ -234,7 +234,7 @@ func (p *Pump) Reset() error {
 		busy := e.head != nil || e.running != nil || e.paused
 		e.mu.Unlock()
 		if busy {
-			return fmt.Errorf("usb: reset: %w: transfers are pending on %#02x", ioring.ErrInvalid, e.desc.Address)
+			return errorf("usb: reset: %w: transfers are pending on %#02x", ioring.ErrInvalid, e.desc.Address)
 		}
 	}
 	err := p.run.Reset()
@@ -452,7 +452,7 @@ func (t *Transfer) Do(op ioring.Op) (ioring.Completion, error) {
 		if errors.Is(err, ioring.ErrClosed) {
 			return ioring.Completion{Err: ErrCanceled}, nil
 		}
-		return ioring.Completion{}, fmt.Errorf("usb: endpoint %#02x: %w", e.desc.Address, err)
+		return ioring.Completion{}, errorf("usb: endpoint %#02x: %w", e.desc.Address, err)
 	}
 	e.mu.Lock()
 	t.inner = q
@@ -466,7 +466,7 @@ func (t *Transfer) Do(op ioring.Op) (ioring.Completion, error) {
 	t.inner = ioring.Request{}
 	e.mu.Unlock()
 	if err != nil {
-		return ioring.Completion{}, fmt.Errorf("usb: endpoint %#02x: wait: %w", e.desc.Address, err)
+		return ioring.Completion{}, errorf("usb: endpoint %#02x: wait: %w", e.desc.Address, err)
 	}
 	return c, nil
 }

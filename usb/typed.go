@@ -2,7 +2,6 @@ package usb
 
 import (
 	"context"
-	"fmt"
 
 	"github.com/cancelio/cancelio/ioring"
 )
@@ -27,7 +26,7 @@ func (d *Device) InEndpoint(addr uint8) (*InEndpoint, error) {
 		return nil, err
 	}
 	if !e.desc.IsIn() {
-		return nil, fmt.Errorf("usb: endpoint %v: %w: not an IN endpoint", e.desc, ioring.ErrInvalid)
+		return nil, errorf("usb: endpoint %v: %w: not an IN endpoint", e.desc, ioring.ErrInvalid)
 	}
 	return &InEndpoint{e}, nil
 }
@@ -41,7 +40,7 @@ func (d *Device) OutEndpoint(addr uint8) (*OutEndpoint, error) {
 		return nil, err
 	}
 	if e.desc.IsIn() {
-		return nil, fmt.Errorf("usb: endpoint %v: %w: not an OUT endpoint", e.desc, ioring.ErrInvalid)
+		return nil, errorf("usb: endpoint %v: %w: not an OUT endpoint", e.desc, ioring.ErrInvalid)
 	}
 	return &OutEndpoint{e}, nil
 }
@@ -86,7 +85,7 @@ func (out *OutEndpoint) Start(buf []byte, x Xfer) (ioring.Request, error) {
 // send buf).
 func (e *Endpoint) Read(ctx context.Context, buf []byte) (int, error) {
 	if !e.desc.IsIn() {
-		return 0, fmt.Errorf("usb: read of endpoint %v: %w: not an IN endpoint", e.desc, ioring.ErrInvalid)
+		return 0, errorf("usb: read of endpoint %v: %w: not an IN endpoint", e.desc, ioring.ErrInvalid)
 	}
 	return e.Transfer(ctx, buf)
 }
@@ -96,7 +95,7 @@ func (e *Endpoint) Read(ctx context.Context, buf []byte) (int, error) {
 // overwrite buf).
 func (e *Endpoint) Write(ctx context.Context, buf []byte) (int, error) {
 	if e.desc.IsIn() {
-		return 0, fmt.Errorf("usb: write of endpoint %v: %w: not an OUT endpoint", e.desc, ioring.ErrInvalid)
+		return 0, errorf("usb: write of endpoint %v: %w: not an OUT endpoint", e.desc, ioring.ErrInvalid)
 	}
 	return e.Transfer(ctx, buf)
 }

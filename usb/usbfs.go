@@ -31,7 +31,7 @@ func (t *usbfsTransport) endpoint(ep EndpointDesc, what string) (*usbfs.Endpoint
 	if e := t.eps[ep.Address]; e != nil {
 		return e, nil
 	}
-	return nil, fmt.Errorf("usb: %s %v: %w: usbfs handles bulk and interrupt endpoints only", what, ep, ioring.ErrNotSupported)
+	return nil, errorf("usb: %s %v: %w: usbfs handles bulk and interrupt endpoints only", what, ep, ioring.ErrNotSupported)
 }
 
 func (t *usbfsTransport) Submit(ep EndpointDesc, buf []byte, x Xfer, wait bool) (ioring.Request, error) {
@@ -40,7 +40,7 @@ func (t *usbfsTransport) Submit(ep EndpointDesc, buf []byte, x Xfer, wait bool) 
 		return ioring.Request{}, err
 	}
 	if len(buf) > e.MaxTransfer() {
-		return ioring.Request{}, fmt.Errorf("usb: endpoint %#02x: %w: %d bytes; usbfs takes at most %d", ep.Address, ioring.ErrInvalid, len(buf), e.MaxTransfer())
+		return ioring.Request{}, errorf("usb: endpoint %#02x: %w: %d bytes; usbfs takes at most %d", ep.Address, ioring.ErrInvalid, len(buf), e.MaxTransfer())
 	}
 	zlp := t.zlp && !ep.IsIn() && ep.Type == Bulk && len(buf) > 0 &&
 		ep.MaxPacketSize > 0 && len(buf)%ep.MaxPacketSize == 0
@@ -63,11 +63,11 @@ func (t *usbfsTransport) ClearHalt(ep EndpointDesc) error {
 
 func (t *usbfsTransport) Reset() error {
 	if t.dev == nil {
-		return fmt.Errorf("usb: reset: %w: no device", ioring.ErrNotSupported)
+		return errorf("usb: reset: %w: no device", ioring.ErrNotSupported)
 	}
 	for addr, e := range t.eps {
 		if n := e.Pending(); n > 0 {
-			return fmt.Errorf("usb: reset: %w: %d transfers are pending on %#02x", ioring.ErrInvalid, n, addr)
+			return errorf("usb: reset: %w: %d transfers are pending on %#02x", ioring.ErrInvalid, n, addr)
 		}
 	}
 	if err := t.dev.Reset(); err != nil {
@@ -106,7 +106,7 @@ func openError(err error) error {
 func usbfsList() ([]DeviceDesc, error) {
 	infos, err := usbfs.List()
 	if err != nil {
-		return nil, fmt.Errorf("usb: list: %w", openError(err))
+		return nil, errorf("usb: list: %w", openError(err))
 	}
 	descs := make([]DeviceDesc, 0, len(infos))
 	for i := range infos {

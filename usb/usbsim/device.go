@@ -34,6 +34,13 @@ import (
 // buffers longer than MaxTransfer are refused (one OUT transfer is one
 // message, one command to the scanner). usb.WithZeroPacket has no
 // equivalent here: messages carry their length.
+//
+// Ring slots: each transfer in progress takes two of the ring's request
+// slots, the transfer's own (a foreign request, which carries its token,
+// deadline and cancel) and the read or write on the endpoint's socket that
+// moves its data. Size ioring.Config.Entries for twice the transfers kept
+// in flight; when the slots run out, a transfer fails with an error
+// wrapping ioring.ErrFull.
 func Open(ring *ioring.Ring, s *Scanner) (*usb.Device, error) {
 	if ring == nil || s == nil {
 		return nil, fmt.Errorf("usbsim: open device: %w: nil ring or scanner", ioring.ErrInvalid)

@@ -1,0 +1,33 @@
+package usb_test
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	. "github.com/cancelio/cancelio/usb"
+	"github.com/cancelio/cancelio/usb/usbsim"
+)
+
+// An error says "usb: " once, whatever layers of this package it went
+// through, and still matches its sentinel.
+func TestMessagesOnePrefix(t *testing.T) {
+	sd := newSimDev(t, usbsim.Config{})
+	_, err := sd.d.Endpoint(0x7f)
+	require.ErrorIs(t, err, ErrNotFound)
+	msg := err.Error()
+	assert.Equal(t, 1, strings.Count(msg, "usb: "), "one prefix in %q", msg)
+	assert.True(t, strings.HasPrefix(msg, "usb: "), "%q", msg)
+	// The endpoints that exist are named.
+	for _, addr := range []uint8{usbsim.AddrBulkOut, usbsim.AddrBulkIn, usbsim.AddrInterruptIn} {
+		assert.Contains(t, msg, fmt.Sprintf("%#02x", addr), "%q lists the endpoints", msg)
+	}
+
+	// A sentinel wrapped by a lower call of the package, then by Open.
+	_, err = Open(nil, 0x1209, 0x0001)
+	require.Error(t, err)
+	assert.Equal(t, 1, strings.Count(err.Error(), "usb: "), "one prefix in %q", err.Error())
+}
