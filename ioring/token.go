@@ -66,7 +66,8 @@ func (t *Token) cancel(f uint32) error {
 	}
 	// Collect the members under t.mu, cancel them after: the backend may
 	// need to reap to make room, and reapers take t.mu.
-	var hooks []*foreignRef
+	var hookBuf [16]*foreignRef // on the stack: a cancel allocates nothing for up to 16 hooks
+	hooks := hookBuf[:0]
 	keys := r.cancelKeys[:0]
 	for i := t.head; i >= 0; {
 		s := &r.slots[i]
