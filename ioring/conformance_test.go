@@ -90,9 +90,14 @@ func assertNoMore(t testing.TB, r *Ring) {
 // pipeEmpty reports whether nothing can be read from rd right now.
 func pipeEmpty(t testing.TB, rd int) bool {
 	fds := []unix.PollFd{{Fd: int32(rd), Events: unix.POLLIN}}
-	n, err := unix.Poll(fds, 0)
-	require.NoError(t, err)
-	return n == 0
+	for {
+		n, err := unix.Poll(fds, 0)
+		if err == unix.EINTR {
+			continue // a signal (Go's preemption) interrupted it
+		}
+		require.NoError(t, err)
+		return n == 0
+	}
 }
 
 // Clause 1: cancel is always allowed, and says ErrNotFound when there is

@@ -86,9 +86,14 @@ func fillSocket(t testing.TB, fd int) {
 // readable reports whether fd has data (or an end) to read right now.
 func readable(t testing.TB, fd int) bool {
 	fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
-	n, err := unix.Poll(fds, 0)
-	require.NoError(t, err)
-	return n > 0
+	for {
+		n, err := unix.Poll(fds, 0)
+		if err == unix.EINTR {
+			continue // a signal (Go's preemption) interrupted it
+		}
+		require.NoError(t, err)
+		return n > 0
+	}
 }
 
 // canceledOrReal checks a completion that a cancel with want may have
