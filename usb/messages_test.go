@@ -31,3 +31,15 @@ func TestMessagesOnePrefix(t *testing.T) {
 	require.Error(t, err)
 	assert.Equal(t, 1, strings.Count(err.Error(), "usb: "), "one prefix in %q", err.Error())
 }
+
+func TestParseID(t *testing.T) {
+	for s, want := range map[string][2]uint16{"1209:0001": {0x1209, 1}, "0x04a9:0x2206": {0x04a9, 0x2206}} {
+		vid, pid, ok := ParseID(s)
+		assert.True(t, ok, s)
+		assert.Equal(t, want, [2]uint16{vid, pid}, s)
+	}
+	for _, s := range []string{"1209", "12:zz", "10000:1", ":1", ""} {
+		_, _, ok := ParseID(s)
+		assert.False(t, ok, "%q", s)
+	}
+}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/cancelio/cancelio/internal/units"
 	"github.com/cancelio/cancelio/minidrv"
+	"github.com/cancelio/cancelio/usb"
 )
 
 // Exit statuses.
@@ -165,18 +166,10 @@ func parseArgs(args []string, stderr io.Writer) (*options, error) {
 	return o, nil
 }
 
-// parseUSBID parses "VID:PID" in hex, like lsusb prints it.
+// parseUSBID parses --usb's "VID:PID" (see usb.ParseID).
 func parseUSBID(s string) (vid, pid uint16, err error) {
-	v, p, ok := strings.Cut(s, ":")
-	if ok {
-		var a, b uint64
-		a, err = strconv.ParseUint(strings.TrimPrefix(v, "0x"), 16, 16)
-		if err == nil {
-			b, err = strconv.ParseUint(strings.TrimPrefix(p, "0x"), 16, 16)
-		}
-		if err == nil {
-			return uint16(a), uint16(b), nil
-		}
+	if vid, pid, ok := usb.ParseID(s); ok {
+		return vid, pid, nil
 	}
 	return 0, 0, usagef("--usb %q: want VID:PID in hex, like 1209:0001", s)
 }
