@@ -1227,6 +1227,15 @@ func (r *Ring) cancelAllLocked(f uint32) (hooks []*foreignRef, kick bool) {
 // error is ErrClosed after Close, or a *HookPanicError when a foreign
 // request's cancel hook panicked (every other cancel still happened).
 func (r *Ring) Cancel(reqs ...Request) (int, error) {
+	return r.cancelRequests(flCancelReq, reqs...)
+}
+
+// cancelRequests cancels each of reqs that is in flight with flags f
+// (flCancelReq, and flTimedOut for a deadline, flCtx for a context), in one
+// batch, and runs the cancel hooks of foreign ones once r.sqMu is released.
+// It returns how many were in flight, and ErrClosed after Close or the
+// first hook's *HookPanicError.
+func (r *Ring) cancelRequests(f uint32, reqs ...Request) (int, error) {
 	r.sqMu.Lock()
 	if r.beDead {
 		r.sqMu.Unlock()
@@ -1236,35 +1245,17 @@ func (r *Ring) Cancel(reqs ...Request) (int, error) {
 	var hookBuf [16]*foreignRef // on the stack: a cancel allocates nothing for up to 16 hooks
 	hooks := hookBuf[:0]
 	for _, q := range reqs {
-		if q.r != r {
+		if q.r != r || int(q.key&idxMask) >= len(r.slots) {
 			continue
 		}
-		idx := uint32(q.key & idxMask)
-		if int(idx) >= len(r.slots) {
-			continue
+		fr, ok, k := r.cancelOne(q.key, f)
+		if ok {
+			n++
 		}
-		s := &r.slots[idx]
-		if k, st := s.keyState(); k != q.key || st != stActive {
-			continue
+		if fr != nil {
+			hooks = append(hooks, fr)
 		}
-		n++
-		switch {
-		case s.foreign.Load():
-			s.flags.Or(flCancelReq)
-			if s.key() != q.key { // completed and reused meanwhile (see cancelKey)
-				s.flags.And(^uint32(flCancelReq))
-				n--
-				continue
-			}
-			if fr := s.fref.Load(); fr != nil && fr.key == q.key {
-				hooks = append(hooks, fr)
-			}
-		case s.flags.Load()&flHeld != 0:
-			kick = r.cancelHeld(idx, s, flCancelReq) || kick
-		default:
-			s.flags.Or(flCancelReq)
-			r.be.cancel(idx, q.key)
-		}
+		kick = kick || k
 	}
 	r.be.flush()
 	r.unlockSQ()
@@ -1274,58 +1265,53 @@ func (r *Ring) Cancel(reqs ...Request) (int, error) {
 	return n, runHooks(hooks)
 }
 
-// cancelKey cancels the request with key with flags f (flCancelReq, and
-// flTimedOut for a deadline, flCtx for a context). It returns ErrNotFound
-// when the request is not in flight, and a *HookPanicError when the
-// request's cancel hook panicked.
-func (r *Ring) cancelKey(key uint64, f uint32) error {
+// cancelOne cancels the request with key with flags f, if it is in flight:
+// a held one completes here (kick: reapers are to be woken once r.sqMu is
+// released), a foreign one's hook is returned (to run once r.sqMu is
+// released), and the backend is asked for the others (the caller flushes).
+// r.sqMu held.
+func (r *Ring) cancelOne(key uint64, f uint32) (hook *foreignRef, ok, kick bool) {
 	idx := uint32(key & idxMask)
-	if int(idx) >= len(r.slots) {
-		return ErrNotFound
-	}
 	s := &r.slots[idx]
-	r.sqMu.Lock()
-	if k, st := s.keyState(); k != key || st != stActive || r.beDead {
-		r.sqMu.Unlock()
-		return ErrNotFound
+	if k, st := s.keyState(); k != key || st != stActive {
+		return nil, false, false
 	}
 	// Under sqMu no slot becomes active, so one that is active with our key
 	// stays ours until it completes; a foreign one completes without sqMu,
-	// and the slot may then be reused, so its plain fields are off limits:
-	// its hook is reached through fref, checked by key.
-	if s.foreign.Load() {
+	// so its plain fields are off limits: its hook is reached through fref,
+	// checked by key.
+	switch {
+	case s.foreign.Load():
 		s.flags.Or(f)
 		if s.key() != key {
 			// Completed, delivered and reused meanwhile: the flags belong
 			// to another request now.
 			s.flags.And(^f)
-			r.sqMu.Unlock()
-			return ErrNotFound
+			return nil, false, false
 		}
-		fr := s.fref.Load()
-		r.sqMu.Unlock()
-		if fr != nil && fr.key == key {
-			if pe := callHook(fr); pe != nil {
-				return pe
-			}
+		if fr := s.fref.Load(); fr != nil && fr.key == key {
+			hook = fr
 		}
-		return nil
-	}
-	// A request of the backend completes without sqMu too, but it is reused
-	// only through sqMu (enqueue), so its plain fields are stable here.
-	kick := false
-	if s.flags.Load()&flHeld != 0 {
+	case s.flags.Load()&flHeld != 0:
 		kick = r.cancelHeld(idx, s, f)
-	} else {
+	default:
+		// A request of the backend completes without sqMu too, but it is
+		// reused only through sqMu (enqueue), so its fields are stable.
 		s.flags.Or(f)
 		r.be.cancel(idx, key)
-		r.be.flush()
 	}
-	r.unlockSQ()
-	if kick {
-		r.kick()
+	return hook, true, kick
+}
+
+// cancelKey cancels the request with key with flags f. It returns
+// ErrNotFound when the request is not in flight (or the ring is closed),
+// and a *HookPanicError when the request's cancel hook panicked.
+func (r *Ring) cancelKey(key uint64, f uint32) error {
+	n, err := r.cancelRequests(f, Request{r: r, key: key})
+	if n == 0 && (err == nil || err == ErrClosed) {
+		return ErrNotFound
 	}
-	return nil
+	return err
 }
 
 // Close cancels every request, waits until each has completed, and releases

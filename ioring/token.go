@@ -69,35 +69,19 @@ func (t *Token) cancel(f uint32) error {
 	var hookBuf [16]*foreignRef // on the stack: a cancel allocates nothing for up to 16 hooks
 	hooks := hookBuf[:0]
 	keys := r.cancelKeys[:0]
-	for i := t.head; i >= 0; {
-		s := &r.slots[i]
-		next := s.tokNext
-		if key, st := s.keyState(); st == stActive {
-			if s.code == OpForeign {
-				s.flags.Or(f)
-				if fr := s.fref.Load(); fr != nil && fr.key == key {
-					hooks = append(hooks, fr)
-				}
-			} else {
-				keys = append(keys, key)
-			}
+	for i := t.head; i >= 0; i = r.slots[i].tokNext {
+		if key, st := r.slots[i].keyState(); st == stActive {
+			keys = append(keys, key)
 		}
-		i = next
 	}
 	t.mu.Unlock()
 	kick := false
 	for _, key := range keys {
-		idx := uint32(key & idxMask)
-		s := &r.slots[idx]
-		if k, st := s.keyState(); k != key || st != stActive {
-			continue
+		fr, _, k := r.cancelOne(key, f)
+		if fr != nil {
+			hooks = append(hooks, fr)
 		}
-		if s.flags.Load()&flHeld != 0 {
-			kick = r.cancelHeld(idx, s, f) || kick
-			continue
-		}
-		s.flags.Or(f)
-		r.be.cancel(idx, key)
+		kick = kick || k
 	}
 	r.cancelKeys = keys[:0]
 	r.be.flush()
