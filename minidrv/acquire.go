@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cancelio/cancelio/ioring"
@@ -189,8 +190,9 @@ type acquisition struct {
 	out, in *usb.Endpoint
 	dirty   bool // resynchronize the device before the scan
 
-	stopped chan struct{} // closed by the first stop
-	unwound chan struct{} // closed once stopped and no I/O is pending, the transfer ended in the machine
+	streaming atomic.Bool   // the stream's transfers are being submitted (for tests)
+	stopped   chan struct{} // closed by the first stop
+	unwound   chan struct{} // closed once stopped and no I/O is pending, the transfer ended in the machine
 
 	mu      sync.Mutex
 	halted  bool   // stop was called, or the acquisition completed; guarded by mu
@@ -290,6 +292,7 @@ func (a *acquisition) stream() bool {
 	stopped := a.stopped
 	for {
 		a.submit()
+		a.streaming.Store(true)
 		if a.pump.queued == 0 {
 			return a.sent == a.total
 		}

@@ -106,7 +106,7 @@ func (r *rig) startInFlight(b *testing.B, pending int) <-chan error {
 	for range 100 {
 		res := make(chan error, 1)
 		go func() { res <- r.d.AcquireItemData(ctx, r.bed, io.Discard, nil) }()
-		for r.ring.InFlight() < pending || r.d.State() != minidrv.Transferring {
+		for r.ring.InFlight() < pending || !minidrv.Streaming(r.d) {
 			select {
 			case err := <-res:
 				if err != nil {
