@@ -583,8 +583,13 @@ func (pp *pump) wait(a *acquisition) {
 		if err == nil {
 			err = c.Err
 		}
-		a.end()
+		// The result first, then the count: the last end of a stopped
+		// acquisition wakes the caller of CancelPendingIO (unwind), and a
+		// goroutine woken last runs first on this P once the waiter
+		// parks; woken before the acquiring goroutine, it would queue
+		// behind it and the recovery that goroutine starts.
 		pp.results <- result{c.N, err}
+		a.end()
 	}
 }
 
