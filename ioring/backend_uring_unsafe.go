@@ -8,6 +8,7 @@ import (
 	"os"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unsafe"
 
@@ -43,6 +44,12 @@ type uringBackend struct {
 	lastYield time.Time    // guarded by Ring.reapMu
 	gate      sync.RWMutex // enters hold it shared, close exclusively
 	closed    bool         // guarded by gate
+	// woken is set while a wake nop is on its way to the reaper: the kicks
+	// of a burst of foreign completions (a token canceling 64 queued USB
+	// transfers) then cost one nop and one enter, not one each. The
+	// reaper clears it when it takes the nop's CQE, before it looks at
+	// the completion queue again, so a kick that finds it set is seen.
+	woken atomic.Bool
 }
 
 func newURing(r *Ring, entries uint32) (backend, error) {
@@ -398,6 +405,9 @@ func (b *uringBackend) reapReady() int {
 func (b *uringBackend) handle(ud uint64, res int32) {
 	kind := ud >> kindShft
 	if kind >= kindCancel {
+		if kind == kindWake {
+			b.woken.Store(false)
+		}
 		return // a cancel's own result is informational; wake nops carry nothing
 	}
 	key := ud & keyMask
@@ -455,6 +465,9 @@ func (b *uringBackend) handle(ud uint64, res int32) {
 }
 
 func (b *uringBackend) wake() {
+	if !b.woken.CompareAndSwap(false, true) {
+		return // a nop is on its way: the reaper looks at everything after it
+	}
 	r := b.r
 	r.sqMu.Lock()
 	if !r.beDead {

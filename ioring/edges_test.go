@@ -742,3 +742,60 @@ func TestConformanceCancelZeroAllocs(t *testing.T) {
 		assert.Zero(t, testing.AllocsPerRun(20, cycle), "allocations per cancel cycle")
 	})
 }
+
+// Canceling many foreign requests at once (a token over 64 queued USB
+// transfers, or Ring.Cancel of all of them) allocates nothing either: the
+// hooks are gathered in a buffer that is reused.
+func TestConformanceCancelForeignZeroAllocs(t *testing.T) {
+	forEachBackend(t, 256, func(t *testing.T, r *Ring) {
+		const n = 64
+		tok := r.NewToken()
+		reqs := make([]Request, n)
+		hooks := make([]func(), n)
+		for i := range hooks {
+			hooks[i] = func() { _ = r.Complete(reqs[i], 0, ErrCanceled) }
+		}
+		var cs [n]Completion
+		submit := func() {
+			for i := range reqs {
+				q, err := r.Submit(Foreign(hooks[i]).WithToken(tok))
+				require.NoError(t, err)
+				reqs[i] = q
+			}
+		}
+		drain := func() {
+			for got := 0; got < n; {
+				k, err := r.Reap(cs[got:], 10*time.Second)
+				require.NoError(t, err)
+				require.NotZero(t, k)
+				for _, c := range cs[got : got+k] {
+					require.ErrorIs(t, c.Err, ErrCanceled)
+				}
+				got += k
+			}
+		}
+		// mallocs returns the fewest allocations one call of f made in
+		// five tries (another goroutine of the test binary may allocate
+		// meanwhile; f itself must not).
+		mallocs := func(f func()) uint64 {
+			best := ^uint64(0)
+			for range 5 {
+				submit()
+				var before, after runtime.MemStats
+				runtime.ReadMemStats(&before)
+				f()
+				runtime.ReadMemStats(&after)
+				best = min(best, after.Mallocs-before.Mallocs)
+				drain()
+				require.NoError(t, tok.Reset())
+			}
+			return best
+		}
+		assert.Zero(t, mallocs(func() { require.NoError(t, tok.Cancel()) }), "allocations of Token.Cancel over %d foreign requests", n)
+		assert.Zero(t, mallocs(func() {
+			k, err := r.Cancel(reqs...)
+			require.NoError(t, err)
+			require.Equal(t, n, k)
+		}), "allocations of Ring.Cancel over %d foreign requests", n)
+	})
+}

@@ -2,6 +2,8 @@ package ioring
 
 import (
 	"runtime/debug"
+	"slices"
+	"sync"
 	"sync/atomic"
 )
 
@@ -47,4 +49,53 @@ func runHooks(hooks []*foreignRef) error {
 		}
 	}
 	return first
+}
+
+// hookSet gathers the cancel hooks a cancel runs once the ring's locks are
+// released: up to len(stack) in the set itself (on the canceling
+// goroutine's stack), more (a token over 64 queued USB transfers) in a
+// buffer from hookBufs, so that no cancel allocates in steady state. Its
+// methods never let the set escape.
+type hookSet struct {
+	stack [16]*foreignRef
+	n     int
+	heap  *[]*foreignRef // from hookBufs, once stack is full
+}
+
+// hookBufs holds the buffers of cancels with more hooks than hookSet.stack.
+var hookBufs = sync.Pool{New: func() any { b := make([]*foreignRef, 0, 64); return &b }}
+
+func (h *hookSet) add(fr *foreignRef) {
+	switch {
+	case h.heap != nil:
+		*h.heap = append(*h.heap, fr)
+	case h.n < len(h.stack):
+		h.stack[h.n] = fr
+		h.n++
+	default:
+		h.heap = hookBufs.Get().(*[]*foreignRef)
+		*h.heap = append(append((*h.heap)[:0], h.stack[:]...), fr)
+	}
+}
+
+// reverse puts the hooks in the opposite order.
+func (h *hookSet) reverse() {
+	if h.heap != nil {
+		slices.Reverse(*h.heap)
+		return
+	}
+	slices.Reverse(h.stack[:h.n])
+}
+
+// run runs every hook (runHooks) and gives a borrowed buffer back.
+func (h *hookSet) run() error {
+	if h.heap == nil {
+		return runHooks(h.stack[:h.n])
+	}
+	err := runHooks(*h.heap)
+	clear(*h.heap) // the hooks' requests are free to go
+	*h.heap = (*h.heap)[:0]
+	hookBufs.Put(h.heap)
+	h.heap = nil
+	return err
 }

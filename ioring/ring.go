@@ -844,8 +844,15 @@ func (r *Ring) Complete(q Request, n int, err error) error {
 	s.fn, s.ferr = n, err
 	s.panicE = fr.panicked.Load()
 	s.cold = true
+	// A waiter of its own is woken by finish; only a completion bound for
+	// the queue may need a consumer blocked in the kernel to look.
+	// (Read before finish: once published, the slot may serve another
+	// request.)
+	queued := !s.awaited.Load()
 	r.finish(idx, s, false)
-	r.kick()
+	if queued {
+		r.kick()
+	}
 	return nil
 }
 
@@ -1242,8 +1249,7 @@ func (r *Ring) cancelRequests(f uint32, reqs ...Request) (int, error) {
 		return 0, ErrClosed
 	}
 	n, kick := 0, false
-	var hookBuf [16]*foreignRef // on the stack: a cancel allocates nothing for up to 16 hooks
-	hooks := hookBuf[:0]
+	var hooks hookSet
 	for _, q := range reqs {
 		if q.r != r || int(q.key&idxMask) >= len(r.slots) {
 			continue
@@ -1253,7 +1259,7 @@ func (r *Ring) cancelRequests(f uint32, reqs ...Request) (int, error) {
 			n++
 		}
 		if fr != nil {
-			hooks = append(hooks, fr)
+			hooks.add(fr)
 		}
 		kick = kick || k
 	}
@@ -1262,7 +1268,7 @@ func (r *Ring) cancelRequests(f uint32, reqs ...Request) (int, error) {
 	if kick {
 		r.kick()
 	}
-	return n, runHooks(hooks)
+	return n, hooks.run()
 }
 
 // cancelOne cancels the request with key with flags f, if it is in flight:

@@ -3,7 +3,6 @@ package ioring
 import (
 	"context"
 	"fmt"
-	"slices"
 	"sync"
 )
 
@@ -66,8 +65,6 @@ func (t *Token) cancel(f uint32) error {
 	}
 	// Collect the members under t.mu, cancel them after: the backend may
 	// need to reap to make room, and reapers take t.mu.
-	var hookBuf [16]*foreignRef // on the stack: a cancel allocates nothing for up to 16 hooks
-	hooks := hookBuf[:0]
 	keys := r.cancelKeys[:0]
 	for i := t.head; i >= 0; i = r.slots[i].tokNext {
 		if key, st := r.slots[i].keyState(); st == stActive {
@@ -75,11 +72,12 @@ func (t *Token) cancel(f uint32) error {
 		}
 	}
 	t.mu.Unlock()
+	var hooks hookSet
 	kick := false
 	for _, key := range keys {
 		fr, _, k := r.cancelOne(key, f)
 		if fr != nil {
-			hooks = append(hooks, fr)
+			hooks.add(fr)
 		}
 		kick = kick || k
 	}
@@ -92,8 +90,8 @@ func (t *Token) cancel(f uint32) error {
 	// Members are listed newest first; the oldest is the likeliest to be
 	// in progress (a USB transfer on the bus while later ones wait), and
 	// its cancel the slowest: start it first.
-	slices.Reverse(hooks)
-	return runHooks(hooks)
+	hooks.reverse()
+	return hooks.run()
 }
 
 // Bind cancels t when ctx ends. Calling stop detaches it (see
