@@ -348,8 +348,11 @@ func (b *uringBackend) reap(wait bool, timeout time.Duration) error {
 	// Not every time: a yield may move the goroutine to another thread, and
 	// the kernel then finishes the request as task work of the submitting
 	// thread, which costs a cross-thread wake-up.
+	//
+	// A goroutine this ring just woke (r.readied) waits on this P for it
+	// to block: the reaper yields to it first, every time.
 	now := time.Now()
-	if now.Sub(b.lastYield) > reapYieldEvery {
+	if b.r.readied.Swap(false) || now.Sub(b.lastYield) > reapYieldEvery {
 		b.lastYield = now
 		runtime.Gosched()
 		if b.reapReady() > 0 {

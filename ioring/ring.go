@@ -279,13 +279,20 @@ type Ring struct {
 	beDead     bool     // guarded by sqMu: the backend is closed
 	cancelKeys []uint64 // guarded by sqMu: scratch for Token.Cancel
 	inflight   atomic.Int64
-	foreign    atomic.Int64  // in-flight foreign requests
-	reaping    atomic.Int32  // goroutines blocked in be.reap(wait)
-	direct     []Completion  // guarded by reapMu: the reaping consumer's free room
-	directN    int           // guarded by reapMu: completions handed over directly
-	directFree chain         // guarded by reapMu: their slots, freed at the end of the pass
-	parked     atomic.Int32  // consumers parked on a channel, not reaping
-	reaperCh   chan struct{} // cap 1: the reaper left while consumers were parked
+	foreign    atomic.Int64 // in-flight foreign requests
+	reaping    atomic.Int32 // goroutines blocked in be.reap(wait)
+	direct     []Completion // guarded by reapMu: the reaping consumer's free room
+	directN    int          // guarded by reapMu: completions handed over directly
+	directFree chain        // guarded by reapMu: their slots, freed at the end of the pass
+	parked     atomic.Int32 // consumers parked on a channel, not reaping
+	// readied is set when a completion wakes the goroutine waiting for
+	// it (Request.Wait). Go runs a goroutine woken by the reaper on the
+	// reaper's P, after it: a reaper that went on to block in the kernel
+	// would hold that P, and the woken goroutine would wait for the
+	// runtime to take the P back (tens of microseconds, per wake). The
+	// reaper yields first (backend reap) and clears it.
+	readied  atomic.Bool
+	reaperCh chan struct{} // cap 1: the reaper left while consumers were parked
 
 	waiters  atomic.Int32  // consumers parked in Reap
 	wakeCh   chan struct{} // cap 1: the completion queue has entries
@@ -754,6 +761,7 @@ func (r *Ring) finish(idx uint32, s *slot, inline bool) {
 	if awaited {
 		select {
 		case s.wake <- struct{}{}:
+			r.readied.Store(true)
 		default:
 		}
 	} else {
