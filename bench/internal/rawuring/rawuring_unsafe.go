@@ -3,6 +3,7 @@
 package rawuring
 
 import (
+	"errors"
 	"fmt"
 	"sync/atomic"
 	"syscall"
@@ -37,6 +38,7 @@ const (
 	enterRegisteredRing = 1 << 4 // IORING_ENTER_REGISTERED_RING
 	featSingleMmap      = 1 << 0 // IORING_FEAT_SINGLE_MMAP
 	registerRingFDs     = 20     // IORING_REGISTER_RING_FDS
+	unregisterRingFDs   = 21     // IORING_UNREGISTER_RING_FDS
 	offSQRing           = 0
 	offCQRing           = 0x8000000
 	offSQEs             = 0x10000000
@@ -142,14 +144,20 @@ func Setup(cfg Config) (*Ring, error) {
 	}
 	if cfg.RegisterRingFD {
 		up := rsrcUpdate{Offset: ^uint32(0), Data: uint64(r.fd)} // offset -1: any free index
-		if _, _, errno := unix.Syscall6(unix.SYS_IO_URING_REGISTER, uintptr(r.fd), registerRingFDs,
-			uintptr(unsafe.Pointer(&up)), 1, 0, 0); errno != 0 {
+		if err := r.register(registerRingFDs, &up); err != nil {
 			r.Close()
-			return nil, fmt.Errorf("io_uring_register(RING_FDS): %w", errno)
+			return nil, fmt.Errorf("io_uring_register(RING_FDS): %w", err)
 		}
 		r.enterFD, r.enterFlags = int(up.Offset), enterRegisteredRing
 	}
 	return r, nil
+}
+
+func (r *Ring) register(op uintptr, up *rsrcUpdate) error {
+	if _, _, errno := unix.Syscall6(unix.SYS_IO_URING_REGISTER, uintptr(r.fd), op, uintptr(unsafe.Pointer(up)), 1, 0, 0); errno != 0 {
+		return errno
+	}
+	return nil
 }
 
 func (r *Ring) mmap(p *params) error {
@@ -194,15 +202,25 @@ func (r *Ring) mmap(p *params) error {
 func (r *Ring) RegisteredFD() bool { return r.enterFlags != 0 }
 
 // Close unmaps the rings and closes the ring (the kernel cancels what is in
-// flight).
+// flight). A registered ring fd is unregistered first: the thread's table
+// holds a reference to the ring and has 16 entries
+// (IO_RINGFD_REG_MAX), as liburing's io_uring_queue_exit does. Call it on
+// the thread that called Setup.
 func (r *Ring) Close() error {
+	var err error
+	if r.enterFlags != 0 {
+		if e := r.register(unregisterRingFDs, &rsrcUpdate{Offset: uint32(r.enterFD)}); e != nil {
+			err = fmt.Errorf("io_uring_register(UNREGISTER_RING_FDS): %w", e)
+		}
+		r.enterFD, r.enterFlags = r.fd, 0
+	}
 	for _, m := range [][]byte{r.sqeMem, r.cqMem, r.mem} {
 		if m != nil {
 			unix.Munmap(m)
 		}
 	}
 	r.sqeMem, r.cqMem, r.mem, r.sqes, r.cqes = nil, nil, nil, nil, nil
-	return unix.Close(r.fd)
+	return errors.Join(err, unix.Close(r.fd))
 }
 
 // NextSQE returns the next free SQE, zeroed, or nil when the SQ is full.
