@@ -94,6 +94,17 @@
 // cancels/s, the background cancel rate really achieved, and cancels-%,
 // that rate as a share of the 1,000 a second requested.
 //
+// # Instructions per op
+//
+// The wall-clock rows on a small shared machine are noisy and mostly
+// kernel time. bench/callgrind.sh gives the user-space side exactly: it
+// runs each Nop and Read4K row of liburing, raw-go, raw-go-plain and
+// cancelio under valgrind's callgrind at two op counts (GOMAXPROCS=1) and
+// prints the difference of the process's instruction counts per op, the
+// loop's own cost with setup and warm-up cancelled out. Against raw-go it
+// tells how much of cancelio's cost is the engine's, and against liburing
+// how much is Go's.
+//
 // BenchmarkScale reports ns/op and ops/s for all goroutines together, and
 // cpu-ns/op, the process's CPU time per request. cancelio's workers call
 // Ring.Do in both layouts; liburing runs layout=each only, its threads
