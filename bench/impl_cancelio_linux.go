@@ -147,8 +147,7 @@ type ciRead struct {
 	ops     []ioring.Op
 	reqs    []ioring.Request
 	comps   []ioring.Completion
-	pos     int  // next index into cfg.Offsets
-	fixed   bool // bufs are registered: ReadFixed
+	pos     int // next index into cfg.Offsets
 	load    *ciLoad
 }
 
@@ -162,7 +161,7 @@ func (c *cancelioImpl) NewRead(cfg ReadConfig) (Runner, error) {
 	if err != nil {
 		return nil, err
 	}
-	rd := &ciRead{fixed: cfg.Fixed, cfg: cfg, r: r, bufs: make([][]byte, cfg.QD), slotOff: make([]int64, cfg.QD),
+	rd := &ciRead{cfg: cfg, r: r, bufs: make([][]byte, cfg.QD), slotOff: make([]int64, cfg.QD),
 		free: make([]int, 0, cfg.QD), batch: make([]int, cfg.QD), ops: make([]ioring.Op, cfg.QD), reqs: make([]ioring.Request, cfg.QD),
 		comps: make([]ioring.Completion, cfg.QD)}
 	mem := make([]byte, cfg.QD*cfg.BlockSize)
@@ -192,7 +191,7 @@ func (rd *ciRead) Run(n int) error {
 				rd.pos = 0
 			}
 			rd.slotOff[slot] = off
-			if rd.fixed {
+			if rd.cfg.Fixed {
 				rd.ops[k] = ioring.ReadFixed(rd.cfg.FD, rd.bufs[slot], off, slot).WithUser(slot)
 			} else {
 				rd.ops[k] = ioring.Read(rd.cfg.FD, rd.bufs[slot], off).WithUser(slot)
