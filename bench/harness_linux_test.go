@@ -112,30 +112,24 @@ func readConfig(tb testing.TB, qd int) ReadConfig {
 	return ReadConfig{FD: int(f.Fd()), BlockSize: blockSize, QD: qd, Offsets: offs}
 }
 
-func BenchmarkRead4K(b *testing.B) {
-	for _, impl := range supporting(WorkloadRead) {
-		for _, qd := range []int{1, 32} {
-			b.Run(fmt.Sprintf("impl=%s/qd=%d", impl.Name(), qd), func(b *testing.B) {
-				r, err := impl.NewRead(readConfig(b, qd))
-				require.NoError(b, err)
-				closeAfter(b, r)
-				b.SetBytes(blockSize)
-				runThroughput(b, r)
-			})
-		}
-	}
-}
+func BenchmarkRead4K(b *testing.B) { benchRead4K(b, false) }
 
 // BenchmarkRead4KFixed is BenchmarkRead4K into buffers registered with the
 // engine once (READ_FIXED), for impls that have registered buffers: the
 // same file, offsets and queue depths, so that each row compares with its
 // plain BenchmarkRead4K row of the same run.
-func BenchmarkRead4KFixed(b *testing.B) {
-	for _, impl := range supporting(WorkloadReadFixed) {
+func BenchmarkRead4KFixed(b *testing.B) { benchRead4K(b, true) }
+
+func benchRead4K(b *testing.B, fixed bool) {
+	w := WorkloadRead
+	if fixed {
+		w = WorkloadReadFixed
+	}
+	for _, impl := range supporting(w) {
 		for _, qd := range []int{1, 32} {
 			b.Run(fmt.Sprintf("impl=%s/qd=%d", impl.Name(), qd), func(b *testing.B) {
 				cfg := readConfig(b, qd)
-				cfg.Fixed = true
+				cfg.Fixed = fixed
 				r, err := impl.NewRead(cfg)
 				require.NoError(b, err)
 				closeAfter(b, r)

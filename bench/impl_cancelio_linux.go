@@ -138,17 +138,14 @@ func (p *ciNop) Close() error { return p.r.Close() }
 // With Fixed, the QD buffers are registered with the ring (RegisterBuffers,
 // buffer i as index i) and read with ReadFixed.
 type ciRead struct {
-	cfg     ReadConfig
-	r       *ioring.Ring
-	bufs    [][]byte
-	slotOff []int64 // offset being read into bufs[i]
-	free    []int   // indices of idle buffers
-	batch   []int   // batch[k]: the buffer of ops[k]
-	ops     []ioring.Op
-	reqs    []ioring.Request
-	comps   []ioring.Completion
-	pos     int // next index into cfg.Offsets
-	load    *ciLoad
+	cfg ReadConfig
+	r   *ioring.Ring
+	readSlots
+	batch []int // batch[k]: the buffer of ops[k]
+	ops   []ioring.Op
+	reqs  []ioring.Request
+	comps []ioring.Completion
+	load  *ciLoad
 }
 
 func (c *cancelioImpl) NewRead(cfg ReadConfig) (Runner, error) {
@@ -161,14 +158,8 @@ func (c *cancelioImpl) NewRead(cfg ReadConfig) (Runner, error) {
 	if err != nil {
 		return nil, err
 	}
-	rd := &ciRead{cfg: cfg, r: r, bufs: make([][]byte, cfg.QD), slotOff: make([]int64, cfg.QD),
-		free: make([]int, 0, cfg.QD), batch: make([]int, cfg.QD), ops: make([]ioring.Op, cfg.QD), reqs: make([]ioring.Request, cfg.QD),
-		comps: make([]ioring.Completion, cfg.QD)}
-	mem := make([]byte, cfg.QD*cfg.BlockSize)
-	for i := range rd.bufs {
-		rd.bufs[i] = mem[i*cfg.BlockSize : (i+1)*cfg.BlockSize : (i+1)*cfg.BlockSize]
-		rd.free = append(rd.free, cfg.QD-1-i)
-	}
+	rd := &ciRead{cfg: cfg, r: r, readSlots: newReadSlots(cfg), batch: make([]int, cfg.QD), ops: make([]ioring.Op, cfg.QD),
+		reqs: make([]ioring.Request, cfg.QD), comps: make([]ioring.Completion, cfg.QD)}
 	if cfg.Fixed {
 		if err := r.RegisterBuffers(rd.bufs); err != nil {
 			return nil, errors.Join(fmt.Errorf("%s: %w", c.name, err), r.Close())
@@ -183,14 +174,8 @@ func (rd *ciRead) Run(n int) error {
 	issued, done := 0, 0
 	for {
 		k := 0
-		for first == nil && issued+k < n && len(rd.free) > 0 {
-			slot := rd.free[len(rd.free)-1]
-			rd.free = rd.free[:len(rd.free)-1]
-			off := rd.cfg.Offsets[rd.pos]
-			if rd.pos++; rd.pos == len(rd.cfg.Offsets) {
-				rd.pos = 0
-			}
-			rd.slotOff[slot] = off
+		for first == nil && issued+k < n && rd.idle() {
+			slot, off := rd.take()
 			if rd.cfg.Fixed {
 				rd.ops[k] = ioring.ReadFixed(rd.cfg.FD, rd.bufs[slot], off, slot).WithUser(slot)
 			} else {
@@ -202,7 +187,7 @@ func (rd *ciRead) Run(n int) error {
 		if k > 0 {
 			m, err := rd.r.SubmitBatch(rd.ops[:k], rd.reqs[:k])
 			for i := m; i < k; i++ { // not submitted: the buffers are idle again
-				rd.free = append(rd.free, rd.batch[i])
+				rd.put(rd.batch[i])
 			}
 			issued += m
 			if err != nil && first == nil {
@@ -225,13 +210,13 @@ func (rd *ciRead) Run(n int) error {
 			switch {
 			case first != nil:
 			case c.Err != nil:
-				first = fmt.Errorf("read at %d: %w", rd.slotOff[slot], c.Err)
+				first = fmt.Errorf("read at %d: %w", rd.off[slot], c.Err)
 			case c.N != rd.cfg.BlockSize:
-				first = fmt.Errorf("read at %d: short read of %d bytes", rd.slotOff[slot], c.N)
+				first = fmt.Errorf("read at %d: short read of %d bytes", rd.off[slot], c.N)
 			case rd.cfg.Verify:
-				first = CheckBlock(rd.bufs[slot], rd.slotOff[slot])
+				first = CheckBlock(rd.bufs[slot], rd.off[slot])
 			}
-			rd.free = append(rd.free, slot)
+			rd.put(slot)
 		}
 		done += g
 	}

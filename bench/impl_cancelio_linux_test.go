@@ -12,20 +12,7 @@ import (
 
 // cancelioImpls returns the registered cancelio impls that run here.
 func cancelioImpls(t *testing.T) []*cancelioImpl {
-	var out []*cancelioImpl
-	for _, name := range []string{"cancelio-uring", "cancelio-poll"} {
-		impl, ok := Lookup(name)
-		require.True(t, ok, "%s registered", name)
-		ci, ok := impl.(*cancelioImpl)
-		require.True(t, ok, "%s is a *cancelioImpl, got %T", name, impl)
-		if ci.Supports(WorkloadNop) {
-			out = append(out, ci)
-		}
-	}
-	if len(out) == 0 {
-		t.Skip("no cancelio backend runs here")
-	}
-	return out
+	return implsOf[*cancelioImpl](t, "cancelio-uring", "cancelio-poll")
 }
 
 func TestCancelioSupports(t *testing.T) {
@@ -218,18 +205,14 @@ func TestCancelioReadFixed(t *testing.T) {
 		t.Run(impl.Name(), func(t *testing.T) {
 			checkFDs(t)
 			for _, fixed := range []bool{false, true} {
-				cfg := readConfig(t, 4)
-				cfg.Fixed, cfg.Verify = fixed, true
-				r, err := impl.NewRead(cfg)
-				require.NoError(t, err)
+				r := runFixedRead(t, impl, fixed)
 				rd := r.(*ciRead)
-				require.NoError(t, rd.Run(16))
 				want := ioring.OpRead
 				if fixed {
 					want = ioring.OpReadFixed
 				}
 				assert.Equal(t, want, rd.ops[0].Code(), "fixed %v", fixed)
-				err = rd.r.RegisterBuffers(rd.bufs)
+				err := rd.r.RegisterBuffers(rd.bufs)
 				if fixed {
 					assert.ErrorIs(t, err, unix.EBUSY, "buffers registered already")
 				} else {

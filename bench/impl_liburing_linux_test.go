@@ -20,11 +20,7 @@ func TestLiburingReadFixed(t *testing.T) {
 	}
 	checkFDs(t)
 	for _, fixed := range []bool{false, true} {
-		cfg := readConfig(t, 4)
-		cfg.Fixed, cfg.Verify = fixed, true
-		r, err := impl.NewRead(cfg)
-		require.NoError(t, err)
-		require.NoError(t, r.Run(16))
+		r := runFixedRead(t, impl, fixed)
 		assert.Equal(t, fixed, r.(*lrRead).st.fixed != 0, "buffers registered")
 		require.NoError(t, r.Close())
 	}

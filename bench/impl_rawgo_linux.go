@@ -148,11 +148,8 @@ func (p *rawNop) Run(n int) error {
 // rawRead keeps QD reads in flight, the buffer's slot number as user_data.
 type rawRead struct {
 	*rawRing
-	cfg     ReadConfig
-	bufs    [][]byte
-	slotOff []int64
-	free    []int
-	pos     int
+	cfg ReadConfig
+	readSlots
 }
 
 func (i *rawGoImpl) NewRead(cfg ReadConfig) (Runner, error) {
@@ -166,13 +163,7 @@ func (i *rawGoImpl) NewRead(cfg ReadConfig) (Runner, error) {
 	if err != nil {
 		return nil, err
 	}
-	rd := &rawRead{rawRing: r, cfg: cfg, bufs: make([][]byte, cfg.QD), slotOff: make([]int64, cfg.QD), free: make([]int, 0, cfg.QD)}
-	mem := make([]byte, cfg.QD*cfg.BlockSize)
-	for s := range rd.bufs {
-		rd.bufs[s] = mem[s*cfg.BlockSize : (s+1)*cfg.BlockSize : (s+1)*cfg.BlockSize]
-		rd.free = append(rd.free, cfg.QD-1-s)
-	}
-	return rd, nil
+	return &rawRead{rawRing: r, cfg: cfg, readSlots: newReadSlots(cfg)}, nil
 }
 
 // Run ends, on an error, only once every read in flight has completed: the
@@ -181,14 +172,8 @@ func (rd *rawRead) Run(n int) error {
 	var first error
 	issued, done := 0, 0
 	for done < issued || (issued < n && first == nil) {
-		for first == nil && issued < n && len(rd.free) > 0 {
-			slot := rd.free[len(rd.free)-1]
-			rd.free = rd.free[:len(rd.free)-1]
-			off := rd.cfg.Offsets[rd.pos]
-			if rd.pos++; rd.pos == len(rd.cfg.Offsets) {
-				rd.pos = 0
-			}
-			rd.slotOff[slot] = off
+		for first == nil && issued < n && rd.idle() {
+			slot, off := rd.take()
 			sqe := rd.NextSQE()
 			rawuring.PrepRead(sqe, rd.cfg.FD, rd.bufs[slot], off)
 			sqe.UserData = uint64(slot)
@@ -210,11 +195,11 @@ func (rd *rawRead) Run(n int) error {
 			switch {
 			case first != nil:
 			case int(c.Res) != rd.cfg.BlockSize:
-				first = fmt.Errorf("read at %d: %w", rd.slotOff[slot], cqeErr("read", c.Res))
+				first = fmt.Errorf("read at %d: %w", rd.off[slot], cqeErr("read", c.Res))
 			case rd.cfg.Verify:
-				first = CheckBlock(rd.bufs[slot], rd.slotOff[slot])
+				first = CheckBlock(rd.bufs[slot], rd.off[slot])
 			}
-			rd.free = append(rd.free, slot)
+			rd.put(slot)
 		}
 		rd.Advance(ready)
 		done += int(ready)

@@ -8,22 +8,7 @@ import (
 )
 
 // rawGoImpls returns the raw-go impls that run here.
-func rawGoImpls(t *testing.T) []*rawGoImpl {
-	var out []*rawGoImpl
-	for _, name := range []string{"raw-go", "raw-go-plain"} {
-		impl, ok := Lookup(name)
-		require.True(t, ok, "%s registered", name)
-		ri, ok := impl.(*rawGoImpl)
-		require.True(t, ok, "%s is a *rawGoImpl, got %T", name, impl)
-		if ri.Supports(WorkloadNop) {
-			out = append(out, ri)
-		}
-	}
-	if len(out) == 0 {
-		t.Skip("io_uring does not run here")
-	}
-	return out
-}
+func rawGoImpls(t *testing.T) []*rawGoImpl { return implsOf[*rawGoImpl](t, "raw-go", "raw-go-plain") }
 
 // TestRawGo checks the floor's shape: Nop and Read only, liburing's setup
 // (a registered ring fd, so a thread-bound ring) for raw-go and a plain

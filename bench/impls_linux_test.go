@@ -49,6 +49,36 @@ func forEachImpl(t *testing.T, w Workload, fn func(t *testing.T, impl Impl)) {
 	}
 }
 
+// implsOf returns the impls called names, each of type T, that run here
+// (support WorkloadNop); it skips the test when none does.
+func implsOf[T Impl](t *testing.T, names ...string) []T {
+	var out []T
+	for _, name := range names {
+		impl, ok := Lookup(name)
+		require.True(t, ok, "%s registered", name)
+		ti, ok := impl.(T)
+		require.True(t, ok, "%s is a %T, got %T", name, *new(T), impl)
+		if ti.Supports(WorkloadNop) {
+			out = append(out, ti)
+		}
+	}
+	if len(out) == 0 {
+		t.Skipf("none of %v runs here", names)
+	}
+	return out
+}
+
+// runFixedRead makes a verifying read runner of impl at QD 4, with or
+// without registered buffers, and runs 16 reads on it; the caller closes it.
+func runFixedRead(t *testing.T, impl Impl, fixed bool) Runner {
+	cfg := readConfig(t, 4)
+	cfg.Fixed, cfg.Verify = fixed, true
+	r, err := impl.NewRead(cfg)
+	require.NoError(t, err)
+	require.NoError(t, r.Run(16))
+	return r
+}
+
 func TestImplsRegistered(t *testing.T) {
 	names := map[string]bool{}
 	for _, impl := range Impls() {
