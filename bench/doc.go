@@ -9,11 +9,22 @@
 //   - liburing: C liburing through cgo, the whole inner loop in C (build tag
 //     liburing; needs liburing-dev). The physical limit, and the ruler for
 //     cancelio's targets.
-//   - goroutines: blocking system calls in goroutines. A blocked read(2)
-//     cannot be canceled (closing the fd does not wake it), so each read
-//     waits in ppoll(2) on its fd and a shared eventfd, which cancel writes.
+//   - raw-go, raw-go-plain: the floor from Go, for Nop and Read4K only: the
+//     bare io_uring ABI (bench/internal/rawuring: mmap'd rings, SQEs filled
+//     in place, io_uring_enter, CQEs read in place), no engine. raw-go sets
+//     the ring up as liburing does (SINGLE_ISSUER|DEFER_TASKRUN, the ring
+//     fd registered, the goroutine locked to its thread), so raw-go against
+//     liburing is what Go itself costs; raw-go-plain as cancelio's engine
+//     does (a plain ring any thread may enter), so raw-go-plain against
+//     cancelio-uring is what the engine costs. A target that raw-go does
+//     not reach in the same run is out of reach for any Go program there.
+//   - goroutines: blocking system calls in goroutines (on sockets too:
+//     write and read). A blocked read(2) cannot be canceled (closing the fd
+//     does not wake it), so each read of the cancel suites waits in ppoll(2)
+//     on its fd and a shared eventfd, which cancel writes.
 //   - netpoll: *os.File on non-blocking pipes, parked on the runtime's
-//     netpoller; cancel is SetReadDeadline in the past.
+//     netpoller; cancel is SetReadDeadline in the past. Over sockets, Go's
+//     net package (a net.Conn from net.FileConn).
 //   - cancelio-uring, cancelio-poll: cancelio's engine, registered by its own
 //     file in this package.
 //
@@ -21,12 +32,20 @@
 // harness owns every fd, the page-cached data file, the random offsets and
 // the ping-pong echo peer, so the work is the same for each impl; an impl
 // that does not support a workload gets no sub-benchmark for it.
+// WorkloadReadFixed and WorkloadSockPingPong are variants of Read and
+// PingPong (ReadConfig.Fixed, PingPongConfig.Socket) that an impl supports
+// only where it has registered buffers or socket calls.
 //
 // # Suites
 //
 //	BenchmarkNop/impl=…/batch={1,32}          no-ops, batch per submission
 //	BenchmarkRead4K/impl=…/qd={1,32}          4 KiB random page-cache reads
-//	BenchmarkPingPong/impl=…                  64-byte round trip through pipes
+//	BenchmarkRead4KFixed/impl=…/qd={1,32}     the same into registered buffers
+//	                                          (READ_FIXED; impls that have them)
+//	BenchmarkPingPong/impl=…/transport=pipe   64-byte round trip through pipes
+//	BenchmarkPingPong/impl=…/transport=unix   the same over an AF_UNIX socketpair
+//	BenchmarkPingPong/impl=…/transport=tcp    the same over TCP loopback
+//	                                          (TCP_NODELAY)
 //	BenchmarkCancel/impl=…/pending={1,64}     cancel reads pending on empty pipes
 //	                                          all at once (a token, cancel-any)
 //	BenchmarkCancelEach/impl=…/pending=64     the same, request by request
@@ -44,7 +63,25 @@
 // Every run starts with an untimed warm-up (256 ops; for the cancel suites,
 // arm+cancel cycles until 512 requests have been through), so that what is
 // timed, allocations included, is the steady state and not first-use costs.
-// Throughput suites report ns/op, ops/s, allocs (and MB/s for reads).
+// Throughput suites report ns/op, ops/s, allocs (and MB/s for reads); for
+// BenchmarkPingPong, ns/op is one round trip.
+//
+// BenchmarkRead4KFixed reads the same blocks of the same file at the same
+// queue depths as BenchmarkRead4K, into QD buffers registered once when the
+// runner is made (buffer i as index i): cancelio with Ring.RegisterBuffers
+// and ReadFixed (the poll backend accepts them and runs plain preadv2),
+// liburing with io_uring_register_buffers and read_fixed. Compare each row
+// with its BenchmarkRead4K row of the same run.
+//
+// The socket ping-pongs talk to the same kind of echo peer as the pipe one
+// (a goroutine in blocking read and write on its end): cancelio submits a
+// Send and a Recv together (Recv is unordered on its stream, so one at a
+// time; a short one is continued), liburing a send (MSG_NOSIGNAL, as
+// cancelio's Send) and a recv SQE in one io_uring_enter, netpoll writes and
+// reads a net.Conn, goroutines block in write and read. Each round trip
+// includes waking the peer's thread and being woken by it, which dominates
+// the time; the rows compare the impls' ways of waiting more than their
+// per-request cost.
 // BenchmarkCancel and BenchmarkCancelEach report the mean latency of one
 // cancel as ns/op, from the cancel call until the last canceled completion
 // is delivered (the Arm before it is not included), and its percentiles as
@@ -56,6 +93,17 @@
 // it does in BenchmarkCancel). BenchmarkCancelUnderLoad also reports
 // cancels/s, the background cancel rate really achieved, and cancels-%,
 // that rate as a share of the 1,000 a second requested.
+//
+// # Instructions per op
+//
+// The wall-clock rows on a small shared machine are noisy and mostly
+// kernel time. bench/callgrind.sh gives the user-space side exactly: it
+// runs each Nop and Read4K row of liburing, raw-go, raw-go-plain and
+// cancelio under valgrind's callgrind at two op counts (GOMAXPROCS=1) and
+// prints the difference of the process's instruction counts per op, the
+// loop's own cost with setup and warm-up cancelled out. Against raw-go it
+// tells how much of cancelio's cost is the engine's, and against liburing
+// how much is Go's.
 //
 // BenchmarkScale reports ns/op and ops/s for all goroutines together, and
 // cpu-ns/op, the process's CPU time per request. cancelio's workers call

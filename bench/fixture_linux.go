@@ -117,15 +117,18 @@ func (p *Pipes) Close() error {
 
 // Echo is the ping-pong peer every impl talks to: a goroutine that reads
 // from the ping pipe with blocking read(2) and writes what it got to the pong
-// pipe with blocking write(2). It is the same for every impl, so only the
-// impl's side of the round trip differs.
+// pipe with blocking write(2); or, over a socket, reads and writes its end
+// of a connected stream socket the same way. It is the same for every impl,
+// so only the impl's side of the round trip differs.
 type Echo struct {
-	// PingFD is the write end of the pipe Echo reads: the runner writes here.
+	// PingFD is the write end of the pipe Echo reads: the runner writes
+	// here. Over a socket, the runner's end of the connection.
 	PingFD int
-	// PongFD is the read end of the pipe Echo writes: the runner reads here.
+	// PongFD is the read end of the pipe Echo writes: the runner reads
+	// here. Over a socket, PingFD again.
 	PongFD int
 
-	pingR, pongW int
+	pingR, pongW int // the peer's ends; the same socket over a socket
 	done         chan error
 }
 
@@ -140,6 +143,81 @@ func StartEcho(maxMsg int) (*Echo, error) {
 	return e, nil
 }
 
+// Transports of the ping-pong: two pipes, or a connected stream socket.
+const (
+	TransportPipe = "pipe" // two pipes (StartEcho)
+	TransportUnix = "unix" // an AF_UNIX SOCK_STREAM socketpair
+	TransportTCP  = "tcp"  // TCP over IPv4 loopback, TCP_NODELAY on both ends
+)
+
+// StartSockEcho starts an echo peer at the far end of a new connected stream
+// socket: transport is TransportUnix or TransportTCP. Both ends are blocking
+// and close-on-exec.
+func StartSockEcho(transport string, maxMsg int) (*Echo, error) {
+	var cl, srv int
+	var err error
+	switch transport {
+	case TransportUnix:
+		var fds [2]int
+		fds, err = unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+		cl, srv = fds[0], fds[1]
+	case TransportTCP:
+		cl, srv, err = tcpLoopback()
+	default:
+		err = fmt.Errorf("transport %q", transport)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("bench: %s socket: %w", transport, err)
+	}
+	e := &Echo{PingFD: cl, PongFD: cl, pingR: srv, pongW: srv, done: make(chan error, 1)}
+	go e.loop(make([]byte, maxMsg))
+	return e, nil
+}
+
+// tcpLoopback returns the two ends of a TCP connection over 127.0.0.1,
+// with TCP_NODELAY (a 64-byte message goes out at once, as a request of a
+// protocol would).
+func tcpLoopback() (cl, srv int, err error) {
+	ln, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return -1, -1, err
+	}
+	defer unix.Close(ln)
+	if err := unix.Bind(ln, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		return -1, -1, err
+	}
+	if err := unix.Listen(ln, 1); err != nil {
+		return -1, -1, err
+	}
+	sa, err := unix.Getsockname(ln)
+	if err != nil {
+		return -1, -1, err
+	}
+	if cl, err = unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0); err != nil {
+		return -1, -1, err
+	}
+	for err = unix.Connect(cl, sa); err == unix.EINTR; { // a loopback connect completes in the backlog
+		err = unix.Connect(cl, sa)
+	}
+	if err == nil {
+		for srv, _, err = unix.Accept4(ln, unix.SOCK_CLOEXEC); err == unix.EINTR; {
+			srv, _, err = unix.Accept4(ln, unix.SOCK_CLOEXEC)
+		}
+	}
+	if err != nil {
+		unix.Close(cl)
+		return -1, -1, err
+	}
+	for _, fd := range []int{cl, srv} {
+		if err := unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1); err != nil {
+			unix.Close(cl)
+			unix.Close(srv)
+			return -1, -1, fmt.Errorf("TCP_NODELAY: %w", err)
+		}
+	}
+	return cl, srv, nil
+}
+
 func (e *Echo) loop(buf []byte) {
 	err := func() error {
 		for {
@@ -147,16 +225,22 @@ func (e *Echo) loop(buf []byte) {
 			if err == unix.EINTR {
 				continue
 			}
+			if err == unix.ECONNRESET && e.pingR == e.pongW {
+				return nil // the runner closed its socket with an echo unread (a failed run)
+			}
 			if err != nil {
 				return fmt.Errorf("bench: echo read: %w", err)
 			}
 			if n == 0 {
-				return nil // Close closed the ping pipe's write end
+				return nil // Close closed the ping pipe's write end, or the runner's socket
 			}
 			for w := 0; w < n; {
 				m, err := unix.Write(e.pongW, buf[w:n])
 				if err == unix.EINTR {
 					continue
+				}
+				if (err == unix.EPIPE || err == unix.ECONNRESET) && e.pingR == e.pongW {
+					return nil // the runner closed its socket before this echo (a failed run)
 				}
 				if err != nil {
 					return fmt.Errorf("bench: echo write: %w", err)
@@ -166,21 +250,29 @@ func (e *Echo) loop(buf []byte) {
 		}
 	}()
 	unix.Close(e.pingR)
-	unix.Close(e.pongW)
+	if e.pongW != e.pingR {
+		unix.Close(e.pongW)
+	}
 	e.done <- err
 }
 
 // Close stops the peer and closes every end. Runners that dup'ed PingFD must
 // have closed their dups first: the peer stops when it reads end-of-file.
 func (e *Echo) Close() error {
-	err := unix.Close(e.PingFD)
-	select {
-	case err2 := <-e.done:
-		err = errors.Join(err, err2)
-	case <-time.After(10 * time.Second):
-		err = errors.Join(err, errors.New("bench: echo peer did not stop: is a dup of PingFD still open?"))
+	if e.PongFD == e.PingFD { // a socket: one end, and the peer sees its close as end-of-file
+		return errors.Join(unix.Close(e.PingFD), e.wait())
 	}
-	return errors.Join(err, unix.Close(e.PongFD))
+	return errors.Join(unix.Close(e.PingFD), e.wait(), unix.Close(e.PongFD))
+}
+
+// wait waits for the peer to stop.
+func (e *Echo) wait() error {
+	select {
+	case err := <-e.done:
+		return err
+	case <-time.After(10 * time.Second):
+		return errors.New("bench: echo peer did not stop: is a dup of PingFD still open?")
+	}
 }
 
 // TempDataFile creates a data file of size bytes in a new temporary

@@ -112,11 +112,25 @@ func readConfig(tb testing.TB, qd int) ReadConfig {
 	return ReadConfig{FD: int(f.Fd()), BlockSize: blockSize, QD: qd, Offsets: offs}
 }
 
-func BenchmarkRead4K(b *testing.B) {
-	for _, impl := range supporting(WorkloadRead) {
+func BenchmarkRead4K(b *testing.B) { benchRead4K(b, false) }
+
+// BenchmarkRead4KFixed is BenchmarkRead4K into buffers registered with the
+// engine once (READ_FIXED), for impls that have registered buffers: the
+// same file, offsets and queue depths, so that each row compares with its
+// plain BenchmarkRead4K row of the same run.
+func BenchmarkRead4KFixed(b *testing.B) { benchRead4K(b, true) }
+
+func benchRead4K(b *testing.B, fixed bool) {
+	w := WorkloadRead
+	if fixed {
+		w = WorkloadReadFixed
+	}
+	for _, impl := range supporting(w) {
 		for _, qd := range []int{1, 32} {
 			b.Run(fmt.Sprintf("impl=%s/qd=%d", impl.Name(), qd), func(b *testing.B) {
-				r, err := impl.NewRead(readConfig(b, qd))
+				cfg := readConfig(b, qd)
+				cfg.Fixed = fixed
+				r, err := impl.NewRead(cfg)
 				require.NoError(b, err)
 				closeAfter(b, r)
 				b.SetBytes(blockSize)
@@ -133,16 +147,44 @@ func startEcho(tb testing.TB) *Echo {
 	return e
 }
 
+// transports are BenchmarkPingPong's: two pipes (WorkloadPingPong), an
+// AF_UNIX socketpair and TCP loopback (WorkloadSockPingPong).
+var transports = []struct {
+	name string
+	w    Workload
+}{{TransportPipe, WorkloadPingPong}, {TransportUnix, WorkloadSockPingPong}, {TransportTCP, WorkloadSockPingPong}}
+
+// startTransportEcho starts the echo peer of a transport and returns it
+// with the PingPongConfig that talks to it.
+func startTransportEcho(tb testing.TB, transport string) (*Echo, PingPongConfig) {
+	if transport == TransportPipe {
+		e := startEcho(tb)
+		return e, PingPongConfig{PingFD: e.PingFD, PongFD: e.PongFD, MsgSize: msgSize}
+	}
+	e, err := StartSockEcho(transport, msgSize)
+	require.NoError(tb, err)
+	return e, PingPongConfig{PingFD: e.PingFD, PongFD: e.PongFD, Socket: true, MsgSize: msgSize}
+}
+
+// BenchmarkPingPong is a 64-byte message and its echo per op, through two
+// pipes (transport=pipe) or over a connected stream socket: an AF_UNIX
+// socketpair (transport=unix) or TCP loopback (transport=tcp), sent and
+// received with each impl's socket calls. ns/op is the round trip.
 func BenchmarkPingPong(b *testing.B) {
-	for _, impl := range supporting(WorkloadPingPong) {
-		b.Run("impl="+impl.Name(), func(b *testing.B) {
-			e := startEcho(b)
-			closeAfter(b, e) // cleanups run last-in first-out: runner first, then echo
-			r, err := impl.NewPingPong(PingPongConfig{PingFD: e.PingFD, PongFD: e.PongFD, MsgSize: msgSize})
-			require.NoError(b, err)
-			closeAfter(b, r)
-			runThroughput(b, r)
-		})
+	for _, impl := range Impls() {
+		for _, tr := range transports {
+			if !impl.Supports(tr.w) {
+				continue
+			}
+			b.Run("impl="+impl.Name()+"/transport="+tr.name, func(b *testing.B) {
+				e, cfg := startTransportEcho(b, tr.name)
+				closeAfter(b, e) // cleanups run last-in first-out: runner first, then echo
+				r, err := impl.NewPingPong(cfg)
+				require.NoError(b, err)
+				closeAfter(b, r)
+				runThroughput(b, r)
+			})
+		}
 	}
 }
 

@@ -49,6 +49,15 @@ const (
 	// WorkloadScaleShared is BenchmarkScale's layout=shared: the same, with
 	// one engine instance shared by every goroutine.
 	WorkloadScaleShared
+	// WorkloadReadFixed is WorkloadRead into buffers registered with the
+	// engine once (ReadConfig.Fixed; io_uring's READ_FIXED), beside
+	// WorkloadRead's plain reads of the same blocks (BenchmarkRead4KFixed).
+	WorkloadReadFixed
+	// WorkloadSockPingPong is WorkloadPingPong over a connected stream
+	// socket (an AF_UNIX socketpair or TCP loopback) instead of two pipes:
+	// send and recv, one round trip per op (BenchmarkPingPong's
+	// transport=unix and transport=tcp).
+	WorkloadSockPingPong
 )
 
 // String returns the workload's short name.
@@ -72,6 +81,10 @@ func (w Workload) String() string {
 		return "scale"
 	case WorkloadScaleShared:
 		return "scale-shared"
+	case WorkloadReadFixed:
+		return "read-fixed"
+	case WorkloadSockPingPong:
+		return "sock-pingpong"
 	}
 	return "workload(?)"
 }
@@ -231,16 +244,30 @@ type ReadConfig struct {
 	// Verify asks the runner to check every block with CheckBlock (tests
 	// set it; benchmarks do not).
 	Verify bool
+	// Fixed asks for WorkloadReadFixed: the runner registers its QD
+	// buffers with its engine once, when it is made, and reads into them
+	// by index (READ_FIXED). Impls that do not Support WorkloadReadFixed
+	// refuse it.
+	Fixed bool
 	// Load, if Load.Every > 0, adds background cancels (WorkloadCancelUnderLoad).
 	Load CancelLoad
 }
 
 // PingPongConfig configures WorkloadPingPong.
 type PingPongConfig struct {
-	// PingFD is the write end of the pipe the echo peer reads.
+	// PingFD is the write end of the pipe the echo peer reads; with
+	// Socket, the connected stream socket whose other end the echo peer
+	// holds.
 	PingFD int
-	// PongFD is the read end of the pipe the echo peer writes to.
+	// PongFD is the read end of the pipe the echo peer writes to; with
+	// Socket, the same socket as PingFD.
 	PongFD int
+	// Socket asks for WorkloadSockPingPong: PingFD is a connected stream
+	// socket (AF_UNIX or TCP with TCP_NODELAY), the ping is sent and the
+	// echo received on it with the impl's socket calls (send and recv
+	// where it has them). Impls that do not Support WorkloadSockPingPong
+	// refuse it.
+	Socket bool
 	// MsgSize is the message size (at most PIPE_BUF, so pipe writes are
 	// atomic). An op writes MsgSize bytes to PingFD and reads MsgSize bytes
 	// (possibly in several reads) from PongFD.
@@ -281,9 +308,10 @@ var (
 )
 
 // implOrder fixes the column order benchstat shows (it orders columns by
-// first appearance): the physical limit first, then cancelio, then the
-// baselines. Unknown names follow, alphabetically.
-var implOrder = []string{"liburing", "cancelio-uring", "cancelio-poll", "goroutines", "netpoll"}
+// first appearance): the physical limit first, then the floor from Go (the
+// bare ABI), then cancelio, then the baselines. Unknown names follow,
+// alphabetically.
+var implOrder = []string{"liburing", "raw-go", "raw-go-plain", "cancelio-uring", "cancelio-poll", "goroutines", "netpoll"}
 
 // Register adds an impl to the suites; call it from an init function. It
 // panics if the name is taken.

@@ -135,18 +135,17 @@ func (p *ciNop) Close() error { return p.r.Close() }
 // ciRead keeps QD reads in flight: every free buffer is refilled with one
 // SubmitBatch, then one Reap takes what has completed. The buffer index
 // travels as the request's User value (a small integer: no allocation).
+// With Fixed, the QD buffers are registered with the ring (RegisterBuffers,
+// buffer i as index i) and read with ReadFixed.
 type ciRead struct {
-	cfg     ReadConfig
-	r       *ioring.Ring
-	bufs    [][]byte
-	slotOff []int64 // offset being read into bufs[i]
-	free    []int   // indices of idle buffers
-	batch   []int   // batch[k]: the buffer of ops[k]
-	ops     []ioring.Op
-	reqs    []ioring.Request
-	comps   []ioring.Completion
-	pos     int // next index into cfg.Offsets
-	load    *ciLoad
+	cfg ReadConfig
+	r   *ioring.Ring
+	readSlots
+	batch []int // batch[k]: the buffer of ops[k]
+	ops   []ioring.Op
+	reqs  []ioring.Request
+	comps []ioring.Completion
+	load  *ciLoad
 }
 
 func (c *cancelioImpl) NewRead(cfg ReadConfig) (Runner, error) {
@@ -159,13 +158,12 @@ func (c *cancelioImpl) NewRead(cfg ReadConfig) (Runner, error) {
 	if err != nil {
 		return nil, err
 	}
-	rd := &ciRead{cfg: cfg, r: r, bufs: make([][]byte, cfg.QD), slotOff: make([]int64, cfg.QD),
-		free: make([]int, 0, cfg.QD), batch: make([]int, cfg.QD), ops: make([]ioring.Op, cfg.QD), reqs: make([]ioring.Request, cfg.QD),
-		comps: make([]ioring.Completion, cfg.QD)}
-	mem := make([]byte, cfg.QD*cfg.BlockSize)
-	for i := range rd.bufs {
-		rd.bufs[i] = mem[i*cfg.BlockSize : (i+1)*cfg.BlockSize : (i+1)*cfg.BlockSize]
-		rd.free = append(rd.free, cfg.QD-1-i)
+	rd := &ciRead{cfg: cfg, r: r, readSlots: newReadSlots(cfg), batch: make([]int, cfg.QD), ops: make([]ioring.Op, cfg.QD),
+		reqs: make([]ioring.Request, cfg.QD), comps: make([]ioring.Completion, cfg.QD)}
+	if cfg.Fixed {
+		if err := r.RegisterBuffers(rd.bufs); err != nil {
+			return nil, errors.Join(fmt.Errorf("%s: %w", c.name, err), r.Close())
+		}
 	}
 	rd.load = startCILoad(r, cfg.Load)
 	return rd, nil
@@ -176,22 +174,20 @@ func (rd *ciRead) Run(n int) error {
 	issued, done := 0, 0
 	for {
 		k := 0
-		for first == nil && issued+k < n && len(rd.free) > 0 {
-			slot := rd.free[len(rd.free)-1]
-			rd.free = rd.free[:len(rd.free)-1]
-			off := rd.cfg.Offsets[rd.pos]
-			if rd.pos++; rd.pos == len(rd.cfg.Offsets) {
-				rd.pos = 0
+		for first == nil && issued+k < n && rd.idle() {
+			slot, off := rd.take()
+			if rd.cfg.Fixed {
+				rd.ops[k] = ioring.ReadFixed(rd.cfg.FD, rd.bufs[slot], off, slot).WithUser(slot)
+			} else {
+				rd.ops[k] = ioring.Read(rd.cfg.FD, rd.bufs[slot], off).WithUser(slot)
 			}
-			rd.slotOff[slot] = off
-			rd.ops[k] = ioring.Read(rd.cfg.FD, rd.bufs[slot], off).WithUser(slot)
 			rd.batch[k] = slot
 			k++
 		}
 		if k > 0 {
 			m, err := rd.r.SubmitBatch(rd.ops[:k], rd.reqs[:k])
 			for i := m; i < k; i++ { // not submitted: the buffers are idle again
-				rd.free = append(rd.free, rd.batch[i])
+				rd.put(rd.batch[i])
 			}
 			issued += m
 			if err != nil && first == nil {
@@ -214,13 +210,13 @@ func (rd *ciRead) Run(n int) error {
 			switch {
 			case first != nil:
 			case c.Err != nil:
-				first = fmt.Errorf("read at %d: %w", rd.slotOff[slot], c.Err)
+				first = fmt.Errorf("read at %d: %w", rd.off[slot], c.Err)
 			case c.N != rd.cfg.BlockSize:
-				first = fmt.Errorf("read at %d: short read of %d bytes", rd.slotOff[slot], c.N)
+				first = fmt.Errorf("read at %d: short read of %d bytes", rd.off[slot], c.N)
 			case rd.cfg.Verify:
-				first = CheckBlock(rd.bufs[slot], rd.slotOff[slot])
+				first = CheckBlock(rd.bufs[slot], rd.off[slot])
 			}
-			rd.free = append(rd.free, slot)
+			rd.put(slot)
 		}
 		done += g
 	}
@@ -238,6 +234,9 @@ const (
 
 // ciPingPong submits the write of the ping and the read of the pong in one
 // SubmitBatch and reaps both; a short read is continued with another read.
+// On a socket (Socket) they are a Send and a Recv: Recv is not ordered on
+// its stream, so there is one at a time, the continuation only once the
+// last has completed.
 type ciPingPong struct {
 	cfg      PingPongConfig
 	r        *ioring.Ring
@@ -271,8 +270,8 @@ func (p *ciPingPong) Run(n int) error {
 		if p.cfg.Verify {
 			FillMessage(p.msg, p.seq)
 		}
-		p.ops[0] = ioring.Write(p.cfg.PingFD, p.msg, -1).WithUser(ciPing)
-		p.ops[1] = ioring.Read(p.cfg.PongFD, p.buf, -1).WithUser(ciPong)
+		p.ops[0] = p.send().WithUser(ciPing)
+		p.ops[1] = p.recv(p.buf).WithUser(ciPong)
 		m, err := p.r.SubmitBatch(p.ops, p.reqs)
 		first := err
 		pong := p.reqs[1]
@@ -305,7 +304,7 @@ func (p *ciPingPong) Run(n int) error {
 						continue
 					}
 					if got += c.N; got < size && first == nil {
-						q, err := p.r.Submit(ioring.Read(p.cfg.PongFD, p.buf[got:], -1).WithUser(ciPong))
+						q, err := p.r.Submit(p.recv(p.buf[got:]).WithUser(ciPong))
 						if err == nil {
 							pong = q
 							continue
@@ -324,6 +323,23 @@ func (p *ciPingPong) Run(n int) error {
 		}
 	}
 	return nil
+}
+
+// send is the ping: a Write down the pipe, or a Send on the socket.
+func (p *ciPingPong) send() ioring.Op {
+	if p.cfg.Socket {
+		return ioring.Send(p.cfg.PingFD, p.msg, 0)
+	}
+	return ioring.Write(p.cfg.PingFD, p.msg, -1)
+}
+
+// recv reads (part of) the pong into buf: a Read from the pipe, or a Recv
+// from the socket.
+func (p *ciPingPong) recv(buf []byte) ioring.Op {
+	if p.cfg.Socket {
+		return ioring.Recv(p.cfg.PongFD, buf, 0)
+	}
+	return ioring.Read(p.cfg.PongFD, buf, -1)
 }
 
 func (p *ciPingPong) Cancels() int64 { return p.load.cycles() }

@@ -12,20 +12,7 @@ import (
 
 // cancelioImpls returns the registered cancelio impls that run here.
 func cancelioImpls(t *testing.T) []*cancelioImpl {
-	var out []*cancelioImpl
-	for _, name := range []string{"cancelio-uring", "cancelio-poll"} {
-		impl, ok := Lookup(name)
-		require.True(t, ok, "%s registered", name)
-		ci, ok := impl.(*cancelioImpl)
-		require.True(t, ok, "%s is a *cancelioImpl, got %T", name, impl)
-		if ci.Supports(WorkloadNop) {
-			out = append(out, ci)
-		}
-	}
-	if len(out) == 0 {
-		t.Skip("no cancelio backend runs here")
-	}
-	return out
+	return implsOf[*cancelioImpl](t, "cancelio-uring", "cancelio-poll")
 }
 
 func TestCancelioSupports(t *testing.T) {
@@ -44,7 +31,8 @@ func TestCancelioSupports(t *testing.T) {
 			continue
 		}
 		require.NoError(t, r.Close())
-		for _, w := range []Workload{WorkloadNop, WorkloadRead, WorkloadPingPong, WorkloadCancel, WorkloadCancelUnderLoad, WorkloadCancelEach} {
+		for _, w := range []Workload{WorkloadNop, WorkloadRead, WorkloadPingPong, WorkloadCancel, WorkloadCancelUnderLoad, WorkloadCancelEach,
+			WorkloadReadFixed, WorkloadSockPingPong} {
 			assert.True(t, impl.Supports(w), "%s supports %v", tc.name, w)
 		}
 		assert.False(t, impl.Supports(WorkloadCancelToIdle), "%s: cancel-to-idle is minidrv's", tc.name)
@@ -65,19 +53,27 @@ func TestCancelioZeroAllocs(t *testing.T) {
 				assert.Less(t, allocs/ops, 0.01, "nop batch %d: allocations per op", batch)
 				require.NoError(t, r.Close())
 			}
-			rd, err := impl.NewRead(readConfig(t, 32))
-			require.NoError(t, err)
-			allocs := testing.AllocsPerRun(5, func() { require.NoError(t, rd.Run(ops)) })
-			assert.Less(t, allocs/ops, 0.01, "read qd 32: allocations per op")
-			require.NoError(t, rd.Close())
+			for _, fixed := range []bool{false, true} {
+				for _, qd := range []int{1, 32} {
+					cfg := readConfig(t, qd)
+					cfg.Fixed = fixed
+					rd, err := impl.NewRead(cfg)
+					require.NoError(t, err)
+					allocs := testing.AllocsPerRun(5, func() { require.NoError(t, rd.Run(ops)) })
+					assert.Less(t, allocs/ops, 0.01, "read qd %d (fixed %v): allocations per op", qd, fixed)
+					require.NoError(t, rd.Close())
+				}
+			}
 
-			e := startEcho(t)
-			pp, err := impl.NewPingPong(PingPongConfig{PingFD: e.PingFD, PongFD: e.PongFD, MsgSize: msgSize})
-			require.NoError(t, err)
-			allocs = testing.AllocsPerRun(5, func() { require.NoError(t, pp.Run(200)) })
-			assert.Less(t, allocs/200, 0.01, "ping-pong: allocations per round trip")
-			require.NoError(t, pp.Close())
-			require.NoError(t, e.Close())
+			for _, tr := range transports {
+				e, cfg := startTransportEcho(t, tr.name)
+				pp, err := impl.NewPingPong(cfg)
+				require.NoError(t, err)
+				allocs := testing.AllocsPerRun(5, func() { require.NoError(t, pp.Run(200)) })
+				assert.Less(t, allocs/200, 0.01, "ping-pong over %s: allocations per round trip", tr.name)
+				require.NoError(t, pp.Close())
+				require.NoError(t, e.Close())
+			}
 		})
 	}
 }
@@ -196,6 +192,60 @@ func TestCancelioCloseArmed(t *testing.T) {
 			require.NoError(t, cr.Arm())
 			assert.Error(t, cr.Arm(), "Arm twice")
 			require.NoError(t, cr.Close())
+		})
+	}
+}
+
+// TestCancelioReadFixed checks that the fixed rows read into registered
+// buffers: the runner's ring has its buffers registered (a second
+// RegisterBuffers is refused with EBUSY), its reads are ReadFixed, and the
+// plain rows' ring has none.
+func TestCancelioReadFixed(t *testing.T) {
+	for _, impl := range cancelioImpls(t) {
+		t.Run(impl.Name(), func(t *testing.T) {
+			checkFDs(t)
+			for _, fixed := range []bool{false, true} {
+				r := runFixedRead(t, impl, fixed)
+				rd := r.(*ciRead)
+				want := ioring.OpRead
+				if fixed {
+					want = ioring.OpReadFixed
+				}
+				assert.Equal(t, want, rd.ops[0].Code(), "fixed %v", fixed)
+				err := rd.r.RegisterBuffers(rd.bufs)
+				if fixed {
+					assert.ErrorIs(t, err, unix.EBUSY, "buffers registered already")
+				} else {
+					assert.NoError(t, err, "no buffers registered by a plain runner")
+				}
+				require.NoError(t, r.Close())
+			}
+		})
+	}
+}
+
+// TestCancelioSockPingPong checks that the socket rows use Send and Recv,
+// and the pipe rows Write and Read.
+func TestCancelioSockPingPong(t *testing.T) {
+	for _, impl := range cancelioImpls(t) {
+		t.Run(impl.Name(), func(t *testing.T) {
+			checkFDs(t)
+			for _, tr := range transports {
+				e, cfg := startTransportEcho(t, tr.name)
+				cfg.Verify = true
+				r, err := impl.NewPingPong(cfg)
+				require.NoError(t, err)
+				require.NoError(t, r.Run(5))
+				p := r.(*ciPingPong)
+				send, recv := ioring.OpWrite, ioring.OpRead
+				if cfg.Socket {
+					send, recv = ioring.OpSend, ioring.OpRecv
+				}
+				assert.Equal(t, send, p.ops[0].Code(), tr.name)
+				assert.Equal(t, recv, p.ops[1].Code(), tr.name)
+				require.NoError(t, r.Close())
+				require.NoError(t, e.Close())
+			}
 		})
 	}
 }

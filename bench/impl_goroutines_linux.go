@@ -26,6 +26,10 @@ import (
 //
 // CancelEach: each request waits on an eventfd of its own, and the cancel
 // writes each request's eventfd, one write(2) per request.
+//
+// Over a socket (WorkloadSockPingPong) the ping-pong is the same blocking
+// write(2) and read(2), which on a connected socket are send and recv
+// without flags.
 type goroutinesImpl struct{}
 
 func init() { Register(goroutinesImpl{}) }
@@ -34,7 +38,7 @@ func (goroutinesImpl) Name() string { return "goroutines" }
 
 func (goroutinesImpl) Supports(w Workload) bool {
 	switch w {
-	case WorkloadRead, WorkloadPingPong, WorkloadCancel, WorkloadCancelUnderLoad, WorkloadCancelEach:
+	case WorkloadRead, WorkloadPingPong, WorkloadCancel, WorkloadCancelUnderLoad, WorkloadCancelEach, WorkloadSockPingPong:
 		return true
 	}
 	return false
@@ -52,6 +56,9 @@ type grRead struct {
 }
 
 func (goroutinesImpl) NewRead(cfg ReadConfig) (Runner, error) {
+	if cfg.Fixed {
+		return nil, ErrUnsupported
+	}
 	r := &grRead{cfg: cfg, bufs: make([][]byte, cfg.QD), errs: make([]error, cfg.QD)}
 	for i := range r.bufs {
 		r.bufs[i] = make([]byte, cfg.BlockSize)

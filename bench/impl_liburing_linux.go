@@ -11,7 +11,9 @@ package bench
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
+#include <sys/uio.h>
 
 // user_data tags: measured requests use small values (slot numbers).
 #define TAG_LOAD_READ   (1ULL << 62)
@@ -142,6 +144,7 @@ static int run_nop(bring *b, long n, int batch) {
 
 typedef struct {
 	int fd, qd, bs, noff, nfree, verify;
+	int fixed;         // bufs registered with the ring, slot i as index i: read_fixed
 	int64_t pos;
 	int64_t *offs;     // noff offsets
 	int64_t *slot_off; // qd: offset being read into slot i
@@ -165,6 +168,23 @@ static rstate *rstate_new(int fd, int qd, int bs, int64_t *offs, int noff, int v
 	for (int i = 0; i < qd; i++) r->freel[i] = i;
 	r->nfree = qd;
 	return r;
+}
+
+// rstate_register registers r's qd buffers with b's ring
+// (io_uring_register_buffers), slot i as buffer index i; run_read then
+// reads into them with read_fixed.
+static int rstate_register(bring *b, rstate *r) {
+	if (!on_thread(b)) return -EXDEV;
+	struct iovec *iovs = calloc(r->qd, sizeof *iovs);
+	if (!iovs) return -ENOMEM;
+	for (int i = 0; i < r->qd; i++) {
+		iovs[i].iov_base = r->bufs + (size_t)i * r->bs;
+		iovs[i].iov_len = r->bs;
+	}
+	int ret = io_uring_register_buffers(&b->ring, iovs, r->qd);
+	free(iovs);
+	if (ret == 0) r->fixed = 1;
+	return ret;
 }
 
 static void rstate_free(rstate *r) {
@@ -195,7 +215,10 @@ static int run_read(bring *b, rstate *r, long n) {
 			int64_t off = r->offs[r->pos];
 			if (++r->pos == r->noff) r->pos = 0;
 			r->slot_off[slot] = off;
-			io_uring_prep_read(sqe, r->fd, r->bufs + (size_t)slot * r->bs, r->bs, off);
+			if (r->fixed)
+				io_uring_prep_read_fixed(sqe, r->fd, r->bufs + (size_t)slot * r->bs, r->bs, off, slot);
+			else
+				io_uring_prep_read(sqe, r->fd, r->bufs + (size_t)slot * r->bs, r->bs, off);
 			sqe->user_data = slot;
 			issued++;
 			inflight++;
@@ -224,19 +247,31 @@ static int run_read(bring *b, rstate *r, long n) {
 	return err;
 }
 
-// run_pingpong does n round trips: a write to ping and a read from pong,
-// submitted together in one io_uring_enter that waits for both.
-static int run_pingpong(bring *b, int ping, int pong, long n, char *msg, char *buf, int size, int verify, uint64_t *seq) {
+// prep_pong prepares the read of (the rest of) a pong: a read from the
+// pipe, or a recv from the socket.
+static void prep_pong(struct io_uring_sqe *sqe, int sock, int pong, char *buf, int len) {
+	if (sock)
+		io_uring_prep_recv(sqe, pong, buf, len, 0);
+	else
+		io_uring_prep_read(sqe, pong, buf, len, 0);
+	sqe->user_data = TAG_PONG;
+}
+
+// run_pingpong does n round trips: a write to ping and a read from pong
+// (with sock, a send and a recv on the socket ping == pong), submitted
+// together in one io_uring_enter that waits for both.
+static int run_pingpong(bring *b, int sock, int ping, int pong, long n, char *msg, char *buf, int size, int verify, uint64_t *seq) {
 	if (!on_thread(b)) return -EXDEV;
 	for (long op = 0; op < n; op++) {
 		(*seq)++;
 		if (verify && size >= 8) memcpy(msg, seq, 8);
 		struct io_uring_sqe *sqe = io_uring_get_sqe(&b->ring);
-		io_uring_prep_write(sqe, ping, msg, size, 0);
+		if (sock)
+			io_uring_prep_send(sqe, ping, msg, size, MSG_NOSIGNAL);
+		else
+			io_uring_prep_write(sqe, ping, msg, size, 0);
 		sqe->user_data = TAG_PING;
-		sqe = io_uring_get_sqe(&b->ring);
-		io_uring_prep_read(sqe, pong, buf, size, 0);
-		sqe->user_data = TAG_PONG;
+		prep_pong(io_uring_get_sqe(&b->ring), sock, pong, buf, size);
 		int pending = 2, got = 0, err = 0;
 		load_maybe(b);
 		while (pending) {
@@ -264,9 +299,7 @@ static int run_pingpong(bring *b, int ping, int pong, long n, char *msg, char *b
 						if (!err) err = cqe->res < 0 ? cqe->res : -EPIPE;
 						pending--;
 					} else if ((got += cqe->res) < size && !err) {
-						struct io_uring_sqe *s = io_uring_get_sqe(&b->ring);
-						io_uring_prep_read(s, pong, buf + got, size - got, 0);
-						s->user_data = TAG_PONG;
+						prep_pong(io_uring_get_sqe(&b->ring), sock, pong, buf + got, size - got);
 					} else {
 						pending--;
 					}
@@ -388,6 +421,10 @@ import (
 // liburingImpl is the physical limit: C liburing 2.x, one ring per runner
 // set up as a single-threaded C program would (SINGLE_ISSUER, DEFER_TASKRUN,
 // registered ring fd), the whole inner loop in C (one cgo call per Run).
+// Fixed reads register the QD buffers with io_uring_register_buffers and
+// read with io_uring_prep_read_fixed; the socket ping-pong is
+// io_uring_prep_send (MSG_NOSIGNAL, as cancelio's Send) and
+// io_uring_prep_recv.
 //
 // Cancel: IORING_OP_ASYNC_CANCEL with IORING_ASYNC_CANCEL_ANY, one SQE for
 // every pending read, timed in C from before the SQE is prepared until the
@@ -504,6 +541,13 @@ func (*liburingImpl) NewRead(cfg ReadConfig) (Runner, error) {
 		b.free()
 		return nil, errors.New("liburing: out of memory")
 	}
+	if cfg.Fixed {
+		if err := errnoErr("register buffers", C.rstate_register(b.p, st)); err != nil {
+			b.free()
+			C.rstate_free(st)
+			return nil, err
+		}
+	}
 	b.setLoad(cfg.Load)
 	return &lrRead{bring: b, st: st}, nil
 }
@@ -539,7 +583,11 @@ func (p *lrPingPong) Run(n int) error {
 	if p.cfg.Verify {
 		verify = 1
 	}
-	return errnoErr("pingpong", C.run_pingpong(p.p, C.int(p.cfg.PingFD), C.int(p.cfg.PongFD), C.long(n),
+	sock := C.int(0)
+	if p.cfg.Socket {
+		sock = 1
+	}
+	return errnoErr("pingpong", C.run_pingpong(p.p, sock, C.int(p.cfg.PingFD), C.int(p.cfg.PongFD), C.long(n),
 		(*C.char)(p.msg), (*C.char)(p.buf), C.int(p.cfg.MsgSize), verify, &p.seq))
 }
 

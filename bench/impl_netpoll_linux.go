@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -21,6 +22,10 @@ import (
 // A deadline belongs to one file, so the cancel of several reads is always
 // request by request, one SetReadDeadline each: Cancel and CancelEach run
 // the same loop.
+//
+// Over a socket (WorkloadSockPingPong) it is Go's net package: a net.Conn
+// made by net.FileConn from the socket, Write and io.ReadFull on it, parked
+// on the same netpoller.
 type netpollImpl struct{}
 
 func init() { Register(netpollImpl{}) }
@@ -29,7 +34,7 @@ func (netpollImpl) Name() string { return "netpoll" }
 
 func (netpollImpl) Supports(w Workload) bool {
 	switch w {
-	case WorkloadRead, WorkloadPingPong, WorkloadCancel, WorkloadCancelUnderLoad, WorkloadCancelEach:
+	case WorkloadRead, WorkloadPingPong, WorkloadCancel, WorkloadCancelUnderLoad, WorkloadCancelEach, WorkloadSockPingPong:
 		return true
 	}
 	return false
@@ -69,6 +74,9 @@ type npRead struct {
 }
 
 func (netpollImpl) NewRead(cfg ReadConfig) (Runner, error) {
+	if cfg.Fixed {
+		return nil, ErrUnsupported
+	}
 	f, err := dupFile(cfg.FD, "data", false)
 	if err != nil {
 		return nil, err
@@ -119,32 +127,62 @@ func (r *npRead) Cancels() int64 { return r.load.cycles() }
 
 func (r *npRead) Close() error { return errors.Join(r.load.stop(), r.f.Close()) }
 
-// npPingPong writes and reads non-blocking pipes through os.File.
+// npPingPong writes and reads non-blocking pipes through os.File, or a
+// socket through a net.Conn.
 type npPingPong struct {
-	cfg        PingPongConfig
-	ping, pong *os.File
-	msg, buf   []byte
-	seq        uint64
-	load       *npLoad
+	cfg      PingPongConfig
+	ping     io.Writer
+	pong     io.Reader
+	closers  []io.Closer
+	msg, buf []byte
+	seq      uint64
+	load     *npLoad
 }
 
 func (netpollImpl) NewPingPong(cfg PingPongConfig) (Runner, error) {
-	ping, err := dupFile(cfg.PingFD, "ping", true)
-	if err != nil {
-		return nil, err
+	p := &npPingPong{cfg: cfg, msg: make([]byte, cfg.MsgSize), buf: make([]byte, cfg.MsgSize)}
+	if cfg.Socket {
+		c, err := sockConn(cfg.PingFD)
+		if err != nil {
+			return nil, err
+		}
+		p.ping, p.pong, p.closers = c, c, []io.Closer{c}
+	} else {
+		ping, err := dupFile(cfg.PingFD, "ping", true)
+		if err != nil {
+			return nil, err
+		}
+		pong, err := dupFile(cfg.PongFD, "pong", true)
+		if err != nil {
+			ping.Close()
+			return nil, err
+		}
+		p.ping, p.pong, p.closers = ping, pong, []io.Closer{ping, pong}
 	}
-	pong, err := dupFile(cfg.PongFD, "pong", true)
-	if err != nil {
-		ping.Close()
-		return nil, err
-	}
-	p := &npPingPong{cfg: cfg, ping: ping, pong: pong, msg: make([]byte, cfg.MsgSize), buf: make([]byte, cfg.MsgSize)}
+	var err error
 	if p.load, err = startNPLoad(cfg.Load); err != nil {
-		p.ping.Close()
-		p.pong.Close()
-		return nil, err
+		return nil, errors.Join(err, p.closeFiles())
 	}
 	return p, nil
+}
+
+// sockConn returns a net.Conn on a dup of the socket fd (net.FileConn dups
+// it again, and sets the shared file description non-blocking).
+func sockConn(fd int) (net.Conn, error) {
+	f, err := dupFile(fd, "sock", false)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return net.FileConn(f)
+}
+
+func (p *npPingPong) closeFiles() error {
+	var errs []error
+	for _, c := range p.closers {
+		errs = append(errs, c.Close())
+	}
+	return errors.Join(errs...)
 }
 
 func (p *npPingPong) Run(n int) error {
@@ -168,9 +206,7 @@ func (p *npPingPong) Run(n int) error {
 
 func (p *npPingPong) Cancels() int64 { return p.load.cycles() }
 
-func (p *npPingPong) Close() error {
-	return errors.Join(p.load.stop(), p.ping.Close(), p.pong.Close())
-}
+func (p *npPingPong) Close() error { return errors.Join(p.load.stop(), p.closeFiles()) }
 
 // npReaders are goroutines, one per non-blocking pipe, each doing one
 // os.File.Read per start and delivering its error to done.

@@ -49,6 +49,36 @@ func forEachImpl(t *testing.T, w Workload, fn func(t *testing.T, impl Impl)) {
 	}
 }
 
+// implsOf returns the impls called names, each of type T, that run here
+// (support WorkloadNop); it skips the test when none does.
+func implsOf[T Impl](t *testing.T, names ...string) []T {
+	var out []T
+	for _, name := range names {
+		impl, ok := Lookup(name)
+		require.True(t, ok, "%s registered", name)
+		ti, ok := impl.(T)
+		require.True(t, ok, "%s is a %T, got %T", name, *new(T), impl)
+		if ti.Supports(WorkloadNop) {
+			out = append(out, ti)
+		}
+	}
+	if len(out) == 0 {
+		t.Skipf("none of %v runs here", names)
+	}
+	return out
+}
+
+// runFixedRead makes a verifying read runner of impl at QD 4, with or
+// without registered buffers, and runs 16 reads on it; the caller closes it.
+func runFixedRead(t *testing.T, impl Impl, fixed bool) Runner {
+	cfg := readConfig(t, 4)
+	cfg.Fixed, cfg.Verify = fixed, true
+	r, err := impl.NewRead(cfg)
+	require.NoError(t, err)
+	require.NoError(t, r.Run(16))
+	return r
+}
+
 func TestImplsRegistered(t *testing.T) {
 	names := map[string]bool{}
 	for _, impl := range Impls() {
@@ -73,6 +103,8 @@ func TestImplOrder(t *testing.T) {
 	if l := indexOf(names, "liburing"); l >= 0 {
 		assert.Zero(t, l, "liburing is the first column: %v", names)
 	}
+	r, p, c := indexOf(names, "raw-go"), indexOf(names, "raw-go-plain"), indexOf(names, "cancelio-uring")
+	assert.True(t, r >= 0 && r < p && p < c, "the floor from Go (raw-go, raw-go-plain) before cancelio: %v", names)
 }
 
 func indexOf(s []string, v string) int {
@@ -149,10 +181,43 @@ func TestReadShortFileFails(t *testing.T) {
 	})
 }
 
+func TestReadFixed(t *testing.T) {
+	forEachImpl(t, WorkloadReadFixed, func(t *testing.T, impl Impl) {
+		for _, qd := range []int{1, 4, 32} {
+			cfg := readConfig(t, qd)
+			cfg.Verify, cfg.Fixed = true, true
+			r, err := impl.NewRead(cfg)
+			require.NoError(t, err)
+			assert.NoError(t, r.Run(500), "qd %d", qd)
+			assert.NoError(t, r.Run(3), "qd %d, fewer ops than qd", qd)
+			require.NoError(t, r.Close())
+		}
+	})
+	for _, impl := range Impls() {
+		if !impl.Supports(WorkloadReadFixed) {
+			cfg := readConfig(t, 1)
+			cfg.Fixed = true
+			_, err := impl.NewRead(cfg)
+			assert.ErrorIs(t, err, ErrUnsupported, "%s: no registered buffers, so no fixed reads", impl.Name())
+		}
+	}
+}
+
+// forEachTransport runs fn for every impl on every ping-pong transport it
+// supports.
+func forEachTransport(t *testing.T, fn func(t *testing.T, impl Impl, transport string)) {
+	for _, tr := range transports {
+		t.Run(tr.name, func(t *testing.T) {
+			forEachImpl(t, tr.w, func(t *testing.T, impl Impl) { fn(t, impl, tr.name) })
+		})
+	}
+}
+
 func TestPingPong(t *testing.T) {
-	forEachImpl(t, WorkloadPingPong, func(t *testing.T, impl Impl) {
-		e := startEcho(t)
-		r, err := impl.NewPingPong(PingPongConfig{PingFD: e.PingFD, PongFD: e.PongFD, MsgSize: msgSize, Verify: true})
+	forEachTransport(t, func(t *testing.T, impl Impl, transport string) {
+		e, cfg := startTransportEcho(t, transport)
+		cfg.Verify = true
+		r, err := impl.NewPingPong(cfg)
 		require.NoError(t, err)
 		assert.NoError(t, r.Run(10))
 		assert.NoError(t, r.Run(200))
@@ -162,19 +227,52 @@ func TestPingPong(t *testing.T) {
 }
 
 // TestPingPongVerifyCatchesWrongEcho puts a stray message in the pong pipe
-// first: every echo is then one message late, which Verify must catch.
+// (or the socket) first: every echo is then one message late, which Verify
+// must catch.
 func TestPingPongVerifyCatchesWrongEcho(t *testing.T) {
-	forEachImpl(t, WorkloadPingPong, func(t *testing.T, impl Impl) {
-		e := startEcho(t)
+	forEachTransport(t, func(t *testing.T, impl Impl, transport string) {
+		e, cfg := startTransportEcho(t, transport)
+		cfg.Verify = true
 		stray := make([]byte, msgSize)
 		FillMessage(stray, 999)
 		require.NoError(t, writeFull(e.pongW, stray))
-		r, err := impl.NewPingPong(PingPongConfig{PingFD: e.PingFD, PongFD: e.PongFD, MsgSize: msgSize, Verify: true})
+		r, err := impl.NewPingPong(cfg)
 		require.NoError(t, err)
 		assert.Error(t, r.Run(3), "a late echo must not verify")
 		require.NoError(t, r.Close())
 		require.NoError(t, e.Close())
 	})
+}
+
+// TestSockPingPongUsesSocket checks that the socket rows really go over a
+// socket of the named kind, and that every impl that has the pipe
+// ping-pong has the socket one too.
+func TestSockPingPongUsesSocket(t *testing.T) {
+	for _, tc := range []struct {
+		transport string
+		domain    int
+	}{{TransportUnix, unix.AF_UNIX}, {TransportTCP, unix.AF_INET}} {
+		e, cfg := startTransportEcho(t, tc.transport)
+		assert.True(t, cfg.Socket)
+		assert.Equal(t, cfg.PingFD, cfg.PongFD, "one socket both ways")
+		domain, err := unix.GetsockoptInt(cfg.PingFD, unix.SOL_SOCKET, unix.SO_DOMAIN)
+		require.NoError(t, err)
+		assert.Equal(t, tc.domain, domain, tc.transport)
+		typ, err := unix.GetsockoptInt(cfg.PingFD, unix.SOL_SOCKET, unix.SO_TYPE)
+		require.NoError(t, err)
+		assert.Equal(t, unix.SOCK_STREAM, typ, tc.transport)
+		if tc.transport == TransportTCP {
+			nodelay, err := unix.GetsockoptInt(cfg.PingFD, unix.IPPROTO_TCP, unix.TCP_NODELAY)
+			require.NoError(t, err)
+			assert.NotZero(t, nodelay, "TCP_NODELAY")
+		}
+		require.NoError(t, e.Close())
+	}
+	for _, impl := range Impls() {
+		if impl.Supports(WorkloadPingPong) {
+			assert.True(t, impl.Supports(WorkloadSockPingPong), "%s: a pipe ping-pong but no socket one", impl.Name())
+		}
+	}
 }
 
 // cancelModes are the two cancel workloads: all at once, and request by

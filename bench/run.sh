@@ -12,6 +12,10 @@
 # out. On a loaded machine, compare layouts with its cpu-ns/op, or run
 # rounds interleaved (-count 1, several times) rather than back to back.
 #
+# The socket ping-pongs (transport=unix|tcp), the registered-buffer reads
+# (Read4KFixed) and the bare-ABI floor from Go (impl=raw-go, raw-go-plain)
+# run in the main pass with the rest: about 2.5 of its minutes at full.
+#
 # With liburing-dev installed the suites build with -tags liburing, which
 # adds the impl=liburing column (the physical limit). BENCH selects suites
 # (a -bench regexp, default "."); GO picks the go command. The raw output is

@@ -1,0 +1,212 @@
+package bench
+
+import (
+	"errors"
+	"fmt"
+	"runtime"
+	"sync"
+	"syscall"
+
+	"github.com/cancelio/cancelio/bench/internal/rawuring"
+)
+
+// rawGoImpl is the floor from Go: the bare io_uring ABI (bench/internal/
+// rawuring), no engine. The loop fills SQEs in the mapped ring, makes one
+// io_uring_enter per batch and reads the CQEs in place, as liburing's loop
+// does in C; no slots, tokens, locks or completion queue of cancelio's.
+// Nop and Read only: it is the measure of what any Go program can reach on
+// this kernel, not a baseline a driver would use.
+//
+// Two setups:
+//   - raw-go: liburing's own (SINGLE_ISSUER|DEFER_TASKRUN, the ring fd
+//     registered), the goroutine locked to its thread from constructor to
+//     Close, as that setup demands. Against liburing, what is left is
+//     Go's own cost: its system call path, no inlined C loop.
+//   - raw-go-plain: cancelio's engine's setup (a plain ring, SUBMIT_ALL,
+//     usable from any thread, no registered fd), which an engine whose
+//     requests come from any goroutine is bound to. Against raw-go, the
+//     cost of that setup; against cancelio-uring, the engine's own.
+//
+// A submission that need not wait is a raw system call (no scheduler
+// hand-off; NOPs and page-cache reads complete inline); only an enter that
+// waits for completions goes through the scheduler.
+type rawGoImpl struct {
+	name   string
+	locked bool
+
+	once sync.Once
+	err  error
+}
+
+func init() {
+	Register(&rawGoImpl{name: "raw-go", locked: true})
+	Register(&rawGoImpl{name: "raw-go-plain"})
+}
+
+const rawGoEntries = 256
+
+func (i *rawGoImpl) Name() string { return i.name }
+
+func (i *rawGoImpl) Supports(w Workload) bool {
+	i.once.Do(func() {
+		r, err := i.newRing()
+		if err == nil {
+			err = r.close()
+		}
+		i.err = err
+	})
+	return i.err == nil && (w == WorkloadNop || w == WorkloadRead)
+}
+
+// rawRing is a rawuring.Ring set up as i says; for raw-go, the goroutine
+// stays locked to its thread until close.
+type rawRing struct {
+	*rawuring.Ring
+	locked bool
+}
+
+func (i *rawGoImpl) newRing() (*rawRing, error) {
+	cfg := rawuring.Config{Entries: rawGoEntries, Flags: rawuring.SetupSubmitAll}
+	if i.locked {
+		runtime.LockOSThread()
+		cfg = rawuring.Config{Entries: rawGoEntries, Flags: rawuring.SetupSingleIssuer | rawuring.SetupDeferTaskrun, RegisterRingFD: true}
+	}
+	r, err := rawuring.Setup(cfg)
+	if err != nil {
+		if i.locked {
+			runtime.UnlockOSThread()
+		}
+		return nil, fmt.Errorf("%s: %w", i.name, err)
+	}
+	return &rawRing{Ring: r, locked: i.locked}, nil
+}
+
+func (r *rawRing) close() error {
+	err := r.Ring.Close()
+	if r.locked {
+		runtime.UnlockOSThread()
+	}
+	return err
+}
+
+func (r *rawRing) Close() error { return r.close() }
+
+// cqeErr is the error of a failed CQE.
+func cqeErr(op string, res int32) error {
+	if res < 0 {
+		return fmt.Errorf("%s: %w", op, syscall.Errno(-res))
+	}
+	return fmt.Errorf("%s: result %d", op, res)
+}
+
+type rawNop struct {
+	*rawRing
+	batch int
+}
+
+func (i *rawGoImpl) NewNop(cfg NopConfig) (Runner, error) {
+	if cfg.Batch < 1 || cfg.Batch > rawGoEntries {
+		return nil, fmt.Errorf("%s: batch %d out of range", i.name, cfg.Batch)
+	}
+	r, err := i.newRing()
+	if err != nil {
+		return nil, err
+	}
+	return &rawNop{rawRing: r, batch: cfg.Batch}, nil
+}
+
+func (p *rawNop) Run(n int) error {
+	for done := 0; done < n; {
+		k := min(p.batch, n-done)
+		for range k {
+			p.NextSQE().FD = -1 // zeroed: IORING_OP_NOP
+		}
+		if _, err := p.Enter(0); err != nil {
+			return err
+		}
+		for got := 0; got < k; {
+			ready := p.Ready()
+			if ready == 0 {
+				if _, err := p.Enter(uint32(k - got)); err != nil {
+					return err
+				}
+				continue
+			}
+			for j := range ready {
+				if res := p.CQEAt(j).Res; res != 0 {
+					return cqeErr("nop", res)
+				}
+			}
+			p.Advance(ready)
+			got += int(ready)
+		}
+		done += k
+	}
+	return nil
+}
+
+// rawRead keeps QD reads in flight, the buffer's slot number as user_data.
+type rawRead struct {
+	*rawRing
+	cfg ReadConfig
+	readSlots
+}
+
+func (i *rawGoImpl) NewRead(cfg ReadConfig) (Runner, error) {
+	if cfg.Fixed {
+		return nil, ErrUnsupported
+	}
+	if cfg.QD < 1 || cfg.QD > rawGoEntries || cfg.BlockSize < 1 || len(cfg.Offsets) == 0 {
+		return nil, fmt.Errorf("%s: qd %d, block size %d or %d offsets out of range", i.name, cfg.QD, cfg.BlockSize, len(cfg.Offsets))
+	}
+	r, err := i.newRing()
+	if err != nil {
+		return nil, err
+	}
+	return &rawRead{rawRing: r, cfg: cfg, readSlots: newReadSlots(cfg)}, nil
+}
+
+// Run ends, on an error, only once every read in flight has completed: the
+// kernel must not write a buffer after Run returns.
+func (rd *rawRead) Run(n int) error {
+	var first error
+	issued, done := 0, 0
+	for done < issued || (issued < n && first == nil) {
+		for first == nil && issued < n && rd.idle() {
+			slot, off := rd.take()
+			sqe := rd.NextSQE()
+			rawuring.PrepRead(sqe, rd.cfg.FD, rd.bufs[slot], off)
+			sqe.UserData = uint64(slot)
+			issued++
+		}
+		if _, err := rd.Enter(0); err != nil {
+			return errors.Join(first, err) // not submitted: nothing more in flight than before
+		}
+		ready := rd.Ready()
+		if ready == 0 {
+			if _, err := rd.Enter(1); err != nil {
+				return errors.Join(first, err)
+			}
+			continue
+		}
+		for j := range ready {
+			c := rd.CQEAt(j)
+			slot := int(c.UserData)
+			switch {
+			case first != nil:
+			case int(c.Res) != rd.cfg.BlockSize:
+				first = fmt.Errorf("read at %d: %w", rd.off[slot], cqeErr("read", c.Res))
+			case rd.cfg.Verify:
+				first = CheckBlock(rd.bufs[slot], rd.off[slot])
+			}
+			rd.put(slot)
+		}
+		rd.Advance(ready)
+		done += int(ready)
+	}
+	return first
+}
+
+func (i *rawGoImpl) NewPingPong(PingPongConfig) (Runner, error) { return nil, ErrUnsupported }
+
+func (i *rawGoImpl) NewCancel(CancelConfig) (CancelRunner, error) { return nil, ErrUnsupported }

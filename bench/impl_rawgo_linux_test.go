@@ -1,0 +1,48 @@
+package bench
+
+import (
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// rawGoImpls returns the raw-go impls that run here.
+func rawGoImpls(t *testing.T) []*rawGoImpl { return implsOf[*rawGoImpl](t, "raw-go", "raw-go-plain") }
+
+// TestRawGo checks the floor's shape: Nop and Read only, liburing's setup
+// (a registered ring fd, so a thread-bound ring) for raw-go and a plain
+// ring for raw-go-plain, and nothing allocated per op once warm.
+func TestRawGo(t *testing.T) {
+	for _, impl := range rawGoImpls(t) {
+		t.Run(impl.Name(), func(t *testing.T) {
+			checkFDs(t)
+			for _, w := range []Workload{WorkloadPingPong, WorkloadCancel, WorkloadCancelEach, WorkloadCancelUnderLoad, WorkloadReadFixed} {
+				assert.False(t, impl.Supports(w), "%v is not the floor's", w)
+			}
+			const ops = 2000
+			for _, batch := range []int{1, 32} {
+				r, err := impl.NewNop(NopConfig{Batch: batch})
+				require.NoError(t, err)
+				assert.Equal(t, impl.locked, r.(*rawNop).RegisteredFD(), "ring fd registered")
+				allocs := testing.AllocsPerRun(5, func() { require.NoError(t, r.Run(ops)) })
+				assert.Zero(t, allocs, "nop batch %d: allocations per run of %d", batch, ops)
+				require.NoError(t, r.Close())
+			}
+			// A registered ring fd holds one of the thread's 16 slots (and
+			// its ring) until Close gives it back: many runners in a row on
+			// one goroutine, as -count makes them, must all set up.
+			for k := range 40 {
+				r, err := impl.NewNop(NopConfig{Batch: 1})
+				require.NoError(t, err, "runner %d", k)
+				require.NoError(t, r.Run(1))
+				require.NoError(t, r.Close())
+			}
+			rd, err := impl.NewRead(readConfig(t, 32))
+			require.NoError(t, err)
+			allocs := testing.AllocsPerRun(5, func() { require.NoError(t, rd.Run(ops)) })
+			assert.Zero(t, allocs, "read qd 32: allocations per run of %d", ops)
+			require.NoError(t, rd.Close())
+		})
+	}
+}

@@ -1,0 +1,284 @@
+//go:build linux
+
+package rawuring
+
+import (
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"syscall"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// The build fails here when a mirror's size drifts from the kernel's.
+var (
+	_ [64]byte  = [unsafe.Sizeof(SQE{})]byte{}    // struct io_uring_sqe
+	_ [16]byte  = [unsafe.Sizeof(CQE{})]byte{}    // struct io_uring_cqe
+	_ [120]byte = [unsafe.Sizeof(params{})]byte{} // struct io_uring_params
+	_ [16]byte  = [unsafe.Sizeof(rsrcUpdate{})]byte{}
+)
+
+// Opcodes (enum io_uring_op) the benchmarks use.
+const (
+	OpNop  = 0
+	OpRead = 22
+)
+
+// Setup flags (IORING_SETUP_*).
+const (
+	SetupSubmitAll    = 1 << 7
+	SetupSingleIssuer = 1 << 12
+	SetupDeferTaskrun = 1 << 13
+)
+
+const (
+	enterGetEvents      = 1 << 0 // IORING_ENTER_GETEVENTS
+	enterRegisteredRing = 1 << 4 // IORING_ENTER_REGISTERED_RING
+	featSingleMmap      = 1 << 0 // IORING_FEAT_SINGLE_MMAP
+	registerRingFDs     = 20     // IORING_REGISTER_RING_FDS
+	unregisterRingFDs   = 21     // IORING_UNREGISTER_RING_FDS
+	offSQRing           = 0
+	offCQRing           = 0x8000000
+	offSQEs             = 0x10000000
+)
+
+// SQE is struct io_uring_sqe.
+type SQE struct {
+	Opcode      uint8
+	Flags       uint8
+	IOPrio      uint16
+	FD          int32
+	Off         uint64
+	Addr        uint64
+	Len         uint32
+	OpFlags     uint32
+	UserData    uint64
+	BufIndex    uint16
+	Personality uint16
+	SpliceFDIn  int32
+	Addr3       uint64
+	_           uint64
+}
+
+// CQE is struct io_uring_cqe.
+type CQE struct {
+	UserData uint64
+	Res      int32
+	Flags    uint32
+}
+
+// sqOffsets is struct io_sqring_offsets.
+type sqOffsets struct {
+	Head, Tail, RingMask, RingEntries, Flags, Dropped, Array, Resv1 uint32
+	UserAddr                                                        uint64
+}
+
+// cqOffsets is struct io_cqring_offsets.
+type cqOffsets struct {
+	Head, Tail, RingMask, RingEntries, Overflow, CQEs, Flags, Resv1 uint32
+	UserAddr                                                        uint64
+}
+
+// params is struct io_uring_params.
+type params struct {
+	SQEntries, CQEntries, Flags, SQThreadCPU, SQThreadIdle, Features, WQFD uint32
+	Resv                                                                   [3]uint32
+	SQOff                                                                  sqOffsets
+	CQOff                                                                  cqOffsets
+}
+
+// rsrcUpdate is struct io_uring_rsrc_update.
+type rsrcUpdate struct {
+	Offset, Resv uint32
+	Data         uint64
+}
+
+// Config says how to set a ring up.
+type Config struct {
+	// Entries is the SQ size (a power of two); the CQ is twice as large.
+	Entries uint32
+	// Flags are IORING_SETUP_* flags. With SetupSingleIssuer only the
+	// thread that called Setup may submit: lock the goroutine to its thread
+	// first (runtime.LockOSThread).
+	Flags uint32
+	// RegisterRingFD registers the ring's fd with the calling thread
+	// (IORING_REGISTER_RING_FDS), so that io_uring_enter skips the fd
+	// lookup: valid on that thread only.
+	RegisterRingFD bool
+}
+
+// Ring is one io_uring instance with its rings mapped. One goroutine uses it.
+type Ring struct {
+	fd         int
+	enterFD    int     // fd, or the registered ring's index
+	enterFlags uintptr // enterRegisteredRing when registered
+	mem        []byte  // SQ ring (and CQ ring with FEAT_SINGLE_MMAP)
+	cqMem      []byte  // CQ ring, when mapped apart
+	sqeMem     []byte
+	sqHead     *uint32
+	sqTail     *uint32
+	sqMask     uint32
+	sqEntries  uint32
+	sqLocal    uint32 // next free SQE position
+	sqes       []SQE
+	cqHead     *uint32
+	cqTail     *uint32
+	cqMask     uint32
+	cqes       []CQE
+}
+
+// Setup creates and maps a ring.
+func Setup(cfg Config) (*Ring, error) {
+	var p params
+	p.Flags = cfg.Flags
+	fd, _, errno := unix.Syscall(unix.SYS_IO_URING_SETUP, uintptr(cfg.Entries), uintptr(unsafe.Pointer(&p)), 0)
+	if errno != 0 {
+		return nil, fmt.Errorf("io_uring_setup: %w", errno)
+	}
+	r := &Ring{fd: int(fd), enterFD: int(fd)}
+	if err := r.mmap(&p); err != nil {
+		r.Close()
+		return nil, err
+	}
+	if cfg.RegisterRingFD {
+		up := rsrcUpdate{Offset: ^uint32(0), Data: uint64(r.fd)} // offset -1: any free index
+		if err := r.register(registerRingFDs, &up); err != nil {
+			r.Close()
+			return nil, fmt.Errorf("io_uring_register(RING_FDS): %w", err)
+		}
+		r.enterFD, r.enterFlags = int(up.Offset), enterRegisteredRing
+	}
+	return r, nil
+}
+
+func (r *Ring) register(op uintptr, up *rsrcUpdate) error {
+	if _, _, errno := unix.Syscall6(unix.SYS_IO_URING_REGISTER, uintptr(r.fd), op, uintptr(unsafe.Pointer(up)), 1, 0, 0); errno != 0 {
+		return errno
+	}
+	return nil
+}
+
+func (r *Ring) mmap(p *params) error {
+	sqSize := int(p.SQOff.Array) + int(p.SQEntries)*4
+	cqSize := int(p.CQOff.CQEs) + int(p.CQEntries)*int(unsafe.Sizeof(CQE{}))
+	single := p.Features&featSingleMmap != 0
+	if single {
+		sqSize = max(sqSize, cqSize)
+	}
+	const prot, flags = unix.PROT_READ | unix.PROT_WRITE, unix.MAP_SHARED | unix.MAP_POPULATE
+	var err error
+	if r.mem, err = unix.Mmap(r.fd, offSQRing, sqSize, prot, flags); err != nil {
+		return fmt.Errorf("mmap SQ ring: %w", err)
+	}
+	cq := r.mem
+	if !single {
+		if r.cqMem, err = unix.Mmap(r.fd, offCQRing, cqSize, prot, flags); err != nil {
+			return fmt.Errorf("mmap CQ ring: %w", err)
+		}
+		cq = r.cqMem
+	}
+	if r.sqeMem, err = unix.Mmap(r.fd, offSQEs, int(p.SQEntries)*int(unsafe.Sizeof(SQE{})), prot, flags); err != nil {
+		return fmt.Errorf("mmap SQEs: %w", err)
+	}
+	u32 := func(b []byte, off uint32) *uint32 { return (*uint32)(unsafe.Pointer(&b[off])) }
+	r.sqHead, r.sqTail = u32(r.mem, p.SQOff.Head), u32(r.mem, p.SQOff.Tail)
+	r.sqMask, r.sqEntries = *u32(r.mem, p.SQOff.RingMask), p.SQEntries
+	r.sqes = unsafe.Slice((*SQE)(unsafe.Pointer(&r.sqeMem[0])), p.SQEntries)
+	array := unsafe.Slice(u32(r.mem, p.SQOff.Array), p.SQEntries)
+	for i := range array { // ring position i is SQE i, once and for all
+		array[i] = uint32(i)
+	}
+	r.sqLocal = atomic.LoadUint32(r.sqTail)
+	r.cqHead, r.cqTail = u32(cq, p.CQOff.Head), u32(cq, p.CQOff.Tail)
+	r.cqMask = *u32(cq, p.CQOff.RingMask)
+	r.cqes = unsafe.Slice((*CQE)(unsafe.Pointer(&cq[p.CQOff.CQEs])), p.CQEntries)
+	return nil
+}
+
+// RegisteredFD reports whether the ring's fd is registered with the
+// calling thread (Config.RegisterRingFD).
+func (r *Ring) RegisteredFD() bool { return r.enterFlags != 0 }
+
+// Close unmaps the rings and closes the ring (the kernel cancels what is in
+// flight). A registered ring fd is unregistered first: the thread's table
+// holds a reference to the ring and has 16 entries
+// (IO_RINGFD_REG_MAX), as liburing's io_uring_queue_exit does. Call it on
+// the thread that called Setup.
+func (r *Ring) Close() error {
+	var err error
+	if r.enterFlags != 0 {
+		if e := r.register(unregisterRingFDs, &rsrcUpdate{Offset: uint32(r.enterFD)}); e != nil {
+			err = fmt.Errorf("io_uring_register(UNREGISTER_RING_FDS): %w", e)
+		}
+		r.enterFD, r.enterFlags = r.fd, 0
+	}
+	for _, m := range [][]byte{r.sqeMem, r.cqMem, r.mem} {
+		if m != nil {
+			unix.Munmap(m)
+		}
+	}
+	r.sqeMem, r.cqMem, r.mem, r.sqes, r.cqes = nil, nil, nil, nil, nil
+	return errors.Join(err, unix.Close(r.fd))
+}
+
+// NextSQE returns the next free SQE, zeroed, or nil when the SQ is full.
+// It reaches the kernel at the next Enter.
+func (r *Ring) NextSQE() *SQE {
+	if r.sqLocal-atomic.LoadUint32(r.sqHead) >= r.sqEntries {
+		return nil
+	}
+	sqe := &r.sqes[r.sqLocal&r.sqMask]
+	*sqe = SQE{}
+	r.sqLocal++
+	return sqe
+}
+
+// PrepRead fills sqe with a read of buf from fd at off.
+func PrepRead(sqe *SQE, fd int, buf []byte, off int64) {
+	sqe.Opcode, sqe.FD = OpRead, int32(fd)
+	sqe.Addr = uint64(uintptr(unsafe.Pointer(&buf[0])))
+	sqe.Len = uint32(len(buf))
+	sqe.Off = uint64(off)
+}
+
+// Enter publishes the SQEs taken since the last Enter and hands them to the
+// kernel in one io_uring_enter, which waits for wait completions. It
+// returns the number of SQEs consumed. Without waiting, the system call is
+// made raw (no scheduler hand-off: submission does not sleep); a wait goes
+// through the scheduler, as any blocking call from Go must.
+func (r *Ring) Enter(wait uint32) (int, error) {
+	atomic.StoreUint32(r.sqTail, r.sqLocal) // release: SQE contents before the tail
+	submit := r.sqLocal - atomic.LoadUint32(r.sqHead)
+	for {
+		var ret uintptr
+		var errno syscall.Errno
+		if wait == 0 {
+			if submit == 0 {
+				return 0, nil
+			}
+			ret, _, errno = unix.RawSyscall6(unix.SYS_IO_URING_ENTER, uintptr(r.enterFD), uintptr(submit), 0, r.enterFlags, 0, 0)
+		} else {
+			ret, _, errno = unix.Syscall6(unix.SYS_IO_URING_ENTER, uintptr(r.enterFD), uintptr(submit), uintptr(wait),
+				r.enterFlags|enterGetEvents, 0, 0)
+		}
+		switch errno {
+		case 0:
+			return int(ret), nil
+		case unix.EINTR:
+			submit = r.sqLocal - atomic.LoadUint32(r.sqHead)
+			continue
+		}
+		return 0, fmt.Errorf("io_uring_enter: %w", errno)
+	}
+}
+
+// Ready returns how many completions wait in the CQ.
+func (r *Ring) Ready() uint32 { return atomic.LoadUint32(r.cqTail) - *r.cqHead } // only this consumer writes the head
+
+// CQEAt returns waiting completion i (0 is the oldest; i < Ready()).
+func (r *Ring) CQEAt(i uint32) *CQE { return &r.cqes[(*r.cqHead+i)&r.cqMask] }
+
+// Advance hands the n oldest completions back to the kernel.
+func (r *Ring) Advance(n uint32) { atomic.StoreUint32(r.cqHead, *r.cqHead+n) }
