@@ -234,6 +234,12 @@ func TestGadgetCancelPendingIO(t *testing.T) {
 				for range n {
 					r.sc.SetBandwidth(1 << 20)
 					if hung {
+						// The previous cancel's recovery reads what the device
+						// had queued: armed before it ends, the cut would count
+						// those bytes and hang the device mid-recovery. Lock
+						// waits for the recovery.
+						require.NoError(t, r.d.Unlock())
+						require.NoError(t, r.d.Lock(ctx))
 						r.sc.HangAfter(cut)
 					}
 					s, started, res := r.startAcquire(ctx)
