@@ -37,8 +37,9 @@ func newRig(t testing.TB, cfg minidrv.Config) *rig {
 	return newSimRig(t, cfg, usbsim.Config{})
 }
 
-// newSimRig is newRig with a scanner configured by sim.
-func newSimRig(t testing.TB, cfg minidrv.Config, sim usbsim.Config) *rig {
+// newSimRig is newRig with a scanner configured by sim; each of with may
+// change cfg, knowing the scanner, before the driver is made (withHotplug).
+func newSimRig(t testing.TB, cfg minidrv.Config, sim usbsim.Config, with ...func(*usbsim.Scanner, *minidrv.Config)) *rig {
 	t.Helper()
 	ring, err := ioring.New(ioring.Config{Entries: 256})
 	require.NoError(t, err)
@@ -46,6 +47,9 @@ func newSimRig(t testing.TB, cfg minidrv.Config, sim usbsim.Config) *rig {
 	require.NoError(t, err)
 	cfg.Ring = ring
 	cfg.Open = minidrvtest.SimOpener(ring, sc)
+	for _, f := range with {
+		f(sc, &cfg)
+	}
 	d, err := minidrv.New(cfg)
 	require.NoError(t, err)
 	r := &rig{t: t, ring: ring, sc: sc, d: d}
