@@ -39,11 +39,13 @@ const gadgetAbortTimeout = 2 * time.Second
 // in. It skips outside the guest.
 func newGadgetRig(t *testing.T, cfg minidrv.Config, sim usbsim.Config) *rig {
 	t.Helper()
-	return newGadgetRigOn(t, cfg, sim)
+	return newGadgetRigOn(t, cfg, sim, false)
 }
 
-// newGadgetRigOn is newGadgetRig with options for usb.Open (a backend).
-func newGadgetRigOn(t *testing.T, cfg minidrv.Config, sim usbsim.Config, opts ...usb.Option) *rig {
+// newGadgetRigOn is newGadgetRig with options for usb.Open (a backend);
+// with hotplug, the driver follows the kernel's uevents for the gadget's
+// vendor and product (minidrv.WatchUSB on the rig's ring).
+func newGadgetRigOn(t *testing.T, cfg minidrv.Config, sim usbsim.Config, hotplug bool, opts ...usb.Option) *rig {
 	t.Helper()
 	usbvm.RequireGuest(t)
 	name := fmt.Sprintf("minidrv%d", gadgetSeq.Add(1))
@@ -60,6 +62,9 @@ func newGadgetRigOn(t *testing.T, cfg minidrv.Config, sim usbsim.Config, opts ..
 	}
 	cfg.Ring = ring
 	cfg.Open = gadgetOpener(ring, g, opts...)
+	if hotplug {
+		cfg.Hotplug = minidrv.WatchUSB(ring, usb.HotplugFilter{VendorID: g.Config.VendorID, ProductID: g.Config.ProductID})
+	}
 	if cfg.AbortTimeout == 0 {
 		cfg.AbortTimeout = gadgetAbortTimeout
 	}
@@ -219,7 +224,7 @@ func TestGadgetUnplugReplug(t *testing.T) {
 func TestGadgetCancelPendingIO(t *testing.T) {
 	for _, backend := range []string{"usbfs", "libusb"} {
 		t.Run("backend="+backend, func(t *testing.T) {
-			r := newGadgetRigOn(t, minidrv.Config{QueueDepth: 8}, usbsim.Config{}, usb.WithBackend(backend))
+			r := newGadgetRigOn(t, minidrv.Config{QueueDepth: 8}, usbsim.Config{}, false, usb.WithBackend(backend))
 			ctx := context.Background()
 			require.NoError(t, r.d.Lock(ctx))
 			p := r.small(1000, 1000, 16384)
