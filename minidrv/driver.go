@@ -564,6 +564,10 @@ func (d *Driver) Unlock() error {
 //     the old one is gone) and moves to Idle; clients must Lock again. It
 //     fails with ErrOffline, staying Removed, if the device cannot be
 //     opened or does not answer.
+//
+// With Config.Hotplug the driver delivers the removal and the arrival of
+// its device itself, through this same method, when the watcher reports
+// them; an application may still send them too (a second one is a no-op).
 //   - EventPowerSuspend cancels a transfer, waits for its I/O to complete
 //     (within about 2×AbortTimeout) and moves to Suspended; EventPowerResume moves
 //     back to Idle, and the next scan first resynchronizes the device.
