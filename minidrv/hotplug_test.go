@@ -59,7 +59,9 @@ func waitState(t testing.TB, d *minidrv.Driver, want minidrv.State, within time.
 // ErrNoDevice inside, and whole chunks in the sink), and is Idle again by
 // itself within replugWithin of the replug, ready for an exact acquisition.
 func TestHotplugUnplugReplug(t *testing.T) {
-	r := newSimRig(t, minidrv.Config{}, usbsim.Config{Serial: "HOT1"}, withSimHotplug)
+	// AbortTimeout bounds how long a removal waits for the transfers to
+	// find the device gone by themselves: generous on a loaded machine.
+	r := newSimRig(t, minidrv.Config{AbortTimeout: 5 * time.Second}, usbsim.Config{Serial: "HOT1"}, withSimHotplug)
 	ctx := context.Background()
 	replug := func() {
 		t.Helper()
@@ -91,7 +93,7 @@ func TestHotplugUnplugReplug(t *testing.T) {
 	require.ErrorIs(t, err, minidrv.ErrOffline)
 	require.ErrorIs(t, err, usb.ErrNoDevice)
 	t.Logf("acquisition after the unplug: %v", err)
-	assert.Contains(t, err.Error(), "read image data", "the transfers found the device gone before the event came")
+	assert.NotContains(t, err.Error(), "removed during the transfer", "the transfers found the device gone before the event came")
 	assert.Equal(t, minidrv.Removed, r.d.State())
 	r.expectPrefix(s, minidrv.ChunkSize(p))
 	require.ErrorIs(t, r.d.Lock(ctx), minidrv.ErrOffline)
@@ -175,6 +177,14 @@ func followers() int {
 	return strings.Count(string(buf[:runtime.Stack(buf, true)]), "minidrv.(*Driver).followHotplug")
 }
 
+// waitFollowers waits until n goroutines follow hotplug (a goroutine just
+// started may not show in a stack dump yet).
+func waitFollowers(t *testing.T, n int) {
+	t.Helper()
+	require.Eventually(t, func() bool { return followers() == n }, 10*time.Second, time.Millisecond,
+		"%d goroutines follow hotplug, not %d", followers(), n)
+}
+
 // TestHotplugMatch: the driver takes the events of its own device only
 // (its vendor, product and serial number, learned from the device it
 // opened; a removal without a serial number by the device's bus address),
@@ -190,7 +200,7 @@ func TestHotplugMatch(t *testing.T) {
 		return usb.HotplugEvent{Kind: kind, VendorID: vid, ProductID: info.ProductID, Serial: serial, Bus: bus, Address: addr}
 	}
 	vid := info.VendorID
-	assert.Equal(t, 1, followers())
+	waitFollowers(t, 1)
 
 	// Other devices' removals.
 	for _, e := range []usb.HotplugEvent{
@@ -258,8 +268,8 @@ func TestHotplugMatch(t *testing.T) {
 	assert.Equal(t, 1, followers())
 	assert.False(t, w.isClosed())
 	require.NoError(t, r.d.Uninitialize())
-	assert.Zero(t, followers(), "the goroutine ended with the last Uninitialize")
 	assert.True(t, w.isClosed(), "the watcher is closed")
+	waitFollowers(t, 0) // it closed its done channel on its way out
 }
 
 // TestHotplugInitialize: a watch that cannot start fails Initialize before
@@ -307,10 +317,9 @@ func TestHotplugInitialize(t *testing.T) {
 	require.NoError(t, sc.Replug())
 	w = newChanWatcher()
 	require.NoError(t, d.Initialize(ctx))
-	assert.Equal(t, 1, followers())
+	waitFollowers(t, 1)
 	require.NoError(t, w.Close())
-	require.Eventually(t, func() bool { return followers() == 0 }, 10*time.Second, time.Millisecond,
-		"the goroutine ends when its watcher is closed")
+	waitFollowers(t, 0) // the goroutine ends when its watcher is closed
 	assert.Equal(t, minidrv.Idle, d.State())
 	require.NoError(t, d.Uninitialize())
 	assert.Equal(t, minidrv.Unloaded, d.State())
