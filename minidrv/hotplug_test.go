@@ -37,18 +37,25 @@ func withSimHotplug(sc *usbsim.Scanner, cfg *minidrv.Config) {
 // returns how long that took.
 func waitState(t testing.TB, d *minidrv.Driver, want minidrv.State, within time.Duration) time.Duration {
 	t.Helper()
+	return waitUntil(t, d, func(s minidrv.State) bool { return s == want }, within)
+}
+
+// waitUntil waits until cond holds for d's state, for at most within, and
+// returns how long that took.
+func waitUntil(t testing.TB, d *minidrv.Driver, cond func(minidrv.State) bool, within time.Duration) time.Duration {
+	t.Helper()
 	t0 := time.Now()
 	timeout := time.NewTimer(within)
 	defer timeout.Stop()
 	for {
 		s, changed := d.Watch()
-		if s == want {
+		if cond(s) {
 			return time.Since(t0)
 		}
 		select {
 		case <-changed:
 		case <-timeout.C:
-			t.Fatalf("the driver is %v after %v, not %v", d.State(), within, want)
+			t.Fatalf("the driver is still %v after %v", d.State(), within)
 		}
 	}
 }
