@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/cancelio/cancelio/minidrv"
@@ -47,27 +46,13 @@ func TestGadgetHotplug(t *testing.T) {
 			replug()
 
 			require.NoError(t, r.d.Lock(ctx))
-			p := r.small(1000, 1000, 16384)
-			r.sc.SetBandwidth(1 << 20)
-			s, started, res := r.startAcquire(ctx)
-			select {
-			case <-started:
-			case err := <-res:
-				t.Fatalf("acquisition ended before its first chunk: %v", err)
-			}
-			require.NoError(t, r.sc.Unplug())
-			err := waitErr(t, res)
-			require.ErrorIs(t, err, minidrv.ErrOffline)
-			require.ErrorIs(t, err, usb.ErrNoDevice)
-			t.Logf("backend=%s: acquisition after the unplug: %v", backend, err)
-			assert.Equal(t, minidrv.Removed, r.d.State())
-			r.expectPrefix(s, minidrv.ChunkSize(p))
+			r.unplugMidAcquisition(ctx, 1000, 1000, 16384)
 			require.ErrorIs(t, r.d.Lock(ctx), minidrv.ErrOffline)
 			replug()
 
 			require.NoError(t, r.d.Lock(ctx))
 			r.sc.SetBandwidth(0)
-			s, err = r.acquire(ctx, nil)
+			s, err := r.acquire(ctx, nil)
 			require.NoError(t, err)
 			r.expectImage(s)
 			require.NoError(t, r.d.Unlock())
