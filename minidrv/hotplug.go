@@ -105,12 +105,14 @@ func (h *hotplug) stop() {
 // watcher reports to NotifyPnpEvent, as WIA's PnP manager calls
 // drvNotifyPnpEvent: a removal is EventDeviceDisconnected, an arrival
 // EventDeviceConnected (which reopens the device through Config.Open and
-// probes it). An arrival that does not bring the driver back (the device
-// did not open or answer yet) is tried again, after pauses growing from
-// hotplugRetryMin to hotplugRetryMax, until it works, the device leaves
-// again or the watch ends. After a failed Next (events lost) a driver
-// still Removed looks whether its device came back the same way. It runs
-// until ctx ends (the last Uninitialize) or the watcher is closed.
+// probes it); an arrival at a new bus address while the driver still
+// holds the device at its old one is both (the removal was lost). An
+// arrival that does not bring the driver back (the device did not open or
+// answer yet) is tried again, after pauses growing from hotplugRetryMin
+// to hotplugRetryMax, until it works, the device leaves again or the
+// watch ends. After a failed Next (events lost) a driver still Removed
+// looks whether its device came back the same way. It runs until ctx
+// ends (the last Uninitialize) or the watcher is closed.
 func (d *Driver) followHotplug(ctx context.Context, h *hotplug) {
 	defer close(h.done)
 	var retry, pause time.Duration // retry > 0: bring the device back after retry
@@ -133,6 +135,9 @@ func (d *Driver) followHotplug(ctx context.Context, h *hotplug) {
 			if e.Kind == usb.Left {
 				d.removed(ctx)
 				continue
+			}
+			if d.replaced(h, e) {
+				d.removed(ctx) // its removal was lost
 			}
 		case retry > 0 && wctx.Err() != nil:
 			// Time to try the arrival again.
@@ -170,6 +175,23 @@ func (d *Driver) removed(ctx context.Context) {
 		cancel()
 	}
 	_ = d.NotifyPnpEvent(EventDeviceDisconnected)
+}
+
+// replaced reports whether the arrival e, of the driver's device, shows
+// that the device the driver holds is gone although the driver is not
+// Removed: its removal was lost (events dropped), and the device,
+// identified by its serial number, arrived again at another bus address.
+func (d *Driver) replaced(h *hotplug, e usb.HotplugEvent) bool {
+	if h.match.Serial == "" || e.Serial == "" || (e.Bus == 0 && e.Address == 0) || d.State() == Removed {
+		return false
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.dev == nil {
+		return false
+	}
+	desc := d.dev.Desc()
+	return e.Bus != desc.Bus || e.Address != desc.Address
 }
 
 // backoff returns the pause after last: twice as long, within

@@ -190,8 +190,14 @@ func waitFollowers(t *testing.T, n int) {
 // after events were lost, and stops following at the last Uninitialize.
 func TestHotplugMatch(t *testing.T) {
 	w := newChanWatcher()
+	var opens atomic.Int32
 	r := newSimRig(t, minidrv.Config{}, usbsim.Config{Serial: "MINE"}, func(_ *usbsim.Scanner, cfg *minidrv.Config) {
 		cfg.Hotplug = func() (minidrv.HotplugWatcher, error) { return w, nil }
+		open := cfg.Open
+		cfg.Open = func(ctx context.Context) (*usb.Device, error) {
+			opens.Add(1)
+			return open(ctx)
+		}
 	})
 	info := r.sc.Info()
 	ev := func(kind usb.HotplugKind, vid uint16, serial string, bus, addr int) usb.HotplugEvent {
@@ -232,6 +238,27 @@ func TestHotplugMatch(t *testing.T) {
 		require.Equal(t, minidrv.Idle, r.d.State())
 	}
 
+	// An arrival of the device where the driver holds it (the simulator's
+	// bus address is 0.0) changes nothing. One at another bus address while
+	// the driver holds the device: its removal was lost (here: never sent),
+	// the device held is gone. The driver lets it go and opens the device
+	// again.
+	require.Equal(t, int32(1), opens.Load())
+	w.send(t, ev(usb.Arrived, vid, "MINE", 0, 0), nil)
+	w.sync(t)
+	require.Equal(t, int32(1), opens.Load())
+	require.NoError(t, r.sc.Unplug())
+	require.NoError(t, r.sc.Replug())
+	w.send(t, ev(usb.Arrived, vid, "MINE", 1, 9), nil)
+	w.sync(t)
+	require.Equal(t, minidrv.Idle, r.d.State())
+	require.Equal(t, int32(2), opens.Load(), "the device was opened again")
+	require.NoError(t, r.d.Lock(context.Background()))
+	s, err := r.acquire(context.Background(), nil)
+	require.NoError(t, err)
+	r.expectImage(s)
+	require.NoError(t, r.d.Unlock())
+
 	// An arrival before the device answers: tried again until it does.
 	require.NoError(t, r.sc.Unplug())
 	w.send(t, ev(usb.Left, vid, "MINE", 0, 0), nil)
@@ -255,7 +282,7 @@ func TestHotplugMatch(t *testing.T) {
 	w.send(t, usb.HotplugEvent{}, fmt.Errorf("recv: %w", syscall.ENOBUFS))
 	t.Logf("Idle %v after events were lost", waitState(t, r.d, minidrv.Idle, replugWithin))
 	require.NoError(t, r.d.Lock(context.Background()))
-	s, err := r.acquire(context.Background(), nil)
+	s, err = r.acquire(context.Background(), nil)
 	require.NoError(t, err)
 	r.expectImage(s)
 	require.NoError(t, r.d.Unlock())
