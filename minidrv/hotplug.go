@@ -115,11 +115,12 @@ func (h *hotplug) stop() {
 // ends (the last Uninitialize) or the watcher is closed.
 func (d *Driver) followHotplug(ctx context.Context, h *hotplug) {
 	defer close(h.done)
-	var retry, pause time.Duration // retry > 0: bring the device back after retry
+	var retry, pause time.Duration // retry > 0: bring the device back at retryAt
+	var retryAt time.Time
 	for {
 		wctx, cancel := ctx, context.CancelFunc(func() {})
 		if retry > 0 {
-			wctx, cancel = context.WithTimeout(ctx, retry)
+			wctx, cancel = context.WithDeadline(ctx, retryAt)
 		}
 		e, err := h.w.Next(wctx)
 		cancel()
@@ -156,6 +157,7 @@ func (d *Driver) followHotplug(ctx context.Context, h *hotplug) {
 		}
 		if d.NotifyPnpEvent(EventDeviceConnected) != nil && d.State() == Removed {
 			retry = backoff(retry)
+			retryAt = time.Now().Add(retry)
 		} else {
 			retry = 0
 		}

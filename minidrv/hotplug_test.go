@@ -265,8 +265,24 @@ func TestHotplugMatch(t *testing.T) {
 	w.send(t, ev(usb.Arrived, vid, "MINE", 0, 0), nil)
 	time.Sleep(300 * time.Millisecond) // a few attempts fail
 	require.Equal(t, minidrv.Removed, r.d.State())
+	// Other devices' events meanwhile do not put the next attempt off.
+	noise, quiet := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(quiet)
+		for {
+			select {
+			case w.ch <- watchResult{e: ev(usb.Arrived, vid, "OTHER", 0, 0)}:
+			case <-noise:
+				return
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}()
 	require.NoError(t, r.sc.Replug())
-	t.Logf("Idle %v after the replug, by a retry", waitState(t, r.d, minidrv.Idle, replugWithin))
+	took := waitState(t, r.d, minidrv.Idle, replugWithin)
+	close(noise)
+	<-quiet
+	t.Logf("Idle %v after the replug, by a retry", took)
 
 	// A removal again ends the retries.
 	require.NoError(t, r.sc.Unplug())
