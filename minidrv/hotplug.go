@@ -187,13 +187,20 @@ func (d *Driver) replaced(h *hotplug, e usb.HotplugEvent) bool {
 	if h.match.Serial == "" || e.Serial == "" || (e.Bus == 0 && e.Address == 0) || d.State() == Removed {
 		return false
 	}
+	bus, addr, ok := d.heldAt()
+	return ok && (e.Bus != bus || e.Address != addr)
+}
+
+// heldAt returns the bus number and address of the device the driver
+// holds; ok is false when it holds none.
+func (d *Driver) heldAt() (bus, addr int, ok bool) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.dev == nil {
-		return false
+		return 0, 0, false
 	}
 	desc := d.dev.Desc()
-	return e.Bus != desc.Bus || e.Address != desc.Address
+	return desc.Bus, desc.Address, true
 }
 
 // backoff returns the pause after last: twice as long, within
@@ -220,11 +227,6 @@ func (d *Driver) ours(h *hotplug, e usb.HotplugEvent) bool {
 	case e.Kind != usb.Left:
 		return false
 	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.dev == nil {
-		return false
-	}
-	desc := d.dev.Desc()
-	return e.Bus == desc.Bus && e.Address == desc.Address
+	bus, addr, ok := d.heldAt()
+	return ok && e.Bus == bus && e.Address == addr
 }
