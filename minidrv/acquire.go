@@ -453,9 +453,14 @@ func (a *acquisition) result(complete bool) error {
 
 // machineCancel is the transfer's cancel function for the state machine
 // (BeginTransfer): the state it moved to tells a cancel from a removal or
-// a suspend.
+// a suspend. A removal is the device gone, as a transfer that found it
+// gone reports (usb.ErrNoDevice), whichever of the two comes first.
 func (a *acquisition) machineCancel() {
-	if s := a.d.m.State(); s == Removed || s == Suspended {
+	switch s := a.d.m.State(); s {
+	case Removed:
+		a.stop(causeOffline, ErrOffline.Wrap(fmt.Errorf("device removed during the transfer: %w", usb.ErrNoDevice)))
+		return
+	case Suspended:
 		a.stop(causeOffline, ErrOffline.Wrap(fmt.Errorf("device %v during the transfer", s)))
 		return
 	}

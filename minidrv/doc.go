@@ -23,6 +23,7 @@
 //	                       recovery runs in Locked (and Idle after Unlock);
 //	                       the next Lock or Acquire waits for it
 //	any loaded state -> Removed -> Idle;  awake states -> Suspended -> Idle
+//	   (unplug: event or hotplug)  (replug: event or hotplug, see Hotplug)
 //
 // Initialize opens and probes the device (Unloaded to Idle); Lock takes it
 // for one client (Idle to Locked; a second locker waits, and gets ErrBusy
@@ -34,6 +35,24 @@
 // end the lock, and their way back leads to Idle. A transfer that ends
 // without its whole image leaves the device to be recovered: the rows that
 // end it carry ActionRecover (see State).
+//
+// # Hotplug
+//
+// WIA tells a minidriver of its device's arrival and removal through
+// drvNotifyPnpEvent. A Driver whose Config.Hotplug is set does the same for
+// itself: from the first Initialize to the last Uninitialize a goroutine
+// reads a HotplugWatcher (the kernel's uevents through the ring, WatchUSB;
+// or the simulated scanner's, minidrvtest.SimHotplug) and hands the events
+// of its device (Config.HotplugMatch: vendor, product and serial number,
+// by default those of the device it opened) to NotifyPnpEvent:
+//
+//	device unplugged --> EventDeviceDisconnected --> Removed   (a running acquisition's transfers
+//	                                                            end with usb.ErrNoDevice: ErrOffline)
+//	same serial back --> EventDeviceConnected ----> Config.Open, probe --> Idle
+//	                     (not answering yet: tried again, up to once a second, while it stays)
+//
+// The application does nothing; it finds the driver Idle and Locks again.
+// Without Config.Hotplug it sends those events itself, as before.
 //
 // # Cancellation
 //

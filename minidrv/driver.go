@@ -94,6 +94,31 @@ type Config struct {
 	// DefaultStallTimeout; a negative value waits for ever (a cancel still
 	// ends the wait).
 	StallTimeout time.Duration
+	// Hotplug, if not nil, makes the driver follow its device's removals
+	// and arrivals by itself, as WIA's PnP manager does for a minidriver:
+	// the first Initialize calls it (before it opens the device, so that
+	// no later event is missed; an error fails the Initialize with
+	// ErrGeneral) and reads the watcher it returns in a goroutine of its
+	// own, until the last Uninitialize, which ends that goroutine and
+	// closes the watcher. A removal of the device is delivered as
+	// NotifyPnpEvent(EventDeviceDisconnected): the driver goes to Removed,
+	// stopping an acquisition (whose transfers get up to AbortTimeout to
+	// fail with the USB stack's usb.ErrNoDevice first). An arrival of the same device (see
+	// HotplugMatch) is NotifyPnpEvent(EventDeviceConnected): the driver
+	// opens it again with Open, probes it and is Idle, with no call from
+	// the application; if the device does not open or answer yet, the
+	// driver tries again after pauses of up to a second while it stays
+	// plugged in. Without Hotplug the application delivers those events.
+	// WatchUSB watches the kernel's uevents; the simulated scanner has
+	// minidrvtest.SimHotplug.
+	Hotplug func() (HotplugWatcher, error)
+	// HotplugMatch selects the events of the driver's device among those
+	// the watcher reports, by vendor ID, product ID and serial number. A
+	// zero field takes the value of the device the first Initialize
+	// opened, so the zero value follows that device: a device plugged
+	// back in is the same one when its serial number is (any device of
+	// the vendor and product, where the device has no serial number).
+	HotplugMatch usb.HotplugFilter
 }
 
 // Progress is one progress report of an acquisition.
@@ -156,6 +181,7 @@ type Driver struct {
 	props      Properties   // the flatbed's properties; guarded by mu
 	cur        *acquisition // the acquisition running or unwinding, or nil; guarded by mu
 	scans      uint64       // acquisitions started; guarded by mu
+	hot        *hotplug     // the watch of Config.Hotplug while initialized, or nil; guarded by mu
 }
 
 // New returns a Driver in state Unloaded. It checks cfg; nothing touches
@@ -238,8 +264,13 @@ func (d *Driver) Initialize(ctx context.Context) error {
 	if _, _, err := Transition(d.m.State(), Initialize); err != nil {
 		return err
 	}
+	hot, err := d.startHotplug()
+	if err != nil {
+		return err
+	}
 	dev, err := d.openDevice(ctx)
 	if err != nil {
+		hot.stop()
 		return err
 	}
 	d.mu.Lock()
@@ -254,7 +285,14 @@ func (d *Driver) Initialize(ctx context.Context) error {
 		d.clients = 0
 		d.closeDeviceLocked()
 		d.mu.Unlock()
+		hot.stop()
 		return err
+	}
+	if hot != nil {
+		d.mu.Lock()
+		d.hot = hot
+		d.mu.Unlock()
+		hot.run(d, dev.Desc())
 	}
 	return nil
 }
@@ -277,8 +315,10 @@ func (d *Driver) addClient() bool {
 
 // Uninitialize is drvUnInitializeWia: it undoes one Initialize. The last
 // one closes the device and moves the driver to Unloaded (from Idle,
-// Locked, Suspended or Removed); it fails with ErrBusy while a transfer
-// runs, and ErrNotInitialized in Unloaded.
+// Locked, Suspended or Removed), and ends the hotplug watch
+// (Config.Hotplug): its goroutine has returned and its watcher is closed
+// when Uninitialize returns. It fails with ErrBusy while a transfer runs,
+// and ErrNotInitialized in Unloaded.
 func (d *Driver) Uninitialize() error {
 	d.mu.Lock()
 	switch {
@@ -298,6 +338,10 @@ func (d *Driver) Uninitialize() error {
 	if d.m.State().Busy() {
 		return ErrBusy
 	}
+	// The hotplug watch ends last, once ioSem is free again: its
+	// goroutine may be delivering an event that waits for ioSem.
+	var hot *hotplug
+	defer func() { hot.stop() }()
 	// An acquisition overtaken by a removal or suspend may still unwind.
 	ctx, cancel := context.WithTimeout(context.Background(), d.unwindWait())
 	defer cancel()
@@ -320,6 +364,7 @@ func (d *Driver) Uninitialize() error {
 	}
 	d.clients = 0
 	d.closeDeviceLocked()
+	hot, d.hot = d.hot, nil
 	return nil
 }
 
@@ -519,6 +564,10 @@ func (d *Driver) Unlock() error {
 //     the old one is gone) and moves to Idle; clients must Lock again. It
 //     fails with ErrOffline, staying Removed, if the device cannot be
 //     opened or does not answer.
+//
+// With Config.Hotplug the driver delivers the removal and the arrival of
+// its device itself, through this same method, when the watcher reports
+// them; an application may still send them too (a second one is a no-op).
 //   - EventPowerSuspend cancels a transfer, waits for its I/O to complete
 //     (within about 2×AbortTimeout) and moves to Suspended; EventPowerResume moves
 //     back to Idle, and the next scan first resynchronizes the device.

@@ -37,8 +37,9 @@ func newRig(t testing.TB, cfg minidrv.Config) *rig {
 	return newSimRig(t, cfg, usbsim.Config{})
 }
 
-// newSimRig is newRig with a scanner configured by sim.
-func newSimRig(t testing.TB, cfg minidrv.Config, sim usbsim.Config) *rig {
+// newSimRig is newRig with a scanner configured by sim; each of with may
+// change cfg, knowing the scanner, before the driver is made (withHotplug).
+func newSimRig(t testing.TB, cfg minidrv.Config, sim usbsim.Config, with ...func(*usbsim.Scanner, *minidrv.Config)) *rig {
 	t.Helper()
 	ring, err := ioring.New(ioring.Config{Entries: 256})
 	require.NoError(t, err)
@@ -46,6 +47,9 @@ func newSimRig(t testing.TB, cfg minidrv.Config, sim usbsim.Config) *rig {
 	require.NoError(t, err)
 	cfg.Ring = ring
 	cfg.Open = minidrvtest.SimOpener(ring, sc)
+	for _, f := range with {
+		f(sc, &cfg)
+	}
 	d, err := minidrv.New(cfg)
 	require.NoError(t, err)
 	r := &rig{t: t, ring: ring, sc: sc, d: d}
@@ -218,7 +222,34 @@ func (r *rig) startAcquire(ctx context.Context) (s *chunkSink, started <-chan st
 	return s, st, ch
 }
 
-func waitErr(t *testing.T, ch <-chan error) error {
+// unplugMidAcquisition starts an acquisition of a w×h image in chunks of
+// buf bytes from a scanner sending about 1 MB/s, unplugs the scanner once
+// the first chunk is in, and checks what every unplug mid-acquisition
+// must give: the acquisition fails with ErrOffline, the USB stack's
+// ErrNoDevice inside, the driver is Removed, and the sink holds whole
+// chunks of the image. It returns the acquisition's error. The driver
+// must be Locked.
+func (r *rig) unplugMidAcquisition(ctx context.Context, w, h, buf int) error {
+	r.t.Helper()
+	p := r.small(w, h, buf)
+	r.sc.SetBandwidth(1 << 20)
+	s, started, res := r.startAcquire(ctx)
+	select {
+	case <-started:
+	case err := <-res:
+		r.t.Fatalf("acquisition ended before its first chunk: %v", err)
+	}
+	require.NoError(r.t, r.sc.Unplug())
+	err := waitErr(r.t, res)
+	require.ErrorIs(r.t, err, minidrv.ErrOffline)
+	require.ErrorIs(r.t, err, usb.ErrNoDevice)
+	r.t.Logf("acquisition after the unplug: %v", err)
+	assert.Equal(r.t, minidrv.Removed, r.d.State())
+	r.expectPrefix(s, minidrv.ChunkSize(p))
+	return err
+}
+
+func waitErr(t testing.TB, ch <-chan error) error {
 	t.Helper()
 	select {
 	case err := <-ch:

@@ -125,6 +125,11 @@ func TestCancelRandomPoints(t *testing.T) {
 	assert.Equal(t, fds, openFDs(t), "open fds before and after")
 }
 
+// modelHotplugWithin bounds, in TestModel's hotplug runs, how soon the
+// driver follows an unplug or a replug while other goroutines load it with
+// calls and faults: generous, on a loaded machine.
+const modelHotplugWithin = 10 * time.Second
+
 // model is what TestModel expects of the driver, updated by the goroutine
 // that holds pnpMu.
 type model struct {
@@ -138,15 +143,33 @@ type model struct {
 // events and device faults, and checks outcomes and states against a
 // simple model: every error is one a caller is promised, every image
 // delivered is exact, every canceled one holds whole chunks of the right
-// image, and the driver ends usable.
+// image, and the driver ends usable. The device's unplug and replug reach
+// the driver as the application's PnP events (pnp=events), or through the
+// driver's own hotplug watch of the simulator (pnp=hotplug), concurrently
+// with everything else.
 func TestModel(t *testing.T) {
+	for _, hotplug := range []bool{false, true} {
+		name := "pnp=events"
+		if hotplug {
+			name = "pnp=hotplug"
+		}
+		t.Run(name, func(t *testing.T) { testModel(t, hotplug) })
+	}
+}
+
+func testModel(t *testing.T, hotplug bool) {
 	ops := 300
 	if testing.Short() {
 		ops = 60
 	}
 	const workers = 4
 	fds := openFDs(t)
-	r := newRig(t, minidrv.Config{QueueDepth: 4, AbortTimeout: 100 * time.Millisecond, StallTimeout: 300 * time.Millisecond})
+	cfg := minidrv.Config{QueueDepth: 4, AbortTimeout: 100 * time.Millisecond, StallTimeout: 300 * time.Millisecond}
+	var with []func(*usbsim.Scanner, *minidrv.Config)
+	if hotplug {
+		with = append(with, withSimHotplug)
+	}
+	r := newSimRig(t, cfg, usbsim.Config{}, with...)
 	ctx := context.Background()
 	require.NoError(t, r.d.Lock(ctx))
 	p := r.small(128, 64, 1024)
@@ -223,12 +246,26 @@ func TestModel(t *testing.T) {
 				assert.NoError(t, r.d.NotifyPnpEvent(minidrv.EventCancelIO))
 			case op < 64:
 				assert.ErrorIs(t, r.d.NotifyPnpEvent(minidrv.Event(100+rng.IntN(50))), minidrv.ErrInvalidEvent)
-			case op < 72: // unplug and tell the driver
+			case op < 72: // unplug and tell the driver (or let hotplug tell it)
 				m.pnpMu.Lock()
 				require.NoError(t, r.sc.Unplug())
-				assert.NoError(t, r.d.NotifyPnpEvent(minidrv.EventDeviceDisconnected))
+				if hotplug {
+					// A removal waits up to AbortTimeout for a transfer
+					// to find the device gone.
+					waitState(t, r.d, minidrv.Removed, modelHotplugWithin)
+				} else {
+					assert.NoError(t, r.d.NotifyPnpEvent(minidrv.EventDeviceDisconnected))
+				}
 				assert.Equal(t, minidrv.Removed, r.d.State())
 				m.removed = true
+				m.pnpMu.Unlock()
+			case op < 80 && hotplug: // plug in again: the driver comes back by itself
+				m.pnpMu.Lock()
+				require.NoError(t, r.sc.Replug())
+				// Another worker may hang the device through the probe:
+				// the arrival is tried again until it answers.
+				waitUntil(t, r.d, func(s minidrv.State) bool { return s != minidrv.Removed }, modelHotplugWithin)
+				m.removed = false
 				m.pnpMu.Unlock()
 			case op < 80: // plug in again
 				m.pnpMu.Lock()

@@ -21,8 +21,15 @@ import (
 //
 //	Idle, Locked, Transferring, Canceling, Suspended
 //	    --- DeviceDisconnected [cancel if Transferring] ---> Removed   --- DeviceConnected --> Idle
+//	        (or hotplug: the device's removal)                             (or hotplug: its arrival)
 //	Idle, Locked, Transferring, Canceling
 //	    --- PowerSuspend       [cancel if Transferring] ---> Suspended --- PowerResume -----> Idle
+//
+// DeviceDisconnected and DeviceConnected are the removal and the arrival of
+// the device: the application sends them (NotifyPnpEvent), or the driver
+// itself when it follows the device's hotplug events (Config.Hotplug: a
+// removal reported by the kernel's uevents, or the simulator's, is
+// DeviceDisconnected; an arrival of the same device, DeviceConnected).
 //
 // [cancel] marks rows whose Action is ActionCancelTransfer, [r] rows whose
 // Action is ActionRecover: a transfer that ended early leaves the device to be
@@ -141,9 +148,11 @@ const (
 	// Unwound: a canceled transfer has received every completion (its
 	// buffers are free); the device's recovery is still to come.
 	Unwound
-	// DeviceDisconnected: EventDeviceDisconnected, the device went away.
+	// DeviceDisconnected: EventDeviceDisconnected, the device went away
+	// (from the application, or from the hotplug watch: Config.Hotplug).
 	DeviceDisconnected
-	// DeviceConnected: EventDeviceConnected, the device came back.
+	// DeviceConnected: EventDeviceConnected, the device came back (from
+	// the application, or from the hotplug watch once the device reopened).
 	DeviceConnected
 	// PowerSuspend: EventPowerSuspend, the system is going to sleep.
 	PowerSuspend
@@ -190,9 +199,13 @@ const (
 	// EventCancelIO (WIA_EVENT_CANCEL_IO): cancel every current I/O and
 	// return to idle. It may arrive concurrently with a transfer.
 	EventCancelIO Event = iota + 1
-	// EventDeviceDisconnected (WIA_EVENT_DEVICE_DISCONNECTED).
+	// EventDeviceDisconnected (WIA_EVENT_DEVICE_DISCONNECTED): the device
+	// was removed. A driver with Config.Hotplug sends it to itself when
+	// its device's removal is reported.
 	EventDeviceDisconnected
-	// EventDeviceConnected (WIA_EVENT_DEVICE_CONNECTED).
+	// EventDeviceConnected (WIA_EVENT_DEVICE_CONNECTED): the device
+	// arrived. A driver with Config.Hotplug sends it to itself when its
+	// device (the same serial number) arrives again.
 	EventDeviceConnected
 	// EventPowerSuspend (WIA_EVENT_POWER_SUSPEND).
 	EventPowerSuspend

@@ -9,6 +9,7 @@ import (
 	"context"
 
 	"github.com/cancelio/cancelio/ioring"
+	"github.com/cancelio/cancelio/minidrv"
 	"github.com/cancelio/cancelio/usb"
 	"github.com/cancelio/cancelio/usb/usbsim"
 )
@@ -18,4 +19,18 @@ import (
 // caller keeps owning s and r; the driver closes the devices it opened.
 func SimOpener(r *ioring.Ring, s *usbsim.Scanner) func(context.Context) (*usb.Device, error) {
 	return func(context.Context) (*usb.Device, error) { return usbsim.Open(r, s) }
+}
+
+// SimHotplug returns a minidrv.Config.Hotplug that watches the simulated
+// scanner s (usbsim.Scanner.WatchHotplug): its Unplug and Replug reach the
+// driver as the kernel's uevents reach it for a real device, through the
+// same watch and the same NotifyPnpEvent path.
+func SimHotplug(s *usbsim.Scanner) func() (minidrv.HotplugWatcher, error) {
+	return func() (minidrv.HotplugWatcher, error) {
+		h, err := s.WatchHotplug()
+		if err != nil {
+			return nil, err
+		}
+		return h, nil
+	}
 }

@@ -96,7 +96,10 @@
 //     endpoint (at once, or after n more bytes of bulk IN payload) with all
 //     fds open, and later carries on where it stopped.
 //   - Unplug / Replug: the device goes away (ErrNoDevice) and comes back
-//     with new fds.
+//     with new fds. Scanner.WatchHotplug reports both as usb.HotplugEvents
+//     (usb.Left, usb.Arrived), with the methods and errors of usb.Hotplug,
+//     which reads the kernel's: a driver that follows hotplug follows the
+//     simulator the same way.
 //
 // Close stops every goroutine and closes every fd.
 //

@@ -116,6 +116,9 @@ type Scanner struct {
 	hangAfter int64         // bulk IN bytes until a hang, -1 off; guarded by mu
 	job       *job          // current or last job; guarded by mu
 	jobs      uint32        // last job id; guarded by mu
+	// watchers are the Hotplugs that WatchHotplug made and Close has not
+	// closed; guarded by mu.
+	watchers map[*Hotplug]struct{}
 }
 
 // plug is one plug-in: a set of socketpairs (or a gadget's binding to its
@@ -407,7 +410,8 @@ func (s *Scanner) PressButton(button uint8) {
 // unplugging an unplugged device does nothing. A scanner served as a USB
 // gadget unbinds it from its controller (Gadget.Unplug): the host sees the
 // device leave, and its pending and later transfers fail (usbfs: ENODEV,
-// EPROTO or ESHUTDOWN).
+// EPROTO or ESHUTDOWN). Every Hotplug (WatchHotplug) then reports a
+// usb.Left event.
 func (s *Scanner) Unplug() error {
 	s.plugMu.Lock()
 	defer s.plugMu.Unlock()
@@ -415,7 +419,9 @@ func (s *Scanner) Unplug() error {
 	if err != nil || p == nil {
 		return err
 	}
-	return s.teardown(p)
+	err = s.teardown(p)
+	s.hotplug(usb.Left)
+	return err
 }
 
 // detach takes the current plug-in (nil when unplugged) away for Unplug
@@ -471,7 +477,8 @@ func (s *Scanner) teardown(p *plug) error {
 // halted endpoint and no hang; latency and bandwidth settings stay.
 // Replugging a plugged-in device does nothing. A scanner served as a USB
 // gadget binds it to its controller again (Gadget.Plug): the host
-// enumerates a new device.
+// enumerates a new device. Every Hotplug (WatchHotplug) then reports a
+// usb.Arrived event.
 func (s *Scanner) Replug() error {
 	s.plugMu.Lock()
 	defer s.plugMu.Unlock()
@@ -485,13 +492,17 @@ func (s *Scanner) Replug() error {
 		return nil
 	}
 	if s.gadget != nil {
-		return s.ffsPlug()
+		if err := s.ffsPlug(); err != nil {
+			return err
+		}
+	} else {
+		p, err := s.newPlug()
+		if err != nil {
+			return err
+		}
+		s.install(p, s.outLoop, s.inLoop)
 	}
-	p, err := s.newPlug()
-	if err != nil {
-		return err
-	}
-	s.install(p, s.outLoop, s.inLoop)
+	s.hotplug(usb.Arrived)
 	return nil
 }
 
@@ -556,7 +567,9 @@ func (s *Scanner) newPlug() (*plug, error) {
 // Close unplugs the device, stops every goroutine and closes every fd,
 // including the host fds of all plug-ins: the host must have stopped using
 // them. Later calls return ErrClosed. A scanner served as a USB gadget
-// leaves the gadget itself (unplugged) to its owner.
+// leaves the gadget itself (unplugged) to its owner. A plugged-in scanner's
+// Close is its last removal for every Hotplug (a usb.Left event); no
+// event follows it.
 func (s *Scanner) Close() error {
 	s.plugMu.Lock()
 	defer s.plugMu.Unlock()
@@ -566,6 +579,7 @@ func (s *Scanner) Close() error {
 	}
 	if p != nil {
 		err = s.teardown(p)
+		s.hotplug(usb.Left)
 	}
 	for _, fd := range s.stale {
 		closeFD(fd)
