@@ -1,8 +1,6 @@
 package usb
 
 import (
-	"slices"
-
 	"github.com/cancelio/cancelio/ioring"
 )
 
@@ -68,11 +66,19 @@ type Transport interface {
 // (its endpoints are those of desc, in that order). It is how a backend
 // outside this package, such as package usbsim, makes its Device. The
 // Device owns tr: Device.Close closes it.
+//
+// desc.Config, desc.Interface and desc.AltSetting say what the backend
+// set up: the Device counts that interface as claimed (with a kernel
+// driver detached, as Open does) when desc.Configs describes it.
 func NewDevice(desc DeviceDesc, tr Transport) *Device {
-	d := &Device{desc: desc, tr: tr}
-	d.desc.Endpoints = slices.Clone(desc.Endpoints)
-	for _, ed := range d.desc.Endpoints {
-		d.eps = append(d.eps, &Endpoint{dev: d, desc: ed})
+	d := &Device{desc: desc, tr: tr, byAddr: map[uint8]*Endpoint{}, config: desc.Config, claimed: map[int]*claim{}}
+	d.desc.Endpoints = nil
+	d.desc.Configs = cloneConfigs(desc.Configs)
+	if c, ok := d.desc.config(desc.Config); ok {
+		if _, ok := c.setting(desc.Interface, desc.AltSetting); ok {
+			d.claimed[desc.Interface] = &claim{alt: desc.AltSetting, detached: true}
+		}
 	}
+	d.setEndpointsLocked(desc.Endpoints)
 	return d
 }
