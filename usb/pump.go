@@ -408,8 +408,8 @@ type Transfer struct {
 	ep   *pumpEndpoint
 	desc EndpointDesc // as submitted: the endpoint in the current alternate setting
 	buf  []byte
-	tok *ioring.Token  // Xfer.Token, or nil
-	req ioring.Request // set before it is queued
+	tok  *ioring.Token  // Xfer.Token, or nil
+	req  ioring.Request // set before it is queued
 
 	// guarded by ep.mu
 	state      transferState
