@@ -10,7 +10,7 @@ import (
 	"github.com/cancelio/cancelio/ioring"
 )
 
-// Device is an opened USB device (one interface of it) whose endpoints run
+// Device is an opened USB device (the interfaces it claimed) whose endpoints run
 // transfers as requests of an ioring.Ring: each transfer is a foreign
 // request, so tokens, deadlines, Request.Cancel, Ring.CancelAll and the
 // exactly-once completion work as for file I/O. Its Transport (usbfs,
@@ -131,8 +131,8 @@ func (d *Device) ClearHalt(addr uint8) error {
 }
 
 // Reset resets the device (a USB port reset): it returns to its default
-// state and the host sets it up again as Open left it (configuration, the
-// claimed interface and its alternate setting), at the same address. No
+// state and the host sets it up again as it was (configuration, the
+// claimed interfaces and their alternate settings), at the same address. No
 // transfer may be pending on the device: complete or cancel them first;
 // Submits wait until Reset returns. Errors: ErrClosed, ErrNoDevice (also
 // when the device does not come back), an error wrapping ioring.ErrInvalid

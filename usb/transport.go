@@ -4,8 +4,9 @@ import (
 	"github.com/cancelio/cancelio/ioring"
 )
 
-// Transport is the backend of a Device: it moves the transfers of one
-// opened interface. Every backend implements it: usbfs and libusb in this
+// Transport is the backend of a Device: it moves the transfers of the
+// device's claimed interfaces (and, where it implements Configurer,
+// changes the configuration, the claims and the alternate settings). Every backend implements it: usbfs and libusb in this
 // package (Open), and the simulated scanner in package usbsim. A backend
 // whose transfers are ring requests of their own (usbfs: URBs reaped into
 // the ring) implements it directly; one whose I/O runs one transfer at a
@@ -51,8 +52,8 @@ type Transport interface {
 	// and returns ErrNoDevice once the device is gone.
 	ClearHalt(ep EndpointDesc) error
 	// Reset resets the device (a USB port reset) and restores what the
-	// Transport had set up (configuration, claimed interface, alternate
-	// setting). The Device calls it with no Submit in progress; it refuses
+	// Transport had set up (configuration, claimed interfaces, alternate
+	// settings). The Device calls it with no Submit in progress; it refuses
 	// with an error wrapping ioring.ErrInvalid while transfers are
 	// pending, and with one wrapping ioring.ErrNotSupported where the
 	// backend cannot reset.
