@@ -103,7 +103,11 @@ func (r libusbRunner) control(t *Transfer) (int, error) {
 	n, err := r.dev.control(s, buf[SetupSize:SetupSize+int(s.Length)])
 	// gousb hands back libusb's return value, a negative error code on
 	// failure (-7 for LIBUSB_ERROR_TIMEOUT), as the count.
-	return max(n, 0), libusbError(err)
+	n = max(n, 0)
+	if r.unplugged(err) {
+		return n, ErrNoDevice
+	}
+	return n, libusbError(err)
 }
 
 // libusbSettings is the part of gousb that changes the configuration,

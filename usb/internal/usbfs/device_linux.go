@@ -79,6 +79,9 @@ type Device struct {
 	eps [32]epState // per endpoint, by epIndex
 
 	gone atomic.Bool // the device was seen disconnected (an ioctl said ENODEV)
+	// unposted counts the transfers accepted whose completion has not been
+	// posted yet (Pending).
+	unposted atomic.Int64
 
 	mu       sync.Mutex // guards the fields below
 	closing  bool
@@ -541,12 +544,9 @@ func (d *Device) MaxTransferOf(e EndpointDescriptor) int {
 }
 
 // Pending returns the number of transfers accepted on the device's
-// endpoints and not completed yet.
-func (d *Device) Pending() int {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return len(d.active)
-}
+// endpoints whose completion has not been posted yet: once a caller has
+// seen every completion, it is 0.
+func (d *Device) Pending() int { return int(d.unposted.Load()) }
 
 // Close discards every pending transfer, waits until each has been reaped
 // and its completion posted, stops the reaper, releases the claimed
