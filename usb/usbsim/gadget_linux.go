@@ -126,7 +126,7 @@ func (s *Scanner) ffsCtrlLoop(p *plug, ep *endpoint) {
 	defer p.wg.Done()
 	var evs [4 * ffsEventSize]byte
 	for {
-		n, err := ffsEP0(ep, false, evs[:])
+		n, err := ffsEP0(p, ep, false, evs[:])
 		s.mu.Lock()
 		gone := s.plug != p
 		s.mu.Unlock()
@@ -158,9 +158,9 @@ func (s *Scanner) ffsSetup(p *plug, ep *endpoint, su usb.Setup) {
 		// A call in the wrong direction stalls the request: a read for an
 		// IN request, a write for an OUT one.
 		if su.IsIn() {
-			_, _ = ffsEP0(ep, false, one[:])
+			_, _ = ffsEP0(p, ep, false, one[:])
 		} else {
-			_, _ = ffsEP0(ep, true, one[:])
+			_, _ = ffsEP0(p, ep, true, one[:])
 		}
 		return
 	}
@@ -172,12 +172,12 @@ func (s *Scanner) ffsSetup(p *plug, ep *endpoint, su usb.Setup) {
 		s.changedLocked()
 		s.mu.Unlock()
 		s.kick(p)
-		_, _ = ffsEP0(ep, true, in)
+		_, _ = ffsEP0(p, ep, true, in)
 		return
 	}
 	s.mu.Unlock()
 	data := make([]byte, su.Length)
-	n, err := ffsEP0(ep, false, data)
+	n, err := ffsEP0(p, ep, false, data)
 	if err != nil {
 		return // the host gave up on it
 	}
@@ -190,22 +190,42 @@ func (s *Scanner) ffsSetup(p *plug, ep *endpoint, su usb.Setup) {
 	s.kick(p)
 }
 
-// ffsEP0 reads b from ep0's file, or with write writes it. FunctionFS's
-// ep0 can be polled, so Go opened it non-blocking: while the call says
-// EAGAIN, the netpoller waits until ep0 is ready for it.
-func ffsEP0(ep *endpoint, write bool, b []byte) (n int, err error) {
-	call, wait := unix.Read, ep.ffs.rc.Read
+// ffsEP0Poll bounds each wait for ep0 to become ready (see ffsEP0).
+const ffsEP0Poll = 20 * time.Millisecond
+
+// ffsEP0 reads b from ep0's file, or with write writes it, until the call
+// does not say EAGAIN or plug-in p is gone (then it returns ErrNoDevice).
+// FunctionFS's ep0 can be polled, so Go opened it non-blocking. Its calls
+// also say EAGAIN when another holds the function's mutex for a moment,
+// and no readiness event follows that: each wait for one is bounded by
+// ffsEP0Poll, after which the call is tried again.
+func ffsEP0(p *plug, ep *endpoint, write bool, b []byte) (n int, err error) {
+	f := ep.ffs.file
+	call, wait, deadline := unix.Read, ep.ffs.rc.Read, f.SetReadDeadline
 	if write {
-		call, wait = unix.Write, ep.ffs.rc.Write
+		call, wait, deadline = unix.Write, ep.ffs.rc.Write, f.SetWriteDeadline
 	}
-	cerr := wait(func(fd uintptr) bool {
-		n, err = call(int(fd), b)
-		return err != unix.EAGAIN
-	})
-	if err == nil {
-		err = cerr
+	for {
+		select {
+		case <-p.gone:
+			return 0, ErrNoDevice
+		default:
+		}
+		_ = deadline(time.Now().Add(ffsEP0Poll)) // fails, harmlessly, on a file opened blocking
+		cerr := wait(func(fd uintptr) bool {
+			n, err = call(int(fd), b)
+			return err != unix.EAGAIN
+		})
+		if err != unix.EAGAIN {
+			if err == nil {
+				err = cerr
+			}
+			return n, err
+		}
+		if cerr != nil && !errors.Is(cerr, os.ErrDeadlineExceeded) {
+			return n, cerr
+		}
 	}
-	return n, err
 }
 
 // ffsTeardown unbinds the gadget and stops the goroutines of p, which
