@@ -44,7 +44,9 @@ type claim struct {
 // Desc returns the device's descriptor as it is now: the endpoints of the
 // claimed interfaces at their current alternate settings, the active
 // configuration and the lowest claimed interface with its alternate
-// setting (-1 and 0 when none is claimed).
+// setting (-1 and 0 when none is claimed). For a backend that does not
+// describe its configurations (empty Configs), Config, Interface and
+// AltSetting are those NewDevice was given.
 func (d *Device) Desc() DeviceDesc {
 	d.mu.RLock()
 	defer d.mu.RUnlock()
@@ -53,6 +55,9 @@ func (d *Device) Desc() DeviceDesc {
 	desc.Endpoints = make([]EndpointDesc, 0, len(d.eps))
 	for _, e := range d.eps {
 		desc.Endpoints = append(desc.Endpoints, e.desc)
+	}
+	if len(d.desc.Configs) == 0 {
+		return desc // a backend that does not describe its settings: as it said
 	}
 	desc.Config, desc.Interface, desc.AltSetting = d.config, -1, 0
 	for n, c := range d.claimed {
