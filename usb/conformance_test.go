@@ -692,14 +692,21 @@ func confControlVendor(t *testing.T, cd *confDev) {
 // event reads interrupt IN until an event of kind k.
 func (cd *confDev) event(t *testing.T, k usbsim.EventKind) usbsim.Event {
 	t.Helper()
+	return readEvent(t, cd.intr, k)
+}
+
+// readEvent reads the scanner's interrupt IN endpoint intr until an event
+// of kind k, and returns it.
+func readEvent(tb testing.TB, intr *Endpoint, k usbsim.EventKind) usbsim.Event {
+	tb.Helper()
 	ctx, cancel := testContext()
 	defer cancel()
-	buf := make([]byte, usbsim.InterruptMaxPacketSize)
+	buf := make([]byte, intr.Desc().MaxPacketSize)
 	for {
-		n, err := cd.intr.Transfer(ctx, buf)
-		require.NoError(t, err, "interrupt IN, waiting for %v", k)
+		n, err := intr.Transfer(ctx, buf)
+		require.NoError(tb, err, "interrupt IN, waiting for %v", k)
 		e, err := usbsim.ParseEvent(buf[:n])
-		require.NoError(t, err)
+		require.NoError(tb, err)
 		if e.Kind == k {
 			return e
 		}

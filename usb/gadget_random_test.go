@@ -263,32 +263,20 @@ func (rd *randRound) submit(x *rxfer) bool {
 		x.orig = bytes.Clone(x.buf)
 	}
 	rd.gates[x.ep].RLock()
-	for try := 0; ; try++ {
+	ok := rd.accept(x, func() error {
 		rd.mu[x.ep].Lock()
+		defer rd.mu[x.ep].Unlock()
 		x.seq = len(rd.xfers[x.ep])
 		_, err := rd.eps[x.ep].Submit(x.buf, Xfer{Token: x.tok, Deadline: x.deadline, User: x})
 		if err == nil {
 			rd.xfers[x.ep] = append(rd.xfers[x.ep], x)
 		}
-		rd.mu[x.ep].Unlock()
-		switch {
-		case err == nil:
-			rd.allMu.Lock()
-			rd.all = append(rd.all, x)
-			rd.allMu.Unlock()
-			return true
-		case errors.Is(err, ioring.ErrFull) && try < 100:
-			time.Sleep(time.Millisecond)
-			continue
-		case errors.Is(err, ErrNoDevice) && rd.unplugging.Load():
-			rd.gone.Store(true)
-			rd.results[resRefused].Add(1)
-		default:
-			assert.NoError(rd.t, err, "submit %v", x)
-		}
+		return err
+	})
+	if !ok {
 		rd.gates[x.ep].RUnlock()
-		return false
 	}
+	return ok
 }
 
 // submitControl submits control transfer x: no gate (endpoint 0 needs no
@@ -301,14 +289,27 @@ func (rd *randRound) submitControl(x *rxfer) bool {
 		}
 	}
 	x.orig = bytes.Clone(x.buf)
-	for try := 0; ; try++ {
+	ok := rd.accept(x, func() error {
 		_, err := rd.d.SubmitControl(x.buf, Xfer{Token: x.tok, Deadline: x.deadline, User: x})
+		return err
+	})
+	if ok {
+		rd.controls.Add(1)
+	}
+	return ok
+}
+
+// accept submits x with submit, again while the ring is full, and records
+// it when accepted; a refusal after the unplug began is counted, any other
+// fails the test. It reports whether x was accepted.
+func (rd *randRound) accept(x *rxfer, submit func() error) bool {
+	for try := 0; ; try++ {
+		err := submit()
 		switch {
 		case err == nil:
 			rd.allMu.Lock()
 			rd.all = append(rd.all, x)
 			rd.allMu.Unlock()
-			rd.controls.Add(1)
 			return true
 		case errors.Is(err, ioring.ErrFull) && try < 100:
 			time.Sleep(time.Millisecond)

@@ -66,27 +66,21 @@ func (d *Device) AltSetting(iface int) (int, error) {
 // ErrNoDevice, or the backend's.
 func (d *Device) SetConfiguration(value int) error {
 	what := fmt.Sprintf("usb: set configuration %d", value)
-	if value < 0 || value > 255 {
-		return errorf("%s: %w: out of range 0..255", what, ioring.ErrInvalid)
-	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	cf, err := d.configurerLocked(what)
-	if err != nil {
-		return err
-	}
-	if _, ok := d.desc.config(value); !ok && value != 0 {
-		return errorf("%s: %w: the device has configurations %s", what, ErrNotFound, d.configList())
-	}
-	if len(d.claimed) > 0 {
-		return errorf("%s: %w: interfaces %v are claimed; release them first", what, ioring.ErrInvalid, d.claimedList())
-	}
-	if err := cf.SetConfiguration(value); err != nil {
-		return errorf("%s: %w", what, err)
-	}
-	d.config = value
-	d.refreshLocked()
-	return nil
+	return d.change(what, []int{value}, func() error {
+		if _, ok := d.desc.config(value); !ok && value != 0 {
+			return errorf("%s: %w: the device has configurations %s", what, ErrNotFound, d.configList())
+		}
+		if len(d.claimed) > 0 {
+			return errorf("%s: %w: interfaces %v are claimed; release them first", what, ioring.ErrInvalid, d.claimedList())
+		}
+		return nil
+	}, func(cf Configurer) error {
+		if err := cf.SetConfiguration(value); err != nil {
+			return err
+		}
+		d.config = value
+		return nil
+	})
 }
 
 // ClaimInterface claims interface iface of the active configuration, at
@@ -101,27 +95,21 @@ func (d *Device) SetConfiguration(value int) error {
 // the backend's.
 func (d *Device) ClaimInterface(iface int, detach bool) error {
 	what := fmt.Sprintf("usb: claim interface %d", iface)
-	if iface < 0 || iface > 255 {
-		return errorf("%s: %w: out of range 0..255", what, ioring.ErrInvalid)
-	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	cf, err := d.configurerLocked(what)
-	if err != nil {
-		return err
-	}
-	if _, err := d.settingLocked(what, iface, 0); err != nil {
-		return err
-	}
-	if d.claimed[iface] != nil {
-		return errorf("%s: %w: claimed already", what, ioring.ErrInvalid)
-	}
-	if err := cf.ClaimInterface(iface, detach); err != nil {
-		return errorf("%s: %w", what, err)
-	}
-	d.claimed[iface] = &claim{detached: detach}
-	d.refreshLocked()
-	return nil
+	return d.change(what, []int{iface}, func() error {
+		if _, err := d.settingLocked(what, iface, 0); err != nil {
+			return err
+		}
+		if d.claimed[iface] != nil {
+			return errorf("%s: %w: claimed already", what, ioring.ErrInvalid)
+		}
+		return nil
+	}, func(cf Configurer) error {
+		if err := cf.ClaimInterface(iface, detach); err != nil {
+			return err
+		}
+		d.claimed[iface] = &claim{detached: detach}
+		return nil
+	})
 }
 
 // ReleaseInterface releases claimed interface iface: its endpoints leave
@@ -135,32 +123,27 @@ func (d *Device) ClaimInterface(iface int, detach bool) error {
 // ErrClosed, ErrNoDevice, or the backend's.
 func (d *Device) ReleaseInterface(iface int) error {
 	what := fmt.Sprintf("usb: release interface %d", iface)
-	if iface < 0 || iface > 255 {
-		return errorf("%s: %w: out of range 0..255", what, ioring.ErrInvalid)
-	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	cf, err := d.configurerLocked(what)
-	if err != nil {
-		return err
-	}
-	c := d.claimed[iface]
-	if c == nil {
-		return errorf("%s: %w: not claimed", what, ErrNotFound)
-	}
-	if err := cf.ReleaseInterface(iface, c.detached); err != nil {
-		return errorf("%s: %w", what, err)
-	}
-	delete(d.claimed, iface)
-	d.refreshLocked()
-	return nil
+	return d.change(what, []int{iface}, func() error {
+		if d.claimed[iface] == nil {
+			return errorf("%s: %w: not claimed", what, ErrNotFound)
+		}
+		return nil
+	}, func(cf Configurer) error {
+		if err := cf.ReleaseInterface(iface, d.claimed[iface].detached); err != nil {
+			return err
+		}
+		delete(d.claimed, iface)
+		return nil
+	})
 }
 
 // SetAltSetting selects alternate setting alt of claimed interface iface,
 // as SET_INTERFACE does: the Device's endpoints become those of the new
 // setting (Endpoints of the old one fail with ErrNotFound). Selecting the
 // current setting again resets the interface's endpoints (their halts and
-// data toggles) on both sides. No transfer may be pending.
+// data toggles) on both sides, where the backend sends the request: libusb
+// (gousb) sends none for an interface with one setting, it only claims
+// the interface again. No transfer may be pending.
 //
 // Errors: one wrapping ioring.ErrInvalid for numbers outside 0..255, an
 // interface that is not claimed, or pending transfers; ErrNotFound for a
@@ -168,8 +151,33 @@ func (d *Device) ReleaseInterface(iface int) error {
 // ErrClosed, ErrNoDevice, or the backend's.
 func (d *Device) SetAltSetting(iface, alt int) error {
 	what := fmt.Sprintf("usb: interface %d: set alternate setting %d", iface, alt)
-	if iface < 0 || iface > 255 || alt < 0 || alt > 255 {
-		return errorf("%s: %w: out of range 0..255", what, ioring.ErrInvalid)
+	return d.change(what, []int{iface, alt}, func() error {
+		if _, err := d.settingLocked(what, iface, alt); err != nil {
+			return err
+		}
+		if d.claimed[iface] == nil {
+			return errorf("%s: %w: the interface is not claimed", what, ioring.ErrInvalid)
+		}
+		return nil
+	}, func(cf Configurer) error {
+		if err := cf.SetAltSetting(iface, alt); err != nil {
+			return err
+		}
+		d.claimed[iface].alt = alt
+		return nil
+	})
+}
+
+// change runs one of the settings calls: it refuses numbers outside
+// 0..255, then, holding d.mu, a closed Device or a backend that is not a
+// Configurer, then what check refuses (the Device's own record and the
+// descriptors); do calls the backend and updates the record, after which
+// the Device's endpoints follow the new settings.
+func (d *Device) change(what string, numbers []int, check func() error, do func(Configurer) error) error {
+	for _, n := range numbers {
+		if n < 0 || n > 255 {
+			return errorf("%s: %w: %d is out of range 0..255", what, ioring.ErrInvalid, n)
+		}
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -177,17 +185,12 @@ func (d *Device) SetAltSetting(iface, alt int) error {
 	if err != nil {
 		return err
 	}
-	if _, err := d.settingLocked(what, iface, alt); err != nil {
+	if err := check(); err != nil {
 		return err
 	}
-	c := d.claimed[iface]
-	if c == nil {
-		return errorf("%s: %w: the interface is not claimed", what, ioring.ErrInvalid)
-	}
-	if err := cf.SetAltSetting(iface, alt); err != nil {
+	if err := do(cf); err != nil {
 		return errorf("%s: %w", what, err)
 	}
-	c.alt = alt
 	d.refreshLocked()
 	return nil
 }

@@ -102,84 +102,74 @@ func (t *usbfsTransport) settingsChangedLocked() {
 }
 
 func (t *usbfsTransport) Reset() error {
-	if err := t.idle("reset"); err != nil {
-		return err
-	}
-	if err := t.dev.Reset(); err != nil {
-		return err
-	}
-	// usbfs lets go of the interfaces it had claimed across a reset (its
-	// driver has no post_reset): claim them again and restore their
-	// alternate settings, as libusb does.
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.settingsChangedLocked()
-	for iface, alt := range t.claims {
-		if err := t.dev.Claim(iface, false); err != nil {
+	return t.change("reset", func() error {
+		if err := t.dev.Reset(); err != nil {
 			return err
 		}
-		if alt != 0 {
-			if err := t.dev.SetAltSetting(iface, alt); err != nil {
+		// usbfs lets go of the interfaces it had claimed across a reset
+		// (its driver has no post_reset): claim them again and restore
+		// their alternate settings, as libusb does.
+		for iface, alt := range t.claims {
+			if err := t.dev.Claim(iface, false); err != nil {
 				return err
 			}
+			if alt != 0 {
+				if err := t.dev.SetAltSetting(iface, alt); err != nil {
+					return err
+				}
+			}
 		}
-	}
-	return nil
+		return nil
+	})
 }
 
 func (t *usbfsTransport) SetConfiguration(value int) error {
-	if err := t.idle("set configuration"); err != nil {
-		return err
-	}
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.settingsChangedLocked()
-	return t.dev.SetConfiguration(value)
+	return t.change("set configuration", func() error { return t.dev.SetConfiguration(value) })
 }
 
 func (t *usbfsTransport) ClaimInterface(iface int, detach bool) error {
-	if err := t.idle("claim interface"); err != nil {
-		return err
-	}
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.settingsChangedLocked()
-	if err := t.dev.Claim(iface, detach); err != nil {
-		return err
-	}
-	t.claims[iface] = 0
-	return nil
+	return t.change("claim interface", func() error {
+		if err := t.dev.Claim(iface, detach); err != nil {
+			return err
+		}
+		t.claims[iface] = 0
+		return nil
+	})
 }
 
 func (t *usbfsTransport) ReleaseInterface(iface int, reattach bool) error {
-	if err := t.idle("release interface"); err != nil {
-		return err
-	}
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.settingsChangedLocked()
-	if err := t.dev.Release(iface); err != nil {
-		return err
-	}
-	delete(t.claims, iface)
-	if reattach {
-		return t.dev.Reattach(iface)
-	}
-	return nil
+	return t.change("release interface", func() error {
+		if err := t.dev.Release(iface); err != nil {
+			return err
+		}
+		delete(t.claims, iface)
+		if reattach {
+			return t.dev.Reattach(iface)
+		}
+		return nil
+	})
 }
 
 func (t *usbfsTransport) SetAltSetting(iface, alt int) error {
-	if err := t.idle("set alternate setting"); err != nil {
+	return t.change("set alternate setting", func() error {
+		if err := t.dev.SetAltSetting(iface, alt); err != nil {
+			return err
+		}
+		t.claims[iface] = alt
+		return nil
+	})
+}
+
+// change runs f, a change of the device's settings, once no transfer is
+// pending, forgetting the endpoints resolved in the old settings.
+func (t *usbfsTransport) change(what string, f func() error) error {
+	if err := t.idle(what); err != nil {
 		return err
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.settingsChangedLocked()
-	if err := t.dev.SetAltSetting(iface, alt); err != nil {
-		return err
-	}
-	t.claims[iface] = alt
-	return nil
+	return f()
 }
 
 func (t *usbfsTransport) Close() error {

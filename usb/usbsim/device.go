@@ -237,31 +237,36 @@ func (*hostRunner) in(h *hostEndpoint, t *usb.Transfer) (int, error) {
 // while it waited for them are skipped by their sequence numbers.
 func (*hostRunner) out(h *hostEndpoint, t *usb.Transfer) (int, error) {
 	buf := t.Buf()
-	h.iov = [2][]byte{h.data, buf}
-	iov := h.iov[:]
-	if len(buf) == 0 {
-		iov = iov[:1] // a zero-length packet
-	}
-	c, err := t.Do(ioring.Writev(h.fd, iov, -1))
-	h.iov = [2][]byte{}
-	if err != nil {
+	if err := h.send(t, buf); err != nil {
 		return 0, err
 	}
-	if err := DecodeWrite(c.N, HeaderSize+len(buf), c.Err); err != nil {
+	if _, err := h.await(t, h.reply); err != nil {
+		if errors.Is(err, usb.ErrCanceled) {
+			// The message went out; the device acts on it even though the
+			// host stopped waiting for its reply.
+			return len(buf), err
+		}
 		return 0, err
 	}
-	h.seq = h.seqs.next(h.fd)
+	return len(buf), nil
+}
+
+// await reads the device's replies into buf (at least ReplySize bytes) as
+// t's I/O until the one to message h.seq, skipping replies to messages
+// whose transfer was canceled while it waited for them. It returns the
+// length of that reply, or ErrStall (the device refused the message),
+// ErrCanceled (the wait was canceled), ErrNoDevice, ErrProtocol or the
+// read's error.
+func (h *hostEndpoint) await(t *usb.Transfer, buf []byte) (int, error) {
 	for {
-		c, err := t.Do(ioring.Read(h.fd, h.reply, -1))
+		c, err := t.Do(ioring.Read(h.fd, buf, -1))
 		if err != nil {
 			return 0, err
 		}
 		if errors.Is(c.Err, usb.ErrCanceled) {
-			// The message went out; the device acts on it even though the
-			// host stopped waiting for its reply.
-			return len(buf), c.Err
+			return 0, c.Err
 		}
-		seq, err := DecodeReply(h.reply, c.N, c.Err)
+		seq, err := DecodeReply(buf[:ReplySize], min(c.N, ReplySize), c.Err)
 		if err != nil && !errors.Is(err, ErrStall) {
 			return 0, err
 		}
@@ -273,8 +278,29 @@ func (*hostRunner) out(h *hostEndpoint, t *usb.Transfer) (int, error) {
 		case err != nil:
 			return 0, ErrStall // the device discarded the message
 		}
-		return len(buf), nil
+		return c.N, nil
 	}
+}
+
+// send writes one message, HeaderData and payload, as t's I/O with
+// writev, and counts it in h.seq: the sequence number of the device's
+// reply to it.
+func (h *hostEndpoint) send(t *usb.Transfer, payload []byte) error {
+	h.iov = [2][]byte{h.data, payload}
+	iov := h.iov[:]
+	if len(payload) == 0 {
+		iov = iov[:1] // a zero-length packet
+	}
+	c, err := t.Do(ioring.Writev(h.fd, iov, -1))
+	h.iov = [2][]byte{}
+	if err != nil {
+		return err
+	}
+	if err := DecodeWrite(c.N, HeaderSize+len(payload), c.Err); err != nil {
+		return err
+	}
+	h.seq = h.seqs.next(h.fd)
+	return nil
 }
 
 // control is one control transfer: writev([HeaderData, setup and OUT
@@ -289,47 +315,24 @@ func (*hostRunner) control(h *hostEndpoint, t *usb.Transfer) (int, error) {
 	if !su.IsIn() {
 		msg = buf[:SetupSize+int(su.Length)]
 	}
-	h.iov = [2][]byte{h.data, msg}
-	c, err := t.Do(ioring.Writev(h.fd, h.iov[:], -1))
-	h.iov = [2][]byte{}
-	if err != nil {
+	if err := h.send(t, msg); err != nil {
 		return 0, err
 	}
-	if err := DecodeWrite(c.N, HeaderSize+len(msg), c.Err); err != nil {
-		return 0, err
-	}
-	h.seq = h.seqs.next(h.fd)
 	if len(h.bounce) < ReplySize+ControlMaxData {
 		h.bounce = make([]byte, ReplySize+ControlMaxData)
 	}
-	for {
-		c, err := t.Do(ioring.Read(h.fd, h.bounce, -1))
-		if err != nil {
-			return 0, err
-		}
-		if errors.Is(c.Err, usb.ErrCanceled) {
-			return 0, c.Err // the device answers the request all the same
-		}
-		seq, err := DecodeReply(h.bounce[:ReplySize], min(c.N, ReplySize), c.Err)
-		if err != nil && !errors.Is(err, ErrStall) {
-			return 0, err
-		}
-		switch {
-		case seq < h.seq:
-			continue // the reply to a request abandoned earlier
-		case seq > h.seq:
-			return 0, fmt.Errorf("usb: endpoint 0: reply %d to request %d: %w", seq, h.seq, ErrProtocol)
-		case err != nil:
-			return 0, ErrStall // the device refused the request
-		case !su.IsIn():
-			return int(su.Length), nil
-		}
-		in := h.bounce[ReplySize:c.N]
-		if len(in) > int(su.Length) {
-			return 0, fmt.Errorf("usb: endpoint 0: %d bytes for a wLength of %d: %w", len(in), su.Length, ErrProtocol)
-		}
-		return copy(buf[SetupSize:], in), nil
+	n, err := h.await(t, h.bounce)
+	switch {
+	case err != nil:
+		return 0, err // canceled: the device answers the request all the same
+	case !su.IsIn():
+		return int(su.Length), nil
 	}
+	in := h.bounce[ReplySize:n]
+	if len(in) > int(su.Length) {
+		return 0, fmt.Errorf("usb: endpoint 0: %d bytes for a wLength of %d: %w", len(in), su.Length, ErrProtocol)
+	}
+	return copy(buf[SetupSize:], in), nil
 }
 
 // SetConfiguration selects the scanner's configuration: 1, its one, or 0.
