@@ -36,7 +36,8 @@ func (gd *gadgetDev) vendorOut(tb testing.TB, recipient uint8, cmd []byte) {
 // byte, a packet of endpoint 0 less one, exactly one, one and a bit,
 // several, and the scanner's largest, reach the gadget's ep0 whole, to the
 // device and to the interface: each is an echo command, and the echo comes
-// back on bulk IN. A scan started on endpoint 0 is the one the device runs.
+// back on bulk IN. A scan started on endpoint 0 is the one the device
+// runs, and its image and events follow.
 func TestGadgetControlOut(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, backend string) {
 		gd := newGadgetDev(t, backend, usbsim.Config{MaxTransfer: 16 << 10})
@@ -50,8 +51,10 @@ func TestGadgetControlOut(t *testing.T) {
 		}
 		p := usbsim.ScanParams{DPI: 300, Width: 640, Height: 20, Format: usbsim.FormatRGB24, Seed: 99}
 		gd.vendorOut(t, RecipientInterface, usbsim.StartScanCommand(p))
-		assert.Equal(t, p, gd.s.LastScan(), "the scan the device runs")
+		// USB ends the request once the device has its data stage; the
+		// device acts on it at once after, as its events say.
 		e := gd.waitEvent(t, usbsim.EventJobStarted)
+		assert.Equal(t, p, gd.s.LastScan(), "the scan the device runs")
 		var image []byte
 		for int64(len(image)) < p.ImageSize() {
 			image = append(image, gd.read(t, gd.maxTransfer)...)

@@ -17,11 +17,15 @@ import (
 const (
 	// VendorCommand, host to device: the data stage (1 to ControlMaxData
 	// bytes) is one command, as a bulk OUT payload carries it (scanproto:
-	// StartScanCommand, AbortCommand, EchoCommand...). The device acts on
-	// it before it ends the status stage: its image data and echoes go to
-	// bulk IN and its events to interrupt IN, as for a command sent on bulk
-	// OUT; a command that fails is still accepted and reported by an
-	// EventError. Without a data stage the request is refused.
+	// StartScanCommand, AbortCommand, EchoCommand...). Its image data and
+	// echoes go to bulk IN and its events to interrupt IN, as for a command
+	// sent on bulk OUT; a command that fails is still accepted and reported
+	// by an EventError. Without a data stage the request is refused. The
+	// device acts on it before it takes the next request on endpoint 0;
+	// on the socketpair transport also before it answers this one, while
+	// on a gadget USB ends the request as soon as the device has its data
+	// stage (FunctionFS delays no status stage that follows data), a moment
+	// before the device acts.
 	VendorCommand = 0x01
 	// VendorStatus, device to host: the data stage is the device's status
 	// as an Event of kind EventStatus (EventSize bytes, fewer if wLength
