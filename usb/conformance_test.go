@@ -472,8 +472,9 @@ const (
 
 // confControl: standard control requests on endpoint 0, answered by the
 // device's USB stack: the device descriptor (its IDs as enumerated), the
-// serial number's string descriptor, GET_STATUS of the device and of an
-// endpoint (the simulator answers them as a device's USB stack does).
+// manufacturer's, product's and serial number's string descriptors (those
+// of Desc), GET_STATUS of the device and of an endpoint (the simulator
+// answers them as a device's USB stack does).
 func confControl(t *testing.T, cd *confDev) {
 	ctx, cancel := testContext()
 	defer cancel()
@@ -485,10 +486,14 @@ func confControl(t *testing.T, cd *confDev) {
 	desc := cd.d.Desc()
 	assert.Equal(t, desc.VendorID, binary.LittleEndian.Uint16(dd[8:]), "idVendor")
 	assert.Equal(t, desc.ProductID, binary.LittleEndian.Uint16(dd[10:]), "idProduct")
-	require.NotZero(t, dd[16], "iSerialNumber")
-	serial, err := cd.d.StringDescriptor(ctx, dd[16])
-	require.NoError(t, err)
-	assert.Equal(t, desc.Serial, serial)
+	// The strings the Device describes itself with are the device's own.
+	for i, want := range map[int]string{14: desc.Manufacturer, 15: desc.Product, 16: desc.Serial} {
+		require.NotZero(t, dd[i], "string index at byte %d", i)
+		s, err := cd.d.StringDescriptor(ctx, dd[i])
+		require.NoError(t, err)
+		assert.Equal(t, want, s, "string descriptor %d", dd[i])
+		assert.NotEmpty(t, s)
+	}
 	_, err = cd.d.StringDescriptor(ctx, 0)
 	assert.ErrorIs(t, err, ioring.ErrInvalid)
 
