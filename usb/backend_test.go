@@ -168,3 +168,38 @@ func TestUsbfsRefusesUpFront(t *testing.T) {
 	require.NoError(t, d.Close())
 	AssertNoMore(t, r)
 }
+
+// plainTransport is a Transport without Configurer: a backend outside
+// this package that keeps the settings it was opened with.
+type plainTransport struct{ Transport }
+
+// TestSettingsNeedConfigurer: the settings calls of a Device whose
+// backend cannot change them (no Configurer) or does not describe its
+// configurations fail with ioring.ErrNotSupported, after bad numbers are
+// refused; Desc reports what NewDevice was given.
+func TestSettingsNeedConfigurer(t *testing.T) {
+	configs := []ConfigDesc{{Value: 1, Interfaces: []InterfaceDesc{{Number: 0}}}}
+	for _, c := range []struct {
+		name string
+		desc DeviceDesc
+		tr   Transport
+	}{
+		{"no Configurer", DeviceDesc{Configs: configs, Config: 1}, plainTransport{&usbfsTransport{}}},
+		{"no Configs", DeviceDesc{Config: 1, Interface: 2, AltSetting: 3}, &usbfsTransport{}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			d := NewDevice(c.desc, c.tr)
+			assert.ErrorIs(t, d.SetConfiguration(1), ioring.ErrNotSupported)
+			assert.ErrorIs(t, d.ClaimInterface(0, true), ioring.ErrNotSupported)
+			assert.ErrorIs(t, d.ReleaseInterface(0), ioring.ErrNotSupported)
+			assert.ErrorIs(t, d.SetAltSetting(0, 1), ioring.ErrNotSupported)
+			assert.ErrorIs(t, d.SetAltSetting(0, 300), ioring.ErrInvalid, "out of range first")
+			assert.ErrorIs(t, d.ClaimInterface(-1, false), ioring.ErrInvalid)
+			assert.Equal(t, 1, d.Configuration())
+			if c.desc.Configs == nil {
+				desc := d.Desc()
+				assert.Equal(t, [3]int{1, 2, 3}, [3]int{desc.Config, desc.Interface, desc.AltSetting})
+			}
+		})
+	}
+}

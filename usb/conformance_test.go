@@ -30,12 +30,16 @@ type confDev struct {
 	d             *Device
 	in, out, intr *Endpoint // as the host sees them
 	maxTransfer   int       // the scanner's MaxTransfer
-	control       bool      // the backend has endpoint 0 (not the simulator)
 	// controlCancels says whether a control transfer in progress can be
 	// canceled (usbfs: an asynchronous URB), or runs until the device
 	// answers or the control timeout passes (libusb's synchronous call).
 	controlCancels bool
 	resets         bool // the backend can reset the device (not the simulator)
+	// alts says whether the device has usbsim.AltEventsOnly (the
+	// simulator; FunctionFS gadgets have one alternate setting), and
+	// unconfigures whether the backend can select configuration 0 (not
+	// libusb: gousb cannot).
+	alts, unconfigures bool
 }
 
 // confBackend opens the scanner configured by cfg through one backend.
@@ -51,7 +55,8 @@ var confBackends = []confBackend{{name: "sim", open: openSimConf}}
 
 func openSimConf(t *testing.T, cfg usbsim.Config) *confDev {
 	sd := newSimDev(t, cfg)
-	return &confDev{r: sd.r, s: sd.s, d: sd.d, in: sd.in, out: sd.out, intr: sd.intr, maxTransfer: sd.in.Desc().MaxTransfer}
+	return &confDev{r: sd.r, s: sd.s, d: sd.d, in: sd.in, out: sd.out, intr: sd.intr, maxTransfer: sd.in.Desc().MaxTransfer,
+		controlCancels: true, alts: true, unconfigures: true}
 }
 
 // confCases are the cases of the suite, by name.
@@ -80,7 +85,12 @@ var confCases = []struct {
 	{"ControlRequest", confControlRequest},
 	{"ControlStall", confControlStall},
 	{"ControlWithheld", confControlWithheld},
+	{"ControlVendor", confControlVendor},
+	{"ControlVendorRefused", confControlVendorRefused},
 	{"Reset", confReset},
+	{"Interface", confInterface},
+	{"AltSetting", confAltSetting},
+	{"Configuration", confConfiguration},
 }
 
 // TestConformance runs every case against every backend, as
@@ -462,30 +472,28 @@ const (
 
 // confControl: standard control requests on endpoint 0, answered by the
 // device's USB stack: the device descriptor (its IDs as enumerated), the
-// serial number's string descriptor, GET_STATUS of the device and of an
-// endpoint. The simulator has no control endpoint: it says so.
+// manufacturer's, product's and serial number's string descriptors (those
+// of Desc), GET_STATUS of the device and of an endpoint (the simulator
+// answers them as a device's USB stack does).
 func confControl(t *testing.T, cd *confDev) {
 	ctx, cancel := testContext()
 	defer cancel()
 	var dd [devDescLen]byte
 	n, err := cd.d.Control(ctx, Setup{RequestType: RequestIn, Request: reqGetDescriptor, Value: descDevice << 8}, dd[:])
-	if !cd.control {
-		require.ErrorIs(t, err, ioring.ErrNotSupported, "a backend without endpoint 0")
-		_, err = cd.d.GetStatus(ctx, RecipientDevice, 0)
-		require.ErrorIs(t, err, ioring.ErrNotSupported)
-		AssertNoMore(t, cd.r)
-		return
-	}
 	require.NoError(t, err)
 	require.Equal(t, devDescLen, n)
 	assert.Equal(t, []byte{devDescLen, descDevice}, dd[:2])
 	desc := cd.d.Desc()
 	assert.Equal(t, desc.VendorID, binary.LittleEndian.Uint16(dd[8:]), "idVendor")
 	assert.Equal(t, desc.ProductID, binary.LittleEndian.Uint16(dd[10:]), "idProduct")
-	require.NotZero(t, dd[16], "iSerialNumber")
-	serial, err := cd.d.StringDescriptor(ctx, dd[16])
-	require.NoError(t, err)
-	assert.Equal(t, desc.Serial, serial)
+	// The strings the Device describes itself with are the device's own.
+	for i, want := range map[int]string{14: desc.Manufacturer, 15: desc.Product, 16: desc.Serial} {
+		require.NotZero(t, dd[i], "string index at byte %d", i)
+		s, err := cd.d.StringDescriptor(ctx, dd[i])
+		require.NoError(t, err)
+		assert.Equal(t, want, s, "string descriptor %d", dd[i])
+		assert.NotEmpty(t, s)
+	}
 	_, err = cd.d.StringDescriptor(ctx, 0)
 	assert.ErrorIs(t, err, ioring.ErrInvalid)
 
@@ -521,11 +529,6 @@ func confControlRequest(t *testing.T, cd *confDev) {
 	assert.ErrorIs(t, err, ioring.ErrInvalid, "buffer shorter than the setup packet")
 
 	_, err = cd.d.SubmitControl(buf, Xfer{User: "ctl"})
-	if !cd.control {
-		require.ErrorIs(t, err, ioring.ErrNotSupported)
-		AssertNoMore(t, cd.r)
-		return
-	}
 	require.NoError(t, err)
 	c := Reap(t, cd.r, 1)[0]
 	require.NoError(t, c.Err)
@@ -566,38 +569,40 @@ func vendorRequest(recipient uint8) []byte {
 	return buf
 }
 
-// confControlStall: a request the device refuses (the scanner's gadget
-// serves no vendor requests of the device) ends with ErrStall, and
-// endpoint 0 recovers by itself at the next setup packet.
+// confControlStall: a request the device refuses (0x5a is none of the
+// scanner's vendor requests) ends with ErrStall, and endpoint 0 recovers
+// by itself at the next setup packet.
 func confControlStall(t *testing.T, cd *confDev) {
-	_, err := cd.d.StartControl(vendorRequest(RecipientDevice), Xfer{})
-	if !cd.control {
-		require.ErrorIs(t, err, ioring.ErrNotSupported)
-		return
-	}
-	require.NoError(t, err)
 	before := cd.deviceDescriptor(t)
 	ctx, cancel := testContext()
 	defer cancel()
-	var b [4]byte
-	_, err = cd.d.Control(ctx, Setup{RequestType: RequestIn | RequestVendor | RecipientDevice, Request: 0x5a}, b[:])
-	assert.ErrorIs(t, err, ErrStall, "a refused vendor request")
-	assert.Equal(t, before, cd.deviceDescriptor(t), "endpoint 0 after the stall")
+	for _, recipient := range []uint8{RecipientDevice, RecipientInterface} {
+		q, err := cd.d.StartControl(vendorRequest(recipient), Xfer{})
+		require.NoError(t, err)
+		c, err := q.Wait(ctx)
+		require.NoError(t, err)
+		assert.ErrorIs(t, c.Err, ErrStall, "an unknown vendor request to recipient %d", recipient)
+		assert.Equal(t, before, cd.deviceDescriptor(t), "endpoint 0 after the stall")
+	}
+}
+
+// statusRequest is the scanner's VendorStatus request, its data stage
+// room for the status event.
+func statusRequest() []byte {
+	buf := make([]byte, SetupSize+usbsim.EventSize)
+	Setup{RequestType: RequestIn | RequestVendor | RecipientDevice, Request: usbsim.VendorStatus, Length: usbsim.EventSize}.Put(buf)
+	return buf
 }
 
 // confControlWithheld: a control transfer the device does not answer (a
-// vendor request to the scanner's interface: FunctionFS holds it for a
-// program that does not read ep0 here) is canceled by Request.Cancel and
-// completes exactly once: at once with ErrCanceled on usbfs; on libusb,
-// whose control call cannot be interrupted, when its control timeout
-// passes, with ErrTimeout. Endpoint 0 works on afterwards.
+// vendor request to a hung scanner) is canceled by Request.Cancel and
+// completes exactly once: at once with ErrCanceled on usbfs and the
+// simulator; on libusb, whose control call cannot be interrupted, when its
+// control timeout passes, with ErrTimeout. Once the device resumes,
+// endpoint 0 and its vendor requests work on.
 func confControlWithheld(t *testing.T, cd *confDev) {
-	buf := vendorRequest(RecipientInterface)
-	q, err := cd.d.SubmitControl(buf, Xfer{User: "withheld"})
-	if !cd.control {
-		require.ErrorIs(t, err, ioring.ErrNotSupported)
-		return
-	}
+	cd.s.Hang()
+	q, err := cd.d.SubmitControl(statusRequest(), Xfer{User: "withheld"})
 	require.NoError(t, err)
 	settle(t, cd.r, 1)
 	require.NoError(t, q.Cancel())
@@ -611,8 +616,124 @@ func confControlWithheld(t *testing.T, cd *confDev) {
 	}
 	assert.Zero(t, c.N)
 	AssertNoMore(t, cd.r)
+	cd.s.Resume()
 	dd := cd.deviceDescriptor(t)
 	assert.Equal(t, byte(devDescLen), dd[0])
+	st := cd.status(t)
+	assert.Equal(t, usbsim.EventStatus, st.Kind, "VendorStatus after the resume")
+}
+
+// status reads the scanner's status with VendorStatus.
+func (cd *confDev) status(t *testing.T) usbsim.Event {
+	t.Helper()
+	ctx, cancel := testContext()
+	defer cancel()
+	var b [usbsim.EventSize]byte
+	n, err := cd.d.Control(ctx, Setup{RequestType: RequestIn | RequestVendor | RecipientDevice, Request: usbsim.VendorStatus}, b[:])
+	require.NoError(t, err, "VendorStatus")
+	e, err := usbsim.ParseEvent(b[:n])
+	require.NoError(t, err)
+	return e
+}
+
+// command sends one scanner command as a VendorCommand control request
+// with an OUT data stage, to recipient.
+func (cd *confDev) command(t *testing.T, recipient uint8, cmd []byte) {
+	t.Helper()
+	ctx, cancel := testContext()
+	defer cancel()
+	n, err := cd.d.Control(ctx, Setup{RequestType: RequestOut | RequestVendor | recipient, Request: usbsim.VendorCommand}, cmd)
+	require.NoError(t, err, "VendorCommand of %d bytes", len(cmd))
+	require.Equal(t, len(cmd), n, "data stage bytes")
+}
+
+// confControlVendor: the scanner's vendor requests on endpoint 0, the
+// same on every transport: commands in an OUT data stage (an echo of
+// several packets, to the device and to the interface, answered on bulk
+// IN; a scan whose image streams on bulk IN and whose events come on
+// interrupt IN) and the status in an IN data stage, read whole or short.
+func confControlVendor(t *testing.T, cd *confDev) {
+	ctx, cancel := testContext()
+	defer cancel()
+	for _, recipient := range []uint8{RecipientDevice, RecipientInterface} {
+		msg := bytes.Repeat([]byte{0x5a, recipient, 0xc3}, 700)[:2000]
+		cd.command(t, recipient, usbsim.EchoCommand(msg))
+		buf := cd.inBuf()
+		n, err := cd.in.Transfer(ctx, buf)
+		require.NoError(t, err)
+		assert.Equal(t, msg, buf[:n], "echo of a command sent on endpoint 0 to recipient %d", recipient)
+	}
+
+	st := cd.status(t)
+	assert.Equal(t, usbsim.EventStatus, st.Kind)
+	assert.Equal(t, usbsim.StateIdle, st.State)
+	p := usbsim.ScanParams{DPI: 150, Width: 1000, Height: 100, Format: usbsim.FormatGray8, Seed: 7}
+	cd.command(t, RecipientDevice, usbsim.StartScanCommand(p))
+	st = cd.status(t)
+	assert.Equal(t, usbsim.StateScanning, st.State, "status during the scan")
+	assert.Equal(t, p.ImageSize(), st.Total)
+	var image []byte
+	for int64(len(image)) < p.ImageSize() {
+		buf := cd.inBuf()
+		n, err := cd.in.Transfer(ctx, buf)
+		require.NoError(t, err)
+		image = append(image, buf[:n]...)
+	}
+	assert.True(t, bytes.Equal(usbsim.ExpectedImage(p), image), "the image of a scan started on endpoint 0")
+	e := cd.event(t, usbsim.EventJobDone)
+	assert.Equal(t, st.Job, e.Job)
+	st = cd.status(t)
+	assert.Equal(t, usbsim.StateIdle, st.State, "status after the scan")
+	assert.Equal(t, p.ImageSize(), st.Sent)
+
+	// A short IN data stage: the device sends what wLength asks for.
+	var head [4]byte
+	n, err := cd.d.Control(ctx, Setup{RequestType: RequestIn | RequestVendor | RecipientInterface, Request: usbsim.VendorStatus}, head[:])
+	require.NoError(t, err)
+	assert.Equal(t, 4, n)
+	assert.Equal(t, byte(usbsim.EventStatus), head[0])
+}
+
+// event reads interrupt IN until an event of kind k.
+func (cd *confDev) event(t *testing.T, k usbsim.EventKind) usbsim.Event {
+	t.Helper()
+	return readEvent(t, cd.intr, k)
+}
+
+// readEvent reads the scanner's interrupt IN endpoint intr until an event
+// of kind k, and returns it.
+func readEvent(tb testing.TB, intr *Endpoint, k usbsim.EventKind) usbsim.Event {
+	tb.Helper()
+	ctx, cancel := testContext()
+	defer cancel()
+	buf := make([]byte, intr.Desc().MaxPacketSize)
+	for {
+		n, err := intr.Transfer(ctx, buf)
+		require.NoError(tb, err, "interrupt IN, waiting for %v", k)
+		e, err := usbsim.ParseEvent(buf[:n])
+		require.NoError(tb, err)
+		if e.Kind == k {
+			return e
+		}
+	}
+}
+
+// confControlVendorRefused: the scanner's vendor requests in the wrong
+// direction, or a command without a data stage, end with ErrStall and
+// reach nothing: no command runs.
+func confControlVendorRefused(t *testing.T, cd *confDev) {
+	ctx, cancel := testContext()
+	defer cancel()
+	var b [usbsim.EventSize]byte
+	_, err := cd.d.Control(ctx, Setup{RequestType: RequestIn | RequestVendor | RecipientDevice, Request: usbsim.VendorCommand}, b[:])
+	assert.ErrorIs(t, err, ErrStall, "VendorCommand as an IN request")
+	_, err = cd.d.Control(ctx, Setup{RequestType: RequestOut | RequestVendor | RecipientDevice, Request: usbsim.VendorStatus}, usbsim.EchoCommand([]byte("no")))
+	assert.ErrorIs(t, err, ErrStall, "VendorStatus as an OUT request")
+	_, err = cd.d.Control(ctx, Setup{RequestType: RequestOut | RequestVendor | RecipientDevice, Request: usbsim.VendorCommand}, nil)
+	assert.ErrorIs(t, err, ErrStall, "VendorCommand without a data stage")
+	_, err = cd.d.Control(ctx, Setup{RequestType: RequestOut | RequestVendor | RecipientInterface, Request: usbsim.VendorCommand, Index: 1}, usbsim.EchoCommand([]byte("no")))
+	assert.ErrorIs(t, err, ErrStall, "VendorCommand to interface 1, which the device has not")
+	cd.echo(t, []byte("only this")) // none of the refused echoes ran
 }
 
 // confOrder: transfers queued on one endpoint run and complete in
@@ -672,4 +793,153 @@ func confReset(t *testing.T, cd *confDev) {
 	e, err := usbsim.ParseEvent(buf[:n])
 	require.NoError(t, err)
 	assert.Equal(t, usbsim.EventButton, e.Kind)
+}
+
+// confInterface: the interface Open claimed can be released (its
+// endpoints leave the Device: refused before any I/O) and claimed again
+// (they work on); claims are checked against the descriptors and the
+// Device's record, bad numbers are refused up front, and nothing changes
+// while a transfer is pending.
+func confInterface(t *testing.T, cd *confDev) {
+	desc := cd.d.Desc()
+	require.NotEmpty(t, desc.Configs, "the device's configurations")
+	assert.Equal(t, 1, desc.Config)
+	assert.Equal(t, 0, desc.Interface)
+	assert.Equal(t, 1, cd.d.Configuration())
+	alt, err := cd.d.AltSetting(0)
+	require.NoError(t, err)
+	assert.Zero(t, alt)
+
+	assert.ErrorIs(t, cd.d.ClaimInterface(0, true), ioring.ErrInvalid, "claimed already")
+	assert.ErrorIs(t, cd.d.ClaimInterface(256, true), ioring.ErrInvalid, "out of range")
+	assert.ErrorIs(t, cd.d.ClaimInterface(-1, true), ioring.ErrInvalid, "out of range")
+	assert.ErrorIs(t, cd.d.ClaimInterface(3, true), ErrNotFound, "no interface 3")
+	assert.ErrorIs(t, cd.d.ReleaseInterface(3), ErrNotFound, "interface 3 is not claimed")
+
+	q, err := cd.in.Submit(cd.inBuf(), Xfer{})
+	require.NoError(t, err)
+	settle(t, cd.r, 1)
+	assert.ErrorIs(t, cd.d.ReleaseInterface(0), ioring.ErrInvalid, "a transfer is pending")
+	require.NoError(t, q.Cancel())
+	assert.ErrorIs(t, Reap(t, cd.r, 1)[0].Err, ErrCanceled)
+
+	require.NoError(t, cd.d.ReleaseInterface(0))
+	assert.Empty(t, cd.d.Desc().Endpoints, "no endpoints with no interface claimed")
+	assert.Equal(t, -1, cd.d.Desc().Interface)
+	_, err = cd.d.AltSetting(0)
+	assert.ErrorIs(t, err, ErrNotFound)
+	_, err = cd.d.Endpoint(cd.in.Desc().Address)
+	assert.ErrorIs(t, err, ErrNotFound)
+	_, err = cd.in.Submit(cd.inBuf(), Xfer{})
+	assert.ErrorIs(t, err, ErrNotFound, "an endpoint of a released interface")
+	_, err = cd.out.Submit(usbsim.EchoCommand([]byte("released")), Xfer{})
+	assert.ErrorIs(t, err, ErrNotFound, "an endpoint of a released interface")
+	assert.ErrorIs(t, cd.d.ClearHalt(cd.in.Desc().Address), ErrNotFound)
+	assert.ErrorIs(t, cd.d.ReleaseInterface(0), ErrNotFound, "released already")
+	AssertNoMore(t, cd.r)
+
+	require.NoError(t, cd.d.ClaimInterface(0, false))
+	e, err := cd.d.Endpoint(cd.in.Desc().Address)
+	require.NoError(t, err)
+	assert.Same(t, cd.in, e, "the same endpoint again")
+	cd.echo(t, []byte("claimed again")) // "released" never went out
+	assert.Len(t, cd.d.Desc().Endpoints, 3)
+
+	require.NoError(t, cd.d.Close())
+	assert.ErrorIs(t, cd.d.ReleaseInterface(0), ErrClosed)
+	assert.ErrorIs(t, cd.d.ClaimInterface(0, false), ErrClosed)
+	assert.ErrorIs(t, cd.d.SetAltSetting(0, 0), ErrClosed)
+	assert.ErrorIs(t, cd.d.SetConfiguration(1), ErrClosed)
+}
+
+// confAltSetting: selecting an alternate setting changes the Device's
+// endpoints to that setting's: on the simulator, AltEventsOnly keeps
+// interrupt IN only (bulk is refused before any I/O, events flow) and
+// setting 0 brings bulk back; where the interface has one setting, a
+// second is ErrNotFound. Selecting the current setting again resets the
+// endpoints and transfers carry on; typed endpoints still refuse the wrong
+// direction.
+func confAltSetting(t *testing.T, cd *confDev) {
+	assert.ErrorIs(t, cd.d.SetAltSetting(0, 256), ioring.ErrInvalid)
+	assert.ErrorIs(t, cd.d.SetAltSetting(-1, 0), ioring.ErrInvalid)
+	assert.ErrorIs(t, cd.d.SetAltSetting(0, 9), ErrNotFound)
+	assert.ErrorIs(t, cd.d.SetAltSetting(2, 0), ErrNotFound)
+
+	require.NoError(t, cd.d.SetAltSetting(0, 0), "the current setting again")
+	cd.echo(t, []byte("after SET_INTERFACE 0"))
+
+	ctx, cancel := testContext()
+	defer cancel()
+	if !cd.alts {
+		assert.ErrorIs(t, cd.d.SetAltSetting(0, usbsim.AltEventsOnly), ErrNotFound, "a FunctionFS interface has one setting")
+	} else {
+		require.NoError(t, cd.d.SetAltSetting(0, usbsim.AltEventsOnly))
+		alt, err := cd.d.AltSetting(0)
+		require.NoError(t, err)
+		assert.Equal(t, usbsim.AltEventsOnly, alt)
+		desc := cd.d.Desc()
+		assert.Equal(t, usbsim.AltEventsOnly, desc.AltSetting)
+		require.Len(t, desc.Endpoints, 1)
+		assert.Equal(t, cd.intr.Desc(), desc.Endpoints[0])
+		_, err = cd.in.Transfer(ctx, cd.inBuf())
+		assert.ErrorIs(t, err, ErrNotFound, "bulk IN is not in the setting")
+		_, err = cd.d.OutEndpoint(cd.out.Desc().Address)
+		assert.ErrorIs(t, err, ErrNotFound, "bulk OUT is not in the setting")
+		_, err = cd.d.OutEndpoint(cd.intr.Desc().Address)
+		assert.ErrorIs(t, err, ioring.ErrInvalid, "the interrupt endpoint is IN")
+		intr, err := cd.d.InEndpoint(cd.intr.Desc().Address)
+		require.NoError(t, err)
+		cd.s.PressButton(5)
+		buf := make([]byte, usbsim.InterruptMaxPacketSize)
+		n, err := intr.Read(ctx, buf)
+		require.NoError(t, err)
+		e, err := usbsim.ParseEvent(buf[:n])
+		require.NoError(t, err)
+		assert.Equal(t, uint8(5), e.Code, "an event in the events-only setting")
+		require.NoError(t, cd.d.SetAltSetting(0, 0))
+	}
+	in, err := cd.d.InEndpoint(cd.in.Desc().Address)
+	require.NoError(t, err)
+	_, err = cd.d.InEndpoint(cd.out.Desc().Address)
+	assert.ErrorIs(t, err, ioring.ErrInvalid, "InEndpoint of bulk OUT")
+	_, err = cd.in.Write(ctx, []byte("wrong way"))
+	assert.ErrorIs(t, err, ioring.ErrInvalid, "Write of bulk IN")
+	cd.echo(t, []byte("back at setting 0"))
+	cd.s.PressButton(6)
+	buf := make([]byte, usbsim.InterruptMaxPacketSize)
+	n, err := cd.intr.Transfer(ctx, buf)
+	require.NoError(t, err)
+	e, err := usbsim.ParseEvent(buf[:n])
+	require.NoError(t, err)
+	assert.Equal(t, uint8(6), e.Code, "interrupt IN back at setting 0")
+	_, err = cd.out.Write(ctx, usbsim.EchoCommand([]byte("typed")))
+	require.NoError(t, err)
+	data := cd.inBuf()
+	n, err = in.Read(ctx, data)
+	require.NoError(t, err, "bulk IN through its typed endpoint")
+	assert.Equal(t, "typed", string(data[:n]))
+}
+
+// confConfiguration: the configuration changes only with every interface
+// released; selecting it again (a cheap reset of the device's
+// configuration state) leaves the interface to claim again, and an
+// unconfigured device has no interface to claim.
+func confConfiguration(t *testing.T, cd *confDev) {
+	assert.ErrorIs(t, cd.d.SetConfiguration(1), ioring.ErrInvalid, "interface 0 is claimed")
+	assert.ErrorIs(t, cd.d.SetConfiguration(256), ioring.ErrInvalid)
+	require.NoError(t, cd.d.ReleaseInterface(0))
+	assert.ErrorIs(t, cd.d.SetConfiguration(2), ErrNotFound, "the scanner has one configuration")
+	if err := cd.d.SetConfiguration(0); !cd.unconfigures {
+		assert.ErrorIs(t, err, ioring.ErrNotSupported, "unconfigure")
+	} else {
+		require.NoError(t, err, "unconfigure")
+		assert.Zero(t, cd.d.Configuration())
+		assert.ErrorIs(t, cd.d.ClaimInterface(0, false), ErrNotFound, "unconfigured")
+	}
+	require.NoError(t, cd.d.SetConfiguration(1))
+	assert.Equal(t, 1, cd.d.Configuration())
+	_, err := cd.in.Submit(cd.inBuf(), Xfer{})
+	assert.ErrorIs(t, err, ErrNotFound, "nothing claimed after SET_CONFIGURATION")
+	require.NoError(t, cd.d.ClaimInterface(0, true))
+	cd.echo(t, []byte("configured again"))
 }

@@ -85,9 +85,12 @@ var controlDesc = EndpointDesc{Address: 0, Type: Control}
 // control URB, discarded at once by a cancel. libusb's control call
 // (through gousb) is synchronous and cannot be interrupted: a cancel there
 // ends the transfer only when the device answers or the 5-second control
-// timeout passes (then ErrTimeout); its real result is kept. The simulated
-// scanner has no control endpoint: it refuses with an error wrapping
-// ioring.ErrNotSupported.
+// timeout passes (then ErrTimeout); its real result is kept. On the
+// simulated scanner (usbsim.Open) it is ring I/O on the scanner's endpoint
+// 0 socket, canceled at once like its other transfers; the scanner takes
+// the standard requests and its vendor requests (usbsim.VendorCommand,
+// usbsim.VendorStatus), with data stages of up to usbsim.ControlMaxData
+// bytes.
 //
 // A request the device refuses ends with ErrStall (endpoint 0 recovers by
 // itself at the next setup packet). Errors of SubmitControl itself are

@@ -2,6 +2,7 @@ package usb
 
 import (
 	"fmt"
+	"slices"
 
 	"github.com/cancelio/cancelio/usb/internal/base"
 )
@@ -45,9 +46,11 @@ func (e EndpointDesc) String() string {
 	return fmt.Sprintf("%#02x %s %s", e.Address, e.Type, dir)
 }
 
-// DeviceDesc describes a USB device: where it is, who it is, and the
-// endpoints of the interface this package opens (for List: of the first
-// configuration's interfaces, alternate setting 0).
+// DeviceDesc describes a USB device: where it is, who it is, its
+// configurations, and the endpoints this package transfers on (for List:
+// those of the first configuration's interfaces at alternate setting 0;
+// for Device.Desc: those of the claimed interfaces at their current
+// alternate settings).
 type DeviceDesc struct {
 	Bus, Address int // bus number and device address; 0 for a simulated device
 	VendorID     uint16
@@ -56,6 +59,72 @@ type DeviceDesc struct {
 	Product      string
 	Serial       string
 	Endpoints    []EndpointDesc
+	// Configs describes every configuration of the device, with each
+	// interface's alternate settings and their endpoints; empty where the
+	// backend does not read them. Device's SetConfiguration,
+	// ClaimInterface and SetAltSetting check their arguments against it.
+	Configs []ConfigDesc
+	// Config is the active configuration's bConfigurationValue (0:
+	// unconfigured), and Interface and AltSetting the interface Open
+	// claimed and its alternate setting. Device.Desc reports them as they
+	// are now (Interface is then the lowest claimed interface, -1 when
+	// none is claimed).
+	Config, Interface, AltSetting int
+}
+
+// ConfigDesc describes one configuration of a device.
+type ConfigDesc struct {
+	Value int // bConfigurationValue
+	// Interfaces holds every alternate setting of every interface, in
+	// descriptor order.
+	Interfaces []InterfaceDesc
+}
+
+// InterfaceDesc describes one alternate setting of one interface.
+type InterfaceDesc struct {
+	Number    int // bInterfaceNumber
+	Alternate int // bAlternateSetting
+	Class     uint8
+	SubClass  uint8
+	Protocol  uint8
+	Endpoints []EndpointDesc
+}
+
+// config returns the configuration whose value is v.
+func (d *DeviceDesc) config(v int) (*ConfigDesc, bool) {
+	for i := range d.Configs {
+		if d.Configs[i].Value == v {
+			return &d.Configs[i], true
+		}
+	}
+	return nil, false
+}
+
+// setting returns alternate setting alt of interface iface in c.
+func (c *ConfigDesc) setting(iface, alt int) (*InterfaceDesc, bool) {
+	for i := range c.Interfaces {
+		if s := &c.Interfaces[i]; s.Number == iface && s.Alternate == alt {
+			return s, true
+		}
+	}
+	return nil, false
+}
+
+// cloneConfigs copies cs deeply, so that a caller cannot change a
+// Device's descriptors.
+func cloneConfigs(cs []ConfigDesc) []ConfigDesc {
+	if cs == nil {
+		return nil
+	}
+	out := make([]ConfigDesc, len(cs))
+	for i, c := range cs {
+		out[i] = ConfigDesc{Value: c.Value, Interfaces: make([]InterfaceDesc, len(c.Interfaces))}
+		for j, s := range c.Interfaces {
+			s.Endpoints = slices.Clone(s.Endpoints)
+			out[i].Interfaces[j] = s
+		}
+	}
+	return out
 }
 
 // String describes the device for logs, like "001.004 1209:0001".

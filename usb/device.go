@@ -3,7 +3,6 @@ package usb
 import (
 	"context"
 	"fmt"
-	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -11,7 +10,7 @@ import (
 	"github.com/cancelio/cancelio/ioring"
 )
 
-// Device is an opened USB device (one interface of it) whose endpoints run
+// Device is an opened USB device (the interfaces it claimed) whose endpoints run
 // transfers as requests of an ioring.Ring: each transfer is a foreign
 // request, so tokens, deadlines, Request.Cancel, Ring.CancelAll and the
 // exactly-once completion work as for file I/O. Its Transport (usbfs,
@@ -21,21 +20,51 @@ import (
 // Ring closed first cancels the Device's transfers, which then complete
 // with ErrCanceled). All methods are safe for concurrent use.
 type Device struct {
-	desc DeviceDesc
+	desc DeviceDesc // as NewDevice got it; Endpoints, Config and the claims change below
 	tr   Transport
-	eps  []*Endpoint
 
 	// mu orders Close after the Submits and ClearHalts in progress: they
 	// hold it for reading, so the Transport is never used after its Close.
-	mu     sync.RWMutex
-	closed bool // guarded by mu
+	// SetConfiguration, ClaimInterface, ReleaseInterface, SetAltSetting and
+	// Reset hold it for writing.
+	mu      sync.RWMutex
+	closed  bool                // guarded by mu
+	eps     []*Endpoint         // the endpoints transfers may use now, by address; guarded by mu
+	byAddr  map[uint8]*Endpoint // every Endpoint handed out, so the same one comes back; guarded by mu
+	config  int                 // the active configuration; guarded by mu
+	claimed map[int]*claim      // claimed interfaces, by number; guarded by mu
 }
 
-// Desc returns the device's descriptor and the endpoints of its opened
-// interface.
+// claim is one claimed interface of a Device.
+type claim struct {
+	alt      int  // its current alternate setting
+	detached bool // ClaimInterface was asked to detach a kernel driver: Release reattaches it
+}
+
+// Desc returns the device's descriptor as it is now: the endpoints of the
+// claimed interfaces at their current alternate settings, the active
+// configuration and the lowest claimed interface with its alternate
+// setting (-1 and 0 when none is claimed). For a backend that does not
+// describe its configurations (empty Configs), Config, Interface and
+// AltSetting are those NewDevice was given.
 func (d *Device) Desc() DeviceDesc {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
 	desc := d.desc
-	desc.Endpoints = slices.Clone(d.desc.Endpoints)
+	desc.Configs = cloneConfigs(d.desc.Configs)
+	desc.Endpoints = make([]EndpointDesc, 0, len(d.eps))
+	for _, e := range d.eps {
+		desc.Endpoints = append(desc.Endpoints, e.desc)
+	}
+	if len(d.desc.Configs) == 0 {
+		return desc // a backend that does not describe its settings: as it said
+	}
+	desc.Config, desc.Interface, desc.AltSetting = d.config, -1, 0
+	for n, c := range d.claimed {
+		if desc.Interface < 0 || n < desc.Interface {
+			desc.Interface, desc.AltSetting = n, c.alt
+		}
+	}
 	return desc
 }
 
@@ -63,10 +92,20 @@ func dirName(addr uint8) string {
 	return "OUT"
 }
 
-// Endpoint returns the endpoint at address addr (bit 7 set for IN), or an
-// error wrapping ErrNotFound. The same *Endpoint is returned each time; it
-// stays usable (failing with ErrClosed) after Close.
+// Endpoint returns the endpoint at address addr (bit 7 set for IN) among
+// those of the claimed interfaces at their current alternate settings, or
+// an error wrapping ErrNotFound. The same *Endpoint is returned each time
+// while the endpoint's descriptor stays the same; it stays usable
+// (failing with ErrClosed) after Close, and fails with ErrNotFound while
+// its interface is released or at another alternate setting.
 func (d *Device) Endpoint(addr uint8) (*Endpoint, error) {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	return d.endpointLocked(addr)
+}
+
+// endpointLocked is Endpoint with d.mu held.
+func (d *Device) endpointLocked(addr uint8) (*Endpoint, error) {
 	for _, e := range d.eps {
 		if e.desc.Address == addr {
 			return e, nil
@@ -84,21 +123,21 @@ func (d *Device) Endpoint(addr uint8) (*Endpoint, error) {
 // error wrapping ioring.ErrInvalid while transfers are pending, or the
 // transport's.
 func (d *Device) ClearHalt(addr uint8) error {
-	e, err := d.Endpoint(addr)
-	if err != nil {
-		return err
-	}
 	d.mu.RLock()
 	defer d.mu.RUnlock()
 	if d.closed {
 		return ErrClosed
 	}
+	e, err := d.endpointLocked(addr)
+	if err != nil {
+		return err
+	}
 	return d.tr.ClearHalt(e.desc)
 }
 
 // Reset resets the device (a USB port reset): it returns to its default
-// state and the host sets it up again as Open left it (configuration, the
-// claimed interface and its alternate setting), at the same address. No
+// state and the host sets it up again as it was (configuration, the
+// claimed interfaces and their alternate settings), at the same address. No
 // transfer may be pending on the device: complete or cancel them first;
 // Submits wait until Reset returns. Errors: ErrClosed, ErrNoDevice (also
 // when the device does not come back), an error wrapping ioring.ErrInvalid
@@ -161,8 +200,9 @@ type Xfer struct {
 // time, or WithDepth at a time on usbfs.
 // All methods are safe for concurrent use.
 type Endpoint struct {
-	dev  *Device
-	desc EndpointDesc
+	dev    *Device
+	desc   EndpointDesc
+	active bool // in the claimed interfaces' current settings; guarded by dev.mu
 }
 
 // Desc returns the endpoint's descriptor.
@@ -226,6 +266,9 @@ func (e *Endpoint) submit(buf []byte, x Xfer, wait bool) (ioring.Request, error)
 	defer d.mu.RUnlock()
 	if d.closed {
 		return ioring.Request{}, ErrClosed
+	}
+	if !e.active {
+		return ioring.Request{}, errorf("usb: %v: endpoint %v: %w: its interface is released or at another alternate setting", d.desc, e.desc, ErrNotFound)
 	}
 	return d.tr.Submit(e.desc, buf, x, wait)
 }

@@ -24,6 +24,18 @@
 // unplug) injected at run time. This package does not import the
 // simulator.
 //
+// # Configurations, interfaces, alternate settings
+//
+// Open selects a configuration (WithConfig), claims one interface
+// (WithInterface) at an alternate setting (WithAltSetting), and the
+// Device's endpoints are that setting's. Afterwards Device.SetConfiguration,
+// ClaimInterface, ReleaseInterface and SetAltSetting change them, checked
+// against DeviceDesc.Configs: the Device's endpoints are always those of
+// the claimed interfaces at their current settings, and an Endpoint of a
+// setting that is gone fails with ErrNotFound before any I/O. A kernel
+// driver detached at the claim is asked back at the release. These calls
+// wait for no transfer: they refuse while any is pending on the device.
+//
 // # Backends
 //
 // Every backend implements one interface, Transport, and NewDevice makes a
@@ -77,7 +89,9 @@
 //
 // On a Device from usbsim.Open an IN transfer is one readv of one message
 // ([header, buf]), an OUT transfer one writev of a message followed by the
-// read of the device's 5-byte reply (see usbsim). IN buffers shorter than
+// read of the device's 5-byte reply, and a control transfer one writev of
+// the setup packet (and OUT data) followed by the read of the reply that
+// carries the IN data (see usbsim). IN buffers shorter than
 // EndpointDesc.MaxTransfer go through a bounce buffer and the rest of a
 // longer message is kept for the endpoint's next transfers, so no data is
 // lost; OUT buffers longer than MaxTransfer are refused. A transfer in

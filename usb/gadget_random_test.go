@@ -35,13 +35,23 @@ package usb_test
 //     packet leaves the device's transfer open, so the next commands up to
 //     a short packet join the nop: the echoes among them may or may not
 //     come back (see optional in verify).
+//   - Control transfers on endpoint 0 run among them, as ring requests
+//     with tokens and deadlines: the scanner's VendorStatus (an IN data
+//     stage that must parse as a status event), VendorCommand with a nop
+//     of up to ControlMaxData bytes (an OUT data stage), GET_DESCRIPTOR of
+//     the device (the kernel's answer: its IDs) and an unknown vendor
+//     request, which must stall and is the only one that may. Their setup
+//     packets stay as they were, an OUT one's data too, and an IN one
+//     writes nothing past N. A hang withholds their answers; an unplug
+//     ends them with ErrNoDevice.
 //   - Nothing leaks: goroutines (goleak, on top of TestMain's), fds
 //     (checkFDs), mappings of /dev/bus/usb and io_uring (counted in
 //     /proc/self/maps; usbfs ones after every Device.Close).
 //
 // The test runs randRounds rounds on one ring, each with a fixed number of
-// operations per goroutine; an unplug round closes its Device, the gadget
-// is plugged in again and the next round opens a new one. The seed is
+// operations per goroutine; an unplug round (every other one, at a random
+// moment) closes its Device, the gadget is plugged in again and the next
+// round opens a new one on the device the host enumerated anew. The seed is
 // logged; CANCELIO_SEED=<seed> repeats its random choices (the timing is
 // the machine's).
 
@@ -78,13 +88,26 @@ const (
 	echoHeader      = 6 // id uint32, command length uint16
 )
 
-// Endpoint indexes of a round.
+// Endpoint indexes of a round; epCtl, endpoint 0, has no queue of the
+// round's (its transfers are checked one by one).
 const (
 	epOut = 0
 	epIn  = 1
+	epCtl = 2
 )
 
 var epNames = [2]string{"bulk OUT", "bulk IN"}
+
+// Control requests of the test (rxfer.kind on epCtl).
+const (
+	ctlStatus     = iota // usbsim.VendorStatus, IN
+	ctlNop               // usbsim.VendorCommand with a nop, OUT
+	ctlDescriptor        // GET_DESCRIPTOR(DEVICE), IN, answered by the device's USB stack
+	ctlUnknown           // an unknown vendor request, IN: it stalls
+	ctlKinds
+)
+
+var ctlNames = [ctlKinds]string{"VendorStatus", "VendorCommand", "GET_DESCRIPTOR", "unknown vendor request"}
 
 // randSeed returns CANCELIO_SEED's seed, or a new one.
 func randSeed(t *testing.T) uint64 {
@@ -133,6 +156,8 @@ type rxfer struct {
 func (x *rxfer) String() string {
 	what := "IN"
 	switch {
+	case x.ep == epCtl:
+		what = "control " + ctlNames[x.kind]
 	case x.ep == epOut && x.kind == usbsim.CmdEcho:
 		what = fmt.Sprintf("OUT echo id %d", x.id)
 	case x.ep == epOut:
@@ -200,9 +225,10 @@ type randRound struct {
 	ops        atomic.Int64
 
 	// statistics
-	results [8]atomic.Int64 // by result class (resultClass)
-	partial atomic.Int64    // completions with 0 < N < len(buf)
-	cancels atomic.Int64
+	results  [8]atomic.Int64 // by result class (resultClass)
+	controls atomic.Int64    // control transfers accepted
+	partial  atomic.Int64    // completions with 0 < N < len(buf)
+	cancels  atomic.Int64
 	// IN transfers that wrote past N, and the first of them
 	pastN      atomic.Int64
 	pastNFirst string
@@ -226,6 +252,9 @@ var resNames = []string{"ok", "timeout", "canceled", "stall", "no-device", "refu
 // accepted.
 func (rd *randRound) submit(x *rxfer) bool {
 	x.done = make(chan struct{})
+	if x.ep == epCtl {
+		return rd.submitControl(x)
+	}
 	if x.ep == epIn {
 		for i := range x.buf {
 			x.buf[i] = randFill
@@ -234,14 +263,48 @@ func (rd *randRound) submit(x *rxfer) bool {
 		x.orig = bytes.Clone(x.buf)
 	}
 	rd.gates[x.ep].RLock()
-	for try := 0; ; try++ {
+	ok := rd.accept(x, func() error {
 		rd.mu[x.ep].Lock()
+		defer rd.mu[x.ep].Unlock()
 		x.seq = len(rd.xfers[x.ep])
 		_, err := rd.eps[x.ep].Submit(x.buf, Xfer{Token: x.tok, Deadline: x.deadline, User: x})
 		if err == nil {
 			rd.xfers[x.ep] = append(rd.xfers[x.ep], x)
 		}
-		rd.mu[x.ep].Unlock()
+		return err
+	})
+	if !ok {
+		rd.gates[x.ep].RUnlock()
+	}
+	return ok
+}
+
+// submitControl submits control transfer x: no gate (endpoint 0 needs no
+// ClearHalt), no queue of the round's.
+func (rd *randRound) submitControl(x *rxfer) bool {
+	su, _ := ParseSetup(x.buf)
+	if su.IsIn() {
+		for i := SetupSize; i < len(x.buf); i++ {
+			x.buf[i] = randFill
+		}
+	}
+	x.orig = bytes.Clone(x.buf)
+	ok := rd.accept(x, func() error {
+		_, err := rd.d.SubmitControl(x.buf, Xfer{Token: x.tok, Deadline: x.deadline, User: x})
+		return err
+	})
+	if ok {
+		rd.controls.Add(1)
+	}
+	return ok
+}
+
+// accept submits x with submit, again while the ring is full, and records
+// it when accepted; a refusal after the unplug began is counted, any other
+// fails the test. It reports whether x was accepted.
+func (rd *randRound) accept(x *rxfer, submit func() error) bool {
+	for try := 0; ; try++ {
+		err := submit()
 		switch {
 		case err == nil:
 			rd.allMu.Lock()
@@ -257,7 +320,6 @@ func (rd *randRound) submit(x *rxfer) bool {
 		default:
 			assert.NoError(rd.t, err, "submit %v", x)
 		}
-		rd.gates[x.ep].RUnlock()
 		return false
 	}
 }
@@ -265,7 +327,9 @@ func (rd *randRound) submit(x *rxfer) bool {
 // wait waits for accepted x's completion and checks it. It reports whether
 // the completion came.
 func (rd *randRound) wait(x *rxfer) bool {
-	defer rd.gates[x.ep].RUnlock()
+	if x.ep != epCtl {
+		defer rd.gates[x.ep].RUnlock()
+	}
 	select {
 	case <-x.done:
 	case <-time.After(x.deadline + Patience):
@@ -280,7 +344,11 @@ func (rd *randRound) wait(x *rxfer) bool {
 func (rd *randRound) check(x *rxfer) {
 	t := rd.t
 	n, err := x.n, x.err
-	if !assert.True(t, n >= 0 && n <= len(x.buf), "%v: N=%d outside [0, %d]", x, n, len(x.buf)) {
+	size := len(x.buf)
+	if x.ep == epCtl {
+		size -= SetupSize
+	}
+	if !assert.True(t, n >= 0 && n <= size, "%v: N=%d outside [0, %d]", x, n, size) {
 		return
 	}
 	if n > 0 && n < len(x.buf) && err != nil {
@@ -294,6 +362,9 @@ func (rd *randRound) check(x *rxfer) {
 	case errors.Is(err, ErrCanceled):
 		rd.results[resCanceled].Add(1)
 		assert.True(t, x.tok.Canceled(), "%v: %v, its token not canceled (N=%d)", x, err, n)
+	case errors.Is(err, ErrStall) && x.ep == epCtl:
+		rd.results[resStall].Add(1)
+		assert.Equal(t, ctlUnknown, int(x.kind), "%v: %v: the scanner takes this request", x, err)
 	case errors.Is(err, ErrStall):
 		rd.results[resStall].Add(1)
 		assert.True(t, rd.stalled[x.ep].Load(), "%v: %v, the endpoint never stalled", x, err)
@@ -306,6 +377,10 @@ func (rd *randRound) check(x *rxfer) {
 		assert.True(t, rd.unplugging.Load(), "%v: %v before the unplug", x, err)
 	default:
 		assert.Fail(t, "unexpected error", "%v: N=%d err=%v (%T)", x, n, err, err)
+	}
+	if x.ep == epCtl {
+		rd.checkControl(x)
+		return
 	}
 	if x.ep == epIn {
 		// Reported once per round (verify): a transport that copies a
@@ -325,6 +400,72 @@ func (rd *randRound) check(x *rxfer) {
 		// One short packet: all of it moved, or none.
 		assert.True(t, n == 0 || n == len(x.buf), "%v: N=%d err=%v: part of one packet", x, n, err)
 	}
+}
+
+// checkControl checks what control transfer x's completion left in its
+// buffer: the setup packet, an OUT data stage, an IN data stage's bytes
+// past N, and a successful answer.
+func (rd *randRound) checkControl(x *rxfer) {
+	t := rd.t
+	su, _ := ParseSetup(x.orig)
+	assert.Equal(t, x.orig[:SetupSize], x.buf[:SetupSize], "%v: setup packet changed", x)
+	if !su.IsIn() {
+		assert.True(t, bytes.Equal(x.orig, x.buf), "%v: OUT data stage changed", x)
+	} else {
+		for i := SetupSize + x.n; i < len(x.buf); i++ {
+			if x.buf[i] != randFill {
+				if rd.pastN.Add(1) == 1 {
+					rd.pastNFirst = fmt.Sprintf("%v: N=%d err=%v, byte %d of the data stage is %#02x", x, x.n, x.err, i-SetupSize, x.buf[i])
+				}
+				break
+			}
+		}
+	}
+	if x.err != nil {
+		return
+	}
+	data := x.buf[SetupSize : SetupSize+x.n]
+	switch x.kind {
+	case ctlStatus:
+		e, err := usbsim.ParseEvent(data)
+		if assert.NoError(t, err, "%v", x) {
+			assert.Equal(t, usbsim.EventStatus, e.Kind, "%v", x)
+		}
+	case ctlNop:
+		assert.Equal(t, int(su.Length), x.n, "%v: data stage bytes", x)
+	case ctlDescriptor:
+		if assert.Equal(t, 18, x.n, "%v", x) {
+			assert.Equal(t, rd.gd.g.Config.VendorID, binary.LittleEndian.Uint16(data[8:]), "%v: idVendor", x)
+		}
+	case ctlUnknown:
+		assert.Fail(t, "an unknown request succeeded", "%v: N=%d", x, x.n)
+	}
+}
+
+// randomControl returns a random control transfer.
+func randomControl(rng *rand.Rand, tok *ioring.Token) *rxfer {
+	x := &rxfer{ep: epCtl, kind: byte(rng.IntN(ctlKinds)), tok: tok, deadline: 300*time.Millisecond + dur(rng, 1200*time.Millisecond)}
+	var s Setup
+	var data []byte
+	switch x.kind {
+	case ctlStatus:
+		s = Setup{RequestType: RequestIn | RequestVendor | RecipientInterface, Request: usbsim.VendorStatus}
+		data = make([]byte, usbsim.EventSize)
+	case ctlNop:
+		s = Setup{RequestType: RequestOut | RequestVendor | RecipientDevice, Request: usbsim.VendorCommand}
+		data = nop(1 + rng.IntN(usbsim.ControlMaxData))
+	case ctlDescriptor:
+		s = Setup{RequestType: RequestIn, Request: 0x06, Value: 0x01 << 8}
+		data = make([]byte, 18)
+	case ctlUnknown:
+		s = Setup{RequestType: RequestIn | RequestVendor | RecipientDevice, Request: 0x7e}
+		data = make([]byte, 1+rng.IntN(64))
+	}
+	s.Length = uint16(len(data))
+	x.buf = make([]byte, SetupSize+len(data))
+	s.Put(x.buf)
+	copy(x.buf[SetupSize:], data)
+	return x
 }
 
 // echo returns a new echo command of size bytes (at most one short packet).
@@ -400,14 +541,18 @@ func (rd *randRound) worker(g, ops int, rng *rand.Rand) {
 		}
 		var xs []*rxfer
 		switch p := rng.IntN(100); {
-		case p < 60:
+		case p < 55:
 			xs = append(xs, rd.randomOut(rng, tok, true), randomIn(rng, tok))
-		case p < 75:
+		case p < 68:
 			xs = append(xs, rd.randomOut(rng, tok, true))
-		case p < 90:
+		case p < 80:
 			xs = append(xs, rd.randomOut(rng, tok, false))
-		default:
+		case p < 88:
 			xs = append(xs, randomIn(rng, tok))
+		case p < 94:
+			xs = append(xs, randomControl(rng, tok))
+		default:
+			xs = append(xs, randomControl(rng, tok), randomIn(rng, tok))
 		}
 		accepted := xs[:0]
 		for _, x := range xs {
@@ -557,8 +702,8 @@ func (rt *randTest) run(round int, unplug bool) bool {
 			res = append(res, fmt.Sprintf("%s=%d", name, k))
 		}
 	}
-	t.Logf("round %d: %d ops in %v: %d OUT, %d IN transfers (%s; %d partial), %d cancels, %d clears; faults %v",
-		round, rd.ops.Load(), time.Since(t0).Round(time.Millisecond), len(rd.xfers[epOut]), len(rd.xfers[epIn]),
+	t.Logf("round %d: %d ops in %v: %d OUT, %d IN, %d control transfers (%s; %d partial), %d cancels, %d clears; faults %v",
+		round, rd.ops.Load(), time.Since(t0).Round(time.Millisecond), len(rd.xfers[epOut]), len(rd.xfers[epIn]), rd.controls.Load(),
 		strings.Join(res, " "), rd.partial.Load(), rd.cancels.Load(), rd.clears.Load(), rd.faultLog)
 	return unplugged
 }

@@ -149,18 +149,7 @@ func (gd *gadgetDev) echo(tb testing.TB, msg string) {
 // waitEvent reads interrupt IN until an event of kind k and returns it.
 func (gd *gadgetDev) waitEvent(tb testing.TB, k usbsim.EventKind) usbsim.Event {
 	tb.Helper()
-	ctx, cancel := testContext()
-	defer cancel()
-	buf := make([]byte, gd.intr.Desc().MaxPacketSize)
-	for {
-		n, err := gd.intr.Transfer(ctx, buf)
-		require.NoError(tb, err, "interrupt IN, waiting for %v", k)
-		e, err := usbsim.ParseEvent(buf[:n])
-		require.NoError(tb, err)
-		if e.Kind == k {
-			return e
-		}
-	}
+	return readEvent(tb, gd.intr, k)
 }
 
 // pattern returns n bytes that differ with n.

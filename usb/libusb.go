@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/google/gousb"
@@ -102,7 +103,58 @@ func (r libusbRunner) control(t *Transfer) (int, error) {
 	n, err := r.dev.control(s, buf[SetupSize:SetupSize+int(s.Length)])
 	// gousb hands back libusb's return value, a negative error code on
 	// failure (-7 for LIBUSB_ERROR_TIMEOUT), as the count.
-	return max(n, 0), libusbError(err)
+	n = max(n, 0)
+	if r.unplugged(err) {
+		return n, ErrNoDevice
+	}
+	return n, libusbError(err)
+}
+
+// libusbSettings is the part of gousb that changes the configuration,
+// the claimed interfaces and their alternate settings; gousbDevice has it.
+type libusbSettings interface {
+	setConfig(value int) error
+	claim(iface int, detach bool) error
+	release(iface int, reattach bool) error
+	setAlt(iface, alt int) error
+}
+
+// settings returns the device's libusbSettings, or an error wrapping
+// ioring.ErrNotSupported.
+func (r libusbRunner) settings() (libusbSettings, error) {
+	if s, ok := r.dev.(libusbSettings); ok {
+		return s, nil
+	}
+	return nil, fmt.Errorf("%w: this libusb device keeps its settings", ioring.ErrNotSupported)
+}
+
+func (r libusbRunner) SetConfiguration(value int) error {
+	return r.setting(func(s libusbSettings) error { return s.setConfig(value) })
+}
+
+func (r libusbRunner) ClaimInterface(iface int, detach bool) error {
+	return r.setting(func(s libusbSettings) error { return s.claim(iface, detach) })
+}
+
+func (r libusbRunner) ReleaseInterface(iface int, reattach bool) error {
+	return r.setting(func(s libusbSettings) error { return s.release(iface, reattach) })
+}
+
+func (r libusbRunner) SetAltSetting(iface, alt int) error {
+	return r.setting(func(s libusbSettings) error { return s.setAlt(iface, alt) })
+}
+
+// setting runs f on the device's settings and maps its error.
+func (r libusbRunner) setting(f func(libusbSettings) error) error {
+	s, err := r.settings()
+	if err != nil {
+		return err
+	}
+	err = f(s)
+	if r.unplugged(err) {
+		return ErrNoDevice
+	}
+	return libusbError(err)
 }
 
 // needsZLP reports whether an OUT transfer of n bytes on ep ends with a
@@ -139,7 +191,7 @@ func (r libusbRunner) Close() error { return r.dev.close() }
 
 // newLibusbDevice returns the Device of an opened libusb device.
 func newLibusbDevice(ring *ioring.Ring, desc DeviceDesc, dev libusbDevice, zlp bool) *Device {
-	eps := append(slices.Clone(desc.Endpoints), controlDesc) // endpoint 0 too
+	eps := append(allEndpoints(desc), controlDesc) // endpoint 0 too
 	return NewDevice(desc, NewPump(ring, eps, libusbRunner{dev: dev, zlp: zlp}))
 }
 
@@ -208,7 +260,24 @@ func libusbList() ([]DeviceDesc, error) {
 // configuration cfg (-1: the lowest numbered), interface iface and
 // alternate setting alt (all interfaces at alt 0 when cfg is -1).
 func fromGousb(d *gousb.DeviceDesc, cfg, iface, alt int) DeviceDesc {
-	desc := DeviceDesc{Bus: d.Bus, Address: d.Address, VendorID: uint16(d.Vendor), ProductID: uint16(d.Product)}
+	desc := DeviceDesc{Bus: d.Bus, Address: d.Address, VendorID: uint16(d.Vendor), ProductID: uint16(d.Product),
+		Interface: iface, AltSetting: alt}
+	for _, c := range d.Configs {
+		cd := ConfigDesc{Value: c.Number}
+		for _, in := range c.Interfaces {
+			for _, s := range in.AltSettings {
+				sd := InterfaceDesc{Number: s.Number, Alternate: s.Alternate,
+					Class: uint8(s.Class), SubClass: uint8(s.SubClass), Protocol: uint8(s.Protocol)}
+				for _, ep := range s.Endpoints {
+					sd.Endpoints = append(sd.Endpoints, gousbEndpoint(ep))
+				}
+				sortEndpoints(sd.Endpoints)
+				cd.Interfaces = append(cd.Interfaces, sd)
+			}
+		}
+		desc.Configs = append(desc.Configs, cd)
+	}
+	slices.SortFunc(desc.Configs, func(a, b ConfigDesc) int { return a.Value - b.Value })
 	all := cfg < 0
 	if all {
 		for n := range d.Configs {
@@ -217,6 +286,7 @@ func fromGousb(d *gousb.DeviceDesc, cfg, iface, alt int) DeviceDesc {
 			}
 		}
 	}
+	desc.Config = cfg
 	c, ok := d.Configs[cfg]
 	if !ok {
 		return desc
@@ -230,16 +300,17 @@ func fromGousb(d *gousb.DeviceDesc, cfg, iface, alt int) DeviceDesc {
 				continue
 			}
 			for _, ep := range s.Endpoints {
-				desc.Endpoints = append(desc.Endpoints, EndpointDesc{
-					Address:       uint8(ep.Address),
-					Type:          TransferType(ep.TransferType),
-					MaxPacketSize: ep.MaxPacketSize,
-				})
+				desc.Endpoints = append(desc.Endpoints, gousbEndpoint(ep))
 			}
 		}
 	}
-	slices.SortFunc(desc.Endpoints, func(a, b EndpointDesc) int { return int(a.Address) - int(b.Address) })
+	sortEndpoints(desc.Endpoints)
 	return desc
+}
+
+// gousbEndpoint converts an endpoint descriptor of gousb.
+func gousbEndpoint(ep gousb.EndpointDesc) EndpointDesc {
+	return EndpointDesc{Address: uint8(ep.Address), Type: TransferType(ep.TransferType), MaxPacketSize: ep.MaxPacketSize}
 }
 
 func readStrings(dev *gousb.Device, desc *DeviceDesc) {
@@ -279,11 +350,11 @@ func libusbOpen(ring *ioring.Ring, vid, pid uint16, o options) (*Device, error) 
 	g := &gousbDevice{
 		ctx:     c,
 		dev:     devs[0],
+		intfs:   map[int]*gousb.Interface{},
 		in:      map[uint8]*gousb.InEndpoint{},
 		out:     map[uint8]*gousb.OutEndpoint{},
 		scratch: map[uint8]*[]byte{},
 		node:    fmt.Sprintf("%s/%03d/%03d", usbfsRoot, devs[0].Desc.Bus, devs[0].Desc.Address),
-		opts:    o,
 	}
 	desc, err := g.open(o)
 	if err != nil {
@@ -293,29 +364,31 @@ func libusbOpen(ring *ioring.Ring, vid, pid uint16, o options) (*Device, error) 
 	return newLibusbDevice(ring, desc, g, o.zlp), nil
 }
 
-// gousbDevice is one claimed interface of a device opened with gousb.
+// gousbDevice is a device opened with gousb, its active configuration
+// and its claimed interfaces.
 type gousbDevice struct {
 	ctx  *gousb.Context
 	dev  *gousb.Device
-	cfg  *gousb.Config
-	intf *gousb.Interface
-	in   map[uint8]*gousb.InEndpoint // set by open (and reset, while no transfer runs)
-	out  map[uint8]*gousb.OutEndpoint
-	opts options // Open's, for reset
-	node string  // the usbfs node, to tell an unplug from other errors
+	node string // the usbfs node, to tell an unplug from other errors
+
+	// mu guards the fields below: the pumps read the endpoint maps, the
+	// settings calls (no transfer running: the Pump sees to it) and reset
+	// replace them.
+	mu    sync.RWMutex
+	cfg   *gousb.Config
+	intfs map[int]*gousb.Interface // claimed interfaces, at their alternate settings
+	in    map[uint8]*gousb.InEndpoint
+	out   map[uint8]*gousb.OutEndpoint
 	// scratch is each IN endpoint's landing buffer. gousb copies libusb's
 	// whole buffer into the caller's, bytes past the transfer's length
 	// included (uninitialised C memory); reading into scratch and copying
 	// the n bytes that arrived leaves the rest of the caller's buffer as
 	// it was, as usbfs does. Only the endpoint's pump uses its scratch.
-	scratch map[uint8]*[]byte // set by open (and reset, while no transfer runs)
+	scratch map[uint8]*[]byte
 }
 
 func (g *gousbDevice) open(o options) (DeviceDesc, error) {
 	g.dev.ControlTimeout = 5 * time.Second
-	if err := g.dev.SetAutoDetach(true); err != nil {
-		return DeviceDesc{}, err
-	}
 	cfg := o.config
 	if cfg == 0 {
 		n, err := g.dev.ActiveConfigNum()
@@ -327,40 +400,145 @@ func (g *gousbDevice) open(o options) (DeviceDesc, error) {
 			cfg = 1
 		}
 	}
-	var err error
-	if g.cfg, err = g.dev.Config(cfg); err != nil {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if err := g.setConfigLocked(cfg, true); err != nil {
 		return DeviceDesc{}, err
 	}
-	if g.intf, err = g.cfg.Interface(o.iface, o.alt); err != nil {
+	if err := g.claimLocked(o.iface, o.alt, true); err != nil {
 		return DeviceDesc{}, err
 	}
 	desc := fromGousb(g.dev.Desc, cfg, o.iface, o.alt)
-	for _, ep := range desc.Endpoints {
-		num := int(ep.Address & 0x0f)
-		if ep.IsIn() {
-			if g.in[ep.Address], err = g.intf.InEndpoint(num); err != nil {
-				return DeviceDesc{}, err
-			}
-			g.scratch[ep.Address] = new([]byte)
-		} else if g.out[ep.Address], err = g.intf.OutEndpoint(num); err != nil {
-			return DeviceDesc{}, err
-		}
-	}
 	readStrings(g.dev, &desc)
 	return desc, nil
 }
 
+// setConfigLocked closes the claimed interfaces and the configuration and
+// selects configuration value; with detach, kernel drivers of its
+// interfaces are unbound (gousb does that for every interface at once).
+func (g *gousbDevice) setConfigLocked(value int, detach bool) error {
+	if err := g.closeLocked(); err != nil {
+		return err
+	}
+	if err := g.dev.SetAutoDetach(detach); err != nil {
+		return err
+	}
+	var err error
+	g.cfg, err = g.dev.Config(value)
+	return err
+}
+
+// claimLocked claims interface iface at alternate setting alt and makes
+// its endpoints transferable. With detach, libusb unbinds a kernel driver
+// first, and binds the kernel's drivers again at release.
+func (g *gousbDevice) claimLocked(iface, alt int, detach bool) error {
+	if g.cfg == nil {
+		return fmt.Errorf("claim interface %d: %w: no configuration", iface, ioring.ErrInvalid)
+	}
+	if err := g.dev.SetAutoDetach(detach); err != nil {
+		return err
+	}
+	intf, err := g.cfg.Interface(iface, alt)
+	if err != nil {
+		return err
+	}
+	g.intfs[iface] = intf
+	return g.endpointsLocked()
+}
+
+// endpointsLocked rebuilds the endpoint maps from the claimed interfaces.
+func (g *gousbDevice) endpointsLocked() error {
+	clear(g.in)
+	clear(g.out)
+	for _, intf := range g.intfs {
+		for _, ep := range intf.Setting.Endpoints {
+			addr, num := uint8(ep.Address), ep.Number
+			var err error
+			if addr&0x80 != 0 {
+				if g.in[addr], err = intf.InEndpoint(num); err != nil {
+					return err
+				}
+				if g.scratch[addr] == nil {
+					g.scratch[addr] = new([]byte)
+				}
+			} else if g.out[addr], err = intf.OutEndpoint(num); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func (g *gousbDevice) setConfig(value int) error {
+	if value == 0 {
+		return fmt.Errorf("%w: gousb cannot unconfigure a device", ioring.ErrNotSupported)
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.setConfigLocked(value, false)
+}
+
+func (g *gousbDevice) claim(iface int, detach bool) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.claimLocked(iface, 0, detach)
+}
+
+// release releases iface; libusb binds the kernel's drivers again when
+// auto-detach is on at release, which reattach sets.
+func (g *gousbDevice) release(iface int, reattach bool) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	intf := g.intfs[iface]
+	if intf == nil {
+		return fmt.Errorf("release interface %d: %w: not claimed", iface, ErrNotFound)
+	}
+	if err := g.dev.SetAutoDetach(reattach); err != nil {
+		return err
+	}
+	intf.Close()
+	delete(g.intfs, iface)
+	return g.endpointsLocked()
+}
+
+// setAlt selects alternate setting alt of claimed interface iface: gousb
+// ties an alternate setting to its Interface, so the interface is closed
+// (released) and claimed again at alt, which sends SET_INTERFACE.
+func (g *gousbDevice) setAlt(iface, alt int) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	intf := g.intfs[iface]
+	if intf == nil {
+		return fmt.Errorf("interface %d: %w: not claimed", iface, ErrNotFound)
+	}
+	intf.Close()
+	delete(g.intfs, iface)
+	intf, err := g.cfg.Interface(iface, alt)
+	if err == nil {
+		g.intfs[iface] = intf
+	}
+	return errors.Join(err, g.endpointsLocked())
+}
+
 func (g *gousbDevice) transfer(ctx context.Context, addr uint8, buf []byte) (int, error) {
+	g.mu.RLock()
+	in, out, s := g.in[addr], g.out[addr], g.scratch[addr]
+	g.mu.RUnlock()
 	if addr&0x80 != 0 {
-		s := g.scratch[addr]
+		if in == nil {
+			return 0, fmt.Errorf("endpoint %#02x: %w", addr, ErrNotFound)
+		}
 		if cap(*s) < len(buf) {
 			*s = make([]byte, len(buf))
 		}
-		n, err := g.in[addr].ReadContext(ctx, (*s)[:len(buf)])
+		n, err := in.ReadContext(ctx, (*s)[:len(buf)])
 		copy(buf, (*s)[:min(max(n, 0), len(buf))])
 		return n, err
 	}
-	return g.out[addr].WriteContext(ctx, buf)
+	if out == nil {
+		return 0, fmt.Errorf("endpoint %#02x: %w", addr, ErrNotFound)
+	}
+	return out.WriteContext(ctx, buf)
 }
 
 func (g *gousbDevice) control(s Setup, data []byte) (int, error) {
@@ -379,24 +557,54 @@ func (g *gousbDevice) clearHalt(addr uint8) error {
 }
 
 // reset resets the device: gousb refuses while a configuration is open,
-// so it closes the interface and the configuration, resets, and opens them
-// again as Open did (the endpoints are new: no transfer runs meanwhile).
+// so it closes the interfaces and the configuration, resets, and sets
+// them up again as they were (the endpoints are new: no transfer runs
+// meanwhile).
 func (g *gousbDevice) reset() error {
-	if g.intf != nil {
-		g.intf.Close()
-		g.intf = nil
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	alts := map[int]int{}
+	for n, intf := range g.intfs {
+		alts[n] = intf.Setting.Alternate
 	}
+	value := 0
 	if g.cfg != nil {
-		err := g.cfg.Close()
-		g.cfg = nil
-		if err != nil {
-			return err
-		}
+		value = g.cfg.Desc.Number
+	}
+	if err := g.closeLocked(); err != nil {
+		return err
 	}
 	if err := g.dev.Reset(); err != nil {
 		return err
 	}
-	_, err := g.open(g.opts)
+	if value == 0 {
+		return nil
+	}
+	if err := g.setConfigLocked(value, true); err != nil {
+		return err
+	}
+	for n, alt := range alts {
+		if err := g.claimLocked(n, alt, true); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// closeLocked closes the claimed interfaces (releasing them) and the
+// configuration.
+func (g *gousbDevice) closeLocked() error {
+	for n, intf := range g.intfs {
+		intf.Close()
+		delete(g.intfs, n)
+	}
+	clear(g.in)
+	clear(g.out)
+	if g.cfg == nil {
+		return nil
+	}
+	err := g.cfg.Close()
+	g.cfg = nil
 	return err
 }
 
@@ -406,13 +614,8 @@ func (g *gousbDevice) present() bool {
 }
 
 func (g *gousbDevice) close() error {
-	var errs []error
-	if g.intf != nil {
-		g.intf.Close()
-	}
-	if g.cfg != nil {
-		errs = append(errs, g.cfg.Close())
-	}
-	errs = append(errs, g.dev.Close(), g.ctx.Close())
-	return errors.Join(errs...)
+	g.mu.Lock()
+	err := g.closeLocked()
+	g.mu.Unlock()
+	return errors.Join(err, g.dev.Close(), g.ctx.Close())
 }

@@ -52,8 +52,11 @@ func WithZeroPacket() Option { return func(o *options) { o.zlp = true } }
 // and those run one after another, each waiting for the host controller
 // (about a frame), while a waiting transfer is canceled at once: a deeper
 // queue trades cancel latency for throughput on small transfers (no idle
-// bus between two). n < 1 means 1. The libusb backend and usbsim.Open run one
-// transfer per endpoint at a time and ignore it.
+// bus between two). n < 1 means 1. The README's Depth table measures it
+// in the usbvm guest: Depth 4 and 8 move 16 KiB transfers several times
+// faster than 1, while at 64 KiB no depth differs significantly, so the
+// default stays with the cheapest cancel. The libusb backend and
+// usbsim.Open run one transfer per endpoint at a time and ignore it.
 func WithDepth(n int) Option { return func(o *options) { o.depth = n } }
 
 func collect(opts []Option) options {

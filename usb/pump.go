@@ -115,7 +115,7 @@ func (p *Pump) Submit(ep EndpointDesc, buf []byte, opt Xfer, wait bool) (ioring.
 	if err != nil {
 		return ioring.Request{}, err
 	}
-	if err := p.run.Check(e.desc, buf); err != nil {
+	if err := p.run.Check(ep, buf); err != nil {
 		return ioring.Request{}, err
 	}
 	if p.closing.Load() {
@@ -125,7 +125,7 @@ func (p *Pump) Submit(ep EndpointDesc, buf []byte, opt Xfer, wait bool) (ioring.
 		return ioring.Request{}, ErrNoDevice
 	}
 	p.xfers.Add(1)
-	t := &Transfer{p: p, ep: e, buf: buf, tok: opt.Token}
+	t := &Transfer{p: p, ep: e, desc: ep, buf: buf, tok: opt.Token}
 	op := ioring.Foreign(t.cancel).WithToken(opt.Token).WithDeadline(opt.Deadline).WithUser(opt.User)
 	var q ioring.Request
 	if wait {
@@ -209,7 +209,7 @@ func (p *Pump) ClearHalt(ep EndpointDesc) error {
 	}
 	e.paused = true
 	e.mu.Unlock()
-	err = p.run.ClearHalt(e.desc)
+	err = p.run.ClearHalt(ep)
 	e.mu.Lock()
 	e.paused = false
 	e.cond.Signal()
@@ -223,6 +223,14 @@ func (p *Pump) ClearHalt(ep EndpointDesc) error {
 // Reset has the Runner reset the device, once no transfer is queued or
 // running on any endpoint (see Transport.Reset).
 func (p *Pump) Reset() error {
+	return p.whileIdle("reset", p.run.Reset)
+}
+
+// whileIdle runs f, an operation of the Runner on the whole device, once
+// no transfer is queued or running on any endpoint; the caller (the
+// Device) keeps new ones from being submitted meanwhile. A device known
+// to be gone is ErrNoDevice; f returning ErrNoDevice marks it gone.
+func (p *Pump) whileIdle(what string, f func() error) error {
 	if p.gone.Load() {
 		return ErrNoDevice
 	}
@@ -234,14 +242,65 @@ func (p *Pump) Reset() error {
 		busy := e.head != nil || e.running != nil || e.paused
 		e.mu.Unlock()
 		if busy {
-			return errorf("usb: reset: %w: transfers are pending on %#02x", ioring.ErrInvalid, e.desc.Address)
+			return errorf("usb: %s: %w: transfers are pending on %#02x", what, ioring.ErrInvalid, e.desc.Address)
 		}
 	}
-	err := p.run.Reset()
+	err := f()
 	if errors.Is(err, ErrNoDevice) {
 		p.gone.Store(true)
 	}
 	return err
+}
+
+// configurer returns the Runner as a Configurer, or an error wrapping
+// ioring.ErrNotSupported.
+func (p *Pump) configurer(what string) (Configurer, error) {
+	if c, ok := p.run.(Configurer); ok {
+		return c, nil
+	}
+	return nil, errorf("usb: %s: %w: this backend keeps the settings it was opened with", what, ioring.ErrNotSupported)
+}
+
+// SetConfiguration has the Runner select configuration value, if it is a
+// Configurer, once no transfer is pending (see Configurer). The Pump
+// serves the endpoints it was made with: give NewPump those of every
+// setting the device may be switched to.
+func (p *Pump) SetConfiguration(value int) error {
+	c, err := p.configurer("set configuration")
+	if err != nil {
+		return err
+	}
+	return p.whileIdle("set configuration", func() error { return c.SetConfiguration(value) })
+}
+
+// ClaimInterface has the Runner claim interface iface (see
+// Pump.SetConfiguration).
+func (p *Pump) ClaimInterface(iface int, detach bool) error {
+	c, err := p.configurer("claim interface")
+	if err != nil {
+		return err
+	}
+	return p.whileIdle("claim interface", func() error { return c.ClaimInterface(iface, detach) })
+}
+
+// ReleaseInterface has the Runner release interface iface (see
+// Pump.SetConfiguration).
+func (p *Pump) ReleaseInterface(iface int, reattach bool) error {
+	c, err := p.configurer("release interface")
+	if err != nil {
+		return err
+	}
+	return p.whileIdle("release interface", func() error { return c.ReleaseInterface(iface, reattach) })
+}
+
+// SetAltSetting has the Runner select alternate setting alt of interface
+// iface (see Pump.SetConfiguration).
+func (p *Pump) SetAltSetting(iface, alt int) error {
+	c, err := p.configurer("set alternate setting")
+	if err != nil {
+		return err
+	}
+	return p.whileIdle("set alternate setting", func() error { return c.SetAltSetting(iface, alt) })
 }
 
 // Close cancels every transfer, waits until each has completed (its
@@ -345,11 +404,12 @@ const (
 // completion, so it is never reused. Its methods are for the Runner, on
 // the goroutine of Run, during Run.
 type Transfer struct {
-	p   *Pump
-	ep  *pumpEndpoint
-	buf []byte
-	tok *ioring.Token  // Xfer.Token, or nil
-	req ioring.Request // set before it is queued
+	p    *Pump
+	ep   *pumpEndpoint
+	desc EndpointDesc // as submitted: the endpoint in the current alternate setting
+	buf  []byte
+	tok  *ioring.Token  // Xfer.Token, or nil
+	req  ioring.Request // set before it is queued
 
 	// guarded by ep.mu
 	state      transferState
@@ -360,7 +420,7 @@ type Transfer struct {
 }
 
 // Endpoint returns the descriptor of the transfer's endpoint.
-func (t *Transfer) Endpoint() EndpointDesc { return t.ep.desc }
+func (t *Transfer) Endpoint() EndpointDesc { return t.desc }
 
 // Buf returns the transfer's buffer: the data to send on an OUT endpoint,
 // where the data received goes on an IN endpoint.

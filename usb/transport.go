@@ -1,13 +1,12 @@
 package usb
 
 import (
-	"slices"
-
 	"github.com/cancelio/cancelio/ioring"
 )
 
-// Transport is the backend of a Device: it moves the transfers of one
-// opened interface. Every backend implements it: usbfs and libusb in this
+// Transport is the backend of a Device: it moves the transfers of the
+// device's claimed interfaces (and, where it implements Configurer,
+// changes the configuration, the claims and the alternate settings). Every backend implements it: usbfs and libusb in this
 // package (Open), and the simulated scanner in package usbsim. A backend
 // whose transfers are ring requests of their own (usbfs: URBs reaped into
 // the ring) implements it directly; one whose I/O runs one transfer at a
@@ -53,8 +52,8 @@ type Transport interface {
 	// and returns ErrNoDevice once the device is gone.
 	ClearHalt(ep EndpointDesc) error
 	// Reset resets the device (a USB port reset) and restores what the
-	// Transport had set up (configuration, claimed interface, alternate
-	// setting). The Device calls it with no Submit in progress; it refuses
+	// Transport had set up (configuration, claimed interfaces, alternate
+	// settings). The Device calls it with no Submit in progress; it refuses
 	// with an error wrapping ioring.ErrInvalid while transfers are
 	// pending, and with one wrapping ioring.ErrNotSupported where the
 	// backend cannot reset.
@@ -68,11 +67,19 @@ type Transport interface {
 // (its endpoints are those of desc, in that order). It is how a backend
 // outside this package, such as package usbsim, makes its Device. The
 // Device owns tr: Device.Close closes it.
+//
+// desc.Config, desc.Interface and desc.AltSetting say what the backend
+// set up: the Device counts that interface as claimed (with a kernel
+// driver detached, as Open does) when desc.Configs describes it.
 func NewDevice(desc DeviceDesc, tr Transport) *Device {
-	d := &Device{desc: desc, tr: tr}
-	d.desc.Endpoints = slices.Clone(desc.Endpoints)
-	for _, ed := range d.desc.Endpoints {
-		d.eps = append(d.eps, &Endpoint{dev: d, desc: ed})
+	d := &Device{desc: desc, tr: tr, byAddr: map[uint8]*Endpoint{}, config: desc.Config, claimed: map[int]*claim{}}
+	d.desc.Endpoints = nil
+	d.desc.Configs = cloneConfigs(desc.Configs)
+	if c, ok := d.desc.config(desc.Config); ok {
+		if _, ok := c.setting(desc.Interface, desc.AltSetting); ok {
+			d.claimed[desc.Interface] = &claim{alt: desc.AltSetting, detached: true}
+		}
 	}
+	d.setEndpointsLocked(desc.Endpoints)
 	return d
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io/fs"
 	"slices"
+	"sync"
 
 	"github.com/cancelio/cancelio/ioring"
 	"github.com/cancelio/cancelio/usb/internal/usbfs"
@@ -18,20 +19,38 @@ import (
 // path, and usbfs reports this package's errors (package base) itself.
 type usbfsTransport struct {
 	dev *usbfs.Device
-	eps map[uint8]*usbfs.Endpoint // endpoint 0, bulk and interrupt endpoints; read-only after open
-	zlp bool                      // WithZeroPacket
-	// iface and alt are the claimed interface and its alternate setting,
+	zlp bool // WithZeroPacket
+
+	// mu guards the fields below: Submit reads eps, the settings calls
+	// (no Submit in progress: the Device sees to it) change them.
+	mu  sync.RWMutex
+	eps map[uint8]*usbfs.Endpoint // endpoint 0, and the endpoints resolved in the current settings
+	// claims are the claimed interfaces and their alternate settings,
 	// restored after a reset.
-	iface, alt int
+	claims map[int]int
 }
 
-// endpoint returns the usbfs endpoint of ep, or an error wrapping
-// ioring.ErrNotSupported for one usbfs does not transfer on.
+// endpoint returns the usbfs endpoint of ep in the current settings, or
+// an error wrapping ioring.ErrNotSupported for one usbfs does not transfer
+// on.
 func (t *usbfsTransport) endpoint(ep EndpointDesc, what string) (*usbfs.Endpoint, error) {
-	if e := t.eps[ep.Address]; e != nil {
+	t.mu.RLock()
+	e := t.eps[ep.Address]
+	t.mu.RUnlock()
+	if e != nil {
 		return e, nil
 	}
-	return nil, errorf("usb: %s %v: %w: usbfs handles bulk and interrupt endpoints only", what, ep, ioring.ErrNotSupported)
+	if t.dev == nil || (ep.Type != Bulk && ep.Type != Interrupt) {
+		return nil, errorf("usb: %s %v: %w: usbfs handles bulk and interrupt endpoints only", what, ep, ioring.ErrNotSupported)
+	}
+	e, err := t.dev.Endpoint(ep.Address)
+	if err != nil {
+		return nil, errorf("usb: %s %v: %w", what, ep, err)
+	}
+	t.mu.Lock()
+	t.eps[ep.Address] = e
+	t.mu.Unlock()
+	return e, nil
 }
 
 func (t *usbfsTransport) Submit(ep EndpointDesc, buf []byte, x Xfer, wait bool) (ioring.Request, error) {
@@ -61,28 +80,96 @@ func (t *usbfsTransport) ClearHalt(ep EndpointDesc) error {
 	return e.ClearHalt()
 }
 
-func (t *usbfsTransport) Reset() error {
+// idle refuses what must wait until no transfer is pending on the device.
+func (t *usbfsTransport) idle(what string) error {
 	if t.dev == nil {
-		return errorf("usb: reset: %w: no device", ioring.ErrNotSupported)
+		return errorf("usb: %s: %w: no device", what, ioring.ErrNotSupported)
 	}
-	for addr, e := range t.eps {
-		if n := e.Pending(); n > 0 {
-			return errorf("usb: reset: %w: %d transfers are pending on %#02x", ioring.ErrInvalid, n, addr)
-		}
-	}
-	if err := t.dev.Reset(); err != nil {
-		return err
-	}
-	// usbfs lets go of the interfaces it had claimed across a reset (its
-	// driver has no post_reset): claim it again and restore its alternate
-	// setting, as libusb does.
-	if err := t.dev.Claim(t.iface, false); err != nil {
-		return err
-	}
-	if t.alt != 0 {
-		return t.dev.SetAltSetting(t.iface, t.alt)
+	if n := t.dev.Pending(); n > 0 {
+		return errorf("usb: %s: %w: %d transfers are pending", what, ioring.ErrInvalid, n)
 	}
 	return nil
+}
+
+// settingsChanged forgets the endpoints resolved in the old settings.
+// t.mu held.
+func (t *usbfsTransport) settingsChangedLocked() {
+	for addr := range t.eps {
+		if addr != 0 {
+			delete(t.eps, addr)
+		}
+	}
+}
+
+func (t *usbfsTransport) Reset() error {
+	return t.change("reset", func() error {
+		if err := t.dev.Reset(); err != nil {
+			return err
+		}
+		// usbfs lets go of the interfaces it had claimed across a reset
+		// (its driver has no post_reset): claim them again and restore
+		// their alternate settings, as libusb does.
+		for iface, alt := range t.claims {
+			if err := t.dev.Claim(iface, false); err != nil {
+				return err
+			}
+			if alt != 0 {
+				if err := t.dev.SetAltSetting(iface, alt); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+}
+
+func (t *usbfsTransport) SetConfiguration(value int) error {
+	return t.change("set configuration", func() error { return t.dev.SetConfiguration(value) })
+}
+
+func (t *usbfsTransport) ClaimInterface(iface int, detach bool) error {
+	return t.change("claim interface", func() error {
+		if err := t.dev.Claim(iface, detach); err != nil {
+			return err
+		}
+		t.claims[iface] = 0
+		return nil
+	})
+}
+
+func (t *usbfsTransport) ReleaseInterface(iface int, reattach bool) error {
+	return t.change("release interface", func() error {
+		if err := t.dev.Release(iface); err != nil {
+			return err
+		}
+		delete(t.claims, iface)
+		if reattach {
+			return t.dev.Reattach(iface)
+		}
+		return nil
+	})
+}
+
+func (t *usbfsTransport) SetAltSetting(iface, alt int) error {
+	return t.change("set alternate setting", func() error {
+		if err := t.dev.SetAltSetting(iface, alt); err != nil {
+			return err
+		}
+		t.claims[iface] = alt
+		return nil
+	})
+}
+
+// change runs f, a change of the device's settings, once no transfer is
+// pending, forgetting the endpoints resolved in the old settings.
+func (t *usbfsTransport) change(what string, f func() error) error {
+	if err := t.idle(what); err != nil {
+		return err
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.settingsChangedLocked()
+	return f()
 }
 
 func (t *usbfsTransport) Close() error {
@@ -233,7 +320,8 @@ func usbfsSetup(dev *usbfs.Device, o options) (*usbfsTransport, DeviceDesc, erro
 	if o.zlp && !dev.Capabilities().Has(usbfs.CapZeroPacket) {
 		return nil, DeviceDesc{}, fmt.Errorf("WithZeroPacket: %w: this kernel's usbfs lacks USBDEVFS_CAP_ZERO_PACKET", ioring.ErrNotSupported)
 	}
-	tr := &usbfsTransport{dev: dev, eps: map[uint8]*usbfs.Endpoint{0: dev.ControlEndpoint()}, zlp: o.zlp, iface: o.iface, alt: o.alt}
+	tr := &usbfsTransport{dev: dev, eps: map[uint8]*usbfs.Endpoint{0: dev.ControlEndpoint()}, zlp: o.zlp, claims: map[int]int{o.iface: o.alt}}
+	eps := map[uint8]*usbfs.Endpoint{}
 	for _, ed := range alt.Endpoints {
 		if t := ed.Type(); t != usbfs.Bulk && t != usbfs.Interrupt {
 			continue // described, but usbfs transfers on these only
@@ -242,10 +330,37 @@ func usbfsSetup(dev *usbfs.Device, o options) (*usbfsTransport, DeviceDesc, erro
 		if err != nil {
 			return nil, DeviceDesc{}, err
 		}
-		tr.eps[ed.Address] = ep
+		tr.eps[ed.Address], eps[ed.Address] = ep, ep
 	}
 	desc := fromUsbfs(&info)
-	desc.Endpoints = appendEndpoints(nil, alt.Endpoints, tr.eps)
+	desc.Endpoints = appendEndpoints(nil, alt.Endpoints, eps)
 	sortEndpoints(desc.Endpoints)
+	desc.Config, desc.Interface, desc.AltSetting = cfg, o.iface, o.alt
+	desc.Configs = usbfsConfigs(dev, info.Configs)
 	return tr, desc, nil
+}
+
+// usbfsConfigs converts the device's configurations, each endpoint with
+// the MaxTransfer usbfs gives it (as appendEndpoints does).
+func usbfsConfigs(dev *usbfs.Device, cs []usbfs.ConfigDescriptor) []ConfigDesc {
+	out := make([]ConfigDesc, 0, len(cs))
+	for _, c := range cs {
+		cd := ConfigDesc{Value: int(c.Value)}
+		for _, in := range c.Interfaces {
+			for _, a := range in.AltSettings {
+				sd := InterfaceDesc{Number: int(a.Number), Alternate: int(a.Alternate), Class: a.Class, SubClass: a.SubClass, Protocol: a.Protocol}
+				sd.Endpoints = appendEndpoints(nil, a.Endpoints, nil)
+				for i := range sd.Endpoints {
+					if n := dev.MaxTransferOf(a.Endpoints[i]); n > 0 {
+						sd.Endpoints[i].MaxTransfer = min(n, usbfsAdvertisedMax)
+					}
+				}
+				sortEndpoints(sd.Endpoints)
+				cd.Interfaces = append(cd.Interfaces, sd)
+			}
+		}
+		out = append(out, cd)
+	}
+	slices.SortFunc(out, func(a, b ConfigDesc) int { return a.Value - b.Value })
+	return out
 }

@@ -10,6 +10,11 @@ const (
 	ffsStringsMagic       = 2
 	ffsHasFSDesc          = 1
 	ffsHasHSDesc          = 2
+	// ffsAllCtrlRecip (FUNCTIONFS_ALL_CTRL_RECIP) hands the function every
+	// control request the kernel does not answer itself, vendor requests
+	// to the device included, not only those to its interface and
+	// endpoints.
+	ffsAllCtrlRecip = 64
 
 	usbDTInterface = 4
 	usbDTEndpoint  = 5
@@ -28,8 +33,8 @@ const (
 	epIntrIn  = 3
 )
 
-// ffsDescriptors returns the descriptors blob written first to ep0: one
-// vendor-class interface with a bulk IN, a bulk OUT and an interrupt IN
+// ffsDescriptors returns the descriptors blob written first to ep0, with
+// FUNCTIONFS_ALL_CTRL_RECIP set: one vendor-class interface with a bulk IN, a bulk OUT and an interrupt IN
 // endpoint, at full and high speed. The endpoint numbers are FunctionFS's;
 // the controller assigns the addresses the host sees.
 func ffsDescriptors(interruptPacket uint16) []byte {
@@ -51,7 +56,7 @@ func ffsDescriptors(interruptPacket uint16) []byte {
 	var b []byte
 	b = binary.LittleEndian.AppendUint32(b, ffsDescriptorsMagicV2)
 	b = binary.LittleEndian.AppendUint32(b, 0) // length, set below
-	b = binary.LittleEndian.AppendUint32(b, ffsHasFSDesc|ffsHasHSDesc)
+	b = binary.LittleEndian.AppendUint32(b, ffsHasFSDesc|ffsHasHSDesc|ffsAllCtrlRecip)
 	b = binary.LittleEndian.AppendUint32(b, count)
 	b = binary.LittleEndian.AppendUint32(b, count)
 	b = append(b, fs...)

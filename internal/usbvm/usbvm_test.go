@@ -30,7 +30,7 @@ func TestFFSDescriptors(t *testing.T) {
 	require.GreaterOrEqual(t, len(b), 20)
 	assert.Equal(t, uint32(ffsDescriptorsMagicV2), le.Uint32(b))
 	assert.Equal(t, uint32(len(b)), le.Uint32(b[4:]), "length field")
-	assert.Equal(t, uint32(ffsHasFSDesc|ffsHasHSDesc), le.Uint32(b[8:]))
+	assert.Equal(t, uint32(ffsHasFSDesc|ffsHasHSDesc|ffsAllCtrlRecip), le.Uint32(b[8:]))
 	counts := []uint32{le.Uint32(b[12:]), le.Uint32(b[16:])}
 
 	type ep struct {

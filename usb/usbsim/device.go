@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"slices"
 	"sync"
 	"weak"
 
@@ -60,12 +61,15 @@ func Open(ring *ioring.Ring, s *Scanner) (*usb.Device, error) {
 		Product:      info.Product,
 		Serial:       info.Serial,
 	}
-	r := &hostRunner{s: s, eps: make(map[uint8]*hostEndpoint, len(eps))}
-	var seq *hostSeq
-	for _, ep := range eps {
-		if ep.Address == AddrBulkOut {
-			seq = hostSeqOf(s, ep.FD)
+	ctrl, err := s.ControlEndpoint()
+	if err != nil {
+		if errors.Is(err, ErrNoDevice) {
+			return nil, usb.ErrNoDevice
 		}
+		return nil, fmt.Errorf("usbsim: open device: %w", err)
+	}
+	r := &hostRunner{s: s, eps: make(map[uint8]*hostEndpoint, len(eps)+1)}
+	for _, ep := range eps {
 		desc.Endpoints = append(desc.Endpoints, usb.EndpointDesc{
 			Address:       ep.Address,
 			Type:          ep.Type,
@@ -73,16 +77,22 @@ func Open(ring *ioring.Ring, s *Scanner) (*usb.Device, error) {
 			MaxTransfer:   ep.MaxTransfer,
 		})
 	}
-	for _, ep := range eps {
-		r.eps[ep.Address] = &hostEndpoint{
+	for _, ep := range append(eps, ctrl) {
+		h := &hostEndpoint{
 			fd:    ep.FD,
-			seqs:  seq,
 			hdr:   make([]byte, HeaderSize),
 			data:  []byte{HeaderData},
 			reply: make([]byte, ReplySize),
 		}
+		if ep.Address == AddrBulkOut || ep.Address == 0 {
+			h.seqs = hostSeqOf(s, ep.Address, ep.FD)
+		}
+		r.eps[ep.Address] = h
 	}
-	return usb.NewDevice(desc, usb.NewPump(ring, desc.Endpoints, r)), nil
+	desc.Configs = configs(desc.Endpoints, true)
+	desc.Config = 1
+	pumped := append(slices.Clone(desc.Endpoints), usb.EndpointDesc{Address: 0, Type: usb.Control, MaxPacketSize: ctrl.MaxPacketSize, MaxTransfer: ctrl.MaxTransfer})
+	return usb.NewDevice(desc, usb.NewPump(ring, pumped, r)), nil
 }
 
 // hostRunner runs a Device's transfers on the simulated scanner's sockets.
@@ -119,19 +129,25 @@ type hostSeq struct {
 	sent uint32 // messages written on fd; guarded by mu
 }
 
-// hostSeqs maps each scanner (weakly: the entry goes with the scanner) to
-// the message count of its current plug-in.
-var hostSeqs sync.Map // weak.Pointer[Scanner] -> *hostSeq
+// hostSeqs maps each scanner and endpoint (weakly: the entry goes with the
+// scanner) to the message count of its current plug-in.
+var hostSeqs sync.Map // hostSeqKey -> *hostSeq
 
-// hostSeqOf returns the message count of s's plug-in whose bulk OUT host
-// fd is fd, reset if s was replugged since it was last used. A scanner
-// keeps the host fds of its earlier plug-ins open until it is closed, so fd
-// numbers tell its plug-ins apart.
-func hostSeqOf(s *Scanner, fd int) *hostSeq {
-	key := weak.Make(s)
+// hostSeqKey names the message count of one endpoint of one scanner.
+type hostSeqKey struct {
+	s    weak.Pointer[Scanner]
+	addr uint8
+}
+
+// hostSeqOf returns the message count of endpoint addr of s's plug-in
+// whose host fd is fd, reset if s was replugged since it was last used. A
+// scanner keeps the host fds of its earlier plug-ins open until it is
+// closed, so fd numbers tell its plug-ins apart.
+func hostSeqOf(s *Scanner, addr uint8, fd int) *hostSeq {
+	key := hostSeqKey{weak.Make(s), addr}
 	v, loaded := hostSeqs.LoadOrStore(key, &hostSeq{fd: fd})
 	if !loaded {
-		runtime.AddCleanup(s, func(k weak.Pointer[Scanner]) { hostSeqs.Delete(k) }, key)
+		runtime.AddCleanup(s, func(k hostSeqKey) { hostSeqs.Delete(k) }, key)
 	}
 	q := v.(*hostSeq)
 	q.mu.Lock()
@@ -156,6 +172,13 @@ func (q *hostSeq) next(fd int) uint32 {
 }
 
 func (*hostRunner) Check(ep usb.EndpointDesc, buf []byte) error {
+	if ep.Type == usb.Control {
+		su, _ := usb.ParseSetup(buf) // checked by the Device
+		if su.Length > ControlMaxData {
+			return fmt.Errorf("usb: control transfer: %w: wLength %d, more than the simulator's %d", ioring.ErrInvalid, su.Length, ControlMaxData)
+		}
+		return nil
+	}
 	if !ep.IsIn() && len(buf) > ep.MaxTransfer {
 		return fmt.Errorf("usb: endpoint %#02x: %w: OUT transfer of %d bytes, more than MaxTransfer (%d)",
 			ep.Address, ioring.ErrInvalid, len(buf), ep.MaxTransfer)
@@ -165,6 +188,9 @@ func (*hostRunner) Check(ep usb.EndpointDesc, buf []byte) error {
 
 func (r *hostRunner) Run(t *usb.Transfer) (int, error) {
 	ep := t.Endpoint()
+	if ep.Type == usb.Control {
+		return r.control(r.eps[0], t)
+	}
 	if ep.IsIn() {
 		return r.in(r.eps[ep.Address], t)
 	}
@@ -211,31 +237,36 @@ func (*hostRunner) in(h *hostEndpoint, t *usb.Transfer) (int, error) {
 // while it waited for them are skipped by their sequence numbers.
 func (*hostRunner) out(h *hostEndpoint, t *usb.Transfer) (int, error) {
 	buf := t.Buf()
-	h.iov = [2][]byte{h.data, buf}
-	iov := h.iov[:]
-	if len(buf) == 0 {
-		iov = iov[:1] // a zero-length packet
-	}
-	c, err := t.Do(ioring.Writev(h.fd, iov, -1))
-	h.iov = [2][]byte{}
-	if err != nil {
+	if err := h.send(t, buf); err != nil {
 		return 0, err
 	}
-	if err := DecodeWrite(c.N, HeaderSize+len(buf), c.Err); err != nil {
+	if _, err := h.await(t, h.reply); err != nil {
+		if errors.Is(err, usb.ErrCanceled) {
+			// The message went out; the device acts on it even though the
+			// host stopped waiting for its reply.
+			return len(buf), err
+		}
 		return 0, err
 	}
-	h.seq = h.seqs.next(h.fd)
+	return len(buf), nil
+}
+
+// await reads the device's replies into buf (at least ReplySize bytes) as
+// t's I/O until the one to message h.seq, skipping replies to messages
+// whose transfer was canceled while it waited for them. It returns the
+// length of that reply, or ErrStall (the device refused the message),
+// ErrCanceled (the wait was canceled), ErrNoDevice, ErrProtocol or the
+// read's error.
+func (h *hostEndpoint) await(t *usb.Transfer, buf []byte) (int, error) {
 	for {
-		c, err := t.Do(ioring.Read(h.fd, h.reply, -1))
+		c, err := t.Do(ioring.Read(h.fd, buf, -1))
 		if err != nil {
 			return 0, err
 		}
 		if errors.Is(c.Err, usb.ErrCanceled) {
-			// The message went out; the device acts on it even though the
-			// host stopped waiting for its reply.
-			return len(buf), c.Err
+			return 0, c.Err
 		}
-		seq, err := DecodeReply(h.reply, c.N, c.Err)
+		seq, err := DecodeReply(buf[:ReplySize], min(c.N, ReplySize), c.Err)
 		if err != nil && !errors.Is(err, ErrStall) {
 			return 0, err
 		}
@@ -247,8 +278,101 @@ func (*hostRunner) out(h *hostEndpoint, t *usb.Transfer) (int, error) {
 		case err != nil:
 			return 0, ErrStall // the device discarded the message
 		}
-		return len(buf), nil
+		return c.N, nil
 	}
+}
+
+// send writes one message, HeaderData and payload, as t's I/O with
+// writev, and counts it in h.seq: the sequence number of the device's
+// reply to it.
+func (h *hostEndpoint) send(t *usb.Transfer, payload []byte) error {
+	h.iov = [2][]byte{h.data, payload}
+	iov := h.iov[:]
+	if len(payload) == 0 {
+		iov = iov[:1] // a zero-length packet
+	}
+	c, err := t.Do(ioring.Writev(h.fd, iov, -1))
+	h.iov = [2][]byte{}
+	if err != nil {
+		return err
+	}
+	if err := DecodeWrite(c.N, HeaderSize+len(payload), c.Err); err != nil {
+		return err
+	}
+	h.seq = h.seqs.next(h.fd)
+	return nil
+}
+
+// control is one control transfer: writev([HeaderData, setup and OUT
+// data stage]) of one message, then the device's reply with the IN data
+// stage, read into a buffer of the endpoint's (the caller's holds no room
+// for the reply's header). Replies to requests abandoned earlier are
+// skipped by their sequence numbers, as on bulk OUT.
+func (*hostRunner) control(h *hostEndpoint, t *usb.Transfer) (int, error) {
+	buf := t.Buf()
+	su, _ := usb.ParseSetup(buf)
+	msg := buf[:SetupSize]
+	if !su.IsIn() {
+		msg = buf[:SetupSize+int(su.Length)]
+	}
+	if err := h.send(t, msg); err != nil {
+		return 0, err
+	}
+	if len(h.bounce) < ReplySize+ControlMaxData {
+		h.bounce = make([]byte, ReplySize+ControlMaxData)
+	}
+	n, err := h.await(t, h.bounce)
+	switch {
+	case err != nil:
+		return 0, err // canceled: the device answers the request all the same
+	case !su.IsIn():
+		return int(su.Length), nil
+	}
+	in := h.bounce[ReplySize:n]
+	if len(in) > int(su.Length) {
+		return 0, fmt.Errorf("usb: endpoint 0: %d bytes for a wLength of %d: %w", len(in), su.Length, ErrProtocol)
+	}
+	return copy(buf[SetupSize:], in), nil
+}
+
+// SetConfiguration selects the scanner's configuration: 1, its one, or 0.
+func (r *hostRunner) SetConfiguration(value int) error {
+	return r.setting("set configuration", func() bool { return r.s.setConfigLocked(value) })
+}
+
+// ClaimInterface claims interface 0, the scanner's one; no kernel driver
+// holds it.
+func (r *hostRunner) ClaimInterface(iface int, detach bool) error {
+	return r.setting("claim interface", func() bool { return iface == 0 && r.s.config == 1 })
+}
+
+// ReleaseInterface releases interface 0, which returns to alternate
+// setting 0.
+func (r *hostRunner) ReleaseInterface(iface int, reattach bool) error {
+	return r.setting("release interface", func() bool { return r.s.setInterfaceLocked(iface, 0) })
+}
+
+// SetAltSetting selects alternate setting 0 or AltEventsOnly of interface 0.
+func (r *hostRunner) SetAltSetting(iface, alt int) error {
+	return r.setting("set alternate setting", func() bool { return r.s.setInterfaceLocked(iface, alt) })
+}
+
+// setting runs f, a change of the scanner's settings, on the current
+// plug-in: the device takes it (nil), refuses it (an error wrapping
+// ErrStall, as a device refuses a request it cannot honour) or is gone
+// (ErrNoDevice).
+func (r *hostRunner) setting(what string, f func() bool) error {
+	s := r.s
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.plug == nil || s.closed {
+		return ErrNoDevice
+	}
+	if !f() {
+		return fmt.Errorf("usbsim: %s: the device refused it: %w", what, ErrStall)
+	}
+	s.changedLocked()
+	return nil
 }
 
 func (r *hostRunner) ClearHalt(ep usb.EndpointDesc) error {

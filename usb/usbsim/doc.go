@@ -10,9 +10,14 @@
 //
 // # Endpoints
 //
+//	0x00 control         standard requests, and commands and status as vendor requests
 //	0x01 bulk OUT        commands from the host (and their replies)
 //	0x82 bulk IN         image data, echoes and flush markers to the host
 //	0x83 interrupt IN    events: command answers, job progress, buttons
+//
+// The endpoints form interface 0 of configuration 1, at alternate setting
+// 0; alternate setting AltEventsOnly keeps interrupt IN only (socketpair
+// transport).
 //
 // The descriptor identity defaults to vendor 0x1209 (pid.codes) product
 // 0x0001 (its test ID): a simulated device, not a real product.
@@ -77,6 +82,19 @@
 // zero-length transfer: everything before it is stale data that the device
 // had sent before the abort, and the next scan starts clean.
 //
+// # Vendor requests (endpoint 0)
+//
+// The same commands travel as vendor control requests on endpoint 0, to
+// the device or to interface 0: VendorCommand carries one command in its
+// OUT data stage and VendorStatus answers with the device's status event
+// in its IN data stage; other vendor requests, and these in the wrong
+// direction, are refused with a STALL. Their effects are those of the
+// command on bulk OUT: image data and echoes on bulk IN, events on
+// interrupt IN. The socketpair transport frames each request as one
+// message and each answer as one reply (see Scanner.ControlEndpoint); the
+// gadget transport answers them on FunctionFS's ep0. A hung device
+// answers no control request until Resume.
+//
 // # Events (interrupt IN)
 //
 // Each interrupt IN message carries one 24-byte Event (ParseEvent): its
@@ -93,8 +111,9 @@
 //   - SetBandwidth: a payload rate cap (bytes/s) per endpoint.
 //   - Stall(addr) / ClearHalt(addr): halt an endpoint until the host clears it.
 //   - Hang / HangAfter(n) / Resume: the device stops answering on every
-//     endpoint (at once, or after n more bytes of bulk IN payload) with all
-//     fds open, and later carries on where it stopped.
+//     endpoint, endpoint 0's vendor requests included (at once, or after n
+//     more bytes of bulk IN payload) with all fds open, and later carries
+//     on where it stopped.
 //   - Unplug / Replug: the device goes away (ErrNoDevice) and comes back
 //     with new fds. Scanner.WatchHotplug reports both as usb.HotplugEvents
 //     (usb.Left, usb.Arrived), with the methods and errors of usb.Hotplug,

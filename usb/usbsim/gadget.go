@@ -15,6 +15,14 @@ type Gadget interface {
 	// keeps owning: bulk IN, bulk OUT, interrupt IN. They must stay open
 	// until the Scanner is closed.
 	EndpointFiles() (bulkIn, bulkOut, intrIn *os.File)
+	// ControlFile returns FunctionFS's ep0 file, which the Gadget keeps
+	// owning, with its descriptors written and their flags including
+	// FUNCTIONFS_ALL_CTRL_RECIP (so that vendor requests to the device
+	// reach it, not only those to its interface), or nil: then the
+	// scanner answers no vendor requests and the host's wait until their
+	// timeout. The Scanner reads its events and answers its setup
+	// requests while plugged in.
+	ControlFile() *os.File
 	// Plug binds the gadget to its controller: the host sees the device
 	// arrive and enumerates it. Unplug unbinds it: the host sees it leave
 	// and the endpoints' pending I/O fails. The Scanner calls them one at a

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/cancelio/cancelio/usb"
 )
 
 // ServeGadget serves the scanner through g, a USB gadget with FunctionFS
@@ -90,11 +92,140 @@ func (s *Scanner) ffsPlug() error {
 		}
 		*p.slots()[i] = &endpoint{info: info, ffs: &ffsEndpoint{file: files[i], rc: rc}}
 	}
+	if ep0 := s.gadget.ControlFile(); ep0 != nil {
+		rc, err := ep0.SyscallConn()
+		if err != nil {
+			return fmt.Errorf("usbsim: gadget control file %s: %w", ep0.Name(), err)
+		}
+		p.ctrl = &endpoint{info: Endpoint{Type: EndpointType(usb.Control), MaxPacketSize: maxPacket0, MaxTransfer: ControlMaxData, FD: -1},
+			ffs: &ffsEndpoint{file: ep0, rc: rc}}
+	}
 	if err := s.gadget.Plug(); err != nil {
 		return fmt.Errorf("usbsim: plug gadget: %w", err)
 	}
-	s.install(p, s.ffsOutLoop, s.ffsInLoop)
+	s.install(p, s.ffsOutLoop, s.ffsInLoop, s.ffsCtrlLoop)
 	return nil
+}
+
+// FunctionFS's ep0 events: struct usb_functionfs_event of
+// <linux/usb/functionfs.h>, the setup packet and then the event type.
+const (
+	ffsEventSize  = 12
+	ffsEventType  = 8 // offset of the type
+	ffsEventSetup = 4 // FUNCTIONFS_SETUP
+)
+
+// ffsCtrlLoop serves FunctionFS's ep0 for plug-in p until p is unplugged:
+// it reads the function's events and answers each setup request that
+// reaches it. The kernel's USB stack answers the standard requests; with
+// FUNCTIONFS_ALL_CTRL_RECIP, vendor requests to the device come here as
+// well as those to the interface, and the scanner answers them as the
+// socketpair transport does (vendorAccepts, vendorLocked). An unplug
+// queues events (unbind, disable) that end the wait for the next one.
+func (s *Scanner) ffsCtrlLoop(p *plug, ep *endpoint) {
+	defer p.wg.Done()
+	var evs [4 * ffsEventSize]byte
+	for {
+		n, err := ffsEP0(p, ep, false, evs[:])
+		s.mu.Lock()
+		gone := s.plug != p
+		s.mu.Unlock()
+		if gone {
+			return
+		}
+		if err != nil {
+			// EIDRM: a request the host gave up on while unplugged.
+			s.ffsPause(p, err)
+			continue
+		}
+		for i := 0; i+ffsEventSize <= n; i += ffsEventSize {
+			if evs[i+ffsEventType] == ffsEventSetup {
+				su, _ := usb.ParseSetup(evs[i:])
+				s.ffsSetup(p, ep, su)
+			}
+		}
+	}
+}
+
+// ffsSetup answers setup request su on ep0. The request waits, as on the
+// socketpair transport, for the latency fault and for the end of a hang:
+// the host's transfer stays pending meanwhile (an OUT request in its data
+// stage). A request the host abandons meanwhile is superseded by its next
+// one (FunctionFS then fails the late answer, which does no harm).
+func (s *Scanner) ffsSetup(p *plug, ep *endpoint, su usb.Setup) {
+	var one [1]byte
+	if !vendorAccepts(su) {
+		// A call in the wrong direction stalls the request: a read for an
+		// IN request, a write for an OUT one.
+		if su.IsIn() {
+			_, _ = ffsEP0(p, ep, false, one[:])
+		} else {
+			_, _ = ffsEP0(p, ep, true, one[:])
+		}
+		return
+	}
+	if !s.awaitActLocked(p, time.Now(), int(su.Length)) {
+		return
+	}
+	if su.IsIn() {
+		in := s.vendorLocked(p, su, nil)
+		s.changedLocked()
+		s.mu.Unlock()
+		s.kick(p)
+		_, _ = ffsEP0(p, ep, true, in)
+		return
+	}
+	s.mu.Unlock()
+	data := make([]byte, su.Length)
+	n, err := ffsEP0(p, ep, false, data)
+	if err != nil {
+		return // the host gave up on it
+	}
+	s.mu.Lock()
+	if s.plug == p {
+		s.vendorLocked(p, su, data[:n])
+		s.changedLocked()
+	}
+	s.mu.Unlock()
+	s.kick(p)
+}
+
+// ffsEP0Poll bounds each wait for ep0 to become ready (see ffsEP0).
+const ffsEP0Poll = 20 * time.Millisecond
+
+// ffsEP0 reads b from ep0's file, or with write writes it, until the call
+// does not say EAGAIN or plug-in p is gone (then it returns ErrNoDevice).
+// FunctionFS's ep0 can be polled, so Go opened it non-blocking. Its calls
+// also say EAGAIN when another holds the function's mutex for a moment,
+// and no readiness event follows that: each wait for one is bounded by
+// ffsEP0Poll, after which the call is tried again.
+func ffsEP0(p *plug, ep *endpoint, write bool, b []byte) (n int, err error) {
+	f := ep.ffs.file
+	call, wait, deadline := unix.Read, ep.ffs.rc.Read, f.SetReadDeadline
+	if write {
+		call, wait, deadline = unix.Write, ep.ffs.rc.Write, f.SetWriteDeadline
+	}
+	for {
+		select {
+		case <-p.gone:
+			return 0, ErrNoDevice
+		default:
+		}
+		_ = deadline(time.Now().Add(ffsEP0Poll)) // fails, harmlessly, on a file opened blocking
+		cerr := wait(func(fd uintptr) bool {
+			n, err = call(int(fd), b)
+			return err != unix.EAGAIN
+		})
+		if err != unix.EAGAIN {
+			if err == nil {
+				err = cerr
+			}
+			return n, err
+		}
+		if cerr != nil && !errors.Is(cerr, os.ErrDeadlineExceeded) {
+			return n, cerr
+		}
+	}
 }
 
 // ffsTeardown unbinds the gadget and stops the goroutines of p, which

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/cancelio/cancelio/minidrv/scanproto"
+	"github.com/cancelio/cancelio/usb"
 )
 
 // The device side: one goroutine per endpoint. outLoop reads bulk OUT
@@ -268,6 +269,49 @@ func (s *Scanner) outLoop(p *plug, ep *endpoint) {
 	}
 }
 
+// ctrlLoop serves endpoint 0 of plug-in p until p is unplugged: one
+// request per message, answered with one reply (see
+// Scanner.ControlEndpoint).
+func (s *Scanner) ctrlLoop(p *plug, ep *endpoint) {
+	defer p.wg.Done()
+	buf := make([]byte, HeaderSize+SetupSize+ControlMaxData)
+	reply := make([]byte, ReplySize+ControlMaxData)
+	var seq uint32
+	for {
+		n, _, flags, _, err := ep.dev.ReadMsgUnix(buf, nil)
+		if errors.Is(err, io.EOF) && !peerClosed(ep.dev) {
+			err = nil // an empty message: malformed, refused below
+		}
+		if err != nil {
+			return // closed by Unplug or Close
+		}
+		seq++
+		su, ok := usb.ParseSetup(buf[min(n, HeaderSize):n])
+		data := buf[min(n, HeaderSize+SetupSize):n]
+		well := ok && buf[0] == HeaderData && flags&msgTrunc == 0 &&
+			(su.IsIn() && len(data) == 0 || !su.IsIn() && len(data) == int(su.Length))
+		if !s.awaitActLocked(p, time.Now(), len(data)) {
+			return
+		}
+		var in []byte
+		if well {
+			in, ok = s.controlLocked(p, su, data)
+		}
+		s.changedLocked()
+		s.mu.Unlock()
+		s.kick(p)
+		reply[0] = HeaderAck
+		if !well || !ok {
+			reply[0], in = HeaderStall, nil
+		}
+		binary.LittleEndian.PutUint32(reply[1:], seq)
+		m := ReplySize + copy(reply[ReplySize:], in)
+		if _, err := ep.dev.Write(reply[:m]); err != nil {
+			return
+		}
+	}
+}
+
 // commandLocked runs one bulk OUT payload.
 func (s *Scanner) commandLocked(p *plug, cmd []byte) {
 	if len(cmd) == 0 {
@@ -318,13 +362,8 @@ func (s *Scanner) commandLocked(p *plug, cmd []byte) {
 	}
 }
 
-// eventLocked queues an event on interrupt IN, dropping the oldest one when
-// the host does not keep up.
-func (s *Scanner) eventLocked(kind EventKind, code uint8) {
-	p := s.plug
-	if p == nil {
-		return
-	}
+// eventOfLocked returns an event of the device's current state.
+func (s *Scanner) eventOfLocked(kind EventKind, code uint8) Event {
 	e := Event{Kind: kind, Code: code, State: StateIdle}
 	if j := s.job; j != nil {
 		e.Job, e.Sent, e.Total = j.id, j.sent, j.total
@@ -332,6 +371,17 @@ func (s *Scanner) eventLocked(kind EventKind, code uint8) {
 			e.State = StateScanning
 		}
 	}
+	return e
+}
+
+// eventLocked queues an event on interrupt IN, dropping the oldest one when
+// the host does not keep up.
+func (s *Scanner) eventLocked(kind EventKind, code uint8) {
+	p := s.plug
+	if p == nil {
+		return
+	}
+	e := s.eventOfLocked(kind, code)
 	q := p.intr.queue
 	if len(q) >= maxEvents {
 		q[0] = nil

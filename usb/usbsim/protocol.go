@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 
 	"github.com/cancelio/cancelio/minidrv/scanproto"
+	"github.com/cancelio/cancelio/usb"
 )
 
 // Wire headers: the first byte of every message on an endpoint's socket.
@@ -22,8 +23,12 @@ const (
 	HeaderSize = 1
 	// ReplySize is the length of a bulk OUT reply: a header (HeaderAck or
 	// HeaderStall) and the little-endian uint32 sequence number of the OUT
-	// message it answers (1 for the first message after a plug-in).
+	// message it answers (1 for the first message after a plug-in). A
+	// reply on endpoint 0 starts the same way.
 	ReplySize = 5
+	// SetupSize is the length of the setup packet that starts a request
+	// on endpoint 0 (usb.SetupSize).
+	SetupSize = usb.SetupSize
 )
 
 // The scanner speaks the command set of package scanproto (commands, scan

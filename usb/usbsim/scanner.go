@@ -116,6 +116,8 @@ type Scanner struct {
 	hangAfter int64         // bulk IN bytes until a hang, -1 off; guarded by mu
 	job       *job          // current or last job; guarded by mu
 	jobs      uint32        // last job id; guarded by mu
+	config    int           // the configuration the host selected (1 at plug-in); guarded by mu
+	alt       int           // the interface's alternate setting; guarded by mu
 	// watchers are the Hotplugs that WatchHotplug made and Close has not
 	// closed; guarded by mu.
 	watchers map[*Hotplug]struct{}
@@ -125,8 +127,11 @@ type Scanner struct {
 // controller) and the goroutines serving them.
 type plug struct {
 	out, in, intr *endpoint
-	gone          chan struct{} // closed at unplug
-	wg            sync.WaitGroup
+	// ctrl is endpoint 0: a socketpair of its own, or the gadget's
+	// FunctionFS ep0 (nil for a gadget without one).
+	ctrl *endpoint
+	gone chan struct{} // closed at unplug
+	wg   sync.WaitGroup
 }
 
 func (p *plug) endpoints() [3]*endpoint { return [3]*endpoint{p.out, p.in, p.intr} }
@@ -243,6 +248,32 @@ func (s *Scanner) Endpoints() ([]Endpoint, error) {
 	}
 	eps := s.plug.endpoints()
 	return []Endpoint{eps[0].info, eps[1].info, eps[2].info}, nil
+}
+
+// ControlEndpoint returns endpoint 0 of the current plug-in: its host fd
+// is the host end of a SOCK_SEQPACKET socketpair of its own (Address 0,
+// Type usb.Control, MaxTransfer ControlMaxData). The host writes each
+// control request as one message: HeaderData, the 8-byte setup packet
+// (usb.Setup.Put) and, for an OUT request, its data stage of wLength
+// bytes. The device answers each with one message: HeaderAck (done) or
+// HeaderStall (refused), the little-endian uint32 sequence number of the
+// request (counting from 1 after each plug-in, as bulk OUT's replies do),
+// and for an IN request its data stage, at most wLength bytes. It answers
+// the standard requests a host's USB stack sends and the vendor requests
+// (VendorCommand, VendorStatus); the latency fault delays the answer, and
+// a hung device withholds it until Resume. Errors as Endpoints.
+func (s *Scanner) ControlEndpoint() (Endpoint, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case s.closed:
+		return Endpoint{}, ErrClosed
+	case s.gadget != nil:
+		return Endpoint{}, fmt.Errorf("usbsim: ControlEndpoint of a USB gadget: %w", ErrNotSupported)
+	case s.plug == nil:
+		return Endpoint{}, ErrNoDevice
+	}
+	return s.plug.ctrl.info, nil
 }
 
 // endpointLocked finds addr in the current plug-in.
@@ -461,11 +492,13 @@ func (s *Scanner) teardown(p *plug) error {
 	if s.gadget != nil {
 		return s.ffsTeardown(p)
 	}
-	for _, ep := range p.endpoints() {
+	all := p.endpoints()
+	eps := append(all[:], p.ctrl)
+	for _, ep := range eps {
 		ep.dev.Close()
 	}
 	p.wg.Wait()
-	for _, ep := range p.endpoints() {
+	for _, ep := range eps {
 		drainFD(ep.info.FD)
 		s.stale = append(s.stale, ep.info.FD)
 	}
@@ -500,25 +533,32 @@ func (s *Scanner) Replug() error {
 		if err != nil {
 			return err
 		}
-		s.install(p, s.outLoop, s.inLoop)
+		s.install(p, s.outLoop, s.inLoop, s.ctrlLoop)
 	}
 	s.hotplug(usb.Arrived)
 	return nil
 }
 
 // install makes p, whose endpoints are set up, the current plug-in (idle,
-// not hung) and starts its goroutines: out serves bulk OUT, in each IN
-// endpoint. Both transports plug in through it. Call with plugMu held.
-func (s *Scanner) install(p *plug, out, in func(*plug, *endpoint)) {
+// not hung, configured, at alternate setting 0) and starts its
+// goroutines: out serves bulk OUT, in each IN endpoint, ctrl endpoint 0
+// (where p has one). Both transports plug in through it. Call with plugMu
+// held.
+func (s *Scanner) install(p *plug, out, in, ctrl func(*plug, *endpoint)) {
 	s.mu.Lock()
 	s.plug = p
 	s.hung, s.hangAfter = false, -1
+	s.config, s.alt = 1, 0
 	s.changedLocked()
 	s.mu.Unlock()
 	p.wg.Add(3)
 	go out(p, p.out)
 	go in(p, p.in)
 	go in(p, p.intr)
+	if p.ctrl != nil {
+		p.wg.Add(1)
+		go ctrl(p, p.ctrl)
+	}
 }
 
 // endpointInfos describes the endpoints of a plug-in, in the order of
@@ -557,6 +597,17 @@ func (s *Scanner) newPlug() (*plug, error) {
 			return fail(fmt.Errorf("usbsim: socket buffer too small (%d bytes per message)", maxMsg))
 		}
 		*p.slots()[i] = ep
+	}
+	// Endpoint 0: room for a whole request, setup and data stage, and for
+	// a whole answer.
+	host, dev, maxMsg, err := socketPair(HeaderSize + SetupSize + ControlMaxData + 4096)
+	if err != nil {
+		return fail(err)
+	}
+	p.ctrl = &endpoint{info: Endpoint{Type: usb.Control, MaxPacketSize: maxPacket0, MaxTransfer: ControlMaxData, FD: host}, dev: dev}
+	made = append(made, p.ctrl)
+	if maxMsg < HeaderSize+SetupSize+ControlMaxData {
+		return fail(fmt.Errorf("usbsim: socket buffer too small for endpoint 0 (%d bytes per message)", maxMsg))
 	}
 	// Both bulk endpoints carry the same transfer size.
 	m := min(p.out.info.MaxTransfer, p.in.info.MaxTransfer)

@@ -79,6 +79,9 @@ type Device struct {
 	eps [32]epState // per endpoint, by epIndex
 
 	gone atomic.Bool // the device was seen disconnected (an ioctl said ENODEV)
+	// unposted counts the transfers accepted whose completion has not been
+	// posted yet (Pending).
+	unposted atomic.Int64
 
 	mu       sync.Mutex // guards the fields below
 	closing  bool
@@ -302,7 +305,7 @@ func (d *Device) Claim(iface int, detach bool) error {
 }
 
 // Release releases an interface claimed with Claim. A kernel driver that
-// Claim detached is not rebound.
+// Claim detached is not rebound: Reattach asks for that.
 func (d *Device) Release(iface int) error {
 	op := fmt.Sprintf("release interface %d", iface)
 	if iface < 0 || iface > 255 {
@@ -320,6 +323,22 @@ func (d *Device) Release(iface int) error {
 	delete(d.alt, uint8(iface))
 	d.mu.Unlock()
 	return nil
+}
+
+// Reattach asks the kernel to bind its drivers to interface iface again
+// (USBDEVFS_IOCTL with USBDEVFS_CONNECT), after Release of an interface
+// that Claim detached a driver from. The interface must not be claimed.
+// Where no driver wants it, nothing binds and Reattach succeeds.
+func (d *Device) Reattach(iface int) error {
+	op := fmt.Sprintf("reattach interface %d", iface)
+	if iface < 0 || iface > 255 {
+		return invalid(op, "interface number out of range")
+	}
+	if err := d.use(op); err != nil {
+		return err
+	}
+	defer d.calls.Done()
+	return d.ioctlErr(op, connectDriver(d.fd, uint32(iface)))
 }
 
 // SetConfiguration selects the configuration whose bConfigurationValue is
@@ -492,19 +511,42 @@ func (d *Device) Endpoint(addr uint8) (*Endpoint, error) {
 	case found.Desc.PacketSize() == 0:
 		return nil, invalid(op, "wMaxPacketSize is 0")
 	}
-	found.maxURB = d.maxURB
-	if found.Desc.Type() == Bulk {
-		// Parts of a split IN transfer but the last must end on a packet
-		// boundary, or a short packet would land mid-transfer.
-		ps := found.Desc.PacketSize()
-		found.maxURB = max(d.maxURB/ps*ps, ps)
-	}
-	found.maxTransfer = found.maxURB
-	if found.Desc.Type() == Bulk && d.caps.Has(CapBulkContinuation) {
-		found.maxTransfer = d.budget
-	}
+	found.maxURB, found.maxTransfer = d.limits(found.Desc)
 	return found, nil
 }
+
+// limits returns the largest URB and the largest transfer of a bulk or
+// interrupt endpoint described by e, whose wMaxPacketSize is not 0.
+func (d *Device) limits(e EndpointDescriptor) (maxURB, maxTransfer int) {
+	maxURB = d.maxURB
+	if e.Type() == Bulk {
+		// Parts of a split IN transfer but the last must end on a packet
+		// boundary, or a short packet would land mid-transfer.
+		ps := e.PacketSize()
+		maxURB = max(d.maxURB/ps*ps, ps)
+	}
+	maxTransfer = maxURB
+	if e.Type() == Bulk && d.caps.Has(CapBulkContinuation) {
+		maxTransfer = d.budget
+	}
+	return maxURB, maxTransfer
+}
+
+// MaxTransferOf returns the largest transfer Endpoint.Submit takes on an
+// endpoint described by e, in whichever setting: 0 for one this package
+// does not transfer on (neither bulk nor interrupt, or wMaxPacketSize 0).
+func (d *Device) MaxTransferOf(e EndpointDescriptor) int {
+	if (e.Type() != Bulk && e.Type() != Interrupt) || e.PacketSize() == 0 {
+		return 0
+	}
+	_, n := d.limits(e)
+	return n
+}
+
+// Pending returns the number of transfers accepted on the device's
+// endpoints whose completion has not been posted yet: once a caller has
+// seen every completion, it is 0.
+func (d *Device) Pending() int { return int(d.unposted.Load()) }
 
 // Close discards every pending transfer, waits until each has been reaped
 // and its completion posted, stops the reaper, releases the claimed

@@ -122,6 +122,7 @@ var (
 	ioctlReset            = ioc(iocNone, 20, 0)                                     // USBDEVFS_RESET
 	ioctlClearHalt        = ioc(iocRead, 21, 4)                                     // USBDEVFS_CLEAR_HALT
 	ioctlDisconnect       = ioc(iocNone, 22, 0)                                     // USBDEVFS_DISCONNECT
+	ioctlConnect          = ioc(iocNone, 23, 0)                                     // USBDEVFS_CONNECT
 	ioctlGetCapabilities  = ioc(iocRead, 26, 4)                                     // USBDEVFS_GET_CAPABILITIES
 	ioctlDisconnectClaim  = ioc(iocRead, 27, unsafe.Sizeof(disconnectClaim{}))      // USBDEVFS_DISCONNECT_CLAIM
 )
@@ -178,6 +179,13 @@ func disconnectAndClaim(fd int, iface uint32) error {
 // USBDEVFS_IOCTL(USBDEVFS_DISCONNECT), for kernels before 3.8.
 func disconnectDriver(fd int, iface uint32) error {
 	a := ioctlArg{ifno: int32(iface), ioctlCode: int32(ioctlDisconnect)}
+	return ioctl(fd, ioctlIoctl, uintptr(unsafe.Pointer(&a)))
+}
+
+// connectDriver asks the kernel to bind a driver to interface iface again
+// through USBDEVFS_IOCTL(USBDEVFS_CONNECT).
+func connectDriver(fd int, iface uint32) error {
+	a := ioctlArg{ifno: int32(iface), ioctlCode: int32(ioctlConnect)}
 	return ioctl(fd, ioctlIoctl, uintptr(unsafe.Pointer(&a)))
 }
 

@@ -60,6 +60,15 @@ func (d *Device) Claim(iface int, detach bool) error { return errPlatform }
 // Release fails on this platform.
 func (d *Device) Release(iface int) error { return errPlatform }
 
+// Reattach fails on this platform.
+func (d *Device) Reattach(iface int) error { return errPlatform }
+
+// MaxTransferOf returns 0 on this platform.
+func (d *Device) MaxTransferOf(e EndpointDescriptor) int { return 0 }
+
+// Pending returns 0 on this platform.
+func (d *Device) Pending() int { return 0 }
+
 // SetConfiguration fails on this platform.
 func (d *Device) SetConfiguration(value int) error { return errPlatform }
 

@@ -233,16 +233,17 @@ const (
 // transfer is one transfer in flight: one URB, or several for a split bulk
 // transfer. Its URBs and buffer stay pinned until every URB is reaped.
 type transfer struct {
-	d    *Device
-	es   *epState
-	req  ioring.Request
-	buf  []byte
-	cost int // what it takes of the usbfs memory budget
-	urbs []urb
-	one  [1]urb  // urbs for the common one-URB transfer
-	done []bool  // done[i]: urbs[i] was reaped
-	one1 [1]bool // done for one URB
-	pin  runtime.Pinner
+	d      *Device
+	es     *epState
+	req    ioring.Request
+	buf    []byte
+	cost   int  // what it takes of the usbfs memory budget
+	posted bool // post counted it out of Device.unposted (the reaper's)
+	urbs   []urb
+	one    [1]urb  // urbs for the common one-URB transfer
+	done   []bool  // done[i]: urbs[i] was reaped
+	one1   [1]bool // done for one URB
+	pin    runtime.Pinner
 
 	where where     // guarded by es.mu
 	next  *transfer // the next waiting transfer; guarded by es.mu
@@ -330,11 +331,15 @@ func (d *Device) begin(t *transfer) error {
 	}
 	d.charged += t.cost
 	d.active[t] = struct{}{}
+	d.unposted.Add(1)
 	return nil
 }
 
 // end unregisters t, after its completion was posted.
 func (d *Device) end(t *transfer) {
+	if !t.posted {
+		d.unposted.Add(-1)
+	}
 	d.mu.Lock()
 	d.charged -= t.cost
 	delete(d.active, t)
@@ -464,6 +469,10 @@ func (es *epState) unlinkLocked(t *transfer) {
 func (t *transfer) post() {
 	n, err := t.result()
 	t.pin.Unpin()
+	// Counted out before its completion shows, so that a caller that has
+	// seen every completion finds none pending (Device.Pending).
+	t.posted = true
+	t.d.unposted.Add(-1)
 	t.d.ring.Complete(t.req, n, err)
 	t.d.end(t)
 }

@@ -1,0 +1,147 @@
+//go:build cgo && linux
+
+package usb_test
+
+// Control transfers against usbsim's scanner served as a FunctionFS gadget
+// in the usbvm guest: its vendor requests reach FunctionFS's ep0 through
+// the real host stack (usbcore, dummy_hcd, the composite layer), each
+// backend in a subtest. The conformance suite runs the cases every backend
+// shares; these look at what only a real stack shows.
+
+import (
+	"bytes"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	. "github.com/cancelio/cancelio/usb"
+	"github.com/cancelio/cancelio/usb/usbsim"
+)
+
+// vendorOut sends cmd as the scanner's VendorCommand, an OUT data stage, to
+// recipient.
+func (gd *gadgetDev) vendorOut(tb testing.TB, recipient uint8, cmd []byte) {
+	tb.Helper()
+	ctx, cancel := testContext()
+	defer cancel()
+	n, err := gd.d.Control(ctx, Setup{RequestType: RequestOut | RequestVendor | recipient, Request: usbsim.VendorCommand}, cmd)
+	require.NoError(tb, err, "VendorCommand of %d bytes", len(cmd))
+	require.Equal(tb, len(cmd), n)
+}
+
+// TestGadgetControlOut: control OUT transfers whose data stage is one
+// byte, a packet of endpoint 0 less one, exactly one, one and a bit,
+// several, and the scanner's largest, reach the gadget's ep0 whole, to the
+// device and to the interface: each is an echo command, and the echo comes
+// back on bulk IN. A scan started on endpoint 0 is the one the device
+// runs, and its image and events follow.
+func TestGadgetControlOut(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, backend string) {
+		gd := newGadgetDev(t, backend, usbsim.Config{MaxTransfer: 16 << 10})
+		mps0 := 64 // bMaxPacketSize0 of a high-speed device
+		for _, n := range []int{0, mps0 - 2, mps0 - 1, mps0, 2*mps0 + 5, usbsim.ControlMaxData - 1} {
+			for _, recipient := range []uint8{RecipientDevice, RecipientInterface} {
+				data := pattern(n)
+				gd.vendorOut(t, recipient, usbsim.EchoCommand(data))
+				require.Equal(t, data, gd.read(t, gd.maxTransfer), "echo of a %d-byte data stage to recipient %d", n+1, recipient)
+			}
+		}
+		p := usbsim.ScanParams{DPI: 300, Width: 640, Height: 20, Format: usbsim.FormatRGB24, Seed: 99}
+		gd.vendorOut(t, RecipientInterface, usbsim.StartScanCommand(p))
+		// USB ends the request once the device has its data stage; the
+		// device acts on it at once after, as its events say.
+		e := gd.waitEvent(t, usbsim.EventJobStarted)
+		assert.Equal(t, p, gd.s.LastScan(), "the scan the device runs")
+		var image []byte
+		for int64(len(image)) < p.ImageSize() {
+			image = append(image, gd.read(t, gd.maxTransfer)...)
+		}
+		assert.True(t, bytes.Equal(usbsim.ExpectedImage(p), image), "image of a scan started on endpoint 0")
+		assert.Equal(t, e.Job, gd.waitEvent(t, usbsim.EventJobDone).Job)
+	})
+}
+
+// TestGadgetControlStall: vendor requests the gadget refuses end with
+// ErrStall whichever way FunctionFS stalls them (a read of ep0 for an IN
+// request, a write for an OUT one, the composite layer for an interface
+// the function does not have), while a scan streams on bulk IN: a stall of
+// endpoint 0 is one request's, not a halt, so the stream and the next
+// requests go on.
+func TestGadgetControlStall(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, backend string) {
+		gd := newGadgetDev(t, backend, usbsim.Config{MaxTransfer: 16 << 10})
+		p := usbsim.ScanParams{DPI: 300, Width: 16 << 10, Height: 40, Format: usbsim.FormatGray8, Seed: 3}
+		gd.send(t, usbsim.StartScanCommand(p))
+		refused := []Setup{
+			{RequestType: RequestIn | RequestVendor | RecipientDevice, Request: 0x77, Length: 8},
+			{RequestType: RequestOut | RequestVendor | RecipientDevice, Request: 0x77, Length: 8},
+			{RequestType: RequestIn | RequestVendor | RecipientInterface, Request: usbsim.VendorCommand, Length: 8},
+			{RequestType: RequestOut | RequestVendor | RecipientInterface, Request: usbsim.VendorStatus, Length: 8},
+			{RequestType: RequestOut | RequestVendor | RecipientInterface, Request: usbsim.VendorCommand, Index: 4, Length: 8},
+		}
+		ctx, cancel := testContext()
+		defer cancel()
+		var image []byte
+		for i, s := range refused {
+			data := make([]byte, s.Length)
+			_, err := gd.d.Control(ctx, s, data)
+			assert.ErrorIs(t, err, ErrStall, "request %d: %+v", i, s)
+			image = append(image, gd.read(t, gd.maxTransfer)...)
+			st, err := gd.d.GetStatus(ctx, RecipientEndpoint, uint16(gd.in.Desc().Address))
+			require.NoError(t, err)
+			assert.Zero(t, st&1, "bulk IN is not halted")
+		}
+		for int64(len(image)) < p.ImageSize() {
+			image = append(image, gd.read(t, gd.maxTransfer)...)
+		}
+		assert.True(t, bytes.Equal(usbsim.ExpectedImage(p), image), "the image streamed on through the stalls")
+		var b [usbsim.EventSize]byte
+		n, err := gd.d.Control(ctx, Setup{RequestType: RequestIn | RequestVendor | RecipientDevice, Request: usbsim.VendorStatus}, b[:])
+		require.NoError(t, err)
+		assert.Equal(t, usbsim.EventSize, n)
+	})
+}
+
+// TestGadgetControlWithheld: a VendorCommand whose data stage the hung
+// gadget does not take is canceled (usbfs: Request.Cancel discards the
+// URB at once; libusb's synchronous call ends at its 5-second control
+// timeout), and never runs: FunctionFS gives the device no data of a
+// request the host abandoned. After the device resumes, the next command
+// runs, alone.
+func TestGadgetControlWithheld(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, backend string) {
+		gd := newGadgetDev(t, backend, usbsim.Config{MaxTransfer: 16 << 10})
+		gd.s.Hang()
+		cmd := usbsim.EchoCommand([]byte("abandoned"))
+		buf := make([]byte, SetupSize+len(cmd))
+		Setup{RequestType: RequestOut | RequestVendor | RecipientDevice, Request: usbsim.VendorCommand, Length: uint16(len(cmd))}.Put(buf)
+		copy(buf[SetupSize:], cmd)
+		tok := gd.r.NewToken()
+		_, err := gd.d.SubmitControl(buf, Xfer{Token: tok})
+		require.NoError(t, err)
+		time.Sleep(Quiet)
+		t0 := time.Now()
+		require.NoError(t, tok.Cancel())
+		c := Reap(t, gd.r, 1)[0]
+		if backend == "usbfs" {
+			assert.ErrorIs(t, c.Err, ErrCanceled)
+			assert.NotErrorIs(t, c.Err, ErrTimeout)
+		} else {
+			assert.ErrorIs(t, c.Err, ErrTimeout, "libusb's control timeout")
+		}
+		t.Logf("%s: control OUT withheld, canceled in %v", backend, time.Since(t0))
+		gd.s.Resume()
+		gd.vendorOut(t, RecipientDevice, usbsim.EchoCommand([]byte("kept")))
+		assert.Equal(t, "kept", string(gd.read(t, gd.maxTransfer)), "only the command after the resume ran")
+		ctx, cancel := testContext()
+		defer cancel()
+		q, err := gd.in.Start(make([]byte, gd.maxTransfer), Xfer{Deadline: Quiet})
+		require.NoError(t, err)
+		c, err = q.Wait(ctx)
+		require.NoError(t, err)
+		assert.True(t, errors.Is(c.Err, ErrTimeout), "no more echoes: %d bytes, %v", c.N, c.Err)
+	})
+}
