@@ -1,0 +1,208 @@
+//go:build linux
+
+package ioring
+
+import (
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// Multishot requests on the poll backend (multishot.go). Each one holds a
+// duplicate of its fd (p.own, made in its Submit, so that a closed and
+// reused fd number never gets its I/O) registered in epoll on its own,
+// edge-triggered (EPOLLET), with the request's slot in the event's data
+// (-1-idx, which no pollFD id is) and its generation beside it. A wake-up
+// of the file is an edge, which is what io_uring's multishot requests
+// report too: a poll delivers the ready events once per edge; an accept
+// or a receive runs until the socket would block (an edge promises
+// nothing more), in bounded rounds, re-armed between them.
+//
+// States: psMulti while armed (a cancel ends it at once: the registration
+// is removed and the final completion delivered), psRunning while the
+// poller runs its round (a cancel marks it, and the round's end delivers
+// the final completion after the round's others).
+
+// multiRound bounds the accepts or receives of one round, so that one busy
+// socket does not hold the poller; a round that did not reach EAGAIN
+// re-arms the registration, which reports the socket again at once.
+const multiRound = 64
+
+// startMulti readies slot s's multishot request (flush, r.sqMu held; the
+// caller's fd is valid): a duplicate of its fd to register in settle.
+func (b *pollBackend) startMulti(s *slot, p *pslot) {
+	p.act, p.res = paDone, 0
+	if s.code != OpPollMultishot {
+		if _, err := unix.GetsockoptInt(int(p.fd), unix.SOL_SOCKET, unix.SO_TYPE); err != nil {
+			p.res = -errnoOf(err) // ENOTSOCK, EBADF: as io_uring's first attempt says
+			return
+		}
+	}
+	d, err := dupFD(p.fd)
+	if err != nil {
+		p.res = -errnoOf(err)
+		return
+	}
+	p.own, p.fd = d, d
+	p.want = unix.EPOLLIN
+	if s.code == OpPollMultishot {
+		p.want = s.events & pollableMask
+	}
+	p.act = paMulti
+}
+
+// armMulti registers slot idx's duplicate in epoll and parks the request
+// (settle, b.mu held).
+func (b *pollBackend) armMulti(idx uint32, p *pslot, out []compl) []compl {
+	ev := unix.EpollEvent{Events: p.want | unix.EPOLLET, Fd: -1 - int32(idx), Pad: int32(p.key >> idxBits)}
+	err := unix.EpollCtl(b.epfd, unix.EPOLL_CTL_ADD, int(p.own), &ev)
+	switch err {
+	case nil:
+		p.st = psMulti
+	case unix.EPERM:
+		// A file without poll support (a regular file) is always ready
+		// and never wakes anyone: io_uring reports it once, and the
+		// request then waits for its cancel.
+		p.st = psMulti
+		ready := p.want & (unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDNORM | unix.EPOLLWRNORM)
+		if b.r.slots[idx].code != OpPollMultishot || ready == 0 {
+			return b.finish(idx, p, -int32(unix.EPERM), out)
+		}
+		out = append(out, compl{idx, int32(ready), cqeFMore})
+	default:
+		return b.finish(idx, p, -errnoOf(err), out)
+	}
+	return out
+}
+
+// disarmMulti removes slot's registration before the request finishes
+// (its duplicate, p.own, is closed by finish). b.mu held.
+func (b *pollBackend) disarmMulti(p *pslot) {
+	unix.EpollCtl(b.epfd, unix.EPOLL_CTL_DEL, int(p.own), nil)
+}
+
+// readyMulti runs a round of the multishot request an event names.
+func (b *pollBackend) readyMulti(ev unix.EpollEvent) {
+	idx := uint32(-1 - ev.Fd)
+	if int(idx) >= len(b.ps) {
+		return
+	}
+	p := &b.ps[idx]
+	b.mu.Lock()
+	if p.st != psMulti || int32(p.key>>idxBits) != ev.Pad {
+		b.mu.Unlock()
+		return // an event of a request that ended
+	}
+	p.st = psRunning
+	b.mu.Unlock()
+
+	s := &b.r.slots[idx]
+	out := b.pollOut[:0]
+	final, ended, rearm := int32(0), false, false
+	switch s.code {
+	case OpPollMultishot:
+		out = append(out, compl{idx, int32(ev.Events & (p.want | epollAlways)), cqeFMore})
+	case OpAcceptMultishot:
+		out, final, ended, rearm = b.acceptRound(idx, s, p, out)
+	case OpRecvMultishot:
+		out, final, ended, rearm = b.recvRound(idx, s, p, out)
+	}
+
+	b.mu.Lock()
+	switch {
+	case p.canceled:
+		b.disarmMulti(p)
+		out = b.finish(idx, p, -int32(unix.ECANCELED), out)
+	case ended:
+		b.disarmMulti(p)
+		out = b.finish(idx, p, final, out)
+	default:
+		p.st = psMulti
+		if rearm {
+			ev := unix.EpollEvent{Events: p.want | unix.EPOLLET, Fd: -1 - int32(idx), Pad: int32(p.key >> idxBits)}
+			if err := unix.EpollCtl(b.epfd, unix.EPOLL_CTL_MOD, int(p.own), &ev); err != nil {
+				b.disarmMulti(p)
+				out = b.finish(idx, p, -errnoOf(err), out)
+			}
+		}
+	}
+	b.mu.Unlock()
+	b.deliverAll(out)
+	b.pollOut = out[:0]
+}
+
+// acceptRound accepts what the listener has, up to multiRound connections,
+// each a completion with more to come. It reports the final result when
+// the request ends (an error), and whether to re-arm (the round stopped
+// short of EAGAIN). A listener without O_NONBLOCK has it for the round (a
+// blocking accept4 would hold the poller), as connectNonblock does.
+func (b *pollBackend) acceptRound(idx uint32, s *slot, p *pslot, out []compl) (_ []compl, final int32, ended, rearm bool) {
+	fd := int(p.own)
+	fl, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
+	if err != nil {
+		return out, -errnoOf(err), true, false
+	}
+	if fl&unix.O_NONBLOCK == 0 {
+		if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFL, fl|unix.O_NONBLOCK); err != nil {
+			return out, -errnoOf(err), true, false
+		}
+		defer unix.FcntlInt(uintptr(fd), unix.F_SETFL, fl)
+	}
+	for range multiRound {
+		res := sockCall(s, p.own, 0)
+		switch {
+		case res >= 0:
+			out = append(out, compl{idx, res, cqeFMore})
+		case res == -int32(unix.EAGAIN):
+			return out, 0, false, false
+		case res == -int32(unix.ECONNABORTED):
+			// The connection went away before it was accepted: the
+			// next one may be there.
+		default:
+			return out, res, true, false
+		}
+	}
+	return out, 0, false, true
+}
+
+// recvRound receives what the socket has into buffers of the request's
+// BufRing, up to multiRound reads, each a completion with more to come.
+// It reports the final result when the request ends (the end of the
+// stream, an error, ENOBUFS for data with no buffer left, as io_uring
+// does), and whether to re-arm.
+func (b *pollBackend) recvRound(idx uint32, s *slot, p *pslot, out []compl) (_ []compl, final int32, ended, rearm bool) {
+	br := s.ms.br
+	for range multiRound {
+		id, ok := br.takeFree()
+		if !ok {
+			var one [1]byte
+			r1, _, e := unix.Syscall6(unix.SYS_RECVFROM, uintptr(p.own), uintptr(unsafe.Pointer(&one[0])), 1, unix.MSG_PEEK|unix.MSG_DONTWAIT, 0, 0)
+			switch {
+			case e == unix.EAGAIN:
+				return out, 0, false, false // nothing to put anywhere yet
+			case e != 0 && e != unix.EINTR:
+				return out, -int32(e), true, false
+			}
+			_ = r1
+			return out, -int32(unix.ENOBUFS), true, false
+		}
+		buf := br.Buf(id)
+		r1, _, e := unix.Syscall6(unix.SYS_RECVFROM, uintptr(p.own), uintptr(unsafe.Pointer(&buf[0])), uintptr(len(buf)), uintptr(int(s.events)|unix.MSG_DONTWAIT), 0, 0)
+		switch {
+		case e == unix.EINTR:
+			br.putBack(id)
+		case e == unix.EAGAIN:
+			br.putBack(id)
+			return out, 0, false, false
+		case e != 0:
+			br.putBack(id)
+			return out, -int32(e), true, false
+		case r1 == 0:
+			br.putBack(id)
+			return out, 0, true, false // the end of the stream
+		default:
+			out = append(out, compl{idx, int32(r1), cqeFMore | cqeFBuffer | uint32(id)<<cqeBufShift})
+		}
+	}
+	return out, 0, false, true
+}
