@@ -107,6 +107,21 @@ func (b *pollBackend) readyMulti(ev unix.EpollEvent) {
 	case OpRecvMultishot:
 		out, final, ended, rearm = b.recvRound(idx, s, p, out)
 	}
+	// The round's completions are recorded while the request is still
+	// psRunning: a cancel meanwhile only marks it, so its final completion
+	// (below, or by the cancel once it is psMulti again) comes after them.
+	// An overrun's cancel is left on the deferred list, run once b.mu is
+	// released.
+	for _, c := range out {
+		b.r.shot(c.idx, c.res, c.cflags, true)
+	}
+	if len(out) > 0 {
+		select {
+		case b.note <- struct{}{}:
+		default:
+		}
+	}
+	out = out[:0]
 
 	b.mu.Lock()
 	switch {
@@ -129,6 +144,7 @@ func (b *pollBackend) readyMulti(ev unix.EpollEvent) {
 	b.mu.Unlock()
 	b.deliverAll(out)
 	b.pollOut = out[:0]
+	b.r.submitDeferred()
 }
 
 // acceptRound accepts what the listener has, up to multiRound connections,

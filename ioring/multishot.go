@@ -1,6 +1,7 @@
 package ioring
 
 import (
+	"fmt"
 	"sync"
 	"sync/atomic"
 )
@@ -38,6 +39,9 @@ const (
 // the request and its final completion carries ErrOverrun, so that a
 // flood (connections, messages, events) cannot take unbounded memory.
 const MaxUndelivered = 4096
+
+// maxUndelivered is MaxUndelivered; tests lower it.
+var maxUndelivered = MaxUndelivered
 
 // multiShot is a multishot request's state beside its slot. It is made
 // once per slot and reused; fillMulti resets it.
@@ -107,7 +111,7 @@ func (r *Ring) shot(idx uint32, res int32, cflags uint32, inline bool) {
 	}
 	ms.mu.Lock()
 	ms.shots = append(ms.shots, sh)
-	over := len(ms.shots)-ms.head > MaxUndelivered && !ms.overrun
+	over := len(ms.shots)-ms.head > maxUndelivered && !ms.overrun
 	if over {
 		ms.overrun = true
 	}
@@ -184,7 +188,7 @@ func (r *Ring) finishMulti(idx uint32, s *slot) {
 func (r *Ring) takeShot(idx uint32, s *slot, free *chain) Completion {
 	ms := s.ms
 	if ms == nil || !s.multi {
-		panic("ioring: queued slot not done")
+		panic(fmt.Sprintf("ioring: queued slot %d not done (state %d, %v, multi %v)", idx, s.state(), s.code, s.multi))
 	}
 	ms.mu.Lock()
 	sh := ms.shots[ms.head]
@@ -198,6 +202,9 @@ func (r *Ring) takeShot(idx uint32, s *slot, free *chain) Completion {
 	key := s.key()
 	c := Completion{Req: Request{r: r, key: key}, Op: s.code, More: !sh.final, Buffer: sh.buffer, BufID: sh.bufID, N: sh.n, Err: sh.err, User: s.user}
 	if sh.final {
+		if more {
+			panic(fmt.Sprintf("ioring: slot %d: a multishot completion after the final one", idx))
+		}
 		ms.br = nil
 		r.releaseKey(idx, key, free)
 		return c

@@ -441,7 +441,7 @@ func (r *Ring) releaseKey(idx uint32, key uint64, c *chain) {
 	}
 	if s.cold {
 		s.hook, s.tok, s.ferr, s.timer, s.panicE = nil, nil, nil, nil, nil
-		s.multi, s.fixedFD = false, false
+		s.fixedFD = false // s.multi stays until fill: cancelOne may read it under r.sqMu
 		s.cold = false
 	}
 	s.set(key, stFree)
@@ -459,7 +459,7 @@ func (r *Ring) fill(s *slot, op *Op, awaited bool) {
 	if s.awaited.Load() != awaited {
 		s.awaited.Store(awaited)
 	}
-	s.linked, s.timerDL, s.retries = false, false, 0
+	s.linked, s.timerDL, s.multi, s.retries = false, false, false, 0
 	s.fd = int32(op.fd)
 	s.events = op.events
 	s.off = op.off

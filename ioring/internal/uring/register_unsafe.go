@@ -97,6 +97,9 @@ func (p *PbufRing) Add(id uint16, buf []byte) {
 	atomic.StoreUint32((*uint32)(unsafe.Pointer(&p.bufs[0].BID)), binary.NativeEndian.Uint32(w[:]))
 }
 
+// Addr returns the address of the ring's mapping.
+func (p *PbufRing) Addr() unsafe.Pointer { return unsafe.Pointer(unsafe.SliceData(p.mem)) }
+
 // Close unregisters the ring (when unregister is set: skip it once the
 // io_uring instance is closed) and unmaps its memory.
 func (p *PbufRing) Close(unregister bool) error {

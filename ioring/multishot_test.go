@@ -1,0 +1,320 @@
+//go:build linux
+
+package ioring
+
+import (
+	"bytes"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
+)
+
+// msRec is one multishot request of the stress test, as its completions
+// arrive.
+type msRec struct {
+	kind   Opcode
+	fd     int // the other end: eventfd, socket peer, listener address port
+	shots  int
+	finals int
+	after  int // completions after the final one
+	got    bytes.Buffer
+	sent   []byte
+	err    error
+}
+
+// TestMultishotStress: workers keep multishot requests of the three kinds
+// in flight, feed them (eventfd signals, messages, connections) and end
+// them at random moments by Request.Cancel, a token, a deadline or the end
+// of the stream, while one consumer reaps. Every request must deliver
+// exactly one final completion and nothing after it, a receive must
+// deliver the bytes that were sent in order (up to where it ended), every
+// buffer must come back, and nothing may leak (fds: forEachBackend;
+// goroutines: TestMain).
+func TestMultishotStress(t *testing.T) {
+	rounds := 600
+	if testing.Short() {
+		rounds = 100
+	}
+	forEachBackend(t, 256, func(t *testing.T, r *Ring) {
+		br, err := r.NewBufRing(256, 32)
+		require.NoError(t, err)
+		var mu sync.Mutex
+		recs := map[Request]*msRec{}
+		done := make(chan struct{})
+		var reaped sync.WaitGroup
+		reaped.Add(1)
+		go func() { // the consumer
+			defer reaped.Done()
+			var cs [32]Completion
+			for {
+				n, err := r.Reap(cs[:], 20*time.Millisecond)
+				if err != nil {
+					return
+				}
+				mu.Lock()
+				for _, c := range cs[:n] {
+					rec := recs[c.Req]
+					if rec == nil {
+						// Submit has not recorded it yet: wait for it.
+						mu.Unlock()
+						for rec == nil {
+							time.Sleep(time.Millisecond)
+							mu.Lock()
+							rec = recs[c.Req]
+							mu.Unlock()
+						}
+						mu.Lock()
+					}
+					if rec.finals > 0 {
+						rec.after++
+					}
+					if c.Buffer {
+						rec.got.Write(br.Bytes(c))
+						if err := br.Release(c.BufID); err != nil {
+							rec.err = err
+						}
+					}
+					if rec.kind == OpAcceptMultishot && c.Err == nil && c.N > 0 {
+						unix.Close(c.N)
+					}
+					if c.More {
+						rec.shots++
+					} else {
+						rec.finals++
+					}
+				}
+				mu.Unlock()
+				select {
+				case <-done:
+					if r.InFlight() == 0 && n == 0 {
+						return
+					}
+				default:
+				}
+			}
+		}()
+
+		const workers = 4
+		var wg sync.WaitGroup
+		for w := range workers {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				rng := rand.New(rand.NewPCG(uint64(w), 7))
+				l, sa := tcpListener(t, 64, 0)
+				for range rounds / workers {
+					kind := []Opcode{OpPollMultishot, OpAcceptMultishot, OpRecvMultishot}[rng.IntN(3)]
+					tok := r.NewToken()
+					var op Op
+					var feed func()
+					var endStream func()
+					rec := &msRec{kind: kind}
+					switch kind {
+					case OpPollMultishot:
+						efd, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
+						if err != nil {
+							t.Error(err)
+							return
+						}
+						defer unix.Close(efd)
+						op = PollMultishot(efd, unix.POLLIN)
+						feed = func() { unix.Write(efd, []byte{1, 0, 0, 0, 0, 0, 0, 0}) }
+					case OpAcceptMultishot:
+						op = AcceptMultishot(l, unix.SOCK_NONBLOCK)
+						feed = func() {
+							fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
+							if err == nil {
+								unix.Connect(fd, sa)
+								unix.Close(fd)
+							}
+						}
+					case OpRecvMultishot:
+						fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+						if err != nil {
+							t.Error(err)
+							return
+						}
+						defer unix.Close(fds[0])
+						defer unix.Close(fds[1])
+						op = RecvMultishot(fds[0], br, 0)
+						i := 0
+						feed = func() {
+							msg := fmt.Appendf(nil, "[%d]", i)
+							i++
+							if n, err := unix.Write(fds[1], msg); err == nil {
+								mu.Lock()
+								rec.sent = append(rec.sent, msg[:n]...)
+								mu.Unlock()
+							}
+						}
+						endStream = func() { unix.Shutdown(fds[1], unix.SHUT_WR) }
+					}
+					op = op.WithToken(tok)
+					if rng.IntN(4) == 0 {
+						op = op.WithDeadline(time.Duration(rng.IntN(3000)) * time.Microsecond)
+					}
+					mu.Lock()
+					q, err := r.Submit(op)
+					if err != nil {
+						mu.Unlock()
+						t.Errorf("submit %v: %v", kind, err)
+						return
+					}
+					recs[q] = rec
+					mu.Unlock()
+					for range rng.IntN(6) {
+						feed()
+						if rng.IntN(2) == 0 {
+							time.Sleep(time.Duration(rng.IntN(300)) * time.Microsecond)
+						}
+					}
+					switch rng.IntN(4) {
+					case 0:
+						q.Cancel()
+					case 1:
+						tok.Cancel()
+					case 2:
+						if endStream != nil {
+							endStream()
+						} else {
+							q.Cancel()
+						}
+					default:
+						go q.Cancel() // from another goroutine, at its own moment
+					}
+					// Wait for its final completion before the next round
+					// closes its fds.
+					deadline := time.Now().Add(10 * time.Second)
+					for {
+						mu.Lock()
+						f := rec.finals
+						mu.Unlock()
+						if f > 0 {
+							break
+						}
+						if time.Now().After(deadline) {
+							t.Errorf("%v: no final completion within 10s", kind)
+							return
+						}
+						time.Sleep(100 * time.Microsecond)
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		close(done)
+		reaped.Wait()
+		mu.Lock()
+		defer mu.Unlock()
+		require.Len(t, recs, rounds/workers*workers)
+		for q, rec := range recs {
+			assert.Equal(t, 1, rec.finals, "%v %v: finals", rec.kind, q)
+			assert.Zero(t, rec.after, "%v %v: completions after the final one", rec.kind, q)
+			assert.NoError(t, rec.err)
+			if rec.kind == OpRecvMultishot {
+				assert.True(t, bytes.HasPrefix(rec.sent, rec.got.Bytes()), "%v: received %q of sent %q", q, rec.got.Bytes(), rec.sent)
+			}
+		}
+		assert.Zero(t, r.InFlight())
+		assert.NoError(t, br.Close(), "every buffer is back and no request uses it")
+	})
+}
+
+// A consumer that falls more than maxUndelivered completions behind ends
+// its multishot request with ErrOverrun, which is not ErrCanceled.
+func TestMultishotOverrun(t *testing.T) {
+	saved := maxUndelivered
+	maxUndelivered = 8
+	t.Cleanup(func() { maxUndelivered = saved })
+	forEachBackend(t, 16, func(t *testing.T, r *Ring) {
+		efd := eventFD(t)
+		q, err := r.Submit(PollMultishot(efd, unix.POLLIN))
+		require.NoError(t, err)
+		// Wake-ups nobody reaps: on io_uring they wait in the kernel's
+		// completion ring, and the first reap takes them all in.
+		for range 24 {
+			signal(t, efd)
+			time.Sleep(300 * time.Microsecond)
+		}
+		shots := 0
+		for {
+			c := reapOne(t, r)
+			require.Equal(t, q, c.Req)
+			if !c.More {
+				assert.ErrorIs(t, c.Err, ErrOverrun)
+				assert.NotErrorIs(t, c.Err, ErrCanceled)
+				assert.ErrorIs(t, c.Err, unix.ECANCELED)
+				break
+			}
+			shots++
+		}
+		assert.Greater(t, shots, 8, "more than the bound waited")
+		assertNoMore(t, r)
+	})
+}
+
+// mapped reports whether addr lies in one of the process's mappings.
+func mapped(t *testing.T, addr uintptr) bool {
+	maps, err := os.ReadFile("/proc/self/maps")
+	require.NoError(t, err)
+	for line := range strings.Lines(string(maps)) {
+		var lo, hi uintptr
+		if _, err := fmt.Sscanf(line, "%x-%x", &lo, &hi); err == nil && addr >= lo && addr < hi {
+			return true
+		}
+	}
+	return false
+}
+
+// The provided-buffer rings' mappings go with BufRing.Close, and those
+// left open go with Ring.Close; buffers handed out stay readable.
+func TestBufRingMappings(t *testing.T) {
+	r, err := New(Config{Entries: 8, Backend: BackendURing})
+	require.NoError(t, err)
+	a, err := r.NewBufRing(64, 128)
+	require.NoError(t, err)
+	b, err := r.NewBufRing(1, 1)
+	require.NoError(t, err)
+	addrOf := func(br *BufRing) uintptr {
+		return uintptr(br.k.(uringBufRing).p.Addr())
+	}
+	aa, ba := addrOf(a), addrOf(b)
+	require.True(t, mapped(t, aa))
+	require.True(t, mapped(t, ba))
+	require.NoError(t, a.Close())
+	assert.False(t, mapped(t, aa), "unmapped by BufRing.Close")
+	assert.ErrorIs(t, a.Close(), ErrClosed)
+	c, err := r.NewBufRing(2, 8) // takes a's group again
+	require.NoError(t, err)
+	assert.Equal(t, a.group, c.group)
+	require.NoError(t, r.Close())
+	assert.False(t, mapped(t, ba), "unmapped by Ring.Close")
+	assert.ErrorIs(t, b.Release(0), ErrClosed)
+	assert.Len(t, b.Buf(0), 1, "the memory stays the caller's")
+	_, err = r.NewBufRing(2, 8)
+	assert.ErrorIs(t, err, ErrClosed)
+}
+
+// NewBufRing refuses bad sizes.
+func TestBufRingInvalid(t *testing.T) {
+	forEachBackend(t, 4, func(t *testing.T, r *Ring) {
+		for _, cs := range [][2]int{{0, 8}, {3, 8}, {65536, 8}, {4, 0}, {4, -1}, {1024, 1 << 21}} {
+			_, err := r.NewBufRing(cs[0], cs[1])
+			assert.ErrorIs(t, err, ErrInvalid, "count %d size %d", cs[0], cs[1])
+		}
+		br, err := r.NewBufRing(2, 8)
+		require.NoError(t, err)
+		assert.ErrorIs(t, br.Release(0), ErrInvalid, "never handed out")
+		assert.ErrorIs(t, br.Release(9), ErrInvalid, "out of range")
+		assert.Nil(t, br.Buf(2))
+		assert.Nil(t, br.Bytes(Completion{N: 3}))
+	})
+}
