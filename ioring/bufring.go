@@ -208,6 +208,13 @@ func (r *Ring) closeBufRings() {
 	}
 }
 
+// isClosed reports whether b was closed.
+func (b *BufRing) isClosed() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.closed
+}
+
 // handedOut records that the kernel (or the poll backend) gave buffer id
 // to a completion.
 func (b *BufRing) handedOut(id uint16) {

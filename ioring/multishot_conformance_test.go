@@ -221,8 +221,11 @@ func multiCases() []multiCase {
 				t.Cleanup(func() { other.Close() })
 				obr, err := other.NewBufRing(2, 16)
 				require.NoError(t, err)
+				closed, err := r.NewBufRing(2, 16)
+				require.NoError(t, err)
+				require.NoError(t, closed.Close())
 				a, _ := socketpair(t, unix.SOCK_STREAM)
-				return []Op{RecvMultishot(a, nil, 0), RecvMultishot(-1, br, 0), RecvMultishot(a, br, unix.MSG_WAITALL), RecvMultishot(a, obr, 0), RecvMultishot(a, br, -1)}
+				return []Op{RecvMultishot(a, nil, 0), RecvMultishot(-1, br, 0), RecvMultishot(a, br, unix.MSG_WAITALL), RecvMultishot(a, obr, 0), RecvMultishot(a, br, -1), RecvMultishot(a, closed, 0)}
 			},
 		},
 	}

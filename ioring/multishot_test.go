@@ -21,7 +21,6 @@ import (
 // arrive.
 type msRec struct {
 	kind   Opcode
-	fd     int // the other end: eventfd, socket peer, listener address port
 	shots  int
 	finals int
 	after  int // completions after the final one

@@ -304,8 +304,13 @@ func (o *Op) check(r *Ring) error {
 			return err
 		}
 	}
-	if br, ok := o.arg.(*BufRing); ok && br != nil && br.r != r {
-		return badOp(d, "BufRing belongs to another ring")
+	if br, ok := o.arg.(*BufRing); ok && br != nil {
+		if br.r != r {
+			return badOp(d, "BufRing belongs to another ring")
+		}
+		if br.isClosed() {
+			return badOp(d, "closed BufRing")
+		}
 	}
 	if o.token != nil && o.token.r == nil {
 		return badOp(d, "zero Token (make tokens with Ring.NewToken)")
