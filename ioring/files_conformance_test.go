@@ -7,14 +7,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cancelio/cancelio/ioring/internal/uring"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
 )
 
 // Registered files (files.go) in the conformance suite, as op=read-fixed-file
-// and op=write-fixed-file on each backend, and the rule the poll backend
+// and op=write-fixed-file on each backend (run by
+// TestConformanceSocketAndFileOps), and the rule the poll backend
 // shares with io_uring: a request acts on the file its fd named when it
 // was submitted, even when the caller closes that fd and the number names
 // another file by the time the I/O happens.
@@ -30,20 +30,30 @@ func withFiles(t *testing.T, r *Ring, fds ...int) {
 	})
 }
 
-// fileCase is a registered-file operation's part of the suite; every op
-// names registered file 0 (pending and token register it themselves).
-type fileCase struct {
-	name    string
-	code    Opcode
-	success func(t *testing.T, r *Ring)
-	pending func(t *testing.T, r *Ring) Op
-	token   func(t *testing.T, r *Ring) (Op, func(*testing.T))
-}
-
-func fileCases() []fileCase {
-	return []fileCase{
+// fileCases are the registered-file operations' part of the suite
+// (TestConformanceSocketAndFileOps runs them with the others): every op
+// names registered file 0 or an index beside it, registered on the ring
+// that on names last (the suite's ring, or the one without the opcode).
+func fileCases() []opCase {
+	var cur *Ring
+	on := func(r *Ring) { cur = r }
+	invalid := func(t *testing.T) []Op {
+		rd, _ := pipe(t)
+		buf := make([]byte, 8)
+		withFiles(t, cur, rd)
+		return []Op{
+			Read(1, buf, 0).FixedFile(), // beyond the table
+			Read(-1, buf, 0).FixedFile(),
+			Read(0, nil, 0).FixedFile(),
+			Write(hugeFD, buf, 0).FixedFile(),
+			Close(0).FixedFile(),
+			OpenAt(unix.AT_FDCWD, "x", 0, 0).FixedFile(),
+			Timeout(time.Second).FixedFile(),
+		}
+	}
+	return []opCase{
 		{
-			name: "read-fixed-file", code: OpRead,
+			name: "read-fixed-file", code: OpRead, on: on, invalid: invalid,
 			success: func(t *testing.T, r *Ring) {
 				fd := tempFile(t, []byte("registered"))
 				rd, wr := pipe(t)
@@ -70,20 +80,20 @@ func fileCases() []fileCase {
 					assert.Equal(t, 1, ioe.FD, "the error names the index")
 				}
 			},
-			pending: func(t *testing.T, r *Ring) Op {
+			pending: func(t *testing.T) (Op, bool, func(*testing.T, Completion, error)) {
 				rd, _ := pipe(t)
-				withFiles(t, r, rd)
-				return Read(0, make([]byte, 8), -1).FixedFile()
+				withFiles(t, cur, rd)
+				return Read(0, make([]byte, 8), -1).FixedFile(), true, mustCancel
 			},
-			token: func(t *testing.T, r *Ring) (Op, func(*testing.T)) {
+			token: func(t *testing.T) (Op, func(*testing.T)) {
 				rd, wr := pipe(t)
 				unix.Write(wr, []byte("x"))
-				withFiles(t, r, rd)
+				withFiles(t, cur, rd)
 				return Read(0, make([]byte, 8), -1).FixedFile(), func(t *testing.T) { assert.True(t, readable(t, rd), "nothing consumed") }
 			},
 		},
 		{
-			name: "write-fixed-file", code: OpWrite,
+			name: "write-fixed-file", code: OpWrite, on: on, invalid: invalid,
 			success: func(t *testing.T, r *Ring) {
 				fd := tempFile(t, nil)
 				a, b := socketpair(t, unix.SOCK_STREAM)
@@ -103,100 +113,19 @@ func fileCases() []fileCase {
 				n, _ = unix.Read(b, got)
 				assert.Equal(t, "send", string(got[:n]), "socket operations take registered files too")
 			},
-			pending: func(t *testing.T, r *Ring) Op {
+			pending: func(t *testing.T) (Op, bool, func(*testing.T, Completion, error)) {
 				a, _ := socketpair(t, unix.SOCK_STREAM)
 				fillSocket(t, a)
-				withFiles(t, r, a)
-				return Write(0, make([]byte, 1<<20), -1).FixedFile()
+				withFiles(t, cur, a)
+				return Write(0, make([]byte, 1<<20), -1).FixedFile(), true, mustCancel
 			},
-			token: func(t *testing.T, r *Ring) (Op, func(*testing.T)) {
+			token: func(t *testing.T) (Op, func(*testing.T)) {
 				a, b := socketpair(t, unix.SOCK_STREAM)
-				withFiles(t, r, a)
+				withFiles(t, cur, a)
 				return Write(0, []byte("x"), -1).FixedFile(), func(t *testing.T) { assert.False(t, readable(t, b), "nothing written") }
 			},
 		},
 	}
-}
-
-func TestConformanceRegisteredFiles(t *testing.T) {
-	forEachBackend(t, 16, func(t *testing.T, r *Ring) {
-		for _, fc := range fileCases() {
-			t.Run("op="+fc.name, func(t *testing.T) {
-				t.Run("success", func(t *testing.T) {
-					fc.success(t, r)
-					assertNoMore(t, r)
-				})
-				t.Run("cancel", func(t *testing.T) {
-					q, err := r.Submit(fc.pending(t, r))
-					require.NoError(t, err)
-					var c [1]Completion
-					n, _ := r.Reap(c[:], 20*time.Millisecond)
-					require.Zero(t, n, "pending op completed: %+v", c[0])
-					require.NoError(t, q.Cancel())
-					mustCancel(t, reapOne(t, r), ErrCanceled)
-					assertNoMore(t, r)
-				})
-				t.Run("deadline", func(t *testing.T) {
-					start := time.Now()
-					_, err := r.Submit(fc.pending(t, r).WithDeadline(30 * time.Millisecond))
-					require.NoError(t, err)
-					mustCancel(t, reapOne(t, r), ErrTimeout)
-					assert.GreaterOrEqual(t, time.Since(start), 25*time.Millisecond)
-					assertNoMore(t, r)
-				})
-				t.Run("token", func(t *testing.T) {
-					op, check := fc.token(t, r)
-					tok := r.NewToken()
-					require.NoError(t, tok.Cancel())
-					c := doOp(t, r, op.WithToken(tok))
-					assert.ErrorIs(t, c.Err, ErrCanceled)
-					check(t)
-				})
-				t.Run("invalid", func(t *testing.T) {
-					rd, _ := pipe(t)
-					buf := make([]byte, 8)
-					for i, op := range []Op{
-						Read(0, buf, 0).FixedFile(), // nothing registered
-						Close(0).FixedFile(),
-						OpenAt(unix.AT_FDCWD, "x", 0, 0).FixedFile(),
-						Timeout(time.Second).FixedFile(),
-					} {
-						_, err := r.Submit(op)
-						assert.ErrorIs(t, err, ErrInvalid, "invalid op %d", i)
-					}
-					withFiles(t, r, rd)
-					for i, op := range []Op{Read(1, buf, 0).FixedFile(), Read(-1, buf, 0).FixedFile(), Read(0, nil, 0).FixedFile(), Write(hugeFD, buf, 0).FixedFile()} {
-						_, err := r.Submit(op)
-						assert.ErrorIs(t, err, ErrInvalid, "invalid op %d", i)
-					}
-					assertNoMore(t, r)
-				})
-				t.Run("notsupported", func(t *testing.T) {
-					if r.Backend().Backend != BackendURing {
-						assert.NoError(t, r.checkSupported(fc.code), "the poll backend runs every op")
-						return
-					}
-					code := opImpls[fc.code].uring
-					saved := uringSupports
-					uringSupports = func(u *uring.Ring, op uint8) bool { return op != code && saved(u, op) }
-					r2, err := New(Config{Entries: 4, Backend: BackendURing})
-					uringSupports = saved
-					require.NoError(t, err)
-					defer r2.Close()
-					op, check := fc.token(t, r2)
-					_, err = r2.Submit(op)
-					assert.ErrorIs(t, err, ErrNotSupported)
-					assert.NotErrorIs(t, err, ErrInvalid)
-					check(t)
-					for _, other := range fileCases() {
-						if other.code != fc.code {
-							assert.NoError(t, r2.checkSupported(other.code), "%s lacks %s only", fc.name, other.name)
-						}
-					}
-				})
-			})
-		}
-	})
 }
 
 // RegisterFiles refuses bad input and says what is wrong.
@@ -216,6 +145,24 @@ func TestRegisterFilesErrors(t *testing.T) {
 	})
 }
 
+// submitPending submits op and checks that it stays pending.
+func submitPending(t *testing.T, r *Ring, op Op) Request {
+	t.Helper()
+	q, err := r.Submit(op)
+	require.NoError(t, err)
+	var c [1]Completion
+	n, _ := r.Reap(c[:], 20*time.Millisecond)
+	require.Zero(t, n, "pending op completed: %+v", c[0])
+	return q
+}
+
+// renumber makes fd name what from names: the caller closed fd and got
+// its number back for another file.
+func renumber(t *testing.T, from, fd int) {
+	t.Helper()
+	require.NoError(t, unix.Dup3(from, fd, unix.O_CLOEXEC))
+}
+
 // A socket operation acts on the socket its fd named at submission: on the
 // poll backend too, where it waits on a duplicate, so that a caller who
 // closes the fd and gets the number back for another socket does not see
@@ -225,14 +172,9 @@ func TestConformanceSocketOpsHoldTheirFile(t *testing.T) {
 		t.Run("recv", func(t *testing.T) {
 			a, b := socketpair(t, unix.SOCK_STREAM)
 			buf := make([]byte, 16)
-			q, err := r.Submit(Recv(a, buf, 0))
-			require.NoError(t, err)
-			var c [1]Completion
-			n, _ := r.Reap(c[:], 20*time.Millisecond)
-			require.Zero(t, n)
-			// a now names another socket.
+			q := submitPending(t, r, Recv(a, buf, 0))
 			c2, d2 := socketpair(t, unix.SOCK_STREAM)
-			require.NoError(t, unix.Dup3(c2, a, unix.O_CLOEXEC))
+			renumber(t, c2, a)
 			unix.Write(d2, []byte("new"))
 			unix.Write(b, []byte("old"))
 			got := reapOne(t, r)
@@ -244,13 +186,9 @@ func TestConformanceSocketOpsHoldTheirFile(t *testing.T) {
 		t.Run("send", func(t *testing.T) {
 			a, b := socketpair(t, unix.SOCK_STREAM)
 			fillSocket(t, a)
-			q, err := r.Submit(Send(a, []byte("late"), 0))
-			require.NoError(t, err)
-			var c [1]Completion
-			n, _ := r.Reap(c[:], 20*time.Millisecond)
-			require.Zero(t, n)
+			q := submitPending(t, r, Send(a, []byte("late"), 0))
 			c2, d2 := socketpair(t, unix.SOCK_STREAM)
-			require.NoError(t, unix.Dup3(c2, a, unix.O_CLOEXEC))
+			renumber(t, c2, a)
 			big := make([]byte, 1<<20)
 			var got Completion
 			deadline := time.Now().Add(10 * time.Second)
@@ -270,13 +208,9 @@ func TestConformanceSocketOpsHoldTheirFile(t *testing.T) {
 		t.Run("accept", func(t *testing.T) {
 			for _, flags := range []int{0, unix.SOCK_NONBLOCK} {
 				l, sa := tcpListener(t, 8, flags)
-				q, err := r.Submit(Accept(l, 0))
-				require.NoError(t, err)
-				var c [1]Completion
-				n, _ := r.Reap(c[:], 20*time.Millisecond)
-				require.Zero(t, n)
+				q := submitPending(t, r, Accept(l, 0))
 				l2, sa2 := tcpListener(t, 8, flags)
-				require.NoError(t, unix.Dup3(l2, l, unix.O_CLOEXEC))
+				renumber(t, l2, l)
 				dialTCP(t, sa2)
 				dialTCP(t, sa)
 				got := reapOne(t, r)

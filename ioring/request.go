@@ -69,7 +69,8 @@ func (q Request) active() bool {
 
 // Pending reports whether the request is still in flight (accepted and not
 // completed). A transport that runs a foreign request checks it after
-// Submit: a request whose token was already canceled completes at once.
+// Submit: a request whose token was already canceled completes at once. A
+// multishot request is pending until its final completion is delivered.
 func (q Request) Pending() bool {
 	s := q.slot()
 	if s == nil {

@@ -644,6 +644,10 @@ func (r *Ring) SubmitBatch(ops []Op, reqs []Request) (int, error) {
 
 // unfill undoes fill (or alloc) for a slot that never started.
 func (r *Ring) unfill(idx uint32) {
+	if s := &r.slots[idx]; s.multi && s.ms.br != nil {
+		s.ms.br.users.Add(-1) // counted in by fillMulti
+		s.ms.br = nil
+	}
 	var free chain
 	r.release(idx, &free)
 	r.pushFree(&free)
