@@ -317,3 +317,62 @@ func TestBufRingInvalid(t *testing.T) {
 		assert.Nil(t, br.Bytes(Completion{N: 3}))
 	})
 }
+
+// Close ends multishot requests like any other (clause 6): their results
+// and their final completion stay for Reap, the buffers they carry stay
+// readable, and the BufRing is closed with the ring.
+func TestMultishotCloseDrains(t *testing.T) {
+	forEachBackend(t, 16, func(t *testing.T, r *Ring) {
+		br, err := r.NewBufRing(4, 16)
+		require.NoError(t, err)
+		a, b := socketpair(t, unix.SOCK_STREAM)
+		q, err := r.Submit(RecvMultishot(a, br, 0))
+		require.NoError(t, err)
+		efd := eventFD(t)
+		p, err := r.Submit(PollMultishot(efd, unix.POLLIN))
+		require.NoError(t, err)
+		unix.Write(b, []byte("kept"))
+		signal(t, efd)
+		// Both results are in before Close: on io_uring once a reap took
+		// them from the kernel.
+		seen := map[Request][]Completion{}
+		var cs [8]Completion
+		require.Eventually(t, func() bool {
+			if n, _ := r.Reap(cs[:1], 0); n == 1 { // takes in, delivers one
+				seen[cs[0].Req] = append(seen[cs[0].Req], cs[0])
+			}
+			return !readable(t, a)
+		}, 10*time.Second, time.Millisecond)
+		require.NoError(t, r.Close())
+		for {
+			n, err := r.Reap(cs[:], time.Second)
+			if err != nil {
+				require.ErrorIs(t, err, ErrClosed)
+				break
+			}
+			for _, c := range cs[:n] {
+				seen[c.Req] = append(seen[c.Req], c)
+			}
+		}
+		for _, req := range []Request{q, p} {
+			got := seen[req]
+			if assert.NotEmpty(t, got) {
+				last := got[len(got)-1]
+				assert.False(t, last.More, "the final completion comes last")
+				assert.ErrorIs(t, last.Err, ErrCanceled)
+				for _, c := range got[:len(got)-1] {
+					assert.True(t, c.More)
+				}
+			}
+		}
+		var data []byte
+		for _, c := range seen[q] {
+			if c.Buffer {
+				data = append(data, br.Bytes(c)...) // readable after Close
+				assert.ErrorIs(t, br.Release(c.BufID), ErrClosed)
+			}
+		}
+		assert.Equal(t, "kept", string(data))
+		assert.Zero(t, r.InFlight())
+	})
+}
