@@ -213,8 +213,8 @@ type plist struct{ head, tail int32 }
 
 // compl is a completion to deliver once locks are released or, with idx
 // closeFD, a duplicate of ours to close before any of them is delivered.
-// cflags with cqeFMore is a multishot request's completion with more to
-// come (cqeFBuffer and the buffer id as io_uring puts them).
+// In a multishot round's list (readyMulti) it is a result with more to
+// come, cflags as io_uring's (cqeFMore, cqeFBuffer and the buffer id).
 type compl struct {
 	idx    uint32
 	res    int32
@@ -301,15 +301,7 @@ func (b *pollBackend) deliverAll(out []compl) {
 		}
 	}
 	for _, c := range out {
-		switch {
-		case c.idx == closeFD:
-		case c.cflags&cqeFMore != 0:
-			b.r.shot(c.idx, c.res, c.cflags, false) // multishot.go
-			select {
-			case b.note <- struct{}{}:
-			default:
-			}
-		default:
+		if c.idx != closeFD {
 			b.deliver(c.idx, c.res)
 		}
 	}

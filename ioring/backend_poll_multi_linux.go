@@ -61,14 +61,14 @@ func (b *pollBackend) armMulti(idx uint32, p *pslot, out []compl) []compl {
 		p.st = psMulti
 	case unix.EPERM:
 		// A file without poll support (a regular file) is always ready
-		// and never wakes anyone: io_uring reports it once, and the
-		// request then waits for its cancel.
-		p.st = psMulti
+		// and has no wait queue to stay armed on: io_uring completes a
+		// multishot poll on it at once, with the ready events, as its
+		// final completion (kernel 6.18).
 		ready := p.want & (unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDNORM | unix.EPOLLWRNORM)
 		if b.r.slots[idx].code != OpPollMultishot || ready == 0 {
 			return b.finish(idx, p, -int32(unix.EPERM), out)
 		}
-		out = append(out, compl{idx, int32(ready), cqeFMore})
+		return b.finish(idx, p, int32(ready), out)
 	default:
 		return b.finish(idx, p, -errnoOf(err), out)
 	}

@@ -25,9 +25,11 @@ var (
 // armed until it is canceled (Request.Cancel, its token, its deadline,
 // Close) or fails; the final completion (More clear) says why. Like
 // io_uring's IORING_POLL_ADD_MULTI, it reports wake-ups, not levels: data
-// that stays unread is not reported again until more arrives. On io_uring
-// it needs kernel 5.13; the poll backend emulates it with an edge-triggered
-// epoll registration of its own.
+// that stays unread is not reported again until more arrives. A file that
+// cannot be waited on (a regular file, always ready) ends it at once: the
+// final completion carries the ready events. On io_uring it needs kernel
+// 5.13; the poll backend emulates it with an edge-triggered epoll
+// registration of its own.
 func PollMultishot(fd int, events uint32) Op {
 	return Op{code: OpPollMultishot, fd: fd, events: events, arg: noBufRing}
 }
