@@ -393,3 +393,24 @@ func TestConformanceMultishotPollRegularFile(t *testing.T) {
 		assert.ErrorIs(t, q.Cancel(), ErrNotFound)
 	})
 }
+
+// An accept or a receive on an fd that is no socket ends at once with
+// ENOTSOCK, its only completion, on both backends.
+func TestConformanceMultishotNotSocket(t *testing.T) {
+	forEachBackend(t, 8, func(t *testing.T, r *Ring) {
+		br, err := r.NewBufRing(2, 8)
+		require.NoError(t, err)
+		rd, _ := pipe(t)
+		for _, op := range []Op{AcceptMultishot(rd, 0), RecvMultishot(rd, br, 0)} {
+			q, err := r.Submit(op)
+			require.NoError(t, err)
+			c := reapFinal(t, r, q)
+			assert.ErrorIs(t, c.Err, unix.ENOTSOCK, "%v", op.Code())
+			var ioe *IOError
+			if assert.ErrorAs(t, c.Err, &ioe) {
+				assert.Equal(t, rd, ioe.FD)
+			}
+		}
+		assertNoMore(t, r)
+	})
+}
