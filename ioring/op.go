@@ -96,7 +96,7 @@ var opDescs = [numOps]opDesc{
 	// Registered buffers (fixed.go).
 	OpReadFixed:  {name: "read-fixed", args: argFD | argBuf | argOff, check: checkFixed},
 	OpWriteFixed: {name: "write-fixed", args: argFD | argBuf | argOff, write: true, check: checkFixed},
-	// Multishot (multishot.go, ops_multishot.go).
+	// Multishot (multishot.go, multishot_linux.go).
 	OpPollMultishot:   {name: "poll-multishot", args: argFD | argEvents, timerDeadline: true, multi: true},
 	OpAcceptMultishot: {name: "accept-multishot", args: argFD, check: checkAccept, timerDeadline: true, multi: true},
 	OpRecvMultishot:   {name: "recv-multishot", args: argFD, check: checkRecvMultishot, timerDeadline: true, multi: true},

@@ -159,7 +159,7 @@ type slotFields struct {
 
 	code     Opcode
 	linked   bool  // has an io_uring linked timeout (set by submit)
-	multi    bool  // a multishot request (ms holds its state); cleared by release
+	multi    bool  // a multishot request (ms holds its state); cleared by fill
 	fixedFD  bool  // fd is an index into the registered files; cleared by release
 	timerDL  bool  // its deadline is a Go timer (set under r.sqMu)
 	inOrd    bool  // on its stream's FIFO; guarded by r.ordMu
