@@ -428,10 +428,10 @@ func TestConformanceMultishotZeroAllocs(t *testing.T) {
 		require.NoError(t, err)
 		rq, err := r.Submit(RecvMultishot(a, br, 0))
 		require.NoError(t, err)
-		msg := []byte("frame")
+		msg, one := []byte("frame"), []byte{1, 0, 0, 0, 0, 0, 0, 0}
 		var c [1]Completion
 		for name, fire := range map[string]func(){
-			"poll-multishot": func() { unix.Write(efd, []byte{1, 0, 0, 0, 0, 0, 0, 0}) },
+			"poll-multishot": func() { unix.Write(efd, one) },
 			"recv-multishot": func() { unix.Write(b, msg) },
 		} {
 			allocs := testing.AllocsPerRun(300, func() {
