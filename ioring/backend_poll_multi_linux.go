@@ -185,7 +185,10 @@ func (b *pollBackend) acceptRound(idx uint32, s *slot, p *pslot, out []compl) (_
 // BufRing, up to multiRound reads, each a completion with more to come.
 // It reports the final result when the request ends (the end of the
 // stream, an error, ENOBUFS for data with no buffer left, as io_uring
-// does), and whether to re-arm.
+// does), and whether to re-arm. It reads until EAGAIN even after a short
+// read of a stream: wake-ups before the event was taken merge into it, so
+// an end of stream (or more data) that came after the data read may have
+// no edge of its own left to report it.
 func (b *pollBackend) recvRound(idx uint32, s *slot, p *pslot, out []compl) (_ []compl, final int32, ended, rearm bool) {
 	br := s.ms.br
 	for range multiRound {
