@@ -117,11 +117,11 @@ func multishotStress(t *testing.T, r *Ring, rounds, consumers int) {
 	const workers = 4
 	var wg sync.WaitGroup
 	for w := range workers {
+		l, sa := tcpListener(t, 64, 0) // here: require may not run on the workers
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			rng := rand.New(rand.NewPCG(uint64(w), 7))
-			l, sa := tcpListener(t, 64, 0)
 			for range rounds / workers {
 				kind := []Opcode{OpPollMultishot, OpAcceptMultishot, OpRecvMultishot}[rng.IntN(3)]
 				tok := r.NewToken()
