@@ -476,3 +476,73 @@ func TestConformanceMultishotZeroAllocs(t *testing.T) {
 		assertNoMore(t, r)
 	})
 }
+
+// Close while multishot requests are busy (a feeder keeps them firing):
+// each still ends with exactly one final completion, after its others.
+func TestConformanceMultishotCloseBusy(t *testing.T) {
+	for range 5 {
+		forEachBackend(t, 32, func(t *testing.T, r *Ring) {
+			br, err := r.NewBufRing(64, 16)
+			require.NoError(t, err)
+			a, b := socketpair(t, unix.SOCK_STREAM)
+			efd := eventFD(t)
+			l, sa := tcpListener(t, 64, 0)
+			reqs := map[Request]int{}
+			for _, op := range []Op{RecvMultishot(a, br, 0), PollMultishot(efd, unix.POLLIN), AcceptMultishot(l, 0)} {
+				q, err := r.Submit(op)
+				require.NoError(t, err)
+				reqs[q] = 0
+			}
+			stop := make(chan struct{})
+			var fed sync.WaitGroup
+			fed.Add(1)
+			go func() {
+				defer fed.Done()
+				one := []byte{1, 0, 0, 0, 0, 0, 0, 0}
+				for {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					unix.Write(b, []byte("data"))
+					unix.Write(efd, one)
+					if fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0); err == nil {
+						unix.Connect(fd, sa)
+						unix.Close(fd)
+					}
+				}
+			}()
+			time.Sleep(5 * time.Millisecond)
+			var cs [64]Completion
+			done := make(chan struct{})
+			go func() { // a consumer racing with Close
+				defer close(done)
+				for {
+					n, err := r.Reap(cs[:], time.Second)
+					if err != nil {
+						return
+					}
+					for _, c := range cs[:n] {
+						if _, ok := reqs[c.Req]; !ok || reqs[c.Req] > 0 {
+							t.Errorf("completion %+v after the final one, or of no request", c)
+						}
+						if !c.More {
+							reqs[c.Req]++
+						}
+						if c.Op == OpAcceptMultishot && c.Err == nil && c.N > 0 {
+							unix.Close(c.N)
+						}
+					}
+				}
+			}()
+			require.NoError(t, r.Close())
+			close(stop)
+			fed.Wait()
+			<-done
+			for q, finals := range reqs {
+				assert.Equal(t, 1, finals, "%v", q)
+			}
+		})
+	}
+}
