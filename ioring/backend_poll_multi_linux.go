@@ -2,11 +2,7 @@
 
 package ioring
 
-import (
-	"unsafe"
-
-	"golang.org/x/sys/unix"
-)
+import "golang.org/x/sys/unix"
 
 // Multishot requests on the poll backend (multishot.go). Each one holds a
 // duplicate of its fd (p.own, made in its Submit, so that a closed and
@@ -195,32 +191,26 @@ func (b *pollBackend) recvRound(idx uint32, s *slot, p *pslot, out []compl) (_ [
 		id, ok := br.takeFree()
 		if !ok {
 			var one [1]byte
-			r1, _, e := unix.Syscall6(unix.SYS_RECVFROM, uintptr(p.own), uintptr(unsafe.Pointer(&one[0])), 1, unix.MSG_PEEK|unix.MSG_DONTWAIT, 0, 0)
-			switch {
-			case e == unix.EAGAIN:
+			switch res := recvfrom(p.own, one[:], unix.MSG_PEEK|unix.MSG_DONTWAIT); {
+			case res == -int32(unix.EAGAIN):
 				return out, 0, false, false // nothing to put anywhere yet
-			case e != 0 && e != unix.EINTR:
-				return out, -int32(e), true, false
+			case res < 0:
+				return out, res, true, false
 			}
-			_ = r1
-			return out, -int32(unix.ENOBUFS), true, false
+			return out, -int32(unix.ENOBUFS), true, false // data (or an end) and no buffer
 		}
-		buf := br.Buf(id)
-		r1, _, e := unix.Syscall6(unix.SYS_RECVFROM, uintptr(p.own), uintptr(unsafe.Pointer(&buf[0])), uintptr(len(buf)), uintptr(int(s.events)|unix.MSG_DONTWAIT), 0, 0)
-		switch {
-		case e == unix.EINTR:
-			br.putBack(id)
-		case e == unix.EAGAIN:
+		switch res := recvfrom(p.own, br.Buf(id), int(s.events)|unix.MSG_DONTWAIT); {
+		case res == -int32(unix.EAGAIN):
 			br.putBack(id)
 			return out, 0, false, false
-		case e != 0:
+		case res < 0:
 			br.putBack(id)
-			return out, -int32(e), true, false
-		case r1 == 0:
+			return out, res, true, false
+		case res == 0:
 			br.putBack(id)
 			return out, 0, true, false // the end of the stream
 		default:
-			out = append(out, compl{idx, int32(r1), cqeFMore | cqeFBuffer | uint32(id)<<cqeBufShift})
+			out = append(out, compl{idx, res, cqeFMore | cqeFBuffer | uint32(id)<<cqeBufShift})
 		}
 	}
 	return out, 0, false, true

@@ -89,3 +89,18 @@ func sysPath(s *slot) int32 {
 		return int32(r1)
 	}
 }
+
+// recvfrom receives into buf (not empty) from fd once with flags and
+// returns the count or -errno, like a CQE (a multishot receive's round).
+func recvfrom(fd int32, buf []byte, flags int) int32 {
+	for {
+		r1, _, e := unix.Syscall6(unix.SYS_RECVFROM, uintptr(fd), uintptr(unsafe.Pointer(&buf[0])), uintptr(len(buf)), uintptr(flags), 0, 0)
+		if e == unix.EINTR {
+			continue
+		}
+		if e != 0 {
+			return -int32(e)
+		}
+		return int32(r1)
+	}
+}
