@@ -139,6 +139,7 @@ const (
 	psQueued                // on the worker queue
 	psRunning               // being tried by the poller or run by a worker
 	psTiming                // OpTimeout, timer armed
+	psMulti                 // a multishot request, armed in epoll (backend_poll_multi_linux.go)
 )
 
 // pmode says how a request on a pollable fd is tried.
@@ -160,6 +161,7 @@ const (
 	paWait              // wait for readiness on its fd
 	paWork              // run on a worker
 	paTimer             // arm the OpTimeout timer
+	paMulti             // arm a multishot request's own registration
 )
 
 // pslot is the poll backend's state of one request slot. st, canceled,
@@ -175,7 +177,8 @@ type pslot struct {
 	want     uint32
 	res      int32
 	fd       int32   // the fd of every attempt: the caller's at submission, then ours
-	own      int32   // a duplicate of the request's own (worker-only files), or -1
+	own      int32   // a duplicate of the request's own (worker-only files, multishot requests), or -1
+	fidx     int32   // a FixedFile request's index, while fd is the registered file's duplicate, or -1
 	pfd      *pollFD // the file it waits on, from the first wait to its completion
 	prev     int32
 	next     int32
@@ -210,9 +213,12 @@ type plist struct{ head, tail int32 }
 
 // compl is a completion to deliver once locks are released or, with idx
 // closeFD, a duplicate of ours to close before any of them is delivered.
+// In a multishot round's list (readyMulti) it is a result with more to
+// come, cflags as io_uring's (cqeFMore, cqeFBuffer and the buffer id).
 type compl struct {
-	idx uint32
-	res int32
+	idx    uint32
+	res    int32
+	cflags uint32
 }
 
 const closeFD = ^uint32(0)
@@ -264,7 +270,7 @@ func newPoll(r *Ring) (backend, error) {
 	b.workCond.L = &b.mu
 	for i := range b.ps {
 		b.ps[i].prev, b.ps[i].next = -1, -1
-		b.ps[i].fd, b.ps[i].own = -1, -1
+		b.ps[i].fd, b.ps[i].own, b.ps[i].fidx = -1, -1, -1
 	}
 	go b.poller(rc)
 	return b, nil
@@ -311,6 +317,13 @@ func (b *pollBackend) submit(idx uint32) error {
 	p.st = psPending
 	p.canceled = false
 	p.mode = pmNowait
+	if s.fixedFD {
+		// Every attempt, and every duplicate made for the request, acts
+		// on the registered file's duplicate (files.go): made here, under
+		// r.sqMu, which UnregisterFiles takes before it closes the table.
+		p.fidx = s.fd
+		s.fd = b.r.heldFile(s.fd)
+	}
 	p.fd = s.fd
 	b.mu.Unlock()
 	b.pending = append(b.pending, idx)
@@ -509,10 +522,10 @@ func (b *pollBackend) settle(idx uint32, p *pslot, out []compl) []compl {
 	case paDone:
 		out = b.finish(idx, p, p.res, out)
 	case paWork:
-		if p.pfd == nil && p.own < 0 && b.r.slots[idx].code < OpForeign {
+		if p.pfd == nil && p.own < 0 && holdsFile(b.r.slots[idx].code) {
 			// A worker runs it later: on the file the fd names now. (The
-			// file operations after OpForeign name no file to hold, or
-			// must act on the caller's own fd: OpenAt's directory, Close.)
+			// file operations name no file to hold, or must act on the
+			// caller's own fd: OpenAt's directory, Close.)
 			fd, err := dupFD(b.r.slots[idx].fd)
 			if err != nil {
 				return b.finish(idx, p, -errnoOf(err), out)
@@ -531,8 +544,18 @@ func (b *pollBackend) settle(idx uint32, p *pslot, out []compl) []compl {
 		}
 	case paWait:
 		out = b.wait(idx, p, out)
+	case paMulti:
+		out = b.armMulti(idx, p, out) // backend_poll_multi_linux.go
 	}
 	return out
+}
+
+// holdsFile reports whether a request of op that runs later acts on a
+// duplicate of its fd made at submission: every operation on an fd but
+// the file operations (OpenAt, Close, Statx), which name no file to hold
+// or must act on the caller's own fd.
+func holdsFile(op Opcode) bool {
+	return op < OpForeign || opImpls[op].poll == pkSock
 }
 
 // wait parks slot idx on its file's waiter list (attaching it to the
@@ -635,9 +658,9 @@ func (b *pollBackend) releasePFD(pfd *pollFD, out []compl) []compl {
 		unix.EpollCtl(b.epfd, unix.EPOLL_CTL_DEL, int(pfd.dfd), nil)
 	}
 	if pfd.twin >= 0 {
-		out = append(out, compl{closeFD, pfd.twin})
+		out = append(out, compl{closeFD, pfd.twin, 0})
 	}
-	out = append(out, compl{closeFD, pfd.dfd})
+	out = append(out, compl{closeFD, pfd.dfd, 0})
 	if pfd.fd >= 0 && b.fds[pfd.fd] == pfd {
 		delete(b.fds, pfd.fd)
 	}
@@ -651,7 +674,7 @@ func (b *pollBackend) releasePFD(pfd *pollFD, out []compl) []compl {
 func (b *pollBackend) finish(idx uint32, p *pslot, res int32, out []compl) []compl {
 	p.st = psIdle
 	if p.own >= 0 {
-		out = append(out, compl{closeFD, p.own})
+		out = append(out, compl{closeFD, p.own, 0})
 		p.own = -1
 	}
 	if pfd := p.pfd; pfd != nil {
@@ -661,7 +684,11 @@ func (b *pollBackend) finish(idx uint32, p *pslot, res int32, out []compl) []com
 		}
 	}
 	p.fd = -1
-	return append(out, compl{idx, res})
+	if p.fidx >= 0 {
+		// A FixedFile request names its index again (errors report it).
+		b.r.slots[idx].fd, p.fidx = p.fidx, -1
+	}
+	return append(out, compl{idx, res, 0})
 }
 
 // arm makes epoll report the events pfd's waiters want (one shot). b.mu held.
@@ -795,7 +822,7 @@ func (b *pollBackend) worker() {
 				res = -errnoOf(err)
 			}
 		case s.code > OpForeign:
-			res = runBlocking(s) // sockets and files: backend_poll_ops_linux.go
+			res = runBlocking(s, fd) // sockets and files: backend_poll_ops_linux.go
 		case blocking:
 			res, again = b.runBlocking(idx, s, p, pfd, reopen)
 		default:
@@ -977,8 +1004,12 @@ func (b *pollBackend) poller(rc syscall.RawConn) {
 // (outside b.mu), then finished or parked again, and the file re-armed.
 func (b *pollBackend) ready(ev unix.EpollEvent) {
 	got := ev.Events
+	if ev.Fd < 0 {
+		b.readyMulti(ev) // a multishot request's own registration
+		return
+	}
 	b.mu.Lock()
-	if ev.Fd < 0 || int(ev.Fd) >= len(b.pfds) {
+	if int(ev.Fd) >= len(b.pfds) {
 		b.mu.Unlock()
 		return
 	}
@@ -1077,6 +1108,8 @@ func (b *pollBackend) cancelLocked(idx uint32, key uint64, out []compl) []compl 
 		}
 	case psTiming:
 		p.timer.Stop()
+	case psMulti:
+		b.disarmMulti(p)
 	default:
 		return out
 	}

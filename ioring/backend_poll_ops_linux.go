@@ -26,12 +26,15 @@ func (b *pollBackend) startOp(s *slot, p *pslot) {
 		p.act = paWork
 		return
 	case pkSock:
+	case pkMulti:
+		b.startMulti(s, p) // backend_poll_multi_linux.go
+		return
 	default:
 		p.res = -int32(unix.EOPNOTSUPP)
 		return
 	}
 	if s.code == OpShutdown {
-		p.res = sysShutdown(s.fd, int(s.events))
+		p.res = sysShutdown(p.fd, int(s.events))
 		return
 	}
 	fixed := s.code == OpReadFixed || s.code == OpWriteFixed
@@ -50,7 +53,7 @@ func (b *pollBackend) startOp(s *slot, p *pslot) {
 			// As a Read of a file: from the page cache when it can
 			// (cachedRead's rules), else on a worker.
 			if s.code == OpReadFixed && s.off >= 0 {
-				res := rwFixed(s, unix.RWF_NOWAIT)
+				res := rwFixed(s, p.fd, unix.RWF_NOWAIT)
 				if res != -int32(unix.EAGAIN) && res != -int32(unix.EOPNOTSUPP) &&
 					(res < 0 || int(res) == len(s.buf) || (st.Mode&unix.S_IFMT == unix.S_IFREG && s.off+int64(res) >= st.Size)) {
 					p.res = res
@@ -67,7 +70,7 @@ func (b *pollBackend) startOp(s *slot, p *pslot) {
 	}
 	p.mode = pmSock
 	if s.code == OpAccept {
-		fl, err := unix.FcntlInt(uintptr(s.fd), unix.F_GETFL, 0)
+		fl, err := unix.FcntlInt(uintptr(p.fd), unix.F_GETFL, 0)
 		if err != nil {
 			p.res = -errnoOf(err)
 			return
@@ -84,11 +87,13 @@ func (b *pollBackend) startOp(s *slot, p *pslot) {
 }
 
 // trySock runs a socket operation once without blocking and sets p.act
-// (paDone or paWait) and p.res.
+// (paDone or paWait) and p.res. It acts on p.fd: the caller's fd while the
+// request is first tried (in its Submit), then the duplicate the request
+// holds (attach), never a number the caller may have closed and reused.
 func (b *pollBackend) trySock(s *slot, p *pslot) {
 	p.act = paDone
 	if s.code == OpReadFixed || s.code == OpWriteFixed {
-		p.res = rwFixed(s, unix.RWF_NOWAIT)
+		p.res = rwFixed(s, p.fd, unix.RWF_NOWAIT)
 		switch p.res {
 		case -int32(unix.EAGAIN):
 			p.act = paWait
@@ -105,21 +110,21 @@ func (b *pollBackend) trySock(s *slot, p *pslot) {
 		// connection was started: it belongs to whoever runs the
 		// request, like p.
 		if s.off == 0 {
-			p.res = connectNonblock(s)
+			p.res = connectNonblock(s, p.fd)
 			if p.res == -int32(unix.EINPROGRESS) {
 				s.off = 1
 				p.act = paWait
 			}
 			return
 		}
-		switch ev := pollNow(s.fd, unix.POLLOUT); {
+		switch ev := pollNow(p.fd, unix.POLLOUT); {
 		case ev == 0:
 			p.act = paWait
 		case ev < 0:
 			p.res = ev
 		default:
 			p.res = 0
-			if e, err := unix.GetsockoptInt(int(s.fd), unix.SOL_SOCKET, unix.SO_ERROR); err != nil {
+			if e, err := unix.GetsockoptInt(int(p.fd), unix.SOL_SOCKET, unix.SO_ERROR); err != nil {
 				p.res = -errnoOf(err)
 			} else if e != 0 {
 				p.res = -int32(e)
@@ -127,17 +132,17 @@ func (b *pollBackend) trySock(s *slot, p *pslot) {
 		}
 		return
 	}
-	p.res = sockCall(s, unix.MSG_DONTWAIT)
+	p.res = sockCall(s, p.fd, unix.MSG_DONTWAIT)
 	if p.res == -int32(unix.EAGAIN) {
 		p.act = paWait
 	}
 }
 
-// connectNonblock starts a non-blocking connect of slot s's socket: a
+// connectNonblock starts a non-blocking connect of slot s's socket, fd: a
 // socket without O_NONBLOCK gets it for the call (a blocking connect would
 // hold the poller) and loses it again; the connection goes on regardless.
-func connectNonblock(s *slot) int32 {
-	fd := int(s.fd)
+func connectNonblock(s *slot, sfd int32) int32 {
+	fd := int(sfd)
 	fl, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
 	if err != nil {
 		return -errnoOf(err)
@@ -148,22 +153,24 @@ func connectNonblock(s *slot) int32 {
 		}
 		defer unix.FcntlInt(uintptr(fd), unix.F_SETFL, fl)
 	}
-	return sysConnect(s)
+	return sysConnect(s, sfd)
 }
 
-// runBlocking runs one of these operations on a worker, blocking.
-func runBlocking(s *slot) int32 {
+// runBlocking runs one of these operations on a worker, blocking, on fd:
+// the duplicate a socket operation holds (settle, attach), or the caller's
+// own fd for the file operations.
+func runBlocking(s *slot, fd int32) int32 {
 	switch s.code {
 	case OpClose:
 		// Never retried: after EINTR the fd is closed all the same.
-		if err := unix.Close(int(s.fd)); err != nil {
+		if err := unix.Close(int(fd)); err != nil {
 			return -errnoOf(err)
 		}
 		return 0
 	case OpOpenAt, OpStatx:
 		return sysPath(s)
 	case OpReadFixed, OpWriteFixed:
-		return rwFixed(s, 0)
+		return rwFixed(s, fd, 0)
 	}
-	return sockCall(s, 0)
+	return sockCall(s, fd, 0)
 }

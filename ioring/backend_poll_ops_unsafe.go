@@ -8,10 +8,11 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// sockCall runs slot s's send, recv, sendmsg, recvmsg or accept once with
-// extra msg flags (MSG_DONTWAIT for an attempt that must not block; 0 on a
-// worker) and returns its result like a CQE: the count or fd, or -errno.
-func sockCall(s *slot, flags int) int32 {
+// sockCall runs slot s's send, recv, sendmsg, recvmsg or accept once on fd
+// (the request's, or the duplicate it holds) with extra msg flags
+// (MSG_DONTWAIT for an attempt that must not block; 0 on a worker) and
+// returns its result like a CQE: the count or fd, or -errno.
+func sockCall(s *slot, fd int32, flags int) int32 {
 	var nr, a1, a2, a3, a4 uintptr
 	fl := uintptr(int(s.events) | flags)
 	switch s.code {
@@ -28,7 +29,7 @@ func sockCall(s *slot, flags int) int32 {
 		}
 		h.Flags = 0
 		nr, a1, a2 = unix.SYS_RECVMSG, uintptr(unsafe.Pointer(h)), fl
-	case OpAccept:
+	case OpAccept, OpAcceptMultishot:
 		// No peer address; accept4 has no MSG_DONTWAIT: it is tried
 		// without blocking only on an O_NONBLOCK listener (startOp).
 		nr, a3 = unix.SYS_ACCEPT4, uintptr(s.events)
@@ -36,7 +37,7 @@ func sockCall(s *slot, flags int) int32 {
 		return -int32(unix.EOPNOTSUPP)
 	}
 	for {
-		r1, _, e := unix.Syscall6(nr, uintptr(s.fd), a1, a2, a3, a4, 0)
+		r1, _, e := unix.Syscall6(nr, uintptr(fd), a1, a2, a3, a4, 0)
 		if e == unix.EINTR {
 			continue
 		}
@@ -47,9 +48,9 @@ func sockCall(s *slot, flags int) int32 {
 	}
 }
 
-// sysConnect connects slot s's socket to its address, once.
-func sysConnect(s *slot) int32 {
-	_, _, e := unix.Syscall(unix.SYS_CONNECT, uintptr(s.fd), uintptr(unsafe.Pointer(&s.buf[0])), uintptr(len(s.buf)))
+// sysConnect connects slot s's socket, fd, to its address, once.
+func sysConnect(s *slot, fd int32) int32 {
+	_, _, e := unix.Syscall(unix.SYS_CONNECT, uintptr(fd), uintptr(unsafe.Pointer(&s.buf[0])), uintptr(len(s.buf)))
 	switch e {
 	case 0:
 		return 0
@@ -79,6 +80,21 @@ func sysPath(s *slot) int32 {
 		} else {
 			r1, _, e = unix.Syscall6(unix.SYS_STATX, dirfd, uintptr(unsafe.Pointer(&s.bufs[0][0])), uintptr(s.events), uintptr(s.off), uintptr(unsafe.Pointer(&s.bufs[1][0])), 0)
 		}
+		if e == unix.EINTR {
+			continue
+		}
+		if e != 0 {
+			return -int32(e)
+		}
+		return int32(r1)
+	}
+}
+
+// recvfrom receives into buf (not empty) from fd once with flags and
+// returns the count or -errno, like a CQE (a multishot receive's round).
+func recvfrom(fd int32, buf []byte, flags int) int32 {
+	for {
+		r1, _, e := unix.Syscall6(unix.SYS_RECVFROM, uintptr(fd), uintptr(unsafe.Pointer(&buf[0])), uintptr(len(buf)), uintptr(flags), 0, 0)
 		if e == unix.EINTR {
 			continue
 		}

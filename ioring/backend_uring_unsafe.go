@@ -88,6 +88,11 @@ func newURing(r *Ring, entries uint32) (backend, error) {
 			r.lacks[op] = true
 		}
 	}
+	for op := range opImpls {
+		if Opcode(op).valid() && Opcode(op).desc().multi && !r.lacks[op] && !uringMultishot(b, Opcode(op)) {
+			r.lacks[op] = true
+		}
+	}
 	// SUBMIT_STABLE: the kernel has copied the iovecs and timespecs that
 	// live in the slots when io_uring_enter returns, so only the buffers
 	// themselves stay in use until their completions.
@@ -190,6 +195,9 @@ func (b *uringBackend) submit(idx uint32) error {
 	sqe.UserData = kindReq<<kindShft | key
 	sqe.FD = s.fd
 	sqe.Opcode = im.uring
+	if s.fixedFD {
+		sqe.Flags = uring.SQEFixedFile
+	}
 	im.prep(s, sqe)
 	if s.linked {
 		sqe.Flags |= uring.SQEIOLink
@@ -396,16 +404,16 @@ func (b *uringBackend) reapReady() int {
 		return 0
 	}
 	for i := range first {
-		b.handle(first[i].UserData, first[i].Res)
+		b.handle(first[i].UserData, first[i].Res, first[i].Flags)
 	}
 	for i := range second {
-		b.handle(second[i].UserData, second[i].Res)
+		b.handle(second[i].UserData, second[i].Res, second[i].Flags)
 	}
 	b.ring.AdvanceCQ(uint32(n))
 	return n
 }
 
-func (b *uringBackend) handle(ud uint64, res int32) {
+func (b *uringBackend) handle(ud uint64, res int32, cflags uint32) {
 	kind := ud >> kindShft
 	if kind >= kindCancel {
 		if kind == kindWake {
@@ -416,7 +424,7 @@ func (b *uringBackend) handle(ud uint64, res int32) {
 	key := ud & keyMask
 	idx := uint32(key & idxMask)
 	s := &b.r.slots[idx]
-	if kind == kindReq && res >= 0 && !s.linked {
+	if kind == kindReq && res >= 0 && !s.linked && !s.multi {
 		// The common case: a request with one CQE that did not fail (a
 		// nopped one reports its cancel from its flags, in result).
 		s.res = res
@@ -425,6 +433,13 @@ func (b *uringBackend) handle(ud uint64, res int32) {
 	}
 	if k, st := s.keyState(); k != key || st != stActive {
 		return // cannot happen: a slot is reused only after all its CQEs
+	}
+	if s.multi && kind == kindReq {
+		if cflags&uring.CQEFMore != 0 {
+			b.r.shot(idx, res, cflags, true) // more follows (multishot.go)
+			return
+		}
+		s.cflags = cflags // the final one (finishMulti)
 	}
 	// io_uring ties a request to the thread that submitted it, and when
 	// that thread exits (a goroutine that locked its thread returns),

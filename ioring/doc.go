@@ -19,9 +19,14 @@
 // sockets Send, Recv, SendMsg and RecvMsg (with a Msg: control messages and
 // addresses, for netlink, CAN and UDP), Accept, Connect and Shutdown; on
 // files OpenAt, Close and Statx; ReadFixed and WriteFixed on buffers
-// registered once with Ring.RegisterBuffers. Each io_uring opcode is probed
-// alone: one
-// the kernel lacks makes that operation, and only it, ErrNotSupported. File
+// registered once with Ring.RegisterBuffers; Op.FixedFile on files
+// registered once with Ring.RegisterFiles. Multishot operations deliver
+// many completions from one submission: PollMultishot (an fd that fires
+// again and again), AcceptMultishot (a connection each) and RecvMultishot
+// (a message each, into buffers of a BufRing that the kernel picks from
+// and the caller gives back). Each io_uring opcode, and each multishot
+// flag, is probed alone: one the kernel lacks makes that operation, and
+// only it, ErrNotSupported. File
 // wraps an fd and a Ring as an io.Reader and io.Writer with deadlines,
 // contexts and a Close that cancels; Ring.Stats returns counters for
 // metrics.
@@ -35,7 +40,9 @@
 //     changes nothing.
 //  2. Exactly one completion: every accepted request completes once, with
 //     its real result or ErrCanceled (which wraps ECANCELED). A cancel that
-//     loses the race leaves the real result, bytes included.
+//     loses the race leaves the real result, bytes included. A multishot
+//     request delivers any number of completions with Completion.More set,
+//     then exactly one final completion without it, whatever ends it.
 //  3. Buffers live until completion: a request's buffers stay reachable
 //     from the ring until its completion is delivered, even after a cancel.
 //     Reuse a buffer only then. Their addresses stay valid for the kernel
@@ -101,7 +108,10 @@
 // any number of goroutines take batches with Reap (blocking with a timeout,
 // or not at all). Start sends it to Request.Wait only, for a caller that
 // awaits one request; Do and ReadAt/WriteAt are synchronous wrappers that
-// take a context. A consumer that waits reaps the kernel's completion ring
+// take a context. A multishot request's completions go to Reap only (Start
+// and Do refuse it), in order, the final one last; one that falls more
+// than MaxUndelivered behind its consumer ends with ErrOverrun. A consumer
+// that waits reaps the kernel's completion ring
 // itself when no other goroutine does, so the common path has no goroutine
 // hand-off. Foreign operations (a libusb transfer, a usbfs URB) complete
 // through the same queue with Ring.Complete and get the same tokens and

@@ -73,6 +73,13 @@ var (
 	// (Config.Entries), then submit again.
 	ErrFull = errors.New("ioring: every request slot is in use (deliver completions with Reap or Request.Wait to free slots, or raise Config.Entries)")
 
+	// ErrOverrun ends a multishot request whose consumer fell behind: more
+	// than MaxUndelivered of its completions were waiting for Reap. The
+	// ring canceled it to bound the memory they take; its final completion
+	// carries ErrOverrun (which wraps ECANCELED, and is not ErrCanceled:
+	// nobody asked for it). Reap faster, or submit the request again.
+	ErrOverrun error = &cancelError{msg: "ioring: multishot request ended: too many completions waiting for Reap", wraps: []error{eCanceled}}
+
 	// ErrInvalid is wrapped by every error about bad input (nil buffer,
 	// negative fd or offset, a token of another ring...). Nothing reached the
 	// ring.

@@ -126,9 +126,10 @@ func prepFixed(s *slot, sqe *uring.SQE) {
 }
 
 // rwFixed runs slot s's ReadFixed or WriteFixed once on the poll backend,
-// as rw does a Read or Write: preadv2/pwritev2 with flags (RWF_NOWAIT, or 0
-// to block), returning the count or -errno.
-func rwFixed(s *slot, flags int) int32 {
+// on fd (the request's, or the duplicate it holds), as rw does a Read or
+// Write: preadv2/pwritev2 with flags (RWF_NOWAIT, or 0 to block), returning
+// the count or -errno.
+func rwFixed(s *slot, fd int32, flags int) int32 {
 	var iov unix.Iovec
 	iov.Base = &s.buf[0]
 	iov.SetLen(len(s.buf))
@@ -140,7 +141,7 @@ func rwFixed(s *slot, flags int) int32 {
 	const longBits = unix.SizeofLong * 8
 	lo, hi := uintptr(s.off), uintptr(uint64(s.off)>>(longBits-1)>>1)
 	for {
-		r1, _, e := unix.Syscall6(nr, uintptr(s.fd), uintptr(unsafe.Pointer(&iov)), 1, lo, hi, uintptr(flags))
+		r1, _, e := unix.Syscall6(nr, uintptr(fd), uintptr(unsafe.Pointer(&iov)), 1, lo, hi, uintptr(flags))
 		switch e {
 		case 0:
 			return int32(r1)
@@ -148,7 +149,7 @@ func rwFixed(s *slot, flags int) int32 {
 			continue
 		case unix.ENOSYS:
 			if flags == 0 {
-				return rwOld(s.fd, write, &iov, 1, s.off)
+				return rwOld(fd, write, &iov, 1, s.off)
 			}
 			return -int32(unix.EOPNOTSUPP)
 		}

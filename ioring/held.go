@@ -158,6 +158,9 @@ func ordKeyOf(s *slot) ordKey {
 	if s.code.desc().write {
 		k |= 1
 	}
+	if s.fixedFD {
+		k |= 1 << 33 // an index into the registered files, not an fd
+	}
 	return k
 }
 

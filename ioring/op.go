@@ -11,27 +11,30 @@ type Opcode uint8
 
 // The operations a Ring runs.
 const (
-	OpNop        Opcode = iota + 1 // does nothing; completes with 0
-	OpRead                         // read into one buffer
-	OpWrite                        // write one buffer
-	OpReadv                        // read into several buffers
-	OpWritev                       // write several buffers
-	OpPoll                         // wait for poll events on an fd (one shot)
-	OpTimeout                      // complete after a duration
-	OpFsync                        // flush a file to stable storage
-	OpForeign                      // run elsewhere, completed with Ring.Complete
-	OpSend                         // send one buffer on a socket
-	OpRecv                         // receive into one buffer from a socket
-	OpSendMsg                      // send a message (buffers, control messages, address)
-	OpRecvMsg                      // receive a message (buffers, control messages, address)
-	OpAccept                       // accept a connection; completes with its fd
-	OpConnect                      // connect a socket to an address
-	OpShutdown                     // shut down part of a full-duplex connection
-	OpOpenAt                       // open a file; completes with its fd
-	OpClose                        // close an fd
-	OpStatx                        // get a file's status
-	OpReadFixed                    // read into a registered buffer
-	OpWriteFixed                   // write from a registered buffer
+	OpNop             Opcode = iota + 1 // does nothing; completes with 0
+	OpRead                              // read into one buffer
+	OpWrite                             // write one buffer
+	OpReadv                             // read into several buffers
+	OpWritev                            // write several buffers
+	OpPoll                              // wait for poll events on an fd (one shot)
+	OpTimeout                           // complete after a duration
+	OpFsync                             // flush a file to stable storage
+	OpForeign                           // run elsewhere, completed with Ring.Complete
+	OpSend                              // send one buffer on a socket
+	OpRecv                              // receive into one buffer from a socket
+	OpSendMsg                           // send a message (buffers, control messages, address)
+	OpRecvMsg                           // receive a message (buffers, control messages, address)
+	OpAccept                            // accept a connection; completes with its fd
+	OpConnect                           // connect a socket to an address
+	OpShutdown                          // shut down part of a full-duplex connection
+	OpOpenAt                            // open a file; completes with its fd
+	OpClose                             // close an fd
+	OpStatx                             // get a file's status
+	OpReadFixed                         // read into a registered buffer
+	OpWriteFixed                        // write from a registered buffer
+	OpPollMultishot                     // wait for poll events on an fd, again and again (multishot)
+	OpAcceptMultishot                   // accept connections, one completion each (multishot)
+	OpRecvMultishot                     // receive into buffers of a BufRing, one completion each (multishot)
 )
 
 // opArgs says which of an Op's fields an operation takes.
@@ -63,6 +66,10 @@ type opDesc struct {
 	// open blocked in io_uring's workers (a FIFO waiting for its other
 	// end, kernel 6.18), where an explicit cancel does.
 	timerDeadline bool
+	// multi: one submission, many completions (multishot.go). Its
+	// deadline is a Go timer too: io_uring does not link a timeout to a
+	// multishot request.
+	multi bool
 }
 
 var opDescs = [numOps]opDesc{
@@ -89,10 +96,14 @@ var opDescs = [numOps]opDesc{
 	// Registered buffers (fixed.go).
 	OpReadFixed:  {name: "read-fixed", args: argFD | argBuf | argOff, check: checkFixed},
 	OpWriteFixed: {name: "write-fixed", args: argFD | argBuf | argOff, write: true, check: checkFixed},
+	// Multishot (multishot.go, multishot_linux.go).
+	OpPollMultishot:   {name: "poll-multishot", args: argFD | argEvents, timerDeadline: true, multi: true},
+	OpAcceptMultishot: {name: "accept-multishot", args: argFD, check: checkAccept, timerDeadline: true, multi: true},
+	OpRecvMultishot:   {name: "recv-multishot", args: argFD, check: checkRecvMultishot, timerDeadline: true, multi: true},
 }
 
 // numOps bounds the opcodes: every valid one is below it.
-const numOps = int(OpWriteFixed) + 1 // the last opcode + 1
+const numOps = int(OpRecvMultishot) + 1 // the last opcode + 1
 
 // desc returns o's descriptor; o must be valid (0 < o < numOps).
 func (o Opcode) desc() *opDesc { return &opDescs[o] }
@@ -130,7 +141,8 @@ type Op struct {
 	user      any
 	hook      func()
 	unordered bool
-	arg       any // an operation's own argument: *Msg, unix.Sockaddr, *unix.Statx_t
+	fixedFD   bool // fd is an index into the registered files (FixedFile)
+	arg       any  // an operation's own argument: *Msg, unix.Sockaddr, *unix.Statx_t, *BufRing
 }
 
 // Nop is an operation that does nothing and completes with 0.
@@ -205,6 +217,16 @@ func (o Op) WithUser(v any) Op { o.user = v; return o }
 // writes at an offset are never ordered; neither are other operations.
 func (o Op) Unordered() Op { o.unordered = true; return o }
 
+// FixedFile returns o with its fd read as an index into the files
+// registered with Ring.RegisterFiles (io_uring's IOSQE_FIXED_FILE): the
+// kernel skips its per-request file lookup, and the request acts on the
+// file registered at that index, whatever the caller's fd numbers name
+// now. It applies to the operations on an fd (Read, Write, Readv, Writev,
+// Poll, Fsync, the socket operations and the multishot ones), not to
+// Close, OpenAt or Statx. An index with no file registered completes with
+// EBADF; one beyond the registered table is refused with ErrInvalid.
+func (o Op) FixedFile() Op { o.fixedFD = true; return o }
+
 // Code returns the operation.
 func (o Op) Code() Opcode { return o.code }
 
@@ -275,6 +297,19 @@ func (o *Op) check(r *Ring) error {
 	if d.check != nil {
 		if err := d.check(*o); err != nil {
 			return badOp(d, "%v", err)
+		}
+	}
+	if o.fixedFD {
+		if err := r.checkFixedFile(o, d); err != nil {
+			return err
+		}
+	}
+	if br, ok := o.arg.(*BufRing); ok && br != nil {
+		if br.r != r {
+			return badOp(d, "BufRing belongs to another ring")
+		}
+		if br.isClosed() {
+			return badOp(d, "closed BufRing")
 		}
 	}
 	if o.token != nil && o.token.r == nil {

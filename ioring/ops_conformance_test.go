@@ -37,6 +37,9 @@ type opCase struct {
 	token func(t *testing.T) (Op, func(t *testing.T))
 	// invalid returns ops refused with ErrInvalid.
 	invalid func(t *testing.T) []Op
+	// on, when set, names the ring the case's ops go to next, for cases
+	// that register files on it (fileCases).
+	on func(r *Ring)
 }
 
 // socketpair returns a connected pair of blocking sockets of type typ,
@@ -638,7 +641,10 @@ func TestConformanceSocketAndFileOps(t *testing.T) {
 	forEachBackend(t, 16, func(t *testing.T, r *Ring) {
 		fixed := make([]byte, 8192)
 		require.NoError(t, r.RegisterBuffers([][]byte{fixed}))
-		for _, oc := range opCases(fixed) {
+		for _, oc := range append(opCases(fixed), fileCases()...) {
+			if oc.on != nil {
+				oc.on(r)
+			}
 			t.Run("op="+oc.name, func(t *testing.T) {
 				t.Run("success", func(t *testing.T) {
 					oc.success(t, r)
@@ -698,12 +704,16 @@ func TestConformanceSocketAndFileOps(t *testing.T) {
 					uringSupports = saved
 					require.NoError(t, err)
 					defer r2.Close()
+					if oc.on != nil {
+						oc.on(r2)
+						defer oc.on(r)
+					}
 					op, check := oc.token(t)
 					_, err = r2.Submit(op)
 					assert.ErrorIs(t, err, ErrNotSupported)
 					assert.NotErrorIs(t, err, ErrInvalid)
 					check(t) // nothing happened
-					for _, other := range opCases(nil) {
+					for _, other := range append(opCases(nil), fileCases()...) {
 						if other.code != oc.code {
 							assert.NoError(t, r2.checkSupported(other.code), "%s lacks %s only", oc.name, other.name)
 						}

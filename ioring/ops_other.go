@@ -25,3 +25,12 @@ const errnoRestartSys sysErrno = 512
 
 // backendStats adds nothing: no backend runs here.
 func (r *Ring) backendStats(*Stats) {}
+
+func checkRecvMultishot(Op) error { return ErrNotSupported }
+
+// The kernel's side of BufRing and of the registered files: no Ring is
+// made here, so these are never reached.
+func (r *Ring) newKernelBufRing(*BufRing) (kernelBufRing, error) { return nil, ErrNotSupported }
+func (r *Ring) registerFiles([]int32) error                      { return ErrNotSupported }
+func (r *Ring) unregisterFiles() error                           { return ErrNotSupported }
+func (r *Ring) closeFiles()                                      {}

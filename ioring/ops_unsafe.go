@@ -31,6 +31,7 @@ const (
 	pkPoll                  // waits for readiness (poll)
 	pkRW                    // a read or write: tried at once, then by readiness or on a worker
 	pkSock                  // a socket operation: tried at once, then by readiness (ops_sock_linux.go)
+	pkMulti                 // multishot: an edge-triggered epoll registration of its own (backend_poll_multi_linux.go)
 )
 
 var opImpls = [numOps]opImpl{
@@ -57,6 +58,10 @@ var opImpls = [numOps]opImpl{
 	// Registered buffers (fixed_unsafe.go).
 	OpReadFixed:  {uring: uring.OpReadFixed, prep: prepFixed, poll: pkSock},
 	OpWriteFixed: {uring: uring.OpWriteFixed, prep: prepFixed, poll: pkSock},
+	// Multishot (multishot_linux.go): the opcode is probed, then its flag.
+	OpPollMultishot:   {uring: uring.OpPollAdd, prep: prepPollMulti, poll: pkMulti},
+	OpAcceptMultishot: {uring: uring.OpAccept, prep: prepAcceptMulti, poll: pkMulti},
+	OpRecvMultishot:   {uring: uring.OpRecv, prep: prepRecvMulti, poll: pkMulti},
 }
 
 func prepNone(*slot, *uring.SQE) {}

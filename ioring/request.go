@@ -15,12 +15,22 @@ type Request struct {
 }
 
 // Completion is the result of one request, delivered exactly once.
+//
+// A multishot request (PollMultishot, AcceptMultishot, RecvMultishot)
+// delivers any number of completions with More set, then exactly one with
+// More clear, its final one: only that one ends the request and frees its
+// slot. A completion with Buffer set carries a buffer of a BufRing (BufID;
+// BufRing.Bytes returns its N bytes): the caller owns it until it gives it
+// back with BufRing.Release.
 type Completion struct {
-	Req  Request
-	Op   Opcode
-	N    int   // bytes transferred, poll events, or 0
-	Err  error // nil, ErrCanceled, ErrTimeout, ErrNoDevice, or a syscall.Errno
-	User any   // the value given with Op.WithUser
+	Req    Request
+	Op     Opcode
+	More   bool   // a multishot request's completion with more to come
+	Buffer bool   // BufID names a buffer of the request's BufRing, now the caller's
+	BufID  uint16 // the buffer's id, when Buffer is set
+	N      int    // bytes transferred, poll events, an accepted fd, or 0
+	Err    error  // nil, ErrCanceled, ErrTimeout, ErrNoDevice, or a syscall.Errno
+	User   any    // the value given with Op.WithUser
 }
 
 // ID returns a number that identifies this submission among all of its
@@ -59,7 +69,8 @@ func (q Request) active() bool {
 
 // Pending reports whether the request is still in flight (accepted and not
 // completed). A transport that runs a foreign request checks it after
-// Submit: a request whose token was already canceled completes at once.
+// Submit: a request whose token was already canceled completes at once. A
+// multishot request is pending until its final completion is delivered.
 func (q Request) Pending() bool {
 	s := q.slot()
 	if s == nil {

@@ -110,6 +110,7 @@ const (
 	flCtx                   // the cancel came from a context
 	flHeld                  // accepted, not in the backend (see held.go)
 	flRetry                 // the kernel ended it unasked: submit it again
+	flOverrun               // a multishot request's consumer fell too far behind: the ring ended it
 )
 
 // maxRetries bounds how often a request the kernel canceled unasked (its
@@ -158,6 +159,8 @@ type slotFields struct {
 
 	code     Opcode
 	linked   bool  // has an io_uring linked timeout (set by submit)
+	multi    bool  // a multishot request (ms holds its state); cleared by fill
+	fixedFD  bool  // fd is an index into the registered files; cleared by release
 	timerDL  bool  // its deadline is a Go timer (set under r.sqMu)
 	inOrd    bool  // on its stream's FIFO; guarded by r.ordMu
 	cold     bool  // hook, tok, ferr, timer or panicE may be set: release clears them
@@ -192,6 +195,8 @@ type slotFields struct {
 	start   time.Duration // since epoch, at submission, for requests with a deadline
 	panicE  *HookPanicError
 	iov     []iovec
+	ms      *multiShot    // a multishot request's undelivered completions (multishot.go), kept for reuse
+	cflags  uint32        // the final CQE's flags, for a multishot request
 	ts      [2]timespec   // OpTimeout's duration, the linked timeout's
 	wake    chan struct{} // cap 1: completion of an awaited request
 }
@@ -307,6 +312,8 @@ type Ring struct {
 	ord         map[ordKey]ordList // FIFOs of ordered requests, by stream
 	stats       ringStats          // counters of Stats (stats.go)
 	fixed       [][]byte           // guarded by sqMu: registered buffers (fixed.go)
+	files       regFiles           // registered files (files.go)
+	bufRings    []*BufRing         // guarded by sqMu: provided-buffer rings by group (bufring.go)
 }
 
 // New returns a Ring configured by cfg.
@@ -441,6 +448,7 @@ func (r *Ring) releaseKey(idx uint32, key uint64, c *chain) {
 	}
 	if s.cold {
 		s.hook, s.tok, s.ferr, s.timer, s.panicE = nil, nil, nil, nil, nil
+		s.fixedFD = false // s.multi stays until fill: cancelOne may read it under r.sqMu
 		s.cold = false
 	}
 	s.set(key, stFree)
@@ -458,7 +466,7 @@ func (r *Ring) fill(s *slot, op *Op, awaited bool) {
 	if s.awaited.Load() != awaited {
 		s.awaited.Store(awaited)
 	}
-	s.linked, s.timerDL, s.retries = false, false, 0
+	s.linked, s.timerDL, s.multi, s.retries = false, false, false, 0
 	s.fd = int32(op.fd)
 	s.events = op.events
 	s.off = op.off
@@ -502,8 +510,15 @@ func (r *Ring) fill(s *slot, op *Op, awaited bool) {
 			}
 		}
 	}
+	if op.fixedFD {
+		s.fixedFD, s.cold = true, true
+	}
 	if op.arg != nil {
-		fillArg(s, op) // ops_sock_unsafe.go
+		if br, ok := op.arg.(*BufRing); ok {
+			r.fillMulti(s, br) // multishot.go
+		} else {
+			fillArg(s, op) // ops_sock_unsafe.go
+		}
 	}
 	if awaited {
 		select { // a wake-up left over from the slot's previous use
@@ -531,6 +546,9 @@ func (r *Ring) Start(op Op) (Request, error) {
 func (r *Ring) submitOne(op *Op, awaited bool) (Request, error) {
 	if err := op.check(r); err != nil {
 		return Request{}, err
+	}
+	if awaited && op.code.desc().multi {
+		return Request{}, badOp(op.code.desc(), "a multishot request delivers its completions to Reap: submit it with Submit, not Start or Do")
 	}
 	r.sqMu.Lock()
 	// Closed is set under sqMu: checked here, no Close can run between this
@@ -633,6 +651,10 @@ func (r *Ring) SubmitBatch(ops []Op, reqs []Request) (int, error) {
 
 // unfill undoes fill (or alloc) for a slot that never started.
 func (r *Ring) unfill(idx uint32) {
+	if s := &r.slots[idx]; s.multi && s.ms.br != nil {
+		s.ms.br.users.Add(-1) // counted in by fillMulti
+		s.ms.br = nil
+	}
 	var free chain
 	r.release(idx, &free)
 	r.pushFree(&free)
@@ -744,8 +766,8 @@ func (r *Ring) complete(idx uint32, res int32) {
 // reap loop), where the completion may go straight to the reaping consumer;
 // reapLocked counts those out, all at once.
 func (r *Ring) finish(idx uint32, s *slot, inline bool) {
-	if s.cold || s.inOrd || s.code == OpForeign {
-		r.finishCold(idx, s, inline)
+	if (s.cold || s.inOrd || s.code == OpForeign) && r.finishCold(idx, s, inline) {
+		return
 	}
 	awaited := s.awaited.Load()
 	if inline && !awaited && r.directN < len(r.direct) {
@@ -778,8 +800,10 @@ func (r *Ring) finish(idx uint32, s *slot, inline bool) {
 }
 
 // finishCold is the part of finish that only some requests need: a timer
-// to stop, a token to leave, a foreign count, a stream to hand on.
-func (r *Ring) finishCold(idx uint32, s *slot, inline bool) {
+// to stop, a token to leave, a foreign count, a stream to hand on. It
+// reports whether it delivered the completion itself (a multishot
+// request's final one, after its others: multishot.go).
+func (r *Ring) finishCold(idx uint32, s *slot, inline bool) bool {
 	if s.timer != nil {
 		s.timer.Stop()
 	}
@@ -804,6 +828,11 @@ func (r *Ring) finishCold(idx uint32, s *slot, inline bool) {
 			}
 		}
 	}
+	if s.multi {
+		r.finishMulti(idx, s)
+		return true
+	}
+	return false
 }
 
 // noteDrain wakes Close's drain after requests were counted out.
@@ -916,6 +945,8 @@ func cancelErr(f uint32) error {
 		return errCtxCanceled
 	case f&flTimedOut != 0:
 		return ErrTimeout
+	case f&flOverrun != 0:
+		return ErrOverrun
 	}
 	return ErrCanceled
 }
@@ -1169,7 +1200,11 @@ func (r *Ring) popInto(dst []Completion) int {
 		}
 		s := &r.slots[idx]
 		if !s.move(s.key(), stDone, stDelivering) {
-			panic("ioring: queued slot not done")
+			// Only a multishot request is queued while active: one of
+			// its completions (multishot.go).
+			dst[n] = r.takeShot(idx, s, &free)
+			n++
+			continue
 		}
 		dst[n] = r.take(idx, &free)
 		n++
@@ -1308,6 +1343,10 @@ func (r *Ring) cancelOne(key uint64, f uint32) (hook *foreignRef, ok, kick bool)
 		}
 	case s.flags.Load()&flHeld != 0:
 		kick = r.cancelHeld(idx, s, f)
+	case s.multi && s.ms.ended.Load():
+		// A multishot request whose final completion is recorded and
+		// waits behind its others: nothing is left to cancel.
+		return nil, false, false
 	default:
 		// A request of the backend completes without sqMu too, but it is
 		// reused only through sqMu (enqueue), so its fields are stable.
@@ -1374,6 +1413,10 @@ func (r *Ring) Close() error {
 	r.beClosed = true
 	r.reapMu.Unlock()
 	err := r.be.close()
+	// What the kernel held for requests is released with it: the
+	// provided-buffer rings' mappings and the registered files.
+	r.closeBufRings()
+	r.closeFiles()
 	close(r.closedCh)
 	// Completions nobody took keep their results (and their buffers stay
 	// reachable) until Reap or Wait delivers them.

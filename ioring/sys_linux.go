@@ -14,8 +14,10 @@ type (
 
 // The errnos the ring itself interprets (see slot.result).
 const (
-	eCanceled = unix.ECANCELED // the request was canceled
-	eIntr     = unix.EINTR     // the poll backend's worker was interrupted by a cancel
-	eTime     = unix.ETIME     // an OpTimeout ran its course
-	eInval    = unix.EINVAL    // a held request could not be handed to the kernel again
+	eCanceled  = unix.ECANCELED // the request was canceled
+	eIntr      = unix.EINTR     // the poll backend's worker was interrupted by a cancel
+	eTime      = unix.ETIME     // an OpTimeout ran its course
+	eInval     = unix.EINVAL    // a held request could not be handed to the kernel again
+	errBusy    = unix.EBUSY     // a BufRing in use, files registered already
+	errNoFiles = unix.ENXIO     // no files registered
 )

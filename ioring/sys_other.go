@@ -25,9 +25,11 @@ func (v *iovec) SetLen(n int) { v.Len = uint64(n) }
 
 // The codes the ring interprets.
 const (
-	eCanceled = syscall.ECANCELED
-	eIntr     = syscall.EINTR
-	eInval    = syscall.EINVAL
+	eCanceled  = syscall.ECANCELED
+	eIntr      = syscall.EINTR
+	eInval     = syscall.EINVAL
+	errBusy    = syscall.EBUSY
+	errNoFiles = syscall.ENXIO
 	// eTime is what io_uring reports for an OpTimeout that ran its course;
 	// no completion carries it here (not every system has ETIME), so it
 	// only needs to be an errno the ring never receives.

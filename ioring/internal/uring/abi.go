@@ -42,12 +42,29 @@ const (
 
 // SQE flags (IOSQE_*).
 const (
-	SQEFixedFile   = 1 << 0
-	SQEIODrain     = 1 << 1
-	SQEIOLink      = 1 << 2
-	SQEIOHardlink  = 1 << 3
-	SQEAsync       = 1 << 4
-	SQECQESkipSucc = 1 << 6
+	SQEFixedFile    = 1 << 0
+	SQEIODrain      = 1 << 1
+	SQEIOLink       = 1 << 2
+	SQEIOHardlink   = 1 << 3
+	SQEAsync        = 1 << 4
+	SQEBufferSelect = 1 << 5
+	SQECQESkipSucc  = 1 << 6
+)
+
+// CQE flags (IORING_CQE_F_*).
+const (
+	CQEFBuffer  = 1 << 0 // the upper 16 bits of flags are the buffer ID
+	CQEFMore    = 1 << 1 // the request posts more CQEs (multishot)
+	CQEBufShift = 16     // IORING_CQE_BUFFER_SHIFT
+)
+
+// Multishot flags: IORING_POLL_ADD_MULTI (sqe.len of POLL_ADD, 5.13),
+// IORING_ACCEPT_MULTISHOT (sqe.ioprio of ACCEPT, 5.19) and
+// IORING_RECV_MULTISHOT (sqe.ioprio of RECV, 6.0, with IOSQE_BUFFER_SELECT).
+const (
+	PollAddMulti    = 1 << 0
+	AcceptMultishot = 1 << 0
+	RecvMultishot   = 1 << 1
 )
 
 // Setup flags (IORING_SETUP_*).
@@ -95,12 +112,19 @@ const (
 
 // Register opcodes (IORING_REGISTER_*).
 const (
-	RegisterBuffers   = 0
-	UnregisterBuffers = 1
-	RegisterEventFD   = 4
-	UnregisterEventFD = 5
-	RegisterProbe     = 8
+	RegisterBuffers    = 0
+	UnregisterBuffers  = 1
+	RegisterFiles      = 2
+	UnregisterFiles    = 3
+	RegisterEventFD    = 4
+	UnregisterEventFD  = 5
+	RegisterProbe      = 8
+	RegisterPbufRing   = 22
+	UnregisterPbufRing = 23
 )
+
+// MaxPbufEntries is the kernel's limit on a provided-buffer ring's entries.
+const MaxPbufEntries = 32768
 
 // mmap offsets (IORING_OFF_*).
 const (
@@ -184,4 +208,24 @@ type probe struct {
 	Resv   uint16
 	Resv2  [3]uint32
 	Ops    [maxProbeOps]probeOp
+}
+
+// Buf is struct io_uring_buf: one entry of a provided-buffer ring. The
+// ring's tail overlays the Resv field of its first entry
+// (struct io_uring_buf_ring).
+type Buf struct {
+	Addr uint64
+	Len  uint32
+	BID  uint16
+	Resv uint16
+}
+
+// BufReg is struct io_uring_buf_reg, the argument of
+// IORING_(UN)REGISTER_PBUF_RING.
+type BufReg struct {
+	RingAddr    uint64
+	RingEntries uint32
+	BGID        uint16
+	Pad         uint16
+	Resv        [3]uint64
 }

@@ -22,6 +22,8 @@ var (
 	_ [120]byte = [unsafe.Sizeof(Params{})]byte{}        // struct io_uring_params
 	_ [24]byte  = [unsafe.Sizeof(getEventsArg{})]byte{}  // struct io_uring_getevents_arg
 	_ [8]byte   = [unsafe.Sizeof(probeOp{})]byte{}       // struct io_uring_probe_op
+	_ [16]byte  = [unsafe.Sizeof(Buf{})]byte{}           // struct io_uring_buf
+	_ [40]byte  = [unsafe.Sizeof(BufReg{})]byte{}        // struct io_uring_buf_reg
 )
 
 // MaxEntries is the kernel's limit on SQ entries (IORING_MAX_ENTRIES).

@@ -1,0 +1,218 @@
+package ioring
+
+import (
+	"fmt"
+	"sync"
+	"sync/atomic"
+)
+
+// Multishot requests: one submission, many completions (a poll that stays
+// armed, an accept per connection, a receive per message). The ring keeps
+// the contract's second clause in this form: a multishot request delivers
+// any number of completions with More set, then exactly one final
+// completion with More clear, whatever ends it (its own end, an error, a
+// cancel, a deadline, its token, Close). Its slot, its buffers and its
+// BufRing stay the ring's until that final completion is delivered.
+//
+// How they travel: a request's undelivered completions wait in its slot's
+// multiShot, oldest first, and the slot's index is on the completion queue
+// (r.done) at most once at a time (queued), which keeps the queue's
+// capacity of one cell per slot enough. A consumer that pops the index
+// takes the oldest completion (takeShot) and puts the index back when more
+// wait. The final completion is recorded last (finishMulti) and delivered
+// last; the slot stays stActive until then, so that no other consumer can
+// take it out of turn, and a cancel that finds it ended says ErrNotFound.
+// Nothing of this touches a single-shot request: it never has s.multi, and
+// its completions never reach takeShot.
+
+// The completion flags of io_uring (IORING_CQE_F_BUFFER and its shift,
+// checked against internal/uring on Linux), which the poll backend speaks
+// too.
+const (
+	cqeFBuffer  = 1 << 0
+	cqeFMore    = 1 << 1
+	cqeBufShift = 16
+)
+
+// MaxUndelivered bounds the completions of one multishot request that may
+// wait for Reap. When its consumer falls further behind, the ring cancels
+// the request and its final completion carries ErrOverrun, so that a
+// flood (connections, messages, events) cannot take unbounded memory.
+const MaxUndelivered = 4096
+
+// maxUndelivered is MaxUndelivered; tests lower it.
+var maxUndelivered = MaxUndelivered
+
+// multiShot is a multishot request's state beside its slot. It is made
+// once per slot and reused; fillMulti resets it.
+type multiShot struct {
+	mu      sync.Mutex
+	shots   []shot // undelivered completions, from head on; guarded by mu
+	head    int    // guarded by mu
+	queued  bool   // the slot's index is on r.done; guarded by mu
+	overrun bool   // the ring canceled it for MaxUndelivered; guarded by mu
+	ended   atomic.Bool
+	br      *BufRing // RecvMultishot's buffers; set by fill, read by the completer
+}
+
+// shot is one completion of a multishot request, computed when it arrived.
+type shot struct {
+	n      int
+	err    error
+	bufID  uint16
+	buffer bool
+	final  bool
+}
+
+// fillMulti readies slot s for a multishot request (fill, r.sqMu held): br
+// is its BufRing, or nil (PollMultishot, AcceptMultishot).
+func (r *Ring) fillMulti(s *slot, br *BufRing) {
+	if s.ms == nil {
+		s.ms = &multiShot{}
+	}
+	ms := s.ms
+	ms.mu.Lock()
+	clear(ms.shots[ms.head:])
+	ms.shots, ms.head, ms.queued, ms.overrun = ms.shots[:0], 0, false, false
+	ms.mu.Unlock()
+	ms.ended.Store(false)
+	ms.br = br
+	if br != nil {
+		br.users.Add(1) // finishMulti counts it out
+	}
+	s.multi, s.cold = true, true
+	s.cflags = 0
+}
+
+// shotResult turns a CQE's result and flags into a completion's fields.
+func (s *slot) shotResult(res int32, cflags uint32) shot {
+	sh := shot{n: int(res)}
+	if res < 0 {
+		sh.n = 0
+		sh.err = &IOError{Op: s.code.String(), FD: int(s.fd), Err: sysErrno(-res)}
+	}
+	if cflags&cqeFBuffer != 0 {
+		sh.buffer, sh.bufID = true, uint16(cflags>>cqeBufShift)
+	}
+	return sh
+}
+
+// shot records a completion with more to come of multishot slot idx
+// (stActive) and queues the slot when it is not queued already. Backends
+// call it for each such result, in order, from one goroutine at a time per
+// request. inline: the caller holds r.reapMu (the io_uring reap loop),
+// which unlockReap's deferred submissions follow.
+func (r *Ring) shot(idx uint32, res int32, cflags uint32, inline bool) {
+	s := &r.slots[idx]
+	sh := s.shotResult(res, cflags)
+	ms := s.ms
+	if sh.buffer && ms.br != nil {
+		ms.br.handedOut(sh.bufID)
+	}
+	ms.mu.Lock()
+	ms.shots = append(ms.shots, sh)
+	over := len(ms.shots)-ms.head > maxUndelivered && !ms.overrun
+	if over {
+		ms.overrun = true
+	}
+	push := !ms.queued
+	ms.queued = true
+	ms.mu.Unlock()
+	if push {
+		r.queueIdx(idx)
+	}
+	if over {
+		// Canceled by the ring, through the deferred list: r.sqMu may be
+		// held by our caller's caller (the poll backend) or rank above
+		// r.reapMu (io_uring's reap).
+		s.flags.Or(flCancelReq | flOverrun)
+		r.pushDeferred(kindCancel, s.key())
+		if !inline {
+			r.submitDeferred()
+		}
+	}
+}
+
+// queueIdx puts slot idx on the completion queue and wakes a parked
+// consumer.
+func (r *Ring) queueIdx(idx uint32) {
+	r.done.PushWait(idx) // the queue has a cell for every slot
+	if r.waiters.Load() > 0 {
+		select {
+		case r.wakeCh <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// finishMulti records the final completion of multishot slot idx after its
+// others and counts the request out of r.inflight (finish, by way of
+// finishCold). The slot stays stActive until takeShot delivers it.
+func (r *Ring) finishMulti(idx uint32, s *slot) {
+	ms := s.ms
+	n, err := s.result()
+	sh := shot{n: n, err: err, final: true}
+	if err != nil {
+		r.stats.noteErr(err)
+		if s.res < 0 {
+			sh.n = 0
+		}
+	}
+	if s.cflags&cqeFBuffer != 0 && s.res > 0 && s.flags.Load()&flNopped == 0 {
+		// The kernel ended the request on a message it delivered (its
+		// completion ring was full, say): the final completion carries it.
+		sh.buffer, sh.bufID = true, uint16(s.cflags>>cqeBufShift)
+		if ms.br != nil {
+			ms.br.handedOut(sh.bufID)
+		}
+	}
+	if ms.br != nil {
+		ms.br.users.Add(-1)
+	}
+	ms.mu.Lock()
+	ms.shots = append(ms.shots, sh)
+	ms.ended.Store(true)
+	push := !ms.queued
+	ms.queued = true
+	ms.mu.Unlock()
+	if push {
+		r.queueIdx(idx)
+	}
+	r.inflight.Add(-1)
+	r.noteDrain()
+}
+
+// takeShot delivers the oldest completion of multishot slot idx, whose
+// index the caller popped from the queue, and puts the index back when
+// more wait. After the final one it frees the slot onto free.
+func (r *Ring) takeShot(idx uint32, s *slot, free *chain) Completion {
+	ms := s.ms
+	if ms == nil || !s.multi {
+		panic(fmt.Sprintf("ioring: queued slot %d not done (state %d, %v, multi %v)", idx, s.state(), s.code, s.multi))
+	}
+	ms.mu.Lock()
+	sh := ms.shots[ms.head]
+	ms.shots[ms.head] = shot{}
+	ms.head++
+	more := ms.head < len(ms.shots)
+	if !more {
+		ms.shots, ms.head, ms.queued = ms.shots[:0], 0, false
+	}
+	ms.mu.Unlock()
+	key := s.key()
+	c := Completion{Req: Request{r: r, key: key}, Op: s.code, More: !sh.final, Buffer: sh.buffer, BufID: sh.bufID, N: sh.n, Err: sh.err, User: s.user}
+	if sh.final {
+		if more {
+			panic(fmt.Sprintf("ioring: slot %d: a multishot completion after the final one", idx))
+		}
+		ms.br = nil
+		r.releaseKey(idx, key, free)
+		return c
+	}
+	if more {
+		// Complete before the index is back: another consumer may take
+		// the final completion and free the slot at once.
+		r.done.PushWait(idx)
+	}
+	return c
+}
