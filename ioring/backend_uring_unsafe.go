@@ -12,7 +12,7 @@ import (
 	"time"
 	"unsafe"
 
-	"github.com/cancelio/cancelio/ioring/internal/uring"
+	"github.com/cancelio/cancelio/internal/uring"
 	"golang.org/x/sys/unix"
 )
 

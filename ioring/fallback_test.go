@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cancelio/cancelio/ioring/internal/uring"
+	"github.com/cancelio/cancelio/internal/uring"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"

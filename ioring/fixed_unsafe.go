@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"unsafe"
 
-	"github.com/cancelio/cancelio/ioring/internal/uring"
+	"github.com/cancelio/cancelio/internal/uring"
 	"golang.org/x/sys/unix"
 )
 

@@ -5,7 +5,7 @@ package ioring
 import (
 	"unsafe"
 
-	"github.com/cancelio/cancelio/ioring/internal/uring"
+	"github.com/cancelio/cancelio/internal/uring"
 	"golang.org/x/sys/unix"
 )
 

@@ -10,6 +10,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/cancelio/cancelio/internal/uring"
 )
 
 // The build fails here when a mirror's size drifts from the kernel's.
@@ -44,50 +46,14 @@ const (
 	offSQEs             = 0x10000000
 )
 
-// SQE is struct io_uring_sqe.
-type SQE struct {
-	Opcode      uint8
-	Flags       uint8
-	IOPrio      uint16
-	FD          int32
-	Off         uint64
-	Addr        uint64
-	Len         uint32
-	OpFlags     uint32
-	UserData    uint64
-	BufIndex    uint16
-	Personality uint16
-	SpliceFDIn  int32
-	Addr3       uint64
-	_           uint64
-}
-
-// CQE is struct io_uring_cqe.
-type CQE struct {
-	UserData uint64
-	Res      int32
-	Flags    uint32
-}
-
-// sqOffsets is struct io_sqring_offsets.
-type sqOffsets struct {
-	Head, Tail, RingMask, RingEntries, Flags, Dropped, Array, Resv1 uint32
-	UserAddr                                                        uint64
-}
-
-// cqOffsets is struct io_cqring_offsets.
-type cqOffsets struct {
-	Head, Tail, RingMask, RingEntries, Overflow, CQEs, Flags, Resv1 uint32
-	UserAddr                                                        uint64
-}
-
-// params is struct io_uring_params.
-type params struct {
-	SQEntries, CQEntries, Flags, SQThreadCPU, SQThreadIdle, Features, WQFD uint32
-	Resv                                                                   [3]uint32
-	SQOff                                                                  sqOffsets
-	CQOff                                                                  cqOffsets
-}
+// SQE is struct io_uring_sqe, CQE struct io_uring_cqe and params struct
+// io_uring_params: the layouts of internal/uring, checked there against
+// the kernel's header.
+type (
+	SQE    = uring.SQE
+	CQE    = uring.CQE
+	params = uring.Params
+)
 
 // rsrcUpdate is struct io_uring_rsrc_update.
 type rsrcUpdate struct {
