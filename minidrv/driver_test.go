@@ -222,6 +222,29 @@ func (r *rig) startAcquire(ctx context.Context) (s *chunkSink, started <-chan st
 	return s, st, ch
 }
 
+// cancelHung starts an acquisition of a small image in 8 KiB chunks from a
+// scanner that hangs after 100,000 bytes, cancels it once the device has
+// hung and checks what such a cancel must give: CancelPendingIO returns
+// with the driver Locked, the acquisition fails with ErrCanceled, and the
+// sink holds whole chunks. It returns how long CancelPendingIO took and
+// the acquisition's error. The driver must be Locked.
+func (r *rig) cancelHung(ctx context.Context) (time.Duration, error) {
+	r.t.Helper()
+	p := r.small(512, 512, 8192)
+	r.sc.HangAfter(100000)
+	s, started, res := r.startAcquire(ctx)
+	<-started
+	time.Sleep(20 * time.Millisecond) // let the device hang
+	t0 := time.Now()
+	require.NoError(r.t, r.d.CancelPendingIO(ctx))
+	took := time.Since(t0)
+	assert.Equal(r.t, minidrv.Locked, r.d.State())
+	err := waitErr(r.t, res)
+	require.ErrorIs(r.t, err, minidrv.ErrCanceled)
+	r.expectPrefix(s, minidrv.ChunkSize(p))
+	return took, err
+}
+
 // unplugMidAcquisition starts an acquisition of a w×h image in chunks of
 // buf bytes from a scanner sending about 1 MB/s, unplugs the scanner once
 // the first chunk is in, and checks what every unplug mid-acquisition
@@ -405,26 +428,15 @@ func TestCancelHungDevice(t *testing.T) {
 	r := newRig(t, minidrv.Config{AbortTimeout: abort})
 	ctx := context.Background()
 	require.NoError(t, r.d.Lock(ctx))
-	p := r.small(512, 512, 8192)
-	r.sc.HangAfter(100000)
-	s, started, res := r.startAcquire(ctx)
-	<-started
-	time.Sleep(20 * time.Millisecond) // let the device hang
-	t0 := time.Now()
-	require.NoError(t, r.d.CancelPendingIO(ctx))
-	took := time.Since(t0)
+	took, err := r.cancelHung(ctx)
 	assert.Less(t, took, abort/2, "CancelPendingIO waited for the device (%v)", took)
-	assert.Equal(t, minidrv.Locked, r.d.State())
-	err := waitErr(t, res)
-	require.ErrorIs(t, err, minidrv.ErrCanceled)
 	require.ErrorIs(t, err, ioring.ErrCanceled)
-	r.expectPrefix(s, minidrv.ChunkSize(p))
 
 	// Still hung and recovering: an acquisition with a short context
 	// fails within it, with the documented error, and changes nothing.
 	short, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
 	defer cancel()
-	t0 = time.Now()
+	t0 := time.Now()
 	_, err = r.acquire(short, nil)
 	require.ErrorIs(t, err, minidrv.ErrNotRecovered)
 	require.ErrorIs(t, err, context.DeadlineExceeded)
@@ -434,7 +446,7 @@ func TestCancelHungDevice(t *testing.T) {
 	// The device wakes up with the old job and the abort in its queues:
 	// the next acquisition waits for the recovery, and its image is exact.
 	r.sc.Resume()
-	s, err = r.acquire(ctx, nil)
+	s, err := r.acquire(ctx, nil)
 	require.NoError(t, err)
 	r.expectImage(s)
 }
@@ -448,14 +460,7 @@ func TestNotRecovered(t *testing.T) {
 	r := newRig(t, minidrv.Config{AbortTimeout: 100 * time.Millisecond})
 	ctx := context.Background()
 	require.NoError(t, r.d.Lock(ctx))
-	p := r.small(512, 512, 8192)
-	r.sc.HangAfter(100000)
-	s, started, res := r.startAcquire(ctx)
-	<-started
-	time.Sleep(20 * time.Millisecond)
-	require.NoError(t, r.d.CancelPendingIO(ctx))
-	require.ErrorIs(t, waitErr(t, res), minidrv.ErrCanceled)
-	r.expectPrefix(s, minidrv.ChunkSize(p))
+	r.cancelHung(ctx)
 
 	_, err := r.acquire(ctx, nil)
 	require.ErrorIs(t, err, minidrv.ErrNotRecovered)
@@ -470,7 +475,7 @@ func TestNotRecovered(t *testing.T) {
 
 	r.sc.Resume()
 	require.NoError(t, r.d.Lock(ctx))
-	s, err = r.acquire(ctx, nil)
+	s, err := r.acquire(ctx, nil)
 	require.NoError(t, err)
 	r.expectImage(s)
 }
@@ -481,14 +486,7 @@ func TestCancelDuringRecovery(t *testing.T) {
 	r := newRig(t, minidrv.Config{AbortTimeout: time.Second})
 	ctx := context.Background()
 	require.NoError(t, r.d.Lock(ctx))
-	p := r.small(512, 512, 8192)
-	r.sc.HangAfter(100000)
-	s, started, res := r.startAcquire(ctx)
-	<-started
-	time.Sleep(20 * time.Millisecond)
-	require.NoError(t, r.d.CancelPendingIO(ctx))
-	require.ErrorIs(t, waitErr(t, res), minidrv.ErrCanceled)
-	r.expectPrefix(s, minidrv.ChunkSize(p))
+	r.cancelHung(ctx)
 	// The recovery waits for the hung device's answer to its abort.
 	for range 3 {
 		require.NoError(t, r.d.CancelPendingIO(ctx))
@@ -501,7 +499,7 @@ func TestCancelDuringRecovery(t *testing.T) {
 	require.ErrorIs(t, err, minidrv.ErrNotRecovered, "the recovery still runs")
 	r.sc.Resume()
 	require.NoError(t, r.d.CancelPendingIO(ctx))
-	s, err = r.acquire(ctx, nil)
+	s, err := r.acquire(ctx, nil)
 	require.NoError(t, err)
 	r.expectImage(s)
 }
