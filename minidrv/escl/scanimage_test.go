@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"image"
 	"image/png"
 	"io"
 	"net"
@@ -60,6 +61,36 @@ func saneConfig(tb testing.TB, r *rig) []string {
 }
 
 // scanCmd returns a scanimage command for one page into out.
+// readPNG decodes the PNG file scanimage wrote at path.
+func readPNG(tb testing.TB, path string) image.Image {
+	tb.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer f.Close()
+	img, err := png.Decode(f)
+	if err != nil {
+		tb.Fatalf("decode scanimage's PNG: %v", err)
+	}
+	return img
+}
+
+// scanGray runs scanimage for a 75 dpi grayscale page and checks that the
+// job was delivered and the image is the device's; what names the scan in
+// failures.
+func (r *rig) scanGray(tb testing.TB, bin string, env []string, what string) {
+	tb.Helper()
+	out := filepath.Join(tb.TempDir(), "page.png")
+	if msg, err := scanCmd(bin, env, out, "Gray", 75).CombinedOutput(); err != nil {
+		tb.Fatalf("%s: %v\n%s", what, err, msg)
+	}
+	if rep := r.report(tb); rep.Outcome != escl.OutcomeDelivered {
+		tb.Fatalf("%s: job %v, want delivered", what, rep.Outcome)
+	}
+	checkImage(tb, r.dev, readPNG(tb, out), "Grayscale8")
+}
+
 func scanCmd(bin string, env []string, out, mode string, dpi int, extra ...string) *exec.Cmd {
 	args := append([]string{"-d", saneDevice, "--mode", mode, "--resolution", fmt.Sprint(dpi), "--format=png", "-o", out}, extra...)
 	cmd := exec.Command(bin, args...)
@@ -117,15 +148,7 @@ func TestScanimageScan(t *testing.T) {
 			if rep.Settings.ColorMode != tc.escl || rep.Settings.XResolution != tc.dpi || rep.Settings.Format != escl.MIMEPNG {
 				t.Errorf("job settings %+v, want %s at %d dpi, PNG", rep.Settings, tc.escl, tc.dpi)
 			}
-			f, err := os.Open(out)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer f.Close()
-			img, err := png.Decode(f)
-			if err != nil {
-				t.Fatalf("decode scanimage's PNG: %v", err)
-			}
+			img := readPNG(t, out)
 			checkImage(t, r.dev, img, tc.escl)
 			t.Logf("%dx%d px in %v (scanimage run), scan %v", img.Bounds().Dx(), img.Bounds().Dy(),
 				took.Round(time.Millisecond), rep.ScanEnd.Sub(rep.ScanStart).Round(time.Millisecond))
@@ -211,23 +234,7 @@ func checkCanceledScan(t *testing.T, bin string, env []string, r *rig, cause esc
 		t.Errorf("driver %v after the cancel, want Idle", s)
 	}
 	r.dev.setBandwidth(0)
-	out := filepath.Join(t.TempDir(), "next.png")
-	if msg, err := scanCmd(bin, env, out, "Gray", 75).CombinedOutput(); err != nil {
-		t.Fatalf("next scan: %v\n%s", err, msg)
-	}
-	if rep := r.report(t); rep.Outcome != escl.OutcomeDelivered {
-		t.Fatalf("next scan: job %v, want delivered", rep.Outcome)
-	}
-	f, err := os.Open(out)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	img, err := png.Decode(f)
-	if err != nil {
-		t.Fatalf("next scan: decode: %v", err)
-	}
-	checkImage(t, r.dev, img, "Grayscale8")
+	r.scanGray(t, bin, env, "next scan")
 }
 
 // checkCanceledExit checks scanimage's report of a cancel: a failure exit
@@ -291,27 +298,7 @@ func TestScanimageMalformedRequests(t *testing.T) {
 	bin := scanimage(t)
 	r := newRig(t, nil)
 	env := saneConfig(t, r)
-	scan := func() {
-		t.Helper()
-		out := filepath.Join(t.TempDir(), "page.png")
-		if msg, err := scanCmd(bin, env, out, "Gray", 75).CombinedOutput(); err != nil {
-			t.Fatalf("scanimage: %v\n%s", err, msg)
-		}
-		if rep := r.report(t); rep.Outcome != escl.OutcomeDelivered {
-			t.Fatalf("job %v, want delivered", rep.Outcome)
-		}
-		f, err := os.Open(out)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer f.Close()
-		img, err := png.Decode(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		checkImage(t, r.dev, img, "Grayscale8")
-	}
-	scan()
+	r.scanGray(t, bin, env, "scanimage")
 	before := r.dev.acquisitions()
 
 	big := strings.Repeat("<a>", escl.DefaultMaxBodySize)
@@ -356,7 +343,7 @@ func TestScanimageMalformedRequests(t *testing.T) {
 		t.Errorf("a bad request made a job: %+v", rep)
 	default:
 	}
-	scan()
+	r.scanGray(t, bin, env, "scanimage after the bad requests")
 }
 
 // TestScanimageBusy runs a second scanimage while a scan runs: it gets the
