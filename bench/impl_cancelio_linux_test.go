@@ -101,9 +101,8 @@ func TestCancelioCancelOneToken(t *testing.T) {
 			assert.Zero(t, tok.Pending(), "token members left")
 			assert.Zero(t, c.r.InFlight(), "requests left in flight")
 
-			// The engine meets each slot of its ring once before it is warm
-			// (a runtime.Pinner's state per slot, taken on first use): the
-			// same warm-up the benchmark does.
+			// Measured once every slot of the ring has served (first-use
+			// costs out): the same warm-up the benchmark does.
 			warmUpCancel(t, c, pending)
 			allocs := testing.AllocsPerRun(20, func() {
 				require.NoError(t, c.Arm())
