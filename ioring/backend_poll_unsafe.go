@@ -47,7 +47,14 @@ func rw(s *slot, fd int32, flags int, limit int) int32 {
 			iov, n = &v[0], len(v)
 		}
 	}
-	write := s.code == OpWrite || s.code == OpWritev
+	return rwv(fd, s.code == OpWrite || s.code == OpWritev, iov, n, s.off, flags)
+}
+
+// rwv is the system call of rw and rwFixed: preadv2 (pwritev2 when write)
+// of the n iovecs at iov on fd at off (-1: the current position) with
+// flags, retried on EINTR, falling back to rwOld on a kernel without
+// preadv2 when flags is 0. It returns the byte count or -errno.
+func rwv(fd int32, write bool, iov *unix.Iovec, n int, off int64, flags int) int32 {
 	nr := uintptr(unix.SYS_PREADV2)
 	if write {
 		nr = unix.SYS_PWRITEV2
@@ -55,7 +62,7 @@ func rw(s *slot, fd int32, flags int, limit int) int32 {
 	// pos_l, pos_h as the kernel's pos_from_hilo wants them: on 64-bit
 	// kernels the high word is ignored; -1 means the current position.
 	const longBits = unix.SizeofLong * 8
-	lo, hi := uintptr(s.off), uintptr(uint64(s.off)>>(longBits-1)>>1)
+	lo, hi := uintptr(off), uintptr(uint64(off)>>(longBits-1)>>1)
 	for {
 		r1, _, e := unix.Syscall6(nr, uintptr(fd), uintptr(unsafe.Pointer(iov)), uintptr(n), lo, hi, uintptr(flags))
 		switch e {
@@ -65,7 +72,7 @@ func rw(s *slot, fd int32, flags int, limit int) int32 {
 			continue
 		case unix.ENOSYS:
 			if flags == 0 {
-				return rwOld(fd, write, iov, n, s.off)
+				return rwOld(fd, write, iov, n, off)
 			}
 			// No preadv2 (kernels before 4.6): no RWF_NOWAIT either.
 			return -int32(unix.EOPNOTSUPP)

@@ -133,26 +133,5 @@ func rwFixed(s *slot, fd int32, flags int) int32 {
 	var iov unix.Iovec
 	iov.Base = &s.buf[0]
 	iov.SetLen(len(s.buf))
-	write := s.code == OpWriteFixed
-	nr := uintptr(unix.SYS_PREADV2)
-	if write {
-		nr = unix.SYS_PWRITEV2
-	}
-	const longBits = unix.SizeofLong * 8
-	lo, hi := uintptr(s.off), uintptr(uint64(s.off)>>(longBits-1)>>1)
-	for {
-		r1, _, e := unix.Syscall6(nr, uintptr(fd), uintptr(unsafe.Pointer(&iov)), 1, lo, hi, uintptr(flags))
-		switch e {
-		case 0:
-			return int32(r1)
-		case unix.EINTR:
-			continue
-		case unix.ENOSYS:
-			if flags == 0 {
-				return rwOld(fd, write, &iov, 1, s.off)
-			}
-			return -int32(unix.EOPNOTSUPP)
-		}
-		return -int32(e)
-	}
+	return rwv(fd, s.code == OpWriteFixed, &iov, 1, s.off, flags)
 }
