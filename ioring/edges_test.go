@@ -744,8 +744,8 @@ func TestConformanceCancelZeroAllocs(t *testing.T) {
 }
 
 // Canceling many foreign requests at once (a token over 64 queued USB
-// transfers, or Ring.Cancel of all of them) allocates nothing either: the
-// hooks are gathered in a buffer that is reused.
+// transfers, Ring.Cancel of all of them, or Ring.CancelAll) allocates
+// nothing either: the hooks are gathered in a buffer that is reused.
 func TestConformanceCancelForeignZeroAllocs(t *testing.T) {
 	forEachBackend(t, 256, func(t *testing.T, r *Ring) {
 		const n = 64
@@ -797,5 +797,6 @@ func TestConformanceCancelForeignZeroAllocs(t *testing.T) {
 			require.NoError(t, err)
 			require.Equal(t, n, k)
 		}), "allocations of Ring.Cancel over %d foreign requests", n)
+		assert.Zero(t, mallocs(func() { require.NoError(t, r.CancelAll()) }), "allocations of Ring.CancelAll over %d foreign requests", n)
 	})
 }

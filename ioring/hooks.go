@@ -54,8 +54,9 @@ func runHooks(hooks []*foreignRef) error {
 // hookSet gathers the cancel hooks a cancel runs once the ring's locks are
 // released: up to len(stack) in the set itself (on the canceling
 // goroutine's stack), more (a token over 64 queued USB transfers) in a
-// buffer from hookBufs, so that no cancel allocates in steady state. Its
-// methods never let the set escape.
+// buffer from hookBufs, so that no cancel (Token.Cancel, Ring.Cancel,
+// Ring.CancelAll) allocates in steady state. Its methods never let the set
+// escape.
 type hookSet struct {
 	stack [16]*foreignRef
 	n     int

@@ -1230,18 +1230,19 @@ func (r *Ring) CancelAll() error {
 		r.sqMu.Unlock()
 		return ErrClosed
 	}
-	hooks, kick := r.cancelAllLocked(flCancelReq)
+	var hooks hookSet
+	kick := r.cancelAllLocked(flCancelReq, &hooks)
 	r.unlockSQ()
 	if kick {
 		r.kick()
 	}
-	return runHooks(hooks)
+	return hooks.run()
 }
 
-// cancelAllLocked cancels every request in flight with flags f and returns
-// the cancel hooks of foreign ones, to run once r.sqMu is released, and
-// whether a request completed here. r.sqMu held.
-func (r *Ring) cancelAllLocked(f uint32) (hooks []*foreignRef, kick bool) {
+// cancelAllLocked cancels every request in flight with flags f, adds the
+// cancel hooks of foreign ones to hooks, to run once r.sqMu is released,
+// and reports whether a request completed here. r.sqMu held.
+func (r *Ring) cancelAllLocked(f uint32, hooks *hookSet) (kick bool) {
 	for i := range r.slots {
 		s := &r.slots[i]
 		key, st := s.keyState()
@@ -1251,7 +1252,7 @@ func (r *Ring) cancelAllLocked(f uint32) (hooks []*foreignRef, kick bool) {
 		if s.foreign.Load() {
 			s.flags.Or(f)
 			if fr := s.fref.Load(); fr != nil && fr.key == key {
-				hooks = append(hooks, fr)
+				hooks.add(fr)
 			}
 			continue
 		}
@@ -1266,7 +1267,7 @@ func (r *Ring) cancelAllLocked(f uint32) (hooks []*foreignRef, kick bool) {
 		r.be.cancelAll()
 		r.be.flush()
 	}
-	return hooks, kick
+	return kick
 }
 
 // Cancel cancels each of reqs that is in flight, like Request.Cancel on
@@ -1380,12 +1381,13 @@ func (r *Ring) Close() error {
 		return &OpError{Op: "close", Err: ErrClosed}
 	}
 	r.closed.Store(true)
-	hooks, kick := r.cancelAllLocked(flCancelReq)
+	var hooks hookSet
+	kick := r.cancelAllLocked(flCancelReq, &hooks)
 	r.unlockSQ()
 	if kick {
 		r.kick()
 	}
-	hookErr := runHooks(hooks)
+	hookErr := hooks.run()
 
 	// Drain: every accepted request completes.
 	for r.inflight.Load() > 0 {
