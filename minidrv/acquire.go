@@ -290,9 +290,9 @@ func (a *acquisition) stream() bool {
 	defer tick.Stop()
 	a.lastData = time.Now()
 	stopped := a.stopped
+	a.submit()
+	a.streaming.Store(true)
 	for {
-		a.submit()
-		a.streaming.Store(true)
 		if a.pump.queued == 0 {
 			return a.sent == a.total
 		}
@@ -310,6 +310,7 @@ func (a *acquisition) stream() bool {
 			}
 			tick.Reset(period)
 		}
+		a.submit()
 	}
 }
 
