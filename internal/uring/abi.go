@@ -69,9 +69,11 @@ const (
 
 // Setup flags (IORING_SETUP_*).
 const (
-	SetupCQSize    = 1 << 3
-	SetupClamp     = 1 << 4
-	SetupSubmitAll = 1 << 7
+	SetupCQSize       = 1 << 3
+	SetupClamp        = 1 << 4
+	SetupSubmitAll    = 1 << 7
+	SetupSingleIssuer = 1 << 12 // used by the benchmarks' bare-ABI floor, not by ioring
+	SetupDeferTaskrun = 1 << 13 // likewise
 )
 
 // Feature flags (IORING_FEAT_*).
@@ -86,8 +88,9 @@ const (
 
 // Enter flags (IORING_ENTER_*).
 const (
-	EnterGetEvents = 1 << 0
-	EnterExtArg    = 1 << 3
+	EnterGetEvents      = 1 << 0
+	EnterExtArg         = 1 << 3
+	EnterRegisteredRing = 1 << 4 // used by the benchmarks' bare-ABI floor, not by ioring
 )
 
 // Ring flags.
@@ -121,6 +124,8 @@ const (
 	RegisterProbe      = 8
 	RegisterPbufRing   = 22
 	UnregisterPbufRing = 23
+	RegisterRingFDs    = 20 // used by the benchmarks' bare-ABI floor, not by ioring
+	UnregisterRingFDs  = 21 // likewise
 )
 
 // MaxPbufEntries is the kernel's limit on a provided-buffer ring's entries.
@@ -128,9 +133,9 @@ const MaxPbufEntries = 32768
 
 // mmap offsets (IORING_OFF_*).
 const (
-	offSQRing = 0
-	offCQRing = 0x8000000
-	offSQEs   = 0x10000000
+	OffSQRing = 0
+	OffCQRing = 0x8000000
+	OffSQEs   = 0x10000000
 )
 
 // SQE is struct io_uring_sqe (64 bytes). Union members are named after the

@@ -116,21 +116,21 @@ func (r *Ring) mmap() error {
 	if single && cqSize > sqSize {
 		sqSize = cqSize
 	}
-	mem, err := unix.Mmap(r.fd, offSQRing, sqSize, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED|unix.MAP_POPULATE)
+	mem, err := unix.Mmap(r.fd, OffSQRing, sqSize, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED|unix.MAP_POPULATE)
 	if err != nil {
 		return fmt.Errorf("mmap SQ ring: %w", err)
 	}
 	r.ringMem = mem
 	cqMem := mem
 	if !single {
-		cqMem, err = unix.Mmap(r.fd, offCQRing, cqSize, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED|unix.MAP_POPULATE)
+		cqMem, err = unix.Mmap(r.fd, OffCQRing, cqSize, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED|unix.MAP_POPULATE)
 		if err != nil {
 			unix.Munmap(mem)
 			return fmt.Errorf("mmap CQ ring: %w", err)
 		}
 		r.cqMem = cqMem
 	}
-	sqeMem, err := unix.Mmap(r.fd, offSQEs, int(p.SQEntries)*int(unsafe.Sizeof(SQE{})), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED|unix.MAP_POPULATE)
+	sqeMem, err := unix.Mmap(r.fd, OffSQEs, int(p.SQEntries)*int(unsafe.Sizeof(SQE{})), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED|unix.MAP_POPULATE)
 	if err != nil {
 		r.unmap()
 		return fmt.Errorf("mmap SQEs: %w", err)

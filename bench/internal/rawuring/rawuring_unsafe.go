@@ -14,36 +14,21 @@ import (
 	"github.com/cancelio/cancelio/internal/uring"
 )
 
-// The build fails here when a mirror's size drifts from the kernel's.
-var (
-	_ [64]byte  = [unsafe.Sizeof(SQE{})]byte{}    // struct io_uring_sqe
-	_ [16]byte  = [unsafe.Sizeof(CQE{})]byte{}    // struct io_uring_cqe
-	_ [120]byte = [unsafe.Sizeof(params{})]byte{} // struct io_uring_params
-	_ [16]byte  = [unsafe.Sizeof(rsrcUpdate{})]byte{}
-)
+// The build fails here when the one mirror of its own drifts from the
+// kernel's (internal/uring checks the others).
+var _ [16]byte = [unsafe.Sizeof(rsrcUpdate{})]byte{}
 
 // Opcodes (enum io_uring_op) the benchmarks use.
 const (
-	OpNop  = 0
-	OpRead = 22
+	OpNop  = uring.OpNop
+	OpRead = uring.OpRead
 )
 
 // Setup flags (IORING_SETUP_*).
 const (
-	SetupSubmitAll    = 1 << 7
-	SetupSingleIssuer = 1 << 12
-	SetupDeferTaskrun = 1 << 13
-)
-
-const (
-	enterGetEvents      = 1 << 0 // IORING_ENTER_GETEVENTS
-	enterRegisteredRing = 1 << 4 // IORING_ENTER_REGISTERED_RING
-	featSingleMmap      = 1 << 0 // IORING_FEAT_SINGLE_MMAP
-	registerRingFDs     = 20     // IORING_REGISTER_RING_FDS
-	unregisterRingFDs   = 21     // IORING_UNREGISTER_RING_FDS
-	offSQRing           = 0
-	offCQRing           = 0x8000000
-	offSQEs             = 0x10000000
+	SetupSubmitAll    = uring.SetupSubmitAll
+	SetupSingleIssuer = uring.SetupSingleIssuer
+	SetupDeferTaskrun = uring.SetupDeferTaskrun
 )
 
 // SQE is struct io_uring_sqe, CQE struct io_uring_cqe and params struct
@@ -79,7 +64,7 @@ type Config struct {
 type Ring struct {
 	fd         int
 	enterFD    int     // fd, or the registered ring's index
-	enterFlags uintptr // enterRegisteredRing when registered
+	enterFlags uintptr // uring.EnterRegisteredRing when registered
 	mem        []byte  // SQ ring (and CQ ring with FEAT_SINGLE_MMAP)
 	cqMem      []byte  // CQ ring, when mapped apart
 	sqeMem     []byte
@@ -110,11 +95,11 @@ func Setup(cfg Config) (*Ring, error) {
 	}
 	if cfg.RegisterRingFD {
 		up := rsrcUpdate{Offset: ^uint32(0), Data: uint64(r.fd)} // offset -1: any free index
-		if err := r.register(registerRingFDs, &up); err != nil {
+		if err := r.register(uring.RegisterRingFDs, &up); err != nil {
 			r.Close()
 			return nil, fmt.Errorf("io_uring_register(RING_FDS): %w", err)
 		}
-		r.enterFD, r.enterFlags = int(up.Offset), enterRegisteredRing
+		r.enterFD, r.enterFlags = int(up.Offset), uring.EnterRegisteredRing
 	}
 	return r, nil
 }
@@ -129,23 +114,23 @@ func (r *Ring) register(op uintptr, up *rsrcUpdate) error {
 func (r *Ring) mmap(p *params) error {
 	sqSize := int(p.SQOff.Array) + int(p.SQEntries)*4
 	cqSize := int(p.CQOff.CQEs) + int(p.CQEntries)*int(unsafe.Sizeof(CQE{}))
-	single := p.Features&featSingleMmap != 0
+	single := p.Features&uring.FeatSingleMmap != 0
 	if single {
 		sqSize = max(sqSize, cqSize)
 	}
 	const prot, flags = unix.PROT_READ | unix.PROT_WRITE, unix.MAP_SHARED | unix.MAP_POPULATE
 	var err error
-	if r.mem, err = unix.Mmap(r.fd, offSQRing, sqSize, prot, flags); err != nil {
+	if r.mem, err = unix.Mmap(r.fd, uring.OffSQRing, sqSize, prot, flags); err != nil {
 		return fmt.Errorf("mmap SQ ring: %w", err)
 	}
 	cq := r.mem
 	if !single {
-		if r.cqMem, err = unix.Mmap(r.fd, offCQRing, cqSize, prot, flags); err != nil {
+		if r.cqMem, err = unix.Mmap(r.fd, uring.OffCQRing, cqSize, prot, flags); err != nil {
 			return fmt.Errorf("mmap CQ ring: %w", err)
 		}
 		cq = r.cqMem
 	}
-	if r.sqeMem, err = unix.Mmap(r.fd, offSQEs, int(p.SQEntries)*int(unsafe.Sizeof(SQE{})), prot, flags); err != nil {
+	if r.sqeMem, err = unix.Mmap(r.fd, uring.OffSQEs, int(p.SQEntries)*int(unsafe.Sizeof(SQE{})), prot, flags); err != nil {
 		return fmt.Errorf("mmap SQEs: %w", err)
 	}
 	u32 := func(b []byte, off uint32) *uint32 { return (*uint32)(unsafe.Pointer(&b[off])) }
@@ -175,7 +160,7 @@ func (r *Ring) RegisteredFD() bool { return r.enterFlags != 0 }
 func (r *Ring) Close() error {
 	var err error
 	if r.enterFlags != 0 {
-		if e := r.register(unregisterRingFDs, &rsrcUpdate{Offset: uint32(r.enterFD)}); e != nil {
+		if e := r.register(uring.UnregisterRingFDs, &rsrcUpdate{Offset: uint32(r.enterFD)}); e != nil {
 			err = fmt.Errorf("io_uring_register(UNREGISTER_RING_FDS): %w", e)
 		}
 		r.enterFD, r.enterFlags = r.fd, 0
@@ -227,7 +212,7 @@ func (r *Ring) Enter(wait uint32) (int, error) {
 			ret, _, errno = unix.RawSyscall6(unix.SYS_IO_URING_ENTER, uintptr(r.enterFD), uintptr(submit), 0, r.enterFlags, 0, 0)
 		} else {
 			ret, _, errno = unix.Syscall6(unix.SYS_IO_URING_ENTER, uintptr(r.enterFD), uintptr(submit), uintptr(wait),
-				r.enterFlags|enterGetEvents, 0, 0)
+				r.enterFlags|uring.EnterGetEvents, 0, 0)
 		}
 		switch errno {
 		case 0:
