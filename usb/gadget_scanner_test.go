@@ -152,6 +152,19 @@ func (gd *gadgetDev) waitEvent(tb testing.TB, k usbsim.EventKind) usbsim.Event {
 	return readEvent(tb, gd.intr, k)
 }
 
+// nextEvent reads the next event from interrupt IN.
+func (gd *gadgetDev) nextEvent(tb testing.TB) usbsim.Event {
+	tb.Helper()
+	ctx, cancel := testContext()
+	defer cancel()
+	buf := make([]byte, gd.intr.Desc().MaxPacketSize)
+	n, err := gd.intr.Transfer(ctx, buf)
+	require.NoError(tb, err, "interrupt IN")
+	e, err := usbsim.ParseEvent(buf[:n])
+	require.NoError(tb, err)
+	return e
+}
+
 // pattern returns n bytes that differ with n.
 func pattern(n int) []byte {
 	b := make([]byte, n)
@@ -228,6 +241,38 @@ func TestGadgetScannerTransfers(t *testing.T) {
 		// Interrupt IN: a status event.
 		gd.send(t, usbsim.StatusCommand())
 		assert.Equal(t, usbsim.StateIdle, gd.waitEvent(t, usbsim.EventStatus).State)
+	})
+}
+
+// TestGadgetScannerBackToBack: the host acts on an image as soon as it has
+// read the last of it. The device must too, although FunctionFS returns
+// its write of those bytes only after the host took them: a status asked
+// for then says idle with the whole image sent, and the next scan starts
+// (no ErrCodeBusy), every time.
+func TestGadgetScannerBackToBack(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, backend string) {
+		gd := newGadgetDev(t, backend, usbsim.Config{MaxTransfer: 16 << 10})
+		p := usbsim.ScanParams{DPI: 150, Width: 1000, Height: 20, Format: usbsim.FormatGray8, Seed: 9} // 16 KiB + 3616
+		for i := range 40 {
+			gd.send(t, usbsim.StartScanCommand(p))
+			var n int64
+			for n < p.ImageSize() {
+				b := gd.read(t, 4*gd.maxTransfer)
+				require.NotEmpty(t, b, "scan %d: image data at %d", i, n)
+				n += int64(len(b))
+			}
+			require.Equal(t, p.ImageSize(), n, "scan %d", i)
+			gd.send(t, usbsim.StatusCommand())
+			for {
+				e := gd.nextEvent(t)
+				require.NotEqual(t, usbsim.EventError, e.Kind, "scan %d: error event %+v", i, e)
+				if e.Kind == usbsim.EventStatus {
+					require.Equal(t, usbsim.StateIdle, e.State, "scan %d: status %+v", i, e)
+					require.Equal(t, e.Total, e.Sent, "scan %d: status %+v", i, e)
+					break
+				}
+			}
+		}
 	})
 }
 

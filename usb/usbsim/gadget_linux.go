@@ -365,16 +365,32 @@ func (s *Scanner) ffsInLoop(p *plug, ep *endpoint) {
 			continue // something changed: plan again
 		}
 		m.fill(buf)
-		_, err, ran := s.ffsCall(p, ep, ffsData, func() bool { return s.stillDueLocked(p, ep, m) },
-			func(fd int) (int, error) { return unix.Write(fd, buf[:m.n]) })
+		// The host may read the message, and act on it, before the write
+		// returns: until then its image bytes count as handed, so that a
+		// job whose last bytes the host has is no longer active for the
+		// commands that follow (a status, the next scan).
+		j := m.it.job
+		_, err, ran := s.ffsCall(p, ep, ffsData, func() bool {
+			if !s.stillDueLocked(p, ep, m) {
+				return false
+			}
+			if j != nil {
+				j.handed = int64(m.n)
+			}
+			return true
+		}, func(fd int) (int, error) { return unix.Write(fd, buf[:m.n]) })
 		if !ran {
 			continue // stale plan
 		}
+		s.mu.Lock()
+		if j != nil {
+			j.handed = 0
+		}
 		if err != nil {
+			s.mu.Unlock()
 			s.ffsPause(p, err) // not sent: planned again
 			continue
 		}
-		s.mu.Lock()
 		s.sentLocked(p, ep, m.it, m.off, m.n)
 		hung := s.hung
 		s.mu.Unlock()

@@ -220,19 +220,21 @@ func (s *Scanner) sentLocked(p *plug, ep *endpoint, it *inItem, off int64, n int
 			s.changedLocked()
 		}
 	}
+	if j := it.job; j != nil && j.sent == off {
+		// Counted even when an abort dropped the item meanwhile: the
+		// message went out all the same.
+		j.sent = off + int64(n)
+		if j.sent == j.total {
+			s.jobEventLocked(EventJobDone, j)
+		}
+	}
 	if len(ep.queue) == 0 || ep.queue[0] != it || it.off != off {
-		return // dropped meanwhile (abort): the message went out all the same
+		return // dropped meanwhile (abort)
 	}
 	it.off += int64(n)
 	if it.off >= it.size() {
 		ep.queue[0] = nil
 		ep.queue = ep.queue[1:]
-	}
-	if j := it.job; j != nil {
-		j.sent = it.off
-		if j.sent == j.total {
-			s.eventLocked(EventJobDone, 0)
-		}
 	}
 }
 
@@ -353,9 +355,15 @@ func (s *Scanner) commandLocked(p *plug, cmd []byte) {
 			s.eventLocked(EventError, ErrCodeBadCommand)
 			return
 		}
-		if s.job.active() {
-			s.job.aborted = true
-			s.eventLocked(EventJobAborted, 0)
+		if j := s.job; j != nil && !j.aborted && j.sent < j.total {
+			// A job whose last bytes are still being handed over
+			// ends with them (JobDone), not with this abort; either way
+			// it takes no more data.
+			active := j.active()
+			j.aborted = true
+			if active {
+				s.eventLocked(EventJobAborted, 0)
+			}
 		}
 		clear(p.in.queue)
 		p.in.queue = append(p.in.queue[:0], &inItem{}) // the flush marker
@@ -374,9 +382,14 @@ func (s *Scanner) commandLocked(p *plug, cmd []byte) {
 
 // eventOfLocked returns an event of the device's current state.
 func (s *Scanner) eventOfLocked(kind EventKind, code uint8) Event {
+	return eventOf(kind, code, s.job)
+}
+
+// eventOf returns an event about job j (nil: none).
+func eventOf(kind EventKind, code uint8, j *job) Event {
 	e := Event{Kind: kind, Code: code, State: StateIdle}
-	if j := s.job; j != nil {
-		e.Job, e.Sent, e.Total = j.id, j.sent, j.total
+	if j != nil {
+		e.Job, e.Sent, e.Total = j.id, j.sent+j.handed, j.total
 		if j.active() {
 			e.State = StateScanning
 		}
@@ -384,14 +397,29 @@ func (s *Scanner) eventOfLocked(kind EventKind, code uint8) Event {
 	return e
 }
 
-// eventLocked queues an event on interrupt IN, dropping the oldest one when
-// the host does not keep up.
+// eventLocked queues an event of the device's current state on interrupt
+// IN.
 func (s *Scanner) eventLocked(kind EventKind, code uint8) {
+	s.queueEventLocked(s.eventOfLocked(kind, code))
+}
+
+// jobEventLocked queues an event about job j, which may have been followed
+// by another one: its State is still the device's.
+func (s *Scanner) jobEventLocked(kind EventKind, j *job) {
+	e := eventOf(kind, 0, j)
+	if s.job.active() {
+		e.State = StateScanning
+	}
+	s.queueEventLocked(e)
+}
+
+// queueEventLocked queues e on interrupt IN, dropping the oldest event when
+// the host does not keep up.
+func (s *Scanner) queueEventLocked(e Event) {
 	p := s.plug
 	if p == nil {
 		return
 	}
-	e := s.eventOfLocked(kind, code)
 	q := p.intr.queue
 	if len(q) >= maxEvents {
 		q[0] = nil

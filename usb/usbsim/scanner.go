@@ -172,9 +172,16 @@ type job struct {
 	total   int64
 	sent    int64 // guarded by Scanner.mu
 	aborted bool  // guarded by Scanner.mu
+	// handed is the part of the job in an IN write the gadget transport
+	// has handed to the controller and that has not returned yet: the
+	// host may have it already, so the device counts it as sent. Guarded
+	// by Scanner.mu.
+	handed int64
 }
 
-func (j *job) active() bool { return j != nil && !j.aborted && j.sent < j.total }
+// active reports whether the job still has image data to hand to the
+// transport.
+func (j *job) active() bool { return j != nil && !j.aborted && j.sent+j.handed < j.total }
 
 // NewScanner creates a plugged-in scanner and starts its goroutines. The
 // caller must Close it.
