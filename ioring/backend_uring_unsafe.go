@@ -39,6 +39,11 @@ type uringBackend struct {
 	ring      *uring.Ring
 	cancelAny bool // IORING_ASYNC_CANCEL_ANY|ALL (kernel 5.19)
 	extArg    bool // io_uring_enter takes a timeout (IORING_FEAT_EXT_ARG, 5.11)
+	// cancelFlags are the SQE flags of a cancel: IOSQE_CQE_SKIP_SUCCESS
+	// where the kernel has it (5.17). A cancel's own result is
+	// informational (handle drops it), so one that worked posts nothing:
+	// a burst of cancels costs the kernel and the reaper half the CQEs.
+	cancelFlags uint8
 	efile     *os.File
 	evbuf     [8]byte
 	lastYield time.Time    // guarded by Ring.reapMu
@@ -102,6 +107,9 @@ func newURing(r *Ring, entries uint32) (backend, error) {
 	}
 	b.cancelAny = b.probeCancelAny()
 	b.extArg = ring.Features()&uring.FeatExtArg != 0
+	if ring.Features()&uring.FeatCQESkip != 0 {
+		b.cancelFlags = uring.SQECQESkipSucc
+	}
 	// An eventfd the kernel signals on completions lets a waiting reaper
 	// park in Go's netpoller instead of in io_uring_enter, which would keep
 	// its P (GOMAXPROCS slot) and starve other goroutines on small machines.
@@ -298,6 +306,7 @@ func (b *uringBackend) cancel(idx uint32, key uint64) {
 	}
 	sqe, _ := b.sqe()
 	sqe.Opcode = uring.OpAsyncCancel
+	sqe.Flags = b.cancelFlags
 	sqe.FD = -1
 	sqe.Addr = kindReq<<kindShft | key
 	sqe.UserData = kindCancel<<kindShft | key
@@ -311,6 +320,7 @@ func (b *uringBackend) cancelAll() {
 		sqe, _ := b.sqe()
 		sqe.Opcode = uring.OpAsyncCancel
 		sqe.FD = -1
+		sqe.Flags = b.cancelFlags
 		sqe.OpFlags = uring.CancelAny | uring.CancelAll
 		sqe.UserData = kindCancel << kindShft
 		return

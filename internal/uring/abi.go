@@ -84,6 +84,7 @@ const (
 	FeatRWCurPos   = 1 << 3
 	FeatFastPoll   = 1 << 5
 	FeatExtArg     = 1 << 8
+	FeatCQESkip    = 1 << 11 // IOSQE_CQE_SKIP_SUCCESS works
 )
 
 // Enter flags (IORING_ENTER_*).
