@@ -3,6 +3,7 @@ package bench
 import (
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -428,6 +429,45 @@ func TestCheckBlock(t *testing.T) {
 	for _, off := range offs {
 		require.Zero(t, off%blockSize)
 		require.Less(t, off, int64(dataFileSize))
+	}
+}
+
+// TestCancelLoopCatchesUp: cycles keep to their schedule. When one runs
+// long, the cycles that came due meanwhile run as soon as it returns, back
+// to back, instead of being dropped as a ticker drops ticks.
+func TestCancelLoopCatchesUp(t *testing.T) {
+	const period = 100 * time.Millisecond
+	var mu sync.Mutex
+	var starts []time.Time
+	var slowEnd time.Time
+	done := make(chan struct{})
+	l := StartCancelLoop(period, func() error {
+		mu.Lock()
+		starts = append(starts, time.Now())
+		k := len(starts)
+		mu.Unlock()
+		switch k {
+		case 1:
+			time.Sleep(4*period + period/2) // 4 more cycles come due
+			mu.Lock()
+			slowEnd = time.Now()
+			mu.Unlock()
+		case 5:
+			close(done)
+		}
+		return nil
+	})
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("5 cycles did not run within 10 s")
+	}
+	require.NoError(t, l.Stop())
+	mu.Lock()
+	defer mu.Unlock()
+	for i, st := range starts[1:5] {
+		// A ticker would space them a period apart.
+		assert.Less(t, st.Sub(slowEnd), period/2, "cycle %d started %v after the slow one ended", i+2, st.Sub(slowEnd))
 	}
 }
 
