@@ -44,11 +44,11 @@ type uringBackend struct {
 	// informational (handle drops it), so one that worked posts nothing:
 	// a burst of cancels costs the kernel and the reaper half the CQEs.
 	cancelFlags uint8
-	efile     *os.File
-	evbuf     [8]byte
-	lastYield time.Time    // guarded by Ring.reapMu
-	gate      sync.RWMutex // enters hold it shared, close exclusively
-	closed    bool         // guarded by gate
+	efile       *os.File
+	evbuf       [8]byte
+	lastYield   time.Time    // guarded by Ring.reapMu
+	gate        sync.RWMutex // enters hold it shared, close exclusively
+	closed      bool         // guarded by gate
 	// woken is set while a wake nop is on its way to the reaper: the kicks
 	// of a burst of foreign completions (a token canceling 64 queued USB
 	// transfers) then cost one nop and one enter, not one each. The

@@ -228,7 +228,7 @@ func multiCases() []multiCase {
 				require.NoError(t, err)
 				require.NoError(t, closed.Close())
 				a, _ := socketpair(t, unix.SOCK_STREAM)
-				return []Op{RecvMultishot(a, nil, 0), RecvMultishot(-1, br, 0), RecvMultishot(a, br, unix.MSG_WAITALL), RecvMultishot(a, obr, 0), RecvMultishot(a, br, -1), RecvMultishot(a, closed, 0)}
+				return []Op{RecvMultishot(a, nil, 0), RecvMultishot(-1, br, 0), RecvMultishot(a, br, unix.MSG_WAITALL), RecvMultishot(a, br, unix.MSG_PEEK), RecvMultishot(a, obr, 0), RecvMultishot(a, br, -1), RecvMultishot(a, closed, 0)}
 			},
 		},
 	}

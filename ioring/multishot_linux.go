@@ -54,7 +54,8 @@ func AcceptMultishot(fd int, flags int) Op {
 // buffers back with br.Release, and submit again), an error, or a cancel.
 // A final completion may carry a buffer as well (Buffer set). flags as
 // Recv's (unix.MSG_WAITALL is refused: a multishot receive delivers what
-// each read gets). On io_uring it needs kernel 6.0 (IORING_RECV_MULTISHOT
+// each read gets; so is unix.MSG_PEEK: every read would deliver the same
+// data again). On io_uring it needs kernel 6.0 (IORING_RECV_MULTISHOT
 // with a provided-buffer ring); the poll backend receives on readiness into
 // the buffers br hands out in the same order.
 //
@@ -76,6 +77,11 @@ func checkRecvMultishot(o Op) error {
 	}
 	if o.events&unix.MSG_WAITALL != 0 {
 		return fmt.Errorf("MSG_WAITALL with a multishot receive")
+	}
+	if o.events&unix.MSG_PEEK != 0 {
+		// Each read would find the same data again: an endless stream of
+		// copies, each taking a buffer of br.
+		return fmt.Errorf("MSG_PEEK with a multishot receive")
 	}
 	return nil
 }
