@@ -11,8 +11,12 @@ package usb_test
 import (
 	"bytes"
 	"errors"
+	"os"
+	"strconv"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -144,4 +148,57 @@ func TestGadgetControlWithheld(t *testing.T) {
 		require.NoError(t, err)
 		assert.True(t, errors.Is(c.Err, ErrTimeout), "no more echoes: %d bytes, %v", c.N, c.Err)
 	})
+}
+
+// TestGadgetControlSignals: the device side's calls on ep0 may be
+// interrupted by a signal (Go's runtime sends SIGURG to its threads to
+// preempt goroutines; FunctionFS then dequeues the request and the call
+// fails with EINTR). The scanner must make the call again: a data stage it
+// gave up on stays pending in FunctionFS, and its next read of ep0 for
+// events would take the host's data instead (the host then saw a data
+// stage of 48 bytes, the event buffer's size). Stray SIGURGs go to every
+// thread of the process while each control OUT transfer runs (not while
+// its echo comes back on bulk IN: a bulk transfer interrupted in the
+// middle is lost on FunctionFS, which the scanner's own interruptions
+// accept, at unplug); each data stage must arrive whole, and its echo come
+// back.
+func TestGadgetControlSignals(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, backend string) {
+		gd := newGadgetDev(t, backend, usbsim.Config{MaxTransfer: 16 << 10})
+		for i := range 100 {
+			data := pattern(usbsim.ControlMaxData - 1 - i%7)
+			stop := make(chan struct{})
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				for {
+					signalThreads(t)
+					select {
+					case <-stop:
+						return
+					case <-time.After(50 * time.Microsecond):
+					}
+				}
+			}()
+			gd.vendorOut(t, RecipientDevice, usbsim.EchoCommand(data))
+			close(stop)
+			<-done
+			require.Equal(t, data, gd.read(t, gd.maxTransfer), "echo %d", i)
+		}
+	})
+}
+
+// signalThreads sends SIGURG, which Go's runtime takes in its stride, to
+// every thread of the process.
+func signalThreads(tb testing.TB) {
+	ents, err := os.ReadDir("/proc/self/task")
+	if err != nil {
+		tb.Errorf("threads: %v", err)
+		return
+	}
+	for _, e := range ents {
+		if tid, err := strconv.Atoi(e.Name()); err == nil {
+			_ = unix.Tgkill(os.Getpid(), tid, unix.SIGURG)
+		}
+	}
 }

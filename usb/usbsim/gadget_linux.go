@@ -124,6 +124,7 @@ const (
 // queues events (unbind, disable) that end the wait for the next one.
 func (s *Scanner) ffsCtrlLoop(p *plug, ep *endpoint) {
 	defer p.wg.Done()
+	ffsShieldThread()
 	var evs [4 * ffsEventSize]byte
 	for {
 		n, err := ffsEP0(p, ep, false, evs[:])
@@ -145,6 +146,21 @@ func (s *Scanner) ffsCtrlLoop(p *plug, ep *endpoint) {
 			}
 		}
 	}
+}
+
+// ffsShieldThread locks the calling goroutine to its thread for good (the
+// thread ends with it) and blocks SIGURG there: Go's runtime preempts
+// goroutines with it, and a signal that lands in a FunctionFS ep0 call
+// makes FunctionFS dequeue the request and fail with EINTR, even when the
+// host's data stage had just arrived in it (that data is then lost, and
+// the setup stays pending). ep0's calls are never withdrawn on purpose,
+// so nothing is lost by keeping signals off them; the runtime preempts
+// the goroutine at its next function call instead.
+func ffsShieldThread() {
+	runtime.LockOSThread()
+	var set unix.Sigset_t
+	set.Val[(unix.SIGURG-1)/64] |= 1 << ((uint(unix.SIGURG) - 1) % 64)
+	_ = unix.PthreadSigmask(unix.SIG_BLOCK, &set, nil)
 }
 
 // ffsSetup answers setup request su on ep0. The request waits, as on the
@@ -194,7 +210,8 @@ func (s *Scanner) ffsSetup(p *plug, ep *endpoint, su usb.Setup) {
 const ffsEP0Poll = 20 * time.Millisecond
 
 // ffsEP0 reads b from ep0's file, or with write writes it, until the call
-// does not say EAGAIN or plug-in p is gone (then it returns ErrNoDevice).
+// does not say EAGAIN or EINTR, or plug-in p is gone (then it returns
+// ErrNoDevice).
 // FunctionFS's ep0 can be polled, so Go opened it non-blocking. Its calls
 // also say EAGAIN when another holds the function's mutex for a moment,
 // and no readiness event follows that: each wait for one is bounded by
@@ -213,8 +230,17 @@ func ffsEP0(p *plug, ep *endpoint, write bool, b []byte) (n int, err error) {
 		}
 		_ = deadline(time.Now().Add(ffsEP0Poll)) // fails, harmlessly, on a file opened blocking
 		cerr := wait(func(fd uintptr) bool {
-			n, err = call(int(fd), b)
-			return err != unix.EAGAIN
+			for {
+				n, err = call(int(fd), b)
+				// A signal (Go's runtime preempts with SIGURG) makes
+				// FunctionFS dequeue the request and fail with EINTR;
+				// the setup is still pending, and a caller that gave up
+				// on it would next read ep0 for events and get the
+				// host's data stage instead: make the call again.
+				if err != unix.EINTR {
+					return err != unix.EAGAIN
+				}
+			}
 		})
 		if err != unix.EAGAIN {
 			if err == nil {
