@@ -2,6 +2,7 @@ package usb_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"testing"
 	"time"
@@ -708,14 +709,21 @@ func readEvent(tb testing.TB, intr *Endpoint, k usbsim.EventKind) usbsim.Event {
 	defer cancel()
 	buf := make([]byte, intr.Desc().MaxPacketSize)
 	for {
-		n, err := intr.Transfer(ctx, buf)
-		require.NoError(tb, err, "interrupt IN, waiting for %v", k)
-		e, err := usbsim.ParseEvent(buf[:n])
-		require.NoError(tb, err)
-		if e.Kind == k {
+		if e := readEventIn(tb, ctx, intr, buf, k); e.Kind == k {
 			return e
 		}
 	}
+}
+
+// readEventIn reads one event from intr into buf within ctx, on the way to
+// one of kind want (for the failure message).
+func readEventIn(tb testing.TB, ctx context.Context, intr *Endpoint, buf []byte, want usbsim.EventKind) usbsim.Event {
+	tb.Helper()
+	n, err := intr.Transfer(ctx, buf)
+	require.NoError(tb, err, "interrupt IN, waiting for %v", want)
+	e, err := usbsim.ParseEvent(buf[:n])
+	require.NoError(tb, err)
+	return e
 }
 
 // confControlVendorRefused: the scanner's vendor requests in the wrong

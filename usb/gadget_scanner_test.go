@@ -152,17 +152,12 @@ func (gd *gadgetDev) waitEvent(tb testing.TB, k usbsim.EventKind) usbsim.Event {
 	return readEvent(tb, gd.intr, k)
 }
 
-// nextEvent reads the next event from interrupt IN.
+// nextEvent reads the next event from interrupt IN, whatever its kind.
 func (gd *gadgetDev) nextEvent(tb testing.TB) usbsim.Event {
 	tb.Helper()
 	ctx, cancel := testContext()
 	defer cancel()
-	buf := make([]byte, gd.intr.Desc().MaxPacketSize)
-	n, err := gd.intr.Transfer(ctx, buf)
-	require.NoError(tb, err, "interrupt IN")
-	e, err := usbsim.ParseEvent(buf[:n])
-	require.NoError(tb, err)
-	return e
+	return readEventIn(tb, ctx, gd.intr, make([]byte, gd.intr.Desc().MaxPacketSize), usbsim.EventStatus)
 }
 
 // pattern returns n bytes that differ with n.

@@ -225,7 +225,7 @@ func (s *Scanner) sentLocked(p *plug, ep *endpoint, it *inItem, off int64, n int
 		// message went out all the same.
 		j.sent = off + int64(n)
 		if j.sent == j.total {
-			s.jobEventLocked(EventJobDone, j)
+			s.queueEventLocked(s.jobEventOfLocked(EventJobDone, 0, j))
 		}
 	}
 	if len(ep.queue) == 0 || ep.queue[0] != it || it.off != off {
@@ -382,17 +382,19 @@ func (s *Scanner) commandLocked(p *plug, cmd []byte) {
 
 // eventOfLocked returns an event of the device's current state.
 func (s *Scanner) eventOfLocked(kind EventKind, code uint8) Event {
-	return eventOf(kind, code, s.job)
+	return s.jobEventOfLocked(kind, code, s.job)
 }
 
-// eventOf returns an event about job j (nil: none).
-func eventOf(kind EventKind, code uint8, j *job) Event {
+// jobEventOfLocked returns an event about job j (nil: none), which a next
+// StartScan may have replaced as the current one: its State is the
+// device's.
+func (s *Scanner) jobEventOfLocked(kind EventKind, code uint8, j *job) Event {
 	e := Event{Kind: kind, Code: code, State: StateIdle}
+	if s.job.active() {
+		e.State = StateScanning
+	}
 	if j != nil {
 		e.Job, e.Sent, e.Total = j.id, j.sent+j.handed, j.total
-		if j.active() {
-			e.State = StateScanning
-		}
 	}
 	return e
 }
@@ -401,16 +403,6 @@ func eventOf(kind EventKind, code uint8, j *job) Event {
 // IN.
 func (s *Scanner) eventLocked(kind EventKind, code uint8) {
 	s.queueEventLocked(s.eventOfLocked(kind, code))
-}
-
-// jobEventLocked queues an event about job j, which may have been followed
-// by another one: its State is still the device's.
-func (s *Scanner) jobEventLocked(kind EventKind, j *job) {
-	e := eventOf(kind, 0, j)
-	if s.job.active() {
-		e.State = StateScanning
-	}
-	s.queueEventLocked(e)
 }
 
 // queueEventLocked queues e on interrupt IN, dropping the oldest event when
