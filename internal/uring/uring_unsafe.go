@@ -10,6 +10,7 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/cancelio/cancelio/internal/release"
 	"golang.org/x/sys/unix"
 )
 
@@ -224,7 +225,7 @@ func (r *Ring) Pending() uint32 { return r.sqLocal - atomic.LoadUint32(r.sqHead)
 // are waiting to be consumed.
 func (r *Ring) publish() uint32 {
 	r.raceRelease()
-	atomic.StoreUint32(r.sqTail, r.sqLocal) // release: SQE contents before the tail
+	release.Uint32(r.sqTail, r.sqLocal) // SQE contents before the tail
 	r.sqPublished = r.sqLocal
 	return r.sqLocal - atomic.LoadUint32(r.sqHead)
 }
@@ -364,7 +365,7 @@ func (r *Ring) PeekCQ() (first, second []CQE) {
 
 // AdvanceCQ hands n completion entries back to the kernel.
 func (r *Ring) AdvanceCQ(n uint32) {
-	atomic.StoreUint32(r.cqHead, *r.cqHead+n)
+	release.Uint32(r.cqHead, *r.cqHead+n) // the CQEs were read before
 }
 
 // CQReady returns how many completions are waiting in the CQ ring.
