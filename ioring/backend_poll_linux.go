@@ -1257,4 +1257,6 @@ func (b *pollBackend) pop(l *plist) int32 {
 }
 
 // enter has nothing to do: flush starts requests itself.
+func (b *pollBackend) enterTicket() bool { return false }
+
 func (b *pollBackend) enter() {}

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"os"
 	"runtime"
-	"sync"
 	"sync/atomic"
 	"time"
 	"unsafe"
@@ -46,9 +45,19 @@ type uringBackend struct {
 	cancelFlags uint8
 	efile       *os.File
 	evbuf       [8]byte
-	lastYield   time.Time    // guarded by Ring.reapMu
-	gate        sync.RWMutex // enters hold it shared, close exclusively
-	closed      bool         // guarded by gate
+	lastYield   time.Time // guarded by Ring.reapMu
+	// Enters run without Ring.sqMu (see enter), and close unmaps the ring
+	// they read: close waits until every enter let out has finished. An
+	// enter is let out under sqMu (tickets, refused once Ring.beDead is
+	// set), and counts itself out with one atomic add (exits): a lock-free
+	// enter costs one atomic operation, where a read lock cost two.
+	tickets uint64 // guarded by Ring.sqMu
+	exits   atomic.Uint64
+	// The system calls of enters that uring.Ring does not count, for
+	// Stats.KernelEnters: one per exit, minus the exits that found nothing
+	// to enter, plus the rest (retries, a reaper's enters).
+	idleExits  atomic.Uint64
+	extraEnter atomic.Uint64
 	// woken is set while a wake nop is on its way to the reaper: the kicks
 	// of a burst of foreign completions (a token canceling 64 queued USB
 	// transfers) then cost one nop and one enter, not one each. The
@@ -231,25 +240,45 @@ func (b *uringBackend) flush() error {
 	return nil
 }
 
-// enter hands what flush published to the kernel. No Ring lock held;
-// concurrent enters are fine (see uring.Ring.Enter). The gate keeps Close
-// from closing the ring under an enter.
-func (b *uringBackend) enter() {
-	// The ring's memory is read only under the gate: Close unmaps it.
-	b.gate.RLock()
-	defer b.gate.RUnlock()
-	if b.closed || b.ring.Unsubmitted() == 0 {
-		return
+// enterTicket reports whether an enter is due after the holder of r.sqMu
+// releases it (something published is not yet consumed), and lets it out:
+// the caller must call enter once after the unlock. r.sqMu held.
+func (b *uringBackend) enterTicket() bool {
+	if b.r.beDead || b.ring.Unsubmitted() == 0 {
+		return false
 	}
+	b.tickets++
+	return true
+}
+
+// enter hands what flush published to the kernel, once enterTicket let it
+// out. No Ring lock held; concurrent enters are fine (see
+// uring.Ring.Enter): another may have handed everything over already.
+func (b *uringBackend) enter() {
+	calls := 0
 	for tries := 0; ; tries++ {
-		err := b.ring.Enter()
+		n, err := b.ring.Enter()
+		calls += n
 		if err != unix.EBUSY && err != unix.EAGAIN {
 			// Anything else leaves the SQEs published: the next enter, or
 			// a waiting reaper, hands them over.
-			return
+			break
 		}
 		b.makeRoom(tries)
 	}
+	switch {
+	case calls == 0:
+		b.idleExits.Add(1)
+	case calls > 1:
+		b.extraEnter.Add(uint64(calls - 1))
+	}
+	b.exits.Add(1) // last: close may unmap the ring once it counts this
+}
+
+// kernelEnters returns how many io_uring_enter calls the ring made.
+func (b *uringBackend) kernelEnters() uint64 {
+	idle := b.idleExits.Load() // before exits: the difference never goes below 0
+	return b.ring.Enters() + b.exits.Load() - idle + b.extraEnter.Load()
 }
 
 // submitNow publishes and enters under r.sqMu, for when the SQ must have
@@ -355,7 +384,9 @@ func (b *uringBackend) reap(wait bool, timeout time.Duration) error {
 	// to enter it) is handed over now: the reaper may be waiting for it.
 	// The ring is open: Close fences reapers off before it closes it.
 	if b.ring.Unsubmitted() > 0 {
-		b.ring.Enter()
+		if n, _ := b.ring.Enter(); n > 0 {
+			b.extraEnter.Add(uint64(n))
+		}
 		if b.reapReady() > 0 {
 			return nil
 		}
@@ -509,9 +540,11 @@ func (b *uringBackend) wake() {
 }
 
 func (b *uringBackend) close() error {
-	b.gate.Lock() // no enter runs or starts on the closing ring
-	b.closed = true
-	b.gate.Unlock()
+	// Ring.beDead is set: no enter is let out any more. Wait for those
+	// that were (each is a system call that does not block).
+	for b.exits.Load() != b.tickets {
+		runtime.Gosched()
+	}
 	b.efile.Close()
 	b.ring.UnregisterEventFD()
 	return b.ring.Close()

@@ -67,8 +67,11 @@ func (r *Ring) unlockSQ() {
 			kick = r.drainDeferred()
 			r.flushLocked()
 		}
+		enter := r.be.enterTicket()
 		r.sqMu.Unlock()
-		r.be.enter()
+		if enter {
+			r.be.enter()
+		}
 		if kick {
 			r.kick()
 		}

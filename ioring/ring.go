@@ -239,9 +239,12 @@ type backend interface {
 	// flush hands what submit deferred to the kernel, or readies it for
 	// enter. r.sqMu held.
 	flush() error
-	// enter completes the hand-off flush began, without r.sqMu (Ring.unlockSQ
-	// calls it after every release of the lock that may have flushed). Any
-	// goroutine, no Ring lock held.
+	// enterTicket reports whether the hand-off flush began needs enter
+	// after r.sqMu is released. r.sqMu held.
+	enterTicket() bool
+	// enter completes the hand-off flush began, without r.sqMu: Ring.unlockSQ
+	// calls it after a release of the lock for which enterTicket said so,
+	// exactly once. Any goroutine, no Ring lock held.
 	enter()
 	// cancel asks for slot idx, identified by key, to be canceled; the
 	// slot's own completion still follows. r.sqMu held. Never blocks on I/O.

@@ -8,7 +8,7 @@ func (r *Ring) backendStats(st *Stats) {
 	if !ok {
 		return
 	}
-	st.KernelEnters = b.ring.Enters()
+	st.KernelEnters = b.kernelEnters()
 	// The kernel's counter lives in the ring's memory, which Close unmaps
 	// after it set beDead under sqMu: read it under sqMu, and keep the
 	// last value for after.

@@ -54,3 +54,27 @@ func TestConformanceStats(t *testing.T) {
 		assert.Equal(t, st.Submitted, after.Submitted, "readable after Close")
 	})
 }
+
+// TestStatsKernelEnters counts the system calls of submissions: each
+// SubmitBatch hands its batch over in one io_uring_enter, made after the
+// submit lock is released, and reaping without waiting makes none.
+func TestStatsKernelEnters(t *testing.T) {
+	r, err := New(Config{Entries: 16, Backend: BackendURing})
+	require.NoError(t, err)
+	defer r.Close()
+	ops := []Op{Nop(), Nop(), Nop()}
+	reqs := make([]Request, len(ops))
+	dst := make([]Completion, len(ops))
+	before := r.Stats().KernelEnters
+	const batches = 20
+	for i := 0; i < batches; i++ {
+		n, err := r.SubmitBatch(ops, reqs)
+		require.NoError(t, err)
+		for got := 0; got < n; {
+			k, err := r.Reap(dst, 0)
+			require.NoError(t, err)
+			got += k
+		}
+	}
+	assert.Equal(t, uint64(batches), r.Stats().KernelEnters-before)
+}
