@@ -309,8 +309,7 @@ func (b *pollBackend) deliverAll(out []compl) {
 
 // submit records slot idx; flush starts it (so that a request finishing at
 // once completes after the Ring is done with its slot). r.sqMu held.
-func (b *pollBackend) submit(idx uint32) error {
-	s := &b.r.slots[idx]
+func (b *pollBackend) submit(idx uint32, s *slot) error {
 	p := &b.ps[idx]
 	b.mu.Lock()
 	p.key = s.key()

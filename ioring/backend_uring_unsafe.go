@@ -193,8 +193,7 @@ func (b *uringBackend) sqe() (*uring.SQE, uint32) {
 	}
 }
 
-func (b *uringBackend) submit(idx uint32) error {
-	s := &b.r.slots[idx]
+func (b *uringBackend) submit(idx uint32, s *slot) error {
 	im := &opImpls[s.code]
 	if im.prep == nil || b.r.lacks[s.code] {
 		return fmt.Errorf("%w: %v on io_uring", ErrNotSupported, s.code)

@@ -31,9 +31,9 @@ type chain struct {
 	head, tail uint32
 }
 
-// addFree puts slot idx, which nobody else references any more, on c.
-func (r *Ring) addFree(c *chain, idx uint32) {
-	r.slots[idx].freeNext = c.head
+// addFree puts slot idx (s), which nobody else references any more, on c.
+func addFree(c *chain, idx uint32, s *slot) {
+	s.freeNext = c.head
 	c.head = idx + 1
 	if c.tail == 0 {
 		c.tail = idx + 1
@@ -56,15 +56,16 @@ func (r *Ring) pushFree(c *chain) {
 	*c = chain{}
 }
 
-// popFree takes a free slot. r.sqMu held.
-func (r *Ring) popFree() (uint32, bool) {
+// popFree takes a free slot: its index and address. r.sqMu held.
+func (r *Ring) popFree() (uint32, *slot) {
 	f := &r.free
 	if f.local == 0 {
 		if f.local = f.shared.Swap(0); f.local == 0 {
-			return 0, false
+			return 0, nil
 		}
 	}
 	idx := f.local - 1
-	f.local = r.slots[idx].freeNext
-	return idx, true
+	s := &r.slots[idx]
+	f.local = s.freeNext
+	return idx, s
 }

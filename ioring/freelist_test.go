@@ -22,7 +22,7 @@ func TestFreeListCirculation(t *testing.T) {
 	r := &Ring{slots: make([]slot, slots)}
 	var all chain
 	for i := slots - 1; i >= 0; i-- {
-		r.addFree(&all, uint32(i))
+		addFree(&all, uint32(i), &r.slots[i])
 	}
 	r.pushFree(&all)
 	assert.Zero(t, all, "pushFree empties the chain")
@@ -36,7 +36,7 @@ func TestFreeListCirculation(t *testing.T) {
 			var c chain
 			n := 0
 			for idx := range work {
-				r.addFree(&c, idx)
+				addFree(&c, idx, &r.slots[idx])
 				if n++; n%(g+1) == 0 { // chains of 1 to releasers slots
 					r.pushFree(&c)
 				}
@@ -45,8 +45,8 @@ func TestFreeListCirculation(t *testing.T) {
 		}()
 	}
 	for done := 0; done < rounds; {
-		idx, ok := r.popFree() // this goroutine is the only taker
-		if !ok {
+		idx, s := r.popFree() // this goroutine is the only taker
+		if s == nil {
 			continue // every slot is queued for a releaser or in its chain
 		}
 		work <- idx
@@ -57,8 +57,8 @@ func TestFreeListCirculation(t *testing.T) {
 
 	seen := make([]bool, slots)
 	for n := 0; ; n++ {
-		idx, ok := r.popFree()
-		if !ok {
+		idx, s := r.popFree()
+		if s == nil {
 			break
 		}
 		require.Less(t, n, slots, "more free slots than slots: a cycle")

@@ -132,7 +132,7 @@ func (r *Ring) runDeferred(kind, key uint64) bool {
 		s.timerDL = true
 		r.armTimer(s, key, left)
 	}
-	if err := r.be.submit(idx); err != nil {
+	if err := r.be.submit(idx, s); err != nil {
 		s.flags.Or(flNopped)
 		r.complete(idx, -int32(eInval))
 		return true

@@ -206,7 +206,7 @@ func (r *Ring) takeShot(idx uint32, s *slot, free *chain) Completion {
 			panic(fmt.Sprintf("ioring: slot %d: a multishot completion after the final one", idx))
 		}
 		ms.br = nil
-		r.releaseKey(idx, key, free)
+		r.releaseKey(idx, s, key, free)
 		return c
 	}
 	if more {

@@ -232,10 +232,10 @@ func (s *slot) move(key uint64, from, to uint32) bool {
 // backend moves requests to the kernel and reports their results with
 // Ring.complete, exactly once per submitted slot.
 type backend interface {
-	// submit starts slot idx, whose fields are filled and whose state is
-	// stActive. Called with r.sqMu held; it may defer the actual hand-off
+	// submit starts slot idx (s, at &r.slots[idx]), whose fields are
+	// filled and whose state is stActive. Called with r.sqMu held; it may defer the actual hand-off
 	// to flush. An error means nothing was started.
-	submit(idx uint32) error
+	submit(idx uint32, s *slot) error
 	// flush hands what submit deferred to the kernel, or readies it for
 	// enter. r.sqMu held.
 	flush() error
@@ -365,7 +365,7 @@ func New(cfg Config) (*Ring, error) {
 		s.tokPrev, s.tokNext = -1, -1
 		s.ordPrev, s.ordNext = -1, -1
 		s.wake = make(chan struct{}, 1)
-		r.addFree(&free, uint32(i))
+		addFree(&free, uint32(i), &r.slots[i])
 	}
 	r.pushFree(&free)
 
@@ -420,27 +420,28 @@ func (r *Ring) Entries() int { return len(r.slots) }
 // taken in and waiting for Reap or Request.Wait are not counted.
 func (r *Ring) InFlight() int { return int(r.inflight.Load()) }
 
-// alloc takes a free slot and returns its next key (a new generation),
-// which the slot takes on at enqueue. r.sqMu held.
-func (r *Ring) alloc() (uint32, uint64, bool) {
-	idx, ok := r.popFree()
-	if !ok {
-		return 0, 0, false
+// alloc takes a free slot and returns its index, its address (nil when
+// none is free) and its next key (a new generation), which the slot takes
+// on at enqueue. r.sqMu held.
+func (r *Ring) alloc() (uint32, *slot, uint64) {
+	idx, s := r.popFree()
+	if s == nil {
+		return 0, nil, 0
 	}
-	key := (r.slots[idx].key() + 1<<idxBits) & keyMask
-	return idx, key, true
+	return idx, s, (s.key() + 1<<idxBits) & keyMask
 }
 
 // release frees slot idx onto c; the caller pushes c to the free list.
 // Its flags are left for fill to clear: until the slot is filled again
 // only a late Complete reads them, and finds its request's claim.
 func (r *Ring) release(idx uint32, c *chain) {
-	r.releaseKey(idx, r.slots[idx].key(), c)
+	s := &r.slots[idx]
+	r.releaseKey(idx, s, s.key(), c)
 }
 
-// releaseKey is release for a caller that knows the slot's key.
-func (r *Ring) releaseKey(idx uint32, key uint64, c *chain) {
-	s := &r.slots[idx]
+// releaseKey is release for a caller that knows the slot (s, at
+// &r.slots[idx]) and its key.
+func (r *Ring) releaseKey(idx uint32, s *slot, key uint64, c *chain) {
 	// Only what was set is cleared: a pointer store costs a write-barrier
 	// check, and a plain request sets few of them (fill writes only those
 	// its Op has, onto the nil this leaves).
@@ -459,7 +460,7 @@ func (r *Ring) releaseKey(idx uint32, key uint64, c *chain) {
 		s.cold = false
 	}
 	s.set(key, stFree)
-	r.addFree(c, idx)
+	addFree(c, idx, s)
 }
 
 // fill copies op into slot idx and pins its buffers. r.sqMu held.
@@ -565,12 +566,11 @@ func (r *Ring) submitOne(op *Op, awaited bool) (Request, error) {
 		r.sqMu.Unlock()
 		return Request{}, &OpError{Op: op.code.String(), Err: ErrClosed}
 	}
-	idx, key, ok := r.alloc()
-	if !ok {
+	idx, s, key := r.alloc()
+	if s == nil {
 		r.sqMu.Unlock()
 		return Request{}, &OpError{Op: op.code.String(), Err: ErrFull}
 	}
-	s := &r.slots[idx]
 	r.fill(s, op, awaited)
 	r.inflight.Add(1) // before the request can complete
 	kicked, err := r.enqueue(s, idx, key, op.ordered())
@@ -618,12 +618,11 @@ func (r *Ring) SubmitBatch(ops []Op, reqs []Request) (int, error) {
 	kicked := false
 	done := 0
 	for ; done < len(ops); done++ {
-		idx, key, ok := r.alloc()
-		if !ok {
+		idx, s, key := r.alloc()
+		if s == nil {
 			break
 		}
 		reqs[done] = Request{r: r, key: key}
-		s := &r.slots[idx]
 		op := &ops[done]
 		r.fill(s, op, false)
 		k, e := r.enqueue(s, idx, key, op.ordered())
@@ -674,9 +673,8 @@ func (r *Ring) unfill(idx uint32) {
 // whether a completion happened outside the backend (the caller kicks
 // reapers).
 func (r *Ring) enqueue(s *slot, idx uint32, key uint64, ordered bool) (bool, error) {
-	if r.closed.Load() {
-		return false, ErrClosed
-	}
+	// The callers checked r.closed since they took r.sqMu: Close sets it
+	// under r.sqMu, so it is still false.
 	if s.deadline > 0 {
 		s.start = time.Since(epoch)
 	}
@@ -717,7 +715,7 @@ func (r *Ring) enqueue(s *slot, idx uint32, key uint64, ordered bool) (bool, err
 	if s.deadline > 0 && (r.goDeadlines || s.code.desc().timerDeadline) {
 		s.timerDL = true
 	}
-	if err := r.be.submit(idx); err != nil {
+	if err := r.be.submit(idx, s); err != nil {
 		if ordered {
 			if next, ok, _ := r.ordRemove(idx, s, false); ok {
 				r.pushDeferred(kindReq, next)
@@ -984,7 +982,7 @@ func (r *Ring) take(idx uint32, free *chain) Completion {
 	}
 	key := s.key()
 	c := Completion{Req: Request{r: r, key: key}, Op: s.code, N: n, Err: err, User: s.user}
-	r.releaseKey(idx, key, free)
+	r.releaseKey(idx, s, key, free)
 	return c
 }
 
@@ -1004,7 +1002,7 @@ func (r *Ring) takeDirect(idx uint32, s *slot, c *Completion) {
 		}
 	}
 	*c = Completion{Req: Request{r: r, key: key}, Op: s.code, N: n, Err: err, User: s.user}
-	r.releaseKey(idx, key, &r.directFree)
+	r.releaseKey(idx, s, key, &r.directFree)
 }
 
 // Reap moves completed requests into dst and returns how many (at least one
@@ -1017,10 +1015,13 @@ func (r *Ring) Reap(dst []Completion, timeout time.Duration) (int, error) {
 		return 0, &OpError{Op: "reap", Err: fmt.Errorf("%w: empty destination", ErrInvalid)}
 	}
 	// The common case first, without the set-up of a wait: what is queued,
-	// or what the kernel has ready.
-	if n := r.popInto(dst); n > 0 {
-		r.handOff()
-		return n, nil
+	// or what the kernel has ready. (An entry Len misses, being pushed at
+	// this moment, is found as if it had come a moment later.)
+	if r.done.Len() > 0 {
+		if n := r.popInto(dst); n > 0 {
+			r.handOff()
+			return n, nil
+		}
 	}
 	if r.reapMu.TryLock() {
 		if r.done.Len() == 0 && !r.beClosed {

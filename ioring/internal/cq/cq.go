@@ -11,6 +11,8 @@ import (
 	"errors"
 	"runtime"
 	"sync/atomic"
+
+	"github.com/cancelio/cancelio/internal/release"
 )
 
 // cacheLine separates the producer and consumer counters so that they do not
@@ -74,7 +76,7 @@ func (q *Queue) Push(v uint32) bool {
 		case dif == 0:
 			if q.enq.CompareAndSwap(pos, pos+1) {
 				c.val = v
-				c.seq.Store(pos + 1) // release the value to the consumer of this cell
+				release.AtomicUint64(&c.seq, pos+1) // release the value to the consumer of this cell
 				return true
 			}
 			pos = q.enq.Load()
@@ -109,7 +111,7 @@ func (q *Queue) Pop() (uint32, bool) {
 		case dif == 0:
 			if q.deq.CompareAndSwap(pos, pos+1) {
 				v := c.val
-				c.seq.Store(pos + q.mask + 1) // hand the cell to the producer of the next lap
+				release.AtomicUint64(&c.seq, pos+q.mask+1) // hand the cell to the producer of the next lap
 				return v, true
 			}
 			pos = q.deq.Load()
