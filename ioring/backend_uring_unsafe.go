@@ -463,12 +463,22 @@ func (b *uringBackend) handle(ud uint64, res int32, cflags uint32) {
 	}
 	key := ud & keyMask
 	idx := uint32(key & idxMask)
-	s := &b.r.slots[idx]
+	r := b.r
+	s := &r.slots[idx]
 	if kind == kindReq && res >= 0 && !s.linked && !s.multi {
 		// The common case: a request with one CQE that did not fail (a
 		// nopped one reports its cancel from its flags, in result).
+		if !s.cold && !s.inOrd && r.directN < len(r.direct) && !s.awaited.Load() && s.flags.Load()&flNopped == 0 {
+			// The commonest: nothing to undo (no timer, token or
+			// stream), and the reaping consumer has room. This is
+			// finish and takeDirect for that case, in one step.
+			r.direct[r.directN] = Completion{Req: Request{r: r, key: key}, Op: s.code, N: int(res), User: s.user}
+			r.directN++
+			r.releaseKey(idx, s, key, &r.directFree)
+			return
+		}
 		s.res = res
-		b.r.finish(idx, s, true)
+		r.finish(idx, s, true)
 		return
 	}
 	if k, st := s.keyState(); k != key || st != stActive {
