@@ -203,14 +203,7 @@ func (b *uringBackend) submit(idx uint32, s *slot) error {
 	if s.linked && b.ring.SQFree() < 2 {
 		b.submitNow() // the request and its timeout go in together
 	}
-	sqe, pos := b.ring.NextSQE()
-	if sqe == nil {
-		sqe, pos = b.sqe()
-	}
-	s.sqPos = pos
-	sqe.UserData = kindReq<<kindShft | key
-	sqe.FD = s.fd
-	sqe.Opcode = im.uring
+	sqe := b.nextSQE(s, key, im)
 	if s.fixedFD {
 		sqe.Flags = uring.SQEFixedFile
 	}
@@ -227,6 +220,33 @@ func (b *uringBackend) submit(idx uint32, s *slot) error {
 		s.pending.Store(2) // published to the reaper with the SQ tail
 	}
 	return nil
+}
+
+// submitPlain starts a plain op (see backend.submitPlain). Its opcode is
+// one this ring supports (Op.check said so), and it has no linked timeout.
+func (b *uringBackend) submitPlain(idx uint32, s *slot, key uint64, op *Op) error {
+	s.fillPlain(op, false)
+	im := &opImpls[op.code]
+	if im.prep == nil {
+		return fmt.Errorf("%w: %v on io_uring", ErrNotSupported, op.code)
+	}
+	s.set(key, stActive) // publish the slot to the completer
+	im.prep(s, b.nextSQE(s, key, im))
+	return nil
+}
+
+// nextSQE takes an SQE for the request with key in slot s and fills in
+// what every request's has. r.sqMu held.
+func (b *uringBackend) nextSQE(s *slot, key uint64, im *opImpl) *uring.SQE {
+	sqe, pos := b.ring.NextSQE()
+	if sqe == nil {
+		sqe, pos = b.sqe()
+	}
+	s.sqPos = pos
+	sqe.UserData = kindReq<<kindShft | key
+	sqe.FD = s.fd
+	sqe.Opcode = im.uring
+	return sqe
 }
 
 // flush publishes the queued SQEs; the io_uring_enter that hands them to

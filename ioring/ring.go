@@ -236,6 +236,11 @@ type backend interface {
 	// filled and whose state is stActive. Called with r.sqMu held; it may defer the actual hand-off
 	// to flush. An error means nothing was started.
 	submit(idx uint32, s *slot) error
+	// submitPlain is fill, enqueue and submit in one step for an op that
+	// Op.plain admits, in a slot just allocated with key and counted in
+	// flight, for the completion queue (not awaited). r.sqMu held. An
+	// error means nothing was started and the slot is stFree again.
+	submitPlain(idx uint32, s *slot, key uint64, op *Op) error
 	// flush hands what submit deferred to the kernel, or readies it for
 	// enter. r.sqMu held.
 	flush() error
@@ -465,41 +470,14 @@ func (r *Ring) releaseKey(idx uint32, s *slot, key uint64, c *chain) {
 
 // fill copies op into slot idx and pins its buffers. r.sqMu held.
 func (r *Ring) fill(s *slot, op *Op, awaited bool) {
-	s.code = op.code
-	// Atomic stores are full barriers on amd64: skip the ones that change
-	// nothing (a slot keeps serving the same kind of request).
-	if foreign := op.code == OpForeign; s.foreign.Load() != foreign {
-		s.foreign.Store(foreign)
-	}
-	if s.awaited.Load() != awaited {
-		s.awaited.Store(awaited)
-	}
-	s.linked, s.timerDL, s.multi, s.retries = false, false, false, 0
-	s.fd = int32(op.fd)
-	s.events = op.events
-	s.off = op.off
-	s.dur = op.dur
-	s.deadline = op.deadline
-	// release left the references nil: write only those op has.
-	if op.buf != nil {
-		s.buf = op.buf
-	}
+	s.fillPlain(op, awaited)
+	// The rest is for the features Op.plain rules out.
 	if op.bufs != nil {
 		s.bufs = op.bufs
-	}
-	if op.user != nil {
-		s.user = op.user
 	}
 	if op.hook != nil || op.token != nil {
 		s.hook, s.tok = op.hook, op.token
 		s.cold = true
-	}
-	s.res, s.fn = 0, 0
-	// Flags left by the slot's previous request (release keeps them, so
-	// that a late Complete still finds its claim). Cancels set flags only
-	// with r.sqMu held, as we hold it, and only on active slots.
-	if s.flags.Load() != 0 {
-		s.flags.Store(0)
 	}
 	// The buffers need no pin: Go's collector does not move heap objects,
 	// and a buffer stored in the ring's slab is on the heap (it escapes
@@ -533,6 +511,40 @@ func (r *Ring) fill(s *slot, op *Op, awaited bool) {
 		case <-s.wake:
 		default:
 		}
+	}
+}
+
+// fillPlain copies the fields that every op has into s (all of op when
+// op.plain()). r.sqMu held.
+func (s *slot) fillPlain(op *Op, awaited bool) {
+	s.code = op.code
+	// Atomic stores are full barriers on amd64: skip the ones that change
+	// nothing (a slot keeps serving the same kind of request).
+	if foreign := op.code == OpForeign; s.foreign.Load() != foreign {
+		s.foreign.Store(foreign)
+	}
+	if s.awaited.Load() != awaited {
+		s.awaited.Store(awaited)
+	}
+	s.linked, s.timerDL, s.multi, s.retries = false, false, false, 0
+	s.fd = int32(op.fd)
+	s.events = op.events
+	s.off = op.off
+	s.dur = op.dur
+	s.deadline = op.deadline
+	// release left the references nil: write only those op has.
+	if op.buf != nil {
+		s.buf = op.buf
+	}
+	if op.user != nil {
+		s.user = op.user
+	}
+	s.res, s.fn = 0, 0
+	// Flags left by the slot's previous request (release keeps them, so
+	// that a late Complete still finds its claim). Cancels set flags only
+	// with r.sqMu held, as we hold it, and only on active slots.
+	if s.flags.Load() != 0 {
+		s.flags.Store(0)
 	}
 }
 
@@ -624,8 +636,14 @@ func (r *Ring) SubmitBatch(ops []Op, reqs []Request) (int, error) {
 		}
 		reqs[done] = Request{r: r, key: key}
 		op := &ops[done]
-		r.fill(s, op, false)
-		k, e := r.enqueue(s, idx, key, op.ordered())
+		var k bool
+		var e error
+		if op.plain() {
+			e = r.be.submitPlain(idx, s, key, op)
+		} else {
+			r.fill(s, op, false)
+			k, e = r.enqueue(s, idx, key, op.ordered())
+		}
 		if e != nil {
 			r.unfill(idx)
 			reqs[done] = Request{}
