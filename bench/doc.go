@@ -64,7 +64,14 @@
 // arm+cancel cycles until 512 requests have been through), so that what is
 // timed, allocations included, is the steady state and not first-use costs.
 // Throughput suites report ns/op, ops/s, allocs (and MB/s for reads); for
-// BenchmarkPingPong, ns/op is one round trip.
+// BenchmarkPingPong, ns/op is one round trip. They and
+// BenchmarkCancelUnderLoad also report where the time went: sys-ns/op and
+// user-ns/op, the process's system and user CPU time per op (getrusage, all
+// threads). sys-ns/op is the kernel's share, the system calls and the I/O
+// itself; user-ns/op is the loop's, the engine's and Go's runtime's. When
+// an impl's sys-ns/op matches liburing's, the rest of its gap is its own
+// work in user space. The kernel accounts CPU time in ticks: at short
+// -benchtime the figures are rough.
 //
 // BenchmarkRead4KFixed reads the same blocks of the same file at the same
 // queue depths as BenchmarkRead4K, into QD buffers registered once when the

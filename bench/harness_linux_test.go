@@ -78,15 +78,28 @@ func warmUp(b *testing.B, r Runner) {
 }
 
 // runThroughput times r.Run(b.N) after a warm-up and reports ops/s next to
-// ns/op.
+// ns/op, and the process's user and system CPU time per op.
 func runThroughput(b *testing.B, r Runner) {
 	warmUp(b, r)
 	b.ReportAllocs()
+	user0, sys0 := processTimes()
 	b.ResetTimer()
 	err := r.Run(b.N)
 	b.StopTimer()
 	require.NoError(b, err)
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "ops/s")
+	reportCPU(b, user0, sys0)
+}
+
+// reportCPU reports where the time of the b.N ops went since processTimes
+// returned user0 and sys0: in the kernel (the system calls and the I/O
+// itself, sys-ns/op) or in user space (the engine, the loop, Go's runtime,
+// user-ns/op), for the whole process, per op. The kernel's tick-based
+// accounting makes them rough at short -benchtime.
+func reportCPU(b *testing.B, user0, sys0 time.Duration) {
+	user, sys := processTimes()
+	b.ReportMetric(float64(user-user0)/float64(b.N), "user-ns/op")
+	b.ReportMetric(float64(sys-sys0)/float64(b.N), "sys-ns/op")
 }
 
 // closeAfter closes c when the benchmark function returns, failing it on error.
@@ -308,6 +321,7 @@ func runUnderLoad(b *testing.B, r Runner) {
 	require.True(b, ok, "a runner with a CancelLoad must implement CancelCounter")
 	warmUp(b, r)
 	b.ReportAllocs()
+	user0, sys0 := processTimes()
 	b.ResetTimer()
 	before := cc.Cancels()
 	err := r.Run(b.N)
@@ -317,6 +331,7 @@ func runUnderLoad(b *testing.B, r Runner) {
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "ops/s")
 	b.ReportMetric(float64(after-before)/b.Elapsed().Seconds(), "cancels/s")
 	b.ReportMetric(100*float64(after-before)/(float64(b.Elapsed())/float64(cancelEvery)), "cancels-%")
+	reportCPU(b, user0, sys0)
 }
 
 // BenchmarkCancelPendingIO is the minidriver's CancelPendingIO from a transfer

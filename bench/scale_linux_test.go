@@ -16,11 +16,18 @@ import (
 // processCPU returns the CPU time, user and system, of every thread of the
 // process so far (0 if getrusage fails, which it does not on Linux).
 func processCPU() time.Duration {
+	user, sys := processTimes()
+	return user + sys
+}
+
+// processTimes returns the user and system CPU time of every thread of the
+// process so far (0 if getrusage fails).
+func processTimes() (user, sys time.Duration) {
 	var ru unix.Rusage
 	if unix.Getrusage(unix.RUSAGE_SELF, &ru) != nil {
-		return 0
+		return 0, 0
 	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	return time.Duration(ru.Utime.Nano()), time.Duration(ru.Stime.Nano())
 }
 
 // scaleLayouts are BenchmarkScale's ring layouts.
