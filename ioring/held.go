@@ -150,6 +150,69 @@ type ordKey uint64
 // through slot.ordPrev/ordNext; its head is the one in the backend.
 type ordList struct{ head, tail int32 }
 
+// ordDense bounds the keys that ordTable keeps in its slice: the streams
+// of fds below 4096 (64 KiB of table at the most).
+const ordDense = 2 * 4096
+
+// ordTable holds the FIFO of each stream that has ordered requests. Most
+// fds are small numbers: their streams live in a slice indexed by key,
+// grown on demand, so that a request costs no map insert and delete (a
+// request alone on its stream, as a driver's reads of several devices
+// are, would cost both). Other keys (large fds, registered files) go in a
+// map. Guarded by Ring.ordMu.
+type ordTable struct {
+	dense  []ordList // by key; {-1, -1}: empty
+	sparse map[ordKey]ordList
+}
+
+// get returns the FIFO of stream k, {-1, -1} when it has none.
+func (t *ordTable) get(k ordKey) ordList {
+	if k < ordKey(len(t.dense)) {
+		return t.dense[k]
+	}
+	if l, ok := t.sparse[k]; ok {
+		return l
+	}
+	return ordList{-1, -1}
+}
+
+// put stores the FIFO of stream k; an empty one (head < 0) is dropped.
+func (t *ordTable) put(k ordKey, l ordList) {
+	if k < ordDense {
+		if k >= ordKey(len(t.dense)) {
+			if l.head < 0 {
+				return
+			}
+			t.grow(k)
+		}
+		t.dense[k] = l
+		return
+	}
+	if l.head < 0 {
+		delete(t.sparse, k)
+		return
+	}
+	if t.sparse == nil {
+		t.sparse = make(map[ordKey]ordList)
+	}
+	t.sparse[k] = l
+}
+
+// grow makes room in dense for key k (< ordDense), doubling it.
+func (t *ordTable) grow(k ordKey) {
+	n := max(64, 2*len(t.dense))
+	for ordKey(n) <= k {
+		n *= 2
+	}
+	n = min(n, ordDense)
+	d := make([]ordList, n)
+	copy(d, t.dense)
+	for i := len(t.dense); i < n; i++ {
+		d[i] = ordList{-1, -1}
+	}
+	t.dense = d
+}
+
 // ordered reports whether op is ordered on its stream: a read or write at
 // the current position (off -1) not marked Unordered.
 func (o *Op) ordered() bool {
@@ -181,10 +244,7 @@ func ordKeyOf(s *slot) ordKey {
 func (r *Ring) ordEnqueue(idx uint32, s *slot) bool {
 	k := ordKeyOf(s)
 	r.ordMu.Lock()
-	l, ok := r.ord[k]
-	if !ok {
-		l = ordList{-1, -1}
-	}
+	l := r.ord.get(k)
 	s.ordPrev, s.ordNext = l.tail, -1
 	if l.tail >= 0 {
 		r.slots[l.tail].ordNext = int32(idx)
@@ -193,7 +253,7 @@ func (r *Ring) ordEnqueue(idx uint32, s *slot) bool {
 	}
 	l.tail = int32(idx)
 	s.inOrd = true
-	r.ord[k] = l
+	r.ord.put(k, l)
 	r.ordMu.Unlock()
 	return l.head == int32(idx)
 }
@@ -210,7 +270,7 @@ func (r *Ring) ordRemove(idx uint32, s *slot, onlyQueued bool) (next uint64, has
 	if !s.inOrd {
 		return 0, false, false
 	}
-	l := r.ord[k]
+	l := r.ord.get(k)
 	wasHead := l.head == int32(idx)
 	if wasHead && onlyQueued {
 		return 0, false, false
@@ -226,11 +286,10 @@ func (r *Ring) ordRemove(idx uint32, s *slot, onlyQueued bool) (next uint64, has
 		l.tail = s.ordPrev
 	}
 	s.ordPrev, s.ordNext, s.inOrd = -1, -1, false
+	r.ord.put(k, l)
 	if l.head < 0 {
-		delete(r.ord, k)
 		return 0, false, true
 	}
-	r.ord[k] = l
 	if wasHead {
 		return r.slots[l.head].key(), true, true
 	}

@@ -316,16 +316,16 @@ type Ring struct {
 	closedCh chan struct{}
 	drainCh  chan struct{} // cap 1: a request completed after Close began
 
-	lacks       [numOps]bool       // operations the backend cannot run here (set by New)
-	goDeadlines bool               // the backend has no deadlines of its own: Go timers enforce them
-	inlineReap  bool               // the backend completes requests only in reap (be.reapsInline)
-	def         deferList          // deferred submissions (held.go)
-	ordMu       sync.Mutex         // guards ord and the slots' stream links
-	ord         map[ordKey]ordList // FIFOs of ordered requests, by stream
-	stats       ringStats          // counters of Stats (stats.go)
-	fixed       [][]byte           // guarded by sqMu: registered buffers (fixed.go)
-	files       regFiles           // registered files (files.go)
-	bufRings    []*BufRing         // guarded by sqMu: provided-buffer rings by group (bufring.go)
+	lacks       [numOps]bool // operations the backend cannot run here (set by New)
+	goDeadlines bool         // the backend has no deadlines of its own: Go timers enforce them
+	inlineReap  bool         // the backend completes requests only in reap (be.reapsInline)
+	def         deferList    // deferred submissions (held.go)
+	ordMu       sync.Mutex   // guards ord and the slots' stream links
+	ord         ordTable     // FIFOs of ordered requests, by stream (held.go)
+	stats       ringStats    // counters of Stats (stats.go)
+	fixed       [][]byte     // guarded by sqMu: registered buffers (fixed.go)
+	files       regFiles     // registered files (files.go)
+	bufRings    []*BufRing   // guarded by sqMu: provided-buffer rings by group (bufring.go)
 }
 
 // New returns a Ring configured by cfg.
@@ -358,7 +358,6 @@ func New(cfg Config) (*Ring, error) {
 		reaperCh: make(chan struct{}, 1),
 		closedCh: make(chan struct{}),
 		drainCh:  make(chan struct{}, 1),
-		ord:      make(map[ordKey]ordList),
 	}
 	r.def.list = make([]uint64, 0, 2*n)
 	r.def.spare = make([]uint64, 0, 2*n)
