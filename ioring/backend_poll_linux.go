@@ -309,14 +309,6 @@ func (b *pollBackend) deliverAll(out []compl) {
 
 // submit records slot idx; flush starts it (so that a request finishing at
 // once completes after the Ring is done with its slot). r.sqMu held.
-// submitPlain is the general path: the poll backend's submission does
-// what a plain op needs and nothing more already.
-func (b *pollBackend) submitPlain(idx uint32, s *slot, key uint64, op *Op) error {
-	b.r.fill(s, op, false)
-	_, err := b.r.enqueue(s, idx, key, false)
-	return err
-}
-
 func (b *pollBackend) submit(idx uint32, s *slot) error {
 	p := &b.ps[idx]
 	b.mu.Lock()

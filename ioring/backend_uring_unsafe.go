@@ -222,7 +222,7 @@ func (b *uringBackend) submit(idx uint32, s *slot) error {
 	return nil
 }
 
-// submitPlain starts a plain op (see backend.submitPlain). Its opcode is
+// submitPlain starts a plain op (see plainSubmitter). Its opcode is
 // one this ring supports (Op.check said so), and it has no linked timeout.
 func (b *uringBackend) submitPlain(idx uint32, s *slot, key uint64, op *Op) error {
 	s.fillPlain(op, false)

@@ -222,7 +222,7 @@ func (o *Op) ordered() bool {
 // plain reports whether op needs nothing but a slot and its backend's
 // submission: no deadline, token, hook, buffer list, argument, registered
 // file or stream order, and it is not foreign (Ring.fill and Ring.enqueue
-// have nothing more to do for it; backend.submitPlain does it all).
+// have nothing more to do for it; plainSubmitter.submitPlain does it all).
 func (o *Op) plain() bool {
 	return o.deadline == 0 && o.token == nil && o.hook == nil && o.bufs == nil && o.arg == nil &&
 		!o.fixedFD && o.code != OpForeign && !o.ordered()

@@ -236,11 +236,6 @@ type backend interface {
 	// filled and whose state is stActive. Called with r.sqMu held; it may defer the actual hand-off
 	// to flush. An error means nothing was started.
 	submit(idx uint32, s *slot) error
-	// submitPlain is fill, enqueue and submit in one step for an op that
-	// Op.plain admits, in a slot just allocated with key and counted in
-	// flight, for the completion queue (not awaited). r.sqMu held. An
-	// error means nothing was started and the slot is stFree again.
-	submitPlain(idx uint32, s *slot, key uint64, op *Op) error
 	// flush hands what submit deferred to the kernel, or readies it for
 	// enter. r.sqMu held.
 	flush() error
@@ -273,6 +268,16 @@ type backend interface {
 	// close releases the mechanism after every request completed. Called
 	// once, with no Ring lock held, after the Ring stopped calling it.
 	close() error
+}
+
+// plainSubmitter is a backend with a one-step submission for plain ops
+// (io_uring); the poll backend's general path is as short already.
+type plainSubmitter interface {
+	// submitPlain is fill, enqueue and submit in one step for an op that
+	// Op.plain admits, in a slot just allocated with key and counted in
+	// flight, for the completion queue (not awaited). r.sqMu held. An
+	// error means nothing was started.
+	submitPlain(idx uint32, s *slot, key uint64, op *Op) error
 }
 
 // Ring is an overlapped-I/O engine: requests are submitted without waiting,
@@ -316,16 +321,17 @@ type Ring struct {
 	closedCh chan struct{}
 	drainCh  chan struct{} // cap 1: a request completed after Close began
 
-	lacks       [numOps]bool // operations the backend cannot run here (set by New)
-	goDeadlines bool         // the backend has no deadlines of its own: Go timers enforce them
-	inlineReap  bool         // the backend completes requests only in reap (be.reapsInline)
-	def         deferList    // deferred submissions (held.go)
-	ordMu       sync.Mutex   // guards ord and the slots' stream links
-	ord         ordTable     // FIFOs of ordered requests, by stream (held.go)
-	stats       ringStats    // counters of Stats (stats.go)
-	fixed       [][]byte     // guarded by sqMu: registered buffers (fixed.go)
-	files       regFiles     // registered files (files.go)
-	bufRings    []*BufRing   // guarded by sqMu: provided-buffer rings by group (bufring.go)
+	lacks       [numOps]bool   // operations the backend cannot run here (set by New)
+	goDeadlines bool           // the backend has no deadlines of its own: Go timers enforce them
+	inlineReap  bool           // the backend completes requests only in reap (be.reapsInline)
+	plainBe     plainSubmitter // the backend, when it submits plain ops in one step; else nil
+	def         deferList      // deferred submissions (held.go)
+	ordMu       sync.Mutex     // guards ord and the slots' stream links
+	ord         ordTable       // FIFOs of ordered requests, by stream (held.go)
+	stats       ringStats      // counters of Stats (stats.go)
+	fixed       [][]byte       // guarded by sqMu: registered buffers (fixed.go)
+	files       regFiles       // registered files (files.go)
+	bufRings    []*BufRing     // guarded by sqMu: provided-buffer rings by group (bufring.go)
 }
 
 // New returns a Ring configured by cfg.
@@ -409,6 +415,7 @@ func New(cfg Config) (*Ring, error) {
 	}
 	r.goDeadlines = !r.be.nativeDeadlines()
 	r.inlineReap = r.be.reapsInline()
+	r.plainBe, _ = r.be.(plainSubmitter)
 	return r, nil
 }
 
@@ -637,8 +644,8 @@ func (r *Ring) SubmitBatch(ops []Op, reqs []Request) (int, error) {
 		op := &ops[done]
 		var k bool
 		var e error
-		if op.plain() {
-			e = r.be.submitPlain(idx, s, key, op)
+		if r.plainBe != nil && op.plain() {
+			e = r.plainBe.submitPlain(idx, s, key, op)
 		} else {
 			r.fill(s, op, false)
 			k, e = r.enqueue(s, idx, key, op.ordered())
