@@ -224,11 +224,10 @@ func (b *uringBackend) submit(idx uint32, s *slot) error {
 
 // submitPlain starts a plain op (see plainSubmitter). Its opcode is
 // one this ring supports (Op.check said so), and it has no linked timeout.
-func (b *uringBackend) submitPlain(idx uint32, s *slot, key uint64, op *Op) error {
-	s.fillPlain(op, false)
-	im := &opImpls[op.code]
+func (b *uringBackend) submitPlain(idx uint32, s *slot, key uint64) error {
+	im := &opImpls[s.code]
 	if im.prep == nil {
-		return fmt.Errorf("%w: %v on io_uring", ErrNotSupported, op.code)
+		return fmt.Errorf("%w: %v on io_uring", ErrNotSupported, s.code)
 	}
 	s.set(key, stActive) // publish the slot to the completer
 	im.prep(s, b.nextSQE(s, key, im))

@@ -273,11 +273,13 @@ type backend interface {
 // plainSubmitter is a backend with a one-step submission for plain ops
 // (io_uring); the poll backend's general path is as short already.
 type plainSubmitter interface {
-	// submitPlain is fill, enqueue and submit in one step for an op that
-	// Op.plain admits, in a slot just allocated with key and counted in
-	// flight, for the completion queue (not awaited). r.sqMu held. An
-	// error means nothing was started.
-	submitPlain(idx uint32, s *slot, key uint64, op *Op) error
+	// submitPlain is enqueue and submit in one step for an op that
+	// Op.plain admits, in a slot just allocated with key, filled by
+	// slot.fillPlain (for the completion queue, not awaited) and counted
+	// in flight. r.sqMu held. An error means nothing was started. (The op
+	// itself is not passed: an *Op handed to an interface method escapes,
+	// and every Submit would allocate its Op.)
+	submitPlain(idx uint32, s *slot, key uint64) error
 }
 
 // Ring is an overlapped-I/O engine: requests are submitted without waiting,
@@ -589,9 +591,16 @@ func (r *Ring) submitOne(op *Op, awaited bool) (Request, error) {
 		r.sqMu.Unlock()
 		return Request{}, &OpError{Op: op.code.String(), Err: ErrFull}
 	}
-	r.fill(s, op, awaited)
 	r.inflight.Add(1) // before the request can complete
-	kicked, err := r.enqueue(s, idx, key, op.ordered())
+	var kicked bool
+	var err error
+	if !awaited && r.plainBe != nil && op.plain() {
+		s.fillPlain(op, false)
+		err = r.plainBe.submitPlain(idx, s, key)
+	} else {
+		r.fill(s, op, awaited)
+		kicked, err = r.enqueue(s, idx, key, op.ordered())
+	}
 	if err == nil {
 		// A flush error is not the request's: the backend keeps what it
 		// could not hand over and hands it over at the next flush.
@@ -645,7 +654,8 @@ func (r *Ring) SubmitBatch(ops []Op, reqs []Request) (int, error) {
 		var k bool
 		var e error
 		if r.plainBe != nil && op.plain() {
-			e = r.plainBe.submitPlain(idx, s, key, op)
+			s.fillPlain(op, false)
+			e = r.plainBe.submitPlain(idx, s, key)
 		} else {
 			r.fill(s, op, false)
 			k, e = r.enqueue(s, idx, key, op.ordered())

@@ -204,7 +204,17 @@ func stress(t *testing.T, r *Ring, total int) {
 					op = op.WithToken(tokens[w].Load())
 				}
 				inflight[w].Add(1)
-				q, err := r.Submit(op.WithUser(id))
+				var q Request
+				var err error
+				if rng.IntN(2) == 0 {
+					q, err = r.Submit(op.WithUser(id))
+				} else {
+					// The batch form, which checks, counts and
+					// enqueues on a path of its own.
+					var reqs [1]Request
+					_, err = r.SubmitBatch([]Op{op.WithUser(id)}, reqs[:])
+					q = reqs[0]
+				}
 				if err != nil {
 					t.Errorf("Submit: %v", err)
 					inflight[w].Add(-1)
