@@ -233,8 +233,9 @@ func (s *slot) move(key uint64, from, to uint32) bool {
 // Ring.complete, exactly once per submitted slot.
 type backend interface {
 	// submit starts slot idx (s, at &r.slots[idx]), whose fields are
-	// filled and whose state is stActive. Called with r.sqMu held; it may defer the actual hand-off
-	// to flush. An error means nothing was started.
+	// filled and whose state is stActive. Called with r.sqMu held; it may
+	// defer the actual hand-off to flush. An error means nothing was
+	// started.
 	submit(idx uint32, s *slot) error
 	// flush hands what submit deferred to the kernel, or readies it for
 	// enter. r.sqMu held.
