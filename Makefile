@@ -105,7 +105,7 @@ cross-all:
 	done
 
 # bench runs every suite (-tags liburing when liburing-dev is installed),
-# -count 6 -benchtime 500ms, keeps the raw output in
+# 6 interleaved rounds at -benchtime 500ms, keeps the raw output in
 # bench/results/<date>-<time>.txt and prints `benchstat -col /impl`.
 bench: deps
 	GO=$(GO) bench/run.sh full

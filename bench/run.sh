@@ -3,14 +3,20 @@
 #
 #   bench/run.sh [full|quick] [go test flags...]
 #
-#   full   (default) -count 6 -benchtime 500ms for every suite but Scale,
-#          then Scale at -count 2 -benchtime 150ms: about 10 minutes
-#   quick  -count 6 -benchtime 100ms, Scale -count 1 -benchtime 100ms
+#   full   (default) 6 rounds at -benchtime 500ms of every suite but Scale,
+#          then 2 rounds of Scale at -benchtime 150ms: about 10 minutes
+#   quick  6 rounds at -benchtime 100ms, 1 round of Scale at 100ms
+#
+# A round is one go test run at -count 1: every row once, the impls of a
+# workload one after the other. Rounds, not -count 6 (which runs each row 6
+# times back to back), so that the impls compared in a ratio are measured
+# seconds apart, not minutes: on a shared machine the speed drifts, and a
+# drift between two rows would read as a difference between two impls.
+# Each row still gets 6 samples, and benchstat reads them the same way.
 #
 # BenchmarkScale has 80 sub-benchmarks (one round at -benchtime 150ms takes
 # about 50 s), so it runs in a shorter pass of its own; SCALE=0 leaves it
-# out. On a loaded machine, compare layouts with its cpu-ns/op, or run
-# rounds interleaved (-count 1, several times) rather than back to back.
+# out. On a loaded machine, compare layouts with its cpu-ns/op.
 #
 # The socket ping-pongs (transport=unix|tcp), the registered-buffer reads
 # (Read4KFixed) and the bare-ABI floor from Go (impl=raw-go, raw-go-plain)
@@ -34,8 +40,8 @@ full | quick)
 	;;
 esac
 case $mode in
-full) count=6 benchtime=500ms scount=2 sbenchtime=150ms ;;
-quick) count=6 benchtime=100ms scount=1 sbenchtime=100ms ;;
+full) rounds=6 benchtime=500ms srounds=2 sbenchtime=150ms ;;
+quick) rounds=6 benchtime=100ms srounds=1 sbenchtime=100ms ;;
 esac
 
 tags=()
@@ -47,12 +53,18 @@ fi
 
 mkdir -p bench/results
 out=${BENCH_OUT:-bench/results/$(date -u +%Y%m%d-%H%M%S).txt}
-# Every suite but Scale (a BENCH regexp replaces the default).
-"$GO" test "${tags[@]}" -run '^$' -bench "${BENCH:-^Benchmark([^S]|S[^c])}" -count "$count" -benchtime "$benchtime" \
-	-timeout 60m "$@" ./bench/ | tee "$out"
+: >"$out"
+# Every suite but Scale (a BENCH regexp replaces the default), in rounds.
+for round in $(seq "$rounds"); do
+	echo "# round $round of $rounds" >&2
+	"$GO" test "${tags[@]}" -run '^$' -bench "${BENCH:-^Benchmark([^S]|S[^c])}" -count 1 -benchtime "$benchtime" \
+		-timeout 60m "$@" ./bench/ | tee -a "$out"
+done
 if [ -z "${BENCH:-}" ] && [ "${SCALE:-1}" != 0 ]; then
-	"$GO" test "${tags[@]}" -run '^$' -bench '^BenchmarkScale$' -count "$scount" -benchtime "$sbenchtime" \
-		-timeout 60m "$@" ./bench/ | grep '^Benchmark' | tee -a "$out"
+	for round in $(seq "$srounds"); do
+		"$GO" test "${tags[@]}" -run '^$' -bench '^BenchmarkScale$' -count 1 -benchtime "$sbenchtime" \
+			-timeout 60m "$@" ./bench/ | grep '^Benchmark' | tee -a "$out"
+	done
 fi
 echo
 echo "raw results in $out"
