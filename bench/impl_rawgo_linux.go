@@ -6,6 +6,7 @@ import (
 	"runtime"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/cancelio/cancelio/bench/internal/rawuring"
 )
@@ -14,8 +15,9 @@ import (
 // rawuring), no engine. The loop fills SQEs in the mapped ring, makes one
 // io_uring_enter per batch and reads the CQEs in place, as liburing's loop
 // does in C; no slots, tokens, locks or completion queue of cancelio's.
-// Nop and Read only: it is the measure of what any Go program can reach on
-// this kernel, not a baseline a driver would use.
+// Nop, Read, and the cancels of pending reads (Cancel, CancelEach: the
+// same SQEs as liburing's runner) only: it is the measure of what any Go
+// program can reach on this kernel, not a baseline a driver would use.
 //
 // Two setups:
 //   - raw-go: liburing's own (SINGLE_ISSUER|DEFER_TASKRUN, the ring fd
@@ -55,7 +57,7 @@ func (i *rawGoImpl) Supports(w Workload) bool {
 		}
 		i.err = err
 	})
-	return i.err == nil && (w == WorkloadNop || w == WorkloadRead)
+	return i.err == nil && (w == WorkloadNop || w == WorkloadRead || w == WorkloadCancel || w == WorkloadCancelEach)
 }
 
 // rawRing is a rawuring.Ring set up as i says; for raw-go, the goroutine
@@ -209,4 +211,123 @@ func (rd *rawRead) Run(n int) error {
 
 func (i *rawGoImpl) NewPingPong(PingPongConfig) (Runner, error) { return nil, ErrUnsupported }
 
-func (i *rawGoImpl) NewCancel(CancelConfig) (CancelRunner, error) { return nil, ErrUnsupported }
+// rawCancel is the cancel workload on the bare ABI, the same SQEs as
+// liburing's runner: Arm submits one read per pipe (user_data rawPending+i);
+// CancelAndWait submits one IORING_OP_ASYNC_CANCEL with
+// IORING_ASYNC_CANCEL_ANY, or with Each one per read by its user_data, and
+// waits until every read's CQE is reaped (the time measured), then reaps
+// the cancels' own CQEs.
+type rawCancel struct {
+	*rawRing
+	fds   []int
+	bufs  [][]byte
+	each  bool
+	armed int
+}
+
+// User data of the cancel workload's SQEs.
+const (
+	rawPending   = 1 << 61 // + index: the pending reads
+	rawCancelAll = 1 << 60
+	rawCancelOne = 1 << 59 // + index: the cancel of one read
+)
+
+func (i *rawGoImpl) NewCancel(cfg CancelConfig) (CancelRunner, error) {
+	n := len(cfg.FDs)
+	if n < 1 || 2*n > rawGoEntries || cfg.BufSize < 1 {
+		return nil, fmt.Errorf("%s: %d pending reads of %d bytes out of range", i.name, n, cfg.BufSize)
+	}
+	r, err := i.newRing()
+	if err != nil {
+		return nil, err
+	}
+	c := &rawCancel{rawRing: r, fds: append([]int(nil), cfg.FDs...), bufs: make([][]byte, n), each: cfg.Each}
+	mem := make([]byte, n*cfg.BufSize)
+	for i := range c.bufs {
+		c.bufs[i] = mem[i*cfg.BufSize : (i+1)*cfg.BufSize : (i+1)*cfg.BufSize]
+	}
+	return c, nil
+}
+
+func (c *rawCancel) Arm() error {
+	if c.armed > 0 {
+		return errors.New("raw-go: Arm on an armed runner")
+	}
+	for i, fd := range c.fds {
+		sqe := c.NextSQE()
+		rawuring.PrepRead(sqe, fd, c.bufs[i], -1)
+		sqe.UserData = rawPending + uint64(i)
+	}
+	n, err := c.Enter(0)
+	c.armed = n
+	if err == nil && n != len(c.fds) {
+		err = fmt.Errorf("raw-go: %d of %d reads submitted", n, len(c.fds))
+	}
+	return err
+}
+
+func (c *rawCancel) CancelAndWait() (time.Duration, error) {
+	t0 := time.Now()
+	n := c.armed
+	cancels := 1
+	if c.each {
+		cancels = n
+		for i := range n {
+			sqe := c.NextSQE()
+			sqe.Opcode, sqe.FD = rawuring.OpAsyncCancel, -1
+			sqe.Addr = rawPending + uint64(i)
+			sqe.UserData = rawCancelOne + uint64(i)
+		}
+	} else {
+		sqe := c.NextSQE()
+		sqe.Opcode, sqe.FD = rawuring.OpAsyncCancel, -1
+		sqe.OpFlags = rawuring.CancelAny
+		sqe.UserData = rawCancelAll
+	}
+	var d time.Duration
+	var first error
+	targets, canceled := 0, 0
+	for targets < n || canceled < cancels {
+		if c.Ready() == 0 {
+			if _, err := c.Enter(uint32(n - targets + cancels - canceled)); err != nil {
+				return time.Since(t0), errors.Join(first, err)
+			}
+			continue
+		}
+		ready := c.Ready()
+		for j := range ready {
+			cqe := c.CQEAt(j)
+			switch ud := cqe.UserData; {
+			case ud >= rawPending:
+				targets++
+				if cqe.Res != -int32(syscall.ECANCELED) && first == nil {
+					first = fmt.Errorf("pending read: %w", cqeErr("read", cqe.Res))
+				}
+			case ud == rawCancelAll:
+				canceled++
+				if int(cqe.Res) != n && first == nil {
+					first = fmt.Errorf("cancel-any: %w", cqeErr("cancel", cqe.Res))
+				}
+			default:
+				canceled++
+				if cqe.Res != 0 && cqe.Res != -int32(syscall.EALREADY) && first == nil {
+					first = fmt.Errorf("cancel: %w", cqeErr("cancel", cqe.Res))
+				}
+			}
+		}
+		c.Advance(ready)
+		if targets == n && d == 0 {
+			d = time.Since(t0)
+		}
+	}
+	c.armed = 0
+	return d, first
+}
+
+func (c *rawCancel) Close() error {
+	var err error
+	if c.armed > 0 {
+		_, err = c.CancelAndWait()
+	}
+	return errors.Join(err, c.close())
+}

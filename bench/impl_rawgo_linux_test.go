@@ -10,14 +10,14 @@ import (
 // rawGoImpls returns the raw-go impls that run here.
 func rawGoImpls(t *testing.T) []*rawGoImpl { return implsOf[*rawGoImpl](t, "raw-go", "raw-go-plain") }
 
-// TestRawGo checks the floor's shape: Nop and Read only, liburing's setup
+// TestRawGo checks the floor's shape: Nop, Read and the cancels only, liburing's setup
 // (a registered ring fd, so a thread-bound ring) for raw-go and a plain
 // ring for raw-go-plain, and nothing allocated per op once warm.
 func TestRawGo(t *testing.T) {
 	for _, impl := range rawGoImpls(t) {
 		t.Run(impl.Name(), func(t *testing.T) {
 			checkFDs(t)
-			for _, w := range []Workload{WorkloadPingPong, WorkloadCancel, WorkloadCancelEach, WorkloadCancelUnderLoad, WorkloadReadFixed} {
+			for _, w := range []Workload{WorkloadPingPong, WorkloadCancelUnderLoad, WorkloadReadFixed} {
 				assert.False(t, impl.Supports(w), "%v is not the floor's", w)
 			}
 			const ops = 2000

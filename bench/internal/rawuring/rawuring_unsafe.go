@@ -22,7 +22,13 @@ var _ [16]byte = [unsafe.Sizeof(rsrcUpdate{})]byte{}
 const (
 	OpNop  = uring.OpNop
 	OpRead = uring.OpRead
+	// OpAsyncCancel cancels the request whose user_data is in Addr, or
+	// with CancelAny in OpFlags every request.
+	OpAsyncCancel = uring.OpAsyncCancel
 )
+
+// CancelAny is the IORING_ASYNC_CANCEL_ANY flag of OpAsyncCancel.
+const CancelAny = uring.CancelAny
 
 // Setup flags (IORING_SETUP_*).
 const (
