@@ -376,13 +376,9 @@ func (c *cancelioImpl) NewCancel(cfg CancelConfig) (CancelRunner, error) {
 		return nil, err
 	}
 	cr := &ciCancel{r: r, ops: make([]ioring.Op, n), reqs: make([]ioring.Request, n),
-		comps: make([]ioring.Completion, n), bufs: make([][]byte, n), fds: append([]int(nil), cfg.FDs...), each: cfg.Each}
+		comps: make([]ioring.Completion, n), bufs: carveBuffers(n, cfg.BufSize), fds: append([]int(nil), cfg.FDs...), each: cfg.Each}
 	if !cfg.Each {
 		cr.tok = r.NewToken()
-	}
-	mem := make([]byte, n*cfg.BufSize)
-	for i := range cr.bufs {
-		cr.bufs[i] = mem[i*cfg.BufSize : (i+1)*cfg.BufSize : (i+1)*cfg.BufSize]
 	}
 	return cr, nil
 }

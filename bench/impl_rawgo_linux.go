@@ -241,12 +241,7 @@ func (i *rawGoImpl) NewCancel(cfg CancelConfig) (CancelRunner, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &rawCancel{rawRing: r, fds: append([]int(nil), cfg.FDs...), bufs: make([][]byte, n), each: cfg.Each}
-	mem := make([]byte, n*cfg.BufSize)
-	for i := range c.bufs {
-		c.bufs[i] = mem[i*cfg.BufSize : (i+1)*cfg.BufSize : (i+1)*cfg.BufSize]
-	}
-	return c, nil
+	return &rawCancel{rawRing: r, fds: append([]int(nil), cfg.FDs...), bufs: carveBuffers(n, cfg.BufSize), each: cfg.Each}, nil
 }
 
 func (c *rawCancel) Arm() error {

@@ -13,13 +13,22 @@ type readSlots struct {
 }
 
 func newReadSlots(cfg ReadConfig) readSlots {
-	s := readSlots{bufs: make([][]byte, cfg.QD), off: make([]int64, cfg.QD), free: make([]int, 0, cfg.QD), offsets: cfg.Offsets}
-	mem := make([]byte, cfg.QD*cfg.BlockSize)
+	s := readSlots{bufs: carveBuffers(cfg.QD, cfg.BlockSize), off: make([]int64, cfg.QD), free: make([]int, 0, cfg.QD), offsets: cfg.Offsets}
 	for i := range s.bufs {
-		s.bufs[i] = mem[i*cfg.BlockSize : (i+1)*cfg.BlockSize : (i+1)*cfg.BlockSize]
 		s.free = append(s.free, cfg.QD-1-i) // taken from the end: buffer 0 first
 	}
 	return s
+}
+
+// carveBuffers returns n buffers of size bytes, cut from one allocation;
+// each one's capacity ends where the next begins.
+func carveBuffers(n, size int) [][]byte {
+	bufs := make([][]byte, n)
+	mem := make([]byte, n*size)
+	for i := range bufs {
+		bufs[i] = mem[i*size : (i+1)*size : (i+1)*size]
+	}
+	return bufs
 }
 
 // idle reports whether a buffer is idle.
