@@ -1255,7 +1255,7 @@ func (b *pollBackend) pop(l *plist) int32 {
 	return i
 }
 
-// enter has nothing to do: flush starts requests itself.
+// enterTicket and enter have nothing to do: flush starts requests itself.
 func (b *pollBackend) enterTicket() bool { return false }
 
 func (b *pollBackend) enter() {}
