@@ -8,5 +8,3 @@ import (
 )
 
 func storeUint64(p *atomic.Uint64, v uint64) { *(*uint64)(unsafe.Pointer(p)) = v }
-
-func storeInt64(p *atomic.Int64, v int64) { *(*int64)(unsafe.Pointer(p)) = v }
