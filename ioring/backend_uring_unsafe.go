@@ -351,12 +351,12 @@ func (b *uringBackend) cancel(idx uint32, key uint64) {
 		s.flags.Or(flNopped)
 		return
 	}
-	sqe, _ := b.sqe()
-	sqe.Opcode = uring.OpAsyncCancel
-	sqe.Flags = b.cancelFlags
-	sqe.FD = -1
-	sqe.Addr = kindReq<<kindShft | key
-	sqe.UserData = kindCancel<<kindShft | key
+	sqe, _ := b.ring.NextSQE() // inlined; sqe loops when the SQ is full
+	if sqe == nil {
+		sqe, _ = b.sqe()
+	}
+	*sqe = uring.SQE{Opcode: uring.OpAsyncCancel, Flags: b.cancelFlags, FD: -1,
+		Addr: kindReq<<kindShft | key, UserData: kindCancel<<kindShft | key}
 }
 
 func (b *uringBackend) cancelAll() {
@@ -499,6 +499,31 @@ func (b *uringBackend) handle(ud uint64, res int32, cflags uint32) {
 		s.res = res
 		r.finish(idx, s, true)
 		return
+	}
+	if kind == kindReq && res == -int32(unix.ECANCELED) && !s.linked && !s.multi {
+		// The next commonest: a request canceled as it was asked to be,
+		// which the general path below would finish just so.
+		if f := s.flags.Load(); f&(flCancelReq|flTimedOut) != 0 && f&flRetry == 0 {
+			if !s.cold && r.directN < len(r.direct) && !s.awaited.Load() {
+				// Nothing to undo but its place on its stream, and the
+				// reaping consumer has room: finish, takeDirect and result
+				// for that case, in one step (a burst of cancels is 64
+				// of these in a row).
+				if s.inOrd {
+					if next, ok, _ := r.ordRemove(idx, s, false); ok {
+						r.pushDeferred(kindReq, next) // see finishCold
+					}
+				}
+				r.stats.noteCancel(f)
+				r.direct[r.directN] = Completion{Req: Request{r: r, key: key}, Op: s.code, Err: cancelErr(f), User: s.user}
+				r.directN++
+				r.releaseKey(idx, s, key, &r.directFree)
+				return
+			}
+			s.res = res
+			r.finish(idx, s, true)
+			return
+		}
 	}
 	if k, st := s.keyState(); k != key || st != stActive {
 		return // cannot happen: a slot is reused only after all its CQEs

@@ -165,6 +165,15 @@ type ordTable struct {
 	sparse map[ordKey]ordList
 }
 
+// at returns the cell of stream k in the dense table, to read and update
+// in place, or nil when k is beyond it (get and put handle those).
+func (t *ordTable) at(k ordKey) *ordList {
+	if k < ordKey(len(t.dense)) {
+		return &t.dense[k]
+	}
+	return nil
+}
+
 // get returns the FIFO of stream k, {-1, -1} when it has none.
 func (t *ordTable) get(k ordKey) ordList {
 	if k < ordKey(len(t.dense)) {
@@ -244,7 +253,13 @@ func ordKeyOf(s *slot) ordKey {
 func (r *Ring) ordEnqueue(idx uint32, s *slot) bool {
 	k := ordKeyOf(s)
 	r.ordMu.Lock()
-	l := r.ord.get(k)
+	at := r.ord.at(k)
+	l := ordList{-1, -1}
+	if at != nil {
+		l = *at
+	} else {
+		l = r.ord.get(k)
+	}
 	s.ordPrev, s.ordNext = l.tail, -1
 	if l.tail >= 0 {
 		r.slots[l.tail].ordNext = int32(idx)
@@ -253,7 +268,11 @@ func (r *Ring) ordEnqueue(idx uint32, s *slot) bool {
 	}
 	l.tail = int32(idx)
 	s.inOrd = true
-	r.ord.put(k, l)
+	if at != nil {
+		*at = l
+	} else {
+		r.ord.put(k, l)
+	}
 	r.ordMu.Unlock()
 	return l.head == int32(idx)
 }
@@ -264,15 +283,24 @@ func (r *Ring) ordEnqueue(idx uint32, s *slot) bool {
 // (a cancel of the head goes through the backend). It reports whether idx
 // was removed. r.ordMu is taken here.
 func (r *Ring) ordRemove(idx uint32, s *slot, onlyQueued bool) (next uint64, hasNext, removed bool) {
+	// Every completion of an ordered request comes here: no defer, and the
+	// stream's FIFO is updated in place when it lives in the dense table.
 	k := ordKeyOf(s)
 	r.ordMu.Lock()
-	defer r.ordMu.Unlock()
 	if !s.inOrd {
+		r.ordMu.Unlock()
 		return 0, false, false
 	}
-	l := r.ord.get(k)
+	at := r.ord.at(k)
+	var l ordList
+	if at != nil {
+		l = *at
+	} else {
+		l = r.ord.get(k)
+	}
 	wasHead := l.head == int32(idx)
 	if wasHead && onlyQueued {
+		r.ordMu.Unlock()
 		return 0, false, false
 	}
 	if s.ordPrev >= 0 {
@@ -286,14 +314,16 @@ func (r *Ring) ordRemove(idx uint32, s *slot, onlyQueued bool) (next uint64, has
 		l.tail = s.ordPrev
 	}
 	s.ordPrev, s.ordNext, s.inOrd = -1, -1, false
-	r.ord.put(k, l)
-	if l.head < 0 {
-		return 0, false, true
+	if at != nil {
+		*at = l
+	} else {
+		r.ord.put(k, l)
 	}
-	if wasHead {
-		return r.slots[l.head].key(), true, true
+	if wasHead && l.head >= 0 {
+		next, hasNext = r.slots[l.head].key(), true
 	}
-	return 0, false, true
+	r.ordMu.Unlock()
+	return next, hasNext, true
 }
 
 // cancelHeld cancels held request idx with flags f. A request waiting its
