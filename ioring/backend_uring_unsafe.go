@@ -45,7 +45,7 @@ type uringBackend struct {
 	cancelFlags uint8
 	efile       *os.File
 	evbuf       [8]byte
-	lastYield   time.Time // guarded by Ring.reapMu
+	lastSleep   time.Time // guarded by Ring.reapMu
 	// Enters run without Ring.sqMu (see enter), and close unmaps the ring
 	// they read: close waits until every enter let out has finished. An
 	// enter is let out under sqMu (tickets, refused once Ring.beDead is
@@ -385,8 +385,9 @@ func (b *uringBackend) cancelAll() {
 // fast I/O, short enough that holding the P costs others little.
 const reapSpin = 50 * time.Microsecond
 
-// reapYieldEvery bounds how often a reaper about to block yields its P.
-const reapYieldEvery = 250 * time.Microsecond
+// reapSleepEvery bounds how often a reaper about to block sleeps first, to
+// let this P run other Ps' timers (see reap).
+const reapSleepEvery = time.Millisecond
 
 func (b *uringBackend) reap(wait bool, timeout time.Duration) error {
 	if b.reapReady() > 0 || !wait {
@@ -409,19 +410,33 @@ func (b *uringBackend) reap(wait bool, timeout time.Duration) error {
 			return nil
 		}
 	}
-	// Yield now and then before blocking: a goroutine that submits and
-	// reaps in a loop never parks, and Go would let it keep its P for a
-	// whole 10ms time slice while others (a canceller, a timer) wait to run.
-	// Not every time: a yield may move the goroutine to another thread, and
-	// the kernel then finishes the request as task work of the submitting
-	// thread, which costs a cross-thread wake-up.
-	//
 	// A goroutine this ring just woke (r.readied) waits on this P for it
 	// to block: the reaper yields to it first, every time.
 	now := time.Now()
-	if b.r.readied.Swap(false) || now.Sub(b.lastYield) > reapYieldEvery {
-		b.lastYield = now
+	if b.r.readied.Swap(false) {
 		runtime.Gosched()
+		if b.reapReady() > 0 {
+			return nil
+		}
+	}
+	// Now and then the reaper sleeps a microsecond before it spins in the
+	// kernel. A goroutine that submits and reaps in a loop never parks
+	// otherwise, and while it spins in a system call its P serves nobody:
+	// Go would let it keep the P for a whole 10ms time slice while others
+	// (a canceller, a timer) wait to run. A yield (runtime.Gosched) is not
+	// enough: it runs what is queued on this P and the global queue, but
+	// only a P with nothing to run looks at the other Ps' timers, so a
+	// timer on a P whose goroutine never yields (one in a loop of blocking
+	// reads and writes, say) waited for the runtime's preemption. Asleep,
+	// the reaper leaves this P nothing to run: it runs those timers, and
+	// what they wake, and the reaper's own timer brings it back, most
+	// likely on this thread (requests finish as task work of the thread
+	// that submitted them: a move to another one costs a cross-thread
+	// wake-up per completion of a multishot request). Not every time:
+	// the sleep is a timer and a pass of the scheduler.
+	if now.Sub(b.lastSleep) > reapSleepEvery {
+		b.lastSleep = now
+		time.Sleep(time.Microsecond)
 		if b.reapReady() > 0 {
 			return nil
 		}
