@@ -45,7 +45,8 @@ type uringBackend struct {
 	cancelFlags uint8
 	efile       *os.File
 	evbuf       [8]byte
-	lastSleep   time.Time // guarded by Ring.reapMu
+	lastYield   time.Time // guarded by Ring.reapMu
+	lastPark    time.Time // guarded by Ring.reapMu
 	// Enters run without Ring.sqMu (see enter), and close unmaps the ring
 	// they read: close waits until every enter let out has finished. An
 	// enter is let out under sqMu (tickets, refused once Ring.beDead is
@@ -385,9 +386,12 @@ func (b *uringBackend) cancelAll() {
 // fast I/O, short enough that holding the P costs others little.
 const reapSpin = 50 * time.Microsecond
 
-// reapSleepEvery bounds how often a reaper about to block sleeps first, to
-// let this P run other Ps' timers (see reap).
-const reapSleepEvery = time.Millisecond
+// reapYieldEvery bounds how often a reaper about to block yields its P.
+const reapYieldEvery = 250 * time.Microsecond
+
+// reapParkEvery bounds how often a reaper about to block parks at once,
+// without spinning in the kernel first (see reap).
+const reapParkEvery = 2 * time.Millisecond
 
 func (b *uringBackend) reap(wait bool, timeout time.Duration) error {
 	if b.reapReady() > 0 || !wait {
@@ -410,42 +414,41 @@ func (b *uringBackend) reap(wait bool, timeout time.Duration) error {
 			return nil
 		}
 	}
+	// Yield now and then before blocking: a goroutine that submits and
+	// reaps in a loop never parks, and Go would let it keep its P for a
+	// whole 10ms time slice while others (a canceller, a timer) wait to run.
+	// Not every time: a yield may move the goroutine to another thread, and
+	// the kernel then finishes the request as task work of the submitting
+	// thread, which costs a cross-thread wake-up.
+	//
 	// A goroutine this ring just woke (r.readied) waits on this P for it
 	// to block: the reaper yields to it first, every time.
 	now := time.Now()
-	if b.r.readied.Swap(false) {
+	if b.r.readied.Swap(false) || now.Sub(b.lastYield) > reapYieldEvery {
+		b.lastYield = now
 		runtime.Gosched()
 		if b.reapReady() > 0 {
 			return nil
 		}
 	}
-	// Now and then the reaper sleeps a microsecond before it spins in the
-	// kernel. A goroutine that submits and reaps in a loop never parks
-	// otherwise, and while it spins in a system call its P serves nobody:
-	// Go would let it keep the P for a whole 10ms time slice while others
-	// (a canceller, a timer) wait to run. A yield (runtime.Gosched) is not
-	// enough: it runs what is queued on this P and the global queue, but
-	// only a P with nothing to run looks at the other Ps' timers, so a
-	// timer on a P whose goroutine never yields (one in a loop of blocking
-	// reads and writes, say) waited for the runtime's preemption. Asleep,
-	// the reaper leaves this P nothing to run: it runs those timers, and
-	// what they wake, and the reaper's own timer brings it back, most
-	// likely on this thread (requests finish as task work of the thread
-	// that submitted them: a move to another one costs a cross-thread
-	// wake-up per completion of a multishot request). Not every time:
-	// the sleep is a timer and a pass of the scheduler.
-	if now.Sub(b.lastSleep) > reapSleepEvery {
-		b.lastSleep = now
-		time.Sleep(time.Microsecond)
-		if b.reapReady() > 0 {
-			return nil
-		}
+	// A yield runs what is queued on this P and on the global queue, but
+	// only a P with nothing to run looks at the other Ps' timers: a timer
+	// on a P whose goroutine never goes through the scheduler (one in a
+	// loop of blocking reads and writes, say) waits for the runtime's
+	// 10ms preemption, while this reaper keeps its own P spinning in the
+	// kernel. So, less often, the reaper parks at once, without the spin:
+	// its P, with nothing to run, runs those timers, and the eventfd
+	// brings the reaper back as soon as a completion comes.
+	spin := b.extArg
+	if now.Sub(b.lastPark) > reapParkEvery {
+		b.lastPark = now
+		spin = false
 	}
 	var deadline time.Time
 	if timeout > 0 {
 		deadline = now.Add(timeout)
 	}
-	if b.extArg {
+	if spin {
 		spin := reapSpin
 		if timeout >= 0 && timeout < spin {
 			spin = timeout
