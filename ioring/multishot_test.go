@@ -273,6 +273,9 @@ func TestConformanceMultishotOverrun(t *testing.T) {
 		}
 		assert.Greater(t, shots, 8, "more than the bound waited")
 		assertNoMore(t, r)
+		st := r.Stats()
+		assert.Zero(t, st.Canceled, "an overrun is not a cancel")
+		assert.Zero(t, st.TimedOut)
 	})
 }
 

@@ -52,12 +52,16 @@ type ringStats struct {
 	cqOverflows atomic.Uint64
 }
 
-// noteErr counts a delivered completion's error, when it is a cancel.
+// noteErr counts a delivered completion's error, when it is a cancel (or
+// a timeout). ErrOverrun is neither: the ring ended the request.
 func (st *ringStats) noteErr(err error) {
 	// errors.Is, not errors.As: As needs its target on the heap, which
 	// would allocate on every canceled completion.
 	timeout := false
 	if ce, ok := err.(*cancelError); ok {
+		if err == ErrOverrun {
+			return
+		}
 		timeout = ce.timeout
 	} else if errors.Is(err, ErrTimeout) {
 		timeout = true
@@ -74,6 +78,9 @@ func (st *ringStats) noteErr(err error) {
 // noteCancel counts a completion canceled with flags f, whose error is
 // cancelErr(f): noteErr for that error, without looking at it.
 func (st *ringStats) noteCancel(f uint32) {
+	if f&(flCtx|flTimedOut|flOverrun) == flOverrun {
+		return // ErrOverrun (see noteErr)
+	}
 	if f&flTimedOut != 0 {
 		st.timedOut.Add(1)
 	} else {
