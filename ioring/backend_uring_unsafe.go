@@ -439,8 +439,12 @@ func (b *uringBackend) reap(wait bool, timeout time.Duration) error {
 	// kernel. So, less often, the reaper parks at once, without the spin:
 	// its P, with nothing to run, runs those timers, and the eventfd
 	// brings the reaper back as soon as a completion comes.
+	//
+	// A wait shorter than the spin is left to the kernel's timer: parked,
+	// it would end on a Go timer, which an idle P may fire up to a
+	// millisecond late (the netpoller sleeps in milliseconds).
 	spin := b.extArg
-	if now.Sub(b.lastPark) > reapParkEvery {
+	if (timeout < 0 || timeout > reapSpin) && now.Sub(b.lastPark) > reapParkEvery {
 		b.lastPark = now
 		spin = false
 	}
