@@ -165,13 +165,23 @@ type ordTable struct {
 	sparse map[ordKey]ordList
 }
 
-// at returns the cell of stream k in the dense table, to read and update
-// in place, or nil when k is beyond it (get and put handle those).
-func (t *ordTable) at(k ordKey) *ordList {
+// load returns the FIFO of stream k and, when it lives in the dense table,
+// its cell there, which store then updates in place (every completion of
+// an ordered request loads and stores its stream).
+func (t *ordTable) load(k ordKey) (ordList, *ordList) {
 	if k < ordKey(len(t.dense)) {
-		return &t.dense[k]
+		return t.dense[k], &t.dense[k]
 	}
-	return nil
+	return t.get(k), nil
+}
+
+// store saves l as the FIFO of stream k, into at when load returned a cell.
+func (t *ordTable) store(k ordKey, at *ordList, l ordList) {
+	if at != nil {
+		*at = l
+		return
+	}
+	t.put(k, l)
 }
 
 // get returns the FIFO of stream k, {-1, -1} when it has none.
@@ -253,13 +263,7 @@ func ordKeyOf(s *slot) ordKey {
 func (r *Ring) ordEnqueue(idx uint32, s *slot) bool {
 	k := ordKeyOf(s)
 	r.ordMu.Lock()
-	at := r.ord.at(k)
-	l := ordList{-1, -1}
-	if at != nil {
-		l = *at
-	} else {
-		l = r.ord.get(k)
-	}
+	l, at := r.ord.load(k)
 	s.ordPrev, s.ordNext = l.tail, -1
 	if l.tail >= 0 {
 		r.slots[l.tail].ordNext = int32(idx)
@@ -268,11 +272,7 @@ func (r *Ring) ordEnqueue(idx uint32, s *slot) bool {
 	}
 	l.tail = int32(idx)
 	s.inOrd = true
-	if at != nil {
-		*at = l
-	} else {
-		r.ord.put(k, l)
-	}
+	r.ord.store(k, at, l)
 	r.ordMu.Unlock()
 	return l.head == int32(idx)
 }
@@ -291,13 +291,7 @@ func (r *Ring) ordRemove(idx uint32, s *slot, onlyQueued bool) (next uint64, has
 		r.ordMu.Unlock()
 		return 0, false, false
 	}
-	at := r.ord.at(k)
-	var l ordList
-	if at != nil {
-		l = *at
-	} else {
-		l = r.ord.get(k)
-	}
+	l, at := r.ord.load(k)
 	wasHead := l.head == int32(idx)
 	if wasHead && onlyQueued {
 		r.ordMu.Unlock()
@@ -314,11 +308,7 @@ func (r *Ring) ordRemove(idx uint32, s *slot, onlyQueued bool) (next uint64, has
 		l.tail = s.ordPrev
 	}
 	s.ordPrev, s.ordNext, s.inOrd = -1, -1, false
-	if at != nil {
-		*at = l
-	} else {
-		r.ord.put(k, l)
-	}
+	r.ord.store(k, at, l)
 	if wasHead && l.head >= 0 {
 		next, hasNext = r.slots[l.head].key(), true
 	}
