@@ -396,6 +396,52 @@ func TestConformanceZeroToken(t *testing.T) {
 	})
 }
 
+// A stream keeps its order, and its FIFO leaves the table once empty,
+// whether its key lives in the dense slice or in the map (an fd of 4096
+// or more): a waiting read canceled leaves the line, a canceled head lets
+// the next one in.
+func TestStreamOrderTableKinds(t *testing.T) {
+	forEachBackend(t, 16, func(t *testing.T, r *Ring) {
+		rd, wr := pipe(t)
+		high, err := unix.FcntlInt(uintptr(rd), unix.F_DUPFD_CLOEXEC, ordDense/2) // the first fd whose key is past the slice
+		require.NoError(t, err)
+		t.Cleanup(func() { unix.Close(high) })
+		for name, fd := range map[string]int{"dense": rd, "sparse": high} {
+			var qs [3]Request
+			for i := range qs {
+				qs[i], err = r.Submit(Read(fd, make([]byte, 1), -1).WithUser(i))
+				require.NoError(t, err, name)
+			}
+			k := ordKey(uint32(fd)) << 1
+			r.ordMu.Lock()
+			l := r.ord.get(k)
+			r.ordMu.Unlock()
+			assert.Equal(t, ordList{int32(qs[0].key & idxMask), int32(qs[2].key & idxMask)}, l,
+				"%s: the three reads wait in one FIFO, the first at its head", name)
+			require.NoError(t, qs[1].Cancel(), name)
+			c := reapOne(t, r)
+			assert.Equal(t, 1, c.User, name)
+			assert.ErrorIs(t, c.Err, ErrCanceled, name)
+			require.NoError(t, qs[0].Cancel(), name)
+			c = reapOne(t, r)
+			assert.Equal(t, 0, c.User, name)
+			assert.ErrorIs(t, c.Err, ErrCanceled, name)
+			_, err = unix.Write(wr, []byte("Z"))
+			require.NoError(t, err)
+			c = reapOne(t, r)
+			assert.Equal(t, 2, c.User, name)
+			require.NoError(t, c.Err, name)
+			assert.Equal(t, 1, c.N, name)
+
+			r.ordMu.Lock()
+			assert.Equal(t, ordList{-1, -1}, r.ord.get(k), "%s: the stream's FIFO is gone", name)
+			assert.Empty(t, r.ord.sparse, name)
+			r.ordMu.Unlock()
+		}
+		assertNoMore(t, r)
+	})
+}
+
 // Reads (and writes) at the current position on one fd complete in
 // submission order on every backend; Unordered opts out.
 func TestConformanceStreamOrder(t *testing.T) {
