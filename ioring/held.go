@@ -316,6 +316,17 @@ func (r *Ring) ordRemove(idx uint32, s *slot, onlyQueued bool) (next uint64, has
 	return next, hasNext, true
 }
 
+// ordPass takes slot idx, done or never started, off its stream and, when
+// it was the head, hands the stream's next request to the deferred list
+// (r.sqMu may not be ours). It reports whether it handed one on.
+func (r *Ring) ordPass(idx uint32, s *slot) bool {
+	next, ok, _ := r.ordRemove(idx, s, false)
+	if ok {
+		r.pushDeferred(kindReq, next)
+	}
+	return ok
+}
+
 // cancelHeld cancels held request idx with flags f. A request waiting its
 // turn completes here and now; one already due for (re)submission is
 // completed by runDeferred, which sees the cancel. It reports whether a

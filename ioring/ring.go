@@ -752,9 +752,7 @@ func (r *Ring) enqueue(s *slot, idx uint32, key uint64, ordered bool) (bool, err
 	}
 	if err := r.be.submit(idx, s); err != nil {
 		if ordered {
-			if next, ok, _ := r.ordRemove(idx, s, false); ok {
-				r.pushDeferred(kindReq, next)
-			}
+			r.ordPass(idx, s)
 		}
 		s.set(key, stFree)
 		if t := s.tok; t != nil {
@@ -857,15 +855,12 @@ func (r *Ring) finishCold(idx uint32, s *slot, inline bool) bool {
 		r.foreign.Add(-1)
 	}
 	if s.inOrd {
-		// The head of its stream is done: the next one goes to the
-		// backend (through the deferred list: r.sqMu may not be ours).
-		if next, ok, _ := r.ordRemove(idx, s, false); ok {
-			r.pushDeferred(kindReq, next)
-			if !inline {
-				// The lock is tried now; its holder, or the next one,
-				// drains the entry (see unlockSQ).
-				r.submitDeferred()
-			}
+		// Done: when it was the head of its stream, the next one goes
+		// to the backend (through the deferred list).
+		if r.ordPass(idx, s) && !inline {
+			// The lock is tried now; its holder, or the next one,
+			// drains the entry (see unlockSQ).
+			r.submitDeferred()
 		}
 	}
 	if s.multi {
