@@ -352,12 +352,15 @@ func (b *uringBackend) cancel(idx uint32, key uint64) {
 		s.flags.Or(flNopped)
 		return
 	}
-	sqe, _ := b.ring.NextSQE() // inlined; sqe loops when the SQ is full
+	sqe, _ := b.ring.NextSQE() // zeroed; inlined, where sqe is a call
 	if sqe == nil {
 		sqe, _ = b.sqe()
 	}
-	*sqe = uring.SQE{Opcode: uring.OpAsyncCancel, Flags: b.cancelFlags, FD: -1,
-		Addr: kindReq<<kindShft | key, UserData: kindCancel<<kindShft | key}
+	sqe.Opcode = uring.OpAsyncCancel
+	sqe.Flags = b.cancelFlags
+	sqe.FD = -1
+	sqe.Addr = kindReq<<kindShft | key
+	sqe.UserData = kindCancel<<kindShft | key
 }
 
 func (b *uringBackend) cancelAll() {
@@ -443,16 +446,16 @@ func (b *uringBackend) reap(wait bool, timeout time.Duration) error {
 	// A wait shorter than the spin is left to the kernel's timer: parked,
 	// it would end on a Go timer, which an idle P may fire up to a
 	// millisecond late (the netpoller sleeps in milliseconds).
-	spin := b.extArg
+	spinFirst := b.extArg
 	if (timeout < 0 || timeout > reapSpin) && now.Sub(b.lastPark) > reapParkEvery {
 		b.lastPark = now
-		spin = false
+		spinFirst = false
 	}
 	var deadline time.Time
 	if timeout > 0 {
 		deadline = now.Add(timeout)
 	}
-	if spin {
+	if spinFirst {
 		spin := reapSpin
 		if timeout >= 0 && timeout < spin {
 			spin = timeout
@@ -532,9 +535,7 @@ func (b *uringBackend) handle(ud uint64, res int32, cflags uint32) {
 				// for that case, in one step (a burst of cancels is 64
 				// of these in a row).
 				if s.inOrd {
-					if next, ok, _ := r.ordRemove(idx, s, false); ok {
-						r.pushDeferred(kindReq, next) // see finishCold
-					}
+					r.ordPass(idx, s)
 				}
 				r.stats.noteCancel(f)
 				r.direct[r.directN] = Completion{Req: Request{r: r, key: key}, Op: s.code, Err: cancelErr(f), User: s.user}
