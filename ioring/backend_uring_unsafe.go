@@ -392,6 +392,9 @@ const reapSpin = 50 * time.Microsecond
 // reapYieldEvery bounds how often a reaper about to block yields its P.
 const reapYieldEvery = 250 * time.Microsecond
 
+// reapParkMax bounds one park of a reaper on the eventfd (see reap).
+const reapParkMax = 100 * time.Millisecond
+
 // reapParkEvery bounds how often a reaper about to block parks at once,
 // without spinning in the kernel first (see reap).
 const reapParkEvery = 2 * time.Millisecond
@@ -473,6 +476,15 @@ func (b *uringBackend) reap(wait bool, timeout time.Duration) error {
 	defer b.ring.SetEventFDEnabled(false)
 	if b.reapReady() > 0 {
 		return nil
+	}
+	// The park is bounded: the kernel reads the disabled flag right after
+	// it publishes a CQE, with no barrier between, so a completion posted
+	// as the flag is cleared may find it still set while the reapReady
+	// above missed the CQE, and signal nothing. The bound turns such a lost
+	// notification into a late look (the caller reaps again), never a
+	// reaper asleep for good.
+	if lim := now.Add(reapParkMax); deadline.IsZero() || deadline.After(lim) {
+		deadline = lim
 	}
 	b.efile.SetReadDeadline(deadline)
 	b.efile.Read(b.evbuf[:]) // a signal, the deadline, or Close
