@@ -19,3 +19,13 @@ func newPoll(*Ring) (backend, error) { return nil, errNoBackend }
 // uringUnavailable reports whether err means io_uring is missing, so that
 // BackendAuto falls back to the poll backend (here, to its error as well).
 func uringUnavailable(err error) bool { return errors.Is(err, ErrNotSupported) }
+
+// uringBackend is the io_uring backend, which this platform lacks: a ring's
+// plainBe is always nil here.
+type uringBackend struct{}
+
+func plainBackend(backend) *uringBackend { return nil }
+
+func (*uringBackend) submitPlain(uint32, *slot, uint64) error { return errNoBackend }
+
+func (*uringBackend) submitPlains([]Op, []Request) (int, error) { return 0, errNoBackend }

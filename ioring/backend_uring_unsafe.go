@@ -223,8 +223,11 @@ func (b *uringBackend) submit(idx uint32, s *slot) error {
 	return nil
 }
 
-// submitPlain starts a plain op (see plainSubmitter). Its opcode is
+// submitPlain is enqueue and submit in one step for an op that Op.plain
+// admits, in a slot just allocated with key, filled by slot.fillPlain (for
+// the completion queue, not awaited) and counted in flight. Its opcode is
 // one this ring supports (Op.check said so), and it has no linked timeout.
+// r.sqMu held. An error means nothing was started.
 func (b *uringBackend) submitPlain(idx uint32, s *slot, key uint64) error {
 	im := &opImpls[s.code]
 	if im.prep == nil {
@@ -233,6 +236,50 @@ func (b *uringBackend) submitPlain(idx uint32, s *slot, key uint64) error {
 	s.set(key, stActive) // publish the slot to the completer
 	im.prep(s, b.nextSQE(s, key, im))
 	return nil
+}
+
+// plainBackend returns be when it is the io_uring backend, the one with
+// a one-step submission for plain ops; else nil.
+func plainBackend(be backend) *uringBackend {
+	b, _ := be.(*uringBackend)
+	return b
+}
+
+// submitPlains is Ring.alloc, slot.fillPlain and submitPlain for each of
+// ops in turn, all of which Op.plain admits, in one loop: SubmitBatch's
+// for a batch with nothing but plain ops. It stores the Requests in reqs
+// and returns how many ops went in: fewer than len(ops) when the slots ran
+// out (nil error: the caller reports ErrFull) or with the error of the op
+// that did not (nothing of it was started). r.sqMu held; the caller
+// counted all of ops in flight.
+func (b *uringBackend) submitPlains(ops []Op, reqs []Request) (int, error) {
+	r := b.r
+	reqs = reqs[:len(ops)]
+	for i := range ops {
+		op := &ops[i]
+		im := &opImpls[op.code]
+		if im.prep == nil {
+			return i, fmt.Errorf("%w: %v on io_uring", ErrNotSupported, op.code)
+		}
+		_, s := r.popFree()
+		if s == nil {
+			return i, nil
+		}
+		key := (s.key() + 1<<idxBits) & keyMask
+		reqs[i] = Request{r: r, key: key}
+		s.fillPlain(op, false)
+		s.set(key, stActive) // publish the slot to the completer
+		sqe, pos := b.ring.NextSQE()
+		if sqe == nil {
+			sqe, pos = b.sqe()
+		}
+		s.sqPos = pos
+		sqe.UserData = kindReq<<kindShft | key
+		sqe.FD = s.fd
+		sqe.Opcode = im.uring
+		im.prep(s, sqe)
+	}
+	return len(ops), nil
 }
 
 // nextSQE takes an SQE for the request with key in slot s and fills in
@@ -492,18 +539,35 @@ func (b *uringBackend) reap(wait bool, timeout time.Duration) error {
 	return nil
 }
 
-// reapReady handles every CQE in the ring. r.reapMu held.
+// reapReady handles every CQE in the ring, in order. The commonest case
+// is done here, in the loop, without a call: a request with one CQE that
+// did not fail, with nothing to undo (no timer, token or stream; a nopped
+// one reports its cancel from its flags), whose completion the reaping
+// consumer has room for. That is finish and takeDirect for that case, in
+// one step. handle does the rest. r.reapMu held.
 func (b *uringBackend) reapReady() int {
 	first, second := b.ring.PeekCQ()
 	n := len(first) + len(second)
 	if n == 0 {
 		return 0
 	}
-	for i := range first {
-		b.handle(first[i].UserData, first[i].Res, first[i].Flags)
-	}
-	for i := range second {
-		b.handle(second[i].UserData, second[i].Res, second[i].Flags)
+	r := b.r
+	for _, cqes := range [2][]uring.CQE{first, second} {
+		for i := range cqes {
+			ud, res := cqes[i].UserData, cqes[i].Res
+			if ud>>kindShft == kindReq && res >= 0 && r.directN < len(r.direct) {
+				key := ud & keyMask
+				idx := uint32(key & idxMask)
+				s := &r.slots[idx]
+				if !s.linked && !s.multi && !s.cold && !s.inOrd && !s.awaited.Load() && s.flags.Load()&flNopped == 0 {
+					r.direct[r.directN] = Completion{Req: Request{r: r, key: key}, Op: s.code, N: int(res), User: s.user}
+					r.directN++
+					s.releaseHot(idx, key, &r.directFree)
+					continue
+				}
+			}
+			b.handle(ud, res, cqes[i].Flags)
+		}
 	}
 	b.ring.AdvanceCQ(uint32(n))
 	return n
@@ -523,16 +587,8 @@ func (b *uringBackend) handle(ud uint64, res int32, cflags uint32) {
 	s := &r.slots[idx]
 	if kind == kindReq && res >= 0 && !s.linked && !s.multi {
 		// The common case: a request with one CQE that did not fail (a
-		// nopped one reports its cancel from its flags, in result).
-		if !s.cold && !s.inOrd && r.directN < len(r.direct) && !s.awaited.Load() && s.flags.Load()&flNopped == 0 {
-			// The commonest: nothing to undo (no timer, token or
-			// stream), and the reaping consumer has room. This is
-			// finish and takeDirect for that case, in one step.
-			r.direct[r.directN] = Completion{Req: Request{r: r, key: key}, Op: s.code, N: int(res), User: s.user}
-			r.directN++
-			r.releaseKey(idx, s, key, &r.directFree)
-			return
-		}
+		// nopped one reports its cancel from its flags, in result). The
+		// commonest of it reapReady took already.
 		s.res = res
 		r.finish(idx, s, true)
 		return

@@ -164,7 +164,7 @@ type slotFields struct {
 	fixedFD  bool  // fd is an index into the registered files; cleared by release
 	timerDL  bool  // its deadline is a Go timer (set under r.sqMu)
 	inOrd    bool  // on its stream's FIFO; guarded by r.ordMu
-	cold     bool  // hook, tok, ferr, timer or panicE may be set: release clears them
+	cold     bool  // bufs, hook, tok, ferr, timer or panicE may be set: release clears them
 	retries  uint8 // submissions again after unasked kernel cancels
 	fd       int32
 	events   uint32
@@ -271,18 +271,6 @@ type backend interface {
 	close() error
 }
 
-// plainSubmitter is a backend with a one-step submission for plain ops
-// (io_uring); the poll backend's general path is as short already.
-type plainSubmitter interface {
-	// submitPlain is enqueue and submit in one step for an op that
-	// Op.plain admits, in a slot just allocated with key, filled by
-	// slot.fillPlain (for the completion queue, not awaited) and counted
-	// in flight. r.sqMu held. An error means nothing was started. (The op
-	// itself is not passed: an *Op handed to an interface method escapes,
-	// and every Submit would allocate its Op.)
-	submitPlain(idx uint32, s *slot, key uint64) error
-}
-
 // Ring is an overlapped-I/O engine: requests are submitted without waiting,
 // each can be canceled at any moment from any goroutine, and every accepted
 // request completes exactly once, into the ring's completion queue (Submit)
@@ -324,17 +312,17 @@ type Ring struct {
 	closedCh chan struct{}
 	drainCh  chan struct{} // cap 1: a request completed after Close began
 
-	lacks       [numOps]bool   // operations the backend cannot run here (set by New)
-	goDeadlines bool           // the backend has no deadlines of its own: Go timers enforce them
-	inlineReap  bool           // the backend completes requests only in reap (be.reapsInline)
-	plainBe     plainSubmitter // the backend, when it submits plain ops in one step; else nil
-	def         deferList      // deferred submissions (held.go)
-	ordMu       sync.Mutex     // guards ord and the slots' stream links
-	ord         ordTable       // FIFOs of ordered requests, by stream (held.go)
-	stats       ringStats      // counters of Stats (stats.go)
-	fixed       [][]byte       // guarded by sqMu: registered buffers (fixed.go)
-	files       regFiles       // registered files (files.go)
-	bufRings    []*BufRing     // guarded by sqMu: provided-buffer rings by group (bufring.go)
+	lacks       [numOps]bool  // operations the backend cannot run here (set by New)
+	goDeadlines bool          // the backend has no deadlines of its own: Go timers enforce them
+	inlineReap  bool          // the backend completes requests only in reap (be.reapsInline)
+	plainBe     *uringBackend // the backend, when it submits plain ops in one step (io_uring); else nil
+	def         deferList     // deferred submissions (held.go)
+	ordMu       sync.Mutex    // guards ord and the slots' stream links
+	ord         ordTable      // FIFOs of ordered requests, by stream (held.go)
+	stats       ringStats     // counters of Stats (stats.go)
+	fixed       [][]byte      // guarded by sqMu: registered buffers (fixed.go)
+	files       regFiles      // registered files (files.go)
+	bufRings    []*BufRing    // guarded by sqMu: provided-buffer rings by group (bufring.go)
 }
 
 // New returns a Ring configured by cfg.
@@ -418,7 +406,7 @@ func New(cfg Config) (*Ring, error) {
 	}
 	r.goDeadlines = !r.be.nativeDeadlines()
 	r.inlineReap = r.be.reapsInline()
-	r.plainBe, _ = r.be.(plainSubmitter)
+	r.plainBe = plainBackend(r.be)
 	return r, nil
 }
 
@@ -456,22 +444,25 @@ func (r *Ring) release(idx uint32, c *chain) {
 // releaseKey is release for a caller that knows the slot (s, at
 // &r.slots[idx]) and its key.
 func (r *Ring) releaseKey(idx uint32, s *slot, key uint64, c *chain) {
+	if s.cold {
+		s.bufs, s.hook, s.tok, s.ferr, s.timer, s.panicE = nil, nil, nil, nil, nil, nil
+		s.fixedFD = false // s.multi stays until fill: cancelOne may read it under r.sqMu
+		s.cold = false
+	}
+	s.releaseHot(idx, key, c)
+}
+
+// releaseHot is Ring.releaseKey for a slot (at index idx) that is not
+// cold: only its buffer and user value may be set.
+func (s *slot) releaseHot(idx uint32, key uint64, c *chain) {
 	// Only what was set is cleared: a pointer store costs a write-barrier
 	// check, and a plain request sets few of them (fill writes only those
 	// its Op has, onto the nil this leaves).
 	if s.buf != nil {
 		s.buf = nil
 	}
-	if s.bufs != nil {
-		s.bufs = nil
-	}
 	if s.user != nil {
 		s.user = nil
-	}
-	if s.cold {
-		s.hook, s.tok, s.ferr, s.timer, s.panicE = nil, nil, nil, nil, nil
-		s.fixedFD = false // s.multi stays until fill: cancelOne may read it under r.sqMu
-		s.cold = false
 	}
 	s.set(key, stFree)
 	addFree(c, idx, s)
@@ -483,6 +474,7 @@ func (r *Ring) fill(s *slot, op *Op, awaited bool) {
 	// The rest is for the features Op.plain rules out.
 	if op.bufs != nil {
 		s.bufs = op.bufs
+		s.cold = true
 	}
 	if op.hook != nil || op.token != nil {
 		s.hook, s.tok = op.hook, op.token
@@ -629,10 +621,12 @@ func (r *Ring) SubmitBatch(ops []Op, reqs []Request) (int, error) {
 	if len(reqs) < len(ops) {
 		return 0, &OpError{Op: "submit", Err: fmt.Errorf("%w: %d requests for %d ops", ErrInvalid, len(reqs), len(ops))}
 	}
+	plain := r.plainBe != nil
 	for i := range ops {
 		if err := ops[i].check(r); err != nil {
 			return 0, fmt.Errorf("op %d: %w", i, err)
 		}
+		plain = plain && ops[i].plain()
 	}
 	r.sqMu.Lock()
 	if r.closed.Load() { // under sqMu: see submitOne
@@ -645,7 +639,11 @@ func (r *Ring) SubmitBatch(ops []Op, reqs []Request) (int, error) {
 	var err error
 	kicked := false
 	done := 0
-	for ; done < len(ops); done++ {
+	if plain {
+		// The whole batch is plain: slots, fills and SQEs in one pass.
+		done, err = r.plainBe.submitPlains(ops, reqs)
+	}
+	for ; done < len(ops) && !plain; done++ {
 		idx, s, key := r.alloc()
 		if s == nil {
 			break
