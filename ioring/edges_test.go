@@ -846,3 +846,67 @@ func TestConformanceCancelForeignZeroAllocs(t *testing.T) {
 		assert.Zero(t, mallocs(func() { require.NoError(t, r.CancelAll()) }), "allocations of Ring.CancelAll over %d foreign requests", n)
 	})
 }
+
+// TestCheckedPlainAgreesWithCheck holds the submit path's fast check to the
+// full one: for every constructor, with good and bad arguments and every
+// modifier, an op that checkedPlain admits is one that check accepts and
+// plain calls plain. And the fast check does serve the ops it is for.
+func TestCheckedPlainAgreesWithCheck(t *testing.T) {
+	forEachBackend(t, 8, func(t *testing.T, r *Ring) {
+		other, err := New(Config{Entries: 2, Backend: r.Backend().Backend})
+		require.NoError(t, err)
+		defer other.Close()
+		buf := make([]byte, 16)
+		ms := &Msg{Buffers: [][]byte{buf}}
+		fds := []int{-1, 0, 5, math.MaxInt32, math.MaxInt32 + 1, math.MinInt64}
+		bufs := [][]byte{nil, {}, buf}
+		offs := []int64{-2, -1, 0, 4096}
+		var ops []Op
+		for _, fd := range fds {
+			for _, b := range bufs {
+				for _, off := range offs {
+					ops = append(ops, Read(fd, b, off), Write(fd, b, off), ReadFixed(fd, b, off, 0),
+						WriteFixed(fd, b, off, 1<<20), Readv(fd, [][]byte{b}, off), Writev(fd, [][]byte{b, buf}, off))
+				}
+				ops = append(ops, Send(fd, b, 0), Recv(fd, b, 0), Send(fd, b, -1))
+			}
+			ops = append(ops, Poll(fd, unix.POLLIN), Poll(fd, 0), Fsync(fd), Close(fd), Accept(fd, 0),
+				Shutdown(fd, unix.SHUT_RD), SendMsg(fd, ms, 0), RecvMsg(fd, ms, 0), PollMultishot(fd, unix.POLLIN),
+				AcceptMultishot(fd, 0), Connect(fd, &unix.SockaddrInet4{Port: 1}), OpenAt(fd, "x", 0, 0),
+				Statx(fd, "x", 0, 0, new(unix.Statx_t)))
+		}
+		ops = append(ops, Nop(), Timeout(time.Second), Timeout(-1), Foreign(func() {}), Op{}, Op{code: Opcode(numOps)})
+		tok, zeroTok := r.NewToken(), new(Token)
+		mods := []func(Op) Op{
+			func(o Op) Op { return o },
+			func(o Op) Op { return o.WithUser(7) },
+			func(o Op) Op { return o.Unordered() },
+			func(o Op) Op { return o.FixedFile() },
+			func(o Op) Op { return o.WithToken(tok) },
+			func(o Op) Op { return o.WithToken(zeroTok) },
+			func(o Op) Op { return o.WithToken(other.NewToken()) },
+			func(o Op) Op { return o.WithDeadline(time.Second) },
+			func(o Op) Op { return o.WithDeadline(-1) },
+			func(o Op) Op { o.hook = func() {}; return o }, // as Foreign has
+		}
+		fast := 0
+		for _, o := range ops {
+			for _, m := range mods {
+				op := m(o)
+				if !op.checkedPlain(r) {
+					continue
+				}
+				fast++
+				require.NoError(t, op.check(r), "checkedPlain admits %v (fd %d, %d bytes, offset %d) that check refuses", op.code, op.fd, len(op.buf), op.off)
+				require.True(t, op.plain(), "checkedPlain admits %v (fd %d, offset %d) that plain refuses", op.code, op.fd, op.off)
+			}
+		}
+		for _, op := range []Op{Nop(), Read(5, buf, 0), Write(5, buf, 4096), Read(5, buf, -1).Unordered(),
+			Read(0, buf, 0).WithUser(1), Close(5), Fsync(5)} {
+			if op.check(r) == nil { // what this backend runs here
+				assert.True(t, op.checkedPlain(r), "the fast check does not serve %v", op.code)
+			}
+		}
+		t.Logf("%d of %d ops admitted by the fast check", fast, len(ops)*len(mods))
+	})
+}

@@ -565,8 +565,12 @@ func (r *Ring) Start(op Op) (Request, error) {
 }
 
 func (r *Ring) submitOne(op *Op, awaited bool) (Request, error) {
-	if err := op.check(r); err != nil {
-		return Request{}, err
+	plain := op.checkedPlain(r)
+	if !plain {
+		if err := op.check(r); err != nil {
+			return Request{}, err
+		}
+		plain = op.plain()
 	}
 	if awaited && op.code.desc().multi {
 		return Request{}, badOp(op.code.desc(), "a multishot request delivers its completions to Reap: submit it with Submit, not Start or Do")
@@ -587,7 +591,7 @@ func (r *Ring) submitOne(op *Op, awaited bool) (Request, error) {
 	r.inflight.Add(1) // before the request can complete
 	var kicked bool
 	var err error
-	if !awaited && r.plainBe != nil && op.plain() {
+	if !awaited && r.plainBe != nil && plain {
 		s.fillPlain(op, false)
 		err = r.plainBe.submitPlain(idx, s, key)
 	} else {
@@ -623,6 +627,9 @@ func (r *Ring) SubmitBatch(ops []Op, reqs []Request) (int, error) {
 	}
 	plain := r.plainBe != nil
 	for i := range ops {
+		if ops[i].checkedPlain(r) {
+			continue
+		}
 		if err := ops[i].check(r); err != nil {
 			return 0, fmt.Errorf("op %d: %w", i, err)
 		}
