@@ -560,7 +560,12 @@ func (b *uringBackend) reapReady() int {
 				idx := uint32(key & idxMask)
 				s := &r.slots[idx]
 				if !s.linked && !s.multi && !s.cold && !s.inOrd && !s.awaited.Load() && s.flags.Load()&flNopped == 0 {
-					r.direct[r.directN] = Completion{Req: Request{r: r, key: key}, Op: s.code, N: int(res), User: s.user}
+					// Field by field: a Completion literal is built on the
+					// stack and copied.
+					c := &r.direct[r.directN]
+					c.Req = Request{r: r, key: key}
+					c.Op, c.More, c.Buffer, c.BufID, c.N = s.code, false, false, 0, int(res)
+					c.Err, c.User = nil, s.user
 					r.directN++
 					s.releaseHot(idx, key, &r.directFree)
 					continue
