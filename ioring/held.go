@@ -252,26 +252,32 @@ func (o *Op) plain() bool {
 // nothing for check to look at beyond an fd, one buffer and an offset,
 // all in range: check would accept it, and plain report true, at a
 // fraction of their instructions (the submit path's). False is no
-// verdict: check and plain decide then.
+// verdict: check and plain decide then. The fds, offsets and buffers of
+// the operations that take none are the constructors' zeros, which pass.
 func (o *Op) checkedPlain(r *Ring) bool {
-	if !o.code.valid() {
+	a := r.fast[o.code]
+	if a == 0 || o.deadline != 0 || o.token != nil || o.hook != nil || o.bufs != nil || o.arg != nil || o.fixedFD ||
+		uint64(o.fd) > math.MaxInt32 || o.off < -1 { // negative fds too
 		return false
 	}
-	d := o.code.desc()
-	a := d.args
-	switch {
-	case a&^(argFD|argBuf|argOff) != 0 || d.check != nil || r.lacks[o.code]:
-		return false
-	case o.deadline != 0 || o.token != nil || o.hook != nil || o.bufs != nil || o.arg != nil || o.fixedFD || o.code == OpForeign:
-		return false
-	case a&argFD != 0 && uint64(o.fd) > math.MaxInt32: // negative ones too
-		return false
-	case a&argBuf != 0 && uint64(len(o.buf)-1) >= 1<<31-1: // empty, or over 2 GiB
-		return false
-	case a&argOff != 0 && o.off < -1:
-		return false
+	if a&argBuf != 0 {
+		// Empty, or over 2 GiB; or ordered on its stream.
+		return uint64(len(o.buf)-1) < 1<<31-1 && (o.off != -1 || o.unordered)
 	}
-	return o.off != -1 || o.unordered || a&argBuf == 0 // not ordered
+	return true
+}
+
+// setFast fills r.fast: for each operation checkedPlain may admit, its
+// arguments with fastOp set; 0 for the others (invalid, foreign, lacking
+// here, with arguments or an op-specific check beyond an fd, one buffer
+// and an offset). Once, in New.
+func (r *Ring) setFast() {
+	for op := range opDescs {
+		d := &opDescs[op]
+		if Opcode(op).valid() && Opcode(op) != OpForeign && !r.lacks[op] && d.check == nil && d.args&^(argFD|argBuf|argOff) == 0 {
+			r.fast[op] = d.args | fastOp
+		}
+	}
 }
 
 func ordKeyOf(s *slot) ordKey {

@@ -47,6 +47,7 @@ const (
 	argOff                       // an offset, or -1 for the current position
 	argEvents                    // poll events
 	argDur                       // a duration
+	fastOp                       // not an argument: marks Ring.fast's entries
 )
 
 // opDesc is what the ring knows about an operation on every platform: its

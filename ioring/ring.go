@@ -313,6 +313,7 @@ type Ring struct {
 	drainCh  chan struct{} // cap 1: a request completed after Close began
 
 	lacks       [numOps]bool  // operations the backend cannot run here (set by New)
+	fast        [256]opArgs   // by Opcode: what Op.checkedPlain may admit (set by New)
 	goDeadlines bool          // the backend has no deadlines of its own: Go timers enforce them
 	inlineReap  bool          // the backend completes requests only in reap (be.reapsInline)
 	plainBe     *uringBackend // the backend, when it submits plain ops in one step (io_uring); else nil
@@ -407,6 +408,7 @@ func New(cfg Config) (*Ring, error) {
 	r.goDeadlines = !r.be.nativeDeadlines()
 	r.inlineReap = r.be.reapsInline()
 	r.plainBe = plainBackend(r.be)
+	r.setFast()
 	return r, nil
 }
 
