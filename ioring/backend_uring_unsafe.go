@@ -255,6 +255,7 @@ func plainBackend(be backend) *uringBackend {
 func (b *uringBackend) submitPlains(ops []Op, reqs []Request) (int, error) {
 	r := b.r
 	reqs = reqs[:len(ops)]
+	room := b.ring.SQFree() // SQEs to take before looking again
 	for i := range ops {
 		op := &ops[i]
 		im := &opImpls[op.code]
@@ -269,9 +270,14 @@ func (b *uringBackend) submitPlains(ops []Op, reqs []Request) (int, error) {
 		reqs[i] = Request{r: r, key: key}
 		s.fillPlain(op, false)
 		s.set(key, stActive) // publish the slot to the completer
-		sqe, pos := b.ring.NextSQE()
-		if sqe == nil {
-			sqe, pos = b.sqe()
+		var sqe *uring.SQE
+		var pos uint32
+		if room > 0 {
+			sqe, pos = b.ring.TakeSQE()
+			room--
+		} else {
+			sqe, pos = b.sqe() // submits what is queued to make room
+			room = b.ring.SQFree()
 		}
 		s.sqPos = pos
 		sqe.UserData = kindReq<<kindShft | key
@@ -559,7 +565,7 @@ func (b *uringBackend) reapReady() int {
 				key := ud & keyMask
 				idx := uint32(key & idxMask)
 				s := &r.slots[idx]
-				if !s.linked && !s.multi && !s.cold && !s.inOrd && !s.awaited.Load() && s.flags.Load()&flNopped == 0 {
+				if s.simple() && !s.awaited.Load() && s.flags.Load()&flNopped == 0 {
 					// Field by field: a Completion literal is built on the
 					// stack and copied.
 					c := &r.direct[r.directN]

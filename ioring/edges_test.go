@@ -858,7 +858,8 @@ func TestCheckedPlainAgreesWithCheck(t *testing.T) {
 		defer other.Close()
 		buf := make([]byte, 16)
 		ms := &Msg{Buffers: [][]byte{buf}}
-		fds := []int{-1, 0, 5, math.MaxInt32, math.MaxInt32 + 1, math.MinInt64}
+		var over int64 = math.MaxInt32 + 1 // truncated where ints have 32 bits: another negative fd
+		fds := []int{-1, 0, 5, math.MaxInt32, int(over), math.MinInt}
 		bufs := [][]byte{nil, {}, buf}
 		offs := []int64{-2, -1, 0, 4096}
 		var ops []Op

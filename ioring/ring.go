@@ -158,14 +158,17 @@ type slotFields struct {
 	foreign atomic.Bool // the request is OpForeign
 	awaited atomic.Bool // completion goes to Wait, not to the queue
 
-	code     Opcode
-	linked   bool  // has an io_uring linked timeout (set by submit)
-	multi    bool  // a multishot request (ms holds its state); cleared by fill
-	fixedFD  bool  // fd is an index into the registered files; cleared by release
-	timerDL  bool  // its deadline is a Go timer (set under r.sqMu)
-	inOrd    bool  // on its stream's FIFO; guarded by r.ordMu
-	cold     bool  // bufs, hook, tok, ferr, timer or panicE may be set: release clears them
-	retries  uint8 // submissions again after unasked kernel cancels
+	code    Opcode
+	fixedFD bool  // fd is an index into the registered files; cleared by release
+	timerDL bool  // its deadline is a Go timer (set under r.sqMu)
+	retries uint8 // submissions again after unasked kernel cancels
+	// Any of these four takes a completion off the fast path; they are
+	// adjacent, on a 4-byte boundary, so that slot.simple reads them in
+	// one load (slot_unsafe.go).
+	linked   bool // has an io_uring linked timeout (set by submit)
+	multi    bool // a multishot request (ms holds its state); cleared by fill
+	inOrd    bool // on its stream's FIFO; guarded by r.ordMu
+	cold     bool // bufs, hook, tok, ferr, timer or panicE may be set: release clears them
 	fd       int32
 	events   uint32
 	res      int32

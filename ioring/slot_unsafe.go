@@ -15,3 +15,15 @@ const slotPad = 64 - unsafe.Sizeof(slotFields{})%64
 
 // A padded slot covers whole cache lines on every platform.
 var _ [0]byte = [unsafe.Sizeof(slot{}) % 64]byte{}
+
+// simple reports whether none of linked, multi, inOrd and cold is set: a
+// request with one CQE and nothing to undo but its slot. One load for the
+// four bytes, which the assertions below keep adjacent and aligned.
+func (s *slot) simple() bool { return *(*uint32)(unsafe.Pointer(&s.linked)) == 0 }
+
+var (
+	_ [0]byte = [unsafe.Offsetof(slotFields{}.linked) % 4]byte{}
+	_ [0]byte = [unsafe.Offsetof(slotFields{}.multi) - unsafe.Offsetof(slotFields{}.linked) - 1]byte{}
+	_ [0]byte = [unsafe.Offsetof(slotFields{}.inOrd) - unsafe.Offsetof(slotFields{}.linked) - 2]byte{}
+	_ [0]byte = [unsafe.Offsetof(slotFields{}.cold) - unsafe.Offsetof(slotFields{}.linked) - 3]byte{}
+)

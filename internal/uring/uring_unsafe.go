@@ -204,6 +204,16 @@ func (r *Ring) NextSQE() (*SQE, uint32) {
 	return sqe, pos
 }
 
+// TakeSQE is NextSQE for a caller that knows the SQ has room (SQFree
+// said so, and nothing was taken since but what it counted): no check.
+func (r *Ring) TakeSQE() (*SQE, uint32) {
+	pos := r.sqLocal
+	sqe := &r.sqes[pos&r.sqMask]
+	*sqe = SQE{}
+	r.sqLocal++
+	return sqe, pos
+}
+
 // SQEAt returns the SQE at ring position pos; only for rewriting an entry
 // that the kernel has not consumed yet (Unconsumed reports which).
 func (r *Ring) SQEAt(pos uint32) *SQE { return &r.sqes[pos&r.sqMask] }
