@@ -268,7 +268,14 @@ func (b *uringBackend) submitPlains(ops []Op, reqs []Request) (int, error) {
 		}
 		key := (s.key() + 1<<idxBits) & keyMask
 		reqs[i] = Request{r: r, key: key}
-		s.fillPlain(op, false)
+		// slot.fillPlain, inline: these ops are neither foreign nor
+		// awaited.
+		if s.foreign.Load() || s.awaited.Load() {
+			s.foreign.Store(false)
+			s.awaited.Store(false)
+		}
+		s.fillOp(op)
+		s.fillReset()
 		s.set(key, stActive) // publish the slot to the completer
 		var sqe *uring.SQE
 		var pos uint32
@@ -283,7 +290,17 @@ func (b *uringBackend) submitPlains(ops []Op, reqs []Request) (int, error) {
 		sqe.UserData = kindReq<<kindShft | key
 		sqe.FD = s.fd
 		sqe.Opcode = im.uring
-		im.prep(s, sqe)
+		// The commonest preparations inline: a call through im.prep
+		// spills every register the loop holds (TestPrepInline checks
+		// that these are opImpls' own).
+		switch op.code {
+		case OpRead, OpWrite:
+			prepRW(s, sqe)
+		case OpNop:
+			prepNop(s, sqe)
+		default:
+			im.prep(s, sqe)
+		}
 	}
 	return len(ops), nil
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"reflect"
 	"runtime"
 	"strconv"
 	"sync"
@@ -910,4 +911,15 @@ func TestCheckedPlainAgreesWithCheck(t *testing.T) {
 		}
 		t.Logf("%d of %d ops admitted by the fast check", fast, len(ops)*len(mods))
 	})
+}
+
+// TestPrepInline holds submitPlains' inline preparations to opImpls: the
+// functions it calls for Read, Write and Nop are the ones their entries
+// name, so that the inline path and the general one prepare alike.
+func TestPrepInline(t *testing.T) {
+	fn := func(f func(*slot, *uring.SQE)) uintptr { return reflect.ValueOf(f).Pointer() }
+	for op, want := range map[Opcode]func(*slot, *uring.SQE){OpRead: prepRW, OpWrite: prepRW, OpNop: prepNop} {
+		require.NotNil(t, opImpls[op].prep, "%v has no preparation", op)
+		assert.Equal(t, fn(want), fn(opImpls[op].prep), "%v: submitPlains prepares it with another function than opImpls", op)
+	}
 }

@@ -523,7 +523,6 @@ func (r *Ring) fill(s *slot, op *Op, awaited bool) {
 // fillPlain copies the fields that every op has into s (all of op when
 // op.plain()). r.sqMu held.
 func (s *slot) fillPlain(op *Op, awaited bool) {
-	s.code = op.code
 	// Atomic stores are full barriers on amd64: skip the ones that change
 	// nothing (a slot keeps serving the same kind of request).
 	if foreign := op.code == OpForeign; s.foreign.Load() != foreign {
@@ -532,7 +531,15 @@ func (s *slot) fillPlain(op *Op, awaited bool) {
 	if s.awaited.Load() != awaited {
 		s.awaited.Store(awaited)
 	}
-	s.linked, s.timerDL, s.multi, s.retries = false, false, false, 0
+	s.fillOp(op)
+	s.fillReset()
+}
+
+// fillOp copies the fields of op that every op has, but for what
+// fillPlain does about the kind of delivery: the part of it that
+// submitPlains, whose ops are neither foreign nor awaited, takes inline.
+func (s *slot) fillOp(op *Op) {
+	s.code = op.code
 	s.fd = int32(op.fd)
 	s.events = op.events
 	s.off = op.off
@@ -545,6 +552,12 @@ func (s *slot) fillPlain(op *Op, awaited bool) {
 	if op.user != nil {
 		s.user = op.user
 	}
+}
+
+// fillReset clears what the slot's previous request may have left, for
+// fillPlain and submitPlains.
+func (s *slot) fillReset() {
+	s.linked, s.timerDL, s.multi, s.retries = false, false, false, 0
 	s.res, s.fn = 0, 0
 	// Flags left by the slot's previous request (release keeps them, so
 	// that a late Complete still finds its claim). Cancels set flags only
