@@ -270,10 +270,7 @@ func (b *uringBackend) submitPlains(ops []Op, reqs []Request) (int, error) {
 		reqs[i] = Request{r: r, key: key}
 		// slot.fillPlain, inline: these ops are neither foreign nor
 		// awaited.
-		if s.foreign.Load() || s.awaited.Load() {
-			s.foreign.Store(false)
-			s.awaited.Store(false)
-		}
+		s.fillKind(false, false)
 		s.fillOp(op)
 		s.fillReset()
 		s.set(key, stActive) // publish the slot to the completer
@@ -286,10 +283,7 @@ func (b *uringBackend) submitPlains(ops []Op, reqs []Request) (int, error) {
 			sqe, pos = b.sqe() // submits what is queued to make room
 			room = b.ring.SQFree()
 		}
-		s.sqPos = pos
-		sqe.UserData = kindReq<<kindShft | key
-		sqe.FD = s.fd
-		sqe.Opcode = im.uring
+		s.head(sqe, pos, key, im)
 		// The commonest preparations inline: a call through im.prep
 		// spills every register the loop holds (TestPrepInline checks
 		// that these are opImpls' own).
@@ -312,11 +306,17 @@ func (b *uringBackend) nextSQE(s *slot, key uint64, im *opImpl) *uring.SQE {
 	if sqe == nil {
 		sqe, pos = b.sqe()
 	}
+	s.head(sqe, pos, key, im)
+	return sqe
+}
+
+// head fills in what every request's SQE has (taken at ring position pos)
+// and notes the position in the slot.
+func (s *slot) head(sqe *uring.SQE, pos uint32, key uint64, im *opImpl) {
 	s.sqPos = pos
 	sqe.UserData = kindReq<<kindShft | key
 	sqe.FD = s.fd
 	sqe.Opcode = im.uring
-	return sqe
 }
 
 // flush publishes the queued SQEs; the io_uring_enter that hands them to

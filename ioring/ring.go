@@ -523,16 +523,21 @@ func (r *Ring) fill(s *slot, op *Op, awaited bool) {
 // fillPlain copies the fields that every op has into s (all of op when
 // op.plain()). r.sqMu held.
 func (s *slot) fillPlain(op *Op, awaited bool) {
+	s.fillKind(op.code == OpForeign, awaited)
+	s.fillOp(op)
+	s.fillReset()
+}
+
+// fillKind sets how the slot's request is delivered: foreign, awaited.
+func (s *slot) fillKind(foreign, awaited bool) {
 	// Atomic stores are full barriers on amd64: skip the ones that change
 	// nothing (a slot keeps serving the same kind of request).
-	if foreign := op.code == OpForeign; s.foreign.Load() != foreign {
+	if s.foreign.Load() != foreign {
 		s.foreign.Store(foreign)
 	}
 	if s.awaited.Load() != awaited {
 		s.awaited.Store(awaited)
 	}
-	s.fillOp(op)
-	s.fillReset()
 }
 
 // fillOp copies the fields of op that every op has, but for what
@@ -667,30 +672,31 @@ func (r *Ring) SubmitBatch(ops []Op, reqs []Request) (int, error) {
 	if plain {
 		// The whole batch is plain: slots, fills and SQEs in one pass.
 		done, err = r.plainBe.submitPlains(ops, reqs)
-	}
-	for ; done < len(ops) && !plain; done++ {
-		idx, s, key := r.alloc()
-		if s == nil {
-			break
+	} else {
+		for ; done < len(ops); done++ {
+			idx, s, key := r.alloc()
+			if s == nil {
+				break
+			}
+			reqs[done] = Request{r: r, key: key}
+			op := &ops[done]
+			var k bool
+			var e error
+			if r.plainBe != nil && op.plain() {
+				s.fillPlain(op, false)
+				e = r.plainBe.submitPlain(idx, s, key)
+			} else {
+				r.fill(s, op, false)
+				k, e = r.enqueue(s, idx, key, op.ordered())
+			}
+			if e != nil {
+				r.unfill(idx)
+				reqs[done] = Request{}
+				err = e
+				break
+			}
+			kicked = kicked || k
 		}
-		reqs[done] = Request{r: r, key: key}
-		op := &ops[done]
-		var k bool
-		var e error
-		if r.plainBe != nil && op.plain() {
-			s.fillPlain(op, false)
-			e = r.plainBe.submitPlain(idx, s, key)
-		} else {
-			r.fill(s, op, false)
-			k, e = r.enqueue(s, idx, key, op.ordered())
-		}
-		if e != nil {
-			r.unfill(idx)
-			reqs[done] = Request{}
-			err = e
-			break
-		}
-		kicked = kicked || k
 	}
 	if done < len(ops) {
 		// Counted in, never started: count them out. A reaper that saw

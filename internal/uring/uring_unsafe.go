@@ -197,11 +197,7 @@ func (r *Ring) NextSQE() (*SQE, uint32) {
 	if r.sqLocal-head >= r.params.SQEntries {
 		return nil, 0
 	}
-	pos := r.sqLocal
-	sqe := &r.sqes[pos&r.sqMask]
-	*sqe = SQE{}
-	r.sqLocal++
-	return sqe, pos
+	return r.TakeSQE()
 }
 
 // TakeSQE is NextSQE for a caller that knows the SQ has room (SQFree
