@@ -29,3 +29,11 @@ func plainBackend(backend) *uringBackend { return nil }
 func (*uringBackend) submitPlain(uint32, *slot, uint64) error { return errNoBackend }
 
 func (*uringBackend) submitPlains([]Op, []Request) (int, error) { return 0, errNoBackend }
+
+func (*uringBackend) flush() error { return errNoBackend }
+
+func (*uringBackend) enterTicket() bool { return false }
+
+func (*uringBackend) enter() {}
+
+func (*uringBackend) reapReady() int { return 0 }

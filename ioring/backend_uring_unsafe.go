@@ -569,36 +569,35 @@ func (b *uringBackend) reap(wait bool, timeout time.Duration) error {
 // consumer has room for. That is finish and takeDirect for that case, in
 // one step. handle does the rest. r.reapMu held.
 func (b *uringBackend) reapReady() int {
-	first, second := b.ring.PeekCQ()
-	n := len(first) + len(second)
-	if n == 0 {
+	head, tail := b.ring.CQRange()
+	if head == tail {
 		return 0
 	}
 	r := b.r
-	for _, cqes := range [2][]uring.CQE{first, second} {
-		for i := range cqes {
-			ud, res := cqes[i].UserData, cqes[i].Res
-			if ud>>kindShft == kindReq && res >= 0 && r.directN < len(r.direct) {
-				key := ud & keyMask
-				idx := uint32(key & idxMask)
-				s := &r.slots[idx]
-				if s.simple() && !s.awaited.Load() && s.flags.Load()&flNopped == 0 {
-					// Field by field: a Completion literal is built on the
-					// stack and copied.
-					c := &r.direct[r.directN]
-					c.Req = Request{r: r, key: key}
-					c.Op, c.More, c.Buffer, c.BufID, c.N = s.code, false, false, 0, int(res)
-					c.Err, c.User = nil, s.user
-					r.directN++
-					s.releaseHot(idx, key, &r.directFree)
-					continue
-				}
+	cqes, mask := b.ring.CQ()
+	for pos := head; pos != tail; pos++ {
+		cqe := &cqes[pos&mask]
+		ud, res := cqe.UserData, cqe.Res
+		if ud>>kindShft == kindReq && res >= 0 && r.directN < len(r.direct) {
+			key := ud & keyMask
+			idx := uint32(key & idxMask)
+			s := &r.slots[idx]
+			if s.simple() && !s.awaited.Load() && s.flags.Load()&flNopped == 0 {
+				// Field by field: a Completion literal is built on the
+				// stack and copied.
+				c := &r.direct[r.directN]
+				c.Req = Request{r: r, key: key}
+				c.Op, c.More, c.Buffer, c.BufID, c.N = s.code, false, false, 0, int(res)
+				c.Err, c.User = nil, s.user
+				r.directN++
+				s.releaseHot(idx, key, &r.directFree)
+				continue
 			}
-			b.handle(ud, res, cqes[i].Flags)
 		}
+		b.handle(ud, res, cqe.Flags)
 	}
-	b.ring.AdvanceCQ(uint32(n))
-	return n
+	b.ring.SetCQHead(tail)
+	return int(tail - head)
 }
 
 func (b *uringBackend) handle(ud uint64, res int32, cflags uint32) {

@@ -68,10 +68,21 @@ func (r *Ring) unlockSQ() {
 			kick = r.drainDeferred()
 			r.flushLocked()
 		}
-		enter := r.be.enterTicket()
-		r.sqMu.Unlock()
-		if enter {
-			r.be.enter()
+		// The io_uring backend by its concrete type: its ticket inlines,
+		// and its enter is a direct call.
+		var enter bool
+		if b := r.plainBe; b != nil {
+			enter = b.enterTicket()
+			r.sqMu.Unlock()
+			if enter {
+				b.enter()
+			}
+		} else {
+			enter = r.be.enterTicket()
+			r.sqMu.Unlock()
+			if enter {
+				r.be.enter()
+			}
 		}
 		if kick {
 			r.kick()

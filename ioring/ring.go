@@ -808,6 +808,13 @@ func (r *Ring) armTimer(s *slot, key uint64, d time.Duration) {
 }
 
 func (r *Ring) flushLocked() error {
+	if b := r.plainBe; b != nil && !r.beDead {
+		return b.flush() // by its concrete type: inlined
+	}
+	return r.flushOther()
+}
+
+func (r *Ring) flushOther() error {
 	if r.beDead {
 		return nil
 	}
@@ -1187,8 +1194,13 @@ func (r *Ring) reapLocked(dst []Completion, remaining time.Duration) (n int, wai
 		r.direct, r.directN = dst, 0
 	}
 	// Ready completions first: the common case, which needs no reaping
-	// count (kick only has to find reapers that block).
-	err = r.be.reap(false, 0)
+	// count (kick only has to find reapers that block). The io_uring
+	// backend's by its concrete type: a direct call.
+	if b := r.plainBe; b != nil {
+		b.reapReady()
+	} else {
+		err = r.be.reap(false, 0)
+	}
 	if err == nil && r.directN == 0 && r.done.Len() == 0 && remaining != 0 && r.kernelWork() {
 		waited = true
 		r.reaping.Add(1)

@@ -230,16 +230,18 @@ func (r *Ring) Pending() uint32 { return r.sqLocal - atomic.LoadUint32(r.sqHead)
 // publish makes every taken SQE visible to the kernel and returns how many
 // are waiting to be consumed.
 func (r *Ring) publish() uint32 {
-	r.raceRelease()
-	release.Uint32(r.sqTail, r.sqLocal) // SQE contents before the tail
-	r.sqPublished = r.sqLocal
+	r.Publish()
 	return r.sqLocal - atomic.LoadUint32(r.sqHead)
 }
 
 // Publish makes every taken SQE visible to the kernel without entering it
 // (caller's submit lock held); Enter hands them over. Once published, an
 // SQE may be read by the kernel at any moment, from any thread's Enter.
-func (r *Ring) Publish() { r.publish() }
+func (r *Ring) Publish() {
+	r.raceRelease()
+	release.Uint32(r.sqTail, r.sqLocal) // SQE contents before the tail
+	r.sqPublished = r.sqLocal
+}
 
 // Published reports whether the SQE at position pos was published (the
 // kernel may be reading it). Caller's submit lock held.
@@ -258,18 +260,21 @@ func (r *Ring) Unsubmitted() uint32 {
 // nothing was left to hand over, more than 1 after EINTR); unlike the
 // other calls that enter the kernel, it does not count them in Enters: the
 // caller does, when it wants to (an atomic add per call would cost as much
-// as the rest of it).
-func (r *Ring) Enter() (calls int, err error) {
+// as the rest of it). The error is the system call's errno, 0 for none:
+// a type the caller compares without an interface.
+func (r *Ring) Enter() (calls int, err syscall.Errno) {
 	for {
 		n := r.Unsubmitted()
 		if n == 0 {
-			return calls, nil
+			return calls, 0
 		}
 		calls++
-		_, _, errno := unix.RawSyscall6(unix.SYS_IO_URING_ENTER, uintptr(r.fd), uintptr(n), 0, 0, 0, 0)
+		// syscall's own RawSyscall6, a Go function: x/sys/unix's is an
+		// assembly jump to it, which costs an ABI wrapper per call.
+		_, _, errno := syscall.RawSyscall6(unix.SYS_IO_URING_ENTER, uintptr(r.fd), uintptr(n), 0, 0, 0, 0)
 		switch errno {
 		case 0:
-			return calls, nil
+			return calls, 0
 		case unix.EINTR:
 			continue
 		}
@@ -295,7 +300,7 @@ func (r *Ring) Submit(minComplete uint32) (int, error) {
 		var errno syscall.Errno
 		r.enters.Add(1)
 		if minComplete == 0 {
-			ret, _, errno = unix.RawSyscall6(unix.SYS_IO_URING_ENTER, uintptr(r.fd), uintptr(n), 0, flags, 0, 0)
+			ret, _, errno = syscall.RawSyscall6(unix.SYS_IO_URING_ENTER, uintptr(r.fd), uintptr(n), 0, flags, 0, 0)
 		} else {
 			ret, _, errno = unix.Syscall6(unix.SYS_IO_URING_ENTER, uintptr(r.fd), uintptr(n), uintptr(minComplete), flags, 0, 0)
 		}
@@ -372,6 +377,27 @@ func (r *Ring) PeekCQ() (first, second []CQE) {
 		return r.cqes[start:end], nil
 	}
 	return r.cqes[start:], r.cqes[:end-uint32(len(r.cqes))]
+}
+
+// CQRange returns the CQ ring positions from head (the first ready
+// completion) up to tail (one past the last): read them (see CQ) for pos
+// from head while pos != tail, then SetCQHead(tail). PeekCQ's loop without its
+// slices, for the reaper's.
+func (r *Ring) CQRange() (head, tail uint32) {
+	head = *r.cqHead // only this consumer writes the head
+	tail = atomic.LoadUint32(r.cqTail)
+	r.raceAcquire()
+	return head, tail
+}
+
+// CQ returns the CQ ring's entries and the mask that maps a ring position
+// to its index: the completion at position pos, which CQRange reported
+// ready, is cqes[pos&mask]. They do not change while the ring is open.
+func (r *Ring) CQ() (cqes []CQE, mask uint32) { return r.cqes, r.cqMask }
+
+// SetCQHead hands every completion before position head back to the kernel.
+func (r *Ring) SetCQHead(head uint32) {
+	release.Uint32(r.cqHead, head) // the CQEs were read before
 }
 
 // AdvanceCQ hands n completion entries back to the kernel.
