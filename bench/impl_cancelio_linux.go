@@ -115,8 +115,9 @@ func (p *ciNop) Run(n int) error {
 			if err != nil {
 				return errors.Join(first, err)
 			}
-			for i := range g {
-				if e := p.comps[i].Err; e != nil && first == nil {
+			comps := p.comps[:g]
+			for i := range comps {
+				if e := comps[i].Err; e != nil && first == nil {
 					first = fmt.Errorf("nop: %w", e)
 				}
 			}

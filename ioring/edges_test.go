@@ -889,12 +889,17 @@ func TestCheckedPlainAgreesWithCheck(t *testing.T) {
 			func(o Op) Op { return o.WithToken(other.NewToken()) },
 			func(o Op) Op { return o.WithDeadline(time.Second) },
 			func(o Op) Op { return o.WithDeadline(-1) },
-			func(o Op) Op { o.hook = func() {}; return o }, // as Foreign has
+			func(o Op) Op { o.hook, o.rare = func() {}, true; return o }, // as Foreign has
 		}
 		fast := 0
 		for _, o := range ops {
 			for _, m := range mods {
 				op := m(o)
+				if !op.rare {
+					// The fast check tests rare alone for these.
+					require.True(t, op.deadline == 0 && op.token == nil && op.hook == nil && op.bufs == nil && op.arg == nil && !op.fixedFD,
+						"%v carries a rare field without rare set", op.code)
+				}
 				if !op.checkedPlain(r) {
 					continue
 				}

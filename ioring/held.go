@@ -267,8 +267,7 @@ func (o *Op) plain() bool {
 // the operations that take none are the constructors' zeros, which pass.
 func (o *Op) checkedPlain(r *Ring) bool {
 	a := r.fast[o.code]
-	if a == 0 || o.deadline != 0 || o.token != nil || o.hook != nil || o.bufs != nil || o.arg != nil || o.fixedFD ||
-		uint64(o.fd) > math.MaxInt32 || o.off < -1 { // negative fds too
+	if a == 0 || o.rare || uint64(o.fd) > math.MaxInt32 || o.off < -1 { // negative fds too
 		return false
 	}
 	if a&argBuf != 0 {

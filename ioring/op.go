@@ -130,20 +130,26 @@ const maxIovecs = 1024
 // The buffers of an Op belong to the Ring from submission until the
 // request's completion is delivered: do not read or write them in between.
 type Op struct {
+	// The small fields first, packed into one word.
 	code      Opcode
-	fd        int
-	buf       []byte
-	bufs      [][]byte
-	off       int64
-	events    uint32
-	dur       time.Duration
-	deadline  time.Duration
-	token     *Token
-	user      any
-	hook      func()
 	unordered bool
 	fixedFD   bool // fd is an index into the registered files (FixedFile)
-	arg       any  // an operation's own argument: *Msg, unix.Sockaddr, *unix.Statx_t, *BufRing
+	// rare is set wherever one of deadline, token, hook, bufs, arg and
+	// fixedFD is: the fast check (checkedPlain) tests it alone for all of
+	// them. It may stay set after one is cleared: the full check decides
+	// then.
+	rare     bool
+	events   uint32
+	fd       int
+	buf      []byte
+	bufs     [][]byte
+	off      int64
+	dur      time.Duration
+	deadline time.Duration
+	token    *Token
+	user     any
+	hook     func()
+	arg      any // an operation's own argument: *Msg, unix.Sockaddr, *unix.Statx_t, *BufRing
 }
 
 // Nop is an operation that does nothing and completes with 0.
@@ -164,12 +170,12 @@ func Write(fd int, buf []byte, off int64) Op {
 
 // Readv reads into bufs in order (a scatter read), like readv(2).
 func Readv(fd int, bufs [][]byte, off int64) Op {
-	return Op{code: OpReadv, fd: fd, bufs: bufs, off: off}
+	return Op{code: OpReadv, fd: fd, bufs: bufs, off: off, rare: true}
 }
 
 // Writev writes bufs in order (a gather write), like writev(2).
 func Writev(fd int, bufs [][]byte, off int64) Op {
-	return Op{code: OpWritev, fd: fd, bufs: bufs, off: off}
+	return Op{code: OpWritev, fd: fd, bufs: bufs, off: off, rare: true}
 }
 
 // Poll waits until fd has one of events (unix.POLLIN, POLLOUT...) and
@@ -192,16 +198,16 @@ func Fsync(fd int) Op { return Op{code: OpFsync, fd: fd} }
 // outside its locks, when the request is canceled by any means; it must not
 // block, may be called more than once and may be called after the operation
 // already finished. nil means the operation cannot be interrupted.
-func Foreign(cancel func()) Op { return Op{code: OpForeign, hook: cancel} }
+func Foreign(cancel func()) Op { return Op{code: OpForeign, hook: cancel, rare: true} }
 
 // WithToken returns o covered by token t: canceling t cancels it.
-func (o Op) WithToken(t *Token) Op { o.token = t; return o }
+func (o Op) WithToken(t *Token) Op { o.token, o.rare = t, true; return o }
 
 // WithDeadline returns o with a deadline d after submission (an io_uring
 // linked timeout); when it passes first, the request completes with
 // ErrTimeout. A d of 0 means no deadline; a negative d is refused at
 // submission.
-func (o Op) WithDeadline(d time.Duration) Op { o.deadline = d; return o }
+func (o Op) WithDeadline(d time.Duration) Op { o.deadline, o.rare = d, true; return o }
 
 // WithUser returns o carrying v, handed back in its Completion. A pointer
 // or a small integer does not allocate.
@@ -226,7 +232,7 @@ func (o Op) Unordered() Op { o.unordered = true; return o }
 // Poll, Fsync, the socket operations and the multishot ones), not to
 // Close, OpenAt or Statx. An index with no file registered completes with
 // EBADF; one beyond the registered table is refused with ErrInvalid.
-func (o Op) FixedFile() Op { o.fixedFD = true; return o }
+func (o Op) FixedFile() Op { o.fixedFD, o.rare = true, true; return o }
 
 // Code returns the operation.
 func (o Op) Code() Opcode { return o.code }

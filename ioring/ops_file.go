@@ -42,7 +42,7 @@ func Statx(dirfd int, path string, flags int, mask int, st *unix.Statx_t) Op {
 	op := Op{code: OpStatx, fd: dirfd, events: uint32(flags), off: int64(uint32(mask))}
 	if st != nil {
 		// The path and st travel as two buffers: fill pins both.
-		op.bufs = [][]byte{cString(path), statxBytes(st)}
+		op.bufs, op.rare = [][]byte{cString(path), statxBytes(st)}, true
 	}
 	return op
 }
