@@ -379,10 +379,11 @@ func (r *Ring) PeekCQ() (first, second []CQE) {
 	return r.cqes[start:], r.cqes[:end-uint32(len(r.cqes))]
 }
 
-// CQRange returns the CQ ring positions from head (the first ready
-// completion) up to tail (one past the last): read them (see CQ) for pos
-// from head while pos != tail, then SetCQHead(tail). PeekCQ's loop without its
-// slices, for the reaper's.
+// CQRange returns the CQ ring positions of the ready completions, from
+// head (the first) up to tail (one past the last). It is PeekCQ as
+// positions rather than slices, for a loop that reads each entry in place
+// (see CQ) for pos from head while pos != tail, then calls
+// SetCQHead(tail).
 func (r *Ring) CQRange() (head, tail uint32) {
 	head = *r.cqHead // only this consumer writes the head
 	tail = atomic.LoadUint32(r.cqTail)
