@@ -1254,8 +1254,3 @@ func (b *pollBackend) pop(l *plist) int32 {
 	b.unlink(l, i)
 	return i
 }
-
-// enterTicket and enter have nothing to do: flush starts requests itself.
-func (b *pollBackend) enterTicket() bool { return false }
-
-func (b *pollBackend) enter() {}

@@ -197,7 +197,7 @@ func (b *uringBackend) sqe() (*uring.SQE, uint32) {
 func (b *uringBackend) submit(idx uint32, s *slot) error {
 	im := &opImpls[s.code]
 	if im.prep == nil || b.r.lacks[s.code] {
-		return fmt.Errorf("%w: %v on io_uring", ErrNotSupported, s.code)
+		return errNoPrep(s.code)
 	}
 	key := s.key()
 	s.linked = s.deadline > 0 && !s.timerDL
@@ -231,12 +231,16 @@ func (b *uringBackend) submit(idx uint32, s *slot) error {
 func (b *uringBackend) submitPlain(idx uint32, s *slot, key uint64) error {
 	im := &opImpls[s.code]
 	if im.prep == nil {
-		return fmt.Errorf("%w: %v on io_uring", ErrNotSupported, s.code)
+		return errNoPrep(s.code)
 	}
 	s.set(key, stActive) // publish the slot to the completer
 	im.prep(s, b.nextSQE(s, key, im))
 	return nil
 }
+
+// errNoPrep is the error for an operation the io_uring backend has no
+// preparation for.
+func errNoPrep(code Opcode) error { return fmt.Errorf("%w: %v on io_uring", ErrNotSupported, code) }
 
 // plainBackend returns be when it is the io_uring backend, the one with
 // a one-step submission for plain ops; else nil.
@@ -260,7 +264,7 @@ func (b *uringBackend) submitPlains(ops []Op, reqs []Request) (int, error) {
 		op := &ops[i]
 		im := &opImpls[op.code]
 		if im.prep == nil {
-			return i, fmt.Errorf("%w: %v on io_uring", ErrNotSupported, op.code)
+			return i, errNoPrep(op.code)
 		}
 		_, s := r.popFree()
 		if s == nil {

@@ -68,21 +68,13 @@ func (r *Ring) unlockSQ() {
 			kick = r.drainDeferred()
 			r.flushLocked()
 		}
-		// The io_uring backend by its concrete type: its ticket inlines,
-		// and its enter is a direct call.
-		var enter bool
-		if b := r.plainBe; b != nil {
-			enter = b.enterTicket()
-			r.sqMu.Unlock()
-			if enter {
-				b.enter()
-			}
-		} else {
-			enter = r.be.enterTicket()
-			r.sqMu.Unlock()
-			if enter {
-				r.be.enter()
-			}
+		// Only the io_uring backend hands its flush to the kernel after
+		// the unlock (the poll backend's flush starts requests itself).
+		b := r.plainBe
+		enter := b != nil && b.enterTicket()
+		r.sqMu.Unlock()
+		if enter {
+			b.enter()
 		}
 		if kick {
 			r.kick()

@@ -241,15 +241,9 @@ type backend interface {
 	// started.
 	submit(idx uint32, s *slot) error
 	// flush hands what submit deferred to the kernel, or readies it for
-	// enter. r.sqMu held.
+	// the io_uring backend's enter, which Ring.unlockSQ calls after it
+	// releases r.sqMu. r.sqMu held.
 	flush() error
-	// enterTicket reports whether the hand-off flush began needs enter
-	// after r.sqMu is released. r.sqMu held.
-	enterTicket() bool
-	// enter completes the hand-off flush began, without r.sqMu: Ring.unlockSQ
-	// calls it after a release of the lock for which enterTicket said so,
-	// exactly once. Any goroutine, no Ring lock held.
-	enter()
 	// cancel asks for slot idx, identified by key, to be canceled; the
 	// slot's own completion still follows. r.sqMu held. Never blocks on I/O.
 	cancel(idx uint32, key uint64)
@@ -808,15 +802,11 @@ func (r *Ring) armTimer(s *slot, key uint64, d time.Duration) {
 }
 
 func (r *Ring) flushLocked() error {
-	if b := r.plainBe; b != nil && !r.beDead {
-		return b.flush() // by its concrete type: inlined
-	}
-	return r.flushOther()
-}
-
-func (r *Ring) flushOther() error {
 	if r.beDead {
 		return nil
+	}
+	if b := r.plainBe; b != nil {
+		return b.flush() // by its concrete type: inlined
 	}
 	return r.be.flush()
 }
