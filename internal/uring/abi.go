@@ -74,6 +74,7 @@ const (
 	SetupSubmitAll    = 1 << 7
 	SetupSingleIssuer = 1 << 12 // used by the benchmarks' bare-ABI floor, not by ioring
 	SetupDeferTaskrun = 1 << 13 // likewise
+	SetupNoSQArray    = 1 << 16 // no SQ index array: ring position i is SQE i (6.6)
 )
 
 // Feature flags (IORING_FEAT_*).

@@ -66,15 +66,22 @@ type Ring struct {
 func Setup(sqEntries, cqEntries uint32) (*Ring, error) {
 	r := &Ring{}
 	p := &r.params
-	p.Flags = SetupSubmitAll
+	// Without the SQ index array (6.6) the kernel reads SQE i at ring
+	// position i: one load less per SQE. cancelio only ever used the
+	// identity mapping the array allows.
+	p.Flags = SetupSubmitAll | SetupNoSQArray
 	if cqEntries != 0 {
 		p.Flags |= SetupCQSize
 		p.CQEntries = cqEntries
 	}
 	fd, err := setup(sqEntries, p)
-	if err == unix.EINVAL && p.Flags&SetupSubmitAll != 0 {
-		// Kernels before 5.18 refuse unknown setup flags.
-		p.Flags &^= SetupSubmitAll
+	// Kernels before 6.6 refuse NO_SQARRAY, before 5.18 SUBMIT_ALL: unknown
+	// setup flags are EINVAL.
+	for _, drop := range []uint32{SetupNoSQArray, SetupSubmitAll} {
+		if err != unix.EINVAL {
+			break
+		}
+		p.Flags &^= drop
 		fd, err = setup(sqEntries, p)
 	}
 	if err != nil {
@@ -85,11 +92,14 @@ func Setup(sqEntries, cqEntries uint32) (*Ring, error) {
 		unix.Close(fd)
 		return nil, err
 	}
-	// The SQ array maps ring positions to SQE indices; cancelio always uses
-	// the identity, so it is filled once here and never touched again.
-	array := unsafe.Slice((*uint32)(unsafe.Pointer(&r.ringMem[p.SQOff.Array])), p.SQEntries)
-	for i := range array {
-		array[i] = uint32(i)
+	if p.Flags&SetupNoSQArray == 0 {
+		// The SQ array maps ring positions to SQE indices; cancelio always
+		// uses the identity, so it is filled once here and never touched
+		// again.
+		array := unsafe.Slice((*uint32)(unsafe.Pointer(&r.ringMem[p.SQOff.Array])), p.SQEntries)
+		for i := range array {
+			array[i] = uint32(i)
+		}
 	}
 	r.sqLocal = atomic.LoadUint32(r.sqTail)
 	r.sqPublished = r.sqLocal
@@ -112,6 +122,12 @@ func setup(entries uint32, p *Params) (int, error) {
 func (r *Ring) mmap() error {
 	p := &r.params
 	sqSize := int(p.SQOff.Array) + int(p.SQEntries)*4
+	if p.Flags&SetupNoSQArray != 0 {
+		// No array: the SQ ring is its head, tail and flags, in the one
+		// mapping with the CQ ring (FeatSingleMmap, which every kernel
+		// with NO_SQARRAY has).
+		sqSize = 0
+	}
 	cqSize := int(p.CQOff.CQEs) + int(p.CQEntries)*int(unsafe.Sizeof(CQE{}))
 	single := p.Features&FeatSingleMmap != 0
 	if single && cqSize > sqSize {
