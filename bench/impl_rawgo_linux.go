@@ -24,8 +24,9 @@ import (
 //     registered), the goroutine locked to its thread from constructor to
 //     Close, as that setup demands. Against liburing, what is left is
 //     Go's own cost: its system call path, no inlined C loop.
-//   - raw-go-plain: cancelio's engine's setup (a plain ring, SUBMIT_ALL,
-//     usable from any thread, no registered fd), which an engine whose
+//   - raw-go-plain: cancelio's engine's setup (a plain ring, SUBMIT_ALL
+//     and, where the kernel has it, NO_SQARRAY; usable from any thread,
+//     no registered fd), which an engine whose
 //     requests come from any goroutine is bound to. Against raw-go, the
 //     cost of that setup; against cancelio-uring, the engine's own.
 //
@@ -68,12 +69,16 @@ type rawRing struct {
 }
 
 func (i *rawGoImpl) newRing() (*rawRing, error) {
-	cfg := rawuring.Config{Entries: rawGoEntries, Flags: rawuring.SetupSubmitAll}
+	cfg := rawuring.Config{Entries: rawGoEntries, Flags: rawuring.SetupSubmitAll | rawuring.SetupNoSQArray}
 	if i.locked {
 		runtime.LockOSThread()
 		cfg = rawuring.Config{Entries: rawGoEntries, Flags: rawuring.SetupSingleIssuer | rawuring.SetupDeferTaskrun, RegisterRingFD: true}
 	}
 	r, err := rawuring.Setup(cfg)
+	if errors.Is(err, syscall.EINVAL) && cfg.Flags&rawuring.SetupNoSQArray != 0 {
+		cfg.Flags &^= rawuring.SetupNoSQArray // before 6.6, as cancelio's setup falls back
+		r, err = rawuring.Setup(cfg)
+	}
 	if err != nil {
 		if i.locked {
 			runtime.UnlockOSThread()

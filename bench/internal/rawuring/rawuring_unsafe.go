@@ -35,6 +35,7 @@ const (
 	SetupSubmitAll    = uring.SetupSubmitAll
 	SetupSingleIssuer = uring.SetupSingleIssuer
 	SetupDeferTaskrun = uring.SetupDeferTaskrun
+	SetupNoSQArray    = uring.SetupNoSQArray
 )
 
 // SQE is struct io_uring_sqe, CQE struct io_uring_cqe and params struct
@@ -119,6 +120,10 @@ func (r *Ring) register(op uintptr, up *rsrcUpdate) error {
 
 func (r *Ring) mmap(p *params) error {
 	sqSize := int(p.SQOff.Array) + int(p.SQEntries)*4
+	noArray := p.Flags&SetupNoSQArray != 0
+	if noArray {
+		sqSize = 0 // in the single mapping with the CQ ring
+	}
 	cqSize := int(p.CQOff.CQEs) + int(p.CQEntries)*int(unsafe.Sizeof(CQE{}))
 	single := p.Features&uring.FeatSingleMmap != 0
 	if single {
@@ -143,9 +148,11 @@ func (r *Ring) mmap(p *params) error {
 	r.sqHead, r.sqTail = u32(r.mem, p.SQOff.Head), u32(r.mem, p.SQOff.Tail)
 	r.sqMask, r.sqEntries = *u32(r.mem, p.SQOff.RingMask), p.SQEntries
 	r.sqes = unsafe.Slice((*SQE)(unsafe.Pointer(&r.sqeMem[0])), p.SQEntries)
-	array := unsafe.Slice(u32(r.mem, p.SQOff.Array), p.SQEntries)
-	for i := range array { // ring position i is SQE i, once and for all
-		array[i] = uint32(i)
+	if !noArray {
+		array := unsafe.Slice(u32(r.mem, p.SQOff.Array), p.SQEntries)
+		for i := range array { // ring position i is SQE i, once and for all
+			array[i] = uint32(i)
+		}
 	}
 	r.sqLocal = atomic.LoadUint32(r.sqTail)
 	r.cqHead, r.cqTail = u32(cq, p.CQOff.Head), u32(cq, p.CQOff.Tail)
