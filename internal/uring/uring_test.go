@@ -93,3 +93,54 @@ func benchRawNop(b *testing.B, batch int) {
 		r.AdvanceCQ(uint32(len(first) + len(second)))
 	}
 }
+
+// TestSQLayouts runs NOPs around a small ring three times, with and without
+// the SQ index array, and checks that Setup leaves the array out whenever
+// the kernel accepts NO_SQARRAY.
+func TestSQLayouts(t *testing.T) {
+	// Does this kernel take the flag? Ask it directly.
+	p := Params{Flags: SetupNoSQArray}
+	fd, err := setup(4, &p)
+	kernelHas := err == nil
+	if kernelHas {
+		unix.Close(fd)
+	} else if err != unix.EINVAL {
+		t.Fatalf("io_uring_setup(NO_SQARRAY): %v", err)
+	}
+	for _, without := range []bool{true, false} {
+		noSQArray = without
+		r, err := Setup(4, 8)
+		noSQArray = true
+		if err != nil {
+			t.Fatalf("Setup (NO_SQARRAY %v): %v", without, err)
+		}
+		if got, want := r.params.Flags&SetupNoSQArray != 0, without && kernelHas; got != want {
+			t.Errorf("NO_SQARRAY asked %v, kernel has it %v: ring set up with it %v", without, kernelHas, got)
+		}
+		for round := 0; round < 3; round++ {
+			for i := 0; i < 4; i++ {
+				sqe, _ := r.NextSQE()
+				if sqe == nil {
+					t.Fatalf("round %d: SQ full after %d entries", round, i)
+				}
+				sqe.Opcode = OpNop
+				sqe.UserData = uint64(round*4 + i)
+			}
+			if n, err := r.Submit(4); err != nil || n != 4 {
+				t.Fatalf("round %d: Submit: %d, %v", round, n, err)
+			}
+			first, second := r.PeekCQ()
+			got := append(append([]CQE{}, first...), second...)
+			if len(got) != 4 {
+				t.Fatalf("round %d: %d CQEs, want 4", round, len(got))
+			}
+			for i, c := range got {
+				if c.UserData != uint64(round*4+i) || c.Res != 0 {
+					t.Errorf("round %d, CQE %d: %+v", round, i, c)
+				}
+			}
+			r.AdvanceCQ(uint32(len(got)))
+		}
+		r.Close()
+	}
+}
