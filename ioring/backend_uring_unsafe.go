@@ -551,12 +551,14 @@ func (b *uringBackend) reap(wait bool, timeout time.Duration) error {
 	if b.reapReady() > 0 {
 		return nil
 	}
-	// The park is bounded: the kernel reads the disabled flag right after
-	// it publishes a CQE, with no barrier between, so a completion posted
-	// as the flag is cleared may find it still set while the reapReady
-	// above missed the CQE, and signal nothing. The bound turns such a lost
-	// notification into a late look (the caller reaps again), never a
-	// reaper asleep for good.
+	// The park is bounded: a kernel may read the disabled flag right after
+	// it publishes a CQE with no full barrier between (6.1 does: it checks
+	// the flag before the barrier of its wake-up check; newer kernels run
+	// that barrier first, which pairs with the compare-and-swap that
+	// cleared the flag), so a completion posted as the flag is cleared may
+	// find it still set while the reapReady above missed the CQE, and
+	// signal nothing. The bound turns such a lost notification into a late
+	// look (the caller reaps again), never a reaper asleep for good.
 	if lim := now.Add(reapParkMax); deadline.IsZero() || deadline.After(lim) {
 		deadline = lim
 	}
