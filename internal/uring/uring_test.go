@@ -23,35 +23,48 @@ func TestSetupProbeNop(t *testing.T) {
 	if r.SQEntries() != 8 || r.CQEntries() != 16 {
 		t.Fatalf("entries %d/%d, want 8/16", r.SQEntries(), r.CQEntries())
 	}
-	for i := 0; i < 8; i++ {
+	nopRoundTrip(t, r, 8, 100, func() {
+		if sqe, _ := r.NextSQE(); sqe != nil {
+			t.Fatal("a ninth SQE from an SQ of 8")
+		}
+	})
+	if r.CQReady() != 0 {
+		t.Fatal("CQ not empty after advance")
+	}
+}
+
+// nopRoundTrip takes n SQEs (the SQ must have room for them), makes them
+// NOPs with user data base, base+1..., calls full (the SQ is then as the
+// NOPs left it; nil for nothing), submits them waiting for all n and
+// checks that their CQEs come back in order, each with result 0, then
+// hands the CQEs back.
+func nopRoundTrip(t *testing.T, r *Ring, n int, base uint64, full func()) {
+	t.Helper()
+	for i := range n {
 		sqe, _ := r.NextSQE()
 		if sqe == nil {
 			t.Fatalf("SQ full after %d entries", i)
 		}
 		sqe.Opcode = OpNop
-		sqe.UserData = uint64(100 + i)
+		sqe.UserData = base + uint64(i)
 	}
-	if sqe, _ := r.NextSQE(); sqe != nil {
-		t.Fatal("a ninth SQE from an SQ of 8")
+	if full != nil {
+		full()
 	}
-	n, err := r.Submit(8)
-	if err != nil || n != 8 {
-		t.Fatalf("Submit: %d, %v", n, err)
+	if got, err := r.Submit(uint32(n)); err != nil || got != n {
+		t.Fatalf("Submit: %d, %v", got, err)
 	}
 	first, second := r.PeekCQ()
 	got := append(append([]CQE{}, first...), second...)
-	if len(got) != 8 {
-		t.Fatalf("%d CQEs, want 8", len(got))
+	if len(got) != n {
+		t.Fatalf("%d CQEs, want %d", len(got), n)
 	}
 	for i, c := range got {
-		if c.UserData != uint64(100+i) || c.Res != 0 {
+		if c.UserData != base+uint64(i) || c.Res != 0 {
 			t.Errorf("CQE %d: %+v", i, c)
 		}
 	}
 	r.AdvanceCQ(uint32(len(got)))
-	if r.CQReady() != 0 {
-		t.Fatal("CQ not empty after advance")
-	}
 }
 
 func TestUnavailable(t *testing.T) {
@@ -117,29 +130,8 @@ func TestSQLayouts(t *testing.T) {
 		if got, want := r.params.Flags&SetupNoSQArray != 0, without && kernelHas; got != want {
 			t.Errorf("NO_SQARRAY asked %v, kernel has it %v: ring set up with it %v", without, kernelHas, got)
 		}
-		for round := 0; round < 3; round++ {
-			for i := 0; i < 4; i++ {
-				sqe, _ := r.NextSQE()
-				if sqe == nil {
-					t.Fatalf("round %d: SQ full after %d entries", round, i)
-				}
-				sqe.Opcode = OpNop
-				sqe.UserData = uint64(round*4 + i)
-			}
-			if n, err := r.Submit(4); err != nil || n != 4 {
-				t.Fatalf("round %d: Submit: %d, %v", round, n, err)
-			}
-			first, second := r.PeekCQ()
-			got := append(append([]CQE{}, first...), second...)
-			if len(got) != 4 {
-				t.Fatalf("round %d: %d CQEs, want 4", round, len(got))
-			}
-			for i, c := range got {
-				if c.UserData != uint64(round*4+i) || c.Res != 0 {
-					t.Errorf("round %d, CQE %d: %+v", round, i, c)
-				}
-			}
-			r.AdvanceCQ(uint32(len(got)))
+		for round := range 3 {
+			nopRoundTrip(t, r, 4, uint64(round*4), nil)
 		}
 		r.Close()
 	}
