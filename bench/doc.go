@@ -9,15 +9,19 @@
 //   - liburing: C liburing through cgo, the whole inner loop in C (build tag
 //     liburing; needs liburing-dev). The physical limit, and the ruler for
 //     cancelio's targets.
-//   - raw-go, raw-go-plain: the floor from Go, for Nop and Read4K only: the
-//     bare io_uring ABI (bench/internal/rawuring: mmap'd rings, SQEs filled
-//     in place, io_uring_enter, CQEs read in place), no engine. raw-go sets
+//   - raw-go, raw-go-regfd, raw-go-plain: the floor from Go, for Nop and
+//     Read4K (raw-go and raw-go-plain also for the cancels): the bare
+//     io_uring ABI (bench/internal/rawuring: mmap'd rings, SQEs filled in
+//     place, io_uring_enter, CQEs read in place), no engine. raw-go sets
 //     the ring up as liburing does (SINGLE_ISSUER|DEFER_TASKRUN, the ring
 //     fd registered, the goroutine locked to its thread), so raw-go against
 //     liburing is what Go itself costs; raw-go-plain as cancelio's engine
 //     does (a plain ring any thread may enter), so raw-go-plain against
-//     cancelio-uring is what the engine costs. A target that raw-go does
-//     not reach in the same run is out of reach for any Go program there.
+//     cancelio-uring is what the engine costs. raw-go-regfd, a plain ring
+//     with its fd registered (locked to its thread too), splits the
+//     difference between the two setups: what the registered fd buys, and
+//     what SINGLE_ISSUER|DEFER_TASKRUN do. A target that raw-go does not
+//     reach in the same run is out of reach for any Go program there.
 //   - goroutines: blocking system calls in goroutines (on sockets too:
 //     write and read). A blocked read(2) cannot be canceled (closing the fd
 //     does not wake it), so each read of the cancel suites waits in ppoll(2)

@@ -311,7 +311,7 @@ var (
 // first appearance): the physical limit first, then the floor from Go (the
 // bare ABI), then cancelio, then the baselines. Unknown names follow,
 // alphabetically.
-var implOrder = []string{"liburing", "raw-go", "raw-go-plain", "cancelio-uring", "cancelio-poll", "goroutines", "netpoll"}
+var implOrder = []string{"liburing", "raw-go", "raw-go-regfd", "raw-go-plain", "cancelio-uring", "cancelio-poll", "goroutines", "netpoll"}
 
 // Register adds an impl to the suites; call it from an init function. It
 // panics if the name is taken.

@@ -19,15 +19,22 @@ import (
 // same SQEs as liburing's runner) only: it is the measure of what any Go
 // program can reach on this kernel, not a baseline a driver would use.
 //
-// Two setups:
+// Three setups, which split what the ring's setup costs:
 //   - raw-go: liburing's own (SINGLE_ISSUER|DEFER_TASKRUN, the ring fd
 //     registered), the goroutine locked to its thread from constructor to
 //     Close, as that setup demands. Against liburing, what is left is
 //     Go's own cost: its system call path, no inlined C loop.
+//   - raw-go-regfd, for Nop and Read only: a plain ring with its fd
+//     registered, the goroutine locked to its thread. Against raw-go, what
+//     SINGLE_ISSUER|DEFER_TASKRUN buy; against raw-go-plain, what the
+//     registered fd buys. Any thread may still enter the ring by its fd,
+//     but the registered index is the calling thread's own: an engine
+//     whose requests come from goroutines that move between threads
+//     cannot use it.
 //   - raw-go-plain: cancelio's engine's setup (a plain ring, SUBMIT_ALL
 //     and, where the kernel has it, NO_SQARRAY; usable from any thread,
-//     no registered fd), which an engine whose
-//     requests come from any goroutine is bound to. Against raw-go, the
+//     no registered fd), which an engine whose requests come from any
+//     goroutine is bound to. Against raw-go, the
 //     cost of that setup; against cancelio-uring, the engine's own.
 //
 // A submission that need not wait is a raw system call (no scheduler
@@ -35,7 +42,8 @@ import (
 // waits for completions goes through the scheduler.
 type rawGoImpl struct {
 	name   string
-	locked bool
+	locked bool // liburing's setup
+	regfd  bool // a plain ring, its fd registered
 
 	once sync.Once
 	err  error
@@ -43,6 +51,7 @@ type rawGoImpl struct {
 
 func init() {
 	Register(&rawGoImpl{name: "raw-go", locked: true})
+	Register(&rawGoImpl{name: "raw-go-regfd", regfd: true})
 	Register(&rawGoImpl{name: "raw-go-plain"})
 }
 
@@ -58,20 +67,29 @@ func (i *rawGoImpl) Supports(w Workload) bool {
 		}
 		i.err = err
 	})
+	if i.regfd {
+		return i.err == nil && (w == WorkloadNop || w == WorkloadRead)
+	}
 	return i.err == nil && (w == WorkloadNop || w == WorkloadRead || w == WorkloadCancel || w == WorkloadCancelEach)
 }
 
-// rawRing is a rawuring.Ring set up as i says; for raw-go, the goroutine
-// stays locked to its thread until close.
+// bound reports whether the ring is usable from the creating thread only
+// (in part or in whole), so that the goroutine stays locked to it.
+func (i *rawGoImpl) bound() bool { return i.locked || i.regfd }
+
+// rawRing is a rawuring.Ring set up as i says; for raw-go and raw-go-regfd,
+// the goroutine stays locked to its thread until close.
 type rawRing struct {
 	*rawuring.Ring
 	locked bool
 }
 
 func (i *rawGoImpl) newRing() (*rawRing, error) {
-	cfg := rawuring.Config{Entries: rawGoEntries, Flags: rawuring.SetupSubmitAll | rawuring.SetupNoSQArray}
-	if i.locked {
+	cfg := rawuring.Config{Entries: rawGoEntries, Flags: rawuring.SetupSubmitAll | rawuring.SetupNoSQArray, RegisterRingFD: i.regfd}
+	if i.bound() {
 		runtime.LockOSThread()
+	}
+	if i.locked {
 		cfg = rawuring.Config{Entries: rawGoEntries, Flags: rawuring.SetupSingleIssuer | rawuring.SetupDeferTaskrun, RegisterRingFD: true}
 	}
 	r, err := rawuring.Setup(cfg)
@@ -80,12 +98,12 @@ func (i *rawGoImpl) newRing() (*rawRing, error) {
 		r, err = rawuring.Setup(cfg)
 	}
 	if err != nil {
-		if i.locked {
+		if i.bound() {
 			runtime.UnlockOSThread()
 		}
 		return nil, fmt.Errorf("%s: %w", i.name, err)
 	}
-	return &rawRing{Ring: r, locked: i.locked}, nil
+	return &rawRing{Ring: r, locked: i.bound()}, nil
 }
 
 func (r *rawRing) close() error {

@@ -8,11 +8,14 @@ import (
 )
 
 // rawGoImpls returns the raw-go impls that run here.
-func rawGoImpls(t *testing.T) []*rawGoImpl { return implsOf[*rawGoImpl](t, "raw-go", "raw-go-plain") }
+func rawGoImpls(t *testing.T) []*rawGoImpl {
+	return implsOf[*rawGoImpl](t, "raw-go", "raw-go-regfd", "raw-go-plain")
+}
 
-// TestRawGo checks the floor's shape: Nop, Read and the cancels only, liburing's setup
-// (a registered ring fd, so a thread-bound ring) for raw-go and a plain
-// ring for raw-go-plain, and nothing allocated per op once warm.
+// TestRawGo checks the floor's shape: Nop, Read and (but for raw-go-regfd)
+// the cancels only; a registered ring fd for raw-go (liburing's setup) and
+// raw-go-regfd, none for raw-go-plain; and nothing allocated per op once
+// warm.
 func TestRawGo(t *testing.T) {
 	for _, impl := range rawGoImpls(t) {
 		t.Run(impl.Name(), func(t *testing.T) {
@@ -20,11 +23,14 @@ func TestRawGo(t *testing.T) {
 			for _, w := range []Workload{WorkloadPingPong, WorkloadCancelUnderLoad, WorkloadReadFixed} {
 				assert.False(t, impl.Supports(w), "%v is not the floor's", w)
 			}
+			for _, w := range []Workload{WorkloadCancel, WorkloadCancelEach} {
+				assert.Equal(t, !impl.regfd, impl.Supports(w), "%v", w)
+			}
 			const ops = 2000
 			for _, batch := range []int{1, 32} {
 				r, err := impl.NewNop(NopConfig{Batch: batch})
 				require.NoError(t, err)
-				assert.Equal(t, impl.locked, r.(*rawNop).RegisteredFD(), "ring fd registered")
+				assert.Equal(t, impl.bound(), r.(*rawNop).RegisteredFD(), "ring fd registered")
 				allocs := testing.AllocsPerRun(5, func() { require.NoError(t, r.Run(ops)) })
 				assert.Zero(t, allocs, "nop batch %d: allocations per run of %d", batch, ops)
 				require.NoError(t, r.Close())

@@ -104,8 +104,8 @@ func TestImplOrder(t *testing.T) {
 	if l := indexOf(names, "liburing"); l >= 0 {
 		assert.Zero(t, l, "liburing is the first column: %v", names)
 	}
-	r, p, c := indexOf(names, "raw-go"), indexOf(names, "raw-go-plain"), indexOf(names, "cancelio-uring")
-	assert.True(t, r >= 0 && r < p && p < c, "the floor from Go (raw-go, raw-go-plain) before cancelio: %v", names)
+	r, f, p, c := indexOf(names, "raw-go"), indexOf(names, "raw-go-regfd"), indexOf(names, "raw-go-plain"), indexOf(names, "cancelio-uring")
+	assert.True(t, r >= 0 && r < f && f < p && p < c, "the floor from Go (raw-go, raw-go-regfd, raw-go-plain) before cancelio: %v", names)
 }
 
 func indexOf(s []string, v string) int {

@@ -19,7 +19,7 @@
 # out. On a loaded machine, compare layouts with its cpu-ns/op.
 #
 # The socket ping-pongs (transport=unix|tcp), the registered-buffer reads
-# (Read4KFixed) and the bare-ABI floor from Go (impl=raw-go, raw-go-plain)
+# (Read4KFixed) and the bare-ABI floor from Go (impl=raw-go, raw-go-regfd, raw-go-plain)
 # run in the main pass with the rest: about 2.5 of its minutes at full.
 #
 # With liburing-dev installed the suites build with -tags liburing, which
