@@ -41,18 +41,20 @@ import (
 // hand-off; NOPs and page-cache reads complete inline); only an enter that
 // waits for completions goes through the scheduler.
 type rawGoImpl struct {
-	name   string
-	locked bool // liburing's setup
-	regfd  bool // a plain ring, its fd registered
+	name    string
+	setup   rawuring.Config // but Entries
+	cancels bool            // runs the cancel workloads too
 
 	once sync.Once
 	err  error
 }
 
 func init() {
-	Register(&rawGoImpl{name: "raw-go", locked: true})
-	Register(&rawGoImpl{name: "raw-go-regfd", regfd: true})
-	Register(&rawGoImpl{name: "raw-go-plain"})
+	const plain = rawuring.SetupSubmitAll | rawuring.SetupNoSQArray
+	Register(&rawGoImpl{name: "raw-go", cancels: true,
+		setup: rawuring.Config{Flags: rawuring.SetupSingleIssuer | rawuring.SetupDeferTaskrun, RegisterRingFD: true}})
+	Register(&rawGoImpl{name: "raw-go-regfd", setup: rawuring.Config{Flags: plain, RegisterRingFD: true}})
+	Register(&rawGoImpl{name: "raw-go-plain", cancels: true, setup: rawuring.Config{Flags: plain}})
 }
 
 const rawGoEntries = 256
@@ -67,15 +69,14 @@ func (i *rawGoImpl) Supports(w Workload) bool {
 		}
 		i.err = err
 	})
-	if i.regfd {
-		return i.err == nil && (w == WorkloadNop || w == WorkloadRead)
-	}
-	return i.err == nil && (w == WorkloadNop || w == WorkloadRead || w == WorkloadCancel || w == WorkloadCancelEach)
+	return i.err == nil && (w == WorkloadNop || w == WorkloadRead || i.cancels && (w == WorkloadCancel || w == WorkloadCancelEach))
 }
 
 // bound reports whether the ring is usable from the creating thread only
 // (in part or in whole), so that the goroutine stays locked to it.
-func (i *rawGoImpl) bound() bool { return i.locked || i.regfd }
+func (i *rawGoImpl) bound() bool {
+	return i.setup.RegisterRingFD || i.setup.Flags&rawuring.SetupSingleIssuer != 0
+}
 
 // rawRing is a rawuring.Ring set up as i says; for raw-go and raw-go-regfd,
 // the goroutine stays locked to its thread until close.
@@ -85,12 +86,10 @@ type rawRing struct {
 }
 
 func (i *rawGoImpl) newRing() (*rawRing, error) {
-	cfg := rawuring.Config{Entries: rawGoEntries, Flags: rawuring.SetupSubmitAll | rawuring.SetupNoSQArray, RegisterRingFD: i.regfd}
+	cfg := i.setup
+	cfg.Entries = rawGoEntries
 	if i.bound() {
 		runtime.LockOSThread()
-	}
-	if i.locked {
-		cfg = rawuring.Config{Entries: rawGoEntries, Flags: rawuring.SetupSingleIssuer | rawuring.SetupDeferTaskrun, RegisterRingFD: true}
 	}
 	r, err := rawuring.Setup(cfg)
 	if errors.Is(err, syscall.EINVAL) && cfg.Flags&rawuring.SetupNoSQArray != 0 {
