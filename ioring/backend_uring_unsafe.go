@@ -249,23 +249,44 @@ func plainBackend(be backend) *uringBackend {
 	return b
 }
 
-// submitPlains is Ring.alloc, slot.fillPlain and submitPlain for each of
-// ops in turn, all of which Op.plain admits, in one loop: SubmitBatch's
-// for a batch with nothing but plain ops. It stores the Requests in reqs
-// and returns how many ops went in: fewer than len(ops) when the slots ran
-// out (nil error: the caller reports ErrFull) or with the error of the op
-// that did not (nothing of it was started). r.sqMu held; the caller
-// counted all of ops in flight.
+// submitPlains is Op.checkedPlain, Ring.alloc, slot.fillPlain and
+// submitPlain for each of ops in turn, in one loop: SubmitBatch's for a
+// batch whose first op checkedPlain admits (the caller checked it, and
+// only it). It stores the Requests in reqs and returns how many ops went
+// in: fewer than len(ops) only when the slots ran out (nil error: the
+// caller reports ErrFull). When an op is not admitted it returns
+// errNotFast, and nothing of the batch was started. r.sqMu held; the
+// caller counted all of ops in flight.
+//
+// The check is in the loop, not in a pass before it, which would cost a
+// second walk over ops. An op found wanting after others were filled has
+// them taken back (unwind): their SQEs were taken but not yet published,
+// as long as the SQ has room for the whole batch. When it has not, the
+// loop hands SQEs to the kernel midway, so the ops are checked first.
 func (b *uringBackend) submitPlains(ops []Op, reqs []Request) (int, error) {
 	r := b.r
 	reqs = reqs[:len(ops)]
 	room := b.ring.SQFree() // SQEs to take before looking again
+	// ops[0] the caller checked; the others from unchecked on are checked
+	// in the loop.
+	unchecked := 1
+	if uint32(len(ops)) > room {
+		for i := 1; i < len(ops); i++ {
+			if !ops[i].checkedPlain(r) {
+				return 0, errNotFast
+			}
+		}
+		unchecked = len(ops)
+	}
 	for i := range ops {
 		op := &ops[i]
-		im := &opImpls[op.code]
-		if im.prep == nil {
-			return i, errNoPrep(op.code)
+		if i >= unchecked && !op.checkedPlain(r) {
+			b.unwind(reqs[:i])
+			return 0, errNotFast
 		}
+		// The op is valid and has a preparation here (setFast admits
+		// no op without one: TestCheckedPlainAgreesWithCheck).
+		im := &opImpls[op.code]
 		_, s := r.popFree()
 		if s == nil {
 			return i, nil
@@ -301,6 +322,27 @@ func (b *uringBackend) submitPlains(ops []Op, reqs []Request) (int, error) {
 		}
 	}
 	return len(ops), nil
+}
+
+// unwind takes back the requests of reqs, which submitPlains started in
+// this pass and whose SQEs are the last ones taken, none of them
+// published: the kernel never saw them, and nobody else holds their
+// Requests. Their slots go back to the free list. r.sqMu held.
+func (b *uringBackend) unwind(reqs []Request) {
+	if len(reqs) == 0 {
+		return
+	}
+	if !b.ring.Untake(uint32(len(reqs))) {
+		panic("ioring: unwinding published SQEs") // submitPlains' room check rules it out
+	}
+	r := b.r
+	var free chain
+	for i := range reqs {
+		idx := uint32(reqs[i].key & idxMask)
+		r.slots[idx].releaseHot(idx, reqs[i].key, &free)
+		reqs[i] = Request{}
+	}
+	r.pushFree(&free)
 }
 
 // nextSQE takes an SQE for the request with key in slot s and fills in
@@ -580,9 +622,9 @@ func (b *uringBackend) reapReady() int {
 		return 0
 	}
 	r := b.r
-	cqes, mask := b.ring.CQ()
+	cq := b.ring.CQ()
 	for pos := head; pos != tail; pos++ {
-		cqe := &cqes[pos&mask]
+		cqe := cq.At(pos)
 		ud, res := cqe.UserData, cqe.Res
 		if ud>>kindShft == kindReq && res >= 0 && r.directN < len(r.direct) {
 			key := ud & keyMask

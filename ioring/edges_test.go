@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/cancelio/cancelio/internal/uring"
 	"github.com/stretchr/testify/assert"
@@ -906,6 +907,10 @@ func TestCheckedPlainAgreesWithCheck(t *testing.T) {
 				fast++
 				require.NoError(t, op.check(r), "checkedPlain admits %v (fd %d, %d bytes, offset %d) that check refuses", op.code, op.fd, len(op.buf), op.off)
 				require.True(t, op.plain(), "checkedPlain admits %v (fd %d, offset %d) that plain refuses", op.code, op.fd, op.off)
+				if r.plainBe != nil {
+					// submitPlains calls its preparation without looking.
+					require.NotNil(t, opImpls[op.code].prep, "checkedPlain admits %v, which io_uring has no preparation for", op.code)
+				}
 			}
 		}
 		for _, op := range []Op{Nop(), Read(5, buf, 0), Write(5, buf, 4096), Read(5, buf, -1).Unordered(),
@@ -926,5 +931,131 @@ func TestPrepInline(t *testing.T) {
 	for op, want := range map[Opcode]func(*slot, *uring.SQE){OpRead: prepRW, OpWrite: prepRW, OpNop: prepNop} {
 		require.NotNil(t, opImpls[op].prep, "%v has no preparation", op)
 		assert.Equal(t, fn(want), fn(opImpls[op].prep), "%v: submitPlains prepares it with another function than opImpls", op)
+	}
+}
+
+// TestConformanceBatchTakenBack: a batch that starts with ops on the fast
+// path and meets one that is not, at any position. A bad one refuses the
+// whole batch: nothing started, no Request handed out, every slot free. A
+// good one (with a token) goes in with the rest, and each op completes
+// once.
+func TestConformanceBatchTakenBack(t *testing.T) {
+	forEachBackend(t, 8, func(t *testing.T, r *Ring) {
+		rd, _ := pipe(t)
+		tok := r.NewToken()
+		for k := 1; k < 8; k++ {
+			ops, reqs := nopsWith(8, k, Read(rd, nil, 0))
+			n, err := r.SubmitBatch(ops, reqs)
+			require.ErrorIs(t, err, ErrInvalid, "bad op at %d", k)
+			require.ErrorContains(t, err, fmt.Sprintf("op %d", k))
+			require.Zero(t, n)
+			assert.Zero(t, r.InFlight(), "bad op at %d", k)
+			for i := range reqs {
+				assert.Zero(t, reqs[i], "request %d of a batch refused for its op %d", i, k)
+			}
+			ops[k] = Nop().WithToken(tok).WithUser(k)
+			n, err = r.SubmitBatch(ops, reqs)
+			require.NoError(t, err)
+			require.Equal(t, 8, n)
+			seen := reapUsers(t, r, 8)
+			for i := range 8 {
+				assert.Equal(t, 1, seen[i], "completions of op %d (token op at %d)", i, k)
+			}
+			assertNoMore(t, r)
+		}
+	})
+}
+
+// nopsWith returns a batch of n NOPs, each carrying its index as its User
+// value, but for op k, and room for its Requests.
+func nopsWith(n, k int, op Op) ([]Op, []Request) {
+	ops := make([]Op, n)
+	for i := range ops {
+		ops[i] = Nop().WithUser(i)
+	}
+	ops[k] = op
+	return ops, make([]Request, n)
+}
+
+// reapUsers reaps n completions, none of them failed, and counts them by
+// their User values.
+func reapUsers(t *testing.T, r *Ring, n int) map[any]int {
+	t.Helper()
+	seen := map[any]int{}
+	comps := make([]Completion, n)
+	for got := 0; got < n; {
+		m, err := r.Reap(comps[:n-got], 10*time.Second)
+		require.NoError(t, err)
+		require.NotZero(t, m, "completions within 10s")
+		for _, c := range comps[:m] {
+			assert.NoError(t, c.Err)
+			seen[c.User]++
+		}
+		got += m
+	}
+	return seen
+}
+
+// TestURingBatchCheckedWhenSQShort: a batch larger than the room left in
+// the SQ hands part of itself to the kernel before its last op is taken,
+// so it cannot be taken back then; its ops are all checked first, and a
+// bad one late in the batch still refuses all of it.
+func TestURingBatchCheckedWhenSQShort(t *testing.T) {
+	r, err := New(Config{Entries: 8, Backend: BackendURing})
+	require.NoError(t, err)
+	defer r.Close()
+	b := r.plainBe
+	require.NotNil(t, b)
+	// Half the SQ holds wake nops, published and not yet entered (as
+	// another submitter leaves them just before its enter).
+	occupy := func() {
+		r.sqMu.Lock()
+		for range 4 {
+			sqe, _ := b.sqe()
+			sqe.Opcode, sqe.FD, sqe.UserData = uring.OpNop, -1, kindWake<<kindShft
+		}
+		b.flush()
+		r.sqMu.Unlock() // not unlockSQ: no enter
+		require.EqualValues(t, 4, b.ring.Unsubmitted())
+	}
+	rd, _ := pipe(t)
+	for _, k := range []int{5, 7} {
+		occupy()
+		ops, reqs := nopsWith(8, k, Read(rd, nil, 0))
+		n, err := r.SubmitBatch(ops, reqs)
+		require.ErrorIs(t, err, ErrInvalid, "bad op at %d", k)
+		require.Zero(t, n)
+		assert.Zero(t, r.InFlight())
+		assertNoMore(t, r)
+	}
+	occupy()
+	ops, reqs := nopsWith(8, 0, Nop().WithUser(0))
+	n, err := r.SubmitBatch(ops, reqs)
+	require.NoError(t, err)
+	require.Equal(t, 8, n)
+	seen := reapUsers(t, r, 8)
+	for i := range 8 {
+		assert.Equal(t, 1, seen[i], "completions of op %d", i)
+	}
+	assertNoMore(t, r)
+}
+
+// TestSlotHotLines: every field that a plain request's submission and
+// completion touch lies in the slot's first two cache lines (the cold
+// ones after them), so that a batch touches two lines per slot.
+func TestSlotHotLines(t *testing.T) {
+	var f slotFields
+	hot := map[string]uintptr{
+		"ks": unsafe.Offsetof(f.ks) + unsafe.Sizeof(f.ks), "flags": unsafe.Offsetof(f.flags) + unsafe.Sizeof(f.flags),
+		"foreign": unsafe.Offsetof(f.foreign) + unsafe.Sizeof(f.foreign), "awaited": unsafe.Offsetof(f.awaited) + unsafe.Sizeof(f.awaited),
+		"code": unsafe.Offsetof(f.code) + unsafe.Sizeof(f.code), "cold": unsafe.Offsetof(f.cold) + unsafe.Sizeof(f.cold),
+		"fd": unsafe.Offsetof(f.fd) + unsafe.Sizeof(f.fd), "events": unsafe.Offsetof(f.events) + unsafe.Sizeof(f.events),
+		"res": unsafe.Offsetof(f.res) + unsafe.Sizeof(f.res), "freeNext": unsafe.Offsetof(f.freeNext) + unsafe.Sizeof(f.freeNext),
+		"sqPos": unsafe.Offsetof(f.sqPos) + unsafe.Sizeof(f.sqPos), "off": unsafe.Offsetof(f.off) + unsafe.Sizeof(f.off),
+		"dur": unsafe.Offsetof(f.dur) + unsafe.Sizeof(f.dur), "deadline": unsafe.Offsetof(f.deadline) + unsafe.Sizeof(f.deadline),
+		"buf": unsafe.Offsetof(f.buf) + unsafe.Sizeof(f.buf), "user": unsafe.Offsetof(f.user) + unsafe.Sizeof(f.user),
+	}
+	for name, end := range hot {
+		assert.LessOrEqual(t, end, uintptr(128), "slot field %s ends at byte %d, past the second cache line", name, end)
 	}
 }

@@ -178,16 +178,18 @@ type slotFields struct {
 	sqPos   uint32
 	pending atomic.Int32 // CQEs still due, with a linked timeout only (the request's, the timeout's)
 
+	// A plain request's fields end within the slot's second cache line
+	// (TestSlotHotLines).
 	off      int64
 	dur      time.Duration
 	deadline time.Duration
 	buf      []byte
-	bufs     [][]byte
 	user     any
+	bufs     [][]byte
 	hook     func()
 	tok      *Token
 	timer    *time.Timer
-	fn       int   // foreign result
+	fn       int   // foreign result; reset by fill
 	ferr     error // foreign error
 
 	// Cold: only some kinds of request use these.
@@ -470,6 +472,7 @@ func (s *slot) releaseHot(idx uint32, key uint64, c *chain) {
 // fill copies op into slot idx and pins its buffers. r.sqMu held.
 func (r *Ring) fill(s *slot, op *Op, awaited bool) {
 	s.fillPlain(op, awaited)
+	s.fn = 0 // a foreign request's result (plain ones are never foreign)
 	// The rest is for the features Op.plain rules out.
 	if op.bufs != nil {
 		s.bufs = op.bufs
@@ -557,7 +560,7 @@ func (s *slot) fillOp(op *Op) {
 // fillPlain and submitPlains.
 func (s *slot) fillReset() {
 	s.linked, s.timerDL, s.multi, s.retries = false, false, false, 0
-	s.res, s.fn = 0, 0
+	s.res = 0
 	// Flags left by the slot's previous request (release keeps them, so
 	// that a late Complete still finds its claim). Cancels set flags only
 	// with r.sqMu held, as we hold it, and only on active slots.
@@ -642,60 +645,85 @@ func (r *Ring) SubmitBatch(ops []Op, reqs []Request) (int, error) {
 	if len(reqs) < len(ops) {
 		return 0, &OpError{Op: "submit", Err: fmt.Errorf("%w: %d requests for %d ops", ErrInvalid, len(reqs), len(ops))}
 	}
-	plain := r.plainBe != nil
-	for i := range ops {
-		if ops[i].checkedPlain(r) {
-			continue
+	if len(ops) == 0 {
+		return 0, nil
+	}
+	// A batch that starts with an op on the fast path is tried whole on
+	// it (submitPlains checks each op as it goes, and takes the batch back
+	// when one is not admitted); any other goes the general way at once.
+	if r.plainBe != nil && ops[0].checkedPlain(r) {
+		r.sqMu.Lock()
+		if r.closed.Load() { // under sqMu: see submitOne
+			r.sqMu.Unlock()
+			return 0, &OpError{Op: "submit", Err: ErrClosed}
 		}
+		// The batch is counted in flight with one atomic add, before any
+		// of it can complete; what does not go in is counted out again.
+		r.inflight.Add(int64(len(ops)))
+		done, err := r.plainBe.submitPlains(ops, reqs)
+		if err != errNotFast {
+			return r.endBatch(len(ops), done, false, err)
+		}
+		// Counted in, never started (as in endBatch): a reaper that saw
+		// the count meanwhile may be waiting for them.
+		r.inflight.Add(-int64(len(ops)))
+		r.unlockSQ()
+		r.kick()
+	}
+	for i := range ops {
 		if err := ops[i].check(r); err != nil {
 			return 0, fmt.Errorf("op %d: %w", i, err)
 		}
-		plain = plain && ops[i].plain()
 	}
 	r.sqMu.Lock()
-	if r.closed.Load() { // under sqMu: see submitOne
+	if r.closed.Load() {
 		r.sqMu.Unlock()
 		return 0, &OpError{Op: "submit", Err: ErrClosed}
 	}
-	// The batch is counted in flight with one atomic add, before any of it
-	// can complete; what does not go in is counted out again below.
 	r.inflight.Add(int64(len(ops)))
 	var err error
 	kicked := false
 	done := 0
-	if plain {
-		// The whole batch is plain: slots, fills and SQEs in one pass.
-		done, err = r.plainBe.submitPlains(ops, reqs)
-	} else {
-		for ; done < len(ops); done++ {
-			idx, s, key := r.alloc()
-			if s == nil {
-				break
-			}
-			reqs[done] = Request{r: r, key: key}
-			op := &ops[done]
-			var k bool
-			var e error
-			if r.plainBe != nil && op.plain() {
-				s.fillPlain(op, false)
-				e = r.plainBe.submitPlain(idx, s, key)
-			} else {
-				r.fill(s, op, false)
-				k, e = r.enqueue(s, idx, key, op.ordered())
-			}
-			if e != nil {
-				r.unfill(idx)
-				reqs[done] = Request{}
-				err = e
-				break
-			}
-			kicked = kicked || k
+	for ; done < len(ops); done++ {
+		idx, s, key := r.alloc()
+		if s == nil {
+			break
 		}
+		reqs[done] = Request{r: r, key: key}
+		op := &ops[done]
+		var k bool
+		var e error
+		if r.plainBe != nil && op.plain() {
+			s.fillPlain(op, false)
+			e = r.plainBe.submitPlain(idx, s, key)
+		} else {
+			r.fill(s, op, false)
+			k, e = r.enqueue(s, idx, key, op.ordered())
+		}
+		if e != nil {
+			r.unfill(idx)
+			reqs[done] = Request{}
+			err = e
+			break
+		}
+		kicked = kicked || k
 	}
-	if done < len(ops) {
+	return r.endBatch(len(ops), done, kicked, err)
+}
+
+// errNotFast is submitPlains' report of an op that Op.checkedPlain does
+// not admit: nothing of the batch was started, and the caller takes the
+// general path, which checks every op in full. It never leaves the package.
+var errNotFast = errors.New("ioring: op off the fast path")
+
+// endBatch ends SubmitBatch after done of n ops went in (err: why the
+// next did not): it counts the rest out of flight, hands the batch over
+// and releases r.sqMu, which the caller holds.
+func (r *Ring) endBatch(n, done int, kicked bool, err error) (int, error) {
+	if done < n {
 		// Counted in, never started: count them out. A reaper that saw
 		// the count meanwhile may be waiting for them: wake it.
-		r.inflight.Add(int64(done - len(ops)))
+		r.inflight.Add(int64(done - n))
 		kicked = true
 	}
 	r.flushLocked()
@@ -707,7 +735,7 @@ func (r *Ring) SubmitBatch(ops []Op, reqs []Request) (int, error) {
 	if err != nil {
 		return done, &OpError{Op: "submit", Err: err}
 	}
-	if done < len(ops) {
+	if done < n {
 		return done, &OpError{Op: "submit", Err: ErrFull}
 	}
 	return done, nil

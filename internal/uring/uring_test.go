@@ -136,3 +136,46 @@ func TestSQLayouts(t *testing.T) {
 		r.Close()
 	}
 }
+
+// TestUntake gives back SQEs taken since the last Publish, and none of
+// those published: the kernel then sees only what stayed taken.
+func TestUntake(t *testing.T) {
+	r, err := Setup(8, 16)
+	if err != nil {
+		t.Fatalf("Setup: %v", err)
+	}
+	defer r.Close()
+	for range 3 {
+		if sqe, _ := r.NextSQE(); sqe == nil {
+			t.Fatal("no SQE from an empty SQ")
+		}
+	}
+	if !r.Untake(3) || r.SQFree() != 8 {
+		t.Fatalf("Untake(3) of 3 taken: SQ has %d free, want 8", r.SQFree())
+	}
+	sqe, _ := r.NextSQE()
+	sqe.Opcode, sqe.UserData = OpNop, 7
+	r.Publish()
+	if r.Untake(1) {
+		t.Fatal("Untake gave back a published SQE")
+	}
+	for range 2 {
+		r.NextSQE()
+	}
+	if r.Untake(3) {
+		t.Fatal("Untake gave back more than was taken since Publish")
+	}
+	if !r.Untake(2) || r.SQFree() != 7 {
+		t.Fatalf("after Untake(2): %d free, want 7", r.SQFree())
+	}
+	if got, err := r.Submit(1); err != nil || got != 1 {
+		t.Fatalf("Submit: %d, %v", got, err)
+	}
+	first, second := r.PeekCQ()
+	got := append(append([]CQE{}, first...), second...)
+	if len(got) != 1 || got[0].UserData != 7 {
+		t.Fatalf("CQEs %+v, want the one published NOP (user data 7)", got)
+	}
+	r.AdvanceCQ(1)
+	nopRoundTrip(t, r, 8, 100, nil) // the ring is whole
+}

@@ -176,6 +176,13 @@ func (r *Ring) mmap() error {
 	}
 	r.cqMask = *u32(cqMem, p.CQOff.RingMask)
 	r.cqes = unsafe.Slice((*CQE)(unsafe.Pointer(&cqMem[p.CQOff.CQEs])), p.CQEntries)
+	// TakeSQE and CQView.At index by position&mask without a bounds
+	// check: the masks must span the entries exactly, as the kernel's do
+	// (its ring sizes are powers of two).
+	if r.sqMask+1 != p.SQEntries || r.cqMask+1 != p.CQEntries {
+		r.unmap()
+		return fmt.Errorf("ring masks %#x, %#x for %d and %d entries", r.sqMask, r.cqMask, p.SQEntries, p.CQEntries)
+	}
 	return nil
 }
 
@@ -230,10 +237,24 @@ func (r *Ring) NextSQE() (*SQE, uint32) {
 // said so, and nothing was taken since but what it counted): no check.
 func (r *Ring) TakeSQE() (*SQE, uint32) {
 	pos := r.sqLocal
-	sqe := &r.sqes[pos&r.sqMask]
+	// The mask keeps the index inside the SQEs (mmap checked that it
+	// spans them exactly): no bounds check.
+	sqe := (*SQE)(unsafe.Add(unsafe.Pointer(unsafe.SliceData(r.sqes)), uintptr(pos&r.sqMask)*unsafe.Sizeof(SQE{})))
 	*sqe = SQE{}
 	r.sqLocal++
 	return sqe, pos
+}
+
+// Untake gives back the last n SQEs taken, none of which may have been
+// published, and reports whether it did: false (and nothing given back)
+// when fewer than n were taken since the last Publish. Caller's submit
+// lock held.
+func (r *Ring) Untake(n uint32) bool {
+	if r.sqLocal-r.sqPublished < n {
+		return false
+	}
+	r.sqLocal -= n
+	return true
 }
 
 // SQEAt returns the SQE at ring position pos; only for rewriting an entry
@@ -415,10 +436,25 @@ func (r *Ring) CQRange() (head, tail uint32) {
 	return head, tail
 }
 
-// CQ returns the CQ ring's entries and the mask that maps a ring position
-// to its index: the completion at position pos, which CQRange reported
-// ready, is cqes[pos&mask]. They do not change while the ring is open.
-func (r *Ring) CQ() (cqes []CQE, mask uint32) { return r.cqes, r.cqMask }
+// CQ returns a view of the CQ ring's entries, which does not change while
+// the ring is open: its At(pos) is the completion at position pos, which
+// CQRange reported ready.
+func (r *Ring) CQ() CQView {
+	return CQView{base: unsafe.Pointer(unsafe.SliceData(r.cqes)), mask: r.cqMask}
+}
+
+// CQView is the CQ ring's entries, for a loop over them (CQ).
+type CQView struct {
+	base unsafe.Pointer
+	mask uint32
+}
+
+// At returns the completion at ring position pos. The mask keeps it inside
+// the ring (mmap checked that it spans the entries exactly): no
+// bounds check.
+func (v CQView) At(pos uint32) *CQE {
+	return (*CQE)(unsafe.Add(v.base, uintptr(pos&v.mask)*unsafe.Sizeof(CQE{})))
+}
 
 // SetCQHead hands every completion before position head back to the kernel.
 func (r *Ring) SetCQHead(head uint32) {
