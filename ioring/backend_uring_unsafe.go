@@ -296,7 +296,7 @@ func (b *uringBackend) submitPlains(ops []Op, reqs []Request) (int, error) {
 		// slot.fillPlain, inline: these ops are neither foreign nor
 		// awaited.
 		s.fillKind(false, false)
-		s.fillOp(op)
+		s.fillFast(op)
 		s.fillReset()
 		s.set(key, stActive) // publish the slot to the completer
 		var sqe *uring.SQE

@@ -907,6 +907,7 @@ func TestCheckedPlainAgreesWithCheck(t *testing.T) {
 				fast++
 				require.NoError(t, op.check(r), "checkedPlain admits %v (fd %d, %d bytes, offset %d) that check refuses", op.code, op.fd, len(op.buf), op.off)
 				require.True(t, op.plain(), "checkedPlain admits %v (fd %d, offset %d) that plain refuses", op.code, op.fd, op.off)
+				require.True(t, op.dur == 0 && op.deadline == 0, "checkedPlain admits %v with a duration or deadline (slot.fillFast drops them)", op.code)
 				if r.plainBe != nil {
 					// submitPlains calls its preparation without looking.
 					require.NotNil(t, opImpls[op.code].prep, "checkedPlain admits %v, which io_uring has no preparation for", op.code)
@@ -1038,6 +1039,20 @@ func TestURingBatchCheckedWhenSQShort(t *testing.T) {
 		assert.Equal(t, 1, seen[i], "completions of op %d", i)
 	}
 	assertNoMore(t, r)
+}
+
+// TestOpHotFields: what Op.checkedPlain and slot.fillFast read of an op
+// lies in its first 64 bytes.
+func TestOpHotFields(t *testing.T) {
+	var o Op
+	for name, end := range map[string]uintptr{
+		"code": unsafe.Offsetof(o.code) + unsafe.Sizeof(o.code), "unordered": unsafe.Offsetof(o.unordered) + unsafe.Sizeof(o.unordered),
+		"rare": unsafe.Offsetof(o.rare) + unsafe.Sizeof(o.rare), "events": unsafe.Offsetof(o.events) + unsafe.Sizeof(o.events),
+		"fd": unsafe.Offsetof(o.fd) + unsafe.Sizeof(o.fd), "buf": unsafe.Offsetof(o.buf) + unsafe.Sizeof(o.buf),
+		"off": unsafe.Offsetof(o.off) + unsafe.Sizeof(o.off), "user": unsafe.Offsetof(o.user) + unsafe.Sizeof(o.user),
+	} {
+		assert.LessOrEqual(t, end, uintptr(64), "Op field %s ends at byte %d", name, end)
+	}
 }
 
 // TestSlotHotLines: every field that a plain request's submission and

@@ -538,15 +538,21 @@ func (s *slot) fillKind(foreign, awaited bool) {
 }
 
 // fillOp copies the fields of op that every op has, but for what
-// fillPlain does about the kind of delivery: the part of it that
-// submitPlains, whose ops are neither foreign nor awaited, takes inline.
+// fillPlain does about the kind of delivery.
 func (s *slot) fillOp(op *Op) {
+	s.fillFast(op)
+	s.dur, s.deadline = op.dur, op.deadline
+}
+
+// fillFast is fillOp for an op that Op.checkedPlain admitted, which has
+// neither a duration nor a deadline (TestCheckedPlainAgreesWithCheck): it
+// reads only the op's first 64 bytes, and zeroes those two.
+func (s *slot) fillFast(op *Op) {
 	s.code = op.code
 	s.fd = int32(op.fd)
 	s.events = op.events
 	s.off = op.off
-	s.dur = op.dur
-	s.deadline = op.deadline
+	s.dur, s.deadline = 0, 0
 	// release left the references nil: write only those op has.
 	if op.buf != nil {
 		s.buf = op.buf
