@@ -623,27 +623,33 @@ func (b *uringBackend) reapReady() int {
 	}
 	r := b.r
 	cq := b.ring.CQ()
+	// n is r.directN, in a register rather than stored and loaded again
+	// for every CQE; handle reads and advances r.directN itself.
+	n := r.directN
 	for pos := head; pos != tail; pos++ {
 		cqe := cq.At(pos)
 		ud, res := cqe.UserData, cqe.Res
-		if ud>>kindShft == kindReq && res >= 0 && r.directN < len(r.direct) {
+		if ud>>kindShft == kindReq && res >= 0 && n < len(r.direct) {
 			key := ud & keyMask
 			idx := uint32(key & idxMask)
 			s := &r.slots[idx]
 			if s.simple() && !s.awaited.Load() && s.flags.Load()&flNopped == 0 {
 				// Field by field: a Completion literal is built on the
 				// stack and copied.
-				c := &r.direct[r.directN]
+				c := &r.direct[n]
 				c.Req = Request{r: r, key: key}
 				c.Op, c.More, c.Buffer, c.BufID, c.N = s.code, false, false, 0, int(res)
 				c.Err, c.User = nil, s.user
-				r.directN++
+				n++
 				s.releaseHot(idx, key, &r.directFree)
 				continue
 			}
 		}
+		r.directN = n
 		b.handle(ud, res, cqe.Flags)
+		n = r.directN
 	}
+	r.directN = n
 	b.ring.SetCQHead(tail)
 	return int(tail - head)
 }
