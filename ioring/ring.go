@@ -677,6 +677,9 @@ func (r *Ring) SubmitBatch(ops []Op, reqs []Request) (int, error) {
 		r.kick()
 	}
 	for i := range ops {
+		if ops[i].checkedPlain(r) {
+			continue
+		}
 		if err := ops[i].check(r); err != nil {
 			return 0, fmt.Errorf("op %d: %w", i, err)
 		}
