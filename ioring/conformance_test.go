@@ -443,6 +443,11 @@ func TestConformanceCloseDrains(t *testing.T) {
 			assert.ErrorIs(t, err, ErrClosed)
 			_, err = r.Submit(Write(wr, []byte("x"), -1))
 			assert.ErrorIs(t, err, ErrClosed)
+			for _, ops := range [][]Op{{Nop(), Nop()}, {Write(wr, []byte("x"), -1)}, nil} {
+				n, err := r.SubmitBatch(ops, make([]Request, len(ops)))
+				assert.ErrorIs(t, err, ErrClosed, "a batch of %d", len(ops))
+				assert.Zero(t, n)
+			}
 			assert.ErrorIs(t, r.CancelAll(), ErrClosed)
 			assert.ErrorIs(t, tok.Cancel(), ErrClosed)
 			assert.ErrorIs(t, r.Close(), ErrClosed)

@@ -651,13 +651,11 @@ func (r *Ring) SubmitBatch(ops []Op, reqs []Request) (int, error) {
 	if len(reqs) < len(ops) {
 		return 0, &OpError{Op: "submit", Err: fmt.Errorf("%w: %d requests for %d ops", ErrInvalid, len(reqs), len(ops))}
 	}
-	if len(ops) == 0 {
-		return 0, nil
-	}
 	// A batch that starts with an op on the fast path is tried whole on
 	// it (submitPlains checks each op as it goes, and takes the batch back
-	// when one is not admitted); any other goes the general way at once.
-	if r.plainBe != nil && ops[0].checkedPlain(r) {
+	// when one is not admitted); any other goes the general way at once,
+	// an empty one too (which reports ErrClosed on a closed ring).
+	if r.plainBe != nil && len(ops) > 0 && ops[0].checkedPlain(r) {
 		r.sqMu.Lock()
 		if r.closed.Load() { // under sqMu: see submitOne
 			r.sqMu.Unlock()
