@@ -15,7 +15,6 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
-	"unsafe"
 
 	"github.com/cancelio/cancelio/internal/uring"
 	"github.com/stretchr/testify/assert"
@@ -1044,33 +1043,24 @@ func TestURingBatchCheckedWhenSQShort(t *testing.T) {
 // TestOpHotFields: what Op.checkedPlain and slot.fillFast read of an op
 // lies in its first 64 bytes.
 func TestOpHotFields(t *testing.T) {
-	var o Op
-	for name, end := range map[string]uintptr{
-		"code": unsafe.Offsetof(o.code) + unsafe.Sizeof(o.code), "unordered": unsafe.Offsetof(o.unordered) + unsafe.Sizeof(o.unordered),
-		"rare": unsafe.Offsetof(o.rare) + unsafe.Sizeof(o.rare), "events": unsafe.Offsetof(o.events) + unsafe.Sizeof(o.events),
-		"fd": unsafe.Offsetof(o.fd) + unsafe.Sizeof(o.fd), "buf": unsafe.Offsetof(o.buf) + unsafe.Sizeof(o.buf),
-		"off": unsafe.Offsetof(o.off) + unsafe.Sizeof(o.off), "user": unsafe.Offsetof(o.user) + unsafe.Sizeof(o.user),
-	} {
-		assert.LessOrEqual(t, end, uintptr(64), "Op field %s ends at byte %d", name, end)
-	}
+	assertFieldsWithin(t, reflect.TypeOf(Op{}), 64, "code", "unordered", "rare", "events", "fd", "buf", "off", "user")
 }
 
 // TestSlotHotLines: every field that a plain request's submission and
 // completion touch lies in the slot's first two cache lines (the cold
 // ones after them), so that a batch touches two lines per slot.
 func TestSlotHotLines(t *testing.T) {
-	var f slotFields
-	hot := map[string]uintptr{
-		"ks": unsafe.Offsetof(f.ks) + unsafe.Sizeof(f.ks), "flags": unsafe.Offsetof(f.flags) + unsafe.Sizeof(f.flags),
-		"foreign": unsafe.Offsetof(f.foreign) + unsafe.Sizeof(f.foreign), "awaited": unsafe.Offsetof(f.awaited) + unsafe.Sizeof(f.awaited),
-		"code": unsafe.Offsetof(f.code) + unsafe.Sizeof(f.code), "cold": unsafe.Offsetof(f.cold) + unsafe.Sizeof(f.cold),
-		"fd": unsafe.Offsetof(f.fd) + unsafe.Sizeof(f.fd), "events": unsafe.Offsetof(f.events) + unsafe.Sizeof(f.events),
-		"res": unsafe.Offsetof(f.res) + unsafe.Sizeof(f.res), "freeNext": unsafe.Offsetof(f.freeNext) + unsafe.Sizeof(f.freeNext),
-		"sqPos": unsafe.Offsetof(f.sqPos) + unsafe.Sizeof(f.sqPos), "off": unsafe.Offsetof(f.off) + unsafe.Sizeof(f.off),
-		"dur": unsafe.Offsetof(f.dur) + unsafe.Sizeof(f.dur), "deadline": unsafe.Offsetof(f.deadline) + unsafe.Sizeof(f.deadline),
-		"buf": unsafe.Offsetof(f.buf) + unsafe.Sizeof(f.buf), "user": unsafe.Offsetof(f.user) + unsafe.Sizeof(f.user),
-	}
-	for name, end := range hot {
-		assert.LessOrEqual(t, end, uintptr(128), "slot field %s ends at byte %d, past the second cache line", name, end)
+	assertFieldsWithin(t, reflect.TypeOf(slotFields{}), 128, "ks", "flags", "foreign", "awaited", "code", "cold",
+		"fd", "events", "res", "freeNext", "sqPos", "off", "dur", "deadline", "buf", "user")
+}
+
+// assertFieldsWithin checks that each named field of struct type typ ends
+// within its first limit bytes.
+func assertFieldsWithin(t *testing.T, typ reflect.Type, limit uintptr, names ...string) {
+	t.Helper()
+	for _, name := range names {
+		f, ok := typ.FieldByName(name)
+		require.True(t, ok, "%v has no field %s", typ, name)
+		assert.LessOrEqual(t, f.Offset+f.Type.Size(), limit, "%v field %s ends at byte %d", typ, name, f.Offset+f.Type.Size())
 	}
 }

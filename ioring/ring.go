@@ -539,20 +539,20 @@ func (s *slot) fillKind(foreign, awaited bool) {
 
 // fillOp copies the fields of op that every op has, but for what
 // fillPlain does about the kind of delivery.
-func (s *slot) fillOp(op *Op) {
-	s.fillFast(op)
-	s.dur, s.deadline = op.dur, op.deadline
-}
+func (s *slot) fillOp(op *Op) { s.fillArgs(op, op.dur, op.deadline) }
 
 // fillFast is fillOp for an op that Op.checkedPlain admitted, which has
 // neither a duration nor a deadline (TestCheckedPlainAgreesWithCheck): it
-// reads only the op's first 64 bytes, and zeroes those two.
-func (s *slot) fillFast(op *Op) {
+// reads only the op's first 64 bytes.
+func (s *slot) fillFast(op *Op) { s.fillArgs(op, 0, 0) }
+
+// fillArgs is fillOp with op's duration and deadline given.
+func (s *slot) fillArgs(op *Op, dur, deadline time.Duration) {
 	s.code = op.code
 	s.fd = int32(op.fd)
 	s.events = op.events
 	s.off = op.off
-	s.dur, s.deadline = 0, 0
+	s.dur, s.deadline = dur, deadline
 	// release left the references nil: write only those op has.
 	if op.buf != nil {
 		s.buf = op.buf
@@ -683,7 +683,7 @@ func (r *Ring) SubmitBatch(ops []Op, reqs []Request) (int, error) {
 		}
 	}
 	r.sqMu.Lock()
-	if r.closed.Load() {
+	if r.closed.Load() { // as above
 		r.sqMu.Unlock()
 		return 0, &OpError{Op: "submit", Err: ErrClosed}
 	}
