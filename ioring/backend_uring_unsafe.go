@@ -308,7 +308,7 @@ func (b *uringBackend) submitPlains(ops []Op, reqs []Request) (int, error) {
 			sqe, pos = b.sqe() // submits what is queued to make room
 			room = b.ring.SQFree()
 		}
-		s.head(sqe, pos, key, im)
+		s.head(sqe, pos, key, im.uring)
 		// The commonest preparations inline: a call through im.prep
 		// spills every register the loop holds (TestPrepInline checks
 		// that these are opImpls' own).
@@ -352,17 +352,17 @@ func (b *uringBackend) nextSQE(s *slot, key uint64, im *opImpl) *uring.SQE {
 	if sqe == nil {
 		sqe, pos = b.sqe()
 	}
-	s.head(sqe, pos, key, im)
+	s.head(sqe, pos, key, im.uring)
 	return sqe
 }
 
 // head fills in what every request's SQE has (taken at ring position pos)
 // and notes the position in the slot.
-func (s *slot) head(sqe *uring.SQE, pos uint32, key uint64, im *opImpl) {
+func (s *slot) head(sqe *uring.SQE, pos uint32, key uint64, opcode uint8) {
 	s.sqPos = pos
 	sqe.UserData = kindReq<<kindShft | key
 	sqe.FD = s.fd
-	sqe.Opcode = im.uring
+	sqe.Opcode = opcode
 }
 
 // flush publishes the queued SQEs; the io_uring_enter that hands them to
@@ -629,14 +629,16 @@ func (b *uringBackend) reapReady() int {
 	for pos := head; pos != tail; pos++ {
 		cqe := cq.At(pos)
 		ud, res := cqe.UserData, cqe.Res
-		if ud>>kindShft == kindReq && res >= 0 && n < len(r.direct) {
+		// direct is loaded here, not before the loop: a local slice
+		// that lives across it costs spills at batch 1.
+		if direct := r.direct; ud>>kindShft == kindReq && res >= 0 && n < len(direct) {
 			key := ud & keyMask
 			idx := uint32(key & idxMask)
 			s := &r.slots[idx]
-			if s.simple() && !s.awaited.Load() && s.flags.Load()&flNopped == 0 {
+			if s.direct() {
 				// Field by field: a Completion literal is built on the
 				// stack and copied.
-				c := &r.direct[n]
+				c := &direct[n]
 				c.Req = Request{r: r, key: key}
 				c.Op, c.More, c.Buffer, c.BufID, c.N = s.code, false, false, 0, int(res)
 				c.Err, c.User = nil, s.user

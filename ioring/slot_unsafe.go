@@ -1,6 +1,11 @@
 package ioring
 
-import "unsafe"
+import (
+	"sync/atomic"
+	"unsafe"
+
+	"github.com/cancelio/cancelio/internal/release"
+)
 
 // slotPad rounds a slot up to whole 64-byte cache lines, so that its hot
 // fields span as few lines as they can. It is computed from the fields'
@@ -20,6 +25,25 @@ var _ [0]byte = [unsafe.Sizeof(slot{}) % 64]byte{}
 // request with one CQE and nothing to undo but its slot. One load for the
 // four bytes, which the assertions below keep adjacent and aligned.
 func (s *slot) simple() bool { return *(*uint32)(unsafe.Pointer(&s.linked)) == 0 }
+
+// direct reports whether a request that completed without failing can be
+// delivered from its CQE at once (uringBackend.reapReady): it is simple,
+// not awaited and not nopped. The four flag bytes, the awaited word and the
+// flags are loaded and tested as one value: a chain of && over them
+// compiles to a bool built and tested again. The caller's load of the CQ
+// tail orders the loads (release.Load32).
+func (s *slot) direct() bool {
+	aw := release.Load32((*uint32)(unsafe.Pointer(&s.awaited)))
+	fl := release.Load32((*uint32)(unsafe.Pointer(&s.flags)))
+	return *(*uint32)(unsafe.Pointer(&s.linked))|aw|fl&flNopped == 0
+}
+
+// atomic.Bool and atomic.Uint32 are their uint32 word and nothing else
+// (direct loads them).
+var (
+	_ [0]byte = [unsafe.Sizeof(atomic.Bool{}) - 4]byte{}
+	_ [0]byte = [unsafe.Sizeof(atomic.Uint32{}) - 4]byte{}
+)
 
 var (
 	_ [0]byte = [unsafe.Offsetof(slotFields{}.linked) % 4]byte{}

@@ -16,4 +16,11 @@
 // Only a single writer at a time may store to a location through this
 // package (the holder of a lock, the owner of a slot); readers load it with
 // sync/atomic.
+//
+// Load32 is the matching load for a hot path that reads a word other
+// goroutines store to (with sync/atomic or through this package) after an
+// atomic load that already orders it (a ring's tail, say): on x86 a plain
+// MOV, which the compiler folds into the addressing of the code around it,
+// where sync/atomic's load computes the address into a register first.
+// Elsewhere, and under the race detector, it is sync/atomic's load.
 package release

@@ -18,6 +18,11 @@ var _ [0]byte = [unsafe.Sizeof(atomic.Uint64{}) - 8]byte{}
 // Uint32 stores v into *p with release ordering.
 func Uint32(p *uint32, v uint32) { *p = v }
 
+// Load32 loads *p. A plain load of an aligned word is atomic on x86, which
+// also keeps it after every earlier load; Go's compiler keeps it after the
+// atomic operations before it in the program.
+func Load32(p *uint32) uint32 { return *p }
+
 // AtomicUint64 stores v into p with release ordering. On 386 a plain 64-bit
 // store is two stores: there it is the sync/atomic one (wide_386.go).
 func AtomicUint64(p *atomic.Uint64, v uint64) { storeUint64(p, v) }

@@ -20,6 +20,10 @@ func TestStores(t *testing.T) {
 	if got := c.Load(); got != 1<<40+9 {
 		t.Errorf("AtomicUint64: got %d, want %d", got, uint64(1<<40+9))
 	}
+	atomic.StoreUint32(&a, 11)
+	if got := Load32(&a); got != 11 {
+		t.Errorf("Load32: got %d, want 11", got)
+	}
 }
 
 // TestPublish is message passing through a release store: a reader that
