@@ -286,7 +286,6 @@ func (b *uringBackend) submitPlains(ops []Op, reqs []Request) (int, error) {
 		}
 		// The op is valid and has a preparation here (setFast admits
 		// no op without one: TestCheckedPlainAgreesWithCheck).
-		im := &opImpls[op.code]
 		_, s := r.popFree()
 		if s == nil {
 			return i, nil
@@ -295,7 +294,9 @@ func (b *uringBackend) submitPlains(ops []Op, reqs []Request) (int, error) {
 		reqs[i] = Request{r: r, key: key}
 		// slot.fillPlain, inline: these ops are neither foreign nor
 		// awaited.
-		s.fillKind(false, false)
+		if s.kindSet() { // fillKind(false, false) as a rule has nothing to do
+			s.fillKind(false, false)
+		}
 		s.fillFast(op)
 		s.fillReset()
 		s.set(key, stActive) // publish the slot to the completer
@@ -308,7 +309,7 @@ func (b *uringBackend) submitPlains(ops []Op, reqs []Request) (int, error) {
 			sqe, pos = b.sqe() // submits what is queued to make room
 			room = b.ring.SQFree()
 		}
-		s.head(sqe, pos, key, im.uring)
+		s.head(sqe, pos, key, uringOps[op.code])
 		// The commonest preparations inline: a call through im.prep
 		// spills every register the loop holds (TestPrepInline checks
 		// that these are opImpls' own).
@@ -318,7 +319,7 @@ func (b *uringBackend) submitPlains(ops []Op, reqs []Request) (int, error) {
 		case OpNop:
 			prepNop(s, sqe)
 		default:
-			im.prep(s, sqe)
+			opImpls[op.code].prep(s, sqe)
 		}
 	}
 	return len(ops), nil

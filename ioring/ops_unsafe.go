@@ -34,6 +34,15 @@ const (
 	pkMulti                 // multishot: an edge-triggered epoll registration of its own (backend_poll_multi_linux.go)
 )
 
+// uringOps holds opImpls' io_uring opcodes, indexed by any Opcode value:
+// a table of 256 indexed by a byte needs no bounds check (submitPlains).
+var uringOps = func() (t [256]uint8) {
+	for op := range opImpls {
+		t[op] = opImpls[op].uring
+	}
+	return t
+}()
+
 var opImpls = [numOps]opImpl{
 	OpNop:     {uring: uring.OpNop, prep: prepNop, poll: pkNow},
 	OpRead:    {uring: uring.OpRead, prep: prepRW, poll: pkRW},

@@ -6,10 +6,10 @@ import (
 	"github.com/stretchr/testify/assert"
 )
 
-// TestSlotDirect: slot.direct, which loads and tests several words as one
-// value, agrees with the field-by-field reading for every combination of
-// the fields it covers.
-func TestSlotDirect(t *testing.T) {
+// TestSlotDirectAndKindSet: slot.direct and slot.kindSet, which load and
+// test several words as one value, agree with the field-by-field reading
+// for every combination of the fields they cover.
+func TestSlotDirectAndKindSet(t *testing.T) {
 	flagSets := []uint32{0, flNopped, flCancelReq, flCancelReq | flNopped, flTimedOut, flRetry | flHeld}
 	for bits := 0; bits < 1<<7; bits++ {
 		for _, fl := range flagSets {
@@ -28,6 +28,7 @@ func TestSlotDirect(t *testing.T) {
 			assert.Equal(t, simple, s.simple(), "simple, bits %07b", bits)
 			assert.Equal(t, simple && !s.awaited.Load() && fl&flNopped == 0, s.direct(),
 				"direct, bits %07b, flags %#x", bits, fl)
+			assert.Equal(t, s.foreign.Load() || s.awaited.Load(), s.kindSet(), "kindSet, bits %07b", bits)
 		}
 	}
 }

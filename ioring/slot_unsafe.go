@@ -38,6 +38,13 @@ func (s *slot) direct() bool {
 	return *(*uint32)(unsafe.Pointer(&s.linked))|aw|fl&flNopped == 0
 }
 
+// kindSet reports whether the slot's request was foreign or awaited: one
+// test of both words, for submitPlains, whose slots as a rule served a
+// queued request of its own last and need no fillKind.
+func (s *slot) kindSet() bool {
+	return release.Load32((*uint32)(unsafe.Pointer(&s.foreign)))|release.Load32((*uint32)(unsafe.Pointer(&s.awaited))) != 0
+}
+
 // atomic.Bool and atomic.Uint32 are their uint32 word and nothing else
 // (direct loads them).
 var (
