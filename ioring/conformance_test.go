@@ -251,6 +251,51 @@ func TestConformanceOneWaiterWins(t *testing.T) {
 	})
 }
 
+// Clause 2 under races: requests that complete at once, each with three
+// waiters racing to reap it themselves, to park, or to find it done. One
+// waiter gets each completion, the others get ErrNotFound, and none is
+// left waiting (a waiter that reaps its own completion is not woken
+// through the slot's channel, and skips passing the wake-up on when
+// nobody is parked).
+func TestConformanceOneWaiterWinsRacing(t *testing.T) {
+	rounds := 2000
+	if testing.Short() {
+		rounds = 300
+	}
+	forEachBackend(t, 16, func(t *testing.T, r *Ring) {
+		for round := 0; round < rounds; round++ {
+			q, err := r.Start(Nop())
+			require.NoError(t, err)
+			var wg sync.WaitGroup
+			var wins, notFound atomic.Int32
+			for i := 0; i < 3; i++ {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					c, err := q.Wait(context.Background())
+					switch {
+					case err == nil && c.Err == nil:
+						wins.Add(1)
+					case errors.Is(err, ErrNotFound):
+						notFound.Add(1)
+					default:
+						t.Errorf("round %d: Wait: %v, %v", round, err, c.Err)
+					}
+				}()
+			}
+			done := make(chan struct{})
+			go func() { wg.Wait(); close(done) }()
+			select {
+			case <-done:
+			case <-time.After(10 * time.Second):
+				t.Fatalf("round %d: a waiter is still waiting", round)
+			}
+			require.Equal(t, int32(1), wins.Load(), "round %d: waiters that got the completion", round)
+			require.Equal(t, int32(2), notFound.Load(), "round %d", round)
+		}
+	})
+}
+
 // Clause 3: after a canceled read's completion is delivered, data written
 // into the pipe never lands in the old buffer; it stays in the pipe.
 func TestConformanceBufferLifetime(t *testing.T) {

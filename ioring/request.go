@@ -122,9 +122,13 @@ func (q Request) Wait(ctx context.Context) (Completion, error) {
 		}
 		if r.reapMu.TryLock() {
 			if q.active() && !r.beClosed {
-				// Reap the kernel ourselves: no hand-off to another goroutine.
+				// Reap the kernel ourselves: no hand-off to another
+				// goroutine, and no wake-up from finish for our own
+				// completion (selfWait).
 				r.reaping.Add(1)
+				r.selfWait = idx + 1
 				err := r.be.reap(true, -1)
+				r.selfWait = 0
 				r.reaping.Add(-1)
 				r.unlockReap()
 				if err != nil {
@@ -151,10 +155,17 @@ func (q Request) Wait(ctx context.Context) (Completion, error) {
 	}
 	// Pass the wake-up on: other goroutines may be waiting for the same
 	// request (they will find it taken). A stray token is harmless: waiters
-	// re-check the state, and the next use of the slot drains it.
-	select {
-	case s.wake <- struct{}{}:
-	default:
+	// re-check the state, and the next use of the slot drains it. With no
+	// goroutine parked there is nobody to pass it to: one about to park
+	// raises parked first and then finds the request done (the state was
+	// published before the reaper's unlock, which orders it before this
+	// load), so the send, and the drain it would cost the slot's next use,
+	// are skipped.
+	if r.parked.Load() > 0 {
+		select {
+		case s.wake <- struct{}{}:
+		default:
+		}
 	}
 	if !s.move(q.key, stDone, stDelivering) {
 		return Completion{}, ErrNotFound

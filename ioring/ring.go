@@ -296,7 +296,11 @@ type Ring struct {
 	direct     []Completion // guarded by reapMu: the reaping consumer's free room
 	directN    int          // guarded by reapMu: completions handed over directly
 	directFree chain        // guarded by reapMu: their slots, freed at the end of the pass
-	parked     atomic.Int32 // consumers parked on a channel, not reaping
+	// selfWait is idx+1 of the request whose Request.Wait holds reapMu
+	// and reaps for it (0: none): finish need not wake that waiter.
+	// Guarded by reapMu.
+	selfWait uint32
+	parked   atomic.Int32 // consumers parked on a channel, not reaping
 	// readied is set when a completion wakes the goroutine waiting for
 	// it (Request.Wait). Go runs a goroutine woken by the reaper on the
 	// reaper's P, after it: a reaper that went on to block in the kernel
@@ -880,10 +884,15 @@ func (r *Ring) finish(idx uint32, s *slot, inline bool) {
 	}
 	s.set(s.key(), stDone) // publish the result
 	if awaited {
-		select {
-		case s.wake <- struct{}{}:
-			r.readied.Store(true)
-		default:
+		// A waiter that is reaping for itself (selfWait) sees the state
+		// when its reap returns: nothing to wake. Others parked on the
+		// request are woken by the waiter (Request.Wait).
+		if !inline || r.selfWait != idx+1 {
+			select {
+			case s.wake <- struct{}{}:
+				r.readied.Store(true)
+			default:
+			}
 		}
 	} else {
 		r.done.PushWait(idx) // the queue has a cell for every slot
