@@ -224,8 +224,8 @@ func (b *uringBackend) submit(idx uint32, s *slot) error {
 }
 
 // submitPlain is enqueue and submit in one step for an op that Op.plain
-// admits, in a slot just allocated with key, filled by slot.fillPlain (for
-// the completion queue, not awaited) and counted in flight. Its opcode is
+// admits, in a slot just allocated with key, filled by slot.fillPlain
+// (its wake channel drained when it is awaited) and counted in flight. Its opcode is
 // one this ring supports (Op.check said so), and it has no linked timeout.
 // r.sqMu held. An error means nothing was started.
 func (b *uringBackend) submitPlain(idx uint32, s *slot, key uint64) error {

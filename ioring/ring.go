@@ -514,7 +514,18 @@ func (r *Ring) fill(s *slot, op *Op, awaited bool) {
 		}
 	}
 	if awaited {
-		select { // a wake-up left over from the slot's previous use
+		s.drainWake()
+	}
+}
+
+// drainWake takes a wake-up left over from the slot's previous use off its
+// channel. The channel's length is read first: a receive from an empty
+// channel, even one that does not block, costs as much as the rest of a
+// fill. A token that arrives after the look (from a stale handle's Wait)
+// is as harmless as any stray one: waiters re-check the state.
+func (s *slot) drainWake() {
+	if len(s.wake) > 0 {
+		select {
 		case <-s.wake:
 		default:
 		}
@@ -621,8 +632,13 @@ func (r *Ring) submitOne(op *Op, awaited bool) (Request, error) {
 	r.inflight.Add(1) // before the request can complete
 	var kicked bool
 	var err error
-	if !awaited && r.plainBe != nil && plain {
-		s.fillPlain(op, false)
+	if r.plainBe != nil && plain {
+		// Awaited ones too: fill and enqueue would find nothing more to
+		// do for a plain op but the wake channel's drain.
+		s.fillPlain(op, awaited)
+		if awaited {
+			s.drainWake()
+		}
 		err = r.plainBe.submitPlain(idx, s, key)
 	} else {
 		r.fill(s, op, awaited)
