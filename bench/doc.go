@@ -126,30 +126,37 @@
 //
 // # Choosing a ring layout
 //
-// Measured with BenchmarkScale on a 2-CPU machine under heavy background
-// load, in two runs of 5 interleaved rounds (-count 1, five times; CPU time
-// in the second run only). Wall-clock rates were noisy, CPU time per
-// request steady:
+// Measured with BenchmarkScale in the 22 runs of `make bench` kept in
+// bench/results from 2026-12-05 (2 CPUs, a quiet machine; two 150 ms
+// rounds of each row per run; the layouts compared within each run, by
+// their medians):
 //
-//   - CPU per request hardly depends on the layout: from 1 to 8
-//     goroutines, at GOMAXPROCS 1 and 2, cancelio-uring spent 0.7-0.9 µs
-//     per NOP and 2.1-2.9 µs per 4 KiB read on one shared ring and on a
-//     ring each alike (cancelio-poll 0.23-0.29 µs and 2.8-3.7 µs); the
-//     shared ring cost more in 2 of 32 rows only (+15% and +28%).
-//   - At GOMAXPROCS 1 the layouts' throughput was within noise of each
-//     other (31 of 32 comparisons over the two runs).
-//   - At GOMAXPROCS 2 one shared ring was as fast or faster. Where the
-//     difference was significant it was the shared ring, by 1.6x to 3.5x
-//     (io_uring: 2 and 8 goroutines; poll: 4 and 8). A ring per goroutine
-//     on io_uring stayed near one goroutine's rate (0.25-0.44 M NOPs/s,
-//     0.10-0.12 M reads/s from 1 to 8 goroutines); the shared ring reached
-//     0.6-1.1 M NOPs/s and, with 2 and 8 goroutines, 0.22-0.35 M reads/s
-//     (4 goroutines reading stayed at 0.11 M in both runs).
+//   - At GOMAXPROCS 1 the layout makes no difference: one shared ring took
+//     1.00-1.02x the time of a ring per goroutine (medians over the runs),
+//     on both backends, from 1 to 8 goroutines.
+//   - At GOMAXPROCS 2, with 2 to 8 goroutines, a ring per goroutine is
+//     faster. The shared ring took 1.46-1.73x its time on io_uring (medians;
+//     1.22x at the least in any run) and 1.91-2.97x on the poll backend
+//     (1.54x at the least). A ring per goroutine used the second CPU: on
+//     io_uring about 260 ns per NOP and 700 ns per 4 KiB read for all
+//     goroutines together, against 515 and 1,390 ns with one goroutine;
+//     the shared ring stayed at 390-460 and 1,160-1,300 ns.
+//   - CPU time per request follows: the same for both layouts at GOMAXPROCS
+//     1; at GOMAXPROCS 2 the shared ring spent more (io_uring, over 1 to 8
+//     goroutines: 714 against 510 ns per NOP, 2,158 against 1,376 ns per
+//     read, medians). Goroutines running at once on one ring contend for
+//     its submission lock and its reaper role, and a completion reaped for
+//     another goroutine reaches it through a wake-up.
 //
-// So share one Ring among the goroutines of a process, and split rings for
-// isolation (Close and CancelAll act on a whole ring), not for speed. Rings
-// per core were not measured beyond 2 CPUs: re-run BenchmarkScale on the
-// target machine before choosing otherwise there.
+// So give each goroutine that keeps I/O going (a device's pump, a
+// connection's loop) a Ring of its own; that also scopes Close and
+// CancelAll to it, as CancelPendingIO wants for one device. One Ring shared
+// by several goroutines costs nothing extra when they do not run at once
+// (GOMAXPROCS 1 above), and it is the layout for requests that one Close
+// or CancelAll must reach together. An earlier version of this advice, measured under heavy background
+// load, said the opposite; runs on a quiet machine do not bear it out.
+// Beyond 2 CPUs nothing was measured: re-run BenchmarkScale on the target
+// machine before choosing there.
 //
 // Run them with `make bench` (or bench/run.sh) and compare the columns with
 //
