@@ -153,10 +153,10 @@
 // CancelAll to it, as CancelPendingIO wants for one device. One Ring shared
 // by several goroutines costs nothing extra when they do not run at once
 // (GOMAXPROCS 1 above), and it is the layout for requests that one Close
-// or CancelAll must reach together. An earlier version of this advice, measured under heavy background
-// load, said the opposite; runs on a quiet machine do not bear it out.
-// Beyond 2 CPUs nothing was measured: re-run BenchmarkScale on the target
-// machine before choosing there.
+// or CancelAll must reach together. An earlier version of this advice,
+// measured under heavy background load, said the opposite; runs on a quiet
+// machine do not bear it out. Beyond 2 CPUs nothing was measured: re-run
+// BenchmarkScale on the target machine before choosing there.
 //
 // Run them with `make bench` (or bench/run.sh) and compare the columns with
 //

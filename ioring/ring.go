@@ -513,9 +513,6 @@ func (r *Ring) fill(s *slot, op *Op, awaited bool) {
 			fillArg(s, op) // ops_sock_unsafe.go
 		}
 	}
-	if awaited {
-		s.drainWake()
-	}
 }
 
 // drainWake takes a wake-up left over from the slot's previous use off its
@@ -533,11 +530,15 @@ func (s *slot) drainWake() {
 }
 
 // fillPlain copies the fields that every op has into s (all of op when
-// op.plain()). r.sqMu held.
+// op.plain()), and for an awaited request drains the wake channel.
+// r.sqMu held.
 func (s *slot) fillPlain(op *Op, awaited bool) {
 	s.fillKind(op.code == OpForeign, awaited)
 	s.fillOp(op)
 	s.fillReset()
+	if awaited {
+		s.drainWake()
+	}
 }
 
 // fillKind sets how the slot's request is delivered: foreign, awaited.
@@ -633,12 +634,9 @@ func (r *Ring) submitOne(op *Op, awaited bool) (Request, error) {
 	var kicked bool
 	var err error
 	if r.plainBe != nil && plain {
-		// Awaited ones too: fill and enqueue would find nothing more to
-		// do for a plain op but the wake channel's drain.
+		// Awaited ones too: fill and enqueue have nothing more to do
+		// for a plain op.
 		s.fillPlain(op, awaited)
-		if awaited {
-			s.drainWake()
-		}
 		err = r.plainBe.submitPlain(idx, s, key)
 	} else {
 		r.fill(s, op, awaited)

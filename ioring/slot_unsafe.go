@@ -24,7 +24,11 @@ var _ [0]byte = [unsafe.Sizeof(slot{}) % 64]byte{}
 // simple reports whether none of linked, multi, inOrd and cold is set: a
 // request with one CQE and nothing to undo but its slot. One load for the
 // four bytes, which the assertions below keep adjacent and aligned.
-func (s *slot) simple() bool { return *(*uint32)(unsafe.Pointer(&s.linked)) == 0 }
+func (s *slot) simple() bool { return s.undoWord() == 0 }
+
+// undoWord is linked, multi, inOrd and cold as one word: 0 when none is
+// set.
+func (s *slot) undoWord() uint32 { return *(*uint32)(unsafe.Pointer(&s.linked)) }
 
 // direct reports whether a request that completed without failing can be
 // delivered from its CQE at once (uringBackend.reapReady): it is simple,
@@ -35,7 +39,7 @@ func (s *slot) simple() bool { return *(*uint32)(unsafe.Pointer(&s.linked)) == 0
 func (s *slot) direct() bool {
 	aw := release.Load32((*uint32)(unsafe.Pointer(&s.awaited)))
 	fl := release.Load32((*uint32)(unsafe.Pointer(&s.flags)))
-	return *(*uint32)(unsafe.Pointer(&s.linked))|aw|fl&flNopped == 0
+	return s.undoWord()|aw|fl&flNopped == 0
 }
 
 // kindSet reports whether the slot's request was foreign or awaited: one
