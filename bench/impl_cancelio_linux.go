@@ -425,7 +425,9 @@ func (c *ciCancel) CancelAndWait() (time.Duration, error) {
 		}
 		for i := range g {
 			comp := &c.comps[i]
-			if first == nil && !errors.Is(comp.Err, ioring.ErrCanceled) {
+			// The sentinel itself is what a cancel by Ring.Cancel or a
+			// token delivers: compared first, errors.Is only otherwise.
+			if first == nil && comp.Err != ioring.ErrCanceled && !errors.Is(comp.Err, ioring.ErrCanceled) {
 				if comp.Err != nil {
 					first = fmt.Errorf("pending read: %w", comp.Err)
 				} else {

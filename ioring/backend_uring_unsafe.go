@@ -690,7 +690,12 @@ func (b *uringBackend) handle(ud uint64, res int32, cflags uint32) {
 					r.ordPass(idx, s)
 				}
 				r.stats.noteCancel(f)
-				r.direct[r.directN] = Completion{Req: Request{r: r, key: key}, Op: s.code, Err: cancelErr(f), User: s.user}
+				// Field by field, as in reapReady: a literal is built on
+				// the stack and copied.
+				c := &r.direct[r.directN]
+				c.Req = Request{r: r, key: key}
+				c.Op, c.More, c.Buffer, c.BufID, c.N = s.code, false, false, 0, 0
+				c.Err, c.User = cancelErr(f), s.user
 				r.directN++
 				r.releaseKey(idx, s, key, &r.directFree)
 				return

@@ -1479,7 +1479,11 @@ func (r *Ring) cancelOne(key uint64, f uint32) (hook *foreignRef, ok, kick bool)
 		// A request of the backend completes without sqMu too, but it is
 		// reused only through sqMu (enqueue), so its fields are stable.
 		s.flags.Or(f)
-		r.be.cancel(idx, key)
+		if b := r.plainBe; b != nil {
+			b.cancel(idx, key) // by its concrete type: a direct call
+		} else {
+			r.be.cancel(idx, key)
+		}
 	}
 	return hook, true, kick
 }
