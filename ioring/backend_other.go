@@ -37,3 +37,5 @@ func (*uringBackend) enterTicket() bool { return false }
 func (*uringBackend) enter() {}
 
 func (*uringBackend) reapReady() int { return 0 }
+
+func (*uringBackend) cancel(uint32, uint64) {}
