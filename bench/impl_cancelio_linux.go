@@ -137,12 +137,16 @@ func (p *ciNop) Close() error { return p.r.Close() }
 // SubmitBatch, then one Reap takes what has completed. The buffer index
 // travels as the request's User value (a small integer: no allocation).
 // With Fixed, the QD buffers are registered with the ring (RegisterBuffers,
-// buffer i as index i) and read with ReadFixed.
+// buffer i as index i) and read with ReadFixed. Each buffer's read is built
+// once (tmpl) and re-aimed with Op.SetOffset, as a program that reads a
+// file in chunks would: building an Op per read copies the large value
+// several times.
 type ciRead struct {
 	cfg ReadConfig
 	r   *ioring.Ring
 	readSlots
-	batch []int // batch[k]: the buffer of ops[k]
+	batch []int       // batch[k]: the buffer of ops[k]
+	tmpl  []ioring.Op // tmpl[i]: the read into buffer i, its offset set per request
 	ops   []ioring.Op
 	reqs  []ioring.Request
 	comps []ioring.Completion
@@ -166,6 +170,14 @@ func (c *cancelioImpl) NewRead(cfg ReadConfig) (Runner, error) {
 			return nil, errors.Join(fmt.Errorf("%s: %w", c.name, err), r.Close())
 		}
 	}
+	rd.tmpl = make([]ioring.Op, cfg.QD)
+	for i := range rd.tmpl {
+		if cfg.Fixed {
+			rd.tmpl[i] = ioring.ReadFixed(cfg.FD, rd.bufs[i], 0, i).WithUser(i)
+		} else {
+			rd.tmpl[i] = ioring.Read(cfg.FD, rd.bufs[i], 0).WithUser(i)
+		}
+	}
 	rd.load = startCILoad(r, cfg.Load)
 	return rd, nil
 }
@@ -177,11 +189,9 @@ func (rd *ciRead) Run(n int) error {
 		k := 0
 		for first == nil && issued+k < n && rd.idle() {
 			slot, off := rd.take()
-			if rd.cfg.Fixed {
-				rd.ops[k] = ioring.ReadFixed(rd.cfg.FD, rd.bufs[slot], off, slot).WithUser(slot)
-			} else {
-				rd.ops[k] = ioring.Read(rd.cfg.FD, rd.bufs[slot], off).WithUser(slot)
-			}
+			op := &rd.ops[k]
+			*op = rd.tmpl[slot]
+			op.SetOffset(off)
 			rd.batch[k] = slot
 			k++
 		}

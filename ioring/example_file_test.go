@@ -81,3 +81,38 @@ func openPTY() (int, *os.File, error) {
 	}
 	return m, s, nil
 }
+
+// A file read in chunks through one Op, re-aimed at each chunk with
+// SetOffset instead of built anew for every read.
+func ExampleOp_SetOffset() {
+	r, err := ioring.New(ioring.Config{Entries: 16})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer r.Close()
+	f, err := os.CreateTemp("", "chunks")
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer os.Remove(f.Name())
+	defer f.Close()
+	f.WriteString("one two six ")
+
+	buf := make([]byte, 4)
+	op := ioring.Read(int(f.Fd()), buf, 0)
+	for off := int64(0); off < 12; off += 4 {
+		op.SetOffset(off)
+		c, err := r.Do(context.Background(), op)
+		if err != nil || c.Err != nil {
+			fmt.Println(err, c.Err)
+			return
+		}
+		fmt.Printf("%d: %q\n", off, buf[:c.N])
+	}
+	// Output:
+	// 0: "one "
+	// 4: "two "
+	// 8: "six "
+}

@@ -217,6 +217,21 @@ func (o Op) WithDeadline(d time.Duration) Op { o.deadline, o.rare = d, true; ret
 // or a small integer does not allocate.
 func (o Op) WithUser(v any) Op { o.user = v; return o }
 
+// SetOffset sets, in place, the offset at which o reads or writes: what
+// the off argument of Read, Write, Readv, Writev, ReadFixed or WriteFixed
+// gave it (-1: the current position, and with it the stream's order). A
+// loop that issues the same read or write again at new offsets, such as a
+// file read in chunks into a set of buffers, can keep one Op per buffer
+// and set its offset before each submission instead of building a new
+// Op: an Op is a large value, which each builder call copies. An offset
+// below -1 is refused at submission, as the constructors' is. An
+// operation that takes no offset is left as it is.
+func (o *Op) SetOffset(off int64) {
+	if o.code.valid() && o.code.desc().args&argOff != 0 {
+		o.off = off
+	}
+}
+
 // Unordered returns o exempt from its stream's order. Reads and writes at
 // the current position (off -1) on one fd complete in the order they were
 // submitted, reads among reads and writes among writes, on every backend
