@@ -223,7 +223,9 @@ func (o Op) WithUser(v any) Op { o.user = v; return o }
 // loop that issues the same read or write again at new offsets, such as a
 // file read in chunks into a set of buffers, can keep one Op per buffer
 // and set its offset before each submission instead of building a new
-// Op: an Op is a large value, which each builder call copies. An offset
+// Op: an Op is a large value, which each builder call copies. A
+// submission copies what it needs of the Op, so setting the offset of one
+// already submitted changes only the submissions after it. An offset
 // below -1 is refused at submission, as the constructors' is. An
 // operation that takes no offset is left as it is.
 func (o *Op) SetOffset(off int64) {

@@ -59,6 +59,19 @@ func TestSetOffset(t *testing.T) {
 		}
 		assert.Equal(t, int64(0), tmpl[0].off, "the templates are values: SetOffset changed copies")
 
+		// Set after submission, the offset moves only later submissions:
+		// the request reads where it was aimed when submitted.
+		ops[0] = tmpl[0]
+		ops[0].SetOffset(192)
+		_, err = r.SubmitBatch(ops[:1], reqs[:1])
+		require.NoError(t, err)
+		ops[0].SetOffset(0)
+		g, err := r.Reap(comps[:1], -1)
+		require.NoError(t, err)
+		require.Equal(t, 1, g)
+		require.NoError(t, comps[0].Err)
+		assert.Equal(t, byte(3), bufs[0][0], "read at 192, where it was submitted")
+
 		// A write re-aimed: it lands at the offset set.
 		w := Write(fd, []byte("zz"), 0)
 		w.SetOffset(100)
