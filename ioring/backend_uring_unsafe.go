@@ -637,12 +637,7 @@ func (b *uringBackend) reapReady() int {
 			idx := uint32(key & idxMask)
 			s := &r.slots[idx]
 			if s.direct() {
-				// Field by field: a Completion literal is built on the
-				// stack and copied.
-				c := &direct[n]
-				c.Req = Request{r: r, key: key}
-				c.Op, c.More, c.Buffer, c.BufID, c.N = s.code, false, false, 0, int(res)
-				c.Err, c.User = nil, s.user
+				direct[n].set(r, key, s, int(res), nil)
 				n++
 				s.releaseHot(idx, key, &r.directFree)
 				continue
@@ -690,12 +685,7 @@ func (b *uringBackend) handle(ud uint64, res int32, cflags uint32) {
 					r.ordPass(idx, s)
 				}
 				r.stats.noteCancel(f)
-				// Field by field, as in reapReady: a literal is built on
-				// the stack and copied.
-				c := &r.direct[r.directN]
-				c.Req = Request{r: r, key: key}
-				c.Op, c.More, c.Buffer, c.BufID, c.N = s.code, false, false, 0, 0
-				c.Err, c.User = cancelErr(f), s.user
+				r.direct[r.directN].set(r, key, s, 0, cancelErr(f))
 				r.directN++
 				r.releaseKey(idx, s, key, &r.directFree)
 				return

@@ -33,6 +33,16 @@ type Completion struct {
 	User   any    // the value given with Op.WithUser
 }
 
+// set writes the completion of slot s's one-shot request key, with result
+// n and err, into c in place, field by field: a Completion literal is
+// built on the stack and copied. The reap paths that deliver straight into
+// a consumer's slice use it.
+func (c *Completion) set(r *Ring, key uint64, s *slot, n int, err error) {
+	c.Req = Request{r: r, key: key}
+	c.Op, c.More, c.Buffer, c.BufID, c.N = s.code, false, false, 0, n
+	c.Err, c.User = err, s.user
+}
+
 // ID returns a number that identifies this submission among all of its
 // ring's, for logs and maps.
 func (q Request) ID() uint64 { return q.key }

@@ -1115,7 +1115,7 @@ func (r *Ring) takeDirect(idx uint32, s *slot, c *Completion) {
 			r.stats.noteErr(err)
 		}
 	}
-	*c = Completion{Req: Request{r: r, key: key}, Op: s.code, N: n, Err: err, User: s.user}
+	c.set(r, key, s, n, err)
 	r.releaseKey(idx, s, key, &r.directFree)
 }
 
