@@ -65,6 +65,33 @@ type uringBackend struct {
 	// reaper clears it when it takes the nop's CQE, before it looks at
 	// the completion queue again, so a kick that finds it set is seen.
 	woken atomic.Bool
+	// pass is what a reap pass (reapReady) keeps across its CQEs and
+	// settles once at its end (endPass): a burst of 64 cancels then takes
+	// the streams' lock and adds to the counters once, not 64 times.
+	// Guarded by Ring.reapMu.
+	pass reapPass
+}
+
+// reapPass is the state reapReady carries from one CQE to the next.
+type reapPass struct {
+	used     bool   // something below was set: endPass is due
+	ordHeld  bool   // Ring.ordMu is held (ordPass)
+	canceled uint64 // completions canceled in the pass, not yet in Ring.stats
+	timedOut uint64 // completions timed out in the pass, likewise
+}
+
+// note counts a completion canceled with flags f, whose error is
+// cancelErr(f), as noteErr would count that error, in the pass's own
+// counters (endPass adds them to the ring's).
+func (p *reapPass) note(f uint32) {
+	if f&(flCtx|flTimedOut|flOverrun) == flOverrun {
+		return // ErrOverrun (see noteErr)
+	}
+	if f&flTimedOut != 0 {
+		p.timedOut++
+	} else {
+		p.canceled++
+	}
 }
 
 func newURing(r *Ring, entries uint32) (backend, error) {
@@ -649,7 +676,49 @@ func (b *uringBackend) reapReady() int {
 	}
 	r.directN = n
 	b.ring.SetCQHead(tail)
+	if b.pass.used {
+		b.endPass()
+	}
 	return int(tail - head)
+}
+
+// ordPass is Ring.ordPass for handle's canceled requests: it takes
+// Ring.ordMu the first time in a pass and keeps it for the next ones, until
+// the pass ends or handle takes another path (endOrd). A stream's next
+// request is handed on after the lock is released. r.reapMu held.
+func (b *uringBackend) ordPass(idx uint32, s *slot) {
+	r := b.r
+	if !b.pass.ordHeld {
+		r.ordMu.Lock()
+		b.pass.ordHeld = true
+	}
+	if next, ok, _ := r.ordRemoveLocked(idx, s, false); ok {
+		b.endOrd()
+		r.pushDeferred(kindReq, next)
+	}
+}
+
+// endOrd releases Ring.ordMu if the pass holds it: before anything that
+// may take it again or run a caller's code. r.reapMu held.
+func (b *uringBackend) endOrd() {
+	if b.pass.ordHeld {
+		b.pass.ordHeld = false
+		b.r.ordMu.Unlock()
+	}
+}
+
+// endPass settles the pass: the streams' lock released, its cancels
+// counted. r.reapMu held.
+func (b *uringBackend) endPass() {
+	b.endOrd()
+	st := &b.r.stats
+	if n := b.pass.canceled; n != 0 {
+		st.canceled.Add(n)
+	}
+	if n := b.pass.timedOut; n != 0 {
+		st.timedOut.Add(n)
+	}
+	b.pass = reapPass{}
 }
 
 func (b *uringBackend) handle(ud uint64, res int32, cflags uint32) {
@@ -668,6 +737,7 @@ func (b *uringBackend) handle(ud uint64, res int32, cflags uint32) {
 		// The common case: a request with one CQE that did not fail (a
 		// nopped one reports its cancel from its flags, in result). The
 		// commonest of it reapReady took already.
+		b.endOrd()
 		s.res = res
 		r.finish(idx, s, true)
 		return
@@ -681,20 +751,23 @@ func (b *uringBackend) handle(ud uint64, res int32, cflags uint32) {
 				// reaping consumer has room: finish, takeDirect and result
 				// for that case, in one step (a burst of cancels is 64
 				// of these in a row).
+				b.pass.used = true
 				if s.inOrd {
-					r.ordPass(idx, s)
+					b.ordPass(idx, s)
 				}
-				r.stats.noteCancel(f)
+				b.pass.note(f)
 				r.direct[r.directN].set(r, key, s, 0, cancelErr(f))
 				r.directN++
 				r.releaseKey(idx, s, key, &r.directFree)
 				return
 			}
+			b.endOrd()
 			s.res = res
 			r.finish(idx, s, true)
 			return
 		}
 	}
+	b.endOrd()
 	if k, st := s.keyState(); k != key || st != stActive {
 		return // cannot happen: a slot is reused only after all its CQEs
 	}

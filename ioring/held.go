@@ -318,18 +318,24 @@ func (r *Ring) ordEnqueue(idx uint32, s *slot) bool {
 // (a cancel of the head goes through the backend). It reports whether idx
 // was removed. r.ordMu is taken here.
 func (r *Ring) ordRemove(idx uint32, s *slot, onlyQueued bool) (next uint64, hasNext, removed bool) {
-	// Every completion of an ordered request comes here: no defer, and the
-	// stream's FIFO is updated in place when it lives in the dense table.
-	k := ordKeyOf(s)
+	// Every completion of an ordered request comes here: no defer.
 	r.ordMu.Lock()
+	next, hasNext, removed = r.ordRemoveLocked(idx, s, onlyQueued)
+	r.ordMu.Unlock()
+	return next, hasNext, removed
+}
+
+// ordRemoveLocked is ordRemove with r.ordMu held by the caller.
+func (r *Ring) ordRemoveLocked(idx uint32, s *slot, onlyQueued bool) (next uint64, hasNext, removed bool) {
 	if !s.inOrd {
-		r.ordMu.Unlock()
 		return 0, false, false
 	}
+	// The stream's FIFO is updated in place when it lives in the dense
+	// table.
+	k := ordKeyOf(s)
 	l, at := r.ord.load(k)
 	wasHead := l.head == int32(idx)
 	if wasHead && onlyQueued {
-		r.ordMu.Unlock()
 		return 0, false, false
 	}
 	if s.ordPrev >= 0 {
@@ -347,7 +353,6 @@ func (r *Ring) ordRemove(idx uint32, s *slot, onlyQueued bool) (next uint64, has
 	if wasHead && l.head >= 0 {
 		next, hasNext = r.slots[l.head].key(), true
 	}
-	r.ordMu.Unlock()
 	return next, hasNext, true
 }
 

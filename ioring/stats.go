@@ -75,19 +75,6 @@ func (st *ringStats) noteErr(err error) {
 	}
 }
 
-// noteCancel counts a completion canceled with flags f, whose error is
-// cancelErr(f): noteErr for that error, without looking at it.
-func (st *ringStats) noteCancel(f uint32) {
-	if f&(flCtx|flTimedOut|flOverrun) == flOverrun {
-		return // ErrOverrun (see noteErr)
-	}
-	if f&flTimedOut != 0 {
-		st.timedOut.Add(1)
-	} else {
-		st.canceled.Add(1)
-	}
-}
-
 // noteFallback counts a request of op run on a worker.
 func (st *ringStats) noteFallback(op Opcode) { st.fallbacks[op].Add(1) }
 
