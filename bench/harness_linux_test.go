@@ -216,7 +216,8 @@ func warmUpCancel(tb testing.TB, r CancelRunner, pending int) {
 // runCancel arms and cancels b.N times after warmUpCancel, and reports the
 // latency distribution of the cancels: ns/op is the mean cancel latency
 // (Arm is not in it, though it is in the wall time), p50-ns, p99-ns and
-// p999-ns its percentiles.
+// p999-ns its percentiles, and slow-% the share of cancels that took more
+// than 1.25 times the median (see the package doc).
 func runCancel(b *testing.B, r CancelRunner, pending int) {
 	h := latstat.New()
 	warmUpCancel(b, r, pending)
@@ -234,6 +235,7 @@ func runCancel(b *testing.B, r CancelRunner, pending int) {
 	b.ReportMetric(float64(s.P50), "p50-ns")
 	b.ReportMetric(float64(s.P99), "p99-ns")
 	b.ReportMetric(float64(s.P999), "p999-ns")
+	b.ReportMetric(100*float64(h.Above(s.P50*5/4))/float64(max(1, s.Count)), "slow-%")
 }
 
 func BenchmarkCancel(b *testing.B) {

@@ -136,6 +136,26 @@ func (h *Histogram) Quantile(q float64) time.Duration {
 	return time.Duration(h.max)
 }
 
+// Above returns how many samples are greater than d, to the histogram's
+// precision: it counts the buckets whose every value is greater than d, so
+// it may leave out samples of d's own bucket (at most RelativeError above
+// d) but never counts one that is not greater.
+func (h *Histogram) Above(d time.Duration) int {
+	if h.n == 0 {
+		return 0
+	}
+	v := max(int64(d), -1)
+	first := 0
+	if v >= 0 {
+		first = bucketOf(v) + 1
+	}
+	var n uint64
+	for i := max(first, bucketOf(h.min)); i <= bucketOf(h.max); i++ {
+		n += h.counts[i]
+	}
+	return int(n)
+}
+
 // Summary is the usual set of statistics of a latency distribution.
 type Summary struct {
 	Count                    int

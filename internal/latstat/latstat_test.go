@@ -135,3 +135,45 @@ func BenchmarkRecord(b *testing.B) {
 		h.RecordNS(int64(i&0xffff) * 97)
 	}
 }
+
+// TestAboveMatchesOracle checks Above against exact counts: never more
+// than the samples greater than d, never fewer than those greater than the
+// top of d's bucket (at most RelativeError above d).
+func TestAboveMatchesOracle(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 8))
+	h := New()
+	vals := make([]int64, 5000)
+	for i := range vals {
+		if rng.IntN(50) == 0 {
+			vals[i] = 40_000 + rng.Int64N(20_000) // a slow mode, as a cancel burst's
+		} else {
+			vals[i] = 28_000 + rng.Int64N(3_000)
+		}
+		h.Record(time.Duration(vals[i]))
+	}
+	count := func(than int64) int {
+		n := 0
+		for _, v := range vals {
+			if v > than {
+				n++
+			}
+		}
+		return n
+	}
+	ds := []int64{-5, 0, 255, 27_999, 28_000, 29_500, 35_000, 40_000, 59_999, 60_000, math.MaxInt64}
+	for range 200 {
+		ds = append(ds, rng.Int64N(70_000))
+	}
+	for _, d := range ds {
+		got := h.Above(time.Duration(d))
+		assert.LessOrEqual(t, got, count(d), "Above(%d)", d)
+		top := d
+		if d >= 0 {
+			_, top = bucketRange(bucketOf(d))
+		}
+		assert.GreaterOrEqual(t, got, count(top), "Above(%d), bucket top %d", d, top)
+	}
+	assert.Equal(t, len(vals), h.Above(-1))
+	assert.Equal(t, 0, h.Above(time.Duration(math.MaxInt64)))
+	assert.Equal(t, 0, New().Above(0), "empty")
+}
