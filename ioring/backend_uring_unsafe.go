@@ -698,19 +698,20 @@ func (b *uringBackend) ordPass(idx uint32, s *slot) {
 	}
 }
 
-// endOrd releases Ring.ordMu if the pass holds it: before anything that
-// may take it again or run a caller's code. r.reapMu held.
+// endOrd releases Ring.ordMu, which the pass holds (b.pass.ordHeld: the
+// callers test it, so that a pass without it costs no call), before
+// anything that may take it again or run a caller's code. r.reapMu held.
 func (b *uringBackend) endOrd() {
-	if b.pass.ordHeld {
-		b.pass.ordHeld = false
-		b.r.ordMu.Unlock()
-	}
+	b.pass.ordHeld = false
+	b.r.ordMu.Unlock()
 }
 
 // endPass settles the pass: the streams' lock released, its cancels
 // counted. r.reapMu held.
 func (b *uringBackend) endPass() {
-	b.endOrd()
+	if b.pass.ordHeld {
+		b.endOrd()
+	}
 	st := &b.r.stats
 	if n := b.pass.canceled; n != 0 {
 		st.canceled.Add(n)
@@ -737,7 +738,9 @@ func (b *uringBackend) handle(ud uint64, res int32, cflags uint32) {
 		// The common case: a request with one CQE that did not fail (a
 		// nopped one reports its cancel from its flags, in result). The
 		// commonest of it reapReady took already.
-		b.endOrd()
+		if b.pass.ordHeld {
+			b.endOrd()
+		}
 		s.res = res
 		r.finish(idx, s, true)
 		return
@@ -761,13 +764,17 @@ func (b *uringBackend) handle(ud uint64, res int32, cflags uint32) {
 				r.releaseKey(idx, s, key, &r.directFree)
 				return
 			}
-			b.endOrd()
+			if b.pass.ordHeld {
+				b.endOrd()
+			}
 			s.res = res
 			r.finish(idx, s, true)
 			return
 		}
 	}
-	b.endOrd()
+	if b.pass.ordHeld {
+		b.endOrd()
+	}
 	if k, st := s.keyState(); k != key || st != stActive {
 		return // cannot happen: a slot is reused only after all its CQEs
 	}
