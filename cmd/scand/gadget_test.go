@@ -89,8 +89,15 @@ func TestGadgetScand(t *testing.T) {
 	}
 	resp.Body.Close()
 	t.Logf("DELETE answered in %v", time.Since(t0))
-	if !strings.Contains(d.log.String(), "cancel_pending_io=") {
-		t.Errorf("no canceled job in the log:\n%s", d.log.String())
+	// The DELETE is answered once the driver is idle; the job's report,
+	// with its CancelPendingIO, is logged a moment later, when the job's
+	// goroutine has settled it.
+	for limit := time.Now().Add(10 * time.Second); !strings.Contains(d.log.String(), "cancel_pending_io="); {
+		if time.Now().After(limit) {
+			t.Errorf("no canceled job in the log 10 s after the DELETE:\n%s", d.log.String())
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 	setBandwidth(0)
 	scan(2)
