@@ -693,15 +693,22 @@ func (b *uringBackend) ordPass(idx uint32, s *slot) {
 		b.pass.ordHeld = true
 	}
 	if next, ok, _ := r.ordRemoveLocked(idx, s, false); ok {
-		b.endOrd()
+		b.unlockOrd()
 		r.pushDeferred(kindReq, next)
 	}
 }
 
-// endOrd releases Ring.ordMu, which the pass holds (b.pass.ordHeld: the
-// callers test it, so that a pass without it costs no call), before
-// anything that may take it again or run a caller's code. r.reapMu held.
+// endOrd releases Ring.ordMu if the pass holds it, before anything that
+// may take it again or run a caller's code. It is inlined: a pass without
+// the lock pays a test, not a call. r.reapMu held.
 func (b *uringBackend) endOrd() {
+	if b.pass.ordHeld {
+		b.unlockOrd()
+	}
+}
+
+// unlockOrd releases Ring.ordMu, which the pass holds. r.reapMu held.
+func (b *uringBackend) unlockOrd() {
 	b.pass.ordHeld = false
 	b.r.ordMu.Unlock()
 }
@@ -709,9 +716,7 @@ func (b *uringBackend) endOrd() {
 // endPass settles the pass: the streams' lock released, its cancels
 // counted. r.reapMu held.
 func (b *uringBackend) endPass() {
-	if b.pass.ordHeld {
-		b.endOrd()
-	}
+	b.endOrd()
 	st := &b.r.stats
 	if n := b.pass.canceled; n != 0 {
 		st.canceled.Add(n)
@@ -738,9 +743,7 @@ func (b *uringBackend) handle(ud uint64, res int32, cflags uint32) {
 		// The common case: a request with one CQE that did not fail (a
 		// nopped one reports its cancel from its flags, in result). The
 		// commonest of it reapReady took already.
-		if b.pass.ordHeld {
-			b.endOrd()
-		}
+		b.endOrd()
 		s.res = res
 		r.finish(idx, s, true)
 		return
@@ -764,17 +767,13 @@ func (b *uringBackend) handle(ud uint64, res int32, cflags uint32) {
 				r.releaseKey(idx, s, key, &r.directFree)
 				return
 			}
-			if b.pass.ordHeld {
-				b.endOrd()
-			}
+			b.endOrd()
 			s.res = res
 			r.finish(idx, s, true)
 			return
 		}
 	}
-	if b.pass.ordHeld {
-		b.endOrd()
-	}
+	b.endOrd()
 	if k, st := s.keyState(); k != key || st != stActive {
 		return // cannot happen: a slot is reused only after all its CQEs
 	}
