@@ -144,10 +144,9 @@ func (h *Histogram) Above(d time.Duration) int {
 	if h.n == 0 {
 		return 0
 	}
-	v := max(int64(d), -1)
-	first := 0
-	if v >= 0 {
-		first = bucketOf(v) + 1
+	first := 0 // every sample is 0 or more: all are above a negative d
+	if d >= 0 {
+		first = bucketOf(int64(d)) + 1
 	}
 	var n uint64
 	for i := max(first, bucketOf(h.min)); i <= bucketOf(h.max); i++ {
