@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
 	"golang.org/x/sys/unix"
 
 	"github.com/cancelio/cancelio/internal/usbvm"
@@ -91,14 +92,9 @@ func TestGadgetScand(t *testing.T) {
 	t.Logf("DELETE answered in %v", time.Since(t0))
 	// The DELETE is answered once the driver is idle; the job's report,
 	// with its CancelPendingIO, is logged a moment later, when the job's
-	// goroutine has settled it.
-	for limit := time.Now().Add(10 * time.Second); !strings.Contains(d.log.String(), "cancel_pending_io="); {
-		if time.Now().After(limit) {
-			t.Errorf("no canceled job in the log 10 s after the DELETE:\n%s", d.log.String())
-			break
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	// goroutine has settled it. (The test logs the whole log at its end.)
+	assert.Eventually(t, func() bool { return strings.Contains(d.log.String(), "cancel_pending_io=") },
+		10*time.Second, 10*time.Millisecond, "no canceled job in the log 10 s after the DELETE")
 	setBandwidth(0)
 	scan(2)
 	t.Logf("scand:\n%s", d.log.String())
