@@ -45,7 +45,10 @@ type uringBackend struct {
 	// a burst of cancels costs the kernel and the reaper half the CQEs.
 	cancelFlags uint8
 	efile       *os.File
-	efd         int
+	// efd is efile's descriptor, kept for the registration at the first
+	// park: efile.Fd() would switch the file to blocking mode, and the
+	// park's read deadline would stop working.
+	efd int
 	// evOn: efd is registered with the ring. Where registering does not
 	// stall the ring (lazyEventFD) that waits for the first park, so a
 	// ring whose reapers never block does not pay for the notifications
