@@ -78,6 +78,17 @@ func reapOne(t testing.TB, r *Ring) Completion {
 	return c[0]
 }
 
+// assertSettled checks that r's in-flight count reaches 0. The goroutine
+// that takes a completion in counts it out just after making it available
+// (Ring.InFlight), which may be a moment after another goroutine's Reap or
+// Wait has returned it: the fallback backend's workers, for one.
+func assertSettled(t testing.TB, r *Ring, msgAndArgs ...any) {
+	t.Helper()
+	if !assert.Eventually(t, func() bool { return r.InFlight() == 0 }, 10*time.Second, time.Millisecond, msgAndArgs...) {
+		t.Logf("InFlight: %d", r.InFlight())
+	}
+}
+
 // assertNoMore checks that no further completion shows up.
 func assertNoMore(t testing.TB, r *Ring) {
 	t.Helper()

@@ -621,7 +621,7 @@ func TestConformanceSmallEdges(t *testing.T) {
 		require.NoError(t, r.CancelAll())
 		reapOne(t, r)
 		reapOne(t, r)
-		assert.Zero(t, r.InFlight())
+		assertSettled(t, r)
 		assert.True(t, errors.Is(ErrTimeout, ErrCanceled))
 	})
 }

@@ -241,7 +241,7 @@ func TestConformanceMultishot(t *testing.T) {
 				t.Run("success", func(t *testing.T) {
 					mc.success(t, r)
 					assertNoMore(t, r)
-					assert.Zero(t, r.InFlight())
+					assertSettled(t, r)
 				})
 				t.Run("cancel", func(t *testing.T) {
 					q, err := r.Submit(mc.pending(t, r))

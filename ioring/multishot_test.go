@@ -239,7 +239,7 @@ func multishotStress(t *testing.T, r *Ring, rounds, consumers int) {
 			assert.LessOrEqual(t, rec.got.Len(), len(rec.sent), "%v: no byte twice", q)
 		}
 	}
-	assert.Zero(t, r.InFlight())
+	assertSettled(t, r)
 	assert.NoError(t, br.Close(), "every buffer is back and no request uses it")
 }
 

@@ -425,6 +425,14 @@ func (r *Ring) Entries() int { return len(r.slots) }
 // ring has not yet taken in: in the kernel, waiting their turn, or finished
 // by the kernel but not yet reaped from its completion ring. Completions
 // taken in and waiting for Reap or Request.Wait are not counted.
+//
+// The goroutine that takes a completion in counts it out just after it has
+// made it available, so that whoever sees the count drop finds the
+// completion (Close relies on that). When that goroutine is not the one
+// that receives the completion (the fallback backend's workers, a
+// transport's, another reaper), Reap or Wait may return it a moment before
+// the count drops. Once every completion has been taken in, the count
+// reaches 0 with no further call; after Close it is 0.
 func (r *Ring) InFlight() int { return int(r.inflight.Load()) }
 
 // alloc takes a free slot and returns its index, its address (nil when

@@ -255,7 +255,7 @@ func stress(t *testing.T, r *Ring, total int) {
 	// A completer publishes a completion before it counts the request out
 	// of InFlight (whoever sees the count drop finds the completion), so
 	// the last delivery may come a moment before the count reaches zero.
-	assert.Eventually(t, func() bool { return r.InFlight() == 0 }, 5*time.Second, time.Millisecond, "InFlight %d after every completion", r.InFlight())
+	assertSettled(t, r, "after every completion")
 	for id, rec := range recs {
 		if rec.count.Load() != 1 {
 			t.Fatalf("request %d completed %d times", id, rec.count.Load())

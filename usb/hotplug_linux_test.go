@@ -56,7 +56,7 @@ func TestHotplugCancel(t *testing.T) {
 	case <-time.After(Patience):
 		t.Fatal("Next did not return after Close")
 	}
-	assert.Zero(t, r.InFlight())
+	AssertSettled(t, r)
 	_, err = h.Next(context.Background())
 	assert.ErrorIs(t, err, ErrClosed)
 	assert.ErrorIs(t, h.Close(), ErrClosed)

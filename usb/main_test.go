@@ -26,6 +26,17 @@ const Patience = 10 * time.Second
 // (or lets a transfer settle into pending).
 const Quiet = 100 * time.Millisecond
 
+// AssertSettled checks that r's in-flight count reaches 0. The goroutine
+// that takes a completion in counts it out just after making it available
+// (ioring.Ring.InFlight): a transport's or a reaper's goroutine, a moment
+// after another goroutine's Reap or Wait has returned it.
+func AssertSettled(t testing.TB, r *ioring.Ring, msgAndArgs ...any) {
+	t.Helper()
+	if !assert.Eventually(t, func() bool { return r.InFlight() == 0 }, Patience, time.Millisecond, msgAndArgs...) {
+		t.Logf("InFlight: %d", r.InFlight())
+	}
+}
+
 // countFDs counts this process's open fds.
 func countFDs(t testing.TB) int {
 	t.Helper()

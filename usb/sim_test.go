@@ -436,7 +436,7 @@ func TestSimCloseDrains(t *testing.T) {
 	for _, c := range cs[:n] {
 		assert.ErrorIs(t, c.Err, ErrCanceled)
 	}
-	assert.Zero(t, sd.r.InFlight())
+	AssertSettled(t, sd.r)
 	assert.ErrorIs(t, sd.d.Close(), ErrClosed)
 	assert.ErrorIs(t, sd.d.CancelAll(), ErrClosed)
 	assert.ErrorIs(t, sd.d.ClearHalt(usbsim.AddrBulkIn), ErrClosed)
@@ -596,7 +596,7 @@ func TestSimCloseRacesSubmit(t *testing.T) {
 		got += n
 	}
 	assert.Equal(t, accepted, got, "completions of accepted transfers")
-	assert.Zero(t, sd.r.InFlight())
+	AssertSettled(t, sd.r)
 }
 
 // TestOpenSimSamePlug: a Device opened on a plug-in that an earlier Device
