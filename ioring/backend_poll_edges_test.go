@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cancelio/cancelio/internal/fdcheck"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
@@ -472,7 +473,8 @@ func TestPollNoDupOutlivesItsRequest(t *testing.T) {
 	require.NoError(t, unix.Pipe2(p[:], unix.O_CLOEXEC))
 	defer unix.Close(p[0])
 	fillPipe(t, p[1])
-	base := countFDs(t)
+	base, err := fdcheck.Take()
+	require.NoError(t, err)
 
 	var qs []Request
 	start := func(op Op) Request {
@@ -490,7 +492,7 @@ func TestPollNoDupOutlivesItsRequest(t *testing.T) {
 	start(Write(slave, []byte("to the master"), -1))
 	w := start(Write(p[1], []byte("x"), -1))
 	time.Sleep(20 * time.Millisecond)
-	_, err := unix.Write(wr, []byte("ab"))
+	_, err = unix.Write(wr, []byte("ab"))
 	require.NoError(t, err)
 	_, err = unix.Write(slave, []byte("s"))
 	require.NoError(t, err)
@@ -505,7 +507,9 @@ func TestPollNoDupOutlivesItsRequest(t *testing.T) {
 			wc = c
 		}
 	}
-	assert.Equal(t, base, countFDs(t), "open fds with every request completed")
+	left, err := fdcheck.Opened(base)
+	require.NoError(t, err)
+	assert.Empty(t, left, "fds opened for the requests, with every request completed")
 
 	// The canceled write held p[1]'s file no longer: closing the caller's
 	// fd ends the pipe.

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cancelio/cancelio/internal/fdcheck"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
@@ -22,7 +23,8 @@ import (
 // and checks then that none of its fds is left open.
 func newPollRing(t *testing.T, entries int) *Ring {
 	t.Helper()
-	fds := countFDs(t)
+	before, err := fdcheck.Take()
+	require.NoError(t, err)
 	r, err := New(Config{Entries: entries, Backend: BackendPoll})
 	require.NoError(t, err)
 	require.Equal(t, BackendPoll, r.Backend().Backend)
@@ -30,7 +32,9 @@ func newPollRing(t *testing.T, entries int) *Ring {
 		if err := r.Close(); err != nil {
 			assert.ErrorIs(t, err, ErrClosed)
 		}
-		assert.Equal(t, fds, countFDs(t), "open fds before the ring and after its Close")
+		left, err := fdcheck.Opened(before)
+		require.NoError(t, err)
+		assert.Empty(t, left, "fds the ring opened, after its Close")
 	})
 	return r
 }

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cancelio/cancelio/internal/fdcheck"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
@@ -29,10 +30,7 @@ var backends = []Backend{BackendURing, BackendPoll}
 func forEachBackend(t *testing.T, entries int, fn func(t *testing.T, r *Ring)) {
 	for _, b := range backends {
 		t.Run("backend="+b.String(), func(t *testing.T) {
-			fds := countFDs(t)
-			t.Cleanup(func() { // runs last, after the test's own cleanups
-				assert.Equal(t, fds, countFDs(t), "open fds before and after the test")
-			})
+			fdcheck.Check(t) // its cleanup runs last, after the test's own
 			r, err := New(Config{Entries: entries, Backend: b})
 			require.NoError(t, err, "New(%v)", b)
 			require.Equal(t, b, r.Backend().Backend)
@@ -44,10 +42,16 @@ func forEachBackend(t *testing.T, entries int, fn func(t *testing.T, r *Ring)) {
 	}
 }
 
-func countFDs(t testing.TB) int {
-	ents, err := os.ReadDir("/proc/self/fd")
+// assertOnlyPipeLeft checks that the fds opened since before are the two
+// ends of one pipe (the test's own), and nothing else.
+func assertOnlyPipeLeft(t testing.TB, before fdcheck.Set, msg string) {
+	t.Helper()
+	left, err := fdcheck.Opened(before)
 	require.NoError(t, err)
-	return len(ents)
+	if assert.Len(t, left, 2, "%s: %q", msg, left) {
+		assert.Regexp(t, `^pipe:\[\d+\]$`, left[0], msg)
+		assert.Equal(t, left[0], left[1], "%s: one pipe's two ends", msg)
+	}
 }
 
 // pipe returns a pipe whose ends close with the test.
@@ -462,7 +466,8 @@ func TestConformanceTimeoutsAreCancels(t *testing.T) {
 func TestConformanceCloseDrains(t *testing.T) {
 	for _, b := range backends {
 		t.Run("backend="+b.String(), func(t *testing.T) {
-			fds := countFDs(t)
+			before, err := fdcheck.Take()
+			require.NoError(t, err)
 			r, err := New(Config{Entries: 16, Backend: b})
 			require.NoError(t, err)
 			rd, wr := pipe(t)
@@ -475,7 +480,7 @@ func TestConformanceCloseDrains(t *testing.T) {
 			require.NoError(t, err)
 			require.NoError(t, r.Close())
 			assert.Zero(t, r.InFlight())
-			assert.Equal(t, fds+2, countFDs(t), "the ring's fds are closed (the pipe's remain)")
+			assertOnlyPipeLeft(t, before, "the ring's fds are closed (the pipe's remain)")
 
 			got := 0
 			var c [8]Completion

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cancelio/cancelio/internal/fdcheck"
 	"github.com/cancelio/cancelio/internal/uring"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -53,8 +54,7 @@ func TestFallbackInProcess(t *testing.T) {
 		t.Run(errno.Error(), func(t *testing.T) {
 			t.Setenv("CANCELIO_BACKEND", "")
 			withURingSetupError(t, errno)
-			fds := countFDs(t)
-			t.Cleanup(func() { assert.Equal(t, fds, countFDs(t), "open fds") })
+			fdcheck.Check(t)
 
 			r, err := New(Config{Entries: 8})
 			require.NoError(t, err, "New falls back instead of failing")

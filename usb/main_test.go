@@ -1,7 +1,6 @@
 package usb
 
 import (
-	"os"
 	"testing"
 	"time"
 
@@ -9,6 +8,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
+	"github.com/cancelio/cancelio/internal/fdcheck"
 	"github.com/cancelio/cancelio/ioring"
 )
 
@@ -37,20 +37,9 @@ func AssertSettled(t testing.TB, r *ioring.Ring, msgAndArgs ...any) {
 	}
 }
 
-// countFDs counts this process's open fds.
-func countFDs(t testing.TB) int {
-	t.Helper()
-	ents, err := os.ReadDir("/proc/self/fd")
-	require.NoError(t, err)
-	return len(ents)
-}
-
-// CheckFDs makes the test fail if it leaks fds: it registers first, so its
-// cleanup runs last.
-func CheckFDs(t *testing.T) {
-	fds := countFDs(t)
-	t.Cleanup(func() { assert.Equal(t, fds, countFDs(t), "open fds before and after the test") })
-}
+// CheckFDs makes the test fail if it leaks fds (fdcheck.Check): it
+// registers first, so its cleanup runs last.
+func CheckFDs(t *testing.T) { fdcheck.Check(t) }
 
 // NewRing returns a ring closed with the test (CANCELIO_BACKEND picks the
 // backend).

@@ -15,6 +15,7 @@ import (
 	"go.uber.org/goleak"
 	"golang.org/x/sys/unix"
 
+	"github.com/cancelio/cancelio/internal/fdcheck"
 	"github.com/cancelio/cancelio/usb/usbsim"
 )
 
@@ -492,6 +493,8 @@ func TestCloseLeaksNothing(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, warm.Close())
 	before := openFDs(t)
+	beforeSet, err := fdcheck.Take()
+	require.NoError(t, err)
 
 	s, err := usbsim.NewScanner(usbsim.Config{MaxTransfer: 256 << 10})
 	require.NoError(t, err)
@@ -521,7 +524,9 @@ func TestCloseLeaksNothing(t *testing.T) {
 	case <-time.After(patience):
 		t.Fatal("Close left a host read pending")
 	}
-	assert.Equal(t, before, openFDs(t), "fds after Close")
+	left, err := fdcheck.Opened(beforeSet)
+	require.NoError(t, err)
+	assert.Empty(t, left, "fds the scanner opened, after Close")
 	goleak.VerifyNone(t)
 
 	assert.ErrorIs(t, s.Close(), usbsim.ErrClosed)
