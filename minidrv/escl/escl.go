@@ -429,6 +429,7 @@ func (h *Handler) serveNextDocument(w http.ResponseWriter, r *http.Request) {
 		h.cancel(j, CauseClientGone)
 		return
 	}
+	rc := http.NewResponseController(w)
 	h.mu.Lock()
 	st, doc, mt, jerr := j.state, j.doc, j.set.Format, j.err
 	if j.cause != CauseNone {
@@ -436,6 +437,7 @@ func (h *Handler) serveNextDocument(w http.ResponseWriter, r *http.Request) {
 	}
 	if st == jobReady {
 		j.state = jobSending
+		j.sendRC = rc
 	}
 	h.mu.Unlock()
 	switch st {
@@ -455,14 +457,14 @@ func (h *Handler) serveNextDocument(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	// A cancel (DELETE, Shutdown) ends a write in progress at once. The
-	// job's goroutine waits for this send to end (finish) before it
-	// settles the outcome: a page sent whole is delivered, even when the
-	// client's DELETE overtook the end of this handler.
+	// A cancel (DELETE, Shutdown) ends a write in progress at once:
+	// Handler.cancel moves the connection's write deadline to the past
+	// through j.sendRC before it returns, so a DELETE that has been
+	// answered has cut the send. The job's goroutine waits for this send
+	// to end (finish) before it settles the outcome: a page sent whole is
+	// delivered, even when the client's DELETE overtook the end of this
+	// handler.
 	defer j.finish()
-	rc := http.NewResponseController(w)
-	stop := context.AfterFunc(j.cancelCtx, func() { _ = rc.SetWriteDeadline(time.Now()) })
-	defer stop()
 	w.Header().Set("Content-Type", mt)
 	w.Header().Set("Content-Length", strconv.Itoa(len(doc)))
 	w.WriteHeader(http.StatusOK)
@@ -470,11 +472,16 @@ func (h *Handler) serveNextDocument(w http.ResponseWriter, r *http.Request) {
 	if err == nil {
 		err = rc.Flush()
 	}
+	h.mu.Lock()
+	// Past this point no cancel touches the connection: it may serve the
+	// client's next request.
+	j.sendRC = nil
 	if err == nil {
-		h.mu.Lock()
 		j.state = jobDelivered
 		j.delivered = time.Now()
-		h.mu.Unlock()
+	}
+	h.mu.Unlock()
+	if err == nil {
 		return
 	}
 	h.cancel(j, CauseClientGone) // a no-op after a DELETE or Shutdown
@@ -517,6 +524,12 @@ func (h *Handler) cancel(j *job, cause Cause) {
 	// its first progress report, before it touches the device.
 	acquiring := j.acquiring
 	j.cancelFn()
+	if j.sendRC != nil {
+		// Cut the send in progress now, not from another goroutine
+		// later: the caller answers a DELETE once this returns, and the
+		// client may read on. The deadline fails the blocked write.
+		_ = j.sendRC.SetWriteDeadline(time.Now())
+	}
 	h.mu.Unlock()
 	if acquiring {
 		ctx, cancel := context.WithTimeout(context.Background(), h.cfg.CancelTimeout)

@@ -9,6 +9,7 @@ import (
 	"image/jpeg"
 	"image/png"
 	"io"
+	"net/http"
 	"sync"
 	"time"
 
@@ -158,6 +159,10 @@ type job struct {
 	cancelCalled time.Time
 	cancelTook   time.Duration
 	cancelErr    error
+	// sendRC is the connection of the NextDocument that sends the
+	// document, while it does (jobSending): Handler.cancel cuts the
+	// send through it.
+	sendRC *http.ResponseController
 }
 
 func newJob(set Settings) *job {
