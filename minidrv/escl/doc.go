@@ -35,7 +35,8 @@
 // A DELETE on a running job, a client that drops its NextDocument
 // connection without one, and Handler.Shutdown cancel the job: the waiting
 // NextDocument ends at once (410 Gone, or the connection is closed when
-// part of the page was sent), and while the acquisition runs the driver's
+// part of the page was sent: a send in progress is cut before the DELETE
+// is answered), and while the acquisition runs the driver's
 // CancelPendingIO is called, so every transfer stops and the driver ends
 // unlocked and idle, ready for the next job. A DELETE answers once the
 // driver is unlocked (or after Config.CancelTimeout). sane-airscan sends
