@@ -17,6 +17,11 @@
 //	...
 //	left, err := fdcheck.Opened(before)
 //
+// The Go runtime opens its netpoller's fds once for the process, at the
+// first timer or pollable file: go test's -timeout alarm opens them before
+// any test, but under -timeout 0 the first test to open a pipe or a
+// socket finds them among its fds.
+//
 // It needs /proc/self/fd (Linux); elsewhere Take returns an error.
 package fdcheck
 
