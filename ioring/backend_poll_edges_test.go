@@ -507,9 +507,7 @@ func TestPollNoDupOutlivesItsRequest(t *testing.T) {
 			wc = c
 		}
 	}
-	left, err := fdcheck.Opened(base)
-	require.NoError(t, err)
-	assert.Empty(t, left, "fds opened for the requests, with every request completed")
+	fdcheck.Verify(t, base, "opened for the requests, with every request completed,")
 
 	// The canceled write held p[1]'s file no longer: closing the caller's
 	// fd ends the pipe.

@@ -32,9 +32,7 @@ func newPollRing(t *testing.T, entries int) *Ring {
 		if err := r.Close(); err != nil {
 			assert.ErrorIs(t, err, ErrClosed)
 		}
-		left, err := fdcheck.Opened(before)
-		require.NoError(t, err)
-		assert.Empty(t, left, "fds the ring opened, after its Close")
+		fdcheck.Verify(t, before, "the ring opened, after its Close,")
 	})
 	return r
 }

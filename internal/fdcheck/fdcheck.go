@@ -10,8 +10,8 @@
 // garbage collection. With the targets, only what the test itself opened
 // and left open counts.
 //
-// Use Check at the start of a test, or Take and Opened around the part to
-// check:
+// Use Check at the start of a test, or Take and Verify (or Opened) around
+// the part to check:
 //
 //	before, err := fdcheck.Take()
 //	...
@@ -85,22 +85,27 @@ func (s Set) Diff(now Set) []string {
 }
 
 // Check takes a snapshot now and registers a cleanup that fails tb when
-// fds opened since are still open. Call it before anything that registers
-// other cleanups (they run first, last in first out), so that the check
-// runs once they have closed what they own.
+// fds opened since are still open (Verify). Call it before anything that
+// registers other cleanups (they run first, last in first out), so that
+// the check runs once they have closed what they own.
 func Check(tb testing.TB) {
 	tb.Helper()
 	before, err := Take()
 	if err != nil {
 		tb.Fatalf("fdcheck: %v", err)
 	}
-	tb.Cleanup(func() {
-		left, err := Opened(before)
-		switch {
-		case err != nil:
-			tb.Errorf("fdcheck: %v", err)
-		case len(left) > 0:
-			tb.Errorf("fdcheck: %d fds opened by the test are still open: %q", len(left), left)
-		}
-	})
+	tb.Cleanup(func() { Verify(tb, before, "opened by the test") })
+}
+
+// Verify fails tb when fds opened since before are still open; what says
+// which fds those are, for the message.
+func Verify(tb testing.TB, before Set, what string) {
+	tb.Helper()
+	left, err := Opened(before)
+	switch {
+	case err != nil:
+		tb.Errorf("fdcheck: %v", err)
+	case len(left) > 0:
+		tb.Errorf("fdcheck: %d fds %s are still open: %q", len(left), what, left)
+	}
 }

@@ -4,7 +4,6 @@ package usbsim_test
 
 import (
 	"errors"
-	"os"
 	"testing"
 	"time"
 
@@ -174,12 +173,4 @@ func (h *host) flush() int {
 		}
 		stale += len(b)
 	}
-}
-
-// openFDs counts this process's open fds.
-func openFDs(t testing.TB) int {
-	t.Helper()
-	ents, err := os.ReadDir("/proc/self/fd")
-	require.NoError(t, err)
-	return len(ents)
 }
