@@ -92,7 +92,7 @@ func TestGadgetControlStall(t *testing.T) {
 		for i, s := range refused {
 			data := make([]byte, s.Length)
 			_, err := gd.d.Control(ctx, s, data)
-			assert.ErrorIs(t, err, ErrStall, "request %d: %+v", i, s)
+			assert.ErrorIs(t, err, ErrStall, "request %d: %+v (stalls the gadget could not make: %v)", i, s, gd.s.StallErrors())
 			image = append(image, gd.read(t, gd.maxTransfer)...)
 			st, err := gd.d.GetStatus(ctx, RecipientEndpoint, uint16(gd.in.Desc().Address))
 			require.NoError(t, err)
@@ -102,6 +102,7 @@ func TestGadgetControlStall(t *testing.T) {
 			image = append(image, gd.read(t, gd.maxTransfer)...)
 		}
 		assert.True(t, bytes.Equal(usbsim.ExpectedImage(p), image), "the image streamed on through the stalls")
+		assert.Empty(t, gd.s.StallErrors(), "every refusal stalled")
 		var b [usbsim.EventSize]byte
 		n, err := gd.d.Control(ctx, Setup{RequestType: RequestIn | RequestVendor | RecipientDevice, Request: usbsim.VendorStatus}, b[:])
 		require.NoError(t, err)

@@ -2,6 +2,7 @@ package usbsim
 
 import (
 	"os"
+	"slices"
 	"syscall"
 )
 
@@ -71,4 +72,15 @@ func (s *Scanner) ffsMustStopLocked(p *plug, ep *endpoint) bool {
 		return true
 	}
 	return ep == p.out && ep.ffs.op == ffsData && (s.hung || ep.halted)
+}
+
+// StallErrors returns why endpoint 0 did not stall the requests the gadget
+// refused, since ServeGadget: each is a request FunctionFS did not stall
+// when asked (the call's error), which the host then waited on until its
+// timeout. It is empty while every refusal stalled, and always for the
+// socketpair transport. For tests, to tell such a failure from the host's.
+func (s *Scanner) StallErrors() []error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.stallErrs)
 }

@@ -172,11 +172,14 @@ func (s *Scanner) ffsSetup(p *plug, ep *endpoint, su usb.Setup) {
 	var one [1]byte
 	if !vendorAccepts(su) {
 		// A call in the wrong direction stalls the request: a read for an
-		// IN request, a write for an OUT one.
-		if su.IsIn() {
-			_, _ = ffsEP0(p, ep, false, one[:])
-		} else {
-			_, _ = ffsEP0(p, ep, true, one[:])
+		// IN request, a write for an OUT one. It fails with EL2HLT when
+		// it did; anything else leaves the host's request unanswered until
+		// its timeout, which StallErrors reports.
+		_, err := ffsEP0(p, ep, !su.IsIn(), one[:])
+		if err != unix.EL2HLT {
+			s.mu.Lock()
+			s.stallErrs = append(s.stallErrs, fmt.Errorf("stall of %+v: %v", su, err))
+			s.mu.Unlock()
 		}
 		return
 	}

@@ -121,6 +121,9 @@ type Scanner struct {
 	// watchers are the Hotplugs that WatchHotplug made and Close has not
 	// closed; guarded by mu.
 	watchers map[*Hotplug]struct{}
+	// stallErrs are the stalls of endpoint 0 that FunctionFS did not make
+	// (StallErrors); guarded by mu.
+	stallErrs []error
 }
 
 // plug is one plug-in: a set of socketpairs (or a gadget's binding to its
