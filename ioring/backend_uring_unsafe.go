@@ -352,6 +352,14 @@ func (b *uringBackend) submitPlains(ops []Op, reqs []Request) (int, error) {
 	r := b.r
 	reqs = reqs[:len(ops)]
 	room := b.ring.SQFree() // SQEs to take before looking again
+	if len(ops) == 1 && room > 0 {
+		// One op, which the caller checked: plainCall, without the set-up
+		// of fillPlains' loop.
+		if !b.plainCall(&ops[0], &reqs[0]) {
+			return 0, nil
+		}
+		return 1, nil
+	}
 	// ops[0] the caller checked; the others from unchecked on are checked
 	// in the loop.
 	unchecked := 1
@@ -363,51 +371,155 @@ func (b *uringBackend) submitPlains(ops []Op, reqs []Request) (int, error) {
 		}
 		unchecked = len(ops)
 	}
-	for i := range ops {
-		op := &ops[i]
-		if i >= unchecked && !op.checkedPlain(r) {
+	for i := 0; ; {
+		var stop fillStop
+		i, stop = b.fillPlains(ops, reqs, i, min(len(ops), i+int(room)), unchecked)
+		switch {
+		case stop == fillNotFast:
 			b.unwind(reqs[:i])
 			return 0, errNotFast
-		}
-		// The op is valid and has a preparation here (setFast admits
-		// no op without one: TestCheckedPlainAgreesWithCheck).
-		_, s := r.popFree()
-		if s == nil {
+		case stop == fillNoSlot || i == len(ops):
 			return i, nil
+		case stop == fillCall:
+			// ops[i] is admitted, and there is room for its SQE.
+			if !b.plainCall(&ops[i], &reqs[i]) {
+				return i, nil
+			}
+			i++
 		}
-		key := (s.key() + 1<<idxBits) & keyMask
-		reqs[i] = Request{r: r, key: key}
-		// slot.fillPlain, inline: these ops are neither foreign nor
-		// awaited.
-		if s.kindSet() { // fillKind(false, false) as a rule has nothing to do
-			s.fillKind(false, false)
-		}
-		s.fillFast(op)
-		s.fillReset()
-		s.set(key, stActive) // publish the slot to the completer
-		var sqe *uring.SQE
-		var pos uint32
-		if room > 0 {
-			sqe, pos = b.ring.TakeSQE()
-			room--
-		} else {
-			sqe, pos = b.sqe() // submits what is queued to make room
-			room = b.ring.SQFree()
-		}
-		s.head(sqe, pos, key, uringOps[op.code])
-		// The commonest preparations inline: a call through im.prep
-		// spills every register the loop holds (TestPrepInline checks
-		// that these are opImpls' own).
-		switch op.code {
-		case OpRead, OpWrite:
-			prepRW(s, sqe)
-		case OpNop:
-			prepNop(s, sqe)
-		default:
-			opImpls[op.code].prep(s, sqe)
+		// Out of room: hand what is queued to the kernel (all of ops was
+		// checked, as they did not fit).
+		for room = b.ring.SQFree(); room == 0; room = b.ring.SQFree() {
+			b.submitNow()
 		}
 	}
-	return len(ops), nil
+}
+
+// fillStop is why fillPlains stopped.
+type fillStop uint8
+
+const (
+	fillDone    fillStop = iota // it filled all it was given
+	fillNotFast                 // ops[i] is not admitted
+	fillNoSlot                  // no slot is free
+	fillCall                    // ops[i]'s preparation is not one of the inline ones
+)
+
+// fillPlains is submitPlains' loop: it starts ops[i:n], for which the SQ
+// has room, until one of them stops it, and returns where it stopped and
+// why. It calls nothing (every call in a loop spills the registers the
+// loop holds), so it takes the preparations of Nop, Read and Write inline
+// and leaves the others to plainCall; it keeps the SQ's position and the
+// free list's head in variables and stores them back once. r.sqMu held.
+func (b *uringBackend) fillPlains(ops []Op, reqs []Request, i, n, unchecked int) (int, fillStop) {
+	r := b.r
+	ops = ops[:n]
+	reqs = reqs[:len(ops)]
+	t := b.ring.Taker()
+	local := r.free.local
+	stop := fillDone
+	for ; i < len(ops); i++ {
+		op := &ops[i]
+		if i >= unchecked && !op.checkedPlain(r) {
+			stop = fillNotFast
+			break
+		}
+		opc := inlineOps[op.code]
+		if opc == noInline {
+			stop = fillCall
+			break
+		}
+		if local == 0 { // popFree, inline
+			if local = r.free.shared.Swap(0); local == 0 {
+				stop = fillNoSlot
+				break
+			}
+		}
+		s := r.slotAt(local - 1)
+		local = s.freeNext
+		// The next generation of the slot's key: (key + 1<<idxBits) &
+		// keyMask, with the state's bits above keyMask masked off in the
+		// same step.
+		key := (s.ks.Load() + 1<<idxBits) & keyMask
+		reqs[i] = Request{r: r, key: key}
+		// slot.fillPlain for a plain op, inline (as in plainCall).
+		if s.dirty() {
+			s.clean()
+		}
+		s.fillFast(op)
+		s.linked, s.timerDL, s.multi, s.retries = false, false, false, 0
+		s.res = 0
+		s.set(key, stActive)
+		sqe, pos := t.Take()
+		s.head(sqe, pos, key, opc)
+		if opc == uring.OpNop {
+			prepNop(s, sqe)
+		} else {
+			prepRW(s, sqe)
+		}
+	}
+	r.free.local = local
+	b.ring.Took(t)
+	return i, stop
+}
+
+// noInline marks the operations inlineOps has no io_uring opcode for.
+const noInline = 0xff
+
+// inlineOps holds the io_uring opcodes of the operations whose
+// preparations fillPlains takes inline (TestPrepInline checks them against
+// opImpls), indexed by any Opcode value; noInline for the others.
+var inlineOps = func() (t [256]uint8) {
+	for i := range t {
+		t[i] = noInline
+	}
+	t[OpNop], t[OpRead], t[OpWrite] = uring.OpNop, uring.OpRead, uring.OpWrite
+	return t
+}()
+
+// plainCall starts op, which checkedPlain admitted, into req, and reports
+// whether a slot was free: submitPlains' for a batch of one, and for an
+// op whose preparation fillPlains does not take inline. The SQ has room.
+// r.sqMu held.
+func (b *uringBackend) plainCall(op *Op, req *Request) bool {
+	r := b.r
+	_, s := r.popFree()
+	if s == nil {
+		return false
+	}
+	key := (s.key() + 1<<idxBits) & keyMask
+	*req = Request{r: r, key: key}
+	// slot.fillPlain for a plain op, which is neither foreign nor awaited.
+	if s.dirty() { // as a rule the slot served a plain request last
+		s.clean()
+	}
+	s.fillFast(op)
+	s.linked, s.timerDL, s.multi, s.retries = false, false, false, 0
+	s.res = 0
+	s.set(key, stActive)
+	sqe, pos := b.ring.TakeSQE()
+	s.head(sqe, pos, key, uringOps[op.code])
+	switch op.code { // the commonest preparations without a call through prep
+	case OpRead, OpWrite:
+		prepRW(s, sqe)
+	case OpNop:
+		prepNop(s, sqe)
+	default:
+		opImpls[op.code].prep(s, sqe)
+	}
+	return true
+}
+
+// clean makes the kind of the slot's request plain (neither foreign nor
+// awaited) and clears the flags its previous request left (release keeps
+// them, so that a late Complete still finds its claim; cancels set flags
+// only with r.sqMu held, as the caller holds it, and only on active
+// slots). r.sqMu held.
+func (s *slot) clean() {
+	s.fillKind(false, false)
+	if s.flags.Load() != 0 {
+		s.flags.Store(0)
+	}
 }
 
 // unwind takes back the requests of reqs, which submitPlains started in
@@ -714,11 +826,11 @@ func (b *uringBackend) reap(wait bool, timeout time.Duration) error {
 }
 
 // reapReady handles every CQE in the ring, in order. The commonest case
-// is done here, in the loop, without a call: a request with one CQE that
-// did not fail, with nothing to undo (no timer, token or stream; a nopped
-// one reports its cancel from its flags), whose completion the reaping
-// consumer has room for. That is finish and takeDirect for that case, in
-// one step. handle does the rest. r.reapMu held.
+// is done in a loop without a call: a request with one CQE that did not
+// fail, with nothing to undo (no timer, token or stream; a nopped one
+// reports its cancel from its flags), whose completion the reaping
+// consumer has room for. handle does the rest, one CQE at a time.
+// r.reapMu held.
 func (b *uringBackend) reapReady() int {
 	head, tail := b.ring.CQRange()
 	if head == tail {
@@ -726,30 +838,59 @@ func (b *uringBackend) reapReady() int {
 	}
 	r := b.r
 	cq := b.ring.CQ()
-	// n is r.directN, in a register rather than stored and loaded again
-	// for every CQE; handle reads and advances r.directN itself.
-	n := r.directN
-	for pos := head; pos != tail; pos++ {
-		cqe := cq.At(pos)
-		ud, res := cqe.UserData, cqe.Res
-		// direct is loaded here, not before the loop: a local slice
-		// that lives across it costs spills at batch 1.
-		if direct := r.direct; ud>>kindShft == kindReq && res >= 0 && n < len(direct) {
+	pos := head
+	for {
+		// The direct path, with no call in its loop (a call spills the
+		// registers the loop holds): finish and takeDirect in one step,
+		// into the room left in r.direct.
+		n, direct := r.directN, r.direct
+		end := tail
+		if room := len(direct) - n; int(end-pos) > room {
+			end = pos + uint32(max(room, 0))
+		}
+		// The chain of freed slots (r.directFree), in registers.
+		fhead, ftail := r.directFree.head, r.directFree.tail
+		slots := r.slots
+		for ; pos != end; pos++ {
+			cqe := cq.At(pos)
+			ud, res := cqe.UserData, cqe.Res
+			if ud>>kindShft != kindReq || res < 0 {
+				break
+			}
 			key := ud & keyMask
 			idx := uint32(key & idxMask)
-			s := &r.slots[idx]
-			if s.direct() {
-				direct[n].set(r, key, s, int(res), nil)
-				n++
-				s.releaseHot(idx, key, &r.directFree)
-				continue
+			s := &slots[idx]
+			if !s.direct() {
+				break
+			}
+			// n < len(direct): the loop ends at the room's end.
+			user := s.user
+			completionAt(direct, n).setPlain(r, key, s.code, int(res), user)
+			n++
+			// slot.releaseHot, inline.
+			if s.buf != nil {
+				s.buf = nil
+			}
+			if user != nil {
+				s.user = nil
+			}
+			s.set(key, stFree)
+			s.freeNext = fhead
+			fhead = idx + 1
+			if ftail == 0 {
+				ftail = fhead
 			}
 		}
 		r.directN = n
-		b.handle(ud, res, cqe.Flags)
-		n = r.directN
+		r.directFree = chain{head: fhead, tail: ftail}
+		if pos == tail {
+			break
+		}
+		// Not for the direct path, or beyond the room: handle queues it.
+		cqe := cq.At(pos)
+		b.handle(cqe.UserData, cqe.Res, cqe.Flags)
+		pos++
 	}
-	r.directN = n
 	b.ring.SetCQHead(tail)
 	if b.pass.used {
 		b.endPass()

@@ -893,13 +893,19 @@ func TestCheckedPlainAgreesWithCheck(t *testing.T) {
 			func(o Op) Op { return o.WithToken(other.NewToken()) },
 			func(o Op) Op { return o.WithDeadline(time.Second) },
 			func(o Op) Op { return o.WithDeadline(-1) },
-			func(o Op) Op { o.hook, o.rare = func() {}, true; return o }, // as Foreign has
+			func(o Op) Op { o.hook = func() {}; o.rare |= rareFeature; return o }, // as Foreign has
+			// Offsets set in place, after the constructor checked its own.
+			func(o Op) Op { o.SetOffset(-1); return o },
+			func(o Op) Op { o.SetOffset(-2); return o },
+			func(o Op) Op { o.SetOffset(4096); return o },
+			func(o Op) Op { o = o.Unordered(); o.SetOffset(-1); return o },
+			func(o Op) Op { o.SetOffset(-1); return o.Unordered() },
 		}
 		fast := 0
 		for _, o := range ops {
 			for _, m := range mods {
 				op := m(o)
-				if !op.rare {
+				if op.rare&rareFeature == 0 {
 					// The fast check tests rare alone for these.
 					require.True(t, op.deadline == 0 && op.token == nil && op.hook == nil && op.bufs == nil && op.arg == nil && !op.fixedFD,
 						"%v carries a rare field without rare set", op.code)
@@ -918,7 +924,8 @@ func TestCheckedPlainAgreesWithCheck(t *testing.T) {
 			}
 		}
 		for _, op := range []Op{Nop(), Read(5, buf, 0), Write(5, buf, 4096), Read(5, buf, -1).Unordered(),
-			Read(0, buf, 0).WithUser(1), Close(5), Fsync(5)} {
+			Read(0, buf, 0).WithUser(1), Close(5), Fsync(5), setOffset(Read(5, buf, -1), 0),
+			setOffset(Write(5, buf, -2), 4096)} {
 			if op.check(r) == nil { // what this backend runs here
 				assert.True(t, op.checkedPlain(r), "the fast check does not serve %v", op.code)
 			}
@@ -927,14 +934,30 @@ func TestCheckedPlainAgreesWithCheck(t *testing.T) {
 	})
 }
 
-// TestPrepInline holds submitPlains' inline preparations to opImpls: the
+// setOffset returns o with its offset set in place to off.
+func setOffset(o Op, off int64) Op {
+	o.SetOffset(off)
+	return o
+}
+
+// TestPrepInline holds fillPlains' inline preparations and opcodes to opImpls: the
 // functions it calls for Read, Write and Nop are the ones their entries
 // name, so that the inline path and the general one prepare alike.
 func TestPrepInline(t *testing.T) {
 	fn := func(f func(*slot, *uring.SQE)) uintptr { return reflect.ValueOf(f).Pointer() }
-	for op, want := range map[Opcode]func(*slot, *uring.SQE){OpRead: prepRW, OpWrite: prepRW, OpNop: prepNop} {
+	inline := map[Opcode]func(*slot, *uring.SQE){OpRead: prepRW, OpWrite: prepRW, OpNop: prepNop}
+	for op, want := range inline {
 		require.NotNil(t, opImpls[op].prep, "%v has no preparation", op)
 		assert.Equal(t, fn(want), fn(opImpls[op].prep), "%v: submitPlains prepares it with another function than opImpls", op)
+	}
+	// fillPlains' opcodes: opImpls' own for these, noInline for the rest.
+	for code := range 256 {
+		op := Opcode(code)
+		if _, ok := inline[op]; ok {
+			assert.Equal(t, uringOps[op], inlineOps[op], "%v: fillPlains' io_uring opcode", op)
+		} else {
+			assert.Equal(t, uint8(noInline), inlineOps[op], "%v: fillPlains would take it inline", op)
+		}
 	}
 }
 

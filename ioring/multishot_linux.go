@@ -31,7 +31,7 @@ var (
 // 5.13; the poll backend emulates it with an edge-triggered epoll
 // registration of its own.
 func PollMultishot(fd int, events uint32) Op {
-	return Op{code: OpPollMultishot, fd: fd, events: events, arg: noBufRing, rare: true}
+	return Op{code: OpPollMultishot, fd: fd, events: events, arg: noBufRing, rare: rareFeature}
 }
 
 // AcceptMultishot accepts connections on the listening socket fd, one
@@ -43,7 +43,7 @@ func PollMultishot(fd int, events uint32) Op {
 // the listener made non-blocking for each call when it is not (as Connect
 // does).
 func AcceptMultishot(fd int, flags int) Op {
-	return Op{code: OpAcceptMultishot, fd: fd, events: uint32(flags | unix.SOCK_CLOEXEC), arg: noBufRing, rare: true}
+	return Op{code: OpAcceptMultishot, fd: fd, events: uint32(flags | unix.SOCK_CLOEXEC), arg: noBufRing, rare: rareFeature}
 }
 
 // RecvMultishot receives from the socket fd into buffers of br, one
@@ -62,7 +62,7 @@ func AcceptMultishot(fd int, flags int) Op {
 // br stays the ring's while the request is in flight: BufRing.Close fails
 // until its final completion.
 func RecvMultishot(fd int, br *BufRing, flags int) Op {
-	return Op{code: OpRecvMultishot, fd: fd, events: uint32(flags), arg: br, rare: true}
+	return Op{code: OpRecvMultishot, fd: fd, events: uint32(flags), arg: br, rare: rareFeature}
 }
 
 // noBufRing marks a multishot Op without buffers (fill sees *BufRing).

@@ -134,11 +134,13 @@ type Op struct {
 	code      Opcode
 	unordered bool
 	fixedFD   bool // fd is an index into the registered files (FixedFile)
-	// rare is set wherever one of deadline, token, hook, bufs, arg and
-	// fixedFD is: the fast check (checkedPlain) tests it alone for all of
-	// them. It may stay set after one is cleared: the full check decides
-	// then.
-	rare   bool
+	// rare is not 0 wherever the fast check (checkedPlain) must not admit
+	// the op: rareFeature where one of deadline, token, hook, bufs, arg
+	// and fixedFD is set, rareArgs and rareOff where the fd, buffer or
+	// offset is not one a plain request takes (settleArgs). The fast
+	// check tests it alone for all of them. rareFeature may stay set
+	// after a feature is cleared: the full check decides then.
+	rare   rareBits
 	events uint32
 	// What a plain request's submission reads (Op.checkedPlain,
 	// slot.fillFast) comes next, in the first 64 bytes: in a batch, that
@@ -156,6 +158,48 @@ type Op struct {
 	arg      any // an operation's own argument: *Msg, unix.Sockaddr, *unix.Statx_t, *BufRing
 }
 
+// rareBits are Op.rare's reasons.
+type rareBits uint8
+
+const (
+	rareFeature rareBits = 1 << iota // a feature beyond a plain request
+	rareArgs                         // an fd or buffer a plain request does not take
+	rareOff                          // an offset a plain request does not take, or ordered on its stream
+)
+
+// settleArgs sets or clears rareArgs and rareOff after o's code, fd,
+// buffer, offset or order changed: rareArgs when the fd is outside the
+// kernel's or, for an operation on one buffer, that buffer is empty or
+// over 2 GiB; rareOff as settleOff says. It is what Op.checkedPlain once
+// tested for each submission; every constructor of an operation
+// Ring.setFast may admit calls it, and so does Unordered
+// (TestCheckedPlainAgreesWithCheck).
+func (o *Op) settleArgs() {
+	odd := uint64(o.fd) > math.MaxInt32 // negative fds too
+	buf := o.code.valid() && o.code.desc().args&argBuf != 0
+	if buf {
+		odd = odd || uint64(len(o.buf)-1) >= 1<<31-1
+	}
+	if odd {
+		o.rare |= rareArgs
+	} else {
+		o.rare &^= rareArgs
+	}
+	o.settleOff(buf)
+}
+
+// settleOff sets or clears rareOff after o's offset or order changed: set
+// when the offset is below -1 or, for an operation on one buffer (buf),
+// the request is ordered on its stream (offset -1, not Unordered).
+// SetOffset calls it alone.
+func (o *Op) settleOff(buf bool) {
+	if o.off < -1 || buf && o.off == -1 && !o.unordered {
+		o.rare |= rareOff
+	} else {
+		o.rare &^= rareOff
+	}
+}
+
 // Nop is an operation that does nothing and completes with 0.
 func Nop() Op { return Op{code: OpNop} }
 
@@ -163,23 +207,27 @@ func Nop() Op { return Op{code: OpNop} }
 // off is -1 (pipes, sockets and character devices). It completes with the
 // number of bytes read.
 func Read(fd int, buf []byte, off int64) Op {
-	return Op{code: OpRead, fd: fd, buf: buf, off: off}
+	o := Op{code: OpRead, fd: fd, buf: buf, off: off}
+	o.settleArgs()
+	return o
 }
 
 // Write writes buf to fd at offset off, or at the current position when off
 // is -1. It completes with the number of bytes written.
 func Write(fd int, buf []byte, off int64) Op {
-	return Op{code: OpWrite, fd: fd, buf: buf, off: off}
+	o := Op{code: OpWrite, fd: fd, buf: buf, off: off}
+	o.settleArgs()
+	return o
 }
 
 // Readv reads into bufs in order (a scatter read), like readv(2).
 func Readv(fd int, bufs [][]byte, off int64) Op {
-	return Op{code: OpReadv, fd: fd, bufs: bufs, off: off, rare: true}
+	return Op{code: OpReadv, fd: fd, bufs: bufs, off: off, rare: rareFeature}
 }
 
 // Writev writes bufs in order (a gather write), like writev(2).
 func Writev(fd int, bufs [][]byte, off int64) Op {
-	return Op{code: OpWritev, fd: fd, bufs: bufs, off: off, rare: true}
+	return Op{code: OpWritev, fd: fd, bufs: bufs, off: off, rare: rareFeature}
 }
 
 // Poll waits until fd has one of events (unix.POLLIN, POLLOUT...) and
@@ -193,7 +241,11 @@ func Poll(fd int, events uint32) Op {
 func Timeout(d time.Duration) Op { return Op{code: OpTimeout, dur: d} }
 
 // Fsync flushes fd's data and metadata to stable storage.
-func Fsync(fd int) Op { return Op{code: OpFsync, fd: fd} }
+func Fsync(fd int) Op {
+	o := Op{code: OpFsync, fd: fd}
+	o.settleArgs()
+	return o
+}
 
 // Foreign is an operation run outside the ring (a libusb transfer, a usbfs
 // URB...) whose result is posted with Ring.Complete, so that it completes
@@ -202,16 +254,16 @@ func Fsync(fd int) Op { return Op{code: OpFsync, fd: fd} }
 // outside its locks, when the request is canceled by any means; it must not
 // block, may be called more than once and may be called after the operation
 // already finished. nil means the operation cannot be interrupted.
-func Foreign(cancel func()) Op { return Op{code: OpForeign, hook: cancel, rare: true} }
+func Foreign(cancel func()) Op { return Op{code: OpForeign, hook: cancel, rare: rareFeature} }
 
 // WithToken returns o covered by token t: canceling t cancels it.
-func (o Op) WithToken(t *Token) Op { o.token, o.rare = t, true; return o }
+func (o Op) WithToken(t *Token) Op { o.token = t; o.rare |= rareFeature; return o }
 
 // WithDeadline returns o with a deadline d after submission (an io_uring
 // linked timeout); when it passes first, the request completes with
 // ErrTimeout. A d of 0 means no deadline; a negative d is refused at
 // submission.
-func (o Op) WithDeadline(d time.Duration) Op { o.deadline, o.rare = d, true; return o }
+func (o Op) WithDeadline(d time.Duration) Op { o.deadline = d; o.rare |= rareFeature; return o }
 
 // WithUser returns o carrying v, handed back in its Completion. A pointer
 // or a small integer does not allocate.
@@ -229,8 +281,11 @@ func (o Op) WithUser(v any) Op { o.user = v; return o }
 // below -1 is refused at submission, as the constructors' is. An
 // operation that takes no offset is left as it is.
 func (o *Op) SetOffset(off int64) {
-	if o.code.valid() && o.code.desc().args&argOff != 0 {
-		o.off = off
+	if o.code.valid() {
+		if a := o.code.desc().args; a&argOff != 0 {
+			o.off = off
+			o.settleOff(a&argBuf != 0)
+		}
 	}
 }
 
@@ -243,7 +298,11 @@ func (o *Op) SetOffset(off int64) {
 // the kernel at once, beside any others, and the order in which the data
 // of a stream reaches several unordered requests is unspecified. Reads and
 // writes at an offset are never ordered; neither are other operations.
-func (o Op) Unordered() Op { o.unordered = true; return o }
+func (o Op) Unordered() Op {
+	o.unordered = true
+	o.settleArgs()
+	return o
+}
 
 // FixedFile returns o with its fd read as an index into the files
 // registered with Ring.RegisterFiles (io_uring's IOSQE_FIXED_FILE): the
@@ -253,7 +312,7 @@ func (o Op) Unordered() Op { o.unordered = true; return o }
 // Poll, Fsync, the socket operations and the multishot ones), not to
 // Close, OpenAt or Statx. An index with no file registered completes with
 // EBADF; one beyond the registered table is refused with ErrInvalid.
-func (o Op) FixedFile() Op { o.fixedFD, o.rare = true, true; return o }
+func (o Op) FixedFile() Op { o.fixedFD = true; o.rare |= rareFeature; return o }
 
 // Code returns the operation.
 func (o Op) Code() Opcode { return o.code }

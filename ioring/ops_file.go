@@ -31,7 +31,11 @@ func OpenAt(dirfd int, path string, flags int, mode uint32) Op {
 // Close closes fd. It completes with 0, or with the error close(2)
 // reports (the fd is closed even then). Do not close an fd under requests
 // still pending on it: cancel them and wait for their completions first.
-func Close(fd int) Op { return Op{code: OpClose, fd: fd} }
+func Close(fd int) Op {
+	o := Op{code: OpClose, fd: fd}
+	o.settleArgs()
+	return o
+}
 
 // Statx stores into st the status of path relative to dirfd (unix.AT_FDCWD,
 // or an fd with path "" and unix.AT_EMPTY_PATH in flags), asking for the
@@ -42,7 +46,7 @@ func Statx(dirfd int, path string, flags int, mask int, st *unix.Statx_t) Op {
 	op := Op{code: OpStatx, fd: dirfd, events: uint32(flags), off: int64(uint32(mask))}
 	if st != nil {
 		// The path and st travel as two buffers: fill pins both.
-		op.bufs, op.rare = [][]byte{cString(path), statxBytes(st)}, true
+		op.bufs, op.rare = [][]byte{cString(path), statxBytes(st)}, op.rare|rareFeature
 	}
 	return op
 }

@@ -44,7 +44,7 @@ func Recv(fd int, buf []byte, flags int) Op {
 func SendMsg(fd int, m *Msg, flags int) Op {
 	op := Op{code: OpSendMsg, fd: fd, events: uint32(flags)}
 	if m != nil {
-		op.bufs, op.arg, op.rare = m.Buffers, m, true
+		op.bufs, op.arg, op.rare = m.Buffers, m, op.rare|rareFeature
 	}
 	return op
 }
@@ -61,7 +61,7 @@ func SendMsg(fd int, m *Msg, flags int) Op {
 func RecvMsg(fd int, m *Msg, flags int) Op {
 	op := Op{code: OpRecvMsg, fd: fd, events: uint32(flags)}
 	if m != nil {
-		op.bufs, op.arg, op.rare = m.Buffers, m, true
+		op.bufs, op.arg, op.rare = m.Buffers, m, op.rare|rareFeature
 	}
 	return op
 }

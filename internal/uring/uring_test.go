@@ -179,3 +179,53 @@ func TestUntake(t *testing.T) {
 	r.AdvanceCQ(1)
 	nopRoundTrip(t, r, 8, 100, nil) // the ring is whole
 }
+
+// TestTaker: a Taker takes the SQEs TakeSQE would, zeroed, at the same
+// positions, across the ring's wrap, and they count as taken once Took
+// stores its position; the kernel runs them.
+func TestTaker(t *testing.T) {
+	r, err := Setup(8, 16)
+	if err != nil {
+		t.Fatalf("Setup: %v", err)
+	}
+	defer r.Close()
+	nopRoundTrip(t, r, 8, 5, nil) // the ring's position off 0, so that the Taker wraps
+	for round := range 3 {
+		want := r.sqLocal
+		tk := r.Taker()
+		for i := range 6 {
+			sqe, pos := tk.Take()
+			if pos != want+uint32(i) {
+				t.Fatalf("round %d: SQE %d at position %d, want %d", round, i, pos, want+uint32(i))
+			}
+			if sqe != &r.sqes[pos&r.sqMask] {
+				t.Fatalf("round %d: SQE %d is not the ring's entry at position %d", round, i, pos)
+			}
+			if *sqe != (SQE{}) {
+				t.Fatalf("round %d: SQE %d not zeroed: %+v", round, i, *sqe)
+			}
+			sqe.Opcode, sqe.UserData = OpNop, uint64(i)
+		}
+		if r.SQFree() != 8 {
+			t.Fatalf("round %d: %d free before Took, want 8", round, r.SQFree())
+		}
+		r.Took(tk)
+		if r.SQFree() != 2 {
+			t.Fatalf("round %d: %d free after Took, want 2", round, r.SQFree())
+		}
+		if got, err := r.Submit(6); err != nil || got != 6 {
+			t.Fatalf("round %d: Submit: %d, %v", round, got, err)
+		}
+		first, second := r.PeekCQ()
+		got := append(append([]CQE{}, first...), second...)
+		if len(got) != 6 {
+			t.Fatalf("round %d: %d CQEs, want 6", round, len(got))
+		}
+		for i, c := range got {
+			if c.UserData != uint64(i) || c.Res != 0 {
+				t.Fatalf("round %d: CQE %d: %+v", round, i, c)
+			}
+		}
+		r.AdvanceCQ(uint32(len(got)))
+	}
+}
