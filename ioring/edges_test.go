@@ -1023,6 +1023,21 @@ func reapUsers(t *testing.T, r *Ring, n int) map[any]int {
 	return seen
 }
 
+// occupySQ fills n entries of r's SQ with wake nops, published and not
+// yet entered, as another submitter leaves them just before its enter.
+func occupySQ(t *testing.T, r *Ring, n int) {
+	t.Helper()
+	b := r.plainBe
+	r.sqMu.Lock()
+	for range n {
+		sqe, _ := b.sqe()
+		sqe.Opcode, sqe.FD, sqe.UserData = uring.OpNop, -1, kindWake<<kindShft
+	}
+	b.flush()
+	r.sqMu.Unlock() // not unlockSQ: no enter
+	require.EqualValues(t, n, b.ring.Unsubmitted())
+}
+
 // TestURingBatchCheckedWhenSQShort: a batch larger than the room left in
 // the SQ hands part of itself to the kernel before its last op is taken,
 // so it cannot be taken back then; its ops are all checked first, and a
@@ -1031,20 +1046,10 @@ func TestURingBatchCheckedWhenSQShort(t *testing.T) {
 	r, err := New(Config{Entries: 8, Backend: BackendURing})
 	require.NoError(t, err)
 	defer r.Close()
-	b := r.plainBe
-	require.NotNil(t, b)
+	require.NotNil(t, r.plainBe)
 	// Half the SQ holds wake nops, published and not yet entered (as
 	// another submitter leaves them just before its enter).
-	occupy := func() {
-		r.sqMu.Lock()
-		for range 4 {
-			sqe, _ := b.sqe()
-			sqe.Opcode, sqe.FD, sqe.UserData = uring.OpNop, -1, kindWake<<kindShft
-		}
-		b.flush()
-		r.sqMu.Unlock() // not unlockSQ: no enter
-		require.EqualValues(t, 4, b.ring.Unsubmitted())
-	}
+	occupy := func() { occupySQ(t, r, 4) }
 	rd, _ := pipe(t)
 	for _, k := range []int{5, 7} {
 		occupy()
@@ -1090,4 +1095,85 @@ func assertFieldsWithin(t *testing.T, typ reflect.Type, limit uintptr, names ...
 		require.True(t, ok, "%v has no field %s", typ, name)
 		assert.LessOrEqual(t, f.Offset+f.Type.Size(), limit, "%v field %s ends at byte %d", typ, name, f.Offset+f.Type.Size())
 	}
+}
+
+// TestURingBatchMixedPreparations: a batch whose ops fillPlains prepares
+// inline (Nop, Read, Write) and ops it leaves to plainCall (Fsync, Close
+// of a bad fd), larger than the SQ, so that the batch also goes to the
+// kernel midway: every op completes once, with its own result. A bad op
+// after a called one takes the whole batch back, whatever ran between.
+func TestURingBatchMixedPreparations(t *testing.T) {
+	r, err := New(Config{Entries: 8, Backend: BackendURing})
+	require.NoError(t, err)
+	defer r.Close()
+	require.NotNil(t, r.plainBe)
+	data := []byte("0123456789abcdef")
+	fd := tempFile(t, data)
+	for _, c := range []struct{ size, occupied int }{{1, 0}, {3, 0}, {8, 0}, {1, 7}, {5, 4}, {8, 4}, {8, 7}} {
+		size := c.size
+		if c.occupied > 0 {
+			occupySQ(t, r, c.occupied) // room for fewer than the batch: it goes in midway
+		}
+		ops := make([]Op, size)
+		bufs := make([][]byte, size)
+		for i := range ops {
+			switch i % 5 {
+			case 0:
+				ops[i] = Nop()
+			case 1:
+				bufs[i] = make([]byte, 4)
+				ops[i] = Read(fd, bufs[i], int64(i%4)*4)
+			case 2:
+				ops[i] = Fsync(fd)
+			case 3:
+				ops[i] = Write(fd, data[:2], 0) // the same bytes again
+			case 4:
+				ops[i] = Close(1 << 20) // no such fd: EBADF, from the kernel
+			}
+			ops[i] = ops[i].WithUser(i)
+		}
+		reqs := make([]Request, size)
+		n, err := r.SubmitBatch(ops, reqs)
+		require.NoError(t, err, "a batch of %d, %d SQEs taken", size, c.occupied)
+		require.Equal(t, size, n)
+		comps := make([]Completion, size)
+		seen := map[int]int{}
+		for got := 0; got < size; {
+			m, err := r.Reap(comps[got:], 10*time.Second)
+			require.NoError(t, err)
+			require.NotZero(t, m, "completions within 10s")
+			got += m
+		}
+		for _, c := range comps {
+			i := c.User.(int)
+			seen[i]++
+			assert.Equal(t, ops[i].Code(), c.Op, "op %d of %d", i, size)
+			assert.Equal(t, reqs[i], c.Req, "op %d of %d: its Request", i, size)
+			switch i % 5 {
+			case 1:
+				assert.NoError(t, c.Err)
+				assert.Equal(t, 4, c.N)
+				off := (i % 4) * 4
+				assert.Equal(t, data[off:off+4], bufs[i], "op %d of %d", i, size)
+			case 3:
+				assert.NoError(t, c.Err)
+				assert.Equal(t, 2, c.N)
+			case 4:
+				assert.ErrorIs(t, c.Err, unix.EBADF, "op %d of %d", i, size)
+			default:
+				assert.NoError(t, c.Err, "op %d of %d", i, size)
+			}
+		}
+		for i := range size {
+			assert.Equal(t, 1, seen[i], "completions of op %d of %d", i, size)
+		}
+		assertNoMore(t, r)
+	}
+	// A bad op (an empty buffer) after ops of both kinds: nothing starts.
+	ops := []Op{Nop(), Fsync(fd), Read(fd, make([]byte, 4), 0), Close(1 << 20), Read(fd, nil, 0)}
+	n, err := r.SubmitBatch(ops, make([]Request, len(ops)))
+	require.ErrorIs(t, err, ErrInvalid)
+	require.Zero(t, n)
+	assert.Zero(t, r.InFlight())
+	assertNoMore(t, r)
 }
