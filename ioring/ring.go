@@ -443,8 +443,13 @@ func (r *Ring) alloc() (uint32, *slot, uint64) {
 	if s == nil {
 		return 0, nil, 0
 	}
-	return idx, s, (s.key() + 1<<idxBits) & keyMask
+	return idx, s, s.nextKey()
 }
+
+// nextKey returns the key of the slot's next request: its key's next
+// generation, (key + 1<<idxBits) & keyMask, with the state's bits above
+// keyMask masked off in the same step. Its owner of the moment calls it.
+func (s *slot) nextKey() uint64 { return (s.ks.Load() + 1<<idxBits) & keyMask }
 
 // release frees slot idx onto c; the caller pushes c to the free list.
 // Its flags are left for fill to clear: until the slot is filled again
@@ -587,13 +592,25 @@ func (s *slot) fillArgs(op *Op, dur, deadline time.Duration) {
 }
 
 // fillReset clears what the slot's previous request may have left, for
-// fillPlain and submitPlains.
+// fillPlain.
 func (s *slot) fillReset() {
+	s.resetFields()
+	s.clearFlags()
+}
+
+// resetFields clears the fields of the slot's previous request that fill
+// does not write, but for its flags (clearFlags); the io_uring backend's
+// plain submissions call it beside slot.dirty. r.sqMu held.
+func (s *slot) resetFields() {
 	s.linked, s.timerDL, s.multi, s.retries = false, false, false, 0
 	s.res = 0
-	// Flags left by the slot's previous request (release keeps them, so
-	// that a late Complete still finds its claim). Cancels set flags only
-	// with r.sqMu held, as we hold it, and only on active slots.
+}
+
+// clearFlags clears the flags the slot's previous request left (release
+// keeps them, so that a late Complete still finds its claim). Cancels set
+// flags only with r.sqMu held, as the caller holds it, and only on active
+// slots. r.sqMu held.
+func (s *slot) clearFlags() {
 	if s.flags.Load() != 0 {
 		s.flags.Store(0)
 	}
