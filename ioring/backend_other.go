@@ -30,6 +30,8 @@ func (*uringBackend) submitPlain(uint32, *slot, uint64) error { return errNoBack
 
 func (*uringBackend) submitPlains([]Op, []Request) (int, error) { return 0, errNoBackend }
 
+func (*uringBackend) startOne(*Op, *Request) bool { return false }
+
 func (*uringBackend) flush() error { return errNoBackend }
 
 func (*uringBackend) enterTicket() bool { return false }

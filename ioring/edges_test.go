@@ -1177,3 +1177,78 @@ func TestURingBatchMixedPreparations(t *testing.T) {
 	assert.Zero(t, r.InFlight())
 	assertNoMore(t, r)
 }
+
+// TestURingStartOneEdges: a lone plain op (Submit, or SubmitBatch of one)
+// is started in one step only when nothing else is due; a full SQ, a ring
+// with no free slot and deferred submissions each take the general path,
+// with the same results, and every submission is one enter.
+func TestURingStartOneEdges(t *testing.T) {
+	r, err := New(Config{Entries: 8, Backend: BackendURing})
+	require.NoError(t, err)
+	defer r.Close()
+	b := r.plainBe
+	require.NotNil(t, b)
+	comps := make([]Completion, 8)
+	reapAll := func(want int) {
+		t.Helper()
+		for got := 0; got < want; {
+			m, err := r.Reap(comps, 10*time.Second)
+			require.NoError(t, err)
+			require.NotZero(t, m, "completions within 10s")
+			for _, c := range comps[:m] {
+				require.NoError(t, c.Err)
+			}
+			got += m
+		}
+		require.Zero(t, r.InFlight())
+	}
+	submitBoth := func(what string) {
+		t.Helper()
+		_, err := r.Submit(Nop())
+		require.NoError(t, err, "Submit, %s", what)
+		reqs := make([]Request, 1)
+		n, err := r.SubmitBatch([]Op{Nop()}, reqs)
+		require.NoError(t, err, "SubmitBatch, %s", what)
+		require.Equal(t, 1, n)
+		reapAll(2)
+	}
+
+	// The common case: one enter per submission, none left over.
+	before := b.kernelEnters()
+	submitBoth("alone")
+	assert.EqualValues(t, 2, b.kernelEnters()-before, "one io_uring_enter per lone op")
+	assert.Zero(t, b.ring.Unsubmitted())
+
+	// A full SQ (published by a submitter on its way to enter): handed
+	// over first, then the op.
+	occupySQ(t, r, int(b.ring.SQEntries()))
+	submitBoth("the SQ full")
+	assert.Zero(t, b.ring.Unsubmitted())
+
+	// A deferred entry (a stale one: its slot is free) is drained by the
+	// general path, as unlockSQ does.
+	r.pushDeferred(kindCancel, r.slots[0].key())
+	submitBoth("an entry deferred")
+	assert.Zero(t, r.def.n.Load(), "deferred entries drained")
+
+	// No free slot: refused, nothing counted in flight or handed over.
+	rd, wr := pipe(t)
+	bufs := make([][]byte, 8)
+	for i := range bufs {
+		bufs[i] = make([]byte, 1)
+		_, err := r.Submit(Read(rd, bufs[i], -1))
+		require.NoError(t, err, "read %d", i)
+	}
+	before = b.kernelEnters()
+	_, err = r.Submit(Nop())
+	require.ErrorIs(t, err, ErrFull)
+	n, err := r.SubmitBatch([]Op{Nop()}, make([]Request, 1))
+	require.ErrorIs(t, err, ErrFull)
+	require.Zero(t, n)
+	assert.Equal(t, 8, r.InFlight())
+	assert.Equal(t, before, b.kernelEnters(), "nothing handed over")
+	_, err = unix.Write(wr, make([]byte, 8))
+	require.NoError(t, err)
+	reapAll(8)
+	submitBoth("after the ring was full")
+}

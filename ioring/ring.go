@@ -633,6 +633,7 @@ func (r *Ring) Start(op Op) (Request, error) {
 
 func (r *Ring) submitOne(op *Op, awaited bool) (Request, error) {
 	plain := op.checkedPlain(r)
+	fast := plain && !awaited && r.plainBe != nil
 	if !plain {
 		if err := op.check(r); err != nil {
 			return Request{}, err
@@ -649,6 +650,13 @@ func (r *Ring) submitOne(op *Op, awaited bool) (Request, error) {
 	if r.closed.Load() {
 		r.sqMu.Unlock()
 		return Request{}, &OpError{Op: op.code.String(), Err: ErrClosed}
+	}
+	if fast {
+		var req Request
+		if r.plainBe.startOne(op, &req) {
+			r.handOff()
+			return req, nil
+		}
 	}
 	idx, s, key := r.alloc()
 	if s == nil {
@@ -703,6 +711,10 @@ func (r *Ring) SubmitBatch(ops []Op, reqs []Request) (int, error) {
 		if r.closed.Load() { // under sqMu: see submitOne
 			r.sqMu.Unlock()
 			return 0, &OpError{Op: "submit", Err: ErrClosed}
+		}
+		if len(ops) == 1 && r.plainBe.startOne(&ops[0], &reqs[0]) {
+			r.handOff()
+			return 1, nil
 		}
 		// The batch is counted in flight with one atomic add, before any
 		// of it can complete; what does not go in is counted out again.

@@ -357,6 +357,15 @@ func (r *Ring) Enter() (calls int, err syscall.Errno) {
 	}
 }
 
+// EnterOnce hands n published SQEs to the kernel in one io_uring_enter
+// that waits for nothing, and returns its error: no retry, no count. It is
+// small enough to be inlined into its caller, so that the system call is
+// made from the caller's frame (see ioring's uringBackend.startOne).
+func (r *Ring) EnterOnce(n uint32) syscall.Errno {
+	_, _, errno := syscall.RawSyscall6(unix.SYS_IO_URING_ENTER, uintptr(r.fd), uintptr(n), 0, 0, 0, 0)
+	return errno
+}
+
 // Submit publishes the taken SQEs and hands them to the kernel in one
 // io_uring_enter, optionally waiting for minComplete completions. It returns
 // how many SQEs the kernel consumed. A raw system call is used when nothing is
