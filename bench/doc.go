@@ -30,7 +30,9 @@
 //     netpoller; cancel is SetReadDeadline in the past. Over sockets, Go's
 //     net package (a net.Conn from net.FileConn).
 //   - cancelio-uring, cancelio-poll: cancelio's engine, registered by its own
-//     file in this package.
+//     file in this package. Its Nop and Read4K loops submit and reap with
+//     one Ring.SubmitAndReap per turn, as liburing's submit with
+//     io_uring_submit_and_wait.
 //
 // A new impl implements Impl in one file and calls Register from init. The
 // harness owns every fd, the page-cached data file, the random offsets and

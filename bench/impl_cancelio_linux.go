@@ -106,12 +106,14 @@ func (p *ciNop) Run(n int) error {
 	var first error
 	for done := 0; done < n; {
 		k := min(len(p.ops), n-done)
-		m, err := p.r.SubmitBatch(p.ops[:k], p.reqs[:k])
-		if err != nil {
-			first = err
+		// Submit the batch and reap in one call (liburing's loop:
+		// io_uring_submit_and_wait), then reap the rest.
+		m, g, err := p.r.SubmitAndReap(p.ops[:k], p.reqs[:k], p.comps, -1)
+		if m < k {
+			first = err // not submitted: nothing was reaped
+			err = nil
 		}
-		for got := 0; got < m; {
-			g, err := p.r.Reap(p.comps, -1)
+		for got := 0; ; {
 			if err != nil {
 				return errors.Join(first, err)
 			}
@@ -121,7 +123,10 @@ func (p *ciNop) Run(n int) error {
 					first = fmt.Errorf("nop: %w", e)
 				}
 			}
-			got += g
+			if got += g; got >= m {
+				break
+			}
+			g, err = p.r.Reap(p.comps, -1)
 		}
 		if first != nil {
 			return first
@@ -195,23 +200,26 @@ func (rd *ciRead) Run(n int) error {
 			rd.batch[k] = slot
 			k++
 		}
+		// Submit what is ready and reap in one call (liburing's loop:
+		// io_uring_submit_and_wait), or only reap.
+		var g int
+		var err error
 		if k > 0 {
-			m, err := rd.r.SubmitBatch(rd.ops[:k], rd.reqs[:k])
-			for i := m; i < k; i++ { // not submitted: the buffers are idle again
-				rd.put(rd.batch[i])
-			}
+			var m int
+			m, g, err = rd.r.SubmitAndReap(rd.ops[:k], rd.reqs[:k], rd.comps, -1)
 			issued += m
-			if err != nil && first == nil {
-				first = err
+			if m < k { // not submitted (nothing was reaped): the buffers are idle again
+				for _, slot := range rd.batch[m:k] {
+					rd.put(slot)
+				}
+				if first == nil {
+					first = err
+				}
+				err = nil
 			}
+		} else if done < issued {
+			g, err = rd.r.Reap(rd.comps, -1)
 		}
-		if done == issued {
-			if first != nil || issued == n {
-				return first
-			}
-			continue
-		}
-		g, err := rd.r.Reap(rd.comps, -1)
 		if err != nil {
 			return errors.Join(first, err)
 		}
@@ -230,6 +238,9 @@ func (rd *ciRead) Run(n int) error {
 			rd.put(slot)
 		}
 		done += g
+		if done == issued && (first != nil || issued == n) {
+			return first
+		}
 	}
 }
 

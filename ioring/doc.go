@@ -106,9 +106,10 @@
 //
 // Submit sends a request's completion to the ring's completion queue, where
 // any number of goroutines take batches with Reap (blocking with a timeout,
-// or not at all). Start sends it to Request.Wait only, for a caller that
-// awaits one request; Do and ReadAt/WriteAt are synchronous wrappers that
-// take a context. A multishot request's completions go to Reap only (Start
+// or not at all); SubmitAndReap submits and reaps in one call, for a loop
+// that keeps requests in flight. Start sends it to Request.Wait only, for a
+// caller that awaits one request; Do and ReadAt/WriteAt are synchronous
+// wrappers that take a context. A multishot request's completions go to Reap only (Start
 // and Do refuse it), in order, the final one last; one that falls more
 // than MaxUndelivered behind its consumer ends with ErrOverrun. A consumer
 // that waits reaps the kernel's completion ring

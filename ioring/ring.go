@@ -773,6 +773,54 @@ func (r *Ring) SubmitBatch(ops []Op, reqs []Request) (int, error) {
 	return r.endBatch(len(ops), done, kicked, err)
 }
 
+// SubmitAndReap submits ops as SubmitBatch does, then reaps into dst as
+// Reap(dst, timeout) does: one call for the loop of a program that keeps
+// requests in flight, as io_uring_submit_and_wait is for liburing. It
+// returns how many ops were submitted and how many completions went into
+// dst. When the submission fails it reaps nothing and returns SubmitBatch's
+// count and error; when the reap fails, the count of the submitted ops
+// (which are in flight) and Reap's error. With no ops it only reaps. An
+// empty dst is refused (ErrInvalid) before anything is submitted.
+//
+// Its common case, one op on the fast path of the io_uring backend, is one
+// step: the op goes in, the kernel is entered once, and what is ready when
+// it returns is delivered without the rest of Reap's path.
+func (r *Ring) SubmitAndReap(ops []Op, reqs []Request, dst []Completion, timeout time.Duration) (submitted, reaped int, err error) {
+	if len(dst) == 0 {
+		return 0, 0, &OpError{Op: "reap", Err: fmt.Errorf("%w: empty destination", ErrInvalid)}
+	}
+	if b := r.plainBe; b != nil && len(ops) == 1 && len(reqs) > 0 && ops[0].checkedPlain(r) {
+		r.sqMu.Lock()
+		if r.closed.Load() || !b.startOne(&ops[0], &reqs[0]) {
+			r.unlockSQ() // SubmitBatch reports why, or takes the general path
+		} else {
+			// Reap's first step, for this backend.
+			n := 0
+			if r.done.Len() == 0 && r.reapMu.TryLock() {
+				if r.done.Len() == 0 && !r.beClosed {
+					r.direct, r.directN = dst, 0
+					b.reapReady()
+					n = r.endDirect()
+				}
+				r.unlockReap()
+			}
+			if n == 0 {
+				n, err = r.Reap(dst, timeout)
+				return 1, n, err
+			}
+			r.handOff()
+			return 1, n, nil
+		}
+	}
+	if len(ops) > 0 {
+		if submitted, err = r.SubmitBatch(ops, reqs); err != nil {
+			return submitted, 0, err
+		}
+	}
+	reaped, err = r.Reap(dst, timeout)
+	return submitted, reaped, err
+}
+
 // errNotFast is submitPlains' report of an op that Op.checkedPlain does
 // not admit: nothing of the batch was started, and the caller takes the
 // general path, which checks every op in full. It never leaves the package.
@@ -1296,16 +1344,22 @@ func (r *Ring) reapLocked(dst []Completion, remaining time.Duration) (n int, wai
 		}
 		r.reaping.Add(-1)
 	}
-	n = r.directN
+	return r.endDirect(), waited, err
+}
+
+// endDirect ends a delivery straight into a consumer's room (r.direct):
+// it counts the completions delivered out of flight and frees their slots
+// in one go, before the room reaches the caller, and returns how many.
+// r.reapMu held.
+func (r *Ring) endDirect() int {
+	n := r.directN
 	if n > 0 {
-		// Count the direct deliveries out and free their slots in one go,
-		// before dst reaches the caller.
 		r.inflight.Add(-int64(n))
 		r.noteDrain()
 		r.pushFree(&r.directFree)
 	}
 	r.direct, r.directN = nil, 0
-	return n, waited, err
+	return n
 }
 
 // unlockReap releases the reaper role; when consumers are parked, one of

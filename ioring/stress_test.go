@@ -206,14 +206,25 @@ func stress(t *testing.T, r *Ring, total int) {
 				inflight[w].Add(1)
 				var q Request
 				var err error
-				if rng.IntN(2) == 0 {
+				switch rng.IntN(3) {
+				case 0:
 					q, err = r.Submit(op.WithUser(id))
-				} else {
+				case 1:
 					// The batch form, which checks, counts and
 					// enqueues on a path of its own.
 					var reqs [1]Request
 					_, err = r.SubmitBatch([]Op{op.WithUser(id)}, reqs[:])
 					q = reqs[0]
+				default:
+					// Submitted and reaped in one call: what comes
+					// back may be any request's completion.
+					var reqs [1]Request
+					var n int
+					_, n, err = r.SubmitAndReap([]Op{op.WithUser(id)}, reqs[:], cs[:], 0)
+					q = reqs[0]
+					for _, c := range cs[:n] {
+						deliver(c)
+					}
 				}
 				if err != nil {
 					t.Errorf("Submit: %v", err)
