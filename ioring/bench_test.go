@@ -65,6 +65,39 @@ func BenchmarkNop(b *testing.B) {
 	}
 }
 
+// BenchmarkSubmitAndReap is BenchmarkNop's loop with the submission and
+// the first reap in one call, as a program that keeps requests in flight
+// makes them.
+func BenchmarkSubmitAndReap(b *testing.B) {
+	for _, batch := range []int{1, 32} {
+		b.Run("batch="+strconv.Itoa(batch), func(b *testing.B) {
+			forEachBackendB(b, 256, func(b *testing.B, r *Ring) {
+				ops := make([]Op, batch)
+				for i := range ops {
+					ops[i] = Nop()
+				}
+				reqs := make([]Request, batch)
+				cs := make([]Completion, batch)
+				b.ReportAllocs()
+				b.ResetTimer()
+				for done := 0; done < b.N; done += batch {
+					_, got, err := r.SubmitAndReap(ops, reqs, cs, -1)
+					for err == nil && got < batch {
+						var n int
+						n, err = r.Reap(cs[got:], -1)
+						got += n
+					}
+					if err != nil {
+						b.Fatal(err)
+					}
+				}
+				b.StopTimer()
+				b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "ops/s")
+			})
+		})
+	}
+}
+
 func BenchmarkRead4K(b *testing.B) {
 	const block, fileSize = 4096, 64 << 20
 	f, err := os.CreateTemp(b.TempDir(), "read4k")
