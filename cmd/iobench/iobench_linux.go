@@ -404,23 +404,29 @@ func runIO(r *ioring.Ring, cfg *config, d *dataFile, stop *atomic.Bool, prog *pr
 			batch[k] = s
 			k++
 		}
-		if k > 0 {
-			m, err := r.SubmitBatch(ops[:k], reqs[:k])
+		// Submit what is ready and reap in one call, or only reap.
+		g := 0
+		var err error
+		switch {
+		case k > 0:
+			var m int
+			m, g, err = r.SubmitAndReap(ops[:k], reqs[:k], comps, -1)
 			free = append(free, batch[m:k]...)
 			inflight += m
-			if err != nil {
-				first, stopping = err, true
+			if m < k { // the submission failed, and nothing was reaped
+				first, stopping, err = err, true, nil
 			}
+		case inflight > 0:
+			g, err = r.Reap(comps, -1)
 		}
-		if inflight == 0 {
+		if err != nil {
+			return res, errors.Join(first, fmt.Errorf("reap: %w", err))
+		}
+		if g == 0 && inflight == 0 {
 			if stopping {
 				break
 			}
 			continue
-		}
-		g, err := r.Reap(comps, -1)
-		if err != nil {
-			return res, errors.Join(first, fmt.Errorf("reap: %w", err))
 		}
 		now = time.Since(start)
 		for i := range g {
