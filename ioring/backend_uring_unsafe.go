@@ -353,14 +353,6 @@ func (b *uringBackend) submitPlains(ops []Op, reqs []Request) (int, error) {
 	r := b.r
 	reqs = reqs[:len(ops)]
 	room := b.ring.SQFree() // SQEs to take before looking again
-	if len(ops) == 1 && room > 0 {
-		// One op, which the caller checked: plainCall, without the set-up
-		// of fillPlains' loop.
-		if !b.plainCall(&ops[0], &reqs[0]) {
-			return 0, nil
-		}
-		return 1, nil
-	}
 	// ops[0] the caller checked; the others from unchecked on are checked
 	// in the loop.
 	unchecked := 1
@@ -510,8 +502,8 @@ var inlineOps = func() (t [256]uint8) {
 }()
 
 // plainCall starts op, which checkedPlain admitted, into req, and reports
-// whether a slot was free: submitPlains' for a batch of one, and for an
-// op whose preparation fillPlains does not take inline. The SQ has room.
+// whether a slot was free: startOne's, and submitPlains' for an op whose
+// preparation fillPlains does not take inline. The SQ has room.
 // r.sqMu held.
 func (b *uringBackend) plainCall(op *Op, req *Request) bool {
 	r := b.r

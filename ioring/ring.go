@@ -794,22 +794,13 @@ func (r *Ring) SubmitAndReap(ops []Op, reqs []Request, dst []Completion, timeout
 		if r.closed.Load() || !b.startOne(&ops[0], &reqs[0]) {
 			r.unlockSQ() // SubmitBatch reports why, or takes the general path
 		} else {
-			// Reap's first step, for this backend.
-			n := 0
-			if r.reapMu.TryLock() {
-				if r.done.Len() == 0 && !r.beClosed {
-					r.direct, r.directN = dst, 0
-					b.reapReady()
-					n = r.endDirect()
-				}
-				r.unlockReap()
-			}
-			if n == 0 {
+			n, err := r.reapFirst(dst)
+			if n == 0 && err == nil {
 				n, err = r.Reap(dst, timeout)
 				return 1, n, err
 			}
 			r.handOff()
-			return 1, n, nil
+			return 1, n, err
 		}
 	}
 	if len(ops) > 0 {
@@ -1230,20 +1221,35 @@ func (r *Ring) Reap(dst []Completion, timeout time.Duration) (int, error) {
 			return n, nil
 		}
 	}
-	if r.reapMu.TryLock() {
-		if r.done.Len() == 0 && !r.beClosed {
-			n, _, err := r.reapLocked(dst, 0)
-			r.unlockReap()
-			if n > 0 || err != nil {
-				r.handOff()
-				return n, err
-			}
-		} else {
-			r.unlockReap()
-		}
+	if n, err := r.reapFirst(dst); n > 0 || err != nil {
+		r.handOff()
+		return n, err
 	}
 	n, err := r.reapWait(dst, timeout)
 	r.handOff()
+	return n, err
+}
+
+// reapFirst is Reap's first step, and SubmitAndReap's once its op is in:
+// when no other goroutine holds the reaper role and no completion is
+// queued, it delivers what the backend has ready straight into dst, the
+// io_uring backend's without reapLocked's set-up for a wait.
+func (r *Ring) reapFirst(dst []Completion) (int, error) {
+	if !r.reapMu.TryLock() {
+		return 0, nil
+	}
+	var n int
+	var err error
+	if r.done.Len() == 0 && !r.beClosed {
+		if b := r.plainBe; b != nil { // it reaps inline
+			r.direct, r.directN = dst, 0
+			b.reapReady()
+			n = r.endDirect()
+		} else {
+			n, _, err = r.reapLocked(dst, 0)
+		}
+	}
+	r.unlockReap()
 	return n, err
 }
 
