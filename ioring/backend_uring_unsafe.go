@@ -375,7 +375,7 @@ func (b *uringBackend) submitPlains(ops []Op, reqs []Request) (int, error) {
 			return i, nil
 		case stop == fillCall:
 			// ops[i] is admitted, and there is room for its SQE.
-			if !b.plainCall(&ops[i], &reqs[i]) {
+			if !b.plainCall(&ops[i], &reqs[i], false) {
 				return i, nil
 			}
 			i++
@@ -388,9 +388,9 @@ func (b *uringBackend) submitPlains(ops []Op, reqs []Request) (int, error) {
 	}
 }
 
-// startOne is Submit, or SubmitBatch for one op, when op is plain
-// (checkedPlain admitted it) and nothing else is due: it starts op into
-// req, counts it in flight, publishes it, releases r.sqMu and hands the
+// startOne is Submit, Start (awaited) or SubmitBatch for one op, when op
+// is plain (checkedPlain admitted it) and nothing else is due: it starts op
+// into req, counts it in flight, publishes it, releases r.sqMu and hands the
 // SQE to the kernel, as the general path would. It reports false, with
 // nothing changed and r.sqMu still held, when the SQ is full, no slot is
 // free or deferred submissions wait: the general path handles those.
@@ -401,9 +401,9 @@ func (b *uringBackend) submitPlains(ops []Op, reqs []Request) (int, error) {
 // return-address predictions, so each frame the call returns through
 // afterwards costs a mispredicted return (measured on the bare ABI: 8 more
 // frames took a 4 KiB read at queue depth 1 from about 1,060 to 1,130 ns).
-func (b *uringBackend) startOne(op *Op, req *Request) bool {
+func (b *uringBackend) startOne(op *Op, req *Request, awaited bool) bool {
 	r := b.r
-	if r.def.n.Load() > 0 || b.ring.SQFree() == 0 || !b.plainCall(op, req) {
+	if r.def.n.Load() > 0 || b.ring.SQFree() == 0 || !b.plainCall(op, req, awaited) {
 		return false
 	}
 	r.inflight.Add(1) // before the request can complete
@@ -503,9 +503,9 @@ var inlineOps = func() (t [256]uint8) {
 
 // plainCall starts op, which checkedPlain admitted, into req, and reports
 // whether a slot was free: startOne's, and submitPlains' for an op whose
-// preparation fillPlains does not take inline. The SQ has room.
-// r.sqMu held.
-func (b *uringBackend) plainCall(op *Op, req *Request) bool {
+// preparation fillPlains does not take inline. An awaited request's
+// completion goes to Request.Wait (Start). The SQ has room. r.sqMu held.
+func (b *uringBackend) plainCall(op *Op, req *Request, awaited bool) bool {
 	r := b.r
 	_, s := r.popFree()
 	if s == nil {
@@ -513,8 +513,12 @@ func (b *uringBackend) plainCall(op *Op, req *Request) bool {
 	}
 	key := s.nextKey()
 	*req = Request{r: r, key: key}
-	// slot.fillPlain for a plain op, which is neither foreign nor awaited.
-	if s.dirty() { // as a rule the slot served a plain request last
+	// slot.fillPlain for a plain op, which is not foreign.
+	if awaited {
+		s.fillKind(false, true)
+		s.clearFlags()
+		s.drainWake()
+	} else if s.dirty() { // as a rule the slot served a plain request last
 		s.clean()
 	}
 	s.fillFast(op)

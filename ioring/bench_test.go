@@ -3,6 +3,7 @@
 package ioring
 
 import (
+	"context"
 	"math/rand/v2"
 	"os"
 	"sort"
@@ -50,6 +51,30 @@ func BenchmarkSubmitAndReap(b *testing.B) {
 		_, got, err := r.SubmitAndReap(ops, reqs, cs, -1)
 		return got, err
 	})
+}
+
+// BenchmarkDo is the synchronous form, one NOP per Do, under a context
+// that never ends and under one that can: the second watches its context
+// only when a wait has to block, so a NOP (done at once) costs it nothing.
+func BenchmarkDo(b *testing.B) {
+	cctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	for _, bc := range []struct {
+		name string
+		ctx  context.Context
+	}{{"background", context.Background()}, {"cancelable", cctx}} {
+		b.Run("ctx="+bc.name, func(b *testing.B) {
+			forEachBackendB(b, 64, func(b *testing.B, r *Ring) {
+				b.ReportAllocs()
+				for b.Loop() {
+					if c, err := r.Do(bc.ctx, Nop()); err != nil || c.Err != nil {
+						b.Fatal(err, c.Err)
+					}
+				}
+				b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "ops/s")
+			})
+		})
+	}
 }
 
 // benchNops runs batches of 1 and 32 NOPs on each backend: submit starts

@@ -136,5 +136,8 @@
 //
 // Requests live in a preallocated slab; the kernel's user_data is a slot
 // index plus a generation, never a pointer, so a late cancel cannot hit a
-// reused slot. Submitting and reaping allocate nothing in steady state.
+// reused slot. Submitting and reaping allocate nothing in steady state,
+// and neither do Do and Request.Wait, unless they have to block under a
+// context that can end: only then is the context watched
+// (context.AfterFunc allocates).
 package ioring

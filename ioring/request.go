@@ -106,7 +106,9 @@ func (q Request) Cancel() error {
 // returns it; it is delivered to one waiter only. When ctx ends first, Wait
 // cancels the request and still waits for its completion, so that the
 // buffer is free when Wait returns. Wait on a request submitted with Submit,
-// or already delivered, returns ErrNotFound.
+// or already delivered, returns ErrNotFound. It allocates nothing unless it
+// has to block under a context that can end (ctx.Done() not nil): only then
+// does it watch ctx, with context.AfterFunc.
 func (q Request) Wait(ctx context.Context) (Completion, error) {
 	r := q.r
 	s := q.slot()
@@ -116,17 +118,28 @@ func (q Request) Wait(ctx context.Context) (Completion, error) {
 		return Completion{}, ErrNotFound
 	}
 	idx := uint32(q.key & idxMask)
-	if done := ctx.Done(); done != nil && q.active() {
-		// A context ends in the cancel path; its error stays reachable
-		// from the completion's (see ErrCanceled).
-		stop := context.AfterFunc(ctx, func() { r.cancelKey(q.key, ctxFlags(ctx)) })
-		defer stop()
+	// A context ends in the cancel path; its error stays reachable from
+	// the completion's (see ErrCanceled). It is watched (context.AfterFunc,
+	// which allocates) only once Wait is about to block: a request that is
+	// done, or completes in a first look at what is ready, needs no watch.
+	done := ctx.Done()
+	var stop func() bool
+	watch := func() {
+		if done != nil && stop == nil {
+			stop = context.AfterFunc(ctx, func() { r.cancelKey(q.key, ctxFlags(ctx)) })
+		}
 	}
-	defer r.handOff()
+	defer func() {
+		if stop != nil {
+			stop()
+		}
+		r.handOff()
+	}()
 	for q.active() {
 		if s.foreign.Load() {
 			// Its transport completes it (Ring.Complete), which wakes us;
 			// there is nothing to reap for it.
+			watch()
 			<-s.wake
 			continue
 		}
@@ -137,7 +150,14 @@ func (q Request) Wait(ctx context.Context) (Completion, error) {
 				// completion (selfWait).
 				r.reaping.Add(1)
 				r.selfWait = idx + 1
-				err := r.be.reap(true, -1)
+				var err error
+				if done != nil && stop == nil {
+					err = r.be.reap(false, 0) // what is ready, before the watch
+				}
+				if err == nil && q.active() {
+					watch()
+					err = r.be.reap(true, -1)
+				}
 				r.selfWait = 0
 				r.reaping.Add(-1)
 				r.unlockReap()
@@ -152,6 +172,7 @@ func (q Request) Wait(ctx context.Context) (Completion, error) {
 		}
 		// Another goroutine is reaping and will wake us, or hand the
 		// reaper role on when it leaves.
+		watch()
 		r.parked.Add(1)
 		if !q.active() || r.reapFree() {
 			r.parked.Add(-1)

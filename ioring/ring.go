@@ -633,7 +633,7 @@ func (r *Ring) Start(op Op) (Request, error) {
 
 func (r *Ring) submitOne(op *Op, awaited bool) (Request, error) {
 	plain := op.checkedPlain(r)
-	fast := plain && !awaited && r.plainBe != nil
+	fast := plain && r.plainBe != nil
 	if !plain {
 		if err := op.check(r); err != nil {
 			return Request{}, err
@@ -653,7 +653,7 @@ func (r *Ring) submitOne(op *Op, awaited bool) (Request, error) {
 	}
 	if fast {
 		var req Request
-		if r.plainBe.startOne(op, &req) {
+		if r.plainBe.startOne(op, &req, awaited) {
 			r.handOff()
 			return req, nil
 		}
@@ -712,7 +712,7 @@ func (r *Ring) SubmitBatch(ops []Op, reqs []Request) (int, error) {
 			r.sqMu.Unlock()
 			return 0, &OpError{Op: "submit", Err: ErrClosed}
 		}
-		if len(ops) == 1 && r.plainBe.startOne(&ops[0], &reqs[0]) {
+		if len(ops) == 1 && r.plainBe.startOne(&ops[0], &reqs[0], false) {
 			r.handOff()
 			return 1, nil
 		}
@@ -791,7 +791,7 @@ func (r *Ring) SubmitAndReap(ops []Op, reqs []Request, dst []Completion, timeout
 	}
 	if b := r.plainBe; b != nil && len(ops) == 1 && len(reqs) > 0 && ops[0].checkedPlain(r) {
 		r.sqMu.Lock()
-		if r.closed.Load() || !b.startOne(&ops[0], &reqs[0]) {
+		if r.closed.Load() || !b.startOne(&ops[0], &reqs[0], false) {
 			r.unlockSQ() // SubmitBatch reports why, or takes the general path
 		} else {
 			n, err := r.reapFirst(dst)

@@ -3,6 +3,7 @@
 package ioring
 
 import (
+	"context"
 	"errors"
 	"math/rand/v2"
 	"sync"
@@ -38,7 +39,8 @@ type stressRec struct {
 }
 
 // TestConformanceStress: 8 goroutines submit mixed requests (pipe and
-// temp-file reads and writes, nops, timeouts, some with deadlines) while
+// temp-file reads and writes, nops, timeouts, some with deadlines; some
+// started and waited for under a context with a deadline) while
 // another goroutine cancels tokens and single requests at random moments.
 // Every request must complete exactly once, the bytes read from each pipe
 // must be exactly the bytes written into it (as a multiset: concurrent
@@ -206,7 +208,7 @@ func stress(t *testing.T, r *Ring, total int) {
 				inflight[w].Add(1)
 				var q Request
 				var err error
-				switch rng.IntN(3) {
+				switch rng.IntN(4) {
 				case 0:
 					q, err = r.Submit(op.WithUser(id))
 				case 1:
@@ -215,7 +217,7 @@ func stress(t *testing.T, r *Ring, total int) {
 					var reqs [1]Request
 					_, err = r.SubmitBatch([]Op{op.WithUser(id)}, reqs[:])
 					q = reqs[0]
-				default:
+				case 2:
 					// Submitted and reaped in one call: what comes
 					// back may be any request's completion.
 					var reqs [1]Request
@@ -223,6 +225,19 @@ func stress(t *testing.T, r *Ring, total int) {
 					_, n, err = r.SubmitAndReap([]Op{op.WithUser(id)}, reqs[:], cs[:], 0)
 					q = reqs[0]
 					for _, c := range cs[:n] {
+						deliver(c)
+					}
+				case 3:
+					// Started and waited for, with a context that ends
+					// some of the waits (a cancel of the request).
+					if q, err = r.Start(op.WithUser(id)); err == nil {
+						ctx, cancel := context.WithTimeout(context.Background(), time.Duration(rng.IntN(300))*time.Microsecond)
+						c, werr := q.Wait(ctx)
+						cancel()
+						if werr != nil {
+							t.Errorf("Wait: %v", werr)
+							return
+						}
 						deliver(c)
 					}
 				}
