@@ -54,10 +54,19 @@ type uringBackend struct {
 	// stall the ring (lazyEventFD) that waits for the first park, so a
 	// ring whose reapers never block does not pay for the notifications
 	// (see newURing). Guarded by Ring.reapMu after New.
-	evOn      bool
-	evbuf     [8]byte
-	lastYield time.Time // guarded by Ring.reapMu
-	lastPark  time.Time // guarded by Ring.reapMu
+	evOn  bool
+	evbuf [8]byte
+	// evIdle unregisters efd once no reaper has parked for evIdleFor
+	// (evQuiet): a registered eventfd costs every enter that posts a
+	// completion, its notifications off or not, and a ring whose reapers
+	// parked once, then find their completions ready again, would pay
+	// for it for good. lastEvPark is when the last park began. Only where
+	// registering is lazy; nil elsewhere.
+	evIdle     *time.Timer
+	lastEvPark time.Time // guarded by Ring.reapMu
+	evRegs     int       // registrations at a park, for the tests; guarded by Ring.reapMu
+	lastYield  time.Time // guarded by Ring.reapMu
+	lastPark   time.Time // guarded by Ring.reapMu
 	// Enters run without Ring.sqMu (see enter), and close unmaps the ring
 	// they read: close waits until every enter let out has finished. An
 	// enter is let out under sqMu (tickets, refused once Ring.beDead is
@@ -184,7 +193,40 @@ func newURing(r *Ring, entries uint32) (backend, error) {
 		b.evOn = true
 	}
 	b.efile = os.NewFile(uintptr(efd), "ioring-eventfd")
+	if !b.evOn {
+		b.evIdle = time.AfterFunc(time.Hour, b.evQuiet)
+		b.evIdle.Stop() // armed by the first park
+	}
 	return b, nil
+}
+
+// evIdleFor is how long no reaper must have parked before the eventfd is
+// unregistered (a variable for the tests). Registering it again costs the
+// next park a system call: at most one pair a second.
+var evIdleFor = time.Second
+
+// evQuiet is the evIdle timer's function: it unregisters the eventfd when
+// no reaper has parked for evIdleFor, and looks again later otherwise.
+// It holds the reaper role meanwhile, so no reaper is parked on the
+// eventfd, and none registers it again, as it goes; a reaper that comes
+// later registers it at its park, as the first one did.
+func (b *uringBackend) evQuiet() {
+	r := b.r
+	if !r.reapMu.TryLock() {
+		b.evIdle.Reset(evIdleFor) // a reaper is at work, parked maybe
+		return
+	}
+	defer r.unlockReap()
+	if r.beClosed || !b.evOn {
+		return
+	}
+	if idle := time.Since(b.lastEvPark); idle < evIdleFor {
+		b.evIdle.Reset(evIdleFor - idle)
+		return
+	}
+	if b.ring.UnregisterEventFD() == nil {
+		b.evOn = false
+	}
 }
 
 // lazyEventFD reports whether this kernel registers a ring's eventfd
@@ -840,7 +882,12 @@ func (b *uringBackend) reap(wait bool, timeout time.Duration) error {
 			return nil
 		}
 		b.evOn = true
+		b.evRegs++
+		if b.evIdle != nil {
+			b.evIdle.Reset(evIdleFor)
+		}
 	}
+	b.lastEvPark = now
 	b.ring.SetEventFDEnabled(true)
 	defer b.ring.SetEventFDEnabled(false)
 	if b.reapReady() > 0 {
@@ -1118,6 +1165,9 @@ func (b *uringBackend) close() error {
 	// that were (each is a system call that does not block).
 	for b.exits.Load() != b.tickets {
 		runtime.Gosched()
+	}
+	if b.evIdle != nil {
+		b.evIdle.Stop() // one that runs meanwhile finds Ring.beClosed
 	}
 	b.efile.Close()
 	if b.evOn {

@@ -77,6 +77,45 @@ func BenchmarkDo(b *testing.B) {
 	}
 }
 
+// BenchmarkNopAfterPark is the one-NOP round trip (SubmitAndReap) on an
+// io_uring ring whose reaper has never parked, and on one whose reaper
+// parked once, a while before (evIdleFor, shortened here): the eventfd
+// that park registered is unregistered again, and costs nothing after.
+func BenchmarkNopAfterPark(b *testing.B) {
+	saved := evIdleFor
+	evIdleFor = 10 * time.Millisecond
+	defer func() { evIdleFor = saved }()
+	for _, parked := range []string{"never", "once"} {
+		b.Run("parked="+parked, func(b *testing.B) {
+			r, err := New(Config{Entries: 64, Backend: BackendURing})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer r.Close()
+			if parked == "once" {
+				var p [2]int
+				if err := unix.Pipe2(p[:], unix.O_CLOEXEC); err != nil {
+					b.Fatal(err)
+				}
+				defer unix.Close(p[0])
+				defer unix.Close(p[1])
+				time.AfterFunc(20*time.Millisecond, func() { unix.Write(p[1], []byte{1}) })
+				if _, err := r.ReadAt(context.Background(), p[0], make([]byte, 1), -1); err != nil {
+					b.Fatal(err)
+				}
+				time.Sleep(20 * evIdleFor)
+			}
+			ops, reqs, cs := []Op{Nop()}, make([]Request, 1), make([]Completion, 1)
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, _, err := r.SubmitAndReap(ops, reqs, cs, -1); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
 // benchNops runs batches of 1 and 32 NOPs on each backend: submit starts
 // a batch and returns how many of its completions it reaped already, and
 // Reap takes the rest.

@@ -50,9 +50,10 @@ func TestURingEventFDRegistration(t *testing.T) {
 			if lazy && !lazyEventFD() {
 				t.Skip("this kernel registers an eventfd by quiescing the ring (before 5.18)")
 			}
-			saved := lazyEventFD
+			saved, savedIdle := lazyEventFD, evIdleFor
 			lazyEventFD = func() bool { return lazy }
-			t.Cleanup(func() { lazyEventFD = saved })
+			evIdleFor = time.Hour // TestURingEventFDIdle lets it lapse
+			t.Cleanup(func() { lazyEventFD, evIdleFor = saved, savedIdle })
 			before, err := fdcheck.Take()
 			require.NoError(t, err)
 			r, err := New(Config{Entries: 8, Backend: BackendURing})
@@ -114,4 +115,90 @@ func TestURingEventFDRegistration(t *testing.T) {
 			assertOnlyPipeLeft(t, before, "the ring's fds closed (the pipe's two remain)")
 		})
 	}
+}
+
+// Once no reaper has parked for evIdleFor, the eventfd is unregistered
+// again, so a ring back to completions that are ready when it reaps stops
+// paying for the notifications; the next park registers it again, and the
+// completion still wakes that park.
+func TestURingEventFDIdle(t *testing.T) {
+	if !lazyEventFD() {
+		t.Skip("this kernel registers the eventfd at New, for good (before 5.18)")
+	}
+	saved := evIdleFor
+	evIdleFor = 30 * time.Millisecond
+	t.Cleanup(func() { evIdleFor = saved })
+	fdcheck.Check(t)
+	r, err := New(Config{Entries: 8, Backend: BackendURing})
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, r.Close()) })
+	b := r.plainBe
+	state := func() (on bool, regs int) {
+		r.reapMu.Lock()
+		defer r.reapMu.Unlock()
+		return b.evOn, b.evRegs
+	}
+	lapsed := func(msg string) {
+		deadline := time.Now().Add(10 * time.Second)
+		for on, _ := state(); on; on, _ = state() {
+			require.True(t, time.Now().Before(deadline), "still registered: %s", msg)
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	rd, wr := pipe(t)
+	buf := make([]byte, 1)
+	// park waits in Do for a read of the empty pipe until a write 20ms
+	// later: past the spin, the reaper parks. It returns how long the
+	// read took after the write.
+	park := func() time.Duration {
+		sent := make(chan time.Time, 1)
+		time.AfterFunc(20*time.Millisecond, func() {
+			sent <- time.Now()
+			unix.Write(wr, []byte{7})
+		})
+		n, err := r.ReadAt(context.Background(), rd, buf, -1)
+		require.NoError(t, err)
+		require.Equal(t, 1, n)
+		return time.Since(<-sent)
+	}
+	prev := 0
+	for round := 1; round <= 3; round++ {
+		fastest := time.Hour
+		for range 3 {
+			fastest = min(fastest, park())
+		}
+		_, regs := state()
+		assert.Greater(t, regs, prev, "round %d: registered again at a park after the lapse", round)
+		prev = regs
+		assert.Less(t, fastest, reapParkMax*6/10, "woken by the completion, not by the park's bound")
+		lapsed(fmt.Sprintf("round %d", round))
+		// Round trips whose completions are ready do not register it.
+		for range 50 {
+			_, err := r.Do(context.Background(), Nop())
+			require.NoError(t, err)
+		}
+		on, _ := state()
+		assert.False(t, on, "registered without a park")
+	}
+}
+
+// The stress test with the eventfd lapsing all the time: unregistering
+// races the reapers' parks and re-registrations, and nothing may be lost.
+func TestURingEventFDIdleStress(t *testing.T) {
+	if !lazyEventFD() {
+		t.Skip("this kernel registers the eventfd at New, for good (before 5.18)")
+	}
+	saved := evIdleFor
+	evIdleFor = 100 * time.Microsecond
+	t.Cleanup(func() { evIdleFor = saved })
+	fdcheck.Check(t)
+	r, err := New(Config{Entries: 1024, Backend: BackendURing})
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, r.Close()) })
+	stress(t, r, 20000)
+	r.reapMu.Lock()
+	regs := r.plainBe.evRegs
+	r.reapMu.Unlock()
+	t.Logf("%d registrations", regs)
+	assert.Greater(t, regs, 1, "the eventfd lapsed and was registered again")
 }
