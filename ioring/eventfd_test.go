@@ -122,21 +122,11 @@ func TestURingEventFDRegistration(t *testing.T) {
 // paying for the notifications; the next park registers it again, and the
 // completion still wakes that park.
 func TestURingEventFDIdle(t *testing.T) {
-	if !lazyEventFD() {
-		t.Skip("this kernel registers the eventfd at New, for good (before 5.18)")
-	}
-	saved := evIdleFor
-	evIdleFor = 30 * time.Millisecond
-	t.Cleanup(func() { evIdleFor = saved })
-	fdcheck.Check(t)
-	r, err := New(Config{Entries: 8, Backend: BackendURing})
-	require.NoError(t, err)
-	t.Cleanup(func() { require.NoError(t, r.Close()) })
-	b := r.plainBe
+	r := lapsingRing(t, 8, 30*time.Millisecond)
 	state := func() (on bool, regs int) {
 		r.reapMu.Lock()
 		defer r.reapMu.Unlock()
-		return b.evOn, b.evRegs
+		return r.plainBe.evOn, r.plainBe.evRegs
 	}
 	lapsed := func(msg string) {
 		deadline := time.Now().Add(10 * time.Second)
@@ -185,20 +175,28 @@ func TestURingEventFDIdle(t *testing.T) {
 // The stress test with the eventfd lapsing all the time: unregistering
 // races the reapers' parks and re-registrations, and nothing may be lost.
 func TestURingEventFDIdleStress(t *testing.T) {
-	if !lazyEventFD() {
-		t.Skip("this kernel registers the eventfd at New, for good (before 5.18)")
-	}
-	saved := evIdleFor
-	evIdleFor = 100 * time.Microsecond
-	t.Cleanup(func() { evIdleFor = saved })
-	fdcheck.Check(t)
-	r, err := New(Config{Entries: 1024, Backend: BackendURing})
-	require.NoError(t, err)
-	t.Cleanup(func() { require.NoError(t, r.Close()) })
+	r := lapsingRing(t, 1024, 100*time.Microsecond)
 	stress(t, r, 20000)
 	r.reapMu.Lock()
 	regs := r.plainBe.evRegs
 	r.reapMu.Unlock()
 	t.Logf("%d registrations", regs)
 	assert.Greater(t, regs, 1, "the eventfd lapsed and was registered again")
+}
+
+// lapsingRing is an io_uring ring whose eventfd lapses after idle without
+// a park, closed (and its fds checked) when t ends. It skips t where the
+// eventfd is registered at New, for good.
+func lapsingRing(t *testing.T, entries int, idle time.Duration) *Ring {
+	if !lazyEventFD() {
+		t.Skip("this kernel registers the eventfd at New, for good (before 5.18)")
+	}
+	saved := evIdleFor
+	evIdleFor = idle
+	t.Cleanup(func() { evIdleFor = saved })
+	fdcheck.Check(t)
+	r, err := New(Config{Entries: entries, Backend: BackendURing})
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, r.Close()) })
+	return r
 }
