@@ -458,27 +458,42 @@ func (h *Handler) serveNextDocument(w http.ResponseWriter, r *http.Request) {
 	}
 
 	// A cancel (DELETE, Shutdown) ends a write in progress at once:
-	// Handler.cancel moves the connection's write deadline to the past
-	// through j.sendRC before it returns, so a DELETE that has been
-	// answered has cut the send. The job's goroutine waits for this send
-	// to end (finish) before it settles the outcome: a page sent whole is
-	// delivered, even when the client's DELETE overtook the end of this
-	// handler.
+	// before it returns, Handler.cancel marks the send cut (j.cut) and
+	// moves the connection's write deadline to the past through
+	// j.sendRC, so a DELETE that has been answered has cut the send. The
+	// deadline fails a write blocked on a full socket; the mark stops one
+	// that is not blocked at the next chunk (a write checks its deadline
+	// only when it would block, and a client that reads on after its
+	// DELETE keeps the socket from filling). The job's goroutine waits for
+	// this send to end (finish) before it settles the outcome: a page
+	// sent whole is delivered, even when the client's DELETE overtook the
+	// end of this handler.
 	defer j.finish()
 	w.Header().Set("Content-Type", mt)
 	w.Header().Set("Content-Length", strconv.Itoa(len(doc)))
 	w.WriteHeader(http.StatusOK)
-	_, err := w.Write(doc)
+	var err error
+	for off := 0; off < len(doc) && err == nil; {
+		if j.cut.Load() {
+			err = errSendCut
+			break
+		}
+		var n int
+		n, err = w.Write(doc[off:min(off+sendChunk, len(doc))])
+		off += n
+	}
 	if err == nil {
 		err = rc.Flush()
 	}
 	h.mu.Lock()
 	// Past this point no cancel touches the connection: it may serve the
-	// client's next request.
+	// client's next request. A cancel that came after the last write
+	// lost the race, but it may have moved the deadline: clear it.
 	j.sendRC = nil
 	if err == nil {
 		j.state = jobDelivered
 		j.delivered = time.Now()
+		_ = rc.SetWriteDeadline(time.Time{})
 	}
 	h.mu.Unlock()
 	if err == nil {
@@ -527,7 +542,9 @@ func (h *Handler) cancel(j *job, cause Cause) {
 	if j.sendRC != nil {
 		// Cut the send in progress now, not from another goroutine
 		// later: the caller answers a DELETE once this returns, and the
-		// client may read on. The deadline fails the blocked write.
+		// client may read on. The deadline fails a blocked write, the
+		// mark the next chunk of one that is not blocked.
+		j.cut.Store(true)
 		_ = j.sendRC.SetWriteDeadline(time.Now())
 	}
 	h.mu.Unlock()

@@ -11,6 +11,7 @@ import (
 	"io"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cancelio/cancelio/minidrv"
@@ -161,9 +162,18 @@ type job struct {
 	cancelErr    error
 	// sendRC is the connection of the NextDocument that sends the
 	// document, while it does (jobSending): Handler.cancel cuts the
-	// send through it.
+	// send through it, and marks it cut (cut), which the sender checks
+	// between chunks.
 	sendRC *http.ResponseController
+	cut    atomic.Bool
 }
+
+// sendChunk is how much of the document NextDocument writes between two
+// looks at job.cut.
+const sendChunk = 64 << 10
+
+// errSendCut ends a send that a cancel cut between two chunks.
+var errSendCut = errors.New("escl: the send was cut by a cancel")
 
 func newJob(set Settings) *job {
 	ctx, cancel := context.WithCancel(context.Background())
