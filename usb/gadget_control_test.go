@@ -168,22 +168,29 @@ func TestGadgetControlSignals(t *testing.T) {
 		gd := newGadgetDev(t, backend, usbsim.Config{MaxTransfer: 16 << 10})
 		for i := range 100 {
 			data := pattern(usbsim.ControlMaxData - 1 - i%7)
-			stop := make(chan struct{})
-			done := make(chan struct{})
-			go func() {
-				defer close(done)
-				for {
-					signalThreads(t)
-					select {
-					case <-stop:
-						return
-					case <-time.After(50 * time.Microsecond):
+			func() {
+				stop := make(chan struct{})
+				done := make(chan struct{})
+				go func() {
+					defer close(done)
+					for {
+						signalThreads(t)
+						select {
+						case <-stop:
+							return
+						case <-time.After(50 * time.Microsecond):
+						}
 					}
-				}
+				}()
+				// Stopped on a failure too (FailNow ends this goroutine
+				// here): left running, the signals would go on through the
+				// tests after this one.
+				defer func() {
+					close(stop)
+					<-done
+				}()
+				gd.vendorOut(t, RecipientDevice, usbsim.EchoCommand(data))
 			}()
-			gd.vendorOut(t, RecipientDevice, usbsim.EchoCommand(data))
-			close(stop)
-			<-done
 			require.Equal(t, data, gd.read(t, gd.maxTransfer), "echo %d", i)
 		}
 	})
