@@ -54,6 +54,9 @@ type ffsEndpoint struct {
 	rc   syscall.RawConn // of file
 	tid  int             // the serving goroutine's thread, 0 before it runs; guarded by Scanner.mu
 	op   ffsOp           // the blocking call in progress; guarded by Scanner.mu
+	// late, set by the tests, runs in ffsEP0 between setting a wait's
+	// deadline and the wait: a goroutine that runs late.
+	late func()
 }
 
 // ffsMustStopLocked reports whether the blocking call in progress on ep of

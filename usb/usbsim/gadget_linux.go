@@ -232,6 +232,16 @@ func ffsEP0(p *plug, ep *endpoint, write bool, b []byte) (n int, err error) {
 		default:
 		}
 		_ = deadline(time.Now().Add(ffsEP0Poll)) // fails, harmlessly, on a file opened blocking
+		// As if the call had said EAGAIN: a goroutine that ran only
+		// after its deadline had passed (a slow guest, a loaded host)
+		// finds wait refusing at once, without making the call, and must
+		// try again, not take the deadline for an error: ffsSetup would
+		// give up on the data stage, and FunctionFS would serve the
+		// control loop's next read of events as that data stage.
+		n, err = 0, unix.EAGAIN
+		if ep.ffs.late != nil {
+			ep.ffs.late()
+		}
 		cerr := wait(func(fd uintptr) bool {
 			for {
 				n, err = call(int(fd), b)
