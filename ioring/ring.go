@@ -794,10 +794,12 @@ func (r *Ring) SubmitAndReap(ops []Op, reqs []Request, dst []Completion, timeout
 		if r.closed.Load() || !b.startOne(&ops[0], &reqs[0], false) {
 			r.unlockSQ() // SubmitBatch reports why, or takes the general path
 		} else {
+			// The rest of Reap: it would look at the queue and make this
+			// first step again; reapWait looks at the queue first, and
+			// the step was just made.
 			n, err := r.reapFirst(dst)
 			if n == 0 && err == nil {
-				n, err = r.Reap(dst, timeout)
-				return 1, n, err
+				n, err = r.reapWait(dst, timeout)
 			}
 			r.handOff()
 			return 1, n, err
