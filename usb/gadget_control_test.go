@@ -32,8 +32,8 @@ func (gd *gadgetDev) vendorOut(tb testing.TB, recipient uint8, cmd []byte) {
 	ctx, cancel := testContext()
 	defer cancel()
 	n, err := gd.d.Control(ctx, Setup{RequestType: RequestOut | RequestVendor | recipient, Request: usbsim.VendorCommand}, cmd)
-	require.NoError(tb, err, "VendorCommand of %d bytes", len(cmd))
-	require.Equal(tb, len(cmd), n)
+	require.NoError(tb, err, "VendorCommand of %d bytes (data stages the gadget failed: %v)", len(cmd), gd.s.DataStageErrors())
+	require.Equal(tb, len(cmd), n, "data stages the gadget failed: %v", gd.s.DataStageErrors())
 }
 
 // TestGadgetControlOut: control OUT transfers whose data stage is one

@@ -9,6 +9,9 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
+
+	"github.com/cancelio/cancelio/usb"
 )
 
 // ffsEP0 waits for ep0 in bounded steps, each with a deadline; a step whose
@@ -42,4 +45,33 @@ func TestFFSEP0LateWait(t *testing.T) {
 	close(p.gone)
 	_, err = ffsEP0(p, ep, false, b)
 	assert.ErrorIs(t, err, ErrNoDevice)
+}
+
+// A control OUT request whose data stage ep0 fails is dropped, and
+// DataStageErrors says why; one dropped because the gadget was unplugged
+// is not recorded. Here ep0 is a pipe's write end, which cannot be read.
+func TestFFSDataStageErrors(t *testing.T) {
+	s, err := newScanner(Config{})
+	require.NoError(t, err)
+	rd, wr, err := os.Pipe()
+	require.NoError(t, err)
+	t.Cleanup(func() { rd.Close(); wr.Close() })
+	rc, err := wr.SyscallConn()
+	require.NoError(t, err)
+	ep := &endpoint{ffs: &ffsEndpoint{file: wr, rc: rc}}
+	p := &plug{gone: make(chan struct{})}
+	s.mu.Lock()
+	s.plug = p
+	s.mu.Unlock()
+	su := usb.Setup{RequestType: usb.RequestOut | usb.RequestVendor | usb.RecipientDevice, Request: VendorCommand, Length: 4}
+
+	s.ffsSetup(p, ep, su)
+	errs := s.DataStageErrors()
+	require.Len(t, errs, 1)
+	assert.ErrorIs(t, errs[0], unix.EBADF)
+	assert.Empty(t, s.StallErrors())
+
+	close(p.gone)
+	s.ffsSetup(p, ep, su)
+	assert.Len(t, s.DataStageErrors(), 1, "an unplug is not a failed data stage")
 }

@@ -198,7 +198,14 @@ func (s *Scanner) ffsSetup(p *plug, ep *endpoint, su usb.Setup) {
 	data := make([]byte, su.Length)
 	n, err := ffsEP0(p, ep, false, data)
 	if err != nil {
-		return // the host gave up on it
+		// The host gave up on it, or FunctionFS failed the read: either
+		// way the request is dropped, and DataStageErrors says why.
+		if err != ErrNoDevice {
+			s.mu.Lock()
+			s.dataErrs = append(s.dataErrs, fmt.Errorf("data stage of %+v: %w", su, err))
+			s.mu.Unlock()
+		}
+		return
 	}
 	s.mu.Lock()
 	if s.plug == p {

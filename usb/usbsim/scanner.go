@@ -124,6 +124,9 @@ type Scanner struct {
 	// stallErrs are the stalls of endpoint 0 that FunctionFS did not make
 	// (StallErrors); guarded by mu.
 	stallErrs []error
+	// dataErrs are the data stages of endpoint 0 that failed
+	// (DataStageErrors); guarded by mu.
+	dataErrs []error
 }
 
 // plug is one plug-in: a set of socketpairs (or a gadget's binding to its
