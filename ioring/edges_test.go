@@ -531,6 +531,66 @@ func TestConformanceStreamOrder(t *testing.T) {
 	})
 }
 
+// TestConformanceStreamOrderBurst: reads waiting on one stream, whose data
+// all arrives at once, are delivered in the order they were submitted,
+// not only completed in it. A stream's next read starts when the one
+// before it completes, and may complete at once (the poll backend reads
+// data already there as it starts the read): it is handed on only after
+// the one before it is delivered. Reaped one at a time and in batches.
+func TestConformanceStreamOrderBurst(t *testing.T) {
+	forEachBackend(t, 64, func(t *testing.T, r *Ring) {
+		rd, wr := pipe(t)
+		const n = 16
+		bufs := make([][]byte, n)
+		for i := range bufs {
+			bufs[i] = make([]byte, 1)
+		}
+		data := make([]byte, n)
+		for round := 0; round < 20; round++ {
+			for i := range bufs {
+				_, err := r.Submit(Read(rd, bufs[i], -1).WithUser(i))
+				require.NoError(t, err)
+			}
+			for i := range data {
+				data[i] = byte(round*n + i)
+			}
+			_, err := unix.Write(wr, data)
+			require.NoError(t, err)
+			batch := 1 + round%4
+			next := 0
+			for next < n {
+				cs := make([]Completion, batch)
+				k, err := r.Reap(cs, 10*time.Second)
+				require.NoError(t, err)
+				require.NotZero(t, k, "a completion within 10s")
+				for _, c := range cs[:k] {
+					require.NoError(t, c.Err)
+					require.Equal(t, next, c.User, "round %d: read #%v delivered %d-th", round, c.User, next)
+					require.Equal(t, data[next], bufs[next][0])
+					next++
+				}
+			}
+		}
+
+		// Writes too: each one completes as it starts, into a pipe with
+		// room, and hands the stream on to the next.
+		for i := 0; i < n; i++ {
+			_, err := r.Submit(Write(wr, data[i:i+1], -1).WithUser(i))
+			require.NoError(t, err)
+		}
+		for i := 0; i < n; i++ {
+			c := reapOne(t, r)
+			require.NoError(t, c.Err)
+			require.Equal(t, i, c.User, "write #%v delivered %d-th", c.User, i)
+		}
+		got := make([]byte, 2*n)
+		k, err := unix.Read(rd, got)
+		require.NoError(t, err)
+		assert.Equal(t, data, got[:k])
+		assertNoMore(t, r)
+	})
+}
+
 // One rule for contexts: a deadline is ErrTimeout, the context's own error
 // is reachable with errors.Is, and an ended context starts nothing.
 func TestConformanceContexts(t *testing.T) {

@@ -641,7 +641,7 @@ func (r *Ring) submitOne(op *Op, awaited bool) (Request, error) {
 		plain = op.plain()
 	}
 	if awaited && op.code.desc().multi {
-		return Request{}, badOp(op.code.desc(), "a multishot request delivers its completions to Reap: submit it with Submit, not Start or Do")
+		return Request{}, errAwaitedMulti(op)
 	}
 	r.sqMu.Lock()
 	// Closed is set under sqMu: checked here, no Close can run between this
@@ -969,8 +969,15 @@ func (r *Ring) complete(idx uint32, res int32) {
 // reap loop), where the completion may go straight to the reaping consumer;
 // reapLocked counts those out, all at once.
 func (r *Ring) finish(idx uint32, s *slot, inline bool) {
-	if (s.cold || s.inOrd || s.code == OpForeign) && r.finishCold(idx, s, inline) {
-		return
+	// An ordered request's successor on its stream, handed on only once
+	// this completion is delivered (see passOn).
+	var next uint64
+	hasNext := false
+	if s.cold || s.inOrd || s.code == OpForeign {
+		var delivered bool
+		if delivered, next, hasNext = r.finishCold(idx, s, inline); delivered {
+			return
+		}
 	}
 	awaited := s.awaited.Load()
 	if inline && !awaited && r.directN < len(r.direct) {
@@ -980,6 +987,9 @@ func (r *Ring) finish(idx uint32, s *slot, inline bool) {
 		// before dst is full, so no queued completion is overtaken.
 		r.takeDirect(idx, s, &r.direct[r.directN])
 		r.directN++
+		if hasNext {
+			r.passOn(next, inline)
+		}
 		return
 	}
 	s.set(s.key(), stDone) // publish the result
@@ -1003,15 +1013,20 @@ func (r *Ring) finish(idx uint32, s *slot, inline bool) {
 			}
 		}
 	}
+	if hasNext {
+		r.passOn(next, inline)
+	}
 	r.inflight.Add(-1)
 	r.noteDrain()
 }
 
 // finishCold is the part of finish that only some requests need: a timer
-// to stop, a token to leave, a foreign count, a stream to hand on. It
+// to stop, a token to leave, a foreign count, a stream to leave. It
 // reports whether it delivered the completion itself (a multishot
-// request's final one, after its others: multishot.go).
-func (r *Ring) finishCold(idx uint32, s *slot, inline bool) bool {
+// request's final one, after its others: multishot.go) and, when it did
+// not and the request was its stream's head, the stream's next request,
+// which finish hands on after the delivery.
+func (r *Ring) finishCold(idx uint32, s *slot, inline bool) (delivered bool, next uint64, hasNext bool) {
 	if s.timer != nil {
 		s.timer.Stop()
 	}
@@ -1025,19 +1040,34 @@ func (r *Ring) finishCold(idx uint32, s *slot, inline bool) bool {
 		r.foreign.Add(-1)
 	}
 	if s.inOrd {
-		// Done: when it was the head of its stream, the next one goes
-		// to the backend (through the deferred list).
-		if r.ordPass(idx, s) && !inline {
-			// The lock is tried now; its holder, or the next one,
-			// drains the entry (see unlockSQ).
-			r.submitDeferred()
-		}
+		// Done: it leaves its stream. When it was the head, the next
+		// one goes to the backend once this one is delivered.
+		r.ordMu.Lock()
+		next, hasNext, _ = r.ordRemoveLocked(idx, s, false)
+		r.ordMu.Unlock()
 	}
 	if s.multi {
 		r.finishMulti(idx, s)
-		return true
+		if hasNext {
+			r.passOn(next, inline)
+		}
+		return true, 0, false
 	}
-	return false
+	return false, next, hasNext
+}
+
+// passOn hands next, the request behind a completed one on its stream, to
+// the backend through the deferred list, after the completed one was
+// delivered: started sooner, next could complete, and be delivered, first
+// (the poll backend completes a read of data already there as it starts
+// it), and a stream's completions would arrive out of order. Off the
+// reaping goroutine the deferred list is drained at once if r.sqMu is
+// free; its holder, or the next one, drains it otherwise (see unlockSQ).
+func (r *Ring) passOn(next uint64, inline bool) {
+	r.pushDeferred(kindReq, next)
+	if !inline {
+		r.submitDeferred()
+	}
 }
 
 // noteDrain wakes Close's drain after requests were counted out.
@@ -1677,6 +1707,9 @@ func (r *Ring) Do(ctx context.Context, op Op) (Completion, error) {
 		if err := op.check(r); err != nil {
 			return Completion{}, err
 		}
+		if op.code.desc().multi {
+			return Completion{}, errAwaitedMulti(&op)
+		}
 		if r.closed.Load() {
 			return Completion{}, &OpError{Op: op.code.String(), Err: ErrClosed}
 		}
@@ -1687,6 +1720,11 @@ func (r *Ring) Do(ctx context.Context, op Op) (Completion, error) {
 		return Completion{}, err
 	}
 	return q.Wait(ctx)
+}
+
+// errAwaitedMulti refuses a multishot op to Start and Do.
+func errAwaitedMulti(op *Op) error {
+	return badOp(op.code.desc(), "a multishot request delivers its completions to Reap: submit it with Submit, not Start or Do")
 }
 
 // ReadAt is a synchronous read at offset off (-1: the current position)
