@@ -49,6 +49,8 @@ func fileCases() []opCase {
 			Close(0).FixedFile(),
 			OpenAt(unix.AT_FDCWD, "x", 0, 0).FixedFile(),
 			Timeout(time.Second).FixedFile(),
+			Nop().FixedFile(), // no fd, whatever the fast path admits
+			Foreign(nil).FixedFile(),
 		}
 	}
 	return []opCase{

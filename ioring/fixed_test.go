@@ -3,6 +3,8 @@
 package ioring
 
 import (
+	"math"
+	"strconv"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -26,6 +28,19 @@ func TestConformanceRegisterBuffers(t *testing.T) {
 		assert.Equal(t, "second", string(bufs[1][:c.N]))
 		c = doOp(t, r, ReadFixed(fd, bufs[1], 0, 0))
 		assert.ErrorIs(t, c.Err, unix.EFAULT, "buffer 1 is not buffer 0")
+		// An index out of the kernel's range is refused, never truncated
+		// into one in range (1<<32 would be buffer 0, 1<<32+1 buffer 1).
+		indexes := []int{-1, maxFixed, math.MaxInt, math.MinInt}
+		if strconv.IntSize == 64 {
+			w := 32 // a variable: the constants overflow a 32-bit int
+			indexes = append(indexes, 1<<w, 1<<w+1, -1<<w)
+		}
+		for _, index := range indexes {
+			_, err := r.Submit(ReadFixed(fd, bufs[0], 0, index))
+			assert.ErrorIs(t, err, ErrInvalid, "read into buffer %d", index)
+			_, err = r.Submit(WriteFixed(fd, bufs[1], 0, index))
+			assert.ErrorIs(t, err, ErrInvalid, "write from buffer %d", index)
+		}
 		require.NoError(t, r.UnregisterBuffers())
 		c = doOp(t, r, ReadFixed(fd, bufs[0], 0, 0))
 		assert.ErrorIs(t, c.Err, unix.EFAULT, "unregistered")

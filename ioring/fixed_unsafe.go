@@ -74,18 +74,31 @@ func (r *Ring) UnregisterBuffers() error {
 // as Read). It completes with the number of bytes read; a buf outside the
 // registered buffer completes with EFAULT.
 func ReadFixed(fd int, buf []byte, off int64, index int) Op {
-	return Op{code: OpReadFixed, fd: fd, buf: buf, off: off, events: uint32(index)}
+	return Op{code: OpReadFixed, fd: fd, buf: buf, off: off, events: fixedIndex(index)}
 }
 
 // WriteFixed writes buf, which lies inside registered buffer index, to fd at
 // offset off (-1: the current position), like Write.
 func WriteFixed(fd int, buf []byte, off int64, index int) Op {
-	return Op{code: OpWriteFixed, fd: fd, buf: buf, off: off, events: uint32(index)}
+	return Op{code: OpWriteFixed, fd: fd, buf: buf, off: off, events: fixedIndex(index)}
+}
+
+// badFixed stands for a buffer index outside 0..maxFixed-1 in an Op:
+// stored as is, an index such as 1<<32 would be truncated into a valid
+// one, and the op would use a buffer its caller did not name.
+const badFixed = ^uint32(0)
+
+// fixedIndex is index as an Op holds it: badFixed when out of range.
+func fixedIndex(index int) uint32 {
+	if index < 0 || index >= maxFixed {
+		return badFixed
+	}
+	return uint32(index)
 }
 
 func checkFixed(o Op) error {
 	if o.events >= maxFixed {
-		return fmt.Errorf("buffer index %d (want 0 to %d)", int32(o.events), maxFixed-1)
+		return fmt.Errorf("buffer index out of range (want 0 to %d)", maxFixed-1)
 	}
 	return nil
 }

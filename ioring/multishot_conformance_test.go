@@ -3,6 +3,7 @@
 package ioring
 
 import (
+	"context"
 	"testing"
 	"time"
 
@@ -285,6 +286,12 @@ func TestConformanceMultishot(t *testing.T) {
 					assert.ErrorIs(t, err, ErrInvalid)
 					_, err = r.Do(t.Context(), mc.pending(t, r))
 					assert.ErrorIs(t, err, ErrInvalid)
+					// Under an ended context too: Do starts nothing then,
+					// but bad input is still reported as such.
+					ended, cancel := context.WithCancel(t.Context())
+					cancel()
+					_, err = r.Do(ended, mc.pending(t, r))
+					assert.ErrorIs(t, err, ErrInvalid, "Do under an ended context")
 					assertNoMore(t, r)
 				})
 				t.Run("notsupported", func(t *testing.T) {

@@ -324,7 +324,7 @@ func (o *Op) check(r *Ring) error {
 		return &OpError{Op: "submit", Err: fmt.Errorf("%w: unknown opcode %d (use the Op constructors)", ErrInvalid, uint8(o.code))}
 	}
 	d := o.code.desc()
-	if d.args == 0 && d.check == nil && o.deadline == 0 && o.token == nil {
+	if d.args == 0 && d.check == nil && o.deadline == 0 && o.token == nil && !o.fixedFD {
 		return r.checkSupported(o.code) // Nop, Foreign: the fast path
 	}
 	if d.args&argFD != 0 {
