@@ -1,6 +1,7 @@
 package cq
 
 import (
+	"runtime"
 	"sync"
 	"testing"
 
@@ -81,6 +82,11 @@ func TestMPMC(t *testing.T) {
 					return
 				default:
 				}
+				if n == 0 {
+					// Empty: let the producers run (on one P, spinning
+					// would only burn the time slice they need).
+					runtime.Gosched()
+				}
 			}
 		}()
 	}
@@ -91,6 +97,7 @@ func TestMPMC(t *testing.T) {
 			defer pw.Done()
 			for i := 0; i < per; i++ {
 				for !q.Push(uint32(p*per + i)) {
+					runtime.Gosched() // full: let the consumers run
 				}
 			}
 		}(p)
