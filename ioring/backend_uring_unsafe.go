@@ -1001,10 +1001,11 @@ func (b *uringBackend) reapReady() int {
 	return int(tail - head)
 }
 
-// ordPass is Ring.ordPass for handle's canceled requests: it takes
-// Ring.ordMu the first time in a pass and keeps it for the next ones, until
-// the pass ends or handle takes another path (endOrd). A stream's next
-// request is handed on after the lock is released. r.reapMu held.
+// ordPass takes handle's canceled requests off their streams, as
+// finishCold does: it takes Ring.ordMu the first time in a pass and keeps
+// it for the next ones, until the pass ends or handle takes another path
+// (endOrd). A stream's next request is handed on after the lock is
+// released. r.reapMu held.
 func (b *uringBackend) ordPass(idx uint32, s *slot) {
 	r := b.r
 	if !b.pass.ordHeld {

@@ -348,12 +348,12 @@ func (r *Ring) ordRemoveLocked(idx uint32, s *slot, onlyQueued bool) (next uint6
 	return next, hasNext, true
 }
 
-// ordPass takes slot idx, done or never started, off its stream and, when
-// it was the head, hands the stream's next request to the deferred list
-// (r.sqMu may not be ours). It reports whether it handed one on.
+// ordPass takes slot idx, whose submission failed, off its stream and,
+// when it was the head, hands the stream's next request to the deferred
+// list at once: idx has no completion to deliver first (a completed
+// request leaves its stream in finishCold, and its successor is handed on
+// after the delivery: passOn). It reports whether it handed one on.
 func (r *Ring) ordPass(idx uint32, s *slot) bool {
-	// Every completion of an ordered request comes here: the lock is
-	// taken here, not through ordRemove, which would cost a call more.
 	r.ordMu.Lock()
 	next, ok, _ := r.ordRemoveLocked(idx, s, false)
 	r.ordMu.Unlock()
