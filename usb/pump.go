@@ -328,6 +328,12 @@ func (p *Pump) finish(t *Transfer, n int, err error) {
 	if err == ErrNoDevice {
 		p.gone.Store(true)
 	}
+	if n < 0 { // a transport's bug: the ring refuses a negative count
+		if err == nil {
+			err = fmt.Errorf("usb: transport reported %d bytes transferred", n)
+		}
+		n = 0
+	}
 	_ = p.ring.Complete(t.req, n, err)
 	p.xfers.Done()
 }
