@@ -62,6 +62,9 @@ type kernelBufRing interface {
 // when done (Ring.Close closes what is left). On io_uring it fails with
 // ErrNotSupported when the kernel lacks provided-buffer rings.
 func (r *Ring) NewBufRing(count, size int) (*BufRing, error) {
+	if !r.made() {
+		return nil, errNoRing("bufring", r)
+	}
 	if count < 1 || count > 32768 || count&(count-1) != 0 {
 		return nil, &OpError{Op: "bufring", Err: fmt.Errorf("%w: count %d (want a power of two from 1 to 32768)", ErrInvalid, count)}
 	}
@@ -107,14 +110,24 @@ func (r *Ring) NewBufRing(count, size int) (*BufRing, error) {
 }
 
 // Count returns the number of buffers.
-func (b *BufRing) Count() int { return b.count }
+func (b *BufRing) Count() int {
+	if b == nil {
+		return 0
+	}
+	return b.count
+}
 
 // Size returns the size of each buffer.
-func (b *BufRing) Size() int { return b.size }
+func (b *BufRing) Size() int {
+	if b == nil {
+		return 0
+	}
+	return b.size
+}
 
 // Buf returns buffer id, all Size bytes of it (nil for an id out of range).
 func (b *BufRing) Buf(id uint16) []byte {
-	if int(id) >= b.count {
+	if b == nil || int(id) >= b.count {
 		return nil
 	}
 	o := int(id) * b.size
@@ -139,6 +152,9 @@ func (b *BufRing) Bytes(c Completion) []byte {
 // caller's (never handed over, or released already) is refused with
 // ErrInvalid; after Close, with ErrClosed.
 func (b *BufRing) Release(id uint16) error {
+	if b == nil || b.r == nil {
+		return errNoBufRing("bufring release")
+	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.closed {
@@ -162,6 +178,9 @@ func (b *BufRing) Release(id uint16) error {
 // flight (cancel it, and take its final completion first), and with
 // ErrClosed when closed already. Buffers still out stay readable.
 func (b *BufRing) Close() error {
+	if b == nil || b.r == nil {
+		return errNoBufRing("bufring close")
+	}
 	r := b.r
 	r.sqMu.Lock()
 	defer r.unlockSQ()
@@ -175,6 +194,11 @@ func (b *BufRing) Close() error {
 		r.bufRings[b.group] = nil
 	}
 	return nil
+}
+
+// errNoBufRing refuses op on a nil or zero BufRing.
+func errNoBufRing(op string) error {
+	return &OpError{Op: op, Err: fmt.Errorf("%w: BufRing not made by Ring.NewBufRing", ErrInvalid)}
 }
 
 // closeLocked closes b; unregister is false once the kernel ring is gone

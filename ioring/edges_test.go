@@ -384,6 +384,122 @@ func TestConformanceHookPanics(t *testing.T) {
 	})
 }
 
+// A cancel hook that ends its goroutine (runtime.Goexit, as t.FailNow
+// does) ends the caller's goroutine, which cannot be helped, but not the
+// cancel: the other hooks still run, and a Close still drains and
+// releases everything.
+func TestConformanceHookGoexit(t *testing.T) {
+	forEachBackend(t, 16, func(t *testing.T, r *Ring) {
+		// goexits runs fn on a goroutine of its own and waits until that
+		// goroutine has ended, reporting whether fn returned.
+		goexits := func(fn func()) (returned bool) {
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				fn()
+				returned = true
+			}()
+			<-done
+			return returned
+		}
+		// submit submits n foreign requests with tok whose hooks count
+		// themselves in ran; the first one's hook ends its goroutine.
+		submit := func(n int, tok *Token, ran *atomic.Int32) []Request {
+			qs := make([]Request, n)
+			for i := range qs {
+				i := i
+				var err error
+				qs[i], err = r.Submit(Foreign(func() {
+					ran.Add(1)
+					if i == 0 {
+						runtime.Goexit()
+					}
+				}).WithToken(tok))
+				require.NoError(t, err)
+			}
+			return qs
+		}
+		completeAll := func(qs []Request) {
+			for _, q := range qs {
+				require.NoError(t, r.Complete(q, 0, ErrCanceled))
+				assert.ErrorIs(t, reapOne(t, r).Err, ErrCanceled)
+			}
+		}
+
+		// Token.Cancel: the members are canceled oldest first, so the
+		// hook that ends the goroutine comes first.
+		var ran atomic.Int32
+		tok := r.NewToken()
+		qs := submit(4, tok, &ran)
+		require.False(t, goexits(func() { tok.Cancel() }), "the hook ended Cancel's goroutine")
+		require.Eventually(t, func() bool { return ran.Load() == 4 }, 10*time.Second, time.Millisecond, "every hook ran")
+		completeAll(qs)
+
+		// Ring.Cancel and CancelAll.
+		ran.Store(0)
+		qs = submit(3, nil, &ran)
+		require.False(t, goexits(func() { r.Cancel(qs...) }))
+		require.Eventually(t, func() bool { return ran.Load() == 3 }, 10*time.Second, time.Millisecond)
+		completeAll(qs)
+		ran.Store(0)
+		qs = submit(3, nil, &ran)
+		require.False(t, goexits(func() { r.CancelAll() }))
+		require.Eventually(t, func() bool { return ran.Load() == 3 }, 10*time.Second, time.Millisecond)
+		completeAll(qs)
+
+		// Close: the ring still drains (the other requests included) and
+		// releases its backend; forEachBackend checks that no fd is left,
+		// and TestMain that no goroutine is.
+		rd, _ := pipe(t)
+		pending, err := r.Submit(Read(rd, make([]byte, 1), -1))
+		require.NoError(t, err)
+		var q Request
+		q, err = r.Submit(Foreign(func() {
+			go r.Complete(q, 0, ErrCanceled)
+			runtime.Goexit()
+		}))
+		require.NoError(t, err)
+		require.False(t, goexits(func() { r.Close() }))
+		select {
+		case <-r.closedCh:
+		case <-time.After(10 * time.Second):
+			t.Fatal("Close's drain and release did not finish")
+		}
+		assert.Equal(t, 0, r.InFlight())
+		got := map[Request]error{}
+		for range 2 {
+			c := reapOne(t, r)
+			got[c.Req] = c.Err
+		}
+		assert.ErrorIs(t, got[pending], ErrCanceled)
+		assert.ErrorIs(t, got[q], ErrCanceled)
+		assert.ErrorIs(t, r.Close(), ErrClosed)
+	})
+}
+
+// Complete reads a negative count as io_uring reads a result: -errno, and
+// no bytes.
+func TestConformanceCompleteNegative(t *testing.T) {
+	forEachBackend(t, 4, func(t *testing.T, r *Ring) {
+		for _, tc := range []struct {
+			n    int
+			err  error
+			want error
+		}{
+			{-int(unix.EIO), nil, unix.EIO},
+			{-1, ErrCanceled, ErrCanceled},
+			{-1 << 20, nil, ErrInvalid},
+		} {
+			q, err := r.Submit(Foreign(nil))
+			require.NoError(t, err)
+			require.NoError(t, r.Complete(q, tc.n, tc.err))
+			c := reapOne(t, r)
+			assert.Zero(t, c.N, "%d", tc.n)
+			assert.ErrorIs(t, c.Err, tc.want, "%d", tc.n)
+		}
+	})
+}
+
 // A zero Token is refused with ErrInvalid, never a panic.
 func TestConformanceZeroToken(t *testing.T) {
 	forEachBackend(t, 4, func(t *testing.T, r *Ring) {
@@ -1311,4 +1427,24 @@ func TestURingStartOneEdges(t *testing.T) {
 	require.NoError(t, err)
 	reapAll(8)
 	submitBoth("after the ring was full")
+}
+
+// A nil context is refused where an error can say so (Do, Wait: the
+// request can still be waited for), and binds nothing in Token.Bind.
+func TestConformanceNilContext(t *testing.T) {
+	forEachBackend(t, 4, func(t *testing.T, r *Ring) {
+		var nilCtx context.Context
+		_, err := r.Do(nilCtx, Nop())
+		assert.ErrorIs(t, err, ErrInvalid)
+		q, err := r.Start(Nop())
+		require.NoError(t, err)
+		_, err = q.Wait(nilCtx)
+		assert.ErrorIs(t, err, ErrInvalid)
+		c, err := q.Wait(context.Background())
+		require.NoError(t, err)
+		assert.NoError(t, c.Err)
+		tok := r.NewToken()
+		assert.True(t, tok.Bind(nilCtx)())
+		assert.False(t, tok.Canceled())
+	})
 }

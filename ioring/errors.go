@@ -100,7 +100,12 @@ type OpError struct {
 	Err error  // wraps ErrInvalid, ErrClosed, ErrFull...
 }
 
-func (e *OpError) Error() string { return e.Op + ": " + e.Err.Error() }
+func (e *OpError) Error() string {
+	if e.Err == nil { // not one of the ring's
+		return e.Op + ": <nil>"
+	}
+	return e.Op + ": " + e.Err.Error()
+}
 
 // Unwrap returns the cause.
 func (e *OpError) Unwrap() error { return e.Err }

@@ -5,6 +5,7 @@ package ioring
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"sync"
@@ -52,7 +53,9 @@ type fileDir struct {
 
 // NewFile returns a File for fd on r; the File owns fd from now on. name is
 // used in errors (as os.File's). fd should be open: its requests fail with
-// EBADF otherwise.
+// EBADF otherwise. With a Ring that New did not make (nil or zero), every
+// method of the File fails with an error wrapping ErrInvalid and leaves fd
+// alone (Close does not close it), as does every method of a zero File.
 func NewFile(r *Ring, fd int, name string) *File {
 	f := &File{r: r, fd: fd, name: name}
 	f.idle.L = &f.mu
@@ -60,11 +63,38 @@ func NewFile(r *Ring, fd int, name string) *File {
 	return f
 }
 
-// Fd returns the file descriptor. It stays owned by the File.
-func (f *File) Fd() int { return f.fd }
+// Fd returns the file descriptor (-1 for a nil *File). It stays owned by
+// the File.
+func (f *File) Fd() int {
+	if f == nil {
+		return -1
+	}
+	return f.fd
+}
 
 // Name returns the name given to NewFile.
-func (f *File) Name() string { return f.name }
+func (f *File) Name() string {
+	if f == nil {
+		return ""
+	}
+	return f.name
+}
+
+// invalid refuses op on a File that NewFile did not make (nil or zero), or
+// made with a Ring that New did not make; otherwise it returns nil.
+func (f *File) invalid(op string) error {
+	if f != nil && f.r.made() && f.rd.tok != nil {
+		return nil
+	}
+	name := ""
+	if f != nil {
+		name = f.name
+	}
+	return &os.PathError{Op: op, Path: name, Err: errNoFile}
+}
+
+// errNoFile is the error of a File that NewFile did not make.
+var errNoFile = fmt.Errorf("%w: File not made by NewFile with a Ring", ErrInvalid)
 
 // Read reads up to len(p) bytes at the current position. At the end of the
 // file (or stream) it returns 0, io.EOF.
@@ -74,6 +104,9 @@ func (f *File) Read(p []byte) (int, error) {
 
 // ReadContext is Read that ctx can cancel.
 func (f *File) ReadContext(ctx context.Context, p []byte) (int, error) {
+	if err := f.invalid("read"); err != nil {
+		return 0, err
+	}
 	if len(p) == 0 {
 		return 0, f.check("read")
 	}
@@ -87,6 +120,9 @@ func (f *File) ReadContext(ctx context.Context, p []byte) (int, error) {
 // ReadAt reads len(p) bytes at offset off; it returns an error (io.EOF at
 // the end of the file) when it reads fewer.
 func (f *File) ReadAt(p []byte, off int64) (int, error) {
+	if err := f.invalid("readat"); err != nil {
+		return 0, err
+	}
 	if off < 0 {
 		return 0, &os.PathError{Op: "readat", Path: f.name, Err: errors.New("negative offset")}
 	}
@@ -113,6 +149,9 @@ func (f *File) Write(p []byte) (int, error) {
 // WriteContext is Write that ctx can cancel; the count says how much was
 // written before the cancel.
 func (f *File) WriteContext(ctx context.Context, p []byte) (int, error) {
+	if err := f.invalid("write"); err != nil {
+		return 0, err
+	}
 	if len(p) == 0 {
 		return 0, f.check("write")
 	}
@@ -132,6 +171,9 @@ func (f *File) WriteContext(ctx context.Context, p []byte) (int, error) {
 
 // WriteAt writes all of p at offset off.
 func (f *File) WriteAt(p []byte, off int64) (int, error) {
+	if err := f.invalid("writeat"); err != nil {
+		return 0, err
+	}
 	if off < 0 {
 		return 0, &os.PathError{Op: "writeat", Path: f.name, Err: errors.New("negative offset")}
 	}
@@ -161,10 +203,20 @@ func (f *File) SetDeadline(t time.Time) error {
 // net.Conn's: a read pending at t, or issued after it, fails with an error
 // matching os.ErrDeadlineExceeded. A zero t means no deadline. Setting a
 // deadline in the past cancels the pending reads at once.
-func (f *File) SetReadDeadline(t time.Time) error { return f.setDeadline("read", &f.rd, t) }
+func (f *File) SetReadDeadline(t time.Time) error {
+	if err := f.invalid("setreaddeadline"); err != nil {
+		return err
+	}
+	return f.setDeadline("read", &f.rd, t)
+}
 
 // SetWriteDeadline sets when writes time out, as SetReadDeadline.
-func (f *File) SetWriteDeadline(t time.Time) error { return f.setDeadline("write", &f.wr, t) }
+func (f *File) SetWriteDeadline(t time.Time) error {
+	if err := f.invalid("setwritedeadline"); err != nil {
+		return err
+	}
+	return f.setDeadline("write", &f.wr, t)
+}
 
 func (f *File) setDeadline(op string, d *fileDir, t time.Time) error {
 	f.mu.Lock()
@@ -198,6 +250,9 @@ func (f *File) setDeadline(op string, d *fileDir, t time.Time) error {
 // (they fail with an error matching os.ErrClosed), and closes the fd.
 // Later calls fail with os.ErrClosed.
 func (f *File) Close() error {
+	if err := f.invalid("close"); err != nil {
+		return err
+	}
 	f.mu.Lock()
 	if f.closed {
 		f.mu.Unlock()

@@ -103,3 +103,36 @@ func TestConformanceFile(t *testing.T) {
 		require.NoError(t, ff.Close())
 	})
 }
+
+// A File that NewFile did not make with a Ring, and a Ring that New did not
+// make, are refused with ErrInvalid; such a File leaves its fd alone.
+func TestZeroFile(t *testing.T) {
+	for name, r := range map[string]*Ring{"nil": nil, "zero": new(Ring)} {
+		assert.ErrorIs(t, r.RegisterBuffers([][]byte{make([]byte, 8)}), ErrInvalid, name)
+		assert.ErrorIs(t, r.UnregisterBuffers(), ErrInvalid, name)
+	}
+	rd, wr := pipe(t)
+	buf := make([]byte, 4)
+	for name, f := range map[string]*File{"nil": nil, "zero": new(File), "nil ring": NewFile(nil, rd, "pipe"), "zero ring": NewFile(new(Ring), wr, "pipe")} {
+		_, err := f.Read(buf)
+		assert.ErrorIs(t, err, ErrInvalid, name)
+		_, err = f.Read(nil)
+		assert.ErrorIs(t, err, ErrInvalid, name)
+		_, err = f.Write(buf)
+		assert.ErrorIs(t, err, ErrInvalid, name)
+		_, err = f.ReadAt(buf, 0)
+		assert.ErrorIs(t, err, ErrInvalid, name)
+		_, err = f.WriteAt(buf, 0)
+		assert.ErrorIs(t, err, ErrInvalid, name)
+		assert.ErrorIs(t, f.SetDeadline(time.Now()), ErrInvalid, name)
+		assert.ErrorIs(t, f.SetReadDeadline(time.Time{}), ErrInvalid, name)
+		assert.ErrorIs(t, f.SetWriteDeadline(time.Time{}), ErrInvalid, name)
+		assert.ErrorIs(t, f.Close(), ErrInvalid, name)
+	}
+	assert.Equal(t, -1, (*File)(nil).Fd())
+	// Close left the fds of the Files on no Ring alone.
+	for _, fd := range []int{rd, wr} {
+		_, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0)
+		assert.NoError(t, err, "fd %d is still open", fd)
+	}
+}

@@ -32,6 +32,9 @@ type regFiles struct {
 // list or a bad fd, with EBADF for an fd that is not open, and with EBUSY
 // when files are registered already.
 func (r *Ring) RegisterFiles(fds []int) error {
+	if !r.made() {
+		return errNoRing("register files", r)
+	}
 	if len(fds) == 0 || len(fds) > maxFiles {
 		return &OpError{Op: "register files", Err: fmt.Errorf("%w: %d files (want 1 to %d)", ErrInvalid, len(fds), maxFiles)}
 	}
@@ -62,6 +65,9 @@ func (r *Ring) RegisterFiles(fds []int) error {
 // order is handed the table of its turn, and completes with EBADF when
 // that is empty). It returns ENXIO when no files are registered.
 func (r *Ring) UnregisterFiles() error {
+	if !r.made() {
+		return errNoRing("unregister files", r)
+	}
 	r.sqMu.Lock()
 	defer r.unlockSQ()
 	if r.closed.Load() {

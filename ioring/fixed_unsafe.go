@@ -25,6 +25,9 @@ const maxFixed = 1 << 14
 // an error wrapping ErrInvalid for an empty list or an empty buffer, and
 // with EBUSY when buffers are registered already.
 func (r *Ring) RegisterBuffers(bufs [][]byte) error {
+	if !r.made() {
+		return errNoRing("register", r)
+	}
 	if len(bufs) == 0 || len(bufs) > maxFixed {
 		return &OpError{Op: "register", Err: fmt.Errorf("%w: %d buffers (want 1 to %d)", ErrInvalid, len(bufs), maxFixed)}
 	}
@@ -54,6 +57,9 @@ func (r *Ring) RegisterBuffers(bufs [][]byte) error {
 // UnregisterBuffers drops the registered buffers; requests still using them
 // complete normally. It returns ENXIO when none are registered.
 func (r *Ring) UnregisterBuffers() error {
+	if !r.made() {
+		return errNoRing("unregister", r)
+	}
 	r.sqMu.Lock()
 	defer r.unlockSQ()
 	if r.closed.Load() {
@@ -72,7 +78,8 @@ func (r *Ring) UnregisterBuffers() error {
 // ReadFixed reads into buf, which lies inside registered buffer index (see
 // RegisterBuffers), from fd at offset off (-1: the current position, ordered
 // as Read). It completes with the number of bytes read; a buf outside the
-// registered buffer completes with EFAULT.
+// registered buffer, or an index with no buffer registered, completes with
+// EFAULT (as io_uring's does).
 func ReadFixed(fd int, buf []byte, off int64, index int) Op {
 	return Op{code: OpReadFixed, fd: fd, buf: buf, off: off, events: fixedIndex(index)}
 }

@@ -41,14 +41,40 @@ func callHook(fr *foreignRef) (perr *HookPanicError) {
 
 // runHooks runs every hook, whatever the others do, and returns the first
 // panic as an error (nil when none panicked).
-func runHooks(hooks []*foreignRef) error {
+//
+// A hook may also end its goroutine (runtime.Goexit, which testing's
+// FailNow calls): that ends the caller's goroutine too, which cannot be
+// helped, but not the cancel. The hooks after it run on a new goroutine,
+// and then after, when not nil: what the caller had still to do (Close's
+// drain).
+func runHooks(hooks []*foreignRef, after func()) error {
+	if len(hooks) == 0 {
+		return nil
+	}
 	var first error
-	for _, fr := range hooks {
-		if pe := callHook(fr); pe != nil && first == nil {
+	i := 0
+	defer func() {
+		if i < len(hooks) { // hook i did not return
+			// Copied: the caller's array (hookSet.stack) must not escape.
+			rest := append([]*foreignRef(nil), hooks[i+1:]...)
+			go finishHooks(rest, after)
+		}
+	}()
+	for ; i < len(hooks); i++ {
+		if pe := callHook(hooks[i]); pe != nil && first == nil {
 			first = pe
 		}
 	}
 	return first
+}
+
+// finishHooks runs the hooks a goroutine that ended left, then after (if
+// one of them ends this goroutine too, the next one takes over).
+func finishHooks(hooks []*foreignRef, after func()) {
+	runHooks(hooks, after)
+	if after != nil {
+		after()
+	}
 }
 
 // hookSet gathers the cancel hooks a cancel runs once the ring's locks are
@@ -88,12 +114,13 @@ func (h *hookSet) reverse() {
 	slices.Reverse(h.stack[:h.n])
 }
 
-// run runs every hook (runHooks) and gives a borrowed buffer back.
-func (h *hookSet) run() error {
+// run runs every hook (runHooks, which calls after only when a hook ended
+// the goroutine) and gives a borrowed buffer back.
+func (h *hookSet) run(after func()) error {
 	if h.heap == nil {
-		return runHooks(h.stack[:h.n])
+		return runHooks(h.stack[:h.n], after)
 	}
-	err := runHooks(*h.heap)
+	err := runHooks(*h.heap, after)
 	clear(*h.heap) // the hooks' requests are free to go
 	*h.heap = (*h.heap)[:0]
 	hookBufs.Put(h.heap)

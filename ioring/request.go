@@ -108,7 +108,8 @@ func (q Request) Cancel() error {
 // buffer is free when Wait returns. Wait on a request submitted with Submit,
 // or already delivered, returns ErrNotFound. It allocates nothing unless it
 // has to block under a context that can end (ctx.Done() not nil): only then
-// does it watch ctx, with context.AfterFunc.
+// does it watch ctx, with context.AfterFunc. A nil ctx is refused with an
+// error wrapping ErrInvalid, and the request can still be waited for.
 func (q Request) Wait(ctx context.Context) (Completion, error) {
 	r := q.r
 	s := q.slot()
@@ -116,6 +117,9 @@ func (q Request) Wait(ctx context.Context) (Completion, error) {
 	// stale handle's slot may be filled for another request meanwhile.
 	if s == nil || !s.awaited.Load() || s.key() != q.key {
 		return Completion{}, ErrNotFound
+	}
+	if ctx == nil {
+		return Completion{}, errNilContext("wait") // the request waits on
 	}
 	idx := uint32(q.key & idxMask)
 	// A context ends in the cancel path; its error stays reachable from

@@ -275,7 +275,9 @@ type backend interface {
 // request completes exactly once, into the ring's completion queue (Submit)
 // or to a single waiter (Start).
 //
-// All methods are safe for concurrent use.
+// All methods are safe for concurrent use. Make a Ring with New: on a nil
+// *Ring or a zero Ring every method returns an error wrapping ErrInvalid
+// (Backend, Entries, InFlight and Stats return zero values).
 type Ring struct {
 	be    backend
 	info  BackendInfo
@@ -416,10 +418,20 @@ func New(cfg Config) (*Ring, error) {
 }
 
 // Backend reports which backend the ring runs on and why it was chosen.
-func (r *Ring) Backend() BackendInfo { return r.info }
+func (r *Ring) Backend() BackendInfo {
+	if r == nil {
+		return BackendInfo{}
+	}
+	return r.info
+}
 
 // Entries returns the number of request slots.
-func (r *Ring) Entries() int { return len(r.slots) }
+func (r *Ring) Entries() int {
+	if r == nil {
+		return 0
+	}
+	return len(r.slots)
+}
 
 // InFlight returns the number of requests accepted whose completions the
 // ring has not yet taken in: in the kernel, waiting their turn, or finished
@@ -433,7 +445,12 @@ func (r *Ring) Entries() int { return len(r.slots) }
 // transport's, another reaper), Reap or Wait may return it a moment before
 // the count drops. Once every completion has been taken in, the count
 // reaches 0 with no further call; after Close it is 0.
-func (r *Ring) InFlight() int { return int(r.inflight.Load()) }
+func (r *Ring) InFlight() int {
+	if r == nil {
+		return 0
+	}
+	return int(r.inflight.Load())
+}
 
 // alloc takes a free slot and returns its index, its address (nil when
 // none is free) and its next key (a new generation), which the slot takes
@@ -632,6 +649,9 @@ func (r *Ring) Start(op Op) (Request, error) {
 }
 
 func (r *Ring) submitOne(op *Op, awaited bool) (Request, error) {
+	if !r.made() {
+		return Request{}, errNoRing(op.code.String(), r)
+	}
 	plain := op.checkedPlain(r)
 	fast := plain && r.plainBe != nil
 	if !plain {
@@ -699,6 +719,9 @@ func (r *Ring) submitOne(op *Op, awaited bool) (Request, error) {
 // checks every op first: on bad input nothing is submitted. It returns how
 // many were submitted; fewer than len(ops) only with an error.
 func (r *Ring) SubmitBatch(ops []Op, reqs []Request) (int, error) {
+	if !r.made() {
+		return 0, errNoRing("submit", r)
+	}
 	if len(reqs) < len(ops) {
 		return 0, &OpError{Op: "submit", Err: fmt.Errorf("%w: %d requests for %d ops", ErrInvalid, len(reqs), len(ops))}
 	}
@@ -786,6 +809,9 @@ func (r *Ring) SubmitBatch(ops []Op, reqs []Request) (int, error) {
 // step: the op goes in, the kernel is entered once, and what is ready when
 // it returns is delivered without the rest of Reap's path.
 func (r *Ring) SubmitAndReap(ops []Op, reqs []Request, dst []Completion, timeout time.Duration) (submitted, reaped int, err error) {
+	if !r.made() {
+		return 0, 0, errNoRing("submit", r)
+	}
 	if len(dst) == 0 {
 		return 0, 0, errEmptyDst()
 	}
@@ -820,6 +846,27 @@ func (r *Ring) SubmitAndReap(ops []Op, reqs []Request, dst []Completion, timeout
 //go:noinline
 func errEmptyDst() error {
 	return &OpError{Op: "reap", Err: fmt.Errorf("%w: empty destination", ErrInvalid)}
+}
+
+// made reports whether New made r: every method refuses a nil *Ring and a
+// zero Ring (errNoRing) rather than panic or pretend.
+func (r *Ring) made() bool { return r != nil && r.be != nil }
+
+// errNoRing is the refusal of a call on a Ring that New did not make, out
+// of line like errEmptyDst.
+//
+//go:noinline
+func errNoRing(op string, r *Ring) error {
+	what := "zero Ring"
+	if r == nil {
+		what = "nil *Ring"
+	}
+	return &OpError{Op: op, Err: fmt.Errorf("%w: %s (make rings with New)", ErrInvalid, what)}
+}
+
+// errNilContext refuses a nil context.
+func errNilContext(op string) error {
+	return &OpError{Op: op, Err: fmt.Errorf("%w: nil context (use context.Background)", ErrInvalid)}
 }
 
 // errNotFast is submitPlains' report of an op that Op.checkedPlain does
@@ -1093,7 +1140,9 @@ func (r *Ring) kick() {
 
 // Complete posts the result of a foreign request (see Foreign): n bytes and
 // err, which may be nil, ErrCanceled, ErrNoDevice or any error of the
-// transport. It must be called exactly once per foreign request; a second
+// transport. A negative n is read as io_uring reads a result: with a nil
+// err, it is the errno -n (-5 completes with EIO), and the completion
+// counts 0 bytes. It must be called exactly once per foreign request; a second
 // call, a call with a stale handle (whose slot may already serve another
 // request), or one for a request that is not foreign returns ErrNotFound
 // and changes nothing. When the request's deadline fired or a context ended
@@ -1116,6 +1165,9 @@ func (r *Ring) Complete(q Request, n int, err error) error {
 	if fr == nil || fr.key != q.key || !s.fref.CompareAndSwap(fr, nil) {
 		return ErrNotFound
 	}
+	if n < 0 {
+		n, err = 0, negativeResult(n, err)
+	}
 	s.fn, s.ferr = n, err
 	s.panicE = fr.panicked.Load()
 	s.cold = true
@@ -1129,6 +1181,19 @@ func (r *Ring) Complete(q Request, n int, err error) error {
 		r.kick()
 	}
 	return nil
+}
+
+// negativeResult is the error of a foreign request completed with the
+// negative count n and err: err, or else the errno -n as io_uring's results
+// give it (an error wrapping ErrInvalid when -n is no errno).
+func negativeResult(n int, err error) error {
+	switch {
+	case err != nil:
+		return err
+	case n >= -4095:
+		return sysErrno(-n)
+	}
+	return fmt.Errorf("%w: negative count %d", ErrInvalid, n)
 }
 
 // result computes what slot s's completion reports.
@@ -1244,6 +1309,9 @@ func (r *Ring) takeDirect(idx uint32, s *slot, c *Completion) {
 // goroutines may reap at once; each completion goes to exactly one. After
 // Close, Reap returns what is still queued, then ErrClosed.
 func (r *Ring) Reap(dst []Completion, timeout time.Duration) (int, error) {
+	if !r.made() {
+		return 0, errNoRing("reap", r)
+	}
 	if len(dst) == 0 {
 		return 0, errEmptyDst()
 	}
@@ -1492,6 +1560,9 @@ func (r *Ring) popInto(dst []Completion) int {
 // *HookPanicError when a foreign request's cancel hook panicked (every
 // other hook still ran).
 func (r *Ring) CancelAll() error {
+	if !r.made() {
+		return errNoRing("cancel", r)
+	}
 	r.sqMu.Lock()
 	if r.closed.Load() {
 		r.sqMu.Unlock()
@@ -1503,7 +1574,7 @@ func (r *Ring) CancelAll() error {
 	if kick {
 		r.kick()
 	}
-	return hooks.run()
+	return hooks.run(nil)
 }
 
 // cancelAllLocked cancels every request in flight with flags f, adds the
@@ -1545,6 +1616,9 @@ func (r *Ring) cancelAllLocked(f uint32, hooks *hookSet) (kick bool) {
 // error is ErrClosed after Close, or a *HookPanicError when a foreign
 // request's cancel hook panicked (every other cancel still happened).
 func (r *Ring) Cancel(reqs ...Request) (int, error) {
+	if !r.made() {
+		return 0, errNoRing("cancel", r)
+	}
 	return r.cancelRequests(flCancelReq, reqs...)
 }
 
@@ -1579,7 +1653,7 @@ func (r *Ring) cancelRequests(f uint32, reqs ...Request) (int, error) {
 	if kick {
 		r.kick()
 	}
-	return n, hooks.run()
+	return n, hooks.run(nil)
 }
 
 // cancelOne cancels the request with key with flags f, if it is in flight:
@@ -1646,6 +1720,9 @@ func (r *Ring) cancelKey(key uint64, f uint32) error {
 // return. A cancel hook that panics does not stop Close: it drains and
 // releases everything, then returns a *HookPanicError.
 func (r *Ring) Close() error {
+	if !r.made() {
+		return errNoRing("close", r)
+	}
 	r.sqMu.Lock()
 	if r.closed.Load() {
 		r.sqMu.Unlock()
@@ -1658,8 +1735,20 @@ func (r *Ring) Close() error {
 	if kick {
 		r.kick()
 	}
-	hookErr := hooks.run()
+	// A hook that ends this goroutine (runtime.Goexit) leaves the drain
+	// and the release to another one: the ring is closed all the same.
+	hookErr := hooks.run(func() { r.drainAndRelease() })
+	err := r.drainAndRelease()
+	if hookErr != nil {
+		return errors.Join(hookErr, err)
+	}
+	return err
+}
 
+// drainAndRelease is the end of Close, once every request was canceled:
+// it waits until each has completed and releases the backend and what the
+// kernel held.
+func (r *Ring) drainAndRelease() error {
 	// Drain: every accepted request completes.
 	for r.inflight.Load() > 0 {
 		if r.kernelWork() {
@@ -1693,17 +1782,21 @@ func (r *Ring) Close() error {
 	close(r.closedCh)
 	// Completions nobody took keep their results (and their buffers stay
 	// reachable) until Reap or Wait delivers them.
-	if hookErr != nil {
-		return errors.Join(hookErr, err)
-	}
 	return err
 }
 
 // Do submits op and waits for its completion; ctx ending cancels it (the
 // completion, ErrCanceled or the real result if it won the race, is still
-// awaited and returned). The error is for a refused submission only; the
-// operation's own error is in Completion.Err.
+// awaited and returned). The error is for a refused submission only (a nil
+// ctx is refused with ErrInvalid); the operation's own error is in
+// Completion.Err.
 func (r *Ring) Do(ctx context.Context, op Op) (Completion, error) {
+	if !r.made() {
+		return Completion{}, errNoRing(op.code.String(), r)
+	}
+	if ctx == nil {
+		return Completion{}, errNilContext(op.code.String())
+	}
 	if ctx.Err() != nil {
 		// An ended context starts nothing; bad input and a closed ring are
 		// still reported as such.

@@ -82,6 +82,9 @@ func (st *ringStats) noteFallback(op Opcode) { st.fallbacks[op].Add(1) }
 // microseconds for the default 256): call it at a metrics scrape, not per
 // request. Safe for concurrent use, also after Close.
 func (r *Ring) Stats() Stats {
+	if r == nil {
+		return Stats{}
+	}
 	st := Stats{
 		Canceled: r.stats.canceled.Load(),
 		TimedOut: r.stats.timedOut.Load(),

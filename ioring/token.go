@@ -26,6 +26,9 @@ func (r *Ring) NewToken() *Token { return &Token{r: r, head: -1} }
 
 // Canceled reports whether Cancel was called.
 func (t *Token) Canceled() bool {
+	if t == nil {
+		return false
+	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return t.canceled
@@ -33,6 +36,9 @@ func (t *Token) Canceled() bool {
 
 // Pending returns how many requests submitted with t have not completed.
 func (t *Token) Pending() int {
+	if t == nil {
+		return 0
+	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return t.n
@@ -49,9 +55,12 @@ func (t *Token) Pending() int {
 func (t *Token) Cancel() error { return t.cancel(flCancelReq) }
 
 func (t *Token) cancel(f uint32) error {
+	if t == nil || t.r == nil {
+		return errNoToken("cancel")
+	}
 	r := t.r
-	if r == nil {
-		return &OpError{Op: "cancel", Err: fmt.Errorf("%w: zero Token (make tokens with Ring.NewToken)", ErrInvalid)}
+	if r.be == nil {
+		return errNoRing("cancel", r)
 	}
 	r.sqMu.Lock()
 	t.mu.Lock()
@@ -91,7 +100,7 @@ func (t *Token) cancel(f uint32) error {
 	// in progress (a USB transfer on the bus while later ones wait), and
 	// its cancel the slowest: start it first.
 	hooks.reverse()
-	return hooks.run()
+	return hooks.run(nil)
 }
 
 // Bind cancels t when ctx ends. Calling stop detaches it (see
@@ -100,13 +109,22 @@ func (t *Token) cancel(f uint32) error {
 // When ctx ends, its members complete with an error that matches both
 // ErrCanceled (ErrTimeout for a deadline) and ctx's own error, as requests
 // canceled by a context always do. A ctx that has already ended cancels t
-// before Bind returns, so nothing submitted with t afterwards starts.
+// before Bind returns, so nothing submitted with t afterwards starts. A nil
+// ctx never ends: it binds nothing.
 func (t *Token) Bind(ctx context.Context) (stop func() bool) {
+	if ctx == nil { // as context.Background
+		return func() bool { return true }
+	}
 	if ctx.Err() != nil {
 		t.cancel(ctxFlags(ctx))
 		return func() bool { return false }
 	}
 	return context.AfterFunc(ctx, func() { t.cancel(ctxFlags(ctx)) })
+}
+
+// errNoToken refuses op on a nil or zero Token.
+func errNoToken(op string) error {
+	return &OpError{Op: op, Err: fmt.Errorf("%w: Token not made by Ring.NewToken", ErrInvalid)}
 }
 
 // link adds slot idx to t's members. t.mu held.
@@ -144,8 +162,8 @@ func (t *Token) unlink(r *Ring, idx uint32) {
 // have not completed (Pending > 0): a request of the old group could
 // otherwise escape its cancel.
 func (t *Token) Reset() error {
-	if t.r == nil {
-		return &OpError{Op: "reset", Err: fmt.Errorf("%w: zero Token (make tokens with Ring.NewToken)", ErrInvalid)}
+	if t == nil || t.r == nil {
+		return errNoToken("reset")
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
