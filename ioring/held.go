@@ -352,15 +352,11 @@ func (r *Ring) ordRemoveLocked(idx uint32, s *slot, onlyQueued bool) (next uint6
 // when it was the head, hands the stream's next request to the deferred
 // list at once: idx has no completion to deliver first (a completed
 // request leaves its stream in finishCold, and its successor is handed on
-// after the delivery: passOn). It reports whether it handed one on.
-func (r *Ring) ordPass(idx uint32, s *slot) bool {
-	r.ordMu.Lock()
-	next, ok, _ := r.ordRemoveLocked(idx, s, false)
-	r.ordMu.Unlock()
-	if ok {
+// after the delivery: passOn).
+func (r *Ring) ordPass(idx uint32, s *slot) {
+	if next, ok, _ := r.ordRemove(idx, s, false); ok {
 		r.pushDeferred(kindReq, next)
 	}
-	return ok
 }
 
 // cancelHeld cancels held request idx with flags f. A request waiting its
