@@ -108,8 +108,8 @@ func (q Request) Cancel() error {
 // buffer is free when Wait returns. Wait on a request submitted with Submit,
 // or already delivered, returns ErrNotFound. It allocates nothing unless it
 // has to block under a context that can end (ctx.Done() not nil): only then
-// does it watch ctx, with context.AfterFunc. A nil ctx is refused with an
-// error wrapping ErrInvalid, and the request can still be waited for.
+// does it watch ctx, with context.AfterFunc. A nil ctx never ends: Wait
+// waits as with context.Background.
 func (q Request) Wait(ctx context.Context) (Completion, error) {
 	r := q.r
 	s := q.slot()
@@ -119,7 +119,11 @@ func (q Request) Wait(ctx context.Context) (Completion, error) {
 		return Completion{}, ErrNotFound
 	}
 	if ctx == nil {
-		return Completion{}, errNilContext("wait") // the request waits on
+		// Refusing would leave the request running with nobody to wait
+		// for it, its buffer still in use: the caller's code returns on
+		// the error. A nil ctx never ends, as context.Background. (Not
+		// assigned to ctx: the watch's closure would move it to the heap.)
+		return q.Wait(context.Background())
 	}
 	idx := uint32(q.key & idxMask)
 	// A context ends in the cancel path; its error stays reachable from
