@@ -195,7 +195,7 @@ func (d *Device) StringDescriptor(ctx context.Context, index uint8) (string, err
 	if err != nil {
 		return "", err
 	}
-	if n < 2 || b[1] != descString || int(b[0]) > n {
+	if n < 2 || b[0] < 2 || b[1] != descString || int(b[0]) > n {
 		return "", errorf("usb: string descriptor %d: malformed (%d bytes)", index, n)
 	}
 	u := make([]uint16, (int(b[0])-2)/2)

@@ -1,6 +1,9 @@
 package usb
 
 import (
+	"errors"
+	"fmt"
+
 	"github.com/cancelio/cancelio/ioring"
 	"github.com/cancelio/cancelio/usb/internal/base"
 )
@@ -55,3 +58,21 @@ var (
 	// ioring.ErrTimeout.
 	ErrTimeout = ioring.ErrTimeout
 )
+
+// ErrRunExited is the result of a Pump's transfer whose Runner's Run ended
+// its goroutine (runtime.Goexit, as testing's FailNow does) instead of
+// returning. The Pump goes on with the endpoint's next transfer.
+var ErrRunExited = errors.New("usb: the transport's Run ended its goroutine (runtime.Goexit)")
+
+// RunPanicError is the result of a Pump's transfer whose Runner's Run
+// panicked. The Pump recovers the panic, completes the transfer with this
+// error, and goes on with the endpoint's next transfer: a backend's bug
+// fails its transfer, not the process.
+type RunPanicError struct {
+	Value any    // what Run panicked with
+	Stack []byte // the pump goroutine's stack at the panic
+}
+
+func (e *RunPanicError) Error() string {
+	return fmt.Sprintf("usb: the transport's Run panicked: %v", e.Value)
+}

@@ -75,6 +75,9 @@ func WatchHotplug(ring *ioring.Ring, f HotplugFilter) (*Hotplug, error) {
 // wrapping ENOBUFS means the kernel dropped events while nobody read
 // (the watch goes on; compare with List to catch up).
 func (h *Hotplug) Next(ctx context.Context) (HotplugEvent, error) {
+	if h == nil || h.ring == nil {
+		return HotplugEvent{}, errNoWatch()
+	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for {
@@ -137,6 +140,9 @@ func (h *Hotplug) Events(ctx context.Context) iter.Seq2[HotplugEvent, error] {
 // Close cancels a pending Next (which then returns ErrClosed), waits for
 // it and closes the socket. Later calls return ErrClosed.
 func (h *Hotplug) Close() error {
+	if h == nil || h.ring == nil {
+		return errNoWatch() // its fd, 0, is not its own
+	}
 	h.qmu.Lock()
 	if h.closed {
 		h.qmu.Unlock()
@@ -151,6 +157,11 @@ func (h *Hotplug) Close() error {
 	h.mu.Lock() // Next has returned
 	defer h.mu.Unlock()
 	return unix.Close(h.fd)
+}
+
+// errNoWatch refuses a call on a Hotplug that WatchHotplug did not make.
+func errNoWatch() error {
+	return errorf("usb: hotplug: %w: Hotplug not made by WatchHotplug", ioring.ErrInvalid)
 }
 
 // readSysfsString reads a sysfs attribute, without its newline; "" where

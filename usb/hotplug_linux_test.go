@@ -7,6 +7,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
 
 	"github.com/cancelio/cancelio/ioring"
 )
@@ -64,4 +65,16 @@ func TestHotplugCancel(t *testing.T) {
 		assert.ErrorIs(t, err, ErrClosed, "Events after Close")
 		assert.Zero(t, e)
 	}
+}
+
+// A Hotplug that WatchHotplug did not make is refused; its Close leaves
+// fd 0, its zero fd, alone.
+func TestHotplugZero(t *testing.T) {
+	for name, h := range map[string]*Hotplug{"nil": nil, "zero": new(Hotplug)} {
+		_, err := h.Next(context.Background())
+		assert.ErrorIs(t, err, ioring.ErrInvalid, name)
+		assert.ErrorIs(t, h.Close(), ioring.ErrInvalid, name)
+	}
+	_, err := unix.FcntlInt(0, unix.F_GETFD, 0)
+	assert.NoError(t, err, "fd 0 is still open")
 }

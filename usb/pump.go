@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -186,10 +187,10 @@ func (p *Pump) CancelAll() {
 		e.mu.Unlock()
 	}
 	// Through the ring, so that a request is canceled once whoever else
-	// cancels it; a request that completed meanwhile says ErrNotFound.
-	for _, q := range reqs {
-		_ = q.Cancel()
-	}
+	// cancels it (a request that completed meanwhile is skipped), all in
+	// one batch: a cancel hook that panics or ends its goroutine does not
+	// keep the others from running.
+	_, _ = p.ring.Cancel(reqs...)
 }
 
 // ClearHalt pauses ep's pump and has the Runner clear the halt (see
@@ -307,7 +308,23 @@ func (p *Pump) SetAltSetting(iface, alt int) error {
 // completion posted to the ring), stops the pumps and closes the Runner.
 func (p *Pump) Close() error {
 	p.closing.Store(true)
+	// A Runner's interruption (Transfer.OnCancel) that ends this goroutine
+	// (runtime.Goexit) leaves the rest to another one: the ring runs the
+	// other cancel hooks, and the pumps still stop.
+	canceled := false
+	defer func() {
+		if !canceled {
+			go p.stop()
+		}
+	}()
 	p.CancelAll()
+	canceled = true
+	return p.stop()
+}
+
+// stop is the end of Close, once every transfer was canceled: it waits
+// for their completions, stops the pumps and closes the Runner.
+func (p *Pump) stop() error {
 	p.xfers.Wait()
 	for _, e := range p.eps {
 		if e == nil {
@@ -325,14 +342,20 @@ func (p *Pump) Close() error {
 // finish posts t's result to its request. Exactly one call per accepted
 // transfer.
 func (p *Pump) finish(t *Transfer, n int, err error) {
-	if err == ErrNoDevice {
+	if errors.Is(err, ErrNoDevice) {
 		p.gone.Store(true)
 	}
-	if n < 0 { // a transport's bug: the ring refuses a negative count
+	// A count outside the transfer's data is a Runner's bug; a caller
+	// slicing its buffer with it would panic.
+	data := len(t.buf)
+	if t.desc.Type == Control {
+		data -= SetupSize
+	}
+	if n < 0 || n > data {
 		if err == nil {
-			err = fmt.Errorf("usb: transport reported %d bytes transferred", n)
+			err = fmt.Errorf("usb: endpoint %#02x: transport reported %d bytes moved for %d bytes of data", t.desc.Address, n, data)
 		}
-		n = 0
+		n = min(max(n, 0), data)
 	}
 	_ = p.ring.Complete(t.req, n, err)
 	p.xfers.Done()
@@ -341,42 +364,70 @@ func (p *Pump) finish(t *Transfer, n int, err error) {
 // pump runs e's transfers one at a time, in order, until Close.
 func (p *Pump) pump(e *pumpEndpoint) {
 	defer p.pumps.Done()
-	for {
-		e.mu.Lock()
-		for (e.head == nil || e.paused) && !e.stop {
-			e.cond.Wait()
-		}
-		t := e.head
-		if t == nil { // stopping, and drained
-			e.mu.Unlock()
-			return
-		}
-		e.unlink(t)
-		t.state = tRunning
-		e.running = t
+	for p.next(e) {
+	}
+}
+
+// next runs e's next transfer and reports whether the pump goes on (false:
+// stopping, and drained). A Runner's Run that panics completes its
+// transfer with a *RunPanicError and the pump goes on; one that ends the
+// goroutine (runtime.Goexit) completes it with ErrRunExited, and a new
+// goroutine takes the pump over.
+func (p *Pump) next(e *pumpEndpoint) (more bool) {
+	e.mu.Lock()
+	for (e.head == nil || e.paused) && !e.stop {
+		e.cond.Wait()
+	}
+	t := e.head
+	if t == nil { // stopping, and drained
 		e.mu.Unlock()
+		return false
+	}
+	e.unlink(t)
+	t.state = tRunning
+	e.running = t
+	e.mu.Unlock()
 
-		var n int
-		var err error
-		switch {
-		case p.gone.Load():
-			err = ErrNoDevice
-		case t.tok != nil && t.tok.Canceled():
-			// Its token was canceled and the token's cancel of t has not
-			// run yet (it cancels its members one after another): a queued
-			// transfer of a canceled token must not reach the device.
-			err = ErrCanceled
-		default:
-			n, err = p.run.Run(t)
+	var n int
+	var err error
+	returned := false
+	defer func() {
+		exited := false
+		more = true // after a recovered panic too
+		if !returned {
+			n = 0
+			if v := recover(); v != nil {
+				err = &RunPanicError{Value: v, Stack: debug.Stack()}
+			} else { // runtime.Goexit: this goroutine ends
+				err, exited = ErrRunExited, true
+			}
 		}
-
 		e.mu.Lock()
 		t.state = tDone
 		t.inner, t.stop = ioring.Request{}, nil
 		e.running = nil
 		e.mu.Unlock()
 		p.finish(t, n, err)
+		if exited {
+			// After t's completion: the endpoint's transfers complete in
+			// order. Counted before this goroutine's Done.
+			p.pumps.Add(1)
+			go p.pump(e)
+		}
+	}()
+	switch {
+	case p.gone.Load():
+		err = ErrNoDevice
+	case t.tok != nil && t.tok.Canceled():
+		// Its token was canceled and the token's cancel of t has not run
+		// yet (it cancels its members one after another): a queued
+		// transfer of a canceled token must not reach the device.
+		err = ErrCanceled
+	default:
+		n, err = p.run.Run(t)
 	}
+	returned = true
+	return true
 }
 
 // unlink removes queued t. e.mu held.

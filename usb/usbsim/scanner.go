@@ -1,12 +1,12 @@
 package usbsim
 
 import (
-	"errors"
 	"fmt"
 	"net"
 	"sync"
 	"time"
 
+	"github.com/cancelio/cancelio/ioring"
 	"github.com/cancelio/cancelio/usb"
 )
 
@@ -82,8 +82,9 @@ type Config struct {
 	VendorID  uint16 // default DefaultVendorID
 	ProductID uint16 // default DefaultProductID
 	Serial    string // default "SIM0001"
-	// MaxTransfer is the largest payload of one bulk message (default
-	// DefaultMaxTransfer, at most MaxMaxTransfer); see Endpoint.MaxTransfer.
+	// MaxTransfer is the largest payload of one bulk message: 0 for
+	// DefaultMaxTransfer, else EventSize to MaxMaxTransfer; see
+	// Endpoint.MaxTransfer.
 	MaxTransfer int
 	Latency     time.Duration // initial SetLatency
 	Bandwidth   int64         // initial SetBandwidth
@@ -204,11 +205,11 @@ func NewScanner(cfg Config) (*Scanner, error) {
 
 // newScanner validates cfg and returns an unplugged Scanner.
 func newScanner(cfg Config) (*Scanner, error) {
-	if cfg.MaxTransfer < 0 || cfg.MaxTransfer > MaxMaxTransfer {
-		return nil, fmt.Errorf("usbsim: MaxTransfer %d outside 0..%d", cfg.MaxTransfer, MaxMaxTransfer)
+	if cfg.MaxTransfer != 0 && (cfg.MaxTransfer < EventSize || cfg.MaxTransfer > MaxMaxTransfer) {
+		return nil, fmt.Errorf("usbsim: %w: MaxTransfer %d outside %d..%d (or 0 for the default)", ioring.ErrInvalid, cfg.MaxTransfer, EventSize, MaxMaxTransfer)
 	}
 	if cfg.Latency < 0 || cfg.Bandwidth < 0 {
-		return nil, errors.New("usbsim: negative latency or bandwidth")
+		return nil, fmt.Errorf("usbsim: %w: negative latency or bandwidth", ioring.ErrInvalid)
 	}
 	s := &Scanner{
 		info: DeviceInfo{

@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/cancelio/cancelio/internal/fdcheck"
+	"github.com/cancelio/cancelio/ioring"
 	"github.com/cancelio/cancelio/usb/usbsim"
 )
 
@@ -620,4 +621,26 @@ func TestHostFDIsBlockingSeqpacket(t *testing.T) {
 	assert.Equal(t, uint16(usbsim.DefaultVendorID), info.VendorID)
 	assert.Equal(t, uint16(usbsim.DefaultProductID), info.ProductID)
 	assert.NotEmpty(t, info.Serial)
+}
+
+// A Config out of range is refused with an error wrapping ioring.ErrInvalid
+// that names the field, before anything is made.
+func TestConfigRefused(t *testing.T) {
+	for _, cfg := range []usbsim.Config{
+		{MaxTransfer: 1},
+		{MaxTransfer: usbsim.EventSize - 1},
+		{MaxTransfer: -1},
+		{MaxTransfer: usbsim.MaxMaxTransfer + 1},
+		{Latency: -time.Millisecond},
+		{Bandwidth: -1},
+	} {
+		_, err := usbsim.NewScanner(cfg)
+		require.ErrorIs(t, err, ioring.ErrInvalid, "%+v", cfg)
+		if cfg.MaxTransfer != 0 {
+			assert.ErrorContains(t, err, "MaxTransfer", "%+v", cfg)
+		}
+	}
+	s, err := usbsim.NewScanner(usbsim.Config{MaxTransfer: usbsim.EventSize})
+	require.NoError(t, err)
+	require.NoError(t, s.Close())
 }
