@@ -76,8 +76,16 @@ func ChunkSize(p Properties) int {
 // when the device is removed or suspended meanwhile,
 // ErrDeviceCommunication when a transfer fails or no data comes for
 // StallTimeout, and the sink's own error. In each case the driver ends
-// Locked, or Removed or Suspended after such an event.
-func (d *Driver) AcquireItemData(ctx context.Context, item *Item, sink io.Writer, progress func(Progress) bool) error {
+// Locked, or Removed or Suspended after such an event. A nil ctx, item or
+// sink fails with E_INVALIDARG before anything starts.
+//
+// A panic in the progress callback or the sink (or runtime.Goexit there)
+// ends the acquisition as a failed one, as above, before it goes on up to
+// the caller: the driver is not left Transferring.
+func (d *Driver) AcquireItemData(ctx context.Context, item *Item, sink io.Writer, progress func(Progress) bool) (err error) {
+	if ctx == nil {
+		return errInvalidArg.Wrap(errors.New("nil context"))
+	}
 	if err := checkItem(item); err != nil {
 		return err
 	}
@@ -101,11 +109,18 @@ func (d *Driver) AcquireItemData(ctx context.Context, item *Item, sink io.Writer
 		return err
 	}
 	stopCtx := context.AfterFunc(ctx, a.ctxCancel)
-	complete := a.run()
-	stopCtx()
-	err := a.result(complete)
-	d.endAcquisition(a, complete)
-	return err
+	// Deferred, so that a panic or runtime.Goexit in the progress callback
+	// or the sink ends the acquisition too (complete is false then): the
+	// driver Locked again and ioSem released, or the device handed to its
+	// recovery, whatever run was doing.
+	complete := false
+	defer func() {
+		stopCtx()
+		err = a.result(complete)
+		d.endAcquisition(a, complete)
+	}()
+	complete = a.run()
+	return nil
 }
 
 // newAcquisition makes the acquisition of the properties in force and
@@ -280,7 +295,16 @@ func (a *acquisition) startJob() bool {
 // It reports whether the whole image went to the sink.
 func (a *acquisition) stream() bool {
 	a.pump.start(a, ChunkSize(a.p))
-	defer a.pump.stop()
+	defer func() {
+		// Transfers still in flight: the progress callback or the sink
+		// panicked (or called runtime.Goexit); the loop returns only once
+		// every transfer has completed. Cancel them, or the waiter would
+		// wait for their completions for as long as the device takes.
+		if a.pump.queued > 0 {
+			a.stop(causeFailed, nil)
+		}
+		a.pump.stop()
+	}()
 	stall := a.d.cfg.StallTimeout
 	period := ProgressInterval
 	if stall > 0 {

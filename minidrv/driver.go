@@ -72,10 +72,11 @@ type Config struct {
 	Ring *ioring.Ring
 	// Open opens the device. The first Initialize calls it, and
 	// NotifyPnpEvent(EventDeviceConnected) when the device it had is gone.
-	// The driver closes the devices it opened, and uses the first bulk OUT
-	// and bulk IN endpoints of the device's interface. For a real device
-	// (or the scanner served as a USB gadget) wrap usb.Open, and pass
-	// usb.WithZeroPacket; tests open the simulated scanner with
+	// A nil device without an error counts as a device that did not open
+	// (ErrOffline). The driver closes the devices it opened, and uses the
+	// first bulk OUT and bulk IN endpoints of the device's interface. For
+	// a real device (or the scanner served as a USB gadget) wrap usb.Open,
+	// and pass usb.WithZeroPacket; tests open the simulated scanner with
 	// minidrvtest.SimOpener.
 	Open func(ctx context.Context) (*usb.Device, error)
 	// QueueDepth is the number of bulk-IN transfers an acquisition keeps in
@@ -97,14 +98,15 @@ type Config struct {
 	// Hotplug, if not nil, makes the driver follow its device's removals
 	// and arrivals by itself, as WIA's PnP manager does for a minidriver:
 	// the first Initialize calls it (before it opens the device, so that
-	// no later event is missed; an error fails the Initialize with
-	// ErrGeneral) and reads the watcher it returns in a goroutine of its
-	// own, until the last Uninitialize, which ends that goroutine and
-	// closes the watcher. A removal of the device is delivered as
-	// NotifyPnpEvent(EventDeviceDisconnected): the driver goes to Removed,
-	// stopping an acquisition (whose transfers get up to AbortTimeout to
-	// fail with the USB stack's usb.ErrNoDevice first). An arrival of the same device (see
-	// HotplugMatch) is NotifyPnpEvent(EventDeviceConnected): the driver
+	// no later event is missed; an error, or a nil watcher, fails the
+	// Initialize with ErrGeneral) and reads the watcher it returns in a
+	// goroutine of its own, until the last Uninitialize, which ends that
+	// goroutine and closes the watcher. A removal of the device is
+	// delivered as NotifyPnpEvent(EventDeviceDisconnected): the driver
+	// goes to Removed, stopping an acquisition (whose transfers get up to
+	// AbortTimeout to fail with the USB stack's usb.ErrNoDevice first). An
+	// arrival of the same device (see HotplugMatch) is
+	// NotifyPnpEvent(EventDeviceConnected): the driver
 	// opens it again with Open, probes it and is Idle, with no call from
 	// the application; if the device does not open or answer yet, the
 	// driver tries again after pauses of up to a second while it stays
@@ -250,7 +252,11 @@ func (d *Driver) unwindWait() time.Duration { return 2*d.cfg.AbortTimeout + time
 // later calls only count one more client. It fails with ErrOffline when the
 // device cannot be opened, ErrDeviceCommunication when it does not answer
 // the probe, and ErrBusy when ctx ends while another call uses the device.
+// A nil ctx fails with E_INVALIDARG.
 func (d *Driver) Initialize(ctx context.Context) error {
+	if ctx == nil {
+		return errInvalidArg.Wrap(errors.New("nil context"))
+	}
 	if d.addClient() {
 		return nil
 	}
@@ -268,9 +274,16 @@ func (d *Driver) Initialize(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// A failed Initialize keeps no watch; deferred, so that a panic in
+	// Config.Open does not leak the watcher either.
+	started := false
+	defer func() {
+		if !started {
+			hot.stop()
+		}
+	}()
 	dev, err := d.openDevice(ctx)
 	if err != nil {
-		hot.stop()
 		return err
 	}
 	d.mu.Lock()
@@ -285,9 +298,9 @@ func (d *Driver) Initialize(ctx context.Context) error {
 		d.clients = 0
 		d.closeDeviceLocked()
 		d.mu.Unlock()
-		hot.stop()
 		return err
 	}
+	started = true
 	if hot != nil {
 		d.mu.Lock()
 		d.hot = hot
@@ -389,6 +402,9 @@ func (d *Driver) openDevice(ctx context.Context) (*usb.Device, error) {
 	dev, err := d.cfg.Open(ctx)
 	if err != nil {
 		return nil, ErrOffline.Wrap(fmt.Errorf("open device: %w", err))
+	}
+	if dev == nil {
+		return nil, ErrOffline.Wrap(errors.New("open device: Config.Open returned no device and no error"))
 	}
 	out, in, err := scannerEndpoints(dev)
 	if err != nil {
@@ -514,8 +530,12 @@ func (d *Driver) WriteItemProperties(item *Item, changes ...PropValue) error {
 // first: a device that does not answer fails the Lock with
 // ErrNotRecovered, as does ctx ending while the device still recovers.
 // In Unloaded, Suspended and Removed it fails at once (ErrNotInitialized,
-// ErrOffline). The lock is not tied to a goroutine.
+// ErrOffline), and with a nil ctx it fails with E_INVALIDARG. The lock is
+// not tied to a goroutine.
 func (d *Driver) Lock(ctx context.Context) error {
+	if ctx == nil {
+		return errInvalidArg.Wrap(errors.New("nil context"))
+	}
 	for {
 		s, changed := d.m.Watch()
 		switch s {
@@ -632,7 +652,10 @@ func (d *Driver) reconnect() error {
 	}
 	dev, err := d.openDevice(ctx)
 	if err != nil {
-		return ErrOffline.Wrap(err)
+		if !errors.Is(err, ErrOffline) { // opened, but no scanner or no answer
+			err = ErrOffline.Wrap(err)
+		}
+		return err
 	}
 	d.mu.Lock()
 	d.setDevice(dev)
@@ -657,8 +680,12 @@ func (d *Driver) reconnect() error {
 // from the acquisition's own progress callback or sink (it does not wait
 // for the acquiring goroutine); with nothing pending it is a no-op that
 // returns nil. When ctx ends first it returns ErrBusy wrapping ctx's error
-// (the unwinding goes on). It does not allocate.
+// (the unwinding goes on); a nil ctx never ends. It does not allocate.
 func (d *Driver) CancelPendingIO(ctx context.Context) error {
+	// Not refused: a cancel must always go through.
+	if ctx == nil {
+		ctx = context.Background()
+	}
 	if _, err := d.m.Notify(EventCancelIO); err != nil {
 		return err
 	}

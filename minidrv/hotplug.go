@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"reflect"
 	"time"
 
 	"github.com/cancelio/cancelio/ioring"
@@ -67,7 +68,24 @@ func (d *Driver) startHotplug() (*hotplug, error) {
 	if w == nil {
 		return nil, ErrGeneral.Wrap(errors.New("watch hotplug: Config.Hotplug returned no watcher"))
 	}
+	if v := reflect.ValueOf(w); v.Kind() == reflect.Pointer && v.IsNil() {
+		// A nil *usb.Hotplug in a non-nil interface (see WatchUSB): its
+		// methods would dereference it in the watch's goroutine.
+		return nil, ErrGeneral.Wrap(fmt.Errorf("watch hotplug: Config.Hotplug returned a nil %T", w))
+	}
 	return &hotplug{w: w, done: make(chan struct{})}, nil
+}
+
+// next is h.w.Next, with a panic in it turned into an error: the watch
+// takes it as a failed Next (it pauses, and goes on), where the panic
+// would end the process from the watch's goroutine.
+func (h *hotplug) next(ctx context.Context) (e usb.HotplugEvent, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("minidrv: hotplug watcher panicked: %v", p)
+		}
+	}()
+	return h.w.Next(ctx)
 }
 
 // run starts the goroutine that follows the events of h for the device
@@ -110,9 +128,10 @@ func (h *hotplug) stop() {
 // arrival that does not bring the driver back (the device did not open or
 // answer yet) is tried again, after pauses growing from hotplugRetryMin
 // to hotplugRetryMax, until it works, the device leaves again or the
-// watch ends. After a failed Next (events lost) a driver still Removed
-// looks whether its device came back the same way. It runs until ctx
-// ends (the last Uninitialize) or the watcher is closed.
+// watch ends. After a failed Next (events lost, or a panic in the
+// watcher) a driver still Removed looks whether its device came back the
+// same way. It runs until ctx ends (the last Uninitialize) or the watcher
+// is closed.
 func (d *Driver) followHotplug(ctx context.Context, h *hotplug) {
 	defer close(h.done)
 	var retry, pause time.Duration // retry > 0: bring the device back at retryAt
@@ -122,7 +141,7 @@ func (d *Driver) followHotplug(ctx context.Context, h *hotplug) {
 		if retry > 0 {
 			wctx, cancel = context.WithDeadline(ctx, retryAt)
 		}
-		e, err := h.w.Next(wctx)
+		e, err := h.next(wctx)
 		cancel()
 		switch {
 		case ctx.Err() != nil:

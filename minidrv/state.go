@@ -2,6 +2,7 @@ package minidrv
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 )
@@ -542,7 +543,8 @@ func (m *Machine) Watch() (State, <-chan struct{}) {
 // Wait blocks until cond reports true for the current state, and returns
 // that state. cond runs without the Machine's lock held, once at first and
 // once per change of state. If ctx ends first, Wait returns the current state
-// and ctx.Err().
+// and ctx.Err(). A nil ctx or cond returns the current state and an error
+// with HResult E_INVALIDARG.
 //
 // For example, CancelPendingIO fires CancelIO and then waits for the
 // transfer to unwind:
@@ -550,6 +552,12 @@ func (m *Machine) Watch() (State, <-chan struct{}) {
 //	m.Fire(CancelIO)
 //	m.Wait(ctx, func(s State) bool { return !s.Busy() })
 func (m *Machine) Wait(ctx context.Context, cond func(State) bool) (State, error) {
+	switch {
+	case ctx == nil:
+		return m.State(), errInvalidArg.Wrap(errors.New("nil context"))
+	case cond == nil:
+		return m.State(), errInvalidArg.Wrap(errors.New("nil condition"))
+	}
 	for {
 		s, ch := m.Watch()
 		if cond(s) {
