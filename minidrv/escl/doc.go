@@ -14,6 +14,7 @@
 //	GET    /eSCL/ScannerStatus          Idle or Processing, and recent jobs
 //	POST   /eSCL/ScanJobs               scan:ScanSettings: 201 Created with a
 //	                                    Location, or 503 while another job runs
+//	                                    or the scanner is not available
 //	GET    /eSCL/ScanJobs/{id}/NextDocument
 //	                                    the page (PNG or JPEG, encoded with
 //	                                    image/png and image/jpeg), then 404:

@@ -11,6 +11,7 @@ import (
 	"mime"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -49,7 +50,11 @@ type Config struct {
 	// The handler locks it for each job and unlocks it after.
 	Driver *minidrv.Driver
 	// Prefix is the path the eSCL resources live under; DefaultPrefix when
-	// empty. It starts with a slash and does not end with one.
+	// empty. It is a plain path: it starts with a slash and does not end
+	// with one, and its segments are neither empty, "." nor "..", and hold
+	// only characters a URL path carries unescaped (letters, digits and
+	// -._~!$&'()*+,;=:@), none of which a ServeMux pattern treats
+	// specially.
 	Prefix string
 	// MakeAndModel, SerialNumber and UUID identify the scanner in its
 	// capabilities. MakeAndModel defaults to "cancelio scanner"; UUID to a
@@ -80,7 +85,9 @@ type Config struct {
 	Log *slog.Logger
 	// OnJobDone, if not nil, is called once per job when it is over
 	// (delivered, canceled, failed or expired) and the driver unlocked,
-	// from the job's goroutine. It must not block for long.
+	// from the job's goroutine. It must not block for long. Shutdown does
+	// not wait for it (so it may call Shutdown). A panic in it is
+	// recovered and logged.
 	OnJobDone func(JobReport)
 }
 
@@ -118,8 +125,8 @@ func NewHandler(cfg Config) (*Handler, error) {
 	if cfg.Prefix == "" {
 		cfg.Prefix = DefaultPrefix
 	}
-	if cfg.Prefix[0] != '/' || cfg.Prefix[len(cfg.Prefix)-1] == '/' {
-		return nil, fmt.Errorf("escl: prefix %q must start with a slash and not end with one", cfg.Prefix)
+	if err := checkPrefix(cfg.Prefix); err != nil {
+		return nil, err
 	}
 	if cfg.MakeAndModel == "" {
 		cfg.MakeAndModel = "cancelio scanner"
@@ -170,6 +177,36 @@ func NewHandler(cfg Config) (*Handler, error) {
 	h.mux.HandleFunc("GET "+p+"/ScanJobs/{id}/NextDocument", h.serveNextDocument)
 	h.mux.HandleFunc("DELETE "+p+"/ScanJobs/{id}", h.serveDelete)
 	return h, nil
+}
+
+// checkPrefix returns an error unless p is a plain path (see
+// Config.Prefix): the routes are p followed by a fixed pattern, so
+// anything ServeMux reads as pattern syntax ("{x}", "{$}", a space that
+// ends the method, "%" escapes) would make a route NewHandler did not
+// mean, or make ServeMux panic; and a path that ServeMux cleans (empty,
+// "." or ".." segments) would never match a request.
+func checkPrefix(p string) error {
+	if p[0] != '/' || p[len(p)-1] == '/' {
+		return fmt.Errorf("escl: prefix %q must start with a slash and not end with one", p)
+	}
+	for _, seg := range strings.Split(p[1:], "/") {
+		if seg == "" || seg == "." || seg == ".." {
+			return fmt.Errorf("escl: prefix %q has an empty, \".\" or \"..\" segment", p)
+		}
+		for _, c := range seg {
+			if !isPathChar(c) {
+				return fmt.Errorf("escl: prefix %q has %q: want letters, digits and -._~!$&'()*+,;=:@", p, c)
+			}
+		}
+	}
+	return nil
+}
+
+// isPathChar reports whether c is an RFC 3986 pchar other than a "%"
+// escape: unreserved, sub-delims, ':' or '@'.
+func isPathChar(c rune) bool {
+	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' ||
+		strings.ContainsRune("-._~!$&'()*+,;=:@", c)
 }
 
 // readCaps derives the capabilities from the flatbed's properties: the bed
@@ -235,16 +272,27 @@ func (h *Handler) capabilities() *capabilitiesDoc {
 }
 
 // ServeHTTP serves the eSCL resources under Config.Prefix; other paths get
-// 404, other methods 405.
-func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.mux.ServeHTTP(w, r) }
+// 404, other methods 405. A Handler not made by NewHandler answers 500.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if h.mux == nil { // a zero Handler: no scanner to serve
+		http.Error(w, "escl: the Handler was not made by NewHandler", http.StatusInternalServerError)
+		return
+	}
+	h.mux.ServeHTTP(w, r)
+}
 
 // Shutdown makes the handler refuse new jobs (503), cancels the running
 // job, if any, through CancelPendingIO, and waits until every job is over
 // and the driver unlocked, or ctx ends (then it returns ctx's error; the
-// jobs still finish). It does not stop an http.Server: call it before the
-// server's own Shutdown, which waits for running requests, so that a
-// NextDocument waiting for the canceled page has ended.
+// jobs still finish). A nil ctx never ends. It does not wait for
+// Config.OnJobDone, which may still run when it returns, and may call it.
+// It does not stop an http.Server: call it before the server's own
+// Shutdown, which waits for running requests, so that a NextDocument
+// waiting for the canceled page has ended.
 func (h *Handler) Shutdown(ctx context.Context) error {
+	if ctx == nil { // a shutdown must not fail for want of a context
+		ctx = context.Background()
+	}
 	h.mu.Lock()
 	h.closed = true
 	a := h.active
@@ -324,8 +372,16 @@ func (h *Handler) serveScanJobs(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	// The driver checks the properties too, without touching the device.
+	// It refuses a value (the request conflicts with the scanner), or
+	// refuses any call in its state (not initialized): the scanner cannot
+	// take a job now, as when the lock fails below.
 	if err := h.d.ValidateItemProperties(h.bed, set.props()...); err != nil {
-		h.refuse(w, r, http.StatusConflict, err.Error())
+		if errors.Is(err, minidrv.ErrInvalidProperty) {
+			h.refuse(w, r, http.StatusConflict, err.Error())
+			return
+		}
+		w.Header().Set("Retry-After", "5")
+		h.refuse(w, r, http.StatusServiceUnavailable, "the scanner is not available: "+err.Error())
 		return
 	}
 
@@ -363,7 +419,11 @@ func (h *Handler) serveScanJobs(w http.ResponseWriter, r *http.Request) {
 	h.mu.Lock()
 	h.addJobLocked(j)
 	h.mu.Unlock()
-	go h.run(j)
+	go func() {
+		// Shutdown waits for run (the job), not for OnJobDone: that
+		// may call Shutdown.
+		h.jobDone(h.run(j))
+	}()
 
 	w.Header().Set("Location", h.cfg.Prefix+"/ScanJobs/"+j.id)
 	w.WriteHeader(http.StatusCreated)

@@ -10,6 +10,7 @@ import (
 	"image/png"
 	"io"
 	"net/http"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -191,10 +192,10 @@ func newJob(set Settings) *job {
 // (delivered, or failed and the job canceled).
 func (j *job) finish() { j.overOnce.Do(func() { close(j.over) }) }
 
-// run is the job's goroutine: it scans (the driver is locked already),
-// unlocks the driver, encodes the document, waits for it to be fetched, and
-// reports the job.
-func (h *Handler) run(j *job) {
+// run is the job: it scans (the driver is locked already), unlocks the
+// driver, encodes the document, waits for it to be fetched, logs the job
+// and returns its report.
+func (h *Handler) run(j *job) JobReport {
 	defer h.wg.Done()
 	p := h.d.Properties()
 	raw := make(sliceWriter, 0, p.ImageSize())
@@ -265,9 +266,22 @@ func (h *Handler) run(j *job) {
 	h.mu.Unlock()
 
 	h.logJob(rep)
-	if h.cfg.OnJobDone != nil {
-		h.cfg.OnJobDone(rep)
+	return rep
+}
+
+// jobDone calls Config.OnJobDone, if any, with rep. The job is over and
+// the handler consistent already: a panic in the callback is logged, not
+// allowed to end the process from a goroutine the caller did not start.
+func (h *Handler) jobDone(rep JobReport) {
+	if h.cfg.OnJobDone == nil {
+		return
 	}
+	defer func() {
+		if v := recover(); v != nil {
+			h.cfg.Log.Error("escl: OnJobDone panicked", "job", rep.ID, "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+		}
+	}()
+	h.cfg.OnJobDone(rep)
 }
 
 // awaitDelivery waits until j's document is delivered, the job canceled,
