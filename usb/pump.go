@@ -78,10 +78,14 @@ func epIndex(addr uint8) int { return int(addr&0x0f) | int(addr&0x80)>>3 }
 
 // NewPump returns the Transport of r for the endpoints eps, whose
 // transfers complete through ring, and starts one goroutine per endpoint;
-// Close stops them. It panics if two endpoints share an address.
+// Close stops them. It panics if two endpoints share an address, or an
+// address has bits 4 to 6 set (reserved: no endpoint has them).
 func NewPump(ring *ioring.Ring, eps []EndpointDesc, r Runner) *Pump {
 	p := &Pump{ring: ring, run: r}
 	for _, ed := range eps {
+		if ed.Address&0x70 != 0 {
+			panic(fmt.Sprintf("usb: NewPump: endpoint address %#02x has reserved bits set", ed.Address))
+		}
 		i := epIndex(ed.Address)
 		if p.eps[i] != nil {
 			panic(fmt.Sprintf("usb: NewPump: endpoint %#02x twice", ed.Address))
@@ -101,7 +105,9 @@ func NewPump(ring *ioring.Ring, eps []EndpointDesc, r Runner) *Pump {
 
 // endpoint returns the state of ep, or an error wrapping ErrNotFound.
 func (p *Pump) endpoint(ep EndpointDesc) (*pumpEndpoint, error) {
-	if e := p.eps[epIndex(ep.Address)]; e != nil {
+	// The address whole: epIndex ignores the reserved bits, and 0x91 is
+	// not 0x81.
+	if e := p.eps[epIndex(ep.Address)]; e != nil && e.desc.Address == ep.Address {
 		return e, nil
 	}
 	if ep.Type == Control {

@@ -207,3 +207,17 @@ func TestStringDescriptorMalformed(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, "ok", s)
 }
+
+// An address is an endpoint's whole: 0x91 is not 0x81 (the index of a
+// Pump's endpoints ignores bits 4 to 6, which no endpoint has set).
+func TestPumpAddressWhole(t *testing.T) {
+	ring := newPumpRing(t)
+	r := &funcRunner{run: func(*Transfer) (int, error) { return 0, nil }}
+	p := NewPump(ring, []EndpointDesc{pumpIn}, r)
+	defer p.Close()
+	_, err := p.Submit(EndpointDesc{Address: 0x91, Type: Bulk}, make([]byte, 8), Xfer{}, true)
+	assert.ErrorIs(t, err, ErrNotFound)
+	assert.PanicsWithValue(t, "usb: NewPump: endpoint address 0x11 has reserved bits set", func() {
+		NewPump(ring, []EndpointDesc{{Address: 0x01, Type: Bulk}, {Address: 0x11, Type: Bulk}}, r)
+	})
+}
