@@ -112,9 +112,13 @@ func (h *hotplug) stop() {
 	if h == nil {
 		return
 	}
+	// Closed before the wait: a Next in progress returns on Close (see
+	// HotplugWatcher), also one that does not watch its ctx.
 	if h.cancel != nil {
 		h.cancel()
+		_ = h.w.Close()
 		<-h.done
+		return
 	}
 	_ = h.w.Close()
 }

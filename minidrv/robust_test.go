@@ -291,3 +291,29 @@ func TestReconnectOfflineOnce(t *testing.T) {
 	require.NoError(t, r.d.NotifyPnpEvent(minidrv.EventDeviceConnected))
 	assert.Equal(t, minidrv.Idle, r.d.State())
 }
+
+// deafWatcher is a chanWatcher whose Next does not watch its ctx: only
+// Close ends it.
+type deafWatcher struct{ *chanWatcher }
+
+func (w deafWatcher) Next(context.Context) (usb.HotplugEvent, error) {
+	return w.chanWatcher.Next(context.Background())
+}
+
+// TestHotplugWatcherIgnoresContext: the last Uninitialize closes the
+// watcher before it waits for the watch to end, so a watcher whose Next
+// returns only on Close does not hang it.
+func TestHotplugWatcherIgnoresContext(t *testing.T) {
+	w := deafWatcher{newChanWatcher()}
+	r := newRig(t, minidrv.Config{Hotplug: func() (minidrv.HotplugWatcher, error) { return w, nil }})
+	done := make(chan error, 1)
+	go func() { done <- r.d.Uninitialize() }()
+	select {
+	case err := <-done:
+		require.NoError(t, err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("Uninitialize hung on a watcher that ignores its ctx")
+	}
+	assert.True(t, w.isClosed())
+	waitFollowers(t, 0)
+}
