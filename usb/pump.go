@@ -78,9 +78,13 @@ func epIndex(addr uint8) int { return int(addr&0x0f) | int(addr&0x80)>>3 }
 
 // NewPump returns the Transport of r for the endpoints eps, whose
 // transfers complete through ring, and starts one goroutine per endpoint;
-// Close stops them. It panics if two endpoints share an address, or an
-// address has bits 4 to 6 set (reserved: no endpoint has them).
+// Close stops them. It panics if ring or r is nil, if two endpoints share
+// an address, or if an address has bits 4 to 6 set (reserved: no endpoint
+// has them): a backend's bugs, better found here than in a pump.
 func NewPump(ring *ioring.Ring, eps []EndpointDesc, r Runner) *Pump {
+	if ring == nil || r == nil {
+		panic("usb: NewPump: nil ring or Runner")
+	}
 	p := &Pump{ring: ring, run: r}
 	for _, ed := range eps {
 		if ed.Address&0x70 != 0 {

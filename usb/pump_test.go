@@ -221,3 +221,13 @@ func TestPumpAddressWhole(t *testing.T) {
 		NewPump(ring, []EndpointDesc{{Address: 0x01, Type: Bulk}, {Address: 0x11, Type: Bulk}}, r)
 	})
 }
+
+// NewPump and NewDevice refuse what would fail later, in a pump or at the
+// first transfer: a nil ring, Runner or Transport.
+func TestPumpNilParts(t *testing.T) {
+	ring := newPumpRing(t)
+	r := &funcRunner{run: func(*Transfer) (int, error) { return 0, nil }}
+	assert.PanicsWithValue(t, "usb: NewPump: nil ring or Runner", func() { NewPump(nil, []EndpointDesc{pumpIn}, r) })
+	assert.PanicsWithValue(t, "usb: NewPump: nil ring or Runner", func() { NewPump(ring, []EndpointDesc{pumpIn}, nil) })
+	assert.PanicsWithValue(t, "usb: NewDevice: nil Transport", func() { NewDevice(DeviceDesc{}, nil) })
+}

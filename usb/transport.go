@@ -70,8 +70,13 @@ type Transport interface {
 //
 // desc.Config, desc.Interface and desc.AltSetting say what the backend
 // set up: the Device counts that interface as claimed (with a kernel
-// driver detached, as Open does) when desc.Configs describes it.
+// driver detached, as Open does) when desc.Configs describes it. It
+// panics if tr is nil: a backend's bug, better found here than at the
+// first transfer.
 func NewDevice(desc DeviceDesc, tr Transport) *Device {
+	if tr == nil {
+		panic("usb: NewDevice: nil Transport")
+	}
 	d := &Device{desc: desc, tr: tr, byAddr: map[uint8]*Endpoint{}, config: desc.Config, claimed: map[int]*claim{}}
 	d.desc.Endpoints = nil
 	d.desc.Configs = cloneConfigs(desc.Configs)
