@@ -167,12 +167,7 @@ func TestMachineWaitRefusesNil(t *testing.T) {
 // Initialize. Either way the hotplug watch made before the open is
 // closed, the driver is Unloaded, and the next Initialize works.
 func TestInitializeBadOpen(t *testing.T) {
-	ring, err := ioring.New(ioring.Config{Entries: 64})
-	require.NoError(t, err)
-	defer ring.Close()
-	sc, err := usbsim.NewScanner(usbsim.Config{})
-	require.NoError(t, err)
-	defer sc.Close()
+	ring, sc := newRingScanner(t)
 	var mode atomic.Int32 // 0: opens the scanner; 1: (nil, nil); 2: panics
 	var w *chanWatcher
 	d, err := minidrv.New(minidrv.Config{
@@ -234,12 +229,7 @@ func (w *panicWatcher) Next(ctx context.Context) (usb.HotplugEvent, error) {
 // panics is taken as one whose Next failed: the watch goes on (the
 // process does not crash) and follows the device's events after it.
 func TestHotplugWatcherPanics(t *testing.T) {
-	ring, err := ioring.New(ioring.Config{Entries: 64})
-	require.NoError(t, err)
-	defer ring.Close()
-	sc, err := usbsim.NewScanner(usbsim.Config{})
-	require.NoError(t, err)
-	defer sc.Close()
+	ring, sc := newRingScanner(t)
 	var opens atomic.Int32
 	open := func(context.Context) (*usb.Device, error) {
 		opens.Add(1)
@@ -316,4 +306,17 @@ func TestHotplugWatcherIgnoresContext(t *testing.T) {
 	}
 	assert.True(t, w.isClosed())
 	waitFollowers(t, 0)
+}
+
+// newRingScanner returns a ring and a simulated scanner, closed when the
+// test ends, for a Driver a test configures itself.
+func newRingScanner(t *testing.T) (*ioring.Ring, *usbsim.Scanner) {
+	t.Helper()
+	ring, err := ioring.New(ioring.Config{Entries: 64})
+	require.NoError(t, err)
+	t.Cleanup(func() { ring.Close() })
+	sc, err := usbsim.NewScanner(usbsim.Config{})
+	require.NoError(t, err)
+	t.Cleanup(func() { sc.Close() })
+	return ring, sc
 }
