@@ -184,6 +184,7 @@ type pslot struct {
 	next     int32
 	timer    *time.Timer // OpTimeout's timer, made once per slot
 	fireAt   time.Time
+	moved    int32 // bytes a MSG_WAITALL send or receive has moved so far (tryAll)
 }
 
 // pollFD is an open file description with requests attached: it holds a
@@ -316,6 +317,7 @@ func (b *pollBackend) submit(idx uint32, s *slot) error {
 	p.st = psPending
 	p.canceled = false
 	p.mode = pmNowait
+	p.moved = 0
 	if s.fixedFD {
 		// Every attempt, and every duplicate made for the request, acts
 		// on the registered file's duplicate (files.go): made here, under
@@ -672,6 +674,16 @@ func (b *pollBackend) releasePFD(pfd *pollFD, out []compl) []compl {
 // by deliverAll before the completion is delivered). b.mu held.
 func (b *pollBackend) finish(idx uint32, p *pslot, res int32, out []compl) []compl {
 	p.st = psIdle
+	if p.moved > 0 {
+		// A MSG_WAITALL transfer (tryAll) reports what moved, also when an
+		// error or a cancel ends it, as io_uring's does.
+		if res >= 0 {
+			res += p.moved
+		} else {
+			res = p.moved
+		}
+		p.moved = 0
+	}
 	if p.own >= 0 {
 		out = append(out, compl{closeFD, p.own, 0})
 		p.own = -1

@@ -123,19 +123,79 @@ func (b *pollBackend) trySock(s *slot, p *pslot) {
 		case ev < 0:
 			p.res = ev
 		default:
-			p.res = 0
-			if e, err := unix.GetsockoptInt(int(p.fd), unix.SOL_SOCKET, unix.SO_ERROR); err != nil {
-				p.res = -errnoOf(err)
-			} else if e != 0 {
-				p.res = -int32(e)
+			// Connect again, as io_uring does: that reports the outcome
+			// and, after a failure, puts the socket back to unconnected.
+			// (SO_ERROR alone leaves it connecting, and its next connect
+			// fails with ECONNABORTED.)
+			switch r := connectNonblock(s, p.fd); r {
+			case 0, -int32(unix.EISCONN):
+				p.res = 0
+			case -int32(unix.EALREADY), -int32(unix.EINPROGRESS):
+				p.act = paWait
+			default:
+				p.res = r
 			}
 		}
 		return
 	}
+	if s.events&unix.MSG_WAITALL != 0 && moves(s.code) {
+		b.tryAll(s, p)
+		return
+	}
 	p.res = sockCall(s, p.fd, unix.MSG_DONTWAIT)
-	if p.res == -int32(unix.EAGAIN) {
+	if p.res == -int32(unix.EAGAIN) && !dontWait(s) {
 		p.act = paWait
 	}
+}
+
+// moves reports whether op is a send, recv, sendmsg or recvmsg.
+func moves(op Opcode) bool {
+	return op == OpSend || op == OpRecv || op == OpSendMsg || op == OpRecvMsg
+}
+
+// tryAll is trySock for a send or receive given MSG_WAITALL. A
+// non-blocking call moves what it can now; as io_uring does on a stream
+// socket, the request goes on after a short transfer until all of it has
+// moved, the peer ends the stream, or an error comes. p.moved counts what
+// has moved, which the completion reports after an error or a cancel too
+// (finish).
+func (b *pollBackend) tryAll(s *slot, p *pslot) {
+	p.act = paDone
+	total := sockBytes(s)
+	for {
+		r := sockCallFrom(s, p.fd, unix.MSG_DONTWAIT, int(p.moved))
+		switch {
+		case r == -int32(unix.EAGAIN) && !dontWait(s):
+			p.act = paWait
+			return
+		case r <= 0: // an error, or the end of the stream
+			p.res = r
+			return
+		}
+		p.moved += r
+		if int(p.moved) >= total || !streamSocket(p.fd) {
+			p.res = 0 // finish reports p.moved
+			return
+		}
+	}
+}
+
+// streamSocket reports whether fd is a socket whose transfers MSG_WAITALL
+// continues (SOCK_STREAM or SOCK_SEQPACKET, as io_uring's retry of short
+// transfers): a datagram socket's message is whole at once.
+func streamSocket(fd int32) bool {
+	t, err := unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_TYPE)
+	return err == nil && (t == unix.SOCK_STREAM || t == unix.SOCK_SEQPACKET)
+}
+
+// dontWait reports whether slot s's socket operation was given
+// MSG_DONTWAIT: it completes with EAGAIN rather than wait, as on io_uring.
+func dontWait(s *slot) bool {
+	switch s.code {
+	case OpSend, OpRecv, OpSendMsg, OpRecvMsg:
+		return s.events&unix.MSG_DONTWAIT != 0
+	}
+	return false
 }
 
 // connectNonblock starts a non-blocking connect of slot s's socket, fd: a

@@ -104,3 +104,87 @@ func recvfrom(fd int32, buf []byte, flags int) int32 {
 		return int32(r1)
 	}
 }
+
+// sockCallFrom is sockCall for a send, recv, sendmsg or recvmsg of which
+// the first skip bytes have moved already (MSG_WAITALL: tryAll): it moves
+// the rest. A retried recvmsg passes no address and no control buffer
+// (the first call filled them, as io_uring's retries do) and keeps the
+// first call's lengths and flags.
+func sockCallFrom(s *slot, fd int32, flags, skip int) int32 {
+	if skip == 0 {
+		return sockCall(s, fd, flags)
+	}
+	fl := uintptr(int(s.events) | flags)
+	switch s.code {
+	case OpSend, OpRecv:
+		nr, extra := uintptr(unix.SYS_RECVFROM), uintptr(0)
+		if s.code == OpSend {
+			nr, extra = unix.SYS_SENDTO, unix.MSG_NOSIGNAL
+		}
+		b := s.buf[skip:]
+		return sockRetry(nr, fd, uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)), fl|extra)
+	case OpSendMsg, OpRecvMsg:
+		h := msgOf(s)
+		saved := *h
+		rest := make([]unix.Iovec, 0, h.Iovlen)
+		for _, v := range unsafe.Slice(h.Iov, h.Iovlen) {
+			if n := int(v.Len); skip >= n {
+				skip -= n
+				continue
+			}
+			v.Base = (*byte)(unsafe.Add(unsafe.Pointer(v.Base), skip))
+			v.SetLen(int(v.Len) - skip)
+			skip = 0
+			rest = append(rest, v)
+		}
+		h.Iov, h.Iovlen = &rest[0], uint64(len(rest))
+		nr, extra := uintptr(unix.SYS_RECVMSG), uintptr(0)
+		if s.code == OpSendMsg {
+			nr, extra = unix.SYS_SENDMSG, unix.MSG_NOSIGNAL
+		} else {
+			h.Name, h.Namelen, h.Control, h.Controllen = nil, 0, nil, 0
+		}
+		r := sockRetry(nr, fd, uintptr(unsafe.Pointer(h)), 0, fl|extra)
+		flagsNow := h.Flags
+		*h = saved
+		h.Flags |= flagsNow
+		return r
+	}
+	return -int32(unix.EOPNOTSUPP)
+}
+
+// sockRetry makes socket system call nr on fd with a1, a2 and flags (the
+// argument after them), retried on EINTR; it returns the count or -errno.
+func sockRetry(nr uintptr, fd int32, a1, a2, flags uintptr) int32 {
+	for {
+		var r1 uintptr
+		var e unix.Errno
+		if nr == unix.SYS_SENDMSG || nr == unix.SYS_RECVMSG {
+			r1, _, e = unix.Syscall(nr, uintptr(fd), a1, flags)
+		} else {
+			r1, _, e = unix.Syscall6(nr, uintptr(fd), a1, a2, flags, 0, 0)
+		}
+		if e == unix.EINTR {
+			continue
+		}
+		if e != 0 {
+			return -int32(e)
+		}
+		return int32(r1)
+	}
+}
+
+// sockBytes returns how many bytes slot s's send, recv, sendmsg or
+// recvmsg moves in all.
+func sockBytes(s *slot) int {
+	switch s.code {
+	case OpSend, OpRecv:
+		return len(s.buf)
+	}
+	h := msgOf(s)
+	n := 0
+	for _, v := range unsafe.Slice(h.Iov, h.Iovlen) {
+		n += int(v.Len)
+	}
+	return n
+}

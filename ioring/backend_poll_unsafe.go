@@ -53,7 +53,10 @@ func rw(s *slot, fd int32, flags int, limit int) int32 {
 // rwv is the system call of rw and rwFixed: preadv2 (pwritev2 when write)
 // of the n iovecs at iov on fd at off (-1: the current position) with
 // flags, retried on EINTR, falling back to rwOld on a kernel without
-// preadv2 when flags is 0. It returns the byte count or -errno.
+// preadv2 when flags is 0. An offset on a file that has no position
+// (ESPIPE) is ignored, as io_uring ignores it there: any offset on a pipe,
+// offset 0 on a socket (whose read and write refuse any other, on io_uring
+// too). It returns the byte count or -errno.
 func rwv(fd int32, write bool, iov *unix.Iovec, n int, off int64, flags int) int32 {
 	nr := uintptr(unix.SYS_PREADV2)
 	if write {
@@ -70,6 +73,11 @@ func rwv(fd int32, write bool, iov *unix.Iovec, n int, off int64, flags int) int
 			return int32(r1)
 		case unix.EINTR:
 			continue
+		case unix.ESPIPE:
+			if ignoresOffset(fd, off) {
+				off, lo, hi = -1, ^uintptr(0), ^uintptr(0)
+				continue
+			}
 		case unix.ENOSYS:
 			if flags == 0 {
 				return rwOld(fd, write, iov, n, off)
@@ -79,6 +87,20 @@ func rwv(fd int32, write bool, iov *unix.Iovec, n int, off int64, flags int) int
 		}
 		return -int32(e)
 	}
+}
+
+// ignoresOffset reports whether a read or write at off on fd, which has no
+// position (ESPIPE), runs at its current position instead, as on io_uring:
+// any offset on a pipe or a character device, only 0 on a socket.
+func ignoresOffset(fd int32, off int64) bool {
+	if off < 0 {
+		return false
+	}
+	if off == 0 {
+		return true
+	}
+	var st unix.Stat_t
+	return unix.Fstat(int(fd), &st) == nil && st.Mode&unix.S_IFMT != unix.S_IFSOCK
 }
 
 // rwOld is rw for kernels without preadv2: readv/writev at the current
@@ -100,6 +122,15 @@ func rwOld(fd int32, write bool, iov *unix.Iovec, n int, off int64) int32 {
 	for {
 		r1, _, e := unix.Syscall6(nr, uintptr(fd), uintptr(unsafe.Pointer(iov)), uintptr(n), lo, hi, 0)
 		if e == unix.EINTR {
+			continue
+		}
+		if e == unix.ESPIPE && ignoresOffset(fd, off) { // as rwv
+			off, lo, hi = -1, ^uintptr(0), ^uintptr(0)
+			if write {
+				nr = unix.SYS_WRITEV
+			} else {
+				nr = unix.SYS_READV
+			}
 			continue
 		}
 		if e != 0 {

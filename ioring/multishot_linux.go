@@ -52,7 +52,10 @@ func AcceptMultishot(fd int, flags int) Op {
 // ends: the final completion (More clear) carries 0 at the end of the
 // stream, ENOBUFS when br had no buffer left for data that arrived (give
 // buffers back with br.Release, and submit again), an error, or a cancel.
-// A final completion may carry a buffer as well (Buffer set). flags as
+// A final completion may carry a buffer as well (Buffer set). On io_uring
+// a datagram socket's receive ends with ENOBUFS as soon as its last buffer
+// is taken, data waiting or not (the kernel tries such a socket again at
+// once). flags as
 // Recv's (unix.MSG_WAITALL is refused: a multishot receive delivers what
 // each read gets; so is unix.MSG_PEEK: every read would deliver the same
 // data again). On io_uring it needs kernel 6.0 (IORING_RECV_MULTISHOT
@@ -206,6 +209,18 @@ func (r *Ring) newKernelBufRing(b *BufRing) (kernelBufRing, error) {
 func (r *Ring) registerFiles(table []int32) error {
 	if b, ok := r.be.(*uringBackend); ok {
 		return b.ring.RegisterFiles(table)
+	}
+	// Every fd checked before any is duplicated: a duplicate takes the
+	// lowest free number, which may be a later entry's closed fd, and
+	// that entry would then name the duplicate (io_uring refuses the
+	// table with EBADF).
+	for i, fd := range table {
+		if fd < 0 {
+			continue
+		}
+		if _, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0); err != nil {
+			return fmt.Errorf("fd %d at index %d: %w", fd, i, err)
+		}
 	}
 	held := make([]int32, len(table))
 	for i, fd := range table {
