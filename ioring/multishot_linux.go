@@ -27,9 +27,11 @@ var (
 // io_uring's IORING_POLL_ADD_MULTI, it reports wake-ups, not levels: data
 // that stays unread is not reported again until more arrives. A file that
 // cannot be waited on (a regular file, always ready) ends it at once: the
-// final completion carries the ready events. On io_uring it needs kernel
-// 5.13; the poll backend emulates it with an edge-triggered epoll
-// registration of its own.
+// final completion carries the ready events. On io_uring the kernel also
+// ends it, the same way, when its completion ring is full (4 ×
+// Config.Entries results nobody reaped): submit again, and reap as results
+// come. On io_uring it needs kernel 5.13; the poll backend emulates it with
+// an edge-triggered epoll registration of its own.
 func PollMultishot(fd int, events uint32) Op {
 	return Op{code: OpPollMultishot, fd: fd, events: events, arg: noBufRing, rare: rareFeature}
 }

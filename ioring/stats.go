@@ -28,10 +28,13 @@ type Stats struct {
 	// backend): submissions, waits and flushes. Submitted/KernelEnters is
 	// the batching achieved.
 	KernelEnters uint64
-	// CQOverflows counts the completions that did not fit the kernel's
-	// completion ring and were held by the kernel until reaped (none is
-	// lost: IORING_FEAT_NODROP); 0 on the poll backend. A growing count says
-	// Config.Entries is too small for the load.
+	// CQOverflows is the kernel's count of completions that did not fit
+	// its completion ring (IORING_SQ_CQ_OVERFLOW's counter); 0 on the poll
+	// backend. Recent kernels hold such completions until they are reaped
+	// (IORING_FEAT_NODROP) without counting them here, and count only those
+	// they had to drop, so it says little on them; a multishot request the
+	// kernel ended because its ring was full (see PollMultishot) is not
+	// counted either. Reap often enough, or raise Config.Entries.
 	CQOverflows uint64
 	// Fallbacks counts, by operation, the requests the poll backend ran as
 	// a blocking system call on a worker thread (files epoll cannot wait
