@@ -137,7 +137,8 @@ func sockCallFrom(s *slot, fd int32, flags, skip int) int32 {
 			skip = 0
 			rest = append(rest, v)
 		}
-		h.Iov, h.Iovlen = &rest[0], uint64(len(rest))
+		h.Iov = &rest[0]
+		h.SetIovlen(len(rest))
 		nr, extra := uintptr(unix.SYS_RECVMSG), uintptr(0)
 		if s.code == OpSendMsg {
 			nr, extra = unix.SYS_SENDMSG, unix.MSG_NOSIGNAL
