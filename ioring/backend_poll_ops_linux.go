@@ -191,11 +191,7 @@ func streamSocket(fd int32) bool {
 // dontWait reports whether slot s's socket operation was given
 // MSG_DONTWAIT: it completes with EAGAIN rather than wait, as on io_uring.
 func dontWait(s *slot) bool {
-	switch s.code {
-	case OpSend, OpRecv, OpSendMsg, OpRecvMsg:
-		return s.events&unix.MSG_DONTWAIT != 0
-	}
-	return false
+	return moves(s.code) && s.events&unix.MSG_DONTWAIT != 0
 }
 
 // connectNonblock starts a non-blocking connect of slot s's socket, fd: a

@@ -13,7 +13,7 @@ import (
 // (MSG_DONTWAIT for an attempt that must not block; 0 on a worker) and
 // returns its result like a CQE: the count or fd, or -errno.
 func sockCall(s *slot, fd int32, flags int) int32 {
-	var nr, a1, a2, a3, a4 uintptr
+	var nr, a1, a2, a3 uintptr
 	fl := uintptr(int(s.events) | flags)
 	switch s.code {
 	case OpSend:
@@ -36,8 +36,15 @@ func sockCall(s *slot, fd int32, flags int) int32 {
 	default:
 		return -int32(unix.EOPNOTSUPP)
 	}
+	return sockSys(nr, fd, a1, a2, a3)
+}
+
+// sockSys makes socket system call nr on fd with arguments a1 to a3,
+// retried on EINTR, and returns its result like a CQE: the count or fd, or
+// -errno.
+func sockSys(nr uintptr, fd int32, a1, a2, a3 uintptr) int32 {
 	for {
-		r1, _, e := unix.Syscall6(nr, uintptr(fd), a1, a2, a3, a4, 0)
+		r1, _, e := unix.Syscall6(nr, uintptr(fd), a1, a2, a3, 0, 0)
 		if e == unix.EINTR {
 			continue
 		}
@@ -93,16 +100,7 @@ func sysPath(s *slot) int32 {
 // recvfrom receives into buf (not empty) from fd once with flags and
 // returns the count or -errno, like a CQE (a multishot receive's round).
 func recvfrom(fd int32, buf []byte, flags int) int32 {
-	for {
-		r1, _, e := unix.Syscall6(unix.SYS_RECVFROM, uintptr(fd), uintptr(unsafe.Pointer(&buf[0])), uintptr(len(buf)), uintptr(flags), 0, 0)
-		if e == unix.EINTR {
-			continue
-		}
-		if e != 0 {
-			return -int32(e)
-		}
-		return int32(r1)
-	}
+	return sockSys(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&buf[0])), uintptr(len(buf)), uintptr(flags))
 }
 
 // sockCallFrom is sockCall for a send, recv, sendmsg or recvmsg of which
@@ -122,7 +120,7 @@ func sockCallFrom(s *slot, fd int32, flags, skip int) int32 {
 			nr, extra = unix.SYS_SENDTO, unix.MSG_NOSIGNAL
 		}
 		b := s.buf[skip:]
-		return sockRetry(nr, fd, uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)), fl|extra)
+		return sockSys(nr, fd, uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)), fl|extra)
 	case OpSendMsg, OpRecvMsg:
 		h := msgOf(s)
 		saved := *h
@@ -145,34 +143,13 @@ func sockCallFrom(s *slot, fd int32, flags, skip int) int32 {
 		} else {
 			h.Name, h.Namelen, h.Control, h.Controllen = nil, 0, nil, 0
 		}
-		r := sockRetry(nr, fd, uintptr(unsafe.Pointer(h)), 0, fl|extra)
+		r := sockSys(nr, fd, uintptr(unsafe.Pointer(h)), fl|extra, 0)
 		flagsNow := h.Flags
 		*h = saved
 		h.Flags |= flagsNow
 		return r
 	}
 	return -int32(unix.EOPNOTSUPP)
-}
-
-// sockRetry makes socket system call nr on fd with a1, a2 and flags (the
-// argument after them), retried on EINTR; it returns the count or -errno.
-func sockRetry(nr uintptr, fd int32, a1, a2, flags uintptr) int32 {
-	for {
-		var r1 uintptr
-		var e unix.Errno
-		if nr == unix.SYS_SENDMSG || nr == unix.SYS_RECVMSG {
-			r1, _, e = unix.Syscall(nr, uintptr(fd), a1, flags)
-		} else {
-			r1, _, e = unix.Syscall6(nr, uintptr(fd), a1, a2, flags, 0, 0)
-		}
-		if e == unix.EINTR {
-			continue
-		}
-		if e != 0 {
-			return -int32(e)
-		}
-		return int32(r1)
-	}
 }
 
 // sockBytes returns how many bytes slot s's send, recv, sendmsg or

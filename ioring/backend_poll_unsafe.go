@@ -62,10 +62,7 @@ func rwv(fd int32, write bool, iov *unix.Iovec, n int, off int64, flags int) int
 	if write {
 		nr = unix.SYS_PWRITEV2
 	}
-	// pos_l, pos_h as the kernel's pos_from_hilo wants them: on 64-bit
-	// kernels the high word is ignored; -1 means the current position.
-	const longBits = unix.SizeofLong * 8
-	lo, hi := uintptr(off), uintptr(uint64(off)>>(longBits-1)>>1)
+	lo, hi := posLoHi(off)
 	for {
 		r1, _, e := unix.Syscall6(nr, uintptr(fd), uintptr(unsafe.Pointer(iov)), uintptr(n), lo, hi, uintptr(flags))
 		switch e {
@@ -75,7 +72,8 @@ func rwv(fd int32, write bool, iov *unix.Iovec, n int, off int64, flags int) int
 			continue
 		case unix.ESPIPE:
 			if ignoresOffset(fd, off) {
-				off, lo, hi = -1, ^uintptr(0), ^uintptr(0)
+				off = -1
+				lo, hi = posLoHi(off)
 				continue
 			}
 		case unix.ENOSYS:
@@ -87,6 +85,14 @@ func rwv(fd int32, write bool, iov *unix.Iovec, n int, off int64, flags int) int
 		}
 		return -int32(e)
 	}
+}
+
+// posLoHi splits off into pos_l and pos_h as the kernel's pos_from_hilo
+// wants them (on 64-bit kernels the high word is ignored; -1 means the
+// current position).
+func posLoHi(off int64) (lo, hi uintptr) {
+	const longBits = unix.SizeofLong * 8
+	return uintptr(off), uintptr(uint64(off) >> (longBits - 1) >> 1)
 }
 
 // ignoresOffset reports whether a read or write at off on fd, which has no
@@ -117,21 +123,14 @@ func rwOld(fd int32, write bool, iov *unix.Iovec, n int, off int64) int32 {
 	default:
 		nr = unix.SYS_PREADV
 	}
-	const longBits = unix.SizeofLong * 8
-	lo, hi := uintptr(off), uintptr(uint64(off)>>(longBits-1)>>1)
+	lo, hi := posLoHi(off)
 	for {
 		r1, _, e := unix.Syscall6(nr, uintptr(fd), uintptr(unsafe.Pointer(iov)), uintptr(n), lo, hi, 0)
 		if e == unix.EINTR {
 			continue
 		}
 		if e == unix.ESPIPE && ignoresOffset(fd, off) { // as rwv
-			off, lo, hi = -1, ^uintptr(0), ^uintptr(0)
-			if write {
-				nr = unix.SYS_WRITEV
-			} else {
-				nr = unix.SYS_READV
-			}
-			continue
+			return rwOld(fd, write, iov, n, -1)
 		}
 		if e != 0 {
 			return -int32(e)

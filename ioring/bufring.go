@@ -197,9 +197,7 @@ func (b *BufRing) Close() error {
 }
 
 // errNoBufRing refuses op on a nil or zero BufRing.
-func errNoBufRing(op string) error {
-	return &OpError{Op: op, Err: fmt.Errorf("%w: BufRing not made by Ring.NewBufRing", ErrInvalid)}
-}
+func errNoBufRing(op string) error { return errNotMade(op, "BufRing", "Ring.NewBufRing") }
 
 // closeLocked closes b; unregister is false once the kernel ring is gone
 // (Ring.Close). r.sqMu held.

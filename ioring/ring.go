@@ -864,6 +864,12 @@ func errNoRing(op string, r *Ring) error {
 	return &OpError{Op: op, Err: fmt.Errorf("%w: %s (make rings with New)", ErrInvalid, what)}
 }
 
+// errNotMade refuses op on a value of type typ that its constructor, maker,
+// did not make (a nil pointer or a zero value).
+func errNotMade(op, typ, maker string) error {
+	return &OpError{Op: op, Err: fmt.Errorf("%w: %s not made by %s", ErrInvalid, typ, maker)}
+}
+
 // errNilContext refuses a nil context.
 func errNilContext(op string) error {
 	return &OpError{Op: op, Err: fmt.Errorf("%w: nil context (use context.Background)", ErrInvalid)}

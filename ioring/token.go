@@ -123,9 +123,7 @@ func (t *Token) Bind(ctx context.Context) (stop func() bool) {
 }
 
 // errNoToken refuses op on a nil or zero Token.
-func errNoToken(op string) error {
-	return &OpError{Op: op, Err: fmt.Errorf("%w: Token not made by Ring.NewToken", ErrInvalid)}
-}
+func errNoToken(op string) error { return errNotMade(op, "Token", "Ring.NewToken") }
 
 // link adds slot idx to t's members. t.mu held.
 func (t *Token) link(r *Ring, idx uint32) {
