@@ -1102,6 +1102,15 @@ func (b *uringBackend) handle(ud uint64, res int32, cflags uint32) {
 			b.r.shot(idx, res, cflags, true) // more follows (multishot.go)
 			return
 		}
+		if b.cqFullEnd(s, res) {
+			// The kernel could not post this result with More set (its
+			// completion ring was full) and ended the request on it. It is
+			// delivered as one more, and the request ends as the ring ends
+			// one whose consumer fell MaxUndelivered behind: ErrOverrun.
+			b.r.shot(idx, res, cflags, true)
+			s.flags.Or(flCancelReq | flOverrun)
+			res, cflags = -int32(unix.ECANCELED), 0
+		}
 		s.cflags = cflags // the final one (finishMulti)
 	}
 	// io_uring ties a request to the thread that submitted it, and when
@@ -1143,6 +1152,37 @@ func (b *uringBackend) handle(ud uint64, res int32, cflags uint32) {
 		s.flags.And(^uint32(flRetry))
 	}
 	b.r.finish(idx, s, true)
+}
+
+// cqFullEnd reports whether the final completion (More clear) of
+// multishot slot s, with result res, is one the kernel made because its
+// completion ring had no room for it as a result with More set. io_uring
+// says so by the result alone: nobody asked for a cancel, and it carries
+// what a result with More set would have (a connection, data, events),
+// where the request's own ends carry an error or, for a receive, 0 (the
+// end of the stream). A poll's events are ambiguous on the first result: a
+// file that cannot be waited on (a regular file) ends it at once with its
+// events, so a poll counts only once it delivered a result before.
+func (b *uringBackend) cqFullEnd(s *slot, res int32) bool {
+	if s.flags.Load()&(flCancelReq|flTimedOut) != 0 {
+		return false // a cancel's race: the result is the request's own
+	}
+	switch s.code {
+	case OpAcceptMultishot:
+		return res >= 0
+	case OpRecvMultishot:
+		return res > 0
+	case OpPollMultishot:
+		if res <= 0 {
+			return false
+		}
+		ms := s.ms
+		ms.mu.Lock()
+		gave := ms.gave
+		ms.mu.Unlock()
+		return gave
+	}
+	return false
 }
 
 func (b *uringBackend) wake() {

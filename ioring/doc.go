@@ -111,7 +111,8 @@
 // caller that awaits one request; Do and ReadAt/WriteAt are synchronous
 // wrappers that take a context. A multishot request's completions go to Reap only (Start
 // and Do refuse it), in order, the final one last; one that falls more
-// than MaxUndelivered behind its consumer ends with ErrOverrun. A consumer
+// than MaxUndelivered behind its consumer (or, on io_uring, fills the
+// kernel's completion ring) ends with ErrOverrun. A consumer
 // that waits reaps the kernel's completion ring
 // itself when no other goroutine does, so the common path has no goroutine
 // hand-off. Foreign operations (a libusb transfer, a usbfs URB) complete

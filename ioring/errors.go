@@ -74,8 +74,10 @@ var (
 	ErrFull = errors.New("ioring: every request slot is in use (deliver completions with Reap or Request.Wait to free slots, or raise Config.Entries)")
 
 	// ErrOverrun ends a multishot request whose consumer fell behind: more
-	// than MaxUndelivered of its completions were waiting for Reap. The
-	// ring canceled it to bound the memory they take; its final completion
+	// than MaxUndelivered of its completions were waiting for Reap, or, on
+	// io_uring, the kernel's completion ring was full and the kernel ended
+	// it (its last result is delivered before, with More set). The ring
+	// canceled it to bound the memory they take; its final completion
 	// carries ErrOverrun (which wraps ECANCELED, and is not ErrCanceled:
 	// nobody asked for it). Reap faster, or submit the request again.
 	ErrOverrun error = &cancelError{msg: "ioring: multishot request ended: too many completions waiting for Reap", wraps: []error{eCanceled}}

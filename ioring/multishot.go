@@ -51,6 +51,7 @@ type multiShot struct {
 	head    int    // guarded by mu
 	queued  bool   // the slot's index is on r.done; guarded by mu
 	overrun bool   // the ring canceled it for MaxUndelivered; guarded by mu
+	gave    bool   // a completion with More set was recorded; guarded by mu
 	ended   atomic.Bool
 	br      *BufRing // RecvMultishot's buffers; set by fill, read by the completer
 }
@@ -73,7 +74,7 @@ func (r *Ring) fillMulti(s *slot, br *BufRing) {
 	ms := s.ms
 	ms.mu.Lock()
 	clear(ms.shots[ms.head:])
-	ms.shots, ms.head, ms.queued, ms.overrun = ms.shots[:0], 0, false, false
+	ms.shots, ms.head, ms.queued, ms.overrun, ms.gave = ms.shots[:0], 0, false, false, false
 	ms.mu.Unlock()
 	ms.ended.Store(false)
 	ms.br = br
@@ -111,6 +112,7 @@ func (r *Ring) shot(idx uint32, res int32, cflags uint32, inline bool) {
 	}
 	ms.mu.Lock()
 	ms.shots = append(ms.shots, sh)
+	ms.gave = true
 	over := len(ms.shots)-ms.head > maxUndelivered && !ms.overrun
 	if over {
 		ms.overrun = true
@@ -160,7 +162,8 @@ func (r *Ring) finishMulti(idx uint32, s *slot) {
 	}
 	if s.cflags&cqeFBuffer != 0 && s.res > 0 && s.flags.Load()&flNopped == 0 {
 		// The kernel ended the request on a message it delivered (its
-		// completion ring was full, say): the final completion carries it.
+		// completion ring was full as a cancel came): the final
+		// completion carries it.
 		sh.buffer, sh.bufID = true, uint16(s.cflags>>cqeBufShift)
 		if ms.br != nil {
 			ms.br.handedOut(sh.bufID)

@@ -27,11 +27,14 @@ var (
 // io_uring's IORING_POLL_ADD_MULTI, it reports wake-ups, not levels: data
 // that stays unread is not reported again until more arrives. A file that
 // cannot be waited on (a regular file, always ready) ends it at once: the
-// final completion carries the ready events. On io_uring the kernel also
-// ends it, the same way, when its completion ring is full (4 ×
-// Config.Entries results nobody reaped): submit again, and reap as results
-// come. On io_uring it needs kernel 5.13; the poll backend emulates it with
-// an edge-triggered epoll registration of its own.
+// final completion carries the ready events. On io_uring the kernel ends
+// it too when its completion ring is full (4 × Config.Entries results
+// nobody reaped), on the events it could not post: the ring delivers those
+// with More set and ends the request with ErrOverrun, as at
+// MaxUndelivered (only a poll that had reported nothing before ends as a
+// regular file's does). Submit again, and reap as results come. On io_uring
+// it needs kernel 5.13; the poll backend emulates it with an
+// edge-triggered epoll registration of its own.
 func PollMultishot(fd int, events uint32) Op {
 	return Op{code: OpPollMultishot, fd: fd, events: events, arg: noBufRing, rare: rareFeature}
 }
@@ -39,8 +42,8 @@ func PollMultishot(fd int, events uint32) Op {
 // AcceptMultishot accepts connections on the listening socket fd, one
 // completion (More set) per connection with N its new fd, which belongs to
 // the caller, until it is canceled or fails; the final completion (More
-// clear) says why, and may carry one last connection (N > 0, no error):
-// close it too. flags as Accept's. On io_uring it needs kernel 5.19
+// clear) says why; when a cancel meets io_uring's end of a full completion
+// ring, it may carry one last connection (N > 0, no error): close it too. flags as Accept's. On io_uring it needs kernel 5.19
 // (IORING_ACCEPT_MULTISHOT); the poll backend accepts on readiness, with
 // the listener made non-blocking for each call when it is not (as Connect
 // does).
