@@ -251,9 +251,10 @@ func Fsync(fd int) Op {
 // URB...) whose result is posted with Ring.Complete, so that it completes
 // through the same queue, tokens and deadlines as any other request (IOCP's
 // PostQueuedCompletionStatus). cancel is the cancel hook: the ring calls it,
-// outside its locks, when the request is canceled by any means; it must not
-// block, may be called more than once and may be called after the operation
-// already finished. nil means the operation cannot be interrupted.
+// outside its locks, when the request is first canceled, by any means
+// (later cancels find it canceled already; Ring.CancelAll and Close call it
+// again). It must not block, and may be called after the operation already
+// finished. nil means the operation cannot be interrupted.
 func Foreign(cancel func()) Op { return Op{code: OpForeign, hook: cancel, rare: rareFeature} }
 
 // WithToken returns o covered by token t: canceling t cancels it.

@@ -93,8 +93,9 @@ func (q Request) Pending() bool {
 // Cancel asks for the request to be canceled and returns without waiting.
 // Its completion still follows, exactly once: ErrCanceled, or its real
 // result when the operation won the race. Cancel returns ErrNotFound when
-// nothing is left to cancel (already completed, stale or zero handle) and
-// changes nothing then.
+// nothing is left to cancel (already completed, already canceled by any
+// cause, stale or zero handle) and changes nothing then: the first cause of
+// a cancel is the one its completion reports.
 func (q Request) Cancel() error {
 	if q.slot() == nil {
 		return ErrNotFound

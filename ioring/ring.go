@@ -1617,8 +1617,10 @@ func (r *Ring) cancelAllLocked(f uint32, hooks *hookSet) (kick bool) {
 // Cancel cancels each of reqs that is in flight, like Request.Cancel on
 // each, with the cancels reaching the kernel in one batch (one system call
 // for all of them, where Request.Cancel makes one each). It returns how
-// many were in flight; the others (completed, stale, zero, of another ring)
-// are skipped. Each canceled request still completes exactly once. The
+// many it canceled: those in flight and not canceled before (by a cancel,
+// their token, a deadline, a context, or an earlier argument: a request
+// given twice counts once); the others (completed, already canceled,
+// stale, zero, of another ring) are skipped. Each canceled request still completes exactly once. The
 // error is ErrClosed after Close, or a *HookPanicError when a foreign
 // request's cancel hook panicked (every other cancel still happened).
 func (r *Ring) Cancel(reqs ...Request) (int, error) {
@@ -1679,7 +1681,9 @@ func (r *Ring) cancelOne(key uint64, f uint32) (hook *foreignRef, ok, kick bool)
 	// checked by key.
 	switch {
 	case s.foreign.Load():
-		s.flags.Or(f)
+		if !s.askCancel(f) {
+			return nil, false, false
+		}
 		if s.key() != key {
 			// Completed, delivered and reused meanwhile: the flags belong
 			// to another request now.
@@ -1690,6 +1694,9 @@ func (r *Ring) cancelOne(key uint64, f uint32) (hook *foreignRef, ok, kick bool)
 			hook = fr
 		}
 	case s.flags.Load()&flHeld != 0:
+		if !s.askCancel(f) {
+			return nil, false, false
+		}
 		kick = r.cancelHeld(idx, s, f)
 	case s.multi && s.ms.ended.Load():
 		// A multishot request whose final completion is recorded and
@@ -1698,7 +1705,9 @@ func (r *Ring) cancelOne(key uint64, f uint32) (hook *foreignRef, ok, kick bool)
 	default:
 		// A request of the backend completes without sqMu too, but it is
 		// reused only through sqMu (enqueue), so its fields are stable.
-		s.flags.Or(f)
+		if !s.askCancel(f) {
+			return nil, false, false
+		}
 		if b := r.plainBe; b != nil {
 			b.cancel(idx, key) // by its concrete type: a direct call
 		} else {
@@ -1706,6 +1715,24 @@ func (r *Ring) cancelOne(key uint64, f uint32) (hook *foreignRef, ok, kick bool)
 		}
 	}
 	return hook, true, kick
+}
+
+// askCancel records the cancel flags f on s unless a cancel was asked for
+// already, and reports whether it did. The first cause of a cancel wins:
+// a request canceled by its caller, its token, its deadline, its context or
+// the ring says so in its completion, whatever asks after it, and a second
+// cancel finds nothing left to cancel on every backend (io_uring would
+// take another cancel SQE; the poll backend has completed the request).
+func (s *slot) askCancel(f uint32) bool {
+	for {
+		old := s.flags.Load()
+		if old&flCancelReq != 0 {
+			return false
+		}
+		if s.flags.CompareAndSwap(old, old|f) {
+			return true
+		}
+	}
 }
 
 // cancelKey cancels the request with key with flags f. It returns
