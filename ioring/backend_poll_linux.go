@@ -577,6 +577,14 @@ func (b *pollBackend) wait(idx uint32, p *pslot, out []compl) []compl {
 	}
 	p.st = psWaiting
 	b.push(&pfd.waiters, int32(idx))
+	if pfd.registered && pfd.armed&p.want == p.want && p.mode != pmBlocking {
+		// epoll is armed for these events already. Whenever a waiter
+		// could add events, arm ran (wait, ready, a worker or a cancel
+		// freeing the file's direction), so pfd.armed covers every other
+		// waiter's: arm's walk of the list would change nothing, and
+		// taking it on each of many waiters of one file is quadratic.
+		return out
+	}
 	return b.arm(pfd, out)
 }
 
