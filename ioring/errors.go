@@ -113,16 +113,30 @@ func (e *OpError) Error() string {
 func (e *OpError) Unwrap() error { return e.Err }
 
 // IOError is the error of a request the kernel completed with an errno: it
-// says which operation on which fd failed. errors.Is matches the errno
-// (errors.Is(err, syscall.EBADF)).
+// says which operation on which fd, or path, failed. errors.Is matches the
+// errno (errors.Is(err, syscall.EBADF), and errors.Is(err, fs.ErrNotExist)
+// for ENOENT).
 type IOError struct {
-	Op  string        // the operation, such as "read"
-	FD  int           // the fd it ran on
-	Err syscall.Errno // what the kernel said
+	Op   string        // the operation, such as "read"
+	FD   int           // the fd it ran on (OpenAt and Statx: the directory fd)
+	Path string        // OpenAt's and Statx's path, "" for the others
+	Err  syscall.Errno // what the kernel said
 }
 
 func (e *IOError) Error() string {
-	return "ioring: " + e.Op + " fd " + strconv.Itoa(e.FD) + ": " + e.Err.Error()
+	if e.Path == "" && !e.pathOp() {
+		return "ioring: " + e.Op + " fd " + strconv.Itoa(e.FD) + ": " + e.Err.Error()
+	}
+	msg := "ioring: " + e.Op + " " + strconv.Quote(e.Path)
+	if e.FD >= 0 {
+		msg += " in directory fd " + strconv.Itoa(e.FD)
+	}
+	return msg + ": " + e.Err.Error()
+}
+
+// pathOp reports whether e is of an operation on a path.
+func (e *IOError) pathOp() bool {
+	return e.Op == OpOpenAt.String() || e.Op == OpStatx.String()
 }
 
 // Unwrap returns the errno.

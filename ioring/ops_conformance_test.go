@@ -3,6 +3,8 @@
 package ioring
 
 import (
+	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -504,6 +506,10 @@ func opCases(fixed []byte) []opCase {
 				assert.Equal(t, os.FileMode(0o640), st.Mode().Perm()&^0o022)
 				c = doOp(t, r, OpenAt(dfd, "missing", unix.O_RDONLY, 0))
 				assert.ErrorIs(t, c.Err, unix.ENOENT)
+				assert.ErrorIs(t, c.Err, fs.ErrNotExist)
+				assert.EqualError(t, c.Err, fmt.Sprintf(`ioring: openat "missing" in directory fd %d: no such file or directory`, dfd))
+				c = doOp(t, r, OpenAt(unix.AT_FDCWD, filepath.Join(dir, "gone"), unix.O_RDONLY, 0))
+				assert.EqualError(t, c.Err, fmt.Sprintf("ioring: openat %q: no such file or directory", filepath.Join(dir, "gone")))
 			},
 			pending: func(t *testing.T) (Op, bool, func(*testing.T, Completion, error)) {
 				// Opening a FIFO for reading waits for a writer. io_uring
@@ -594,6 +600,7 @@ func opCases(fixed []byte) []opCase {
 				assert.Equal(t, uint64(2), st.Size)
 				c = doOp(t, r, Statx(unix.AT_FDCWD, p+"-missing", 0, unix.STATX_SIZE, &st))
 				assert.ErrorIs(t, c.Err, unix.ENOENT)
+				assert.EqualError(t, c.Err, fmt.Sprintf("ioring: statx %q: no such file or directory", p+"-missing"))
 			},
 			pending: func(t *testing.T) (Op, bool, func(*testing.T, Completion, error)) {
 				var st unix.Statx_t

@@ -1,6 +1,7 @@
 package ioring
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -1239,10 +1240,29 @@ func (s *slot) result() (int, error) {
 	}
 	// ECANCELED that nobody asked for is the file's own result (a
 	// timerfd's, say): only a request we canceled completes as ErrCanceled.
-	if s.code.desc().args&argFD == 0 {
+	switch {
+	case s.code == OpOpenAt || s.code == OpStatx:
+		return 0, &IOError{Op: s.code.String(), FD: int(s.fd), Path: s.path(), Err: errno}
+	case s.code.desc().args&argFD == 0:
 		return 0, errno
 	}
 	return 0, &IOError{Op: s.code.String(), FD: int(s.fd), Err: errno}
+}
+
+// path returns the path of an OpenAt or Statx request (a C string in buf,
+// or in bufs[0]: ops_file.go), for its error.
+func (s *slot) path() string {
+	p := s.buf
+	if s.code == OpStatx {
+		p = nil
+		if len(s.bufs) > 0 {
+			p = s.bufs[0]
+		}
+	}
+	if i := bytes.IndexByte(p, 0); i >= 0 {
+		p = p[:i]
+	}
+	return string(p)
 }
 
 // cancelErr returns the error of a request canceled with flags f.
