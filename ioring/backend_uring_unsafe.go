@@ -95,10 +95,17 @@ type uringBackend struct {
 // reapPass is the state reapReady carries from one CQE to the next.
 type reapPass struct {
 	used     bool   // something below was set: endPass is due
-	ordHeld  bool   // Ring.ordMu is held (ordPass)
+	held     uint8  // the locks the pass holds: passOrd, passTok
+	tok      *Token // the token whose lock the pass holds (tokPass)
 	canceled uint64 // completions canceled in the pass, not yet in Ring.stats
 	timedOut uint64 // completions timed out in the pass, likewise
 }
+
+// The locks a reap pass may hold (reapPass.held).
+const (
+	passOrd = 1 << iota // Ring.ordMu (ordPass)
+	passTok             // reapPass.tok's mu (tokPass)
+)
 
 // note counts a completion canceled with flags f, whose error is
 // cancelErr(f), as noteErr would count that error, in the pass's own
@@ -1008,9 +1015,9 @@ func (b *uringBackend) reapReady() int {
 // released. r.reapMu held.
 func (b *uringBackend) ordPass(idx uint32, s *slot) {
 	r := b.r
-	if !b.pass.ordHeld {
+	if b.pass.held&passOrd == 0 {
 		r.ordMu.Lock()
-		b.pass.ordHeld = true
+		b.pass.held |= passOrd
 	}
 	if next, ok, _ := r.ordRemoveLocked(idx, s, false); ok {
 		b.unlockOrd()
@@ -1018,19 +1025,55 @@ func (b *uringBackend) ordPass(idx uint32, s *slot) {
 	}
 }
 
-// endOrd releases Ring.ordMu if the pass holds it, before anything that
-// may take it again or run a caller's code. It is inlined: a pass without
-// the lock pays a test, not a call. r.reapMu held.
+// tokPass takes handle's canceled request idx out of its token t, as
+// finishCold does: it takes t.mu and keeps it for the next completions of
+// the same token in the pass (a token's cancel ends a burst of them), until
+// the pass ends, handle takes another path or another token comes (endOrd).
+// t.mu is a leaf everywhere else, so holding it with Ring.ordMu, in
+// either order, cannot deadlock: only the reaper nests them. r.reapMu held.
+func (b *uringBackend) tokPass(idx uint32, t *Token) {
+	if b.pass.tok != t {
+		if b.pass.held&passTok != 0 {
+			b.unlockTok()
+		}
+		t.mu.Lock()
+		b.pass.tok = t
+		b.pass.held |= passTok
+	}
+	t.unlink(b.r, idx)
+}
+
+// endOrd releases the locks the pass holds (Ring.ordMu, a token's), before
+// anything that may take them again or run a caller's code. It is inlined:
+// a pass without them pays a test, not a call. r.reapMu held.
 func (b *uringBackend) endOrd() {
-	if b.pass.ordHeld {
+	if b.pass.held != 0 {
+		b.unlockPass()
+	}
+}
+
+// unlockPass releases the locks the pass holds. r.reapMu held.
+func (b *uringBackend) unlockPass() {
+	if b.pass.held&passOrd != 0 {
 		b.unlockOrd()
+	}
+	if b.pass.held&passTok != 0 {
+		b.unlockTok()
 	}
 }
 
 // unlockOrd releases Ring.ordMu, which the pass holds. r.reapMu held.
 func (b *uringBackend) unlockOrd() {
-	b.pass.ordHeld = false
+	b.pass.held &^= passOrd
 	b.r.ordMu.Unlock()
+}
+
+// unlockTok releases the lock of the token the pass holds. r.reapMu held.
+func (b *uringBackend) unlockTok() {
+	t := b.pass.tok
+	b.pass.held &^= passTok
+	b.pass.tok = nil
+	t.mu.Unlock()
 }
 
 // endPass settles the pass: the streams' lock released, its cancels
@@ -1072,14 +1115,17 @@ func (b *uringBackend) handle(ud uint64, res int32, cflags uint32) {
 		// The next commonest: a request canceled as it was asked to be,
 		// which the general path below would finish just so.
 		if f := s.flags.Load(); f&(flCancelReq|flTimedOut) != 0 && f&flRetry == 0 {
-			if !s.cold && r.directN < len(r.direct) && !s.awaited.Load() {
-				// Nothing to undo but its place on its stream, and the
-				// reaping consumer has room: finish, takeDirect and result
-				// for that case, in one step (a burst of cancels is 64
-				// of these in a row).
+			if (!s.cold || s.timer == nil) && r.directN < len(r.direct) && !s.awaited.Load() {
+				// Nothing to undo but its place on its stream and in its
+				// token (no timer to stop), and the reaping consumer has
+				// room: finish, takeDirect and result for that case, in
+				// one step (a burst of cancels is 64 of these in a row).
 				b.pass.used = true
 				if s.inOrd {
 					b.ordPass(idx, s)
+				}
+				if t := s.tok; t != nil {
+					b.tokPass(idx, t)
 				}
 				b.pass.note(f)
 				r.direct[r.directN].set(r, key, s, 0, cancelErr(f))

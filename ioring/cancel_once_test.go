@@ -118,3 +118,45 @@ func TestConformanceCancelOnce(t *testing.T) {
 		assertSettled(t, r)
 	})
 }
+
+// Two tokens' members, interleaved, on streams of their own and behind
+// one another on a stream, canceled together: the reaper takes the
+// canceled completions out of their tokens in bursts (holding a token's
+// lock across them, and the streams' lock beside it), switching between
+// the tokens as their completions alternate. Every member completes once,
+// both tokens end with nothing pending, and both are reusable.
+func TestConformanceTokenBurst(t *testing.T) {
+	forEachBackend(t, 256, func(t *testing.T, r *Ring) {
+		const pipes = 24
+		var rds [pipes]int
+		for i := range rds {
+			rds[i], _ = pipe(t)
+		}
+		buf := make([]byte, 8)
+		toks := [2]*Token{r.NewToken(), r.NewToken()}
+		for round := range 3 {
+			want := map[Request]bool{}
+			for i, rd := range rds {
+				for range 1 + i%3 { // a second and third read wait behind the first
+					q, err := r.Submit(Read(rd, buf, -1).WithToken(toks[i%2]))
+					require.NoError(t, err)
+					want[q] = true
+				}
+			}
+			require.NoError(t, toks[0].Cancel())
+			require.NoError(t, toks[1].Cancel())
+			for len(want) > 0 {
+				c := reapOne(t, r)
+				require.True(t, want[c.Req], "round %d: one completion per request", round)
+				delete(want, c.Req)
+				require.ErrorIs(t, c.Err, ErrCanceled)
+			}
+			assertNoMore(t, r)
+			for _, tok := range toks {
+				assert.Zero(t, tok.Pending())
+				require.NoError(t, tok.Reset())
+			}
+		}
+		assertSettled(t, r)
+	})
+}
