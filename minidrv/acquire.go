@@ -38,10 +38,16 @@ func ScanParams(p Properties, seed uint64) scanproto.ScanParams {
 // properties p: p.BufferSize, or less for a small image, so that the image
 // takes at least MinProgressReports chunks, but never below BufferAlign.
 // Each chunk is written to the sink with one Write; only the image's last
-// chunk may be shorter.
+// chunk may be shorter. It does not overflow for properties Validate would
+// refuse (an ImageSize up to math.MaxInt64 included).
 func ChunkSize(p Properties) int {
-	per := (p.ImageSize() + MinProgressReports - 1) / MinProgressReports
-	per = (per + BufferAlign - 1) / BufferAlign * BufferAlign
+	size := p.ImageSize()
+	// Rounded up without adding first: size may be near math.MaxInt64.
+	per := size / MinProgressReports
+	if size%MinProgressReports != 0 {
+		per++
+	}
+	per = (per + BufferAlign - 1) / BufferAlign * BufferAlign // per <= MaxInt64/10+1: no overflow
 	return int(max(min(int64(p.BufferSize), per), BufferAlign))
 }
 
@@ -83,6 +89,9 @@ func ChunkSize(p Properties) int {
 // ends the acquisition as a failed one, as above, before it goes on up to
 // the caller: the driver is not left Transferring.
 func (d *Driver) AcquireItemData(ctx context.Context, item *Item, sink io.Writer, progress func(Progress) bool) (err error) {
+	if !d.made() {
+		return d.errNotMade()
+	}
 	if ctx == nil {
 		return errInvalidArg.Wrap(errors.New("nil context"))
 	}

@@ -144,6 +144,13 @@ type Progress struct {
 // A WIA client calls, in order, Initialize, Lock, WriteItemProperties,
 // AcquireItemData, Unlock, and eventually Uninitialize. CancelPendingIO and
 // NotifyPnpEvent may come at any time from any goroutine.
+//
+// Make a Driver with New. Every method refuses a Driver that New did not
+// make (a nil *Driver, a zero Driver) with an error whose HRESULT is
+// E_INVALIDARG and for which errors.Is(err, ioring.ErrInvalid) holds,
+// rather than panic or wait for ever; State, Watch, QueueDepth and
+// Properties return zero values (Unloaded, and a Watch channel that is
+// never closed).
 type Driver struct {
 	cfg Config
 	m   Machine
@@ -214,16 +221,49 @@ func New(cfg Config) (*Driver, error) {
 	return d, nil
 }
 
+// made reports whether New made d: ioSem is what a zero Driver would wait
+// on for ever.
+func (d *Driver) made() bool { return d != nil && d.ioSem != nil }
+
+// The refusals of a Driver that New did not make (see Driver).
+var (
+	errNilDriver  = errInvalidArg.Wrap(fmt.Errorf("nil *Driver (make drivers with New): %w", ioring.ErrInvalid))
+	errZeroDriver = errInvalidArg.Wrap(fmt.Errorf("zero Driver (make drivers with New): %w", ioring.ErrInvalid))
+)
+
+// errNotMade is the refusal of a call on d, which New did not make.
+func (d *Driver) errNotMade() error {
+	if d == nil {
+		return errNilDriver
+	}
+	return errZeroDriver
+}
+
 // State returns the driver's current state.
-func (d *Driver) State() State { return d.m.State() }
+func (d *Driver) State() State {
+	if d == nil {
+		return Unloaded
+	}
+	return d.m.State()
+}
 
 // Watch returns the current state and a channel closed at the next change
 // of state (see Machine.Watch).
-func (d *Driver) Watch() (State, <-chan struct{}) { return d.m.Watch() }
+func (d *Driver) Watch() (State, <-chan struct{}) {
+	if d == nil {
+		return Unloaded, nil
+	}
+	return d.m.Watch()
+}
 
 // QueueDepth returns the number of bulk-IN transfers an acquisition keeps
 // in flight.
-func (d *Driver) QueueDepth() int { return d.cfg.QueueDepth }
+func (d *Driver) QueueDepth() int {
+	if d == nil {
+		return 0
+	}
+	return d.cfg.QueueDepth
+}
 
 // lockIO takes ioSem, or fails when ctx ends first.
 func (d *Driver) lockIO(ctx context.Context) error {
@@ -254,6 +294,9 @@ func (d *Driver) unwindWait() time.Duration { return 2*d.cfg.AbortTimeout + time
 // the probe, and ErrBusy when ctx ends while another call uses the device.
 // A nil ctx fails with E_INVALIDARG.
 func (d *Driver) Initialize(ctx context.Context) error {
+	if !d.made() {
+		return d.errNotMade()
+	}
 	if ctx == nil {
 		return errInvalidArg.Wrap(errors.New("nil context"))
 	}
@@ -333,6 +376,9 @@ func (d *Driver) addClient() bool {
 // when Uninitialize returns. It fails with ErrBusy while a transfer runs,
 // and ErrNotInitialized in Unloaded.
 func (d *Driver) Uninitialize() error {
+	if !d.made() {
+		return d.errNotMade()
+	}
 	d.mu.Lock()
 	switch {
 	case d.clients == 0:
@@ -421,6 +467,9 @@ func (d *Driver) openDevice(ctx context.Context) (*usb.Device, error) {
 // Items returns a copy of the item tree: the root and the flatbed. It fails
 // with ErrNotInitialized before Initialize.
 func (d *Driver) Items() (*Item, error) {
+	if !d.made() {
+		return nil, d.errNotMade()
+	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.root == nil || d.clients == 0 {
@@ -461,6 +510,9 @@ func (d *Driver) loaded() error {
 // properties ids, in order. It works in every state but Unloaded. An
 // unknown id fails with a *PropertyError.
 func (d *Driver) ReadItemProperties(item *Item, ids ...PropID) ([]PropValue, error) {
+	if !d.made() {
+		return nil, d.errNotMade()
+	}
 	if err := d.loaded(); err != nil {
 		return nil, err
 	}
@@ -475,6 +527,9 @@ func (d *Driver) ReadItemProperties(item *Item, ids ...PropID) ([]PropValue, err
 
 // Properties returns a copy of the flatbed's properties.
 func (d *Driver) Properties() Properties {
+	if d == nil {
+		return Properties{}
+	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return d.props
@@ -485,6 +540,9 @@ func (d *Driver) Properties() Properties {
 // them: nil, or the *PropertyError (naming the property, the value and the
 // allowed range) of the first refused one.
 func (d *Driver) ValidateItemProperties(item *Item, changes ...PropValue) error {
+	if !d.made() {
+		return d.errNotMade()
+	}
 	if err := d.loaded(); err != nil {
 		return err
 	}
@@ -504,6 +562,9 @@ func (d *Driver) ValidateItemProperties(item *Item, changes ...PropValue) error 
 // where nothing is allowed. A refused value fails with a *PropertyError
 // naming the property and the allowed range.
 func (d *Driver) WriteItemProperties(item *Item, changes ...PropValue) error {
+	if !d.made() {
+		return d.errNotMade()
+	}
 	if err := checkItem(item); err != nil {
 		return err
 	}
@@ -533,6 +594,9 @@ func (d *Driver) WriteItemProperties(item *Item, changes ...PropValue) error {
 // ErrOffline), and with a nil ctx it fails with E_INVALIDARG. The lock is
 // not tied to a goroutine.
 func (d *Driver) Lock(ctx context.Context) error {
+	if !d.made() {
+		return d.errNotMade()
+	}
 	if ctx == nil {
 		return errInvalidArg.Wrap(errors.New("nil context"))
 	}
@@ -566,6 +630,9 @@ func (d *Driver) Lock(ctx context.Context) error {
 // ErrOffline in Suspended and Removed (a suspend or a removal ended the
 // lock already).
 func (d *Driver) Unlock() error {
+	if !d.made() {
+		return d.errNotMade()
+	}
 	_, err := d.m.Fire(Unlock)
 	return err
 }
@@ -594,6 +661,9 @@ func (d *Driver) Unlock() error {
 //
 // An unknown event returns ErrInvalidEvent and changes nothing.
 func (d *Driver) NotifyPnpEvent(ev Event) error {
+	if !d.made() {
+		return d.errNotMade()
+	}
 	if err := ev.Validate(); err != nil {
 		return err
 	}
@@ -682,6 +752,9 @@ func (d *Driver) reconnect() error {
 // returns nil. When ctx ends first it returns ErrBusy wrapping ctx's error
 // (the unwinding goes on); a nil ctx never ends. It does not allocate.
 func (d *Driver) CancelPendingIO(ctx context.Context) error {
+	if !d.made() {
+		return d.errNotMade()
+	}
 	// Not refused: a cancel must always go through.
 	if ctx == nil {
 		ctx = context.Background()

@@ -2,6 +2,8 @@ package minidrv
 
 import (
 	"fmt"
+	"math"
+	"math/bits"
 	"strconv"
 	"strings"
 )
@@ -48,7 +50,10 @@ func NewItemTree() *Item {
 }
 
 // Find returns the first item named name in the tree under it (it included,
-// depth first), or nil.
+// depth first), or nil. An item reachable by more than one path (a child
+// listed twice, or a cycle: an item among its own descendants) is looked
+// at once, so Find ends on any graph of items, and its answer is the one
+// a walk of the tree would give.
 func (it *Item) Find(name string) *Item {
 	if it == nil {
 		return nil
@@ -56,9 +61,28 @@ func (it *Item) Find(name string) *Item {
 	if it.Name == name {
 		return it
 	}
-	for _, c := range it.Children {
-		if f := c.Find(name); f != nil {
-			return f
+	if len(it.Children) == 0 {
+		return nil
+	}
+	// Depth first, children in order, without recursion: an explicit
+	// stack (next child to visit last) and the items seen so far.
+	seen := map[*Item]bool{it: true}
+	stack := make([]*Item, 0, len(it.Children))
+	for i := len(it.Children) - 1; i >= 0; i-- {
+		stack = append(stack, it.Children[i])
+	}
+	for len(stack) > 0 {
+		c := stack[len(stack)-1]
+		stack = stack[:len(stack)-1]
+		if c == nil || seen[c] {
+			continue
+		}
+		seen[c] = true
+		if c.Name == name {
+			return c
+		}
+		for i := len(c.Children) - 1; i >= 0; i-- {
+			stack = append(stack, c.Children[i])
 		}
 	}
 	return nil
@@ -221,8 +245,39 @@ var resolutions = [...]int{75, 100, 150, 200, 300, 600}
 func Resolutions() []int { return append([]int(nil), resolutions[:]...) }
 
 // MaxPixels returns how many pixels span bed thousandths of an inch at dpi,
-// rounded down: the bound on position + extent along that axis.
-func MaxPixels(bed, dpi int) int { return bed * dpi / 1000 }
+// rounded down (toward zero): the bound on position + extent along that
+// axis. bed × dpi does not overflow: a result beyond the int range
+// saturates at math.MaxInt (math.MinInt when negative).
+func MaxPixels(bed, dpi int) int { return mulDiv(bed, dpi, 1000) }
+
+// mulDiv returns a × b / c rounded toward zero, as Go's operators would
+// without overflow: the product is computed in 128 bits, and a quotient
+// beyond the int range saturates at math.MaxInt or math.MinInt. c > 0.
+func mulDiv(a, b int, c uint64) int {
+	neg := (a < 0) != (b < 0)
+	hi, lo := bits.Mul64(uabs(a), uabs(b))
+	q := uint64(math.MaxUint64) // hi >= c: the quotient needs more than 64 bits
+	if hi < c {
+		q, _ = bits.Div64(hi, lo, c)
+	}
+	switch {
+	case q > math.MaxInt && neg:
+		return math.MinInt
+	case q > math.MaxInt:
+		return math.MaxInt
+	case neg:
+		return -int(q)
+	}
+	return int(q)
+}
+
+// uabs returns |x|, math.MinInt's included.
+func uabs(x int) uint64 {
+	if x < 0 {
+		return uint64(-int64(x)) // -math.MinInt64 wraps to itself: 1<<63 as a uint64
+	}
+	return uint64(x)
+}
 
 // PropertyError is a refused property read or write. It names the property,
 // the refused value and what is allowed, and wraps ErrInvalidProperty (so
@@ -282,12 +337,47 @@ func DefaultProperties() Properties {
 }
 
 // BytesPerLine returns the bytes of one raw line: XExtent pixels of BitDepth
-// bits, rounded up to a whole byte.
-func (p Properties) BytesPerLine() int { return (p.XExtent*p.BitDepth + 7) / 8 }
+// bits, rounded up to a whole byte. For values Validate would refuse it
+// neither overflows nor goes negative: it is 0 when XExtent or BitDepth is
+// not positive, and saturates at math.MaxInt.
+func (p Properties) BytesPerLine() int { return int(min(p.lineBytes(), math.MaxInt)) }
+
+// lineBytes is BytesPerLine as an int64, saturated at math.MaxInt64.
+func (p Properties) lineBytes() int64 {
+	if p.XExtent <= 0 || p.BitDepth <= 0 {
+		return 0
+	}
+	// Both below 1<<63: the product is below 1<<126, so hi < 1<<62.
+	hi, lo := bits.Mul64(uint64(p.XExtent), uint64(p.BitDepth))
+	if hi>>3 != 0 {
+		return math.MaxInt64
+	}
+	n := hi<<61 | lo>>3 // the whole bytes
+	if n >= math.MaxInt64 {
+		return math.MaxInt64
+	}
+	if lo&7 != 0 {
+		n++
+	}
+	return int64(n)
+}
 
 // ImageSize returns the bytes of raw image data an acquisition delivers:
-// BytesPerLine x YExtent, without any header.
-func (p Properties) ImageSize() int64 { return int64(p.BytesPerLine()) * int64(p.YExtent) }
+// BytesPerLine x YExtent, without any header. Like BytesPerLine it is 0
+// when a factor is not positive, and it saturates at math.MaxInt64 rather
+// than overflow (computed from the line's exact size, even where
+// BytesPerLine saturated at a smaller math.MaxInt).
+func (p Properties) ImageSize() int64 {
+	line := p.lineBytes()
+	if line == 0 || p.YExtent <= 0 {
+		return 0
+	}
+	hi, lo := bits.Mul64(uint64(line), uint64(p.YExtent))
+	if hi != 0 || lo > math.MaxInt64 {
+		return math.MaxInt64
+	}
+	return int64(lo)
+}
 
 // Header returns the bytes that go before the image data in p's format: nil
 // for FormatRaw, the netpbm header for FormatPNM.
@@ -306,7 +396,8 @@ func (p Properties) Header() []byte {
 }
 
 // Get returns the value of property id, or a *PropertyError for an unknown
-// id.
+// id. The computed ones (PropBytesPerLine, PropItemSize) saturate at
+// math.MaxInt (see BytesPerLine and ImageSize).
 func (p Properties) Get(id PropID) (int, error) {
 	switch id {
 	case PropXResolution:
@@ -336,7 +427,7 @@ func (p Properties) Get(id PropID) (int, error) {
 	case PropBytesPerLine:
 		return p.BytesPerLine(), nil
 	case PropItemSize:
-		return int(p.ImageSize()), nil
+		return int(min(p.ImageSize(), math.MaxInt)), nil // saturated where int is 32 bits
 	}
 	return 0, propErr(id, int(id), "a defined property ("+allPropNames()+")")
 }
@@ -487,7 +578,9 @@ func (p *Properties) Write(changes ...PropValue) error {
 
 // rescale converts an axis's position and extent from resolution from to
 // resolution to, leaving the values the write set itself (posSet, extSet)
-// as they are. Invalid resolutions leave everything to Validate.
+// as they are. Invalid resolutions leave everything to Validate. Old
+// values past the int range once scaled (never validated) saturate, then
+// clamp to the bed as any value too large does: they do not wrap.
 func rescale(pos, ext, from, to, bed int, posSet, extSet bool) (int, int) {
 	if !validResolution(from) || !validResolution(to) {
 		return pos, ext
@@ -495,12 +588,13 @@ func rescale(pos, ext, from, to, bed int, posSet, extSet bool) (int, int) {
 	limit := MaxPixels(bed, to)
 	// A window that reached the far edge of the bed still does: rounding
 	// down must not lose the last pixels (the whole bed stays the whole bed).
-	toEdge := !posSet && pos+ext == MaxPixels(bed, from)
+	// (pos and ext positive: a sum that overflows is negative, not the edge.)
+	toEdge := !posSet && pos >= 0 && ext > 0 && pos+ext == MaxPixels(bed, from)
 	if !posSet {
-		pos = min(pos*to/from, limit-1)
+		pos = min(mulDiv(pos, to, uint64(from)), limit-1)
 	}
 	if !extSet && limit-pos >= 1 {
-		ext = min(max(ext*to/from, 1), limit-pos)
+		ext = min(max(mulDiv(ext, to, uint64(from)), 1), limit-pos)
 		if toEdge {
 			ext = limit - pos
 		}

@@ -2,6 +2,8 @@ package minidrv
 
 import (
 	"errors"
+	"math"
+	"math/big"
 	"math/rand/v2"
 	"strconv"
 	"testing"
@@ -31,6 +33,83 @@ func TestItemTree(t *testing.T) {
 	assert.Equal(t, "ItemFlatbed", ItemFlatbed.String())
 	assert.Equal(t, "ItemKind(0)", ItemKind(0).String())
 	assert.NotSame(t, root, NewItemTree(), "each call builds a fresh tree")
+}
+
+// Find ends on a graph of items that is not a tree: a cycle (it used to
+// recurse until the stack overflowed), an item that is its own child many
+// times over, a child listed twice; it answers as a walk of the tree would.
+func TestItemFindCycle(t *testing.T) {
+	a := &Item{Name: "A"}
+	b := &Item{Name: "B"}
+	c := &Item{Name: "C"}
+	a.Children = []*Item{b, nil, a}
+	b.Children = []*Item{a, b, c}
+	assert.Same(t, c, a.Find("C"))
+	assert.Same(t, b, a.Find("B"))
+	assert.Same(t, a, b.Find("A"))
+	assert.Nil(t, a.Find("D"))
+
+	self := &Item{Name: "self"}
+	self.Children = []*Item{self, self, self, self}
+	assert.Nil(t, self.Find("other"))
+
+	// A shared child: the first in depth-first order wins.
+	shared := &Item{Name: "X", Kind: ItemFlatbed}
+	first := &Item{Name: "X", Kind: ItemRoot}
+	root := &Item{Name: "Root", Children: []*Item{{Name: "L", Children: []*Item{shared}}, first, shared}}
+	assert.Same(t, shared, root.Find("X"))
+}
+
+// Values that were never validated do not overflow the computed sizes:
+// MaxPixels, BytesPerLine, ImageSize, ItemSize and ChunkSize saturate
+// (sizes are 0 for a factor that is not positive), and a resolution
+// change clamps a huge old position as it clamps a large one, without
+// wrapping.
+func TestPropertiesOverflow(t *testing.T) {
+	exact := func(bed, dpi int) int64 { // bed × dpi / 1000 in big integers
+		var q big.Int
+		return q.Quo(q.Mul(big.NewInt(int64(bed)), big.NewInt(int64(dpi))), big.NewInt(1000)).Int64()
+	}
+	assert.EqualValues(t, exact(math.MaxInt, 600), MaxPixels(math.MaxInt, 600), "exact where it fits")
+	assert.EqualValues(t, exact(math.MinInt, 600), MaxPixels(math.MinInt, 600), "exact where it fits")
+	assert.EqualValues(t, exact(-math.MaxInt, 999), MaxPixels(math.MaxInt, -999), "exact where it fits")
+	assert.Equal(t, math.MaxInt, MaxPixels(math.MaxInt, 1001))
+	assert.Equal(t, math.MaxInt, MaxPixels(math.MinInt, -2000))
+	assert.Equal(t, math.MinInt, MaxPixels(math.MinInt, 1001))
+	assert.Equal(t, math.MinInt, MaxPixels(math.MaxInt, math.MinInt))
+	assert.Equal(t, -3, MaxPixels(-1500, 2), "rounded toward zero, as before")
+	assert.Zero(t, MaxPixels(0, math.MaxInt))
+
+	huge := Properties{XExtent: math.MaxInt, YExtent: math.MaxInt, BitDepth: 24, BufferSize: DefaultBufferSize}
+	assert.Equal(t, math.MaxInt, huge.BytesPerLine())
+	assert.Equal(t, int64(math.MaxInt64), huge.ImageSize())
+	v, err := huge.Get(PropItemSize)
+	require.NoError(t, err)
+	assert.Equal(t, math.MaxInt, v)
+	assert.Equal(t, DefaultBufferSize, ChunkSize(huge))
+
+	// An image size near the top of int64 (exact on 64 bits), whose
+	// rounding up to MinProgressReports chunks used to overflow.
+	near := Properties{XExtent: math.MaxInt - 7, YExtent: 8, BitDepth: 1, BufferSize: DefaultBufferSize}
+	assert.Equal(t, (math.MaxInt-7)/8, near.BytesPerLine())
+	assert.Equal(t, DefaultBufferSize, ChunkSize(near))
+
+	for _, p := range []Properties{
+		{XExtent: -8, YExtent: 10, BitDepth: 8},
+		{XExtent: -8, YExtent: -10, BitDepth: -8},
+		{XExtent: math.MinInt, YExtent: math.MinInt, BitDepth: -1},
+	} {
+		assert.Zero(t, p.BytesPerLine(), "%+v", p)
+		assert.Zero(t, p.ImageSize(), "%+v", p)
+		assert.Equal(t, BufferAlign, ChunkSize(p), "%+v", p)
+	}
+
+	large, overflowing := DefaultProperties(), DefaultProperties()
+	large.XPosition, overflowing.XPosition = 1<<30, math.MaxInt
+	require.NoError(t, large.Write(PropValue{PropXResolution, 300}))
+	require.NoError(t, overflowing.Write(PropValue{PropXResolution, 300}))
+	assert.Equal(t, large, overflowing)
+	assert.Equal(t, MaxPixels(BedWidth, 300)-1, overflowing.XPosition)
 }
 
 // bedPixels is the bed (8.5 x 11.69 in) in whole pixels at each resolution,

@@ -146,6 +146,48 @@ func TestNilContext(t *testing.T) {
 	require.ErrorIs(t, waitErr(t, res), minidrv.ErrCanceled)
 }
 
+// TestZeroDriver: a Driver that New did not make, nil or zero, is refused
+// by every method with E_INVALIDARG wrapping ioring.ErrInvalid, at once:
+// never a panic, and never a wait (a zero Driver's Initialize used to wait
+// for ever on its nil semaphore). The accessors return zero values.
+func TestZeroDriver(t *testing.T) {
+	ctx := context.Background()
+	bed := minidrv.NewItemTree().Find("Flatbed")
+	for name, d := range map[string]*minidrv.Driver{"nil": nil, "zero": new(minidrv.Driver)} {
+		t.Run(name, func(t *testing.T) {
+			for _, c := range []struct {
+				what string
+				f    func() error
+			}{
+				{"Initialize", func() error { return d.Initialize(ctx) }},
+				{"Lock", func() error { return d.Lock(ctx) }},
+				{"Items", func() error { _, err := d.Items(); return err }},
+				{"ReadItemProperties", func() error { _, err := d.ReadItemProperties(bed, minidrv.PropXResolution); return err }},
+				{"ValidateItemProperties", func() error { return d.ValidateItemProperties(bed) }},
+				{"WriteItemProperties", func() error { return d.WriteItemProperties(bed) }},
+				{"AcquireItemData", func() error { return d.AcquireItemData(ctx, bed, io.Discard, nil) }},
+				{"CancelPendingIO", func() error { return d.CancelPendingIO(ctx) }},
+				{"NotifyPnpEvent", func() error { return d.NotifyPnpEvent(minidrv.EventCancelIO) }},
+				{"NotifyPnpEvent connected", func() error { return d.NotifyPnpEvent(minidrv.EventDeviceConnected) }},
+				{"Unlock", d.Unlock},
+				{"Uninitialize", d.Uninitialize},
+			} {
+				o := catching(t, c.f)
+				require.Nil(t, o.panicked, c.what)
+				require.False(t, o.goexit, c.what)
+				require.ErrorIs(t, o.err, ioring.ErrInvalid, c.what)
+				assert.Equal(t, minidrv.HResultInvalidArg, minidrv.HResult(o.err), "%s: %v", c.what, o.err)
+				assert.Contains(t, o.err.Error(), "make drivers with New", c.what)
+			}
+			assert.Equal(t, minidrv.Unloaded, d.State())
+			s, _ := d.Watch()
+			assert.Equal(t, minidrv.Unloaded, s)
+			assert.Zero(t, d.QueueDepth())
+			assert.Zero(t, d.Properties())
+		})
+	}
+}
+
 // TestMachineWaitRefusesNil: Wait refuses a nil context or condition with
 // E_INVALIDARG, and returns the current state.
 func TestMachineWaitRefusesNil(t *testing.T) {

@@ -107,6 +107,9 @@ func (d *Device) StartControl(buf []byte, x Xfer) (ioring.Request, error) {
 }
 
 func (d *Device) submitControl(buf []byte, x Xfer, wait bool) (ioring.Request, error) {
+	if !d.made() {
+		return ioring.Request{}, errDeviceNotMade("control transfer", d)
+	}
 	s, ok := ParseSetup(buf)
 	if !ok || len(buf) < SetupSize+int(s.Length) {
 		return ioring.Request{}, errorf("usb: control transfer: %w: %d bytes, fewer than the setup packet and its wLength", ioring.ErrInvalid, len(buf))

@@ -19,6 +19,10 @@ import (
 // The Device does not own the Ring: close the Device before the Ring (a
 // Ring closed first cancels the Device's transfers, which then complete
 // with ErrCanceled). All methods are safe for concurrent use.
+//
+// Every method but Desc and Configuration refuses a Device that Open or
+// NewDevice did not make (a nil *Device, a zero Device) with an error
+// wrapping ioring.ErrInvalid; those two return zero values.
 type Device struct {
 	desc DeviceDesc // as NewDevice got it; Endpoints, Config and the claims change below
 	tr   Transport
@@ -35,6 +39,31 @@ type Device struct {
 	claimed map[int]*claim      // claimed interfaces, by number; guarded by mu
 }
 
+// made reports whether Open or NewDevice made d: every method refuses a
+// nil *Device and a zero Device (errDeviceNotMade) rather than panic.
+func (d *Device) made() bool { return d != nil && d.tr != nil }
+
+// errDeviceNotMade refuses op on a Device that Open or NewDevice did not
+// make (d nil, or a zero Device).
+func errDeviceNotMade(op string, d *Device) error {
+	return errNotMade(op, "Device", d == nil, "make devices with Open or NewDevice")
+}
+
+// errNotMade refuses op on a value of type typ that its constructor did
+// not make (isNil: a nil pointer; else a zero value), with an error
+// wrapping ioring.ErrInvalid whose text says where such values come from
+// (how). Out of line, so that the checks cost the callers' fast paths one
+// comparison.
+//
+//go:noinline
+func errNotMade(op, typ string, isNil bool, how string) error {
+	what := "zero " + typ
+	if isNil {
+		what = "nil *" + typ
+	}
+	return errorf("usb: %s: %w: %s (%s)", op, ioring.ErrInvalid, what, how)
+}
+
 // claim is one claimed interface of a Device.
 type claim struct {
 	alt      int  // its current alternate setting
@@ -46,8 +75,12 @@ type claim struct {
 // configuration and the lowest claimed interface with its alternate
 // setting (-1 and 0 when none is claimed). For a backend that does not
 // describe its configurations (empty Configs), Config, Interface and
-// AltSetting are those NewDevice was given.
+// AltSetting are those NewDevice was given. A Device that Open or
+// NewDevice did not make (nil or zero) has the zero DeviceDesc.
 func (d *Device) Desc() DeviceDesc {
+	if !d.made() {
+		return DeviceDesc{}
+	}
 	d.mu.RLock()
 	defer d.mu.RUnlock()
 	desc := d.desc
@@ -99,6 +132,9 @@ func dirName(addr uint8) string {
 // (failing with ErrClosed) after Close, and fails with ErrNotFound while
 // its interface is released or at another alternate setting.
 func (d *Device) Endpoint(addr uint8) (*Endpoint, error) {
+	if !d.made() {
+		return nil, errDeviceNotMade("endpoint", d)
+	}
 	d.mu.RLock()
 	defer d.mu.RUnlock()
 	return d.endpointLocked(addr)
@@ -123,6 +159,9 @@ func (d *Device) endpointLocked(addr uint8) (*Endpoint, error) {
 // error wrapping ioring.ErrInvalid while transfers are pending, or the
 // transport's.
 func (d *Device) ClearHalt(addr uint8) error {
+	if !d.made() {
+		return errDeviceNotMade("clear halt", d)
+	}
 	d.mu.RLock()
 	defer d.mu.RUnlock()
 	if d.closed {
@@ -144,6 +183,9 @@ func (d *Device) ClearHalt(addr uint8) error {
 // while transfers are pending, one wrapping ioring.ErrNotSupported where
 // the backend cannot reset (the simulator), or the transport's.
 func (d *Device) Reset() error {
+	if !d.made() {
+		return errDeviceNotMade("reset", d)
+	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.closed {
@@ -156,22 +198,32 @@ func (d *Device) Reset() error {
 // queued or in progress, like WIA's CancelPendingIO. It requests and
 // returns; each transfer still completes exactly once (ErrCanceled, or its
 // real result when it won the race). Transfers submitted later run
-// normally. It returns ErrClosed after Close.
+// normally. It returns ErrClosed after Close, and a
+// *ioring.HookPanicError when a transfer's cancel hook panicked (on a Pump:
+// a Runner's interruption armed with Transfer.OnCancel), as
+// ioring.Ring.CancelAll does: every other transfer was still canceled.
 func (d *Device) CancelAll() error {
+	if !d.made() {
+		return errDeviceNotMade("cancel all", d)
+	}
 	d.mu.RLock()
 	defer d.mu.RUnlock()
 	if d.closed {
 		return ErrClosed
 	}
-	d.tr.CancelAll()
-	return nil
+	return d.tr.CancelAll()
 }
 
 // Close cancels every transfer, waits until each has completed (its
 // completion posted to the ring: drained), stops the transport's
 // goroutines and releases the device. Completions not yet reaped stay in
-// the ring. Later calls return ErrClosed.
+// the ring. Later calls return ErrClosed. Its error is the transport's:
+// a Pump's is a *ioring.HookPanicError when a transfer's cancel hook
+// panicked (the Device is closed all the same).
 func (d *Device) Close() error {
+	if !d.made() {
+		return errDeviceNotMade("close", d)
+	}
 	d.mu.Lock()
 	if d.closed {
 		d.mu.Unlock()
@@ -198,7 +250,10 @@ type Xfer struct {
 // run in submission order (as on the bus) and complete in that order,
 // unless canceled while queued, which completes them at once: one at a
 // time, or WithDepth at a time on usbfs.
-// All methods are safe for concurrent use.
+// All methods are safe for concurrent use. An Endpoint that
+// Device.Endpoint did not return (a nil *Endpoint, a zero Endpoint) is
+// refused by every method with an error wrapping ioring.ErrInvalid; its
+// Desc is the zero EndpointDesc.
 type Endpoint struct {
 	dev    *Device
 	desc   EndpointDesc
@@ -206,7 +261,18 @@ type Endpoint struct {
 }
 
 // Desc returns the endpoint's descriptor.
-func (e *Endpoint) Desc() EndpointDesc { return e.desc }
+func (e *Endpoint) Desc() EndpointDesc {
+	if e == nil {
+		return EndpointDesc{}
+	}
+	return e.desc
+}
+
+// errEndpointNotMade refuses op on an Endpoint that Device.Endpoint did not
+// return (e nil, or a zero Endpoint).
+func errEndpointNotMade(op string, e *Endpoint) error {
+	return errNotMade(op, "Endpoint", e == nil, "get endpoints from Device.Endpoint")
+}
 
 // Submit starts an asynchronous transfer of buf: for an IN endpoint the
 // device's data is read into buf, for an OUT endpoint buf is sent. It
@@ -258,6 +324,9 @@ func (e *Endpoint) Transfer(ctx context.Context, buf []byte) (int, error) {
 }
 
 func (e *Endpoint) submit(buf []byte, x Xfer, wait bool) (ioring.Request, error) {
+	if e == nil || e.dev == nil { // e.dev is a Device that NewDevice made
+		return ioring.Request{}, errEndpointNotMade("submit", e)
+	}
 	if e.desc.IsIn() && len(buf) == 0 {
 		return ioring.Request{}, errorf("usb: endpoint %#02x: %w: IN transfer without a buffer", e.desc.Address, ioring.ErrInvalid)
 	}

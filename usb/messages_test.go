@@ -33,12 +33,15 @@ func TestMessagesOnePrefix(t *testing.T) {
 }
 
 func TestParseID(t *testing.T) {
-	for s, want := range map[string][2]uint16{"1209:0001": {0x1209, 1}, "0x04a9:0x2206": {0x04a9, 0x2206}} {
+	for s, want := range map[string][2]uint16{
+		"1209:0001": {0x1209, 1}, "0x04a9:0x2206": {0x04a9, 0x2206},
+		"0X04A9:0X2206": {0x04a9, 0x2206}, "0x04a9:0X2206": {0x04a9, 0x2206},
+	} {
 		vid, pid, ok := ParseID(s)
 		assert.True(t, ok, s)
 		assert.Equal(t, want, [2]uint16{vid, pid}, s)
 	}
-	for _, s := range []string{"1209", "12:zz", "10000:1", ":1", ""} {
+	for _, s := range []string{"1209", "12:zz", "10000:1", ":1", "", "0x:1", "0X:1", "0x0x12:1"} {
 		_, _, ok := ParseID(s)
 		assert.False(t, ok, "%q", s)
 	}

@@ -46,6 +46,9 @@ type Runner interface {
 // completes with ErrCanceled at once, a running one has its I/O
 // interrupted (Transfer.Do, Transfer.OnCancel) and completes when Run
 // returns. A transfer costs no goroutine of its own.
+//
+// Every method refuses a Pump that NewPump did not make (a nil *Pump, a
+// zero Pump) with an error wrapping ioring.ErrInvalid.
 type Pump struct {
 	ring *ioring.Ring
 	run  Runner
@@ -107,6 +110,14 @@ func NewPump(ring *ioring.Ring, eps []EndpointDesc, r Runner) *Pump {
 	return p
 }
 
+// made reports whether NewPump made p.
+func (p *Pump) made() bool { return p != nil && p.ring != nil }
+
+// errPumpNotMade refuses op on a Pump that NewPump did not make.
+func errPumpNotMade(op string, p *Pump) error {
+	return errNotMade(op, "Pump", p == nil, "make pumps with NewPump")
+}
+
 // endpoint returns the state of ep, or an error wrapping ErrNotFound.
 func (p *Pump) endpoint(ep EndpointDesc) (*pumpEndpoint, error) {
 	// The address whole: epIndex ignores the reserved bits, and 0x91 is
@@ -122,6 +133,9 @@ func (p *Pump) endpoint(ep EndpointDesc) (*pumpEndpoint, error) {
 
 // Submit queues a transfer of buf on ep (see Transport.Submit).
 func (p *Pump) Submit(ep EndpointDesc, buf []byte, opt Xfer, wait bool) (ioring.Request, error) {
+	if !p.made() {
+		return ioring.Request{}, errPumpNotMade("submit", p)
+	}
 	e, err := p.endpoint(ep)
 	if err != nil {
 		return ioring.Request{}, err
@@ -180,8 +194,14 @@ func (p *Pump) Submit(ep EndpointDesc, buf []byte, opt Xfer, wait bool) (ioring.
 }
 
 // CancelAll cancels every transfer queued or running (see
-// Transport.CancelAll).
-func (p *Pump) CancelAll() {
+// Transport.CancelAll). Its error is the *ioring.HookPanicError of a
+// transfer's cancel hook that panicked (a Runner's interruption, armed
+// with Transfer.OnCancel); every other transfer was still canceled. A
+// closed ring canceled everything already: that is no error.
+func (p *Pump) CancelAll() error {
+	if !p.made() {
+		return errPumpNotMade("cancel all", p)
+	}
 	var reqs []ioring.Request
 	for _, e := range p.eps {
 		if e == nil {
@@ -200,12 +220,18 @@ func (p *Pump) CancelAll() {
 	// cancels it (a request that completed meanwhile is skipped), all in
 	// one batch: a cancel hook that panics or ends its goroutine does not
 	// keep the others from running.
-	_, _ = p.ring.Cancel(reqs...)
+	if _, err := p.ring.Cancel(reqs...); err != nil && !errors.Is(err, ioring.ErrClosed) {
+		return err
+	}
+	return nil
 }
 
 // ClearHalt pauses ep's pump and has the Runner clear the halt (see
 // Transport.ClearHalt); transfers submitted meanwhile wait.
 func (p *Pump) ClearHalt(ep EndpointDesc) error {
+	if !p.made() {
+		return errPumpNotMade("clear halt", p)
+	}
 	e, err := p.endpoint(ep)
 	if err != nil {
 		return err
@@ -234,6 +260,9 @@ func (p *Pump) ClearHalt(ep EndpointDesc) error {
 // Reset has the Runner reset the device, once no transfer is queued or
 // running on any endpoint (see Transport.Reset).
 func (p *Pump) Reset() error {
+	if !p.made() {
+		return errPumpNotMade("reset", p)
+	}
 	return p.whileIdle("reset", p.run.Reset)
 }
 
@@ -266,6 +295,9 @@ func (p *Pump) whileIdle(what string, f func() error) error {
 // configurer returns the Runner as a Configurer, or an error wrapping
 // ioring.ErrNotSupported.
 func (p *Pump) configurer(what string) (Configurer, error) {
+	if !p.made() {
+		return nil, errPumpNotMade(what, p)
+	}
 	if c, ok := p.run.(Configurer); ok {
 		return c, nil
 	}
@@ -316,7 +348,12 @@ func (p *Pump) SetAltSetting(iface, alt int) error {
 
 // Close cancels every transfer, waits until each has completed (its
 // completion posted to the ring), stops the pumps and closes the Runner.
+// Its error is the Runner's, else the *ioring.HookPanicError of a cancel
+// hook that panicked (see CancelAll): the Pump is closed all the same.
 func (p *Pump) Close() error {
+	if !p.made() {
+		return errPumpNotMade("close", p)
+	}
 	p.closing.Store(true)
 	// A Runner's interruption (Transfer.OnCancel) that ends this goroutine
 	// (runtime.Goexit) leaves the rest to another one: the ring runs the
@@ -327,9 +364,12 @@ func (p *Pump) Close() error {
 			go p.stop()
 		}
 	}()
-	p.CancelAll()
+	cerr := p.CancelAll()
 	canceled = true
-	return p.stop()
+	if err := p.stop(); err != nil {
+		return err
+	}
+	return cerr
 }
 
 // stop is the end of Close, once every transfer was canceled: it waits
@@ -469,7 +509,10 @@ const (
 // Transfer is one transfer of a Pump, as its Runner sees it while Run
 // runs. A new one per submission: its cancel hook may run after
 // completion, so it is never reused. Its methods are for the Runner, on
-// the goroutine of Run, during Run.
+// the goroutine of Run, during Run. A Transfer that no Pump made (a nil
+// *Transfer, a zero Transfer) has no endpoint and no buffer, OnCancel
+// reports it canceled, and Do refuses it with an error wrapping
+// ioring.ErrInvalid.
 type Transfer struct {
 	p    *Pump
 	ep   *pumpEndpoint
@@ -486,12 +529,25 @@ type Transfer struct {
 	stop       func()         // the interruption armed with OnCancel
 }
 
+// made reports whether a Pump made t.
+func (t *Transfer) made() bool { return t != nil && t.ep != nil }
+
 // Endpoint returns the descriptor of the transfer's endpoint.
-func (t *Transfer) Endpoint() EndpointDesc { return t.desc }
+func (t *Transfer) Endpoint() EndpointDesc {
+	if t == nil {
+		return EndpointDesc{}
+	}
+	return t.desc
+}
 
 // Buf returns the transfer's buffer: the data to send on an OUT endpoint,
 // where the data received goes on an IN endpoint.
-func (t *Transfer) Buf() []byte { return t.buf }
+func (t *Transfer) Buf() []byte {
+	if t == nil {
+		return nil
+	}
+	return t.buf
+}
 
 // cancel is t's ioring cancel hook: it must not block. A queued transfer
 // completes at once; a running one has its I/O interrupted and completes
@@ -536,6 +592,9 @@ func (t *Transfer) isCanceled() bool {
 // already, and Run should return ErrCanceled. A cancel of t from then on
 // calls stop, once, without waiting; it must not block.
 func (t *Transfer) OnCancel(stop func()) bool {
+	if !t.made() {
+		return false // no I/O may start for it
+	}
 	t.ep.mu.Lock()
 	defer t.ep.mu.Unlock()
 	if t.canceled {
@@ -560,6 +619,9 @@ const (
 // the ring's refusal of op (after a few retries while the ring is full),
 // or of the wait. While op runs it takes a second ring slot besides t's.
 func (t *Transfer) Do(op ioring.Op) (ioring.Completion, error) {
+	if !t.made() {
+		return ioring.Completion{}, errNotMade("transfer", "Transfer", t == nil, "a Pump makes transfers and hands them to Runner.Run")
+	}
 	e := t.ep
 	var q ioring.Request
 	var err error

@@ -231,3 +231,51 @@ func TestPumpNilParts(t *testing.T) {
 	assert.PanicsWithValue(t, "usb: NewPump: nil ring or Runner", func() { NewPump(ring, []EndpointDesc{pumpIn}, nil) })
 	assert.PanicsWithValue(t, "usb: NewDevice: nil Transport", func() { NewDevice(DeviceDesc{}, nil) })
 }
+
+// A Runner's interruption (Transfer.OnCancel) that panics is a cancel hook
+// that panicked: Device.CancelAll and Close report it as the ring does, a
+// *ioring.HookPanicError (CancelAll used to return nil), and the transfer
+// is canceled all the same.
+func TestCancelAllHookPanic(t *testing.T) {
+	ring := newPumpRing(t)
+	running := make(chan struct{}, 1)
+	r := &funcRunner{run: func(t *Transfer) (int, error) {
+		stopped := make(chan struct{})
+		var once sync.Once
+		t.OnCancel(func() {
+			once.Do(func() { close(stopped) })
+			panic("stop boom")
+		})
+		running <- struct{}{}
+		<-stopped
+		return 0, ErrCanceled
+	}}
+	d := NewDevice(DeviceDesc{Endpoints: []EndpointDesc{pumpIn}}, NewPump(ring, []EndpointDesc{pumpIn}, r))
+	ep, err := d.Endpoint(pumpIn.Address)
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), Patience)
+	defer cancel()
+
+	q, err := ep.Start(make([]byte, 8), Xfer{})
+	require.NoError(t, err)
+	<-running
+	var hp *ioring.HookPanicError
+	require.ErrorAs(t, d.CancelAll(), &hp)
+	assert.Equal(t, "stop boom", hp.Value)
+	c, err := q.Wait(ctx)
+	require.NoError(t, err)
+	assert.ErrorIs(t, c.Err, ErrCanceled)
+
+	q, err = ep.Start(make([]byte, 8), Xfer{})
+	require.NoError(t, err)
+	<-running
+	hp = nil
+	require.ErrorAs(t, d.Close(), &hp, "Close reports it, and closes")
+	assert.Equal(t, "stop boom", hp.Value)
+	c, err = q.Wait(ctx)
+	require.NoError(t, err)
+	assert.ErrorIs(t, c.Err, ErrCanceled)
+	assert.EqualValues(t, 1, r.closed.Load())
+	assert.ErrorIs(t, d.CancelAll(), ErrClosed)
+	AssertSettled(t, ring)
+}

@@ -35,6 +35,9 @@ type Configurer interface {
 // Configuration returns the active configuration's value
 // (bConfigurationValue; 0: unconfigured).
 func (d *Device) Configuration() int {
+	if !d.made() {
+		return 0
+	}
 	d.mu.RLock()
 	defer d.mu.RUnlock()
 	return d.config
@@ -43,6 +46,9 @@ func (d *Device) Configuration() int {
 // AltSetting returns the current alternate setting of claimed interface
 // iface, or an error wrapping ErrNotFound when it is not claimed.
 func (d *Device) AltSetting(iface int) (int, error) {
+	if !d.made() {
+		return 0, errDeviceNotMade("alternate setting", d)
+	}
 	d.mu.RLock()
 	defer d.mu.RUnlock()
 	c := d.claimed[iface]
@@ -174,6 +180,9 @@ func (d *Device) SetAltSetting(iface, alt int) error {
 // descriptors); do calls the backend and updates the record, after which
 // the Device's endpoints follow the new settings.
 func (d *Device) change(what string, numbers []int, check func() error, do func(Configurer) error) error {
+	if !d.made() {
+		return errDeviceNotMade(what[len("usb: "):], d)
+	}
 	for _, n := range numbers {
 		if n < 0 || n > 255 {
 			return errorf("%s: %w: %d is out of range 0..255", what, ioring.ErrInvalid, n)

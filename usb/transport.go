@@ -45,7 +45,10 @@ type Transport interface {
 	Submit(ep EndpointDesc, buf []byte, x Xfer, wait bool) (ioring.Request, error)
 	// CancelAll cancels every transfer accepted so far, queued or in
 	// progress. It requests and returns: each still completes exactly once.
-	CancelAll()
+	// Its error is the *ioring.HookPanicError of a cancel hook that
+	// panicked (ioring.Ring.Cancel's), after every other transfer was
+	// canceled; otherwise nil.
+	CancelAll() error
 	// ClearHalt clears a halt of ep on the device and in the host and
 	// discards IN data received and not yet transferred. It refuses with an
 	// error wrapping ioring.ErrInvalid while transfers are pending on ep,

@@ -66,10 +66,13 @@ func (t *usbfsTransport) Submit(ep EndpointDesc, buf []byte, x Xfer, wait bool) 
 	return e.Submit(buf, usbfs.TransferOptions{Token: x.Token, Deadline: x.Deadline, User: x.User, Await: wait, ZeroPacket: zlp})
 }
 
-func (t *usbfsTransport) CancelAll() {
+// CancelAll discards the URBs of every transfer: package usbfs's own
+// cancel, which runs no hook of a user's, so it has nothing to report.
+func (t *usbfsTransport) CancelAll() error {
 	if t.dev != nil {
 		t.dev.CancelAll()
 	}
+	return nil
 }
 
 func (t *usbfsTransport) ClearHalt(ep EndpointDesc) error {
