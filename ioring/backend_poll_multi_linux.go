@@ -28,7 +28,13 @@ const multiRound = 64
 // caller's fd is valid): a duplicate of its fd to register in settle.
 func (b *pollBackend) startMulti(s *slot, p *pslot) {
 	p.act, p.res = paDone, 0
-	if s.code != OpPollMultishot {
+	switch s.code {
+	case OpAcceptMultishot:
+		if res := listening(p.fd); res != 0 {
+			p.res = res // as io_uring's first attempt says
+			return
+		}
+	case OpRecvMultishot:
 		if _, err := unix.GetsockoptInt(int(p.fd), unix.SOL_SOCKET, unix.SO_TYPE); err != nil {
 			p.res = -errnoOf(err) // ENOTSOCK, EBADF: as io_uring's first attempt says
 			return

@@ -76,6 +76,10 @@ func (b *pollBackend) startOp(s *slot, p *pslot) {
 			return
 		}
 		if fl&unix.O_NONBLOCK == 0 {
+			if res := listening(p.fd); res != 0 {
+				p.res = res // it would wait for a connection that cannot come
+				return
+			}
 			// accept4 has no per-call MSG_DONTWAIT: wait for a
 			// connection, then accept on a worker.
 			p.mode = pmBlocking
@@ -229,4 +233,19 @@ func runBlocking(s *slot, fd int32) int32 {
 		return rwFixed(s, fd, 0)
 	}
 	return sockCall(s, fd, 0)
+}
+
+// listening returns 0 when fd is a listening socket, else what accept4
+// (and io_uring's accept) says at once: EINVAL for a socket that does not
+// listen, ENOTSOCK or EBADF for the rest. The poll backend accepts on
+// readiness, which a socket that does not listen may never report.
+func listening(fd int32) int32 {
+	v, err := unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_ACCEPTCONN)
+	switch {
+	case err != nil:
+		return -errnoOf(err)
+	case v == 0:
+		return -int32(unix.EINVAL)
+	}
+	return 0
 }

@@ -187,3 +187,37 @@ func osPipe() (rd, wr int, err error) {
 	err = unix.Pipe2(p[:], unix.O_CLOEXEC)
 	return p[0], p[1], err
 }
+
+// An accept on a socket that does not listen fails at once with EINVAL,
+// as accept4 says, whether the socket blocks or not and for a multishot
+// accept too; on a file that is no socket, with ENOTSOCK. (The poll
+// backend accepted on readiness, which such a socket may never report: it
+// waited for ever.)
+func TestConformanceAcceptNotListening(t *testing.T) {
+	forEachBackend(t, 8, func(t *testing.T, r *Ring) {
+		a, _ := socketpair(t, unix.SOCK_STREAM)
+		bound := tcpSocket(t)
+		require.NoError(t, unix.Bind(bound, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}))
+		nb := tcpSocket(t)
+		require.NoError(t, unix.SetNonblock(nb, true))
+		rd, _ := pipe(t)
+		for _, tc := range []struct {
+			name string
+			fd   int
+			want unix.Errno
+		}{
+			{"connected", a, unix.EINVAL},
+			{"bound", bound, unix.EINVAL},
+			{"non-blocking", nb, unix.EINVAL},
+			{"pipe", rd, unix.ENOTSOCK},
+		} {
+			c := doOp(t, r, Accept(tc.fd, 0))
+			assert.ErrorIs(t, c.Err, tc.want, "accept, %s", tc.name)
+			q, err := r.Submit(AcceptMultishot(tc.fd, 0))
+			require.NoError(t, err)
+			c = reapFinal(t, r, q)
+			assert.ErrorIs(t, c.Err, tc.want, "accept-multishot, %s", tc.name)
+		}
+		assertNoMore(t, r)
+	})
+}
