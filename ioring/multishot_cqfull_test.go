@@ -49,10 +49,11 @@ func TestConformanceMultishotCQFull(t *testing.T) {
 			efd := eventFD(t)
 			q, err := r.Submit(PollMultishot(efd, unix.POLLIN))
 			require.NoError(t, err)
-			for i := 0; i < 400 && q.Pending(); i++ {
+			// Each signal wakes the poll; the ones that come before the
+			// last is taken in (a loaded machine) make one result, so
+			// there are more than enough.
+			for range 400 {
 				signal(t, efd)
-				var b [8]byte
-				unix.Read(efd, b[:]) // each signal a new wake-up
 				time.Sleep(200 * time.Microsecond)
 			}
 			shots, final := reapAll(t, r, q)
@@ -126,7 +127,7 @@ func TestConformanceMultishotCQFull(t *testing.T) {
 			q, err := r.Submit(RecvMultishot(fds[0], br, 0))
 			require.NoError(t, err)
 			var sent []byte
-			for i := 0; i < 100 && q.Pending(); i++ {
+			for i := range 100 {
 				msg := []byte{byte(i), byte(i), byte(i)}
 				_, err := unix.Write(fds[1], msg)
 				require.NoError(t, err)
