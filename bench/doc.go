@@ -135,7 +135,7 @@
 // # Choosing a ring layout
 //
 // Measured with BenchmarkScale in the 22 runs of `make bench` kept in
-// bench/results from 2026-12-05 (2 CPUs, a quiet machine; two 150 ms
+// bench/results from 2026-12-05 (2 CPUs, an AMD EPYC, a quiet machine; two 150 ms
 // rounds of each row per run; the layouts compared within each run, by
 // their medians):
 //
@@ -155,6 +155,20 @@
 //     read, medians). Goroutines running at once on one ring contend for
 //     its submission lock and its reaper role, and a completion reaped for
 //     another goroutine reaches it through a wake-up.
+//
+// On the Intel Xeon machine that replaced it (2 CPUs; the three runs of
+// 2026-12-06 from 20261206-164911 on, compared the same way) the picture
+// is the same, and the gap at GOMAXPROCS 2 wider:
+//
+//   - At GOMAXPROCS 1 the shared ring took 0.98-1.18x the time of a ring
+//     per goroutine on io_uring and 0.93-1.08x on the poll backend.
+//   - At GOMAXPROCS 2, with 2 to 8 goroutines, the shared ring took
+//     2.47-5.25x a ring per goroutine's time on io_uring for NOPs and
+//     2.55-2.76x for 4 KiB reads (the poll backend: 2.10-7.21x and
+//     1.43-1.67x). A ring per goroutine went from 259-270 ns per NOP and
+//     656-672 ns per read with one goroutine to 131-147 and 443-474 ns for
+//     all together; the shared ring went the other way, to 328-706 and
+//     1,180-1,253 ns: slower than one goroutine alone.
 //
 // So give each goroutine that keeps I/O going (a device's pump, a
 // connection's loop) a Ring of its own; that also scopes Close and
