@@ -1148,7 +1148,7 @@ func (b *uringBackend) handle(ud uint64, res int32, cflags uint32) {
 			b.r.shot(idx, res, cflags, true) // more follows (multishot.go)
 			return
 		}
-		if b.cqFullEnd(s, res) {
+		if s.cqFullEnd(res) {
 			// The kernel could not post this result with More set (its
 			// completion ring was full) and ended the request on it. It is
 			// delivered as one more, and the request ends as the ring ends
@@ -1201,7 +1201,7 @@ func (b *uringBackend) handle(ud uint64, res int32, cflags uint32) {
 }
 
 // cqFullEnd reports whether the final completion (More clear) of
-// multishot slot s, with result res, is one the kernel made because its
+// multishot slot s, with result res from io_uring, is one the kernel made because its
 // completion ring had no room for it as a result with More set. io_uring
 // says so by the result alone: nobody asked for a cancel, and it carries
 // what a result with More set would have (a connection, data, events),
@@ -1209,7 +1209,7 @@ func (b *uringBackend) handle(ud uint64, res int32, cflags uint32) {
 // end of the stream). A poll's events are ambiguous on the first result: a
 // file that cannot be waited on (a regular file) ends it at once with its
 // events, so a poll counts only once it delivered a result before.
-func (b *uringBackend) cqFullEnd(s *slot, res int32) bool {
+func (s *slot) cqFullEnd(res int32) bool {
 	if s.flags.Load()&(flCancelReq|flTimedOut) != 0 {
 		return false // a cancel's race: the result is the request's own
 	}

@@ -1699,11 +1699,17 @@ func (r *Ring) cancelOne(key uint64, f uint32) (hook *foreignRef, ok, kick bool)
 	// stays ours until it completes; a foreign one completes without sqMu,
 	// so its plain fields are off limits: its hook is reached through fref,
 	// checked by key.
+	foreign := s.foreign.Load()
+	if !foreign && s.multi && s.ms.ended.Load() {
+		// A multishot request whose final completion is recorded and
+		// waits behind its others: nothing is left to cancel.
+		return nil, false, false
+	}
+	if !s.askCancel(f) {
+		return nil, false, false // canceled already: the first cause stands
+	}
 	switch {
-	case s.foreign.Load():
-		if !s.askCancel(f) {
-			return nil, false, false
-		}
+	case foreign:
 		if s.key() != key {
 			// Completed, delivered and reused meanwhile: the flags belong
 			// to another request now.
@@ -1714,20 +1720,10 @@ func (r *Ring) cancelOne(key uint64, f uint32) (hook *foreignRef, ok, kick bool)
 			hook = fr
 		}
 	case s.flags.Load()&flHeld != 0:
-		if !s.askCancel(f) {
-			return nil, false, false
-		}
 		kick = r.cancelHeld(idx, s, f)
-	case s.multi && s.ms.ended.Load():
-		// A multishot request whose final completion is recorded and
-		// waits behind its others: nothing is left to cancel.
-		return nil, false, false
 	default:
 		// A request of the backend completes without sqMu too, but it is
 		// reused only through sqMu (enqueue), so its fields are stable.
-		if !s.askCancel(f) {
-			return nil, false, false
-		}
 		if b := r.plainBe; b != nil {
 			b.cancel(idx, key) // by its concrete type: a direct call
 		} else {
