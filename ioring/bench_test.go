@@ -93,14 +93,9 @@ func BenchmarkNopAfterPark(b *testing.B) {
 			}
 			defer r.Close()
 			if parked == "once" {
-				var p [2]int
-				if err := unix.Pipe2(p[:], unix.O_CLOEXEC); err != nil {
-					b.Fatal(err)
-				}
-				defer unix.Close(p[0])
-				defer unix.Close(p[1])
-				time.AfterFunc(20*time.Millisecond, func() { unix.Write(p[1], []byte{1}) })
-				if _, err := r.ReadAt(context.Background(), p[0], make([]byte, 1), -1); err != nil {
+				rd, wr := pipe(b)
+				time.AfterFunc(20*time.Millisecond, func() { unix.Write(wr, []byte{1}) })
+				if _, err := r.ReadAt(context.Background(), rd, make([]byte, 1), -1); err != nil {
 					b.Fatal(err)
 				}
 				time.Sleep(20 * evIdleFor)
@@ -280,15 +275,10 @@ func BenchmarkStreamOrder(b *testing.B) {
 	for _, ordered := range []bool{true, false} {
 		b.Run("ordered="+strconv.FormatBool(ordered), func(b *testing.B) {
 			forEachBackendB(b, 64, func(b *testing.B, r *Ring) {
-				var p [2]int
-				if err := unix.Pipe2(p[:], unix.O_CLOEXEC); err != nil {
-					b.Fatal(err)
-				}
-				defer unix.Close(p[0])
-				defer unix.Close(p[1])
+				rd, wr := pipe(b)
 				ops := make([]Op, depth)
 				for i := range ops {
-					ops[i] = Read(p[0], make([]byte, 1), -1)
+					ops[i] = Read(rd, make([]byte, 1), -1)
 					if !ordered {
 						ops[i] = ops[i].Unordered()
 					}
@@ -302,7 +292,7 @@ func BenchmarkStreamOrder(b *testing.B) {
 					if _, err := r.SubmitBatch(ops, reqs); err != nil {
 						b.Fatal(err)
 					}
-					if _, err := unix.Write(p[1], data); err != nil {
+					if _, err := unix.Write(wr, data); err != nil {
 						b.Fatal(err)
 					}
 					for got := 0; got < depth; {

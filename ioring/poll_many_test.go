@@ -65,19 +65,14 @@ func BenchmarkWaitersOneFile(b *testing.B) {
 	for _, depth := range []int{16, 4096} {
 		b.Run("waiting="+strconv.Itoa(depth), func(b *testing.B) {
 			forEachBackendB(b, 8192, func(b *testing.B, r *Ring) {
-				var p [2]int
-				if err := unix.Pipe2(p[:], unix.O_CLOEXEC); err != nil {
-					b.Fatal(err)
-				}
-				defer unix.Close(p[1])
-				defer unix.Close(p[0])
+				rd, _ := pipe(b)
 				tok := r.NewToken()
 				for range depth {
-					if _, err := r.Submit(Poll(p[0], unix.POLLIN).WithToken(tok)); err != nil {
+					if _, err := r.Submit(Poll(rd, unix.POLLIN).WithToken(tok)); err != nil {
 						b.Fatal(err)
 					}
 				}
-				op := Poll(p[0], unix.POLLIN)
+				op := Poll(rd, unix.POLLIN)
 				var cs [1]Completion
 				b.ReportAllocs()
 				b.ResetTimer()
