@@ -156,8 +156,9 @@
 //     its submission lock and its reaper role, and a completion reaped for
 //     another goroutine reaches it through a wake-up.
 //
-// On the Intel Xeon machine that replaced it (2 CPUs; the three runs of
-// 2026-12-06 from 20261206-164911 on, compared the same way) the picture
+// On the Intel Xeon machine that replaced it (2 CPUs; runs
+// 20261206-164911, 20261206-170552 and 20261206-171701, compared the same
+// way) the picture
 // is the same, and the gap at GOMAXPROCS 2 wider:
 //
 //   - At GOMAXPROCS 1 the shared ring took 0.98-1.18x the time of a ring
