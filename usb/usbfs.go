@@ -66,13 +66,16 @@ func (t *usbfsTransport) Submit(ep EndpointDesc, buf []byte, x Xfer, wait bool) 
 	return e.Submit(buf, usbfs.TransferOptions{Token: x.Token, Deadline: x.Deadline, User: x.User, Await: wait, ZeroPacket: zlp})
 }
 
-// CancelAll discards the URBs of every transfer: package usbfs's own
-// cancel, which runs no hook of a user's, so it has nothing to report.
+// CancelAll cancels every transfer through the ring (usbfs.Device.CancelAll),
+// as Pump.CancelAll does: the ring runs each transfer's cancel hook, which
+// discards its URBs, unless the transfer was canceled already, and a later
+// cancel of one finds nothing left. Its hooks are package usbfs's own, so
+// an error means one of them panicked.
 func (t *usbfsTransport) CancelAll() error {
-	if t.dev != nil {
-		t.dev.CancelAll()
+	if t.dev == nil {
+		return nil
 	}
-	return nil
+	return t.dev.CancelAll()
 }
 
 func (t *usbfsTransport) ClearHalt(ep EndpointDesc) error {

@@ -559,10 +559,6 @@ func (d *Device) Close() error {
 		return &OpError{Op: "close", Err: ErrClosed}
 	}
 	d.closing = true
-	ts := make([]*transfer, 0, len(d.active))
-	for t := range d.active {
-		ts = append(ts, t)
-	}
 	var idle chan struct{}
 	if len(d.active) > 0 {
 		idle = make(chan struct{})
@@ -570,9 +566,9 @@ func (d *Device) Close() error {
 	}
 	d.mu.Unlock()
 
-	for _, t := range ts {
-		t.discard()
-	}
+	// Through the ring, as CancelAll: no transfer begins once closing is
+	// set, and each pending one is canceled once, by its first cause.
+	cerr := d.cancelActive()
 	if idle != nil {
 		<-idle
 	}
@@ -588,6 +584,9 @@ func (d *Device) Close() error {
 	<-d.reaperDone
 
 	var errs []error
+	if cerr != nil {
+		errs = append(errs, &OpError{Op: "close", Err: cerr})
+	}
 	for iface := range d.claimed {
 		if err := ioctlU32(d.fd, ioctlReleaseInterface, uint32(iface)); err != nil && err != unix.ENODEV {
 			errs = append(errs, &OpError{Op: fmt.Sprintf("close: release interface %d", iface), Err: err})

@@ -91,7 +91,7 @@ func (d *Device) ControlEndpoint() *Endpoint { return &Endpoint{} }
 func (d *Device) Endpoint(addr uint8) (*Endpoint, error) { return nil, errPlatform }
 
 // CancelAll does nothing on this platform.
-func (d *Device) CancelAll() {}
+func (d *Device) CancelAll() error { return nil }
 
 // String describes the device for logs.
 func (d *Device) String() string { return "usbfs (not supported here)" }

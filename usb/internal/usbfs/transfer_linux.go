@@ -129,7 +129,16 @@ func (e *Endpoint) Submit(buf []byte, o TransferOptions) (ioring.Request, error)
 		d.end(t)
 		return req, nil
 	}
+	d.mu.Lock()
 	t.req = req
+	cancelAsked := t.cancelAsked
+	d.mu.Unlock()
+	if cancelAsked {
+		// CancelAll or Close looked for it before its request was
+		// recorded: cancel it through the ring now, as they would have
+		// (the hook marks it canceled, and it completes below).
+		req.Cancel()
+	}
 	es := e.es
 	es.mu.Lock()
 	es.pending++
@@ -235,7 +244,7 @@ const (
 type transfer struct {
 	d      *Device
 	es     *epState
-	req    ioring.Request
+	req    ioring.Request // set once the ring accepted it; guarded by d.mu
 	buf    []byte
 	cost   int  // what it takes of the usbfs memory budget
 	posted bool // post counted it out of Device.unposted (the reaper's)
@@ -247,6 +256,11 @@ type transfer struct {
 
 	where where     // guarded by es.mu
 	next  *transfer // the next waiting transfer; guarded by es.mu
+
+	// cancelAsked: CancelAll or Close found it accepted by the ring but
+	// its request not yet recorded (req); Submit cancels it. Guarded by
+	// d.mu.
+	cancelAsked bool
 
 	mu        sync.Mutex // guards the fields below and done
 	submitted int        // URBs handed to the kernel
@@ -354,17 +368,36 @@ func (d *Device) end(t *transfer) {
 // or in the kernel, like Close without closing. It requests and returns;
 // each transfer still completes exactly once (ioring.ErrCanceled, or its
 // real result when it won the race). Transfers submitted later run
-// normally.
-func (d *Device) CancelAll() {
+// normally. It cancels through the ring (ioring.Ring.Cancel), as any other
+// cancel: a transfer canceled before (Request.Cancel, its token, its
+// deadline, a context) keeps that first cause, and a later cancel of one
+// CancelAll canceled finds nothing left (ioring.ErrNotFound). Its error
+// is the ring's: a *ioring.HookPanicError should a cancel hook panic. A
+// closed ring has canceled every transfer already: that is no error.
+func (d *Device) CancelAll() error {
+	return d.cancelActive()
+}
+
+// cancelActive cancels every transfer in d.active through the ring, which
+// runs the hook (discard) of each it had not canceled yet. A transfer whose
+// request is not recorded yet is marked for Submit to cancel (cancelAsked).
+// ErrClosed from the ring is no error: once its backend is closed the ring
+// has drained, so every request it accepted has completed.
+func (d *Device) cancelActive() error {
 	d.mu.Lock()
-	ts := make([]*transfer, 0, len(d.active))
+	reqs := make([]ioring.Request, 0, len(d.active))
 	for t := range d.active {
-		ts = append(ts, t)
+		if t.req.Ring() != nil {
+			reqs = append(reqs, t.req)
+		} else {
+			t.cancelAsked = true
+		}
 	}
 	d.mu.Unlock()
-	for _, t := range ts {
-		t.discard()
+	if _, err := d.ring.Cancel(reqs...); err != nil && !errors.Is(err, ioring.ErrClosed) {
+		return err
 	}
+	return nil
 }
 
 // start submits t's URBs in order and reports whether t is finished
@@ -495,8 +528,8 @@ func (t *transfer) pendingLocked() []partRef {
 // and stops those not yet submitted. It does not wait for the discards
 // (USBDEVFS_DISCARDURB waits for the host controller). The ring calls it
 // outside its locks, maybe more than once and maybe after the transfer
-// completed; CancelAll and Close call it too. The reap that follows is the
-// truth: a URB that completed first keeps its result.
+// completed; CancelAll and Close reach it through the ring too. The reap
+// that follows is the truth: a URB that completed first keeps its result.
 func (t *transfer) discard() {
 	es := t.es
 	es.mu.Lock()
