@@ -17,13 +17,46 @@ import (
 // ScanParams returns the scan the device is asked for to deliver p's image.
 // seed is the job's value in the start command (scanproto.ScanParams.Seed):
 // the driver sends the number of acquisitions it started before, 0, 1, ...
-func ScanParams(p Properties, seed uint64) scanproto.ScanParams {
-	f := scanproto.FormatGray8
+//
+// It refuses properties that Validate refuses (a resolution not in
+// Resolutions, a window off the bed, a negative or zero extent, an unknown
+// data type...), and any value outside what the start command carries
+// (scanproto's MinDPI..MaxDPI, 1..MaxPixels), so that no value is
+// truncated on its way to the device. The error wraps both the
+// *PropertyError naming the property (so errors.Is(err,
+// ErrInvalidProperty) holds and HResult is E_INVALIDARG) and
+// ioring.ErrInvalid. The driver's own properties always pass: Write
+// validates every change.
+func ScanParams(p Properties, seed uint64) (scanproto.ScanParams, error) {
+	if err := p.Validate(); err != nil {
+		return scanproto.ScanParams{}, scanParamsErr(err)
+	}
+	return deviceParams(p, seed)
+}
+
+// deviceParams converts p for the start command, each value checked
+// against the command's range before its conversion. Properties that
+// Validate accepts are within it (at most 600 dpi, and a window on the
+// bed); the check keeps a wider range of properties from wrapping.
+func deviceParams(p Properties, seed uint64) (scanproto.ScanParams, error) {
+	switch {
+	case p.XResolution < scanproto.MinDPI || p.XResolution > scanproto.MaxDPI:
+		return scanproto.ScanParams{}, scanParamsErr(propErr(PropXResolution, p.XResolution, fmt.Sprintf("%d..%d for the device", scanproto.MinDPI, scanproto.MaxDPI)))
+	case p.XExtent < 1 || p.XExtent > scanproto.MaxPixels:
+		return scanproto.ScanParams{}, scanParamsErr(propErr(PropXExtent, p.XExtent, fmt.Sprintf("1..%d for the device", scanproto.MaxPixels)))
+	case p.YExtent < 1 || p.YExtent > scanproto.MaxPixels:
+		return scanproto.ScanParams{}, scanParamsErr(propErr(PropYExtent, p.YExtent, fmt.Sprintf("1..%d for the device", scanproto.MaxPixels)))
+	}
+	var f scanproto.Format
 	switch p.DataType {
 	case DataBW:
 		f = scanproto.FormatBW1
+	case DataGray:
+		f = scanproto.FormatGray8
 	case DataColor:
 		f = scanproto.FormatRGB24
+	default:
+		return scanproto.ScanParams{}, scanParamsErr(propErr(PropDataType, int(p.DataType), fmt.Sprintf("%d (bw), %d (gray), %d (color)", DataBW, DataGray, DataColor)))
 	}
 	return scanproto.ScanParams{
 		DPI:    uint16(p.XResolution),
@@ -31,7 +64,12 @@ func ScanParams(p Properties, seed uint64) scanproto.ScanParams {
 		Height: uint32(p.YExtent),
 		Format: f,
 		Seed:   seed,
-	}
+	}, nil
+}
+
+// scanParamsErr is ScanParams' refusal of the property error perr.
+func scanParamsErr(perr error) error {
+	return fmt.Errorf("minidrv: scan parameters: %w: %w", ioring.ErrInvalid, perr)
 }
 
 // ChunkSize returns the size of one transfer of an acquisition with
@@ -77,13 +115,14 @@ func ChunkSize(p Properties) int {
 // for it.
 //
 // Other errors: the state's refusals (ErrNotLocked, ErrBusy, ErrOffline,
-// ErrNotInitialized), ErrNotRecovered when the device did not recover from
-// an earlier acquisition (or ctx ended while it was recovering), ErrOffline
-// when the device is removed or suspended meanwhile,
-// ErrDeviceCommunication when a transfer fails or no data comes for
-// StallTimeout, and the sink's own error. In each case the driver ends
-// Locked, or Removed or Suspended after such an event. A nil ctx, item or
-// sink fails with E_INVALIDARG before anything starts.
+// ErrNotInitialized), properties ScanParams refuses (which Write never
+// lets in; nothing starts and the driver stays Locked), ErrNotRecovered
+// when the device did not recover from an earlier acquisition (or ctx
+// ended while it was recovering), ErrOffline when the device is removed
+// or suspended meanwhile, ErrDeviceCommunication when a transfer fails or
+// no data comes for StallTimeout, and the sink's own error. In each case
+// the driver ends Locked, or Removed or Suspended after such an event. A
+// nil ctx, item or sink fails with E_INVALIDARG before anything starts.
 //
 // A panic in the progress callback or the sink (or runtime.Goexit there)
 // ends the acquisition as a failed one, as above, before it goes on up to
@@ -107,7 +146,12 @@ func (d *Driver) AcquireItemData(ctx context.Context, item *Item, sink io.Writer
 	if err := d.lockDevice(ctx); err != nil {
 		return err
 	}
-	a := d.newAcquisition(sink, progress)
+	a, err := d.newAcquisition(sink, progress)
+	if err != nil {
+		// Nothing started: the driver stays Locked.
+		d.unlockIO()
+		return err
+	}
 	// The cancel runs in whoever fires the transition (Machine runs it
 	// outside its lock, right after).
 	if err := d.m.BeginTransfer(a.machineCancel); err != nil {
@@ -133,8 +177,9 @@ func (d *Driver) AcquireItemData(ctx context.Context, item *Item, sink io.Writer
 }
 
 // newAcquisition makes the acquisition of the properties in force and
-// makes it the current one. ioSem held.
-func (d *Driver) newAcquisition(sink io.Writer, progress func(Progress) bool) *acquisition {
+// makes it the current one, or returns ScanParams' refusal of them (which
+// Write's validation makes unreachable) and changes nothing. ioSem held.
+func (d *Driver) newAcquisition(sink io.Writer, progress func(Progress) bool) (*acquisition, error) {
 	a := &acquisition{
 		d:        d,
 		tok:      d.cfg.Ring.NewToken(),
@@ -145,14 +190,18 @@ func (d *Driver) newAcquisition(sink io.Writer, progress func(Progress) bool) *a
 	}
 	a.ctxCancel = func() { a.stop(causeCanceled, nil) }
 	d.mu.Lock()
-	a.p = d.props
+	params, err := ScanParams(d.props, d.scans)
+	if err != nil {
+		d.mu.Unlock()
+		return nil, err
+	}
+	a.p, a.params = d.props, params
 	a.dev, a.out, a.in, a.dirty = d.dev, d.out, d.in, d.dirty
-	a.params = ScanParams(a.p, d.scans)
 	d.scans++
 	d.cur = a
 	d.mu.Unlock()
 	a.total = a.p.ImageSize()
-	return a
+	return a, nil
 }
 
 // endAcquisition forgets the current acquisition and hands the device to
