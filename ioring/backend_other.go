@@ -41,3 +41,5 @@ func (*uringBackend) enter() {}
 func (*uringBackend) reapReady() int { return 0 }
 
 func (*uringBackend) cancel(uint32, uint64) {}
+
+func (*uringBackend) cancelPlains(_ uint32, reqs []Request) (int, []Request) { return 0, reqs }

@@ -764,6 +764,51 @@ func (b *uringBackend) cancel(idx uint32, key uint64) {
 	sqe.UserData = kindCancel<<kindShft | key
 }
 
+// cancelPlains is cancelRequests' loop for its commonest case, with no
+// call in it (a call spills every register the loop holds: a burst of
+// cancels went through three per request). From the first of reqs on, it
+// skips those not in flight or canceled already, as cancelOne does, and
+// asks the kernel to cancel each request of this backend whose SQE it has
+// (not foreign, multishot or held), marked with f first: the cancel SQE
+// b.cancel writes, written here. It stops at the first request it cannot
+// take so, or when the SQ is full, and returns how many it canceled and
+// the requests from there on, for cancelOne. r.sqMu held.
+func (b *uringBackend) cancelPlains(f uint32, reqs []Request) (int, []Request) {
+	r := b.r
+	room := b.ring.SQFree()
+	t := b.ring.Taker()
+	n, i := 0, 0
+	for ; i < len(reqs); i++ {
+		q := &reqs[i]
+		idx := uint32(q.key & idxMask)
+		if q.r != r || int(idx) >= len(r.slots) {
+			continue
+		}
+		s := r.slotAt(idx)
+		if k, st := s.keyState(); k != q.key || st != stActive {
+			continue
+		}
+		old := s.flags.Load()
+		if old&flCancelReq != 0 {
+			continue // canceled already: the first cause stands (askCancel)
+		}
+		if room == 0 || old&flHeld != 0 || s.foreign.Load() || s.multi || !b.ring.Published(s.sqPos) ||
+			!s.flags.CompareAndSwap(old, old|f) {
+			break
+		}
+		room--
+		n++
+		sqe, _ := t.Take()
+		sqe.Opcode = uring.OpAsyncCancel
+		sqe.Flags = b.cancelFlags
+		sqe.FD = -1
+		sqe.Addr = kindReq<<kindShft | q.key
+		sqe.UserData = kindCancel<<kindShft | q.key
+	}
+	b.ring.Took(t)
+	return n, reqs[i:]
+}
+
 func (b *uringBackend) cancelAll() {
 	if b.ring.Pending() > 0 {
 		b.submitNow()
@@ -996,7 +1041,14 @@ func (b *uringBackend) reapReady() int {
 		if pos == tail {
 			break
 		}
-		// Not for the direct path, or beyond the room: handle queues it.
+		// Not for the direct path, or beyond the room: a run of canceled
+		// requests (a burst of cancels), or handle, which queues it.
+		if tail-pos > 1 {
+			if p := b.canceledRun(cq, pos, tail); p != pos {
+				pos = p
+				continue
+			}
+		}
 		cqe := cq.At(pos)
 		b.handle(cqe.UserData, cqe.Res, cqe.Flags)
 		pos++
@@ -1115,22 +1167,7 @@ func (b *uringBackend) handle(ud uint64, res int32, cflags uint32) {
 		// The next commonest: a request canceled as it was asked to be,
 		// which the general path below would finish just so.
 		if f := s.flags.Load(); f&(flCancelReq|flTimedOut) != 0 && f&flRetry == 0 {
-			if (!s.cold || s.timer == nil) && r.directN < len(r.direct) && !s.awaited.Load() {
-				// Nothing to undo but its place on its stream and in its
-				// token (no timer to stop), and the reaping consumer has
-				// room: finish, takeDirect and result for that case, in
-				// one step (a burst of cancels is 64 of these in a row).
-				b.pass.used = true
-				if s.inOrd {
-					b.ordPass(idx, s)
-				}
-				if t := s.tok; t != nil {
-					b.tokPass(idx, t)
-				}
-				b.pass.note(f)
-				r.direct[r.directN].set(r, key, s, 0, cancelErr(f))
-				r.directN++
-				r.releaseKey(idx, s, key, &r.directFree)
+			if b.directCanceled(idx, s, key, f) {
 				return
 			}
 			b.endOrd()
@@ -1198,6 +1235,57 @@ func (b *uringBackend) handle(ud uint64, res int32, cflags uint32) {
 		s.flags.And(^uint32(flRetry))
 	}
 	b.r.finish(idx, s, true)
+}
+
+// directCanceled delivers the completion of request key (slot idx), canceled
+// as it was asked to be (f, its flags, say so; nothing to retry), when
+// there is nothing to undo but its place on its stream and in its token (no
+// timer to stop) and the reaping consumer has room: finish, takeDirect and
+// result for that case, in one step. It reports whether it did. r.reapMu
+// held.
+func (b *uringBackend) directCanceled(idx uint32, s *slot, key uint64, f uint32) bool {
+	r := b.r
+	if s.cold && s.timer != nil || r.directN >= len(r.direct) || s.awaited.Load() {
+		return false
+	}
+	b.pass.used = true
+	if s.inOrd {
+		b.ordPass(idx, s)
+	}
+	if t := s.tok; t != nil {
+		b.tokPass(idx, t)
+	}
+	b.pass.note(f)
+	r.direct[r.directN].set(r, key, s, 0, cancelErr(f))
+	r.directN++
+	r.releaseKey(idx, s, key, &r.directFree)
+	return true
+}
+
+// canceledRun takes, from CQ position pos to end, the run of completions
+// of one-shot requests canceled as they were asked to be that
+// directCanceled delivers (a burst of cancels is 64 of them in a row),
+// without handle's dispatch for each, and returns the position of the
+// first one it did not take. r.reapMu held.
+func (b *uringBackend) canceledRun(cq uring.CQView, pos, end uint32) uint32 {
+	slots := b.r.slots
+	for ; pos != end; pos++ {
+		cqe := cq.At(pos)
+		ud := cqe.UserData
+		if ud>>kindShft != kindReq || cqe.Res != -int32(unix.ECANCELED) {
+			break
+		}
+		key := ud & keyMask
+		idx := uint32(key & idxMask)
+		s := &slots[idx]
+		if s.linked || s.multi {
+			break
+		}
+		if f := s.flags.Load(); f&(flCancelReq|flTimedOut) == 0 || f&flRetry != 0 || !b.directCanceled(idx, s, key, f) {
+			break
+		}
+	}
+	return pos
 }
 
 // cqFullEnd reports whether the final completion (More clear) of

@@ -290,9 +290,9 @@ type Ring struct {
 	reapMu sync.Mutex // one reaper of the backend at a time
 
 	closed     atomic.Bool
-	beClosed   bool     // guarded by reapMu
-	beDead     bool     // guarded by sqMu: the backend is closed
-	cancelKeys []uint64 // guarded by sqMu: scratch for Token.Cancel
+	beClosed   bool      // guarded by reapMu
+	beDead     bool      // guarded by sqMu: the backend is closed
+	cancelReqs []Request // guarded by sqMu: scratch for Token.Cancel
 	inflight   atomic.Int64
 	foreign    atomic.Int64 // in-flight foreign requests
 	reaping    atomic.Int32 // goroutines blocked in be.reap(wait)
@@ -1661,9 +1661,39 @@ func (r *Ring) cancelRequests(f uint32, reqs ...Request) (int, error) {
 		r.sqMu.Unlock()
 		return 0, ErrClosed
 	}
-	n, kick := 0, false
 	var hooks hookSet
-	for _, q := range reqs {
+	n, kick := 0, false
+	if b := r.plainBe; b != nil {
+		n, reqs = b.cancelPlains(f, reqs) // most of them, or all
+	}
+	if len(reqs) > 0 {
+		m, k := r.cancelLocked(f, reqs, &hooks)
+		n, kick = n+m, k
+	}
+	r.be.flush()
+	r.unlockSQ()
+	if kick {
+		r.kick()
+	}
+	return n, hooks.run(nil)
+}
+
+// cancelLocked is cancelRequests' work under r.sqMu, and Token.cancel's: it
+// cancels each of reqs that is in flight with flags f, adds the cancel
+// hooks of foreign ones to hooks, and returns how many it canceled and
+// whether a request completed here (the caller kicks reapers once
+// unlocked). The caller flushes. r.sqMu held.
+func (r *Ring) cancelLocked(f uint32, reqs []Request, hooks *hookSet) (n int, kick bool) {
+	for len(reqs) > 0 {
+		if b := r.plainBe; b != nil {
+			m, rest := b.cancelPlains(f, reqs)
+			n, reqs = n+m, rest
+			if len(reqs) == 0 {
+				break
+			}
+		}
+		q := reqs[0]
+		reqs = reqs[1:]
 		if q.r != r || int(q.key&idxMask) >= len(r.slots) {
 			continue
 		}
@@ -1676,12 +1706,7 @@ func (r *Ring) cancelRequests(f uint32, reqs ...Request) (int, error) {
 		}
 		kick = kick || k
 	}
-	r.be.flush()
-	r.unlockSQ()
-	if kick {
-		r.kick()
-	}
-	return n, hooks.run(nil)
+	return n, kick
 }
 
 // cancelOne cancels the request with key with flags f, if it is in flight:

@@ -74,23 +74,22 @@ func (t *Token) cancel(f uint32) error {
 	}
 	// Collect the members under t.mu, cancel them after: the backend may
 	// need to reap to make room, and reapers take t.mu.
-	keys := r.cancelKeys[:0]
+	reqs := r.cancelReqs[:0]
 	for i := t.head; i >= 0; i = r.slots[i].tokNext {
 		if key, st := r.slots[i].keyState(); st == stActive {
-			keys = append(keys, key)
+			reqs = append(reqs, Request{r: r, key: key})
 		}
 	}
 	t.mu.Unlock()
 	var hooks hookSet
-	kick := false
-	for _, key := range keys {
-		fr, _, k := r.cancelOne(key, f)
-		if fr != nil {
-			hooks.add(fr)
-		}
-		kick = kick || k
+	rest, kick := reqs, false
+	if b := r.plainBe; b != nil {
+		_, rest = b.cancelPlains(f, reqs) // most of them, or all
 	}
-	r.cancelKeys = keys[:0]
+	if len(rest) > 0 {
+		_, kick = r.cancelLocked(f, rest, &hooks)
+	}
+	r.cancelReqs = reqs[:0]
 	r.be.flush()
 	r.unlockSQ()
 	if kick {
