@@ -103,7 +103,7 @@ type reapPass struct {
 
 // The locks a reap pass may hold (reapPass.held).
 const (
-	passOrd = 1 << iota // Ring.ordMu (ordPass)
+	passOrd = 1 << iota // Ring.ordMu (canceledRun)
 	passTok             // reapPass.tok's mu (tokPass)
 )
 
@@ -1043,11 +1043,9 @@ func (b *uringBackend) reapReady() int {
 		}
 		// Not for the direct path, or beyond the room: a run of canceled
 		// requests (a burst of cancels), or handle, which queues it.
-		if tail-pos > 1 {
-			if p := b.canceledRun(cq, pos, tail); p != pos {
-				pos = p
-				continue
-			}
+		if p := b.canceledRun(cq, pos, tail); p != pos {
+			pos = p
+			continue
 		}
 		cqe := cq.At(pos)
 		b.handle(cqe.UserData, cqe.Res, cqe.Flags)
@@ -1060,24 +1058,7 @@ func (b *uringBackend) reapReady() int {
 	return int(tail - head)
 }
 
-// ordPass takes handle's canceled requests off their streams, as
-// finishCold does: it takes Ring.ordMu the first time in a pass and keeps
-// it for the next ones, until the pass ends or handle takes another path
-// (endOrd). A stream's next request is handed on after the lock is
-// released. r.reapMu held.
-func (b *uringBackend) ordPass(idx uint32, s *slot) {
-	r := b.r
-	if b.pass.held&passOrd == 0 {
-		r.ordMu.Lock()
-		b.pass.held |= passOrd
-	}
-	if next, ok, _ := r.ordRemoveLocked(idx, s, false); ok {
-		b.unlockOrd()
-		r.pushDeferred(kindReq, next)
-	}
-}
-
-// tokPass takes handle's canceled request idx out of its token t, as
+// tokPass takes canceledRun's request idx out of its token t, as
 // finishCold does: it takes t.mu and keeps it for the next completions of
 // the same token in the pass (a token's cancel ends a burst of them), until
 // the pass ends, handle takes another path or another token comes (endOrd).
@@ -1167,9 +1148,8 @@ func (b *uringBackend) handle(ud uint64, res int32, cflags uint32) {
 		// The next commonest: a request canceled as it was asked to be,
 		// which the general path below would finish just so.
 		if f := s.flags.Load(); f&(flCancelReq|flTimedOut) != 0 && f&flRetry == 0 {
-			if b.directCanceled(idx, s, key, f) {
-				return
-			}
+			// One canceledRun did not take (a timer to stop, an awaited
+			// request, or no room in the consumer's slice).
 			b.endOrd()
 			s.res = res
 			r.finish(idx, s, true)
@@ -1237,52 +1217,57 @@ func (b *uringBackend) handle(ud uint64, res int32, cflags uint32) {
 	b.r.finish(idx, s, true)
 }
 
-// directCanceled delivers the completion of request key (slot idx), canceled
-// as it was asked to be (f, its flags, say so; nothing to retry), when
-// there is nothing to undo but its place on its stream and in its token (no
-// timer to stop) and the reaping consumer has room: finish, takeDirect and
-// result for that case, in one step. It reports whether it did. r.reapMu
-// held.
-func (b *uringBackend) directCanceled(idx uint32, s *slot, key uint64, f uint32) bool {
-	r := b.r
-	if s.cold && s.timer != nil || r.directN >= len(r.direct) || s.awaited.Load() {
-		return false
-	}
-	b.pass.used = true
-	if s.inOrd {
-		b.ordPass(idx, s)
-	}
-	if t := s.tok; t != nil {
-		b.tokPass(idx, t)
-	}
-	b.pass.note(f)
-	r.direct[r.directN].set(r, key, s, 0, cancelErr(f))
-	r.directN++
-	r.releaseKey(idx, s, key, &r.directFree)
-	return true
-}
-
 // canceledRun takes, from CQ position pos to end, the run of completions
-// of one-shot requests canceled as they were asked to be that
-// directCanceled delivers (a burst of cancels is 64 of them in a row),
-// without handle's dispatch for each, and returns the position of the
-// first one it did not take. r.reapMu held.
+// of one-shot requests canceled as they were asked to be (nothing to
+// retry) that need nothing undone but their place on their stream and in
+// their token (no timer to stop), while the reaping consumer has room:
+// finish, takeDirect and result for that case, in one step, without
+// handle's dispatch (a burst of cancels is 64 of them in a row). It
+// returns the position of the first one it did not take. r.reapMu held.
 func (b *uringBackend) canceledRun(cq uring.CQView, pos, end uint32) uint32 {
-	slots := b.r.slots
+	r := b.r
 	for ; pos != end; pos++ {
 		cqe := cq.At(pos)
 		ud := cqe.UserData
-		if ud>>kindShft != kindReq || cqe.Res != -int32(unix.ECANCELED) {
+		if ud>>kindShft != kindReq || cqe.Res != -int32(unix.ECANCELED) || r.directN >= len(r.direct) {
 			break
 		}
 		key := ud & keyMask
 		idx := uint32(key & idxMask)
-		s := &slots[idx]
-		if s.linked || s.multi {
+		s := &r.slots[idx]
+		f := s.flags.Load()
+		if s.linked || s.multi || f&(flCancelReq|flTimedOut) == 0 || f&flRetry != 0 ||
+			s.cold && s.timer != nil || s.awaited.Load() {
 			break
 		}
-		if f := s.flags.Load(); f&(flCancelReq|flTimedOut) == 0 || f&flRetry != 0 || !b.directCanceled(idx, s, key, f) {
-			break
+		b.pass.used = true
+		if s.inOrd {
+			// Off its stream, as finishCold does: the pass takes
+			// Ring.ordMu at the first such request and keeps it for the
+			// next ones, until it ends or handle takes another path
+			// (endOrd). A stream's next request is handed on after the
+			// lock is released.
+			if b.pass.held&passOrd == 0 {
+				r.ordMu.Lock()
+				b.pass.held |= passOrd
+			}
+			if next, ok, _ := r.ordRemoveLocked(idx, s, false); ok {
+				b.unlockOrd()
+				r.pushDeferred(kindReq, next)
+			}
+		}
+		if t := s.tok; t == b.pass.tok && t != nil {
+			t.unlink(r, idx) // the pass holds its lock: a member after another
+		} else if t != nil {
+			b.tokPass(idx, t)
+		}
+		b.pass.note(f)
+		r.direct[r.directN].set(r, key, s, 0, cancelErr(f))
+		r.directN++
+		if s.cold {
+			r.releaseKey(idx, s, key, &r.directFree)
+		} else {
+			s.releaseHot(idx, key, &r.directFree) // inline
 		}
 	}
 	return pos

@@ -1097,7 +1097,7 @@ func (r *Ring) finishCold(idx uint32, s *slot, inline bool) (delivered bool, nex
 		// Done: it leaves its stream. When it was the head, the next
 		// one goes to the backend once this one is delivered. Most
 		// completions of ordered requests come here (the reaper's
-		// canceled ones go through uringBackend.ordPass): the lock is
+		// canceled ones go through uringBackend.canceledRun): the lock is
 		// taken here, not through ordRemove, which would cost a call more.
 		r.ordMu.Lock()
 		next, hasNext, _ = r.ordRemoveLocked(idx, s, false)
