@@ -158,11 +158,9 @@ func TestGadgetControlWithheld(t *testing.T) {
 // gave up on stays pending in FunctionFS, and its next read of ep0 for
 // events would take the host's data instead (the host then saw a data
 // stage of 48 bytes, the event buffer's size). Stray SIGURGs go to every
-// thread of the process while each control OUT transfer runs (not while
-// its echo comes back on bulk IN: a bulk transfer interrupted in the
-// middle is lost on FunctionFS, which the scanner's own interruptions
-// accept, at unplug); each data stage must arrive whole, and its echo come
-// back.
+// thread of the process while each control OUT transfer runs; each data
+// stage must arrive whole, and its echo come back. (The bulk endpoints'
+// threads block SIGURG too: TestGadgetScannerSignals.)
 func TestGadgetControlSignals(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, backend string) {
 		gd := newGadgetDev(t, backend, usbsim.Config{MaxTransfer: 16 << 10})

@@ -271,6 +271,61 @@ func TestGadgetScannerBackToBack(t *testing.T) {
 	})
 }
 
+// TestGadgetScannerSignals: Go's runtime preempts goroutines with SIGURG,
+// sent to their threads at any moment, and FunctionFS fails a transfer
+// that a signal interrupts with EINTR, without saying how much of it had
+// moved. The scanner's endpoint threads must not take the runtime's
+// signals: with SIGURG sent to every thread of the process all along,
+// echoes of many packets each way and images of many messages arrive
+// whole and in step, each transfer ending where the device's message
+// ends. (When they took it, an IN write the host had partly read was
+// sent again whole, and the host read its first part twice: a driver
+// reading an image in step then failed with ErrBabble at its last,
+// short transfer.)
+func TestGadgetScannerSignals(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, backend string) {
+		gd := newGadgetDev(t, backend, usbsim.Config{})
+		m := gd.maxTransfer
+		stop := make(chan struct{})
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			for {
+				signalThreads(t)
+				select {
+				case <-stop:
+					return
+				case <-time.After(50 * time.Microsecond):
+				}
+			}
+		}()
+		// Stopped on a failure too (FailNow ends this goroutine here):
+		// left running, the signals would go on through the tests after
+		// this one.
+		defer func() {
+			close(stop)
+			<-done
+		}()
+		for i := range 4 {
+			data := pattern(m - 1 - i)
+			gd.send(t, usbsim.EchoCommand(data))
+			require.Equal(t, data, gd.read(t, m), "echo %d", i)
+
+			// 15 messages of MaxTransfer bytes, and one of 16960.
+			p := usbsim.ScanParams{DPI: 150, Width: 1000, Height: 1000, Format: usbsim.FormatGray8, Seed: uint64(i)}
+			want := usbsim.ExpectedImage(p)
+			gd.send(t, usbsim.StartScanCommand(p))
+			for off := 0; off < len(want); {
+				b := gd.read(t, m)
+				n := min(m, len(want)-off)
+				require.Len(t, b, n, "image %d: transfer at %d", i, off)
+				require.True(t, bytes.Equal(want[off:off+n], b), "image %d: bytes %d to %d differ", i, off, off+n)
+				off += n
+			}
+		}
+	})
+}
+
 func TestGadgetScannerCancel(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, backend string) {
 		gd := newGadgetDev(t, backend, usbsim.Config{MaxTransfer: 16 << 10})

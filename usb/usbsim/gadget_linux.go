@@ -149,18 +149,37 @@ func (s *Scanner) ffsCtrlLoop(p *plug, ep *endpoint) {
 }
 
 // ffsShieldThread locks the calling goroutine to its thread for good (the
-// thread ends with it) and blocks SIGURG there: Go's runtime preempts
-// goroutines with it, and a signal that lands in a FunctionFS ep0 call
-// makes FunctionFS dequeue the request and fail with EINTR, even when the
-// host's data stage had just arrived in it (that data is then lost, and
-// the setup stays pending). ep0's calls are never withdrawn on purpose,
-// so nothing is lost by keeping signals off them; the runtime preempts
-// the goroutine at its next function call instead.
+// thread ends with it, and its signal mask with it) and blocks SIGURG
+// there: Go's runtime preempts goroutines with it, at any moment, and a
+// signal that lands in a FunctionFS call makes FunctionFS dequeue the
+// request and fail with EINTR, whatever part of the transfer had moved:
+// on ep0, a host's data stage that had just arrived is lost and the setup
+// stays pending; on a data endpoint, see ffsLockThread. ep0's calls are
+// never withdrawn on purpose, so nothing is lost by keeping signals off
+// them; the runtime preempts the goroutine at its next function call
+// instead.
 func ffsShieldThread() {
 	runtime.LockOSThread()
 	var set unix.Sigset_t
-	set.Val[(unix.SIGURG-1)/64] |= 1 << ((uint(unix.SIGURG) - 1) % 64)
+	sigAdd(&set, unix.SIGURG)
 	_ = unix.PthreadSigmask(unix.SIG_BLOCK, &set, nil)
+}
+
+// ffsKickSignal is the signal ffsKick withdraws a blocking call on a data
+// endpoint with. It is not SIGURG, which the endpoints' threads block (see
+// ffsLockThread), but a real-time signal that neither Go's runtime (SIGURG
+// to preempt, 33 to run a syscall on every thread) nor the C libraries
+// (glibc 32 and 33, musl 34) send. Go's runtime catches it and, unless the
+// program asked for it with os/signal, does nothing with it: a kick that
+// lands after the call has returned does no harm.
+const ffsKickSignal = unix.Signal(40)
+
+// sigAdd adds sig to set, whose words are 64 bits wide on 64-bit
+// platforms and 32 on the others (1024 bits in all).
+func sigAdd(set *unix.Sigset_t, sig unix.Signal) {
+	w := uint(1024 / len(set.Val))
+	n := uint(sig) - 1
+	set.Val[n/w] |= 1 << (n % w)
 }
 
 // ffsSetup answers setup request su on ep0. The request waits, as on the
@@ -303,9 +322,9 @@ func (s *Scanner) ffsKick(p *plug) {
 			}
 			// A signal that lands before the thread is in the call is
 			// lost; send again until the call has returned. Go's runtime
-			// takes a stray SIGURG (its preemption signal) in its stride.
+			// takes a stray one in its stride.
 			if tid != 0 {
-				_ = unix.Tgkill(os.Getpid(), tid, unix.SIGURG)
+				_ = unix.Tgkill(os.Getpid(), tid, ffsKickSignal)
 			}
 			time.Sleep(time.Millisecond)
 		}
@@ -332,10 +351,22 @@ func (s *Scanner) ffsCall(p *plug, ep *endpoint, op ffsOp, may func() bool, call
 	return n, err, true
 }
 
-// ffsLockThread locks the calling goroutine to its thread and records the
-// thread as ep's, for ffsKick's signals.
+// ffsLockThread locks the calling goroutine to its thread for good, with
+// SIGURG blocked there (ffsShieldThread) and ffsKickSignal unblocked, and
+// records the thread as ep's, for ffsKick's signals: only ffsKick
+// withdraws a call on ep. A signal FunctionFS takes during a transfer
+// dequeues the request and fails the call with EINTR without saying how
+// much of it had moved: an IN write that the host had partly read would
+// be sent again whole (the host would read its first part twice: the
+// stream out of step), an OUT read would drop the part of a transfer it
+// had taken. The runtime's SIGURG lands at any moment; ffsKick's come only
+// when the call must stop anyway (an unplug; a hang or a stall on bulk
+// OUT).
 func (s *Scanner) ffsLockThread(ep *endpoint) {
-	runtime.LockOSThread()
+	ffsShieldThread()
+	var set unix.Sigset_t
+	sigAdd(&set, ffsKickSignal)
+	_ = unix.PthreadSigmask(unix.SIG_UNBLOCK, &set, nil)
 	s.mu.Lock()
 	ep.ffs.tid = unix.Gettid()
 	s.mu.Unlock()
@@ -386,7 +417,6 @@ func (s *Scanner) ffsPause(p *plug, err error) {
 func (s *Scanner) ffsInLoop(p *plug, ep *endpoint) {
 	defer p.wg.Done()
 	s.ffsLockThread(ep)
-	defer runtime.UnlockOSThread()
 	buf := make([]byte, ep.info.MaxTransfer)
 	var t0 time.Time // when the message being planned became due to start
 	for {
@@ -477,7 +507,6 @@ func (s *Scanner) ffsNeedsZLP(ep *endpoint, n int) bool {
 func (s *Scanner) ffsOutLoop(p *plug, ep *endpoint) {
 	defer p.wg.Done()
 	s.ffsLockThread(ep)
-	defer runtime.UnlockOSThread()
 	buf := make([]byte, ep.info.MaxTransfer)
 	for {
 		s.mu.Lock()
