@@ -1251,12 +1251,8 @@ func (b *uringBackend) canceledRun(cq uring.CQView, pos, end uint32) uint32 {
 				r.ordMu.Lock()
 				b.pass.held |= passOrd
 			}
-			if k := ordKeyOf(s); s.ordPrev < 0 && s.ordNext < 0 && k < ordKey(len(r.ord.dense)) {
-				// Alone on its stream (a driver's reads of several
-				// devices, each on its own fd): the stream empties, and
-				// nothing is handed on. ordRemoveLocked, inline.
-				r.ord.dense[k] = ordList{-1, -1}
-				s.ordPrev, s.ordNext, s.inOrd = -1, -1, false
+			if r.ord.removeAlone(ordKeyOf(s), s) {
+				// Alone on its stream: emptied inline.
 			} else if next, ok, _ := r.ordRemoveLocked(idx, s, false); ok {
 				b.unlockOrd()
 				r.pushDeferred(kindReq, next)

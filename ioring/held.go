@@ -348,6 +348,21 @@ func (r *Ring) ordRemoveLocked(idx uint32, s *slot, onlyQueued bool) (next uint6
 	return next, hasNext, true
 }
 
+// removeAlone takes slot s off its stream (key k, ordKeyOf(s)) when it is
+// alone there and the stream lives in the dense table, and reports whether
+// it did: ordRemoveLocked's commonest case (a driver's reads of several
+// devices, each on its own fd), where the stream empties and nothing is
+// handed on, small enough to inline where a call per request counts (the
+// reaper's burst of cancels). Ring.ordMu held.
+func (t *ordTable) removeAlone(k ordKey, s *slot) bool {
+	if s.ordPrev >= 0 || s.ordNext >= 0 || k >= ordKey(len(t.dense)) {
+		return false
+	}
+	t.dense[k] = ordList{-1, -1}
+	s.ordPrev, s.ordNext, s.inOrd = -1, -1, false
+	return true
+}
+
 // ordPass takes slot idx, whose submission failed, off its stream and,
 // when it was the head, hands the stream's next request to the deferred
 // list at once: idx has no completion to deliver first (a completed

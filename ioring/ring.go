@@ -1664,7 +1664,10 @@ func (r *Ring) cancelRequests(f uint32, reqs ...Request) (int, error) {
 	var hooks hookSet
 	n, kick := 0, false
 	if b := r.plainBe; b != nil {
-		n, reqs = b.cancelPlains(f, reqs) // most of them, or all
+		// Most of them, or all, here and not through cancelLocked: a
+		// call more costs a lone cancel 23 instructions and measurably
+		// slowed the bursts (Token.cancel does the same).
+		n, reqs = b.cancelPlains(f, reqs)
 	}
 	if len(reqs) > 0 {
 		m, k := r.cancelLocked(f, reqs, &hooks)
@@ -1678,33 +1681,31 @@ func (r *Ring) cancelRequests(f uint32, reqs ...Request) (int, error) {
 	return n, hooks.run(nil)
 }
 
-// cancelLocked is cancelRequests' work under r.sqMu, and Token.cancel's: it
-// cancels each of reqs that is in flight with flags f, adds the cancel
-// hooks of foreign ones to hooks, and returns how many it canceled and
-// whether a request completed here (the caller kicks reapers once
-// unlocked). The caller flushes. r.sqMu held.
+// cancelLocked is the rest of cancelRequests' work under r.sqMu, and of
+// Token.cancel's, after the backend's cancelPlains stopped at reqs[0] (or
+// with no such backend): it cancels each of reqs that is in flight with
+// flags f, reqs[0] by cancelOne and those after it as the caller did,
+// adds the cancel hooks of foreign ones to hooks, and returns how many it
+// canceled and whether a request completed here (the caller kicks reapers
+// once unlocked). The caller flushes. r.sqMu held.
 func (r *Ring) cancelLocked(f uint32, reqs []Request, hooks *hookSet) (n int, kick bool) {
 	for len(reqs) > 0 {
-		if b := r.plainBe; b != nil {
-			m, rest := b.cancelPlains(f, reqs)
-			n, reqs = n+m, rest
-			if len(reqs) == 0 {
-				break
-			}
-		}
 		q := reqs[0]
 		reqs = reqs[1:]
-		if q.r != r || int(q.key&idxMask) >= len(r.slots) {
-			continue
+		if q.r == r && int(q.key&idxMask) < len(r.slots) {
+			fr, ok, k := r.cancelOne(q.key, f)
+			if ok {
+				n++
+			}
+			if fr != nil {
+				hooks.add(fr)
+			}
+			kick = kick || k
 		}
-		fr, ok, k := r.cancelOne(q.key, f)
-		if ok {
-			n++
+		if b := r.plainBe; b != nil && len(reqs) > 0 {
+			m, rest := b.cancelPlains(f, reqs)
+			n, reqs = n+m, rest
 		}
-		if fr != nil {
-			hooks.add(fr)
-		}
-		kick = kick || k
 	}
 	return n, kick
 }

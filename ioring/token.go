@@ -84,7 +84,7 @@ func (t *Token) cancel(f uint32) error {
 	var hooks hookSet
 	rest, kick := reqs, false
 	if b := r.plainBe; b != nil {
-		_, rest = b.cancelPlains(f, reqs) // most of them, or all
+		_, rest = b.cancelPlains(f, reqs) // most of them, or all (cancelRequests)
 	}
 	if len(rest) > 0 {
 		_, kick = r.cancelLocked(f, rest, &hooks)
