@@ -167,31 +167,37 @@ func TestGadgetControlSignals(t *testing.T) {
 		for i := range 100 {
 			data := pattern(usbsim.ControlMaxData - 1 - i%7)
 			func() {
-				stop := make(chan struct{})
-				done := make(chan struct{})
-				go func() {
-					defer close(done)
-					for {
-						signalThreads(t)
-						select {
-						case <-stop:
-							return
-						case <-time.After(50 * time.Microsecond):
-						}
-					}
-				}()
-				// Stopped on a failure too (FailNow ends this goroutine
-				// here): left running, the signals would go on through the
-				// tests after this one.
-				defer func() {
-					close(stop)
-					<-done
-				}()
+				defer signalThreadsUntil(t)()
 				gd.vendorOut(t, RecipientDevice, usbsim.EchoCommand(data))
 			}()
 			require.Equal(t, data, gd.read(t, gd.maxTransfer), "echo %d", i)
 		}
 	})
+}
+
+// signalThreadsUntil sends SIGURG to every thread of the process every
+// 50µs until the function it returns is called, which waits until the
+// sending has stopped. Defer it: called on a failure too (FailNow ends
+// the test's goroutine), it keeps the signals from going on through the
+// tests after this one.
+func signalThreadsUntil(tb testing.TB) (stop func()) {
+	quit := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			signalThreads(tb)
+			select {
+			case <-quit:
+				return
+			case <-time.After(50 * time.Microsecond):
+			}
+		}
+	}()
+	return func() {
+		close(quit)
+		<-done
+	}
 }
 
 // signalThreads sends SIGURG, which Go's runtime takes in its stride, to

@@ -286,26 +286,7 @@ func TestGadgetScannerSignals(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, backend string) {
 		gd := newGadgetDev(t, backend, usbsim.Config{})
 		m := gd.maxTransfer
-		stop := make(chan struct{})
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			for {
-				signalThreads(t)
-				select {
-				case <-stop:
-					return
-				case <-time.After(50 * time.Microsecond):
-				}
-			}
-		}()
-		// Stopped on a failure too (FailNow ends this goroutine here):
-		// left running, the signals would go on through the tests after
-		// this one.
-		defer func() {
-			close(stop)
-			<-done
-		}()
+		defer signalThreadsUntil(t)()
 		for i := range 4 {
 			data := pattern(m - 1 - i)
 			gd.send(t, usbsim.EchoCommand(data))
