@@ -990,6 +990,13 @@ func (b *uringBackend) reapReady() int {
 				return 1
 			}
 		}
+		// A lone canceled one (a cancel of one request) goes to
+		// canceledRun without the loop's set-up.
+		if b.canceledRun(cq, head, tail) == tail {
+			b.ring.SetCQHead(tail)
+			b.endPass() // canceledRun took it: the pass was used
+			return 1
+		}
 	}
 	pos := head
 	for {
@@ -1112,7 +1119,16 @@ func (b *uringBackend) unlockTok() {
 // endPass settles the pass: the streams' lock released, its cancels
 // counted. r.reapMu held.
 func (b *uringBackend) endPass() {
-	b.endOrd()
+	// endOrd, flat: a pass that held a lock (the commonest kind) pays no
+	// call for it.
+	if h := b.pass.held; h != 0 {
+		if h&passOrd != 0 {
+			b.r.ordMu.Unlock()
+		}
+		if h&passTok != 0 {
+			b.pass.tok.mu.Unlock()
+		}
+	}
 	st := &b.r.stats
 	if n := b.pass.canceled; n != 0 {
 		st.canceled.Add(n)

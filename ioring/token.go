@@ -81,14 +81,25 @@ func (t *Token) cancel(f uint32) error {
 		}
 	}
 	t.mu.Unlock()
-	var hooks hookSet
-	rest, kick := reqs, false
+	rest := reqs
 	if b := r.plainBe; b != nil {
 		_, rest = b.cancelPlains(f, reqs) // most of them, or all (cancelRequests)
+		if len(rest) == 0 {
+			r.cancelReqs = reqs[:0]
+			b.flush()
+			r.unlockSQ()
+			return nil
+		}
 	}
-	if len(rest) > 0 {
-		_, kick = r.cancelLocked(f, rest, &hooks)
-	}
+	return r.cancelMembers(f, reqs, rest)
+}
+
+// cancelMembers is Token.cancel's cancelRest: it cancels rest, the end of
+// reqs (r.cancelReqs) that cancelPlains left, and runs the foreign ones'
+// hooks, oldest first. r.sqMu held; it releases it.
+func (r *Ring) cancelMembers(f uint32, reqs, rest []Request) error {
+	var hooks hookSet
+	_, kick := r.cancelLocked(f, rest, &hooks)
 	r.cancelReqs = reqs[:0]
 	r.be.flush()
 	r.unlockSQ()
