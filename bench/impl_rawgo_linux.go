@@ -239,12 +239,20 @@ func (i *rawGoImpl) NewPingPong(PingPongConfig) (Runner, error) { return nil, Er
 // IORING_ASYNC_CANCEL_ANY, or with Each one per read by its user_data, and
 // waits until every read's CQE is reaped (the time measured), then reaps
 // the cancels' own CQEs.
+//
+// On a ring without DEFER_TASKRUN (raw-go-plain) the cancels are handed
+// over first by an enter that does not wait, as cancelio does: the kernel
+// cancels the reads within it and posts their completions on its way back
+// to user space, so they are usually there to be read without a second
+// system call. With DEFER_TASKRUN (raw-go) they are posted only by an
+// enter that waits, so the one enter that submits waits too.
 type rawCancel struct {
 	*rawRing
-	fds   []int
-	bufs  [][]byte
-	each  bool
-	armed int
+	fds      []int
+	bufs     [][]byte
+	each     bool
+	deferred bool // DEFER_TASKRUN: completions are posted by an enter that waits
+	armed    int
 }
 
 // User data of the cancel workload's SQEs.
@@ -263,7 +271,8 @@ func (i *rawGoImpl) NewCancel(cfg CancelConfig) (CancelRunner, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &rawCancel{rawRing: r, fds: append([]int(nil), cfg.FDs...), bufs: carveBuffers(n, cfg.BufSize), each: cfg.Each}, nil
+	return &rawCancel{rawRing: r, fds: append([]int(nil), cfg.FDs...), bufs: carveBuffers(n, cfg.BufSize), each: cfg.Each,
+		deferred: i.setup.Flags&rawuring.SetupDeferTaskrun != 0}, nil
 }
 
 func (c *rawCancel) Arm() error {
@@ -303,6 +312,11 @@ func (c *rawCancel) CancelAndWait() (time.Duration, error) {
 	}
 	var d time.Duration
 	var first error
+	if !c.deferred {
+		if _, err := c.Enter(0); err != nil {
+			return time.Since(t0), err
+		}
+	}
 	targets, canceled := 0, 0
 	for targets < n || canceled < cancels {
 		if c.Ready() == 0 {
