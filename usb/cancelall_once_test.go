@@ -118,10 +118,11 @@ func cancelAllThenContext(t *testing.T, cd *confDev) {
 	AssertNoMore(t, cd.r)
 }
 
-// cancelAllConcurrent: CancelAll racing with submissions (on usbfs it may
-// find a transfer the ring has accepted and Submit has not recorded yet,
-// which Submit then cancels through the ring): every transfer completes
-// exactly once with ErrCanceled, and none is left to cancel.
+// cancelAllConcurrent: CancelAll racing with submissions (it may miss a
+// transfer the ring has accepted and Submit has not recorded or queued
+// yet, which Submit then cancels through the ring: usbfs and Pump alike):
+// every transfer completes exactly once with ErrCanceled, and none is left
+// to cancel.
 func cancelAllConcurrent(t *testing.T, cd *confDev) {
 	const n = 16
 	qs := make([]ioring.Request, n)

@@ -59,8 +59,12 @@ type Pump struct {
 	gone  atomic.Bool    // a transfer saw ErrNoDevice: refuse new ones
 	// closing is set by Close, and read under a pumpEndpoint.mu: a
 	// transfer queued after Close's cancel pass looked at its endpoint is
-	// canceled at once.
+	// canceled, through the ring, instead.
 	closing atomic.Bool
+	// accepted is called, in tests only (nil otherwise), by Submit between
+	// the ring's acceptance of a transfer and its queueing: where a
+	// CancelAll may look at the endpoint before the transfer is there.
+	accepted func(*Transfer)
 }
 
 // pumpEndpoint is one endpoint's queue and goroutine.
@@ -73,6 +77,14 @@ type pumpEndpoint struct {
 	running    *Transfer // the transfer the pump runs; guarded by mu
 	paused     bool      // ClearHalt in progress; guarded by mu
 	stop       bool      // Close: the pump exits; guarded by mu
+
+	// cancels counts the looks of CancelAll (and Close) at the endpoint;
+	// changed under mu. Submit reads it before the ring accepts a
+	// transfer and again once it holds mu to queue it: a change means a
+	// CancelAll looked in between and missed the transfer, which Submit
+	// then cancels itself (as usbfs does with cancelAsked). Wrapping would
+	// take 2^32 CancelAlls during one Submit.
+	cancels atomic.Uint32
 }
 
 // epIndex maps an endpoint address to a slot: its number, and the
@@ -143,6 +155,9 @@ func (p *Pump) Submit(ep EndpointDesc, buf []byte, opt Xfer, wait bool) (ioring.
 	if err := p.run.Check(ep, buf); err != nil {
 		return ioring.Request{}, err
 	}
+	// Before closing: a Close that sets closing after this look bumps
+	// cancels after it too.
+	cancels := e.cancels.Load()
 	if p.closing.Load() {
 		return ioring.Request{}, ErrClosed
 	}
@@ -162,6 +177,9 @@ func (p *Pump) Submit(ep EndpointDesc, buf []byte, opt Xfer, wait bool) (ioring.
 		p.xfers.Done()
 		return ioring.Request{}, errorf("usb: endpoint %#02x: %w", e.desc.Address, err)
 	}
+	if p.accepted != nil {
+		p.accepted(t)
+	}
 	e.mu.Lock()
 	t.req = q
 	if !q.Pending() {
@@ -172,12 +190,18 @@ func (p *Pump) Submit(ep EndpointDesc, buf []byte, opt Xfer, wait bool) (ioring.
 		p.xfers.Done()
 		return q, nil
 	}
-	if t.canceled || p.closing.Load() {
-		// Canceled (token, deadline) before it was queued, or submitted
-		// while Close canceled everything.
+	if t.canceled {
+		// Canceled (token, deadline) before it was queued.
 		t.state = tDone
 		e.mu.Unlock()
 		p.finish(t, 0, ErrCanceled)
+		return q, nil
+	}
+	if e.cancels.Load() != cancels || p.closing.Load() {
+		// A CancelAll or Close looked at the endpoint after the ring
+		// accepted t and before it was queued: it is theirs to cancel.
+		e.mu.Unlock()
+		p.cancelLate(t)
 		return q, nil
 	}
 	t.state = tQueued
@@ -193,11 +217,28 @@ func (p *Pump) Submit(ep EndpointDesc, buf []byte, opt Xfer, wait bool) (ioring.
 	return q, nil
 }
 
+// cancelLate cancels t, which the ring accepted and a CancelAll or Close
+// missed (see pumpEndpoint.cancels), as they would have: through the
+// ring, so that the cancel is counted once and a later one finds nothing
+// left. t is not queued: its cancel hook only marks it, and t completes
+// here with ErrCanceled. A cancel that came first (its token, deadline,
+// Ring.CancelAll) counts instead; its hook, should it run later, finds t
+// done. e.mu not held: the hook takes it.
+func (p *Pump) cancelLate(t *Transfer) {
+	_, _ = p.ring.Cancel(t.req)
+	t.ep.mu.Lock()
+	t.state = tDone
+	t.ep.mu.Unlock()
+	p.finish(t, 0, ErrCanceled)
+}
+
 // CancelAll cancels every transfer queued or running (see
-// Transport.CancelAll). Its error is the *ioring.HookPanicError of a
-// transfer's cancel hook that panicked (a Runner's interruption, armed
-// with Transfer.OnCancel); every other transfer was still canceled. A
-// closed ring canceled everything already: that is no error.
+// Transport.CancelAll), and those the ring accepted whose Submit has not
+// queued them yet: Submit cancels them (see pumpEndpoint.cancels). Its
+// error is the *ioring.HookPanicError of a transfer's cancel hook that
+// panicked (a Runner's interruption, armed with Transfer.OnCancel); every
+// other transfer was still canceled. A closed ring canceled everything
+// already: that is no error.
 func (p *Pump) CancelAll() error {
 	if !p.made() {
 		return errPumpNotMade("cancel all", p)
@@ -208,6 +249,7 @@ func (p *Pump) CancelAll() error {
 			continue
 		}
 		e.mu.Lock()
+		e.cancels.Add(1)
 		if t := e.running; t != nil {
 			reqs = append(reqs, t.req)
 		}
