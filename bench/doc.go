@@ -21,7 +21,12 @@
 //     with its fd registered (locked to its thread too), splits the
 //     difference between the two setups: what the registered fd buys, and
 //     what SINGLE_ISSUER|DEFER_TASKRUN do. A target that raw-go does not
-//     reach in the same run is out of reach for any Go program there.
+//     reach in the same run is out of reach for any Go program there. In
+//     the cancel suites raw-go issues liburing's SQEs (one
+//     IORING_ASYNC_CANCEL_ANY for a group), raw-go-plain cancelio's (one
+//     cancel per read by its user_data, IOSQE_CQE_SKIP_SUCCESS, handed over
+//     without waiting), so that each still measures what it stands for;
+//     between the two, the SQEs differ as well as the setup.
 //   - goroutines: blocking system calls in goroutines (on sockets too:
 //     write and read). A blocked read(2) cannot be canceled (closing the fd
 //     does not wake it), so each read of the cancel suites waits in ppoll(2)

@@ -233,26 +233,34 @@ func (rd *rawRead) Run(n int) error {
 
 func (i *rawGoImpl) NewPingPong(PingPongConfig) (Runner, error) { return nil, ErrUnsupported }
 
-// rawCancel is the cancel workload on the bare ABI, the same SQEs as
-// liburing's runner: Arm submits one read per pipe (user_data rawPending+i);
-// CancelAndWait submits one IORING_OP_ASYNC_CANCEL with
-// IORING_ASYNC_CANCEL_ANY, or with Each one per read by its user_data, and
+// rawCancel is the cancel workload on the bare ABI. Arm submits one read
+// per pipe (user_data rawPending+i); CancelAndWait submits the cancels and
 // waits until every read's CQE is reaped (the time measured), then reaps
 // the cancels' own CQEs.
 //
-// On a ring without DEFER_TASKRUN (raw-go-plain) the cancels are handed
-// over first by an enter that does not wait, as cancelio does: the kernel
-// cancels the reads within it and posts their completions on its way back
-// to user space, so they are usually there to be read without a second
-// system call. With DEFER_TASKRUN (raw-go) they are posted only by an
-// enter that waits, so the one enter that submits waits too.
+// raw-go issues liburing's runner's SQEs, so that raw-go ÷ liburing is
+// Go's own cost: one IORING_OP_ASYNC_CANCEL with IORING_ASYNC_CANCEL_ANY,
+// or with Each one per read by its user_data; and, as its ring has
+// DEFER_TASKRUN, whose completions only an enter that waits posts, the
+// enter that submits them waits.
+//
+// raw-go-plain issues cancelio's, so that cancelio-uring ÷ raw-go-plain is
+// the engine's own cost: one cancel per read by its user_data, with
+// IOSQE_CQE_SKIP_SUCCESS (where the kernel has it), for a token's cancel
+// as for Each, handed over by an enter that does not wait. On a ring
+// without DEFER_TASKRUN the kernel cancels the reads within that enter and
+// posts their completions on its way back to user space, so they are
+// there to be read without a second system call. (On this workload those
+// SQEs are the faster ones: a CANCEL_ANY makes the kernel look for more
+// matches, and every cancel's own completion is one more to post.)
 type rawCancel struct {
 	*rawRing
-	fds      []int
-	bufs     [][]byte
-	each     bool
-	deferred bool // DEFER_TASKRUN: completions are posted by an enter that waits
-	armed    int
+	fds   []int
+	bufs  [][]byte
+	each  bool
+	keyed bool  // cancelio's SQEs, submitted without waiting (raw-go-plain)
+	skip  uint8 // IOSQE_CQE_SKIP_SUCCESS, when keyed and the kernel has it
+	armed int
 }
 
 // User data of the cancel workload's SQEs.
@@ -271,8 +279,12 @@ func (i *rawGoImpl) NewCancel(cfg CancelConfig) (CancelRunner, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &rawCancel{rawRing: r, fds: append([]int(nil), cfg.FDs...), bufs: carveBuffers(n, cfg.BufSize), each: cfg.Each,
-		deferred: i.setup.Flags&rawuring.SetupDeferTaskrun != 0}, nil
+	c := &rawCancel{rawRing: r, fds: append([]int(nil), cfg.FDs...), bufs: carveBuffers(n, cfg.BufSize), each: cfg.Each,
+		keyed: i.setup.Flags&rawuring.SetupDeferTaskrun == 0}
+	if c.keyed && r.Features()&rawuring.FeatCQESkip != 0 {
+		c.skip = rawuring.SQECQESkipSuccess
+	}
+	return c, nil
 }
 
 func (c *rawCancel) Arm() error {
@@ -295,12 +307,15 @@ func (c *rawCancel) Arm() error {
 func (c *rawCancel) CancelAndWait() (time.Duration, error) {
 	t0 := time.Now()
 	n := c.armed
-	cancels := 1
-	if c.each {
+	cancels := 1 // the cancels' own CQEs due
+	if c.each || c.keyed {
 		cancels = n
+		if c.skip != 0 {
+			cancels = 0 // posted only on failure (still reaped and checked when they come)
+		}
 		for i := range n {
 			sqe := c.NextSQE()
-			sqe.Opcode, sqe.FD = rawuring.OpAsyncCancel, -1
+			sqe.Opcode, sqe.FD, sqe.Flags = rawuring.OpAsyncCancel, -1, c.skip
 			sqe.Addr = rawPending + uint64(i)
 			sqe.UserData = rawCancelOne + uint64(i)
 		}
@@ -312,7 +327,7 @@ func (c *rawCancel) CancelAndWait() (time.Duration, error) {
 	}
 	var d time.Duration
 	var first error
-	if !c.deferred {
+	if c.keyed {
 		if _, err := c.Enter(0); err != nil {
 			return time.Since(t0), err
 		}
@@ -320,7 +335,7 @@ func (c *rawCancel) CancelAndWait() (time.Duration, error) {
 	targets, canceled := 0, 0
 	for targets < n || canceled < cancels {
 		if c.Ready() == 0 {
-			if _, err := c.Enter(uint32(n - targets + cancels - canceled)); err != nil {
+			if _, err := c.Enter(uint32(n - targets + max(cancels-canceled, 0))); err != nil {
 				return time.Since(t0), errors.Join(first, err)
 			}
 			continue

@@ -30,6 +30,13 @@ const (
 // CancelAny is the IORING_ASYNC_CANCEL_ANY flag of OpAsyncCancel.
 const CancelAny = uring.CancelAny
 
+// SQECQESkipSuccess is IOSQE_CQE_SKIP_SUCCESS: the request posts a
+// completion only when it fails (where the ring has FeatCQESkip).
+const SQECQESkipSuccess = uring.SQECQESkipSucc
+
+// FeatCQESkip is IORING_FEAT_CQE_SKIP (see Ring.Features).
+const FeatCQESkip = uring.FeatCQESkip
+
 // Setup flags (IORING_SETUP_*).
 const (
 	SetupSubmitAll    = uring.SetupSubmitAll
@@ -85,6 +92,7 @@ type Ring struct {
 	cqTail     *uint32
 	cqMask     uint32
 	cqes       []CQE
+	features   uint32
 }
 
 // Setup creates and maps a ring.
@@ -95,7 +103,7 @@ func Setup(cfg Config) (*Ring, error) {
 	if errno != 0 {
 		return nil, fmt.Errorf("io_uring_setup: %w", errno)
 	}
-	r := &Ring{fd: int(fd), enterFD: int(fd)}
+	r := &Ring{fd: int(fd), enterFD: int(fd), features: p.Features}
 	if err := r.mmap(&p); err != nil {
 		r.Close()
 		return nil, err
@@ -164,6 +172,9 @@ func (r *Ring) mmap(p *params) error {
 // RegisteredFD reports whether the ring's fd is registered with the
 // calling thread (Config.RegisterRingFD).
 func (r *Ring) RegisteredFD() bool { return r.enterFlags != 0 }
+
+// Features returns the IORING_FEAT_* flags the kernel reported at setup.
+func (r *Ring) Features() uint32 { return r.features }
 
 // Close unmaps the rings and closes the ring (the kernel cancels what is in
 // flight). A registered ring fd is unregistered first: the thread's table
