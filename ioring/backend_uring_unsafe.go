@@ -349,7 +349,7 @@ func (b *uringBackend) submit(idx uint32, s *slot) error {
 		lt, _ := b.sqe()
 		lt.Opcode = uring.OpLinkTimeout
 		lt.FD = -1
-		s.ts[1] = unix.NsecToTimespec(int64(s.deadline))
+		s.ts[1] = uring.NsecToTimespec(int64(s.deadline))
 		lt.Addr = uint64(uintptr(unsafe.Pointer(&s.ts[1])))
 		lt.Len = 1
 		lt.UserData = kindLink<<kindShft | key

@@ -6,7 +6,6 @@ import (
 	"unsafe"
 
 	"github.com/cancelio/cancelio/internal/uring"
-	"golang.org/x/sys/unix"
 )
 
 // opImpl is how an operation runs on Linux: its io_uring opcode (probed one
@@ -93,7 +92,7 @@ func prepPoll(s *slot, sqe *uring.SQE) { sqe.OpFlags = s.events }
 
 func prepTimeout(s *slot, sqe *uring.SQE) {
 	sqe.FD = -1
-	s.ts[0] = unix.NsecToTimespec(int64(s.dur))
+	s.ts[0] = uring.NsecToTimespec(int64(s.dur))
 	sqe.Addr = uint64(uintptr(unsafe.Pointer(&s.ts[0])))
 	sqe.Len = 1
 }

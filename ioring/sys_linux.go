@@ -1,6 +1,9 @@
 package ioring
 
-import "golang.org/x/sys/unix"
+import (
+	"github.com/cancelio/cancelio/internal/uring"
+	"golang.org/x/sys/unix"
+)
 
 // The ring's bookkeeping speaks the kernel's language: a completion's
 // result is a count or a negative errno (io_uring's cqe.res, and what the
@@ -8,7 +11,7 @@ import "golang.org/x/sys/unix"
 // the iovecs and timespecs the kernel reads in their slot until the CQE.
 type (
 	iovec    = unix.Iovec
-	timespec = unix.Timespec
+	timespec = uring.Timespec // io_uring's __kernel_timespec: 64-bit fields everywhere
 	sysErrno = unix.Errno
 )
 

@@ -192,6 +192,28 @@ type Params struct {
 	CQOff        CQRingOffsets
 }
 
+// Timespec is struct __kernel_timespec, which io_uring reads for every
+// time it is given (IORING_OP_TIMEOUT, IORING_OP_LINK_TIMEOUT, the wait of
+// IORING_ENTER_EXT_ARG): 64-bit seconds and nanoseconds on every
+// architecture. unix.Timespec is the C library's struct timespec, whose
+// fields are 32 bits on 386 and arm: the kernel would read a second word
+// past it.
+type Timespec struct {
+	Sec  int64
+	Nsec int64
+}
+
+// NsecToTimespec converts ns nanoseconds to a Timespec (for a negative
+// ns, Nsec stays in [0, 1e9) and Sec carries the sign, as the kernel
+// wants).
+func NsecToTimespec(ns int64) Timespec {
+	sec, nsec := ns/1e9, ns%1e9
+	if nsec < 0 {
+		sec, nsec = sec-1, nsec+1e9
+	}
+	return Timespec{Sec: sec, Nsec: nsec}
+}
+
 // getEventsArg is struct io_uring_getevents_arg.
 type getEventsArg struct {
 	Sigmask   uint64

@@ -3,6 +3,7 @@
 package uring
 
 import (
+	"math"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -227,5 +228,26 @@ func TestTaker(t *testing.T) {
 			}
 		}
 		r.AdvanceCQ(uint32(len(got)))
+	}
+}
+
+// TestNsecToTimespec: the kernel's __kernel_timespec for a duration in
+// nanoseconds, whose Nsec stays in [0, 1e9). Its size (16 bytes, 64-bit
+// fields on every architecture) is checked at compile time.
+func TestNsecToTimespec(t *testing.T) {
+	for _, c := range []struct {
+		ns   int64
+		want Timespec
+	}{
+		{0, Timespec{}},
+		{1, Timespec{0, 1}},
+		{1e9, Timespec{1, 0}},
+		{1e9 + 5, Timespec{1, 5}},
+		{-1, Timespec{-1, 999999999}},
+		{math.MaxInt64, Timespec{math.MaxInt64 / 1_000_000_000, math.MaxInt64 % 1_000_000_000}},
+	} {
+		if got := NsecToTimespec(c.ns); got != c.want {
+			t.Errorf("NsecToTimespec(%d) = %+v, want %+v", c.ns, got, c.want)
+		}
 	}
 }

@@ -22,6 +22,7 @@ var (
 	_ [40]byte  = [unsafe.Sizeof(CQRingOffsets{})]byte{} // struct io_cqring_offsets
 	_ [120]byte = [unsafe.Sizeof(Params{})]byte{}        // struct io_uring_params
 	_ [24]byte  = [unsafe.Sizeof(getEventsArg{})]byte{}  // struct io_uring_getevents_arg
+	_ [16]byte  = [unsafe.Sizeof(Timespec{})]byte{}      // struct __kernel_timespec
 	_ [8]byte   = [unsafe.Sizeof(probeOp{})]byte{}       // struct io_uring_probe_op
 	_ [16]byte  = [unsafe.Sizeof(Buf{})]byte{}           // struct io_uring_buf
 	_ [40]byte  = [unsafe.Sizeof(BufReg{})]byte{}        // struct io_uring_buf_reg
@@ -407,12 +408,12 @@ func (r *Ring) Submit(minComplete uint32) (int, error) {
 // returns nil on timeout too; callers look at the CQ.
 func (r *Ring) Wait(minComplete uint32, timeout time.Duration) error {
 	var arg getEventsArg
-	var ts unix.Timespec
+	var ts Timespec
 	flags := uintptr(EnterGetEvents)
 	var argp unsafe.Pointer
 	var argsz uintptr
 	if timeout >= 0 && r.params.Features&FeatExtArg != 0 {
-		ts = unix.NsecToTimespec(int64(timeout))
+		ts = NsecToTimespec(int64(timeout))
 		arg.TS = uint64(uintptr(unsafe.Pointer(&ts)))
 		flags |= EnterExtArg
 		argp = unsafe.Pointer(&arg)

@@ -30,10 +30,16 @@ func TestListNoUSB(t *testing.T) {
 	r, err := ioring.New(ioring.Config{Entries: 8})
 	require.NoError(t, err)
 	defer r.Close()
+	// Where usbfs opens nothing at all (32-bit Linux: its URB layout is
+	// not supported), opening says that first.
+	wantOpen := ErrNoUSB
+	if !opensDevices {
+		wantOpen = ioring.ErrNotSupported
+	}
 	_, err = OpenVIDPID(0x1209, 0x0001, Config{Ring: r})
-	assert.ErrorIs(t, err, ErrNoUSB, "OpenVIDPID")
+	assert.ErrorIs(t, err, wantOpen, "OpenVIDPID")
 	_, err = OpenBus(1, 2, Config{Ring: r})
-	assert.ErrorIs(t, err, ErrNoUSB, "OpenBus")
+	assert.ErrorIs(t, err, wantOpen, "OpenBus")
 }
 
 // writeTree writes files (path: contents) under root.

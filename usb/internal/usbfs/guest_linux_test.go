@@ -27,6 +27,9 @@ import (
 	"github.com/cancelio/cancelio/ioring"
 )
 
+// opensDevices: usbfs opens devices on this platform.
+const opensDevices = true
+
 // startTestEnv starts the gadget I/O threads in the usbvm guest.
 func startTestEnv() (stop func()) {
 	if !usbvm.InGuest() {

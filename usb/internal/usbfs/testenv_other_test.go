@@ -3,3 +3,6 @@
 package usbfs
 
 func startTestEnv() (stop func()) { return func() {} }
+
+// opensDevices: usbfs opens no device on this platform (errPlatform).
+const opensDevices = false
