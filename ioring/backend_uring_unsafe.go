@@ -597,7 +597,8 @@ func (s *slot) clean() {
 // unwind takes back the requests of reqs, which submitPlains started in
 // this pass and whose SQEs are the last ones taken, none of them
 // published: the kernel never saw them, and nobody else holds their
-// Requests. Their slots go back to the free list. r.sqMu held.
+// Requests. Their slots go back to the free list with their previous keys
+// (prevKey): no request was accepted. r.sqMu held.
 func (b *uringBackend) unwind(reqs []Request) {
 	if len(reqs) == 0 {
 		return
@@ -609,7 +610,7 @@ func (b *uringBackend) unwind(reqs []Request) {
 	var free chain
 	for i := range reqs {
 		idx := uint32(reqs[i].key & idxMask)
-		r.slots[idx].releaseHot(idx, reqs[i].key, &free)
+		r.slots[idx].releaseHot(idx, prevKey(reqs[i].key), &free)
 		reqs[i] = Request{}
 	}
 	r.pushFree(&free)

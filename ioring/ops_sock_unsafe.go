@@ -54,7 +54,7 @@ func prepStatx(s *slot, sqe *uring.SQE) {
 // *Msg). It builds the kernel's msghdr in the Msg, with the iovecs fill
 // built in the slot, keeps the Msg reachable until the completion is
 // delivered, and hands the msghdr to prep (and to the poll
-// backend) as s.buf, which release clears. r.sqMu held.
+// backend) as s.buf, which releaseKey clears. r.sqMu held.
 func fillArg(s *slot, op *Op) {
 	m, ok := op.arg.(*Msg)
 	if !ok {

@@ -160,7 +160,7 @@ type slotFields struct {
 	awaited atomic.Bool // completion goes to Wait, not to the queue
 
 	code    Opcode
-	fixedFD bool  // fd is an index into the registered files; cleared by release
+	fixedFD bool  // fd is an index into the registered files; cleared by releaseKey
 	timerDL bool  // its deadline is a Go timer (set under r.sqMu)
 	retries uint8 // submissions again after unasked kernel cancels
 	// Any of these four takes a completion off the fast path; they are
@@ -169,7 +169,7 @@ type slotFields struct {
 	linked   bool // has an io_uring linked timeout (set by submit)
 	multi    bool // a multishot request (ms holds its state); cleared by fill
 	inOrd    bool // on its stream's FIFO; guarded by r.ordMu
-	cold     bool // bufs, hook, tok, ferr, timer or panicE may be set: release clears them
+	cold     bool // bufs, hook, tok, ferr, timer or panicE may be set: releaseKey clears them
 	fd       int32
 	events   uint32
 	res      int32
@@ -469,16 +469,10 @@ func (r *Ring) alloc() (uint32, *slot, uint64) {
 // keyMask masked off in the same step. Its owner of the moment calls it.
 func (s *slot) nextKey() uint64 { return (s.ks.Load() + 1<<idxBits) & keyMask }
 
-// release frees slot idx onto c; the caller pushes c to the free list.
-// Its flags are left for fill to clear: until the slot is filled again
-// only a late Complete reads them, and finds its request's claim.
-func (r *Ring) release(idx uint32, c *chain) {
-	s := &r.slots[idx]
-	r.releaseKey(idx, s, s.key(), c)
-}
-
-// releaseKey is release for a caller that knows the slot (s, at
-// &r.slots[idx]) and its key.
+// releaseKey frees slot s (at &r.slots[idx]) onto c with key; the caller
+// pushes c to the free list. Its flags are left for fill to clear: until
+// the slot is filled again only a late Complete reads them, and finds its
+// request's claim.
 func (r *Ring) releaseKey(idx uint32, s *slot, key uint64, c *chain) {
 	if s.cold {
 		s.bufs, s.hook, s.tok, s.ferr, s.timer, s.panicE = nil, nil, nil, nil, nil, nil
@@ -906,16 +900,27 @@ func (r *Ring) endBatch(n, done int, kicked bool, err error) (int, error) {
 	return done, nil
 }
 
-// unfill undoes fill (or alloc) for a slot that never started.
+// unfill undoes fill (or alloc) for a slot that never started. The slot
+// goes back to its previous key (prevKey).
 func (r *Ring) unfill(idx uint32) {
-	if s := &r.slots[idx]; s.multi && s.ms.br != nil {
+	s := &r.slots[idx]
+	if s.multi && s.ms.br != nil {
 		s.ms.br.users.Add(-1) // counted in by fillMulti
 		s.ms.br = nil
 	}
 	var free chain
-	r.release(idx, &free)
+	r.releaseKey(idx, s, prevKey(s.key()), &free)
 	r.pushFree(&free)
 }
+
+// prevKey returns the key its slot had before key (the generation before
+// key's, modulo the generations' range): a slot whose request never
+// started (unfill, the io_uring backend's unwind) goes back to it, as if
+// it had never been taken. Stats counts the requests accepted as the sum
+// of the slots' generations, and the new key's Request never left the
+// ring, so nobody can tell the generation was used: only that it was not
+// counted. r.sqMu held.
+func prevKey(key uint64) uint64 { return (key - 1<<idxBits) & keyMask }
 
 // enqueue hands slot idx to the backend, or completes it at once when its
 // token is already canceled, or holds it when it is ordered behind another
