@@ -1157,12 +1157,20 @@ func (r *Ring) kick() {
 // counts 0 bytes. It must be called exactly once per foreign request; a second
 // call, a call with a stale handle (whose slot may already serve another
 // request), or one for a request that is not foreign returns ErrNotFound
-// and changes nothing. When the request's deadline fired or a context ended
+// and changes nothing; on a nil or zero Ring the error wraps both
+// ErrInvalid and ErrNotFound. When the request's deadline fired or a context ended
 // it and err is a cancel, the completion carries ErrTimeout or the
 // context's error (see ErrCanceled); when its cancel hook panicked, a
 // *HookPanicError wrapping that.
 func (r *Ring) Complete(q Request, n int, err error) error {
-	if r == nil || q.r != r {
+	if !r.made() {
+		// Refused as every call on such a ring is (ErrInvalid), and no
+		// request of it can be found either (ErrNotFound, as before).
+		e := errNoRing("complete", r).(*OpError)
+		e.Err = fmt.Errorf("%w, so %w", e.Err, ErrNotFound)
+		return e
+	}
+	if q.r != r {
 		return ErrNotFound
 	}
 	idx := uint32(q.key & idxMask)
