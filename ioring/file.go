@@ -83,7 +83,9 @@ func (f *File) Name() string {
 // invalid refuses op on a File that NewFile did not make (nil or zero), or
 // made with a Ring that New did not make; otherwise it returns nil.
 func (f *File) invalid(op string) error {
-	if f != nil && f.r.made() && f.rd.tok != nil {
+	// Only what NewFile set once is read here, without f.mu: the
+	// directions' tokens change under it (setDeadline).
+	if f != nil && f.r.made() {
 		return nil
 	}
 	name := ""
@@ -224,13 +226,18 @@ func (f *File) setDeadline(op string, d *fileDir, t time.Time) error {
 	if f.closed {
 		return &os.PathError{Op: "set" + op + "deadline", Path: f.name, Err: errFileClosed}
 	}
+	passed := false
 	if d.timer != nil {
-		d.timer.Stop()
+		// Stop reports false once the timer has fired: its function
+		// cancels d.tok, now or a moment later (time.AfterFunc runs it on
+		// a goroutine of its own), so d.tok is as good as canceled.
+		passed = !d.timer.Stop()
 		d.timer = nil
 	}
-	if d.tok.Canceled() {
-		// A deadline that passed canceled the token; its requests are
-		// ending. New ones get a fresh token (Reset would wait for them).
+	if passed || d.tok.Canceled() {
+		// A deadline that passed canceled the token, or is about to; its
+		// requests are ending. New ones get a fresh token (Reset would
+		// wait for them).
 		d.tok = f.r.NewToken()
 	}
 	d.deadline = t
