@@ -26,6 +26,14 @@ const (
 	BackendURing
 	// BackendPoll is epoll for pollable fds plus a bounded worker pool for
 	// regular files: the fallback where io_uring is missing or disabled.
+	// What it runs on a worker (regular files, blocking ttys, accepts on
+	// blocking listeners, OpenAt, Close, Statx, Fsync) is a blocking system
+	// call that nothing interrupts: one still queued is canceled at once,
+	// one already running delivers its result, and a cancel, a deadline or
+	// Close waits for that (Stats.Fallbacks counts them). Most return
+	// quickly; an OpenAt of a FIFO with no peer, or an accept whose
+	// connection another process took first, waits until the other side
+	// acts. io_uring interrupts them all.
 	BackendPoll
 )
 
