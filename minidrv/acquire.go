@@ -143,6 +143,12 @@ func (d *Driver) AcquireItemData(ctx context.Context, item *Item, sink io.Writer
 	if _, _, err := Transition(d.m.State(), Acquire); err != nil {
 		return err
 	}
+	if ctx.Err() != nil {
+		// A context that has already ended starts nothing: the watch
+		// below (context.AfterFunc) runs its cancel on a goroutine of its
+		// own, which this one could outrun to the start command.
+		return errCanceledIO
+	}
 	if err := d.lockDevice(ctx); err != nil {
 		return err
 	}
