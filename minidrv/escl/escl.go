@@ -66,8 +66,10 @@ type Config struct {
 	// DefaultMaxBodySize when 0.
 	MaxBodySize int64
 	// JobTimeout is how long a scanned page waits for a client to fetch
-	// it; the job is then dropped and the scanner is free again.
-	// DefaultJobTimeout when 0.
+	// it; the job is then dropped and the scanner is free again. It also
+	// bounds how long a client that fetches the page may go without
+	// reading any of it: the send fails and the job is canceled, as when
+	// the client goes away. DefaultJobTimeout when 0.
 	JobTimeout time.Duration
 	// LockTimeout is how long a new job waits for the driver's lock (held
 	// by another client of the driver, or by its recovery after a cancel)
@@ -325,8 +327,11 @@ func (h *Handler) serveStatus(w http.ResponseWriter, r *http.Request) {
 		doc.State = "Stopped"
 	default:
 		doc.State = "Idle"
-		if h.active != nil && (h.active.state == jobScanning || h.active.state == jobReady) {
-			doc.State = "Processing"
+		if h.active != nil {
+			switch h.active.state {
+			case jobScanning, jobReady, jobSending: // a POST gets 503 busy
+				doc.State = "Processing"
+			}
 		}
 	}
 	for i := len(h.jobs) - 1; i >= 0; i-- { // newest first
@@ -477,19 +482,26 @@ func (h *Handler) lookup(r *http.Request) *job {
 // once when the job is canceled (410); a client that goes away meanwhile,
 // or while the page is sent, cancels the job.
 func (h *Handler) serveNextDocument(w http.ResponseWriter, r *http.Request) {
+	if r.Method == http.MethodHead {
+		// ServeMux routes HEAD to GET's pattern, and net/http drops a
+		// HEAD's body: the page would count as delivered, never sent.
+		w.Header().Set("Allow", http.MethodGet)
+		h.refuse(w, r, http.StatusMethodNotAllowed, "NextDocument is fetched with GET")
+		return
+	}
 	j := h.lookup(r)
 	if j == nil {
 		h.refuse(w, r, http.StatusNotFound, "no such job")
 		return
 	}
+	rc := http.NewResponseController(w)
 	select {
 	case <-j.scanned:
 	case <-j.cancelCtx.Done():
-	case <-r.Context().Done():
+	case <-clientGone(r, rc):
 		h.cancel(j, CauseClientGone)
 		return
 	}
-	rc := http.NewResponseController(w)
 	h.mu.Lock()
 	st, doc, mt, jerr := j.state, j.doc, j.set.Format, j.err
 	if j.cause != CauseNone {
@@ -534,8 +546,18 @@ func (h *Handler) serveNextDocument(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusOK)
 	var err error
 	for off := 0; off < len(doc) && err == nil; {
+		// Each chunk has JobTimeout to go out: a client that stops
+		// reading would otherwise hold the scanner for as long as it
+		// keeps the connection. Under h.mu, with the cut checked, so
+		// that a cancel's deadline in the past is never moved on.
+		h.mu.Lock()
 		if j.cut.Load() {
 			err = errSendCut
+		} else {
+			_ = rc.SetWriteDeadline(time.Now().Add(h.cfg.JobTimeout))
+		}
+		h.mu.Unlock()
+		if err != nil {
 			break
 		}
 		var n int
@@ -561,6 +583,29 @@ func (h *Handler) serveNextDocument(w http.ResponseWriter, r *http.Request) {
 	}
 	h.cancel(j, CauseClientGone) // a no-op after a DELETE or Shutdown
 	panic(http.ErrAbortHandler)  // a partial body: close the connection
+}
+
+// clientGone returns a channel closed once r's client has gone away.
+// net/http cancels r.Context() on a closed connection only once it has
+// read the request's body to its end, so a body (a NextDocument has no
+// use for one; a client may announce one and never send it) is read, and
+// dropped, aside: its read failing is the client gone too. rc lets that
+// read go on while the handler writes its response.
+func clientGone(r *http.Request, rc *http.ResponseController) <-chan struct{} {
+	if r.Body == nil || r.Body == http.NoBody {
+		return r.Context().Done()
+	}
+	_ = rc.EnableFullDuplex()
+	gone := make(chan struct{})
+	go func() {
+		defer close(gone)
+		if _, err := io.Copy(io.Discard, r.Body); err == nil {
+			<-r.Context().Done() // read whole: net/http watches the connection now
+		}
+		// The read also fails once the handler has returned (net/http
+		// closes the body): nobody waits on gone then.
+	}()
+	return gone
 }
 
 // serveDelete cancels a job: a running one through CancelPendingIO, then it
