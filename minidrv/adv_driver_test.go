@@ -225,7 +225,10 @@ func TestAdvHostileProperties(t *testing.T) {
 	r := newRig(t, minidrv.Config{})
 	require.NoError(t, r.d.Lock(context.Background()))
 	extremes := []int{math.MinInt, math.MinInt32, -1, 0, 1, 2, 7, 75, 511, 512, 513, 600, 601, 1 << 20, 1<<20 + 512,
-		math.MaxInt32, math.MaxInt32 + 1, math.MaxInt - 1, math.MaxInt}
+		math.MaxInt32, math.MaxInt - 1, math.MaxInt}
+	if v := int64(math.MaxInt32) + 1; int64(int(v)) == v { // beyond 32 bits, where int has 64
+		extremes = append(extremes, int(v))
+	}
 	ids := []minidrv.PropID{minidrv.PropXResolution, minidrv.PropYResolution, minidrv.PropXPosition, minidrv.PropYPosition,
 		minidrv.PropXExtent, minidrv.PropYExtent, minidrv.PropDataType, minidrv.PropBitDepth, minidrv.PropFormat, minidrv.PropBufferSize}
 	check := func(changes ...minidrv.PropValue) {
