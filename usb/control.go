@@ -130,6 +130,9 @@ func (d *Device) submitControl(buf []byte, x Xfer, wait bool) (ioring.Request, e
 // backend); Control still waits for the completion, so data is free when
 // it returns. data may hold at most 65535 bytes.
 func (d *Device) Control(ctx context.Context, s Setup, data []byte) (int, error) {
+	if err := startable(ctx, "control transfer"); err != nil {
+		return 0, err
+	}
 	if len(data) > 0xffff {
 		return 0, errorf("usb: control transfer: %w: %d bytes of data, more than wLength can say", ioring.ErrInvalid, len(data))
 	}

@@ -2,6 +2,7 @@ package usb
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -32,11 +33,11 @@ type Device struct {
 	// SetConfiguration, ClaimInterface, ReleaseInterface, SetAltSetting and
 	// Reset hold it for writing.
 	mu      sync.RWMutex
-	closed  bool                // guarded by mu
-	eps     []*Endpoint         // the endpoints transfers may use now, by address; guarded by mu
-	byAddr  map[uint8]*Endpoint // every Endpoint handed out, so the same one comes back; guarded by mu
-	config  int                 // the active configuration; guarded by mu
-	claimed map[int]*claim      // claimed interfaces, by number; guarded by mu
+	closed  bool                       // guarded by mu
+	eps     []*Endpoint                // the endpoints transfers may use now, by address; guarded by mu
+	byDesc  map[EndpointDesc]*Endpoint // every Endpoint handed out, by descriptor, so the same one comes back; guarded by mu
+	config  int                        // the active configuration; guarded by mu
+	claimed map[int]*claim             // claimed interfaces, by number; guarded by mu
 }
 
 // made reports whether Open or NewDevice made d: every method refuses a
@@ -310,8 +311,12 @@ func (e *Endpoint) Start(buf []byte, x Xfer) (ioring.Request, error) {
 // moved and the transfer's error. ctx ending cancels the transfer (then
 // the error is ErrCanceled, or ErrTimeout for a deadline, with the bytes
 // that moved); Transfer still waits for its completion, so buf is free when
-// it returns.
+// it returns. A ctx that has already ended starts nothing (the same
+// errors, 0 bytes); a nil ctx is refused (ioring.ErrInvalid).
 func (e *Endpoint) Transfer(ctx context.Context, buf []byte) (int, error) {
+	if err := startable(ctx, "transfer"); err != nil {
+		return 0, err
+	}
 	q, err := e.Start(buf, Xfer{})
 	if err != nil {
 		return 0, err
@@ -340,4 +345,23 @@ func (e *Endpoint) submit(buf []byte, x Xfer, wait bool) (ioring.Request, error)
 		return ioring.Request{}, errorf("usb: %v: endpoint %v: %w: its interface is released or at another alternate setting", d.desc, e.desc, ErrNotFound)
 	}
 	return d.tr.Submit(e.desc, buf, x, wait)
+}
+
+// startable refuses a transfer before it starts when ctx is nil (an error
+// wrapping ioring.ErrInvalid: nothing could cancel it) or has already
+// ended: a context that has ended starts nothing, and the error is the one
+// a transfer its context cancels gets (ErrTimeout for a deadline,
+// ErrCanceled otherwise, and the context's own error).
+func startable(ctx context.Context, op string) error {
+	if ctx == nil {
+		return errorf("usb: %s: %w: nil context (use context.Background)", op, ioring.ErrInvalid)
+	}
+	err := ctx.Err()
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		return errorf("usb: %s: %w: %w", op, ErrTimeout, err)
+	}
+	return errorf("usb: %s: %w: %w", op, ErrCanceled, err)
 }

@@ -607,6 +607,13 @@ func (t *Transfer) cancel() {
 		t.p.finish(t, 0, ErrCanceled)
 		return
 	case tRunning:
+		if t.canceled {
+			// Canceled before: its interruption ran (the ring calls a
+			// request's hook again for CancelAll and Close), and
+			// OnCancel's stop runs once.
+			e.mu.Unlock()
+			return
+		}
 		t.canceled = true
 		inner, stop := t.inner, t.stop
 		e.mu.Unlock()

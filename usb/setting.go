@@ -247,8 +247,9 @@ func (d *Device) refreshLocked() {
 }
 
 // setEndpointsLocked makes eps the Device's endpoints, sorted by address:
-// an address whose descriptor is unchanged keeps its *Endpoint, the others
-// get new ones, and the Endpoints that left fail from now on. d.mu held
+// a descriptor seen before (at this setting, or at another one the same
+// address had in between) gets its *Endpoint back, a new one a new
+// *Endpoint, and the Endpoints that left fail from now on. d.mu held
 // (or d not shared yet).
 func (d *Device) setEndpointsLocked(eps []EndpointDesc) {
 	for _, e := range d.eps {
@@ -256,10 +257,10 @@ func (d *Device) setEndpointsLocked(eps []EndpointDesc) {
 	}
 	d.eps = d.eps[:0]
 	for _, ed := range eps {
-		e := d.byAddr[ed.Address]
-		if e == nil || e.desc != ed {
+		e := d.byDesc[ed]
+		if e == nil {
 			e = &Endpoint{dev: d, desc: ed}
-			d.byAddr[ed.Address] = e
+			d.byDesc[ed] = e
 		}
 		e.active = true
 		d.eps = append(d.eps, e)

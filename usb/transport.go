@@ -80,7 +80,7 @@ func NewDevice(desc DeviceDesc, tr Transport) *Device {
 	if tr == nil {
 		panic("usb: NewDevice: nil Transport")
 	}
-	d := &Device{desc: desc, tr: tr, byAddr: map[uint8]*Endpoint{}, config: desc.Config, claimed: map[int]*claim{}}
+	d := &Device{desc: desc, tr: tr, byDesc: map[EndpointDesc]*Endpoint{}, config: desc.Config, claimed: map[int]*claim{}}
 	d.desc.Endpoints = nil
 	d.desc.Configs = cloneConfigs(desc.Configs)
 	if c, ok := d.desc.config(desc.Config); ok {

@@ -89,6 +89,9 @@ func (h *Hotplug) send(e usb.HotplugEvent) {
 // events were dropped because nobody read (the watch goes on, with the
 // events that fitted before it).
 func (h *Hotplug) Next(ctx context.Context) (usb.HotplugEvent, error) {
+	if ctx == nil {
+		ctx = context.Background() // as usb.Hotplug.Next: a nil ctx never ends
+	}
 	for {
 		h.mu.Lock()
 		switch {

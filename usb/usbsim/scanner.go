@@ -5,6 +5,7 @@ import (
 	"net"
 	"sync"
 	"time"
+	"unicode/utf16"
 
 	"github.com/cancelio/cancelio/ioring"
 	"github.com/cancelio/cancelio/usb"
@@ -203,6 +204,10 @@ func NewScanner(cfg Config) (*Scanner, error) {
 	return s, nil
 }
 
+// maxStringUnits is how many UTF-16 units a string descriptor holds: its
+// length is one byte, two of them its header.
+const maxStringUnits = (255 - 2) / 2
+
 // newScanner validates cfg and returns an unplugged Scanner.
 func newScanner(cfg Config) (*Scanner, error) {
 	if cfg.MaxTransfer != 0 && (cfg.MaxTransfer < EventSize || cfg.MaxTransfer > MaxMaxTransfer) {
@@ -210,6 +215,10 @@ func newScanner(cfg Config) (*Scanner, error) {
 	}
 	if cfg.Latency < 0 || cfg.Bandwidth < 0 {
 		return nil, fmt.Errorf("usbsim: %w: negative latency or bandwidth", ioring.ErrInvalid)
+	}
+	// A string descriptor's length is one byte: at most 126 UTF-16 units.
+	if n := len(utf16.Encode([]rune(cfg.Serial))); n > maxStringUnits {
+		return nil, fmt.Errorf("usbsim: %w: serial number of %d UTF-16 units, more than a string descriptor holds (%d)", ioring.ErrInvalid, n, maxStringUnits)
 	}
 	s := &Scanner{
 		info: DeviceInfo{
