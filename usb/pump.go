@@ -278,6 +278,9 @@ func (p *Pump) ClearHalt(ep EndpointDesc) error {
 	if err != nil {
 		return err
 	}
+	if p.closing.Load() {
+		return ErrClosed // the Runner is closed, or closing
+	}
 	if p.gone.Load() {
 		return ErrNoDevice
 	}
@@ -313,6 +316,9 @@ func (p *Pump) Reset() error {
 // Device) keeps new ones from being submitted meanwhile. A device known
 // to be gone is ErrNoDevice; f returning ErrNoDevice marks it gone.
 func (p *Pump) whileIdle(what string, f func() error) error {
+	if p.closing.Load() {
+		return ErrClosed // the Runner is closed, or closing
+	}
 	if p.gone.Load() {
 		return ErrNoDevice
 	}
@@ -396,7 +402,9 @@ func (p *Pump) Close() error {
 	if !p.made() {
 		return errPumpNotMade("close", p)
 	}
-	p.closing.Store(true)
+	if p.closing.Swap(true) {
+		return ErrClosed // the first Close closes the Runner, once
+	}
 	// A Runner's interruption (Transfer.OnCancel) that ends this goroutine
 	// (runtime.Goexit) leaves the rest to another one: the ring runs the
 	// other cancel hooks, and the pumps still stop.
