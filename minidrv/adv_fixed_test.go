@@ -54,3 +54,18 @@ func TestAdvEndedContextStartsScan(t *testing.T) {
 		t.Errorf("AcquireItemData with an ended context started a scan on the device in %d of %d calls, want none", started, tries)
 	}
 }
+
+// TestAdvLockEndedContext: Lock with a context that has already ended
+// takes nothing, even on an idle device: ErrBusy wrapping the context's
+// error, and the driver stays Idle (it took the lock before).
+func TestAdvLockEndedContext(t *testing.T) {
+	r := newRig(t, minidrv.Config{})
+	ended, cancel := context.WithCancel(context.Background())
+	cancel()
+	err := r.d.Lock(ended)
+	require.ErrorIs(t, err, minidrv.ErrBusy)
+	require.ErrorIs(t, err, context.Canceled)
+	require.Equal(t, minidrv.Idle, r.d.State())
+	require.NoError(t, r.d.Lock(context.Background()))
+	require.NoError(t, r.d.Unlock())
+}

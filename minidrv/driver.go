@@ -585,7 +585,8 @@ func (d *Driver) WriteItemProperties(item *Item, changes ...PropValue) error {
 
 // Lock is drvLockWiaDevice: it takes the device for the caller until
 // Unlock. While another client holds it (Locked, or a transfer runs) Lock
-// waits; when ctx ends first it returns ErrBusy (wrapping ctx's error).
+// waits; when ctx ends first it returns ErrBusy (wrapping ctx's error),
+// and so it does, taking nothing, when ctx has ended before the call.
 // It also waits for the device to recover from the last acquisition (see
 // CancelPendingIO) and, if that recovery failed, resynchronizes the device
 // first: a device that does not answer fails the Lock with
@@ -599,6 +600,11 @@ func (d *Driver) Lock(ctx context.Context) error {
 	}
 	if ctx == nil {
 		return errInvalidArg.Wrap(errors.New("nil context"))
+	}
+	if err := ctx.Err(); err != nil {
+		// A context that has already ended starts nothing: not even the
+		// lock of an idle device (and its resynchronization, checkDevice).
+		return ErrBusy.Wrap(err)
 	}
 	for {
 		s, changed := d.m.Watch()
