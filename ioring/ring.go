@@ -1696,22 +1696,27 @@ func (r *Ring) cancelRequests(f uint32, reqs ...Request) (int, error) {
 			return n, nil
 		}
 	}
-	return r.cancelRest(f, n, reqs)
+	return r.cancelRest(f, n, reqs, false)
 }
 
 // cancelRest is the rest of cancelRequests (and of Token.cancel) when
 // reqs, the requests cancelPlains left (all of them without it), is not
-// empty: n were canceled before it. The hooks are set up only here, where
-// there may be some: a hookSet is 144 bytes to clear, and running an empty
-// one is a call more (together about 90 instructions of a lone cancel).
-// r.sqMu held; it releases it.
-func (r *Ring) cancelRest(f uint32, n int, reqs []Request) (int, error) {
+// empty: n were canceled before it. It runs the foreign ones' cancel hooks
+// once r.sqMu is released, in the order of reqs, or the opposite order
+// with reverse. The hooks are set up only here, where there may be some: a
+// hookSet is 144 bytes to clear, and running an empty one is a call more
+// (together about 90 instructions of a lone cancel). r.sqMu held; it
+// releases it.
+func (r *Ring) cancelRest(f uint32, n int, reqs []Request, reverse bool) (int, error) {
 	var hooks hookSet
 	m, kick := r.cancelLocked(f, reqs, &hooks)
 	r.be.flush()
 	r.unlockSQ()
 	if kick {
 		r.kick()
+	}
+	if reverse {
+		hooks.reverse()
 	}
 	return n + m, hooks.run(nil)
 }

@@ -81,36 +81,20 @@ func (t *Token) cancel(f uint32) error {
 		}
 	}
 	t.mu.Unlock()
-	rest := reqs
+	r.cancelReqs = reqs[:0] // reqs stays valid: nobody appends to it while r.sqMu is held
 	if b := r.plainBe; b != nil {
-		_, rest = b.cancelPlains(f, reqs) // most of them, or all (cancelRequests)
-		if len(rest) == 0 {
-			r.cancelReqs = reqs[:0]
+		_, reqs = b.cancelPlains(f, reqs) // most of them, or all (cancelRequests)
+		if len(reqs) == 0 {
 			b.flush()
 			r.unlockSQ()
 			return nil
 		}
 	}
-	return r.cancelMembers(f, reqs, rest)
-}
-
-// cancelMembers is Token.cancel's cancelRest: it cancels rest, the end of
-// reqs (r.cancelReqs) that cancelPlains left, and runs the foreign ones'
-// hooks, oldest first. r.sqMu held; it releases it.
-func (r *Ring) cancelMembers(f uint32, reqs, rest []Request) error {
-	var hooks hookSet
-	_, kick := r.cancelLocked(f, rest, &hooks)
-	r.cancelReqs = reqs[:0]
-	r.be.flush()
-	r.unlockSQ()
-	if kick {
-		r.kick()
-	}
 	// Members are listed newest first; the oldest is the likeliest to be
 	// in progress (a USB transfer on the bus while later ones wait), and
-	// its cancel the slowest: start it first.
-	hooks.reverse()
-	return hooks.run(nil)
+	// its cancel the slowest: its hook runs first.
+	_, err := r.cancelRest(f, 0, reqs, true)
+	return err
 }
 
 // Bind cancels t when ctx ends. Calling stop detaches it (see
