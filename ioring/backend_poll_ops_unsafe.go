@@ -83,7 +83,9 @@ func sysPath(s *slot) int32 {
 		var e unix.Errno
 		dirfd := uintptr(int(s.fd)) // AT_FDCWD sign-extends as the kernel's int wants
 		if s.code == OpOpenAt {
-			r1, _, e = unix.Syscall6(unix.SYS_OPENAT, dirfd, uintptr(unsafe.Pointer(&s.buf[0])), uintptr(s.events), uintptr(s.off), 0, 0)
+			// O_LARGEFILE as io_uring's openat (and os.Open) add it: on
+			// 32-bit platforms a file past 2 GiB opens, and grows past it.
+			r1, _, e = unix.Syscall6(unix.SYS_OPENAT, dirfd, uintptr(unsafe.Pointer(&s.buf[0])), uintptr(s.events|unix.O_LARGEFILE), uintptr(s.off), 0, 0)
 		} else {
 			r1, _, e = unix.Syscall6(unix.SYS_STATX, dirfd, uintptr(unsafe.Pointer(&s.bufs[0][0])), uintptr(s.events), uintptr(s.off), uintptr(unsafe.Pointer(&s.bufs[1][0])), 0)
 		}

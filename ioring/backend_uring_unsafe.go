@@ -420,12 +420,14 @@ func (b *uringBackend) submitPlains(ops []Op, reqs []Request) (int, error) {
 		case stop == fillNotFast:
 			b.unwind(reqs[:i])
 			return 0, errNotFast
-		case stop == fillNoSlot || i == len(ops):
+		case i == len(ops):
 			return i, nil
+		case stop == fillNoSlot:
+			return b.outOfSlots(ops, reqs, i, unchecked)
 		case stop == fillCall:
 			// ops[i] is admitted, and there is room for its SQE.
 			if !b.plainCall(&ops[i], &reqs[i], false) {
-				return i, nil
+				return b.outOfSlots(ops, reqs, i, unchecked)
 			}
 			i++
 		}
@@ -470,6 +472,22 @@ func (b *uringBackend) startOne(op *Op, req *Request, awaited bool) bool {
 	// As unlockSQ: an entry deferred while the lock was held.
 	r.submitDeferred()
 	return true
+}
+
+// outOfSlots ends submitPlains when the slots ran out at ops[i], which
+// was admitted: the batch goes in as far as it did (the caller reports
+// ErrFull) only when every op after it is admitted too. Bad input is
+// reported, not the slots, and nothing is submitted: when an op not yet
+// checked is not admitted, the batch is taken back (errNotFast) for the
+// general path, which checks every op first.
+func (b *uringBackend) outOfSlots(ops []Op, reqs []Request, i, unchecked int) (int, error) {
+	for j := max(i+1, unchecked); j < len(ops); j++ {
+		if !ops[j].checkedPlain(b.r) {
+			b.unwind(reqs[:i])
+			return 0, errNotFast
+		}
+	}
+	return i, nil
 }
 
 // fillStop is why fillPlains stopped.
@@ -1199,13 +1217,17 @@ func (b *uringBackend) handle(ud uint64, res int32, cflags uint32) {
 	// once they would have run: nothing was transferred. In Go any thread
 	// may submit, so such a request, which nobody canceled, is submitted
 	// again from a live thread (runDeferred), bounded by maxRetries.
+	// A cancel that follows the exit of the thread that submitted the
+	// request again last is that exit's for sure, and is not counted.
 	f := s.flags.Load()
+	exited := false
 	switch {
 	case kind == kindReq:
 		s.res = res
-		if (res == -int32(unix.ECANCELED) || res == -int32(unix.EINTR)) &&
-			f&(flCancelReq|flTimedOut) == 0 && s.retries < maxRetries {
-			s.flags.Or(flRetry)
+		if (res == -int32(unix.ECANCELED) || res == -int32(unix.EINTR)) && f&(flCancelReq|flTimedOut) == 0 {
+			if exited = s.retryTID != 0 && threadGone(s.retryTID); exited || s.retries < maxRetries {
+				s.flags.Or(flRetry)
+			}
 		}
 	case res == -int32(unix.ETIME):
 		s.flags.Or(flTimedOut)
@@ -1224,7 +1246,9 @@ func (b *uringBackend) handle(ud uint64, res int32, cflags uint32) {
 	}
 	if f := s.flags.Load(); f&flRetry != 0 {
 		if f&(flCancelReq|flTimedOut) == 0 {
-			s.retries++
+			if !exited || s.retries == 0 {
+				s.retries++ // at least 1: runDeferred records the thread
+			}
 			s.flags.Or(flHeld)
 			b.r.pushDeferred(kindReq, key)
 			return

@@ -128,6 +128,9 @@ func (f *File) ReadAt(p []byte, off int64) (int, error) {
 	if off < 0 {
 		return 0, &os.PathError{Op: "readat", Path: f.name, Err: errors.New("negative offset")}
 	}
+	if len(p) == 0 { // as Read: no request, but a closed File still says so
+		return 0, f.check("readat")
+	}
 	n := 0
 	for n < len(p) {
 		m, err := f.do(context.Background(), "readat", &f.rd, Read(f.fd, p[n:], off+int64(n)))
@@ -178,6 +181,9 @@ func (f *File) WriteAt(p []byte, off int64) (int, error) {
 	}
 	if off < 0 {
 		return 0, &os.PathError{Op: "writeat", Path: f.name, Err: errors.New("negative offset")}
+	}
+	if len(p) == 0 { // as Read: no request, but a closed File still says so
+		return 0, f.check("writeat")
 	}
 	n := 0
 	for n < len(p) {

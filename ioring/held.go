@@ -135,6 +135,11 @@ func (r *Ring) runDeferred(kind, key uint64) bool {
 		s.timerDL = true
 		r.armTimer(s, key, left)
 	}
+	if s.retries > 0 {
+		// Submitted again: the thread that enters it next is, as a
+		// rule, this one (unlockSQ drains, then enters).
+		s.retryTID = threadID()
+	}
 	if err := r.be.submit(idx, s); err != nil {
 		s.flags.Or(flNopped)
 		r.complete(idx, -int32(eInval))

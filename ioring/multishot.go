@@ -87,6 +87,9 @@ func (r *Ring) fillMulti(s *slot, br *BufRing) {
 
 // shotResult turns a CQE's result and flags into a completion's fields.
 func (s *slot) shotResult(res int32, cflags uint32) shot {
+	if s.code == OpPollMultishot {
+		res = pollResult(res, s.events)
+	}
 	sh := shot{n: int(res)}
 	if res < 0 {
 		sh.n = 0

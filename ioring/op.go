@@ -231,7 +231,8 @@ func Writev(fd int, bufs [][]byte, off int64) Op {
 }
 
 // Poll waits until fd has one of events (unix.POLLIN, POLLOUT...) and
-// completes with the events that are ready.
+// completes with the events that are ready: among events, plus POLLERR and
+// POLLHUP, which are reported whether asked for or not (as poll(2) does).
 func Poll(fd int, events uint32) Op {
 	return Op{code: OpPoll, fd: fd, events: events}
 }
@@ -410,6 +411,17 @@ func (o *Op) check(r *Ring) error {
 }
 
 // badOp returns the error of bad input to operation d.
+// recheck repeats, r.sqMu held, the part of check that another goroutine
+// can undo between check and the lock: a BufRing's Close (which takes
+// r.sqMu). Without it a receive could go in flight on a BufRing that was
+// closed meanwhile, whose buffer group the next NewBufRing reuses.
+func (o *Op) recheck() error {
+	if br, ok := o.arg.(*BufRing); ok && br != nil && br.isClosed() {
+		return badOp(o.code.desc(), "closed BufRing")
+	}
+	return nil
+}
+
 func badOp(d *opDesc, format string, args ...any) error {
 	return &OpError{Op: d.name, Err: fmt.Errorf("%w: "+format, append([]any{ErrInvalid}, args...)...)}
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -125,7 +126,9 @@ const (
 
 // maxRetries bounds how often a request the kernel canceled unasked (its
 // submitting thread exited) is submitted again, in case a file reports
-// ECANCELED itself.
+// ECANCELED itself. A cancel that follows the exit of the thread that
+// submitted it again does not count (slot.retryTID): a request that
+// outlives any number of threads keeps going.
 const maxRetries = 8
 
 // slot is one request's state. The submitter fills it and publishes it with
@@ -210,10 +213,14 @@ type slotFields struct {
 	start   time.Duration // since epoch, at submission, for requests with a deadline
 	panicE  *HookPanicError
 	iov     []iovec
-	ms      *multiShot    // a multishot request's undelivered completions (multishot.go), kept for reuse
-	cflags  uint32        // the final CQE's flags, for a multishot request
-	ts      [2]timespec   // OpTimeout's duration, the linked timeout's
-	wake    chan struct{} // cap 1: completion of an awaited request
+	ms      *multiShot // a multishot request's undelivered completions (multishot.go), kept for reuse
+	cflags  uint32     // the final CQE's flags, for a multishot request
+	// retryTID is the thread that handed the request to the kernel again
+	// last (runDeferred), 0 before any retry: an unasked cancel after that
+	// thread exited is its exit's, and does not count in retries.
+	retryTID int32
+	ts       [2]timespec   // OpTimeout's duration, the linked timeout's
+	wake     chan struct{} // cap 1: completion of an awaited request
 }
 
 // keyState returns the slot's current key and state.
@@ -302,6 +309,11 @@ type Ring struct {
 	beDead     bool      // guarded by sqMu: the backend is closed
 	cancelReqs []Request // guarded by sqMu: scratch for Token.Cancel
 	inflight   atomic.Int64
+	// batchSeq is odd while a SubmitBatch has counted in flight ops that
+	// may not go in (from its up-front count to its correction): InFlight
+	// and Stats read inflight between two batches (inFlight). Written
+	// (release) under sqMu only.
+	batchSeq   uint32
 	foreign    atomic.Int64 // in-flight foreign requests
 	reaping    atomic.Int32 // goroutines blocked in be.reap(wait)
 	direct     []Completion // guarded by reapMu: the reaping consumer's free room
@@ -458,7 +470,29 @@ func (r *Ring) InFlight() int {
 	if r == nil {
 		return 0
 	}
-	return int(r.inflight.Load())
+	return int(r.inFlight())
+}
+
+// batchBegin and batchEnd bracket a batch's count of ops in flight that
+// may not go in (see batchSeq): a plain store each, on x86 a MOV, ordered
+// around the atomic adds of inflight they bracket. r.sqMu held; no user
+// code runs between them (hooks run outside the ring's locks).
+func (r *Ring) batchBegin() { release.Uint32(&r.batchSeq, r.batchSeq+1) }
+func (r *Ring) batchEnd()   { release.Uint32(&r.batchSeq, r.batchSeq+1) }
+
+// inFlight returns r.inflight as it is outside a batch's submission:
+// never more than the requests accepted and not yet delivered (a batch
+// counts all its ops before it knows how many fit).
+func (r *Ring) inFlight() int64 {
+	for {
+		if seq := atomic.LoadUint32(&r.batchSeq); seq&1 == 0 {
+			n := r.inflight.Load()
+			if atomic.LoadUint32(&r.batchSeq) == seq {
+				return n
+			}
+		}
+		runtime.Gosched() // a batch is being submitted: it ends shortly
+	}
 }
 
 // alloc takes a free slot and returns its index, its address (nil when
@@ -569,6 +603,9 @@ func (s *slot) fillPlain(op *Op, awaited bool) {
 	s.fillKind(op.code == OpForeign, awaited)
 	s.fillOp(op)
 	s.fillReset()
+	if op.code == OpPoll {
+		s.cold = true // finishCold masks its result (pollResult)
+	}
 	if awaited {
 		s.drainWake()
 	}
@@ -622,7 +659,7 @@ func (s *slot) fillReset() {
 // does not write, but for its flags (clearFlags); the io_uring backend's
 // plain submissions call it beside slot.dirty. r.sqMu held.
 func (s *slot) resetFields() {
-	s.linked, s.timerDL, s.multi, s.retries = false, false, false, 0
+	s.linked, s.timerDL, s.multi, s.retries, s.retryTID = false, false, false, 0, 0
 	s.res = 0
 }
 
@@ -673,6 +710,12 @@ func (r *Ring) submitOne(op *Op, awaited bool) (Request, error) {
 	if r.closed.Load() {
 		r.sqMu.Unlock()
 		return Request{}, &OpError{Op: op.code.String(), Err: ErrClosed}
+	}
+	if op.arg != nil {
+		if err := op.recheck(); err != nil {
+			r.sqMu.Unlock()
+			return Request{}, err
+		}
 	}
 	if fast {
 		var req Request
@@ -744,6 +787,7 @@ func (r *Ring) SubmitBatch(ops []Op, reqs []Request) (int, error) {
 		}
 		// The batch is counted in flight with one atomic add, before any
 		// of it can complete; what does not go in is counted out again.
+		r.batchBegin()
 		r.inflight.Add(int64(len(ops)))
 		done, err := r.plainBe.submitPlains(ops, reqs)
 		if err != errNotFast {
@@ -752,6 +796,7 @@ func (r *Ring) SubmitBatch(ops []Op, reqs []Request) (int, error) {
 		// Counted in, never started (as in endBatch): a reaper that saw
 		// the count meanwhile may be waiting for them.
 		r.inflight.Add(-int64(len(ops)))
+		r.batchEnd()
 		r.unlockSQ()
 		r.kick()
 	}
@@ -768,6 +813,16 @@ func (r *Ring) SubmitBatch(ops []Op, reqs []Request) (int, error) {
 		r.sqMu.Unlock()
 		return 0, &OpError{Op: "submit", Err: ErrClosed}
 	}
+	for i := range ops {
+		if ops[i].arg == nil {
+			continue
+		}
+		if err := ops[i].recheck(); err != nil {
+			r.sqMu.Unlock()
+			return 0, fmt.Errorf("op %d: %w", i, err)
+		}
+	}
+	r.batchBegin()
 	r.inflight.Add(int64(len(ops)))
 	var err error
 	kicked := false
@@ -893,6 +948,7 @@ func (r *Ring) endBatch(n, done int, kicked bool, err error) (int, error) {
 		r.inflight.Add(int64(done - n))
 		kicked = true
 	}
+	r.batchEnd()
 	r.flushLocked()
 	r.unlockSQ()
 	if kicked {
@@ -1105,6 +1161,9 @@ func (r *Ring) finishCold(idx uint32, s *slot, inline bool) (delivered bool, nex
 	if s.code == OpForeign {
 		s.fref.Store(nil)
 		r.foreign.Add(-1)
+	}
+	if s.code == OpPoll {
+		s.res = pollResult(s.res, s.events)
 	}
 	if s.inOrd {
 		// Done: it leaves its stream. When it was the head, the next

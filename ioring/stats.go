@@ -50,6 +50,7 @@ type Stats struct {
 type ringStats struct {
 	canceled  atomic.Uint64
 	timedOut  atomic.Uint64
+	completed atomic.Uint64 // the highest Stats.Completed reported
 	fallbacks [numOps]atomic.Uint64
 	// cqOverflows is the kernel's count as last read (Close unmaps it).
 	cqOverflows atomic.Uint64
@@ -93,14 +94,27 @@ func (r *Ring) Stats() Stats {
 		TimedOut: r.stats.timedOut.Load(),
 	}
 	// Every accepted request took a slot with a new generation: their sum
-	// is the number accepted, with no counter on the submit path.
-	inflight := r.inflight.Load()
+	// is the number accepted, with no counter on the submit path. It is
+	// summed before the count in flight is read, so that Completed never
+	// counts a request not yet delivered (one accepted meanwhile counts
+	// in flight, not in Submitted); and as a count since New it never goes
+	// below what an earlier call reported (one accepted during the sum
+	// may make it lag).
 	for i := range r.slots {
 		st.Submitted += r.slots[i].key() >> idxBits
 	}
-	st.InFlight = int(max(inflight, 0))
+	st.InFlight = int(max(r.inFlight(), 0))
 	if st.Submitted >= uint64(st.InFlight) {
 		st.Completed = st.Submitted - uint64(st.InFlight)
+	}
+	for last := r.stats.completed.Load(); ; last = r.stats.completed.Load() {
+		if st.Completed <= last {
+			st.Completed = last
+			break
+		}
+		if r.stats.completed.CompareAndSwap(last, st.Completed) {
+			break
+		}
 	}
 	r.backendStats(&st)
 	if r.info.Backend == BackendPoll {

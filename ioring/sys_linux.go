@@ -24,3 +24,23 @@ const (
 	errBusy    = unix.EBUSY     // a BufRing in use, files registered already
 	errNoFiles = unix.ENXIO     // no files registered
 )
+
+// pollResult is the events a poll completes with, from its result res: the
+// ones asked for (events) plus POLLERR and POLLHUP, as poll(2) and the poll
+// backend report them. io_uring arms every poll for POLLRDHUP and POLLNVAL
+// as well and reports them unasked. An errno (res < 0) is kept.
+func pollResult(res int32, events uint32) int32 {
+	if res <= 0 {
+		return res
+	}
+	return res & int32(events&pollableMask|unix.POLLERR|unix.POLLHUP)
+}
+
+// pid is this process's id, for threadGone.
+var pid = unix.Getpid()
+
+// threadID returns the id of the calling goroutine's thread of the moment.
+func threadID() int32 { return int32(unix.Gettid()) }
+
+// threadGone reports whether this process's thread tid has exited.
+func threadGone(tid int32) bool { return unix.Tgkill(pid, int(tid), 0) == unix.ESRCH }

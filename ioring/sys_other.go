@@ -35,3 +35,9 @@ const (
 	// only needs to be an errno the ring never receives.
 	eTime sysErrno = 1<<31 - 1
 )
+
+// pollResult is res: no backend polls here.
+func pollResult(res int32, _ uint32) int32 { return res }
+
+// threadID returns 0: no backend retries here.
+func threadID() int32 { return 0 }
