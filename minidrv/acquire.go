@@ -106,13 +106,16 @@ func ChunkSize(p Properties) int {
 // A cancel (progress, CancelPendingIO, EventCancelIO, or ctx ending) stops
 // every transfer at once; once each of them has delivered its completion
 // the driver is Locked again, and the acquisition returns an error for
-// which errors.Is(err, ErrCanceled) holds (HResult: S_FALSE). The sink
-// then holds whole chunks only, and no chunk arrives after the cancel. A
-// cancel that comes after the last chunk was written loses the race: the
-// acquisition succeeds. The device's recovery (abort of the job, flush of
-// its IN pipe, reset and resynchronization if it does not answer) runs
-// after the return, in the background; the next Lock or acquisition waits
-// for it.
+// which errors.Is(err, ErrCanceled) holds (HResult: S_FALSE). When ctx
+// ended it, the error also wraps ctx's error, and ioring.ErrTimeout for a
+// deadline (ioring.ErrCanceled otherwise), as a request of the ring its
+// context ends does; a ctx that has already ended starts nothing and
+// fails the same way. The sink then holds whole chunks only, and no chunk
+// arrives after the cancel. A cancel that comes after the last chunk was
+// written loses the race: the acquisition succeeds. The device's recovery
+// (abort of the job, flush of its IN pipe, reset and resynchronization if
+// it does not answer) runs after the return, in the background; the next
+// Lock or acquisition waits for it.
 //
 // Other errors: the state's refusals (ErrNotLocked, ErrBusy, ErrOffline,
 // ErrNotInitialized), properties ScanParams refuses (which Write never
@@ -143,16 +146,16 @@ func (d *Driver) AcquireItemData(ctx context.Context, item *Item, sink io.Writer
 	if _, _, err := Transition(d.m.State(), Acquire); err != nil {
 		return err
 	}
-	if ctx.Err() != nil {
+	if err := ctx.Err(); err != nil {
 		// A context that has already ended starts nothing: the watch
 		// below (context.AfterFunc) runs its cancel on a goroutine of its
 		// own, which this one could outrun to the start command.
-		return errCanceledIO
+		return ctxCanceled(err)
 	}
 	if err := d.lockDevice(ctx); err != nil {
 		return err
 	}
-	a, err := d.newAcquisition(sink, progress)
+	a, err := d.newAcquisition(ctx, sink, progress)
 	if err != nil {
 		// Nothing started: the driver stays Locked.
 		d.unlockIO()
@@ -182,10 +185,11 @@ func (d *Driver) AcquireItemData(ctx context.Context, item *Item, sink io.Writer
 	return nil
 }
 
-// newAcquisition makes the acquisition of the properties in force and
-// makes it the current one, or returns ScanParams' refusal of them (which
-// Write's validation makes unreachable) and changes nothing. ioSem held.
-func (d *Driver) newAcquisition(sink io.Writer, progress func(Progress) bool) (*acquisition, error) {
+// newAcquisition makes the acquisition of the properties in force, which
+// ctx's end cancels (ctxCancel), and makes it the current one, or returns
+// ScanParams' refusal of them (which Write's validation makes unreachable)
+// and changes nothing. ioSem held.
+func (d *Driver) newAcquisition(ctx context.Context, sink io.Writer, progress func(Progress) bool) (*acquisition, error) {
 	a := &acquisition{
 		d:        d,
 		tok:      d.cfg.Ring.NewToken(),
@@ -194,7 +198,7 @@ func (d *Driver) newAcquisition(sink io.Writer, progress func(Progress) bool) (*
 		stopped:  make(chan struct{}),
 		unwound:  make(chan struct{}),
 	}
-	a.ctxCancel = func() { a.stop(causeCanceled, nil) }
+	a.ctxCancel = func() { a.stop(causeCanceled, ctxCanceled(ctx.Err())) }
 	d.mu.Lock()
 	params, err := ScanParams(d.props, d.scans)
 	if err != nil {
@@ -227,8 +231,21 @@ func (d *Driver) endAcquisition(a *acquisition, complete bool) {
 }
 
 // errCanceledIO is the result of a canceled acquisition, made once so that
-// the cancel path does not allocate.
+// the cancel path does not allocate. An acquisition its context ended
+// returns ctxCanceled's error instead.
 var errCanceledIO = ErrCanceled.Wrap(ioring.ErrCanceled)
+
+// ctxCanceled is the result of an acquisition that the end of its context
+// canceled, or did not start, err being the context's error: ErrCanceled
+// (S_FALSE) wrapping ioring.ErrTimeout for a deadline (ioring.ErrCanceled
+// otherwise) and err, so that errors.Is finds each of them, as it does in
+// the error of a ring request its context ends (docs/contract.md).
+func ctxCanceled(err error) error {
+	if errors.Is(err, context.DeadlineExceeded) {
+		return ErrCanceled.Wrap(fmt.Errorf("%w: %w", ioring.ErrTimeout, err))
+	}
+	return ErrCanceled.Wrap(fmt.Errorf("%w: %w", ioring.ErrCanceled, err))
+}
 
 // errUnexpectedData is the cause of a device that sent what was not asked
 // for.
@@ -259,7 +276,7 @@ type acquisition struct {
 	tok       *ioring.Token // covers every transfer of the acquisition
 	sink      io.Writer
 	progress  func(Progress) bool
-	ctxCancel func() // stop(causeCanceled, nil), for context.AfterFunc
+	ctxCancel func() // stop(causeCanceled, ctxCanceled(ctx.Err())), for context.AfterFunc
 
 	// Set before it starts, read-only after.
 	p       Properties
@@ -277,7 +294,7 @@ type acquisition struct {
 	halted  bool   // stop was called, or the acquisition completed; guarded by mu
 	pending int    // I/O started whose completion was not delivered yet; guarded by mu
 	why     cause  // written with halted; read after stopped or unwound is closed
-	err     error  // the error of causeOffline and causeFailed; as why
+	err     error  // the error of causeOffline and causeFailed, and of ctx's cancel; as why
 	recover bool   // the transition that ended the transfer was ActionRecover; written before unwound is closed
 	started bool   // a job may have started on the device; the acquiring goroutine's
 	pump    pump   // the acquiring goroutine's
@@ -532,7 +549,7 @@ func (a *acquisition) result(complete bool) error {
 	a.stop(causeFailed, nil) // no-op unless the stream ended without a cause
 	<-a.unwound
 	switch {
-	case a.why == causeCanceled:
+	case a.why == causeCanceled && a.err == nil: // not the context's cancel
 		return errCanceledIO
 	case a.err != nil:
 		return a.err

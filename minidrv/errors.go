@@ -162,10 +162,12 @@ var (
 	ErrInvalidState = &Error{HResult: HResultUnexpected, Name: "E_UNEXPECTED", Msg: "invalid state"}
 
 	// ErrCanceled (S_FALSE) is the outcome of an acquisition stopped by
-	// CancelPendingIO, by EventCancelIO or by the progress callback. As in
-	// WIA it is an outcome, not a failure: HResult maps it to S_FALSE. Wrap
-	// the transport's own cancel error (ioring.ErrCanceled) as its cause so
-	// that both errors.Is tests hold.
+	// CancelPendingIO, by EventCancelIO, by the progress callback or by the
+	// end of its context. As in WIA it is an outcome, not a failure:
+	// HResult maps it to S_FALSE. Wrap the transport's own cancel error
+	// (ioring.ErrCanceled) as its cause so that both errors.Is tests hold;
+	// a context's end wraps ioring.ErrTimeout for a deadline instead (a
+	// kind of ioring.ErrCanceled), and the context's own error.
 	ErrCanceled = &Error{HResult: HResultFalse, Name: "S_FALSE", Msg: "operation canceled"}
 )
 
