@@ -457,7 +457,9 @@ func (r *Ring) Entries() int {
 // InFlight returns the number of requests accepted whose completions the
 // ring has not yet taken in: in the kernel, waiting their turn, or finished
 // by the kernel but not yet reaped from its completion ring. Completions
-// taken in and waiting for Reap or Request.Wait are not counted.
+// taken in and waiting for Reap or Request.Wait are not counted. It is
+// never more than Entries: a batch being submitted counts only once it
+// knows how many of its ops went in.
 //
 // The goroutine that takes a completion in counts it out just after it has
 // made it available, so that whoever sees the count drop finds the

@@ -15,7 +15,9 @@ type Stats struct {
 	// was canceled.
 	Submitted uint64
 	// Completed counts the accepted requests that have completed (their
-	// completions delivered or waiting to be): Submitted - InFlight.
+	// completions delivered or waiting to be): Submitted - InFlight. It
+	// never decreases from one snapshot to the next, and never counts a
+	// request that is still in flight.
 	Completed uint64
 	// Canceled counts the completions delivered with ErrCanceled (by a
 	// cancel, a token, a context or Close); TimedOut those delivered with
