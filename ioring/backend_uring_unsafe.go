@@ -457,7 +457,7 @@ func (b *uringBackend) startOne(op *Op, req *Request, awaited bool) bool {
 	if r.def.n.Load() > 0 || b.ring.SQFree() == 0 || !b.plainCall(op, req, awaited) {
 		return false
 	}
-	r.inflight.Add(1) // before the request can complete
+	r.addStarted(1) // before the request can complete
 	b.ring.Publish()
 	b.tickets++ // as enterTicket: the SQE is published and not consumed
 	r.sqMu.Unlock()

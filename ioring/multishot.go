@@ -151,7 +151,7 @@ func (r *Ring) queueIdx(idx uint32) {
 }
 
 // finishMulti records the final completion of multishot slot idx after its
-// others and counts the request out of r.inflight (finish, by way of
+// others and counts the request out of flight (finish, by way of
 // finishCold). The slot stays stActive until takeShot delivers it.
 func (r *Ring) finishMulti(idx uint32, s *slot) {
 	ms := s.ms
@@ -184,7 +184,7 @@ func (r *Ring) finishMulti(idx uint32, s *slot) {
 	if push {
 		r.queueIdx(idx)
 	}
-	r.inflight.Add(-1)
+	r.ended.Add(1)
 	r.noteDrain()
 }
 
