@@ -30,7 +30,9 @@ func (*uringBackend) submitPlain(uint32, *slot, uint64) error { return errNoBack
 
 func (*uringBackend) submitPlains([]Op, []Request) (int, error) { return 0, errNoBackend }
 
-func (*uringBackend) startOne(*Op, *Request, bool) bool { return false }
+func (*uringBackend) startOne(*Op, *Request, bool, bool) (bool, bool) { return false, false }
+
+func (*uringBackend) exitOwed(bool) {}
 
 func (*uringBackend) flush() error { return errNoBackend }
 

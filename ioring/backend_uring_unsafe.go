@@ -13,6 +13,7 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/cancelio/cancelio/internal/release"
 	"github.com/cancelio/cancelio/internal/uring"
 	"golang.org/x/sys/unix"
 )
@@ -71,9 +72,12 @@ type uringBackend struct {
 	// they read: close waits until every enter let out has finished. An
 	// enter is let out under sqMu (tickets, refused once Ring.beDead is
 	// set), and counts itself out with one atomic add (exits): a lock-free
-	// enter costs one atomic operation, where a read lock cost two.
+	// enter costs one atomic operation, where a read lock cost two; or, on
+	// SubmitAndReap's path, with a plain store under Ring.reapMu (exitsR,
+	// see startOne).
 	tickets uint64 // guarded by Ring.sqMu
 	exits   atomic.Uint64
+	exitsR  atomic.Uint64 // more exits, written (release) under Ring.reapMu only (exitOwed)
 	// The system calls of enters that uring.Ring does not count, for
 	// Stats.KernelEnters: one per exit, minus the exits that found nothing
 	// to enter, plus the rest (retries, a reaper's enters).
@@ -452,10 +456,15 @@ func (b *uringBackend) submitPlains(ops []Op, reqs []Request) (int, error) {
 // return-address predictions, so each frame the call returns through
 // afterwards costs a mispredicted return (measured on the bare ABI: 8 more
 // frames took a 4 KiB read at queue depth 1 from about 1,060 to 1,130 ns).
-func (b *uringBackend) startOne(op *Op, req *Request, awaited bool) bool {
+//
+// With owe set, an enter that succeeded at once is not counted out
+// (exits): owed reports it, and the caller counts it under r.reapMu, which
+// it takes next anyway (Ring.reapFirst), with a plain store in place of a
+// locked add.
+func (b *uringBackend) startOne(op *Op, req *Request, awaited, owe bool) (started, owed bool) {
 	r := b.r
 	if r.def.n.Load() > 0 || b.ring.SQFree() == 0 || !b.plainCall(op, req, awaited) {
-		return false
+		return false, false
 	}
 	r.addStarted(1) // before the request can complete
 	b.ring.Publish()
@@ -466,12 +475,25 @@ func (b *uringBackend) startOne(op *Op, req *Request, awaited bool) bool {
 		b.enterMore(0, 0) // another enter handed it over already
 	} else if err := b.ring.EnterOnce(n); err != 0 {
 		b.enterMore(1, err)
+	} else if owe {
+		owed = true
 	} else {
 		b.exits.Add(1) // last: close may unmap the ring once it counts this
 	}
 	// As unlockSQ: an entry deferred while the lock was held.
 	r.submitDeferred()
-	return true
+	return true, owed
+}
+
+// exitOwed counts out an enter that startOne left owed: with a plain
+// store when the caller holds r.reapMu (exitsR), else with an atomic add.
+// Close takes r.reapMu before it closes the backend, so it sees either.
+func (b *uringBackend) exitOwed(reapLocked bool) {
+	if reapLocked {
+		release.AtomicUint64(&b.exitsR, b.exitsR.Load()+1)
+		return
+	}
+	b.exits.Add(1)
 }
 
 // outOfSlots ends submitPlains when the slots ran out at ops[i], which
@@ -717,7 +739,7 @@ func (b *uringBackend) enterMore(calls int, err syscall.Errno) {
 // kernelEnters returns how many io_uring_enter calls the ring made.
 func (b *uringBackend) kernelEnters() uint64 {
 	idle := b.idleExits.Load() // before exits: the difference never goes below 0
-	return b.ring.Enters() + b.exits.Load() - idle + b.extraEnter.Load()
+	return b.ring.Enters() + b.exits.Load() + b.exitsR.Load() - idle + b.extraEnter.Load()
 }
 
 // submitNow publishes and enters under r.sqMu, for when the SQ must have
@@ -1366,7 +1388,7 @@ func (b *uringBackend) wake() {
 func (b *uringBackend) close() error {
 	// Ring.beDead is set: no enter is let out any more. Wait for those
 	// that were (each is a system call that does not block).
-	for b.exits.Load() != b.tickets {
+	for b.exits.Load()+b.exitsR.Load() != b.tickets {
 		runtime.Gosched()
 	}
 	if b.evIdle != nil {

@@ -745,7 +745,7 @@ func (r *Ring) submitOne(op *Op, awaited bool) (Request, error) {
 	}
 	if fast {
 		var req Request
-		if r.plainBe.startOne(op, &req, awaited) {
+		if started, _ := r.plainBe.startOne(op, &req, awaited, false); started {
 			r.handOff()
 			return req, nil
 		}
@@ -807,9 +807,11 @@ func (r *Ring) SubmitBatch(ops []Op, reqs []Request) (int, error) {
 			r.sqMu.Unlock()
 			return 0, &OpError{Op: "submit", Err: ErrClosed}
 		}
-		if len(ops) == 1 && r.plainBe.startOne(&ops[0], &reqs[0], false) {
-			r.handOff()
-			return 1, nil
+		if len(ops) == 1 {
+			if started, _ := r.plainBe.startOne(&ops[0], &reqs[0], false, false); started {
+				r.handOff()
+				return 1, nil
+			}
 		}
 		// The batch is counted in flight with one atomic add, before any
 		// of it can complete; what does not go in is counted out again.
@@ -901,13 +903,17 @@ func (r *Ring) SubmitAndReap(ops []Op, reqs []Request, dst []Completion, timeout
 	}
 	if b := r.plainBe; b != nil && len(ops) == 1 && len(reqs) > 0 && ops[0].checkedPlain(r) {
 		r.sqMu.Lock()
-		if r.closed.Load() || !b.startOne(&ops[0], &reqs[0], false) {
+		started, owed := false, false
+		if !r.closed.Load() {
+			started, owed = b.startOne(&ops[0], &reqs[0], false, true)
+		}
+		if !started {
 			r.unlockSQ() // SubmitBatch reports why, or takes the general path
 		} else {
 			// The rest of Reap: it would look at the queue and make this
 			// first step again; reapWait looks at the queue first, and
 			// the step was just made.
-			n, err := r.reapFirst(dst)
+			n, err := r.reapFirst(dst, owed)
 			if n == 0 && err == nil {
 				n, err = r.reapWait(dst, timeout)
 			}
@@ -1456,7 +1462,7 @@ func (r *Ring) Reap(dst []Completion, timeout time.Duration) (int, error) {
 			return n, nil
 		}
 	}
-	if n, err := r.reapFirst(dst); n > 0 || err != nil {
+	if n, err := r.reapFirst(dst, false); n > 0 || err != nil {
 		r.handOff()
 		return n, err
 	}
@@ -1469,9 +1475,18 @@ func (r *Ring) Reap(dst []Completion, timeout time.Duration) (int, error) {
 // when no other goroutine holds the reaper role and no completion is
 // queued, it delivers what the backend has ready straight into dst, the
 // io_uring backend's without reapLocked's set-up for a wait.
-func (r *Ring) reapFirst(dst []Completion) (int, error) {
+//
+// owed is startOne's: an enter to count out (exitOwed), which it does
+// under r.reapMu when it takes it.
+func (r *Ring) reapFirst(dst []Completion, owed bool) (int, error) {
 	if !r.reapMu.TryLock() {
+		if owed {
+			r.plainBe.exitOwed(false)
+		}
 		return 0, nil
+	}
+	if owed {
+		r.plainBe.exitOwed(true)
 	}
 	var n int
 	var err error
