@@ -385,7 +385,9 @@ func (b *pollBackend) start(idx uint32) {
 	case OpFsync:
 		p.act = paWork
 	case OpPoll:
-		p.want = s.events & pollableMask
+		// POLLERR and POLLHUP always: a poll for events poll(2) does not
+		// know still ends with them, as on io_uring.
+		p.want = s.events&pollableMask | epollAlways
 		if res := pollNow(s.fd, p.want); res != 0 {
 			p.res = res
 			return
@@ -713,7 +715,7 @@ func (b *pollBackend) finish(idx uint32, p *pslot, res int32, out []compl) []com
 // arm makes epoll report the events pfd's waiters want (one shot). b.mu held.
 func (b *pollBackend) arm(pfd *pollFD, out []compl) []compl {
 	if pfd.noEpoll {
-		return out
+		return b.failPolls(pfd, out)
 	}
 	var want uint32
 	for i := pfd.waiters.head; i >= 0; i = b.ps[i].next {
@@ -738,7 +740,8 @@ func (b *pollBackend) arm(pfd *pollFD, out []compl) []compl {
 	case unix.EPERM:
 		// The file has no poll support: it never blocks in poll's sense.
 		// Reads and writes go to the workers; a poll for events such a
-		// file never reports waits until it is canceled, as on io_uring.
+		// file never reports (pollNow took those it reports) fails with
+		// EINVAL, as on io_uring, which has no wait queue to arm it on.
 		pfd.noEpoll = true
 		for i := pfd.waiters.head; i >= 0; {
 			next := b.ps[i].next
@@ -748,8 +751,23 @@ func (b *pollBackend) arm(pfd *pollFD, out []compl) []compl {
 			}
 			i = next
 		}
+		out = b.failPolls(pfd, out)
 	default:
 		out = b.failWaiters(pfd, -errnoOf(err), out)
+	}
+	return out
+}
+
+// failPolls completes the polls waiting on pfd, a file epoll refuses
+// (noEpoll), with EINVAL. b.mu held.
+func (b *pollBackend) failPolls(pfd *pollFD, out []compl) []compl {
+	for i := pfd.waiters.head; i >= 0; {
+		next := b.ps[i].next
+		if b.r.slots[i].code == OpPoll {
+			b.unlink(&pfd.waiters, i)
+			out = b.finish(uint32(i), &b.ps[i], -int32(unix.EINVAL), out)
+		}
+		i = next
 	}
 	return out
 }

@@ -67,8 +67,11 @@ func (b *pollBackend) armMulti(idx uint32, p *pslot, out []compl) []compl {
 		// multishot poll on it at once, with the ready events, as its
 		// final completion (kernel 6.18).
 		ready := p.want & (unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDNORM | unix.EPOLLWRNORM)
-		if b.r.slots[idx].code != OpPollMultishot || ready == 0 {
+		if b.r.slots[idx].code != OpPollMultishot {
 			return b.finish(idx, p, -int32(unix.EPERM), out)
+		}
+		if ready == 0 { // none of the events it reports: as io_uring
+			return b.finish(idx, p, -int32(unix.EINVAL), out)
 		}
 		return b.finish(idx, p, int32(ready), out)
 	default:

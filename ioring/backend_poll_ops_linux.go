@@ -245,6 +245,12 @@ func listening(fd int32) int32 {
 	case err != nil:
 		return -errnoOf(err)
 	case v == 0:
+		// As accept4(2) and io_uring: a socket type without accept
+		// (datagrams) says so; a stream socket not listening, EINVAL.
+		if t, err := unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_TYPE); err == nil &&
+			t != unix.SOCK_STREAM && t != unix.SOCK_SEQPACKET {
+			return -int32(unix.EOPNOTSUPP)
+		}
 		return -int32(unix.EINVAL)
 	}
 	return 0

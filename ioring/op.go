@@ -233,6 +233,7 @@ func Writev(fd int, bufs [][]byte, off int64) Op {
 // Poll waits until fd has one of events (unix.POLLIN, POLLOUT...) and
 // completes with the events that are ready: among events, plus POLLERR and
 // POLLHUP, which are reported whether asked for or not (as poll(2) does).
+// events must name at least one event: 0 is refused with ErrInvalid.
 func Poll(fd int, events uint32) Op {
 	return Op{code: OpPoll, fd: fd, events: events}
 }
