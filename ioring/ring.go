@@ -506,15 +506,17 @@ func (r *Ring) inflightNow() int64 {
 	return int64(r.started.Load() - e)
 }
 
-// inFlight returns inflightNow as it is outside a batch's submission:
-// never more than the requests accepted and not yet delivered (a batch
-// counts all its ops before it knows how many fit).
+// inFlight returns inflightNow as it is outside a batch's submission (a
+// batch counts all its ops before it knows how many fit), and never more
+// than the ring's slots: a request is counted out just after its
+// completion is published (finish), and in that moment its slot may
+// already serve a new request.
 func (r *Ring) inFlight() int64 {
 	for {
 		if seq := atomic.LoadUint32(&r.batchSeq); seq&1 == 0 {
 			n := r.inflightNow()
 			if atomic.LoadUint32(&r.batchSeq) == seq {
-				return n
+				return min(n, int64(len(r.slots)))
 			}
 		}
 		runtime.Gosched() // a batch is being submitted: it ends shortly
@@ -1632,7 +1634,13 @@ func (r *Ring) endDirect() int {
 // reaper, which saves a hand-off per completion.
 func (r *Ring) unlockReap() {
 	r.reapMu.Unlock()
-	if r.parked.Load() > 0 {
+	// The role is handed on only when there is something to reap: with
+	// nothing in the kernel, parked consumers wait for the queue (wakeCh),
+	// and waking one to reap nothing would have it hand the role on in
+	// turn, round and round (a CPU kept busy by idle consumers). A
+	// submitter that puts work in the kernel afterwards hands the role on
+	// itself (handOff: its count is seen by this check or it sees parked).
+	if r.parked.Load() > 0 && r.kernelWork() {
 		select {
 		case r.reaperCh <- struct{}{}:
 		default:
