@@ -33,8 +33,9 @@ const (
 	// one already running delivers its result, and a cancel, a deadline or
 	// Close waits for that (Stats.Fallbacks counts them). Most return
 	// quickly; an OpenAt of a FIFO with no peer, or an accept whose
-	// connection another process took first, waits until the other side
-	// acts. io_uring interrupts them all.
+	// connection another process or request (on a dup of the listener)
+	// took first, waits until the other side acts. io_uring interrupts
+	// them all.
 	BackendPoll
 )
 
