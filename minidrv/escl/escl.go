@@ -397,7 +397,10 @@ func (h *Handler) serveScanJobs(w http.ResponseWriter, r *http.Request) {
 		h.mu.Unlock()
 		h.refuse(w, r, http.StatusServiceUnavailable, "the scanner is shutting down")
 		return
-	case h.active != nil:
+	case h.active != nil && !h.active.state.final():
+		// A job that is over (its page sent whole, say) while its run
+		// winds down does not hold the scanner: ScannerStatus says Idle
+		// already, and the driver's lock below waits for the rest.
 		h.mu.Unlock()
 		w.Header().Set("Retry-After", "5")
 		h.refuse(w, r, http.StatusServiceUnavailable, "the scanner is busy with another job")
@@ -407,21 +410,31 @@ func (h *Handler) serveScanJobs(w http.ResponseWriter, r *http.Request) {
 	h.wg.Add(1)  // before Shutdown can see the job
 	h.mu.Unlock()
 
-	if err := h.lockDriver(r.Context(), j); err != nil {
-		h.mu.Lock()
-		h.active = nil
+	err = h.lockDriver(r.Context(), j)
+	h.mu.Lock()
+	if err == nil && (h.closed || j.cause != CauseNone) {
+		// Shutdown came while the lock was awaited: the job it canceled
+		// never starts.
+		_ = h.d.Unlock()
+		err = errShuttingDown
+	}
+	if err != nil {
+		if h.active == j {
+			h.active = nil
+		}
 		h.mu.Unlock()
 		h.wg.Done()
 		msg := "the scanner is busy: "
-		if !errors.Is(err, minidrv.ErrBusy) {
+		switch {
+		case errors.Is(err, errShuttingDown) || j.cause != CauseNone:
+			msg = "the scanner is shutting down: "
+		case !errors.Is(err, minidrv.ErrBusy):
 			msg = "the scanner is not available: " // offline, removed, suspended
 		}
 		w.Header().Set("Retry-After", "5")
 		h.refuse(w, r, http.StatusServiceUnavailable, msg+err.Error())
 		return
 	}
-
-	h.mu.Lock()
 	h.addJobLocked(j)
 	h.mu.Unlock()
 	go func() {
@@ -435,10 +448,17 @@ func (h *Handler) serveScanJobs(w http.ResponseWriter, r *http.Request) {
 	h.cfg.Log.Info("escl: job created", "job", j.id, "remote", r.RemoteAddr, "settings", fmt.Sprintf("%+v", set))
 }
 
-// lockDriver locks the driver for j and writes its properties.
+// errShuttingDown is the cause of a job Shutdown refused while it waited
+// for the driver.
+var errShuttingDown = errors.New("shutting down")
+
+// lockDriver locks the driver for j and writes its properties. The wait
+// ends with the request, after LockTimeout, or at j's cancel (Shutdown).
 func (h *Handler) lockDriver(ctx context.Context, j *job) error {
 	ctx, cancel := context.WithTimeout(ctx, h.cfg.LockTimeout)
 	defer cancel()
+	stop := context.AfterFunc(j.cancelCtx, cancel)
+	defer stop()
 	if err := h.d.Lock(ctx); err != nil {
 		return err
 	}
