@@ -256,8 +256,10 @@ func TestAdv3ShutdownWithClientsConnected(t *testing.T) {
 	if resp.StatusCode != http.StatusOK {
 		t.Errorf("status finished after Shutdown: %d", resp.StatusCode)
 	}
-	if n := r.dev.acquisitions(); n != 1 {
-		t.Errorf("%d acquisitions, want 1", n)
+	// The slow job's own acquisition may or may not have begun when
+	// Shutdown canceled it; the trickling POST must add none.
+	if n := r.dev.acquisitions(); n > 1 {
+		t.Errorf("%d acquisitions, want at most the slow job's one", n)
 	}
 }
 
