@@ -116,10 +116,17 @@ func FillImage(p ScanParams, off int64, dst []byte) {
 	fillImage(p.Seed, off, dst)
 }
 
-// ExpectedImage returns the whole image of p (nil if p is invalid).
+// MaxExpectedImage is the largest image ExpectedImage returns whole: 1 GiB
+// (a letter page at 1200 dpi in 48-bit color is about 800 MB). Larger
+// valid images are checked piecewise with FillImage.
+const MaxExpectedImage = 1 << 30
+
+// ExpectedImage returns the whole image of p: nil if p is invalid, or if
+// the image is larger than MaxExpectedImage (the protocol allows images
+// of terabytes, which no process holds at once).
 func ExpectedImage(p ScanParams) []byte {
 	n := p.ImageSize()
-	if n == 0 {
+	if n == 0 || n > MaxExpectedImage {
 		return nil
 	}
 	b := make([]byte, n)

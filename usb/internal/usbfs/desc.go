@@ -155,12 +155,20 @@ func ParseDescriptors(b []byte) (DeviceDescriptor, []ConfigDescriptor, error) {
 func parseConfig(b []byte) (ConfigDescriptor, error) {
 	c := ConfigDescriptor{Value: b[5], Name: b[6], Attributes: b[7], MaxPower: b[8]}
 	var alt *InterfaceDescriptor
+	// A setting or an endpoint described twice is kept as first
+	// described, as the kernel does ("duplicate descriptor ... skipping"):
+	// every lookup above then finds the one the kernel uses.
 	flush := func() {
 		if alt == nil {
 			return
 		}
 		for i := range c.Interfaces {
 			if c.Interfaces[i].Number == alt.Number {
+				for _, have := range c.Interfaces[i].AltSettings {
+					if have.Alternate == alt.Alternate {
+						return
+					}
+				}
 				c.Interfaces[i].AltSettings = append(c.Interfaces[i].AltSettings, *alt)
 				return
 			}
@@ -183,7 +191,7 @@ func parseConfig(b []byte) (ConfigDescriptor, error) {
 			if n < epDescLen {
 				return c, fmt.Errorf("endpoint: %w", errShort)
 			}
-			if alt != nil {
+			if alt != nil && !hasEndpoint(alt.Endpoints, b[2]) {
 				alt.Endpoints = append(alt.Endpoints, EndpointDescriptor{
 					Address: b[2], Attributes: b[3], MaxPacketSize: binary.LittleEndian.Uint16(b[4:]), Interval: b[6],
 				})
@@ -193,4 +201,14 @@ func parseConfig(b []byte) (ConfigDescriptor, error) {
 	}
 	flush()
 	return c, nil
+}
+
+// hasEndpoint reports whether eps has an endpoint at address addr.
+func hasEndpoint(eps []EndpointDescriptor, addr uint8) bool {
+	for _, e := range eps {
+		if e.Address == addr {
+			return true
+		}
+	}
+	return false
 }
