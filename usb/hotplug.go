@@ -110,11 +110,13 @@ func parseUevent(msg []byte) (e HotplugEvent, ok bool) {
 	}
 	vid, err1 := strconv.ParseUint(ids[0], 16, 16)
 	pid, err2 := strconv.ParseUint(ids[1], 16, 16)
-	bus, err3 := strconv.Atoi(busnum)
-	addr, err4 := strconv.Atoi(devnum)
+	// BUSNUM and DEVNUM are decimal digits only: strconv.Atoi would take
+	// "-1" and "+2".
+	bus, err3 := strconv.ParseUint(busnum, 10, 16)
+	addr, err4 := strconv.ParseUint(devnum, 10, 16)
 	if err1 != nil || err2 != nil || err3 != nil || err4 != nil {
 		return HotplugEvent{}, false
 	}
-	e.VendorID, e.ProductID, e.Bus, e.Address = uint16(vid), uint16(pid), bus, addr
+	e.VendorID, e.ProductID, e.Bus, e.Address = uint16(vid), uint16(pid), int(bus), int(addr)
 	return e, true
 }

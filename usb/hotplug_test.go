@@ -39,6 +39,10 @@ func TestParseUevent(t *testing.T) {
 			"DEVTYPE=usb_device", "PRODUCT=12345/1/100", "BUSNUM=001", "DEVNUM=002"),
 		"no busnum": uevent("add@"+devpath, "ACTION=add", "DEVPATH="+devpath, "SUBSYSTEM=usb",
 			"DEVTYPE=usb_device", "PRODUCT=1209/1/100", "DEVNUM=002"),
+		"negative busnum": uevent("add@"+devpath, "ACTION=add", "DEVPATH="+devpath, "SUBSYSTEM=usb",
+			"DEVTYPE=usb_device", "PRODUCT=1209/1/100", "BUSNUM=-1", "DEVNUM=002"),
+		"signed devnum": uevent("add@"+devpath, "ACTION=add", "DEVPATH="+devpath, "SUBSYSTEM=usb",
+			"DEVTYPE=usb_device", "PRODUCT=1209/1/100", "BUSNUM=001", "DEVNUM=+2"),
 		"empty": nil,
 	} {
 		_, ok := parseUevent(msg)

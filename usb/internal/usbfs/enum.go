@@ -98,6 +98,13 @@ func list(sysfs, dev string) ([]DeviceInfo, error) {
 	return devs, nil
 }
 
+// sysfsNum parses a bus or device number as sysfs writes it: decimal
+// digits only (strconv.Atoi would take "-1" and "+2"), at most 65535.
+func sysfsNum(s string) (int, error) {
+	n, err := strconv.ParseUint(s, 10, 16)
+	return int(n), err
+}
+
 func sysfsAttr(dir, name string) string {
 	b, _ := os.ReadFile(filepath.Join(dir, name))
 	return strings.TrimSpace(string(b))
@@ -107,10 +114,10 @@ func sysfsAttr(dir, name string) string {
 func readDevice(dir, devRoot string) (DeviceInfo, error) {
 	d := DeviceInfo{SysfsPath: dir}
 	var err error
-	if d.Bus, err = strconv.Atoi(sysfsAttr(dir, "busnum")); err != nil {
+	if d.Bus, err = sysfsNum(sysfsAttr(dir, "busnum")); err != nil {
 		return d, fmt.Errorf("%s: busnum: %w", dir, err)
 	}
-	if d.Address, err = strconv.Atoi(sysfsAttr(dir, "devnum")); err != nil {
+	if d.Address, err = sysfsNum(sysfsAttr(dir, "devnum")); err != nil {
 		return d, fmt.Errorf("%s: devnum: %w", dir, err)
 	}
 	vid, err1 := strconv.ParseUint(sysfsAttr(dir, "idVendor"), 16, 16)

@@ -79,6 +79,8 @@ func TestListFake(t *testing.T) {
 		"usb1/busnum": "1\n", "usb1/devnum": "1\n", "usb1/idVendor": "1d6b\n", "usb1/idProduct": "0002\n",
 		"usb1/descriptors": desc[:18],
 		"gone/busnum":      "1\n", // unplugged half-way: skipped
+		// Numbers sysfs never writes: skipped, not listed as bus -1.
+		"bad/busnum": "-1\n", "bad/devnum": "+4\n", "bad/idVendor": "1209\n", "bad/idProduct": "0001\n",
 	})
 	writeTree(t, dev, map[string]string{"001/003": desc})
 
