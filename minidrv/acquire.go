@@ -198,6 +198,7 @@ func (d *Driver) newAcquisition(ctx context.Context, sink io.Writer, progress fu
 		stopped:  make(chan struct{}),
 		unwound:  make(chan struct{}),
 	}
+	a.ctx = ctx
 	a.ctxCancel = func() { a.stop(causeCanceled, ctxCanceled(ctx.Err())) }
 	d.mu.Lock()
 	params, err := ScanParams(d.props, d.scans)
@@ -276,7 +277,8 @@ type acquisition struct {
 	tok       *ioring.Token // covers every transfer of the acquisition
 	sink      io.Writer
 	progress  func(Progress) bool
-	ctxCancel func() // stop(causeCanceled, ctxCanceled(ctx.Err())), for context.AfterFunc
+	ctx       context.Context // the acquisition's; report looks at it after the callback
+	ctxCancel func()          // stop(causeCanceled, ctxCanceled(ctx.Err())), for context.AfterFunc
 
 	// Set before it starts, read-only after.
 	p       Properties
@@ -511,8 +513,14 @@ func (a *acquisition) report() {
 	}
 	ok := a.progress(Progress{Percent: int(a.sent * 100 / a.total), Bytes: a.sent, Total: a.total})
 	a.lastReport = time.Now()
-	if !ok {
+	switch err := a.ctx.Err(); {
+	case !ok:
 		a.stop(causeCanceled, nil)
+	case err != nil:
+		// The callback ended the context (or it ended meanwhile): stop
+		// now, not when context.AfterFunc's goroutine gets to it, which
+		// the rest of a short acquisition could outrun.
+		a.stop(causeCanceled, ctxCanceled(err))
 	}
 }
 
