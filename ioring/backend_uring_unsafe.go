@@ -1268,8 +1268,8 @@ func (b *uringBackend) handle(ud uint64, res int32, cflags uint32) {
 	}
 	if f := s.flags.Load(); f&flRetry != 0 {
 		if f&(flCancelReq|flTimedOut) == 0 {
-			if !exited || s.retries == 0 {
-				s.retries++ // at least 1: runDeferred records the thread
+			if !exited { // exited implies retries > 0 (retryTID is set only then)
+				s.retries++
 			}
 			s.flags.Or(flHeld)
 			b.r.pushDeferred(kindReq, key)

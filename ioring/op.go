@@ -411,7 +411,6 @@ func (o *Op) check(r *Ring) error {
 	return r.checkSupported(o.code)
 }
 
-// badOp returns the error of bad input to operation d.
 // recheck repeats, r.sqMu held, the part of check that another goroutine
 // can undo between check and the lock: a BufRing's Close (which takes
 // r.sqMu). Without it a receive could go in flight on a BufRing that was
@@ -423,6 +422,7 @@ func (o *Op) recheck() error {
 	return nil
 }
 
+// badOp returns the error of bad input to operation d.
 func badOp(d *opDesc, format string, args ...any) error {
 	return &OpError{Op: d.name, Err: fmt.Errorf("%w: "+format, append([]any{ErrInvalid}, args...)...)}
 }

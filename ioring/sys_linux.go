@@ -36,11 +36,9 @@ func pollResult(res int32, events uint32) int32 {
 	return res & int32(events&pollableMask|unix.POLLERR|unix.POLLHUP)
 }
 
-// pid is this process's id, for threadGone.
-var pid = unix.Getpid()
-
 // threadID returns the id of the calling goroutine's thread of the moment.
 func threadID() int32 { return int32(unix.Gettid()) }
 
 // threadGone reports whether this process's thread tid has exited.
-func threadGone(tid int32) bool { return unix.Tgkill(pid, int(tid), 0) == unix.ESRCH }
+// A retry's path only: the pid is asked for here, not at start-up.
+func threadGone(tid int32) bool { return unix.Tgkill(unix.Getpid(), int(tid), 0) == unix.ESRCH }

@@ -422,11 +422,12 @@ func (h *Handler) serveScanJobs(w http.ResponseWriter, r *http.Request) {
 		if h.active == j {
 			h.active = nil
 		}
+		shutdown := errors.Is(err, errShuttingDown) || j.cause != CauseNone // j.cause under h.mu
 		h.mu.Unlock()
 		h.wg.Done()
 		msg := "the scanner is busy: "
 		switch {
-		case errors.Is(err, errShuttingDown) || j.cause != CauseNone:
+		case shutdown:
 			msg = "the scanner is shutting down: "
 		case !errors.Is(err, minidrv.ErrBusy):
 			msg = "the scanner is not available: " // offline, removed, suspended
