@@ -291,7 +291,8 @@ func (d *Driver) unwindWait() time.Duration { return 2*d.cfg.AbortTimeout + time
 // tree and resets the flatbed's properties, and moves Unloaded to Idle;
 // later calls only count one more client. It fails with ErrOffline when the
 // device cannot be opened, ErrDeviceCommunication when it does not answer
-// the probe, and ErrBusy when ctx ends while another call uses the device.
+// the probe, and ErrBusy when ctx has ended before the call (it then starts
+// nothing, counts no client) or ends while another call uses the device.
 // A nil ctx fails with E_INVALIDARG.
 func (d *Driver) Initialize(ctx context.Context) error {
 	if !d.made() {
@@ -299,6 +300,11 @@ func (d *Driver) Initialize(ctx context.Context) error {
 	}
 	if ctx == nil {
 		return errInvalidArg.Wrap(errors.New("nil context"))
+	}
+	if err := ctx.Err(); err != nil {
+		// A context that has already ended starts nothing: no open, no
+		// probe, no hotplug watch, and no client counted.
+		return ErrBusy.Wrap(err)
 	}
 	if d.addClient() {
 		return nil
