@@ -128,7 +128,8 @@ func (d *Device) submitControl(buf []byte, x Xfer, wait bool) (ioring.Request, e
 // returns the data stage's bytes and the transfer's error. ctx ending
 // cancels the transfer (see SubmitControl for what that does on each
 // backend); Control still waits for the completion, so data is free when
-// it returns. data may hold at most 65535 bytes.
+// it returns. data may hold at most 65535 bytes (4096 on libusb, which
+// carries no more on Linux: a longer one is refused).
 func (d *Device) Control(ctx context.Context, s Setup, data []byte) (int, error) {
 	if err := startable(ctx, "control transfer"); err != nil {
 		return 0, err

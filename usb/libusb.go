@@ -50,7 +50,23 @@ type libusbRunner struct {
 	zlp bool // WithZeroPacket
 }
 
-func (libusbRunner) Check(EndpointDesc, []byte) error { return nil }
+// libusbMaxControl is the most data a control transfer's data stage may
+// carry through libusb on Linux (its MAX_CTRL_BUFFER_LENGTH: a longer one
+// fails at submission with LIBUSB_ERROR_INVALID_PARAM).
+const libusbMaxControl = 4096
+
+// Check refuses up front what libusb would refuse only once the transfer
+// runs: a control data stage over libusbMaxControl bytes.
+func (libusbRunner) Check(ep EndpointDesc, buf []byte) error {
+	if ep.Type != Control {
+		return nil
+	}
+	if s, _ := ParseSetup(buf); s.Length > libusbMaxControl { // checked by Device.SubmitControl
+		return errorf("usb: control transfer: %w: a data stage of %d bytes: libusb carries at most %d (%w)",
+			ioring.ErrInvalid, s.Length, libusbMaxControl, ioring.ErrNotSupported)
+	}
+	return nil
+}
 
 func (r libusbRunner) Run(t *Transfer) (int, error) {
 	ep := t.Endpoint()
@@ -211,6 +227,8 @@ func libusbError(err error) error {
 		return ErrNoDevice
 	case errors.Is(err, gousb.TransferOverflow), errors.Is(err, gousb.ErrorOverflow):
 		return ErrBabble
+	case errors.Is(err, gousb.ErrorInvalidParam):
+		return errorf("usb: %w: %w", ioring.ErrInvalid, err)
 	}
 	return err
 }
