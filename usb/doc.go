@@ -76,6 +76,14 @@
 // each endpoint has one goroutine that runs its transfers one at a time
 // (the pump); a transfer costs no goroutine of its own.
 //
+// Each accepted transfer is one request of the Device's ring, counted by
+// Ring.InFlight and Ring.Stats like any other. An open usbfs Device also
+// keeps one request of its own in flight: the poll on its fd that wakes
+// its reaper, armed again after every wake-up (so Stats.Submitted grows with
+// the device's traffic, and a Ring.CancelAll ends that poll too: the
+// reaper arms a new one). Ring.InFlight is therefore 1, not 0, on a ring
+// whose only user is an idle usbfs Device; Device.Close ends the poll.
+//
 // # Cancel
 //
 // Cancel requests and returns. A queued transfer completes with
