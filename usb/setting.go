@@ -153,8 +153,9 @@ func (d *Device) ReleaseInterface(iface int) error {
 //
 // Errors: one wrapping ioring.ErrInvalid for numbers outside 0..255, an
 // interface that is not claimed, or pending transfers; ErrNotFound for a
-// setting the interface does not have; ErrStall where the device refuses;
-// ErrClosed, ErrNoDevice, or the backend's.
+// setting the interface does not have, or an interface the configuration
+// does not have (its text lists those it has); ErrStall where the device
+// refuses; ErrClosed, ErrNoDevice, or the backend's.
 func (d *Device) SetAltSetting(iface, alt int) error {
 	what := fmt.Sprintf("usb: interface %d: set alternate setting %d", iface, alt)
 	return d.change(what, []int{iface, alt}, func() error {
