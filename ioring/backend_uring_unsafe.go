@@ -1180,6 +1180,41 @@ func (b *uringBackend) endPass() {
 	b.pass = reapPass{}
 }
 
+// eofCheck works around a kernel race (Linux 6.17 and later, until the
+// fix "io_uring/poll: fix multishot recv missing EOF on wakeup race"): a
+// multishot receive that empties a stream socket whose peer has already
+// shut down may wait for a wake-up that never comes, instead of ending
+// with the end of the stream. After a result that left the socket empty
+// (no IORING_CQE_F_SOCK_NONEMPTY), s's stream socket is peeked at without
+// waiting; at its end the ring cancels the request (flEOF), and its final
+// completion reports the end of the stream (0, nil), as the kernel's own
+// would have. A request on a registered file (no fd to peek at) is not
+// checked. r.reapMu held.
+func (b *uringBackend) eofCheck(s *slot, key uint64) {
+	ms := s.ms
+	if s.fixedFD || ms.stream < 0 || s.flags.Load()&(flEOF|flCancelReq) != 0 {
+		return
+	}
+	fd := int(s.fd)
+	if ms.stream == 0 {
+		ms.stream = -1
+		if t, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TYPE); err == nil && t == unix.SOCK_STREAM {
+			ms.stream = 1
+		}
+		if ms.stream < 0 {
+			return
+		}
+	}
+	var c byte
+	n, _, errno := unix.Syscall6(unix.SYS_RECVFROM, uintptr(fd), uintptr(unsafe.Pointer(&c)), 1,
+		unix.MSG_PEEK|unix.MSG_DONTWAIT, 0, 0)
+	if n != 0 || errno != 0 {
+		return // data (the request is on it), none yet (EAGAIN), or an error of its own
+	}
+	s.flags.Or(flEOF)
+	b.r.pushDeferred(kindCancel, key)
+}
+
 func (b *uringBackend) handle(ud uint64, res int32, cflags uint32) {
 	kind := ud >> kindShft
 	if kind >= kindCancel {
@@ -1220,7 +1255,13 @@ func (b *uringBackend) handle(ud uint64, res int32, cflags uint32) {
 	if s.multi && kind == kindReq {
 		if cflags&uring.CQEFMore != 0 {
 			b.r.shot(idx, res, cflags, true) // more follows (multishot.go)
+			if s.code == OpRecvMultishot && res > 0 && cflags&uring.CQEFSockNonempty == 0 {
+				b.eofCheck(s, key)
+			}
 			return
+		}
+		if res == -int32(unix.ECANCELED) && s.flags.Load()&(flEOF|flCancelReq|flTimedOut) == flEOF {
+			res = 0 // the end of the stream eofCheck saw, which the kernel missed
 		}
 		if s.cqFullEnd(res) {
 			// The kernel could not post this result with More set (its

@@ -54,6 +54,7 @@ type multiShot struct {
 	gave    bool   // a completion with More set was recorded; guarded by mu
 	ended   atomic.Bool
 	br      *BufRing // RecvMultishot's buffers; set by fill, read by the completer
+	stream  int8     // RecvMultishot's fd is a stream socket: 1, not: -1, not known yet: 0; the completer's
 }
 
 // shot is one completion of a multishot request, computed when it arrived.
@@ -77,7 +78,7 @@ func (r *Ring) fillMulti(s *slot, br *BufRing) {
 	ms.shots, ms.head, ms.queued, ms.overrun, ms.gave = ms.shots[:0], 0, false, false, false
 	ms.mu.Unlock()
 	ms.ended.Store(false)
-	ms.br = br
+	ms.br, ms.stream = br, 0
 	if br != nil {
 		br.users.Add(1) // finishMulti counts it out
 	}

@@ -123,6 +123,7 @@ const (
 	flHeld                  // accepted, not in the backend (see held.go)
 	flRetry                 // the kernel ended it unasked: submit it again
 	flOverrun               // a multishot request's consumer fell too far behind: the ring ended it
+	flEOF                   // a multishot receive's stream ended unreported: the ring ended it (eofCheck)
 )
 
 // maxRetries bounds how often a request the kernel canceled unasked (its

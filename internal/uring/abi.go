@@ -53,9 +53,10 @@ const (
 
 // CQE flags (IORING_CQE_F_*).
 const (
-	CQEFBuffer  = 1 << 0 // the upper 16 bits of flags are the buffer ID
-	CQEFMore    = 1 << 1 // the request posts more CQEs (multishot)
-	CQEBufShift = 16     // IORING_CQE_BUFFER_SHIFT
+	CQEFBuffer       = 1 << 0 // the upper 16 bits of flags are the buffer ID
+	CQEFMore         = 1 << 1 // the request posts more CQEs (multishot)
+	CQEFSockNonempty = 1 << 2 // a receive left data in the socket
+	CQEBufShift      = 16     // IORING_CQE_BUFFER_SHIFT
 )
 
 // Multishot flags: IORING_POLL_ADD_MULTI (sqe.len of POLL_ADD, 5.13),
