@@ -67,6 +67,13 @@ func AcceptMultishot(fd int, flags int) Op {
 // with a provided-buffer ring); the poll backend receives on readiness into
 // the buffers br hands out in the same order.
 //
+// The end of a stream is reported even where io_uring misses it (Linux
+// 6.17 on, until a 2026 fix: a receive that empties a stream whose peer
+// has shut down may wait for ever): after each result that leaves a
+// stream socket empty, the ring peeks at it without waiting, one system
+// call, and at its end ends the request with 0 itself. A request on a
+// registered file (Op.FixedFile) has no fd to peek at and is not checked.
+//
 // br stays the ring's while the request is in flight: BufRing.Close fails
 // until its final completion.
 func RecvMultishot(fd int, br *BufRing, flags int) Op {
