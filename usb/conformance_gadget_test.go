@@ -17,7 +17,7 @@ func init() {
 		confBackends = append(confBackends, confBackend{name: backend, need: usbvm.RequireGuest, open: func(t *testing.T, cfg usbsim.Config) *confDev {
 			gd := newGadgetDev(t, backend, cfg)
 			return &confDev{r: gd.r, s: gd.s, d: gd.d, in: gd.in, out: gd.out, intr: gd.intr, maxTransfer: gd.maxTransfer,
-				controlCancels: backend == "usbfs", resets: true, unconfigures: backend == "usbfs"}
+				resets: true, unconfigures: backend == "usbfs"}
 		}})
 	}
 }

@@ -81,12 +81,21 @@ var controlDesc = EndpointDesc{Address: 0, Type: Control}
 // transfer until its completion is delivered.
 //
 // The transfer is canceled like any other (token, deadline,
-// Request.Cancel, CancelAll, Close). On usbfs it is an asynchronous
-// control URB, discarded at once by a cancel. libusb's control call
-// (through gousb) is synchronous and cannot be interrupted: a cancel there
-// ends the transfer only when the device answers or the 5-second control
-// timeout passes (then ErrTimeout); its real result is kept. On the
-// simulated scanner (usbsim.Open) it is ring I/O on the scanner's endpoint
+// Request.Cancel, CancelAll, Close), at once on every backend. On usbfs it
+// is an asynchronous control URB, discarded at once by a cancel. libusb's
+// control call (through gousb) is synchronous and nothing interrupts it:
+// it runs on a copy of the data stage, and a cancel completes the
+// transfer at once with ErrCanceled and 0 bytes, leaving the call to end
+// by itself (when the device answers, or libusb's 5-second control
+// timeout passes). buf is not touched after that completion: an IN
+// request's data is not delivered. An OUT or no-data request may still
+// have reached the device and been acted on, as a usbfs URB discarded
+// after its setup packet went out may have; the count says no byte is
+// known to have moved, not that none did. The next request on endpoint 0
+// (a control transfer, ClearHalt, Reset, a settings change) waits for
+// that call (a control transfer cancelably), and so does Close before it
+// releases the device. A call that returned before the cancel took
+// effect keeps its real result. On the simulated scanner (usbsim.Open) it is ring I/O on the scanner's endpoint
 // 0 socket, canceled at once like its other transfers; the scanner takes
 // the standard requests and its vendor requests (usbsim.VendorCommand,
 // usbsim.VendorStatus), with data stages of up to usbsim.ControlMaxData

@@ -74,7 +74,9 @@
 // at once, default 1; the rest wait in order); nothing of this package's
 // runs between the kernel and the ring. On libusb and the simulated scanner
 // each endpoint has one goroutine that runs its transfers one at a time
-// (the pump); a transfer costs no goroutine of its own.
+// (the pump); a transfer costs no goroutine of its own, but for a libusb
+// control transfer, whose call runs on one so that a cancel can leave it
+// behind.
 //
 // Each accepted transfer is one request of the Device's ring, counted by
 // Ring.InFlight and Ring.Stats like any other. An open usbfs Device also
@@ -90,8 +92,12 @@
 // ErrCanceled at once; the transfer in progress has its I/O canceled (the
 // ring cancels the socket read; usbfs discards the URBs; libusb_cancel_transfer
 // through the context given to gousb) and completes when that I/O has ended, so a buffer is
-// never written after its completion. Device.Close cancels everything,
-// waits for every completion, then releases the device.
+// never written after its completion. A control transfer on libusb, whose
+// call nothing interrupts, completes at once with ErrCanceled instead: its
+// call runs on a copy of the data stage and is left to end by itself, and
+// endpoint 0's next request waits for it (see Device.SubmitControl).
+// Device.Close cancels everything, waits for every completion (and for
+// such a call), then releases the device.
 //
 // # The simulated scanner
 //

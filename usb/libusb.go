@@ -28,7 +28,9 @@ type libusbDevice interface {
 	// control runs one control transfer on endpoint 0 (gousb's Control,
 	// synchronous: libusb_control_transfer, bounded by its timeout) with
 	// setup s and data stage data (len(data) is s.Length), and returns the
-	// data stage's bytes. Nothing interrupts it.
+	// data stage's bytes. Nothing interrupts it: libusbRunner gives it a
+	// private copy of the data stage and runs it on a goroutine of its
+	// own, which a cancel leaves behind (see libusbRunner.control).
 	control(s Setup, data []byte) (int, error)
 	// clearHalt sends CLEAR_FEATURE(ENDPOINT_HALT) for addr.
 	clearHalt(addr uint8) error
@@ -44,10 +46,49 @@ type libusbDevice interface {
 // libusbRunner runs transfers through libusb, as the Runner of a Pump.
 // gousb's calls are synchronous, so each endpoint's pump goroutine runs
 // one libusb transfer at a time, in order; a cancel cancels the context of
-// the call in progress, which cancels the libusb transfer.
+// the bulk or interrupt call in progress, which cancels the libusb
+// transfer. gousb's control call takes no context and nothing interrupts
+// it, so a control transfer runs it on a goroutine of its own, on a copy
+// of the data stage, and a cancel completes the transfer at once and
+// leaves the call behind (see control); ep0 keeps endpoint 0's calls one
+// at a time, and Close waits for the last one before it closes libusb.
 type libusbRunner struct {
 	dev libusbDevice
-	zlp bool // WithZeroPacket
+	zlp bool       // WithZeroPacket
+	ep0 *libusbEP0 // not nil
+}
+
+// libusbEP0 is endpoint 0's libusb call in progress, which may outlive
+// its transfer: the next control transfer, the calls that change the
+// device (clear-halt, reset, the settings) and Close wait for it, so that
+// endpoint 0 runs one request at a time and the device is not closed
+// under a call.
+type libusbEP0 struct {
+	mu   sync.Mutex
+	done chan struct{} // closed when the last call returned; nil before the first; guarded by mu
+}
+
+// last returns the channel closed when the last call returned, or nil.
+func (e *libusbEP0) last() chan struct{} {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.done
+}
+
+// begin records a call that closes done when it returns; the previous
+// one has returned.
+func (e *libusbEP0) begin(done chan struct{}) {
+	e.mu.Lock()
+	e.done = done
+	e.mu.Unlock()
+}
+
+// wait waits until the last call has returned. It is bounded by libusb's
+// control timeout (gousbDevice: 5 seconds).
+func (e *libusbEP0) wait() {
+	if c := e.last(); c != nil {
+		<-c
+	}
 }
 
 // libusbMaxControl is the most data a control transfer's data stage may
@@ -107,23 +148,86 @@ func (r libusbRunner) unplugged(err error) bool {
 	return !r.dev.present()
 }
 
-// control runs a control transfer: libusb's call cannot be interrupted,
-// so a cancel that comes while it runs loses the race (the real result is
-// reported); one that came before it starts wins.
+// control runs a control transfer. libusb's call cannot be interrupted,
+// so it runs on a goroutine of its own, on a private copy of the data
+// stage, and the transfer waits for it or for its cancel, whichever comes
+// first:
+//
+//   - the call returns first: the real result, an IN data stage copied
+//     into the transfer's buffer (a cancel that comes later loses the
+//     race);
+//   - the cancel comes first: the transfer completes at once with
+//     ErrCanceled and 0 bytes, and its buffer is never touched again. The
+//     call goes on until libusb returns (the device answers, or the
+//     control timeout passes) and its result is dropped: an IN data stage
+//     is not delivered, and an OUT or no-data request may still have
+//     reached the device and been acted on, as a usbfs URB discarded after
+//     its setup packet went out. The count is 0 because no byte is known
+//     to have moved when the transfer completes.
+//
+// A previous call a cancel left behind is waited for first (cancelably:
+// a transfer canceled meanwhile never reaches libusb), so that endpoint
+// 0 runs one request at a time.
 func (r libusbRunner) control(t *Transfer) (int, error) {
-	if !t.OnCancel(func() {}) {
+	stop := make(chan struct{})
+	if !t.OnCancel(func() { close(stop) }) {
 		return 0, ErrCanceled
+	}
+	if prev := r.ep0.last(); prev != nil {
+		select {
+		case <-prev:
+		case <-stop:
+			return 0, ErrCanceled
+		}
+	}
+	select {
+	case <-stop:
+		return 0, ErrCanceled // canceled while the previous call ran
+	default:
 	}
 	buf := t.Buf()
 	s, _ := ParseSetup(buf) // checked by Device.SubmitControl
-	n, err := r.dev.control(s, buf[SetupSize:SetupSize+int(s.Length)])
+	data := buf[SetupSize : SetupSize+int(s.Length)]
+	call := &libusbControl{done: make(chan struct{}), data: make([]byte, len(data))}
+	if !s.IsIn() {
+		copy(call.data, data)
+	}
+	r.ep0.begin(call.done)
+	go call.run(r.dev, s)
+	select {
+	case <-call.done:
+	case <-stop:
+		select {
+		case <-call.done: // libusb returned first: its result stands
+		default:
+			return 0, ErrCanceled
+		}
+	}
 	// gousb hands back libusb's return value, a negative error code on
 	// failure (-7 for LIBUSB_ERROR_TIMEOUT), as the count.
-	n = max(n, 0)
+	n, err := max(call.n, 0), call.err
+	if s.IsIn() {
+		copy(data, call.data[:min(n, len(data))])
+	}
 	if r.unplugged(err) {
 		return n, ErrNoDevice
 	}
 	return n, libusbError(err)
+}
+
+// libusbControl is one libusb control call: its own copy of the data
+// stage, and its result once done is closed.
+type libusbControl struct {
+	done chan struct{}
+	data []byte
+	n    int
+	err  error
+}
+
+// run makes the call and closes done.
+func (c *libusbControl) run(dev libusbDevice, s Setup) {
+	defer close(c.done)
+	c.n, c.err = dev.control(s, c.data)
 }
 
 // libusbSettings is the part of gousb that changes the configuration,
@@ -166,6 +270,7 @@ func (r libusbRunner) setting(f func(libusbSettings) error) error {
 	if err != nil {
 		return err
 	}
+	r.ep0.wait() // SET_CONFIGURATION and SET_INTERFACE go on endpoint 0
 	err = f(s)
 	if r.unplugged(err) {
 		return ErrNoDevice
@@ -188,6 +293,7 @@ const (
 )
 
 func (r libusbRunner) ClearHalt(ep EndpointDesc) error {
+	r.ep0.wait() // CLEAR_FEATURE goes on endpoint 0
 	err := r.dev.clearHalt(ep.Address)
 	if r.unplugged(err) {
 		return ErrNoDevice
@@ -196,6 +302,7 @@ func (r libusbRunner) ClearHalt(ep EndpointDesc) error {
 }
 
 func (r libusbRunner) Reset() error {
+	r.ep0.wait()
 	err := r.dev.reset()
 	if r.unplugged(err) {
 		return ErrNoDevice
@@ -203,12 +310,17 @@ func (r libusbRunner) Reset() error {
 	return libusbError(err)
 }
 
-func (r libusbRunner) Close() error { return r.dev.close() }
+// Close closes the device once the last control call returned: one that a
+// cancel left behind still uses it.
+func (r libusbRunner) Close() error {
+	r.ep0.wait()
+	return r.dev.close()
+}
 
 // newLibusbDevice returns the Device of an opened libusb device.
 func newLibusbDevice(ring *ioring.Ring, desc DeviceDesc, dev libusbDevice, zlp bool) *Device {
 	eps := append(allEndpoints(desc), controlDesc) // endpoint 0 too
-	return NewDevice(desc, NewPump(ring, eps, libusbRunner{dev: dev, zlp: zlp}))
+	return NewDevice(desc, NewPump(ring, eps, libusbRunner{dev: dev, zlp: zlp, ep0: &libusbEP0{}}))
 }
 
 // libusbError maps gousb's errors to this package's; others pass
