@@ -95,8 +95,9 @@ var controlDesc = EndpointDesc{Address: 0, Type: Control}
 // (a control transfer, ClearHalt, Reset, a settings change) waits for
 // that call (a control transfer cancelably), and so does Close before it
 // releases the device. A call that returned before the cancel took
-// effect keeps its real result. On the simulated scanner (usbsim.Open) it is ring I/O on the scanner's endpoint
-// 0 socket, canceled at once like its other transfers; the scanner takes
+// effect keeps its real result. On the simulated scanner (usbsim.Open) it
+// is ring I/O on the scanner's endpoint 0 socket, canceled at once like
+// its other transfers; the scanner takes
 // the standard requests and its vendor requests (usbsim.VendorCommand,
 // usbsim.VendorStatus), with data stages of up to usbsim.ControlMaxData
 // bytes.
