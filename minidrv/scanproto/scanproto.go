@@ -35,6 +35,16 @@
 // Each interrupt IN message carries one 24-byte Event (ParseEvent): its kind,
 // the device state, a code (button number or error code), the current or
 // last job id and that job's sent and total byte counts.
+//
+// # Reserved fields and malformed messages
+//
+// Reserved bytes are zero: a sender writes zeros there and a receiver
+// refuses a message with anything else, so that no field can be given a
+// meaning later that an old peer would silently misread. ParseStartScan
+// refuses a start scan with a nonzero reserved byte (the device answers
+// ErrCodeBadCommand); ParseEvent refuses, with an error wrapping
+// ErrBadEvent, an event that is not one the protocol can produce (see
+// Event.Validate): bytes from a device are not trusted.
 package scanproto
 
 import (
@@ -119,6 +129,10 @@ const (
 	MinDPI    = 50
 	MaxDPI    = 4800
 	MaxPixels = 1 << 20 // per dimension
+	// MaxImageSize is the largest image a valid scan has (ImageSize):
+	// MaxPixels lines of MaxPixels 48-bit pixels, 6 TiB. No job's byte
+	// counts exceed it.
+	MaxImageSize = MaxPixels * 6 * MaxPixels
 )
 
 // ScanParams describes one scan job.
@@ -181,9 +195,13 @@ func AppendStartScan(b []byte, p ScanParams) []byte {
 }
 
 // ParseStartScan decodes a CmdStartScan payload; ok is false when b is not
-// one (wrong opcode or length). It does not validate the parameters.
+// one (wrong opcode or length, or a reserved byte that is not zero). It
+// does not validate the parameters (Validate does): a well-formed command
+// with parameters out of range is a start scan the device refuses with
+// ErrCodeBadParams, a malformed one a bad command (ErrCodeBadCommand).
+// What it accepts, StartScanCommand encodes back to the same bytes.
 func ParseStartScan(b []byte) (p ScanParams, ok bool) {
-	if len(b) != StartScanSize || b[0] != CmdStartScan {
+	if len(b) != StartScanSize || b[0] != CmdStartScan || b[3] != 0 || b[6] != 0 || b[7] != 0 {
 		return ScanParams{}, false
 	}
 	return ScanParams{
@@ -287,26 +305,97 @@ type Event struct {
 	Total int64  // image length of Job
 }
 
-// ErrBadEvent is returned by ParseEvent for a malformed event.
+// ErrBadEvent is returned by ParseEvent and Event.Validate for a malformed
+// event.
 var ErrBadEvent = errors.New("scanproto: malformed event")
 
-// ParseEvent decodes an interrupt IN payload.
+// ParseEvent decodes an interrupt IN payload. It refuses, with an error
+// wrapping ErrBadEvent and a zero Event, a payload that is not EventSize
+// bytes, has a nonzero reserved byte, or is not an event the protocol can
+// produce (Validate). What it accepts, Marshal encodes back to the same
+// bytes.
 func ParseEvent(b []byte) (Event, error) {
 	if len(b) != EventSize {
 		return Event{}, fmt.Errorf("%w: %d bytes, want %d", ErrBadEvent, len(b), EventSize)
 	}
-	return Event{
+	if b[3] != 0 {
+		return Event{}, fmt.Errorf("%w: reserved byte 3 is %#x, want 0", ErrBadEvent, b[3])
+	}
+	// The counts are unsigned on the wire: one that does not fit an int64
+	// is out of range, not negative.
+	sent, total := binary.LittleEndian.Uint64(b[8:]), binary.LittleEndian.Uint64(b[16:])
+	if total > MaxImageSize {
+		return Event{}, fmt.Errorf("%w: total %d bytes, over the largest image (%d)", ErrBadEvent, total, int64(MaxImageSize))
+	}
+	if sent > total {
+		return Event{}, fmt.Errorf("%w: sent %d bytes of %d", ErrBadEvent, sent, total)
+	}
+	e := Event{
 		Kind:  EventKind(b[0]),
 		State: State(b[1]),
 		Code:  b[2],
 		Job:   binary.LittleEndian.Uint32(b[4:]),
-		Sent:  int64(binary.LittleEndian.Uint64(b[8:])),
-		Total: int64(binary.LittleEndian.Uint64(b[16:])),
-	}, nil
+		Sent:  int64(sent),
+		Total: int64(total),
+	}
+	if err := e.Validate(); err != nil {
+		return Event{}, err
+	}
+	return e, nil
+}
+
+// Validate reports, with an error wrapping ErrBadEvent, why e is not an
+// event the protocol can produce, or nil. A device sends only:
+//
+//   - a known Kind and State;
+//   - a Code that is an ErrCode... in an EventError, any button number in
+//     an EventButton, and 0 in the other kinds;
+//   - counts of Job's image: 0 <= Sent <= Total <= MaxImageSize, all zero
+//     without a job (Job 0), Total at least 1 with one (a job exists only
+//     once a valid scan started);
+//   - a Job in EventJobStarted, EventJobDone and EventJobAborted, with
+//     every byte sent (Sent == Total) in EventJobDone and bytes left
+//     (Sent < Total) in EventJobAborted (an abort stops an active job);
+//   - StateScanning only with a job that has bytes left: the job of every
+//     kind but EventJobDone is the current one, which scans exactly while
+//     it has data to send (EventJobDone may report an earlier job, which
+//     an abort ended, while the next one scans).
+func (e Event) Validate() error {
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("%w: %v: %s", ErrBadEvent, e.Kind, fmt.Sprintf(format, args...))
+	}
+	switch {
+	case e.Kind < EventStatus || e.Kind > EventError:
+		return bad("unknown kind %d", uint8(e.Kind))
+	case e.State != StateIdle && e.State != StateScanning:
+		return bad("unknown state %d", uint8(e.State))
+	case e.Kind == EventError && (e.Code < ErrCodeBadCommand || e.Code > ErrCodeBusy):
+		return bad("unknown error code %d", e.Code)
+	case e.Kind != EventError && e.Kind != EventButton && e.Code != 0:
+		return bad("code %d, want 0", e.Code)
+	case e.Total < 0 || e.Total > MaxImageSize:
+		return bad("total %d bytes, outside 0..%d", e.Total, int64(MaxImageSize))
+	case e.Sent < 0 || e.Sent > e.Total:
+		return bad("sent %d bytes of %d", e.Sent, e.Total)
+	case e.Job == 0 && (e.Sent != 0 || e.Total != 0):
+		return bad("job 0 (none) with %d of %d bytes sent", e.Sent, e.Total)
+	case e.Job == 0 && (e.Kind == EventJobStarted || e.Kind == EventJobDone || e.Kind == EventJobAborted):
+		return bad("job 0 (none)")
+	case e.Job != 0 && e.Total == 0:
+		return bad("job %d with total 0 bytes", e.Job)
+	case e.Kind == EventJobDone && e.Sent != e.Total:
+		return bad("%d of %d bytes sent", e.Sent, e.Total)
+	case e.Kind == EventJobAborted && e.Sent == e.Total:
+		return bad("all %d bytes sent", e.Total)
+	case e.State == StateScanning && e.Kind != EventJobDone && (e.Job == 0 || e.Sent == e.Total):
+		return bad("scanning with no bytes left (job %d, %d of %d bytes sent)", e.Job, e.Sent, e.Total)
+	}
+	return nil
 }
 
 // Marshal returns the EventSize-byte interrupt IN payload of e, the
-// inverse of ParseEvent.
+// inverse of ParseEvent. It encodes e as it is: a sender checks it with
+// Validate first, or the receiver refuses it.
 func (e Event) Marshal() []byte {
 	b := make([]byte, EventSize)
 	b[0] = byte(e.Kind)

@@ -27,7 +27,7 @@ func TestStartScanRoundTrip(t *testing.T) {
 }
 
 func TestEventRoundTrip(t *testing.T) {
-	e := scanproto.Event{Kind: scanproto.EventJobDone, State: scanproto.StateIdle, Code: 3, Job: 7, Sent: 1 << 40, Total: 1<<40 + 1}
+	e := scanproto.Event{Kind: scanproto.EventJobDone, State: scanproto.StateIdle, Job: 7, Sent: 1<<40 + 1, Total: 1<<40 + 1}
 	b := e.Marshal()
 	require.Len(t, b, scanproto.EventSize)
 	got, err := scanproto.ParseEvent(b)
