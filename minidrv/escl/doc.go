@@ -51,11 +51,15 @@
 // Requests from the network are checked before anything reaches the
 // driver: a body over Config.MaxBodySize gets 413, a content type other
 // than XML 415, XML that is malformed, not one scan:ScanSettings element,
-// or has values that are not numbers 400; settings the scanner does not
-// support (a resolution or colour mode the driver does not offer, a format
-// other than PNG and JPEG, an input source other than the platen, a
-// region outside the platen or under one pixel) 409 Conflict; an unknown
-// job 404; another method 405. Every refusal has a plain-text reason.
+// or has a value not of its type 400 (a resolution, offset or length
+// that is not decimal digits only, or is over 10000000; a Duplex other
+// than true, false, 1 or 0; a value with a child element; XML white
+// space around a value is allowed, other space is not); settings the
+// scanner does not support (a resolution or colour mode the driver does
+// not offer, a format other than PNG and JPEG, an input source other
+// than the platen, a region outside the platen or under one pixel) 409
+// Conflict; an unknown job 404; another method 405. Every refusal has a
+// plain-text reason.
 //
 // # Units
 //

@@ -83,25 +83,60 @@ func malformed(format string, args ...any) error {
 }
 
 // one returns the only value of an element that may appear once, or def
-// when it is absent.
-func one(name string, vals []string, def string) (string, error) {
+// when it is absent. The white space XML Schema collapses (space, tab, CR
+// and LF, whiteSpace="collapse" of the schema's token, integer and boolean
+// types) is trimmed from both ends; other space characters (a no-break
+// space, say) are part of the value.
+func one(name string, vals []text, def string) (string, error) {
 	switch len(vals) {
 	case 0:
 		return def, nil
 	case 1:
-		return strings.TrimSpace(vals[0]), nil
+		return strings.Trim(string(vals[0]), xmlSpace), nil
 	}
 	return "", malformed("%s given %d times", name, len(vals))
 }
 
-// number parses a non-negative decimal element value of at most 1e7: more
-// than any platen in 1/300 inch or any resolution.
+// xmlSpace is XML's white space (the S production).
+const xmlSpace = " \t\r\n"
+
+// maxNumber bounds every number in scan settings: more than any platen in
+// 1/300 inch or any resolution, and far below the overflow of an int
+// (32-bit too) in the arithmetic on it.
+const maxNumber = 10_000_000
+
+// number parses a number of scan settings (a resolution, an offset or a
+// length): decimal digits only, at most maxNumber. That is the canonical
+// form of the schema's unsigned integers, which every client writes
+// (sane-airscan with printf's %u): a sign (even "+", or "-0"), a fraction,
+// an exponent or hex digits are refused rather than read as some other
+// number, and so is a value too large for any scanner, before any
+// arithmetic on it can overflow.
 func number(name, v string) (int, error) {
-	n, err := strconv.ParseUint(v, 10, 32)
-	if err != nil || n > 10_000_000 {
-		return 0, malformed("%s %q is not a number in 0..10000000", name, v)
+	if v == "" {
+		return 0, malformed("%s is empty: want a whole number of decimal digits, 0..%d", name, maxNumber)
+	}
+	for i := 0; i < len(v); i++ {
+		if v[i] < '0' || v[i] > '9' {
+			return 0, malformed("%s %q is not a number: want decimal digits only, 0..%d", name, v, maxNumber)
+		}
+	}
+	n, err := strconv.ParseUint(v, 10, 64)
+	if err != nil || n > maxNumber {
+		return 0, malformed("%s %q is out of range: want 0..%d", name, v, maxNumber)
 	}
 	return int(n), nil
+}
+
+// boolean parses an XML Schema boolean: "true", "false", "1" or "0".
+func boolean(name, v string) (bool, error) {
+	switch v {
+	case "true", "1":
+		return true, nil
+	case "false", "0":
+		return false, nil
+	}
+	return false, malformed("%s %q is not a boolean: want true, false, 1 or 0", name, v)
 }
 
 // check turns parsed scan settings into Settings, or refuses them: every
@@ -119,7 +154,11 @@ func (c *caps) check(s *scanSettings) (Settings, error) {
 	if err != nil {
 		return out, err
 	}
-	if dup != "false" && dup != "0" {
+	duplex, err := boolean("Duplex", dup)
+	if err != nil {
+		return out, err
+	}
+	if duplex {
 		return out, unsupported("duplex not supported on the platen")
 	}
 
@@ -150,7 +189,7 @@ func (c *caps) check(s *scanSettings) (Settings, error) {
 
 	for _, r := range []struct {
 		name string
-		vals []string
+		vals []text
 		dst  *int
 		def  int
 	}{
@@ -186,7 +225,7 @@ func (c *caps) check(s *scanSettings) (Settings, error) {
 		}
 		for _, f := range []struct {
 			name string
-			vals []string
+			vals []text
 			dst  *int
 		}{
 			{"XOffset", reg.XOffset, &xo}, {"YOffset", reg.YOffset, &yo},

@@ -108,24 +108,58 @@ func marshalDoc(v any) []byte {
 // reads it. Elements are matched by local name, whatever their namespace
 // (clients differ: sane-airscan sends pwg:InputSource, others
 // scan:InputSource); unknown elements (Intent, Brightness...) are ignored.
+// The values it reads are text (see text).
 type scanSettings struct {
 	XMLName     xml.Name
 	Regions     []scanRegion `xml:"ScanRegions>ScanRegion"`
-	InputSource []string     `xml:"InputSource"`
-	ColorMode   []string     `xml:"ColorMode"`
-	Format      []string     `xml:"DocumentFormat"`
-	FormatExt   []string     `xml:"DocumentFormatExt"`
-	XResolution []string     `xml:"XResolution"`
-	YResolution []string     `xml:"YResolution"`
-	Duplex      []string     `xml:"Duplex"`
+	InputSource []text       `xml:"InputSource"`
+	ColorMode   []text       `xml:"ColorMode"`
+	Format      []text       `xml:"DocumentFormat"`
+	FormatExt   []text       `xml:"DocumentFormatExt"`
+	XResolution []text       `xml:"XResolution"`
+	YResolution []text       `xml:"YResolution"`
+	Duplex      []text       `xml:"Duplex"`
 }
 
 type scanRegion struct {
-	Units   []string `xml:"ContentRegionUnits"`
-	XOffset []string `xml:"XOffset"`
-	YOffset []string `xml:"YOffset"`
-	Width   []string `xml:"Width"`
-	Height  []string `xml:"Height"`
+	Units   []text `xml:"ContentRegionUnits"`
+	XOffset []text `xml:"XOffset"`
+	YOffset []text `xml:"YOffset"`
+	Width   []text `xml:"Width"`
+	Height  []text `xml:"Height"`
+}
+
+// text is the value of an element of simple content (a number, a
+// keyword, a MIME type): its character data, however the XML spells it
+// (CDATA sections, character references, comments and processing
+// instructions between the pieces, which are not part of the value). An
+// element with a child element has no such value and is refused, where
+// encoding/xml would skip the child and join the text around it ("7<x/>5"
+// read as 75).
+type text string
+
+// UnmarshalXML reads the element's character data up to its end, and
+// refuses a child element.
+func (t *text) UnmarshalXML(d *xml.Decoder, start xml.StartElement) error {
+	var b strings.Builder
+	for {
+		tok, err := d.Token()
+		if err != nil {
+			return err
+		}
+		switch tt := tok.(type) {
+		case xml.CharData:
+			b.Write(tt)
+		case xml.Comment, xml.ProcInst:
+		case xml.EndElement:
+			*t = text(b.String())
+			return nil
+		case xml.StartElement:
+			return fmt.Errorf("%s has a child element %s: its value must be text", start.Name.Local, tt.Name.Local)
+		default:
+			return fmt.Errorf("%s has a %T: its value must be text", start.Name.Local, tok)
+		}
+	}
 }
 
 // errMalformed marks a request the handler could not parse (400), as
