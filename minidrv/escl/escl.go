@@ -586,7 +586,12 @@ func (h *Handler) serveNextDocument(w http.ResponseWriter, r *http.Request) {
 		off += n
 	}
 	if err == nil {
-		err = rc.Flush()
+		// A ResponseWriter that cannot flush (a middleware's wrapper
+		// without Unwrap) is not a client gone: net/http sends what it
+		// holds when the handler returns.
+		if ferr := rc.Flush(); !errors.Is(ferr, http.ErrNotSupported) {
+			err = ferr
+		}
 	}
 	h.mu.Lock()
 	// Past this point no cancel touches the connection: it may serve the
