@@ -5,9 +5,13 @@ package escl_test
 // write deadlines.
 
 import (
+	"context"
+	"fmt"
 	"net"
 	"net/http"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/cancelio/cancelio/minidrv/escl"
 )
@@ -72,4 +76,100 @@ func TestAdv4PlainWriterDelivers(t *testing.T) {
 			t.Errorf("%d dpi: job listed %s, want Completed", dpi, state)
 		}
 	}
+}
+
+// adv4Stall asks for loc's page (about 4 MB at 200 dpi) on a raw
+// connection with a small receive buffer, waits for the first byte of the
+// answer, and reads no more: the send blocks.
+func adv4Stall(t *testing.T, r *rig, loc string) net.Conn {
+	t.Helper()
+	c, err := net.Dial("tcp", r.srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.(*net.TCPConn).SetReadBuffer(4 << 10)
+	t.Cleanup(func() { c.Close() })
+	fmt.Fprintf(c, "GET %s/NextDocument HTTP/1.1\r\nHost: x\r\n\r\n", loc)
+	_ = c.SetReadDeadline(time.Now().Add(15 * time.Second))
+	var b [1]byte
+	if _, err := c.Read(b[:]); err != nil {
+		t.Fatalf("no answer to the stalled NextDocument: %v", err)
+	}
+	return c
+}
+
+// adv4AwaitFree posts small jobs until one is created, for up to limit,
+// and returns how long that took; the job is fetched and its report read.
+func adv4AwaitFree(t *testing.T, r *rig, limit time.Duration, what string) time.Duration {
+	t.Helper()
+	small := settings("Grayscale8", 75, "image/png", 0, 0, 300, 300)
+	t0 := time.Now()
+	for {
+		resp, body := r.do(t, "POST", "/eSCL/ScanJobs", "text/xml", small)
+		if resp.StatusCode == http.StatusCreated {
+			advFinishJob(t, r, resp.Header.Get("Location"))
+			return time.Since(t0)
+		}
+		if resp.StatusCode != http.StatusServiceUnavailable {
+			t.Fatalf("%s: POST: status %d (%s), want 503 or 201", what, resp.StatusCode, strings.TrimSpace(body))
+		}
+		if time.Since(t0) > limit {
+			t.Fatalf("%s: the scanner is still busy %v later (%s), driver %v", what, limit, strings.TrimSpace(body), r.dev.d.State())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestAdv4PlainWriterStalledReader: served through a ResponseWriter that
+// hides the connection's write deadline, a client that stops reading its
+// page holds the scanner about JobTimeout without progress, not for ever;
+// the job is canceled as by a client that went away.
+func TestAdv4PlainWriterStalledReader(t *testing.T) {
+	const jobTimeout = time.Second
+	r := newRigServer(t, func(c *escl.Config) { c.JobTimeout = jobTimeout }, adv4PlainServer(true))
+	loc := r.post(t, settings("Grayscale8", 200, "image/png", 0, 0, 0, 0))
+	adv4Stall(t, r, loc)
+	select {
+	case rep := <-r.reports:
+		if rep.Outcome != escl.OutcomeCanceled || rep.Cause != escl.CauseClientGone {
+			t.Errorf("report: %v by %v, want canceled by client gone", rep.Outcome, rep.Cause)
+		}
+	case <-time.After(15 * time.Second):
+		r.do(t, "DELETE", loc, "", "") // may not free it either
+		t.Fatalf("the job of a client that stopped reading still holds the scanner 15 s later (JobTimeout %v)", jobTimeout)
+	}
+	if state, reasons := adv4JobInfo(t, r, loc); state != "Canceled" {
+		t.Errorf("job listed %s %v, want Canceled", state, reasons)
+	}
+	adv4AwaitFree(t, r, 10*time.Second, "after the stalled reader")
+}
+
+// TestAdv4PlainWriterDeleteStalled: the DELETE of a job whose page a
+// stalled client holds, through a ResponseWriter that cannot cut the
+// send, frees the scanner within CancelTimeout, long before JobTimeout.
+func TestAdv4PlainWriterDeleteStalled(t *testing.T) {
+	r := newRigServer(t, func(c *escl.Config) { c.JobTimeout = time.Hour; c.CancelTimeout = time.Second },
+		adv4PlainServer(true))
+	loc := r.post(t, settings("Grayscale8", 200, "image/png", 0, 0, 0, 0))
+	adv4Stall(t, r, loc)
+	// Let the send fill the socket buffers and block in a write (a
+	// DELETE before that is seen between two chunks, and ends the send).
+	time.Sleep(time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "DELETE", r.srv.URL+loc, nil)
+	if resp, err := r.srv.Client().Do(req); err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("DELETE: %v %v", resp, err)
+	} else {
+		resp.Body.Close()
+	}
+	select {
+	case rep := <-r.reports:
+		if rep.Outcome != escl.OutcomeCanceled || rep.Cause != escl.CauseDelete {
+			t.Errorf("report: %v by %v, want canceled by delete", rep.Outcome, rep.Cause)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatalf("the deleted job still holds the scanner 15 s later (CancelTimeout 1 s, JobTimeout an hour)")
+	}
+	adv4AwaitFree(t, r, 10*time.Second, "after the DELETE")
 }

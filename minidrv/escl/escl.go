@@ -531,6 +531,7 @@ func (h *Handler) serveNextDocument(w http.ResponseWriter, r *http.Request) {
 	if st == jobReady {
 		j.state = jobSending
 		j.sendRC = rc
+		j.progress = time.Now()
 	}
 	h.mu.Unlock()
 	switch st {
@@ -570,13 +571,17 @@ func (h *Handler) serveNextDocument(w http.ResponseWriter, r *http.Request) {
 		// Each chunk has JobTimeout to go out: a client that stops
 		// reading would otherwise hold the scanner for as long as it
 		// keeps the connection. Under h.mu, with the cut checked, so
-		// that a cancel's deadline in the past is never moved on.
+		// that a cancel's deadline in the past is never moved on. A
+		// ResponseWriter that hides the connection (a middleware's
+		// wrapper) takes no deadline: the job's goroutine then watches
+		// the chunks' progress itself (awaitDelivery).
 		h.mu.Lock()
 		if j.cut.Load() {
 			err = errSendCut
-		} else {
-			_ = rc.SetWriteDeadline(time.Now().Add(h.cfg.JobTimeout))
+		} else if rc.SetWriteDeadline(time.Now().Add(h.cfg.JobTimeout)) != nil {
+			j.unbounded = true
 		}
+		j.progress = time.Now()
 		h.mu.Unlock()
 		if err != nil {
 			break
@@ -598,7 +603,7 @@ func (h *Handler) serveNextDocument(w http.ResponseWriter, r *http.Request) {
 	// client's next request. A cancel that came after the last write
 	// lost the race, but it may have moved the deadline: clear it.
 	j.sendRC = nil
-	if err == nil {
+	if err == nil && j.state == jobSending { // not given up on (awaitDelivery)
 		j.state = jobDelivered
 		j.delivered = time.Now()
 		_ = rc.SetWriteDeadline(time.Time{})

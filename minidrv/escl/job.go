@@ -167,6 +167,12 @@ type job struct {
 	// between chunks.
 	sendRC *http.ResponseController
 	cut    atomic.Bool
+	// progress is when the send of the document last began a chunk;
+	// unbounded, that its connection takes no write deadline (the
+	// ResponseWriter hides it), so that neither JobTimeout nor a cancel
+	// can end a write stuck on a client that does not read.
+	progress  time.Time
+	unbounded bool
 }
 
 // sendChunk is how much of the document NextDocument writes between two
@@ -286,27 +292,54 @@ func (h *Handler) jobDone(rep JobReport) {
 
 // awaitDelivery waits until j's document is delivered, the job canceled,
 // or the document waited JobTimeout without being fetched (expired). A
-// send in progress is always waited for: it decides the outcome.
+// send in progress is waited for: it decides the outcome. Its connection's
+// write deadline (JobTimeout per chunk) bounds it, and a cancel cuts it at
+// once. Without deadlines (a ResponseWriter that hides the connection), a
+// write stuck on a client that does not read could last for ever: such a
+// send is given up after JobTimeout without a new chunk (the job is
+// canceled, as for a client gone), or CancelTimeout after a cancel, and
+// the scanner taken back; the stuck write ends when the connection does.
 func (h *Handler) awaitDelivery(j *job) {
 	t := time.NewTimer(h.cfg.JobTimeout)
 	defer t.Stop()
+	canceled := j.cancelCtx.Done()
 	for {
 		select {
 		case <-j.over:
 			return
-		case <-j.cancelCtx.Done():
+		case <-canceled:
 			h.mu.Lock()
-			sending := j.state == jobSending
+			sending, unbounded := j.state == jobSending, j.unbounded
 			h.mu.Unlock()
-			if sending {
+			switch {
+			case !sending:
+				return
+			case !unbounded:
 				<-j.over // the cancel ends the write at once
+				return
 			}
-			return
+			// The cut stops the send before its next chunk: wait
+			// that long, within CancelTimeout.
+			canceled = nil
+			t.Reset(h.cfg.CancelTimeout)
 		case <-t.C:
+			if canceled == nil {
+				return // canceled, and the send is stuck in a write: give it up
+			}
 			h.mu.Lock()
-			if j.state == jobReady { // not being sent: drop it
+			switch {
+			case j.state == jobReady: // not being sent: drop it
 				j.state = jobExpired
 				h.mu.Unlock()
+				return
+			case j.state == jobSending && j.unbounded:
+				if left := h.cfg.JobTimeout - time.Since(j.progress); left > 0 {
+					h.mu.Unlock()
+					t.Reset(left)
+					continue
+				}
+				h.mu.Unlock()
+				h.cancel(j, CauseClientGone) // stuck for JobTimeout: give it up
 				return
 			}
 			h.mu.Unlock()
