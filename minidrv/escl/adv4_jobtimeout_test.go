@@ -1,18 +1,24 @@
 package escl_test
 
-// The job lifecycle when the handler is served through a ResponseWriter
-// that hides the connection (a middleware's wrapper): no flushing, no
-// write deadlines.
+// A client that goes away: one whose NextDocument connection drops cancels
+// its job at once; one that never comes back after its POST holds the
+// scanner until its page has waited JobTimeout, no longer, and its job is
+// then listed as Aborted (JobTimedOut). The same bounds hold when the
+// handler is served through a ResponseWriter that hides the connection (a
+// middleware's wrapper): no flushing, no write deadlines.
 
 import (
+	"bufio"
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/cancelio/cancelio/minidrv"
 	"github.com/cancelio/cancelio/minidrv/escl"
 )
 
@@ -172,4 +178,92 @@ func TestAdv4PlainWriterDeleteStalled(t *testing.T) {
 		t.Fatalf("the deleted job still holds the scanner 15 s later (CancelTimeout 1 s, JobTimeout an hour)")
 	}
 	adv4AwaitFree(t, r, 10*time.Second, "after the DELETE")
+}
+
+// TestAdv4VanishedClientHoldsUntilJobTimeout: a client that posts a job
+// and never comes back (no NextDocument, no DELETE) holds the scanner
+// while its page waits, JobTimeout and no longer: meanwhile POST gets 503
+// and ScannerStatus says Processing; after, a POST is created, the old job
+// is listed Aborted (JobTimedOut), and its late NextDocument gets 410.
+func TestAdv4VanishedClientHoldsUntilJobTimeout(t *testing.T) {
+	const jobTimeout = 3 * time.Second
+	r := newRig(t, func(c *escl.Config) { c.JobTimeout = jobTimeout })
+	loc := r.post(t, settings("Grayscale8", 75, "image/png", 0, 0, 300, 300))
+	adv3WaitJob(t, r, loc, "JobTransferring") // scanned: the page waits
+	ready := time.Now()
+	resp, body := r.do(t, "POST", "/eSCL/ScanJobs", "text/xml", settings("Grayscale8", 75, "image/png", 0, 0, 300, 300))
+	if time.Since(ready) < jobTimeout/2 { // a loaded machine may be slow: judge only an early answer
+		if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
+			t.Errorf("POST while the page waits: status %d (%s), Retry-After %q; want 503 with Retry-After",
+				resp.StatusCode, strings.TrimSpace(body), resp.Header.Get("Retry-After"))
+		}
+		if st := adv3GetStatus(t, r); st.State != "Processing" {
+			t.Errorf("ScannerStatus while the page waits: %s, want Processing", st.State)
+		}
+	}
+	if resp.StatusCode == http.StatusCreated { // keep the rig consistent
+		advFinishJob(t, r, resp.Header.Get("Location"))
+	}
+	rep := r.report(t)
+	if rep.Outcome != escl.OutcomeExpired || rep.Cause != escl.CauseNone {
+		t.Errorf("unfetched job: %v (cause %v), want expired", rep.Outcome, rep.Cause)
+	}
+	if d := rep.End.Sub(rep.Encoded); d < jobTimeout {
+		t.Errorf("the page waited %v, want JobTimeout (%v)", d, jobTimeout)
+	}
+	if state, reasons := adv4JobInfo(t, r, loc); state != "Aborted" || len(reasons) != 1 || reasons[0] != "JobTimedOut" {
+		t.Errorf("expired job listed %s %v, want Aborted [JobTimedOut]", state, reasons)
+	}
+	if st := adv3GetStatus(t, r); st.State != "Idle" {
+		t.Errorf("ScannerStatus after the job expired: %s, want Idle", st.State)
+	}
+	adv4AwaitFree(t, r, 10*time.Second, "after JobTimeout")
+	if resp, _ := r.do(t, "GET", loc+"/NextDocument", "", ""); resp.StatusCode != http.StatusGone {
+		t.Errorf("NextDocument of the expired job: %d, want 410", resp.StatusCode)
+	}
+	if resp, _ := r.do(t, "DELETE", loc, "", ""); resp.StatusCode != http.StatusOK {
+		t.Errorf("DELETE of the expired job: %d, want 200", resp.StatusCode)
+	}
+}
+
+// TestAdv4DroppedDownloadCancels: a client that drops its connection part
+// way through the page (more than the socket buffers hold is left)
+// cancels the job at once: the report says canceled by the client's
+// going, and the scanner is free long before JobTimeout (an hour here).
+func TestAdv4DroppedDownloadCancels(t *testing.T) {
+	r := newRigServer(t, func(c *escl.Config) { c.JobTimeout = time.Hour }, adv4SmallBuffers)
+	loc := r.post(t, settings("Grayscale8", 200, "image/png", 0, 0, 0, 0)) // about 4 MB
+	c, err := net.Dial("tcp", r.srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.(*net.TCPConn).SetReadBuffer(4 << 10)
+	fmt.Fprintf(c, "GET %s/NextDocument HTTP/1.1\r\nHost: x\r\n\r\n", loc)
+	_ = c.SetReadDeadline(time.Now().Add(15 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusOK || resp.ContentLength < 1<<20 {
+		t.Fatalf("NextDocument: status %d, %d bytes; want 200 and a page over 1 MiB", resp.StatusCode, resp.ContentLength)
+	}
+	if _, err := io.CopyN(io.Discard, resp.Body, 100<<10); err != nil {
+		t.Fatal(err)
+	}
+	c.(*net.TCPConn).SetLinger(0) // a reset, as when the client is killed
+	c.Close()
+	select {
+	case rep := <-r.reports:
+		if rep.Outcome != escl.OutcomeCanceled || rep.Cause != escl.CauseClientGone {
+			t.Errorf("report: %v by %v, want canceled by client gone", rep.Outcome, rep.Cause)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("no report 10 s after the client dropped its download (JobTimeout an hour)")
+	}
+	if state, reasons := adv4JobInfo(t, r, loc); state != "Canceled" {
+		t.Errorf("job listed %s %v, want Canceled", state, reasons)
+	}
+	r.waitState(t, minidrv.Idle)
+	adv4AwaitFree(t, r, 10*time.Second, "after the dropped download")
 }

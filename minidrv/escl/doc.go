@@ -31,6 +31,15 @@
 // or the page waits Config.JobTimeout unfetched: a second POST meanwhile
 // gets 503 with Retry-After, never a share of the device.
 //
+// A client that dies after its POST, before it asks for the page, leaves
+// nothing to notice: its job holds the scanner for the rest of the scan
+// and then Config.JobTimeout (a minute by default), after which the job
+// is listed Aborted (JobTimedOut) in ScannerStatus and the next POST
+// succeeds. One that dies while it waits for or downloads the page closes
+// its connection, which cancels the job at once (see Cancel); one that
+// stays connected but stops reading holds it until a chunk of the page
+// has waited Config.JobTimeout to be taken.
+//
 // # Cancel
 //
 // A DELETE on a running job, a client that drops its NextDocument

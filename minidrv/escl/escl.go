@@ -27,7 +27,12 @@ const (
 	// 0: 64 KiB is a hundred times a real client's scan settings.
 	DefaultMaxBodySize = 64 << 10
 	// DefaultJobTimeout is how long a scanned page waits for its
-	// NextDocument when Config.JobTimeout is 0.
+	// NextDocument when Config.JobTimeout is 0: a minute, which is also
+	// how long a client that dies after its POST keeps others out once
+	// its page is scanned. A live client asks for the page at once
+	// (sane-airscan sends NextDocument as soon as the POST is answered,
+	// and waits in it while the page is scanned): a minute leaves ample
+	// time to one that is slow to come back.
 	DefaultJobTimeout = 60 * time.Second
 	// DefaultLockTimeout is how long a new job waits for the driver's lock
 	// when Config.LockTimeout is 0.
@@ -66,10 +71,19 @@ type Config struct {
 	// DefaultMaxBodySize when 0.
 	MaxBodySize int64
 	// JobTimeout is how long a scanned page waits for a client to fetch
-	// it; the job is then dropped and the scanner is free again. It also
-	// bounds how long a client that fetches the page may go without
-	// reading any of it: the send fails and the job is canceled, as when
-	// the client goes away. DefaultJobTimeout when 0.
+	// it; the job is then dropped (OutcomeExpired; ScannerStatus lists it
+	// Aborted, JobTimedOut) and the scanner is free again. It is what
+	// frees the scanner from a client that posts a job and is never
+	// heard of again (no NextDocument, no DELETE, no connection to see
+	// close): until then a POST gets 503 and ScannerStatus says
+	// Processing, as the handler cannot tell such a client from a slow
+	// one. The clock starts when the page is ready: the scan itself is
+	// not limited (a device that stops sending fails it after the
+	// driver's minidrv.Config.StallTimeout). JobTimeout also bounds how
+	// long a client that fetches the page may go without reading any of
+	// it: the send fails and the job is canceled, as when the client goes
+	// away (a client whose connection closes cancels its job at once).
+	// DefaultJobTimeout when 0.
 	JobTimeout time.Duration
 	// LockTimeout is how long a new job waits for the driver's lock (held
 	// by another client of the driver, or by its recovery after a cancel)
