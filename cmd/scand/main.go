@@ -21,12 +21,13 @@
 // airscan backend with scand as its one device and discovery off, for
 // SANE_CONFIG_DIR=DIR (nothing under /etc changes).
 //
-// One line is logged per job on stderr, with its timings (scan, encode,
-// delivery and, for a canceled job, cancel to idle and CancelPendingIO's
-// own time). A client's DELETE or dropped connection cancels the running
-// job through CancelPendingIO. SIGTERM or SIGINT shuts down: the running
-// job is canceled, open requests end, the driver is uninitialized, and
-// scand exits with status 0. Bad usage exits with 2, a failure to start or
+// Each job logs two lines on stderr: "escl: job created" with its
+// settings, then, when it ends, "escl: job" with its outcome and timings
+// (scan, encode, delivery and, for a job canceled while scanning, cancel to
+// idle and CancelPendingIO's own time). A client's DELETE or dropped
+// connection cancels the running job through CancelPendingIO. SIGTERM or
+// SIGINT shuts down: the running job is canceled, open requests end, the
+// driver is uninitialized, and scand exits with status 0. Bad usage exits with 2, a failure to start or
 // serve with 1.
 package main
 
