@@ -29,10 +29,15 @@
 // says so, and how long wiascan will wait: after --stall-timeout (default
 // 30s; 0 waits for ever) the scan fails. Without a progress line the same
 // is said in one notice line. Ctrl-C (SIGINT) calls CancelPendingIO: the
-// transfer is canceled at once, wiascan reports how long the call took,
-// removes the partial output and exits with status 130; a second Ctrl-C
-// kills it at once. A hung scanner does not hang wiascan: the abort is
-// bounded by --abort-timeout.
+// transfer is canceled at once, wiascan reports how long the call took
+// and exits with status 130; a second Ctrl-C kills it at once. A hung
+// scanner does not hang wiascan: the abort is bounded by --abort-timeout.
+//
+// The image is written to a temporary file in the directory of --out and
+// renamed over --out once the scan has succeeded. A scan that fails or is
+// canceled removes the temporary file: it leaves no partial image, and an
+// existing --out as it was. (A second Ctrl-C, which kills wiascan at once,
+// can leave the temporary file, named .FILE.XXXXXXXX.tmp.)
 //
 // A failure is reported in one line that says what happened in the
 // scanner's terms (it stopped answering, went away, refused a value); -v

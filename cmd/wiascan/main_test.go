@@ -137,11 +137,96 @@ func TestFlagError(t *testing.T) {
 	assert.Same(t, other, o.flagError(other), "other errors pass through")
 }
 
+// TestUnwritableOutput: an --out that cannot be written is reported before
+// the scan, in one line that names --out (not the temporary file).
 func TestUnwritableOutput(t *testing.T) {
-	code, _, stderr := runArgs(t, "--out", filepath.Join(t.TempDir(), "no", "such", "dir", "x.pnm"))
-	assert.Equal(t, exitFailed, code)
-	assert.Contains(t, stderr, "open output:")
-	assert.Contains(t, stderr, "no such file or directory")
+	dir := t.TempDir()
+	file := filepath.Join(dir, "file")
+	require.NoError(t, os.WriteFile(file, nil, 0o644))
+	cases := []struct{ out, why string }{
+		{filepath.Join(dir, "no", "such", "dir", "x.pnm"), "no such file or directory"},
+		{filepath.Join(file, "x.pnm"), "not a directory"},
+	}
+	if os.Getuid() != 0 { // root writes anywhere
+		ro := filepath.Join(dir, "ro")
+		require.NoError(t, os.Mkdir(ro, 0o555))
+		cases = append(cases, struct{ out, why string }{filepath.Join(ro, "x.pnm"), "permission denied"})
+	}
+	for _, tc := range cases {
+		code, stdout, stderr := runArgs(t, "--out", tc.out)
+		assert.Equal(t, exitFailed, code, tc.out)
+		assert.Empty(t, stdout, tc.out)
+		assert.Equal(t, "wiascan: open output: open "+tc.out+": "+tc.why+"\n", stderr)
+	}
+}
+
+// dirNames returns the names in dir: a temporary file left behind shows.
+func dirNames(t *testing.T, dir string) []string {
+	t.Helper()
+	es, err := os.ReadDir(dir)
+	require.NoError(t, err)
+	var names []string
+	for _, e := range es {
+		names = append(names, e.Name())
+	}
+	return names
+}
+
+// TestExistingOutput: an existing --out is replaced by a complete image
+// only; a scan that fails or is canceled, before or during the transfer,
+// leaves it as it was, and no temporary file is left behind.
+func TestExistingOutput(t *testing.T) {
+	dir := t.TempDir()
+	out := filepath.Join(dir, "prev.pgm")
+	const precious = "precious\n"
+	untouched := func(what string) {
+		t.Helper()
+		b, err := os.ReadFile(out)
+		require.NoError(t, err, what)
+		assert.Equal(t, precious, string(b), "%s: --out untouched", what)
+		assert.Equal(t, []string{"prev.pgm"}, dirNames(t, dir), "%s: no temporary file left", what)
+	}
+	require.NoError(t, os.WriteFile(out, []byte(precious), 0o644))
+
+	code, _, stderr := runArgs(t, "--out", out, "--hang-after", "1")
+	assert.Equal(t, exitFailed, code, stderr)
+	untouched("the scanner fails to open")
+	code, _, stderr = runArgs(t, "--out", out, "--hang-after", "100k", "--stall-timeout", "200ms")
+	assert.Equal(t, exitFailed, code, stderr)
+	untouched("the scan fails")
+	code, stderr = interrupt(t, "", "--out", out, "--hang-after", "1k")
+	assert.Equal(t, exitCanceled, code, stderr)
+	untouched("Ctrl-C before the transfer")
+	code, stderr = interrupt(t, "\r[", "--out", out, "--bandwidth", "64k", "--progress", "on")
+	assert.Equal(t, exitCanceled, code, stderr)
+	untouched("Ctrl-C during the transfer")
+
+	code, stdout, stderr := runArgs(t, "--out", out, "--width", "32", "--height", "8")
+	require.Equal(t, exitOK, code, stderr)
+	assert.Contains(t, stdout, "32x8")
+	magic, w, h, data := readPNM(t, out)
+	assert.Equal(t, "P5", magic)
+	assert.Equal(t, [2]int{32, 8}, [2]int{w, h})
+	assert.Len(t, data, 32*8)
+	assert.Equal(t, []string{"prev.pgm"}, dirNames(t, dir), "a scan that succeeds leaves no temporary file")
+}
+
+// TestOutputMode: the image gets the mode a file created with 0644 gets
+// (the umask applies), not a temporary file's 0600.
+func TestOutputMode(t *testing.T) {
+	dir := t.TempDir()
+	ref := filepath.Join(dir, "ref")
+	f, err := os.OpenFile(ref, os.O_WRONLY|os.O_CREATE, 0o644)
+	require.NoError(t, err)
+	require.NoError(t, f.Close())
+	want, err := os.Stat(ref)
+	require.NoError(t, err)
+	out := filepath.Join(dir, "x.pgm")
+	code, _, stderr := runArgs(t, "--out", out, "--width", "8", "--height", "8")
+	require.Equal(t, exitOK, code, stderr)
+	got, err := os.Stat(out)
+	require.NoError(t, err)
+	assert.Equal(t, want.Mode().Perm(), got.Mode().Perm())
 }
 
 func TestRealUSBMissing(t *testing.T) {
@@ -306,6 +391,7 @@ func TestStall(t *testing.T) {
 		}
 		_, err := os.Stat(out)
 		assert.True(t, os.IsNotExist(err), "a failed scan leaves no file")
+		assert.Empty(t, dirNames(t, dir), "no temporary file left")
 	}
 }
 
@@ -359,7 +445,7 @@ func interrupt(t *testing.T, when string, args ...string) (int, string) {
 }
 
 // Ctrl-C on a hung scanner: the cancel returns control within the abort
-// timeout, the partial file is removed, the exit status says canceled.
+// timeout, no file is left, the exit status says canceled.
 // --stall-timeout 0 waits for ever, and the progress line says so.
 func TestInterruptHungScan(t *testing.T) {
 	out := filepath.Join(t.TempDir(), "x.pnm")
@@ -370,7 +456,8 @@ func TestInterruptHungScan(t *testing.T) {
 	l := lastLine(stderr)
 	assert.Regexp(t, `^wiascan: canceled at \d+% \([\d.]+ of [\d.]+ MB\); CancelPendingIO returned in \S+$`, l)
 	_, err := os.Stat(out)
-	assert.True(t, os.IsNotExist(err), "the partial output is removed")
+	assert.True(t, os.IsNotExist(err), "no partial output")
+	assert.Empty(t, dirNames(t, filepath.Dir(out)), "no temporary file left")
 }
 
 // Ctrl-C that comes before the acquisition starts still cancels it: with

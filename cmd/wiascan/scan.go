@@ -19,20 +19,14 @@ import (
 
 // scan acquires one image into o.out. Its errors are a *failure, a
 // *usageError, or an error whose text is the whole story.
-func scan(o *options, stdout, stderr io.Writer, sigs <-chan os.Signal) (err error) {
-	// The output first: an unwritable file is reported before the scan.
-	f, err := os.OpenFile(o.out, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+func scan(o *options, stdout, stderr io.Writer, sigs <-chan os.Signal) error {
+	// The output first: an unwritable directory is reported before the
+	// scan. An existing --out is replaced only by a complete image.
+	out, err := createOutput(o.out)
 	if err != nil {
 		return fmt.Errorf("open output: %w", err)
 	}
-	defer func() {
-		if cerr := f.Close(); err == nil && cerr != nil {
-			err = fmt.Errorf("write %s: %w", o.out, cerr)
-		}
-		if err != nil {
-			_ = os.Remove(o.out) // no partial image left behind
-		}
-	}()
+	defer out.discard() // after a failure or a cancel
 
 	ring, err := ioring.New(ioring.Config{Entries: 1024})
 	if err != nil {
@@ -128,7 +122,7 @@ func scan(o *options, stdout, stderr io.Writer, sigs <-chan os.Signal) (err erro
 	}
 	p := d.Properties()
 
-	w := bufio.NewWriterSize(f, 1<<20)
+	w := bufio.NewWriterSize(out.f, 1<<20)
 	var raw []byte
 	sink := &recordingWriter{w: w}
 	if !o.format.pnm {
@@ -157,6 +151,9 @@ func scan(o *options, stdout, stderr io.Writer, sigs <-chan os.Signal) (err erro
 	}
 	if err := w.Flush(); err != nil {
 		return fmt.Errorf("write %s: %w", o.out, err)
+	}
+	if err := out.commit(); err != nil {
+		return err
 	}
 	fmt.Fprintf(stdout, "%s: %s, %dx%d %s at %d dpi, %d bytes of image in %v (%.1f MB/s)\n", o.out, o.format.name,
 		p.XExtent, p.YExtent, p.DataType, p.XResolution, p.ImageSize(), elapsed.Round(time.Millisecond),
