@@ -11,9 +11,10 @@
 //
 // By default the scanner is simulated (package usbsim): a deterministic
 // image, with fault injection (--hang-after, --bandwidth). --usb VID:PID
-// opens a real scanner through libusb instead; it must speak usbsim's
-// command protocol (as the FunctionFS gadget of the usbvm test guest does:
-// see docs/usbvm.md).
+// opens a real scanner instead, through the usb package's default backend
+// (usbfs on Linux, no cgo; the environment variable CANCELIO_USB=libusb
+// picks libusb), as cmd/scand does; it must speak usbsim's command protocol,
+// as usbsim's scanner served as a FunctionFS gadget does (docs/usbvm.md).
 //
 // --hang-after and --bandwidth take sizes in the syntax of iobench's
 // --size: a whole number with k, M or G (powers of 1024; KiB, MiB, GiB

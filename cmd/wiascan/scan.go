@@ -35,7 +35,12 @@ func scan(o *options, stdout, stderr io.Writer, sigs <-chan os.Signal) error {
 	defer ring.Close()
 	var open func(context.Context) (*usb.Device, error)
 	if o.real {
-		open = func(context.Context) (*usb.Device, error) { return usb.Open(ring, o.vid, o.pid) }
+		// The usb package's default backend (usbfs on Linux, unless
+		// CANCELIO_USB says otherwise), with the zero-length packet a real
+		// device needs after a bulk OUT of whole packets (minidrv.Config.Open).
+		open = func(context.Context) (*usb.Device, error) {
+			return usb.Open(ring, o.vid, o.pid, usb.WithZeroPacket())
+		}
 	} else {
 		var release func()
 		if open, release, err = simOpener(ring, o); err != nil {
