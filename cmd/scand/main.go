@@ -7,7 +7,7 @@
 //	SANE_CONFIG_DIR=/tmp/scand-sane scanimage -d airscan:e0:cancelio --format=png -o page.png
 //
 //	scand --addr :8090 --usb 1209:0001            # a real scanner, through usbfs
-//	scand --bandwidth 1000000 --hang-after 500000 # a slow simulated scanner that hangs
+//	scand --bandwidth 1M --hang-after 500k        # a slow simulated scanner that hangs
 //
 // By default the scanner is simulated (package usbsim); --usb VID:PID opens
 // a real one through the usb package's default backend (usbfs on Linux, no
@@ -20,6 +20,10 @@
 // or let --sane-config DIR write a SANE configuration that loads only the
 // airscan backend with scand as its one device and discovery off, for
 // SANE_CONFIG_DIR=DIR (nothing under /etc changes).
+//
+// --bandwidth and --hang-after take sizes in the syntax of iobench's
+// --size and wiascan's: a whole number with k, M or G (powers of 1024;
+// KiB, MiB, GiB also accepted), such as 4096, 500k or 1M.
 //
 // Each job logs two lines on stderr: "escl: job created" with its
 // settings, then, when it ends, "escl: job" with its outcome and timings

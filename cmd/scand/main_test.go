@@ -190,7 +190,10 @@ func TestUsage(t *testing.T) {
 	for _, args := range [][]string{
 		{"--usb", "nope"},
 		{"--usb", "1209:0001", "--hang-after", "10"},
+		{"--usb", "1209:0001", "--bandwidth", "1k"},
 		{"--queue-depth", "0"},
+		{"--hang-after", "-1"},
+		{"--bandwidth", "1q"},
 		{"extra"},
 	} {
 		var out bytes.Buffer
@@ -240,4 +243,57 @@ func TestScanimageScand(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkGray(t, img, expectedImage(0, 75, 636, 876, false))
+}
+
+// TestSizeSyntax: --bandwidth and --hang-after take the size syntax of
+// iobench and wiascan (package units); "1M" was refused before.
+func TestSizeSyntax(t *testing.T) {
+	for _, tc := range []struct {
+		args                 []string
+		bandwidth, hangAfter int64
+	}{
+		{nil, 0, 0},
+		{[]string{"--bandwidth", "1M", "--hang-after", "64k"}, 1 << 20, 64 << 10},
+		{[]string{"--bandwidth", "200000", "--hang-after", "1MiB"}, 200000, 1 << 20},
+		{[]string{"--bandwidth", "0", "--hang-after", "2G"}, 0, 2 << 30},
+	} {
+		o, err := parseArgs(tc.args, io.Discard)
+		if err != nil {
+			t.Errorf("scand %q: %v", tc.args, err)
+			continue
+		}
+		if o.bandwidth != tc.bandwidth || o.hangAfter != tc.hangAfter {
+			t.Errorf("scand %q: bandwidth %d, hang-after %d; want %d, %d", tc.args, o.bandwidth, o.hangAfter, tc.bandwidth, tc.hangAfter)
+		}
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--bandwidth", "1q"}, `scand: --bandwidth "1q": not a size: want bytes, or a whole number with k, M or G`},
+		{[]string{"--bandwidth", "4KB"}, `scand: --bandwidth "4KB": not a size`},
+		{[]string{"--hang-after", "-1"}, `scand: --hang-after "-1": not a size`},
+		{[]string{"--hang-after", "2T"}, `scand: --hang-after "2T": not a size`},
+		{[]string{"--bandwidth", "2048G"}, `scand: --bandwidth "2048G": size out of range: want at most 1024G`},
+	} {
+		var out bytes.Buffer
+		if code := run(tc.args, &out, nil, nil); code != exitUsage {
+			t.Errorf("scand %q: exit %d, want %d", tc.args, code, exitUsage)
+		}
+		if !strings.HasPrefix(out.String(), tc.want) || strings.Count(out.String(), "\n") != 1 {
+			t.Errorf("scand %q: got %q, want one line starting %q", tc.args, out.String(), tc.want)
+		}
+	}
+	var help bytes.Buffer
+	if code := run([]string{"-h"}, &help, nil, nil); code != exitOK {
+		t.Errorf("scand -h: exit %d", code)
+	}
+	if !strings.Contains(help.String(), "take k, M or G") || !strings.Contains(help.String(), "e.g. 1M") {
+		t.Errorf("scand -h does not describe the size syntax:\n%s", help.String())
+	}
+	// A daemon started with sizes serves (the simulator takes them).
+	d := start(t, "--bandwidth", "1M", "--hang-after", "1G")
+	if code, _ := d.stop(t); code != exitOK {
+		t.Errorf("exit status %d after SIGTERM, want 0:\n%s", code, d.log.String())
+	}
 }

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/cancelio/cancelio/internal/units"
 	"github.com/cancelio/cancelio/ioring"
 	"github.com/cancelio/cancelio/minidrv"
 	"github.com/cancelio/cancelio/minidrv/escl"
@@ -28,6 +29,9 @@ const (
 
 // shutdownTimeout bounds the clean shutdown after SIGTERM.
 const shutdownTimeout = 10 * time.Second
+
+// Limit of the simulated scanner's size flags (wiascan's too).
+const maxSimBytes = 1 << 40
 
 // options are the parsed command line.
 type options struct {
@@ -50,12 +54,14 @@ func parseArgs(args []string, stderr io.Writer) (*options, error) {
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: scand [--addr HOST:PORT] [--usb VID:PID] [flags]")
+		fmt.Fprintln(stderr, "Sizes (--bandwidth, --hang-after) take k, M or G (powers of 1024; KiB, MiB,\nGiB also accepted).")
 		fs.PrintDefaults()
 	}
 	fs.StringVar(&o.addr, "addr", "127.0.0.1:8090", "listen on `HOST:PORT` (port 0: any free port)")
 	usbID := fs.String("usb", "", "serve the real scanner `VID:PID` (hex) through usbfs instead of the simulated one")
-	fs.Int64Var(&o.bandwidth, "bandwidth", 0, "simulated scanner: cap its data rate at `BYTES` per second (0: no cap)")
-	fs.Int64Var(&o.hangAfter, "hang-after", 0, "simulated scanner: hang after sending `BYTES` of image data (0: never)")
+	// Sizes default to "" (no fault), which -h does not print as a default.
+	bandwidth := fs.String("bandwidth", "", "simulated scanner: cap its data rate at `BYTES` per second, e.g. 1M (unset or 0: no cap)")
+	hangAfter := fs.String("hang-after", "", "simulated scanner: hang after sending `BYTES` of image data, e.g. 100k (unset or 0: never)")
 	fs.IntVar(&o.queueDepth, "queue-depth", minidrv.DefaultQueueDepth, "bulk-IN transfers kept in flight")
 	fs.DurationVar(&o.abortTimeout, "abort-timeout", 250*time.Millisecond, "bound on the abort and flush after a cancel")
 	fs.DurationVar(&o.jobTimeout, "job-timeout", escl.DefaultJobTimeout, "how long a scanned page waits to be fetched")
@@ -66,6 +72,20 @@ func parseArgs(args []string, stderr io.Writer) (*options, error) {
 	}
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	for _, sz := range []struct {
+		name string
+		s    string
+		v    *int64
+	}{{"--hang-after", *hangAfter, &o.hangAfter}, {"--bandwidth", *bandwidth, &o.bandwidth}} {
+		if sz.s == "" {
+			continue
+		}
+		v, err := units.ParseBytes(sz.s, 0, maxSimBytes)
+		if err != nil {
+			return nil, fmt.Errorf("%s %q: %v", sz.name, sz.s, err)
+		}
+		*sz.v = v
 	}
 	if *usbID != "" {
 		vid, pid, err := parseUSBID(*usbID)
@@ -78,10 +98,6 @@ func parseArgs(args []string, stderr io.Writer) (*options, error) {
 		}
 	}
 	switch {
-	case o.hangAfter < 0:
-		return nil, fmt.Errorf("--hang-after %d: must not be negative", o.hangAfter)
-	case o.bandwidth < 0:
-		return nil, fmt.Errorf("--bandwidth %d: must not be negative", o.bandwidth)
 	case o.queueDepth < 1 || o.queueDepth > minidrv.MaxQueueDepth:
 		return nil, fmt.Errorf("--queue-depth %d: want 1..%d", o.queueDepth, minidrv.MaxQueueDepth)
 	case o.abortTimeout <= 0:

@@ -1,6 +1,7 @@
 // Package units holds the one syntax for byte sizes that cancelio's
-// command-line tools accept: iobench's --size and wiascan's --bandwidth
-// (and --hang-after) go through ParseBytes, so "4k" means the same in both.
+// command-line tools accept: iobench's --size, and wiascan's and scand's
+// --bandwidth and --hang-after go through ParseBytes, so "4k" means the
+// same in all three.
 //
 // A size is a whole decimal number of bytes, optionally followed by a
 // multiplier: k, M or G (any case), or their IEC spellings KiB, MiB and
