@@ -63,13 +63,14 @@
 //	                                          (CancelConfig.Each)
 //	BenchmarkCancelUnderLoad/impl=…/op=…      reads or ping-pongs while another
 //	                                          read is canceled 1,000 times a second
-//	BenchmarkCancelPendingIO/impl=…           minidriver CancelPendingIO to Idle
-//	                                          (impls implementing IdleCanceler)
 //	BenchmarkScale/impl=…/layout={shared,each}/goroutines={1,2,4,8}/procs={1,2}/op={nop,read4k}
 //	                                          goroutines doing one request at a
 //	                                          time on one shared ring or a ring
 //	                                          each, at GOMAXPROCS procs
 //	                                          (impls implementing Scaler)
+//
+// The minidriver's CancelPendingIO is benchmarked in its own package, on
+// the simulated scanner: go test -bench CancelPendingIO ./minidrv/.
 //
 // Every run starts with an untimed warm-up (256 ops; for the cancel suites,
 // arm+cancel cycles until 512 requests have been through), so that what is

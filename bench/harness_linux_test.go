@@ -335,29 +335,3 @@ func runUnderLoad(b *testing.B, r Runner) {
 	b.ReportMetric(100*float64(after-before)/(float64(b.Elapsed())/float64(cancelEvery)), "cancels-%")
 	reportCPU(b, user0, sys0)
 }
-
-// BenchmarkCancelPendingIO is the minidriver's CancelPendingIO from a transfer
-// in flight back to Idle, for impls that implement IdleCanceler (none of the
-// baselines: the hook is for cancelio's minidrv). Same metrics as
-// BenchmarkCancel.
-func BenchmarkCancelPendingIO(b *testing.B) {
-	ran := false
-	for _, impl := range supporting(WorkloadCancelToIdle) {
-		ic, ok := impl.(IdleCanceler)
-		if !ok {
-			continue
-		}
-		ran = true
-		for _, pending := range []int{1, 8} {
-			b.Run(fmt.Sprintf("impl=%s/pending=%d", impl.Name(), pending), func(b *testing.B) {
-				r, err := ic.NewCancelToIdle(IdleConfig{Pending: pending})
-				require.NoError(b, err)
-				closeAfter(b, r)
-				runCancel(b, r, pending)
-			})
-		}
-	}
-	if !ran {
-		b.Skip("no registered impl implements IdleCanceler")
-	}
-}

@@ -33,10 +33,6 @@ const (
 	// read on another, empty pipe is submitted and canceled every
 	// CancelLoad.Every (BenchmarkCancelUnderLoad).
 	WorkloadCancelUnderLoad
-	// WorkloadCancelToIdle is the minidriver's CancelPendingIO: from a
-	// transfer in flight back to Idle. Impls that serve it implement
-	// IdleCanceler (BenchmarkCancelPendingIO).
-	WorkloadCancelToIdle
 	// WorkloadCancelEach is WorkloadCancel with every read canceled by
 	// itself, request by request, through the impl's best API for that
 	// (a batch form where it has one): NewCancel with CancelConfig.Each
@@ -73,8 +69,6 @@ func (w Workload) String() string {
 		return "cancel"
 	case WorkloadCancelUnderLoad:
 		return "cancel-under-load"
-	case WorkloadCancelToIdle:
-		return "cancel-to-idle"
 	case WorkloadCancelEach:
 		return "cancel-each"
 	case WorkloadScale:
@@ -154,14 +148,6 @@ type CancelRunner interface {
 	Close() error
 }
 
-// IdleCanceler is the hook for WorkloadCancelToIdle: an Impl that also
-// implements it is benchmarked by BenchmarkCancelPendingIO. Arm starts a
-// transfer; CancelAndWait calls CancelPendingIO and returns when the
-// minidriver is Idle again.
-type IdleCanceler interface {
-	NewCancelToIdle(cfg IdleConfig) (CancelRunner, error)
-}
-
 // Scaler is the hook for WorkloadScale and WorkloadScaleShared: an Impl
 // that also implements it (and Supports them) is benchmarked by
 // BenchmarkScale.
@@ -213,13 +199,6 @@ type ScaleGroup interface {
 	// Close releases what the workers shared, once every worker's Runner
 	// is closed.
 	Close() error
-}
-
-// IdleConfig configures WorkloadCancelToIdle.
-type IdleConfig struct {
-	// Pending is the number of requests the transfer has in flight when
-	// CancelPendingIO is called.
-	Pending int
 }
 
 // NopConfig configures WorkloadNop.

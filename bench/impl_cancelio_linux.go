@@ -67,7 +67,7 @@ func (c *cancelioImpl) Supports(w Workload) bool {
 		errors.Is(c.err, unix.EPERM) || errors.Is(c.err, unix.EACCES) || errors.Is(c.err, unix.EOPNOTSUPP)) {
 		return false
 	}
-	return w != WorkloadCancelToIdle
+	return true
 }
 
 func (c *cancelioImpl) newRing(entries int) (*ioring.Ring, error) {

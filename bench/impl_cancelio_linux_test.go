@@ -35,7 +35,6 @@ func TestCancelioSupports(t *testing.T) {
 			WorkloadReadFixed, WorkloadSockPingPong} {
 			assert.True(t, impl.Supports(w), "%s supports %v", tc.name, w)
 		}
-		assert.False(t, impl.Supports(WorkloadCancelToIdle), "%s: cancel-to-idle is minidrv's", tc.name)
 	}
 }
 

@@ -452,7 +452,7 @@ func (l *liburingImpl) Supports(w Workload) bool {
 		}
 		l.err = err
 	})
-	return l.err == nil && w != WorkloadCancelToIdle && w != WorkloadScaleShared
+	return l.err == nil && w != WorkloadScaleShared
 }
 
 // bring wraps a C-allocated ring, which only the OS thread that created it
