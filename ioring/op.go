@@ -384,6 +384,13 @@ func (o *Op) check(r *Ring) error {
 	if o.deadline < 0 {
 		return badOp(d, "negative deadline %v", o.deadline)
 	}
+	if r.closed.Load() {
+		// What follows looks at the ring's state (its registered files,
+		// its BufRings), which Close takes down: after Close the answer
+		// is ErrClosed, as Submit's own look under the lock gives, not a
+		// complaint about an input that was good until then.
+		return &OpError{Op: d.name, Err: ErrClosed}
+	}
 	if d.check != nil {
 		if err := d.check(*o); err != nil {
 			return badOp(d, "%v", err)
