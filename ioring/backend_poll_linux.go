@@ -127,6 +127,13 @@ type pollBackend struct {
 	maxWorkers int
 	closing    bool
 	wg         sync.WaitGroup // workers
+
+	// testHold is a seam for tests, nil otherwise: set under mu, it runs
+	// on a worker (mu not held) with each request the worker takes,
+	// before the request runs, so that a test can keep every worker busy
+	// for as long as it likes without depending on a system call that
+	// blocks.
+	testHold func(idx uint32)
 }
 
 // pstate is a request's state inside the poll backend.
@@ -848,7 +855,11 @@ func (b *pollBackend) worker() {
 		fd, pfd := p.fd, p.pfd
 		blocking := p.mode == pmBlocking && pfd != nil && !pfd.noEpoll
 		reopen := blocking && pfd.opener == int32(idx)
+		hold := b.testHold
 		b.mu.Unlock()
+		if hold != nil {
+			hold(idx)
+		}
 
 		s := &b.r.slots[idx]
 		var res int32

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -736,24 +737,46 @@ func TestConformanceSocketAndFileOps(t *testing.T) {
 
 // On the poll backend an open still queued behind busy workers is canceled
 // at once and never runs, while the opens already running deliver their
-// real results.
+// real results. The workers are held by the pool's test seam (testHold),
+// each with an open it has taken and not yet run.
 func TestPollQueuedOpenCanceled(t *testing.T) {
 	r := newPollRing(t, 128)
+	b := pollBE(r)
 	dir := t.TempDir()
-	busy := pollBE(r).maxWorkers
-	fifos := make([]string, busy)
-	for i := range fifos {
-		fifos[i] = filepath.Join(dir, "fifo"+strconv.Itoa(i))
-		require.NoError(t, unix.Mkfifo(fifos[i], 0o600))
-		_, err := r.Submit(OpenAt(unix.AT_FDCWD, fifos[i], unix.O_RDONLY, 0))
+	busy := b.maxWorkers
+	release := make(chan struct{})
+	var held atomic.Int32
+	b.mu.Lock()
+	b.testHold = func(uint32) {
+		held.Add(1)
+		<-release
+	}
+	b.mu.Unlock()
+	released := false
+	unhold := func() {
+		if !released {
+			released = true
+			close(release)
+		}
+	}
+	t.Cleanup(unhold) // before the ring's Close (newPollRing), which waits for the workers
+
+	files := make([]string, busy)
+	for i := range files {
+		files[i] = filepath.Join(dir, "f"+strconv.Itoa(i))
+		_, err := r.Submit(OpenAt(unix.AT_FDCWD, files[i], unix.O_CREAT|unix.O_WRONLY, 0o600))
 		require.NoError(t, err)
 	}
-	b := pollBE(r)
-	require.Eventually(t, func() bool { // every worker has taken an open
+	require.Eventually(t, func() bool { // every worker holds an open
 		b.mu.Lock()
 		defer b.mu.Unlock()
-		return b.nworkers == busy && b.idle == 0 && b.work.head < 0
+		return int(held.Load()) == busy && b.nworkers == busy && b.idle == 0 && b.work.head < 0
 	}, 10*time.Second, time.Millisecond)
+	for _, f := range files {
+		_, err := os.Stat(f)
+		require.ErrorIs(t, err, os.ErrNotExist, "held before it runs")
+	}
+
 	never := filepath.Join(dir, "never")
 	q, err := r.Submit(OpenAt(unix.AT_FDCWD, never, unix.O_CREAT|unix.O_WRONLY, 0o600))
 	require.NoError(t, err)
@@ -763,20 +786,16 @@ func TestPollQueuedOpenCanceled(t *testing.T) {
 	assert.Equal(t, q, c.Req)
 	assert.ErrorIs(t, c.Err, ErrCanceled)
 	assert.Less(t, time.Since(start), time.Second, "canceled at once")
-	for _, f := range fifos {
-		// ENXIO until the worker's open has reached the FIFO.
-		require.Eventually(t, func() bool {
-			fd, err := unix.Open(f, unix.O_WRONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
-			if err == nil {
-				unix.Close(fd)
-			}
-			return err == nil
-		}, 10*time.Second, time.Millisecond)
-	}
-	for range fifos {
+
+	unhold()
+	for range files {
 		c := reapOne(t, r)
 		require.NoError(t, c.Err)
 		unix.Close(c.N)
+	}
+	for _, f := range files {
+		_, err := os.Stat(f)
+		assert.NoError(t, err, "the held opens ran")
 	}
 	_, err = os.Stat(never)
 	assert.ErrorIs(t, err, os.ErrNotExist, "the canceled open never ran")
