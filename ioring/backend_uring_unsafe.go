@@ -1276,8 +1276,9 @@ func (b *uringBackend) handle(ud uint64, res int32, cflags uint32) {
 	}
 	// io_uring ties a request to the thread that submitted it, and when
 	// that thread exits (a goroutine that locked its thread returns),
-	// requests still waiting end with -ECANCELED (or -EINTR from a worker)
-	// once they would have run: nothing was transferred. In Go any thread
+	// requests still waiting end with -ECANCELED (or, from a worker, -EINTR
+	// or the kernel's internal -ERESTARTSYS: an open waiting for a FIFO's
+	// other end) once they would have run: nothing was transferred. In Go any thread
 	// may submit, so such a request, which nobody canceled, is submitted
 	// again from a live thread (runDeferred), bounded by maxRetries.
 	// A cancel that follows the exit of the thread that submitted the
@@ -1287,7 +1288,7 @@ func (b *uringBackend) handle(ud uint64, res int32, cflags uint32) {
 	switch {
 	case kind == kindReq:
 		s.res = res
-		if (res == -int32(unix.ECANCELED) || res == -int32(unix.EINTR)) && f&(flCancelReq|flTimedOut) == 0 {
+		if (res == -int32(unix.ECANCELED) || res == -int32(unix.EINTR) || res == -int32(errnoRestartSys)) && f&(flCancelReq|flTimedOut) == 0 {
 			if exited = s.retryTID != 0 && threadGone(s.retryTID); exited || s.retries < maxRetries {
 				s.flags.Or(flRetry)
 			}
