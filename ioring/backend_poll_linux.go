@@ -147,6 +147,7 @@ const (
 	psRunning               // being tried by the poller or run by a worker
 	psTiming                // OpTimeout, timer armed
 	psMulti                 // a multishot request, armed in epoll (backend_poll_multi_linux.go)
+	psRetry                 // an OpenAt waiting for a FIFO's reader, timer armed (openLater)
 )
 
 // pmode says how a request on a pollable fd is tried.
@@ -192,6 +193,7 @@ type pslot struct {
 	timer    *time.Timer // OpTimeout's timer, made once per slot
 	fireAt   time.Time
 	moved    int32 // bytes a MSG_WAITALL send or receive has moved so far (tryAll)
+	tries    uint8 // times an OpenAt found no reader on its FIFO (openLater)
 }
 
 // pollFD is an open file description with requests attached: it holds a
@@ -325,6 +327,7 @@ func (b *pollBackend) submit(idx uint32, s *slot) error {
 	p.canceled = false
 	p.mode = pmNowait
 	p.moved = 0
+	p.tries = 0
 	if s.fixedFD {
 		// Every attempt, and every duplicate made for the request, acts
 		// on the registered file's duplicate (files.go): made here, under
@@ -545,19 +548,24 @@ func (b *pollBackend) settle(idx uint32, p *pslot, out []compl) []compl {
 		b.queueWork(idx, p)
 	case paTimer:
 		p.st = psTiming
-		s := &b.r.slots[idx]
-		p.fireAt = time.Now().Add(s.dur)
-		if p.timer == nil {
-			p.timer = time.AfterFunc(s.dur, func() { b.fire(idx) })
-		} else {
-			p.timer.Reset(s.dur)
-		}
+		b.armTimer(idx, p, b.r.slots[idx].dur)
 	case paWait:
 		out = b.wait(idx, p, out)
 	case paMulti:
 		out = b.armMulti(idx, p, out) // backend_poll_multi_linux.go
 	}
 	return out
+}
+
+// armTimer makes fire run for slot idx after d (an OpTimeout's, or an
+// OpenAt's next try). b.mu held.
+func (b *pollBackend) armTimer(idx uint32, p *pslot, d time.Duration) {
+	p.fireAt = time.Now().Add(d)
+	if p.timer == nil {
+		p.timer = time.AfterFunc(d, func() { b.fire(idx) })
+	} else {
+		p.timer.Reset(d)
+	}
 }
 
 // holdsFile reports whether a request of op that runs later acts on a
@@ -823,6 +831,12 @@ func (b *pollBackend) dispatch(pfd *pollFD, idx uint32, p *pslot) {
 // is idle and the pool is not full. b.mu held.
 func (b *pollBackend) queueWork(idx uint32, p *pslot) {
 	b.r.stats.noteFallback(b.r.slots[idx].code) // stats.go
+	b.enqueueWork(idx, p)
+}
+
+// enqueueWork is queueWork without the count: an OpenAt's next try
+// (openLater) is the same request. b.mu held.
+func (b *pollBackend) enqueueWork(idx uint32, p *pslot) {
 	p.st = psQueued
 	b.push(&b.work, int32(idx))
 	if b.idle > 0 {
@@ -869,6 +883,8 @@ func (b *pollBackend) worker() {
 			if err := fsync(int(fd)); err != nil {
 				res = -errnoOf(err)
 			}
+		case s.code == OpOpenAt:
+			res, again = openAt(s, fd) // backend_poll_ops_linux.go
 		case s.code > OpForeign:
 			res = runBlocking(s, fd) // sockets and files: backend_poll_ops_linux.go
 		case blocking:
@@ -880,9 +896,18 @@ func (b *pollBackend) worker() {
 		out = out[:0]
 		b.mu.Lock()
 		if !blocking {
-			// A cancel that arrived while it ran lost the race: the real
-			// result stands.
-			out = b.finish(idx, p, res, out)
+			switch {
+			case again && !p.canceled:
+				// An OpenAt waiting for a FIFO's reader: tried again
+				// later, on a timer a cancel stops.
+				out = b.openLater(idx, p, out)
+			case again:
+				out = b.finish(idx, p, -int32(unix.ECANCELED), out)
+			default:
+				// A cancel that arrived while it ran lost the race: the
+				// real result stands.
+				out = b.finish(idx, p, res, out)
+			}
 		} else {
 			if p.want&unix.EPOLLOUT != 0 {
 				pfd.busyW = false
@@ -1006,12 +1031,18 @@ func fsync(fd int) error {
 	}
 }
 
-// fire ends an OpTimeout whose timer ran out. A callback of the slot's
+// fire ends an OpTimeout whose timer ran out, or queues the next try of an
+// OpenAt waiting for a FIFO's reader (openLater). A callback of the slot's
 // previous use that runs late finds the request not yet due and does nothing.
 func (b *pollBackend) fire(idx uint32) {
 	p := &b.ps[idx]
 	b.mu.Lock()
-	if p.st != psTiming || time.Now().Before(p.fireAt) {
+	if (p.st != psTiming && p.st != psRetry) || time.Now().Before(p.fireAt) {
+		b.mu.Unlock()
+		return
+	}
+	if p.st == psRetry {
+		b.enqueueWork(idx, p)
 		b.mu.Unlock()
 		return
 	}
@@ -1154,7 +1185,7 @@ func (b *pollBackend) cancelLocked(idx uint32, key uint64, out []compl) []compl 
 			}
 			out = b.arm(pfd, out)
 		}
-	case psTiming:
+	case psTiming, psRetry:
 		p.timer.Stop()
 	case psMulti:
 		b.disarmMulti(p)

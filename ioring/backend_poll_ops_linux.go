@@ -2,7 +2,11 @@
 
 package ioring
 
-import "golang.org/x/sys/unix"
+import (
+	"time"
+
+	"golang.org/x/sys/unix"
+)
 
 // The poll backend's side of the socket and file operations (ops_sock.go,
 // ops_file.go), reached from start, try and worker through small hooks.
@@ -17,6 +21,10 @@ import "golang.org/x/sys/unix"
 //     waits for POLLOUT and reads SO_ERROR. shutdown never blocks.
 //   - OpenAt, Close and Statx run on the worker pool: one still queued is
 //     canceled at once and never runs; one running delivers its result.
+//     OpenAt opens non-blocking (openAt), so that a FIFO's open does not
+//     wait in open(2) for its other end; a write-only one that finds no
+//     reader waits on a timer and is tried again (openLater), and a cancel
+//     ends it at once.
 
 // startOp is start for the operations of ops_sock.go and ops_file.go. The
 // request is psRunning: startOp owns it.
@@ -227,12 +235,107 @@ func runBlocking(s *slot, fd int32) int32 {
 			return -errnoOf(err)
 		}
 		return 0
-	case OpOpenAt, OpStatx:
-		return sysPath(s)
+	case OpStatx:
+		return sysStatx(s)
 	case OpReadFixed, OpWriteFixed:
 		return rwFixed(s, fd, 0)
 	}
 	return sockCall(s, fd, 0)
+}
+
+// openAt runs slot s's OpenAt on a worker, relative to dirfd (the
+// caller's, or the duplicate a waiting open holds: openLater). The open
+// is non-blocking, as io_uring's first attempt is, so that a FIFO's open
+// never sits in open(2) waiting for its other end, where no cancel could
+// reach it; the fd it returns loses O_NONBLOCK again unless the caller
+// asked for it. It reports wait when the open is to be tried again later:
+// a write-only open of a FIFO that has no reader yet (ENXIO once
+// non-blocking), which open(2) would wait for.
+//
+// What that changes, against a blocking open(2), is what it changes on
+// io_uring: a read-only open of a FIFO does not wait for a writer (no
+// system call tells when one comes; reads see end of file until then), a
+// terminal's open does not wait for its carrier. An open that would block
+// for another reason (EAGAIN: a lease to break) is made again blocking,
+// as io_uring's worker makes it.
+func openAt(s *slot, dirfd int32) (res int32, wait bool) {
+	flags := s.events
+	if flags&(unix.O_NONBLOCK|unix.O_PATH) != 0 {
+		// O_PATH ignores O_NONBLOCK, and opens nothing that waits.
+		return sysOpen(s, dirfd, flags), false
+	}
+	res = sysOpen(s, dirfd, flags|unix.O_NONBLOCK)
+	switch {
+	case res >= 0:
+		if e := clearNonblock(res); e != 0 {
+			unix.Close(int(res))
+			return e, false
+		}
+	case res == -int32(unix.EAGAIN):
+		res = sysOpen(s, dirfd, flags)
+	case res == -int32(unix.ENXIO) && flags&unix.O_ACCMODE == unix.O_WRONLY:
+		// A FIFO without a reader, or a file that says ENXIO however
+		// it is opened (a socket, a device without its driver).
+		return res, isFIFO(s, dirfd)
+	}
+	return res, false
+}
+
+// clearNonblock clears O_NONBLOCK on fd, which openAt opened: 0 or -errno.
+func clearNonblock(fd int32) int32 {
+	fl, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
+	if err == nil && fl&unix.O_NONBLOCK != 0 {
+		_, err = unix.FcntlInt(uintptr(fd), unix.F_SETFL, fl&^unix.O_NONBLOCK)
+	}
+	if err != nil {
+		return -errnoOf(err)
+	}
+	return 0
+}
+
+// isFIFO reports whether slot s's OpenAt path names a FIFO now, relative
+// to dirfd, following a last symbolic link as the open does.
+func isFIFO(s *slot, dirfd int32) bool {
+	flags := 0
+	if s.events&unix.O_NOFOLLOW != 0 {
+		flags = unix.AT_SYMLINK_NOFOLLOW
+	}
+	var st unix.Stat_t
+	path := string(s.buf[:len(s.buf)-1]) // a C string (cString)
+	for {
+		err := unix.Fstatat(int(dirfd), path, &st, flags)
+		if err == unix.EINTR {
+			continue
+		}
+		return err == nil && st.Mode&unix.S_IFMT == unix.S_IFIFO
+	}
+}
+
+// openRetryMax bounds the interval at which an open waiting for a FIFO's
+// reader is tried again (openLater): a reader that blocks in its own open
+// (waiting for a writer) is met within it.
+const openRetryMax = 20 * time.Millisecond
+
+// openLater makes OpenAt request idx, which openAt found waiting for a
+// FIFO's reader, try again after a while, on a timer (psRetry), where a
+// cancel ends it at once: from 1ms, doubling up to openRetryMax. It holds
+// no worker meanwhile. The first time, it takes a duplicate of the
+// caller's directory fd (p.own, closed by finish), so that every attempt
+// resolves the path in the directory the first one did. A worker calls it
+// with b.mu held; the request is psRunning and not canceled.
+func (b *pollBackend) openLater(idx uint32, p *pslot, out []compl) []compl {
+	if p.own < 0 && p.fd != unix.AT_FDCWD {
+		fd, err := dupFD(p.fd)
+		if err != nil {
+			return b.finish(idx, p, -errnoOf(err), out)
+		}
+		p.own, p.fd = fd, fd
+	}
+	d := min(time.Millisecond<<p.tries, openRetryMax)
+	p.tries = min(p.tries+1, 16)
+	p.st = psRetry
+	b.armTimer(idx, p, d)
+	return out
 }
 
 // listening returns 0 when fd is a listening socket, else what accept4

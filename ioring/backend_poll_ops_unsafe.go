@@ -76,19 +76,29 @@ func sysShutdown(fd int32, how int) int32 {
 	return 0
 }
 
-// sysPath runs slot s's openat or statx, blocking.
-func sysPath(s *slot) int32 {
+// sysStatx runs slot s's statx, blocking.
+func sysStatx(s *slot) int32 {
+	dirfd := uintptr(int(s.fd)) // AT_FDCWD sign-extends as the kernel's int wants
 	for {
-		var r1 uintptr
-		var e unix.Errno
-		dirfd := uintptr(int(s.fd)) // AT_FDCWD sign-extends as the kernel's int wants
-		if s.code == OpOpenAt {
-			// O_LARGEFILE as io_uring's openat (and os.Open) add it: on
-			// 32-bit platforms a file past 2 GiB opens, and grows past it.
-			r1, _, e = unix.Syscall6(unix.SYS_OPENAT, dirfd, uintptr(unsafe.Pointer(&s.buf[0])), uintptr(s.events|unix.O_LARGEFILE), uintptr(s.off), 0, 0)
-		} else {
-			r1, _, e = unix.Syscall6(unix.SYS_STATX, dirfd, uintptr(unsafe.Pointer(&s.bufs[0][0])), uintptr(s.events), uintptr(s.off), uintptr(unsafe.Pointer(&s.bufs[1][0])), 0)
+		r1, _, e := unix.Syscall6(unix.SYS_STATX, dirfd, uintptr(unsafe.Pointer(&s.bufs[0][0])), uintptr(s.events), uintptr(s.off), uintptr(unsafe.Pointer(&s.bufs[1][0])), 0)
+		if e == unix.EINTR {
+			continue
 		}
+		if e != 0 {
+			return -int32(e)
+		}
+		return int32(r1)
+	}
+}
+
+// sysOpen runs slot s's openat relative to dirfd (the caller's, or a
+// duplicate of it) with flags in place of the request's own.
+func sysOpen(s *slot, dirfd int32, flags uint32) int32 {
+	for {
+		// O_LARGEFILE as io_uring's openat (and os.Open) add it: on
+		// 32-bit platforms a file past 2 GiB opens, and grows past it.
+		// AT_FDCWD sign-extends as the kernel's int wants.
+		r1, _, e := unix.Syscall6(unix.SYS_OPENAT, uintptr(int(dirfd)), uintptr(unsafe.Pointer(&s.buf[0])), uintptr(flags|unix.O_LARGEFILE), uintptr(s.off), 0, 0)
 		if e == unix.EINTR {
 			continue
 		}

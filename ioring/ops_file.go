@@ -17,7 +17,8 @@ import (
 // CLOSE, STATX, each probed alone), where a cancel interrupts an open that
 // waits; on the poll backend they run on its worker pool, where a request
 // still queued is canceled at once and one already running delivers its
-// real result.
+// real result, and an open never waits there for a FIFO's other end (see
+// BackendPoll for how each backend opens a FIFO).
 
 // OpenAt opens path relative to the directory fd dirfd (unix.AT_FDCWD: the
 // working directory) with flags (unix.O_*; O_CLOEXEC is always added) and

@@ -144,10 +144,12 @@ func TestPort3ThreadExitStreamRead(t *testing.T) {
 // from a thread that then exits completes once with its real result
 // (thread-exit and read-before-exit, beyond the pipe reads the
 // conformance suite covers): a poll, a receive, a send into a full
-// socket, a recvmsg, an accept, a timeout, an open of a FIFO (a blocking
-// open, which io_uring runs on a worker of that thread), a multishot
-// accept and a multishot receive, each woken only after its thread is
-// gone.
+// socket, a recvmsg, an accept, a timeout, an open of a FIFO for reading
+// (which completes at once on both backends: neither waits for a writer),
+// a multishot accept and a multishot receive, each woken only after its
+// thread is gone. (An open that waits in io_uring's worker is not among
+// them: on 6.18 the exit of its thread may wait for it, out of a cancel's
+// reach; TestAdv4URingOpenOutlivesThread covers it.)
 func TestPort3ThreadExitEveryOp(t *testing.T) {
 	forEachBackend(t, 64, func(t *testing.T, r *Ring) {
 		efd := eventFD(t)
@@ -197,7 +199,7 @@ func TestPort3ThreadExitEveryOp(t *testing.T) {
 			}
 		})
 		for q, name := range reqs {
-			if name != "timeout" {
+			if name != "timeout" && name != "openat" {
 				assert.True(t, q.Pending(), "%s before its wake-up", name)
 			}
 		}
@@ -223,7 +225,10 @@ func TestPort3ThreadExitEveryOp(t *testing.T) {
 			assert.NoError(t, err)
 			wfd <- fd
 		}()
-		defer func() { unix.Close(<-wfd) }()
+		defer func() {
+			adv4Unstick(fifo) // an open of the FIFO that failed leaves the writer waiting
+			unix.Close(<-wfd)
+		}()
 
 		final := map[string]Completion{}
 		var mores []Completion

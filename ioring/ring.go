@@ -32,10 +32,32 @@ const (
 	// call that nothing interrupts: one still queued is canceled at once,
 	// one already running delivers its result, and a cancel, a deadline or
 	// Close waits for that (Stats.Fallbacks counts them). Most return
-	// quickly; an OpenAt of a FIFO with no peer, or an accept whose
-	// connection another process or request (on a dup of the listener)
-	// took first, waits until the other side acts. io_uring interrupts
-	// them all.
+	// quickly. Those that may not: an accept whose connection another
+	// process or request (on a dup of the listener) took first waits for
+	// the next one; any call on a path or file whose filesystem hangs (a
+	// FUSE daemon that does not answer, a hard NFS mount whose server is
+	// gone); a Close whose file's release waits (a serial port draining
+	// its output); an open that would block for another reason than a
+	// FIFO's peer (a lease to break: made again blocking after EAGAIN, as
+	// io_uring's worker does). io_uring interrupts those, where the wait
+	// is interruptible.
+	//
+	// OpenAt opens non-blocking, as io_uring's first attempt does, and
+	// clears O_NONBLOCK on the new fd unless it was asked for: an open of
+	// a FIFO for reading completes at once, without waiting for a writer
+	// (its reads see end of file until one comes), and a terminal's open
+	// does not wait for its carrier, on both backends. An open of a FIFO
+	// for writing (O_WRONLY, without O_NONBLOCK) waits for a reader, as
+	// open(2) does, tried again on a timer (every 20ms at most; a reader
+	// that opens and closes in between is missed) where a cancel ends it
+	// at once; it holds no worker. Where io_uring differs: without O_CREAT
+	// or O_TRUNC, its write-only open of a FIFO without a reader fails at
+	// once with ENXIO (its non-blocking attempt's result, which it does
+	// not retry); with O_CREAT or O_TRUNC, or a path not in the kernel's
+	// dentry cache, its opens run blocking in its workers, so a read-only
+	// one waits for a writer too, cancelably (but on Linux 6.18, when the
+	// thread that submitted such an open exits while it waits, the exit
+	// may wait for the open, out of a cancel's reach).
 	BackendPoll
 )
 
