@@ -64,10 +64,11 @@ type uringBackend struct {
 	// for it for good. lastEvPark is when the last park began. Only where
 	// registering is lazy; nil elsewhere.
 	evIdle     *time.Timer
-	lastEvPark time.Time // guarded by Ring.reapMu
-	evRegs     int       // registrations at a park, for the tests; guarded by Ring.reapMu
-	lastYield  time.Time // guarded by Ring.reapMu
-	lastPark   time.Time // guarded by Ring.reapMu
+	evIdleFor  time.Duration // evIdleFor when the ring was made
+	lastEvPark time.Time     // guarded by Ring.reapMu
+	evRegs     int           // registrations at a park, for the tests; guarded by Ring.reapMu
+	lastYield  time.Time     // guarded by Ring.reapMu
+	lastPark   time.Time     // guarded by Ring.reapMu
 	// Enters run without Ring.sqMu (see enter), and close unmaps the ring
 	// they read: close waits until every enter let out has finished. An
 	// enter is let out under sqMu (tickets, refused once Ring.beDead is
@@ -205,6 +206,7 @@ func newURing(r *Ring, entries uint32) (backend, error) {
 	}
 	b.efile = os.NewFile(uintptr(efd), "ioring-eventfd")
 	if !b.evOn {
+		b.evIdleFor = evIdleFor
 		b.evIdle = time.AfterFunc(time.Hour, b.evQuiet)
 		b.evIdle.Stop() // armed by the first park
 	}
@@ -212,8 +214,9 @@ func newURing(r *Ring, entries uint32) (backend, error) {
 }
 
 // evIdleFor is how long no reaper must have parked before the eventfd is
-// unregistered (a variable for the tests). Registering it again costs the
-// next park a system call: at most one pair a second.
+// unregistered (a variable for the tests, read when a ring is made).
+// Registering it again costs the next park a system call: at most one pair
+// a second.
 var evIdleFor = time.Second
 
 // evQuiet is the evIdle timer's function: it unregisters the eventfd when
@@ -224,15 +227,17 @@ var evIdleFor = time.Second
 func (b *uringBackend) evQuiet() {
 	r := b.r
 	if !r.reapMu.TryLock() {
-		b.evIdle.Reset(evIdleFor) // a reaper is at work, parked maybe
+		if !r.closed.Load() { // Close stops the timer: not again after it
+			b.evIdle.Reset(b.evIdleFor) // a reaper is at work, parked maybe
+		}
 		return
 	}
 	defer r.unlockReap()
 	if r.beClosed || !b.evOn {
 		return
 	}
-	if idle := time.Since(b.lastEvPark); idle < evIdleFor {
-		b.evIdle.Reset(evIdleFor - idle)
+	if idle := time.Since(b.lastEvPark); idle < b.evIdleFor {
+		b.evIdle.Reset(b.evIdleFor - idle)
 		return
 	}
 	if b.ring.UnregisterEventFD() == nil {
@@ -977,7 +982,7 @@ func (b *uringBackend) reap(wait bool, timeout time.Duration) error {
 		b.evOn = true
 		b.evRegs++
 		if b.evIdle != nil {
-			b.evIdle.Reset(evIdleFor)
+			b.evIdle.Reset(b.evIdleFor)
 		}
 	}
 	b.lastEvPark = now
