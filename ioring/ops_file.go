@@ -25,6 +25,10 @@ import (
 // mode, like openat(2). It completes with the new fd, which belongs to the
 // caller (a cancel that loses the race delivers it too: close it). Building
 // the Op copies path (one allocation); a path with a NUL byte is refused.
+// dirfd must stay open until the completion, as on io_uring, which reads
+// it when the open runs (in a worker, that may be after Submit returned):
+// a dirfd closed before then fails the open with EBADF, or, its number
+// reused, resolves path in another directory. The same holds for Statx.
 func OpenAt(dirfd int, path string, flags int, mode uint32) Op {
 	return Op{code: OpOpenAt, fd: dirfd, buf: cString(path), events: uint32(flags | unix.O_CLOEXEC), off: int64(mode)}
 }
