@@ -58,38 +58,34 @@ type libusbRunner struct {
 	ep0 *libusbEP0 // not nil
 }
 
-// libusbEP0 is endpoint 0's libusb call in progress, which may outlive
-// its transfer: the next control transfer, the calls that change the
-// device (clear-halt, reset, the settings) and Close wait for it, so that
-// endpoint 0 runs one request at a time and the device is not closed
-// under a call.
+// libusbEP0 keeps endpoint 0's libusb calls (control transfers,
+// clear-halt, reset, the settings) one at a time: a call holds it until
+// libusb returns, which for a control transfer a cancel left behind is
+// after its transfer completed. The next call on endpoint 0 waits for it
+// (a control transfer cancelably), and so does Close, so that the device
+// is not closed under a call.
 type libusbEP0 struct {
-	mu   sync.Mutex
-	done chan struct{} // closed when the last call returned; nil before the first; guarded by mu
+	sem chan struct{} // holds a token while a call is in libusb
 }
 
-// last returns the channel closed when the last call returned, or nil.
-func (e *libusbEP0) last() chan struct{} {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return e.done
-}
+func newLibusbEP0() *libusbEP0 { return &libusbEP0{sem: make(chan struct{}, 1)} }
 
-// begin records a call that closes done when it returns; the previous
-// one has returned.
-func (e *libusbEP0) begin(done chan struct{}) {
-	e.mu.Lock()
-	e.done = done
-	e.mu.Unlock()
-}
-
-// wait waits until the last call has returned. It is bounded by libusb's
-// control timeout (gousbDevice: 5 seconds).
-func (e *libusbEP0) wait() {
-	if c := e.last(); c != nil {
-		<-c
+// acquire waits for endpoint 0 to be free, or for stop to close (false).
+func (e *libusbEP0) acquire(stop <-chan struct{}) bool {
+	select {
+	case e.sem <- struct{}{}:
+		return true
+	case <-stop:
+		return false
 	}
 }
+
+// lock waits for endpoint 0 to be free. It is bounded by libusb's
+// control timeout (gousbDevice: 5 seconds) for a call left behind.
+func (e *libusbEP0) lock() { e.sem <- struct{}{} }
+
+// unlock frees endpoint 0 after a call returned.
+func (e *libusbEP0) unlock() { <-e.sem }
 
 // libusbMaxControl is the most data a control transfer's data stage may
 // carry through libusb on Linux (its MAX_CTRL_BUFFER_LENGTH: a longer one
@@ -165,24 +161,21 @@ func (r libusbRunner) unplugged(err error) bool {
 //     its setup packet went out. The count is 0 because no byte is known
 //     to have moved when the transfer completes.
 //
-// A previous call a cancel left behind is waited for first (cancelably:
-// a transfer canceled meanwhile never reaches libusb), so that endpoint
-// 0 runs one request at a time.
+// Endpoint 0 is acquired first (cancelably: a transfer canceled while
+// another call holds it never reaches libusb), so that it runs one request
+// at a time; the call's goroutine frees it when libusb returns.
 func (r libusbRunner) control(t *Transfer) (int, error) {
 	stop := make(chan struct{})
 	if !t.OnCancel(func() { close(stop) }) {
 		return 0, ErrCanceled
 	}
-	if prev := r.ep0.last(); prev != nil {
-		select {
-		case <-prev:
-		case <-stop:
-			return 0, ErrCanceled
-		}
+	if !r.ep0.acquire(stop) {
+		return 0, ErrCanceled // canceled while another call held endpoint 0
 	}
 	select {
 	case <-stop:
-		return 0, ErrCanceled // canceled while the previous call ran
+		r.ep0.unlock()
+		return 0, ErrCanceled
 	default:
 	}
 	buf := t.Buf()
@@ -192,8 +185,7 @@ func (r libusbRunner) control(t *Transfer) (int, error) {
 	if !s.IsIn() {
 		copy(call.data, data)
 	}
-	r.ep0.begin(call.done)
-	go call.run(r.dev, s)
+	go call.run(r.dev, s, r.ep0)
 	select {
 	case <-call.done:
 	case <-stop:
@@ -224,8 +216,10 @@ type libusbControl struct {
 	err  error
 }
 
-// run makes the call and closes done.
-func (c *libusbControl) run(dev libusbDevice, s Setup) {
+// run makes the call, closes done and frees endpoint 0, which its caller
+// acquired.
+func (c *libusbControl) run(dev libusbDevice, s Setup, ep0 *libusbEP0) {
+	defer ep0.unlock()
 	defer close(c.done)
 	c.n, c.err = dev.control(s, c.data)
 }
@@ -270,8 +264,9 @@ func (r libusbRunner) setting(f func(libusbSettings) error) error {
 	if err != nil {
 		return err
 	}
-	r.ep0.wait() // SET_CONFIGURATION and SET_INTERFACE go on endpoint 0
+	r.ep0.lock() // SET_CONFIGURATION and SET_INTERFACE go on endpoint 0
 	err = f(s)
+	r.ep0.unlock()
 	if r.unplugged(err) {
 		return ErrNoDevice
 	}
@@ -293,8 +288,9 @@ const (
 )
 
 func (r libusbRunner) ClearHalt(ep EndpointDesc) error {
-	r.ep0.wait() // CLEAR_FEATURE goes on endpoint 0
+	r.ep0.lock() // CLEAR_FEATURE goes on endpoint 0
 	err := r.dev.clearHalt(ep.Address)
+	r.ep0.unlock()
 	if r.unplugged(err) {
 		return ErrNoDevice
 	}
@@ -302,25 +298,27 @@ func (r libusbRunner) ClearHalt(ep EndpointDesc) error {
 }
 
 func (r libusbRunner) Reset() error {
-	r.ep0.wait()
+	r.ep0.lock()
 	err := r.dev.reset()
+	r.ep0.unlock()
 	if r.unplugged(err) {
 		return ErrNoDevice
 	}
 	return libusbError(err)
 }
 
-// Close closes the device once the last control call returned: one that a
-// cancel left behind still uses it.
+// Close closes the device once endpoint 0's call in progress returned:
+// one that a cancel left behind still uses it.
 func (r libusbRunner) Close() error {
-	r.ep0.wait()
+	r.ep0.lock()
+	defer r.ep0.unlock()
 	return r.dev.close()
 }
 
 // newLibusbDevice returns the Device of an opened libusb device.
 func newLibusbDevice(ring *ioring.Ring, desc DeviceDesc, dev libusbDevice, zlp bool) *Device {
 	eps := append(allEndpoints(desc), controlDesc) // endpoint 0 too
-	return NewDevice(desc, NewPump(ring, eps, libusbRunner{dev: dev, zlp: zlp, ep0: &libusbEP0{}}))
+	return NewDevice(desc, NewPump(ring, eps, libusbRunner{dev: dev, zlp: zlp, ep0: newLibusbEP0()}))
 }
 
 // libusbError maps gousb's errors to this package's; others pass
