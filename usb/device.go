@@ -32,8 +32,13 @@ type Device struct {
 	// hold it for reading, so the Transport is never used after its Close.
 	// SetConfiguration, ClaimInterface, ReleaseInterface, SetAltSetting and
 	// Reset hold it for writing.
-	mu      sync.RWMutex
-	closed  bool                       // guarded by mu
+	mu     sync.RWMutex
+	closed bool // guarded by mu
+	// cmu orders Close after the CancelAlls in progress, as mu does the
+	// Submits, without mu: a settings call or Reset holds mu for as long
+	// as the device takes to answer, and a cancel requests and returns.
+	cmu     sync.RWMutex
+	cclosed bool                       // Close began; guarded by cmu
 	eps     []*Endpoint                // the endpoints transfers may use now, by address; guarded by mu
 	byDesc  map[EndpointDesc]*Endpoint // every Endpoint handed out, by descriptor, so the same one comes back; guarded by mu
 	config  int                        // the active configuration; guarded by mu
@@ -207,9 +212,9 @@ func (d *Device) CancelAll() error {
 	if !d.made() {
 		return errDeviceNotMade("cancel all", d)
 	}
-	d.mu.RLock()
-	defer d.mu.RUnlock()
-	if d.closed {
+	d.cmu.RLock()
+	defer d.cmu.RUnlock()
+	if d.cclosed {
 		return ErrClosed
 	}
 	return d.tr.CancelAll()
@@ -232,6 +237,9 @@ func (d *Device) Close() error {
 	}
 	d.closed = true
 	d.mu.Unlock()
+	d.cmu.Lock()
+	d.cclosed = true
+	d.cmu.Unlock()
 	return d.tr.Close()
 }
 
