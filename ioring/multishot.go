@@ -202,12 +202,16 @@ func (r *Ring) takeShot(idx uint32, s *slot, free *chain) Completion {
 	ms.shots[ms.head] = shot{}
 	ms.head++
 	more := ms.head < len(ms.shots)
+	// The slot's fields are read before the lock is let go: once it is,
+	// with nothing more queued, the reaper may record the final completion
+	// and queue the index again, and another consumer take it and free the
+	// slot for reuse while this one still builds its completion.
+	key := s.key()
+	c := Completion{Req: Request{r: r, key: key}, Op: s.code, More: !sh.final, Buffer: sh.buffer, BufID: sh.bufID, N: sh.n, Err: sh.err, User: s.user}
 	if !more {
 		ms.shots, ms.head, ms.queued = ms.shots[:0], 0, false
 	}
 	ms.mu.Unlock()
-	key := s.key()
-	c := Completion{Req: Request{r: r, key: key}, Op: s.code, More: !sh.final, Buffer: sh.buffer, BufID: sh.bufID, N: sh.n, Err: sh.err, User: s.user}
 	if sh.final {
 		if more {
 			panic(fmt.Sprintf("ioring: slot %d: a multishot completion after the final one", idx))
