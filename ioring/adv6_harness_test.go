@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"os"
 	"sort"
 	"strconv"
 	"strings"
@@ -34,14 +33,7 @@ import (
 // adv6Seed returns the seed of the adv6 tests: CANCELIO_SEED when set (to
 // replay a failure's random choices; the timing cannot be replayed), else
 // one from the clock.
-func adv6Seed(t *testing.T) uint64 {
-	if s := os.Getenv("CANCELIO_SEED"); s != "" {
-		v, err := strconv.ParseUint(s, 10, 64)
-		require.NoError(t, err, "CANCELIO_SEED")
-		return v
-	}
-	return uint64(time.Now().UnixNano())
-}
+func adv6Seed(t *testing.T) uint64 { return envSeed(t, "CANCELIO_SEED") }
 
 // adv6Hang bounds each phase of a round (receiving, draining, the peer's
 // end): a round that takes longer fails with a dump of its state.

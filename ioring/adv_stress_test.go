@@ -21,10 +21,14 @@ import (
 
 // advSeed returns the stress test's seed: ADV_SEED when set (to replay a
 // failure), else one from the clock. The test logs it.
-func advSeed(t *testing.T) uint64 {
-	if s := os.Getenv("ADV_SEED"); s != "" {
+func advSeed(t *testing.T) uint64 { return envSeed(t, "ADV_SEED") }
+
+// envSeed returns the seed in the environment variable name when it is set
+// (to replay a failure's random choices), else one from the clock.
+func envSeed(t testing.TB, name string) uint64 {
+	if s := os.Getenv(name); s != "" {
 		v, err := strconv.ParseUint(s, 10, 64)
-		require.NoError(t, err, "ADV_SEED")
+		require.NoError(t, err, name)
 		return v
 	}
 	return uint64(time.Now().UnixNano())

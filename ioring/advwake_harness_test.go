@@ -7,9 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"os"
 	"runtime"
-	"strconv"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -61,14 +59,7 @@ func awProcs(t testing.TB, n int) {
 
 // awSeed returns the seed of a randomized advwake test: ADVWAKE_SEED when
 // set (to replay a failure), else one from the clock. The test logs it.
-func awSeed(t testing.TB) uint64 {
-	if s := os.Getenv("ADVWAKE_SEED"); s != "" {
-		v, err := strconv.ParseUint(s, 10, 64)
-		require.NoError(t, err, "ADVWAKE_SEED")
-		return v
-	}
-	return uint64(time.Now().UnixNano())
-}
+func awSeed(t testing.TB) uint64 { return envSeed(t, "ADVWAKE_SEED") }
 
 // awRing returns a ring of the backend that is closed (within awHang) when
 // the test ends, after which no fd it opened may be left.
