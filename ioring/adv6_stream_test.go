@@ -238,6 +238,8 @@ func (x *adv6Rx) dump() string {
 		fmt.Fprintf(&b, "  bytes waiting in the socket: %d\n", n)
 	}
 	fmt.Fprintf(&b, "  cancels: all %d/%d, close %v, ctx %v\n", x.allStarted.Load(), x.allDone.Load(), x.closeStarted.Load(), x.ctx.Err())
+	x.mu.Lock() // the canceler may still be marking requests
+	defer x.mu.Unlock()
 	for _, rq := range x.reqs {
 		st := "pending"
 		if rq.done {
@@ -492,6 +494,9 @@ func (x *adv6Rx) complete(c Completion) {
 	rq.done, rq.final = true, c
 	x.mu.Lock()
 	delete(x.cur, c.Req)
+	// The canceler marks cancelOK once its Cancel has returned, which
+	// may be after this completion arrived: read it under x.mu.
+	cancelOK := rq.cancelOK
 	x.mu.Unlock()
 	if c.Err != nil || c.N == 0 || rq.kind == "mshot" {
 		x.tally[rq.kind+":"+adv6Outcome(c)]++
@@ -505,7 +510,7 @@ func (x *adv6Rx) complete(c Completion) {
 			}
 		}
 		x.eofs++
-		if rq.kind == "mshot" && rq.cancelOK {
+		if rq.kind == "mshot" && cancelOK {
 			x.tally["mshot canceled, the end won"]++
 		}
 	case c.Err == nil:
@@ -533,7 +538,7 @@ func (x *adv6Rx) complete(c Completion) {
 		if c.N != 0 || c.Buffer {
 			x.fail("%s: a cancel with data: %+v", what, c)
 		}
-		if rq.kind == "mshot" && rq.cancelOK {
+		if rq.kind == "mshot" && cancelOK {
 			x.tally["mshot canceled, the cancel won"]++
 		}
 		x.canceled(rq)
