@@ -107,16 +107,18 @@ var controlDesc = EndpointDesc{Address: 0, Type: Control}
 // those of Endpoint.Submit, and one wrapping ioring.ErrInvalid for a buffer
 // too short for its setup packet.
 func (d *Device) SubmitControl(buf []byte, x Xfer) (ioring.Request, error) {
-	return d.submitControl(buf, x, false)
+	return d.submitControl(context.Background(), buf, x, false)
 }
 
 // StartControl is SubmitControl whose completion is delivered only to
 // Request.Wait.
 func (d *Device) StartControl(buf []byte, x Xfer) (ioring.Request, error) {
-	return d.submitControl(buf, x, true)
+	return d.submitControl(context.Background(), buf, x, true)
 }
 
-func (d *Device) submitControl(buf []byte, x Xfer, wait bool) (ioring.Request, error) {
+// submitControl is SubmitControl (wait false) or StartControl (wait true);
+// ctx is Control's (Background for the others): see Endpoint.submit.
+func (d *Device) submitControl(ctx context.Context, buf []byte, x Xfer, wait bool) (ioring.Request, error) {
 	if !d.made() {
 		return ioring.Request{}, errDeviceNotMade("control transfer", d)
 	}
@@ -124,7 +126,9 @@ func (d *Device) submitControl(buf []byte, x Xfer, wait bool) (ioring.Request, e
 	if !ok || len(buf) < SetupSize+int(s.Length) {
 		return ioring.Request{}, errorf("usb: control transfer: %w: %d bytes, fewer than the setup packet and its wLength", ioring.ErrInvalid, len(buf))
 	}
-	d.mu.RLock()
+	if err := d.rlock(ctx, "control transfer"); err != nil {
+		return ioring.Request{}, err
+	}
 	defer d.mu.RUnlock()
 	if d.closed {
 		return ioring.Request{}, ErrClosed
@@ -138,7 +142,8 @@ func (d *Device) submitControl(buf []byte, x Xfer, wait bool) (ioring.Request, e
 // returns the data stage's bytes and the transfer's error. ctx ending
 // cancels the transfer (see SubmitControl for what that does on each
 // backend); Control still waits for the completion, so data is free when
-// it returns. data may hold at most 65535 bytes (4096 on libusb, which
+// it returns. It waits for a Reset or settings call in progress before it
+// submits, as Endpoint.Transfer does, until ctx ends. data may hold at most 65535 bytes (4096 on libusb, which
 // carries no more on Linux: a longer one is refused).
 func (d *Device) Control(ctx context.Context, s Setup, data []byte) (int, error) {
 	if err := startable(ctx, "control transfer"); err != nil {
@@ -153,7 +158,7 @@ func (d *Device) Control(ctx context.Context, s Setup, data []byte) (int, error)
 	if !s.IsIn() {
 		copy(buf[SetupSize:], data)
 	}
-	q, err := d.StartControl(buf, Xfer{})
+	q, err := d.submitControl(ctx, buf, Xfer{}, true)
 	if err != nil {
 		return 0, err
 	}

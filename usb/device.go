@@ -183,8 +183,9 @@ func (d *Device) ClearHalt(addr uint8) error {
 // Reset resets the device (a USB port reset): it returns to its default
 // state and the host sets it up again as it was (configuration, the
 // claimed interfaces and their alternate settings), at the same address. No
-// transfer may be pending on the device: complete or cancel them first;
-// Submits wait until Reset returns. Errors: ErrClosed, ErrNoDevice (also
+// transfer may be pending on the device: complete or cancel them first.
+// Transfers submitted meanwhile wait until Reset returns (Transfer and
+// Control stop waiting when their context ends: see Transfer). Errors: ErrClosed, ErrNoDevice (also
 // when the device does not come back), an error wrapping ioring.ErrInvalid
 // while transfers are pending, one wrapping ioring.ErrNotSupported where
 // the backend cannot reset (the simulator), or the transport's.
@@ -305,14 +306,14 @@ func errEndpointNotMade(op string, e *Endpoint) error {
 // simulated scanner: keep the number of outstanding requests on the ring
 // below its Entries minus the number of busy endpoints.
 func (e *Endpoint) Submit(buf []byte, x Xfer) (ioring.Request, error) {
-	return e.submit(buf, x, false)
+	return e.submit(context.Background(), buf, x, false)
 }
 
 // Start is Submit whose completion is delivered only to Request.Wait,
 // never to the completion queue (see ioring.Ring.Start). Every started
 // transfer must be waited for.
 func (e *Endpoint) Start(buf []byte, x Xfer) (ioring.Request, error) {
-	return e.submit(buf, x, true)
+	return e.submit(context.Background(), buf, x, true)
 }
 
 // Transfer runs one transfer of buf and waits for it: it returns the bytes
@@ -320,12 +321,16 @@ func (e *Endpoint) Start(buf []byte, x Xfer) (ioring.Request, error) {
 // the error is ErrCanceled, or ErrTimeout for a deadline, with the bytes
 // that moved); Transfer still waits for its completion, so buf is free when
 // it returns. A ctx that has already ended starts nothing (the same
-// errors, 0 bytes); a nil ctx is refused (ioring.ErrInvalid).
+// errors, 0 bytes); a nil ctx is refused (ioring.ErrInvalid). While a
+// Reset or a settings call (SetConfiguration, ClaimInterface,
+// ReleaseInterface, SetAltSetting) is in progress the transfer waits for it
+// before it is submitted; ctx ending during that wait ends it too, with
+// nothing submitted (the same errors, 0 bytes).
 func (e *Endpoint) Transfer(ctx context.Context, buf []byte) (int, error) {
 	if err := startable(ctx, "transfer"); err != nil {
 		return 0, err
 	}
-	q, err := e.Start(buf, Xfer{})
+	q, err := e.submit(ctx, buf, Xfer{}, true)
 	if err != nil {
 		return 0, err
 	}
@@ -336,7 +341,11 @@ func (e *Endpoint) Transfer(ctx context.Context, buf []byte) (int, error) {
 	return c.N, c.Err
 }
 
-func (e *Endpoint) submit(buf []byte, x Xfer, wait bool) (ioring.Request, error) {
+// submit is Submit (wait false) or Start (wait true); ctx is the context
+// of the caller that will wait for the transfer (Transfer; Background for
+// Submit and Start): it stops the wait for a Reset or settings call in
+// progress (rlock).
+func (e *Endpoint) submit(ctx context.Context, buf []byte, x Xfer, wait bool) (ioring.Request, error) {
 	if e == nil || e.dev == nil { // e.dev is a Device that NewDevice made
 		return ioring.Request{}, errEndpointNotMade("submit", e)
 	}
@@ -344,7 +353,9 @@ func (e *Endpoint) submit(buf []byte, x Xfer, wait bool) (ioring.Request, error)
 		return ioring.Request{}, errorf("usb: endpoint %#02x: %w: IN transfer without a buffer", e.desc.Address, ioring.ErrInvalid)
 	}
 	d := e.dev
-	d.mu.RLock()
+	if err := d.rlock(ctx, "transfer"); err != nil {
+		return ioring.Request{}, err
+	}
 	defer d.mu.RUnlock()
 	if d.closed {
 		return ioring.Request{}, ErrClosed
@@ -353,6 +364,40 @@ func (e *Endpoint) submit(buf []byte, x Xfer, wait bool) (ioring.Request, error)
 		return ioring.Request{}, errorf("usb: %v: endpoint %v: %w: its interface is released or at another alternate setting", d.desc, e.desc, ErrNotFound)
 	}
 	return d.tr.Submit(e.desc, buf, x, wait)
+}
+
+// rlock takes d.mu for reading, as every submission does. A Reset or a
+// settings call holds it for writing for as long as the device takes to
+// answer; a caller that passes its context (Transfer, Control) stops
+// waiting when ctx ends first, with startable's error: nothing was
+// submitted. A goroutine then keeps waiting for the lock and lets it go at
+// once. A context that never ends (Submit's and Start's Background) waits
+// as long as it takes.
+func (d *Device) rlock(ctx context.Context, op string) error {
+	if d.mu.TryRLock() {
+		return nil
+	}
+	done := ctx.Done()
+	if done == nil {
+		d.mu.RLock()
+		return nil
+	}
+	got, gone := make(chan struct{}), make(chan struct{})
+	go func() {
+		d.mu.RLock()
+		select {
+		case got <- struct{}{}: // the caller holds it now
+		case <-gone:
+			d.mu.RUnlock()
+		}
+	}()
+	select {
+	case <-got:
+		return nil
+	case <-done:
+		close(gone)
+		return startable(ctx, op)
+	}
 }
 
 // startable refuses a transfer before it starts when ctx is nil (an error
