@@ -345,7 +345,7 @@ func (m *adv5Matrix) run(c adv5Case) (won bool) {
 			}
 		case a5Stall:
 			m.stallOrCancel(c, err, n)
-			require.NoError(t, gd.d.ClearHalt(gd.in.Desc().Address), "%v", c)
+			m.clearStall(c, gd.in, err)
 		case a5Hang:
 			m.mustCancel(c, err, n)
 		}
@@ -372,7 +372,7 @@ func (m *adv5Matrix) run(c adv5Case) (won bool) {
 			okOrCancel()
 		case a5Stall:
 			m.stallOrCancel(c, err, n)
-			require.NoError(t, gd.d.ClearHalt(gd.out.Desc().Address), "%v", c)
+			m.clearStall(c, gd.out, err)
 		}
 		if err == nil {
 			assert.Equal(t, len(buf), n, "%v: bytes sent", c)
@@ -405,7 +405,7 @@ func (m *adv5Matrix) run(c adv5Case) (won bool) {
 			}
 		case a5Stall:
 			m.stallOrCancel(c, err, n)
-			require.NoError(t, gd.d.ClearHalt(gd.intr.Desc().Address), "%v", c)
+			m.clearStall(c, gd.intr, err)
 		case a5Hang:
 			m.mustCancel(c, err, n)
 		}
@@ -474,6 +474,37 @@ func (m *adv5Matrix) stallOrCancel(c adv5Case, err error, n int) {
 		assert.Fail(m.t, "not a stall", "%v: N=%d err=%v (seed %d)", c, n, err, m.seed)
 	}
 	assert.Zero(m.t, n, "%v: bytes of a stalled transfer (err %v)", c, err)
+}
+
+// clearStall clears the halt of ep after a transfer to it that c stalled.
+// When the cancel won (err), the stall may not have reached the bus yet:
+// the gadget halts the endpoint from its own loop a moment after
+// Scanner.Stall, on a loaded machine after the cancel, and a ClearHalt
+// before it would leave the endpoint halted for what follows. So the
+// endpoint is probed until it stalls (IN: reads, which find no data to
+// take in these cases; OUT: one-byte nops, which the device ignores),
+// then cleared.
+func (m *adv5Matrix) clearStall(c adv5Case, ep *Endpoint, err error) {
+	t := m.t
+	t.Helper()
+	if errors.Is(err, ErrCanceled) {
+		deadline := time.Now().Add(Patience)
+		for {
+			buf := []byte{usbsim.CmdNop}
+			if ep.Desc().IsIn() {
+				buf = make([]byte, ep.Desc().MaxPacketSize)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+			_, perr := ep.Transfer(ctx, buf)
+			cancel()
+			if errors.Is(perr, ErrStall) {
+				break
+			}
+			require.True(t, perr == nil || errors.Is(perr, ErrTimeout), "%v: probing for the stall: %v", c, perr)
+			require.True(t, time.Now().Before(deadline), "%v: the stall never reached endpoint %#02x", c, ep.Desc().Address)
+		}
+	}
+	require.NoError(t, m.gd.d.ClearHalt(ep.Desc().Address), "%v", c)
 }
 
 // mustCancel checks the completion of a transfer to a hung device: the
