@@ -50,8 +50,9 @@ func adv2Interrupt(t *testing.T, interrupt func(r *rig), after func(r *rig), wan
 	got := make(chan advGet, 1)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	arrived := r.expectNextDoc()
 	go func() { got <- r.advNextDoc(ctx, loc) }()
-	r.waitNextDoc(t)
+	waitNextDoc(t, arrived)
 	interrupt(r)
 	select {
 	case g := <-got:

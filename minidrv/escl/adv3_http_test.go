@@ -221,8 +221,9 @@ func TestAdv3ShutdownWithClientsConnected(t *testing.T) {
 
 	loc := slowJob(t, r)
 	got := make(chan advGet, 1)
+	arrived := r.expectNextDoc()
 	go func() { got <- r.advNextDoc(context.Background(), loc) }()
-	r.waitNextDoc(t)
+	waitNextDoc(t, arrived)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()

@@ -145,11 +145,9 @@ func TestAdvClientGoneWithUnreadBody(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	go func() {
-		time.Sleep(20 * time.Millisecond) // waitNextDoc waits first
-		fmt.Fprintf(c, "GET %s/NextDocument HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n", loc)
-	}()
-	r.waitNextDoc(t)
+	arrived := r.expectNextDoc()
+	fmt.Fprintf(c, "GET %s/NextDocument HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n", loc)
+	waitNextDoc(t, arrived)
 	time.Sleep(50 * time.Millisecond)
 	c.Close()
 	select {

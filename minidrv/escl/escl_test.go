@@ -343,6 +343,7 @@ func TestClientGoneCancels(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	req, _ := http.NewRequestWithContext(ctx, "GET", r.srv.URL+loc+"/NextDocument", nil)
 	done := make(chan error, 1)
+	arrived := r.expectNextDoc()
 	go func() {
 		resp, err := r.srv.Client().Do(req)
 		if err == nil {
@@ -350,7 +351,7 @@ func TestClientGoneCancels(t *testing.T) {
 		}
 		done <- err
 	}()
-	r.waitNextDoc(t)
+	waitNextDoc(t, arrived)
 	time.Sleep(20 * time.Millisecond) // into the handler's wait; not needed for the outcome
 	cancel()                          // the client drops the connection
 	if err := <-done; err == nil {

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -24,9 +25,11 @@ type rig struct {
 	srv     *httptest.Server
 	base    string // the eSCL root URL
 	reports chan escl.JobReport
-	// nextDoc receives a value when a NextDocument request reaches the
-	// handler (dropped when nobody waits for it).
-	nextDoc chan struct{}
+
+	// nextDocs are the channels expectNextDoc handed out, closed when the
+	// next NextDocument request reaches the handler.
+	nextDocMu sync.Mutex
+	nextDocs  []chan struct{}
 }
 
 // newRig serves a new simulated scanner; mod, if not nil, changes the
@@ -41,7 +44,7 @@ func newRig(tb testing.TB, mod func(*escl.Config)) *rig {
 func newRigServer(tb testing.TB, mod func(*escl.Config), srvMod func(*http.Server)) *rig {
 	tb.Helper()
 	dev := newSimDevice(tb, 250*time.Millisecond)
-	r := &rig{dev: dev, reports: make(chan escl.JobReport, 64), nextDoc: make(chan struct{})}
+	r := &rig{dev: dev, reports: make(chan escl.JobReport, 64)}
 	cfg := escl.Config{
 		Driver:       dev.d,
 		MakeAndModel: "cancelio test scanner",
@@ -57,10 +60,12 @@ func newRigServer(tb testing.TB, mod func(*escl.Config), srvMod func(*http.Serve
 	r.h = h
 	r.srv = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		if strings.HasSuffix(req.URL.Path, "/NextDocument") {
-			select {
-			case r.nextDoc <- struct{}{}:
-			default:
+			r.nextDocMu.Lock()
+			for _, ch := range r.nextDocs {
+				close(ch)
 			}
+			r.nextDocs = nil
+			r.nextDocMu.Unlock()
 		}
 		h.ServeHTTP(w, req)
 	}))
@@ -151,12 +156,23 @@ func (r *rig) report(tb testing.TB) escl.JobReport {
 	panic("unreachable")
 }
 
-// waitNextDoc waits until a NextDocument request reaches the handler;
-// call it before that request is sent.
-func (r *rig) waitNextDoc(tb testing.TB) {
+// expectNextDoc returns a channel closed when the next NextDocument
+// request reaches the handler: call it before that request is sent. A
+// request that arrives before the test waits for it is not missed.
+func (r *rig) expectNextDoc() <-chan struct{} {
+	ch := make(chan struct{})
+	r.nextDocMu.Lock()
+	r.nextDocs = append(r.nextDocs, ch)
+	r.nextDocMu.Unlock()
+	return ch
+}
+
+// waitNextDoc waits until arrived, a channel from expectNextDoc, is
+// closed: the NextDocument request has reached the handler.
+func waitNextDoc(tb testing.TB, arrived <-chan struct{}) {
 	tb.Helper()
 	select {
-	case <-r.nextDoc:
+	case <-arrived:
 	case <-time.After(15 * time.Second):
 		tb.Fatalf("no NextDocument request within 15 s")
 	}

@@ -171,14 +171,7 @@ func slowScan(t testing.TB, bin string, env []string, r *rig, out string, stderr
 	t.Helper()
 	cmd := scanCmd(bin, env, out, "Gray", 300)
 	cmd.Stderr = stderr
-	arrived := make(chan struct{})
-	go func() {
-		defer close(arrived)
-		select {
-		case <-r.nextDoc:
-		case <-time.After(15 * time.Second):
-		}
-	}()
+	arrived := r.expectNextDoc()
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start scanimage: %v", err)
 	}
@@ -189,7 +182,7 @@ func slowScan(t testing.TB, bin string, env []string, r *rig, out string, stderr
 		}
 	})
 	r.waitState(t, minidrv.Transferring)
-	<-arrived
+	waitNextDoc(t, arrived)
 	if r.dev.d.State() != minidrv.Transferring {
 		t.Fatalf("no NextDocument while the scan ran (driver %v)", r.dev.d.State())
 	}
