@@ -43,7 +43,7 @@ func newRig(tb testing.TB, mod func(*escl.Config)) *rig {
 // before it starts.
 func newRigServer(tb testing.TB, mod func(*escl.Config), srvMod func(*http.Server)) *rig {
 	tb.Helper()
-	dev := newSimDevice(tb, 250*time.Millisecond)
+	dev := newSimDevice(tb, simAbortTimeout)
 	r := &rig{dev: dev, reports: make(chan escl.JobReport, 64)}
 	cfg := escl.Config{
 		Driver:       dev.d,

@@ -103,7 +103,7 @@ func TestShutdownFromOnJobDone(t *testing.T) {
 // (one ServeMux would read as a pattern, or would never route to) with an
 // error, and serves one that is.
 func TestPrefixSyntax(t *testing.T) {
-	dev := newSimDevice(t, 250*time.Millisecond)
+	dev := newSimDevice(t, simAbortTimeout)
 	newHandler := func(prefix string) (h *escl.Handler, err error) {
 		defer func() {
 			if v := recover(); v != nil {

@@ -20,6 +20,15 @@ type simDevice struct {
 	sc *usbsim.Scanner
 }
 
+// simAbortTimeout is the driver's AbortTimeout for the tests' scanner. It
+// bounds each probe of the device (Initialize, a Lock after a failed
+// recovery) and each step of the recovery after a cancel: a healthy
+// simulated device must answer within it on a loaded 2-core machine under
+// the race detector, so it is generous. No test waits for it to run out:
+// a cancel never waits for the device, and the hung devices of the tests
+// answer again once resumed.
+const simAbortTimeout = 5 * time.Second
+
 // newSimDevice returns an initialized driver for a new simulated scanner;
 // cleanup undoes it all.
 func newSimDevice(tb testing.TB, abortTimeout time.Duration) *simDevice {
