@@ -187,7 +187,7 @@ func TestAdv2AcquireContextErrors(t *testing.T) {
 // told, it scans exactly. Nothing stays in flight.
 func TestAdv2UnplugRacesCancelPendingIO(t *testing.T) {
 	for round := range 6 {
-		r, p := slowRig(t, minidrv.Config{AbortTimeout: 200 * time.Millisecond})
+		r, p := slowRig(t, minidrv.Config{AbortTimeout: answerWithin})
 		ctx := context.Background()
 		s, started, res := r.startAcquire(ctx)
 		select {

@@ -388,7 +388,7 @@ func TestAdvPnpFromCallbacks(t *testing.T) {
 		{"unplug in sink", minidrv.EventDeviceDisconnected, minidrv.EventDeviceConnected, true},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			r, _ := slowRig(t, minidrv.Config{AbortTimeout: 100 * time.Millisecond})
+			r, _ := slowRig(t, minidrv.Config{AbortTimeout: answerWithin})
 			ctx := context.Background()
 			var once sync.Once
 			var firstErr, secondErr error
@@ -465,7 +465,7 @@ func TestAdvOpenPanicsOnReconnect(t *testing.T) {
 // call returns; afterwards the driver can be brought to a clean state and
 // scans.
 func TestAdvConcurrentLifecycle(t *testing.T) {
-	r := newRig(t, minidrv.Config{AbortTimeout: 100 * time.Millisecond})
+	r := newRig(t, minidrv.Config{AbortTimeout: answerWithin})
 	ctx := context.Background()
 	var wg sync.WaitGroup
 	var inits atomic.Int64 // Initialize successes minus Uninitialize successes, by these goroutines

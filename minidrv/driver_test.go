@@ -31,6 +31,14 @@ type rig struct {
 	done bool // closed
 }
 
+// answerWithin is an AbortTimeout (or StallTimeout) that a healthy
+// simulated scanner always meets, on a loaded 2-core machine under the race
+// detector: every probe of the device (the rig's Initialize, a Lock after a
+// failed recovery, a reconnect) and every recovery step is bounded by
+// AbortTimeout, and the gaps in a healthy stream by StallTimeout. Tests
+// that want those bounds to run out on a hung device pay it once or twice.
+const answerWithin = 2 * time.Second
+
 // newRig makes a rig; cfg's Ring and Open are filled in. Cleanup undoes it.
 func newRig(t testing.TB, cfg minidrv.Config) *rig {
 	t.Helper()
@@ -457,7 +465,7 @@ func TestCancelHungDevice(t *testing.T) {
 // Unlock. Both resynchronize the device first, so once it answers again
 // they succeed.
 func TestNotRecovered(t *testing.T) {
-	r := newRig(t, minidrv.Config{AbortTimeout: 100 * time.Millisecond})
+	r := newRig(t, minidrv.Config{AbortTimeout: answerWithin})
 	ctx := context.Background()
 	require.NoError(t, r.d.Lock(ctx))
 	r.cancelHung(ctx)
@@ -505,7 +513,7 @@ func TestCancelDuringRecovery(t *testing.T) {
 }
 
 func TestStallTimeout(t *testing.T) {
-	r := newRig(t, minidrv.Config{StallTimeout: 50 * time.Millisecond, AbortTimeout: 50 * time.Millisecond})
+	r := newRig(t, minidrv.Config{StallTimeout: answerWithin, AbortTimeout: answerWithin})
 	ctx := context.Background()
 	require.NoError(t, r.d.Lock(ctx))
 	r.small(512, 512, 8192)

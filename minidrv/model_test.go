@@ -164,7 +164,7 @@ func testModel(t *testing.T, hotplug bool) {
 	}
 	const workers = 4
 	fds := openFDs(t)
-	cfg := minidrv.Config{QueueDepth: 4, AbortTimeout: 100 * time.Millisecond, StallTimeout: 300 * time.Millisecond}
+	cfg := minidrv.Config{QueueDepth: 4, AbortTimeout: answerWithin, StallTimeout: answerWithin}
 	var with []func(*usbsim.Scanner, *minidrv.Config)
 	if hotplug {
 		with = append(with, withSimHotplug)
