@@ -231,18 +231,21 @@ func (r *rig) startAcquire(ctx context.Context) (s *chunkSink, started <-chan st
 }
 
 // cancelHung starts an acquisition of a small image in 8 KiB chunks from a
-// scanner that hangs after 100,000 bytes, cancels it once the device has
-// hung and checks what such a cancel must give: CancelPendingIO returns
-// with the driver Locked, the acquisition fails with ErrCanceled, and the
-// sink holds whole chunks. It returns how long CancelPendingIO took and
-// the acquisition's error. The driver must be Locked.
+// scanner that hangs mid-stream (after its first chunk, at most 100,000
+// bytes into the image), cancels it once the device has hung and checks
+// what such a cancel must give: CancelPendingIO returns with the driver
+// Locked, the acquisition fails with ErrCanceled, and the sink holds whole
+// chunks. It returns how long CancelPendingIO took and the acquisition's
+// error. The driver must be Locked.
 func (r *rig) cancelHung(ctx context.Context) (time.Duration, error) {
 	r.t.Helper()
 	p := r.small(512, 512, 8192)
-	r.sc.HangAfter(100000)
+	r.sc.HangAfter(100000) // the image cannot end before the hang
 	s, started, res := r.startAcquire(ctx)
 	<-started
-	time.Sleep(20 * time.Millisecond) // let the device hang
+	// Hung now, wherever the stream is: a device that had not yet
+	// reached the 100,000 bytes would take the abort and recover.
+	r.sc.Hang()
 	t0 := time.Now()
 	require.NoError(r.t, r.d.CancelPendingIO(ctx))
 	took := time.Since(t0)
