@@ -25,10 +25,30 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
+// testAbortTimeout is the --abort-timeout of the tests' runs that give
+// none. It bounds the driver's probe of the simulated scanner when wiascan
+// opens it: a loaded 2-core machine under the race detector does not
+// always answer within the default 250 ms, and the run fails with "open
+// the simulated scanner: the scanner did not answer as expected". Runs
+// whose scanner does not answer the probe (--hang-after 1) wait for it.
+const testAbortTimeout = "2s"
+
+// withAbortTimeout returns args with --abort-timeout testAbortTimeout in
+// front, unless they set it or ask for help.
+func withAbortTimeout(args []string) []string {
+	for _, a := range args {
+		if a == "-h" || a == "--help" || a == "-help" ||
+			strings.HasPrefix(a, "--abort-timeout") || strings.HasPrefix(a, "-abort-timeout") {
+			return args
+		}
+	}
+	return append([]string{"--abort-timeout", testAbortTimeout}, args...)
+}
+
 func runArgs(t *testing.T, args ...string) (code int, stdout, stderr string) {
 	t.Helper()
 	var out, errb bytes.Buffer
-	code = run(args, &out, &errb, nil)
+	code = run(withAbortTimeout(args), &out, &errb, nil)
 	return code, out.String(), errb.String()
 }
 
@@ -424,7 +444,7 @@ func interrupt(t *testing.T, when string, args ...string) (int, string) {
 	if when == "" {
 		sigs <- syscall.SIGINT
 	}
-	go func() { done <- run(args, &stdout, &stderr, sigs) }()
+	go func() { done <- run(withAbortTimeout(args), &stdout, &stderr, sigs) }()
 	if when != "" {
 		deadline := time.Now().Add(15 * time.Second)
 		for !strings.Contains(stderr.String(), when) {
