@@ -43,13 +43,31 @@ type daemon struct {
 	exit chan int
 }
 
+// testAbortTimeout is the --abort-timeout of the daemons the tests start,
+// unless they give one. It bounds the driver's probe of the simulated
+// scanner at start: the default, 250 ms, is not always met on a loaded
+// 2-core machine under the race detector (wiascan's tests, with the same
+// default, failed that way), and scand would exit before it serves.
+const testAbortTimeout = "2s"
+
+// withAbortTimeout returns pre with --abort-timeout testAbortTimeout
+// appended, unless args set it.
+func withAbortTimeout(pre, args []string) []string {
+	for _, a := range args {
+		if strings.HasPrefix(a, "--abort-timeout") || strings.HasPrefix(a, "-abort-timeout") {
+			return pre
+		}
+	}
+	return append(pre, "--abort-timeout", testAbortTimeout)
+}
+
 // start runs scand with args (and --addr 127.0.0.1:0) until the test ends.
 func start(t *testing.T, args ...string) *daemon {
 	t.Helper()
 	d := &daemon{sigs: make(chan os.Signal, 1), log: new(syncBuffer), exit: make(chan int, 1)}
 	addr := make(chan string, 1)
 	go func() {
-		d.exit <- run(append([]string{"--addr", "127.0.0.1:0"}, args...), d.log, d.sigs, func(a string) { addr <- a })
+		d.exit <- run(append(withAbortTimeout([]string{"--addr", "127.0.0.1:0"}, args), args...), d.log, d.sigs, func(a string) { addr <- a })
 	}()
 	select {
 	case a := <-addr:
