@@ -63,7 +63,7 @@ func parseArgs(args []string, stderr io.Writer) (*options, error) {
 	bandwidth := fs.String("bandwidth", "", "simulated scanner: cap its data rate at `BYTES` per second, e.g. 1M (unset or 0: no cap)")
 	hangAfter := fs.String("hang-after", "", "simulated scanner: hang after sending `BYTES` of image data, e.g. 100k (unset or 0: never)")
 	fs.IntVar(&o.queueDepth, "queue-depth", minidrv.DefaultQueueDepth, "bulk-IN transfers kept in flight")
-	fs.DurationVar(&o.abortTimeout, "abort-timeout", 250*time.Millisecond, "bound on the abort and flush after a cancel")
+	fs.DurationVar(&o.abortTimeout, "abort-timeout", minidrv.DefaultAbortTimeout, "bound on the device's answer to the probe, and on the abort and flush after a cancel")
 	fs.DurationVar(&o.jobTimeout, "job-timeout", escl.DefaultJobTimeout, "how long a scanned page waits to be fetched")
 	fs.StringVar(&o.name, "name", "", "the scanner's make and model, as clients show it")
 	fs.StringVar(&o.saneConfig, "sane-config", "", "write a SANE configuration to `DIR` that loads only sane-airscan with this server as its one device (then: SANE_CONFIG_DIR=DIR scanimage -d "+saneDevice+" ...)")

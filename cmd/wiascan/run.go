@@ -87,7 +87,7 @@ func parseArgs(args []string, stderr io.Writer) (*options, error) {
 	hangAfter := fs.String("hang-after", "", "simulated scanner: hang after sending `bytes` of image data, e.g. 100k (unset or 0: never)")
 	bandwidth := fs.String("bandwidth", "", "simulated scanner: cap its data rate at `bytes` per second, e.g. 1M (unset or 0: no cap)")
 	fs.IntVar(&o.queueDepth, "queue-depth", minidrv.DefaultQueueDepth, "bulk-IN transfers kept in flight (1.."+strconv.Itoa(minidrv.MaxQueueDepth)+")")
-	fs.DurationVar(&o.abortTimeout, "abort-timeout", 250*time.Millisecond, "bound on the abort and flush after a cancel")
+	fs.DurationVar(&o.abortTimeout, "abort-timeout", minidrv.DefaultAbortTimeout, "bound on the device's answer to the probe, and on the abort and flush after a cancel")
 	fs.DurationVar(&o.stallTimeout, "stall-timeout", minidrv.DefaultStallTimeout, "fail after this `duration` without data from the scanner (0: wait for ever; Ctrl-C still cancels)")
 	fs.StringVar(&o.progress, "progress", "auto", "progress line on stderr: auto (if a terminal), on, off")
 	fs.BoolVar(&o.verbose, "v", false, "verbose: after a failure, the driver's whole error")
