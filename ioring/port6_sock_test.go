@@ -391,3 +391,60 @@ func TestPort6SendMsgRecvMsgVectors(t *testing.T) {
 		assertNoMore(t, r)
 	})
 }
+
+// TestPort6ConnectTimeout ports connect.c's test_connect and
+// test_connect_timeout: a Connect to a listener completes with 0 (on a
+// blocking socket and on an O_NONBLOCK one alike); with the listener's
+// backlog of 0 filled by that connection, the next connect's handshake
+// is dropped and stalls, and a Connect given a deadline (liburing links
+// a timeout of 100µs) ends with ErrTimeout, which is ErrCanceled too; a
+// stalled Connect canceled by Request.Cancel ends with ErrCanceled.
+// Nothing else completes, and the listener still holds the first
+// connection, once.
+func TestPort6ConnectTimeout(t *testing.T) {
+	forEachBackend(t, 8, func(t *testing.T, r *Ring) {
+		for _, nonblock := range []bool{false, true} {
+			lfd, sa := tcpListener(t, 0, 0)
+			first := tcpSocket(t)
+			if nonblock {
+				require.NoError(t, unix.SetNonblock(first, true))
+			}
+			c := doOp(t, r, Connect(first, sa))
+			require.NoError(t, c.Err, "nonblock=%v: a connect to a listener", nonblock)
+			assert.Zero(t, c.N)
+
+			stalled := tcpSocket(t)
+			if nonblock {
+				require.NoError(t, unix.SetNonblock(stalled, true))
+			}
+			start := time.Now()
+			q, err := r.Submit(Connect(stalled, sa).WithDeadline(100 * time.Millisecond))
+			require.NoError(t, err)
+			c = reapOne(t, r)
+			require.Equal(t, q, c.Req)
+			require.ErrorIs(t, c.Err, ErrTimeout, "nonblock=%v: a connect the listener does not take", nonblock)
+			require.ErrorIs(t, c.Err, ErrCanceled)
+			assert.GreaterOrEqual(t, time.Since(start), 100*time.Millisecond)
+
+			another := tcpSocket(t)
+			q = submitPending(t, r, Connect(another, sa))
+			require.NoError(t, q.Cancel())
+			c = reapOne(t, r)
+			require.Equal(t, q, c.Req)
+			require.ErrorIs(t, c.Err, ErrCanceled, "nonblock=%v: a canceled connect", nonblock)
+			assert.NotErrorIs(t, c.Err, ErrTimeout)
+			assertNoMore(t, r)
+
+			// The first connection is queued on the listener, once.
+			require.NoError(t, unix.SetNonblock(lfd, true))
+			afd, _, err := unix.Accept4(lfd, unix.SOCK_CLOEXEC)
+			require.NoError(t, err)
+			peer, err := unix.Getpeername(afd)
+			require.NoError(t, err)
+			local, err := unix.Getsockname(first)
+			require.NoError(t, err)
+			assert.Equal(t, local.(*unix.SockaddrInet4).Port, peer.(*unix.SockaddrInet4).Port)
+			unix.Close(afd)
+		}
+	})
+}
