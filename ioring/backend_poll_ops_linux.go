@@ -123,6 +123,13 @@ func (b *pollBackend) trySock(s *slot, p *pslot) {
 		// request, like p.
 		if s.off == 0 {
 			p.res = connectNonblock(s, p.fd)
+			if p.res == -int32(unix.ECONNABORTED) {
+				// The socket's last connect failed and its error was
+				// taken (below, or by the caller's SO_ERROR): that call
+				// only put it back to unconnected. Connect once more, as
+				// io_uring does.
+				p.res = connectNonblock(s, p.fd)
+			}
 			if p.res == -int32(unix.EINPROGRESS) {
 				s.off = 1
 				p.act = paWait
@@ -134,11 +141,14 @@ func (b *pollBackend) trySock(s *slot, p *pslot) {
 			p.act = paWait
 		case ev < 0:
 			p.res = ev
+		case ev&unix.POLLERR != 0 && sockErr(p):
+			// The handshake failed, or something aborted it (a
+			// shutdown: the socket is unconnected again, and a connect
+			// now would start over): its error is the outcome, as on
+			// io_uring, which takes it on EPOLLERR too.
 		default:
 			// Connect again, as io_uring does: that reports the outcome
 			// and, after a failure, puts the socket back to unconnected.
-			// (SO_ERROR alone leaves it connecting, and its next connect
-			// fails with ECONNABORTED.)
 			switch r := connectNonblock(s, p.fd); r {
 			case 0, -int32(unix.EISCONN):
 				p.res = 0
@@ -158,6 +168,21 @@ func (b *pollBackend) trySock(s *slot, p *pslot) {
 	if p.res == -int32(unix.EAGAIN) && !dontWait(s) {
 		p.act = paWait
 	}
+}
+
+// sockErr takes the pending error of p's socket (SO_ERROR) into p.res
+// and reports whether there was one.
+func sockErr(p *pslot) bool {
+	e, err := unix.GetsockoptInt(int(p.fd), unix.SOL_SOCKET, unix.SO_ERROR)
+	switch {
+	case err != nil:
+		p.res = -errnoOf(err)
+	case e != 0:
+		p.res = -int32(e)
+	default:
+		return false
+	}
+	return true
 }
 
 // moves reports whether op is a send, recv, sendmsg or recvmsg.

@@ -4,6 +4,7 @@ package ioring
 
 import (
 	"bytes"
+	"errors"
 	"testing"
 	"time"
 
@@ -446,5 +447,48 @@ func TestPort6ConnectTimeout(t *testing.T) {
 			assert.Equal(t, local.(*unix.SockaddrInet4).Port, peer.(*unix.SockaddrInet4).Port)
 			unix.Close(afd)
 		}
+	})
+}
+
+// TestPort6ConnectThenShutdown ports conn-unreach.c: a Connect that
+// stalls in its handshake (liburing's goes to an unreachable address;
+// here the listener's backlog of 0 is full, so its SYNs are dropped),
+// and then a Shutdown(SHUT_RDWR) of the same socket through the ring:
+// the shutdown aborts the handshake, and the connect completes with
+// that error, ECONNRESET (liburing also takes ENETUNREACH), promptly,
+// rather than starting over and waiting on; the shutdown completes
+// with 0 or ENOTCONN.
+func TestPort6ConnectThenShutdown(t *testing.T) {
+	forEachBackend(t, 8, func(t *testing.T, r *Ring) {
+		_, sa := tcpListener(t, 0, 0)
+		first := tcpSocket(t)
+		require.NoError(t, unix.Connect(first, sa)) // fills the backlog
+		fd := tcpSocket(t)
+		require.NoError(t, unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1))
+		cq := submitPending(t, r, Connect(fd, sa))
+		sq, err := r.Submit(Shutdown(fd, unix.SHUT_RDWR))
+		require.NoError(t, err)
+		got := map[Request]Completion{}
+		for len(got) < 2 {
+			var cs [2]Completion
+			n, err := r.Reap(cs[:], 10*time.Second)
+			require.NoError(t, err)
+			if n == 0 {
+				st, _ := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ERROR)
+				t.Fatalf("no completion within 10s: got %v; the socket's SO_ERROR now %v, connect pending %v",
+					got, unix.Errno(st), cq.Pending())
+			}
+			for _, c := range cs[:n] {
+				got[c.Req] = c
+			}
+		}
+		if err := got[sq].Err; err != nil {
+			assert.ErrorIs(t, err, unix.ENOTCONN, "shutdown")
+		}
+		cerr := got[cq].Err
+		if !errors.Is(cerr, unix.ENETUNREACH) {
+			assert.ErrorIs(t, cerr, unix.ECONNRESET, "the connect the shutdown aborted")
+		}
+		assertNoMore(t, r)
 	})
 }
