@@ -151,6 +151,10 @@ func advStress(t *testing.T, r *Ring, seed uint64) {
 		transport sync.WaitGroup // foreign completions posted later
 		stop      = make(chan struct{})
 	)
+	// The pump never blocks: once the workers stop, nothing reads rd, and
+	// a blocking write into a full pipe would keep the pump from ever
+	// seeing stop. A full pipe only skips a round of writing.
+	require.NoError(t, unix.SetNonblock(wr, true))
 	pump.Add(1)
 	go func() { // the pump: data for the reads, room for the writes
 		defer pump.Done()
@@ -161,7 +165,7 @@ func advStress(t *testing.T, r *Ring, seed uint64) {
 				return
 			default:
 			}
-			unix.Write(wr, buf[:16])
+			unix.Write(wr, buf[:16]) // EAGAIN when full: the reads lag
 			for {
 				if n, _ := unix.Read(rd2, buf[:]); n <= 0 {
 					break

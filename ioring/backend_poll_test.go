@@ -337,6 +337,10 @@ func TestPollConcurrentChurn(t *testing.T) {
 	}
 	r := newPollRing(t, 256)
 	rd, wr := pipe(t)
+	// The trickle never blocks: a pipe the reads fall behind on fills,
+	// and a blocking write would keep the trickle from ever seeing stop
+	// once the reads end. A full pipe only skips a byte.
+	require.NoError(t, unix.SetNonblock(wr, true))
 	stop := make(chan struct{})
 	var bg sync.WaitGroup
 	bg.Add(2)
@@ -348,7 +352,7 @@ func TestPollConcurrentChurn(t *testing.T) {
 				return
 			default:
 			}
-			unix.Write(wr, []byte("z"))
+			unix.Write(wr, []byte("z")) // EAGAIN when full
 			time.Sleep(50 * time.Microsecond)
 		}
 	}()
