@@ -224,10 +224,7 @@ func advStress(t *testing.T, r *Ring, seed uint64) {
 			op = op.WithDeadline(time.Duration(1+rng.IntN(2000)) * time.Microsecond)
 		}
 		d := time.Duration(rng.IntN(3000)) * time.Microsecond
-		after := func(q Request) {
-			mu.Lock()
-			self = q
-			mu.Unlock()
+		after := func(q Request) { // self is set
 			if !q.Pending() {
 				posted.Store(true) // its token was canceled: completed already
 				return
@@ -235,9 +232,17 @@ func advStress(t *testing.T, r *Ring, seed uint64) {
 			transport.Add(1)
 			time.AfterFunc(d, func() { defer transport.Done(); post(5, nil) })
 		}
-		// Locked until after: the hook may run before Submit returns.
+		// Locked until self is set: the hook may run before Submit
+		// returns. Set before the unlock, not after it: a hook waiting on
+		// mu may take it the moment it is released (sync.Mutex hands it
+		// over to a waiter that waited over 1ms), and would post to a
+		// zero Request, leaving the real one uncompleted.
 		mu.Lock()
-		return op, func(q Request) { mu.Unlock(); after(q) }
+		return op, func(q Request) {
+			self = q
+			mu.Unlock()
+			after(q)
+		}
 	}
 
 	randOp := func(rng *rand.Rand) Op {
