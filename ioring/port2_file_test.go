@@ -70,20 +70,44 @@ func TestPort2FileDeadlineMoves(t *testing.T) {
 	forEachBackend(t, 16, func(t *testing.T, r *Ring) {
 		a, b := socketpair(t, unix.SOCK_STREAM)
 		f := port2File(t, r, a, "sock")
-		require.NoError(t, f.SetReadDeadline(time.Now().Add(30*time.Millisecond)))
 		type res struct {
 			n   int
 			err error
 		}
 		done := make(chan res, 1)
 		buf := make([]byte, 8)
-		go func() {
-			n, err := f.Read(buf)
-			done <- res{n, err}
-		}()
-		time.Sleep(5 * time.Millisecond)
-		require.NoError(t, f.SetReadDeadline(time.Now().Add(time.Hour)))
-		time.Sleep(60 * time.Millisecond) // past the first deadline
+		// The extension must land before the first deadline, or the read
+		// rightly times out; a loaded machine may not run the test for
+		// longer than that. A try where it landed late says nothing: the
+		// read is ended and the next try gives the first deadline twice as
+		// long.
+		var start time.Time
+		first := 30 * time.Millisecond
+		for ; ; first *= 2 {
+			require.Less(t, first, 20*time.Second, "the extension never landed before the first deadline")
+			// Nothing left in flight, so that the read counts alone.
+			require.Eventually(t, func() bool { return r.InFlight() == 0 }, 10*time.Second, time.Millisecond)
+			start = time.Now()
+			require.NoError(t, f.SetReadDeadline(start.Add(first)))
+			go func() {
+				n, err := f.Read(buf)
+				done <- res{n, err}
+			}()
+			// Pending: the read is in flight (or it ended already, the
+			// deadline come before it).
+			require.Eventually(t, func() bool { return r.InFlight() == 1 || len(done) > 0 }, 10*time.Second, 100*time.Microsecond)
+			require.NoError(t, f.SetReadDeadline(time.Now().Add(time.Hour)))
+			if time.Since(start) < first {
+				break // in time: the read must go on
+			}
+			require.NoError(t, f.SetReadDeadline(time.Now().Add(-time.Second)))
+			select {
+			case <-done:
+			case <-time.After(10 * time.Second):
+				t.Fatal("a deadline in the past did not end the pending read")
+			}
+		}
+		time.Sleep(time.Until(start.Add(2 * first))) // past the first deadline
 		_, err := unix.Write(b, []byte("late"))
 		require.NoError(t, err)
 		select {
