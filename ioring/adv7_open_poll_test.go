@@ -196,8 +196,13 @@ func adv7Round(t *testing.T, rng *rand.Rand, round int) bool {
 			rdMu.Unlock()
 		}
 	}
+	// readerDone is closed once the reader has opened, or once its timer
+	// is stopped before it did.
+	readerDone := make(chan struct{})
+	var readerTimer *time.Timer
 	if readerAt < 0 {
 		openReader()
+		close(readerDone)
 	}
 
 	dfd, path := unix.AT_FDCWD, fifo
@@ -263,7 +268,10 @@ func adv7Round(t *testing.T, rng *rand.Rand, round int) bool {
 		require.NoError(t, unix.Close(dfd))
 	}
 	if readerAt >= 0 {
-		time.AfterFunc(readerAt, openReader)
+		readerTimer = time.AfterFunc(readerAt, func() {
+			defer close(readerDone)
+			openReader()
+		})
 	}
 	closeDone := make(chan struct{})
 	switch ring {
@@ -335,8 +343,12 @@ func adv7Round(t *testing.T, rng *rand.Rand, round int) bool {
 	}
 	adv7Close(t, r)
 	closed = true
-	// A reader the round did not need yet may still be on its timer.
-	time.Sleep(time.Until(start.Add(readerAt + 5*time.Millisecond)))
+	// A reader the round did not need yet may still be on its timer (late
+	// on a loaded machine): stopped, it never opens; else it is waited for.
+	if readerTimer != nil && readerTimer.Stop() {
+		close(readerDone)
+	}
+	<-readerDone
 	rdMu.Lock()
 	if rd >= 0 {
 		unix.Close(rd)
