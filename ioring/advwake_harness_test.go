@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"runtime"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -105,6 +106,9 @@ type awTally struct {
 	nAccepted atomic.Int64
 	nSeen     atomic.Int64
 	bad       atomic.Int64 // errors reported, to stop early
+
+	spareMu sync.Mutex
+	spare   []int64 // ids of refused submissions, handed out again
 }
 
 func newAWTally(t testing.TB, max int) *awTally {
@@ -116,14 +120,33 @@ func newAWTally(t testing.TB, max int) *awTally {
 	}
 }
 
-// id returns a fresh id for a request of kind k (-1 when the ledger is full).
+// id returns a fresh id for a request of kind k (-1 when the ledger is full):
+// one refused before (refused), or a new one.
 func (a *awTally) id(k uint32) int64 {
+	a.spareMu.Lock()
+	if n := len(a.spare); n > 0 {
+		id := a.spare[n-1]
+		a.spare = a.spare[:n-1]
+		a.spareMu.Unlock()
+		a.kind[id].Store(k)
+		return id
+	}
+	a.spareMu.Unlock()
 	id := a.nextID.Add(1) - 1
 	if id >= int64(len(a.kind)) {
 		return -1
 	}
 	a.kind[id].Store(k)
 	return id
+}
+
+// refused gives back the ids of requests the ring refused (ErrFull): no
+// completion can carry them, and a producer that retries until its
+// requests go in would otherwise use up the ledger on a loaded machine.
+func (a *awTally) refused(ids ...int64) {
+	a.spareMu.Lock()
+	a.spare = append(a.spare, ids...)
+	a.spareMu.Unlock()
 }
 
 // accept records that the request with id was accepted.

@@ -33,6 +33,7 @@ func awProduceNops(a *awTally, r *Ring, rng *rand.Rand, n int, who string) {
 					a.errorf("%s: Submit: %v", who, err)
 					return
 				}
+				a.refused(id)
 				time.Sleep(10 * time.Microsecond)
 				continue
 			}
@@ -59,6 +60,7 @@ func awProduceNops(a *awTally, r *Ring, rng *rand.Rand, n int, who string) {
 			}
 			sent += m
 			if m < k {
+				a.refused(ids[m:]...)
 				time.Sleep(10 * time.Microsecond)
 			}
 		case 5: // SubmitAndReap, with a short wait at most
@@ -68,6 +70,8 @@ func awProduceNops(a *awTally, r *Ring, rng *rand.Rand, n int, who string) {
 			if s == 1 {
 				a.accept(id)
 				sent++
+			} else if errors.Is(err, ErrFull) {
+				a.refused(id)
 			}
 			for i := range dst[:m] {
 				a.got(dst[i], who+" SubmitAndReap")
@@ -85,6 +89,7 @@ func awProduceNops(a *awTally, r *Ring, rng *rand.Rand, n int, who string) {
 						a.errorf("%s: Do: %v", who, err)
 						return
 					}
+					a.refused(id)
 					continue
 				}
 				a.accept(id)
@@ -98,6 +103,7 @@ func awProduceNops(a *awTally, r *Ring, rng *rand.Rand, n int, who string) {
 					a.errorf("%s: Start: %v", who, err)
 					return
 				}
+				a.refused(id)
 				continue
 			}
 			a.accept(id)
