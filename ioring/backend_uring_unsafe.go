@@ -1299,7 +1299,10 @@ func (b *uringBackend) handle(ud uint64, res int32, cflags uint32) {
 			}
 		}
 	case res == -int32(unix.ETIME):
-		s.flags.Or(flTimedOut)
+		// The deadline fired, but a cancel the ring recorded before it
+		// saw this (Request.Cancel returned nil, a token's, a context's)
+		// is the first cause: the completion reports that one.
+		s.askCancel(flCancelReq | flTimedOut)
 	case res == -int32(unix.ECANCELED) && s.pending.Load() == 2 && f&flCancelReq == 0:
 		// The linked timeout ended before its request, not by firing
 		// (ETIME) and not because the request finished (its CQE would
