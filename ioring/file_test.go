@@ -33,8 +33,10 @@ func TestConformanceFile(t *testing.T) {
 		assert.Equal(t, "hello", string(buf[:n]))
 
 		// A read deadline ends a pending read, and later reads at once.
-		require.NoError(t, rf.SetReadDeadline(time.Now().Add(20*time.Millisecond)))
+		// start is taken before the deadline is set: after, a test
+		// descheduled between the two would measure from too late.
 		start := time.Now()
+		require.NoError(t, rf.SetReadDeadline(start.Add(20*time.Millisecond)))
 		_, err = rf.Read(buf)
 		assert.ErrorIs(t, err, os.ErrDeadlineExceeded)
 		assert.ErrorIs(t, err, ErrTimeout)
