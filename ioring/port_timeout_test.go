@@ -194,16 +194,29 @@ func TestPortHeldDeadline(t *testing.T) {
 func TestPortCanceledThenDeadline(t *testing.T) {
 	forEachBackend(t, 16, func(t *testing.T, r *Ring) {
 		rd, _ := pipe(t)
-		tok := r.NewToken()
-		q, err := r.Submit(Read(rd, make([]byte, 8), 0).WithToken(tok).WithDeadline(2 * time.Millisecond))
-		require.NoError(t, err)
-		require.NoError(t, tok.Cancel())
-		time.Sleep(5 * time.Millisecond)
-		c := reapOne(t, r)
-		require.Equal(t, q, c.Req)
-		assert.ErrorIs(t, c.Err, ErrCanceled)
-		assert.NotErrorIs(t, c.Err, ErrTimeout)
-		c = doOp(t, r, Read(rd, make([]byte, 8), 0).WithToken(tok).WithDeadline(time.Nanosecond))
+		// The cancel must come before the deadline, which a loaded
+		// machine may not run the test soon enough for: a try where the
+		// deadline may have passed first says nothing, and the next gives
+		// it twice as long.
+		var tok *Token
+		for d := 2 * time.Millisecond; ; d *= 2 {
+			require.Less(t, d, 10*time.Second, "the token's cancel never came before the deadline")
+			tok = r.NewToken()
+			start := time.Now()
+			q, err := r.Submit(Read(rd, make([]byte, 8), 0).WithToken(tok).WithDeadline(d))
+			require.NoError(t, err)
+			require.NoError(t, tok.Cancel())
+			first := time.Since(start) < d
+			time.Sleep(time.Until(start.Add(d + 3*time.Millisecond))) // the deadline passes
+			c := reapOne(t, r)
+			require.Equal(t, q, c.Req)
+			assert.ErrorIs(t, c.Err, ErrCanceled)
+			if first {
+				assert.NotErrorIs(t, c.Err, ErrTimeout)
+				break
+			}
+		}
+		c := doOp(t, r, Read(rd, make([]byte, 8), 0).WithToken(tok).WithDeadline(time.Nanosecond))
 		assert.ErrorIs(t, c.Err, ErrCanceled)
 		assert.NotErrorIs(t, c.Err, ErrTimeout)
 		assertNoMore(t, r)
