@@ -433,6 +433,7 @@ func (m *adv5Matrix) run(c adv5Case) (won bool) {
 			m.mustCancel(c, err, n)
 		}
 	case a5CtlOut:
+		m.ep0Barrier(c)
 		drained := adv5Drain(t, gd)
 		switch c.beh {
 		case a5Answer:
@@ -505,6 +506,26 @@ func (m *adv5Matrix) clearStall(c adv5Case, ep *Endpoint, err error) {
 		}
 	}
 	require.NoError(t, m.gd.d.ClearHalt(ep.Desc().Address), "%v", c)
+}
+
+// ep0Barrier returns once the device has acted on every request that
+// reached its endpoint 0 before, with a VendorStatus (which changes
+// nothing): endpoint 0 runs one request at a time on both sides, and the
+// device acts on a VendorCommand before it takes the next request. The
+// drain that follows a control OUT case needs it: its echo, if the device
+// took the request, must be on bulk IN before the drain's sentinel, not
+// after it, where the next case would find it. On a gadget USB ends the
+// request before the device acts on it (usbsim.VendorCommand), and on
+// libusb a canceled request's call goes on after its completion
+// (Device.SubmitControl) until the device answers it: the next request
+// waits for it.
+func (m *adv5Matrix) ep0Barrier(c adv5Case) {
+	m.t.Helper()
+	ctx, cancel := testContext()
+	defer cancel()
+	var b [usbsim.EventSize]byte
+	_, err := m.gd.d.Control(ctx, Setup{RequestType: RequestIn | RequestVendor | RecipientDevice, Request: usbsim.VendorStatus}, b[:])
+	require.NoError(m.t, err, "%v: VendorStatus after the case", c)
 }
 
 // mustCancel checks the completion of a transfer to a hung device: the
