@@ -433,7 +433,9 @@ func (m *adv5Matrix) run(c adv5Case) (won bool) {
 			m.mustCancel(c, err, n)
 		}
 	case a5CtlOut:
-		m.ep0Barrier(c)
+		if gd.backend == "libusb" {
+			m.ep0Barrier(c)
+		}
 		drained := adv5Drain(t, gd)
 		switch c.beh {
 		case a5Answer:
@@ -512,13 +514,14 @@ func (m *adv5Matrix) clearStall(c adv5Case, ep *Endpoint, err error) {
 // reached its endpoint 0 before, with a VendorStatus (which changes
 // nothing): endpoint 0 runs one request at a time on both sides, and the
 // device acts on a VendorCommand before it takes the next request. The
-// drain that follows a control OUT case needs it: its echo, if the device
-// took the request, must be on bulk IN before the drain's sentinel, not
-// after it, where the next case would find it. On a gadget USB ends the
-// request before the device acts on it (usbsim.VendorCommand), and on
-// libusb a canceled request's call goes on after its completion
-// (Device.SubmitControl) until the device answers it: the next request
-// waits for it.
+// drain that follows a control OUT case on libusb needs it: there a
+// canceled request's call goes on after its completion
+// (Device.SubmitControl) until the device answers it, and its echo must
+// be on bulk IN before the drain's sentinel, not after it, where the next
+// case would find it; the next request waits for the call. (On usbfs a
+// VendorStatus right after a control OUT that Device.CancelAll discarded
+// at once was seen to end with ErrBabble, an edge of its own, not this
+// barrier's to hide.)
 func (m *adv5Matrix) ep0Barrier(c adv5Case) {
 	m.t.Helper()
 	ctx, cancel := testContext()
