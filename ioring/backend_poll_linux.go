@@ -147,7 +147,7 @@ const (
 	psRunning               // being tried by the poller or run by a worker
 	psTiming                // OpTimeout, timer armed
 	psMulti                 // a multishot request, armed in epoll (backend_poll_multi_linux.go)
-	psRetry                 // an OpenAt waiting for a FIFO's reader, timer armed (openLater)
+	psRetry                 // an OpenAt waiting for a FIFO's reader, or a Connect for room in a backlog, timer armed (openLater)
 )
 
 // pmode says how a request on a pollable fd is tried.
@@ -193,7 +193,7 @@ type pslot struct {
 	timer    *time.Timer // OpTimeout's timer, made once per slot
 	fireAt   time.Time
 	moved    int32 // bytes a MSG_WAITALL send or receive has moved so far (tryAll)
-	tries    uint8 // times an OpenAt found no reader on its FIFO (openLater)
+	tries    uint8 // times an OpenAt found no reader on its FIFO, or a Connect a full backlog (openLater)
 }
 
 // pollFD is an open file description with requests attached: it holds a
@@ -885,6 +885,8 @@ func (b *pollBackend) worker() {
 			}
 		case s.code == OpOpenAt:
 			res, again = openAt(s, fd) // backend_poll_ops_linux.go
+		case s.code == OpConnect:
+			res, again = connectAgain(s, fd) // backend_poll_ops_linux.go
 		case s.code > OpForeign:
 			res = runBlocking(s, fd) // sockets and files: backend_poll_ops_linux.go
 		case blocking:
@@ -898,8 +900,9 @@ func (b *pollBackend) worker() {
 		if !blocking {
 			switch {
 			case again && !p.canceled:
-				// An OpenAt waiting for a FIFO's reader: tried again
-				// later, on a timer a cancel stops.
+				// An OpenAt waiting for a FIFO's reader, a Connect for
+				// room in a backlog: tried again later, on a timer a
+				// cancel stops.
 				out = b.openLater(idx, p, out)
 			case again:
 				out = b.finish(idx, p, -int32(unix.ECANCELED), out)
@@ -1032,7 +1035,8 @@ func fsync(fd int) error {
 }
 
 // fire ends an OpTimeout whose timer ran out, or queues the next try of an
-// OpenAt waiting for a FIFO's reader (openLater). A callback of the slot's
+// OpenAt waiting for a FIFO's reader or a Connect waiting for room in a
+// backlog (openLater). A callback of the slot's
 // previous use that runs late finds the request not yet due and does nothing.
 func (b *pollBackend) fire(idx uint32) {
 	p := &b.ps[idx]

@@ -18,7 +18,9 @@ import (
 //     accept4 is tried at once on an O_NONBLOCK listener; on a blocking one
 //     the request waits for readiness and then accepts on a worker (as a
 //     blocking tty read does). connect is made non-blocking (EINPROGRESS),
-//     waits for POLLOUT and reads SO_ERROR. shutdown never blocks.
+//     waits for POLLOUT and reads SO_ERROR; one that finds an AF_UNIX
+//     listener's backlog full (EAGAIN) on a blocking socket is tried
+//     again on a worker, then on a timer (connectAgain). shutdown never blocks.
 //   - OpenAt, Close and Statx run on the worker pool: one still queued is
 //     canceled at once and never runs; one running delivers its result.
 //     OpenAt opens non-blocking (openAt), so that a FIFO's open does not
@@ -130,9 +132,17 @@ func (b *pollBackend) trySock(s *slot, p *pslot) {
 				// io_uring does.
 				p.res = connectNonblock(s, p.fd)
 			}
-			if p.res == -int32(unix.EINPROGRESS) {
+			switch {
+			case p.res == -int32(unix.EINPROGRESS):
 				s.off = 1
 				p.act = paWait
+			case p.res == -int32(unix.EAGAIN) && !nonblocking(p.fd):
+				// An AF_UNIX listener's backlog is full: connect(2)
+				// on a blocking socket waits for room, as io_uring
+				// does, but no readiness of this socket tells when
+				// room comes. A worker tries again, then a timer
+				// (connectAgain, openLater).
+				p.act = paWork
 			}
 			return
 		}
@@ -249,6 +259,25 @@ func connectNonblock(s *slot, sfd int32) int32 {
 	return sysConnect(s, sfd)
 }
 
+// nonblocking reports whether fd's file is O_NONBLOCK (an error: no,
+// and the next call on it says what is wrong).
+func nonblocking(fd int32) bool {
+	fl, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
+	return err == nil && fl&unix.O_NONBLOCK != 0
+}
+
+// connectAgain runs slot s's Connect on a worker, without blocking, on
+// the duplicate it holds: trySock found the listener's backlog full
+// (EAGAIN on a blocking AF_UNIX socket). It reports wait when the
+// backlog is still full and the socket still blocking: the request is
+// tried again on a timer a cancel stops (openLater), as connect(2) and
+// io_uring would wait. Once room comes, the connect completes at once
+// (an AF_UNIX connect does not go through EINPROGRESS).
+func connectAgain(s *slot, fd int32) (res int32, wait bool) {
+	res = connectNonblock(s, fd)
+	return res, res == -int32(unix.EAGAIN) && !nonblocking(fd)
+}
+
 // runBlocking runs one of these operations on a worker, blocking, on fd:
 // the duplicate a socket operation holds (settle, attach), or the caller's
 // own fd for the file operations.
@@ -337,16 +366,19 @@ func isFIFO(s *slot, dirfd int32) bool {
 }
 
 // openRetryMax bounds the interval at which an open waiting for a FIFO's
-// reader is tried again (openLater): a reader that blocks in its own open
-// (waiting for a writer) is met within it.
+// reader, or a connect waiting for room in a backlog, is tried again
+// (openLater): a reader that blocks in its own open (waiting for a
+// writer) is met within it.
 const openRetryMax = 20 * time.Millisecond
 
-// openLater makes OpenAt request idx, which openAt found waiting for a
-// FIFO's reader, try again after a while, on a timer (psRetry), where a
-// cancel ends it at once: from 1ms, doubling up to openRetryMax. It holds
-// no worker meanwhile. The first time, it takes a duplicate of the
-// caller's directory fd (p.own, closed by finish), so that every attempt
-// resolves the path in the directory the first one did. A worker calls it
+// openLater makes request idx, an OpenAt that openAt found waiting for a
+// FIFO's reader or a Connect that connectAgain found waiting for room in
+// an AF_UNIX listener's backlog, try again after a while, on a timer
+// (psRetry), where a cancel ends it at once: from 1ms, doubling up to
+// openRetryMax. It holds no worker meanwhile. The first time, it takes a
+// duplicate of the caller's directory fd (p.own, closed by finish), so
+// that every attempt resolves the path in the directory the first one
+// did (a Connect holds its socket's duplicate already: settle). A worker calls it
 // with b.mu held; the request is psRunning and not canceled.
 func (b *pollBackend) openLater(idx uint32, p *pslot, out []compl) []compl {
 	if p.own < 0 && p.fd != unix.AT_FDCWD {

@@ -81,7 +81,12 @@ func Accept(fd int, flags int) Op {
 //
 // On the poll backend the connect is made non-blocking (a socket without
 // O_NONBLOCK has it set for the call and cleared again) and then waits for
-// the socket to become writable, as Go's net package does.
+// the socket to become writable, as Go's net package does. An AF_UNIX
+// listener whose backlog is full makes a blocking socket's connect wait
+// for room on both backends (a socket the caller made O_NONBLOCK gets
+// EAGAIN on both): io_uring connects as soon as room comes; the poll
+// backend, which no readiness event tells, tries again on a timer, every
+// 20ms at most, and a cancel ends the wait at once.
 //
 // Building the Op copies sa into the kernel's layout (one allocation); an
 // address of another type is refused at submission with ErrInvalid.
