@@ -421,51 +421,6 @@ func TestAdv9Shutdown(t *testing.T) {
 	})
 }
 
-// TestAdv9RecvMultishotReset: a multishot receive at a connection reset:
-// the data first, then one final ECONNRESET.
-func TestAdv9RecvMultishotReset(t *testing.T) {
-	for _, early := range []bool{false, true} {
-		name := "reset-while-pending"
-		if early {
-			name = "reset-before-submit"
-		}
-		t.Run(name, func(t *testing.T) {
-			adv9Diff(t, func(t *testing.T, r *Ring, o *adv9Obs) {
-				br, err := r.NewBufRing(4, 16)
-				require.NoError(t, err)
-				defer br.Close()
-				cl, srv := adv9TCPPair(t)
-				var q Request
-				if !early {
-					q = submitPending(t, r, RecvMultishot(cl, br, 0))
-				}
-				_, err = unix.Write(srv, []byte("abc"))
-				require.NoError(t, err)
-				if early {
-					require.Eventually(t, func() bool { return readable(t, cl) }, 5*time.Second, time.Millisecond)
-				}
-				adv9Reset(t, srv)
-				if early {
-					q, err = r.Submit(RecvMultishot(cl, br, 0))
-					require.NoError(t, err)
-				}
-				var got []byte
-				for _, c := range adv9Wait(t, r, q) {
-					if c.Buffer {
-						got = append(got, br.Bytes(c)...)
-						require.NoError(t, br.Release(c.BufID))
-					}
-					if c.More {
-						continue
-					}
-					o.add("final: %s", adv9Res(c))
-				}
-				o.add("data %q", got)
-			})
-		})
-	}
-}
-
 // TestAdv9CancelRandom: the pending socket operations above, each ended
 // by a cancel or a deadline at a random moment while the event that ends
 // it races in. Exactly one completion, either its real result or the
