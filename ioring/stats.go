@@ -22,10 +22,10 @@ type Stats struct {
 	// Canceled counts the completions delivered with ErrCanceled (by a
 	// cancel, a token, a context or Close); TimedOut those delivered with
 	// ErrTimeout (a deadline, or a context's), which are not in Canceled.
-	// Like InFlight, they are counted by the goroutine that takes the
-	// completions in, at the end of its pass: another goroutine may
-	// receive such a completion (Reap, Request.Wait) a moment before its
-	// count moves. Once every completion has been taken in they are exact.
+	// They count a completion when it is delivered (Reap, Request.Wait),
+	// not when it leaves flight: a canceled request that InFlight and
+	// Completed no longer count is in Canceled only once a consumer has
+	// taken its completion.
 	Canceled uint64
 	TimedOut uint64
 	// InFlight is Ring.InFlight.
