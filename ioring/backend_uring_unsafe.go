@@ -1213,8 +1213,16 @@ func (b *uringBackend) eofCheck(s *slot, key uint64) {
 	var c byte
 	n, _, errno := unix.Syscall6(unix.SYS_RECVFROM, uintptr(fd), uintptr(unsafe.Pointer(&c)), 1,
 		unix.MSG_PEEK|unix.MSG_DONTWAIT, 0, 0)
-	if n != 0 || errno != 0 {
-		return // data (the request is on it), none yet (EAGAIN), or an error of its own
+	switch {
+	case n != 0 || errno == unix.EAGAIN || errno == unix.EINTR:
+		return // data (the request is on it), or none yet
+	case errno == unix.EBADF || errno == unix.ENOTSOCK:
+		return // the caller closed the fd (the request holds its file): not the socket's
+	case errno != 0:
+		// The socket's pending error (a reset): the peek took it, and
+		// cleared it, so the kernel's receive would end with 0, as at
+		// the end of the stream. The final completion reports it.
+		ms.peekErr = errno
 	}
 	s.flags.Or(flEOF)
 	b.r.pushDeferred(kindCancel, key)
@@ -1265,8 +1273,11 @@ func (b *uringBackend) handle(ud uint64, res int32, cflags uint32) {
 			}
 			return
 		}
-		if res == -int32(unix.ECANCELED) && s.flags.Load()&(flEOF|flCancelReq|flTimedOut) == flEOF {
+		if f := s.flags.Load(); f&(flEOF|flCancelReq|flTimedOut) == flEOF && (res == -int32(unix.ECANCELED) || res == 0) {
 			res = 0 // the end of the stream eofCheck saw, which the kernel missed
+			if e := s.ms.peekErr; e != 0 {
+				res = -int32(e) // or the error its peek took from the socket
+			}
 		}
 		if s.cqFullEnd(res) {
 			// The kernel could not post this result with More set (its

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
+	"syscall"
 )
 
 // Multishot requests: one submission, many completions (a poll that stays
@@ -53,8 +54,9 @@ type multiShot struct {
 	overrun bool   // the ring canceled it for MaxUndelivered; guarded by mu
 	gave    bool   // a completion with More set was recorded; guarded by mu
 	ended   atomic.Bool
-	br      *BufRing // RecvMultishot's buffers; set by fill, read by the completer
-	stream  int8     // RecvMultishot's fd is a stream socket: 1, not: -1, not known yet: 0; the completer's
+	br      *BufRing      // RecvMultishot's buffers; set by fill, read by the completer
+	stream  int8          // RecvMultishot's fd is a stream socket: 1, not: -1, not known yet: 0; the completer's
+	peekErr syscall.Errno // the socket's error eofCheck's peek took (and so cleared), for the final completion; reapMu
 }
 
 // shot is one completion of a multishot request, computed when it arrived.
@@ -78,7 +80,7 @@ func (r *Ring) fillMulti(s *slot, br *BufRing) {
 	ms.shots, ms.head, ms.queued, ms.overrun, ms.gave = ms.shots[:0], 0, false, false, false
 	ms.mu.Unlock()
 	ms.ended.Store(false)
-	ms.br, ms.stream = br, 0
+	ms.br, ms.stream, ms.peekErr = br, 0, 0
 	if br != nil {
 		br.users.Add(1) // finishMulti counts it out
 	}
