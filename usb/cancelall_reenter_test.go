@@ -28,7 +28,7 @@ func TestDeviceCancelAllFromHookDuringClose(t *testing.T) {
 			// Close has begun once its bit is set: it waits for this
 			// CancelAll to end.
 			deadline := time.Now().Add(Patience)
-			for d.cancels.Load()&cancelsClosed == 0 && time.Now().Before(deadline) {
+			for !d.cancels.closing() && time.Now().Before(deadline) {
 				time.Sleep(time.Millisecond)
 			}
 			inner <- d.CancelAll()

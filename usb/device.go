@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/cancelio/cancelio/ioring"
@@ -38,16 +37,14 @@ type Device struct {
 	// cancels orders Close after the CancelAlls in progress, as mu does
 	// the Submits, without mu: a settings call or Reset holds mu for as
 	// long as the device takes to answer, and a cancel requests and
-	// returns. It counts the CancelAlls in progress; its top bit
-	// (cancelsClosed) says Close began, after which none is counted. Not a
-	// lock: a CancelAll from a transfer's cancel hook, inside another
-	// CancelAll, cannot wait for a Close waiting for the outer one.
-	cancels  atomic.Uint64
-	cdrained chan struct{}              // made by Close; closed by the last CancelAll to end after Close began
-	eps      []*Endpoint                // the endpoints transfers may use now, by address; guarded by mu
-	byDesc   map[EndpointDesc]*Endpoint // every Endpoint handed out, by descriptor, so the same one comes back; guarded by mu
-	config   int                        // the active configuration; guarded by mu
-	claimed  map[int]*claim             // claimed interfaces, by number; guarded by mu
+	// returns. Not a lock (see gate): a CancelAll from a transfer's cancel
+	// hook, inside another CancelAll, cannot wait for a Close waiting for
+	// the outer one.
+	cancels gate
+	eps     []*Endpoint                // the endpoints transfers may use now, by address; guarded by mu
+	byDesc  map[EndpointDesc]*Endpoint // every Endpoint handed out, by descriptor, so the same one comes back; guarded by mu
+	config  int                        // the active configuration; guarded by mu
+	claimed map[int]*claim             // claimed interfaces, by number; guarded by mu
 }
 
 // made reports whether Open or NewDevice made d: every method refuses a
@@ -218,25 +215,12 @@ func (d *Device) CancelAll() error {
 	if !d.made() {
 		return errDeviceNotMade("cancel all", d)
 	}
-	for {
-		c := d.cancels.Load()
-		if c&cancelsClosed != 0 {
-			return ErrClosed
-		}
-		if d.cancels.CompareAndSwap(c, c+1) {
-			break
-		}
+	if !d.cancels.enter() {
+		return ErrClosed
 	}
-	defer func() {
-		if d.cancels.Add(^uint64(0)) == cancelsClosed {
-			close(d.cdrained) // Close waits for it
-		}
-	}()
+	defer d.cancels.leave("CancelAlls")
 	return d.tr.CancelAll()
 }
-
-// cancelsClosed is the bit of Device.cancels that says Close began.
-const cancelsClosed = 1 << 63
 
 // Close cancels every transfer, waits until each has completed (its
 // completion posted to the ring: drained), stops the transport's
@@ -254,11 +238,9 @@ func (d *Device) Close() error {
 		return ErrClosed
 	}
 	d.closed = true
-	d.cdrained = make(chan struct{})
 	d.mu.Unlock()
-	if d.cancels.Or(cancelsClosed) != 0 {
-		<-d.cdrained // the CancelAlls in progress end
-	}
+	d.cancels.close()
+	d.cancels.wait() // the CancelAlls in progress end
 	return d.tr.Close()
 }
 

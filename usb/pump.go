@@ -54,23 +54,15 @@ type Pump struct {
 	run  Runner
 	eps  [32]*pumpEndpoint // by epIndex; read-only after NewPump
 
-	// xfers counts the transfers accepted and not yet completed, and its
-	// top bit (xfersClosed) says Close has begun. Submit counts a transfer
-	// with a compare-and-swap that fails once the bit is set, so the look
-	// at the bit and the count are one step: a transfer is either counted
-	// before Close sets the bit, and Close waits for its completion, or
-	// refused with ErrClosed. (A sync.WaitGroup with a separate flag let a
-	// Submit that had looked at the flag count its transfer after Close's
-	// Wait had returned: the transfer was then accepted after Close.) The
-	// bit is also read under a pumpEndpoint.mu: a transfer queued after
-	// Close's cancel pass looked at its endpoint is canceled, through the
-	// ring, instead.
-	xfers atomic.Uint64
-	// drained is closed by the completion that brings the count to zero
-	// once the bit is set: the one Close waits for.
-	drained chan struct{}
-	pumps   sync.WaitGroup // the endpoints' goroutines
-	gone    atomic.Bool    // a transfer saw ErrNoDevice: refuse new ones
+	// xfers counts the transfers accepted and not yet completed; its
+	// closed bit says Close has begun (see gate). A transfer is either
+	// counted before Close sets the bit, and Close waits for its
+	// completion, or refused with ErrClosed. The bit is also read under a
+	// pumpEndpoint.mu: a transfer queued after Close's cancel pass looked
+	// at its endpoint is canceled, through the ring, instead.
+	xfers gate
+	pumps sync.WaitGroup // the endpoints' goroutines
+	gone  atomic.Bool    // a transfer saw ErrNoDevice: refuse new ones
 	// accepted is called, in tests only (nil otherwise), by Submit between
 	// the ring's acceptance of a transfer and its queueing: where a
 	// CancelAll may look at the endpoint before the transfer is there.
@@ -79,41 +71,6 @@ type Pump struct {
 	// before it counts a transfer: where a Close may begin.
 	beforeCount func()
 }
-
-// Pump.xfers: the closed bit and the count below it.
-const (
-	xfersClosed = 1 << 63
-	xfersCount  = xfersClosed - 1
-)
-
-// count counts a transfer about to be submitted, or reports that Close
-// has begun (false).
-func (p *Pump) count() bool {
-	for {
-		s := p.xfers.Load()
-		if s&xfersClosed != 0 {
-			return false
-		}
-		if p.xfers.CompareAndSwap(s, s+1) {
-			return true
-		}
-	}
-}
-
-// uncount takes back the count of a transfer that completed or was not
-// accepted; the last one after Close began wakes Close.
-func (p *Pump) uncount() {
-	s := p.xfers.Add(^uint64(0))
-	if s&xfersCount == xfersCount {
-		panic("usb: Pump: more transfers completed than were accepted")
-	}
-	if s == xfersClosed {
-		close(p.drained)
-	}
-}
-
-// closing reports whether Close has begun.
-func (p *Pump) closing() bool { return p.xfers.Load()&xfersClosed != 0 }
 
 // pumpEndpoint is one endpoint's queue and goroutine.
 type pumpEndpoint struct {
@@ -148,7 +105,8 @@ func NewPump(ring *ioring.Ring, eps []EndpointDesc, r Runner) *Pump {
 	if ring == nil || r == nil {
 		panic("usb: NewPump: nil ring or Runner")
 	}
-	p := &Pump{ring: ring, run: r, drained: make(chan struct{})}
+	p := &Pump{ring: ring, run: r}
+	p.xfers.init()
 	for _, ed := range eps {
 		if ed.Address&0x70 != 0 {
 			panic(fmt.Sprintf("usb: NewPump: endpoint address %#02x has reserved bits set", ed.Address))
@@ -209,11 +167,11 @@ func (p *Pump) Submit(ep EndpointDesc, buf []byte, opt Xfer, wait bool) (ioring.
 	if p.beforeCount != nil {
 		p.beforeCount()
 	}
-	if !p.count() {
+	if !p.xfers.enter() {
 		return ioring.Request{}, ErrClosed
 	}
 	if p.gone.Load() {
-		p.uncount()
+		p.xfers.leave("transfers")
 		return ioring.Request{}, ErrNoDevice
 	}
 	t := &Transfer{p: p, ep: e, desc: ep, buf: buf, tok: opt.Token}
@@ -225,7 +183,7 @@ func (p *Pump) Submit(ep EndpointDesc, buf []byte, opt Xfer, wait bool) (ioring.
 		q, err = p.ring.Submit(op)
 	}
 	if err != nil {
-		p.uncount()
+		p.xfers.leave("transfers")
 		return ioring.Request{}, errorf("usb: endpoint %#02x: %w", e.desc.Address, err)
 	}
 	if p.accepted != nil {
@@ -238,7 +196,7 @@ func (p *Pump) Submit(ep EndpointDesc, buf []byte, opt Xfer, wait bool) (ioring.
 		// runner must not start.
 		t.state = tDone
 		e.mu.Unlock()
-		p.uncount()
+		p.xfers.leave("transfers")
 		return q, nil
 	}
 	if t.canceled {
@@ -248,7 +206,7 @@ func (p *Pump) Submit(ep EndpointDesc, buf []byte, opt Xfer, wait bool) (ioring.
 		p.finish(t, 0, ErrCanceled)
 		return q, nil
 	}
-	if e.cancels.Load() != cancels || p.closing() {
+	if e.cancels.Load() != cancels || p.xfers.closing() {
 		// A CancelAll or Close looked at the endpoint after the ring
 		// accepted t and before it was queued: it is theirs to cancel.
 		e.mu.Unlock()
@@ -329,7 +287,7 @@ func (p *Pump) ClearHalt(ep EndpointDesc) error {
 	if err != nil {
 		return err
 	}
-	if p.closing() {
+	if p.xfers.closing() {
 		return ErrClosed // the Runner is closed, or closing
 	}
 	if p.gone.Load() {
@@ -367,7 +325,7 @@ func (p *Pump) Reset() error {
 // Device) keeps new ones from being submitted meanwhile. A device known
 // to be gone is ErrNoDevice; f returning ErrNoDevice marks it gone.
 func (p *Pump) whileIdle(what string, f func() error) error {
-	if p.closing() {
+	if p.xfers.closing() {
 		return ErrClosed // the Runner is closed, or closing
 	}
 	if p.gone.Load() {
@@ -456,7 +414,7 @@ func (p *Pump) Close() error {
 	if !p.made() {
 		return errPumpNotMade("close", p)
 	}
-	if p.xfers.Or(xfersClosed)&xfersClosed != 0 {
+	if !p.xfers.close() {
 		return ErrClosed // the first Close closes the Runner, once
 	}
 	// A Runner's interruption (Transfer.OnCancel) that ends this goroutine
@@ -479,11 +437,9 @@ func (p *Pump) Close() error {
 // stop is the end of Close, once every transfer was canceled: it waits
 // for their completions, stops the pumps and closes the Runner.
 func (p *Pump) stop() error {
-	// The closed bit is set: no transfer is counted any more, and a count
-	// above zero ends with the completion that closes drained.
-	if p.xfers.Load() != xfersClosed {
-		<-p.drained
-	}
+	// The closed bit is set: no transfer is counted any more; wait for
+	// the completions of those that were.
+	p.xfers.wait()
 	for _, e := range p.eps {
 		if e == nil {
 			continue
@@ -516,7 +472,7 @@ func (p *Pump) finish(t *Transfer, n int, err error) {
 		n = min(max(n, 0), data)
 	}
 	_ = p.ring.Complete(t.req, n, err)
-	p.uncount()
+	p.xfers.leave("transfers")
 }
 
 // pump runs e's transfers one at a time, in order, until Close.

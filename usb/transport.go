@@ -81,6 +81,7 @@ func NewDevice(desc DeviceDesc, tr Transport) *Device {
 		panic("usb: NewDevice: nil Transport")
 	}
 	d := &Device{desc: desc, tr: tr, byDesc: map[EndpointDesc]*Endpoint{}, config: desc.Config, claimed: map[int]*claim{}}
+	d.cancels.init()
 	d.desc.Endpoints = nil
 	d.desc.Configs = cloneConfigs(desc.Configs)
 	if c, ok := d.desc.config(desc.Config); ok {
