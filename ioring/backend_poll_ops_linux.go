@@ -124,19 +124,20 @@ func (b *pollBackend) trySock(s *slot, p *pslot) {
 		// connection was started: it belongs to whoever runs the
 		// request, like p.
 		if s.off == 0 {
-			p.res = connectNonblock(s, p.fd)
+			var blocking bool
+			p.res, blocking = connectNonblock(s, p.fd)
 			if p.res == -int32(unix.ECONNABORTED) {
 				// The socket's last connect failed and its error was
 				// taken (below, or by the caller's SO_ERROR): that call
 				// only put it back to unconnected. Connect once more, as
 				// io_uring does.
-				p.res = connectNonblock(s, p.fd)
+				p.res, blocking = connectNonblock(s, p.fd)
 			}
 			switch {
 			case p.res == -int32(unix.EINPROGRESS):
 				s.off = 1
 				p.act = paWait
-			case p.res == -int32(unix.EAGAIN) && !nonblocking(p.fd):
+			case p.res == -int32(unix.EAGAIN) && blocking:
 				// An AF_UNIX listener's backlog is full: connect(2)
 				// on a blocking socket waits for room, as io_uring
 				// does, but no readiness of this socket tells when
@@ -159,7 +160,7 @@ func (b *pollBackend) trySock(s *slot, p *pslot) {
 		default:
 			// Connect again, as io_uring does: that reports the outcome
 			// and, after a failure, puts the socket back to unconnected.
-			switch r := connectNonblock(s, p.fd); r {
+			switch r, _ := connectNonblock(s, p.fd); r {
 			case 0, -int32(unix.EISCONN):
 				p.res = 0
 			case -int32(unix.EALREADY), -int32(unix.EINPROGRESS):
@@ -244,26 +245,21 @@ func dontWait(s *slot) bool {
 // connectNonblock starts a non-blocking connect of slot s's socket, fd: a
 // socket without O_NONBLOCK gets it for the call (a blocking connect would
 // hold the poller) and loses it again; the connection goes on regardless.
-func connectNonblock(s *slot, sfd int32) int32 {
+// blocking reports that the socket was without O_NONBLOCK: the caller's
+// connect(2) would have waited.
+func connectNonblock(s *slot, sfd int32) (res int32, blocking bool) {
 	fd := int(sfd)
 	fl, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
 	if err != nil {
-		return -errnoOf(err)
+		return -errnoOf(err), false
 	}
 	if fl&unix.O_NONBLOCK == 0 {
 		if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFL, fl|unix.O_NONBLOCK); err != nil {
-			return -errnoOf(err)
+			return -errnoOf(err), true
 		}
 		defer unix.FcntlInt(uintptr(fd), unix.F_SETFL, fl)
 	}
-	return sysConnect(s, sfd)
-}
-
-// nonblocking reports whether fd's file is O_NONBLOCK (an error: no,
-// and the next call on it says what is wrong).
-func nonblocking(fd int32) bool {
-	fl, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
-	return err == nil && fl&unix.O_NONBLOCK != 0
+	return sysConnect(s, sfd), fl&unix.O_NONBLOCK == 0
 }
 
 // connectAgain runs slot s's Connect on a worker, without blocking, on
@@ -274,8 +270,8 @@ func nonblocking(fd int32) bool {
 // io_uring would wait. Once room comes, the connect completes at once
 // (an AF_UNIX connect does not go through EINPROGRESS).
 func connectAgain(s *slot, fd int32) (res int32, wait bool) {
-	res = connectNonblock(s, fd)
-	return res, res == -int32(unix.EAGAIN) && !nonblocking(fd)
+	res, blocking := connectNonblock(s, fd)
+	return res, res == -int32(unix.EAGAIN) && blocking
 }
 
 // runBlocking runs one of these operations on a worker, blocking, on fd:
