@@ -159,18 +159,6 @@ func adv9Rand(t *testing.T) *rand.Rand {
 	return rand.New(rand.NewPCG(seed, 9))
 }
 
-// adv9TCPPair returns a connected pair of blocking TCP sockets on
-// loopback, closed with the test.
-func adv9TCPPair(t *testing.T) (cl, srv int) {
-	lfd, sa := tcpListener(t, 4, 0)
-	cl = tcpSocket(t)
-	require.NoError(t, unix.Connect(cl, sa))
-	srv, _, err := unix.Accept4(lfd, unix.SOCK_CLOEXEC)
-	require.NoError(t, err)
-	t.Cleanup(func() { unix.Close(srv) })
-	return cl, srv
-}
-
 // adv9Reset makes fd's close reset its connection (SO_LINGER 0) and
 // closes it (adv9Close).
 func adv9Reset(t *testing.T, fd int) {

@@ -100,8 +100,8 @@ func TestAdv9Connect(t *testing.T) {
 			o.log("shutdown again: %s", adv9Res(adv9Do(t, r, Shutdown(fd, unix.SHUT_RDWR))))
 		}},
 		{"udp", func(t *testing.T, r *Ring, o *adv9Obs) {
-			peer, psa := port6UDP(t)
-			fd, _ := port6UDP(t)
+			peer, psa := udpSocket(t)
+			fd, _ := udpSocket(t)
 			o.add("connect: %s", adv9Res(adv9Do(t, r, Connect(fd, psa))))
 			o.add("send: %s", adv9Res(adv9Do(t, r, Send(fd, []byte("ping"), 0))))
 			buf := make([]byte, 8)
@@ -111,7 +111,7 @@ func TestAdv9Connect(t *testing.T) {
 			o.add("connect again: %s", adv9Res(adv9Do(t, r, Connect(fd, psa))))
 			// A port nobody listens on: the ICMP error comes back as
 			// ECONNREFUSED to a receive that waits.
-			gone, gsa := port6UDP(t)
+			gone, gsa := udpSocket(t)
 			require.NoError(t, adv9Close(gone))
 			o.add("connect to a closed port: %s", adv9Res(adv9Do(t, r, Connect(fd, gsa))))
 			q := submitPending(t, r, Recv(fd, buf, 0))
@@ -203,7 +203,7 @@ func TestAdv9Accept(t *testing.T) {
 			fd := tcpSocket(t)
 			o.add("accept: %s", adv9Res(adv9Do(t, r, Accept(fd, 0))))
 			o.add("multishot: %s", adv9Res(adv9Do(t, r, AcceptMultishot(fd, 0))))
-			u, _ := port6UDP(t)
+			u, _ := udpSocket(t)
 			o.add("udp accept: %s", adv9Res(adv9Do(t, r, Accept(u, 0))))
 			o.add("udp multishot: %s", adv9Res(adv9Do(t, r, AcceptMultishot(u, 0))))
 			a, _ := socketpair(t, unix.SOCK_STREAM)
@@ -219,7 +219,7 @@ func TestAdv9Accept(t *testing.T) {
 func TestAdv9SendRecv(t *testing.T) {
 	adv9Run(t, []adv9Case{
 		{"peer-reset-pending-recv", func(t *testing.T, r *Ring, o *adv9Obs) {
-			cl, srv := adv9TCPPair(t)
+			cl, srv := port2TCPPair(t)
 			q := submitPending(t, r, Recv(cl, make([]byte, 8), 0))
 			adv9Reset(t, srv)
 			o.add("recv: %s", adv9Res(adv9Wait(t, r, q)[0]))
@@ -227,7 +227,7 @@ func TestAdv9SendRecv(t *testing.T) {
 			o.add("send: %s", adv9Res(adv9Do(t, r, Send(cl, []byte("x"), 0))))
 		}},
 		{"peer-reset-then-send", func(t *testing.T, r *Ring, o *adv9Obs) {
-			cl, srv := adv9TCPPair(t)
+			cl, srv := port2TCPPair(t)
 			adv9Reset(t, srv)
 			adv9AwaitErr(t, cl)
 			o.add("send: %s", adv9Res(adv9Do(t, r, Send(cl, []byte("x"), 0))))
@@ -236,7 +236,7 @@ func TestAdv9SendRecv(t *testing.T) {
 			o.add("recvmsg: %s", adv9Res(adv9Do(t, r, RecvMsg(cl, &Msg{Buffers: [][]byte{make([]byte, 4)}}, 0))))
 		}},
 		{"peer-reset-after-data-waitall", func(t *testing.T, r *Ring, o *adv9Obs) {
-			cl, srv := adv9TCPPair(t)
+			cl, srv := port2TCPPair(t)
 			buf := make([]byte, 8)
 			q := submitPending(t, r, Recv(cl, buf, unix.MSG_WAITALL))
 			_, err := unix.Write(srv, []byte("abc"))
@@ -246,7 +246,7 @@ func TestAdv9SendRecv(t *testing.T) {
 			o.add("recv: %s %q", adv9Res(c), buf[:min(max(c.N, 0), 8)])
 		}},
 		{"peer-reset-with-data-unread", func(t *testing.T, r *Ring, o *adv9Obs) {
-			cl, srv := adv9TCPPair(t)
+			cl, srv := port2TCPPair(t)
 			_, err := unix.Write(srv, []byte("abc"))
 			require.NoError(t, err)
 			require.Eventually(t, func() bool { return readable(t, cl) }, 5*time.Second, time.Millisecond)
@@ -258,7 +258,7 @@ func TestAdv9SendRecv(t *testing.T) {
 			o.add("recv again: %s", adv9Res(adv9Do(t, r, Recv(cl, buf, 0))))
 		}},
 		{"epipe-after-peer-closed", func(t *testing.T, r *Ring, o *adv9Obs) {
-			cl, srv := adv9TCPPair(t)
+			cl, srv := port2TCPPair(t)
 			require.NoError(t, adv9Close(srv))
 			// Wait for the FIN, not on time.
 			c := adv9Do(t, r, Recv(cl, make([]byte, 1), 0))
@@ -270,7 +270,7 @@ func TestAdv9SendRecv(t *testing.T) {
 			}
 		}},
 		{"own-shut-wr", func(t *testing.T, r *Ring, o *adv9Obs) {
-			cl, srv := adv9TCPPair(t)
+			cl, srv := port2TCPPair(t)
 			o.add("shutdown: %s", adv9Res(adv9Do(t, r, Shutdown(cl, unix.SHUT_WR))))
 			o.add("send: %s", adv9Res(adv9Do(t, r, Send(cl, []byte("x"), 0))))
 			o.add("sendmsg: %s", adv9Res(adv9Do(t, r, SendMsg(cl, &Msg{Buffers: [][]byte{[]byte("y")}}, 0))))
@@ -281,7 +281,7 @@ func TestAdv9SendRecv(t *testing.T) {
 			o.add("recv: %s %q", adv9Res(c), buf[:max(c.N, 0)])
 		}},
 		{"own-shut-rd-pending-recv", func(t *testing.T, r *Ring, o *adv9Obs) {
-			cl, srv := adv9TCPPair(t)
+			cl, srv := port2TCPPair(t)
 			q := submitPending(t, r, Recv(cl, make([]byte, 4), 0))
 			sq, err := r.Submit(Shutdown(cl, unix.SHUT_RD))
 			require.NoError(t, err)
@@ -294,20 +294,20 @@ func TestAdv9SendRecv(t *testing.T) {
 			o.add("peer recv: %s", adv9Res(c))
 		}},
 		{"peer-shut-wr-pending-recvmsg", func(t *testing.T, r *Ring, o *adv9Obs) {
-			cl, srv := adv9TCPPair(t)
+			cl, srv := port2TCPPair(t)
 			q := submitPending(t, r, RecvMsg(cl, &Msg{Buffers: [][]byte{make([]byte, 4)}}, 0))
 			require.NoError(t, unix.Shutdown(srv, unix.SHUT_WR))
 			o.add("pending recvmsg: %s", adv9Res(adv9Wait(t, r, q)[0]))
 			o.add("send: %s", adv9Res(adv9Do(t, r, Send(cl, []byte("x"), 0))))
 		}},
 		{"peer-shut-rd", func(t *testing.T, r *Ring, o *adv9Obs) {
-			cl, srv := adv9TCPPair(t)
+			cl, srv := port2TCPPair(t)
 			require.NoError(t, unix.Shutdown(srv, unix.SHUT_RD))
 			o.add("send: %s", adv9Res(adv9Do(t, r, Send(cl, []byte("x"), 0))))
 			o.add("peer recv: %s", adv9Res(adv9Do(t, r, Recv(srv, make([]byte, 4), 0))))
 		}},
 		{"peek", func(t *testing.T, r *Ring, o *adv9Obs) {
-			cl, srv := adv9TCPPair(t)
+			cl, srv := port2TCPPair(t)
 			buf := make([]byte, 3)
 			q := submitPending(t, r, Recv(cl, buf, unix.MSG_PEEK))
 			_, err := unix.Write(srv, []byte("hello"))
@@ -322,8 +322,8 @@ func TestAdv9SendRecv(t *testing.T) {
 			o.add("peek at the end: %s", adv9Res(c))
 		}},
 		{"udp-trunc", func(t *testing.T, r *Ring, o *adv9Obs) {
-			fd, sa := port6UDP(t)
-			tx, _ := port6UDP(t)
+			fd, sa := udpSocket(t)
+			tx, _ := udpSocket(t)
 			buf := make([]byte, 4)
 			q := submitPending(t, r, Recv(fd, buf, unix.MSG_TRUNC))
 			require.NoError(t, unix.Sendto(tx, []byte("0123456789"), 0, sa))
@@ -348,8 +348,8 @@ func TestAdv9SendRecv(t *testing.T) {
 			o.add("recv: %s", adv9Res(adv9Do(t, r, Recv(fd, buf, 0))))
 		}},
 		{"zero-length", func(t *testing.T, r *Ring, o *adv9Obs) {
-			fd, sa := port6UDP(t)
-			tx, _ := port6UDP(t)
+			fd, sa := udpSocket(t)
+			tx, _ := udpSocket(t)
 			_, err := r.Submit(Send(tx, []byte{}, 0))
 			o.add("empty send refused: %v", errors.Is(err, ErrInvalid))
 			_, err = r.Submit(Recv(fd, nil, 0))
@@ -402,7 +402,7 @@ func TestAdv9Shutdown(t *testing.T) {
 		for _, how := range []int{unix.SHUT_RD, unix.SHUT_WR, unix.SHUT_RDWR} {
 			o.add("unconnected %d: %s", how, adv9Res(adv9Do(t, r, Shutdown(fd, how))))
 		}
-		cl, srv := adv9TCPPair(t)
+		cl, srv := port2TCPPair(t)
 		o.add("connected SHUT_WR: %s", adv9Res(adv9Do(t, r, Shutdown(cl, unix.SHUT_WR))))
 		o.add("twice: %s", adv9Res(adv9Do(t, r, Shutdown(cl, unix.SHUT_WR))))
 		o.add("SHUT_RDWR after: %s", adv9Res(adv9Do(t, r, Shutdown(cl, unix.SHUT_RDWR))))
@@ -410,7 +410,7 @@ func TestAdv9Shutdown(t *testing.T) {
 		lfd, _ := tcpListener(t, 4, 0)
 		o.add("listener SHUT_WR: %s", adv9Res(adv9Do(t, r, Shutdown(lfd, unix.SHUT_WR))))
 		o.add("listener SHUT_RD: %s", adv9Res(adv9Do(t, r, Shutdown(lfd, unix.SHUT_RD))))
-		u, _ := port6UDP(t)
+		u, _ := udpSocket(t)
 		o.add("udp unconnected: %s", adv9Res(adv9Do(t, r, Shutdown(u, unix.SHUT_RDWR))))
 		p, _ := pipe(t)
 		o.add("pipe: %s", adv9Res(adv9Do(t, r, Shutdown(p, unix.SHUT_RDWR))))
@@ -463,7 +463,7 @@ func TestAdv9CancelRandom(t *testing.T) {
 	t.Run("recv-vs-data", func(t *testing.T) {
 		forEachBackend(t, 16, func(t *testing.T, r *Ring) {
 			for i, rd := range plan {
-				cl, srv := adv9TCPPair(t)
+				cl, srv := port2TCPPair(t)
 				buf := make([]byte, 8)
 				q, err := r.Submit(op(Recv(cl, buf, 0), rd))
 				require.NoError(t, err)
@@ -494,7 +494,7 @@ func TestAdv9CancelRandom(t *testing.T) {
 	t.Run("recv-vs-reset", func(t *testing.T) {
 		forEachBackend(t, 16, func(t *testing.T, r *Ring) {
 			for i, rd := range plan {
-				cl, srv := adv9TCPPair(t)
+				cl, srv := port2TCPPair(t)
 				q, err := r.Submit(op(Recv(cl, make([]byte, 8), 0), rd))
 				require.NoError(t, err)
 				done := make(chan struct{})

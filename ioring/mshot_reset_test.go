@@ -29,7 +29,7 @@ func TestRecvMultishotResetAfterData(t *testing.T) {
 				require.ErrorIs(t, err, ErrNotSupported)
 				t.Skipf("no provided-buffer rings: %v", err)
 			}
-			cl, srv := adv9TCPPair(t)
+			cl, srv := port2TCPPair(t)
 			var q Request
 			if !early {
 				q, err = r.Submit(RecvMultishot(cl, br, 0))

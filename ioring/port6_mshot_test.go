@@ -49,8 +49,8 @@ func port6ReapUntilFinal(t *testing.T, r *Ring, q Request) (mine, others []Compl
 // port6UDPPair returns two UDP sockets on loopback connected to each
 // other, closed with the test.
 func port6UDPPair(t *testing.T) (a, b int) {
-	a, aa := port6UDP(t)
-	b, ba := port6UDP(t)
+	a, aa := udpSocket(t)
+	b, ba := udpSocket(t)
 	require.NoError(t, unix.Connect(a, ba))
 	require.NoError(t, unix.Connect(b, aa))
 	return a, b

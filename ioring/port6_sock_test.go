@@ -17,18 +17,6 @@ import (
 // shutdown, recv-msgall, recv-msgall-stream, send_recv and send_recvmsg.
 // Every behaviour here is the socket's own, so both backends must agree.
 
-// port6UDP returns a UDP socket bound to an ephemeral port on loopback,
-// and its address; it closes with the test.
-func port6UDP(t *testing.T) (int, *unix.SockaddrInet4) {
-	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
-	require.NoError(t, err)
-	t.Cleanup(func() { unix.Close(fd) })
-	require.NoError(t, unix.Bind(fd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}))
-	sa, err := unix.Getsockname(fd)
-	require.NoError(t, err)
-	return fd, sa.(*unix.SockaddrInet4)
-}
-
 // port6Reap reaps n completions and returns them by request; each
 // request may complete once only.
 func port6Reap(t *testing.T, r *Ring, n int) map[Request]Completion {
@@ -161,8 +149,8 @@ func TestPort6ShutdownThenWritev(t *testing.T) {
 func TestPort6DatagramWaitAll(t *testing.T) {
 	forEachBackend(t, 16, func(t *testing.T, r *Ring) {
 		for _, useMsg := range []bool{false, true} {
-			rfd, raddr := port6UDP(t)
-			sfd, saddr := port6UDP(t)
+			rfd, raddr := udpSocket(t)
+			sfd, saddr := udpSocket(t)
 			require.NoError(t, unix.Connect(sfd, raddr))
 			data := port6Pattern(512, 3)
 			var bufs [2][]byte
@@ -299,8 +287,8 @@ func TestPort6StreamWaitAll(t *testing.T) {
 // reaps, so both wait in the ring at once.
 func TestPort6SendRecvThroughRing(t *testing.T) {
 	forEachBackend(t, 16, func(t *testing.T, r *Ring) {
-		rfd, raddr := port6UDP(t)
-		sfd, _ := port6UDP(t)
+		rfd, raddr := udpSocket(t)
+		sfd, _ := udpSocket(t)
 		require.NoError(t, unix.Connect(sfd, raddr))
 		cl, srv := port2TCPPair(t)
 		for _, p := range []struct {
@@ -333,8 +321,8 @@ func TestPort6SendRecvThroughRing(t *testing.T) {
 // the same holds without the address.
 func TestPort6SendMsgRecvMsgVectors(t *testing.T) {
 	forEachBackend(t, 16, func(t *testing.T, r *Ring) {
-		rfd, raddr := port6UDP(t)
-		sfd, saddr := port6UDP(t)
+		rfd, raddr := udpSocket(t)
+		sfd, saddr := udpSocket(t)
 		data := port6Pattern(4*128, 5)
 		send := &Msg{Buffers: [][]byte{data[:128], data[128:256], data[256:384], data[384:]}, Addr: raddr}
 		recvBuf := make([]byte, 600)

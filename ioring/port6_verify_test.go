@@ -79,21 +79,31 @@ func port6Uncache(t *testing.T, fd int, pass int) {
 	}
 }
 
+// port6Open opens path with flags, and O_DIRECT when direct; a file
+// system without O_DIRECT says so in the log and ok is false.
+func port6Open(t *testing.T, path string, flags int, direct bool) (fd int, ok bool) {
+	t.Helper()
+	if direct {
+		flags |= unix.O_DIRECT
+	}
+	fd, err := unix.Open(path, flags, 0)
+	if direct && err == unix.EINVAL {
+		t.Logf("the file system of %s has no O_DIRECT: buffered only", path)
+		return -1, false
+	}
+	require.NoError(t, err)
+	return fd, true
+}
+
 // TestPort6FileVerify: see above.
 func TestPort6FileVerify(t *testing.T) {
 	path, file := port6PatternFile(t)
 	forEachBackend(t, 32, func(t *testing.T, r *Ring) {
 		for _, direct := range []bool{false, true} {
-			flags := unix.O_RDONLY | unix.O_CLOEXEC
-			if direct {
-				flags |= unix.O_DIRECT
-			}
-			fd, err := unix.Open(path, flags, 0)
-			if direct && err == unix.EINVAL {
-				t.Logf("the file system of %s has no O_DIRECT: buffered only", path)
+			fd, ok := port6Open(t, path, unix.O_RDONLY|unix.O_CLOEXEC, direct)
+			if !ok {
 				continue
 			}
-			require.NoError(t, err)
 			bufs := make([][]byte, port6Batch)
 			for i := range bufs {
 				bufs[i] = port6Aligned(port6ChunkSize)
@@ -167,16 +177,10 @@ func TestPort6FixedSegments(t *testing.T) {
 	forEachBackend(t, 8, func(t *testing.T, r *Ring) {
 		region := port6Aligned(512 << 10)
 		for _, direct := range []bool{false, true} {
-			flags := unix.O_RDWR | unix.O_CLOEXEC
-			if direct {
-				flags |= unix.O_DIRECT
-			}
-			fd, err := unix.Open(path, flags, 0)
-			if direct && err == unix.EINVAL {
-				t.Logf("the file system of %s has no O_DIRECT: buffered only", path)
+			fd, ok := port6Open(t, path, unix.O_RDWR|unix.O_CLOEXEC, direct)
+			if !ok {
 				continue
 			}
-			require.NoError(t, err)
 			for _, vecOff := range []int{0, 512, 1024, 4096} {
 				require.NoError(t, r.RegisterBuffers([][]byte{region[vecOff:]}))
 				for _, part := range []struct{ off, n int }{{vecOff, 4096}, {4096, 8192}, {4096, 4096}} {
