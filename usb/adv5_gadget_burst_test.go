@@ -82,7 +82,7 @@ func adv5Burst(t *testing.T, gd *gadgetDev, kind int, tok *ioring.Token, qs []io
 
 func TestAdv5GadgetCancelBurst(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, backend string) {
-		seed := randSeed(t)
+		seed := RandSeed(t)
 		t.Logf("seed %d (CANCELIO_SEED=%d repeats its choices)", seed, seed)
 		rng := rand.New(rand.NewPCG(seed, 6))
 		adv5Leaks(t)
@@ -182,7 +182,7 @@ func TestAdv5GadgetCancelBurst(t *testing.T) {
 
 func TestAdv5GadgetCloseUnderIO(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, backend string) {
-		seed := randSeed(t)
+		seed := RandSeed(t)
 		t.Logf("seed %d (CANCELIO_SEED=%d repeats its choices)", seed, seed)
 		rng := rand.New(rand.NewPCG(seed, 7))
 		adv5Leaks(t)

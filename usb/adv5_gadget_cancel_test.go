@@ -552,7 +552,7 @@ const adv5Cases = 84
 
 func TestAdv5GadgetCancelMatrix(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, backend string) {
-		seed := randSeed(t)
+		seed := RandSeed(t)
 		t.Logf("seed %d (CANCELIO_SEED=%d repeats its choices)", seed, seed)
 		adv5Leaks(t)
 		gd := newGadgetDev(t, backend, usbsim.Config{MaxTransfer: 16 << 10})

@@ -47,7 +47,7 @@ type adv5UXfer struct {
 
 func TestAdv5GadgetUnplugRace(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, backend string) {
-		seed := randSeed(t)
+		seed := RandSeed(t)
 		t.Logf("seed %d (CANCELIO_SEED=%d repeats its choices)", seed, seed)
 		rng := rand.New(rand.NewPCG(seed, 8))
 		adv5Leaks(t)

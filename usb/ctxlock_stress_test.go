@@ -6,8 +6,6 @@ import (
 	"context"
 	"errors"
 	"math/rand/v2"
-	"os"
-	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -28,10 +26,7 @@ func TestTransferContextsRaceSettings(t *testing.T) {
 	r, f, d := newAdv8Dev(t)
 	in, err := d.Endpoint(0x81)
 	require.NoError(t, err)
-	seed := rand.Uint64()
-	if v, err := strconv.ParseUint(os.Getenv("CANCELIO_SEED"), 0, 64); err == nil {
-		seed = v
-	}
+	seed := RandSeed(t)
 	t.Logf("seed %d (CANCELIO_SEED=%d repeats its choices)", seed, seed)
 
 	stop := make(chan struct{})

@@ -62,7 +62,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -108,16 +107,6 @@ const (
 )
 
 var ctlNames = [ctlKinds]string{"VendorStatus", "VendorCommand", "GET_DESCRIPTOR", "unknown vendor request"}
-
-// randSeed returns CANCELIO_SEED's seed, or a new one.
-func randSeed(t *testing.T) uint64 {
-	if s := os.Getenv("CANCELIO_SEED"); s != "" {
-		v, err := strconv.ParseUint(s, 0, 64)
-		require.NoError(t, err, "CANCELIO_SEED")
-		return v
-	}
-	return rand.Uint64()
-}
 
 // countMaps counts this process's mappings of usbfs nodes and io_uring
 // rings.
@@ -837,7 +826,7 @@ func (rt *randTest) closeDevice(d *Device, unplugged bool) {
 
 func TestGadgetRandom(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, backend string) {
-		seed := randSeed(t)
+		seed := RandSeed(t)
 		t.Logf("seed %d (CANCELIO_SEED=%d repeats its choices)", seed, seed)
 		ignore := goleak.IgnoreCurrent()
 		usbMaps, uringMaps := countMaps(t)

@@ -1,6 +1,9 @@
 package usb
 
 import (
+	"math/rand/v2"
+	"os"
+	"strconv"
 	"testing"
 	"time"
 
@@ -74,4 +77,15 @@ func AssertNoMore(t testing.TB, r *ioring.Ring) {
 	n, err := r.Reap(c[:], Quiet)
 	require.NoError(t, err)
 	assert.Zero(t, n, "unexpected completions: %v", c[:n])
+}
+
+// RandSeed returns CANCELIO_SEED's seed, or a new one: the seed of a
+// randomized test, which logs it so that a failure can be repeated.
+func RandSeed(t testing.TB) uint64 {
+	if s := os.Getenv("CANCELIO_SEED"); s != "" {
+		v, err := strconv.ParseUint(s, 0, 64)
+		require.NoError(t, err, "CANCELIO_SEED")
+		return v
+	}
+	return rand.Uint64()
 }
