@@ -225,9 +225,23 @@ func (d *Device) CancelAll() error {
 // Close cancels every transfer, waits until each has completed (its
 // completion posted to the ring: drained), stops the transport's
 // goroutines and releases the device. Completions not yet reaped stay in
-// the ring. Later calls return ErrClosed. Its error is the transport's:
-// a Pump's is a *ioring.HookPanicError when a transfer's cancel hook
-// panicked (the Device is closed all the same).
+// the ring. Later calls return ErrClosed at once. Its error is the
+// transport's: a Pump's is a *ioring.HookPanicError when a transfer's
+// cancel hook panicked (the Device is closed all the same).
+//
+// A Pump's Runner may call Close on its own device from the code the Pump
+// runs for it, on the goroutine running it: Run, or an interruption armed
+// with Transfer.OnCancel (which runs inside CancelAll, Request.Cancel, a
+// token's cancel, a deadline, Ring.CancelAll or Close). That Close cannot
+// wait for the drain, nor for a CancelAll that runs the interruption: they
+// wait for it to return. It cancels every transfer and returns (nil, or a
+// *ioring.HookPanicError); from then on every call but Desc and Endpoint
+// returns ErrClosed and no transfer is accepted, each transfer still
+// completes exactly once, and the Pump releases the device (closes the
+// Runner) on a goroutine of its own once the transfers have completed,
+// after the caller's Run or interruption returned (the Runner's error
+// then goes unreported). A Close from any other goroutine, even while
+// such code runs, keeps the guarantee above.
 func (d *Device) Close() error {
 	if !d.made() {
 		return errDeviceNotMade("close", d)
@@ -240,8 +254,23 @@ func (d *Device) Close() error {
 	d.closed = true
 	d.mu.Unlock()
 	d.cancels.close()
+	if c, ok := d.tr.(callbackRunner); ok && c.inCallback() {
+		// Inside a Runner's code, perhaps run by a CancelAll counted in
+		// d.cancels: waiting for them would wait for ourselves. A Pump
+		// takes a CancelAll alongside and after its Close, and its Close
+		// leaves the drain and the release to a goroutine of its own.
+		return d.tr.Close()
+	}
 	d.cancels.wait() // the CancelAlls in progress end
 	return d.tr.Close()
+}
+
+// callbackRunner is a Transport that runs code of its user (a Pump: its
+// Runner's Run and interruptions), may be closed from inside it, and
+// tells when (inCallback). Its CancelAll must be safe during and after
+// its Close, which the Device then does not wait for.
+type callbackRunner interface {
+	inCallback() bool
 }
 
 // Xfer carries the options of one transfer.

@@ -63,6 +63,13 @@ type Pump struct {
 	xfers gate
 	pumps sync.WaitGroup // the endpoints' goroutines
 	gone  atomic.Bool    // a transfer saw ErrNoDevice: refuse new ones
+	// stopping counts, by goroutine id (goid), the interruptions armed
+	// with Transfer.OnCancel that are running: with the pumps' goroutines
+	// (pumpEndpoint.g), where the Runner's code runs, so that a Close from
+	// inside that code can tell (inCallback). Guarded by stopMu; nil until
+	// the first interruption.
+	stopMu   sync.Mutex
+	stopping map[int64]int
 	// accepted is called, in tests only (nil otherwise), by Submit between
 	// the ring's acceptance of a transfer and its queueing: where a
 	// CancelAll may look at the endpoint before the transfer is there.
@@ -82,6 +89,10 @@ type pumpEndpoint struct {
 	running    *Transfer // the transfer the pump runs; guarded by mu
 	paused     bool      // ClearHalt in progress; guarded by mu
 	stop       bool      // Close: the pump exits; guarded by mu
+
+	// g is the id (goid) of the goroutine that runs the endpoint's
+	// transfers (the pump), where the Runner's Run runs.
+	g atomic.Int64
 
 	// cancels counts the looks of CancelAll (and Close) at the endpoint;
 	// changed under mu. Submit reads it before the ring accepts a
@@ -410,6 +421,17 @@ func (p *Pump) SetAltSetting(iface, alt int) error {
 // no transfer is accepted once Close has returned.
 // Its error is the Runner's, else the *ioring.HookPanicError of a cancel
 // hook that panicked (see CancelAll): the Pump is closed all the same.
+//
+// Called from the Runner's own code that the Pump runs (Run, or an
+// interruption armed with Transfer.OnCancel, on the goroutine running
+// it), Close cannot wait: the transfer of that Run or interruption
+// completes only once it returns. Then Close cancels every transfer and
+// returns (nil, or a *ioring.HookPanicError as above); a goroutine of its
+// own waits for the completions, stops the pumps and closes the Runner
+// once they are in (the Runner's error, if any, goes unreported: nobody
+// waits for it). Every transfer still completes exactly once, and no
+// transfer is accepted after Close. A later Close returns ErrClosed at
+// once, whether the Runner is closed yet or not.
 func (p *Pump) Close() error {
 	if !p.made() {
 		return errPumpNotMade("close", p)
@@ -417,6 +439,7 @@ func (p *Pump) Close() error {
 	if !p.xfers.close() {
 		return ErrClosed // the first Close closes the Runner, once
 	}
+	nested := p.inCallback()
 	// A Runner's interruption (Transfer.OnCancel) that ends this goroutine
 	// (runtime.Goexit) leaves the rest to another one: the ring runs the
 	// other cancel hooks, and the pumps still stop.
@@ -428,6 +451,10 @@ func (p *Pump) Close() error {
 	}()
 	cerr := p.CancelAll()
 	canceled = true
+	if nested {
+		go p.stop() // the caller's Run or interruption returns first
+		return cerr
+	}
 	if err := p.stop(); err != nil {
 		return err
 	}
@@ -478,6 +505,7 @@ func (p *Pump) finish(t *Transfer, n int, err error) {
 // pump runs e's transfers one at a time, in order, until Close.
 func (p *Pump) pump(e *pumpEndpoint) {
 	defer p.pumps.Done()
+	e.g.Store(goid())
 	for p.next(e) {
 	}
 }
@@ -643,11 +671,48 @@ func (t *Transfer) cancel() {
 			_ = inner.Cancel()
 		}
 		if stop != nil {
-			stop()
+			t.p.callStop(stop)
 		}
 		return
 	}
 	e.mu.Unlock()
+}
+
+// callStop calls stop, an interruption armed with OnCancel, counted in
+// p.stopping for as long as it runs (see inCallback).
+func (p *Pump) callStop(stop func()) {
+	g := goid()
+	p.stopMu.Lock()
+	if p.stopping == nil {
+		p.stopping = map[int64]int{}
+	}
+	p.stopping[g]++
+	p.stopMu.Unlock()
+	defer func() { // after a panic, or a runtime.Goexit, too
+		p.stopMu.Lock()
+		if p.stopping[g]--; p.stopping[g] == 0 {
+			delete(p.stopping, g)
+		}
+		p.stopMu.Unlock()
+	}()
+	stop()
+}
+
+// inCallback reports whether the calling goroutine runs, now, code of p's
+// Runner that p called: Run (on a pump's goroutine), or an interruption
+// armed with Transfer.OnCancel (on the goroutine of the cancel that runs
+// it). A Close from there cannot wait for the transfers to complete: one
+// of them waits for it to return.
+func (p *Pump) inCallback() bool {
+	g := goid()
+	for _, e := range p.eps {
+		if e != nil && e.g.Load() == g {
+			return true
+		}
+	}
+	p.stopMu.Lock()
+	defer p.stopMu.Unlock()
+	return p.stopping[g] > 0
 }
 
 // isCanceled reports whether t's cancel hook ran.
