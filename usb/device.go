@@ -211,6 +211,12 @@ func (d *Device) Reset() error {
 // *ioring.HookPanicError when a transfer's cancel hook panicked (on a Pump:
 // a Runner's interruption armed with Transfer.OnCancel), as
 // ioring.Ring.CancelAll does: every other transfer was still canceled.
+//
+// The cancel hooks run on the caller's goroutine, before CancelAll
+// returns. One may call back into the Device: CancelAll again, Submit,
+// Request.Cancel, and Close, which then returns without waiting for this
+// CancelAll or for the drain (see Close); a Close on another goroutine
+// waits for the CancelAlls in progress.
 func (d *Device) CancelAll() error {
 	if !d.made() {
 		return errDeviceNotMade("cancel all", d)
@@ -235,12 +241,15 @@ func (d *Device) CancelAll() error {
 // token's cancel, a deadline, Ring.CancelAll or Close). That Close cannot
 // wait for the drain, nor for a CancelAll that runs the interruption: they
 // wait for it to return. It cancels every transfer and returns (nil, or a
-// *ioring.HookPanicError); from then on every call but Desc and Endpoint
-// returns ErrClosed and no transfer is accepted, each transfer still
-// completes exactly once, and the Pump releases the device (closes the
-// Runner) on a goroutine of its own once the transfers have completed,
-// after the caller's Run or interruption returned (the Runner's error
-// then goes unreported). A Close from any other goroutine, even while
+// *ioring.HookPanicError) before they have all completed: the Device is
+// closed from then on, as after any Close (no transfer is accepted;
+// CancelAll, Close and the calls that would use the device return
+// ErrClosed), each transfer still completes exactly once, and the Pump
+// releases the device (closes the Runner) on a goroutine of its own once
+// the transfers have completed, after the caller's Run or interruption
+// returned (the Runner's error then goes unreported). A goroutine that
+// Run or the interruption starts is no longer the Runner's code: its
+// Close waits as any other. A Close from any other goroutine, even while
 // such code runs, keeps the guarantee above.
 func (d *Device) Close() error {
 	if !d.made() {

@@ -25,7 +25,8 @@ type Runner interface {
 	// ErrCanceled, ErrStall, ErrNoDevice... (see Transport). It makes the
 	// I/O interruptible with t.Do or t.OnCancel, so that a cancel of t
 	// reaches the I/O in progress. It never runs twice at once for one
-	// endpoint.
+	// endpoint. It may call Device.CancelAll and Device.Close on its own
+	// device: such a Close does not wait for t (see Device.Close).
 	Run(t *Transfer) (int, error)
 	// ClearHalt clears a halt of ep; no transfer of ep is pending or
 	// running meanwhile.
@@ -727,6 +728,13 @@ func (t *Transfer) isCanceled() bool {
 // and reports whether that I/O may start: false means t is canceled
 // already, and Run should return ErrCanceled. A cancel of t from then on
 // calls stop, once, without waiting; it must not block.
+//
+// stop runs on the goroutine of the cancel, inside it: Device.CancelAll,
+// Request.Cancel, a token's Cancel, Ring.CancelAll, Device.Close, or the
+// ring's goroutine for a deadline. It may call back into the Device and
+// the ring; a Device.Close there (or in Run) returns without waiting for
+// the transfers to complete, t among them, and the device is released
+// once they have (see Device.Close).
 func (t *Transfer) OnCancel(stop func()) bool {
 	if !t.made() {
 		return false // no I/O may start for it
