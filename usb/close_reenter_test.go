@@ -71,7 +71,7 @@ func returnsWithin(t *testing.T, what string, fn func()) bool {
 // the device is released: the Runner closed once, its fds closed, every
 // later call ErrClosed.
 func TestDeviceCloseFromCallback(t *testing.T) {
-	for _, how := range []string{"cancel-all", "request", "token", "ring-cancel-all", "close", "run-close", "run-cancel-all"} {
+	for _, how := range []string{"cancel-all", "request", "token", "token-both", "ring-cancel-all", "close", "run-close", "run-cancel-all"} {
 		t.Run(how, func(t *testing.T) { testDeviceCloseFromCallback(t, how) })
 	}
 }
@@ -85,12 +85,21 @@ func testDeviceCloseFromCallback(t *testing.T, how string) {
 	t.Cleanup(func() { returnsWithin(t, "Ring.Close", func() { ring.Close() }) })
 	fromRun := how == "run-close" || how == "run-cancel-all"
 	var d *Device
+	var ep1 *Endpoint
 	closes := make(chan error, 4) // Device.Close's results in the callbacks
+	closeHere := func() {
+		err := d.Close()
+		closes <- err
+		// Closed as soon as Close returns, even before the release.
+		_, serr := ep1.Submit(make([]byte, 8), Xfer{User: "after Close"})
+		assert.ErrorIs(t, serr, ErrClosed, "Submit after a Close from a callback")
+		assert.ErrorIs(t, d.CancelAll(), ErrClosed, "CancelAll after a Close from a callback")
+	}
 	armed := make(chan struct{}, 2)
 	run := newReenterRunner(t, func(x *Transfer) (int, error) {
 		if fromRun && x.Endpoint().Address == pumpIn2.Address {
 			if how == "run-close" {
-				closes <- d.Close()
+				closeHere()
 			} else if err := d.CancelAll(); err != nil && !errors.Is(err, ErrClosed) {
 				t.Errorf("CancelAll from Run: %v", err)
 			}
@@ -99,7 +108,7 @@ func testDeviceCloseFromCallback(t *testing.T, how string) {
 		done := make(chan struct{})
 		if !x.OnCancel(func() {
 			defer close(done)
-			closes <- d.Close() // before its Run returns
+			closeHere() // before its Run returns
 		}) {
 			return 0, ErrCanceled
 		}
@@ -109,7 +118,7 @@ func testDeviceCloseFromCallback(t *testing.T, how string) {
 	})
 	eps := []EndpointDesc{pumpIn, pumpIn2}
 	d = NewDevice(DeviceDesc{Endpoints: eps}, NewPump(ring, eps, run))
-	ep1, err := d.Endpoint(pumpIn.Address)
+	ep1, err = d.Endpoint(pumpIn.Address)
 	require.NoError(t, err)
 	ep2, err := d.Endpoint(pumpIn2.Address)
 	require.NoError(t, err)
@@ -134,7 +143,11 @@ func testDeviceCloseFromCallback(t *testing.T, how string) {
 			hookCloses = 2
 		}
 	} else {
-		_, err = ep2.Submit(make([]byte, 8), Xfer{User: "B"})
+		x := Xfer{User: "B"}
+		if how == "token-both" {
+			x.Token = tok // the token's cancel reaches B after A's interruption returned
+		}
+		_, err = ep2.Submit(make([]byte, 8), x)
 		require.NoError(t, err)
 		isArmed("B")
 	}
@@ -146,7 +159,7 @@ func testDeviceCloseFromCallback(t *testing.T, how string) {
 			trigger = d.CancelAll()
 		case "request":
 			trigger = qa.Cancel()
-		case "token":
+		case "token", "token-both":
 			trigger = tok.Cancel()
 		case "ring-cancel-all":
 			trigger = ring.CancelAll()
