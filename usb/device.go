@@ -39,7 +39,8 @@ type Device struct {
 	// long as the device takes to answer, and a cancel requests and
 	// returns. Not a lock (see gate): a CancelAll from a transfer's cancel
 	// hook, inside another CancelAll, cannot wait for a Close waiting for
-	// the outer one.
+	// the outer one; a Close from such a hook does not wait for the
+	// CancelAlls at all (see Close).
 	cancels gate
 	eps     []*Endpoint                // the endpoints transfers may use now, by address; guarded by mu
 	byDesc  map[EndpointDesc]*Endpoint // every Endpoint handed out, by descriptor, so the same one comes back; guarded by mu
@@ -231,9 +232,10 @@ func (d *Device) CancelAll() error {
 // Close cancels every transfer, waits until each has completed (its
 // completion posted to the ring: drained), stops the transport's
 // goroutines and releases the device. Completions not yet reaped stay in
-// the ring. Later calls return ErrClosed at once. Its error is the
-// transport's: a Pump's is a *ioring.HookPanicError when a transfer's
-// cancel hook panicked (the Device is closed all the same).
+// the ring. Later calls return ErrClosed, without waiting for the first
+// to finish. Its error is the transport's: a Pump's is a
+// *ioring.HookPanicError when a transfer's cancel hook panicked (the
+// Device is closed all the same).
 //
 // A Pump's Runner may call Close on its own device from the code the Pump
 // runs for it, on the goroutine running it: Run, or an interruption armed
