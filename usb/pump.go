@@ -16,6 +16,14 @@ import (
 // endpoint, each on that endpoint's goroutine. libusb (whose calls block)
 // and the simulated scanner of package usbsim (a message or two of socket
 // I/O per transfer) are Runners.
+//
+// Run and the interruptions it arms (Transfer.OnCancel) may call back into
+// their Device, Close included (see Device.Close). Check, ClearHalt and
+// Reset, and a Configurer's methods, run while the Device holds its lock
+// for the call that runs them (a Submit; ClearHalt; Reset or a settings
+// call): of the Device's methods they may call CancelAll only, and must
+// not wait for a goroutine that calls the others, which would wait for
+// that lock.
 type Runner interface {
 	// Check refuses, before submission, a buffer the backend cannot carry
 	// on ep, with an error wrapping ioring.ErrInvalid or
