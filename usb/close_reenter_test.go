@@ -62,7 +62,8 @@ func returnsWithin(t *testing.T, what string, fn func()) bool {
 // TestDeviceCloseFromCallback: user code the Device runs (a Runner's Run,
 // the interruption it armed with Transfer.OnCancel) calls Device.Close on
 // its own device, from inside whatever ran it: Device.CancelAll,
-// Request.Cancel, a token's cancel, Ring.CancelAll, Device.Close; or Run
+// Request.Cancel, a token's cancel, Ring.CancelAll, Ring.Close,
+// Device.Close; or Run
 // itself calls Device.Close or Device.CancelAll. The interruption calls
 // Close before it lets its Run return, so a Close that waited there for
 // the transfers to drain, or for the CancelAll running it, would wait for
@@ -71,7 +72,7 @@ func returnsWithin(t *testing.T, what string, fn func()) bool {
 // the device is released: the Runner closed once, its fds closed, every
 // later call ErrClosed.
 func TestDeviceCloseFromCallback(t *testing.T) {
-	for _, how := range []string{"cancel-all", "request", "token", "token-both", "ring-cancel-all", "close", "run-close", "run-cancel-all"} {
+	for _, how := range []string{"cancel-all", "request", "token", "token-both", "ring-cancel-all", "ring-close", "close", "run-close", "run-cancel-all"} {
 		t.Run(how, func(t *testing.T) { testDeviceCloseFromCallback(t, how) })
 	}
 }
@@ -163,6 +164,8 @@ func testDeviceCloseFromCallback(t *testing.T, how string) {
 			trigger = tok.Cancel()
 		case "ring-cancel-all":
 			trigger = ring.CancelAll()
+		case "ring-close": // the ring before the Device: it cancels the transfers
+			trigger = ring.Close()
 		case "close":
 			trigger = d.Close()
 			// An ordinary Close returns once the device is released.
@@ -198,11 +201,28 @@ func testDeviceCloseFromCallback(t *testing.T, how string) {
 	assert.Equal(t, 1, closers, "the Close calls that closed the device")
 
 	seen := map[any]int{}
-	for _, c := range Reap(t, ring, 3) {
-		seen[c.User]++
-		assert.ErrorIs(t, c.Err, ErrCanceled, "transfer %v", c.User)
+	if how == "ring-close" {
+		// A closed ring hands out what it holds, then ErrClosed.
+		for {
+			var cs [4]ioring.Completion
+			n, err := ring.Reap(cs[:], 0)
+			for _, c := range cs[:n] {
+				seen[c.User]++
+				assert.ErrorIs(t, c.Err, ErrCanceled, "transfer %v", c.User)
+			}
+			if err != nil {
+				assert.ErrorIs(t, err, ioring.ErrClosed)
+				break
+			}
+			require.NotZero(t, n, "Reap of a closed ring returns what it holds, then ErrClosed")
+		}
+	} else {
+		for _, c := range Reap(t, ring, 3) {
+			seen[c.User]++
+			assert.ErrorIs(t, c.Err, ErrCanceled, "transfer %v", c.User)
+		}
+		AssertNoMore(t, ring)
 	}
-	AssertNoMore(t, ring)
 	assert.Equal(t, map[any]int{"A": 1, "B": 1, "C": 1}, seen, "completions")
 
 	// The release follows the callbacks' return.
