@@ -714,6 +714,9 @@ func (p *Pump) callStop(stop func()) {
 // of them waits for it to return.
 func (p *Pump) inCallback() bool {
 	g := goid()
+	if g == 0 {
+		return false
+	}
 	for _, e := range p.eps {
 		if e != nil && e.g.Load() == g {
 			return true
