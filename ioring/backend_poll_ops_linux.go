@@ -19,8 +19,9 @@ import (
 //     the request waits for readiness and then accepts on a worker (as a
 //     blocking tty read does). connect is made non-blocking (EINPROGRESS),
 //     waits for POLLOUT and reads SO_ERROR; one that finds an AF_UNIX
-//     listener's backlog full (EAGAIN) on a blocking socket is tried
-//     again on a worker, then on a timer (connectAgain). shutdown never blocks.
+//     listener's backlog full (EAGAIN) on a blocking stream or seqpacket
+//     socket is tried again on a worker, then on a timer (connectAgain);
+//     any other EAGAIN is the result, as on io_uring. shutdown never blocks.
 //   - OpenAt, Close and Statx run on the worker pool: one still queued is
 //     canceled at once and never runs; one running delivers its result.
 //     OpenAt opens non-blocking (openAt), so that a FIFO's open does not
@@ -137,12 +138,14 @@ func (b *pollBackend) trySock(s *slot, p *pslot) {
 			case p.res == -int32(unix.EINPROGRESS):
 				s.off = 1
 				p.act = paWait
-			case p.res == -int32(unix.EAGAIN) && blocking:
+			case p.res == -int32(unix.EAGAIN) && blocking && waitsForRoom(p.fd):
 				// An AF_UNIX listener's backlog is full: connect(2)
 				// on a blocking socket waits for room, as io_uring
 				// does, but no readiness of this socket tells when
 				// room comes. A worker tries again, then a timer
-				// (connectAgain, openLater).
+				// (connectAgain, openLater). Any other EAGAIN (a UDP
+				// socket with no ephemeral port to bind) is the
+				// result, as connect(2) and io_uring say it at once.
 				p.act = paWork
 			}
 			return
@@ -260,6 +263,21 @@ func connectNonblock(s *slot, sfd int32) (res int32, blocking bool) {
 		defer unix.FcntlInt(uintptr(fd), unix.F_SETFL, fl)
 	}
 	return sysConnect(s, sfd), fl&unix.O_NONBLOCK == 0
+}
+
+// waitsForRoom reports whether fd is a socket whose blocking connect(2)
+// waits where a non-blocking one says EAGAIN: an AF_UNIX stream or
+// seqpacket socket, whose listener's backlog is full. Elsewhere EAGAIN
+// from connect(2) is final, blocking or not: an AF_INET or AF_INET6
+// datagram socket found no ephemeral port to bind (a TCP socket says
+// EADDRNOTAVAIL then), and io_uring's Connect completes with it too.
+func waitsForRoom(fd int32) bool {
+	d, err := unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_DOMAIN)
+	if err != nil || d != unix.AF_UNIX {
+		return false
+	}
+	t, err := unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_TYPE)
+	return err == nil && (t == unix.SOCK_STREAM || t == unix.SOCK_SEQPACKET)
 }
 
 // connectAgain runs slot s's Connect on a worker, without blocking, on

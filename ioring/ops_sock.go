@@ -86,7 +86,9 @@ func Accept(fd int, flags int) Op {
 // for room on both backends (a socket the caller made O_NONBLOCK gets
 // EAGAIN on both): io_uring connects as soon as room comes; the poll
 // backend, which no readiness event tells, tries again on a timer, every
-// 20ms at most, and a cancel ends the wait at once.
+// 20ms at most, and a cancel ends the wait at once. Any other EAGAIN (a UDP
+// socket finding no ephemeral port to bind) completes the Connect at once
+// on both, as connect(2) says it at once.
 //
 // Building the Op copies sa into the kernel's layout (one allocation); an
 // address of another type is refused at submission with ErrInvalid.
