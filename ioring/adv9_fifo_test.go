@@ -3,6 +3,7 @@
 package ioring
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -168,4 +169,89 @@ func TestAdv9FIFOWriteOpenCancelAlone(t *testing.T) {
 		}
 		assertNoMore(t, r)
 	})
+}
+
+// adv9Watches returns the poll backend's FIFO watches: inode number ->
+// requests watching it.
+func adv9Watches(b *pollBackend) map[uint64]int32 {
+	b.fifo.mu.Lock()
+	defer b.fifo.mu.Unlock()
+	m := map[uint64]int32{}
+	for _, fw := range b.fifo.by {
+		m[fw.ino] = fw.refs
+	}
+	return m
+}
+
+// adv9Ino returns path's inode number.
+func adv9Ino(t *testing.T, path string) uint64 {
+	t.Helper()
+	var st unix.Stat_t
+	require.NoError(t, unix.Stat(path, &st))
+	return st.Ino
+}
+
+// The poll backend's FIFO watches: one per FIFO, shared by the opens
+// waiting for it, moved to the new FIFO when the path is replaced by one
+// (tries open what the path names then), and gone with the last request
+// (the inotify instance lists no watch: fdinfo). A reader that comes and
+// goes completes every open waiting for its FIFO, not one canceled
+// before.
+func TestAdv9PollFIFOWatches(t *testing.T) {
+	r := newPollRing(t, 16)
+	b := pollBE(r)
+	f1, f2 := adv4FIFO(t), adv4FIFO(t)
+	quick := func(path string) {
+		b.mu.Lock() // no try in flight, none starts
+		defer b.mu.Unlock()
+		rd, err := unix.Open(path, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+		require.NoError(t, err)
+		require.NoError(t, unix.Close(rd))
+	}
+	var q1, q2 []Request
+	for range 3 {
+		q1 = append(q1, adv9OpenWaits(t, r, f1, 0))
+	}
+	for range 2 {
+		q2 = append(q2, adv9OpenWaits(t, r, f2, 0))
+	}
+	assert.Equal(t, map[uint64]int32{adv9Ino(t, f1): 3, adv9Ino(t, f2): 2}, adv9Watches(b))
+
+	// f2 replaced by a new FIFO: its opens watch the new one.
+	n2 := f2 + ".new"
+	require.NoError(t, unix.Mkfifo(n2, 0o600))
+	require.NoError(t, os.Rename(n2, f2))
+	ino2 := adv9Ino(t, f2)
+	require.Eventually(t, func() bool {
+		w := adv9Watches(b)
+		return len(w) == 2 && w[ino2] == 2
+	}, 10*time.Second, time.Millisecond, "the watch follows the path")
+	quick(f2)
+	for _, c := range adv9Wait(t, r, q2...) {
+		require.NoError(t, c.Err, "%+v", c)
+		var st unix.Stat_t
+		require.NoError(t, unix.Fstat(c.N, &st))
+		assert.Equal(t, ino2, st.Ino, "the new FIFO")
+		require.NoError(t, unix.Close(c.N))
+	}
+
+	require.NoError(t, q1[0].Cancel())
+	mustCancel(t, adv9Wait(t, r, q1[0])[0], ErrCanceled)
+	assert.Equal(t, map[uint64]int32{adv9Ino(t, f1): 2}, adv9Watches(b))
+	quick(f1)
+	for _, c := range adv9Wait(t, r, q1[1:]...) {
+		require.NoError(t, c.Err, "%+v", c)
+		_, err := unix.Write(c.N, []byte("x"))
+		assert.ErrorIs(t, err, unix.EPIPE, "the reader is gone")
+		require.NoError(t, unix.Close(c.N))
+	}
+	assertNoMore(t, r)
+	assert.Empty(t, adv9Watches(b))
+	b.fifo.mu.Lock()
+	fd := b.fifo.fd
+	b.fifo.mu.Unlock()
+	require.GreaterOrEqual(t, fd, 0, "the inotify instance")
+	info, err := os.ReadFile(fmt.Sprintf("/proc/self/fdinfo/%d", fd))
+	require.NoError(t, err)
+	assert.NotContains(t, string(info), "inotify wd:", "watches left")
 }

@@ -128,6 +128,8 @@ type pollBackend struct {
 	closing    bool
 	wg         sync.WaitGroup // workers
 
+	fifo fifoWatches // the FIFOs waiting OpenAts watch for readers (backend_poll_fifo_linux.go)
+
 	// testHold is a seam for tests, nil otherwise: set under mu, it runs
 	// on a worker (mu not held) with each request the worker takes,
 	// before the request runs, so that a test can keep every worker busy
@@ -192,8 +194,11 @@ type pslot struct {
 	next     int32
 	timer    *time.Timer // OpTimeout's timer, made once per slot
 	fireAt   time.Time
-	moved    int32 // bytes a MSG_WAITALL send or receive has moved so far (tryAll)
-	tries    uint8 // times an OpenAt found no reader on its FIFO, or a Connect a full backlog (openLater)
+	moved    int32  // bytes a MSG_WAITALL send or receive has moved so far (tryAll)
+	tries    uint8  // times an OpenAt found no reader on its FIFO, or a Connect a full backlog (openLater)
+	fwd      int32  // the inotify watch of the FIFO an OpenAt waits for, or -1 (backend_poll_fifo_linux.go)
+	fpath    int32  // with fwd: an O_PATH fd of that FIFO
+	fseen    uint64 // with fwd: the FIFO's opens counted when the request began to watch it
 }
 
 // pollFD is an open file description with requests attached: it holds a
@@ -281,7 +286,9 @@ func newPoll(r *Ring) (backend, error) {
 	for i := range b.ps {
 		b.ps[i].prev, b.ps[i].next = -1, -1
 		b.ps[i].fd, b.ps[i].own, b.ps[i].fidx = -1, -1, -1
+		b.ps[i].fwd, b.ps[i].fpath = -1, -1
 	}
+	b.fifo.fd = -1
 	go b.poller(rc)
 	return b, nil
 }
@@ -713,6 +720,9 @@ func (b *pollBackend) finish(idx uint32, p *pslot, res int32, out []compl) []com
 		out = append(out, compl{closeFD, p.own, 0})
 		p.own = -1
 	}
+	if p.fwd >= 0 {
+		out = b.unwatchFIFO(p, out) // backend_poll_fifo_linux.go
+	}
 	if pfd := p.pfd; pfd != nil {
 		p.pfd = nil
 		if pfd.refs--; pfd.refs == 0 {
@@ -884,7 +894,7 @@ func (b *pollBackend) worker() {
 				res = -errnoOf(err)
 			}
 		case s.code == OpOpenAt:
-			res, again = openAt(s, fd) // backend_poll_ops_linux.go
+			res, again = b.openFile(s, p, fd) // backend_poll_ops_linux.go
 		case s.code == OpConnect:
 			res, again = connectAgain(s, fd) // backend_poll_ops_linux.go
 		case s.code > OpForeign:
@@ -1258,6 +1268,9 @@ func (b *pollBackend) close() error {
 		}
 	}
 	b.mu.Unlock()
+	b.fifo.mu.Lock()
+	b.fifo.closeLocked()
+	b.fifo.mu.Unlock()
 	return err
 }
 

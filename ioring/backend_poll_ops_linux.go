@@ -27,7 +27,8 @@ import (
 //     OpenAt opens non-blocking (openAt), so that a FIFO's open does not
 //     wait in open(2) for its other end; a write-only one that finds no
 //     reader waits on a timer and is tried again (openLater), and a cancel
-//     ends it at once.
+//     ends it at once; a reader that comes and goes between tries is seen
+//     (openFile, backend_poll_fifo_linux.go).
 
 // startOp is start for the operations of ops_sock.go and ops_file.go. The
 // request is psRunning: startOp owns it.
@@ -347,6 +348,35 @@ func openAt(s *slot, dirfd int32) (res int32, wait bool) {
 		return res, isFIFO(s, dirfd)
 	}
 	return res, false
+}
+
+// openFile runs slot s's OpenAt on a worker (openAt), relative to dirfd,
+// for request p. A write-only open that is to wait for a FIFO's reader
+// watches the FIFO for opens (watchFIFO); once one came since the last
+// try, although no reader is there now, a reader came and went, and the
+// open completes as open(2)'s would (openPast). See
+// backend_poll_fifo_linux.go.
+func (b *pollBackend) openFile(s *slot, p *pslot, dirfd int32) (res int32, wait bool) {
+	res, wait = openAt(s, dirfd)
+	if !wait {
+		return res, false
+	}
+	if p.fwd >= 0 && b.fifoOpened(p) && !b.canceledNow(p) {
+		// Not after a cancel: that came first, and openPast opens the
+		// FIFO for reading, which other writers see.
+		if r, ok := openPast(s, p.fpath); ok {
+			return r, false
+		}
+	}
+	b.watchFIFO(s, p, dirfd)
+	return res, true
+}
+
+// canceledNow reports whether running request p was canceled meanwhile.
+func (b *pollBackend) canceledNow(p *pslot) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return p.canceled
 }
 
 // clearNonblock clears O_NONBLOCK on fd, which openAt opened: 0 or -errno.

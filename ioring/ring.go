@@ -48,9 +48,14 @@ const (
 	// (its reads see end of file until one comes), and a terminal's open
 	// does not wait for its carrier, on both backends. An open of a FIFO
 	// for writing (O_WRONLY, without O_NONBLOCK) waits for a reader, as
-	// open(2) does, tried again on a timer (every 20ms at most; a reader
-	// that opens and closes in between is missed) where a cancel ends it
-	// at once; it holds no worker. Where io_uring differs: without O_CREAT
+	// open(2) does, tried again on a timer (every 20ms at most) where a
+	// cancel ends it at once; it holds no worker. A reader that opens and
+	// closes in between is seen (the FIFO is watched for opens with
+	// inotify) and the open completes, as open(2)'s does, with a write end
+	// whose reader is gone: to make it, the backend opens the FIFO for
+	// reading itself for a moment, which lets in any other writer waiting
+	// in open(2) then. Without inotify (or /proc) such a reader is missed.
+	// Where io_uring differs: without O_CREAT
 	// or O_TRUNC, its write-only open of a FIFO without a reader fails at
 	// once with ENXIO (its non-blocking attempt's result, which it does
 	// not retry); with O_CREAT or O_TRUNC, or a path not in the kernel's
