@@ -76,11 +76,25 @@ func adv9Between(t *testing.T, r *Ring, q Request, fn func()) {
 		fn()
 		return
 	}
-	b := pollBE(r)
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	require.Equal(t, psRetry, b.ps[q.key&idxMask].st, "the open waits on its timer")
-	fn()
+	adv9PollQuiet(t, pollBE(r), fn)
+}
+
+// adv9PollQuiet runs fn with b.mu held once no request of b is being
+// tried (psRunning): every one waits on its timer or in the worker queue,
+// or is done, and none can start while fn runs (10s at most).
+func adv9PollQuiet(t *testing.T, b *pollBackend, fn func()) {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		for i := range b.ps {
+			if b.ps[i].st == psRunning {
+				return false
+			}
+		}
+		fn()
+		return true
+	}, 10*time.Second, 100*time.Microsecond, "no try in flight")
 }
 
 // TestAdv9FIFOWriteOpenQuickReader: a reader that opens a FIFO and closes
@@ -149,12 +163,17 @@ func TestAdv9FIFOWriteOpenCancelAlone(t *testing.T) {
 		q := adv9OpenWaits(t, r, fifo, base+1)
 		require.NoError(t, q.Cancel())
 		o.add("canceled: %s", adv9Res(adv9Wait(t, r, q)[0]))
+		// The other writer's thread is in the FIFO's open again (a
+		// signal to the thread restarts the open, out of
+		// wait_for_partner for a moment: the count is awaited, not
+		// read once), and its open has not returned.
+		adv9AwaitFIFOWaiters(t, base+1)
 		select {
 		case fd := <-other:
 			unix.Close(fd)
 			o.add("the other writer's open returned")
 		default:
-			o.add("the other writer still waits: %v", adv9FIFOWaiters(t) == base+1)
+			o.add("the other writer still waits")
 		}
 		// A reader lets the other writer in.
 		rd, err := unix.Open(fifo, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
@@ -202,11 +221,11 @@ func TestAdv9PollFIFOWatches(t *testing.T) {
 	b := pollBE(r)
 	f1, f2 := adv4FIFO(t), adv4FIFO(t)
 	quick := func(path string) {
-		b.mu.Lock() // no try in flight, none starts
-		defer b.mu.Unlock()
-		rd, err := unix.Open(path, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
-		require.NoError(t, err)
-		require.NoError(t, unix.Close(rd))
+		adv9PollQuiet(t, b, func() {
+			rd, err := unix.Open(path, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+			require.NoError(t, err)
+			require.NoError(t, unix.Close(rd))
+		})
 	}
 	var q1, q2 []Request
 	for range 3 {
