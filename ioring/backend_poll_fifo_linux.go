@@ -36,7 +36,8 @@ import (
 // What is left: a reader that comes and goes before the request's first
 // try (as on io_uring before its worker's open starts), or while inotify
 // is unavailable (no /proc, the instance or watch limits reached: then the
-// timer alone, as before), or lost to a full inotify queue, is missed.
+// timer alone, as before), or lost to a full inotify queue, is missed. The
+// instance lives while some request watches: one file descriptor then.
 // openPast opens the FIFO for reading itself, for the moment of its
 // non-blocking open: a writer of another process that started to wait
 // after the real reader left and before the next try is let in by it; and
@@ -46,11 +47,10 @@ import (
 // fifoWatches is the poll backend's inotify instance and its watches.
 // mu is a leaf: it is taken under b.mu (finish) and without it (workers).
 type fifoWatches struct {
-	mu   sync.Mutex
-	fd   int  // the inotify fd, -1 until first needed
-	dead bool // inotify_init1 failed: the timer alone
-	by   map[int32]*fifoWatch
-	buf  []byte
+	mu  sync.Mutex
+	fd  int // the inotify fd while there are watches, else -1
+	by  map[int32]*fifoWatch
+	buf []byte
 }
 
 // fifoWatch is one FIFO's watch: its inode, the requests watching it and
@@ -148,37 +148,42 @@ func (b *pollBackend) unwatchFIFO(p *pslot, out []compl) []compl {
 	return out
 }
 
-// initLocked makes the inotify instance if there is none yet and reports
-// whether there is one. w.mu held.
+// initLocked makes the inotify instance if there is none and reports
+// whether there is one (an instance counts against the user's
+// fs.inotify.max_user_instances: it lives only while a request watches).
+// w.mu held.
 func (w *fifoWatches) initLocked() bool {
 	if w.fd >= 0 {
 		return true
 	}
-	if w.dead {
-		return false
-	}
 	fd, err := unix.InotifyInit1(unix.IN_NONBLOCK | unix.IN_CLOEXEC)
 	if err != nil {
-		w.dead = true
-		return false
+		return false // the timer alone; tried again by the next request
 	}
 	w.fd = fd
-	w.by = make(map[int32]*fifoWatch)
-	w.buf = make([]byte, 4096)
+	if w.by == nil {
+		w.by = make(map[int32]*fifoWatch)
+		w.buf = make([]byte, 4096)
+	}
 	return true
 }
 
 // dropLocked drops one request's reference to watch wd, removing the watch
-// with the last. w.mu held.
+// with the last, and the instance with the last watch. w.mu held.
 func (w *fifoWatches) dropLocked(wd int32) {
 	fw := w.by[wd]
 	if fw == nil {
 		return
 	}
-	if fw.refs--; fw.refs == 0 {
-		unix.InotifyRmWatch(w.fd, uint32(wd))
-		delete(w.by, wd)
+	if fw.refs--; fw.refs > 0 {
+		return
 	}
+	delete(w.by, wd)
+	if len(w.by) == 0 {
+		w.closeLocked() // its watches go with it
+		return
+	}
+	unix.InotifyRmWatch(w.fd, uint32(wd))
 }
 
 // drainLocked reads the queued events and counts each watch's opens.
@@ -207,8 +212,8 @@ func (w *fifoWatches) drainLocked() {
 	}
 }
 
-// closeLocked closes the inotify instance (the backend's close: no request
-// is left). w.mu held.
+// closeLocked closes the inotify instance, if any: its last watch was
+// dropped, or the backend closes (no request is left). w.mu held.
 func (w *fifoWatches) closeLocked() {
 	if w.fd >= 0 {
 		unix.Close(w.fd)
