@@ -53,12 +53,14 @@ type fifoWatches struct {
 	buf []byte
 }
 
-// fifoWatch is one FIFO's watch: its inode, the requests watching it and
-// the opens seen so far.
+// fifoWatch is one FIFO's watch: its inode, an O_PATH fd that pins it
+// (openPast opens the FIFO through it), the requests watching it and the
+// opens seen so far (compared for change only: wrapping is harmless).
 type fifoWatch struct {
 	dev, ino uint64
+	fpath    int32
 	refs     int32
-	opens    uint64
+	opens    uint32
 }
 
 // watchFIFO makes p watch the FIFO that slot s's path names now, relative
@@ -93,9 +95,10 @@ func (b *pollBackend) watchFIFO(s *slot, p *pslot, dirfd int32) {
 			unix.Close(fd)
 			return
 		}
-		w.dropLocked(p.fwd)
-		unix.Close(int(p.fpath))
-		p.fwd, p.fpath = -1, -1
+		if old := w.dropLocked(p.fwd); old >= 0 {
+			unix.Close(int(old))
+		}
+		p.fwd = -1
 	}
 	if !w.initLocked() {
 		unix.Close(fd)
@@ -113,38 +116,43 @@ func (b *pollBackend) watchFIFO(s *slot, p *pslot, dirfd int32) {
 	}
 	fw := w.by[int32(wd)]
 	if fw == nil {
-		fw = &fifoWatch{dev: uint64(st.Dev), ino: st.Ino}
+		fw = &fifoWatch{dev: uint64(st.Dev), ino: st.Ino, fpath: int32(fd)}
 		w.by[int32(wd)] = fw
+	} else {
+		unix.Close(fd) // the watch's own pins the same inode
 	}
 	fw.refs++
-	p.fwd, p.fseen, p.fpath = int32(wd), fw.opens, int32(fd)
+	p.fwd, p.fseen = int32(wd), fw.opens
 }
 
 // fifoOpened reports whether p's FIFO was opened since p began to watch
-// it (or since the last time this said so). A worker calls it, the
-// request psRunning and watching.
-func (b *pollBackend) fifoOpened(p *pslot) bool {
+// it (or since the last time this said so), and returns the watch's
+// O_PATH fd of it, which stays open while p watches. A worker calls it,
+// the request psRunning and watching.
+func (b *pollBackend) fifoOpened(p *pslot) (fpath int32, opened bool) {
 	w := &b.fifo
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.drainLocked()
 	fw := w.by[p.fwd]
 	if fw == nil || fw.opens == p.fseen {
-		return false
+		return -1, false
 	}
 	p.fseen = fw.opens
-	return true
+	return fw.fpath, true
 }
 
-// unwatchFIFO drops p's watch and queues the close of its FIFO's O_PATH
-// fd on out. b.mu held (finish).
+// unwatchFIFO drops p's watch, queueing on out the close of the FIFO's
+// O_PATH fd when p was its last request. b.mu held (finish).
 func (b *pollBackend) unwatchFIFO(p *pslot, out []compl) []compl {
 	w := &b.fifo
 	w.mu.Lock()
-	w.dropLocked(p.fwd)
+	fpath := w.dropLocked(p.fwd)
 	w.mu.Unlock()
-	out = append(out, compl{closeFD, p.fpath, 0})
-	p.fwd, p.fpath = -1, -1
+	if fpath >= 0 {
+		out = append(out, compl{closeFD, fpath, 0})
+	}
+	p.fwd = -1
 	return out
 }
 
@@ -169,21 +177,23 @@ func (w *fifoWatches) initLocked() bool {
 }
 
 // dropLocked drops one request's reference to watch wd, removing the watch
-// with the last, and the instance with the last watch. w.mu held.
-func (w *fifoWatches) dropLocked(wd int32) {
+// with the last (and the instance with the last watch): then it returns
+// the watch's O_PATH fd, for the caller to close, else -1. w.mu held.
+func (w *fifoWatches) dropLocked(wd int32) (fpath int32) {
 	fw := w.by[wd]
 	if fw == nil {
-		return
+		return -1
 	}
 	if fw.refs--; fw.refs > 0 {
-		return
+		return -1
 	}
 	delete(w.by, wd)
 	if len(w.by) == 0 {
 		w.closeLocked() // its watches go with it
-		return
+	} else {
+		unix.InotifyRmWatch(w.fd, uint32(wd))
 	}
-	unix.InotifyRmWatch(w.fd, uint32(wd))
+	return fw.fpath
 }
 
 // drainLocked reads the queued events and counts each watch's opens.

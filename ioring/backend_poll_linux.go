@@ -197,8 +197,7 @@ type pslot struct {
 	moved    int32  // bytes a MSG_WAITALL send or receive has moved so far (tryAll)
 	tries    uint8  // times an OpenAt found no reader on its FIFO, or a Connect a full backlog (openLater)
 	fwd      int32  // the inotify watch of the FIFO an OpenAt waits for, or -1 (backend_poll_fifo_linux.go)
-	fpath    int32  // with fwd: an O_PATH fd of that FIFO
-	fseen    uint64 // with fwd: the FIFO's opens counted when the request began to watch it
+	fseen    uint32 // with fwd: the FIFO's opens counted when the request began to watch it
 }
 
 // pollFD is an open file description with requests attached: it holds a
@@ -286,7 +285,7 @@ func newPoll(r *Ring) (backend, error) {
 	for i := range b.ps {
 		b.ps[i].prev, b.ps[i].next = -1, -1
 		b.ps[i].fd, b.ps[i].own, b.ps[i].fidx = -1, -1, -1
-		b.ps[i].fwd, b.ps[i].fpath = -1, -1
+		b.ps[i].fwd = -1
 	}
 	b.fifo.fd = -1
 	go b.poller(rc)

@@ -361,11 +361,13 @@ func (b *pollBackend) openFile(s *slot, p *pslot, dirfd int32) (res int32, wait 
 	if !wait {
 		return res, false
 	}
-	if p.fwd >= 0 && b.fifoOpened(p) && !b.canceledNow(p) {
-		// Not after a cancel: that came first, and openPast opens the
-		// FIFO for reading, which other writers see.
-		if r, ok := openPast(s, p.fpath); ok {
-			return r, false
+	if p.fwd >= 0 {
+		if fpath, opened := b.fifoOpened(p); opened && !b.canceledNow(p) {
+			// Not after a cancel: that came first, and openPast opens
+			// the FIFO for reading, which other writers see.
+			if r, ok := openPast(s, fpath); ok {
+				return r, false
+			}
 		}
 	}
 	b.watchFIFO(s, p, dirfd)
