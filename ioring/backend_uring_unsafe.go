@@ -1193,14 +1193,18 @@ func (b *uringBackend) endPass() {
 // (no IORING_CQE_F_SOCK_NONEMPTY), s's stream socket is peeked at without
 // waiting; at its end the ring cancels the request (flEOF), and its final
 // completion reports the end of the stream (0, nil), as the kernel's own
-// would have. A request on a registered file (no fd to peek at) is not
-// checked. r.reapMu held.
+// would have. The peek is at the ring's own duplicate of the request's fd
+// (multiShot.own), never at the caller's fd number: the caller may close
+// its fd while the request goes on, and the number may then name another
+// socket, whose end would end this request and whose pending error the
+// peek would take. A request without one (a registered file: no fd to
+// duplicate; or the duplicate failed) is not checked. r.reapMu held.
 func (b *uringBackend) eofCheck(s *slot, key uint64) {
 	ms := s.ms
-	if s.fixedFD || ms.stream < 0 || s.flags.Load()&(flEOF|flCancelReq) != 0 {
+	if ms.own < 0 || ms.stream < 0 || s.flags.Load()&(flEOF|flCancelReq) != 0 {
 		return
 	}
-	fd := int(s.fd)
+	fd := int(ms.own)
 	if ms.stream == 0 {
 		ms.stream = -1
 		if t, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TYPE); err == nil && t == unix.SOCK_STREAM {
@@ -1216,8 +1220,6 @@ func (b *uringBackend) eofCheck(s *slot, key uint64) {
 	switch {
 	case n != 0 || errno == unix.EAGAIN || errno == unix.EINTR:
 		return // data (the request is on it), or none yet
-	case errno == unix.EBADF || errno == unix.ENOTSOCK:
-		return // the caller closed the fd (the request holds its file): not the socket's
 	case errno != 0:
 		// The socket's pending error (a reset): the peek took it, and
 		// cleared it, so the kernel's receive would end with 0, as at

@@ -57,6 +57,12 @@ type multiShot struct {
 	br      *BufRing      // RecvMultishot's buffers; set by fill, read by the completer
 	stream  int8          // RecvMultishot's fd is a stream socket: 1, not: -1, not known yet: 0; the completer's
 	peekErr syscall.Errno // the socket's error eofCheck's peek took (and so cleared), for the final completion; reapMu
+	// own is the io_uring ring's duplicate of a RecvMultishot's fd, made
+	// by fillMulti, that eofCheck peeks at: the caller may close its fd
+	// while the request goes on, and the number then names another file.
+	// -1: none (another backend, a registered file, or the dup failed).
+	// finishMulti or unfill closes it.
+	own int32
 }
 
 // shot is one completion of a multishot request, computed when it arrived.
@@ -81,11 +87,27 @@ func (r *Ring) fillMulti(s *slot, br *BufRing) {
 	ms.mu.Unlock()
 	ms.ended.Store(false)
 	ms.br, ms.stream, ms.peekErr = br, 0, 0
+	ms.own = -1
+	if s.code == OpRecvMultishot && !s.fixedFD && r.info.Backend == BackendURing {
+		// The caller's fd is valid now (Submit's contract), and names
+		// the file the kernel will take for the request.
+		ms.own = dupOwn(s.fd)
+	}
 	if br != nil {
 		br.users.Add(1) // finishMulti counts it out
 	}
 	s.multi, s.cold = true, true
 	s.cflags = 0
+}
+
+// closeOwn closes ms.own, if any: its request ended (finishMulti: after
+// its final CQE, when no eofCheck can run for it any more) or never
+// started (unfill).
+func (ms *multiShot) closeOwn() {
+	if ms.own >= 0 {
+		closeOwnFD(ms.own)
+		ms.own = -1
+	}
 }
 
 // shotResult turns a CQE's result and flags into a completion's fields.
@@ -178,6 +200,7 @@ func (r *Ring) finishMulti(idx uint32, s *slot) {
 	if ms.br != nil {
 		ms.br.users.Add(-1)
 	}
+	ms.closeOwn()
 	ms.mu.Lock()
 	ms.shots = append(ms.shots, sh)
 	ms.ended.Store(true)

@@ -19,6 +19,20 @@ var (
 	_ [cqeBufShift]struct{} = [uring.CQEBufShift]struct{}{}
 )
 
+// dupOwn returns the ring's own duplicate of fd (multiShot.own), or -1
+// when it cannot be made (EMFILE: the request then goes unchecked, as one
+// on a registered file does).
+func dupOwn(fd int32) int32 {
+	d, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return -1
+	}
+	return int32(d)
+}
+
+// closeOwnFD closes multiShot.own.
+func closeOwnFD(fd int32) { unix.Close(int(fd)) }
+
 // PollMultishot waits for fd to have one of events (unix.POLLIN,
 // POLLOUT...), again and again: each time the file signals readiness it
 // delivers a completion with More set and N the ready events, and it stays
@@ -71,8 +85,11 @@ func AcceptMultishot(fd int, flags int) Op {
 // 6.17 on, until a 2026 fix: a receive that empties a stream whose peer
 // has shut down may wait for ever): after each result that leaves a
 // stream socket empty, the ring peeks at it without waiting, one system
-// call, and at its end ends the request with 0 itself. A request on a
-// registered file (Op.FixedFile) has no fd to peek at and is not checked.
+// call, and at its end ends the request with 0 itself. It peeks at a
+// duplicate of fd that the ring takes at submission (one more fd while the
+// request is in flight), so fd may be closed, and its number reused,
+// while the request goes on. A request on a registered file
+// (Op.FixedFile) has no fd to peek at and is not checked.
 //
 // br stays the ring's while the request is in flight: BufRing.Close fails
 // until its final completion.

@@ -1035,6 +1035,9 @@ func (r *Ring) unfill(idx uint32) {
 		s.ms.br.users.Add(-1) // counted in by fillMulti
 		s.ms.br = nil
 	}
+	if s.multi {
+		s.ms.closeOwn() // made by fillMulti
+	}
 	var free chain
 	r.releaseKey(idx, s, prevKey(s.key()), &free)
 	r.pushFree(&free)
