@@ -78,3 +78,35 @@ func TestAdv9ConnectUnixBacklogFull(t *testing.T) {
 		assertNoMore(t, r)
 	})
 }
+
+// TestAdv9ConnectUnixBacklogFullSndTimeo: a blocking AF_UNIX socket with
+// SO_SNDTIMEO set. connect(2) waits for room in a full backlog only that
+// long, then fails with EAGAIN; the poll backend must end its Connect as
+// io_uring's does, not wait until a cancel or deadline.
+func TestAdv9ConnectUnixBacklogFullSndTimeo(t *testing.T) {
+	adv9Diff(t, func(t *testing.T, r *Ring, o *adv9Obs) {
+		_, path := adv9UnixListener(t, 0)
+		sa := &unix.SockaddrUnix{Name: path}
+		first := adv9UnixSocket(t)
+		require.NoError(t, unix.Connect(first, sa)) // fills the backlog
+
+		fd := adv9UnixSocket(t)
+		tv := unix.NsecToTimeval((50 * time.Millisecond).Nanoseconds())
+		require.NoError(t, unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_SNDTIMEO, &tv))
+		start := time.Now()
+		err := unix.Connect(fd, sa) // EINTR at times: Go's preemption signal
+		o.log("connect(2): %v after %v", err, time.Since(start))
+
+		fd = adv9UnixSocket(t)
+		require.NoError(t, unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_SNDTIMEO, &tv))
+		start = time.Now()
+		q, err := r.Submit(Connect(fd, sa).WithDeadline(5 * time.Second))
+		require.NoError(t, err)
+		c := adv9Wait(t, r, q)[0]
+		took := time.Since(start)
+		o.add("Connect: %s", adv9Res(c))
+		o.log("Connect took %v", took)
+		assert.GreaterOrEqual(t, took, 40*time.Millisecond, "Connect waits for room first")
+		assertNoMore(t, r)
+	})
+}

@@ -194,10 +194,11 @@ type pslot struct {
 	next     int32
 	timer    *time.Timer // OpTimeout's timer, made once per slot
 	fireAt   time.Time
-	moved    int32  // bytes a MSG_WAITALL send or receive has moved so far (tryAll)
-	tries    uint8  // times an OpenAt found no reader on its FIFO, or a Connect a full backlog (openLater)
-	fwd      int32  // the inotify watch of the FIFO an OpenAt waits for, or -1 (backend_poll_fifo_linux.go)
-	fseen    uint32 // with fwd: the FIFO's opens counted when the request began to watch it
+	moved    int32         // bytes a MSG_WAITALL send or receive has moved so far (tryAll)
+	tries    uint8         // times an OpenAt found no reader on its FIFO, or a Connect a full backlog (openLater)
+	giveUp   time.Duration // a Connect waiting for room in a backlog: when its socket's SO_SNDTIMEO runs out (since epoch), or 0: never
+	fwd      int32         // the inotify watch of the FIFO an OpenAt waits for, or -1 (backend_poll_fifo_linux.go)
+	fseen    uint32        // with fwd: the FIFO's opens counted when the request began to watch it
 }
 
 // pollFD is an open file description with requests attached: it holds a
@@ -334,6 +335,7 @@ func (b *pollBackend) submit(idx uint32, s *slot) error {
 	p.mode = pmNowait
 	p.moved = 0
 	p.tries = 0
+	p.giveUp = 0
 	if s.fixedFD {
 		// Every attempt, and every duplicate made for the request, acts
 		// on the registered file's duplicate (files.go): made here, under
@@ -895,7 +897,7 @@ func (b *pollBackend) worker() {
 		case s.code == OpOpenAt:
 			res, again = b.openFile(s, p, fd) // backend_poll_ops_linux.go
 		case s.code == OpConnect:
-			res, again = connectAgain(s, fd) // backend_poll_ops_linux.go
+			res, again = connectAgain(s, p, fd) // backend_poll_ops_linux.go
 		case s.code > OpForeign:
 			res = runBlocking(s, fd) // sockets and files: backend_poll_ops_linux.go
 		case blocking:

@@ -20,7 +20,8 @@ import (
 //     blocking tty read does). connect is made non-blocking (EINPROGRESS),
 //     waits for POLLOUT and reads SO_ERROR; one that finds an AF_UNIX
 //     listener's backlog full (EAGAIN) on a blocking stream or seqpacket
-//     socket is tried again on a worker, then on a timer (connectAgain);
+//     socket is tried again on a worker, then on a timer (connectAgain),
+//     until the socket's SO_SNDTIMEO, if set, runs out (EAGAIN then);
 //     any other EAGAIN is the result, as on io_uring. shutdown never blocks.
 //   - OpenAt, Close and Statx run on the worker pool: one still queued is
 //     canceled at once and never runs; one running delivers its result.
@@ -147,7 +148,14 @@ func (b *pollBackend) trySock(s *slot, p *pslot) {
 				// (connectAgain, openLater). Any other EAGAIN (a UDP
 				// socket with no ephemeral port to bind) is the
 				// result, as connect(2) and io_uring say it at once.
+				// A socket with SO_SNDTIMEO waits that long, then
+				// fails with EAGAIN, in connect(2) as on io_uring.
 				p.act = paWork
+				if tv, err := unix.GetsockoptTimeval(int(p.fd), unix.SOL_SOCKET, unix.SO_SNDTIMEO); err == nil {
+					if d := time.Duration(unix.TimevalToNsec(*tv)); d > 0 {
+						p.giveUp = time.Since(epoch) + d
+					}
+				}
 			}
 			return
 		}
@@ -284,13 +292,19 @@ func waitsForRoom(fd int32) bool {
 // connectAgain runs slot s's Connect on a worker, without blocking, on
 // the duplicate it holds: trySock found the listener's backlog full
 // (EAGAIN on a blocking AF_UNIX socket). It reports wait when the
-// backlog is still full and the socket still blocking: the request is
-// tried again on a timer a cancel stops (openLater), as connect(2) and
-// io_uring would wait. Once room comes, the connect completes at once
-// (an AF_UNIX connect does not go through EINPROGRESS).
-func connectAgain(s *slot, fd int32) (res int32, wait bool) {
+// backlog is still full, the socket still blocking and its SO_SNDTIMEO
+// (p.giveUp) not run out: the request is tried again on a timer a cancel
+// stops (openLater), as connect(2) and io_uring would wait. Once room
+// comes, the connect completes at once (an AF_UNIX connect does not go
+// through EINPROGRESS); once SO_SNDTIMEO has run out, EAGAIN is the
+// result, as connect(2) and io_uring's Connect say then.
+func connectAgain(s *slot, p *pslot, fd int32) (res int32, wait bool) {
 	res, blocking := connectNonblock(s, fd)
-	return res, res == -int32(unix.EAGAIN) && blocking
+	wait = res == -int32(unix.EAGAIN) && blocking
+	if wait && p.giveUp > 0 && time.Since(epoch) >= p.giveUp {
+		wait = false
+	}
+	return res, wait
 }
 
 // runBlocking runs one of these operations on a worker, blocking, on fd:
@@ -435,6 +449,10 @@ func (b *pollBackend) openLater(idx uint32, p *pslot, out []compl) []compl {
 		p.own, p.fd = fd, fd
 	}
 	d := min(time.Millisecond<<p.tries, openRetryMax)
+	if p.giveUp > 0 {
+		// The try after SO_SNDTIMEO runs out ends the Connect.
+		d = max(min(d, p.giveUp-time.Since(epoch)), 0)
+	}
 	p.tries = min(p.tries+1, 16)
 	p.st = psRetry
 	b.armTimer(idx, p, d)
