@@ -117,3 +117,66 @@ func mshotFDReuseRound(t *testing.T, r *Ring, other string, round int) {
 		assert.ErrorIs(t, err, unix.ECONNRESET, "round %d: the other socket's reset is still pending (recv %d)", round, n)
 	}
 }
+
+// TestRecvMultishotCallerFDClosedEOF: a multishot receive whose caller
+// closed its fd still sees its stream's end when it drains the stream in
+// several rounds as the peer shuts down, the case in which io_uring
+// (Linux 6.17 on) can miss the end and wait for ever
+// (TestRecvMultishotEOFAfterDrain). The ring's end-of-stream check used
+// to skip such a request (the fd number named no socket, or another);
+// it now peeks at its own duplicate. The hang is a race: rounds.
+func TestRecvMultishotCallerFDClosedEOF(t *testing.T) {
+	forEachBackend(t, 64, func(t *testing.T, r *Ring) {
+		br, err := r.NewBufRing(64, 32)
+		if err != nil {
+			require.ErrorIs(t, err, ErrNotSupported)
+			t.Skipf("no provided-buffer rings: %v", err)
+		}
+		for round := range 200 {
+			size := []int{1, 2048}[round%2]
+			fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+			require.NoError(t, err)
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				_, _ = unix.Write(fds[1], make([]byte, size))
+				_ = unix.Close(fds[1]) // the end of the stream
+			}()
+			q, err := r.Submit(RecvMultishot(fds[0], br, 0))
+			require.NoError(t, err)
+			require.NoError(t, unix.Close(fds[0])) // the request goes on
+			got := 0
+			var final *Completion
+			deadline := time.Now().Add(5 * time.Second)
+			for final == nil {
+				var cs [4]Completion
+				n, err := r.Reap(cs[:], time.Until(deadline))
+				require.NoError(t, err)
+				if n == 0 {
+					q.Cancel()
+					require.Failf(t, "no end of stream", "round %d: %d of %d bytes, then no completion within 5s", round, got, size)
+				}
+				for _, c := range cs[:n] {
+					require.Equal(t, q, c.Req)
+					if c.Buffer {
+						got += c.N
+						require.NoError(t, br.Release(c.BufID))
+					}
+					if !c.More {
+						final = &c
+					}
+				}
+			}
+			<-done
+			if final.Err != nil {
+				// Out of buffers before the end (the kernel's ENOBUFS):
+				// not this test's concern.
+				require.ErrorIs(t, final.Err, unix.ENOBUFS, "round %d", round)
+				continue
+			}
+			require.Equal(t, size, got, "round %d", round)
+			require.Zero(t, final.N, "round %d", round)
+		}
+		require.NoError(t, br.Close())
+	})
+}
