@@ -54,15 +54,15 @@ type multiShot struct {
 	overrun bool   // the ring canceled it for MaxUndelivered; guarded by mu
 	gave    bool   // a completion with More set was recorded; guarded by mu
 	ended   atomic.Bool
-	br      *BufRing      // RecvMultishot's buffers; set by fill, read by the completer
-	stream  int8          // RecvMultishot's fd is a stream socket: 1, not: -1, not known yet: 0; the completer's
-	peekErr syscall.Errno // the socket's error eofCheck's peek took (and so cleared), for the final completion; reapMu
+	br      *BufRing // RecvMultishot's buffers; set by fill, read by the completer
+	stream  int8     // RecvMultishot's fd is a stream socket: 1, not: -1, not known yet: 0; the completer's
 	// own is the io_uring ring's duplicate of a RecvMultishot's fd, made
 	// by fillMulti, that eofCheck peeks at: the caller may close its fd
 	// while the request goes on, and the number then names another file.
 	// -1: none (another backend, a registered file, or the dup failed).
 	// finishMulti or unfill closes it.
-	own int32
+	own     int32
+	peekErr syscall.Errno // the socket's error eofCheck's peek took (and so cleared), for the final completion; reapMu
 }
 
 // shot is one completion of a multishot request, computed when it arrived.
