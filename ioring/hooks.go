@@ -16,28 +16,34 @@ import (
 type foreignRef struct {
 	key      uint64
 	hook     func()
-	running  atomic.Bool                    // the hook is running: re-entry and concurrent cancels skip it
-	panicked atomic.Pointer[HookPanicError] // the first panic of the hook, for the completion
+	claimed  atomic.Bool                    // a cancel took the hook's one run (callHook)
+	panicked atomic.Pointer[HookPanicError] // the hook's panic, for the completion
 }
 
-// callHook runs fr's hook, unless it is already running (a cancel from
-// inside the hook, or a concurrent one: the cancel is under way), and
-// recovers a panic, which it returns and records for the completion. No
-// Ring lock may be held.
+// callHook runs fr's hook unless a cancel claimed it before, and recovers a
+// panic, which it returns and records for the completion. The hook runs
+// once per request, by whichever cancel claims it first: the cancel that
+// collected it, when it comes to it, or any cancel of the request in the
+// meantime (one that finds it canceled already, from another hook of the
+// same cancel, say), so that no cancel waits for another to run it. A
+// cancel that finds it claimed (running, or run) skips it. No Ring lock may
+// be held.
 func callHook(fr *foreignRef) (perr *HookPanicError) {
-	if fr == nil || fr.hook == nil || !fr.running.CompareAndSwap(false, true) {
+	if fr == nil || fr.hook == nil || !fr.claimed.CompareAndSwap(false, true) {
 		return nil
 	}
 	defer func() {
 		if v := recover(); v != nil {
 			perr = &HookPanicError{Value: v, Stack: debug.Stack()}
-			fr.panicked.CompareAndSwap(nil, perr)
+			fr.panicked.Store(perr)
 		}
-		fr.running.Store(false)
 	}()
 	fr.hook()
 	return nil
 }
+
+// pending reports whether fr's hook is still to run: no cancel claimed it.
+func (fr *foreignRef) pending() bool { return fr.hook != nil && !fr.claimed.Load() }
 
 // runHooks runs every hook, whatever the others do, and returns the first
 // panic as an error (nil when none panicked).

@@ -252,11 +252,16 @@ func Fsync(fd int) Op {
 // Foreign is an operation run outside the ring (a libusb transfer, a usbfs
 // URB...) whose result is posted with Ring.Complete, so that it completes
 // through the same queue, tokens and deadlines as any other request (IOCP's
-// PostQueuedCompletionStatus). cancel is the cancel hook: the ring calls it,
-// outside its locks, when the request is first canceled, by any means
-// (later cancels find it canceled already; Ring.CancelAll and Close call it
-// again). It must not block, and may be called after the operation already
-// finished. nil means the operation cannot be interrupted.
+// PostQueuedCompletionStatus). cancel is the cancel hook: the ring calls it
+// once, outside its locks, after the request is first canceled, by any
+// means, on the goroutine of the cancel that runs it. That is the first
+// cancel, unless another cancel of the request comes before the first one
+// got to the hook (a cancel of several runs their hooks one after another,
+// and one of them may cancel the next again and wait for it to end): then
+// that one runs it at once, and the first one skips it. Later cancels,
+// Ring.CancelAll and Close among them, do not call it again. It must not
+// block for long, and may be called after the operation already finished.
+// nil means the operation cannot be interrupted.
 func Foreign(cancel func()) Op { return Op{code: OpForeign, hook: cancel, rare: rareFeature} }
 
 // WithToken returns o covered by token t: canceling t cancels it.

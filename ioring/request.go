@@ -95,7 +95,11 @@ func (q Request) Pending() bool {
 // result when the operation won the race. Cancel returns ErrNotFound when
 // nothing is left to cancel (already completed, already canceled by any
 // cause, stale or zero handle) and changes nothing then: the first cause of
-// a cancel is the one its completion reports.
+// a cancel is the one its completion reports. One exception to "nothing":
+// a foreign request canceled already whose cancel hook has not run yet
+// (the cancel that marked it is still running the hooks before it) has its
+// hook run by this Cancel, on the calling goroutine; Cancel still returns
+// ErrNotFound, or the hook's *HookPanicError. (See Foreign.)
 func (q Request) Cancel() error {
 	if q.slot() == nil {
 		return ErrNotFound

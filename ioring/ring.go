@@ -1743,9 +1743,12 @@ func (r *Ring) popInto(dst []Completion) int {
 
 // CancelAll cancels every request in flight (queued ones before they reach
 // the kernel). Each still completes exactly once. It does not cancel tokens:
-// later requests run normally. It returns ErrClosed after Close, and a
-// *HookPanicError when a foreign request's cancel hook panicked (every
-// other hook still ran).
+// later requests run normally. It runs the cancel hooks of the foreign
+// requests in flight that no cancel claimed yet (those canceled before
+// included, when their cancel has not got to the hook yet: see Foreign),
+// on the calling goroutine once unlocked, each once. It returns ErrClosed
+// after Close, and a *HookPanicError when a cancel hook it ran panicked
+// (every other hook still ran).
 func (r *Ring) CancelAll() error {
 	if !r.made() {
 		return errNoRing("cancel", r)
@@ -1776,7 +1779,9 @@ func (r *Ring) cancelAllLocked(f uint32, hooks *hookSet) (kick bool) {
 		}
 		if s.foreign.Load() {
 			s.flags.Or(f)
-			if fr := s.fref.Load(); fr != nil && fr.key == key {
+			// Its hook, unless a cancel before claimed it (callHook):
+			// a hook runs once, whoever cancels the request again.
+			if fr := s.fref.Load(); fr != nil && fr.key == key && fr.pending() {
 				hooks.add(fr)
 			}
 			continue
@@ -1801,9 +1806,13 @@ func (r *Ring) cancelAllLocked(f uint32, hooks *hookSet) (kick bool) {
 // many it canceled: those in flight and not canceled before (by a cancel,
 // their token, a deadline, a context, or an earlier argument: a request
 // given twice counts once); the others (completed, already canceled,
-// stale, zero, of another ring) are skipped. Each canceled request still completes exactly once. The
-// error is ErrClosed after Close, or a *HookPanicError when a foreign
-// request's cancel hook panicked (every other cancel still happened).
+// stale, zero, of another ring) are skipped. Each canceled request still
+// completes exactly once. It runs the foreign ones' cancel hooks on the
+// calling goroutine once unlocked, each once, in the order of reqs: those
+// it canceled, and those canceled before whose hook no cancel claimed yet
+// (not counted: see Foreign). The error is ErrClosed after Close, or a
+// *HookPanicError when a cancel hook it ran panicked (every other cancel
+// still happened).
 func (r *Ring) Cancel(reqs ...Request) (int, error) {
 	if !r.made() {
 		return 0, errNoRing("cancel", r)
@@ -1827,13 +1836,23 @@ func (r *Ring) cancelRequests(f uint32, reqs ...Request) (int, error) {
 		// Most of them, or all, here and not through cancelLocked: a
 		// call more costs a lone cancel 23 instructions and measurably
 		// slowed the bursts (Token.cancel does the same).
-		n, reqs = b.cancelPlains(f, reqs)
-		if len(reqs) == 0 {
+		m, rest := b.cancelPlains(f, reqs)
+		switch {
+		case m < len(reqs)-len(rest):
+			// It went past requests it did not cancel, maybe a foreign
+			// one canceled already whose hook is still to run (see
+			// skippedHooks): cancelLocked looks at them all again (those
+			// canceled just now are canceled already then, not counted
+			// twice). Only a cancel that skips some comes here.
+			n = m
+		case len(rest) == 0:
 			// No foreign request, none held: no hook to run, nothing
 			// completed here.
 			b.flush()
 			r.unlockSQ()
-			return n, nil
+			return m, nil
+		default:
+			n, reqs = m, rest
 		}
 	}
 	return r.cancelRest(f, n, reqs, false)
@@ -1884,10 +1903,34 @@ func (r *Ring) cancelLocked(f uint32, reqs []Request, hooks *hookSet) (n int, ki
 		}
 		if b := r.plainBe; b != nil && len(reqs) > 0 {
 			m, rest := b.cancelPlains(f, reqs)
+			if went := len(reqs) - len(rest); m < went {
+				r.skippedHooks(reqs[:went], hooks)
+			}
 			n, reqs = n+m, rest
 		}
 	}
 	return n, kick
+}
+
+// skippedHooks adds to hooks the cancel hooks still to run of the foreign
+// requests among qs, requests the backend's cancelPlains went past: it
+// stops at a foreign request, unless that one is canceled already (the
+// first cause stands), and then its hook may not have run yet (its cancel
+// runs hooks one after another once unlocked; see cancelOne). r.sqMu held.
+func (r *Ring) skippedHooks(qs []Request, hooks *hookSet) {
+	for _, q := range qs {
+		idx := q.key & idxMask
+		if q.r != r || int(idx) >= len(r.slots) {
+			continue
+		}
+		s := &r.slots[idx]
+		if k, st := s.keyState(); k != q.key || st != stActive || !s.foreign.Load() {
+			continue
+		}
+		if fr := s.fref.Load(); fr != nil && fr.key == q.key && fr.pending() {
+			hooks.add(fr)
+		}
+	}
 }
 
 // cancelOne cancels the request with key with flags f, if it is in flight:
@@ -1912,7 +1955,18 @@ func (r *Ring) cancelOne(key uint64, f uint32) (hook *foreignRef, ok, kick bool)
 		return nil, false, false
 	}
 	if !s.askCancel(f) {
-		return nil, false, false // canceled already: the first cause stands
+		// Canceled already: the first cause stands, and this cancel
+		// counts for nothing. But a foreign request's hook may not have
+		// run yet: the cancel that marked it runs its hooks one after
+		// another, once unlocked, and this one may come from one of them
+		// (or from any goroutine meanwhile). Whoever claims it first runs
+		// it (callHook), so that this cancel need not wait for that one.
+		if foreign {
+			if fr := s.fref.Load(); fr != nil && fr.key == key && fr.pending() {
+				return fr, false, false
+			}
+		}
+		return nil, false, false
 	}
 	switch {
 	case foreign:
@@ -1971,8 +2025,11 @@ func (r *Ring) cancelKey(key uint64, f uint32) error {
 // Close cancels every request, waits until each has completed, and releases
 // the rings. Completions not yet delivered stay available to Reap and Wait;
 // every other call returns ErrClosed afterwards. Foreign requests must be
-// completed by their owners (their cancel hooks are called) for Close to
-// return. A cancel hook that panics does not stop Close: it drains and
+// completed by their owners for Close to return: Close runs, before it
+// drains, the cancel hooks that no cancel claimed yet (each hook runs once:
+// see Foreign), on the calling goroutine. A Close from a hook of another
+// cancel thus runs the hooks that cancel had still to run, and does not
+// wait for them. A cancel hook that panics does not stop Close: it drains and
 // releases everything, then returns a *HookPanicError.
 func (r *Ring) Close() error {
 	if !r.made() {

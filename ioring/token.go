@@ -50,8 +50,15 @@ func (t *Token) Pending() int {
 // the kernel in one batch. Calling it again is harmless. It returns
 // ErrClosed only when the ring was closed (whose Close canceled
 // everything), an error wrapping ErrInvalid for a Token not made by
-// Ring.NewToken, and a *HookPanicError when a member's cancel hook panicked
-// (the other members' hooks still ran).
+// Ring.NewToken, and a *HookPanicError when a member's cancel hook that it
+// ran panicked (the other members' hooks still ran).
+//
+// It runs the foreign members' cancel hooks on the calling goroutine, once
+// unlocked, oldest member first, each hook once (see Foreign): a hook
+// another cancel claimed first (running, or run) is skipped, and a member
+// canceled before whose hook has not run yet has it run here (a second
+// Cancel from one member's hook runs the hooks of the members after it at
+// once, instead of leaving them to the first Cancel).
 func (t *Token) Cancel() error { return t.cancel(flCancelReq) }
 
 func (t *Token) cancel(f uint32) error {
@@ -83,7 +90,13 @@ func (t *Token) cancel(f uint32) error {
 	t.mu.Unlock()
 	r.cancelReqs = reqs[:0] // reqs stays valid: nobody appends to it while r.sqMu is held
 	if b := r.plainBe; b != nil {
-		_, reqs = b.cancelPlains(f, reqs) // most of them, or all (cancelRequests)
+		// Most of them, or all (cancelRequests). When it went past some it
+		// did not cancel (canceled before: a second Cancel), cancelLocked
+		// looks at them all again, for a foreign one's hook still to run.
+		m, rest := b.cancelPlains(f, reqs)
+		if m == len(reqs)-len(rest) {
+			reqs = rest
+		}
 		if len(reqs) == 0 {
 			b.flush()
 			r.unlockSQ()
