@@ -2028,9 +2028,10 @@ func (r *Ring) cancelKey(key uint64, f uint32) error {
 // completed by their owners for Close to return: Close runs, before it
 // drains, the cancel hooks that no cancel claimed yet (each hook runs once:
 // see Foreign), on the calling goroutine. A Close from a hook of another
-// cancel thus runs the hooks that cancel had still to run, and does not
-// wait for them. A cancel hook that panics does not stop Close: it drains and
-// releases everything, then returns a *HookPanicError.
+// cancel thus runs itself the hooks that cancel has not reached yet, rather
+// than wait for it to (its drain waits for the hook's own request too: its
+// owner completes it first). A cancel hook that panics does not stop Close:
+// it drains and releases everything, then returns a *HookPanicError.
 func (r *Ring) Close() error {
 	if !r.made() {
 		return errNoRing("close", r)
