@@ -49,13 +49,11 @@ var (
 
 // TestAdvOnCancelStopOnce: Transfer.OnCancel promises that "a cancel
 // of t from then on calls stop, once". A transfer canceled by
-// Request.Cancel, whose I/O takes a while to end, has stop called again by
-// a later Ring.CancelAll (and Ring.Close): the ring calls a foreign
-// request's cancel hook again on CancelAll/Close (ioring/ring.go
-// cancelAllLocked adds every active foreign request's hook, canceled or
-// not), and the Pump's hook, Transfer.cancel (usb/pump.go, case tRunning),
-// calls t.stop every time it runs, without remembering that it did.
-// Expected: stop runs once; actual: twice.
+// Request.Cancel, whose I/O takes a while to end, and then by a later
+// Ring.CancelAll (and Ring.Close) has stop called once. (Written when the
+// ring called a foreign request's hook again on CancelAll/Close and the
+// Pump's hook, Transfer.cancel, called t.stop each time: stop ran twice.
+// The ring now runs each hook once, and Transfer.cancel keeps its guard.)
 func TestAdvOnCancelStopOnce(t *testing.T) {
 	CheckFDs(t)
 	ring := NewRing(t, 16)

@@ -667,9 +667,9 @@ func (t *Transfer) cancel() {
 		return
 	case tRunning:
 		if t.canceled {
-			// Canceled before: its interruption ran (the ring calls a
-			// request's hook again for CancelAll and Close), and
-			// OnCancel's stop runs once.
+			// Canceled before: its interruption ran, and OnCancel's
+			// stop runs once. (The ring runs a request's hook once;
+			// this guard keeps stop to one run whoever calls cancel.)
 			e.mu.Unlock()
 			return
 		}
