@@ -166,7 +166,43 @@ func checkGray(t *testing.T, img image.Image, want []byte) {
 	}
 }
 
+// expectNextDoc returns a channel closed when a NextDocument request
+// reaches the eSCL handler of the daemon the test starts next (call it
+// before start): it is being served then, not on its way, and waits for
+// its job.
+func expectNextDoc(t *testing.T) <-chan struct{} {
+	t.Helper()
+	arrived := make(chan struct{})
+	var once sync.Once
+	testRequest = func(r *http.Request) {
+		if strings.HasSuffix(r.URL.Path, "/NextDocument") {
+			once.Do(func() { close(arrived) })
+		}
+	}
+	t.Cleanup(func() { testRequest = nil }) // after start's cleanup: the daemon ended
+	return arrived
+}
+
+// waitUntil polls cond until it holds, 15 s at most.
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within 15 s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// TestSIGTERMCancelsRunningJob: SIGTERM while a job's scan runs (the
+// simulated scanner accepted it; at its bandwidth the page takes 45 s) and
+// a client waits in NextDocument for it: the scan is canceled through
+// CancelPendingIO (the job's log line says so), the waiting NextDocument
+// ends with 410, and scand exits 0 well before the scan would have ended.
 func TestSIGTERMCancelsRunningJob(t *testing.T) {
+	scanning := watchScans(t)
+	arrived := expectNextDoc(t)
 	d := start(t, "--bandwidth", "200000") // 300 dpi gray: 45 s
 	loc := post(t, d.url, "Grayscale8", 300)
 	got := make(chan int, 1)
@@ -180,7 +216,14 @@ func TestSIGTERMCancelsRunningJob(t *testing.T) {
 		resp.Body.Close()
 		got <- resp.StatusCode
 	}()
-	time.Sleep(time.Second) // the scan runs, and NextDocument waits for it
+	// The scan runs (the device accepted it), and NextDocument waits for
+	// it.
+	waitUntil(t, "the simulated scanner accepts the scan", scanning)
+	select {
+	case <-arrived:
+	case <-time.After(15 * time.Second):
+		t.Fatalf("no NextDocument request within 15 s")
+	}
 	code, took := d.stop(t)
 	if code != exitOK {
 		t.Errorf("exit status %d, want 0:\n%s", code, d.log.String())

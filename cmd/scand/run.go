@@ -159,6 +159,12 @@ func realScanner(ring *ioring.Ring, o *options) *scanner {
 	}
 }
 
+// testRequest, set by tests only (nil otherwise, and not changed while a
+// daemon runs), is called with each HTTP request as it reaches the eSCL
+// handler: a test knows then that its request is being served (a
+// NextDocument waits for the job), not still on its way.
+var testRequest func(*http.Request)
+
 // run is the whole command: sigs delivers SIGTERM and SIGINT; ready, if
 // not nil, is called with the address served once it listens.
 func run(args []string, stderr io.Writer, sigs <-chan os.Signal, ready func(addr string)) int {
@@ -224,8 +230,15 @@ func serve(o *options, stderr io.Writer, sigs <-chan os.Signal, ready func(strin
 	if err != nil {
 		return err
 	}
+	var handler http.Handler = h
+	if seen := testRequest; seen != nil {
+		handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			seen(r)
+			h.ServeHTTP(w, r)
+		})
+	}
 	srv := &http.Server{
-		Handler:           h,
+		Handler:           handler,
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}

@@ -3,6 +3,7 @@ package main
 // The tests' only contact with the simulated scanner.
 
 import (
+	"sync"
 	"testing"
 
 	"github.com/cancelio/cancelio/usb/usbsim"
@@ -29,4 +30,26 @@ func serveGadget(t *testing.T, g usbsim.Gadget) (setBandwidth func(int64)) {
 	}
 	t.Cleanup(func() { sc.Close() })
 	return sc.SetBandwidth
+}
+
+// watchScans shows the test the simulated scanner of the daemon it starts
+// next (call it before start), and returns a function that reports
+// whether that scanner has accepted a scan job: the driver's acquisition
+// runs (it sent the device its start of scan), as seen from the device.
+func watchScans(t *testing.T) (scanning func() bool) {
+	t.Helper()
+	var mu sync.Mutex
+	var sc *usbsim.Scanner
+	testSim = func(s *usbsim.Scanner) {
+		mu.Lock()
+		sc = s
+		mu.Unlock()
+	}
+	t.Cleanup(func() { testSim = nil }) // after start's cleanup: the daemon ended
+	return func() bool {
+		mu.Lock()
+		s := sc
+		mu.Unlock()
+		return s != nil && s.LastScan().Width != 0 // zero before the first scan
+	}
 }
