@@ -63,6 +63,13 @@ const (
 	// one waits for a writer too, cancelably (but on Linux 6.18, when the
 	// thread that submitted such an open exits while it waits, the exit
 	// may wait for the open, out of a cancel's reach).
+	//
+	// A Poll (or a readiness a request waits for) that ends before the
+	// backend's epoll wait returns it goes unseen: epoll asks the file
+	// again for its events when it reports them, so data written and read
+	// back by another thread at once, or a peer's POLLIN that a reader
+	// took, leaves the request waiting for the next one. io_uring reports
+	// the events its wakeup carried, even if they are gone by then.
 	BackendPoll
 )
 
