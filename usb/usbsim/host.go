@@ -31,6 +31,13 @@ var (
 	// socketpair-only methods (Endpoints, ClearHalt) of a scanner served as
 	// a USB gadget, and ServeGadget where there is no FunctionFS (not Linux).
 	ErrNotSupported = errors.New("usbsim: not supported")
+	// ErrShortDataStage is in a DataStageErrors entry for a control OUT
+	// request whose data stage came short of its wLength: not the host's
+	// data (a host abandoned the request, and the gadget's read was served
+	// as the data stage of its next request, an IN one), so the gadget
+	// dropped it. That IN request got the read's unfilled buffer instead
+	// of the scanner's answer: ErrBabble, or too few bytes.
+	ErrShortDataStage = errors.New("usbsim: short control data stage")
 )
 
 // DecodeIn interprets a completed read on an IN endpoint's host fd, made
