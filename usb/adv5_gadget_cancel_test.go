@@ -529,7 +529,9 @@ func (m *adv5Matrix) clearStall(c adv5Case, ep *Endpoint, err error) {
 // be on bulk IN before the drain's sentinel, not after it, where the next
 // case would find it; the next request waits for the call. (On usbfs a
 // VendorStatus right after a control OUT that Device.CancelAll discarded
-// at once was seen to end with ErrBabble, an edge of its own, not this
+// at once was seen to end with ErrBabble: the gadget rig's, which served
+// the gadget's read for the abandoned data stage as the VendorStatus's;
+// see TestAdv10GadgetCtlDiscard and usbsim.ErrShortDataStage. Not this
 // barrier's to hide.)
 func (m *adv5Matrix) ep0Barrier(c adv5Case) {
 	m.t.Helper()
