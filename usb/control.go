@@ -95,7 +95,11 @@ var controlDesc = EndpointDesc{Address: 0, Type: Control}
 // (a control transfer, ClearHalt, Reset, a settings change) waits for
 // that call (a control transfer cancelably), and so does Close before it
 // releases the device. A call that returned before the cancel took
-// effect keeps its real result. On the simulated scanner (usbsim.Open) it
+// effect keeps its real result. A usbfs URB discarded in its data stage
+// leaves the device to abort that transfer at the next setup packet, as
+// USB requires of it; a device that does not may answer the next request
+// wrongly (the usbvm gadget rig can give the next control IN ErrBabble:
+// see docs/usbvm.md). On the simulated scanner (usbsim.Open) it
 // is ring I/O on the scanner's endpoint 0 socket, canceled at once like
 // its other transfers; the scanner takes
 // the standard requests and its vendor requests (usbsim.VendorCommand,
