@@ -30,7 +30,7 @@ import (
 // when the OUT's wLength was the longer. Seen in about 1 round in 150; a
 // libusb control call waits for the device (Device.SubmitControl), so it
 // never abandons a data stage. The test asserts that every wrong answer is
-// one the gadget reports, with the bytes it dropped, and that the next
+// one the gadget reports (a short data stage), and that the next
 // request is answered: the wrong answer is the rig's, not the transport's.
 func TestAdv10GadgetCtlDiscard(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, backend string) {

@@ -90,10 +90,10 @@ func (s *Scanner) StallErrors() []error {
 
 // DataStageErrors returns, since ServeGadget, why endpoint 0 failed the
 // data stages of control OUT requests it had accepted: each is the error
-// of the read that should have taken the host's data, or
-// ErrShortDataStage for a read that took fewer bytes than the request's
-// wLength, after which the request was dropped. A host that abandons a request (its timeout or
-// cancel) fails the read too, so an entry is not by itself a fault; it
+// of the read that should have taken the host's data, after which the
+// request was dropped, or ErrShortDataStage for a read that took fewer
+// bytes than the request's wLength. A host that abandons a request (its
+// timeout or cancel) fails the read too, so an entry is not by itself a fault; it
 // says why the gadget did not act on a request the host sent. Unplugging
 // is not recorded. Always empty for the socketpair transport. For tests,
 // to explain a control transfer that went wrong.

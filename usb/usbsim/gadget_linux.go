@@ -226,23 +226,21 @@ func (s *Scanner) ffsSetup(p *plug, ep *endpoint, su usb.Setup) {
 		}
 		return
 	}
-	if n != len(data) {
-		// A host's data stage holds exactly wLength bytes. Fewer is
-		// FunctionFS and dummy_hcd serving this read, which the host had
-		// abandoned, as the data stage of the host's next request, an IN
-		// one: FunctionFS checks for a newer setup and then queues the
-		// read on ep0, and a setup that lands in between finds the read
-		// queued after its own stale-request sweep; dummy_hcd then takes
-		// ep0's queue whatever its direction, hands the host this read's
-		// unfilled buffer as its answer (ErrBabble when wLength here is
-		// the longer) and completes the read with the count it sent.
-		// The bytes are not the host's: drop them.
-		s.mu.Lock()
-		s.dataErrs = append(s.dataErrs, fmt.Errorf("data stage of %+v: %d of %d bytes: %w", su, n, len(data), ErrShortDataStage))
-		s.mu.Unlock()
-		return
-	}
 	s.mu.Lock()
+	if n != len(data) {
+		// A host's data stage holds exactly wLength bytes; fewer is the
+		// rig serving this read, which the host had abandoned, as the
+		// data stage of its next request (see ErrShortDataStage):
+		// FunctionFS checks for a newer setup and then queues the read
+		// on ep0, and a setup that lands in between finds it queued after
+		// dummy_hcd's sweep of stale requests; dummy_hcd takes ep0's
+		// queue whatever its direction. For an OUT request the bytes are
+		// its data stage, which the gadget then never reads for it, and
+		// they run here, as they always did (TestGadgetControlWithheld
+		// has its command run so); for an IN request they are this read's
+		// unfilled buffer, sent to the host as its answer. Say so.
+		s.dataErrs = append(s.dataErrs, fmt.Errorf("data stage of %+v: %d of %d bytes: %w", su, n, len(data), ErrShortDataStage))
+	}
 	if s.plug == p {
 		s.vendorLocked(p, su, data[:n])
 		s.changedLocked()

@@ -32,11 +32,14 @@ var (
 	// a USB gadget, and ServeGadget where there is no FunctionFS (not Linux).
 	ErrNotSupported = errors.New("usbsim: not supported")
 	// ErrShortDataStage is in a DataStageErrors entry for a control OUT
-	// request whose data stage came short of its wLength: not the host's
-	// data (a host abandoned the request, and the gadget's read was served
-	// as the data stage of its next request, an IN one), so the gadget
-	// dropped it. That IN request got the read's unfilled buffer instead
-	// of the scanner's answer: ErrBabble, or too few bytes.
+	// request whose data stage came short of its wLength. On the gadget
+	// rig (FunctionFS on dummy_hcd) that is a request the host abandoned
+	// in its data stage, whose read for it was served as the data stage
+	// of the host's next request: an OUT one's data, which the gadget
+	// runs in its place, or, for an IN one, the read's unfilled buffer,
+	// which the host gets instead of the scanner's answer (ErrBabble when
+	// it is the longer). For tests, to tell the rig's wrong answer from
+	// the host's.
 	ErrShortDataStage = errors.New("usbsim: short control data stage")
 )
 
