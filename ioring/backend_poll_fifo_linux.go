@@ -69,19 +69,11 @@ type fifoWatch struct {
 // on). Nothing changes when the path names no FIFO now or inotify fails.
 // A worker calls it, the request psRunning.
 func (b *pollBackend) watchFIFO(s *slot, p *pslot, dirfd int32) {
-	flags := unix.O_PATH | unix.O_CLOEXEC | int(s.events)&unix.O_NOFOLLOW
-	path := string(s.buf[:len(s.buf)-1]) // a C string (cString)
-	var fd int
-	var err error
-	for {
-		fd, err = unix.Openat(int(dirfd), path, flags, 0)
-		if err != unix.EINTR {
-			break
-		}
-	}
-	if err != nil {
+	r := sysOpen(s, dirfd, unix.O_PATH|unix.O_CLOEXEC|s.events&unix.O_NOFOLLOW)
+	if r < 0 {
 		return
 	}
+	fd := int(r)
 	var st unix.Stat_t
 	if unix.Fstat(fd, &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFIFO {
 		unix.Close(fd)

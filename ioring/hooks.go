@@ -42,8 +42,14 @@ func callHook(fr *foreignRef) (perr *HookPanicError) {
 	return nil
 }
 
-// pending reports whether fr's hook is still to run: no cancel claimed it.
-func (fr *foreignRef) pending() bool { return fr.hook != nil && !fr.claimed.Load() }
+// pendingHook returns the cancel hook of foreign slot s's request with key
+// while it is still to run (no cancel claimed it), else nil.
+func (s *slot) pendingHook(key uint64) *foreignRef {
+	if fr := s.fref.Load(); fr != nil && fr.key == key && fr.hook != nil && !fr.claimed.Load() {
+		return fr
+	}
+	return nil
+}
 
 // runHooks runs every hook, whatever the others do, and returns the first
 // panic as an error (nil when none panicked).

@@ -23,11 +23,11 @@ var (
 // when it cannot be made (EMFILE: the request then goes unchecked, as one
 // on a registered file does).
 func dupOwn(fd int32) int32 {
-	d, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
+	d, err := dupFD(fd)
 	if err != nil {
 		return -1
 	}
-	return int32(d)
+	return d
 }
 
 // closeOwnFD closes multiShot.own.

@@ -1788,7 +1788,7 @@ func (r *Ring) cancelAllLocked(f uint32, hooks *hookSet) (kick bool) {
 			s.flags.Or(f)
 			// Its hook, unless a cancel before claimed it (callHook):
 			// a hook runs once, whoever cancels the request again.
-			if fr := s.fref.Load(); fr != nil && fr.key == key && fr.pending() {
+			if fr := s.pendingHook(key); fr != nil {
 				hooks.add(fr)
 			}
 			continue
@@ -1934,7 +1934,7 @@ func (r *Ring) skippedHooks(qs []Request, hooks *hookSet) {
 		if k, st := s.keyState(); k != q.key || st != stActive || !s.foreign.Load() {
 			continue
 		}
-		if fr := s.fref.Load(); fr != nil && fr.key == q.key && fr.pending() {
+		if fr := s.pendingHook(q.key); fr != nil {
 			hooks.add(fr)
 		}
 	}
@@ -1969,7 +1969,7 @@ func (r *Ring) cancelOne(key uint64, f uint32) (hook *foreignRef, ok, kick bool)
 		// (or from any goroutine meanwhile). Whoever claims it first runs
 		// it (callHook), so that this cancel need not wait for that one.
 		if foreign {
-			if fr := s.fref.Load(); fr != nil && fr.key == key && fr.pending() {
+			if fr := s.pendingHook(key); fr != nil {
 				return fr, false, false
 			}
 		}
