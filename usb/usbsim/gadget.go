@@ -88,15 +88,29 @@ func (s *Scanner) StallErrors() []error {
 	return slices.Clone(s.stallErrs)
 }
 
+// AnswersTaken returns how many answers to control IN requests endpoint 0
+// wrote in full since ServeGadget. Always 0 for the socketpair transport.
+// For tests: each of them reached a request of the host, so a host that
+// got fewer right answers lost one; the gadget rig can answer a request
+// with something else instead (see ErrAnswerNotTaken), which is not a
+// lost answer.
+func (s *Scanner) AnswersTaken() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.answersTaken
+}
+
 // DataStageErrors returns, since ServeGadget, why endpoint 0 failed the
-// data stages of control OUT requests it had accepted: each is the error
-// of the read that should have taken the host's data, after which the
-// request was dropped, or ErrShortDataStage for a read that took fewer
-// bytes than the request's wLength. A host that abandons a request (its
-// timeout or cancel) fails the read too, so an entry is not by itself a fault; it
-// says why the gadget did not act on a request the host sent. Unplugging
-// is not recorded. Always empty for the socketpair transport. For tests,
-// to explain a control transfer that went wrong.
+// data stages of control requests it had accepted. For an OUT request each
+// is the error of the read that should have taken the host's data, after
+// which the request was dropped, or ErrShortDataStage for a read that took
+// fewer bytes than the request's wLength; for an IN request,
+// ErrAnswerNotTaken with the error of the write of its answer. A host that
+// abandons a request (its timeout or cancel) fails the read or the write
+// too, so an entry is not by itself a fault; it says why the gadget did
+// not act on, or answer, a request the host sent. Unplugging is not
+// recorded. Always empty for the socketpair transport. For tests, to
+// explain a control transfer that went wrong.
 func (s *Scanner) DataStageErrors() []error {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -210,7 +210,20 @@ func (s *Scanner) ffsSetup(p *plug, ep *endpoint, su usb.Setup) {
 		s.changedLocked()
 		s.mu.Unlock()
 		s.kick(p)
-		_, _ = ffsEP0(p, ep, true, in)
+		n, err := ffsEP0(p, ep, true, in)
+		s.mu.Lock()
+		switch {
+		case err == nil && n == len(in):
+			s.answersTaken++
+		case err == nil:
+			s.dataErrs = append(s.dataErrs, fmt.Errorf("data stage of %+v: %d of %d bytes: %w", su, n, len(in), ErrAnswerNotTaken))
+		case err != ErrNoDevice:
+			// The host abandoned the request, or the rig served its
+			// data stage with a read for an abandoned OUT request (see
+			// ErrAnswerNotTaken).
+			s.dataErrs = append(s.dataErrs, fmt.Errorf("data stage of %+v: %w: %w", su, ErrAnswerNotTaken, err))
+		}
+		s.mu.Unlock()
 		return
 	}
 	s.mu.Unlock()

@@ -41,6 +41,17 @@ var (
 	// it is the longer). For tests, to tell the rig's wrong answer from
 	// the host's.
 	ErrShortDataStage = errors.New("usbsim: short control data stage")
+	// ErrAnswerNotTaken is in a DataStageErrors entry for a control IN
+	// request whose answer the gadget wrote but the host never took: the
+	// host abandoned the request (its timeout or cancel), or, on the
+	// gadget rig, the request's data stage had been served already by
+	// the gadget's read for an OUT request the host abandoned (see
+	// ErrShortDataStage). That read comes back full when the OUT's
+	// wLength was no longer than the IN's, so the gadget finds no short
+	// data stage then, and the host gets the read's buffer as its answer;
+	// the answer written after it is what the rig drops. For tests, to
+	// tell the rig's wrong answer from the host's.
+	ErrAnswerNotTaken = errors.New("usbsim: control answer not taken by the host")
 )
 
 // DecodeIn interprets a completed read on an IN endpoint's host fd, made

@@ -129,6 +129,9 @@ type Scanner struct {
 	// dataErrs are the data stages of endpoint 0 that failed
 	// (DataStageErrors); guarded by mu.
 	dataErrs []error
+	// answersTaken counts the answers to control IN requests that the
+	// host took in full (AnswersTaken); guarded by mu.
+	answersTaken int
 }
 
 // plug is one plug-in: a set of socketpairs (or a gadget's binding to its
