@@ -105,6 +105,13 @@ func run(start time.Time) int {
 		Stderr: out,
 	}
 	logf("%s %s (%.2fs)", proto.MarkerRunning, filepath.Base(cfg.Program), time.Since(start).Seconds())
+	// The boot was quiet; while the program runs, the console takes the
+	// kernel's messages down to KERN_INFO: a hung task's stack and the
+	// backtraces of a stall are printed at that level, and the runner
+	// shows the console when the run fails.
+	if err := os.WriteFile("/proc/sys/kernel/printk", []byte("7\n"), 0); err != nil {
+		logf("usbvm-init: console log level: %v", err)
+	}
 	err = cmd.Run()
 	var ee *exec.ExitError
 	switch {

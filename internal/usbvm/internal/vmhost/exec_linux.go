@@ -119,6 +119,17 @@ func Exec(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return fail(err)
 	}
+	if res.StalledKernel() && ctx.Err() == nil {
+		// The guest's kernel failed, not the program: its run says
+		// nothing either way. Show why and run it once more; a second
+		// stall fails the run.
+		fmt.Fprintf(stderr, "\n%s\n--- usbvm guest console (kernel %s, %s) ---\n%s\n--- end of guest console ---\n"+
+			"usbvm-exec: the guest kernel stalled, not the program: running %s again in a new guest\n",
+			res.Summary(), k.Release, vm.AccelName(), strings.TrimRight(string(res.Console), "\n"), filepath.Base(prog))
+		if res, err = vm.Run(ctx); err != nil {
+			return fail(err)
+		}
+	}
 	show := os.Getenv(EnvConsole) == "1"
 	status := res.Status
 	if !res.Reported {

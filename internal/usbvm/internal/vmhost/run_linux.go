@@ -31,10 +31,15 @@ const (
 // turns into a QEMU exit without a status. no_timer_check skips the boot
 // check of the IO-APIC timer, which an emulated (TCG) CPU on a loaded host
 // fails at random ("IO-APIC + timer doesn't work!", a panic at 0.05 s);
-// virtual machines commonly boot with it.
-const KernelCmdline = "console=ttyS0 panic=-1 oops=panic quiet mitigations=off no_timer_check rdinit=" + proto.InitPath
+// virtual machines commonly boot with it. A CPU that stalls RCU for a
+// minute panics the guest (a stuck CPU otherwise leaves the guest wedged
+// until the run watchdog, its program unable even to time out): a minute,
+// not the default 21 s, so that an emulated CPU the loaded host did not
+// run for a while does not count.
+const KernelCmdline = "console=ttyS0 panic=-1 oops=panic quiet mitigations=off no_timer_check " +
+	"rcupdate.rcu_cpu_stall_timeout=60 sysctl.kernel.panic_on_rcu_stall=1 rdinit=" + proto.InitPath
 
-// VM is one guest run. Fill it in and call Run once.
+// VM describes a guest. Fill it in and call Run: each call boots a new one.
 type VM struct {
 	QEMU      string  // QEMU binary; empty: $CANCELIO_USBVM_QEMU or qemu-system-x86_64
 	Kernel    *Kernel // the guest kernel
@@ -60,6 +65,7 @@ type Result struct {
 	// Reason says why there is no status (watchdog, panic, QEMU error).
 	Reason  string
 	Panic   bool   // the console shows a kernel panic
+	Stall   bool   // the console shows an RCU stall (with Panic: its panic)
 	Console []byte // the guest console (ttyS0), with QEMU's stderr appended
 	Boot    time.Duration
 	Elapsed time.Duration
@@ -71,6 +77,13 @@ func (r *Result) Summary() string {
 		return fmt.Sprintf("guest program exited with status %d (boot %.1fs, total %.1fs)", r.Status, r.Boot.Seconds(), r.Elapsed.Seconds())
 	}
 	return fmt.Sprintf("usbvm: %s (QEMU exit code %d after %.1fs)", r.Reason, r.QEMUExit, r.Elapsed.Seconds())
+}
+
+// StalledKernel says whether the run ended in the guest kernel's panic on
+// an RCU stall (a CPU stuck with interrupts off), with no status from the
+// program.
+func (r *Result) StalledKernel() bool {
+	return !r.Reported && r.Panic && r.Stall
 }
 
 // AccelName returns the accelerator the VM uses: "kvm" or "tcg".
@@ -119,6 +132,7 @@ type consoleLog struct {
 	started chan struct{} // closed at proto.MarkerStarted
 	once    sync.Once
 	panic   bool
+	stall   bool
 }
 
 const maxConsole = 4 << 20
@@ -141,6 +155,9 @@ func (c *consoleLog) Write(p []byte) (int, error) {
 		}
 		if bytes.Contains(l, []byte("Kernel panic")) {
 			c.panic = true
+		}
+		if bytes.Contains(l, []byte("detected stalls on CPUs")) || bytes.Contains(l, []byte("self-detected stall on CPU")) {
+			c.stall = true
 		}
 		c.line = c.line[i+1:]
 	}
@@ -262,6 +279,7 @@ loop:
 	con.mu.Lock()
 	res.Console = bytes.Clone(con.buf.Bytes())
 	res.Panic = con.panic
+	res.Stall = con.stall
 	con.mu.Unlock()
 	if qemuErr.Len() > 0 {
 		res.Console = append(res.Console, "\n--- QEMU stderr ---\n"...)
@@ -279,6 +297,8 @@ loop:
 			res.Reported = false
 			res.Reason = fmt.Sprintf("QEMU exit code %d decodes to status %d, but the guest init never started", res.QEMUExit, res.Status)
 		}
+	case res.Panic && res.Stall:
+		res.Reason = "guest kernel panic: a CPU stalled RCU"
 	case res.Panic:
 		res.Reason = "guest kernel panic"
 	case res.QEMUExit == 0:
