@@ -319,10 +319,18 @@ func findHostDevice(vendor, product uint16, serial string) (*HostDevice, error) 
 		if _, err := os.Stat(d.DevNode); err != nil {
 			return nil, err
 		}
+		// The kernel makes the interface's directory, then an ep_XX
+		// directory for each endpoint, one by one: wait for as many as
+		// the interface's descriptor has (a list read in between missed
+		// an endpoint once).
 		iface := filepath.Join(dir, n+":1.0")
+		want, err := strconv.ParseUint(readSysfs(iface, "bNumEndpoints"), 16, 8)
+		if err != nil {
+			return nil, fmt.Errorf("%s: interface not configured yet (bNumEndpoints: %v)", dir, err)
+		}
 		eps, _ := filepath.Glob(filepath.Join(iface, "ep_*"))
-		if len(eps) == 0 {
-			return nil, fmt.Errorf("%s: interface not configured yet", dir)
+		if len(eps) == 0 || len(eps) != int(want) {
+			return nil, fmt.Errorf("%s: interface not configured yet (%d of its %d endpoints)", dir, len(eps), want)
 		}
 		for _, ep := range eps {
 			addr, err1 := strconv.ParseUint(readSysfs(ep, "bEndpointAddress"), 16, 8)
