@@ -76,7 +76,11 @@
 //     cancels the requests of a thread that exits (a goroutine that called
 //     runtime.LockOSThread and returned); such a request, which nobody
 //     canceled, is handed to the kernel again from a live thread, with the
-//     rest of its deadline, and completes with its real result. Only a
+//     rest of its deadline, and completes with its real result. The new
+//     submission names the file by its fd number again (the kernel let go
+//     of the file it held), as the poll backend does for each try and a
+//     request held on a stream (see Order) does when its turn comes: keep
+//     a request's fd open until its completion. Only a
 //     request the ring canceled completes with ErrCanceled: an ECANCELED
 //     that a file reports by itself (a timerfd set with
 //     TFD_TIMER_CANCEL_ON_SET) is retried a few times, then delivered as
