@@ -22,8 +22,9 @@ import (
 
 // advRunner is a Runner (and a Configurer) whose Run is run.
 type advRunner struct {
-	run  func(t *Transfer) (int, error)
-	runs atomic.Int32
+	run   func(t *Transfer) (int, error)
+	runs  atomic.Int32
+	armed atomic.Int32 // advBlockingRunner's Runs that armed their OnCancel
 }
 
 func (r *advRunner) Check(EndpointDesc, []byte) error { return nil }

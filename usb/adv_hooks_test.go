@@ -14,9 +14,11 @@ import (
 )
 
 // advBlockingRunner runs each transfer until its cancel: Run arms OnCancel
-// with a stop that calls hook (if set) and then ends the Run.
+// with a stop that calls hook (if set) and then ends the Run. Its armed
+// counts the Runs that armed it.
 func advBlockingRunner(hook func(t *Transfer)) *advRunner {
-	return &advRunner{run: func(t *Transfer) (int, error) {
+	r := &advRunner{}
+	r.run = func(t *Transfer) (int, error) {
 		done := make(chan struct{})
 		var once atomic.Bool
 		if !t.OnCancel(func() {
@@ -30,9 +32,11 @@ func advBlockingRunner(hook func(t *Transfer)) *advRunner {
 		}) {
 			return 0, ErrCanceled
 		}
+		r.armed.Add(1)
 		<-done
 		return 0, ErrCanceled
-	}}
+	}
+	return r
 }
 
 // TestAdvHookReenters: a Runner's interruption that calls back into the
@@ -82,8 +86,9 @@ func TestAdvHookReenters(t *testing.T) {
 	reqs[1].Store(q2)
 	_, err = e1.Submit(make([]byte, 4), Xfer{User: "1 queued"})
 	require.NoError(t, err)
-	require.Eventually(t, func() bool { return r.runs.Load() == 2 }, Patience, time.Millisecond)
-	time.Sleep(Quiet)
+	// Both transfers wait in their Runs, their interruptions armed: the
+	// cancel below goes through the hooks.
+	require.Eventually(t, func() bool { return r.armed.Load() == 2 }, Patience, time.Millisecond)
 	err = q1.Cancel()
 	if err != nil {
 		var pe *ioring.HookPanicError
