@@ -31,6 +31,15 @@ func adv9UnixSocket(t *testing.T) int {
 	return fd
 }
 
+// adv9FullUnixBacklog returns a listener with a backlog of 0 and its
+// address, with one connection waiting in the backlog, which fills it.
+func adv9FullUnixBacklog(t *testing.T) (lfd int, sa *unix.SockaddrUnix) {
+	lfd, path := adv9UnixListener(t, 0)
+	sa = &unix.SockaddrUnix{Name: path}
+	require.NoError(t, unix.Connect(adv9UnixSocket(t), sa))
+	return lfd, sa
+}
+
 // adv9Accept accepts one connection on lfd (blocking) and closes it with
 // the test.
 func adv9Accept(t *testing.T, lfd int) int {
@@ -48,10 +57,7 @@ func adv9Accept(t *testing.T, lfd int) int {
 // tells when room comes (fixed: it tries again on a timer).
 func TestAdv9ConnectUnixBacklogFull(t *testing.T) {
 	adv9Diff(t, func(t *testing.T, r *Ring, o *adv9Obs) {
-		lfd, path := adv9UnixListener(t, 0)
-		sa := &unix.SockaddrUnix{Name: path}
-		first := adv9UnixSocket(t)
-		require.NoError(t, unix.Connect(first, sa)) // fills the backlog
+		lfd, sa := adv9FullUnixBacklog(t)
 
 		nb := adv9UnixSocket(t)
 		require.NoError(t, unix.SetNonblock(nb, true))
@@ -85,10 +91,7 @@ func TestAdv9ConnectUnixBacklogFull(t *testing.T) {
 // io_uring's does, not wait until a cancel or deadline.
 func TestAdv9ConnectUnixBacklogFullSndTimeo(t *testing.T) {
 	adv9Diff(t, func(t *testing.T, r *Ring, o *adv9Obs) {
-		_, path := adv9UnixListener(t, 0)
-		sa := &unix.SockaddrUnix{Name: path}
-		first := adv9UnixSocket(t)
-		require.NoError(t, unix.Connect(first, sa)) // fills the backlog
+		_, sa := adv9FullUnixBacklog(t)
 
 		fd := adv9UnixSocket(t)
 		tv := unix.NsecToTimeval((50 * time.Millisecond).Nanoseconds())

@@ -57,8 +57,8 @@ type multiShot struct {
 	br      *BufRing // RecvMultishot's buffers; set by fill, read by the completer
 	stream  int8     // RecvMultishot's fd is a stream socket: 1, not: -1, not known yet: 0; the completer's
 	// own is the io_uring ring's duplicate of a RecvMultishot's fd, made
-	// by fillMulti, that eofCheck peeks at: the caller may close its fd
-	// while the request goes on, and the number then names another file.
+	// by fillMulti, that eofCheck peeks at, not at the caller's fd number,
+	// which a caller that closed its fd too early lets another file take.
 	// -1: none (another backend, a registered file, or the dup failed).
 	// finishMulti or unfill closes it.
 	own     int32

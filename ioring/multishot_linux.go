@@ -87,9 +87,9 @@ func AcceptMultishot(fd int, flags int) Op {
 // stream socket empty, the ring peeks at it without waiting, one system
 // call, and at its end ends the request with 0 itself. It peeks at a
 // duplicate of fd that the ring takes at submission (one more fd while the
-// request is in flight), so fd may be closed, and its number reused,
-// while the request goes on. A request on a registered file
-// (Op.FixedFile) has no fd to peek at and is not checked.
+// request is in flight), never at fd's number later, so another file that
+// comes to take the number cannot end the request. A request on a
+// registered file (Op.FixedFile) has no fd to peek at and is not checked.
 //
 // br stays the ring's while the request is in flight: BufRing.Close fails
 // until its final completion.

@@ -1926,16 +1926,10 @@ func (r *Ring) cancelLocked(f uint32, reqs []Request, hooks *hookSet) (n int, ki
 // runs hooks one after another once unlocked; see cancelOne). r.sqMu held.
 func (r *Ring) skippedHooks(qs []Request, hooks *hookSet) {
 	for _, q := range qs {
-		idx := q.key & idxMask
-		if q.r != r || int(idx) >= len(r.slots) {
-			continue
-		}
-		s := &r.slots[idx]
-		if k, st := s.keyState(); k != q.key || st != stActive || !s.foreign.Load() {
-			continue
-		}
-		if fr := s.pendingHook(q.key); fr != nil {
-			hooks.add(fr)
+		if s := q.slot(); q.r == r && s != nil && q.active() && s.foreign.Load() {
+			if fr := s.pendingHook(q.key); fr != nil {
+				hooks.add(fr)
+			}
 		}
 	}
 }

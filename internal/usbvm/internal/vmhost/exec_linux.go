@@ -123,9 +123,9 @@ func Exec(args []string, stdout, stderr io.Writer) int {
 		// The guest's kernel failed, not the program: its run says
 		// nothing either way. Show why and run it once more; a second
 		// stall fails the run.
-		fmt.Fprintf(stderr, "\n%s\n--- usbvm guest console (kernel %s, %s) ---\n%s\n--- end of guest console ---\n"+
-			"usbvm-exec: the guest kernel stalled, not the program: running %s again in a new guest\n",
-			res.Summary(), k.Release, vm.AccelName(), strings.TrimRight(string(res.Console), "\n"), filepath.Base(prog))
+		fmt.Fprintf(stderr, "\n%s\n", res.Summary())
+		printConsole(stderr, vm, res)
+		fmt.Fprintf(stderr, "usbvm-exec: the guest kernel stalled, not the program: running %s again in a new guest\n", filepath.Base(prog))
 		if res, err = vm.Run(ctx); err != nil {
 			return fail(err)
 		}
@@ -140,8 +140,13 @@ func Exec(args []string, stdout, stderr io.Writer) int {
 		show = true
 	}
 	if show {
-		fmt.Fprintf(stderr, "--- usbvm guest console (kernel %s, %s) ---\n%s\n--- end of guest console ---\n",
-			k.Release, vm.AccelName(), strings.TrimRight(string(res.Console), "\n"))
+		printConsole(stderr, vm, res)
 	}
 	return status
+}
+
+// printConsole writes the guest console of run res of vm to w.
+func printConsole(w io.Writer, vm *VM, res *Result) {
+	fmt.Fprintf(w, "--- usbvm guest console (kernel %s, %s) ---\n%s\n--- end of guest console ---\n",
+		vm.Kernel.Release, vm.AccelName(), strings.TrimRight(string(res.Console), "\n"))
 }
