@@ -11,6 +11,7 @@ import (
 	"context"
 	"fmt"
 	"image/png"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -52,7 +53,7 @@ func TestGadgetScand(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { g.Close() })
-	setBandwidth := serveGadget(t, g)
+	sc := serveGadget(t, g)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if _, err := g.HostDevice(ctx); err != nil { // enumerated
@@ -79,7 +80,7 @@ func TestGadgetScand(t *testing.T) {
 
 	// A DELETE mid-scan cancels through CancelPendingIO on usbfs, and the
 	// next page is exact.
-	setBandwidth(200_000)
+	sc.SetBandwidth(200_000)
 	loc := post(t, d.url, "Grayscale8", 300)
 	time.Sleep(time.Second)
 	req, _ := http.NewRequest("DELETE", root+loc, nil)
@@ -95,7 +96,43 @@ func TestGadgetScand(t *testing.T) {
 	// goroutine has settled it. (The test logs the whole log at its end.)
 	assert.Eventually(t, func() bool { return strings.Contains(d.log.String(), "cancel_pending_io=") },
 		10*time.Second, 10*time.Millisecond, "no canceled job in the log 10 s after the DELETE")
-	setBandwidth(0)
+	sc.SetBandwidth(0)
 	scan(2)
+
+	// Unplugged, the scanner is down, and scand says so; plugged back in
+	// (a new device on the bus, the same serial number), scand's driver
+	// opens it again by itself and the next page is exact.
+	state := func() string {
+		resp, err := http.Get(d.url + "/ScannerStatus")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, rest, _ := strings.Cut(string(b), "<pwg:State>")
+		st, _, _ := strings.Cut(rest, "<")
+		return st
+	}
+	if err := sc.Unplug(); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "State Down after the unplug", func() bool { return state() == "Down" })
+	waitUntil(t, "the unplug in scand's log", func() bool { return strings.Contains(d.log.String(), "scanner was unplugged") })
+	if err := sc.Replug(); err != nil {
+		t.Fatal(err)
+	}
+	replugged := time.Now()
+	for state() != "Idle" {
+		if time.Since(replugged) > 30*time.Second {
+			t.Fatalf("scand's scanner not Idle 30 s after the replug\n%s", d.log.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Logf("Idle %v after the replug", time.Since(replugged))
+	waitUntil(t, "the scanner's return in scand's log", func() bool { return strings.Contains(d.log.String(), "scanner is back") })
+	scan(3)
 	t.Logf("scand:\n%s", d.log.String())
 }

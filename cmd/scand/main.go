@@ -12,7 +12,10 @@
 // By default the scanner is simulated (package usbsim); --usb VID:PID opens
 // a real one through the usb package's default backend (usbfs on Linux, no
 // cgo); it must speak usbsim's command protocol (the FunctionFS gadget of
-// the usbvm guest does). The eSCL root is http://ADDR/eSCL; with
+// the usbvm guest does). scand follows that scanner's unplugging and
+// plugging back in through the kernel's uevents: unplugged, it is Down to
+// clients and scand logs it; plugged in again, the driver opens it by
+// itself, and scand logs its return and serves it on. The eSCL root is http://ADDR/eSCL; with
 // sane-airscan, name it in airscan.conf's [devices] section:
 //
 //	"cancelio" = http://127.0.0.1:8090/eSCL

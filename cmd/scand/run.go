@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/cancelio/cancelio/internal/units"
@@ -58,7 +59,7 @@ func parseArgs(args []string, stderr io.Writer) (*options, error) {
 		fs.PrintDefaults()
 	}
 	fs.StringVar(&o.addr, "addr", "127.0.0.1:8090", "listen on `HOST:PORT` (port 0: any free port)")
-	usbID := fs.String("usb", "", "serve the real scanner `VID:PID` (hex) through usbfs instead of the simulated one")
+	usbID := fs.String("usb", "", "serve the real scanner `VID:PID` (hex) through usbfs instead of the simulated one, following its unplugging and plugging back in")
 	// Sizes default to "" (no fault), which -h does not print as a default.
 	bandwidth := fs.String("bandwidth", "", "simulated scanner: cap its data rate at `BYTES` per second, e.g. 1M (unset or 0: no cap)")
 	hangAfter := fs.String("hang-after", "", "simulated scanner: hang after sending `BYTES` of image data, e.g. 100k (unset or 0: never)")
@@ -140,22 +141,88 @@ func writeSANEConfig(dir, url string) error {
 // scanner is the device scand serves: how the driver opens it, and how to
 // let it go.
 type scanner struct {
-	name  string
-	open  func(context.Context) (*usb.Device, error)
-	calm  func() // before the last Uninitialize (ends a simulated hang)
-	close func() // after it
+	name    string
+	open    func(context.Context) (*usb.Device, error)
+	hotplug func() (minidrv.HotplugWatcher, error) // minidrv.Config.Hotplug, or nil
+	calm    func()                                 // before the last Uninitialize (ends a simulated hang)
+	close   func()                                 // after it
 }
 
 // realScanner opens the USB scanner of o through the usb package's
-// default backend (usbfs on Linux).
-func realScanner(ring *ioring.Ring, o *options) *scanner {
+// default backend (usbfs on Linux), and follows its removal and its
+// arrival through the kernel's uevents: unplugged, the scanner is down
+// (eSCL's State Down, its job ended with the device's error); plugged back
+// in, the driver opens it again by itself, and the server goes on.
+func realScanner(ring *ioring.Ring, o *options, log *slog.Logger) *scanner {
 	return &scanner{
 		name: fmt.Sprintf("USB scanner %04x:%04x", o.vid, o.pid),
 		open: func(context.Context) (*usb.Device, error) {
 			return usb.Open(ring, o.vid, o.pid, usb.WithZeroPacket())
 		},
-		calm:  func() {},
-		close: func() {},
+		hotplug: followUSB(ring, o, log),
+		calm:    func() {},
+		close:   func() {},
+	}
+}
+
+// followUSB is the Config.Hotplug of the USB scanner of o: the kernel's
+// uevents for its vendor and product. Where they cannot be watched (no
+// uevent socket here), scand serves the scanner all the same, without
+// following it, and says so.
+func followUSB(ring *ioring.Ring, o *options, log *slog.Logger) func() (minidrv.HotplugWatcher, error) {
+	watch := minidrv.WatchUSB(ring, usb.HotplugFilter{VendorID: o.vid, ProductID: o.pid})
+	return func() (minidrv.HotplugWatcher, error) {
+		w, err := watch()
+		if err != nil {
+			log.Warn("scand: cannot watch USB hotplug events; an unplugged scanner stays down until scand restarts", "err", err)
+			return &noEvents{closed: make(chan struct{})}, nil
+		}
+		return w, nil
+	}
+}
+
+// noEvents is a minidrv.HotplugWatcher that reports nothing.
+type noEvents struct {
+	once   sync.Once
+	closed chan struct{}
+}
+
+func (n *noEvents) Next(ctx context.Context) (usb.HotplugEvent, error) {
+	select {
+	case <-ctx.Done():
+		return usb.HotplugEvent{}, ctx.Err()
+	case <-n.closed:
+		return usb.HotplugEvent{}, fmt.Errorf("scand: hotplug: %w", usb.ErrClosed)
+	}
+}
+
+func (n *noEvents) Close() error {
+	n.once.Do(func() { close(n.closed) })
+	return nil
+}
+
+// logPresence logs the scanner's removals and returns, as the driver
+// follows them (Config.Hotplug), until stop is closed; it closes done
+// when it returns.
+func logPresence(d *minidrv.Driver, log *slog.Logger, stop <-chan struct{}, done chan<- struct{}) {
+	defer close(done)
+	st, changed := d.Watch()
+	removed := st == minidrv.Removed
+	for {
+		select {
+		case <-stop:
+			return
+		case <-changed:
+		}
+		st, changed = d.Watch()
+		switch {
+		case st == minidrv.Removed && !removed:
+			removed = true
+			log.Warn("scand: the scanner was unplugged; waiting for it to be plugged in again")
+		case removed && st != minidrv.Removed && st != minidrv.Unloaded:
+			removed = false
+			log.Info("scand: the scanner is back", "state", st.String())
+		}
 	}
 }
 
@@ -193,12 +260,13 @@ func serve(o *options, stderr io.Writer, sigs <-chan os.Signal, ready func(strin
 	defer ring.Close()
 	var sc *scanner
 	if o.real {
-		sc = realScanner(ring, o)
+		sc = realScanner(ring, o, log)
 	} else if sc, err = simScanner(ring, o); err != nil {
 		return err
 	}
 	defer sc.close()
-	d, err := minidrv.New(minidrv.Config{Ring: ring, Open: sc.open, QueueDepth: o.queueDepth, AbortTimeout: o.abortTimeout})
+	d, err := minidrv.New(minidrv.Config{Ring: ring, Open: sc.open, Hotplug: sc.hotplug, QueueDepth: o.queueDepth,
+		AbortTimeout: o.abortTimeout})
 	if err != nil {
 		return err
 	}
@@ -217,6 +285,14 @@ func serve(o *options, stderr io.Writer, sigs <-chan os.Signal, ready func(strin
 			log.Error("scand: uninitialize the driver", "err", err)
 		}
 	}()
+	if sc.hotplug != nil {
+		stop, done := make(chan struct{}), make(chan struct{})
+		go logPresence(d, log, stop, done)
+		defer func() {
+			close(stop)
+			<-done
+		}()
+	}
 	name := o.name
 	if name == "" {
 		name = sc.name

@@ -20,16 +20,24 @@ func expectedImage(n, dpi, w, h int, color bool) []byte {
 	return usbsim.ExpectedImage(usbsim.ScanParams{DPI: uint16(dpi), Width: uint32(w), Height: uint32(h), Format: f, Seed: uint64(n)})
 }
 
+// gadgetScanner is the simulated scanner served as a USB gadget: what a
+// test does to it.
+type gadgetScanner interface {
+	SetBandwidth(int64) // caps its data rate (bytes/s; 0: none)
+	Unplug() error      // unbinds the gadget: the host sees it leave
+	Replug() error      // binds it again: the host enumerates a new device
+}
+
 // serveGadget serves the simulated scanner through the USB gadget g (in
-// the usbvm guest) and returns a function that caps its data rate.
-func serveGadget(t *testing.T, g usbsim.Gadget) (setBandwidth func(int64)) {
+// the usbvm guest).
+func serveGadget(t *testing.T, g usbsim.Gadget) gadgetScanner {
 	t.Helper()
 	sc, err := usbsim.ServeGadget(g, usbsim.Config{})
 	if err != nil {
 		t.Fatalf("serve the gadget: %v", err)
 	}
 	t.Cleanup(func() { sc.Close() })
-	return sc.SetBandwidth
+	return sc
 }
 
 // watchScans shows the test the simulated scanner of the daemon it starts
