@@ -24,7 +24,8 @@ import (
 // working directory) with flags (unix.O_*; O_CLOEXEC is always added) and
 // mode, like openat(2). It completes with the new fd, which belongs to the
 // caller (a cancel that loses the race delivers it too: close it). Building
-// the Op copies path (one allocation); a path with a NUL byte is refused.
+// the Op copies path (one allocation); an empty path (openat(2) says
+// ENOENT) and a path with a NUL byte are refused with ErrInvalid.
 // dirfd must stay open until the completion, as on io_uring, which reads
 // it when the open runs (in a worker, that may be after Submit returned):
 // a dirfd closed before then fails the open with EBADF, or, its number
