@@ -176,7 +176,8 @@ func (b *BufRing) Release(id uint16) error {
 // Close unregisters the ring from the kernel and unmaps its memory. It
 // fails with an error wrapping EBUSY while a RecvMultishot on it is in
 // flight (cancel it, and take its final completion first), and with
-// ErrClosed when closed already. Buffers still out stay readable.
+// ErrClosed when closed already (Ring.Close closes every BufRing left).
+// Buffers still out stay readable.
 func (b *BufRing) Close() error {
 	if b == nil || b.r == nil {
 		return errNoBufRing("bufring close")
@@ -187,7 +188,11 @@ func (b *BufRing) Close() error {
 	if n := b.users.Load(); n > 0 {
 		return &OpError{Op: "bufring close", Err: fmt.Errorf("%w: %d multishot receives in flight use it", errBusy, n)}
 	}
-	if err := b.closeLocked(true); err != nil {
+	// Once Ring.Close has fenced the backend off (r.sqMu orders this with
+	// it), the kernel ring is being released, its fd with it: nothing is
+	// unregistered through it (the number may name another ring by now),
+	// and the release takes the buffer group with the ring.
+	if err := b.closeLocked(!r.beDead); err != nil {
 		return err
 	}
 	if int(b.group) < len(r.bufRings) && r.bufRings[b.group] == b {

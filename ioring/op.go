@@ -401,6 +401,27 @@ func (o *Op) check(r *Ring) error {
 			return badOp(d, "%v", err)
 		}
 	}
+	if err := r.checkHeld(o, d); err != nil {
+		if r.closed.Load() {
+			// A Close that began after the look above may have taken down
+			// what the op names (Close unregisters the files and closes
+			// the BufRings last): its answer, not the input's fault.
+			return &OpError{Op: d.name, Err: ErrClosed}
+		}
+		return err
+	}
+	if o.token != nil && o.token.r == nil {
+		return badOp(d, "zero Token (make tokens with Ring.NewToken)")
+	}
+	if o.token != nil && o.token.r != r {
+		return badOp(d, "token belongs to another ring")
+	}
+	return r.checkSupported(o.code)
+}
+
+// checkHeld checks what o names of the ring's own state: a registered
+// file's index, a BufRing (Op.check).
+func (r *Ring) checkHeld(o *Op, d *opDesc) error {
 	if o.fixedFD {
 		if err := r.checkFixedFile(o, d); err != nil {
 			return err
@@ -414,22 +435,22 @@ func (o *Op) check(r *Ring) error {
 			return badOp(d, "closed BufRing")
 		}
 	}
-	if o.token != nil && o.token.r == nil {
-		return badOp(d, "zero Token (make tokens with Ring.NewToken)")
-	}
-	if o.token != nil && o.token.r != r {
-		return badOp(d, "token belongs to another ring")
-	}
-	return r.checkSupported(o.code)
+	return nil
 }
 
 // recheck repeats, r.sqMu held, the part of check that another goroutine
 // can undo between check and the lock: a BufRing's Close (which takes
 // r.sqMu). Without it a receive could go in flight on a BufRing that was
-// closed meanwhile, whose buffer group the next NewBufRing reuses.
+// closed meanwhile, whose buffer group the next NewBufRing reuses. It
+// then claims o's Msg, if any, for the request about to be filled
+// (claimArg): a caller that does not fill o after all gives the claim back
+// (unclaimArg). Only o.arg's ops need it: the callers skip the others.
 func (o *Op) recheck() error {
 	if br, ok := o.arg.(*BufRing); ok && br != nil && br.isClosed() {
 		return badOp(o.code.desc(), "closed BufRing")
+	}
+	if !claimArg(o) {
+		return badOp(o.code.desc(), "Msg in use by a request in flight (a Msg serves one request at a time)")
 	}
 	return nil
 }
