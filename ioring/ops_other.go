@@ -16,8 +16,10 @@ func checkStatx(Op) error    { return ErrNotSupported }
 func checkFixed(Op) error    { return ErrNotSupported }
 
 // fillArg has no argument of its own to build where there are no socket
-// operations.
-func fillArg(*slot, *Op) {}
+// operations, nor a Msg to claim.
+func (r *Ring) fillArg(*slot, *Op, uint64) {}
+func claimArg(*Op) bool                    { return true }
+func unclaimArg(*Op)                       {}
 
 // errnoRestartSys is Linux's internal ERESTARTSYS; no kernel elsewhere
 // reports it here.

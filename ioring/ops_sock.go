@@ -111,7 +111,9 @@ func Shutdown(fd int, how int) Op {
 // control messages and the peer's address. The ring builds the kernel's
 // msghdr inside it, so a Msg serves one request at a time and is the
 // caller's again once that request's completion is delivered; reusing one
-// Msg for request after request allocates nothing.
+// Msg for request after request allocates nothing. A submission naming a
+// Msg that a request still holds (on any ring, or twice in one batch) is
+// refused with ErrInvalid, and nothing of it is submitted.
 type Msg struct {
 	// Buffers hold the data, sent in order or received into in order. A
 	// RecvMsg may have none when it only wants control messages.
@@ -125,6 +127,12 @@ type Msg struct {
 
 	hdr  unix.Msghdr         // what the kernel reads, and writes back on receive
 	name unix.RawSockaddrAny // the address, in the kernel's layout
+	// The request that holds the Msg (claimArg, fillArg): its ring and key;
+	// claimed while a submission is between its claim and its fill.
+	// Guarded by msgLock(m).
+	holder    *Ring
+	holderKey uint64
+	claimed   bool
 }
 
 // ControlLen returns the number of bytes of control messages a delivered

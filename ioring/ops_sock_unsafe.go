@@ -5,6 +5,7 @@ package ioring
 import (
 	"encoding/binary"
 	"fmt"
+	"sync"
 	"unsafe"
 
 	"github.com/cancelio/cancelio/internal/uring"
@@ -55,16 +56,72 @@ func prepStatx(s *slot, sqe *uring.SQE) {
 // built in the slot, keeps the Msg reachable until the completion is
 // delivered, and hands the msghdr to prep (and to the poll
 // backend) as s.buf, which releaseKey clears. r.sqMu held.
-func fillArg(s *slot, op *Op) {
+func (r *Ring) fillArg(s *slot, op *Op, key uint64) {
 	m, ok := op.arg.(*Msg)
 	if !ok {
 		return
 	}
+	mu := msgLock(m)
+	mu.Lock()
+	m.holder, m.holderKey, m.claimed = r, key, false // claimed by recheck
+	mu.Unlock()
 	m.build(s, len(op.bufs), op.code == OpSendMsg)
 	// No pin: s.buf points into m, so the slot keeps m (and, through the
 	// msghdr's pointers, its control buffer and address) reachable until
 	// delivery, and Go's heap does not move (see "Buffers" in the doc).
 	s.buf = unsafe.Slice((*byte)(unsafe.Pointer(&m.hdr)), unsafe.Sizeof(m.hdr))
+}
+
+// claimArg claims the Msg op names, if any, for a request about to be
+// filled (Op.recheck, its ring's r.sqMu held): false when a request (of
+// any ring) holds it already, or another submission is claiming it. fillArg records the
+// request that holds it; a caller that does not fill op after all gives
+// the claim back (unclaimArg). Nothing lets go of a Msg: its request
+// holds it while that request's slot is not free with its key (until the
+// completion is taken), which the next claim looks at. So the release
+// paths of every request pay nothing for it.
+func claimArg(op *Op) bool {
+	m, ok := op.arg.(*Msg)
+	if !ok || m == nil {
+		return true
+	}
+	mu := msgLock(m)
+	mu.Lock()
+	defer mu.Unlock()
+	if m.claimed || m.holder != nil && m.holder.holds(m.holderKey) {
+		return false
+	}
+	m.claimed, m.holder = true, nil
+	return true
+}
+
+// unclaimArg gives back the claim of claimArg for an op never filled.
+func unclaimArg(op *Op) {
+	if m, ok := op.arg.(*Msg); ok && m != nil {
+		mu := msgLock(m)
+		mu.Lock()
+		m.claimed = false
+		mu.Unlock()
+	}
+}
+
+// holds reports whether the request with key still holds its slot: its
+// completion is not taken yet.
+func (r *Ring) holds(key uint64) bool {
+	idx := key & idxMask
+	if idx >= uint64(len(r.slots)) {
+		return false
+	}
+	k, st := r.slots[idx].keyState()
+	return k == key && st != stFree
+}
+
+// msgLocks guard the Msgs' holder records, striped by address: a Msg may
+// be named on any ring (and so under no one ring's lock).
+var msgLocks [16]sync.Mutex
+
+func msgLock(m *Msg) *sync.Mutex {
+	return &msgLocks[uintptr(unsafe.Pointer(m))/unsafe.Sizeof(Msg{})%uintptr(len(msgLocks))]
 }
 
 // msgOf returns the msghdr of slot s's SendMsg or RecvMsg (see fillArg).

@@ -605,7 +605,7 @@ func (s *slot) releaseHot(idx uint32, key uint64, c *chain) {
 }
 
 // fill copies op into slot idx and pins its buffers. r.sqMu held.
-func (r *Ring) fill(s *slot, op *Op, awaited bool) {
+func (r *Ring) fill(s *slot, op *Op, key uint64, awaited bool) {
 	s.fillPlain(op, awaited)
 	s.fn = 0 // a foreign request's result (plain ones are never foreign)
 	// The rest is for the features Op.plain rules out.
@@ -641,7 +641,7 @@ func (r *Ring) fill(s *slot, op *Op, awaited bool) {
 		if br, ok := op.arg.(*BufRing); ok {
 			r.fillMulti(s, br) // multishot.go
 		} else {
-			fillArg(s, op) // ops_sock_unsafe.go
+			r.fillArg(s, op, key) // ops_sock_unsafe.go
 		}
 	}
 }
@@ -790,6 +790,9 @@ func (r *Ring) submitOne(op *Op, awaited bool) (Request, error) {
 	}
 	idx, s, key := r.alloc()
 	if s == nil {
+		if op.arg != nil {
+			unclaimArg(op) // claimed by recheck, never filled
+		}
 		r.sqMu.Unlock()
 		return Request{}, &OpError{Op: op.code.String(), Err: ErrFull}
 	}
@@ -802,7 +805,7 @@ func (r *Ring) submitOne(op *Op, awaited bool) (Request, error) {
 		s.fillPlain(op, awaited)
 		err = r.plainBe.submitPlain(idx, s, key)
 	} else {
-		r.fill(s, op, awaited)
+		r.fill(s, op, key, awaited)
 		kicked, err = r.enqueue(s, idx, key, op.ordered())
 	}
 	if err == nil {
@@ -884,6 +887,7 @@ func (r *Ring) SubmitBatch(ops []Op, reqs []Request) (int, error) {
 			continue
 		}
 		if err := ops[i].recheck(); err != nil {
+			unclaimArgs(ops[:i]) // nothing of the batch is submitted
 			r.sqMu.Unlock()
 			return 0, fmt.Errorf("op %d: %w", i, err)
 		}
@@ -906,18 +910,37 @@ func (r *Ring) SubmitBatch(ops []Op, reqs []Request) (int, error) {
 			s.fillPlain(op, false)
 			e = r.plainBe.submitPlain(idx, s, key)
 		} else {
-			r.fill(s, op, false)
+			r.fill(s, op, key, false)
 			k, e = r.enqueue(s, idx, key, op.ordered())
 		}
 		if e != nil {
-			r.unfill(idx)
+			r.unfill(idx) // releases its Msg, if any
 			reqs[done] = Request{}
 			err = e
 			break
 		}
 		kicked = kicked || k
 	}
+	if done < len(ops) {
+		// The ops never filled give back what recheck claimed for them
+		// (the one enqueue refused was filled: unfill let go of its Msg).
+		next := done
+		if err != nil {
+			next++
+		}
+		unclaimArgs(ops[next:])
+	}
 	return r.endBatch(len(ops), done, kicked, err)
+}
+
+// unclaimArgs gives back the claims recheck made for ops, which were not
+// filled (unclaimArg). r.sqMu held.
+func unclaimArgs(ops []Op) {
+	for i := range ops {
+		if ops[i].arg != nil {
+			unclaimArg(&ops[i])
+		}
+	}
 }
 
 // SubmitAndReap submits ops as SubmitBatch does, then reaps into dst as
