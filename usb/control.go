@@ -170,10 +170,11 @@ func (d *Device) Control(ctx context.Context, s Setup, data []byte) (int, error)
 	if err != nil {
 		return 0, err
 	}
+	n, cerr := movedCount(0, c.N, len(data), c.Err)
 	if s.IsIn() {
-		copy(data, buf[SetupSize:SetupSize+min(max(c.N, 0), len(data))])
+		copy(data, buf[SetupSize:SetupSize+n])
 	}
-	return c.N, c.Err
+	return n, cerr
 }
 
 // Standard requests (USB 2.0 §9.4) and descriptor types.

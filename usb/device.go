@@ -378,7 +378,25 @@ func (e *Endpoint) Transfer(ctx context.Context, buf []byte) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	return c.N, c.Err
+	return movedCount(e.desc.Address, c.N, len(buf), c.Err)
+}
+
+// movedCount checks a transfer's count of bytes moved against its data
+// (size bytes) before a synchronous call (Transfer, Read, Write, Control)
+// returns it: a Transport that reports more, or fewer than none, is
+// wrong (see Transport), and a caller slicing its buffer with the count
+// would panic. Such a count is clamped into 0..size and, where the
+// transfer reported no error, the transfer fails with one that says so
+// (a Pump checks its Runners' counts the same way). The completions of
+// Submit and Start come from the Transport's requests as they are.
+func movedCount(addr uint8, n, size int, err error) (int, error) {
+	if n >= 0 && n <= size {
+		return n, err
+	}
+	if err == nil {
+		err = fmt.Errorf("usb: endpoint %#02x: transport reported %d bytes moved for %d bytes of data", addr, n, size)
+	}
+	return min(max(n, 0), size), err
 }
 
 // submit is Submit (wait false) or Start (wait true); ctx is the context

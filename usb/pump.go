@@ -23,7 +23,11 @@ import (
 // for the call that runs them (a Submit; ClearHalt; Reset or a settings
 // call): of the Device's methods they may call CancelAll only, and must
 // not wait for a goroutine that calls the others, which would wait for
-// that lock.
+// that lock. A panic in Run fails its transfer (RunPanicError); one in
+// Check, ClearHalt, Reset or a Configurer's method goes on to the caller
+// of the Device method that ran it, and the Pump stays usable; one in
+// Close goes to the caller of Close, or is dropped when nobody waits for
+// it (see Pump.Close).
 type Runner interface {
 	// Check refuses, before submission, a buffer the backend cannot carry
 	// on ep, with an error wrapping ioring.ErrInvalid or
@@ -320,11 +324,15 @@ func (p *Pump) ClearHalt(ep EndpointDesc) error {
 	}
 	e.paused = true
 	e.mu.Unlock()
+	// A Runner's ClearHalt that panics (the panic goes on to the caller,
+	// as from its other methods but Run) does not leave the pump paused.
+	defer func() {
+		e.mu.Lock()
+		e.paused = false
+		e.cond.Signal()
+		e.mu.Unlock()
+	}()
 	err = p.run.ClearHalt(ep)
-	e.mu.Lock()
-	e.paused = false
-	e.cond.Signal()
-	e.mu.Unlock()
 	if errors.Is(err, ErrNoDevice) {
 		p.gone.Store(true)
 	}
@@ -438,7 +446,8 @@ func (p *Pump) SetAltSetting(iface, alt int) error {
 // returns (nil, or a *ioring.HookPanicError as above); a goroutine of its
 // own waits for the completions, stops the pumps and closes the Runner
 // once they are in (the Runner's error, if any, goes unreported: nobody
-// waits for it). Every transfer still completes exactly once, and no
+// waits for it; a panic in its Close is dropped likewise, not let out on
+// that goroutine). Every transfer still completes exactly once, and no
 // transfer is accepted after Close. A later Close returns ErrClosed at
 // once, whether the Runner is closed yet or not.
 func (p *Pump) Close() error {
@@ -455,13 +464,13 @@ func (p *Pump) Close() error {
 	canceled := false
 	defer func() {
 		if !canceled {
-			go p.stop()
+			go p.stopDetached()
 		}
 	}()
 	cerr := p.CancelAll()
 	canceled = true
 	if nested {
-		go p.stop() // the caller's Run or interruption returns first
+		go p.stopDetached() // the caller's Run or interruption returns first
 		return cerr
 	}
 	if err := p.stop(); err != nil {
@@ -487,6 +496,15 @@ func (p *Pump) stop() error {
 	}
 	p.pumps.Wait()
 	return p.run.Close()
+}
+
+// stopDetached is stop on a goroutine of its own, which nobody waits for:
+// the Runner's error goes unreported (see Close), and so does a panic of
+// its Close, which would otherwise end the process from a goroutine that
+// is not the caller's.
+func (p *Pump) stopDetached() {
+	defer func() { _ = recover() }()
+	_ = p.stop()
 }
 
 // finish posts t's result to its request. Exactly one call per accepted

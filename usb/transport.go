@@ -17,7 +17,12 @@ import (
 // A Device calls its Transport only for the endpoints of its DeviceDesc,
 // from any goroutine, and never after Close; it checks for a closed Device
 // and for an empty IN buffer itself. Every method may run concurrently with
-// every other but Close.
+// every other but Close. Submit, ClearHalt, Reset and a Configurer's
+// methods run while the Device holds its lock for the call that runs them:
+// of the Device's methods they may call CancelAll only (a Close there
+// would wait for that lock). A panic in a Transport's method goes on to
+// the caller of the Device method that called it; the Device stays usable
+// (and closed, after Close).
 //
 // Results carry this package's errors (ErrCanceled, ErrTimeout, ErrStall,
 // ErrBabble, ErrNoDevice...) as themselves, wrapped or not, so that
@@ -42,6 +47,13 @@ type Transport interface {
 	// by the Device) and holds the data stage after it; its completion
 	// counts the data stage's bytes. A backend without control transfers
 	// refuses it with an error wrapping ioring.ErrNotSupported.
+	//
+	// A completion's count lies in 0..the data's length (buf's, less the
+	// setup packet of a control transfer). The Device's synchronous calls
+	// (Endpoint.Transfer, Read, Write; Device.Control) clamp one outside
+	// it and fail the transfer with an error that says so; the
+	// completions of Endpoint.Submit and Start reach the caller as the
+	// Transport's requests deliver them.
 	Submit(ep EndpointDesc, buf []byte, x Xfer, wait bool) (ioring.Request, error)
 	// CancelAll cancels every transfer accepted so far, queued or in
 	// progress. It requests and returns: each still completes exactly once.

@@ -7,6 +7,7 @@ import (
 	"sync"
 	"syscall"
 
+	"github.com/cancelio/cancelio/ioring"
 	"github.com/cancelio/cancelio/usb"
 )
 
@@ -89,6 +90,9 @@ func (h *Hotplug) send(e usb.HotplugEvent) {
 // events were dropped because nobody read (the watch goes on, with the
 // events that fitted before it).
 func (h *Hotplug) Next(ctx context.Context) (usb.HotplugEvent, error) {
+	if h == nil || h.s == nil {
+		return usb.HotplugEvent{}, errHotplugNotMade()
+	}
 	if ctx == nil {
 		ctx = context.Background() // as usb.Hotplug.Next: a nil ctx never ends
 	}
@@ -125,6 +129,9 @@ func (h *Hotplug) Next(ctx context.Context) (usb.HotplugEvent, error) {
 // Close ends the watch: a waiting Next returns usb.ErrClosed, and so do
 // later ones. Later calls of Close return usb.ErrClosed.
 func (h *Hotplug) Close() error {
+	if h == nil || h.s == nil {
+		return errHotplugNotMade()
+	}
 	h.s.mu.Lock()
 	delete(h.s.watchers, h)
 	h.s.mu.Unlock()
@@ -140,4 +147,9 @@ func (h *Hotplug) Close() error {
 	default:
 	}
 	return nil
+}
+
+// errHotplugNotMade refuses a nil or zero Hotplug, as usb.Hotplug does.
+func errHotplugNotMade() error {
+	return fmt.Errorf("usbsim: hotplug: %w: Hotplug not made by Scanner.WatchHotplug", ioring.ErrInvalid)
 }
