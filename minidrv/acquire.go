@@ -123,7 +123,10 @@ func ChunkSize(p Properties) int {
 // when the device did not recover from an earlier acquisition (or ctx
 // ended while it was recovering), ErrOffline when the device is removed
 // or suspended meanwhile, ErrDeviceCommunication when a transfer fails or
-// no data comes for StallTimeout, and the sink's own error. In each case
+// no data comes for StallTimeout (a halt the device raised on its IN pipe
+// while idle, after a clean acquisition, fails the next one so, wrapping
+// usb.ErrStall: that one's recovery clears it, and the one after runs),
+// and the sink's own error. In each case
 // the driver ends Locked, or Removed or Suspended after such an event. A
 // nil ctx, item or sink fails with E_INVALIDARG before anything starts.
 //

@@ -409,6 +409,7 @@ func (h *Handler) serveScanJobs(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case h.closed:
 		h.mu.Unlock()
+		w.Header().Set("Retry-After", "5") // as every 503 here: a server may come back
 		h.refuse(w, r, http.StatusServiceUnavailable, "the scanner is shutting down")
 		return
 	case h.active != nil && !h.active.state.final():
