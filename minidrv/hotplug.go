@@ -127,7 +127,9 @@ func (h *hotplug) stop() {
 // watcher reports to NotifyPnpEvent, as WIA's PnP manager calls
 // drvNotifyPnpEvent: a removal is EventDeviceDisconnected, an arrival
 // EventDeviceConnected (which reopens the device through Config.Open and
-// probes it); an arrival at a new bus address while the driver still
+// probes it); a removal that names another bus address than the device
+// the driver holds is of an earlier plug-in, read late, and changes
+// nothing (stale); an arrival at a new bus address while the driver still
 // holds the device at its old one is both (the removal was lost). An
 // arrival that does not bring the driver back (the device did not open or
 // answer yet) is tried again, after pauses growing from hotplugRetryMin
@@ -157,7 +159,9 @@ func (d *Driver) followHotplug(ctx context.Context, h *hotplug) {
 			}
 			retry = 0
 			if e.Kind == usb.Left {
-				d.removed(ctx)
+				if !d.stale(e) {
+					d.removed(ctx)
+				}
 				continue
 			}
 			if d.replaced(h, e) {
@@ -200,6 +204,22 @@ func (d *Driver) removed(ctx context.Context) {
 		cancel()
 	}
 	_ = d.NotifyPnpEvent(EventDeviceDisconnected)
+}
+
+// stale reports whether the removal e, of the driver's device, is of an
+// earlier plug-in than the one the driver holds: e names a bus address,
+// and the driver holds its device at another one. The watcher reports
+// what happened in order, but the driver may read it late: by the time a
+// removal that a quick unplug and replug left behind is read, the
+// arrival after it may have been taken already (a retry, or a reopen)
+// and the device opened at its new address, which that removal must not
+// take away.
+func (d *Driver) stale(e usb.HotplugEvent) bool {
+	if e.Bus == 0 && e.Address == 0 {
+		return false
+	}
+	bus, addr, ok := d.heldAt()
+	return ok && (e.Bus != bus || e.Address != addr)
 }
 
 // replaced reports whether the arrival e, of the driver's device, shows

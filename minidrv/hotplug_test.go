@@ -216,10 +216,10 @@ func TestHotplugMatch(t *testing.T) {
 		w.sync(t)
 		require.Equal(t, minidrv.Idle, r.d.State(), "after %v %q", e, e.Serial)
 	}
-	// Its own: by serial number, or at its bus address (the simulator's
-	// is 0.0) without one.
+	// Its own: by serial number, or at its bus address without one.
+	bus, addr := r.sc.BusAddr()
 	for _, serial := range []string{"MINE", ""} {
-		w.send(t, ev(usb.Left, vid, serial, 0, 0), nil)
+		w.send(t, ev(usb.Left, vid, serial, bus, addr), nil)
 		w.sync(t)
 		require.Equal(t, minidrv.Removed, r.d.State(), "after a removal with serial %q", serial)
 		// Arrivals of other devices, and one without a serial number.
@@ -238,21 +238,28 @@ func TestHotplugMatch(t *testing.T) {
 		require.Equal(t, minidrv.Idle, r.d.State())
 	}
 
-	// An arrival of the device where the driver holds it (the simulator's
-	// bus address is 0.0) changes nothing. One at another bus address while
-	// the driver holds the device: its removal was lost (here: never sent),
-	// the device held is gone. The driver lets it go and opens the device
-	// again.
+	// An arrival of the device where the driver holds it changes nothing.
+	// One at another bus address while the driver holds the device: its
+	// removal was lost (here: never sent), the device held is gone. The
+	// driver lets it go and opens the device again.
 	require.Equal(t, int32(1), opens.Load())
-	w.send(t, ev(usb.Arrived, vid, "MINE", 0, 0), nil)
+	w.send(t, ev(usb.Arrived, vid, "MINE", bus, addr), nil)
 	w.sync(t)
 	require.Equal(t, int32(1), opens.Load())
 	require.NoError(t, r.sc.Unplug())
 	require.NoError(t, r.sc.Replug())
-	w.send(t, ev(usb.Arrived, vid, "MINE", 1, 9), nil)
+	bus2, addr2 := r.sc.BusAddr()
+	require.NotEqual(t, addr, addr2, "a plug-in has an address of its own")
+	w.send(t, ev(usb.Arrived, vid, "MINE", bus2, addr2), nil)
 	w.sync(t)
 	require.Equal(t, minidrv.Idle, r.d.State())
 	require.Equal(t, int32(2), opens.Load(), "the device was opened again")
+	// The removal of the earlier plug-in, read late (after the arrival
+	// that reopened the device), is not the device the driver holds.
+	w.send(t, ev(usb.Left, vid, "MINE", bus, addr), nil)
+	w.sync(t)
+	require.Equal(t, minidrv.Idle, r.d.State(), "after a late removal of the earlier plug-in")
+	require.Equal(t, int32(2), opens.Load())
 	require.NoError(t, r.d.Lock(context.Background()))
 	s, err := r.acquire(context.Background(), nil)
 	require.NoError(t, err)

@@ -298,7 +298,8 @@ func TestHotplugWatcherPanics(t *testing.T) {
 	require.NoError(t, d.Initialize(ctx))
 	// The events after the panics are followed: the device's removal.
 	info := sc.Info()
-	w.send(t, usb.HotplugEvent{Kind: usb.Left, VendorID: info.VendorID, ProductID: info.ProductID}, nil)
+	bus, addr := sc.BusAddr()
+	w.send(t, usb.HotplugEvent{Kind: usb.Left, VendorID: info.VendorID, ProductID: info.ProductID, Bus: bus, Address: addr}, nil)
 	w.sync(t)
 	assert.Less(t, w.panics.Load(), int32(0), "Next did not panic every time it was meant to")
 	assert.Equal(t, minidrv.Removed, d.State())

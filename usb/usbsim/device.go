@@ -46,7 +46,7 @@ func Open(ring *ioring.Ring, s *Scanner) (*usb.Device, error) {
 	if ring == nil || s == nil {
 		return nil, fmt.Errorf("usbsim: open device: %w: nil ring or scanner", ioring.ErrInvalid)
 	}
-	eps, err := s.Endpoints()
+	eps, addr, err := s.endpointsAt()
 	if err != nil {
 		if errors.Is(err, ErrNoDevice) {
 			return nil, usb.ErrNoDevice
@@ -60,6 +60,8 @@ func Open(ring *ioring.Ring, s *Scanner) (*usb.Device, error) {
 		Manufacturer: info.Manufacturer,
 		Product:      info.Product,
 		Serial:       info.Serial,
+		Bus:          SimBus,
+		Address:      addr,
 	}
 	ctrl, err := s.ControlEndpoint()
 	if err != nil {

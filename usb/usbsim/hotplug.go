@@ -22,8 +22,11 @@ const maxHotplugEvents = 64
 // sent once the host's transfers have failed and the device goroutines
 // have stopped; Replug is a usb.Arrived event, sent once the new plug-in
 // can be opened. Events carry the scanner's vendor ID, product ID and
-// serial number; Bus, Address and DevPath are zero (a simulated device has
-// no place on a bus: Open takes the Scanner). A Hotplug sees what happens
+// serial number, and the plug-in's place on SimBus (Bus and Address, as in
+// Open's DeviceDesc: a new address at each plug-in); DevPath is empty. A
+// scanner served as a USB gadget leaves Bus and Address zero: the
+// kernel's enumeration gives it a place on a real bus, which its uevents
+// report. A Hotplug sees what happens
 // after WatchHotplug returns. Next may be called from one goroutine at a
 // time; Close from any.
 //
@@ -60,8 +63,11 @@ func (s *Scanner) WatchHotplug() (*Hotplug, error) {
 // hotplug sends a kind event to every Hotplug. Unplug, Replug and Close
 // call it with plugMu held, so that events go out in the order of the
 // plug-ins.
-func (s *Scanner) hotplug(kind usb.HotplugKind) {
+func (s *Scanner) hotplug(kind usb.HotplugKind, addr int) {
 	e := usb.HotplugEvent{Kind: kind, VendorID: s.info.VendorID, ProductID: s.info.ProductID, Serial: s.info.Serial}
+	if addr != 0 {
+		e.Bus, e.Address = SimBus, addr
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for h := range s.watchers {

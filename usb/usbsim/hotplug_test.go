@@ -29,20 +29,28 @@ func TestHotplug(t *testing.T) {
 	require.NoError(t, err)
 	ctx, cancel := context.WithTimeout(context.Background(), patience)
 	defer cancel()
-	next := func(kind usb.HotplugKind) {
+	next := func(kind usb.HotplugKind, addr int) {
 		t.Helper()
 		e, err := h.Next(ctx)
 		require.NoError(t, err)
-		assert.Equal(t, usb.HotplugEvent{Kind: kind, VendorID: 0x1234, ProductID: 0x5678, Serial: "HP1"}, e)
+		assert.Equal(t, usb.HotplugEvent{Kind: kind, Bus: usbsim.SimBus, Address: addr, VendorID: 0x1234, ProductID: 0x5678, Serial: "HP1"}, e)
 	}
 
+	// Each plug-in has an address of its own on SimBus, which its events
+	// and Open's DeviceDesc carry.
+	bus, addr := s.BusAddr()
+	assert.Equal(t, usbsim.SimBus, bus)
 	require.NoError(t, s.Unplug())
-	next(usb.Left)
+	next(usb.Left, addr)
+	bus, gone := s.BusAddr()
+	assert.Zero(t, bus+gone, "no place on the bus while unplugged")
 	_, err = readIn(old.in.FD, old.buf)
 	assert.ErrorIs(t, err, usbsim.ErrNoDevice, "the host's transfers fail before the event")
 	require.NoError(t, s.Unplug()) // unplugged already: no event
 	require.NoError(t, s.Replug())
-	next(usb.Arrived)
+	_, addr2 := s.BusAddr()
+	assert.NotEqual(t, addr, addr2, "a new address at each plug-in")
+	next(usb.Arrived, addr2)
 	h2 := openHost(t, s)
 	assert.Equal(t, usbsim.StateIdle, h2.status().State, "the device arrived works")
 	require.NoError(t, s.Replug()) // plugged in already: no event
@@ -98,8 +106,9 @@ func TestHotplug(t *testing.T) {
 	assert.ErrorIs(t, err, usb.ErrTimeout)
 
 	// Close of the scanner: the last Left; then nothing until Close.
+	_, last := s.BusAddr()
 	require.NoError(t, s.Close())
-	next(usb.Left)
+	next(usb.Left, last)
 	go func() { _, err := h.Next(context.Background()); done <- err }()
 	select {
 	case err := <-done:

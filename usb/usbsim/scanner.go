@@ -111,6 +111,7 @@ type Scanner struct {
 	mu        sync.Mutex
 	closed    bool          // guarded by mu
 	plug      *plug         // current plug-in, nil when unplugged; guarded by mu
+	plugs     int           // plug-ins so far (their addresses); guarded by mu
 	changed   chan struct{} // closed and replaced at every state change; guarded by mu
 	latency   time.Duration // guarded by mu
 	bandwidth int64         // bytes/s, 0 unlimited; guarded by mu
@@ -143,6 +144,11 @@ type plug struct {
 	ctrl *endpoint
 	gone chan struct{} // closed at unplug
 	wg   sync.WaitGroup
+	// addr is the plug-in's device address on SimBus (1..127, the next
+	// one at each plug-in, as a host assigns them), which Open's
+	// DeviceDesc and the hotplug events carry; 0 for a gadget (the
+	// kernel's enumeration gives it its place on a real bus).
+	addr int
 }
 
 func (p *plug) endpoints() [3]*endpoint { return [3]*endpoint{p.out, p.in, p.intr} }
@@ -261,19 +267,26 @@ func (s *Scanner) Info() DeviceInfo { return s.info }
 // ErrClosed after Close, and with ErrNotSupported for a scanner served as a
 // USB gadget (ServeGadget), whose host opens the USB device instead.
 func (s *Scanner) Endpoints() ([]Endpoint, error) {
+	eps, _, err := s.endpointsAt()
+	return eps, err
+}
+
+// endpointsAt is Endpoints, with the address of the plug-in they belong
+// to (Open's DeviceDesc).
+func (s *Scanner) endpointsAt() ([]Endpoint, int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
-		return nil, ErrClosed
+		return nil, 0, ErrClosed
 	}
 	if s.gadget != nil {
-		return nil, fmt.Errorf("usbsim: Endpoints of a USB gadget: %w", ErrNotSupported)
+		return nil, 0, fmt.Errorf("usbsim: Endpoints of a USB gadget: %w", ErrNotSupported)
 	}
 	if s.plug == nil {
-		return nil, ErrNoDevice
+		return nil, 0, ErrNoDevice
 	}
 	eps := s.plug.endpoints()
-	return []Endpoint{eps[0].info, eps[1].info, eps[2].info}, nil
+	return []Endpoint{eps[0].info, eps[1].info, eps[2].info}, s.plug.addr, nil
 }
 
 // ControlEndpoint returns endpoint 0 of the current plug-in: its host fd
@@ -477,7 +490,7 @@ func (s *Scanner) Unplug() error {
 		return err
 	}
 	err = s.teardown(p)
-	s.hotplug(usb.Left)
+	s.hotplug(usb.Left, p.addr)
 	return err
 }
 
@@ -561,8 +574,36 @@ func (s *Scanner) Replug() error {
 		}
 		s.install(p, s.outLoop, s.inLoop, s.ctrlLoop)
 	}
-	s.hotplug(usb.Arrived)
+	s.hotplug(usb.Arrived, s.plugAddr())
 	return nil
+}
+
+// SimBus is the bus number of a simulated scanner's device (Open's
+// DeviceDesc.Bus, and the Bus of its hotplug events): each plug-in has an
+// address of its own on it, so that a removal reported late can be told
+// from one of the device plugged in again, as on a real bus.
+const SimBus = 1
+
+// plugAddr returns the current plug-in's address (0 while unplugged, and
+// for a gadget).
+func (s *Scanner) plugAddr() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.plug == nil {
+		return 0
+	}
+	return s.plug.addr
+}
+
+// BusAddr returns where the current plug-in is: SimBus and its address,
+// as Open's DeviceDesc and the hotplug events give them; 0, 0 while
+// unplugged and for a scanner served as a USB gadget (the kernel's
+// enumeration places that one).
+func (s *Scanner) BusAddr() (bus, addr int) {
+	if a := s.plugAddr(); a != 0 {
+		return SimBus, a
+	}
+	return 0, 0
 }
 
 // install makes p, whose endpoints are set up, the current plug-in (idle,
@@ -572,6 +613,10 @@ func (s *Scanner) Replug() error {
 // held.
 func (s *Scanner) install(p *plug, out, in, ctrl func(*plug, *endpoint)) {
 	s.mu.Lock()
+	if s.gadget == nil {
+		s.plugs++
+		p.addr = 1 + (s.plugs-1)%127
+	}
 	s.plug = p
 	s.hung, s.hangAfter = false, -1
 	s.config, s.alt = 1, 0
@@ -656,7 +701,7 @@ func (s *Scanner) Close() error {
 	}
 	if p != nil {
 		err = s.teardown(p)
-		s.hotplug(usb.Left)
+		s.hotplug(usb.Left, p.addr)
 	}
 	for _, fd := range s.stale {
 		closeFD(fd)
