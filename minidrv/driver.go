@@ -379,8 +379,9 @@ func (d *Driver) addClient() bool {
 // one closes the device and moves the driver to Unloaded (from Idle,
 // Locked, Suspended or Removed), and ends the hotplug watch
 // (Config.Hotplug): its goroutine has returned and its watcher is closed
-// when Uninitialize returns. It fails with ErrBusy while a transfer runs,
-// and ErrNotInitialized in Unloaded.
+// when Uninitialize returns. The last one fails with ErrBusy while a
+// transfer runs; one of several only counts its client out, whatever
+// runs. Any fails with ErrNotInitialized in Unloaded.
 func (d *Driver) Uninitialize() error {
 	if !d.made() {
 		return d.errNotMade()
