@@ -137,6 +137,23 @@
 // completions until the submitting thread enters the kernel again, which a
 // parked Go thread may never do, so they are not used.
 //
+// Terminals (ttys, ptys, serial ports) need O_NONBLOCK on io_uring. The
+// kernel tries a read or write at the current position without waiting
+// when poll says the file is ready, and tries again in the submitting
+// thread's task work when poll wakes it; a terminal opened without
+// O_NONBLOCK ignores that request not to wait. A write larger than the
+// room the terminal has (or a raw-mode read wanting more than the byte
+// poll saw) then waits inside the kernel on a Go thread, holding the
+// ring's lock: other goroutines' calls into the ring wait with it, and
+// the process can stall for good if that thread is the one that would
+// drain the terminal. With O_NONBLOCK the terminal says EAGAIN, the
+// kernel waits in poll, and cancels reach the request as on a pipe; a
+// write may then move part of its buffer (its N says how much). Handing
+// such requests to io_uring's workers instead (IOSQE_ASYNC) was tried: a
+// cancel of a terminal read or write running in a worker was lost now
+// and then. BackendPoll runs blocking terminals in its workers, where
+// cancels interrupt them.
+//
 // # Costs
 //
 // Requests live in a preallocated slab; the kernel's user_data is a slot
