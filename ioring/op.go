@@ -320,6 +320,9 @@ func (o Op) Unordered() Op {
 // Poll, Fsync, the socket operations and the multishot ones), not to
 // Close, OpenAt or Statx. An index with no file registered completes with
 // EBADF; one beyond the registered table is refused with ErrInvalid.
+// Order on a stream (offset -1) is kept per index: an index and an fd of
+// the same file, or two indexes of it, are streams of their own, whose
+// requests are not ordered among them.
 func (o Op) FixedFile() Op { o.fixedFD = true; o.rare |= rareFeature; return o }
 
 // Code returns the operation.
