@@ -38,17 +38,16 @@ type adv12MS struct {
 	key    uint32
 	closed atomic.Bool // the ring's Close has been called
 
-	mu      sync.Mutex
-	kind    map[int]Opcode
-	nextID  int
-	out     map[uint16]bool // buffers handed to us and not given back
-	late    []uint16        // buffers to give back later
-	recvd   bytes.Buffer    // bytes received through the ring, in order
-	live    map[Opcode]bool // a request of this kind is armed
-	fds     []int           // accepted connections, closed at the end
-	finals  map[string]int  // count of final results by kind
-	overrun int
-	txDone  <-chan struct{} // closed once the sender closed its end
+	mu     sync.Mutex
+	kind   map[int]Opcode
+	nextID int
+	out    map[uint16]bool // buffers handed to us and not given back
+	late   []uint16        // buffers to give back later
+	recvd  bytes.Buffer    // bytes received through the ring, in order
+	live   map[Opcode]bool // a request of this kind is armed
+	fds    []int           // accepted connections, closed at the end
+	finals map[string]int  // count of final results by kind
+	txDone <-chan struct{} // closed once the sender closed its end
 }
 
 func (m *adv12MS) txGone() bool {

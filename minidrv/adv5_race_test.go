@@ -655,9 +655,8 @@ func TestAdv5ReentrantAfterCancel(t *testing.T) {
 
 // adv5Sink misbehaves at its k-th write.
 type adv5Sink struct {
-	k, n   int
+	k      int
 	mode   string
-	err    error
 	inner  chunkSink
 	writes int
 }
