@@ -8,6 +8,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -131,13 +132,87 @@ func parseArgs(args []string, stderr io.Writer) (*config, int) {
 	if cfg.duration <= 0 {
 		return usage("--duration %v: want a positive duration such as 2s", cfg.duration)
 	}
-	if cfg.backend, err = ioring.ParseBackend(*backend); err != nil {
+	// ParseBackend takes "" as auto (an unset CANCELIO_BACKEND); a flag
+	// given empty is a mistake.
+	if cfg.backend, err = ioring.ParseBackend(*backend); err != nil || *backend == "" {
 		return usage("--backend %q: want auto, uring or poll", *backend)
 	}
 	if cfg.file != "" && cfg.op != "read" && cfg.op != "write" {
 		return usage("--file is for --op read and write, not %s", cfg.op)
 	}
 	return cfg, exitOK
+}
+
+// plotFile is where --plot goes. A path that is not an existing file
+// other than a regular one (a new file, or a regular file to replace) is
+// written as a temporary file beside it, renamed over it once the plot
+// is whole: a run that fails leaves what was there as it was. Anything
+// else there (a device such as /dev/null, a FIFO) is written in place,
+// and never removed.
+type plotFile struct {
+	f    *os.File
+	path string
+	tmp  bool // f is a temporary file, renamed to path by commit
+}
+
+func openPlot(path string) (*plotFile, error) {
+	if st, err := os.Stat(path); err == nil && !st.Mode().IsRegular() {
+		if st.IsDir() {
+			return nil, fmt.Errorf("%s is a directory", path)
+		}
+		f, err := os.OpenFile(path, os.O_WRONLY, 0)
+		if err != nil {
+			return nil, err
+		}
+		return &plotFile{f: f, path: path}, nil
+	}
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*.tmp")
+	if err != nil {
+		return nil, pathError("create", path, err)
+	}
+	return &plotFile{f: f, path: path, tmp: true}, nil
+}
+
+// pathError is err about path, as the user named it, not about the
+// temporary file beside it.
+func pathError(op, path string, err error) error {
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		err = pe.Err
+	}
+	var le *os.LinkError
+	if errors.As(err, &le) {
+		err = le.Err
+	}
+	return &os.PathError{Op: op, Path: path, Err: err}
+}
+
+// commit closes the plot and, written to a temporary file, puts it in
+// its place.
+func (p *plotFile) commit() error {
+	err := p.f.Close()
+	if p.tmp {
+		if err == nil {
+			err = os.Chmod(p.f.Name(), 0o644) // CreateTemp's is 0600
+		}
+		if err == nil {
+			err = os.Rename(p.f.Name(), p.path)
+		}
+		if err != nil {
+			os.Remove(p.f.Name())
+			err = pathError("write", p.path, err)
+		}
+	}
+	return err
+}
+
+// abort closes the plot of a run that failed, and removes the temporary
+// file, never what was at the path.
+func (p *plotFile) abort() {
+	p.f.Close()
+	if p.tmp {
+		os.Remove(p.f.Name())
+	}
 }
 
 // result is what a run measured.
@@ -155,15 +230,14 @@ type result struct {
 // whether sigs ended the run early.
 func execute(cfg *config, stdout, stderr io.Writer, sigs <-chan os.Signal) (interrupted bool, err error) {
 	// Open the plot first: an unwritable path should not cost a whole run.
-	var plot *os.File
+	var plot *plotFile
 	if cfg.plot != "" {
-		if plot, err = os.Create(cfg.plot); err != nil {
+		if plot, err = openPlot(cfg.plot); err != nil {
 			return false, fmt.Errorf("--plot: %w", err)
 		}
 		defer func() {
 			if err != nil {
-				plot.Close()
-				os.Remove(cfg.plot)
+				plot.abort()
 			}
 		}()
 	}
@@ -220,10 +294,10 @@ func execute(cfg *config, stdout, stderr io.Writer, sigs <-chan os.Signal) (inte
 		if cfg.op == "cancel" {
 			title = fmt.Sprintf("iobench: cancel of %d pending reads, %s backend: %d cancels", cfg.qd, r.Backend().Backend, res.hist.Count())
 		}
-		if err := res.hist.WriteSVG(plot, title); err != nil {
+		if err := res.hist.WriteSVG(plot.f, title); err != nil {
 			return false, fmt.Errorf("--plot: %w", err)
 		}
-		if err := plot.Close(); err != nil {
+		if err := plot.commit(); err != nil {
 			return false, fmt.Errorf("--plot: %w", err)
 		}
 		res.plot = cfg.plot

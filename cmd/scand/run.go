@@ -52,10 +52,14 @@ type options struct {
 func parseArgs(args []string, stderr io.Writer) (*options, error) {
 	o := &options{}
 	fs := flag.NewFlagSet("scand", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
+	// The flag package's own report of a bad flag goes nowhere: run says
+	// it once, with the program's prefix; -h prints the help below.
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
+	help := func() {
 		fmt.Fprintln(stderr, "usage: scand [--addr HOST:PORT] [--usb VID:PID] [flags]")
 		fmt.Fprintln(stderr, "Sizes (--bandwidth, --hang-after) take k, M or G (powers of 1024; KiB, MiB,\nGiB also accepted).")
+		fs.SetOutput(stderr)
 		fs.PrintDefaults()
 	}
 	fs.StringVar(&o.addr, "addr", "127.0.0.1:8090", "listen on `HOST:PORT` (port 0: any free port)")
@@ -69,6 +73,9 @@ func parseArgs(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.name, "name", "", "the scanner's make and model, as clients show it")
 	fs.StringVar(&o.saneConfig, "sane-config", "", "write a SANE configuration to `DIR` that loads only sane-airscan with this server as its one device (then: SANE_CONFIG_DIR=DIR scanimage -d "+saneDevice+" ...)")
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			help()
+		}
 		return nil, err
 	}
 	if fs.NArg() > 0 {
@@ -306,6 +313,16 @@ func serve(o *options, stderr io.Writer, sigs <-chan os.Signal, ready func(strin
 	if err != nil {
 		return err
 	}
+	url := "http://" + ln.Addr().String() + escl.DefaultPrefix
+	// The SANE configuration names the address served: written once it
+	// is known, before scand says it serves, so that a failure to write
+	// it is the only thing said.
+	if o.saneConfig != "" {
+		if err := writeSANEConfig(o.saneConfig, url); err != nil {
+			ln.Close()
+			return fmt.Errorf("--sane-config: %w", err)
+		}
+	}
 	var handler http.Handler = h
 	if seen := testRequest; seen != nil {
 		handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -320,13 +337,8 @@ func serve(o *options, stderr io.Writer, sigs <-chan os.Signal, ready func(strin
 	}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
-	url := "http://" + ln.Addr().String() + escl.DefaultPrefix
 	log.Info("scand: serving", "scanner", name, "escl", url)
 	if o.saneConfig != "" {
-		if err := writeSANEConfig(o.saneConfig, url); err != nil {
-			ln.Close()
-			return fmt.Errorf("--sane-config: %w", err)
-		}
 		log.Info("scand: SANE configuration written", "dir", o.saneConfig,
 			"try", fmt.Sprintf("SANE_CONFIG_DIR=%s scanimage -d %s --mode Color --resolution 150 --format=png -o page.png", o.saneConfig, saneDevice))
 	}

@@ -31,14 +31,15 @@
 // 30s; 0 waits for ever) the scan fails. Without a progress line the same
 // is said in one notice line. Ctrl-C (SIGINT) calls CancelPendingIO: the
 // transfer is canceled at once, wiascan reports how long the call took
-// and exits with status 130; a second Ctrl-C kills it at once. A hung
+// and exits with status 130; a second Ctrl-C kills it at once. SIGTERM
+// and SIGHUP cancel the same way (status 130 too). A hung
 // scanner does not hang wiascan: the abort is bounded by --abort-timeout.
 //
 // The image is written to a temporary file in the directory of --out and
 // renamed over --out once the scan has succeeded. A scan that fails or is
 // canceled removes the temporary file: it leaves no partial image, and an
-// existing --out as it was. (A second Ctrl-C, which kills wiascan at once,
-// can leave the temporary file, named .FILE.XXXXXXXX.tmp.)
+// existing --out as it was. (A second signal, which kills wiascan at
+// once, can leave the temporary file, named .FILE.XXXXXXXX.tmp.)
 //
 // A failure is reported in one line that says what happened in the
 // scanner's terms (it stopped answering, went away, refused a value); -v
@@ -50,17 +51,19 @@ package main
 import (
 	"os"
 	"os/signal"
+	"syscall"
 )
 
 func main() {
-	// The first Ctrl-C goes to run, which cancels the scan; the next one
-	// gets the default action (exit at once).
+	// The first Ctrl-C (or SIGTERM, from kill, timeout or a service
+	// manager; or SIGHUP, the terminal gone) goes to run, which cancels
+	// the scan; the next one gets the default action (exit at once).
 	raw := make(chan os.Signal, 1)
-	signal.Notify(raw, os.Interrupt)
+	signal.Notify(raw, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 	sigs := make(chan os.Signal, 1)
 	go func() {
 		s := <-raw
-		signal.Reset(os.Interrupt)
+		signal.Reset(os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 		sigs <- s
 	}()
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr, sigs))

@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"syscall"
 )
 
 // output is the image file. The image is written to a temporary file in
@@ -23,6 +24,10 @@ type output struct {
 // less the umask, as a file that os.Create made would have. An error names
 // name, not the temporary file: "open scan.pgm: permission denied".
 func createOutput(name string) (*output, error) {
+	if st, err := os.Stat(name); err == nil && st.IsDir() {
+		// The rename at the end would fail, after the whole scan.
+		return nil, &fs.PathError{Op: "open", Path: name, Err: syscall.EISDIR}
+	}
 	dir, base := filepath.Split(name)
 	for try := 0; ; try++ {
 		tmp := filepath.Join(dir, fmt.Sprintf(".%s.%08x.tmp", base, rand.Uint32()))
