@@ -146,6 +146,9 @@ func TestAdv11BatchBadInMiddle(t *testing.T) {
 		mChanged := &Msg{Buffers: [][]byte{make([]byte, 4)}}
 		changed := RecvMsg(sa, mChanged, 0)
 		mChanged.Buffers = append(mChanged.Buffers, make([]byte, 4))
+		// Two buffers of 1 GiB, unreadable, whose sum overflows a 32-bit
+		// int (once: a 32-bit process has room for few such mappings).
+		gib2 := [][]byte{adv11Huge(t, 1<<30), adv11Huge(t, 1<<30)}
 		bad := []struct {
 			name string
 			op   Op
@@ -165,7 +168,8 @@ func TestAdv11BatchBadInMiddle(t *testing.T) {
 			{"readv nil inside", Readv(rd, [][]byte{make([]byte, 1), nil}, 0)},
 			{"readv none", Readv(rd, nil, 0)},
 			{"writev 1025", Writev(rd, make([][]byte, 1025), 0)},
-			{"readv over 2GiB", Readv(rd, [][]byte{adv11Huge(t, 1<<30), adv11Huge(t, 1<<30)}, 0)},
+			{"readv over 2GiB", Readv(rd, gib2, 0)},
+			{"sendmsg over 2GiB", SendMsg(sa, &Msg{Buffers: gib2}, 0)},
 			{"recvmsg nil Msg", RecvMsg(sa, nil, 0)},
 			{"recvmsg empty Msg", RecvMsg(sa, &Msg{}, 0)},
 			{"recvmsg Msg changed", changed},

@@ -182,12 +182,12 @@ func checkMsg(o Op) error {
 	if len(o.bufs) > maxIovecs {
 		return fmt.Errorf("%d buffers, more than %d", len(o.bufs), maxIovecs)
 	}
-	total := 0
+	total := int64(0) // 64 bits: two buffers of 1 GiB overflow a 32-bit int
 	for i, b := range o.bufs {
 		if len(b) == 0 {
 			return fmt.Errorf("buffer %d is nil or empty", i)
 		}
-		total += len(b)
+		total += int64(len(b))
 	}
 	if total > 1<<31-1 {
 		return fmt.Errorf("buffers of %d bytes in all, larger than 2 GiB", total)
