@@ -33,8 +33,8 @@ const (
 	// one already running delivers its result, and a cancel, a deadline or
 	// Close waits for that (Stats.Fallbacks counts them). Most return
 	// quickly. Those that may not: an accept whose connection another
-	// process or request (on a dup of the listener) took first waits for
-	// the next one; any call on a path or file whose filesystem hangs (a
+	// process or request (a multishot accept on the listener, another
+	// Accept on a dup of it) took first waits for the next one; any call on a path or file whose filesystem hangs (a
 	// FUSE daemon that does not answer, a hard NFS mount whose server is
 	// gone); a Close whose file's release waits (a serial port draining
 	// its output); an open that would block for another reason than a
