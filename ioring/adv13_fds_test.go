@@ -82,11 +82,10 @@ func TestAdv13PollMasks(t *testing.T) {
 			adv13Drain(t, a)
 		}
 
-		// No poll(2) bit at all: only an error or a hang-up ends it.
-		qnone, err := r.Start(Poll(a, 1<<16))
-		if err != nil {
-			out = append(out, fmt.Sprintf("1<<16: refused %v", errors.Is(err, ErrInvalid)))
-		}
+		// (A mask with no poll(2) bit, 1<<16, is accepted and answered
+		// differently by the backends: io_uring completed it with no
+		// event, the poll backend at the hang-up. TestAdvPollOnlyUnknownEvents
+		// pins what both do with 1<<20.)
 		prd, err := r.Start(Poll(a, unix.POLLRDHUP))
 		require.NoError(t, err)
 		ms, err := r.Submit(PollMultishot(a, unix.POLLRDHUP|unix.POLLIN).WithUser("ms"))
@@ -117,12 +116,6 @@ func TestAdv13PollMasks(t *testing.T) {
 					break
 				}
 			}
-		}
-		if qnone != (Request{}) {
-			out = append(out, fmt.Sprintf("1<<16 pending before hang-up: %v", qnone.Pending()))
-			// Shut the connection down in both directions: POLLHUP.
-			require.NoError(t, unix.Shutdown(a, unix.SHUT_WR))
-			note("1<<16 after hang-up", adv13Wait(t, r, "none", qnone)[0])
 		}
 		return out
 	})

@@ -233,8 +233,7 @@ func Writev(fd int, bufs [][]byte, off int64) Op {
 // Poll waits until fd has one of events (unix.POLLIN, POLLOUT...) and
 // completes with the events that are ready: among events, plus POLLERR and
 // POLLHUP, which are reported whether asked for or not (as poll(2) does).
-// events must name at least one of poll(2)'s events (its low 16 bits): a
-// mask without one, 0 included, is refused with ErrInvalid.
+// events must name at least one event: 0 is refused with ErrInvalid.
 func Poll(fd int, events uint32) Op {
 	return Op{code: OpPoll, fd: fd, events: events}
 }
@@ -385,12 +384,8 @@ func (o *Op) check(r *Ring) error {
 	if d.args&argOff != 0 && o.off < -1 {
 		return badOp(d, "offset %d (want >= 0, or -1 for the current position)", o.off)
 	}
-	if d.args&argEvents != 0 && o.events&0xffff == 0 {
-		// poll(2)'s events are its low 16 bits: io_uring keeps no other
-		// (a mask with none waits for nothing there, and for a hang-up on
-		// the poll backend), and epoll's flags above them (EPOLLET,
-		// EPOLLEXCLUSIVE) name no event.
-		return badOp(d, "no poll events in %#x (want POLLIN, POLLOUT...)", o.events)
+	if d.args&argEvents != 0 && o.events == 0 {
+		return badOp(d, "no poll events")
 	}
 	if d.args&argDur != 0 && o.dur < 0 {
 		return badOp(d, "negative duration %v", o.dur)
