@@ -181,6 +181,11 @@ func adv5Client(t *testing.T, r *rig, rng *rand.Rand, ops int, tally *adv5Tally,
 			switch {
 			case err != nil:
 				t.Errorf("DELETE %s: %v", loc, err)
+			case code == http.StatusNotFound:
+				// A job the handler no longer keeps: its record expired,
+				// or the handler was shut down (NextDocument says 404 as
+				// well then).
+				tally.add("DELETE 404")
 			case code != http.StatusOK:
 				t.Errorf("DELETE %s: status %d (%s)", loc, code, bytes.TrimSpace(body))
 			default:
