@@ -227,11 +227,10 @@ func (d *Driver) stale(e usb.HotplugEvent) bool {
 // Removed: its removal was lost (events dropped), and the device,
 // identified by its serial number, arrived again at another bus address.
 func (d *Driver) replaced(h *hotplug, e usb.HotplugEvent) bool {
-	if h.match.Serial == "" || e.Serial == "" || (e.Bus == 0 && e.Address == 0) || d.State() == Removed {
+	if h.match.Serial == "" || e.Serial == "" || d.State() == Removed {
 		return false
 	}
-	bus, addr, ok := d.heldAt()
-	return ok && (e.Bus != bus || e.Address != addr)
+	return d.stale(e) // held at another address than e names
 }
 
 // heldAt returns the bus number and address of the device the driver

@@ -386,8 +386,8 @@ func (e *Endpoint) Transfer(ctx context.Context, buf []byte) (int, error) {
 // returns it: a Transport that reports more, or fewer than none, is
 // wrong (see Transport), and a caller slicing its buffer with the count
 // would panic. Such a count is clamped into 0..size and, where the
-// transfer reported no error, the transfer fails with one that says so
-// (a Pump checks its Runners' counts the same way). The completions of
+// transfer reported no error, the transfer fails with one that says so.
+// A Pump checks its Runners' counts with it too. The completions of
 // Submit and Start come from the Transport's requests as they are.
 func movedCount(addr uint8, n, size int, err error) (int, error) {
 	if n >= 0 && n <= size {

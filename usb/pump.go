@@ -519,12 +519,7 @@ func (p *Pump) finish(t *Transfer, n int, err error) {
 	if t.desc.Type == Control {
 		data -= SetupSize
 	}
-	if n < 0 || n > data {
-		if err == nil {
-			err = fmt.Errorf("usb: endpoint %#02x: transport reported %d bytes moved for %d bytes of data", t.desc.Address, n, data)
-		}
-		n = min(max(n, 0), data)
-	}
+	n, err = movedCount(t.desc.Address, n, data, err)
 	_ = p.ring.Complete(t.req, n, err)
 	p.xfers.leave("transfers")
 }
