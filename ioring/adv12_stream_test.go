@@ -161,15 +161,6 @@ func adv12OrderedWrites(t *testing.T, b Backend, k adv12Kind, seed uint64) {
 	r := adv12Ring(t, b, 128)
 	wr, rd := adv12Stream(t, k)
 	defer unix.Close(rd)
-	if k == adv12KPty && b == BackendURing {
-		// A terminal ignores io_uring's attempt not to wait: a write
-		// larger than its room, on a blocking description, waits in
-		// the submitting thread and wedges the process (see "Threads
-		// and task work" in the package doc). The doc's remedy:
-		// O_NONBLOCK, with which the terminal says EAGAIN and the
-		// kernel waits in poll, where a cancel reaches it.
-		require.NoError(t, unix.SetNonblock(wr, true))
-	}
 	l := newAdv12Ledger(t)
 	toks := []*Token{r.NewToken(), r.NewToken(), r.NewToken()}
 	ctxs := make([]context.CancelFunc, 0)

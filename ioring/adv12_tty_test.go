@@ -36,18 +36,7 @@ func adv12TTYWrite(t *testing.T, b Backend, room int) {
 			defer unix.Close(master)
 			defer unix.Close(slave)
 			if room >= 0 {
-				require.NoError(t, unix.SetNonblock(slave, true))
-				fill := make([]byte, 4096)
-				total := 0
-				for {
-					n, err := unix.Write(slave, fill)
-					if err == unix.EAGAIN || n == 0 {
-						break
-					}
-					require.NoError(t, err)
-					total += n
-				}
-				require.NoError(t, unix.SetNonblock(slave, false))
+				total := ttyFill(t, slave) // tty_blocking_test.go
 				if room > 0 {
 					n, err := unix.Read(master, make([]byte, room))
 					require.NoError(t, err)

@@ -38,6 +38,7 @@ var coreOps = []uint8{uring.OpNop, uring.OpLinkTimeout, uring.OpAsyncCancel}
 // parked consumers take over the role when it leaves (Ring.unlockReap).
 type uringBackend struct {
 	r         *Ring
+	blk       blockingIO // requests on blocking character devices
 	ring      *uring.Ring
 	cancelAny bool // IORING_ASYNC_CANCEL_ANY|ALL (kernel 5.19)
 	extArg    bool // io_uring_enter takes a timeout (IORING_FEAT_EXT_ARG, 5.11)
@@ -344,6 +345,14 @@ func (b *uringBackend) submit(idx uint32, s *slot) error {
 		return errNoPrep(s.code)
 	}
 	key := s.key()
+	// A read or write at the current position on a blocking terminal goes
+	// to the kernel's workers, its deadline kept by a timer of the ring
+	// (backend_uring_blocking_linux.go).
+	blocking := s.off == -1 && b.blockingReq(s)
+	if blocking && s.deadline > 0 && !s.timerDL {
+		s.timerDL = true
+		b.r.armTimer(s, key, max(s.deadline-(time.Since(epoch)-s.start), 1))
+	}
 	s.linked = s.deadline > 0 && !s.timerDL
 	if s.linked && b.ring.SQFree() < 2 {
 		b.submitNow() // the request and its timeout go in together
@@ -353,6 +362,9 @@ func (b *uringBackend) submit(idx uint32, s *slot) error {
 		sqe.Flags = uring.SQEFixedFile
 	}
 	im.prep(s, sqe)
+	if blocking {
+		b.queueBlocking(key, sqe)
+	}
 	if s.linked {
 		sqe.Flags |= uring.SQEIOLink
 		lt, _ := b.sqe()
@@ -378,7 +390,11 @@ func (b *uringBackend) submitPlain(idx uint32, s *slot, key uint64) error {
 		return errNoPrep(s.code)
 	}
 	s.set(key, stActive) // publish the slot to the completer
-	im.prep(s, b.nextSQE(s, key, im))
+	sqe := b.nextSQE(s, key, im)
+	im.prep(s, sqe)
+	if s.off == -1 && b.blockingReq(s) {
+		b.queueBlocking(key, sqe)
+	}
 	return nil
 }
 

@@ -137,22 +137,24 @@
 // completions until the submitting thread enters the kernel again, which a
 // parked Go thread may never do, so they are not used.
 //
-// Terminals (ttys, ptys, serial ports) need O_NONBLOCK on io_uring. The
-// kernel tries a read or write at the current position without waiting
-// when poll says the file is ready, and tries again in the submitting
-// thread's task work when poll wakes it; a terminal opened without
-// O_NONBLOCK ignores that request not to wait. A write larger than the
-// room the terminal has (or a raw-mode read wanting more than the byte
-// poll saw) then waits inside the kernel on a Go thread, holding the
-// ring's lock: other goroutines' calls into the ring wait with it, and
-// the process can stall for good if that thread is the one that would
-// drain the terminal. With O_NONBLOCK the terminal says EAGAIN, the
-// kernel waits in poll, and cancels reach the request as on a pipe; a
-// write may then move part of its buffer (its N says how much). Handing
-// such requests to io_uring's workers instead (IOSQE_ASYNC) was tried: a
-// cancel of a terminal read or write running in a worker was lost now
-// and then. BackendPoll runs blocking terminals in its workers, where
-// cancels interrupt them.
+// Terminals (ttys, ptys, serial ports) opened without O_NONBLOCK ignore
+// io_uring's request not to wait: the kernel tries a read or write at the
+// current position that way, inline in the submitting system call or in
+// the submitting thread's task work, and the terminal would wait there,
+// on a Go thread holding the ring's lock in the kernel. So the io_uring
+// backend looks at the file of each read and write at the current
+// position (offset -1; an fstat each, and an fcntl for a character
+// device; registered files once, at RegisterFiles) and hands those on a
+// blocking character device to the kernel's workers (IOSQE_ASYNC), where
+// waiting is allowed. A cancel interrupts a worker with a notification
+// that the worker can miss; while such a request stays canceled and not
+// complete the ring sends its cancel again, every 5 ms, and its deadline
+// is kept by a timer of the ring (the kernel's linked timeout did not
+// fire for a terminal's write waiting in a worker). With O_NONBLOCK the
+// terminal says EAGAIN, the kernel waits in poll, and none of this is
+// needed. BackendPoll runs blocking terminals in its workers, through a
+// non-blocking reopen of the terminal where it can: a write there may
+// report part of its buffer, as write(2) may.
 //
 // # Costs
 //

@@ -237,7 +237,11 @@ func (r *Ring) newKernelBufRing(b *BufRing) (kernelBufRing, error) {
 // registerFiles hands the table to the backend. r.sqMu held.
 func (r *Ring) registerFiles(table []int32) error {
 	if b, ok := r.be.(*uringBackend); ok {
-		return b.ring.RegisterFiles(table)
+		if err := b.ring.RegisterFiles(table); err != nil {
+			return err
+		}
+		b.registerBlocking(table)
+		return nil
 	}
 	// Every fd checked before any is duplicated: a duplicate takes the
 	// lowest free number, which may be a later entry's closed fd, and
@@ -277,7 +281,11 @@ func (r *Ring) registerFiles(table []int32) error {
 // held, before the request left flush), so closing the table's is safe.
 func (r *Ring) unregisterFiles() error {
 	if b, ok := r.be.(*uringBackend); ok {
-		return b.ring.UnregisterFiles()
+		if err := b.ring.UnregisterFiles(); err != nil {
+			return err
+		}
+		b.blk.fixed = nil
+		return nil
 	}
 	for _, h := range r.files.held {
 		if h >= 0 {

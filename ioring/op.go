@@ -189,11 +189,13 @@ func (o *Op) settleArgs() {
 }
 
 // settleOff sets or clears rareOff after o's offset or order changed: set
-// when the offset is below -1 or, for an operation on one buffer (buf),
-// the request is ordered on its stream (offset -1, not Unordered).
-// SetOffset calls it alone.
+// when the offset is below -1 or, for an operation on one buffer (buf), at
+// the current position (-1): ordered on its stream unless Unordered, and
+// looked at by the io_uring backend in any case (a blocking terminal's
+// requests go to its workers: backend_uring_blocking_linux.go), which the
+// one-step submission of plain ops does not do. SetOffset calls it alone.
 func (o *Op) settleOff(buf bool) {
-	if o.off < -1 || buf && o.off == -1 && !o.unordered {
+	if o.off < -1 || buf && o.off == -1 {
 		o.rare |= rareOff
 	} else {
 		o.rare &^= rareOff

@@ -19,8 +19,9 @@
 //
 // The Go runtime opens its netpoller's fds once for the process, at the
 // first timer or pollable file: go test's -timeout alarm opens them before
-// any test, but under -timeout 0 the first test to open a pipe or a
-// socket finds them among its fds.
+// any test, but under -timeout 0 (or a test binary run without
+// -test.timeout) the first test to open a pipe or a socket would find
+// them among its fds. Take opens them first, with a pipe it closes.
 //
 // It needs /proc/self/fd (Linux); elsewhere Take returns an error.
 package fdcheck
@@ -31,6 +32,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"sync"
 	"testing"
 )
 
@@ -40,8 +42,17 @@ type Set map[string]int
 
 const fdDir = "/proc/self/fd"
 
+// netpollOnce opens the netpoller's fds (see the package doc).
+var netpollOnce sync.Once
+
 // Take returns a snapshot of the process's open fds.
 func Take() (Set, error) {
+	netpollOnce.Do(func() {
+		if r, w, err := os.Pipe(); err == nil {
+			r.Close()
+			w.Close()
+		}
+	})
 	ents, err := os.ReadDir(fdDir)
 	if err != nil {
 		return nil, err
