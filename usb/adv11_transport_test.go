@@ -64,17 +64,22 @@ func (f *adv11Transport) Submit(ep EndpointDesc, buf []byte, x Xfer, wait bool) 
 	} else {
 		q, err = f.ring.Submit(op)
 	}
+	// Pending before the hook may look: a deadline or token that fires
+	// right after the submission runs the hook at once, and it waits for
+	// qmu; finding the request not pending yet, it would leave it in
+	// flight for good (seen in the guest, a 100 us deadline).
+	if err == nil && q.Pending() && f.complete == nil {
+		f.mu.Lock()
+		f.pending[q] = true
+		f.mu.Unlock()
+	}
 	qmu.Unlock()
 	if err != nil || !q.Pending() {
 		return q, err
 	}
 	if f.complete != nil {
 		f.complete(q, buf)
-		return q, nil
 	}
-	f.mu.Lock()
-	f.pending[q] = true
-	f.mu.Unlock()
 	return q, nil
 }
 
