@@ -898,6 +898,11 @@ func (b *pollBackend) worker() {
 			res, again = b.openFile(s, p, fd) // backend_poll_ops_linux.go
 		case s.code == OpConnect:
 			res, again = connectAgain(s, p, fd) // backend_poll_ops_linux.go
+		case s.code == OpAccept && blocking:
+			// Ready, but the connection may be another's by now: accept4
+			// without waiting, or wait for readiness again.
+			res = acceptNonblock(s, fd) // backend_poll_multi_linux.go
+			again = res == -int32(unix.EAGAIN)
 		case s.code > OpForeign:
 			res = runBlocking(s, fd) // sockets and files: backend_poll_ops_linux.go
 		case blocking:

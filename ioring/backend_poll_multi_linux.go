@@ -2,7 +2,11 @@
 
 package ioring
 
-import "golang.org/x/sys/unix"
+import (
+	"sync"
+
+	"golang.org/x/sys/unix"
+)
 
 // Multishot requests on the poll backend (multishot.go). Each one holds a
 // duplicate of its fd (p.own, made in its Submit, so that a closed and
@@ -158,17 +162,11 @@ func (b *pollBackend) readyMulti(ev unix.EpollEvent) {
 // short of EAGAIN). A listener without O_NONBLOCK has it for the round (a
 // blocking accept4 would hold the poller), as connectNonblock does.
 func (b *pollBackend) acceptRound(idx uint32, s *slot, p *pslot, out []compl) (_ []compl, final int32, ended, rearm bool) {
-	fd := int(p.own)
-	fl, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
-	if err != nil {
-		return out, -errnoOf(err), true, false
+	undo, errno := setNonblock(p.own)
+	if errno != 0 {
+		return out, -int32(errno), true, false
 	}
-	if fl&unix.O_NONBLOCK == 0 {
-		if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFL, fl|unix.O_NONBLOCK); err != nil {
-			return out, -errnoOf(err), true, false
-		}
-		defer unix.FcntlInt(uintptr(fd), unix.F_SETFL, fl)
-	}
+	defer undo()
 	for range multiRound {
 		res := sockCall(s, p.own, 0)
 		switch {
@@ -184,6 +182,50 @@ func (b *pollBackend) acceptRound(idx uint32, s *slot, p *pslot, out []compl) (_
 		}
 	}
 	return out, 0, false, true
+}
+
+// nonblockMu serializes the poll backend's toggles of a listener's
+// O_NONBLOCK (setNonblock), across rings: two that overlap would each
+// restore what they saw, and one could leave the listener blocking under
+// the other's accept4, which then waits for a connection that may not
+// come (an Accept on a worker, whose connection a multishot accept took).
+var nonblockMu sync.Mutex
+
+// setNonblock makes fd non-blocking, holding nonblockMu, until undo,
+// which restores its flags and releases the lock. On error the lock is
+// not held and undo is nil.
+func setNonblock(fd int32) (undo func(), errno unix.Errno) {
+	nonblockMu.Lock()
+	fl, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
+	if err != nil {
+		nonblockMu.Unlock()
+		return nil, unix.Errno(errnoOf(err))
+	}
+	if fl&unix.O_NONBLOCK != 0 {
+		return nonblockMu.Unlock, 0
+	}
+	if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFL, fl|unix.O_NONBLOCK); err != nil {
+		nonblockMu.Unlock()
+		return nil, unix.Errno(errnoOf(err))
+	}
+	return func() {
+		_, _ = unix.FcntlInt(uintptr(fd), unix.F_SETFL, fl)
+		nonblockMu.Unlock()
+	}, 0
+}
+
+// acceptNonblock runs an Accept on a blocking listener that poll said is
+// ready, on a worker: accept4 made non-blocking for the call, so that a
+// connection another took first (a multishot accept on the listener, an
+// Accept on a dup of it) ends it with EAGAIN, and the request waits for
+// readiness again, where a cancel reaches it, rather than in accept4.
+func acceptNonblock(s *slot, fd int32) int32 {
+	undo, errno := setNonblock(fd)
+	if errno != 0 {
+		return -int32(errno)
+	}
+	defer undo()
+	return sockCall(s, fd, 0)
 }
 
 // recvRound receives what the socket has into buffers of the request's

@@ -16,8 +16,9 @@ import (
 //     O_NONBLOCK flag alone); on EAGAIN the request waits on its fd's
 //     waiter list for epoll like a read, and a cancel ends it at once.
 //     accept4 is tried at once on an O_NONBLOCK listener; on a blocking one
-//     the request waits for readiness and then accepts on a worker (as a
-//     blocking tty read does). connect is made non-blocking (EINPROGRESS),
+//     the request waits for readiness and then accepts on a worker, the
+//     listener non-blocking for the call (acceptNonblock: a connection
+//     another took first sends it back to waiting). connect is made non-blocking (EINPROGRESS),
 //     waits for POLLOUT and reads SO_ERROR; one that finds an AF_UNIX
 //     listener's backlog full (EAGAIN) on a blocking stream or seqpacket
 //     socket is tried again on a worker, then on a timer (connectAgain),

@@ -32,9 +32,12 @@ const (
 	// call that nothing interrupts: one still queued is canceled at once,
 	// one already running delivers its result, and a cancel, a deadline or
 	// Close waits for that (Stats.Fallbacks counts them). Most return
-	// quickly. Those that may not: an accept whose connection another
-	// process or request (a multishot accept on the listener, another
-	// Accept on a dup of it) took first waits for the next one; any call on a path or file whose filesystem hangs (a
+	// quickly; an accept runs on its worker once the listener is ready,
+	// with O_NONBLOCK set on the listener for the call (other users of
+	// its open file description see it meanwhile), so that one whose
+	// connection another process or request took first waits for
+	// readiness again, where a cancel reaches it. Those that may not
+	// return quickly: any call on a path or file whose filesystem hangs (a
 	// FUSE daemon that does not answer, a hard NFS mount whose server is
 	// gone); a Close whose file's release waits (a serial port draining
 	// its output); an open that would block for another reason than a
