@@ -113,6 +113,7 @@ func TestAdvToolsBadAddr(t *testing.T) {
 		code, out := advRun(t, nil, nil, "--addr", tc.addr)
 		assert.Equal(t, exitFailed, code, "--addr %q: %s", tc.addr, out)
 		assert.Contains(t, out, tc.want, "--addr %q", tc.addr)
+		assert.Contains(t, out, "scand: --addr "+tc.addr+": ", "the error names the flag")
 		assert.Less(t, time.Since(t0), 15*time.Second)
 		advNoCrash(t, tc.addr, out)
 	}

@@ -311,7 +311,7 @@ func serve(o *options, stderr io.Writer, sigs <-chan os.Signal, ready func(strin
 
 	ln, err := net.Listen("tcp", o.addr)
 	if err != nil {
-		return err
+		return fmt.Errorf("--addr %s: %w", o.addr, err)
 	}
 	url := "http://" + ln.Addr().String() + escl.DefaultPrefix
 	// The SANE configuration names the address served: written once it

@@ -311,3 +311,22 @@ func TestAdvToolsSIGTERM(t *testing.T) {
 	assert.NotEqual(t, exitOK, st.ExitCode(), "a terminated scan does not report success")
 	assert.Empty(t, advFiles(t, dir), "SIGTERM left a file: %s", errb)
 }
+
+// failWriter fails every write, as stdout on a full disk or a closed pipe.
+type failWriter struct{}
+
+func (failWriter) Write([]byte) (int, error) { return 0, errors.New("no space left on device") }
+
+// TestAdvToolsSummaryUnwritable: a scan whose summary line cannot be
+// printed keeps its image and fails (1), saying the image was written and
+// why the summary was not.
+func TestAdvToolsSummaryUnwritable(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "scan.pgm")
+	var errb bytes.Buffer
+	code := run(withAbortTimeout([]string{"--out", out, "--width", "32", "--height", "8"}), failWriter{}, &errb, nil)
+	assert.Equal(t, exitFailed, code, errb.String())
+	assert.Contains(t, errb.String(), out+" written, but its summary could not be: no space left on device")
+	_, w, h, data := readPNM(t, out)
+	assert.Equal(t, [2]int{32, 8}, [2]int{w, h})
+	assert.Len(t, data, 32*8)
+}

@@ -160,9 +160,13 @@ func scan(o *options, stdout, stderr io.Writer, sigs <-chan os.Signal) error {
 	if err := out.commit(); err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "%s: %s, %dx%d %s at %d dpi, %d bytes of image in %v (%.1f MB/s)\n", o.out, o.format.name,
+	// The image is saved: a summary that cannot be printed (stdout on a
+	// full disk, a closed pipe) still fails the command, saying so.
+	if _, err := fmt.Fprintf(stdout, "%s: %s, %dx%d %s at %d dpi, %d bytes of image in %v (%.1f MB/s)\n", o.out, o.format.name,
 		p.XExtent, p.YExtent, p.DataType, p.XResolution, p.ImageSize(), elapsed.Round(time.Millisecond),
-		float64(p.ImageSize())/elapsed.Seconds()/1e6)
+		float64(p.ImageSize())/elapsed.Seconds()/1e6); err != nil {
+		return fmt.Errorf("%s written, but its summary could not be: %w", o.out, err)
+	}
 	return nil
 }
 
