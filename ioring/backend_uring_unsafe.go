@@ -347,11 +347,11 @@ func (b *uringBackend) submit(idx uint32, s *slot) error {
 	key := s.key()
 	// A read or write at the current position on a blocking terminal goes
 	// to the kernel's workers, its deadline kept by a timer of the ring
-	// (backend_uring_blocking_linux.go).
+	// (backend_uring_blocking_linux.go), which Ring.enqueue arms after
+	// this (runDeferred armed it before, for a request held or retried).
 	blocking := s.off == -1 && b.blockingReq(s)
-	if blocking && s.deadline > 0 && !s.timerDL {
+	if blocking && s.deadline > 0 {
 		s.timerDL = true
-		b.r.armTimer(s, key, max(s.deadline-(time.Since(epoch)-s.start), 1))
 	}
 	s.linked = s.deadline > 0 && !s.timerDL
 	if s.linked && b.ring.SQFree() < 2 {
