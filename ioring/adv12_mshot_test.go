@@ -245,6 +245,12 @@ func adv12MultishotRound(t *testing.T, b Backend, seed uint64) {
 			if err != nil {
 				continue
 			}
+			// Bounded: once the ring is closed nobody accepts, the
+			// backlog fills, and a blocking connect would wait for TCP's
+			// SYN retries (minutes; seen on 386, where the round's
+			// Close comes later and more connections pile up).
+			tv := unix.NsecToTimeval(int64(50 * time.Millisecond))
+			_ = unix.SetsockoptTimeval(c, unix.SOL_SOCKET, unix.SO_SNDTIMEO, &tv)
 			unix.Connect(c, sa)
 			unix.Close(c)
 		}
