@@ -25,8 +25,11 @@ import (
 // where waiting is what they are for. A cancel interrupts a worker with a
 // signal-like notification, which the worker can consume before it starts
 // to wait (the kernel then has nothing more to interrupt, and the request
-// waits on); so, while such a request stays canceled and not completed,
-// its cancel is sent again (blockingIO.sweep) until its completion comes.
+// waits on). The kernel tells such a cancel by its result: EALREADY (the
+// request was running) or ENOENT (between the worker's queue and its run),
+// and a cancel of everything tells nothing. Those start a sweep
+// (kickBlocking), which sends the cancel of every such request canceled
+// and still in flight again, every blockingSweep, until none is left.
 //
 // The check costs an fstat (and, for a character device, an fcntl) per
 // request at the current position that the ring hands to the kernel, and
@@ -39,19 +42,21 @@ import (
 type blockingIO struct {
 	mu sync.Mutex
 	// keys holds the requests sent with IOSQE_ASYNC that may still be in
-	// flight, each with the number of sweeps that found it canceled.
-	keys    map[uint64]uint8 // guarded by mu
-	running bool             // a sweep is scheduled; guarded by mu
-	resent  atomic.Uint64    // cancels the sweep sent again, for the tests
+	// flight; completed ones are dropped by the sweep, or when the set
+	// has doubled since it was last pruned (pruneAt).
+	keys    map[uint64]struct{} // guarded by mu
+	pruneAt int                 // guarded by mu
+	n       atomic.Int32        // len(keys), read without mu by the cancel paths
+	running bool                // a sweep is scheduled; guarded by mu
+	resent  atomic.Uint64       // cancels the sweep sent again, for the tests
 	// fixed says, for each registered file, whether it is a blocking
 	// character device. Guarded by Ring.sqMu.
 	fixed []bool
 }
 
-// blockingSweep is how often the requests of blockingIO are looked at; a
-// cancel is sent again once a request was found canceled and not complete
-// twice in a row (after 5 to 10 ms: a worker that got the first one has
-// long returned by then).
+// blockingSweep is how long after a cancel that may not have landed the
+// sweep looks (and again while a canceled request is not complete): a
+// worker that got the notification has long returned by then.
 const blockingSweep = 5 * time.Millisecond
 
 // blockingReq reports whether slot s, a request at the current position
@@ -77,9 +82,35 @@ func (b *uringBackend) queueBlocking(key uint64, sqe *uring.SQE) {
 	k := &b.blk
 	k.mu.Lock()
 	if k.keys == nil {
-		k.keys = make(map[uint64]uint8)
+		k.keys = make(map[uint64]struct{})
 	}
-	k.keys[key] = 0
+	if len(k.keys) >= k.pruneAt {
+		b.pruneBlocking()
+		k.pruneAt = max(64, 2*len(k.keys))
+	}
+	k.keys[key] = struct{}{}
+	k.n.Store(int32(len(k.keys)))
+	k.mu.Unlock()
+}
+
+// pruneBlocking drops the requests of blockingIO that completed. k.mu held.
+func (b *uringBackend) pruneBlocking() {
+	for key := range b.blk.keys {
+		if kk, st := b.r.slots[key&idxMask].keyState(); kk != key || st != stActive {
+			delete(b.blk.keys, key)
+		}
+	}
+	b.blk.n.Store(int32(len(b.blk.keys)))
+}
+
+// kickBlocking schedules a sweep, unless one is: a cancel that reached a
+// request running in a worker (the kernel says EALREADY), or one that
+// found nothing at a moment the request was between the worker's queue
+// and its run (ENOENT), or a cancel of everything, may not have landed.
+// Any goroutine.
+func (b *uringBackend) kickBlocking() {
+	k := &b.blk
+	k.mu.Lock()
 	if !k.running {
 		k.running = true
 		time.AfterFunc(blockingSweep, b.sweepBlocking)
@@ -87,35 +118,25 @@ func (b *uringBackend) queueBlocking(key uint64, sqe *uring.SQE) {
 	k.mu.Unlock()
 }
 
-// sweepBlocking forgets the requests of blockingIO that completed and
-// sends the cancel of those canceled since the sweep before again. It
-// runs while any is left.
+// sweepBlocking drops the requests of blockingIO that completed and sends
+// the cancel of those canceled and still in flight again. It runs again
+// while any such is left, and stops otherwise: a terminal's request that
+// nobody cancels costs no wake-ups.
 func (b *uringBackend) sweepBlocking() {
 	r := b.r
 	k := &b.blk
 	resend := false
 	k.mu.Lock()
-	for key, seen := range k.keys {
-		s := &r.slots[key&idxMask]
-		if kk, st := s.keyState(); kk != key || st != stActive {
-			delete(k.keys, key)
-			continue
-		}
-		if s.flags.Load()&(flCancelReq|flTimedOut) == 0 {
-			continue
-		}
-		if seen < 2 {
-			seen++
-			k.keys[key] = seen
-		}
-		if seen == 2 {
+	b.pruneBlocking()
+	for key := range k.keys {
+		if r.slots[key&idxMask].flags.Load()&(flCancelReq|flTimedOut) != 0 {
 			r.pushDeferred(kindCancel, key)
 			k.resent.Add(1)
 			resend = true
 		}
 	}
-	k.running = len(k.keys) > 0
-	if k.running {
+	k.running = resend
+	if resend {
 		time.AfterFunc(blockingSweep, b.sweepBlocking)
 	}
 	k.mu.Unlock()

@@ -872,6 +872,9 @@ func (b *uringBackend) cancelPlains(f uint32, reqs []Request) (int, []Request) {
 }
 
 func (b *uringBackend) cancelAll() {
+	if b.blk.n.Load() != 0 {
+		b.kickBlocking() // the kernel's count of what it canceled says nothing of what landed
+	}
 	if b.ring.Pending() > 0 {
 		b.submitNow()
 	}
@@ -1251,6 +1254,8 @@ func (b *uringBackend) handle(ud uint64, res int32, cflags uint32) {
 	if kind >= kindCancel {
 		if kind == kindWake {
 			b.woken.Store(false)
+		} else if (res == -int32(unix.EALREADY) || res == -int32(unix.ENOENT)) && kind == kindCancel && b.blk.n.Load() != 0 {
+			b.kickBlocking() // it may not land (backend_uring_blocking_linux.go)
 		}
 		return // a cancel's own result is informational; wake nops carry nothing
 	}

@@ -147,10 +147,12 @@
 // device; registered files once, at RegisterFiles) and hands those on a
 // blocking character device to the kernel's workers (IOSQE_ASYNC), where
 // waiting is allowed. A cancel interrupts a worker with a notification
-// that the worker can miss; while such a request stays canceled and not
-// complete the ring sends its cancel again, every 5 ms, and its deadline
-// is kept by a timer of the ring (the kernel's linked timeout did not
-// fire for a terminal's write waiting in a worker). With O_NONBLOCK the
+// that the worker can miss; once a cancel found such a request running
+// (or not at all), and while the request stays canceled and not complete,
+// the ring sends its cancel again every 5 ms (nothing runs while nobody
+// cancels), and its deadline is kept by a timer of the ring (the kernel's
+// linked timeout did not fire for a terminal's write waiting in a
+// worker). With O_NONBLOCK the
 // terminal says EAGAIN, the kernel waits in poll, and none of this is
 // needed. BackendPoll runs blocking terminals in its workers, through a
 // non-blocking reopen of the terminal where it can: a write there may

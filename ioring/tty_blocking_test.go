@@ -248,7 +248,7 @@ func TestBlockingTTYReadCancels(t *testing.T) {
 				master, slave := adv12Pty(t)
 				defer unix.Close(master)
 				defer unix.Close(slave)
-				rounds := 60
+				rounds := 40
 				if testing.Short() {
 					rounds = 20
 				}
@@ -315,4 +315,30 @@ func TestBlockingTTYClose(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestBlockingTTYQuietUntilCanceled: a blocking terminal's read that
+// nobody cancels costs the io_uring backend no wake-ups (no sweep runs),
+// and the sweep a cancel starts ends once the read completed.
+func TestBlockingTTYQuietUntilCanceled(t *testing.T) {
+	r := adv12Ring(t, BackendURing, 16)
+	ub, ok := r.be.(*uringBackend)
+	require.True(t, ok)
+	master, slave := adv12Pty(t)
+	defer unix.Close(master)
+	defer unix.Close(slave)
+	running := func() bool {
+		ub.blk.mu.Lock()
+		defer ub.blk.mu.Unlock()
+		return ub.blk.running
+	}
+	q := ttyStart(t, r, Read(slave, make([]byte, 64), -1))
+	time.Sleep(50 * time.Millisecond)
+	assert.False(t, running(), "a sweep runs while nobody canceled anything")
+	assert.EqualValues(t, 1, ub.blk.n.Load(), "the read is tracked")
+	require.NoError(t, q.Cancel())
+	c := ttyWaitDone(t, q, "the canceled read")
+	require.ErrorIs(t, c.Err, ErrCanceled)
+	assert.Eventually(t, func() bool { return !running() }, 5*time.Second, time.Millisecond, "the sweep goes on after the read completed")
+	require.NoError(t, r.Close())
 }
