@@ -162,7 +162,7 @@ func (b *pollBackend) readyMulti(ev unix.EpollEvent) {
 // short of EAGAIN). A listener without O_NONBLOCK has it for the round (a
 // blocking accept4 would hold the poller), as connectNonblock does.
 func (b *pollBackend) acceptRound(idx uint32, s *slot, p *pslot, out []compl) (_ []compl, final int32, ended, rearm bool) {
-	undo, errno := setNonblock(p.own)
+	undo, _, errno := setNonblock(p.own)
 	if errno != 0 {
 		return out, -int32(errno), true, false
 	}
@@ -184,34 +184,35 @@ func (b *pollBackend) acceptRound(idx uint32, s *slot, p *pslot, out []compl) (_
 	return out, 0, false, true
 }
 
-// nonblockMu serializes the poll backend's toggles of a listener's
+// nonblockMu serializes the poll backend's toggles of a socket's
 // O_NONBLOCK (setNonblock), across rings: two that overlap would each
-// restore what they saw, and one could leave the listener blocking under
+// restore what they saw, and one could leave a listener blocking under
 // the other's accept4, which then waits for a connection that may not
 // come (an Accept on a worker, whose connection a multishot accept took).
 var nonblockMu sync.Mutex
 
 // setNonblock makes fd non-blocking, holding nonblockMu, until undo,
-// which restores its flags and releases the lock. On error the lock is
-// not held and undo is nil.
-func setNonblock(fd int32) (undo func(), errno unix.Errno) {
+// which restores its flags and releases the lock. blocking reports that
+// fd was without O_NONBLOCK (false when its flags could not be read). On
+// error the lock is not held and undo is nil.
+func setNonblock(fd int32) (undo func(), blocking bool, errno unix.Errno) {
 	nonblockMu.Lock()
 	fl, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
 	if err != nil {
 		nonblockMu.Unlock()
-		return nil, unix.Errno(errnoOf(err))
+		return nil, false, unix.Errno(errnoOf(err))
 	}
 	if fl&unix.O_NONBLOCK != 0 {
-		return nonblockMu.Unlock, 0
+		return nonblockMu.Unlock, false, 0
 	}
 	if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFL, fl|unix.O_NONBLOCK); err != nil {
 		nonblockMu.Unlock()
-		return nil, unix.Errno(errnoOf(err))
+		return nil, true, unix.Errno(errnoOf(err))
 	}
 	return func() {
 		_, _ = unix.FcntlInt(uintptr(fd), unix.F_SETFL, fl)
 		nonblockMu.Unlock()
-	}, 0
+	}, true, 0
 }
 
 // acceptNonblock runs an Accept on a blocking listener that poll said is
@@ -220,7 +221,7 @@ func setNonblock(fd int32) (undo func(), errno unix.Errno) {
 // Accept on a dup of it) ends it with EAGAIN, and the request waits for
 // readiness again, where a cancel reaches it, rather than in accept4.
 func acceptNonblock(s *slot, fd int32) int32 {
-	undo, errno := setNonblock(fd)
+	undo, _, errno := setNonblock(fd)
 	if errno != 0 {
 		return -int32(errno)
 	}

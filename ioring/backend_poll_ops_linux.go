@@ -257,22 +257,16 @@ func dontWait(s *slot) bool {
 
 // connectNonblock starts a non-blocking connect of slot s's socket, fd: a
 // socket without O_NONBLOCK gets it for the call (a blocking connect would
-// hold the poller) and loses it again; the connection goes on regardless.
-// blocking reports that the socket was without O_NONBLOCK: the caller's
-// connect(2) would have waited.
+// hold the poller) and loses it again (setNonblock); the connection goes
+// on regardless. blocking reports that the socket was without O_NONBLOCK:
+// the caller's connect(2) would have waited.
 func connectNonblock(s *slot, sfd int32) (res int32, blocking bool) {
-	fd := int(sfd)
-	fl, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
-	if err != nil {
-		return -errnoOf(err), false
+	undo, blocking, errno := setNonblock(sfd)
+	if errno != 0 {
+		return -int32(errno), blocking
 	}
-	if fl&unix.O_NONBLOCK == 0 {
-		if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFL, fl|unix.O_NONBLOCK); err != nil {
-			return -errnoOf(err), true
-		}
-		defer unix.FcntlInt(uintptr(fd), unix.F_SETFL, fl)
-	}
-	return sysConnect(s, sfd), fl&unix.O_NONBLOCK == 0
+	defer undo()
+	return sysConnect(s, sfd), blocking
 }
 
 // waitsForRoom reports whether fd is a socket whose blocking connect(2)
