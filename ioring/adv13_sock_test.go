@@ -375,10 +375,7 @@ func TestAdv13HangUpBothDirections(t *testing.T) {
 // where a connection the multishot request took first would leave the
 // worker in accept4, out of a cancel's reach.
 func TestAdv13AcceptAndMultishot(t *testing.T) {
-	// A blocking listener is left out: on the poll backend a cancel of an
-	// Accept whose connection the multishot request took waits for the
-	// next connection (BackendPoll's doc lists it).
-	for _, nonblock := range []bool{true} {
+	for _, nonblock := range []bool{true, false} {
 		t.Run(fmt.Sprintf("nonblock=%v", nonblock), func(t *testing.T) {
 			rng := adv13Rand(t)
 			seed := rng.Uint64()
