@@ -361,14 +361,18 @@ func (d *Driver) Initialize(ctx context.Context) error {
 
 // addClient counts one more client of an initialized driver and reports
 // whether it did; false means the driver is Unloaded (or Removed, which
-// refuses Initialize: see the error in Initialize's path).
+// refuses Initialize: see the error in Initialize's path). A first
+// Initialize counts its client before it moves the driver out of
+// Unloaded: a call in between is not counted, and waits for that
+// Initialize (lockIO) before it looks again, rather than return with the
+// driver still Unloaded (and uncounted, if that Initialize fails).
 func (d *Driver) addClient() bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.clients == 0 {
 		return false
 	}
-	if d.m.State() == Removed {
+	if st := d.m.State(); st == Removed || st == Unloaded {
 		return false
 	}
 	d.clients++
@@ -381,7 +385,11 @@ func (d *Driver) addClient() bool {
 // (Config.Hotplug): its goroutine has returned and its watcher is closed
 // when Uninitialize returns. The last one fails with ErrBusy while a
 // transfer runs; one of several only counts its client out, whatever
-// runs. Any fails with ErrNotInitialized in Unloaded.
+// runs. Any fails with ErrNotInitialized in Unloaded. A last Uninitialize
+// called on the watch's own goroutine (from the watcher's Next, or from
+// Config.Open as an arrival reopens the device) cannot wait for that
+// goroutine: it returns with the watch ended, and the goroutine returns
+// as soon as the call that made it does.
 func (d *Driver) Uninitialize() error {
 	if !d.made() {
 		return d.errNotMade()

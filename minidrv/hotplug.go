@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"sync/atomic"
 	"time"
 
+	"github.com/cancelio/cancelio/internal/goid"
 	"github.com/cancelio/cancelio/ioring"
 	"github.com/cancelio/cancelio/usb"
 )
@@ -52,6 +54,7 @@ type hotplug struct {
 	match  usb.HotplugFilter // Config.HotplugMatch, zero fields filled from the device opened
 	cancel context.CancelFunc
 	done   chan struct{} // closed when the goroutine has returned
+	gid    atomic.Int64  // the goroutine's id (goid.ID), once it runs
 }
 
 // startHotplug makes the watcher of Config.Hotplug, or returns nil without
@@ -107,7 +110,11 @@ func (h *hotplug) run(d *Driver, desc usb.DeviceDesc) {
 }
 
 // stop ends the watch: the goroutine, if it runs, has returned and the
-// watcher is closed when it returns. h may be nil.
+// watcher is closed when it returns; but for a stop on that goroutine
+// itself (the last Uninitialize called from the watcher's Next, or from
+// code an event runs, such as Config.Open), which cannot wait for its own
+// return: the goroutine returns as soon as that call does, its context
+// ended and its watcher closed. h may be nil.
 func (h *hotplug) stop() {
 	if h == nil {
 		return
@@ -117,7 +124,9 @@ func (h *hotplug) stop() {
 	if h.cancel != nil {
 		h.cancel()
 		_ = h.w.Close()
-		<-h.done
+		if g := h.gid.Load(); g == 0 || g != goid.ID() {
+			<-h.done
+		}
 		return
 	}
 	_ = h.w.Close()
@@ -140,6 +149,7 @@ func (h *hotplug) stop() {
 // is closed.
 func (d *Driver) followHotplug(ctx context.Context, h *hotplug) {
 	defer close(h.done)
+	h.gid.Store(goid.ID())
 	var retry, pause time.Duration // retry > 0: bring the device back at retryAt
 	var retryAt time.Time
 	for {

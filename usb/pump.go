@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/cancelio/cancelio/internal/goid"
 	"github.com/cancelio/cancelio/ioring"
 )
 
@@ -527,7 +528,7 @@ func (p *Pump) finish(t *Transfer, n int, err error) {
 // pump runs e's transfers one at a time, in order, until Close.
 func (p *Pump) pump(e *pumpEndpoint) {
 	defer p.pumps.Done()
-	e.g.Store(goid())
+	e.g.Store(goid.ID())
 	for p.next(e) {
 	}
 }
@@ -703,7 +704,7 @@ func (t *Transfer) cancel() {
 // callStop calls stop, an interruption armed with OnCancel, counted in
 // p.stopping for as long as it runs (see inCallback).
 func (p *Pump) callStop(stop func()) {
-	g := goid()
+	g := goid.ID()
 	p.stopMu.Lock()
 	if p.stopping == nil {
 		p.stopping = map[int64]int{}
@@ -726,7 +727,7 @@ func (p *Pump) callStop(stop func()) {
 // it). A Close from there cannot wait for the transfers to complete: one
 // of them waits for it to return.
 func (p *Pump) inCallback() bool {
-	g := goid()
+	g := goid.ID()
 	if g == 0 {
 		return false
 	}
