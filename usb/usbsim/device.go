@@ -36,6 +36,12 @@ import (
 // message, one command to the scanner). usb.WithZeroPacket has no
 // equivalent here: messages carry their length.
 //
+// The Device starts where usb.Open leaves a device: configuration 1, with
+// interface 0 claimed at alternate setting 0. Open puts the scanner there,
+// as usb.Open configures an unconfigured device and selects the
+// interface's setting: a scanner an earlier Device left unconfigured, or
+// at AltEventsOnly, is set back.
+//
 // Ring slots: each transfer in progress takes two of the ring's request
 // slots, the transfer's own (a foreign request, which carries its token,
 // deadline and cancel) and the read or write on the endpoint's socket that
@@ -70,6 +76,12 @@ func Open(ring *ioring.Ring, s *Scanner) (*usb.Device, error) {
 		}
 		return nil, fmt.Errorf("usbsim: open device: %w", err)
 	}
+	if err := s.openSettings(); err != nil {
+		if errors.Is(err, ErrNoDevice) {
+			return nil, usb.ErrNoDevice
+		}
+		return nil, fmt.Errorf("usbsim: open device: %w", err)
+	}
 	r := &hostRunner{s: s, eps: make(map[uint8]*hostEndpoint, len(eps)+1)}
 	for _, ep := range eps {
 		desc.Endpoints = append(desc.Endpoints, usb.EndpointDesc{
@@ -95,6 +107,22 @@ func Open(ring *ioring.Ring, s *Scanner) (*usb.Device, error) {
 	desc.Config = 1
 	pumped := append(slices.Clone(desc.Endpoints), usb.EndpointDesc{Address: 0, Type: usb.Control, MaxPacketSize: ctrl.MaxPacketSize, MaxTransfer: ctrl.MaxTransfer})
 	return usb.NewDevice(desc, usb.NewPump(ring, pumped, r)), nil
+}
+
+// openSettings puts the current plug-in in the settings Open's Device
+// starts with: configuration 1, interface 0 at alternate setting 0.
+func (s *Scanner) openSettings() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case s.closed:
+		return ErrClosed
+	case s.plug == nil:
+		return ErrNoDevice
+	}
+	s.setConfigLocked(1)
+	s.changedLocked()
+	return nil
 }
 
 // hostRunner runs a Device's transfers on the simulated scanner's sockets.
