@@ -47,6 +47,9 @@ type Hotplug struct {
 // removals and arrivals from now on. Close it when done. It fails with
 // ErrClosed after the scanner's Close.
 func (s *Scanner) WatchHotplug() (*Hotplug, error) {
+	if !s.made() {
+		return nil, errNotMade
+	}
 	h := &Hotplug{s: s, wake: make(chan struct{}, 1)}
 	s.mu.Lock()
 	defer s.mu.Unlock()

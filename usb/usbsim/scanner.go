@@ -98,7 +98,7 @@ type Config struct {
 // use; after Close the fault setters do nothing.
 type Scanner struct {
 	info        DeviceInfo
-	maxTransfer int
+	maxTransfer int // 0 only in a zero Scanner (made): set once
 	// gadget is the USB gadget the scanner is served through (ServeGadget),
 	// nil for the socketpair transport (NewScanner). Set once.
 	gadget Gadget
@@ -274,6 +274,9 @@ func (s *Scanner) Endpoints() ([]Endpoint, error) {
 // endpointsAt is Endpoints, with the address of the plug-in they belong
 // to (Open's DeviceDesc).
 func (s *Scanner) endpointsAt() ([]Endpoint, int, error) {
+	if !s.made() {
+		return nil, 0, errNotMade
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
@@ -302,6 +305,9 @@ func (s *Scanner) endpointsAt() ([]Endpoint, int, error) {
 // (VendorCommand, VendorStatus); the latency fault delays the answer, and
 // a hung device withholds it until Resume. Errors as Endpoints.
 func (s *Scanner) ControlEndpoint() (Endpoint, error) {
+	if !s.made() {
+		return Endpoint{}, errNotMade
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	switch {
@@ -331,6 +337,16 @@ func (s *Scanner) endpointLocked(addr uint8) (*endpoint, error) {
 	return nil, fmt.Errorf("usbsim: no endpoint %#02x", addr)
 }
 
+// made reports whether s was made by NewScanner (or ServeGadget): a zero
+// Scanner has no state to change and no endpoints, and its methods refuse
+// it (errNotMade) or, those that return nothing, do nothing. It reads a
+// field set once, before s is shared (newScanner gives maxTransfer a
+// default): no lock.
+func (s *Scanner) made() bool { return s.maxTransfer != 0 }
+
+// errNotMade is the error of a zero Scanner's methods.
+var errNotMade = fmt.Errorf("usbsim: %w: a Scanner not made by NewScanner or ServeGadget", ioring.ErrInvalid)
+
 // changedLocked wakes every device goroutine to look at the state again.
 func (s *Scanner) changedLocked() {
 	close(s.changed)
@@ -359,6 +375,9 @@ func (s *Scanner) kick(p *plug) {
 // update runs f under the lock, wakes the device goroutines and kicks
 // blocked writes.
 func (s *Scanner) update(f func()) {
+	if !s.made() {
+		return
+	}
 	s.mu.Lock()
 	f()
 	p := s.plug
@@ -386,6 +405,9 @@ func (s *Scanner) SetBandwidth(bytesPerSec int64) {
 // delivering the messages sent before the stall. It fails with ErrNoDevice
 // while unplugged.
 func (s *Scanner) Stall(addr uint8) error {
+	if !s.made() {
+		return errNotMade
+	}
 	var err error
 	s.update(func() {
 		var ep *endpoint
@@ -405,6 +427,9 @@ func (s *Scanner) Stall(addr uint8) error {
 // A scanner served as a USB gadget fails with ErrNotSupported: its host
 // clears a halt through USB (USBDEVFS_CLEAR_HALT, libusb_clear_halt).
 func (s *Scanner) ClearHalt(addr uint8) error {
+	if !s.made() {
+		return errNotMade
+	}
 	s.mu.Lock()
 	ep, err := s.endpointLocked(addr)
 	if err == nil && s.gadget != nil {
@@ -483,6 +508,9 @@ func (s *Scanner) PressButton(button uint8) {
 // EPROTO or ESHUTDOWN). Every Hotplug (WatchHotplug) then reports a
 // usb.Left event.
 func (s *Scanner) Unplug() error {
+	if !s.made() {
+		return errNotMade
+	}
 	s.plugMu.Lock()
 	defer s.plugMu.Unlock()
 	p, err := s.detach(false)
@@ -552,6 +580,9 @@ func (s *Scanner) teardown(p *plug) error {
 // enumerates a new device. Every Hotplug (WatchHotplug) then reports a
 // usb.Arrived event.
 func (s *Scanner) Replug() error {
+	if !s.made() {
+		return errNotMade
+	}
 	s.plugMu.Lock()
 	defer s.plugMu.Unlock()
 	s.mu.Lock()
@@ -693,6 +724,9 @@ func (s *Scanner) newPlug() (*plug, error) {
 // Close is its last removal for every Hotplug (a usb.Left event); no
 // event follows it.
 func (s *Scanner) Close() error {
+	if !s.made() {
+		return errNotMade
+	}
 	s.plugMu.Lock()
 	defer s.plugMu.Unlock()
 	p, err := s.detach(true)
