@@ -408,8 +408,11 @@ func TestPollTTYOrder(t *testing.T) {
 }
 
 // A write larger than a blocking terminal takes, on a terminal the backend
-// reopens non-blocking: it takes what fits (a short write, as on a pipe),
-// never blocks, and the next write waits where a cancel ends it.
+// reopens non-blocking, moves its whole buffer as a blocking write(2)
+// would: it waits for room between parts, never blocking a thread, until
+// the master has read it all; canceled part-way, it reports the bytes that
+// moved, exactly those the master reads. A write that finds no room waits
+// where a cancel ends it.
 func TestPollTTYBigWrite(t *testing.T) {
 	r := newPollRing(t, 8)
 	master, slave := openPTY(t)
@@ -417,18 +420,76 @@ func TestPollTTYBigWrite(t *testing.T) {
 	for i := range big {
 		big[i] = 'b'
 	}
+	drain := func(stop <-chan struct{}, quiet time.Duration) <-chan int {
+		got := make(chan int, 1)
+		go func() {
+			n, buf := 0, make([]byte, 1<<16)
+			for {
+				select {
+				case <-stop:
+					for readyWithin(t, master, quiet) {
+						k, err := unix.Read(master, buf)
+						if err != nil {
+							break
+						}
+						n += k
+					}
+					got <- n
+					return
+				default:
+				}
+				if !readyWithin(t, master, 10*time.Millisecond) {
+					continue
+				}
+				k, err := unix.Read(master, buf)
+				if err != nil {
+					got <- n
+					return
+				}
+				for _, c := range buf[:k] {
+					if c != 'b' {
+						got <- -1
+						return
+					}
+				}
+				n += k
+			}
+		}()
+		return got
+	}
+
+	// Drained: the whole buffer, of a Write and of a Writev whose parts
+	// the terminal takes across its buffers' edges.
+	for _, op := range []Op{Write(slave, big, -1), Writev(slave, [][]byte{big[:1000], big[1000 : 300<<10], big[300<<10 : 300<<10+1], big[300<<10+1:]}, -1)} {
+		q, err := r.Start(op)
+		require.NoError(t, err)
+		stop := make(chan struct{})
+		got := drain(stop, 200*time.Millisecond)
+		c := waitWithin(t, q, "a write bigger than the terminal takes, its reader draining")
+		require.NoError(t, c.Err, op.Code())
+		assert.Equal(t, len(big), c.N, "%v: the whole buffer moves", op.Code())
+		close(stop)
+		assert.Equal(t, c.N, <-got, "%v: the master reads what the write reports", op.Code())
+	}
+
+	// Not drained: the write waits with part of its buffer moved; a
+	// cancel ends it with that part.
 	q, err := r.Start(Write(slave, big, -1))
 	require.NoError(t, err)
-	c := waitWithin(t, q, "a write bigger than the terminal takes")
-	require.NoError(t, c.Err)
+	time.Sleep(50 * time.Millisecond)
+	require.True(t, q.Pending(), "the write waits for room")
+	require.NoError(t, q.Cancel())
+	c := waitWithin(t, q, "the canceled write")
+	require.NoError(t, c.Err, "a write canceled part-way reports what moved")
 	require.Positive(t, c.N)
 	require.Less(t, c.N, len(big), "the master reads nothing: not all of it fits")
+	written := c.N
 
-	// Let the pty settle, then wait until it takes nothing more.
+	// Let the pty settle, then fill it until it takes nothing more.
 	nb := reopenTerminal(int32(slave))
 	require.GreaterOrEqual(t, nb, int32(0))
 	defer unix.Close(int(nb))
-	written, pauses := c.N, 0
+	pauses := 0
 	for pauses < 3 {
 		n, err := unix.Write(int(nb), big[:4096])
 		if err == unix.EAGAIN {
@@ -447,17 +508,9 @@ func TestPollTTYBigWrite(t *testing.T) {
 	require.NoError(t, q.Cancel())
 	assert.ErrorIs(t, waitWithin(t, q, "canceled write").Err, ErrCanceled)
 
-	got := 0
-	buf := make([]byte, 1<<16)
-	for readyWithin(t, master, 200*time.Millisecond) {
-		n, err := unix.Read(master, buf)
-		require.NoError(t, err)
-		for _, b := range buf[:n] {
-			require.Equal(t, byte('b'), b)
-		}
-		got += n
-	}
-	assert.Equal(t, written, got, "the master reads what the writes reported")
+	stop := make(chan struct{})
+	close(stop)
+	assert.Equal(t, written, <-drain(stop, 200*time.Millisecond), "the master reads what the writes reported")
 }
 
 // The duplicates requests hold are gone once their completions are out,

@@ -66,9 +66,11 @@ import (
 //     a new pty or goes elsewhere; not a device that is not a terminal,
 //     whose per-open state would differ) is reopened through /proc/self/fd
 //     with O_NONBLOCK, and its requests then wait in epoll and are tried on
-//     the reopened fd like any other. The reopen lives while requests are
-//     attached to the file (its close runs the terminal's last-close
-//     handling when the caller closed its own fd meanwhile); it costs an
+//     the reopened fd like any other; a write goes on after a part until
+//     all of its buffer has moved, as a blocking write does (twinWrite).
+//     The reopen lives while requests are attached to the file (its
+//     close runs the terminal's last-close handling when the caller
+//     closed its own fd meanwhile); it costs an
 //     open and a close (about 20-40us) per busy period, so reads, which
 //     need none, do not make one.
 //
@@ -476,6 +478,31 @@ func opBytes(s *slot) int {
 	return n
 }
 
+// isWrite reports whether op is a write of one buffer or several (OpWrite,
+// OpWritev).
+func isWrite(op Opcode) bool { return op == OpWrite || op == OpWritev }
+
+// twinWrite runs write request s on p.fd, the non-blocking reopen of a
+// blocking terminal (pmTwin), as a blocking write(2) on the terminal
+// would: it moves what the terminal takes now, and the request waits for
+// room until all of its buffer has moved (p.res -EAGAIN), an error comes,
+// or a cancel or deadline ends it. p.moved counts what has moved, which
+// the completion reports in each case (finish), as a blocking write
+// interrupted part-way reports its count (on io_uring too, where the
+// write blocks in a kernel worker). It returns p.res's next value.
+func twinWrite(s *slot, p *pslot) int32 {
+	total := opBytes(s)
+	for {
+		r := rwFrom(s, p.fd, int(p.moved))
+		if r <= 0 { // EAGAIN (wait for room), another error, or nothing to move
+			return r
+		}
+		if p.moved += r; int(p.moved) >= total {
+			return 0 // finish reports p.moved
+		}
+	}
+}
+
 // try runs a read or write on a pollable fd (p.fd) without blocking and
 // sets p.act and p.res: paDone, or paWait (it would block, or it must run
 // on a worker once ready). It may switch p.mode when the fd does not
@@ -519,7 +546,12 @@ func (b *pollBackend) try(s *slot, p *pslot) {
 			}
 			p.res = rw(s, p.fd, 0, -1)
 		case pmTwin:
-			p.res = rw(s, p.fd, 0, -1) // our own O_NONBLOCK description
+			// Our own O_NONBLOCK description of a blocking terminal.
+			if isWrite(s.code) {
+				p.res = twinWrite(s, p)
+			} else {
+				p.res = rw(s, p.fd, 0, -1)
+			}
 		case pmBlocking:
 			// Wait for readiness (at once if ready: epoll is level
 			// triggered), then a worker runs it (see runBlocking).
@@ -708,8 +740,9 @@ func (b *pollBackend) releasePFD(pfd *pollFD, out []compl) []compl {
 func (b *pollBackend) finish(idx uint32, p *pslot, res int32, out []compl) []compl {
 	p.st = psIdle
 	if p.moved > 0 {
-		// A MSG_WAITALL transfer (tryAll) reports what moved, also when an
-		// error or a cancel ends it, as io_uring's does.
+		// A MSG_WAITALL transfer (tryAll) or a blocking terminal's write
+		// (twinWrite) reports what moved, also when an error or a cancel
+		// ends it, as io_uring's does.
 		if res >= 0 {
 			res += p.moved
 		} else {
@@ -1000,7 +1033,11 @@ func (b *pollBackend) runBlocking(idx uint32, s *slot, p *pslot, pfd *pollFD, re
 		}
 		b.mu.Unlock()
 		if tw >= 0 {
-			res = rw(s, tw, 0, -1)
+			if isWrite(s.code) {
+				res = twinWrite(s, p)
+			} else {
+				res = rw(s, tw, 0, -1)
+			}
 			return res, res == -int32(unix.EAGAIN)
 		}
 	}

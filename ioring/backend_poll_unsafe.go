@@ -50,6 +50,32 @@ func rw(s *slot, fd int32, flags int, limit int) int32 {
 	return rwv(fd, s.code == OpWrite || s.code == OpWritev, iov, n, s.off, flags)
 }
 
+// rwFrom is rw (flags 0, no limit) for a request of which the first skip
+// bytes have moved already (twinWrite): it moves the rest.
+func rwFrom(s *slot, fd int32, skip int) int32 {
+	if skip == 0 {
+		return rw(s, fd, 0, -1)
+	}
+	if s.code == OpRead || s.code == OpWrite {
+		b := s.buf[skip:]
+		one := unix.Iovec{Base: &b[0]}
+		one.SetLen(len(b))
+		return rwv(fd, s.code == OpWrite, &one, 1, s.off, 0)
+	}
+	rest := make([]unix.Iovec, 0, len(s.iov))
+	for _, v := range s.iov {
+		if n := int(v.Len); skip >= n {
+			skip -= n
+			continue
+		}
+		v.Base = (*byte)(unsafe.Add(unsafe.Pointer(v.Base), skip))
+		v.SetLen(int(v.Len) - skip)
+		skip = 0
+		rest = append(rest, v)
+	}
+	return rwv(fd, s.code == OpWritev, &rest[0], len(rest), s.off, 0)
+}
+
 // rwv is the system call of rw and rwFixed: preadv2 (pwritev2 when write)
 // of the n iovecs at iov on fd at off (-1: the current position) with
 // flags, retried on EINTR, falling back to rwOld on a kernel without

@@ -155,8 +155,10 @@
 // worker). With O_NONBLOCK the
 // terminal says EAGAIN, the kernel waits in poll, and none of this is
 // needed. BackendPoll runs blocking terminals in its workers, through a
-// non-blocking reopen of the terminal where it can: a write there may
-// report part of its buffer, as write(2) may.
+// non-blocking reopen of the terminal where it can; a write there moves
+// its whole buffer as a blocking write(2) does, waiting for room between
+// parts, and one that a cancel or deadline ends part-way reports the
+// bytes that moved, on both backends.
 //
 // # Costs
 //
