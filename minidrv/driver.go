@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/cancelio/cancelio/internal/goid"
 	"github.com/cancelio/cancelio/ioring"
 	"github.com/cancelio/cancelio/usb"
 )
@@ -163,6 +165,11 @@ type Driver struct {
 	// reading dev, in, out, bufs and dirty without mu, and writing bufs,
 	// chunk, flushBuf, cmd and marker.
 	ioSem chan struct{}
+	// opener is the id (goid.ID) of the goroutine running Config.Open
+	// with ioSem held (openDevice), or 0: an Initialize or Uninitialize
+	// called from Config.Open cannot wait for ioSem, which its own caller
+	// holds.
+	opener atomic.Int64
 
 	// Buffers of the acquisitions and of the device's recovery, reused from
 	// one to the next; only the ioSem holder touches them.
@@ -290,7 +297,9 @@ func (d *Driver) unwindWait() time.Duration { return 2*d.cfg.AbortTimeout + time
 // it (aborting any job it runs and flushing stale data), builds the item
 // tree and resets the flatbed's properties, and moves Unloaded to Idle;
 // later calls only count one more client. It fails with ErrOffline when the
-// device cannot be opened, ErrDeviceCommunication when it does not answer
+// device cannot be opened, or at once while the driver is Removed (it
+// waits for no acquisition or reconnection then), ErrBusy at once when
+// called from Config.Open, ErrDeviceCommunication when it does not answer
 // the probe, and ErrBusy when ctx has ended before the call (it then starts
 // nothing, counts no client) or ends while another call uses the device.
 // A nil ctx fails with E_INVALIDARG.
@@ -306,15 +315,18 @@ func (d *Driver) Initialize(ctx context.Context) error {
 		// probe, no hotplug watch, and no client counted.
 		return ErrBusy.Wrap(err)
 	}
-	if d.addClient() {
-		return nil
+	if ok, err := d.addClient(); ok || err != nil {
+		return err
+	}
+	if d.inOpen() {
+		return errInOpen
 	}
 	if err := d.lockIO(ctx); err != nil {
 		return err
 	}
 	defer d.unlockIO()
-	if d.addClient() { // another first Initialize won
-		return nil
+	if ok, err := d.addClient(); ok || err != nil { // another first Initialize won
+		return err
 	}
 	if _, _, err := Transition(d.m.State(), Initialize); err != nil {
 		return err
@@ -360,23 +372,29 @@ func (d *Driver) Initialize(ctx context.Context) error {
 }
 
 // addClient counts one more client of an initialized driver and reports
-// whether it did; false means the driver is Unloaded (or Removed, which
-// refuses Initialize: see the error in Initialize's path). A first
-// Initialize counts its client before it moves the driver out of
-// Unloaded: a call in between is not counted, and waits for that
-// Initialize (lockIO) before it looks again, rather than return with the
-// driver still Unloaded (and uncounted, if that Initialize fails).
-func (d *Driver) addClient() bool {
+// whether it did. Removed refuses Initialize at once (the table's error,
+// ErrOffline), without waiting for the device, which an acquisition
+// overtaken by the removal or a reconnection may hold. False with no
+// error means the driver is Unloaded: the caller goes on as the first
+// Initialize. A first Initialize counts its client before it moves the
+// driver out of Unloaded: a call in between is not counted, and waits for
+// that Initialize (lockIO) before it looks again, rather than return with
+// the driver still Unloaded (and uncounted, if that Initialize fails).
+func (d *Driver) addClient() (bool, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.clients == 0 {
-		return false
+		return false, nil
 	}
-	if st := d.m.State(); st == Removed || st == Unloaded {
-		return false
+	switch st := d.m.State(); st {
+	case Removed:
+		_, _, err := Transition(st, Initialize)
+		return false, err
+	case Unloaded:
+		return false, nil
 	}
 	d.clients++
-	return true
+	return true, nil
 }
 
 // Uninitialize is drvUnInitializeWia: it undoes one Initialize. The last
@@ -386,10 +404,12 @@ func (d *Driver) addClient() bool {
 // when Uninitialize returns. The last one fails with ErrBusy while a
 // transfer runs; one of several only counts its client out, whatever
 // runs. Any fails with ErrNotInitialized in Unloaded. A last Uninitialize
-// called on the watch's own goroutine (from the watcher's Next, or from
-// Config.Open as an arrival reopens the device) cannot wait for that
-// goroutine: it returns with the watch ended, and the goroutine returns
-// as soon as the call that made it does.
+// called from the watcher's Next, on the watch's own goroutine, cannot
+// wait for that goroutine: it returns with the watch ended, and the
+// goroutine returns as soon as the call that made it does. One called
+// from Config.Open (as an arrival reopens the device) fails with ErrBusy
+// at once: the reopen holds the device; so does an Initialize from there
+// that would have to wait for it.
 func (d *Driver) Uninitialize() error {
 	if !d.made() {
 		return d.errNotMade()
@@ -411,6 +431,9 @@ func (d *Driver) Uninitialize() error {
 	d.mu.Unlock()
 	if d.m.State().Busy() {
 		return ErrBusy
+	}
+	if d.inOpen() {
+		return errInOpen
 	}
 	// The hotplug watch ends last, once ioSem is free again: its
 	// goroutine may be delivering an event that waits for ioSem.
@@ -458,9 +481,24 @@ func (d *Driver) closeDeviceLocked() {
 	d.dev, d.out, d.in = nil, nil, nil
 }
 
+// inOpen reports whether the caller runs inside Config.Open, called by
+// openDevice on this goroutine with ioSem held.
+func (d *Driver) inOpen() bool {
+	g := d.opener.Load()
+	return g != 0 && g == goid.ID()
+}
+
+// errInOpen is the error of an Initialize or Uninitialize called from
+// Config.Open.
+var errInOpen = ErrBusy.Wrap(errors.New("called from Config.Open, while the driver opens the device"))
+
 // openDevice opens the device and probes it. ioSem held.
 func (d *Driver) openDevice(ctx context.Context) (*usb.Device, error) {
-	dev, err := d.cfg.Open(ctx)
+	d.opener.Store(goid.ID())
+	dev, err := func() (*usb.Device, error) {
+		defer d.opener.Store(0) // after a panic too
+		return d.cfg.Open(ctx)
+	}()
 	if err != nil {
 		return nil, ErrOffline.Wrap(fmt.Errorf("open device: %w", err))
 	}
