@@ -218,6 +218,14 @@ func (h *Handler) run(j *job) JobReport {
 	h.mu.Lock()
 	j.acquiring = false
 	h.mu.Unlock()
+	if j.cancelCtx.Err() != nil {
+		// A cancel that found this job acquiring calls CancelPendingIO
+		// after it let go of h.mu, bounded by CancelTimeout: it must land
+		// while this job still holds the driver's lock, where it finds
+		// nothing to cancel, and not on the next job's acquisition (a
+		// POST may lock the driver as soon as this job unlocks it).
+		<-j.cancelDone
+	}
 	uerr := h.d.Unlock()
 	idleAt := time.Now()
 	close(j.idle)
