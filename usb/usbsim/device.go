@@ -76,13 +76,14 @@ func Open(ring *ioring.Ring, s *Scanner) (*usb.Device, error) {
 		}
 		return nil, fmt.Errorf("usbsim: open device: %w", err)
 	}
-	if err := s.openSettings(); err != nil {
+	plug, err := s.openSettings(addr)
+	if err != nil {
 		if errors.Is(err, ErrNoDevice) {
 			return nil, usb.ErrNoDevice
 		}
 		return nil, fmt.Errorf("usbsim: open device: %w", err)
 	}
-	r := &hostRunner{s: s, eps: make(map[uint8]*hostEndpoint, len(eps)+1)}
+	r := &hostRunner{s: s, plug: plug, eps: make(map[uint8]*hostEndpoint, len(eps)+1)}
 	for _, ep := range eps {
 		desc.Endpoints = append(desc.Endpoints, usb.EndpointDesc{
 			Address:       ep.Address,
@@ -109,26 +110,29 @@ func Open(ring *ioring.Ring, s *Scanner) (*usb.Device, error) {
 	return usb.NewDevice(desc, usb.NewPump(ring, pumped, r)), nil
 }
 
-// openSettings puts the current plug-in in the settings Open's Device
-// starts with: configuration 1, interface 0 at alternate setting 0.
-func (s *Scanner) openSettings() error {
+// openSettings puts the current plug-in, which Open found at bus address
+// addr, in the settings Open's Device starts with: configuration 1,
+// interface 0 at alternate setting 0. It returns that plug-in, the one
+// the Device belongs to (ErrNoDevice if another came meanwhile).
+func (s *Scanner) openSettings(addr int) (*plug, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	switch {
 	case s.closed:
-		return ErrClosed
-	case s.plug == nil:
-		return ErrNoDevice
+		return nil, ErrClosed
+	case s.plug == nil || s.plug.addr != addr:
+		return nil, ErrNoDevice
 	}
 	s.setConfigLocked(1)
 	s.changedLocked()
-	return nil
+	return s.plug, nil
 }
 
 // hostRunner runs a Device's transfers on the simulated scanner's sockets.
 type hostRunner struct {
-	s   *Scanner
-	eps map[uint8]*hostEndpoint // read-only after Open
+	s    *Scanner
+	plug *plug                   // the plug-in Open found: after a Replug, the device is gone
+	eps  map[uint8]*hostEndpoint // read-only after Open
 }
 
 // hostEndpoint is the host side of one endpoint of the simulated scanner.
@@ -387,15 +391,16 @@ func (r *hostRunner) SetAltSetting(iface, alt int) error {
 	return r.setting("set alternate setting", func() bool { return r.s.setInterfaceLocked(iface, alt) })
 }
 
-// setting runs f, a change of the scanner's settings, on the current
+// setting runs f, a change of the scanner's settings, on the Device's
 // plug-in: the device takes it (nil), refuses it (an error wrapping
 // ErrStall, as a device refuses a request it cannot honour) or is gone
-// (ErrNoDevice).
+// (ErrNoDevice: unplugged, or replugged since Open, which is another
+// device).
 func (r *hostRunner) setting(what string, f func() bool) error {
 	s := r.s
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.plug == nil || s.closed {
+	if s.plug != r.plug || s.closed {
 		return ErrNoDevice
 	}
 	if !f() {
@@ -407,7 +412,7 @@ func (r *hostRunner) setting(what string, f func() bool) error {
 
 func (r *hostRunner) ClearHalt(ep usb.EndpointDesc) error {
 	r.eps[ep.Address].left = nil // the endpoint's FIFO is reset
-	return r.s.ClearHalt(ep.Address)
+	return r.s.clearHalt(r.plug, ep.Address)
 }
 
 // Reset is not possible on the socketpairs: the scanner has no port to

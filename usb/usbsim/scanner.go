@@ -430,8 +430,17 @@ func (s *Scanner) ClearHalt(addr uint8) error {
 	if !s.made() {
 		return errNotMade
 	}
+	return s.clearHalt(nil, addr)
+}
+
+// clearHalt is ClearHalt on plug-in want, which must still be the
+// current one (ErrNoDevice if not), or on the current one (want nil).
+func (s *Scanner) clearHalt(want *plug, addr uint8) error {
 	s.mu.Lock()
 	ep, err := s.endpointLocked(addr)
+	if err == nil && want != nil && s.plug != want {
+		err = ErrNoDevice
+	}
 	if err == nil && s.gadget != nil {
 		err = fmt.Errorf("usbsim: ClearHalt of a USB gadget: %w", ErrNotSupported)
 	}
