@@ -321,6 +321,14 @@ type dataFile struct {
 	offsets []int64
 }
 
+// notIrregular reports whether path names a regular file (following
+// symbolic links) or nothing that can be looked at: a missing file, which
+// a write run creates, or one the open will report an error for.
+func notIrregular(path string) bool {
+	st, err := os.Stat(path)
+	return err != nil || st.Mode().IsRegular()
+}
+
 // openData opens --file, or creates the temporary file, and picks random
 // block-aligned offsets inside it.
 func openData(cfg *config) (*dataFile, error) {
@@ -342,6 +350,10 @@ func openData(cfg *config) (*dataFile, error) {
 			d.close()
 			return nil, fmt.Errorf("temporary file %s: %w", d.f.Name(), err)
 		}
+	case !notIrregular(cfg.file):
+		// Looked at before the open, which waits for ever on a FIFO
+		// (for a writer, or a reader) where no Ctrl-C can end it.
+		return nil, fmt.Errorf("--file %s: not a regular file", cfg.file)
 	case cfg.op == "read":
 		if d.f, err = os.Open(cfg.file); err != nil {
 			return nil, fmt.Errorf("--file: %w", err)

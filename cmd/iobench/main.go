@@ -33,24 +33,28 @@
 // When stderr is a terminal, a progress line is updated there once a
 // second. Ctrl-C ends the run early: the summary (marked "interrupted") is
 // still printed, the plot still written, and the exit status is 130, as
-// for wiascan; a second Ctrl-C kills iobench at once. The exit status is 0
-// on success, 1 when the run fails, 2 for bad usage, 130 when interrupted.
+// for wiascan; a second Ctrl-C kills iobench at once. SIGTERM and SIGHUP
+// end the run the same way (status 130 too), so the temporary file and a
+// plot's temporary file are removed. The exit status is 0 on success, 1
+// when the run fails, 2 for bad usage, 130 when interrupted.
 package main
 
 import (
 	"os"
 	"os/signal"
+	"syscall"
 )
 
 func main() {
-	// The first Ctrl-C goes to run, which stops and summarizes; the next
-	// one gets the default action (exit at once).
+	// The first Ctrl-C (or SIGTERM, from kill, timeout or a service
+	// manager; or SIGHUP, the terminal gone) goes to run, which stops and
+	// summarizes; the next one gets the default action (exit at once).
 	raw := make(chan os.Signal, 1)
-	signal.Notify(raw, os.Interrupt)
+	signal.Notify(raw, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 	sigs := make(chan os.Signal, 1)
 	go func() {
 		s := <-raw
-		signal.Reset(os.Interrupt)
+		signal.Reset(os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 		sigs <- s
 	}()
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr, sigs))
