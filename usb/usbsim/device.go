@@ -6,6 +6,7 @@ import (
 	"runtime"
 	"slices"
 	"sync"
+	"syscall"
 	"weak"
 
 	"github.com/cancelio/cancelio/ioring"
@@ -37,7 +38,9 @@ import (
 // equivalent here: messages carry their length.
 //
 // The Device starts where usb.Open leaves a device: configuration 1, with
-// interface 0 claimed at alternate setting 0. Open puts the scanner there,
+// interface 0 claimed at alternate setting 0. The claim is the Device's
+// until its Close: another Open of the same plug-in meanwhile fails with
+// an error wrapping syscall.EBUSY, as usbfs refuses a second claim. Open puts the scanner there,
 // as usb.Open configures an unconfigured device and selects the
 // interface's setting: a scanner an earlier Device left unconfigured, or
 // at AltEventsOnly, is set back.
@@ -110,10 +113,13 @@ func Open(ring *ioring.Ring, s *Scanner) (*usb.Device, error) {
 	return usb.NewDevice(desc, usb.NewPump(ring, pumped, r)), nil
 }
 
-// openSettings puts the current plug-in, which Open found at bus address
-// addr, in the settings Open's Device starts with: configuration 1,
-// interface 0 at alternate setting 0. It returns that plug-in, the one
-// the Device belongs to (ErrNoDevice if another came meanwhile).
+// openSettings claims the interface of the current plug-in, which Open
+// found at bus address addr, and puts it in the settings Open's Device
+// starts with: configuration 1, interface 0 at alternate setting 0. It
+// returns that plug-in, the one the Device belongs to (ErrNoDevice if
+// another came meanwhile). A plug-in whose interface another Device holds
+// is refused, as usbfs refuses a second claim (EBUSY): the two would
+// share its sockets and take each other's replies.
 func (s *Scanner) openSettings(addr int) (*plug, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -122,7 +128,10 @@ func (s *Scanner) openSettings(addr int) (*plug, error) {
 		return nil, ErrClosed
 	case s.plug == nil || s.plug.addr != addr:
 		return nil, ErrNoDevice
+	case s.plug.claimed:
+		return nil, fmt.Errorf("interface 0 is claimed by another Device of this plug-in (close it first): %w", syscall.EBUSY)
 	}
+	s.plug.claimed = true
 	s.setConfigLocked(1)
 	s.changedLocked()
 	return s.plug, nil
@@ -130,9 +139,18 @@ func (s *Scanner) openSettings(addr int) (*plug, error) {
 
 // hostRunner runs a Device's transfers on the simulated scanner's sockets.
 type hostRunner struct {
-	s    *Scanner
-	plug *plug                   // the plug-in Open found: after a Replug, the device is gone
-	eps  map[uint8]*hostEndpoint // read-only after Open
+	s      *Scanner
+	plug   *plug                   // the plug-in Open found: after a Replug, the device is gone
+	eps    map[uint8]*hostEndpoint // read-only after Open
+	closed bool                    // Close released the claim; guarded by s.mu
+}
+
+// gone reports whether the Device's plug-in is gone: unplugged, replugged
+// since Open (another device), or the scanner closed.
+func (r *hostRunner) gone() bool {
+	r.s.mu.Lock()
+	defer r.s.mu.Unlock()
+	return r.s.closed || r.s.plug != r.plug
 }
 
 // hostEndpoint is the host side of one endpoint of the simulated scanner.
@@ -232,9 +250,16 @@ func (r *hostRunner) Run(t *usb.Transfer) (int, error) {
 }
 
 // in is one IN transfer: readv([hdr, buf]) of one message.
-func (*hostRunner) in(h *hostEndpoint, t *usb.Transfer) (int, error) {
+func (r *hostRunner) in(h *hostEndpoint, t *usb.Transfer) (int, error) {
 	buf := t.Buf()
 	if len(h.left) > 0 {
+		// The rest of a message a shorter buffer took part of: the
+		// device's, which cannot deliver it once it is gone (a message
+		// not read yet fails with ErrNoDevice too).
+		if r.gone() {
+			h.left = nil
+			return 0, ErrNoDevice
+		}
 		n := copy(buf, h.left)
 		h.left = h.left[n:]
 		return n, nil
@@ -421,4 +446,13 @@ func (*hostRunner) Reset() error {
 	return fmt.Errorf("usbsim: reset: %w: the simulated scanner has no port to reset", ioring.ErrNotSupported)
 }
 
-func (*hostRunner) Close() error { return nil }
+// Close releases the interface Open claimed.
+func (r *hostRunner) Close() error {
+	r.s.mu.Lock()
+	defer r.s.mu.Unlock()
+	if !r.closed {
+		r.closed = true
+		r.plug.claimed = false
+	}
+	return nil
+}

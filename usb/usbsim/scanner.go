@@ -149,6 +149,9 @@ type plug struct {
 	// DeviceDesc and the hotplug events carry; 0 for a gadget (the
 	// kernel's enumeration gives it its place on a real bus).
 	addr int
+	// claimed: a Device of this plug-in is open (Open claims its
+	// interface, its Close releases it); guarded by Scanner.mu.
+	claimed bool
 }
 
 func (p *plug) endpoints() [3]*endpoint { return [3]*endpoint{p.out, p.in, p.intr} }
