@@ -204,8 +204,10 @@ func (q Request) Wait(ctx context.Context) (Completion, error) {
 	// raises parked first and then finds the request done (the state was
 	// published before the reaper's unlock, which orders it before this
 	// load), so the send, and the drain it would cost the slot's next use,
-	// are skipped.
-	if r.parked.Load() > 0 {
+	// are skipped. Waiters of a foreign request do not count themselves in
+	// parked (they wait for its transport, not for a reaper), so its wake
+	// is always passed on: a second waiter would otherwise wait for ever.
+	if r.parked.Load() > 0 || s.foreign.Load() {
 		select {
 		case s.wake <- struct{}{}:
 		default:
