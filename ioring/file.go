@@ -30,7 +30,10 @@ import (
 // A File owns its fd: Close closes it. All methods are safe for concurrent
 // use. Errors are *os.PathError values wrapping the ring's: a deadline
 // gives one that matches os.ErrDeadlineExceeded (and ErrTimeout), a closed
-// File one that matches os.ErrClosed (and ErrClosed).
+// File one that matches os.ErrClosed (and ErrClosed). Closing the Ring
+// under a File ends its pending calls with ErrCanceled (the ring's Close
+// cancels them) and fails later ones with ErrClosed; the File still owns
+// its fd, which its Close closes.
 type File struct {
 	r    *Ring
 	fd   int
