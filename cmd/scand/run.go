@@ -31,6 +31,12 @@ const (
 // shutdownTimeout bounds the clean shutdown after SIGTERM.
 const shutdownTimeout = 10 * time.Second
 
+// shutdownGrace is how long the server's shutdown waits, once the handler
+// has shut down, for requests still open: those wait only for their
+// clients by then (a POST whose body stalls, a connection that has sent
+// nothing yet), whose connections are then closed.
+const shutdownGrace = time.Second
+
 // Limit of the simulated scanner's size flags (wiascan's too).
 const maxSimBytes = 1 << 40
 
@@ -358,7 +364,15 @@ func serve(o *options, stderr io.Writer, sigs <-chan os.Signal, ready func(strin
 	defer cancel()
 	t0 := time.Now()
 	herr := h.Shutdown(ctx)
-	serr := srv.Shutdown(ctx)
+	gctx, gcancel := context.WithTimeout(ctx, shutdownGrace)
+	serr := srv.Shutdown(gctx)
+	gcancel()
+	if serr != nil {
+		// Not an error of scand's: a client that does not finish its
+		// request (or never starts one) is not waited for.
+		log.Info("scand: closing connections whose clients did not finish their requests", "after", shutdownGrace.String())
+		serr = srv.Close()
+	}
 	log.Info("scand: stopped", "took", time.Since(t0).Round(time.Microsecond).String())
 	if serveErr != nil && !errors.Is(serveErr, http.ErrServerClosed) {
 		return fmt.Errorf("serve: %w", serveErr)
