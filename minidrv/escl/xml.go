@@ -1,6 +1,7 @@
 package escl
 
 import (
+	"bytes"
 	"encoding/xml"
 	"errors"
 	"fmt"
@@ -166,11 +167,54 @@ func (t *text) UnmarshalXML(d *xml.Decoder, start xml.StartElement) error {
 // opposed to settings it parsed and does not support (409).
 var errMalformed = errors.New("malformed scan settings")
 
+// uniqueAttrs refuses a document in which an element repeats an
+// attribute (the same prefix and name, a namespace declaration included):
+// not well-formed XML, which encoding/xml does not check even when
+// strict, and whose later value would silently win.
+func uniqueAttrs(body []byte) error {
+	dec := xml.NewDecoder(bytes.NewReader(body))
+	dec.Strict = true
+	for {
+		tok, err := dec.RawToken()
+		if err != nil {
+			return nil // the decode that follows reports what is wrong
+		}
+		start, ok := tok.(xml.StartElement)
+		if !ok || len(start.Attr) < 2 {
+			continue
+		}
+		// A set, not pairs: a hostile element may carry many thousands.
+		seen := make(map[xml.Name]struct{}, len(start.Attr))
+		for _, a := range start.Attr {
+			if _, dup := seen[a.Name]; dup {
+				return fmt.Errorf("%w: element %s repeats attribute %s", errMalformed, start.Name.Local, qualified(a.Name))
+			}
+			seen[a.Name] = struct{}{}
+		}
+	}
+}
+
+// qualified writes name as it appears in a document read with RawToken
+// (Space holds the prefix).
+func qualified(name xml.Name) string {
+	if name.Space == "" {
+		return name.Local
+	}
+	return name.Space + ":" + name.Local
+}
+
 // parseScanSettings decodes one scan:ScanSettings document from r. It
 // refuses anything but exactly one well-formed ScanSettings element
 // (comments, processing instructions and white space aside).
 func parseScanSettings(r io.Reader) (*scanSettings, error) {
-	dec := xml.NewDecoder(r)
+	body, err := io.ReadAll(r)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", errMalformed, err)
+	}
+	if err := uniqueAttrs(body); err != nil {
+		return nil, err
+	}
+	dec := xml.NewDecoder(bytes.NewReader(body))
 	dec.Strict = true
 	var s scanSettings
 	if err := dec.Decode(&s); err != nil {
