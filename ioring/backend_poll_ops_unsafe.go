@@ -136,17 +136,7 @@ func sockCallFrom(s *slot, fd int32, flags, skip int) int32 {
 	case OpSendMsg, OpRecvMsg:
 		h := msgOf(s)
 		saved := *h
-		rest := make([]unix.Iovec, 0, h.Iovlen)
-		for _, v := range unsafe.Slice(h.Iov, h.Iovlen) {
-			if n := int(v.Len); skip >= n {
-				skip -= n
-				continue
-			}
-			v.Base = (*byte)(unsafe.Add(unsafe.Pointer(v.Base), skip))
-			v.SetLen(int(v.Len) - skip)
-			skip = 0
-			rest = append(rest, v)
-		}
+		rest := skipIovecs(unsafe.Slice(h.Iov, h.Iovlen), skip)
 		h.Iov = &rest[0]
 		h.SetIovlen(len(rest))
 		nr, extra := uintptr(unix.SYS_RECVMSG), uintptr(0)

@@ -62,8 +62,16 @@ func rwFrom(s *slot, fd int32, skip int) int32 {
 		one.SetLen(len(b))
 		return rwv(fd, s.code == OpWrite, &one, 1, s.off, 0)
 	}
-	rest := make([]unix.Iovec, 0, len(s.iov))
-	for _, v := range s.iov {
+	rest := skipIovecs(s.iov, skip)
+	return rwv(fd, s.code == OpWritev, &rest[0], len(rest), s.off, 0)
+}
+
+// skipIovecs returns a copy of iov without its first skip bytes (fewer
+// than iov holds): the rest of a transfer of which those have moved
+// (rwFrom, sockCallFrom).
+func skipIovecs(iov []unix.Iovec, skip int) []unix.Iovec {
+	rest := make([]unix.Iovec, 0, len(iov))
+	for _, v := range iov {
 		if n := int(v.Len); skip >= n {
 			skip -= n
 			continue
@@ -73,7 +81,7 @@ func rwFrom(s *slot, fd int32, skip int) int32 {
 		skip = 0
 		rest = append(rest, v)
 	}
-	return rwv(fd, s.code == OpWritev, &rest[0], len(rest), s.off, 0)
+	return rest
 }
 
 // rwv is the system call of rw and rwFixed: preadv2 (pwritev2 when write)
