@@ -478,10 +478,6 @@ func opBytes(s *slot) int {
 	return n
 }
 
-// isWrite reports whether op is a write of one buffer or several (OpWrite,
-// OpWritev).
-func isWrite(op Opcode) bool { return op == OpWrite || op == OpWritev }
-
 // twinWrite runs write request s on p.fd, the non-blocking reopen of a
 // blocking terminal (pmTwin), as a blocking write(2) on the terminal
 // would: it moves what the terminal takes now, and the request waits for
@@ -547,7 +543,7 @@ func (b *pollBackend) try(s *slot, p *pslot) {
 			p.res = rw(s, p.fd, 0, -1)
 		case pmTwin:
 			// Our own O_NONBLOCK description of a blocking terminal.
-			if isWrite(s.code) {
+			if s.code.desc().write {
 				p.res = twinWrite(s, p)
 			} else {
 				p.res = rw(s, p.fd, 0, -1)
@@ -1033,7 +1029,7 @@ func (b *pollBackend) runBlocking(idx uint32, s *slot, p *pslot, pfd *pollFD, re
 		}
 		b.mu.Unlock()
 		if tw >= 0 {
-			if isWrite(s.code) {
+			if s.code.desc().write {
 				res = twinWrite(s, p)
 			} else {
 				res = rw(s, tw, 0, -1)

@@ -111,10 +111,10 @@ func (h *hotplug) run(d *Driver, desc usb.DeviceDesc) {
 
 // stop ends the watch: the goroutine, if it runs, has returned and the
 // watcher is closed when it returns; but for a stop on that goroutine
-// itself (the last Uninitialize called from the watcher's Next, or from
-// code an event runs, such as Config.Open), which cannot wait for its own
-// return: the goroutine returns as soon as that call does, its context
-// ended and its watcher closed. h may be nil.
+// itself (the last Uninitialize called from the watcher's Next; one from
+// Config.Open fails before it gets here, see errInOpen), which cannot
+// wait for its own return: the goroutine returns as soon as that call
+// does, its context ended and its watcher closed. h may be nil.
 func (h *hotplug) stop() {
 	if h == nil {
 		return

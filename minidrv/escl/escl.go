@@ -1,7 +1,6 @@
 package escl
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"errors"
@@ -376,7 +375,7 @@ func (h *Handler) serveScanJobs(w http.ResponseWriter, r *http.Request) {
 		h.refuse(w, r, http.StatusBadRequest, "read the request body: "+err.Error())
 		return
 	}
-	ss, err := parseScanSettings(bytes.NewReader(body))
+	ss, err := parseScanSettings(body)
 	if err != nil {
 		h.refuse(w, r, http.StatusBadRequest, err.Error())
 		return

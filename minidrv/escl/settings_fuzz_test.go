@@ -1,7 +1,6 @@
 package escl
 
 import (
-	"bytes"
 	"slices"
 	"testing"
 
@@ -32,7 +31,7 @@ func FuzzScanSettings(f *testing.F) {
 	f.Add([]byte(`<a><b>`))
 	c := fuzzCaps()
 	f.Fuzz(func(t *testing.T, body []byte) {
-		ss, err := parseScanSettings(bytes.NewReader(body))
+		ss, err := parseScanSettings(body)
 		if err != nil {
 			if !isMalformed(err) {
 				t.Fatalf("parse error %v is not marked malformed", err)

@@ -203,14 +203,10 @@ func qualified(name xml.Name) string {
 	return name.Space + ":" + name.Local
 }
 
-// parseScanSettings decodes one scan:ScanSettings document from r. It
+// parseScanSettings decodes one scan:ScanSettings document, body. It
 // refuses anything but exactly one well-formed ScanSettings element
 // (comments, processing instructions and white space aside).
-func parseScanSettings(r io.Reader) (*scanSettings, error) {
-	body, err := io.ReadAll(r)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %v", errMalformed, err)
-	}
+func parseScanSettings(body []byte) (*scanSettings, error) {
 	if err := uniqueAttrs(body); err != nil {
 		return nil, err
 	}

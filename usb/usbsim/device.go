@@ -38,12 +38,12 @@ import (
 // equivalent here: messages carry their length.
 //
 // The Device starts where usb.Open leaves a device: configuration 1, with
-// interface 0 claimed at alternate setting 0. The claim is the Device's
-// until its Close: another Open of the same plug-in meanwhile fails with
-// an error wrapping syscall.EBUSY, as usbfs refuses a second claim. Open puts the scanner there,
+// interface 0 claimed at alternate setting 0. Open puts the scanner there,
 // as usb.Open configures an unconfigured device and selects the
 // interface's setting: a scanner an earlier Device left unconfigured, or
-// at AltEventsOnly, is set back.
+// at AltEventsOnly, is set back. The claim is the Device's until its
+// Close: another Open of the same plug-in meanwhile fails with an error
+// wrapping syscall.EBUSY, as usbfs refuses a second claim.
 //
 // Ring slots: each transfer in progress takes two of the ring's request
 // slots, the transfer's own (a foreign request, which carries its token,
@@ -150,8 +150,11 @@ type hostRunner struct {
 func (r *hostRunner) gone() bool {
 	r.s.mu.Lock()
 	defer r.s.mu.Unlock()
-	return r.s.closed || r.s.plug != r.plug
+	return r.goneLocked()
 }
+
+// goneLocked is gone with s.mu held.
+func (r *hostRunner) goneLocked() bool { return r.s.closed || r.s.plug != r.plug }
 
 // hostEndpoint is the host side of one endpoint of the simulated scanner.
 // Its fields belong to the endpoint's pump goroutine (and to ClearHalt,
@@ -425,7 +428,7 @@ func (r *hostRunner) setting(what string, f func() bool) error {
 	s := r.s
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.plug != r.plug || s.closed {
+	if r.goneLocked() {
 		return ErrNoDevice
 	}
 	if !f() {
