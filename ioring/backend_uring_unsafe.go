@@ -1216,8 +1216,10 @@ func (b *uringBackend) endPass() {
 // (multiShot.own), never at the caller's fd number: the caller may close
 // its fd while the request goes on, and the number may then name another
 // socket, whose end would end this request and whose pending error the
-// peek would take. A request without one (a registered file: no fd to
-// duplicate; or the duplicate failed) is not checked. r.reapMu held.
+// peek would take; a registered file's is taken from the ring's
+// duplicate of its entry (RegisterFiles). A request without one (a
+// registered file that is no stream socket, or a duplicate that failed)
+// is not checked. r.reapMu held.
 func (b *uringBackend) eofCheck(s *slot, key uint64) {
 	ms := s.ms
 	if ms.own < 0 || ms.stream < 0 || s.flags.Load()&(flEOF|flCancelReq) != 0 {

@@ -19,8 +19,12 @@ const maxFiles = 1 << 20
 
 // regFiles is the registered-file table of a Ring.
 type regFiles struct {
-	n    atomic.Int32 // entries in the table (0: none registered), for Op.check
-	held []int32      // the poll backend's duplicates, -1 for an empty entry; guarded by r.sqMu
+	n atomic.Int32 // entries in the table (0: none registered), for Op.check
+	// held holds the ring's duplicates of the registered fds, -1 for an
+	// entry without one: on the poll backend of every fd, on io_uring of
+	// the stream sockets (for RecvMultishot's end-of-stream check; nil
+	// when there is none). Guarded by r.sqMu.
+	held []int32
 }
 
 // RegisterFiles registers fds with r, once, for requests marked

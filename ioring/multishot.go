@@ -59,7 +59,8 @@ type multiShot struct {
 	// own is the io_uring ring's duplicate of a RecvMultishot's fd, made
 	// by fillMulti, that eofCheck peeks at, not at the caller's fd number,
 	// which a caller that closed its fd too early lets another file take.
-	// -1: none (another backend, a registered file, or the dup failed).
+	// -1: none (another backend, a registered file that is no stream
+	// socket, or the dup failed).
 	// finishMulti or unfill closes it.
 	own     int32
 	peekErr syscall.Errno // the socket's error eofCheck's peek took (and so cleared), for the final completion; reapMu
@@ -88,10 +89,16 @@ func (r *Ring) fillMulti(s *slot, br *BufRing) {
 	ms.ended.Store(false)
 	ms.br, ms.stream, ms.peekErr = br, 0, 0
 	ms.own = -1
-	if s.code == OpRecvMultishot && !s.fixedFD && r.info.Backend == BackendURing {
+	if s.code == OpRecvMultishot && r.info.Backend == BackendURing {
 		// The caller's fd is valid now (Submit's contract), and names
-		// the file the kernel will take for the request.
-		ms.own = dupOwn(s.fd)
+		// the file the kernel will take for the request; a registered
+		// file's is the ring's duplicate of its entry, if a stream
+		// socket.
+		if fd := s.fd; !s.fixedFD {
+			ms.own = dupOwn(fd)
+		} else if fd = r.heldFile(fd); fd >= 0 {
+			ms.own = dupOwn(fd)
+		}
 	}
 	if br != nil {
 		br.users.Add(1) // finishMulti counts it out

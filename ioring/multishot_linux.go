@@ -88,8 +88,10 @@ func AcceptMultishot(fd int, flags int) Op {
 // call, and at its end ends the request with 0 itself. It peeks at a
 // duplicate of fd that the ring takes at submission (one more fd while the
 // request is in flight), never at fd's number later, so another file that
-// comes to take the number cannot end the request. A request on a
-// registered file (Op.FixedFile) has no fd to peek at and is not checked.
+// comes to take the number cannot end the request. For a request on a
+// registered file (Op.FixedFile) the ring keeps a duplicate of each stream
+// socket registered (RegisterFiles: one more fd each until UnregisterFiles
+// or Close), and the request's own duplicate is taken from it.
 //
 // br stays the ring's while the request is in flight: BufRing.Close fails
 // until its final completion.
@@ -241,6 +243,7 @@ func (r *Ring) registerFiles(table []int32) error {
 			return err
 		}
 		b.registerBlocking(table)
+		r.files.held = streamDups(table)
 		return nil
 	}
 	// Every fd checked before any is duplicated: a duplicate takes the
@@ -276,16 +279,41 @@ func (r *Ring) registerFiles(table []int32) error {
 	return nil
 }
 
-// unregisterFiles takes the table back. r.sqMu held. The poll backend's
-// requests in flight hold duplicates of their own (made while r.sqMu was
-// held, before the request left flush), so closing the table's is safe.
+// streamDups returns the io_uring backend's duplicates of the stream
+// sockets of table, -1 for every other entry, or nil when there is none:
+// what a RecvMultishot on a registered file peeks at (eofCheck, through
+// its own duplicate of the entry's, made by fillMulti). A socket whose
+// duplicate fails is not checked, as an fd's is not.
+func streamDups(table []int32) []int32 {
+	var held []int32
+	for i, fd := range table {
+		if fd < 0 {
+			continue
+		}
+		if t, err := unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_TYPE); err != nil || t != unix.SOCK_STREAM {
+			continue
+		}
+		if held == nil {
+			held = make([]int32, len(table))
+			for j := range held {
+				held[j] = -1
+			}
+		}
+		held[i] = dupOwn(fd)
+	}
+	return held
+}
+
+// unregisterFiles takes the table back. r.sqMu held. Requests in flight
+// hold duplicates of their own (the poll backend's, made while r.sqMu was
+// held, before the request left flush; a RecvMultishot's on io_uring, by
+// fillMulti), so closing the table's is safe.
 func (r *Ring) unregisterFiles() error {
 	if b, ok := r.be.(*uringBackend); ok {
 		if err := b.ring.UnregisterFiles(); err != nil {
 			return err
 		}
 		b.blk.fixed = nil
-		return nil
 	}
 	for _, h := range r.files.held {
 		if h >= 0 {
@@ -296,8 +324,8 @@ func (r *Ring) unregisterFiles() error {
 	return nil
 }
 
-// closeFiles releases the poll backend's duplicates at Close (the kernel's
-// references go with the io_uring instance).
+// closeFiles releases the ring's duplicates of registered files at Close
+// (the kernel's references go with the io_uring instance).
 func (r *Ring) closeFiles() {
 	r.sqMu.Lock()
 	held := r.files.held
@@ -311,8 +339,8 @@ func (r *Ring) closeFiles() {
 	}
 }
 
-// heldFile returns the poll backend's duplicate of registered file index,
-// or -1. r.sqMu held.
+// heldFile returns the ring's duplicate of registered file index (see
+// regFiles.held), or -1. r.sqMu held.
 func (r *Ring) heldFile(index int32) int32 {
 	if index < 0 || int(index) >= len(r.files.held) {
 		return -1

@@ -36,6 +36,7 @@ func (r *Ring) newKernelBufRing(*BufRing) (kernelBufRing, error) { return nil, E
 func (r *Ring) registerFiles([]int32) error                      { return ErrNotSupported }
 func (r *Ring) unregisterFiles() error                           { return ErrNotSupported }
 func (r *Ring) closeFiles()                                      {}
+func (r *Ring) heldFile(int32) int32                             { return -1 }
 
 // dupOwn and closeOwnFD are never reached where no Ring can be made.
 func dupOwn(int32) int32 { return -1 }
