@@ -54,8 +54,12 @@ func (r *Ring) RegisterBuffers(bufs [][]byte) error {
 	return nil
 }
 
-// UnregisterBuffers drops the registered buffers; requests still using them
-// complete normally. It returns ENXIO when none are registered.
+// UnregisterBuffers drops the registered buffers. Requests already
+// accepted keep the buffers they were handed and complete normally, except
+// one still held in its stream's order (see Order): it is handed the
+// buffers registered at its turn, and completes with EFAULT when its
+// buffer lies in none of them (as UnregisterFiles does for files). It
+// returns ENXIO when none are registered.
 func (r *Ring) UnregisterBuffers() error {
 	if !r.made() {
 		return errNoRing("unregister", r)
