@@ -197,7 +197,7 @@ type pslot struct {
 	timer    *time.Timer // OpTimeout's timer, made once per slot
 	fireAt   time.Time
 	moved    int32         // bytes a MSG_WAITALL send or receive has moved so far (tryAll)
-	tries    uint8         // times an OpenAt found no reader on its FIFO, or a Connect a full backlog (openLater)
+	tries    uint8         // times an OpenAt found no reader on its FIFO, or a Connect a full backlog (openLater); 1 once an error-queue RecvMsg waited (trySock)
 	giveUp   time.Duration // a Connect waiting for room in a backlog: when its socket's SO_SNDTIMEO runs out (since epoch), or 0: never
 	fwd      int32         // the inotify watch of the FIFO an OpenAt waits for, or -1 (backend_poll_fifo_linux.go)
 	fseen    uint32        // with fwd: the FIFO's opens counted when the request began to watch it

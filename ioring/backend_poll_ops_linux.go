@@ -190,6 +190,18 @@ func (b *pollBackend) trySock(s *slot, p *pslot) {
 	}
 	p.res = sockCall(s, p.fd, unix.MSG_DONTWAIT)
 	if p.res == -int32(unix.EAGAIN) && !dontWait(s) {
+		if s.code == OpRecvMsg && s.events&unix.MSG_ERRQUEUE != 0 {
+			// A read of the error queue waits for the socket to be
+			// readable or to have an error, once: then it completes
+			// with what the error queue holds, EAGAIN when nothing, as
+			// io_uring's does. (Readiness of the receive queue would
+			// otherwise wake it again and again, for as long as its
+			// data stays unread.)
+			if p.tries != 0 {
+				return
+			}
+			p.tries = 1
+		}
 		p.act = paWait
 	}
 }

@@ -55,7 +55,11 @@ func SendMsg(fd int, m *Msg, flags int) Op {
 // the sender's address is kept for Msg.From. It completes with the number
 // of data bytes received; Msg.ControlLen, Msg.Flags and Msg.From tell the
 // rest once it is delivered. Datagram, netlink and CAN sockets deliver one
-// message per request.
+// message per request. With unix.MSG_ERRQUEUE it reads the socket's error
+// queue (IP_RECVERR, timestamps, zero-copy notices): it waits while the
+// socket has neither data nor an error, then completes with what the
+// error queue holds, EAGAIN when it is empty (data in the receive queue
+// ends the wait too: io_uring's behaviour, kept by both backends).
 //
 // m belongs to the Ring from submission until the completion is delivered.
 func RecvMsg(fd int, m *Msg, flags int) Op {
