@@ -527,7 +527,11 @@ func (a *acquisition) report() {
 	}
 }
 
-// write writes b to the sink; a failure stops the acquisition.
+// write writes b to the sink and reports whether the acquisition goes
+// on: a failure stops it, and a cancel made while the sink wrote (from
+// the sink itself, say) wins over this chunk: it does not count towards
+// the image, so that a cancel during the last chunk's write is not taken
+// for one that came after it.
 func (a *acquisition) write(b []byte) bool {
 	n, err := a.sink.Write(b)
 	if err == nil && n != len(b) {
@@ -537,7 +541,7 @@ func (a *acquisition) write(b []byte) bool {
 		a.stop(causeFailed, fmt.Errorf("minidrv: write to sink: %w", err))
 		return false
 	}
-	return true
+	return !a.isStopped()
 }
 
 // result ends the transfer and returns the acquisition's result. A

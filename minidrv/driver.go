@@ -798,7 +798,9 @@ func (d *Driver) reconnect() error {
 // EventCancelIO and returns as soon as every I/O of the canceled
 // acquisition has delivered its completion: its buffers are free, the
 // driver is Locked again, and the acquisition returns ErrCanceled (at once,
-// or when its progress callback or sink write in progress returns). It does
+// or when its progress callback or sink write in progress returns; a
+// cancel that comes after the last chunk was written, from the last
+// progress report say, loses the race, and the acquisition succeeds). It does
 // not wait for the device: the device's recovery (abort of the job, flush
 // of its IN pipe, reset and resynchronization if it does not answer within
 // AbortTimeout) runs after, in the background, and the next Lock or
