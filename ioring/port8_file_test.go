@@ -3,8 +3,8 @@
 package ioring
 
 import (
-	"context"
 	"bytes"
+	"context"
 	"errors"
 	"os"
 	"path/filepath"
