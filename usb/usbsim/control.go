@@ -119,10 +119,11 @@ func (s *Scanner) vendorLocked(p *plug, su usb.Setup, data []byte) []byte {
 // standardLocked answers the standard requests of the socketpair
 // transport (a gadget's are the kernel's): GET_DESCRIPTOR of the device
 // and of its strings, GET_STATUS, GET and SET_CONFIGURATION, GET and
-// SET_INTERFACE. ok false refuses (STALL).
-func (s *Scanner) standardLocked(p *plug, su usb.Setup) (in []byte, ok bool) {
+// SET_INTERFACE. ok false refuses (STALL). The last two reset the
+// endpoints' halts (resetHaltsLocked), whose channels cleared holds.
+func (s *Scanner) standardLocked(p *plug, su usb.Setup) (in []byte, ok bool, cleared []chan struct{}) {
 	if su.RequestType&typeMask != usb.RequestStandard {
-		return nil, false
+		return nil, false, nil
 	}
 	recip := su.RequestType & recipientMask
 	switch {
@@ -133,16 +134,20 @@ func (s *Scanner) standardLocked(p *plug, su usb.Setup) (in []byte, ok bool) {
 	case su.Request == reqGetConfiguration && su.IsIn() && recip == usb.RecipientDevice:
 		in, ok = []byte{byte(s.config)}, true
 	case su.Request == reqSetConfiguration && !su.IsIn() && recip == usb.RecipientDevice:
-		ok = s.setConfigLocked(int(su.Value))
+		if ok = s.setConfigLocked(int(su.Value)); ok {
+			cleared = resetHaltsLocked(p)
+		}
 	case su.Request == reqGetInterface && su.IsIn() && recip == usb.RecipientInterface && su.Index == 0 && s.config == 1:
 		in, ok = []byte{byte(s.alt)}, true
 	case su.Request == reqSetInterface && !su.IsIn() && recip == usb.RecipientInterface:
-		ok = s.setInterfaceLocked(int(su.Index), int(su.Value))
+		if ok = s.setInterfaceLocked(int(su.Index), int(su.Value)); ok {
+			cleared = resetHaltsLocked(p)
+		}
 	}
 	if len(in) > int(su.Length) {
 		in = in[:su.Length]
 	}
-	return in, ok
+	return in, ok, cleared
 }
 
 // descriptor returns descriptor typ, index idx, of the device (device and
@@ -218,10 +223,10 @@ func (s *Scanner) setInterfaceLocked(iface, alt int) bool {
 
 // controlLocked runs one control request of the socketpair transport:
 // standard or vendor. data is an OUT request's data stage. ok false
-// refuses it (STALL).
-func (s *Scanner) controlLocked(p *plug, su usb.Setup, data []byte) (in []byte, ok bool) {
+// refuses it (STALL); cleared is standardLocked's.
+func (s *Scanner) controlLocked(p *plug, su usb.Setup, data []byte) (in []byte, ok bool, cleared []chan struct{}) {
 	if vendorAccepts(su) {
-		return s.vendorLocked(p, su, data), true
+		return s.vendorLocked(p, su, data), true, nil
 	}
 	return s.standardLocked(p, su)
 }

@@ -30,8 +30,10 @@ import (
 //
 // IN buffers shorter than the endpoint's MaxTransfer are served through a
 // bounce buffer, so nothing is lost: a message longer than the buffer fills
-// it, and the rest is the data of the endpoint's next transfers (as on a
-// real bus, where the device's packets wait for the next IN token). Buffers
+// it, and the rest is the data of the endpoint's next transfers, this
+// Device's or, after its Close, those of the next Device opened on the
+// plug-in (as on a real bus, where the device's packets wait for the next
+// IN token; a ClearHalt of the endpoint drops it, with the FIFO). Buffers
 // of at least MaxTransfer get the data directly, without a copy. OUT
 // buffers longer than MaxTransfer are refused (one OUT transfer is one
 // message, one command to the scanner). usb.WithZeroPacket has no
@@ -105,6 +107,11 @@ func Open(ring *ioring.Ring, s *Scanner) (*usb.Device, error) {
 		if ep.Address == AddrBulkOut || ep.Address == 0 {
 			h.seqs = hostSeqOf(s, ep.Address, ep.FD)
 		}
+		for _, dev := range plug.endpoints() {
+			if dev.info.Address == ep.Address && ep.IsIn() {
+				h.fifo = dev
+			}
+		}
 		r.eps[ep.Address] = h
 	}
 	desc.Configs = configs(desc.Endpoints, true)
@@ -145,15 +152,8 @@ type hostRunner struct {
 	closed bool                    // Close released the claim; guarded by s.mu
 }
 
-// gone reports whether the Device's plug-in is gone: unplugged, replugged
-// since Open (another device), or the scanner closed.
-func (r *hostRunner) gone() bool {
-	r.s.mu.Lock()
-	defer r.s.mu.Unlock()
-	return r.goneLocked()
-}
-
-// goneLocked is gone with s.mu held.
+// goneLocked reports whether the Device's plug-in is gone: unplugged,
+// replugged since Open (another device), or the scanner closed. s.mu held.
 func (r *hostRunner) goneLocked() bool { return r.s.closed || r.s.plug != r.plug }
 
 // hostEndpoint is the host side of one endpoint of the simulated scanner.
@@ -163,7 +163,7 @@ type hostEndpoint struct {
 	fd     int
 	hdr    []byte    // the header byte of each IN message
 	bounce []byte    // MaxTransfer bytes, for IN buffers shorter than that
-	left   []byte    // bytes of the last bounced message not yet transferred
+	fifo   *endpoint // an IN endpoint's device side, whose rest a bounced message leaves
 	iov    [2][]byte // the readv or writev vector in use
 	data   []byte    // {HeaderData}: each OUT message's header
 	reply  []byte    // ReplySize: the device's reply to an OUT message
@@ -255,17 +255,8 @@ func (r *hostRunner) Run(t *usb.Transfer) (int, error) {
 // in is one IN transfer: readv([hdr, buf]) of one message.
 func (r *hostRunner) in(h *hostEndpoint, t *usb.Transfer) (int, error) {
 	buf := t.Buf()
-	if len(h.left) > 0 {
-		// The rest of a message a shorter buffer took part of: the
-		// device's, which cannot deliver it once it is gone (a message
-		// not read yet fails with ErrNoDevice too).
-		if r.gone() {
-			h.left = nil
-			return 0, ErrNoDevice
-		}
-		n := copy(buf, h.left)
-		h.left = h.left[n:]
-		return n, nil
+	if n, ok, err := r.takeRest(h.fifo, buf); ok {
+		return n, err
 	}
 	dst := buf
 	maxTransfer := t.Endpoint().MaxTransfer
@@ -288,10 +279,34 @@ func (r *hostRunner) in(h *hostEndpoint, t *usb.Transfer) (int, error) {
 	}
 	if bounced {
 		k := copy(buf, h.bounce[:n])
-		h.left = h.bounce[k:n]
+		// A copy: the bounce buffer is this Device's, the rest the
+		// plug-in's.
+		r.s.mu.Lock()
+		h.fifo.rest = append(h.fifo.rest[:0], h.bounce[k:n]...)
+		r.s.mu.Unlock()
 		n = k
 	}
 	return n, nil
+}
+
+// takeRest moves what fits of ep's rest, the part of a message a shorter
+// buffer took part of (this Device's, or an earlier one's of the
+// plug-in), into buf: n bytes, ok when there was a rest. The rest is the
+// device's, which cannot deliver it once it is gone (ErrNoDevice, as for
+// a message not read yet).
+func (r *hostRunner) takeRest(ep *endpoint, buf []byte) (n int, ok bool, err error) {
+	r.s.mu.Lock()
+	defer r.s.mu.Unlock()
+	if len(ep.rest) == 0 {
+		return 0, false, nil
+	}
+	if r.goneLocked() {
+		ep.rest = nil
+		return 0, true, ErrNoDevice
+	}
+	n = copy(buf, ep.rest)
+	ep.rest = ep.rest[n:]
+	return n, true, nil
 }
 
 // out is one OUT transfer: writev([HeaderData, buf]) of one message, then
@@ -398,49 +413,64 @@ func (*hostRunner) control(h *hostEndpoint, t *usb.Transfer) (int, error) {
 }
 
 // SetConfiguration selects the scanner's configuration: 1, its one, or 0.
+// As on a device, it resets the endpoints' halts (see resetHaltsLocked),
+// also when the configuration does not change.
 func (r *hostRunner) SetConfiguration(value int) error {
-	return r.setting("set configuration", func() bool { return r.s.setConfigLocked(value) })
+	return r.setting("set configuration", func() (bool, bool) { return r.s.setConfigLocked(value), true })
 }
 
 // ClaimInterface claims interface 0, the scanner's one; no kernel driver
 // holds it.
 func (r *hostRunner) ClaimInterface(iface int, detach bool) error {
-	return r.setting("claim interface", func() bool { return iface == 0 && r.s.config == 1 })
+	return r.setting("claim interface", func() (bool, bool) { return iface == 0 && r.s.config == 1, false })
 }
 
 // ReleaseInterface releases interface 0, which returns to alternate
-// setting 0.
+// setting 0 (a SET_INTERFACE, as usbfs sends one, when it was at another).
 func (r *hostRunner) ReleaseInterface(iface int, reattach bool) error {
-	return r.setting("release interface", func() bool { return r.s.setInterfaceLocked(iface, 0) })
+	return r.setting("release interface", func() (bool, bool) {
+		other := r.s.alt != 0
+		return r.s.setInterfaceLocked(iface, 0), other
+	})
 }
 
-// SetAltSetting selects alternate setting 0 or AltEventsOnly of interface 0.
+// SetAltSetting selects alternate setting 0 or AltEventsOnly of interface
+// 0. As on a device, it resets the endpoints' halts (see
+// resetHaltsLocked), also when the setting does not change.
 func (r *hostRunner) SetAltSetting(iface, alt int) error {
-	return r.setting("set alternate setting", func() bool { return r.s.setInterfaceLocked(iface, alt) })
+	return r.setting("set alternate setting", func() (bool, bool) { return r.s.setInterfaceLocked(iface, alt), true })
 }
 
 // setting runs f, a change of the scanner's settings, on the Device's
 // plug-in: the device takes it (nil), refuses it (an error wrapping
 // ErrStall, as a device refuses a request it cannot honour) or is gone
 // (ErrNoDevice: unplugged, or replugged since Open, which is another
-// device).
-func (r *hostRunner) setting(what string, f func() bool) error {
+// device). f reports whether the device took it, and whether it resets
+// the endpoints' halts (it returns once their FIFOs are reset).
+func (r *hostRunner) setting(what string, f func() (ok, reset bool)) error {
 	s := r.s
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if r.goneLocked() {
+		s.mu.Unlock()
 		return ErrNoDevice
 	}
-	if !f() {
+	ok, reset := f()
+	if !ok {
+		s.mu.Unlock()
 		return fmt.Errorf("usbsim: %s: the device refused it: %w", what, ErrStall)
 	}
+	var cleared []chan struct{}
+	if reset {
+		cleared = resetHaltsLocked(r.plug)
+	}
 	s.changedLocked()
-	return nil
+	s.mu.Unlock()
+	s.kick(r.plug)
+	return awaitCleared(r.plug, cleared...)
 }
 
 func (r *hostRunner) ClearHalt(ep usb.EndpointDesc) error {
-	r.eps[ep.Address].left = nil // the endpoint's FIFO is reset
-	return r.s.clearHalt(r.plug, ep.Address)
+	return r.s.clearHalt(r.plug, ep.Address) // an IN endpoint's rest too
 }
 
 // Reset is not possible on the socketpairs: the scanner has no port to

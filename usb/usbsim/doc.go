@@ -47,7 +47,10 @@
 //     after acting on it. A host that gave up waiting for a reply (canceled
 //     the read) skips replies with lower sequence numbers later.
 //   - A halted IN endpoint answers every read with HeaderStall until
-//     Scanner.ClearHalt, which also discards what the host has not read. A
+//     Scanner.ClearHalt, which also discards what the host has not read; a
+//     SET_CONFIGURATION or SET_INTERFACE (the Device's SetConfiguration and
+//     SetAltSetting, or the requests on endpoint 0) does the same for every
+//     halted endpoint, as on a device, also when the value does not change. A
 //     halted bulk OUT endpoint answers every message with a HeaderStall
 //     reply and ignores it. A malformed OUT message (a bad header, more than
 //     MaxTransfer bytes) halts bulk OUT.

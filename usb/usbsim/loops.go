@@ -306,12 +306,16 @@ func (s *Scanner) ctrlLoop(p *plug, ep *endpoint) {
 			return
 		}
 		var in []byte
+		var cleared []chan struct{}
 		if well {
-			in, ok = s.controlLocked(p, su, data)
+			in, ok, cleared = s.controlLocked(p, su, data)
 		}
 		s.changedLocked()
 		s.mu.Unlock()
 		s.kick(p)
+		if awaitCleared(p, cleared...) != nil {
+			return // unplugged: the request gets no reply
+		}
 		reply[0] = HeaderAck
 		if !well || !ok {
 			reply[0], in = HeaderStall, nil

@@ -169,6 +169,13 @@ type endpoint struct {
 	halted    bool          // guarded by Scanner.mu
 	clearDone chan struct{} // a ClearHalt waiting for the IN loop; guarded by Scanner.mu
 	queue     []*inItem     // IN data not yet sent; guarded by Scanner.mu
+	// rest is the part of the last IN message that a host transfer
+	// shorter than the message left unread (Open's Devices read such a
+	// message whole into a bounce buffer): it stays with the plug-in, as
+	// a device's FIFO keeps what the host did not take, for the next
+	// transfer of whichever Device holds the plug-in; a halt's clearing
+	// drops it. Guarded by Scanner.mu.
+	rest []byte
 }
 
 // inItem is one unit of IN data: a job's image, or bytes (none: a zero-length
@@ -452,26 +459,60 @@ func (s *Scanner) clearHalt(want *plug, addr uint8) error {
 		return err
 	}
 	p := s.plug
-	ep.halted = false
-	var done chan struct{}
-	if ep.info.IsIn() {
-		if ep.clearDone == nil {
-			ep.clearDone = make(chan struct{})
-		}
-		done = ep.clearDone
-	}
+	done := clearHaltLocked(ep)
 	s.changedLocked()
 	s.mu.Unlock()
 	s.kick(p)
-	if done == nil {
+	return awaitCleared(p, done)
+}
+
+// clearHaltLocked ends a halt of ep, the current plug-in's endpoint. For
+// an IN endpoint its FIFO is reset too: the rest of a message the host
+// took part of is dropped, and the IN loop discards what the host has not
+// read (stall messages included) and then closes the channel returned;
+// nil for an OUT endpoint. s.mu held.
+func clearHaltLocked(ep *endpoint) chan struct{} {
+	ep.halted = false
+	if !ep.info.IsIn() {
 		return nil
 	}
-	select {
-	case <-done:
-		return nil
-	case <-p.gone:
-		return ErrNoDevice
+	ep.rest = nil
+	if ep.clearDone == nil {
+		ep.clearDone = make(chan struct{})
 	}
+	return ep.clearDone
+}
+
+// awaitCleared waits until the IN loops of plug-in p have reset the FIFOs
+// of the halts clearHaltLocked ended (its channels; nil ones are skipped),
+// or p is unplugged (ErrNoDevice). s.mu not held; s.kick(p) done.
+func awaitCleared(p *plug, dones ...chan struct{}) error {
+	for _, done := range dones {
+		if done == nil {
+			continue
+		}
+		select {
+		case <-done:
+		case <-p.gone:
+			return ErrNoDevice
+		}
+	}
+	return nil
+}
+
+// resetHaltsLocked ends the halts of plug-in p's endpoints, as a
+// SET_CONFIGURATION or SET_INTERFACE does on a device (USB 2.0 9.4.5: both
+// reset the endpoints of what they select, halts and FIFOs, even when the
+// value does not change), and returns clearHaltLocked's channels, for
+// awaitCleared. Endpoints that are not halted keep their data. s.mu held.
+func resetHaltsLocked(p *plug) []chan struct{} {
+	var dones []chan struct{}
+	for _, ep := range p.endpoints() {
+		if ep.halted {
+			dones = append(dones, clearHaltLocked(ep))
+		}
+	}
+	return dones
 }
 
 // Hang makes the device stop answering, as a wedged firmware does: nothing
