@@ -203,6 +203,42 @@ func qualified(name xml.Name) string {
 	return name.Space + ":" + name.Local
 }
 
+// utf8BOM is the byte order mark a document may start with.
+var utf8BOM = []byte("\ufeff")
+
+// rootElement reads dec's prolog, up to and including the start of the
+// root element, which it returns: an XML declaration (only as the very
+// first thing), comments, processing instructions, a document type
+// declaration and white space may come before the root; anything else
+// there (text, CDATA, a second declaration) is not well-formed XML, which
+// encoding/xml's Decode would skip.
+func rootElement(dec *xml.Decoder) (xml.StartElement, error) {
+	for first := true; ; first = false {
+		tok, err := dec.Token()
+		if errors.Is(err, io.EOF) {
+			return xml.StartElement{}, errors.New("no root element")
+		}
+		if err != nil {
+			return xml.StartElement{}, err
+		}
+		switch t := tok.(type) {
+		case xml.StartElement:
+			return t, nil
+		case xml.ProcInst:
+			if t.Target == "xml" && !first {
+				return xml.StartElement{}, errors.New("an XML declaration that is not at the start")
+			}
+		case xml.Comment, xml.Directive:
+		case xml.CharData:
+			if strings.Trim(string(t), " \t\r\n") != "" {
+				return xml.StartElement{}, errors.New("text before the root element")
+			}
+		default:
+			return xml.StartElement{}, fmt.Errorf("%T before the root element", tok)
+		}
+	}
+}
+
 // parseScanSettings decodes one scan:ScanSettings document, body. It
 // refuses anything but exactly one well-formed ScanSettings element
 // (comments, processing instructions and white space aside).
@@ -210,10 +246,14 @@ func parseScanSettings(body []byte) (*scanSettings, error) {
 	if err := uniqueAttrs(body); err != nil {
 		return nil, err
 	}
-	dec := xml.NewDecoder(bytes.NewReader(body))
+	dec := xml.NewDecoder(bytes.NewReader(bytes.TrimPrefix(body, utf8BOM)))
 	dec.Strict = true
+	root, err := rootElement(dec)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", errMalformed, err)
+	}
 	var s scanSettings
-	if err := dec.Decode(&s); err != nil {
+	if err := dec.DecodeElement(&s, &root); err != nil {
 		return nil, fmt.Errorf("%w: %v", errMalformed, err)
 	}
 	if s.XMLName.Local != "ScanSettings" {
