@@ -114,7 +114,7 @@ func adv5Client(t *testing.T, r *rig, rng *rand.Rand, ops int, tally *adv5Tally,
 				t.Errorf("POST: %v", err)
 			case code == http.StatusCreated:
 				loc := hdr.Get("Location")
-				// Edges map to the nearest pixel at 75 dpi.
+				// The length maps to the nearest pixel at 75 dpi (offset 0).
 				sizes.Store(loc, [2]int{(w*75 + 150) / 300, (h*75 + 150) / 300})
 				tally.mu.Lock()
 				tally.locs = append(tally.locs, loc)

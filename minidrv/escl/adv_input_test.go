@@ -190,7 +190,7 @@ func TestAdvMixedResolutionImage(t *testing.T) {
 		t.Fatalf("NextDocument: status %d", resp.StatusCode)
 	}
 	round := func(u, dpi int) int { return int(math.Round(float64(u*dpi) / 300)) }
-	wantW, wantH := round(7+601, 75)-round(7, 75), round(11+299, 200)-round(11, 200)
+	wantW, wantH := round(601, 75), round(299, 200) // each length rounded (toPixels)
 	cfg, err := decodePNGConfig(doc)
 	if err != nil {
 		t.Fatalf("decode: %v", err)

@@ -74,8 +74,14 @@
 //
 // eSCL regions are in 1/300 inch. The platen offered is the driver's bed
 // rounded down to a whole number of pixels at every resolution offered (a
-// few hundredths of an inch at most), and a region's edges map to the
-// nearest pixel at the requested resolution: the arithmetic clients use
-// to predict the image's size, so the page they get is the size they
-// expect. Black and white pages carry the driver's bits as 1 for black.
+// few hundredths of an inch at most). A region's offset and its length
+// each map to the nearest pixel at the requested resolution (the length
+// cut at the platen's last pixel): sane-airscan predicts the page's size
+// by rounding the length it asked for, in millimetres, so the page it gets
+// is the size it expects, except where the length in 1/300 inch cannot
+// tell (above 300 dpi, and at some resolutions below it: 13 mm is sent as
+// 154/300 inch, 102.7 pixels at 200 dpi, where the client's own
+// arithmetic gives 102.4), and the page is then a pixel longer or shorter
+// than predicted, which sane-airscan clips or pads. Black and white pages
+// carry the driver's bits as 1 for black.
 package escl

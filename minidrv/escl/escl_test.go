@@ -110,6 +110,7 @@ func TestScanFormats(t *testing.T) {
 		{"BlackAndWhite1", "image/png", 150, 7, 3, 601, 299},
 		{"Grayscale8", "image/jpeg", 150, 0, 0, 600, 600},
 		{"RGB24", "image/jpeg", 75, 300, 300, 1200, 900},
+		{"Grayscale8", "image/png", 150, 1, 1, 2543, 3503}, // to the platen's far edges
 	} {
 		t.Run(tc.mode+"/"+tc.format, func(t *testing.T) {
 			loc := r.post(t, settings(tc.mode, tc.dpi, tc.format, tc.x, tc.y, tc.w, tc.h))
@@ -117,14 +118,17 @@ func TestScanFormats(t *testing.T) {
 			if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != tc.format {
 				t.Fatalf("NextDocument: status %d, type %q; want 200, %s (%s)", resp.StatusCode, resp.Header.Get("Content-Type"), tc.format, doc)
 			}
-			// The window: both edges rounded to the nearest pixel; the
-			// whole platen is whole pixels (checked in TestCapabilities).
+			// The window: offset and length each rounded to the nearest
+			// pixel (as sane-airscan predicts the size from the length),
+			// the length cut at the platen's last pixel; the whole
+			// platen is whole pixels (checked in TestCapabilities).
+			const bedW, bedH = 2544, 3504
 			w, h := tc.w, tc.h
 			if w == 0 {
-				w, h = 2544, 3504
+				w, h = bedW, bedH
 			}
 			round := func(u int) int { return int(math.Round(float64(u*tc.dpi) / 300)) }
-			wantW, wantH := round(tc.x+w)-round(tc.x), round(tc.y+h)-round(tc.y)
+			wantW, wantH := min(round(w), round(bedW)-round(tc.x)), min(round(h), round(bedH)-round(tc.y))
 			p := r.dev.d.Properties()
 			if p.XExtent != wantW || p.YExtent != wantH || p.XPosition != round(tc.x) || p.YPosition != round(tc.y) || p.XResolution != tc.dpi {
 				t.Errorf("driver window %dx%d at (%d,%d) %d dpi, want %dx%d at (%d,%d) %d dpi",

@@ -2,6 +2,7 @@ package escl_test
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"image"
@@ -60,7 +61,6 @@ func saneConfig(tb testing.TB, r *rig) []string {
 	return append(os.Environ(), "SANE_CONFIG_DIR="+dir)
 }
 
-// scanCmd returns a scanimage command for one page into out.
 // readPNG decodes the PNG file scanimage wrote at path.
 func readPNG(tb testing.TB, path string) image.Image {
 	tb.Helper()
@@ -91,12 +91,24 @@ func (r *rig) scanGray(tb testing.TB, bin string, env []string, what string) {
 	checkImage(tb, r.dev, readPNG(tb, out), "Grayscale8")
 }
 
+// scanCmd returns a scanimage command for one page into out. A run that
+// has not ended a minute after the command was made is killed, and fails:
+// sane-airscan was seen (once, under heavy load) to hang in its start-up
+// before it sent any request, which would otherwise hold the package until
+// go test's own timeout.
 func scanCmd(bin string, env []string, out, mode string, dpi int, extra ...string) *exec.Cmd {
 	args := append([]string{"-d", saneDevice, "--mode", mode, "--resolution", fmt.Sprint(dpi), "--format=png", "-o", out}, extra...)
-	cmd := exec.Command(bin, args...)
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(scanTimeout, cancel)
+	cmd := exec.CommandContext(ctx, bin, args...)
 	cmd.Env = env
+	cmd.WaitDelay = 5 * time.Second
 	return cmd
 }
+
+// scanTimeout bounds one scanimage run (scanCmd); a page here takes well
+// under a second.
+const scanTimeout = time.Minute
 
 func TestScanimageList(t *testing.T) {
 	bin := scanimage(t)

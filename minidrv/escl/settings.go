@@ -247,22 +247,25 @@ func (c *caps) check(s *scanSettings) (Settings, error) {
 			w, h, xo, yo, c.bedWidth, c.bedHeight)
 	}
 	var ok bool
-	if out.XOffset, out.Width, ok = toPixels(xo, w, out.XResolution); !ok {
+	if out.XOffset, out.Width, ok = toPixels(xo, w, c.bedWidth, out.XResolution); !ok {
 		return out, unsupported("region width %d (1/300 in) is under one pixel at %d dpi", w, out.XResolution)
 	}
-	if out.YOffset, out.Height, ok = toPixels(yo, h, out.YResolution); !ok {
+	if out.YOffset, out.Height, ok = toPixels(yo, h, c.bedHeight, out.YResolution); !ok {
 		return out, unsupported("region height %d (1/300 in) is under one pixel at %d dpi", h, out.YResolution)
 	}
 	return out, nil
 }
 
-// toPixels converts an offset and a length in 1/300 inch to pixels at dpi:
-// both edges are rounded to the nearest pixel (as clients compute the image
-// size they expect), so adjacent regions do not overlap. ok is false when
-// less than one pixel is left.
-func toPixels(off, n, dpi int) (pos, ext int, ok bool) {
+// toPixels converts an offset and a length in 1/300 inch, within a bed of
+// that many, to pixels at dpi: each is rounded to the nearest pixel (half
+// up), as a client computes the size of the image it expects from the
+// length it asked for (sane-airscan rounds the region's length, not its
+// edges), and the length is then cut to the bed's last pixel, which the
+// two roundings could pass by one. ok is false when less than one pixel is
+// left.
+func toPixels(off, n, bed, dpi int) (pos, ext int, ok bool) {
 	pos = (off*dpi + unitsPerInch/2) / unitsPerInch
-	ext = ((off+n)*dpi+unitsPerInch/2)/unitsPerInch - pos
+	ext = min((n*dpi+unitsPerInch/2)/unitsPerInch, bed*dpi/unitsPerInch-pos)
 	return pos, ext, ext >= 1
 }
 
