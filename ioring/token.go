@@ -126,7 +126,14 @@ func (t *Token) Bind(ctx context.Context) (stop func() bool) {
 		t.cancel(ctxFlags(ctx))
 		return func() bool { return false }
 	}
-	return context.AfterFunc(ctx, func() { t.cancel(ctxFlags(ctx)) })
+	stop = context.AfterFunc(ctx, func() { t.cancel(ctxFlags(ctx)) })
+	if ctx.Err() != nil {
+		// It ended meanwhile: AfterFunc's goroutine may not have run
+		// yet, and a request submitted once Bind returned could start.
+		// A second cancel changes nothing.
+		t.cancel(ctxFlags(ctx))
+	}
+	return stop
 }
 
 // errNoToken refuses op on a nil or zero Token.
