@@ -318,12 +318,13 @@ func (*hostRunner) out(h *hostEndpoint, t *usb.Transfer) (int, error) {
 		return 0, err
 	}
 	if _, err := h.await(t, h.reply); err != nil {
-		if errors.Is(err, usb.ErrCanceled) {
-			// The message went out; the device acts on it even though the
-			// host stopped waiting for its reply.
-			return len(buf), err
+		if errors.Is(err, ErrStall) || errors.Is(err, usb.ErrNoDevice) {
+			return 0, err // the device discarded the message, or is gone
 		}
-		return 0, err
+		// The message went out; the device acts on it even though the
+		// host did not get its reply (a cancel, a deadline, no ring slot
+		// left to wait in), so that a driver does not send it again.
+		return len(buf), err
 	}
 	return len(buf), nil
 }
