@@ -143,3 +143,32 @@ func TestAdv19SimReopenSkipsStaleReplies(t *testing.T) {
 	}
 	AssertSettled(t, sd.r)
 }
+
+// TestAdv19SimLongControlEcho: an echo sent as a VendorCommand on endpoint
+// 0 may be longer than bulk IN's MaxTransfer (a bulk OUT command cannot
+// be); it comes back in MaxTransfer-sized messages, one transfer each, in
+// order, every byte once (VendorCommand's doc).
+func TestAdv19SimLongControlEcho(t *testing.T) {
+	const maxTransfer = 1024
+	sd := newSimDev(t, usbsim.Config{MaxTransfer: maxTransfer})
+	data := make([]byte, 3000)
+	for i := range data {
+		data[i] = byte(i * 7)
+	}
+	cmd := usbsim.EchoCommand(data)
+	ctx, cancel := testContext()
+	defer cancel()
+	_, err := sd.d.Control(ctx, Setup{RequestType: RequestOut | RequestVendor | RecipientDevice, Request: usbsim.VendorCommand}, cmd)
+	require.NoError(t, err)
+	var got []byte
+	var sizes []int
+	for len(got) < len(data) {
+		buf := make([]byte, 4096)
+		n, err := sd.in.Transfer(ctx, buf)
+		require.NoError(t, err, "after %d bytes", len(got))
+		sizes = append(sizes, n)
+		got = append(got, buf[:n]...)
+	}
+	assert.Equal(t, []int{maxTransfer, maxTransfer, len(data) - 2*maxTransfer}, sizes)
+	assert.Equal(t, data, got)
+}

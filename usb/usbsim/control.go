@@ -20,7 +20,10 @@ const (
 	// StartScanCommand, AbortCommand, EchoCommand...). Its image data and
 	// echoes go to bulk IN and its events to interrupt IN, as for a command
 	// sent on bulk OUT; a command that fails is still accepted and reported
-	// by an EventError. Without a data stage the request is refused. The
+	// by an EventError. An echo longer than bulk IN's MaxTransfer (only one
+	// sent here can be: Config.MaxTransfer under 4095) comes back in
+	// several messages, each one transfer, as any longer data does. Without
+	// a data stage the request is refused. The
 	// device acts on it before it takes the next request on endpoint 0;
 	// on the socketpair transport also before it answers this one, while
 	// on a gadget USB ends the request as soon as the device has its data
