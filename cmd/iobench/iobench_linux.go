@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -31,7 +32,10 @@ const (
 	maxQD           = 4096
 	maxSize         = 1 << 30
 	defaultFileSize = 64 << 20
-	numOffsets      = 1 << 16 // random offsets, walked round-robin
+	// maxBuffers bounds --qd × --size, the buffers a run allocates at
+	// once: 1 GiB, or 64 MiB in a 32-bit address space.
+	maxBuffers = 1 << (30 - 4*(64-strconv.IntSize)/32)
+	numOffsets = 1 << 16 // random offsets, walked round-robin
 )
 
 // config is the parsed command line.
@@ -129,6 +133,14 @@ func parseArgs(args []string, stderr io.Writer) (*config, int) {
 		return usage("--size %q: %v", *size, err)
 	}
 	cfg.size = int(n)
+	if cfg.file == "" && (cfg.op == "read" || cfg.op == "write") && n > defaultFileSize {
+		return usage("--size %s: more than the %s temporary file read and write use without --file",
+			units.FormatBytes(n), units.FormatBytes(defaultFileSize))
+	}
+	if cfg.op != "nop" && int64(cfg.qd)*n > maxBuffers {
+		return usage("--qd %d with --size %s: %s of buffers, more than the %s a run may take",
+			cfg.qd, units.FormatBytes(n), units.FormatBytes(int64(cfg.qd)*n), units.FormatBytes(maxBuffers))
+	}
 	if cfg.duration <= 0 {
 		return usage("--duration %v: want a positive duration such as 2s", cfg.duration)
 	}
@@ -166,7 +178,7 @@ func openPlot(path string) (*plotFile, error) {
 		}
 		return &plotFile{f: f, path: path}, nil
 	}
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*.tmp")
+	f, err := os.CreateTemp(filepath.Dir(path), "."+tempBase(filepath.Base(path), 16)+".*.tmp")
 	if err != nil {
 		return nil, pathError("create", path, err)
 	}
@@ -813,4 +825,12 @@ func writeJSON(w io.Writer, cfg *config, be ioring.BackendInfo, res *result) err
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(j)
+}
+
+// tempBase returns base, or as much of it as leaves room for extra more
+// bytes in a file name (NAME_MAX, 255 bytes): the name of a temporary
+// file beside base, which adds extra bytes to it, must fit where base
+// does.
+func tempBase(base string, extra int) string {
+	return base[:min(len(base), 255-extra)]
 }

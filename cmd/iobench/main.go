@@ -23,7 +23,10 @@
 // The summary names the file (the "plot" line, or "plot" in JSON).
 //
 // --size takes the byte-size syntax that wiascan's --bandwidth takes too:
-// a number with k, M or G (powers of 1024; KiB, MiB, GiB also accepted).
+// a number with k, M or G (powers of 1024; KiB, MiB, GiB also accepted),
+// at most 1G; the buffers a run keeps in flight, --qd × --size, at most
+// 1 GiB (64 MiB in a 32-bit build); without --file, read and write at
+// most 64M, the temporary file's size. Beyond them it is bad usage.
 //
 // Without --file, read and write use a temporary 64 MiB file (written, so
 // that reads hit the page cache), removed at exit. With --file, read reads

@@ -72,7 +72,7 @@ func parseArgs(args []string, stderr io.Writer) (*options, error) {
 	usbID := fs.String("usb", "", "serve the real scanner `VID:PID` (hex) through usbfs instead of the simulated one, following its unplugging and plugging back in")
 	// Sizes default to "" (no fault), which -h does not print as a default.
 	bandwidth := fs.String("bandwidth", "", "simulated scanner: cap its data rate at `BYTES` per second, e.g. 1M (unset or 0: no cap)")
-	hangAfter := fs.String("hang-after", "", "simulated scanner: hang after sending `BYTES` of image data, e.g. 100k (unset or 0: never)")
+	hangAfter := fs.String("hang-after", "", "simulated scanner: hang after sending `BYTES` on bulk IN, e.g. 100k: its answers while it is opened, then the image data (1 hangs it at open; unset or 0: never)")
 	fs.IntVar(&o.queueDepth, "queue-depth", minidrv.DefaultQueueDepth, "bulk-IN transfers kept in flight")
 	fs.DurationVar(&o.abortTimeout, "abort-timeout", minidrv.DefaultAbortTimeout, "bound on the device's answer to the probe, and on the abort and flush after a cancel")
 	fs.DurationVar(&o.jobTimeout, "job-timeout", escl.DefaultJobTimeout, "how long a scanned page waits to be fetched")

@@ -30,7 +30,8 @@ func createOutput(name string) (*output, error) {
 	}
 	dir, base := filepath.Split(name)
 	for try := 0; ; try++ {
-		tmp := filepath.Join(dir, fmt.Sprintf(".%s.%08x.tmp", base, rand.Uint32()))
+		// As much of base as the name's 255 bytes leave room for.
+		tmp := filepath.Join(dir, fmt.Sprintf(".%s.%08x.tmp", base[:min(len(base), 255-14)], rand.Uint32()))
 		f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
 		if err == nil {
 			return &output{f: f, name: name}, nil

@@ -84,7 +84,7 @@ func parseArgs(args []string, stderr io.Writer) (*options, error) {
 	fs.IntVar(&o.width, "width", 0, "width in `pixels` at --dpi (0: the whole bed, 8.5 in)")
 	fs.IntVar(&o.height, "height", 0, "height in `pixels` at --dpi (0: the whole bed, 11.69 in)")
 	// Sizes default to "" (no fault), which -h does not print as a default.
-	hangAfter := fs.String("hang-after", "", "simulated scanner: hang after sending `bytes` of image data, e.g. 100k (unset or 0: never)")
+	hangAfter := fs.String("hang-after", "", "simulated scanner: hang after sending `bytes` on bulk IN, e.g. 100k: its answers while it is opened, then the image data (1 hangs it at open; unset or 0: never)")
 	bandwidth := fs.String("bandwidth", "", "simulated scanner: cap its data rate at `bytes` per second, e.g. 1M (unset or 0: no cap)")
 	fs.IntVar(&o.queueDepth, "queue-depth", minidrv.DefaultQueueDepth, "bulk-IN transfers kept in flight (1.."+strconv.Itoa(minidrv.MaxQueueDepth)+")")
 	fs.DurationVar(&o.abortTimeout, "abort-timeout", minidrv.DefaultAbortTimeout, "bound on the device's answer to the probe, and on the abort and flush after a cancel")
