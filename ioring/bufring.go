@@ -35,7 +35,7 @@ type BufRing struct {
 	count int
 	mem   []byte // buffer i is mem[i*size : (i+1)*size]
 
-	users atomic.Int32 // RecvMultishot requests in flight on it
+	users atomic.Int32 // RecvMultishot requests on it whose final completion is not delivered yet
 
 	mu     sync.Mutex
 	out    []bool   // handed to the caller, not yet released; guarded by mu
@@ -174,8 +174,8 @@ func (b *BufRing) Release(id uint16) error {
 }
 
 // Close unregisters the ring from the kernel and unmaps its memory. It
-// fails with an error wrapping EBUSY while a RecvMultishot on it is in
-// flight (cancel it, and take its final completion first), and with
+// fails with an error wrapping EBUSY while a RecvMultishot on it has not
+// delivered its final completion (cancel it, and take that first), and with
 // ErrClosed when closed already (Ring.Close closes every BufRing left).
 // Buffers still out stay readable.
 func (b *BufRing) Close() error {
@@ -186,7 +186,7 @@ func (b *BufRing) Close() error {
 	r.sqMu.Lock()
 	defer r.unlockSQ()
 	if n := b.users.Load(); n > 0 {
-		return &OpError{Op: "bufring close", Err: fmt.Errorf("%w: %d multishot receives in flight use it", errBusy, n)}
+		return &OpError{Op: "bufring close", Err: fmt.Errorf("%w: %d multishot receives use it (their final completions not taken yet)", errBusy, n)}
 	}
 	// Once Ring.Close has fenced the backend off (r.sqMu orders this with
 	// it), the kernel ring is being released, its fd with it: nothing is
@@ -242,8 +242,8 @@ func (b *BufRing) isClosed() bool {
 	return b.closed
 }
 
-// handedOut records that the kernel (or the poll backend) gave buffer id
-// to a completion.
+// handedOut records that buffer id, which the kernel (or the poll
+// backend) filled, is the caller's: its completion was delivered.
 func (b *BufRing) handedOut(id uint16) {
 	if int(id) >= b.count {
 		return

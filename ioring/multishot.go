@@ -101,7 +101,7 @@ func (r *Ring) fillMulti(s *slot, br *BufRing) {
 		}
 	}
 	if br != nil {
-		br.users.Add(1) // finishMulti counts it out
+		br.users.Add(1) // takeShot counts it out, with the final completion
 	}
 	s.multi, s.cold = true, true
 	s.cflags = 0
@@ -142,9 +142,6 @@ func (r *Ring) shot(idx uint32, res int32, cflags uint32, inline bool) {
 	s := &r.slots[idx]
 	sh := s.shotResult(res, cflags)
 	ms := s.ms
-	if sh.buffer && ms.br != nil {
-		ms.br.handedOut(sh.bufID)
-	}
 	ms.mu.Lock()
 	ms.shots = append(ms.shots, sh)
 	ms.gave = true
@@ -158,11 +155,12 @@ func (r *Ring) shot(idx uint32, res int32, cflags uint32, inline bool) {
 	if push {
 		r.queueIdx(idx)
 	}
-	if over {
-		// Canceled by the ring, through the deferred list: r.sqMu may be
-		// held by our caller's caller (the poll backend) or rank above
-		// r.reapMu (io_uring's reap).
-		s.flags.Or(flCancelReq | flOverrun)
+	// Canceled by the ring, through the deferred list: r.sqMu may be held
+	// by our caller's caller (the poll backend) or rank above r.reapMu
+	// (io_uring's reap). A request canceled already (its caller, token,
+	// deadline or context came first) is ending anyway, and keeps that
+	// first cause (askCancel).
+	if over && s.askCancel(flCancelReq|flOverrun) {
 		r.pushDeferred(kindCancel, s.key())
 		if !inline {
 			r.submitDeferred()
@@ -200,12 +198,6 @@ func (r *Ring) finishMulti(idx uint32, s *slot) {
 		// completion ring was full as a cancel came): the final
 		// completion carries it.
 		sh.buffer, sh.bufID = true, uint16(s.cflags>>cqeBufShift)
-		if ms.br != nil {
-			ms.br.handedOut(sh.bufID)
-		}
-	}
-	if ms.br != nil {
-		ms.br.users.Add(-1)
 	}
 	ms.closeOwn()
 	ms.mu.Lock()
@@ -240,10 +232,22 @@ func (r *Ring) takeShot(idx uint32, s *slot, free *chain) Completion {
 	// slot for reuse while this one still builds its completion.
 	key := s.key()
 	c := Completion{Req: Request{r: r, key: key}, Op: s.code, More: !sh.final, Buffer: sh.buffer, BufID: sh.bufID, N: sh.n, Err: sh.err, User: s.user}
+	br := ms.br
 	if !more {
 		ms.shots, ms.head, ms.queued = ms.shots[:0], 0, false
 	}
 	ms.mu.Unlock()
+	if br != nil {
+		// A buffer is the caller's (BufRing.Release takes it) once its
+		// completion is delivered, not when the kernel filled it; and
+		// the BufRing is the request's until its final completion is.
+		if sh.buffer {
+			br.handedOut(sh.bufID)
+		}
+		if sh.final {
+			br.users.Add(-1)
+		}
+	}
 	if sh.final {
 		if more {
 			panic(fmt.Sprintf("ioring: slot %d: a multishot completion after the final one", idx))

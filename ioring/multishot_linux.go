@@ -93,8 +93,9 @@ func AcceptMultishot(fd int, flags int) Op {
 // socket registered (RegisterFiles: one more fd each until UnregisterFiles
 // or Close), and the request's own duplicate is taken from it.
 //
-// br stays the ring's while the request is in flight: BufRing.Close fails
-// until its final completion.
+// br stays the ring's until the request's final completion is delivered:
+// BufRing.Close fails until then. A buffer is the caller's, for
+// BufRing.Release, once the completion that carries it is delivered.
 func RecvMultishot(fd int, br *BufRing, flags int) Op {
 	return Op{code: OpRecvMultishot, fd: fd, events: uint32(flags), arg: br, rare: rareFeature}
 }
