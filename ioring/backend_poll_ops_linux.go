@@ -235,6 +235,9 @@ func moves(op Opcode) bool {
 func (b *pollBackend) tryAll(s *slot, p *pslot) {
 	p.act = paDone
 	total := sockBytes(s)
+	// Read before the first part moves: recvmsg writes back the room the
+	// control messages used.
+	oneRecv := recvsControl(s)
 	for {
 		r := sockCallFrom(s, p.fd, unix.MSG_DONTWAIT, int(p.moved))
 		switch {
@@ -246,7 +249,11 @@ func (b *pollBackend) tryAll(s *slot, p *pslot) {
 			return
 		}
 		p.moved += r
-		if int(p.moved) >= total || !streamSocket(p.fd) {
+		if int(p.moved) >= total || !streamSocket(p.fd) || oneRecv {
+			// A RecvMsg with room for control messages ends at its first
+			// part too, as io_uring's does (6.18): the descriptors of a
+			// later part would otherwise be closed by the kernel (no room
+			// left for them), where io_uring leaves them queued.
 			p.res = 0 // finish reports p.moved
 			return
 		}

@@ -119,7 +119,9 @@ func recvfrom(fd int32, buf []byte, flags int) int32 {
 // the first skip bytes have moved already (MSG_WAITALL: tryAll): it moves
 // the rest. A retried recvmsg passes no address and no control buffer
 // (the first call filled them, as io_uring's retries do) and keeps the
-// first call's lengths and flags.
+// first call's lengths and flags; a retried sendmsg passes no control
+// messages (the first call sent them: its descriptors or credentials go
+// once, with the message, as io_uring's retries do).
 func sockCallFrom(s *slot, fd int32, flags, skip int) int32 {
 	if skip == 0 {
 		return sockCall(s, fd, flags)
@@ -140,10 +142,11 @@ func sockCallFrom(s *slot, fd int32, flags, skip int) int32 {
 		h.Iov = &rest[0]
 		h.SetIovlen(len(rest))
 		nr, extra := uintptr(unix.SYS_RECVMSG), uintptr(0)
+		h.Control, h.Controllen = nil, 0
 		if s.code == OpSendMsg {
 			nr, extra = unix.SYS_SENDMSG, unix.MSG_NOSIGNAL
 		} else {
-			h.Name, h.Namelen, h.Control, h.Controllen = nil, 0, nil, 0
+			h.Name, h.Namelen = nil, 0
 		}
 		r := sockSys(nr, fd, uintptr(unsafe.Pointer(h)), fl|extra, 0)
 		flagsNow := h.Flags
@@ -168,3 +171,7 @@ func sockBytes(s *slot) int {
 	}
 	return n
 }
+
+// recvsControl reports whether slot s is a RecvMsg with room for control
+// messages (tryAll), before its first part moved.
+func recvsControl(s *slot) bool { return s.code == OpRecvMsg && msgOf(s).Controllen > 0 }

@@ -59,7 +59,11 @@ func SendMsg(fd int, m *Msg, flags int) Op {
 // queue (IP_RECVERR, timestamps, zero-copy notices): it waits while the
 // socket has neither data nor an error, then completes with what the
 // error queue holds, EAGAIN when it is empty (data in the receive queue
-// ends the wait too: io_uring's behaviour, kept by both backends).
+// ends the wait too: io_uring's behaviour, kept by both backends). With
+// unix.MSG_WAITALL on a stream socket it goes on after a short transfer,
+// as Recv does, unless m has room for control messages: then it ends with
+// its first part, as io_uring's does, and descriptors sent with a later
+// part stay queued with it for the next receive.
 //
 // m belongs to the Ring from submission until the completion is delivered.
 func RecvMsg(fd int, m *Msg, flags int) Op {
