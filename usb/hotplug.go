@@ -34,9 +34,12 @@ type HotplugEvent struct {
 	Bus, Address int // bus number and device address: Open's WithBusAddr
 	VendorID     uint16
 	ProductID    uint16
-	// Serial is the device's serial number string, read from sysfs at its
-	// arrival and remembered for its removal; empty where the device has
-	// none (or arrived before the watch began).
+	// Serial is the device's serial number string, read from sysfs when
+	// the watch takes its arrival from the kernel (Next, or the catch-up
+	// after a loss) and remembered for its removal; empty where the device
+	// has none, has left again by then (its arrival and removal both
+	// carry none, and a filter on Serial passes neither), or arrived
+	// before the watch began.
 	Serial string
 	// DevPath is the device's path under /sys (the kernel's DEVPATH).
 	DevPath string

@@ -31,6 +31,10 @@ type Hotplug struct {
 	mu      sync.Mutex        // held by Next; Close takes it to wait for Next
 	buf     []byte            // guarded by mu
 	serials map[string]string // DEVPATH -> serial of the devices seen arriving; guarded by mu
+	// After the kernel reported a loss: the events it had queued before
+	// the report (drain), then the report. Guarded by mu.
+	pending []HotplugEvent
+	loss    error
 
 	qmu    sync.Mutex     // guards q and closed
 	q      ioring.Request // the read in flight, for Close to cancel
@@ -72,8 +76,9 @@ func WatchHotplug(ring *ioring.Ring, f HotplugFilter) (*Hotplug, error) {
 // Next waits for the next matching event. ctx ending cancels the pending
 // read: then the error is ErrCanceled (ErrTimeout for a deadline). After
 // Close, or when Close ends the wait, it returns ErrClosed. An error
-// wrapping ENOBUFS means the kernel dropped events while nobody read
-// (the watch goes on; compare with List to catch up).
+// wrapping ENOBUFS means the kernel dropped events while nobody read,
+// there in the sequence: the events before it came before the loss, those
+// after it after (the watch goes on; compare with List to catch up).
 func (h *Hotplug) Next(ctx context.Context) (HotplugEvent, error) {
 	if h == nil || h.ring == nil {
 		return HotplugEvent{}, errNoWatch()
@@ -85,6 +90,17 @@ func (h *Hotplug) Next(ctx context.Context) (HotplugEvent, error) {
 		if h.closed {
 			h.qmu.Unlock()
 			return HotplugEvent{}, ErrClosed
+		}
+		if len(h.pending) > 0 || h.loss != nil {
+			h.qmu.Unlock()
+			if len(h.pending) > 0 {
+				e := h.pending[0]
+				h.pending = h.pending[1:]
+				return e, nil
+			}
+			err := h.loss
+			h.loss = nil
+			return HotplugEvent{}, err
 		}
 		q, err := h.ring.Start(ioring.Read(h.fd, h.buf, -1))
 		if err != nil {
@@ -103,22 +119,53 @@ func (h *Hotplug) Next(ctx context.Context) (HotplugEvent, error) {
 			return HotplugEvent{}, errorf("usb: hotplug: %w", err)
 		case closed && errors.Is(c.Err, ErrCanceled):
 			return HotplugEvent{}, ErrClosed
+		case errors.Is(c.Err, unix.ENOBUFS):
+			// The kernel reports a loss before the datagrams it had
+			// queued, which are older: they go out first.
+			h.loss = errorf("usb: hotplug: %w", c.Err)
+			h.drain()
+			continue
 		case c.Err != nil:
 			return HotplugEvent{}, errorf("usb: hotplug: %w", c.Err)
 		}
-		e, ok := parseUevent(h.buf[:c.N])
-		if !ok {
-			continue
-		}
-		if e.Kind == Arrived {
-			e.Serial = readSysfsString(sysfsRoot + e.DevPath + "/serial")
-			h.serials[e.DevPath] = e.Serial
-		} else {
-			e.Serial = h.serials[e.DevPath]
-			delete(h.serials, e.DevPath)
-		}
-		if h.filter.match(e) {
+		if e, ok := h.event(h.buf[:c.N]); ok {
 			return e, nil
+		}
+	}
+}
+
+// event parses one uevent, b, and reports whether it is a USB device's
+// that the filter lets through. h.mu held.
+func (h *Hotplug) event(b []byte) (HotplugEvent, bool) {
+	e, ok := parseUevent(b)
+	if !ok {
+		return e, false
+	}
+	if e.Kind == Arrived {
+		e.Serial = readSysfsString(sysfsRoot + e.DevPath + "/serial")
+		h.serials[e.DevPath] = e.Serial
+	} else {
+		e.Serial = h.serials[e.DevPath]
+		delete(h.serials, e.DevPath)
+	}
+	return e, h.filter.match(e)
+}
+
+// drain reads, without waiting, what the socket held when the kernel
+// reported a loss, into h.pending: at most a receive buffer's worth (one
+// more loss meanwhile is part of the same report). h.mu held, no read in
+// flight.
+func (h *Hotplug) drain() {
+	for range ueventRcvBuf / 64 {
+		n, _, err := unix.Recvfrom(h.fd, h.buf, unix.MSG_DONTWAIT)
+		switch {
+		case err == unix.ENOBUFS || err == unix.EINTR:
+			continue
+		case err != nil:
+			return // EAGAIN: nothing left
+		}
+		if e, ok := h.event(h.buf[:n]); ok {
+			h.pending = append(h.pending, e)
 		}
 	}
 }

@@ -238,8 +238,11 @@ func (d *Device) settingLocked(what string, iface, alt int) (*InterfaceDesc, err
 func (d *Device) refreshLocked() {
 	var eps []EndpointDesc
 	if c, ok := d.desc.config(d.config); ok {
-		for n, cl := range d.claimed {
-			if s, ok := c.setting(n, cl.alt); ok {
+		// In interface order (claimedList), so that where two claimed
+		// interfaces describe one address (malformed descriptors,
+		// which nothing refuses), the lower one's stays the one found.
+		for _, n := range d.claimedList() {
+			if s, ok := c.setting(n, d.claimed[n].alt); ok {
 				eps = append(eps, s.Endpoints...)
 			}
 		}
@@ -266,7 +269,7 @@ func (d *Device) setEndpointsLocked(eps []EndpointDesc) {
 		e.active = true
 		d.eps = append(d.eps, e)
 	}
-	slices.SortFunc(d.eps, func(a, b *Endpoint) int { return int(a.desc.Address) - int(b.desc.Address) })
+	slices.SortStableFunc(d.eps, func(a, b *Endpoint) int { return int(a.desc.Address) - int(b.desc.Address) })
 }
 
 // configList names the device's configurations, for an error. d.mu held.

@@ -79,7 +79,8 @@ type Transport interface {
 }
 
 // NewDevice returns a Device whose transfers tr carries, described by desc
-// (its endpoints are those of desc, in that order). It is how a backend
+// (its endpoints are those of desc, sorted by address, as every Device's
+// are). It is how a backend
 // outside this package, such as package usbsim, makes its Device. The
 // Device owns tr: Device.Close closes it.
 //

@@ -38,9 +38,16 @@ type Hotplug struct {
 	wake chan struct{} // capacity 1: q, lost or closed changed
 
 	mu     sync.Mutex
-	q      []usb.HotplugEvent // events not read yet; guarded by mu
-	lost   int                // events dropped since the last Next that reported it; guarded by mu
-	closed bool               // guarded by mu
+	q      []hotplugItem // events not read yet, and losses at their place; guarded by mu
+	lost   int           // events dropped after the last of q; guarded by mu
+	closed bool          // guarded by mu
+}
+
+// hotplugItem is an event a Hotplug holds, or (lost > 0) the report of
+// that many events dropped there, between the events before and after.
+type hotplugItem struct {
+	e    usb.HotplugEvent
+	lost int
 }
 
 // WatchHotplug returns a Hotplug that reports, in order, the scanner's
@@ -81,7 +88,13 @@ func (s *Scanner) hotplug(kind usb.HotplugKind, addr int) {
 func (h *Hotplug) send(e usb.HotplugEvent) {
 	h.mu.Lock()
 	if len(h.q) < maxHotplugEvents {
-		h.q = append(h.q, e)
+		// A loss goes in before the events that came after it, so that
+		// Next reports it where it happened.
+		if h.lost > 0 {
+			h.q = append(h.q, hotplugItem{lost: h.lost})
+			h.lost = 0
+		}
+		h.q = append(h.q, hotplugItem{e: e})
 	} else {
 		h.lost++
 	}
@@ -96,8 +109,9 @@ func (h *Hotplug) send(e usb.HotplugEvent) {
 // error is usb.ErrCanceled (usb.ErrTimeout for a deadline), with ctx's
 // own error reachable through errors.Is. After Close, or when Close ends
 // the wait, it returns usb.ErrClosed. An error wrapping ENOBUFS means
-// events were dropped because nobody read (the watch goes on, with the
-// events that fitted before it).
+// events were dropped because nobody read, at that place in the sequence:
+// the events before it fitted, those after it came after the loss (the
+// watch goes on).
 func (h *Hotplug) Next(ctx context.Context) (usb.HotplugEvent, error) {
 	if h == nil || h.s == nil {
 		return usb.HotplugEvent{}, errHotplugNotMade()
@@ -112,15 +126,18 @@ func (h *Hotplug) Next(ctx context.Context) (usb.HotplugEvent, error) {
 			h.mu.Unlock()
 			return usb.HotplugEvent{}, usb.ErrClosed
 		case len(h.q) > 0:
-			e := h.q[0]
+			it := h.q[0]
 			h.q = h.q[1:]
 			h.mu.Unlock()
-			return e, nil
+			if it.lost > 0 {
+				return usb.HotplugEvent{}, errLost(it.lost)
+			}
+			return it.e, nil
 		case h.lost > 0:
 			n := h.lost
 			h.lost = 0
 			h.mu.Unlock()
-			return usb.HotplugEvent{}, fmt.Errorf("usbsim: hotplug: %w: %d events dropped", syscall.ENOBUFS, n)
+			return usb.HotplugEvent{}, errLost(n)
 		}
 		h.mu.Unlock()
 		select {
@@ -161,4 +178,9 @@ func (h *Hotplug) Close() error {
 // errHotplugNotMade refuses a nil or zero Hotplug, as usb.Hotplug does.
 func errHotplugNotMade() error {
 	return fmt.Errorf("usbsim: hotplug: %w: Hotplug not made by Scanner.WatchHotplug", ioring.ErrInvalid)
+}
+
+// errLost is Next's report of n events dropped.
+func errLost(n int) error {
+	return fmt.Errorf("usbsim: hotplug: %w: %d events dropped", syscall.ENOBUFS, n)
 }
