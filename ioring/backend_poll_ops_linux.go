@@ -184,13 +184,15 @@ func (b *pollBackend) trySock(s *slot, p *pslot) {
 		}
 		return
 	}
-	if s.events&unix.MSG_WAITALL != 0 && moves(s.code) {
+	if s.events&unix.MSG_WAITALL != 0 && moves(s.code) && !dontWait(s) {
+		// (With MSG_DONTWAIT one call is the whole request, as on
+		// io_uring and in recv(2).)
 		b.tryAll(s, p)
 		return
 	}
 	p.res = sockCall(s, p.fd, unix.MSG_DONTWAIT)
 	if p.res == -int32(unix.EAGAIN) && !dontWait(s) {
-		if s.code == OpRecvMsg && s.events&unix.MSG_ERRQUEUE != 0 {
+		if (s.code == OpRecvMsg || s.code == OpRecv) && s.events&unix.MSG_ERRQUEUE != 0 {
 			// A read of the error queue waits for the socket to be
 			// readable or to have an error, once: then it completes
 			// with what the error queue holds, EAGAIN when nothing, as

@@ -119,7 +119,8 @@ func recvfrom(fd int32, buf []byte, flags int) int32 {
 // the first skip bytes have moved already (MSG_WAITALL: tryAll): it moves
 // the rest. A retried recvmsg passes no address and no control buffer
 // (the first call filled them, as io_uring's retries do) and keeps the
-// first call's lengths and flags; a retried sendmsg passes no control
+// first call's lengths; the message's flags are the last call's, as
+// io_uring reports them; a retried sendmsg passes no control
 // messages (the first call sent them: its descriptors or credentials go
 // once, with the message, as io_uring's retries do).
 func sockCallFrom(s *slot, fd int32, flags, skip int) int32 {
@@ -151,7 +152,9 @@ func sockCallFrom(s *slot, fd int32, flags, skip int) int32 {
 		r := sockSys(nr, fd, uintptr(unsafe.Pointer(h)), fl|extra, 0)
 		flagsNow := h.Flags
 		*h = saved
-		h.Flags |= flagsNow
+		if r >= 0 {
+			h.Flags = flagsNow
+		}
 		return r
 	}
 	return -int32(unix.EOPNOTSUPP)

@@ -171,10 +171,16 @@ func (m *Msg) From() unix.Sockaddr { return parseSockaddr(&m.name, m.hdr.Namelen
 // hand to the kernel.
 var errNotSockaddr = errors.New("unsupported address type (want *unix.SockaddrInet4, Inet6, Unix, Netlink or CAN)")
 
-// checkMsgFlags refuses what is not a msg_flags value.
+// checkMsgFlags refuses what is not a msg_flags value, and a receive
+// given both MSG_PEEK and MSG_WAITALL: after a short peek io_uring's retry
+// peeks again from the start of the queue, so the buffer would hold the
+// same bytes twice (recv(2) would wait for the whole length).
 func checkMsgFlags(o Op) error {
 	if int32(o.events) < 0 {
 		return fmt.Errorf("flags %#x", o.events)
+	}
+	if (o.code == OpRecv || o.code == OpRecvMsg) && o.events&(unix.MSG_PEEK|unix.MSG_WAITALL) == unix.MSG_PEEK|unix.MSG_WAITALL {
+		return errors.New("MSG_PEEK with MSG_WAITALL: a short peek would be repeated into the rest of the buffer")
 	}
 	return nil
 }
