@@ -111,7 +111,7 @@ func TestExec(t *testing.T) {
 		{mode: "fail", status: 1, stdout: "helper: failing on purpose", console: proto.MarkerStatus + "1"},
 		{mode: "hang", args: []string{"-test.timeout=3s"}, status: 2, stdout: "panic: test timed out after 3s", console: proto.MarkerStatus + "2"},
 		{mode: "panic", status: 1, stdout: "helper: panic", console: "Kernel panic"},
-		{mode: "boot-watchdog", env: []string{EnvBootTimeout + "=1ms"}, status: 1, console: "boot watchdog"},
+		{mode: "boot-watchdog", env: []string{EnvBootTimeout + "=1ms"}, status: 1, console: "the guest did not boot in time, not the program: running"}, // then the second one fails
 	} {
 		t.Run(c.mode, func(t *testing.T) {
 			t.Parallel()

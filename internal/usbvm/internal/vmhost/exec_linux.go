@@ -119,13 +119,17 @@ func Exec(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return fail(err)
 	}
-	if res.StalledKernel() && ctx.Err() == nil {
-		// The guest's kernel failed, not the program: its run says
-		// nothing either way. Show why and run it once more; a second
-		// stall fails the run.
+	if res.GuestFailed() && ctx.Err() == nil {
+		// The guest failed, not the program: its run says nothing
+		// either way. Show why and run it once more; a second failure
+		// fails the run.
 		fmt.Fprintf(stderr, "\n%s\n", res.Summary())
 		printConsole(stderr, vm, res)
-		fmt.Fprintf(stderr, "usbvm-exec: the guest kernel stalled, not the program: running %s again in a new guest\n", filepath.Base(prog))
+		what := "the guest kernel stalled"
+		if res.NoBoot {
+			what = "the guest did not boot in time"
+		}
+		fmt.Fprintf(stderr, "usbvm-exec: %s, not the program: running %s again in a new guest\n", what, filepath.Base(prog))
 		if res, err = vm.Run(ctx); err != nil {
 			return fail(err)
 		}

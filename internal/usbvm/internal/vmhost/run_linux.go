@@ -66,6 +66,7 @@ type Result struct {
 	Reason  string
 	Panic   bool   // the console shows a kernel panic
 	Stall   bool   // the console shows an RCU stall (with Panic: its panic)
+	NoBoot  bool   // the boot watchdog fired: the guest's init never started
 	Console []byte // the guest console (ttyS0), with QEMU's stderr appended
 	Boot    time.Duration
 	Elapsed time.Duration
@@ -84,6 +85,14 @@ func (r *Result) Summary() string {
 // program.
 func (r *Result) StalledKernel() bool {
 	return !r.Reported && r.Panic && r.Stall
+}
+
+// GuestFailed says whether the run ended with no status from the program
+// because the guest itself failed, which says nothing of the program:
+// its kernel stalled (StalledKernel), or its init did not start within
+// the boot watchdog (a host too busy to run the emulated CPU).
+func (r *Result) GuestFailed() bool {
+	return r.StalledKernel() || !r.Reported && r.NoBoot
 }
 
 // AccelName returns the accelerator the VM uses: "kvm" or "tcg".
@@ -255,6 +264,7 @@ loop:
 				runTimer = t.C
 			}
 		case <-bootTimer.C:
+			res.NoBoot = true
 			kill(fmt.Sprintf("boot watchdog: the guest init did not start within %v", bootTimeout))
 		case <-runTimer:
 			kill(fmt.Sprintf("run watchdog: the guest did not finish within %v after boot", vm.RunTimeout))
