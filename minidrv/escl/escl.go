@@ -684,6 +684,16 @@ func (h *Handler) cancel(j *job, cause Cause) {
 	}
 	j.cause = cause
 	j.cancelAt = time.Now()
+	select {
+	case <-j.idle:
+		// Past its acquisition (its page waits, or is being sent): the
+		// scanner is free for the next job once this returns, as after
+		// a canceled acquisition (run).
+		if h.active == j {
+			h.active = nil
+		}
+	default:
+	}
 	// Only this job's own acquisition is canceled: the driver may have
 	// other clients. One that starts after this point sees the cancel in
 	// its first progress report, before it touches the device.

@@ -228,6 +228,14 @@ func (h *Handler) run(j *job) JobReport {
 	}
 	uerr := h.d.Unlock()
 	idleAt := time.Now()
+	h.mu.Lock()
+	if j.cause != CauseNone && h.active == j {
+		// Canceled: nothing left of it needs the scanner (no document to
+		// encode or deliver), and a DELETE answers at idle: a POST that
+		// comes once it answered must get the scanner, not 503 busy.
+		h.active = nil
+	}
+	h.mu.Unlock()
 	close(j.idle)
 	if err == nil && uerr != nil {
 		err = fmt.Errorf("unlock the driver: %w", uerr)
